@@ -1,0 +1,46 @@
+# Safehold's developer entry points. Every target installs what it needs first,
+# so each works on a fresh machine. Slow builds are cached outside the checkout.
+SHELL := /bin/bash
+export SAFEHOLD_CACHE ?= $(HOME)/.cache/safehold
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ARGS  ?=
+
+.PHONY: all deps venv lint test e2e quickstart bench clean
+
+all: test
+
+# System packages (Debian) and the npm-installed Azurite, into $(SAFEHOLD_CACHE).
+deps:
+	@e2e/install-deps
+
+# The Python environment: safehold with every extra and the dev tools.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[all,dev]'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests e2e bench
+	$(VENV)/bin/ruff format --check operator tests e2e bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# Every test: unit, storage conformance on real servers, engine, test ground, end to end.
+test: deps venv lint
+	$(PY) -m pytest $(ARGS)
+
+# The end-to-end tests on the local Kubernetes test ground only.
+e2e: deps venv
+	$(PY) -m pytest e2e/tests $(ARGS)
+
+quickstart: deps venv
+	@$(PY) e2e/quickstart.py
+
+bench: deps venv
+	$(PY) bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""pytest fixtures for the object-store servers (filled in by the storage issue)."""

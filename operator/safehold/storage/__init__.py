@@ -1,0 +1,34 @@
+"""The storage layer: objects at a location on a filesystem, S3, GCS or Azure Blob.
+
+The public surface is this module: :func:`open_storage`, the :class:`Storage`
+interface, :class:`ObjectInfo` and the errors. See ``docs/storage.md``.
+"""
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.errors import (
+    AlreadyExists,
+    InvalidLocation,
+    MissingExtra,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    StorageError,
+    TransientError,
+)
+from safehold.storage.registry import Location, open_storage, parse_location
+
+__all__ = [
+    "AlreadyExists",
+    "InvalidLocation",
+    "Location",
+    "MissingExtra",
+    "NotFound",
+    "ObjectInfo",
+    "PermanentError",
+    "PermissionDenied",
+    "Storage",
+    "StorageError",
+    "TransientError",
+    "open_storage",
+    "parse_location",
+]

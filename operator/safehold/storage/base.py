@@ -1,0 +1,93 @@
+"""The storage interface: six operations that every provider implements.
+
+A storage holds immutable objects under ``/``-separated names relative to the
+location's prefix (for example ``data/3f/3fa4...``). It knows nothing about
+repositories; the ``repo`` layer decides the names and what goes in them.
+
+Guarantees every provider gives (the conformance suite in
+``tests/storage/test_conformance.py`` checks each one on a real server):
+
+* **Atomic puts.** A reader sees either no object or the whole object, never a
+  partial one, even if the writer crashes mid-upload.
+* **Read-after-write.** Once ``put`` or ``create`` returns, ``get``, ``stat`` and
+  ``list`` in any process see the object. Once ``delete`` returns, they do not.
+* **Atomic create.** ``create`` (put-if-absent) succeeds for exactly one of any
+  number of concurrent callers; the others get :class:`AlreadyExists`. Locks and
+  never-overwrite-data rest on this.
+* **List consistency.** ``list`` yields every object whose name starts with the
+  prefix that existed for the whole listing, in lexicographic order of name,
+  streamed page by page (never loaded into memory at once). It is a plain string
+  prefix: ``list("data/a")`` also yields ``data/ab``.
+* **Idempotent delete.** Deleting a missing object is not an error.
+
+Errors (from :mod:`safehold.storage.errors`): :class:`NotFound`,
+:class:`AlreadyExists`, :class:`PermissionDenied`, :class:`TransientError`
+(retry it), :class:`PermanentError`. No SDK exception escapes a provider.
+
+Behaviour that is not storage (retry, concurrency limits, metrics, fault
+injection) lives in wrappers around a ``Storage`` (:mod:`safehold.storage.wrappers`),
+never in the providers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["ObjectInfo", "Storage"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What ``stat`` and ``list`` report about one object."""
+
+    name: str
+    size: int
+
+
+class Storage(abc.ABC):
+    """A flat namespace of immutable objects at one location."""
+
+    #: The location as a URL with any secret removed; used in every error message.
+    location: str
+
+    @abc.abstractmethod
+    def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name``, replacing any object of that name, atomically."""
+
+    @abc.abstractmethod
+    def create(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` only if no object has that name.
+
+        Raises :class:`AlreadyExists` otherwise. Atomic across processes and hosts.
+        """
+
+    @abc.abstractmethod
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or ``length`` bytes from ``offset``.
+
+        A range that runs past the end returns the bytes up to the end.
+        Raises :class:`NotFound` when the object does not exist.
+        """
+
+    @abc.abstractmethod
+    def stat(self, name: str) -> ObjectInfo:
+        """Return the object's size. Raises :class:`NotFound`."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose name starts with ``prefix``, sorted by name."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object. Removing a missing object is not an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
+        """Release connections. The storage must not be used afterwards."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,61 @@
+"""The errors every storage provider raises, and nothing else.
+
+Providers translate their SDK's exceptions into these, so the layers above never
+see a boto3, google or azure exception. Every message names the location (its URL,
+never a credential) and says what to check.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "InvalidLocation",
+    "MissingExtra",
+    "NotFound",
+    "PermanentError",
+    "PermissionDenied",
+    "StorageError",
+    "TransientError",
+]
+
+
+class StorageError(Exception):
+    """Base class: an operation on ``location`` failed.
+
+    ``location`` is the redacted URL of the storage (no secrets); ``name`` is the
+    object name the operation was about, when there was one.
+    """
+
+    def __init__(self, location: str, message: str, *, name: str | None = None) -> None:
+        self.location = location
+        self.name = name
+        where = f"{location}: {name}" if name else location
+        super().__init__(f"{where}: {message}")
+
+
+class NotFound(StorageError):
+    """The object (or the bucket/container/directory) does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """``create`` found an object of that name: someone else created it first."""
+
+
+class PermissionDenied(StorageError):
+    """The credentials are wrong, expired, or lack the right for this operation."""
+
+
+class TransientError(StorageError):
+    """A failure worth retrying: throttling, 5xx, timeouts, connection resets."""
+
+
+class PermanentError(StorageError):
+    """A failure that retrying will not fix (bad request, misconfiguration)."""
+
+
+class InvalidLocation(StorageError):
+    """The location URL or its options cannot name a storage (unknown scheme, bad form)."""
+
+
+class MissingExtra(StorageError):
+    """The provider's SDK is not installed; the message names the extra to install."""
