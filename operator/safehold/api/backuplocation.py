@@ -1,0 +1,149 @@
+"""``BackupLocation``: where a repository lives and how to reach it.
+
+The controller validates a location with a short Job that connects with the
+credentials Secret, initialises the repository if it is empty, and reports the result
+in the ``Available`` condition; it re-checks every ``validationInterval``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from safehold.api.base import ApiModel
+from safehold.api.conditions import Conditions
+from safehold.api.errors import invalid
+from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
+from safehold.api.references import SecretKeyReference, SecretReference
+from safehold.api.types import Duration, ResourceName
+
+__all__ = [
+    "BackupLocation",
+    "BackupLocationSpec",
+    "BackupLocationStatus",
+    "LocationProvider",
+    "LocationRole",
+]
+
+LocationProvider = Literal["s3", "gcs", "azure", "filesystem"]
+LocationRole = Literal["primary", "recovery-site"]
+
+
+class BackupLocationSpec(ApiModel):
+    """Where a repository lives: a bucket (or container, or volume) and how to reach it."""
+
+    # The apiserver enforces the provider-dependent requirement too (no CEL on 1.20).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"provider": {"enum": ["filesystem"]}}, "required": ["claimName"]},
+                {
+                    "properties": {"provider": {"enum": ["s3", "gcs", "azure"]}},
+                    "required": ["bucket"],
+                },
+            ]
+        }
+    )
+
+    provider: LocationProvider
+    """The storage service: s3 (any S3-compatible service), gcs, azure or filesystem."""
+    bucket: str | None = Field(default=None, min_length=1, max_length=255)
+    """The bucket (s3, gcs) or container (azure). Required except for filesystem."""
+    claim_name: ResourceName | None = None
+    """For filesystem: the PersistentVolumeClaim (e.g. on NFS) that holds repositories."""
+    prefix: str = Field(default="", max_length=1024, pattern=r"^[^/].*$|^$")
+    """A path inside the bucket or volume under which the repository lives (no leading /)."""
+    endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """The service URL for S3-compatible stores, emulators or sovereign clouds
+    (e.g. https://minio.example:9000); empty means the provider's public endpoint."""
+    region: str | None = Field(default=None, max_length=64)
+    """The region (s3) or location hint; empty uses the provider's default."""
+    credentials_secret_ref: SecretReference | None = None
+    """The Secret with the storage credentials, by provider: s3: AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY; gcs: service-account.json; azure: AZURE_STORAGE_CONNECTION_STRING
+    or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY. Empty uses the Job's workload identity."""
+    repository_password_secret_ref: SecretKeyReference
+    """The Secret key holding the repository password, which encrypts every backup.
+    Losing it means losing the backups: keep a copy outside the cluster."""
+    role: LocationRole = "primary"
+    """primary receives backups directly; recovery-site receives replicated copies."""
+    immutability_days: int = Field(default=0, ge=0, le=36500)
+    """Lock every object for this many days (S3 object lock, GCS retention, Azure
+    immutability) so nobody, not even Safehold, can delete backups earlier; 0 disables it.
+    The bucket must have locking enabled."""
+    validation_interval: Duration = "1h"
+    """How often the controller re-checks that the location is reachable."""
+
+    @model_validator(mode="after")
+    def _bucket_or_claim(self) -> BackupLocationSpec:
+        if self.provider == "filesystem":
+            if not self.claim_name:
+                raise invalid(
+                    "claimName",
+                    "is required for provider filesystem: name the PersistentVolumeClaim "
+                    "that holds the repositories",
+                )
+            if self.bucket:
+                raise invalid("bucket", "is not used by provider filesystem: remove it")
+        elif not self.bucket:
+            raise invalid(
+                "bucket",
+                f"is required for provider {self.provider}: name the "
+                f"{'container' if self.provider == 'azure' else 'bucket'} to write to",
+            )
+        elif self.claim_name:
+            raise invalid("claimName", f"is only used by provider filesystem, not {self.provider}")
+        return self
+
+
+class BackupLocationStatus(ApiModel):
+    """What the controller last found at the location."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` this status describes."""
+    conditions: Conditions = Field(default_factory=list)
+    """Available is True when the location was reached and holds a repository."""
+    phase: Literal["Pending", "Available", "Unavailable"] | None = None
+    """A one-word summary of the Available condition."""
+    last_validation_time: datetime | None = None
+    """When the location was last checked."""
+    repository_id: str | None = Field(default=None, max_length=128)
+    """The id of the repository found or created there."""
+    bytes_stored: int | None = Field(default=None, ge=0)
+    """Bytes the repository occupies in storage (after deduplication and compression)."""
+    snapshot_count: int | None = Field(default=None, ge=0)
+    """Snapshots in the repository."""
+
+
+class BackupLocation(CustomResource):
+    """A storage location for backups: bucket, credentials and repository password."""
+
+    crd = CrdInfo(
+        kind="BackupLocation",
+        plural="backuplocations",
+        singular="backuplocation",
+        short_names=("bl", "bloc"),
+        printer_columns=(
+            PrinterColumn("Provider", "string", ".spec.provider", "The storage service"),
+            PrinterColumn("Bucket", "string", ".spec.bucket", "Bucket or container"),
+            PrinterColumn("Role", "string", ".spec.role", "primary or recovery-site"),
+            PrinterColumn(
+                "Available",
+                "string",
+                '.status.conditions[?(@.type=="Available")].status',
+                "Whether the location was reached",
+            ),
+            PrinterColumn("Stored", "integer", ".status.bytesStored", "Bytes stored"),
+            PrinterColumn("Snapshots", "integer", ".status.snapshotCount", "Snapshots", priority=1),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ),
+    )
+
+    kind: Literal["BackupLocation"] = "BackupLocation"
+    """``BackupLocation``."""
+    spec: BackupLocationSpec
+    """Where the repository lives."""
+    status: BackupLocationStatus | None = None
+    """Written by the controller."""

@@ -1,0 +1,411 @@
+"""``BackupPolicy``: what to back up, when, how long to keep it, and where.
+
+The controller creates a ``BackupRun`` at each schedule slot (in the slot's time zone),
+applies the concurrency policy, prunes old runs by the history limits, and applies
+the retention rules to the repository after each successful run.
+
+Missed slots (the operator was down) follow CronJob's rule: if the latest missed slot
+is less than ``startingDeadlineSeconds`` old, one run is started for it, otherwise the
+slot is skipped and counted in the ``Ready`` condition's message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from safehold.api.base import ApiModel
+from safehold.api.conditions import Conditions
+from safehold.api.enums import BackupType
+from safehold.api.errors import invalid
+from safehold.api.jobs import JobSettings
+from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
+from safehold.api.references import LocalObjectReference
+from safehold.api.selectors import LabelSelector
+from safehold.api.types import (
+    CronExpression,
+    Duration,
+    NamespaceName,
+    ResourceName,
+    SourceName,
+    TimeZone,
+)
+
+__all__ = [
+    "BackupPolicy",
+    "BackupPolicySpec",
+    "BackupPolicyStatus",
+    "CheckResult",
+    "ClusterResourcesSource",
+    "ConcurrencyPolicy",
+    "DatabaseCredentials",
+    "DatabaseSource",
+    "Hook",
+    "Hooks",
+    "Retention",
+    "Schedule",
+    "ScheduleSlot",
+    "Sources",
+    "TestRestore",
+    "Verification",
+    "VolumeSnapshot",
+    "VolumeSource",
+]
+
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+
+_NAMESPACE_OR_ALL = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+_RESOURCE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_NamespaceOrAll = Annotated[str, Field(max_length=63, pattern=_NAMESPACE_OR_ALL)]
+_ResourceType = Annotated[str, Field(max_length=253, pattern=_RESOURCE)]
+
+
+class VolumeSnapshot(ApiModel):
+    """Freeze the volume with a CSI VolumeSnapshot and read a clone of it."""
+
+    volume_snapshot_class_name: str | None = Field(default=None, max_length=253)
+    """The VolumeSnapshotClass to use; empty uses the cluster's default for the driver.
+    Without any class, the live volume is read and the run notes it in the source result."""
+
+
+class VolumeSource(ApiModel):
+    """PersistentVolumeClaims of the policy's namespace: one by name, or all that match."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["claimName"]}, {"required": ["selector"]}]}
+    )
+
+    name: SourceName | None = None
+    """The source's name in results and restores. Defaults to the claim's name; with a
+    selector, each matching claim becomes a source named after the claim."""
+    claim_name: ResourceName | None = None
+    """The PersistentVolumeClaim to back up. Set this or selector."""
+    selector: LabelSelector | None = None
+    """Back up every PersistentVolumeClaim whose labels match. Set this or claimName."""
+    include: list[str] = Field(default_factory=list, max_length=256)
+    """Glob patterns of paths to back up (relative to the volume's root); empty means all."""
+    exclude: list[str] = Field(default_factory=list, max_length=256)
+    """Glob patterns of paths to leave out, e.g. ``cache/**`` or ``*.tmp``."""
+    snapshot: VolumeSnapshot | None = None
+    """Read a crash-consistent CSI snapshot instead of the live volume."""
+
+    @model_validator(mode="after")
+    def _claim_or_selector(self) -> VolumeSource:
+        if (self.claim_name is None) == (self.selector is None):
+            raise invalid(
+                "claimName",
+                "set exactly one of claimName (one claim) and selector (claims by label)",
+            )
+        return self
+
+
+class DatabaseCredentials(ApiModel):
+    """A Secret with the user name and password a dump connects with."""
+
+    name: ResourceName
+    """The Secret's name."""
+    username_key: str = Field(default="username", max_length=253)
+    """The key holding the user name."""
+    password_key: str = Field(default="password", max_length=253)
+    """The key holding the password."""
+
+
+class DatabaseSource(ApiModel):
+    """A database server whose databases are dumped (pg_dump, mysqldump) into the repository."""
+
+    name: SourceName
+    """The source's name in results and restores."""
+    engine: Literal["postgresql", "mysql"]
+    """The server type; mysql also covers MariaDB."""
+    host: str = Field(min_length=1, max_length=253)
+    """The server's host name, e.g. ``db.prod.svc``."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """The server's port; defaults to 5432 for postgresql and 3306 for mysql."""
+    databases: list[str] = Field(default_factory=list, max_length=256)
+    """The databases to dump; empty dumps all of them (with roles, for postgresql)."""
+    credentials_secret_ref: DatabaseCredentials
+    """Where the user name and password come from."""
+
+
+class ClusterResourcesSource(ApiModel):
+    """Resource manifests (Deployments, ConfigMaps, ...) exported as YAML."""
+
+    include_namespaces: list[_NamespaceOrAll] = Field(default_factory=list, max_length=256)
+    """Namespaces to export; empty means the policy's own, ``*`` all (the operator
+    then needs cluster-wide read access)."""
+    exclude_namespaces: list[NamespaceName] = Field(default_factory=list, max_length=256)
+    """Namespaces to leave out, e.g. ``kube-system``."""
+    include_resources: list[_ResourceType] = Field(default_factory=list, max_length=256)
+    """Resource types as ``plural.group`` (``deployments.apps``, ``configmaps``); empty: all."""
+    exclude_resources: list[_ResourceType] = Field(default_factory=list, max_length=256)
+    """Resource types to leave out, e.g. ``events``, ``secrets``."""
+    label_selector: LabelSelector | None = None
+    """Only objects whose labels match."""
+    include_cluster_scoped: bool = False
+    """Also export the cluster-scoped objects the namespaced ones use (PersistentVolumes,
+    CustomResourceDefinitions, StorageClasses)."""
+
+
+class Sources(ApiModel):
+    """What to back up; at least one source."""
+
+    volumes: list[VolumeSource] = Field(default_factory=list, max_length=64)
+    """PersistentVolumeClaims, by name or label selector."""
+    databases: list[DatabaseSource] = Field(default_factory=list, max_length=32)
+    """Database servers to dump."""
+    cluster_resources: ClusterResourcesSource | None = None
+    """Resource manifests, as the source named ``resources``."""
+
+    @model_validator(mode="after")
+    def _not_empty_and_unique(self) -> Sources:
+        if not self.volumes and not self.databases and self.cluster_resources is None:
+            raise invalid(
+                "volumes", "the policy backs up nothing: add volumes, databases or clusterResources"
+            )
+        seen: dict[str, str] = {}
+        names = [(f"volumes[{i}]", v.name or v.claim_name) for i, v in enumerate(self.volumes)]
+        names += [(f"databases[{i}]", d.name) for i, d in enumerate(self.databases)]
+        for where, name in names:
+            if name is None:
+                continue
+            if name in seen:
+                raise invalid(
+                    f"{where}.name",
+                    f"source name {name!r} is already used by {seen[name]}: give each a "
+                    "unique name",
+                )
+            seen[name] = where
+        return self
+
+
+class Hook(ApiModel):
+    """A command run in the pods of the policy's namespace that match, e.g. to flush writes."""
+
+    name: SourceName
+    """The hook's name in Events and results."""
+    pod_selector: LabelSelector
+    """The pods to run the command in (each matching pod, in the policy's namespace)."""
+    container: str | None = Field(default=None, max_length=63)
+    """The container to run in; empty means the pod's first container."""
+    command: list[str] = Field(min_length=1, max_length=64)
+    """The command and its arguments, run without a shell (add ``sh -c`` for one)."""
+    timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    """How long the command may take."""
+    on_error: Literal["Fail", "Continue"] = "Fail"
+    """Fail fails the run (post hooks still run); Continue records a warning."""
+
+
+class Hooks(ApiModel):
+    """Commands around the backup: pre hooks before any source is read, post hooks after."""
+
+    pre_backup: list[Hook] = Field(default_factory=list, max_length=16)
+    """Run before the snapshot, e.g. ``fsfreeze`` or ``FLUSH TABLES WITH READ LOCK``."""
+    post_backup: list[Hook] = Field(default_factory=list, max_length=16)
+    """Run after the snapshot, also when it failed, e.g. to unfreeze."""
+
+
+class ScheduleSlot(ApiModel):
+    """A cron expression and the backup type of the runs it starts."""
+
+    cron: CronExpression
+    """Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily,
+    @weekly, @monthly, @yearly, in the schedule's time zone."""
+    type: BackupType = "incremental"
+    """full, incremental or differential."""
+
+
+class Schedule(ApiModel):
+    """When runs start. When several slots fire in the same minute, one run starts, with
+    the strongest of their types (full, then differential, then incremental)."""
+
+    time_zone: TimeZone = "UTC"
+    """The IANA time zone the cron expressions are read in, e.g. Europe/Berlin."""
+    slots: list[ScheduleSlot] = Field(min_length=1, max_length=16)
+    """For example a daily incremental and a weekly full backup."""
+
+
+class Retention(ApiModel):
+    """Which snapshots to keep after each successful run; the rest are forgotten and their
+    unused data pruned. A snapshot kept by any rule is kept. Counts are per source."""
+
+    keep_last: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest n snapshots."""
+    keep_hourly: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest snapshot of each of the last n hours that have one."""
+    keep_daily: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest snapshot of each of the last n days that have one."""
+    keep_weekly: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest snapshot of each of the last n weeks that have one."""
+    keep_monthly: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest snapshot of each of the last n months that have one."""
+    keep_yearly: int | None = Field(default=None, ge=0, le=100000)
+    """Keep the newest snapshot of each of the last n years that have one."""
+    keep_within: Duration | None = None
+    """Keep every snapshot younger than this, e.g. 30d."""
+    keep_tags: list[str] = Field(default_factory=list, max_length=64)
+    """Keep every snapshot with one of these tags (set on BackupRuns made by hand)."""
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Retention:
+        counts = (
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        )
+        if not any(counts) and not self.keep_within and not self.keep_tags:
+            raise invalid(
+                "keepLast",
+                "this retention would delete every snapshot: set keepLast, keepDaily, ... "
+                "to at least 1, or keepWithin, or remove retention to keep everything",
+            )
+        return self
+
+
+class Verification(ApiModel):
+    """Checks that backups can be read back."""
+
+    after_backup: bool = True
+    """Check the new snapshot's structure (index, trees) at the end of each run."""
+    cron: CronExpression | None = None
+    """A full check of the repository on this schedule (in the schedule's time zone)."""
+    read_data_percent: int = Field(default=0, ge=0, le=100)
+    """On each scheduled check, also read and decrypt this percentage of the stored data
+    (a different part each time)."""
+
+
+class TestRestore(ApiModel):
+    """Regularly restores the latest snapshot into a scratch volume and compares checksums."""
+
+    cron: CronExpression
+    """When to test (in the schedule's time zone)."""
+    sources: list[str] = Field(default_factory=list, max_length=64)
+    """The volume sources to test; empty means all of them."""
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    """The StorageClass of the scratch volume; empty uses the cluster's default."""
+
+
+class BackupPolicySpec(ApiModel):
+    """What to back up, when, how long to keep it, and where."""
+
+    sources: Sources
+    """What to back up."""
+    schedule: Schedule | None = None
+    """When to run; without a schedule, runs are only made by hand (a BackupRun)."""
+    retention: Retention | None = None
+    """How long to keep snapshots; without it, every snapshot is kept."""
+    location: LocalObjectReference
+    """The BackupLocation (role primary) that receives the backups."""
+    replicate_to: list[LocalObjectReference] = Field(default_factory=list, max_length=8)
+    """BackupLocations (role recovery-site) that receive a copy of each snapshot."""
+    hooks: Hooks | None = None
+    """Commands to run around the backup."""
+    verification: Verification | None = None
+    """Checks of the repository."""
+    test_restore: TestRestore | None = None
+    """Regular restore tests."""
+    job: JobSettings | None = None
+    """Resources, deadline and placement of the backup Jobs."""
+    concurrency_policy: ConcurrencyPolicy = "Forbid"
+    """When a slot fires while a run is active: Forbid skips the new run, Allow runs both,
+    Replace stops the active run and starts the new one."""
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    """A missed slot (operator down, run forbidden) still starts within this many seconds;
+    later it is skipped. Empty means only the latest missed slot starts, however late."""
+    successful_runs_history_limit: int = Field(default=3, ge=0, le=1000)
+    """How many succeeded BackupRuns to keep (their snapshots are governed by retention)."""
+    failed_runs_history_limit: int = Field(default=1, ge=0, le=1000)
+    """How many failed or partially failed BackupRuns to keep."""
+    suspend: bool = False
+    """Stop starting new runs; active runs continue."""
+
+    @model_validator(mode="after")
+    def _replicas_differ(self) -> BackupPolicySpec:
+        seen = {self.location.name}
+        for index, target in enumerate(self.replicate_to):
+            if target.name in seen:
+                raise invalid(
+                    f"replicateTo[{index}].name",
+                    f"{target.name!r} is already the location or another replica: each "
+                    "recovery site must be a different BackupLocation",
+                )
+            seen.add(target.name)
+        return self
+
+
+class CheckResult(ApiModel):
+    """The outcome of the last verification or test restore."""
+
+    time: datetime
+    """When it finished."""
+    result: Literal["Succeeded", "Failed"]
+    """Whether everything checked out."""
+    message: str = Field(default="", max_length=4096)
+    """What was checked, or what was wrong."""
+    run: str | None = Field(default=None, max_length=253)
+    """The BackupRun whose snapshot was tested."""
+
+
+class BackupPolicyStatus(ApiModel):
+    """The schedule's state, written by the controller."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` this status describes."""
+    conditions: Conditions = Field(default_factory=list)
+    """Ready is True when the policy is valid, its locations exist and it is scheduled."""
+    last_schedule_time: datetime | None = None
+    """The slot time of the last run the schedule started."""
+    next_schedule_time: datetime | None = None
+    """The next slot time, or empty when suspended or unscheduled."""
+    last_successful_run: str | None = Field(default=None, max_length=253)
+    """The name of the newest BackupRun that succeeded."""
+    last_success_time: datetime | None = None
+    """When that run completed."""
+    active_runs: list[LocalObjectReference] = Field(default_factory=list, max_length=64)
+    """BackupRuns of this policy that have not finished."""
+    last_verification: CheckResult | None = None
+    """The last repository check."""
+    last_test_restore: CheckResult | None = None
+    """The last restore test."""
+
+
+class BackupPolicy(CustomResource):
+    """What to back up, on which schedule, how long to keep it, and where."""
+
+    crd = CrdInfo(
+        kind="BackupPolicy",
+        plural="backuppolicies",
+        singular="backuppolicy",
+        short_names=("bp", "bpol"),
+        printer_columns=(
+            PrinterColumn("Location", "string", ".spec.location.name", "The BackupLocation"),
+            PrinterColumn(
+                "Schedule", "string", ".spec.schedule.slots[0].cron", "The first schedule slot"
+            ),
+            PrinterColumn("Suspend", "boolean", ".spec.suspend", "Whether runs are suspended"),
+            PrinterColumn(
+                "Ready",
+                "string",
+                '.status.conditions[?(@.type=="Ready")].status',
+                "Whether the policy is scheduled",
+            ),
+            PrinterColumn(
+                "Last Success", "date", ".status.lastSuccessTime", "The last successful run"
+            ),
+            PrinterColumn(
+                "Next", "string", ".status.nextScheduleTime", "The next slot", priority=1
+            ),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ),
+    )
+
+    kind: Literal["BackupPolicy"] = "BackupPolicy"
+    """``BackupPolicy``."""
+    spec: BackupPolicySpec
+    """What, when, how long, where."""
+    status: BackupPolicyStatus | None = None
+    """Written by the controller."""

@@ -1,0 +1,72 @@
+"""Status conditions as the Kubernetes API conventions define them (``metav1.Condition``).
+
+``kubectl wait --for=condition=Complete`` reads these, so the shape is the upstream one:
+type, status, reason, message, lastTransitionTime and observedGeneration. The condition
+lists are map-typed lists keyed by ``type`` so that each type appears once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel
+
+__all__ = [
+    "AVAILABLE",
+    "COMPLETE",
+    "FAILED",
+    "READY",
+    "Condition",
+    "ConditionStatus",
+    "Conditions",
+]
+
+#: A BackupLocation could be reached with its credentials and holds a repository.
+AVAILABLE = "Available"
+#: A BackupRun or RestoreRequest has finished, whatever its outcome.
+COMPLETE = "Complete"
+#: A BackupRun or RestoreRequest has finished without doing (all of) its work.
+FAILED = "Failed"
+#: A BackupPolicy is valid and scheduled.
+READY = "Ready"
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """One aspect of the object's state, following the Kubernetes API conventions."""
+
+    type: str = Field(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        max_length=316,
+    )
+    """The aspect, in CamelCase: Available, Complete, Failed, Ready."""
+    status: ConditionStatus
+    """Whether the condition holds: True, False or Unknown."""
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", min_length=1, max_length=1024
+    )
+    """A CamelCase word for the cause of the last transition, for programs to match on."""
+    message: str = Field(default="", max_length=32768)
+    """What happened, for people: what failed and what to fix."""
+    last_transition_time: datetime
+    """When the status last changed."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` the condition was computed from."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    ),
+]
+"""A condition list, each type at most once (a map-typed list keyed by type)."""

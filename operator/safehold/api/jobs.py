@@ -1,0 +1,57 @@
+"""How the Jobs that do the work are run: resources, deadline, placement.
+
+Everything else about a Job (security context, labels, owner) is fixed by the
+controller's job builder and is deliberately not configurable here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel
+from safehold.api.types import Quantity
+
+__all__ = ["JobSettings", "ResourceRequirements", "Toleration"]
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for a container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    """The resources the scheduler reserves, e.g. ``cpu: 500m``, ``memory: 256Mi``."""
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    """The most the container may use; a backup needs about 150Mi plus 64Mi per thread."""
+
+
+class Toleration(ApiModel):
+    """Lets the Job's pod run on nodes with a matching taint."""
+
+    key: str | None = Field(default=None, max_length=317)
+    """The taint key; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Equal matches the value; Exists matches any value."""
+    value: str | None = Field(default=None, max_length=63)
+    """The taint value for operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to match; empty matches all effects."""
+    toleration_seconds: int | None = Field(default=None, ge=0)
+    """For NoExecute: how long the pod stays after the taint appears."""
+
+
+class JobSettings(ApiModel):
+    """Settings for the Jobs of a policy's runs."""
+
+    resources: ResourceRequirements | None = None
+    """CPU and memory for the backup container."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Kill a Job that runs longer than this; the source then fails with reason DeadlineExceeded."""
+    backoff_limit: int = Field(default=1, ge=0, le=10)
+    """How often a failed pod is retried before the source fails."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Labels a node must have to run the Job (ignored for a volume in use on a node)."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the Job's pod tolerates."""
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    """The PriorityClass of the Job's pod."""

@@ -1,0 +1,188 @@
+"""``RestoreRequest``: what to bring back, from which backup, into where.
+
+Rule for existing data (``existingResourcePolicy``): Skip leaves every object and file
+that already exists untouched and restores the rest; Overwrite replaces them with the
+backup's version (files not in the backup are left alone); Fail stops before writing
+anything when any target exists. The status lists what was restored and skipped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from safehold.api.base import ApiModel
+from safehold.api.conditions import Conditions
+from safehold.api.enums import RunPhase, SourceKind
+from safehold.api.errors import invalid
+from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
+from safehold.api.references import LocalObjectReference
+from safehold.api.reports import ErrorDetail, Progress
+from safehold.api.selectors import LabelSelector
+from safehold.api.types import NamespaceName, Quantity, ResourceName
+
+__all__ = [
+    "ExistingResourcePolicy",
+    "RestoreRequest",
+    "RestoreRequestSpec",
+    "RestoreRequestStatus",
+    "RestoreResourceFilter",
+    "RestoreTarget",
+    "RestoredItem",
+]
+
+ExistingResourcePolicy = Literal["Skip", "Overwrite", "Fail"]
+
+
+class RestoreResourceFilter(ApiModel):
+    """Which resource manifests of a clusterResources source to re-create."""
+
+    include_namespaces: list[str] = Field(default_factory=list, max_length=256)
+    """Namespaces (as backed up) to restore; empty means all in the backup."""
+    exclude_namespaces: list[str] = Field(default_factory=list, max_length=256)
+    """Namespaces to leave out."""
+    include_resources: list[str] = Field(default_factory=list, max_length=256)
+    """Resource types as ``plural.group``; empty means all in the backup."""
+    exclude_resources: list[str] = Field(default_factory=list, max_length=256)
+    """Resource types to leave out."""
+    label_selector: LabelSelector | None = None
+    """Only objects whose labels match."""
+
+
+class RestoreTarget(ApiModel):
+    """Where a volume source's data goes, when not back into a claim of its own name."""
+
+    claim_name: ResourceName
+    """The PersistentVolumeClaim to restore into; created if missing."""
+    namespace: NamespaceName | None = None
+    """Its namespace; empty means the RestoreRequest's namespace (another namespace needs
+    the operator's permission there)."""
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    """For a claim that is created: its StorageClass (empty: the cluster's default)."""
+    size: Quantity | None = None
+    """For a claim that is created: its size (empty: the backed-up claim's size)."""
+    path: str = Field(default="", max_length=4096)
+    """A directory inside the claim to restore into; empty means its root."""
+
+
+class RestoreRequestSpec(ApiModel):
+    """What to restore, from where, into where."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["backupRunRef"]}, {"required": ["policyRef"]}]}
+    )
+
+    backup_run_ref: LocalObjectReference | None = None
+    """The BackupRun whose snapshots to restore. Set this, or policyRef."""
+    policy_ref: LocalObjectReference | None = None
+    """Restore the newest snapshot of this BackupPolicy (at or before pointInTime)."""
+    point_in_time: datetime | None = None
+    """With policyRef: the newest snapshot at or before this time (RFC 3339, e.g.
+    2026-01-31T23:00:00Z) is restored; empty means the newest."""
+    location_ref: LocalObjectReference | None = None
+    """The BackupLocation to read from, e.g. a recovery site; empty means the policy's
+    primary location."""
+    sources: list[str] = Field(default_factory=list, max_length=64)
+    """Sources to restore, by name; empty means all sources of the backup."""
+    paths: list[str] = Field(default_factory=list, max_length=256)
+    """Paths or glob patterns inside volume sources to restore; empty means everything."""
+    resources: RestoreResourceFilter | None = None
+    """Which manifests of the clusterResources source to restore."""
+    namespace_mapping: dict[str, str] = Field(default_factory=dict)
+    """Restore into other namespaces: ``{prod: prod-restored}``."""
+    storage_class_mapping: dict[str, str] = Field(default_factory=dict)
+    """Create claims with other StorageClasses: ``{gp2: gp3}``."""
+    target: RestoreTarget | None = None
+    """Restore a single volume source into this claim instead."""
+    existing_resource_policy: ExistingResourcePolicy = "Skip"
+    """What to do with objects and files that already exist: Skip, Overwrite or Fail."""
+    dry_run: bool = False
+    """Only list what would be restored, into status.restored, without writing anything."""
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> RestoreRequestSpec:
+        if (self.backup_run_ref is None) == (self.policy_ref is None):
+            raise invalid(
+                "backupRunRef",
+                "set exactly one of backupRunRef (a BackupRun) and policyRef (a policy's "
+                "newest snapshot, optionally at or before pointInTime)",
+            )
+        if self.point_in_time is not None and self.policy_ref is None:
+            raise invalid(
+                "pointInTime",
+                "only works with policyRef; with backupRunRef the run fixes the time",
+            )
+        return self
+
+
+class RestoredItem(ApiModel):
+    """What was (or, for a dry run, would be) restored from one source."""
+
+    source: str = Field(max_length=253)
+    """The source's name."""
+    kind: SourceKind
+    """volume, database or clusterResources."""
+    snapshot_id: str | None = Field(default=None, max_length=128)
+    """The snapshot restored from."""
+    target: str = Field(default="", max_length=1024)
+    """Where it went, e.g. ``persistentvolumeclaim/prod/data``."""
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] = "Pending"
+    """This item's state."""
+    files: int | None = Field(default=None, ge=0)
+    """Files (or objects) restored."""
+    bytes: int | None = Field(default=None, ge=0)
+    """Bytes written."""
+    skipped: int | None = Field(default=None, ge=0)
+    """Files or objects left alone because they existed (existingResourcePolicy Skip)."""
+    error: ErrorDetail | None = None
+    """Why it failed."""
+
+
+class RestoreRequestStatus(ApiModel):
+    """The record of the restore, written by the controller."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` this status describes."""
+    phase: RunPhase | None = None
+    """Pending, Running, Succeeded, PartiallyFailed or Failed."""
+    conditions: Conditions = Field(default_factory=list)
+    """Complete is True once finished; Failed is True when some or all of it failed."""
+    backup_run: str | None = Field(default=None, max_length=253)
+    """The BackupRun restored from (resolved from policyRef and pointInTime)."""
+    start_time: datetime | None = None
+    """When the restore started."""
+    completion_time: datetime | None = None
+    """When it finished."""
+    restored: list[RestoredItem] = Field(default_factory=list, max_length=256)
+    """One entry per source restored."""
+    warnings: list[str] = Field(default_factory=list, max_length=64)
+    """Things to look at, e.g. objects skipped because they exist."""
+    progress: Progress | None = None
+    """Byte progress while running."""
+
+
+class RestoreRequest(CustomResource):
+    """A request to restore backed-up volumes, databases or resources."""
+
+    crd = CrdInfo(
+        kind="RestoreRequest",
+        plural="restorerequests",
+        singular="restorerequest",
+        short_names=("rr", "rreq"),
+        printer_columns=(
+            PrinterColumn("Backup", "string", ".status.backupRun", "The BackupRun restored"),
+            PrinterColumn("Phase", "string", ".status.phase", "The restore's state"),
+            PrinterColumn("Progress", "integer", ".status.progress.percent", "Percent done"),
+            PrinterColumn("Dry Run", "boolean", ".spec.dryRun", "Only listing", priority=1),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ),
+    )
+
+    kind: Literal["RestoreRequest"] = "RestoreRequest"
+    """``RestoreRequest``."""
+    spec: RestoreRequestSpec
+    """What to restore."""
+    status: RestoreRequestStatus | None = None
+    """Written by the controller."""

@@ -1,0 +1,224 @@
+"""String types with a Kubernetes meaning: durations, cron expressions, time zones, names.
+
+Each type carries two checks. Its OpenAPI schema (a ``pattern`` and ``maxLength``) is
+what the apiserver enforces when someone applies YAML; its pydantic validator says the
+same thing in Python and more than a regex can (``croniter`` parses the expression,
+``zoneinfo`` looks the zone up), with a message that says what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from croniter import CroniterBadDateError, croniter
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "CRON_PATTERN",
+    "DURATION_PATTERN",
+    "QUANTITY_PATTERN",
+    "CronExpression",
+    "Duration",
+    "NamespaceName",
+    "Quantity",
+    "ResourceName",
+    "SecretKey",
+    "SourceName",
+    "TimeZone",
+    "parse_duration",
+]
+
+#: Five cron fields, or one of the macros Kubernetes CronJobs accept.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|([0-9A-Za-z*?,/#-]+[ \t]+){4}[0-9A-Za-z*?,/#-]+)$"
+)
+#: One or more ``<number><unit>`` parts: ``30d``, ``12h``, ``1h30m``.
+DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d|w))+$"
+#: A Kubernetes resource quantity (``500m``, ``2Gi``, ``1.5``), as the apiserver writes it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern, not a password
+_TIME_ZONE = r"^[A-Za-z0-9_+/-]+$"
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"1h30m"`` -> ``timedelta(hours=1, minutes=30)``; units s, m, h, d (days), w (weeks)."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r}")
+    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def _check_duration(value: str) -> str:
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise PydanticCustomError(
+            "duration",
+            "'{value}' is not a duration: write a number and a unit, such as 30d, 12h or 1h30m "
+            "(units s, m, h, d, w)",
+            {"value": value},
+        )
+    return value
+
+
+def _check_cron(value: str) -> str:
+    expression = value.strip()
+    if not re.fullmatch(CRON_PATTERN, expression):
+        raise PydanticCustomError(
+            "cron",
+            "'{value}' is not a cron expression: write five fields (minute hour day-of-month "
+            "month day-of-week, e.g. '0 3 * * *') or a macro such as @hourly or @daily",
+            {"value": value},
+        )
+    if not croniter.is_valid(expression):
+        raise PydanticCustomError(
+            "cron",
+            "'{value}' is not a valid cron expression: a field is out of range or malformed "
+            "(minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-6)",
+            {"value": value},
+        )
+    try:
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise PydanticCustomError(
+            "cron",
+            "'{value}' never fires (no such date, e.g. 31 February): pick a date that exists",
+            {"value": value},
+        ) from None
+    return expression
+
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ok = bool(re.fullmatch(_TIME_ZONE, value)) and zoneinfo.ZoneInfo(value) is not None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        ok = False
+    if not ok:
+        raise PydanticCustomError(
+            "time_zone",
+            "'{value}' is not a known IANA time zone: write a name such as UTC, "
+            "Europe/Berlin or America/New_York",
+            {"value": value},
+        )
+    return value
+
+
+def _pattern_check(pattern: str, max_length: int, error: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if len(value) > max_length or not compiled.fullmatch(value):
+            raise PydanticCustomError(
+                error,
+                "'{value}' is not " + what,
+                {"value": value},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_quantity(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PydanticCustomError(
+            "quantity",
+            "'{value}' is not a quantity: write a number or a string such as 500m, 2Gi or 1.5",
+            {"value": value},
+        )
+    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+        raise PydanticCustomError(
+            "quantity",
+            "'{value}' is not a quantity: write a number with an optional suffix, such as "
+            "500m (CPU), 2Gi or 512Mi (memory)",
+            {"value": value},
+        )
+    return value
+
+
+def _string_schema(pattern: str, max_length: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": max_length})
+
+
+Duration = Annotated[str, AfterValidator(_check_duration), _string_schema(DURATION_PATTERN, 32)]
+"""A length of time such as ``30d``, ``12h`` or ``1h30m`` (see :func:`parse_duration`)."""
+
+CronExpression = Annotated[str, AfterValidator(_check_cron), _string_schema(CRON_PATTERN, 128)]
+"""Five cron fields or an ``@hourly``-style macro, checked by ``croniter``."""
+
+TimeZone = Annotated[str, AfterValidator(_check_time_zone), _string_schema(_TIME_ZONE, 64)]
+"""An IANA time zone name that ``zoneinfo`` knows."""
+
+ResourceName = Annotated[
+    str,
+    _pattern_check(
+        _DNS_SUBDOMAIN,
+        253,
+        "resource_name",
+        "a Kubernetes object name: lower-case letters, digits, '-' and '.', starting and "
+        "ending with a letter or digit, at most 253 characters",
+    ),
+    _string_schema(_DNS_SUBDOMAIN, 253),
+]
+"""The name of a Kubernetes object (PVC, Secret, BackupLocation...): a DNS subdomain."""
+
+NamespaceName = Annotated[
+    str,
+    _pattern_check(
+        _DNS_LABEL,
+        63,
+        "namespace_name",
+        "a namespace name: lower-case letters, digits and '-', starting and ending with a "
+        "letter or digit, at most 63 characters",
+    ),
+    _string_schema(_DNS_LABEL, 63),
+]
+"""The name of a namespace: a DNS label."""
+
+SourceName = Annotated[
+    str,
+    _pattern_check(
+        _DNS_LABEL,
+        63,
+        "source_name",
+        "a valid name: lower-case letters, digits and '-', starting and ending with a "
+        "letter or digit, at most 63 characters",
+    ),
+    _string_schema(_DNS_LABEL, 63),
+]
+"""The name of a source or hook, used in results and restores: a DNS label."""
+
+SecretKey = Annotated[
+    str,
+    _pattern_check(
+        _SECRET_KEY,
+        253,
+        "secret_key",
+        "a Secret key: letters, digits, '-', '_' and '.', at most 253 characters",
+    ),
+    _string_schema(_SECRET_KEY, 253),
+]
+"""A key inside a Secret's ``data``."""
+
+Quantity = Annotated[
+    int | str,
+    BeforeValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+"""A Kubernetes quantity: ``500m``, ``2Gi``, ``1``."""
