@@ -1,0 +1,295 @@
+"""`make bench`: Safehold's backup engine against restic and borg, on the same data, in one run.
+
+The procedure is the same for every tool, step by step, so no tool gets a warmer cache or a
+friendlier file system state than another:
+
+1. one working copy of the data set's v1 is made (``cp -a``);
+2. each tool initialises its repository, then backs up the working copy in full;
+3. the working copy is changed in place to v2 (files rewritten, added and deleted; unchanged
+   files keep their inode and times, as on a real volume), and checked against v2's manifest;
+4. each tool makes its incremental backup of the working copy;
+5. each tool restores that snapshot; the restore is checked file by file against v2's checksums
+   and a mismatch fails the run.
+
+Before every timed step the page cache is dropped (when permitted: we are root here). For each
+command the wall time, CPU time and peak RSS of the tool's process (``os.wait4``) are recorded,
+and the repository's size after it. Results go to ``bench/results/`` as JSON and Markdown.
+
+After the engine benchmark, ``bench/storage.py`` (the storage throughput benchmark) runs when it
+exists, unless ``--only engine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dataset
+import report
+import treecheck
+from measure import CommandFailed, disk_usage, drop_caches, run_measured
+from tools import TOOLS, Tool, ToolUnavailable
+
+__all__ = ["main"]
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _host() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }
+
+
+def apply_v2(data: dataset.DataSet, source: Path) -> None:
+    """Change the working copy from v1 to v2 in place, as an application would.
+
+    Modified files are rewritten through the existing inode (mtime and ctime change, the inode
+    stays); unchanged files are not touched at all.
+    """
+    changes = data.manifest.changes
+    for path in changes.deleted:
+        (source / path).unlink()
+    for path in [*changes.modified, *changes.added]:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data.path("v2") / path, source / path)
+
+
+class Bench:
+    """One run of the engine benchmark: the work directory, the tools and the results so far."""
+
+    def __init__(self, args: argparse.Namespace, data: dataset.DataSet, work: Path) -> None:
+        self.args = args
+        self.data = data
+        self.work = work
+        self.source = work / "source"
+        self.tools: list[Tool] = []
+        self.failed: dict[str, str] = {}
+        m = data.manifest
+        self.results = report.Results(
+            started=datetime.now(UTC),
+            host=_host(),
+            dataset=report.DataSetInfo(
+                scale=m.scale,
+                seed=m.seed,
+                generator_version=m.generator_version,
+                v1_bytes=m.v1.total_bytes,
+                v1_files=len(m.v1.files),
+                v2_bytes=m.v2.total_bytes,
+                v2_files=len(m.v2.files),
+                edited_bytes=m.changes.edited_bytes,
+            ),
+            cache_dropped=True,
+            tools=[],
+        )
+
+    def select_tools(self, names: list[str], explicit: bool) -> None:
+        for name in names:
+            tool = TOOLS[name](self.work / name)
+            try:
+                version = tool.version()
+            except ToolUnavailable as e:
+                if explicit:
+                    raise
+                _log(f"{name} skipped: {e}")
+                self.results.skipped[name] = str(e)
+                continue
+            self.tools.append(tool)
+            self.results.tools.append(
+                report.ToolRun(name=name, version=version, settings=tool.settings)
+            )
+
+    def _run(self, tool: Tool, step: str) -> None:
+        if tool.name in self.failed:
+            return
+        basis = {
+            "full": self.results.dataset.v1_bytes,
+            "incremental": self.results.dataset.v2_bytes,
+            "restore": self.results.dataset.v2_bytes,
+        }.get(step)
+        target = self.work / "restore" / tool.name
+        if step == "init":
+            command = tool.init()
+        elif step == "full":
+            command = tool.full(self.source)
+        elif step == "incremental":
+            command = tool.incremental(self.source)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            command = tool.restore(target)
+        dropped = drop_caches() if basis is not None else True
+        self.results.cache_dropped &= dropped
+        try:
+            measured = run_measured(command, self.work / "logs" / f"{tool.name}-{step}", 3600)
+            summary = tool.record(step, measured.stdout)
+        except (CommandFailed, RuntimeError) as e:
+            _log(f"{tool.name} {step} FAILED: {e}")
+            self.failed[tool.name] = f"{step} failed: {e}"
+            return
+        apparent, allocated = disk_usage(tool.repo)
+        result = report.Step(
+            seconds=measured.seconds,
+            mb_per_s=basis / 1e6 / measured.seconds if basis is not None else None,
+            user_seconds=measured.user_seconds,
+            system_seconds=measured.system_seconds,
+            peak_rss_bytes=measured.peak_rss_bytes,
+            repo_bytes=apparent,
+            repo_allocated_bytes=allocated,
+            others_cpu_seconds=measured.others_cpu_seconds,
+            cache_dropped=dropped,
+            summary=summary,
+        )
+        run = next(r for r in self.results.tools if r.name == tool.name)
+        run.steps[step] = result
+        rate = f", {result.mb_per_s:.1f} MB/s" if result.mb_per_s is not None else ""
+        _log(
+            f"{tool.name} {step}: {result.seconds:.2f} s{rate}, "
+            f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB, repo {apparent / 1e6:.1f} MB"
+        )
+        if step == "restore":
+            root = treecheck.locate(target, self.source, self.data.manifest.v2)
+            treecheck.verify(root, self.data.manifest.v2)  # raises: a wrong restore fails loudly
+            run.restore_verified = True
+            _log(f"{tool.name} restore verified: every file equals the source")
+            shutil.rmtree(target)
+
+    def run(self) -> None:
+        _log(f"copying v1 to the working copy {self.source}")
+        subprocess.run(["cp", "-a", f"{self.data.path('v1')}/.", str(self.source)], check=True)
+        for step in ("init", "full"):
+            for tool in self.tools:
+                self._run(tool, step)
+        _log("changing the working copy to v2")
+        apply_v2(self.data, self.source)
+        treecheck.verify(self.source, self.data.manifest.v2)
+        for step in ("incremental", "restore"):
+            for tool in self.tools:
+                self._run(tool, step)
+
+    def finish(self) -> report.Results:
+        results = self.results
+        results.finished = datetime.now(UTC)
+        for name, why in self.failed.items():
+            results.notes.append(f"{name} FAILED, its figures are incomplete: {why}")
+        results.targets = report.evaluate_targets(results)
+        if not results.cache_dropped:
+            results.notes.append(
+                "The page cache could not be dropped (needs root): tools may read from RAM."
+            )
+        busy = report.disturbed_steps(results)
+        if busy:
+            results.notes.append(
+                "Other processes competed for the CPU during "
+                + ", ".join(busy)
+                + ": those figures are noisy (slower than on an idle machine)."
+            )
+        return results
+
+
+def _write(results: report.Results, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"engine-{results.started:%Y%m%dT%H%M%SZ}-scale-{results.dataset.scale:g}"
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(results.model_dump_json(indent=2))
+    md_path.write_text(report.markdown(results))
+    shutil.copyfile(json_path, directory / "latest.json")
+    shutil.copyfile(md_path, directory / "latest.md")
+    return json_path, md_path
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    _log(f"data set at scale {args.scale:g}, seed {args.seed} (generated once, then cached)")
+    data = dataset.ensure(args.scale, args.seed)
+    work: Path = args.workdir or dataset.cache_root().parent / "bench-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    bench = Bench(args, data, work)
+    names = args.tools.split(",") if args.tools else list(TOOLS)
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown:
+        _log(f"unknown tool(s) {', '.join(unknown)} in --tools; choose from {', '.join(TOOLS)}")
+        return 2
+    try:
+        bench.select_tools(names, explicit=bool(args.tools))
+    except ToolUnavailable as e:
+        _log(f"--tools asks for a tool that cannot run: {e}")
+        return 2
+    mismatch: treecheck.RestoreMismatch | None = None
+    try:
+        bench.run()
+    except treecheck.RestoreMismatch as e:
+        mismatch = e
+    results = bench.finish()
+    if mismatch is not None:
+        results.notes.append(f"RESTORE MISMATCH, the run is invalid: {mismatch}")
+    json_path, md_path = _write(results, args.results_dir)
+    print(report.markdown(results))
+    _log(f"results: {json_path} and {md_path}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        _log(f"kept the work directory {work}")
+    if mismatch is not None:
+        _log(f"FAILED: {mismatch}")
+        return 1
+    return 1 if bench.failed else 0
+
+
+def run_storage(args: argparse.Namespace) -> int:
+    script = BENCH_DIR / "storage.py"
+    if not script.exists():
+        _log("bench/storage.py does not exist yet: storage benchmark skipped")
+        return 0
+    _log(f"running {script.name} {args.storage_args}")
+    argv = [sys.executable, str(script), *shlex.split(args.storage_args)]
+    return subprocess.run(argv, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--scale", type=float, default=1.0, help="data set size, 1.0 = ~1 GiB")
+    parser.add_argument("--seed", type=int, default=dataset.DEFAULT_SEED)
+    parser.add_argument(
+        "--tools", help=f"comma-separated subset of {','.join(TOOLS)} (default: all that run)"
+    )
+    parser.add_argument("--only", choices=("engine", "storage"), help="run one benchmark only")
+    parser.add_argument("--workdir", type=Path, help="default: $SAFEHOLD_CACHE/bench-work")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--keep", action="store_true", help="keep repositories and logs")
+    parser.add_argument("--storage-args", default="", help="arguments for bench/storage.py")
+    args = parser.parse_args(argv)
+    code = 0
+    if args.only != "storage":
+        code = run_engine(args)
+    if args.only != "engine":
+        code = run_storage(args) or code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

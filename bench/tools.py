@@ -1,0 +1,228 @@
+"""The three backup tools under test, each reduced to the same four commands.
+
+Every tool runs with its own defaults, so each is measured the way a user would run it:
+
+- restic 0.14: repository format v2 (``--repository-version 2``; 0.14's ``init`` still defaults to
+  v1, which cannot compress) with ``--compression auto`` (its default), the incremental backup
+  with ``--parent`` set to the full backup's snapshot;
+- borg 1.2: ``borg init -e repokey-blake2`` (authenticated encryption, as restic and Safehold
+  always use), default lz4 compression, the incremental backup as a second archive (borg's files
+  cache finds the unchanged files);
+- Safehold: ``safehold backup --type full``, then ``--type incremental``.
+
+Every tool keeps its caches (restic's cache directory, borg's files and chunks caches, whatever
+Safehold keeps) in a directory of its own inside the benchmark's work directory, so no run sees
+another run's state. Passwords are fixed benchmark values, passed through the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from measure import Command
+
+__all__ = ["TOOLS", "Borg", "Restic", "Safehold", "Tool", "ToolUnavailable"]
+
+PASSWORD = "bench-password-not-secret"
+
+
+class ToolUnavailable(RuntimeError):
+    """The tool is not installed or does not work yet; the message says what is missing."""
+
+
+class Tool(ABC):
+    """One tool with its repository, cache directory and the state between its commands."""
+
+    name: ClassVar[str]
+    settings: ClassVar[str]  # the choices made for it, as printed in the report
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.repo = workdir / "repo"
+        self.home = workdir / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "XDG_CACHE_HOME": str(self.home / "cache"),
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+        }
+
+    @abstractmethod
+    def version(self) -> str:
+        """The version string, or ToolUnavailable when the tool cannot run."""
+
+    @abstractmethod
+    def init(self) -> Command: ...
+
+    @abstractmethod
+    def full(self, source: Path) -> Command: ...
+
+    @abstractmethod
+    def incremental(self, source: Path) -> Command: ...
+
+    @abstractmethod
+    def restore(self, target: Path) -> Command:
+        """Restore the snapshot of the incremental backup into ``target``."""
+
+    def record(self, step: str, stdout: str) -> dict[str, Any] | None:
+        """Remember what later commands need from ``stdout``; return the tool's own summary."""
+        return None
+
+
+def _version(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        raise ToolUnavailable(f"{argv[0]} is not installed (e2e/install-deps installs it)")
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ToolUnavailable(f"{' '.join(argv)} failed: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip().splitlines()[0]
+
+
+def _last_json(stdout: str) -> dict[str, Any] | None:
+    """The last stdout line that is a JSON object (the tools' summary convention)."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+class Restic(Tool):
+    name = "restic"
+    settings = "repository v2, compression auto (default), incremental with --parent"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.snapshots: dict[str, str] = {}
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.base_env(),
+            "RESTIC_REPOSITORY": str(self.repo),
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_CACHE_DIR": str(self.home / "restic-cache"),
+        }
+
+    def version(self) -> str:
+        return _version(["restic", "version"])
+
+    def init(self) -> Command:
+        return Command(["restic", "init", "--repository-version", "2"], self.env())
+
+    def _backup(self, source: Path, *extra: str) -> Command:
+        argv = ["restic", "backup", "--json", "--quiet", "--host", "bench", *extra, str(source)]
+        return Command(argv, self.env())
+
+    def full(self, source: Path) -> Command:
+        return self._backup(source)
+
+    def incremental(self, source: Path) -> Command:
+        return self._backup(source, "--parent", self.snapshots["full"])
+
+    def restore(self, target: Path) -> Command:
+        argv = ["restic", "restore", self.snapshots["incremental"], "--target", str(target)]
+        return Command(argv, self.env())
+
+    def record(self, step: str, stdout: str) -> dict[str, Any] | None:
+        summary = _last_json(stdout)
+        if step in ("full", "incremental"):
+            if summary is None or "snapshot_id" not in summary:
+                raise RuntimeError(f"restic backup printed no snapshot id: {stdout[-300:]!r}")
+            self.snapshots[step] = str(summary["snapshot_id"])
+        return summary
+
+
+class Borg(Tool):
+    name = "borg"
+    settings = "borg init -e repokey-blake2, default lz4 compression, incremental = 2nd archive"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.base_env(),
+            "BORG_REPO": str(self.repo),
+            "BORG_PASSPHRASE": PASSWORD,
+            "BORG_BASE_DIR": str(self.home),
+        }
+
+    def version(self) -> str:
+        return _version(["borg", "--version"])
+
+    def init(self) -> Command:
+        return Command(["borg", "init", "-e", "repokey-blake2"], self.env())
+
+    def full(self, source: Path) -> Command:
+        return Command(["borg", "create", "::v1", str(source)], self.env())
+
+    def incremental(self, source: Path) -> Command:
+        return Command(["borg", "create", "::v2", str(source)], self.env())
+
+    def restore(self, target: Path) -> Command:
+        target.mkdir(parents=True, exist_ok=True)
+        return Command(["borg", "extract", "::v2"], self.env(), cwd=target)
+
+
+class Safehold(Tool):
+    name = "safehold"
+    settings = "defaults; full backup with --type full, then --type incremental"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        # The CLI of the checkout's own environment, next to the interpreter running this.
+        self.exe = str(Path(sys.executable).parent / "safehold")
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.base_env(),
+            "SAFEHOLD_REPOSITORY": self.repo.as_uri(),
+            "SAFEHOLD_PASSWORD": PASSWORD,
+        }
+
+    def version(self) -> str:
+        if not Path(self.exe).exists():
+            raise ToolUnavailable(f"{self.exe} does not exist (pip install -e . installs it)")
+        done = subprocess.run(
+            [self.exe, "backup", "--help"], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ToolUnavailable(
+                f"`safehold backup --help` failed: {(done.stderr or done.stdout).strip()[-300:]}"
+            )
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+        from importlib.metadata import version
+
+        return f"safehold {version('safehold')} (checkout {rev or 'unknown'})"
+
+    def init(self) -> Command:
+        return Command([self.exe, "repo", "init"], self.env())
+
+    def full(self, source: Path) -> Command:
+        return Command([self.exe, "backup", str(source), "--type", "full", "--json"], self.env())
+
+    def incremental(self, source: Path) -> Command:
+        argv = [self.exe, "backup", str(source), "--type", "incremental", "--json"]
+        return Command(argv, self.env())
+
+    def restore(self, target: Path) -> Command:
+        return Command([self.exe, "restore", "latest", str(target)], self.env())
+
+    def record(self, step: str, stdout: str) -> dict[str, Any] | None:
+        return _last_json(stdout)
+
+
+TOOLS: dict[str, type[Tool]] = {tool.name: tool for tool in (Restic, Borg, Safehold)}
