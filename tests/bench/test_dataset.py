@@ -14,12 +14,7 @@ from pyfastcdc import FastCDC
 
 import dataset
 
-SCALE = 0.01  # about 10 MB: big enough for every kind of file, cheap enough for `make test`
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dataset.DataSet:
-    return dataset.generate(tmp_path_factory.mktemp("data") / "set", SCALE, seed=7)
+SCALE = 0.01  # the scale of the `data` fixture (conftest.py)
 
 
 def _files_on_disk(root: Path) -> dict[str, bytes]:
