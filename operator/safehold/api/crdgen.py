@@ -11,6 +11,7 @@ from the current directory; ``--crds`` and ``--docs`` point elsewhere (the Helm 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,11 @@ def render_crd(manifest: Mapping[str, object]) -> str:
 
 def crd_files() -> dict[str, str]:
     """File name -> YAML text of every CRD; raises if a schema is not structural."""
+    return dict(_crd_files())
+
+
+@functools.cache
+def _crd_files() -> dict[str, str]:
     files: dict[str, str] = {}
     for model in KINDS.values():
         manifest = crd_manifest(model)

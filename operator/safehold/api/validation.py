@@ -129,8 +129,9 @@ def _known_fields(model: type[BaseModel], loc: list[str | int]) -> list[str]:
         current = _unwrap(current, part)
         if current is None:
             return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [field.alias or name for name, field in current.model_fields.items()]
+    for candidate in (current, *typing.get_args(current)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return [field.alias or name for name, field in candidate.model_fields.items()]
     return []
 
 

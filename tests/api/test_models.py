@@ -1,0 +1,186 @@
+"""The models in Python: snake_case attributes, camelCase on the wire, status round trips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from safehold.api import (
+    COMPLETE,
+    BackupLocation,
+    BackupPolicy,
+    BackupRun,
+    BackupRunStatus,
+    Condition,
+    RestoreRequest,
+    SourceResult,
+    parse_duration,
+)
+from safehold.api.types import CRON_PATTERN, DURATION_PATTERN
+
+
+def test_snake_case_in_python_camel_case_on_the_wire() -> None:
+    location = BackupLocation.model_validate(
+        {
+            "metadata": {"name": "primary", "namespace": "shop", "uid": "u-1"},
+            "spec": {
+                "provider": "gcs",
+                "bucket": "b",
+                "repositoryPasswordSecretRef": {"name": "pw"},
+                "credentialsSecretRef": {"name": "gcs"},
+            },
+        }
+    )
+    assert location.spec.credentials_secret_ref is not None
+    assert location.spec.credentials_secret_ref.name == "gcs"
+    assert location.spec.repository_password_secret_ref.key == "password"
+    assert location.spec.validation_interval == "1h"
+    wire = location.model_dump(mode="json", exclude_none=True)
+    assert wire["apiVersion"] == "safehold.io/v1alpha1"
+    assert wire["kind"] == "BackupLocation"
+    assert wire["spec"]["repositoryPasswordSecretRef"] == {"name": "pw", "key": "password"}
+    assert "credentials_secret_ref" not in wire["spec"]
+
+
+def test_objects_from_the_apiserver_keep_unknown_metadata() -> None:
+    run = BackupRun.model_validate(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {
+                "name": "r1",
+                "generation": 2,
+                "resourceVersion": "99",
+                "creationTimestamp": "2026-11-26T06:00:00Z",
+                "managedFields": [{"manager": "kubectl"}],
+            },
+            "spec": {"policyRef": {"name": "p"}},
+        }
+    )
+    assert run.metadata.generation == 2
+    assert run.metadata.creation_timestamp == datetime(2026, 11, 26, 6, tzinfo=UTC)
+    assert run.model_dump(mode="json")["metadata"]["managedFields"] == [{"manager": "kubectl"}]
+    assert run.spec.type == "incremental"
+
+
+def test_a_status_round_trips_as_the_controller_writes_it() -> None:
+    now = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    status = BackupRunStatus(
+        phase="Succeeded",
+        conditions=[
+            Condition(
+                type=COMPLETE,
+                status="True",
+                reason="Succeeded",
+                message="2 sources backed up",
+                last_transition_time=now,
+                observed_generation=1,
+            )
+        ],
+        sources=[
+            SourceResult(
+                name="data",
+                kind="volume",
+                phase="Succeeded",
+                snapshot_id="ab12",
+                bytes_read=10,
+                bytes_stored=4,
+                duration_seconds=1.5,
+            )
+        ],
+        bytes_stored=4,
+    )
+    wire = status.model_dump(mode="json", exclude_none=True)
+    assert wire["conditions"][0] == {
+        "type": "Complete",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": "2 sources backed up",
+        "lastTransitionTime": "2026-11-26T07:00:00Z",
+        "observedGeneration": 1,
+    }
+    assert wire["sources"][0]["snapshotId"] == "ab12"
+    assert BackupRunStatus.model_validate(wire) == status
+
+
+def test_condition_reason_must_be_camel_case() -> None:
+    with pytest.raises(ValidationError, match="reason"):
+        Condition(
+            type="Complete",
+            status="True",
+            reason="not a reason",
+            last_transition_time=datetime.now(UTC),
+        )
+
+
+def test_models_raise_for_invalid_input_too() -> None:
+    with pytest.raises(ValidationError) as info:
+        BackupPolicy.model_validate(
+            {
+                "spec": {
+                    "sources": {"volumes": [{"claimName": "a"}]},
+                    "location": {"name": "x"},
+                    "schedule": {"timeZone": "Mars/Olympus", "slots": [{"cron": "@hourly"}]},
+                }
+            }
+        )
+    assert "not a known IANA time zone" in str(info.value)
+
+
+def test_restore_request_by_policy_and_time() -> None:
+    request = RestoreRequest.model_validate(
+        {
+            "spec": {
+                "policyRef": {"name": "p"},
+                "pointInTime": "2026-11-25T22:00:00+01:00",
+                "namespaceMapping": {"prod": "prod-restored"},
+                "target": {"claimName": "restored", "size": "10Gi"},
+            }
+        }
+    )
+    assert request.spec.point_in_time == datetime(2026, 11, 25, 21, tzinfo=UTC)
+    assert request.spec.existing_resource_policy == "Skip"
+    assert request.spec.target is not None
+    assert request.spec.target.size == "10Gi"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        ("45s", timedelta(seconds=45)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "30", "d", "1.5h", "1 h", "-1d", "1mo"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_schema_patterns_agree_with_python_checks() -> None:
+    import re
+
+    from safehold.api import validate_spec
+
+    base = {
+        "sources": {"volumes": [{"claimName": "a"}]},
+        "location": {"name": "x"},
+    }
+    for cron in ["@hourly", "0 3 * * *", "*/15 0-6 * * MON-FRI", "0 0 1 */3 *", "nope", "1 2 3"]:
+        spec = {**base, "schedule": {"slots": [{"cron": cron}]}}
+        python_ok = validate_spec("BackupPolicy", spec) == []
+        schema_ok = re.fullmatch(CRON_PATTERN, cron) is not None
+        assert python_ok <= schema_ok, cron  # the schema never rejects what Python accepts
+    for duration in ["30d", "1h30m", "3mo", "1 d"]:
+        spec = {**base, "retention": {"keepWithin": duration}}
+        python_ok = validate_spec("BackupPolicy", spec) == []
+        assert python_ok == (re.fullmatch(DURATION_PATTERN, duration) is not None), duration

@@ -1,0 +1,314 @@
+"""validate_spec: each mistake a user makes is reported at its field, with what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from safehold.api import FieldError, validate_object, validate_spec
+
+
+def _errors(kind: str, spec: dict[str, Any]) -> dict[str, str]:
+    return {e.path: e.message for e in validate_spec(kind, spec)}
+
+
+def test_the_minimal_specs_are_valid(valid_spec: dict[str, dict[str, Any]]) -> None:
+    for kind, spec in valid_spec.items():
+        assert validate_spec(kind, spec) == [], kind
+
+
+def test_bad_cron_names_the_slot(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"]["slots"] = [
+        {"cron": "0 3 * * *"},
+        {"cron": "61 * * * *"},
+        {"cron": "every night"},
+        {"cron": "0 0 31 2 *"},
+        {"cron": "0 0 * * * *"},
+    ]
+    errors = _errors("BackupPolicy", spec)
+    assert set(errors) == {
+        "spec.schedule.slots[1].cron",
+        "spec.schedule.slots[2].cron",
+        "spec.schedule.slots[3].cron",
+        "spec.schedule.slots[4].cron",
+    }
+    assert "'61 * * * *' is not a valid cron expression" in errors["spec.schedule.slots[1].cron"]
+    assert "minute 0-59" in errors["spec.schedule.slots[1].cron"]
+    assert "write five fields" in errors["spec.schedule.slots[2].cron"]
+    assert "never fires" in errors["spec.schedule.slots[3].cron"]
+    assert "write five fields" in errors["spec.schedule.slots[4].cron"]  # seconds field
+
+
+@pytest.mark.parametrize("macro", ["@hourly", "@daily", "@midnight", "@weekly", "@yearly"])
+def test_cron_macros_are_accepted(valid_spec: dict[str, dict[str, Any]], macro: str) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"]["slots"] = [{"cron": macro, "type": "full"}]
+    assert validate_spec("BackupPolicy", spec) == []
+
+
+def test_unknown_time_zone(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"]["timeZone"] = "Europe/Atlantis"
+    assert _errors("BackupPolicy", spec) == {
+        "spec.schedule.timeZone": "'Europe/Atlantis' is not a known IANA time zone: write a "
+        "name such as UTC, Europe/Berlin or America/New_York"
+    }
+    spec["schedule"]["timeZone"] = "America/New_York"
+    assert validate_spec("BackupPolicy", spec) == []
+
+
+def test_path_traversal_is_not_a_time_zone(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"]["timeZone"] = "../../etc/passwd"
+    assert "spec.schedule.timeZone" in _errors("BackupPolicy", spec)
+
+
+def test_negative_keep_last(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"] = {"keepLast": -1, "keepDaily": 7}
+    assert _errors("BackupPolicy", spec) == {
+        "spec.retention.keepLast": "Input should be greater than or equal to 0, got -1"
+    }
+
+
+def test_retention_that_keeps_nothing(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"] = {"keepLast": 0}
+    message = _errors("BackupPolicy", spec)["spec.retention.keepLast"]
+    assert "would delete every snapshot" in message
+    assert "remove retention to keep everything" in message
+
+
+def test_bad_keep_within(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"] = {"keepWithin": "1 month"}
+    message = _errors("BackupPolicy", spec)["spec.retention.keepWithin"]
+    assert "such as 30d, 12h or 1h30m" in message
+
+
+def test_unknown_provider(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec["provider"] = "ftp"
+    assert _errors("BackupLocation", spec) == {
+        "spec.provider": "Input should be 's3', 'gcs', 'azure' or 'filesystem', got 'ftp'"
+    }
+
+
+@pytest.mark.parametrize(
+    ("provider", "word"), [("s3", "bucket"), ("gcs", "bucket"), ("azure", "container")]
+)
+def test_missing_bucket(valid_spec: dict[str, dict[str, Any]], provider: str, word: str) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec["provider"] = provider
+    del spec["bucket"]
+    assert _errors("BackupLocation", spec) == {
+        "spec.bucket": f"is required for provider {provider}: name the {word} to write to"
+    }
+
+
+def test_filesystem_needs_a_claim_not_a_bucket(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec["provider"] = "filesystem"
+    assert "spec.claimName" in _errors("BackupLocation", spec)
+    spec["claimName"] = "nfs-backups"
+    assert _errors("BackupLocation", spec) == {
+        "spec.bucket": "is not used by provider filesystem: remove it"
+    }
+    del spec["bucket"]
+    assert validate_spec("BackupLocation", spec) == []
+
+
+def test_missing_password_secret(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    del spec["repositoryPasswordSecretRef"]
+    assert _errors("BackupLocation", spec) == {"spec.repositoryPasswordSecretRef": "is required"}
+
+
+def test_typo_names_the_field_and_the_known_ones(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"]["keeplast"] = 3
+    message = _errors("BackupPolicy", spec)["spec.retention.keeplast"]
+    assert message.startswith("is not a known field: check its spelling")
+    assert "keepLast" in message
+    assert "keepWithin" in message
+
+
+def test_a_string_is_not_a_number(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"]["keepLast"] = "3"
+    assert _errors("BackupPolicy", spec) == {
+        "spec.retention.keepLast": "Input should be a valid integer, got '3'"
+    }
+
+
+def test_volume_needs_claim_name_or_selector(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["volumes"] = [
+        {"claimName": "a"},
+        {"claimName": "b", "selector": {"matchLabels": {"app": "b"}}},
+        {"include": ["*"]},
+    ]
+    errors = _errors("BackupPolicy", spec)
+    assert set(errors) == {
+        "spec.sources.volumes[1].claimName",
+        "spec.sources.volumes[2].claimName",
+    }
+    assert "set exactly one of claimName" in errors["spec.sources.volumes[1].claimName"]
+
+
+def test_bad_claim_name(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["volumes"] = [{"claimName": "Data_Volume"}]
+    message = _errors("BackupPolicy", spec)["spec.sources.volumes[0].claimName"]
+    assert message.startswith("'Data_Volume' is not a Kubernetes object name: lower-case")
+
+
+def test_a_policy_must_back_up_something(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"] = {}
+    message = _errors("BackupPolicy", spec)["spec.sources.volumes"]
+    assert "backs up nothing" in message
+
+
+def test_source_names_are_unique(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["databases"] = [
+        {
+            "name": "data",
+            "engine": "postgresql",
+            "host": "db",
+            "credentialsSecretRef": {"name": "db"},
+        }
+    ]
+    message = _errors("BackupPolicy", spec)["spec.sources.databases[0].name"]
+    assert "'data' is already used by volumes[0]" in message
+
+
+def test_database_engine_and_port(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["databases"] = [
+        {
+            "name": "db",
+            "engine": "oracle",
+            "host": "db",
+            "port": 70000,
+            "credentialsSecretRef": {"name": "db"},
+        }
+    ]
+    errors = _errors("BackupPolicy", spec)
+    assert errors["spec.sources.databases[0].engine"].startswith(
+        "Input should be 'postgresql' or 'mysql'"
+    )
+    assert errors["spec.sources.databases[0].port"] == (
+        "Input should be less than or equal to 65535, got 70000"
+    )
+
+
+def test_a_recovery_site_is_not_the_location(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["replicateTo"] = [{"name": "dr"}, {"name": "primary"}]
+    message = _errors("BackupPolicy", spec)["spec.replicateTo[1].name"]
+    assert "'primary' is already the location" in message
+
+
+def test_bad_concurrency_policy_and_history(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec.update(concurrencyPolicy="Queue", failedRunsHistoryLimit=-1)
+    errors = _errors("BackupPolicy", spec)
+    assert errors["spec.concurrencyPolicy"] == (
+        "Input should be 'Forbid', 'Allow' or 'Replace', got 'Queue'"
+    )
+    assert "spec.failedRunsHistoryLimit" in errors
+
+
+def test_bad_quantity(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["job"] = {
+        "resources": {"limits": {"cpu": "lots", "memory": "1Gi"}, "requests": {"cpu": 1}}
+    }
+    assert _errors("BackupPolicy", spec) == {
+        "spec.job.resources.limits.cpu": "'lots' is not a quantity: write a number with an "
+        "optional suffix, such as 500m (CPU), 2Gi or 512Mi (memory)"
+    }
+
+
+def test_empty_schedule(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"]["slots"] = []
+    assert "spec.schedule.slots" in _errors("BackupPolicy", spec)
+
+
+def test_backup_run_type(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupRun"]
+    spec["type"] = "snapshot"
+    assert _errors("BackupRun", spec) == {
+        "spec.type": "Input should be 'full', 'incremental' or 'differential', got 'snapshot'"
+    }
+
+
+def test_restore_needs_exactly_one_origin(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["RestoreRequest"]
+    spec["policyRef"] = {"name": "daily"}
+    assert "set exactly one of backupRunRef" in _errors("RestoreRequest", spec)["spec.backupRunRef"]
+    assert "spec.backupRunRef" in _errors("RestoreRequest", {})
+
+
+def test_point_in_time_needs_a_policy(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["RestoreRequest"]
+    spec["pointInTime"] = "2026-11-25T22:00:00Z"
+    assert "only works with policyRef" in _errors("RestoreRequest", spec)["spec.pointInTime"]
+    del spec["backupRunRef"]
+    spec["policyRef"] = {"name": "daily"}
+    assert validate_spec("RestoreRequest", spec) == []
+    spec["pointInTime"] = "yesterday"
+    assert "spec.pointInTime" in _errors("RestoreRequest", spec)
+
+
+def test_restore_policy_enum(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["RestoreRequest"]
+    spec["existingResourcePolicy"] = "Merge"
+    assert _errors("RestoreRequest", spec) == {
+        "spec.existingResourcePolicy": "Input should be 'Skip', 'Overwrite' or 'Fail', got 'Merge'"
+    }
+
+
+def test_every_problem_is_reported_at_once(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["schedule"] = {"timeZone": "Nowhere", "slots": [{"cron": "bad"}]}
+    spec["retention"] = {"keepLast": -2}
+    assert len(validate_spec("BackupPolicy", spec)) == 3
+
+
+def test_unknown_kind_and_non_mapping() -> None:
+    with pytest.raises(ValueError, match="unknown kind 'Backup': Safehold's kinds are"):
+        validate_spec("Backup", {})
+    assert validate_spec("BackupRun", None) == [
+        FieldError("spec", "must be a mapping of fields, got null")
+    ]
+
+
+def test_validate_object_checks_kind_and_spec() -> None:
+    assert [str(e) for e in validate_object({"kind": "Backup"})] == [
+        "kind: 'Backup' is not a Safehold kind: use one of BackupLocation, BackupPolicy, "
+        "BackupRun, RestoreRequest"
+    ]
+    assert [
+        str(e) for e in validate_object({"apiVersion": "safehold.io/v1alpha1", "kind": "BackupRun"})
+    ] == ["spec: is required"]
+    errors = validate_object(
+        {"apiVersion": "safehold.io/v1", "kind": "BackupRun", "spec": {"policyRef": {}}}
+    )
+    assert [e.path for e in errors] == ["apiVersion", "spec.policyRef.name"]
+
+
+def test_status_is_not_validated_as_input() -> None:
+    obj = {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": "BackupRun",
+        "metadata": {"name": "r", "resourceVersion": "7", "managedFields": []},
+        "spec": {"policyRef": {"name": "p"}},
+        "status": {"whatever": True},
+    }
+    assert validate_object(obj) == []
