@@ -63,8 +63,9 @@ def parse_location(url: str, options: Mapping[str, str] | None = None) -> Locati
     if scheme not in PROVIDERS:
         known = ", ".join(f"{s}://" for s in PROVIDERS)
         raise InvalidLocation(
-            _redact(url), f"unknown scheme {parts.scheme + '://' if parts.scheme else '(none)'}; "
-            f"use one of {known}"
+            _redact(url),
+            f"unknown scheme {parts.scheme + '://' if parts.scheme else '(none)'}; "
+            f"use one of {known}",
         )
     if parts.username or parts.password or parts.query:
         raise InvalidLocation(
@@ -83,8 +84,14 @@ def parse_location(url: str, options: Mapping[str, str] | None = None) -> Locati
     return Location(scheme, parts.netloc, parts.path.strip("/"), dict(options or {}))
 
 
-def open_storage(url: str, options: Mapping[str, str] | None = None) -> Storage:
-    """Open the storage that ``url`` names, with provider ``options``."""
+def open_storage(
+    url: str, options: Mapping[str, str] | None = None, *, wrap: bool = False
+) -> Storage:
+    """Open the storage that ``url`` names, with provider ``options``.
+
+    With ``wrap=True`` the storage comes inside the standard wrappers (retries with backoff,
+    a concurrency limit, Prometheus metrics): see :func:`safehold.storage.wrappers.wrap`.
+    """
     location = parse_location(url, options)
     provider = PROVIDERS[location.scheme]
     try:
@@ -98,7 +105,12 @@ def open_storage(url: str, options: Mapping[str, str] | None = None) -> Storage:
             f"({exc.name} is missing): pip install 'safehold[{provider.extra}]'",
         ) from exc
     factory: _Factory = module.open
-    return factory(location)
+    storage = factory(location)
+    if wrap:
+        from safehold.storage.wrappers import wrap as standard_wrappers
+
+        return standard_wrappers(storage)
+    return storage
 
 
 def _redact(url: str) -> str:

@@ -31,7 +31,7 @@ __all__ = ["FilesystemStorage", "open"]
 _TMP = ".tmp"
 
 
-def open(location: Location) -> FilesystemStorage:  # noqa: A001 - the registry's factory name
+def open(location: Location) -> FilesystemStorage:
     return FilesystemStorage(Path(location.bucket))
 
 
@@ -52,8 +52,17 @@ class FilesystemStorage(Storage):
             return NotFound(self.location, "no such object", name=name)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return PermissionDenied(
-                self.location, f"permission denied ({exc.strerror}): check the directory's "
-                "owner and mode", name=name)
+                self.location,
+                f"permission denied ({exc.strerror}): check the directory's owner and mode",
+                name=name,
+            )
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+            return PermanentError(
+                self.location,
+                "the name clashes with another object: on a filesystem a name cannot be both "
+                "an object and the directory of other objects ('a' and 'a/b')",
+                name=name,
+            )
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return PermanentError(self.location, f"no space left ({exc.strerror})", name=name)
         if exc.errno in (errno.EIO, errno.EAGAIN, errno.EINTR, errno.ESTALE):
@@ -118,7 +127,7 @@ class FilesystemStorage(Storage):
                 if offset:
                     f.seek(offset)
                 return f.read() if length is None else f.read(length)
-        except IsADirectoryError as exc:
+        except (IsADirectoryError, NotADirectoryError) as exc:
             raise NotFound(self.location, "no such object", name=name) from exc
         except OSError as exc:
             raise self._error(exc, name) from exc
@@ -127,6 +136,8 @@ class FilesystemStorage(Storage):
         path = self._path(name)
         try:
             st = path.stat()
+        except NotADirectoryError as exc:
+            raise NotFound(self.location, "no such object", name=name) from exc
         except OSError as exc:
             raise self._error(exc, name) from exc
         if not path.is_file():
@@ -168,7 +179,7 @@ class FilesystemStorage(Storage):
         path = self._path(name)
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
             raise self._error(exc, name) from exc

@@ -1,0 +1,97 @@
+"""Reading a location's options: known names only, typed values, errors that name the option.
+
+Options are strings (they come from a Kubernetes Secret, a CLI flag or a test), so every
+provider reads them through these helpers: an unknown or malformed option is an
+:class:`InvalidLocation` that names the option, never its value (which may be a secret).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from safehold.storage.errors import InvalidLocation
+from safehold.storage.registry import Location
+
+__all__ = [
+    "COMMON_OPTIONS",
+    "check_options",
+    "option",
+    "option_bool",
+    "option_float",
+    "option_int",
+    "redact_endpoint",
+]
+
+#: Options every cloud provider understands (see docs/storage.md).
+COMMON_OPTIONS = frozenset({"endpoint", "multipart_threshold", "page_size", "timeout"})
+
+
+def check_options(location: Location, allowed: Iterable[str]) -> None:
+    """Reject option names the provider does not know, listing the ones it does."""
+    known = set(allowed) | COMMON_OPTIONS
+    unknown = sorted(set(location.options) - known)
+    if unknown:
+        raise InvalidLocation(
+            location.url,
+            f"unknown option(s) {', '.join(unknown)} for {location.scheme}://; "
+            f"known options: {', '.join(sorted(known))}",
+        )
+
+
+def option(location: Location, key: str, *env: str) -> str | None:
+    """The option's value, else the first environment variable of ``env`` that is set."""
+    value = location.options.get(key)
+    if value:
+        return value
+    for name in env:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def option_int(location: Location, key: str, default: int, minimum: int = 1) -> int:
+    raw = location.options.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise InvalidLocation(location.url, f"option {key} must be an integer >= {minimum}")
+    return value
+
+
+def option_float(location: Location, key: str, default: float) -> float:
+    raw = location.options.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise InvalidLocation(location.url, f"option {key} must be a number of seconds > 0")
+    return value
+
+
+def option_bool(location: Location, key: str) -> bool:
+    raw = location.options.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidLocation(location.url, f"option {key} must be true or false")
+
+
+def redact_endpoint(url: str) -> str:
+    """The endpoint without user info or query (a SAS token may hide there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?")[0]

@@ -1,0 +1,264 @@
+"""The Azure Blob Storage provider (azure-storage-blob): block blobs in one container.
+
+Objects up to ``multipart_threshold`` go up in one Put Blob; larger ones as staged blocks
+(random block ids, sent in parallel) committed by one Put Block List, which is when the blob
+appears, so puts are atomic. ``create`` sends ``If-None-Match: *``; the loser gets 409/412
+(:class:`AlreadyExists`).
+
+The SDK's own retries are off (``retry_total=0``): retrying is the job of
+:mod:`safehold.storage.wrappers.retry`. Credentials: ``connection_string``, or
+``account_name`` with ``account_key`` or ``sas_token``, each falling back to the
+``AZURE_STORAGE_*`` environment. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    IncompleteReadError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.errors import (
+    AlreadyExists,
+    InvalidLocation,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    StorageError,
+    TransientError,
+)
+from safehold.storage.options import (
+    check_options,
+    option,
+    option_float,
+    option_int,
+    redact_endpoint,
+)
+from safehold.storage.registry import Location
+
+__all__ = ["AzureStorage", "open"]
+
+_OPTIONS = {"connection_string", "account_name", "account_key", "sas_token"}
+_MIB = 1024 * 1024
+_UPLOAD_THREADS = 4
+_DENIED_CODES = {
+    "AuthenticationFailed",
+    "AuthorizationFailure",
+    "AuthorizationPermissionMismatch",
+    "AuthorizationResourceTypeMismatch",
+    "AuthorizationServiceMismatch",
+    "InsufficientAccountPermissions",
+}
+
+
+def open(location: Location) -> AzureStorage:
+    check_options(location, _OPTIONS)
+    timeout = option_float(location, "timeout", 60.0)
+    threshold = option_int(location, "multipart_threshold", 8 * _MIB)
+    settings: dict[str, Any] = {
+        "retry_total": 0,
+        "connection_timeout": min(timeout, 10.0),
+        "read_timeout": timeout,
+        "max_single_put_size": threshold,
+        "max_block_size": threshold,
+    }
+    endpoint = location.options.get("endpoint") or None
+    connection_string = option(location, "connection_string", "AZURE_STORAGE_CONNECTION_STRING")
+    try:
+        if connection_string:
+            service = BlobServiceClient.from_connection_string(connection_string, **settings)
+        else:
+            account = option(location, "account_name", "AZURE_STORAGE_ACCOUNT")
+            key = option(location, "account_key", "AZURE_STORAGE_KEY")
+            sas = option(location, "sas_token", "AZURE_STORAGE_SAS_TOKEN")
+            if not endpoint and not account:
+                raise InvalidLocation(
+                    location.url,
+                    "no Azure account: set option connection_string, or account_name (or "
+                    "endpoint) with account_key or sas_token",
+                )
+            url = endpoint or f"https://{account}.blob.core.windows.net"
+            credential: Any
+            if key:
+                if not account:
+                    raise InvalidLocation(
+                        location.url, "option account_key needs account_name as well"
+                    )
+                credential = {"account_name": account, "account_key": key}
+            elif sas:
+                credential = sas.lstrip("?")
+            else:
+                raise InvalidLocation(
+                    location.url,
+                    "no Azure credentials: set option connection_string, account_key or "
+                    "sas_token (or AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, "
+                    "AZURE_STORAGE_SAS_TOKEN)",
+                )
+            service = BlobServiceClient(url, credential=credential, **settings)
+    except ValueError as exc:  # a malformed connection string, URL or key; never echo it
+        raise InvalidLocation(
+            location.url,
+            "the Azure credentials or endpoint are malformed: check option connection_string "
+            "(or account_name, account_key, sas_token and endpoint)",
+        ) from exc
+    return AzureStorage(
+        location,
+        service.get_container_client(location.bucket),
+        endpoint=redact_endpoint(service.url),
+        multipart_threshold=threshold,
+        page_size=option_int(location, "page_size", 1000),
+    )
+
+
+class AzureStorage(Storage):
+    """Block blobs under ``prefix/`` in one container."""
+
+    def __init__(
+        self,
+        location: Location,
+        container: ContainerClient,
+        *,
+        endpoint: str,
+        multipart_threshold: int,
+        page_size: int,
+    ) -> None:
+        self.location = location.url
+        self.container_name = location.bucket
+        self.prefix = f"{location.prefix}/" if location.prefix else ""
+        self.endpoint = endpoint
+        self.multipart_threshold = multipart_threshold
+        self.page_size = page_size
+        self._container = container
+
+    def _name(self, name: str) -> str:
+        if not name or name.startswith("/"):
+            raise InvalidLocation(self.location, "invalid object name", name=name)
+        return self.prefix + name
+
+    # -- the interface
+    def put(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=False)
+
+    def create(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=True)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        blob = self._name(name)
+        if length == 0:
+            self.stat(name)
+            return b""
+        try:
+            stream = self._container.download_blob(
+                blob, offset=offset or None, length=length, max_concurrency=_UPLOAD_THREADS
+            )
+            data: bytes = stream.readall()
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # the blob exists; the range starts past its end
+                return b""
+            raise self._error(exc, name, "get") from exc
+        except AzureError as exc:
+            raise self._error(exc, name, "get") from exc
+        return data
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            props = self._container.get_blob_client(self._name(name)).get_blob_properties()
+        except AzureError as exc:
+            raise self._error(exc, name, "stat") from exc
+        return ObjectInfo(name, int(props.size))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        strip = len(self.prefix)
+        try:
+            blobs = self._container.list_blobs(
+                name_starts_with=self.prefix + prefix, results_per_page=self.page_size
+            )
+            for blob in blobs:
+                yield ObjectInfo(blob.name[strip:], int(blob.size))
+        except AzureError as exc:
+            raise self._error(exc, None, "list") from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self._container.delete_blob(self._name(name))
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "ContainerNotFound":
+                raise self._error(exc, name, "delete") from exc
+        except AzureError as exc:
+            raise self._error(exc, name, "delete") from exc
+
+    def close(self) -> None:
+        self._container.close()
+
+    # -- uploads
+    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+        blob = self._name(name)
+        try:
+            self._container.upload_blob(
+                blob,
+                data,
+                length=len(data),
+                overwrite=not create,  # False sends If-None-Match: * with the final request
+                max_concurrency=_UPLOAD_THREADS,
+            )
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            if create and getattr(exc, "error_code", None) in (
+                "BlobAlreadyExists",
+                "ConditionNotMet",
+                None,
+            ):
+                raise AlreadyExists(
+                    self.location, "an object of this name exists", name=name
+                ) from exc
+            raise self._error(exc, name, "create" if create else "put") from exc
+        except AzureError as exc:
+            raise self._error(exc, name, "create" if create else "put") from exc
+
+    # -- errors
+    def _error(self, exc: AzureError, name: str | None, op: str) -> StorageError:
+        where = f"at {self.endpoint}"
+        code = getattr(exc, "error_code", None) or ""
+        status = int(getattr(exc, "status_code", None) or 0)
+        if code == "ContainerNotFound":
+            return NotFound(
+                self.location,
+                f"container {self.container_name!r} does not exist {where}: create it, or "
+                "check the container in the URL and the account or endpoint option",
+                name=name,
+            )
+        if isinstance(exc, ResourceNotFoundError) or status == 404:
+            return NotFound(self.location, "no such object", name=name)
+        if isinstance(exc, ClientAuthenticationError) or code in _DENIED_CODES or status == 403:
+            return PermissionDenied(
+                self.location,
+                f"{op} denied ({code or status}) {where}: check the account key, SAS token or "
+                "connection string, that it is not expired, and that it may "
+                f"{op} blobs in container {self.container_name!r}",
+                name=name,
+            )
+        if isinstance(exc, ServiceRequestError | ServiceResponseError | IncompleteReadError):
+            return TransientError(
+                self.location,
+                f"cannot reach the Azure endpoint {self.endpoint} ({type(exc).__name__}): "
+                "check the endpoint or account option and that the server is running",
+                name=name,
+            )
+        if status >= 500 or status in (408, 429) or code in ("ServerBusy", "OperationTimedOut"):
+            return TransientError(
+                self.location, f"{op} failed ({code or status}) {where}", name=name
+            )
+        return PermanentError(
+            self.location, f"{op} failed ({code or type(exc).__name__}) {where}", name=name
+        )

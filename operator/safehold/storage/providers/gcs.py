@@ -1,0 +1,252 @@
+"""The Google Cloud Storage provider (google-cloud-storage).
+
+Objects up to ``multipart_threshold`` go up in one multipart request; larger ones as a
+resumable upload in ``multipart_threshold``-sized chunks. GCS makes an object visible only
+when its upload finalises, so puts are atomic either way. ``create`` passes
+``if_generation_match=0`` ("only if no live object has this name"); the loser gets 412
+(:class:`AlreadyExists`).
+
+The client's own retries are off (``retry=None`` on every call): retrying is the job of
+:mod:`safehold.storage.wrappers.retry`. Credentials: ``credentials_file`` (a service-account
+or other credentials JSON), else ``GOOGLE_APPLICATION_CREDENTIALS`` and the rest of
+Application Default Credentials, or ``anonymous=true`` for emulators and public buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import google.api_core.exceptions as gx
+import google.auth
+import google.auth.exceptions as gauth
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from google.resumable_media import DataCorruption
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.errors import (
+    AlreadyExists,
+    InvalidLocation,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    StorageError,
+    TransientError,
+)
+from safehold.storage.options import (
+    check_options,
+    option,
+    option_bool,
+    option_float,
+    option_int,
+    redact_endpoint,
+)
+from safehold.storage.registry import Location
+
+__all__ = ["GCSStorage", "open"]
+
+_OPTIONS = {"project", "credentials_file", "anonymous"}
+_SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+_MIB = 1024 * 1024
+_CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
+
+
+def open(location: Location) -> GCSStorage:
+    check_options(location, _OPTIONS)
+    endpoint = location.options.get("endpoint") or None
+    project = option(location, "project", "GOOGLE_CLOUD_PROJECT")
+    credentials: Any
+    if option_bool(location, "anonymous"):
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    else:
+        path = option(location, "credentials_file", "GOOGLE_APPLICATION_CREDENTIALS")
+        try:
+            if path:
+                credentials, found = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+                    path, scopes=_SCOPES
+                )
+            else:
+                credentials, found = google.auth.default(scopes=_SCOPES)
+        except gauth.DefaultCredentialsError as exc:
+            where = "the file named by credentials_file" if path else "the environment"
+            raise PermissionDenied(
+                location.url,
+                f"no usable GCS credentials in {where} ({type(exc).__name__}): set option "
+                "credentials_file (or GOOGLE_APPLICATION_CREDENTIALS) to a readable "
+                "credentials JSON, or anonymous=true for an emulator",
+            ) from exc
+        project = project or found
+    threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_CHUNK_UNIT)
+    client = storage.Client(
+        project=project or "safehold",  # only bucket-level calls need it; we make none
+        credentials=credentials,
+        client_options={"api_endpoint": endpoint} if endpoint else None,
+    )
+    timeout = option_float(location, "timeout", 60.0)
+    return GCSStorage(
+        location,
+        client,
+        endpoint=redact_endpoint(endpoint) if endpoint else "https://storage.googleapis.com",
+        multipart_threshold=threshold - threshold % _CHUNK_UNIT,
+        page_size=option_int(location, "page_size", 1000),
+        timeout=(min(timeout, 10.0), timeout),
+    )
+
+
+class GCSStorage(Storage):
+    """Objects under ``prefix/`` in one bucket."""
+
+    def __init__(
+        self,
+        location: Location,
+        client: storage.Client,
+        *,
+        endpoint: str,
+        multipart_threshold: int,
+        page_size: int,
+        timeout: tuple[float, float],
+    ) -> None:
+        self.location = location.url
+        self.bucket_name = location.bucket
+        self.prefix = f"{location.prefix}/" if location.prefix else ""
+        self.endpoint = endpoint
+        self.multipart_threshold = multipart_threshold
+        self.page_size = page_size
+        self._timeout = timeout
+        self._client = client
+        self._bucket = client.bucket(location.bucket)
+
+    def _blob(self, name: str, size: int = 0) -> storage.Blob:
+        if not name or name.startswith("/"):
+            raise InvalidLocation(self.location, "invalid object name", name=name)
+        chunk = self.multipart_threshold if size > self.multipart_threshold else None
+        return self._bucket.blob(self.prefix + name, chunk_size=chunk)
+
+    # -- the interface
+    def put(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=False)
+
+    def create(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=True)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        blob = self._blob(name)
+        if length == 0:
+            self.stat(name)
+            return b""
+        end = None if length is None else offset + length - 1
+        try:
+            data: bytes = blob.download_as_bytes(
+                start=offset or None, end=end, retry=None, timeout=self._timeout
+            )
+        except gx.RequestRangeNotSatisfiable:  # the object exists; the range starts past its end
+            return b""
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, name, "get") from exc
+        return data
+
+    def stat(self, name: str) -> ObjectInfo:
+        blob = self._blob(name)
+        try:
+            found = self._bucket.get_blob(blob.name, retry=None, timeout=self._timeout)
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, name, "stat") from exc
+        if found is None:
+            raise NotFound(self.location, "no such object (or no such bucket)", name=name)
+        return ObjectInfo(name, int(found.size or 0))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        strip = len(self.prefix)
+        try:
+            blobs = self._client.list_blobs(
+                self.bucket_name,
+                prefix=self.prefix + prefix,
+                page_size=self.page_size,
+                retry=None,
+                timeout=self._timeout,
+            )
+            for blob in blobs:
+                yield ObjectInfo(blob.name[strip:], int(blob.size or 0))
+        except gx.NotFound as exc:
+            raise self._missing_bucket(None) from exc
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, None, "list") from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self._blob(name).delete(retry=None, timeout=self._timeout)
+        except gx.NotFound:
+            return
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, name, "delete") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- uploads
+    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+        blob = self._blob(name, len(data))
+        try:
+            blob.upload_from_string(
+                data,
+                content_type="application/octet-stream",
+                if_generation_match=0 if create else None,
+                retry=None,
+                timeout=self._timeout,
+            )
+        except gx.PreconditionFailed as exc:
+            if create:
+                raise AlreadyExists(
+                    self.location, "an object of this name exists", name=name
+                ) from exc
+            raise self._error(exc, name, "put") from exc
+        except gx.NotFound as exc:  # an upload only 404s when its bucket is missing
+            raise self._missing_bucket(name) from exc
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, name, "create" if create else "put") from exc
+
+    # -- errors
+    def _missing_bucket(self, name: str | None) -> NotFound:
+        return NotFound(
+            self.location,
+            f"bucket {self.bucket_name!r} does not exist at {self.endpoint}: create it, or "
+            "check the bucket in the URL and the endpoint option",
+            name=name,
+        )
+
+    def _error(self, exc: Exception, name: str | None, op: str) -> StorageError:
+        where = f"at {self.endpoint}"
+        kind = type(exc).__name__
+        if isinstance(exc, gx.NotFound):
+            return NotFound(self.location, "no such object (or no such bucket)", name=name)
+        if isinstance(exc, gx.Forbidden | gx.Unauthorized | gauth.RefreshError):
+            return PermissionDenied(
+                self.location,
+                f"{op} denied ({kind}) {where}: check the credentials (credentials_file or "
+                "GOOGLE_APPLICATION_CREDENTIALS), that they are not expired, and that they may "
+                f"{op} objects in bucket {self.bucket_name!r}",
+                name=name,
+            )
+        if isinstance(exc, gx.TooManyRequests | gx.ServerError):
+            return TransientError(self.location, f"{op} failed ({kind}) {where}", name=name)
+        if isinstance(exc, DataCorruption):
+            return TransientError(
+                self.location, f"{op}: checksum mismatch in transit {where}", name=name
+            )
+        if isinstance(
+            exc,
+            requests.ConnectionError | requests.Timeout | gauth.TransportError | ConnectionError,
+        ):
+            return TransientError(
+                self.location,
+                f"cannot reach the GCS endpoint {self.endpoint} ({kind}): check the endpoint "
+                "option and that the server is running and reachable",
+                name=name,
+            )
+        if isinstance(exc, gx.GoogleAPICallError):
+            return PermanentError(self.location, f"{op} failed ({kind}) {where}", name=name)
+        if isinstance(exc, StorageError):
+            return exc
+        return PermanentError(self.location, f"{op} failed ({kind}) {where}", name=name)

@@ -1,0 +1,330 @@
+"""The S3 provider (boto3): Amazon S3 or any S3-compatible endpoint.
+
+Objects above ``multipart_threshold`` go up as a multipart upload whose parts are sent in
+parallel; nothing is visible until CompleteMultipartUpload, so puts stay atomic. ``create``
+sends ``If-None-Match: *`` on PutObject and on CompleteMultipartUpload: the server decides
+atomically, and the losers get 412 (:class:`AlreadyExists`).
+
+boto3's own retries are switched off (one attempt per call): retrying is the job of
+:mod:`safehold.storage.wrappers.retry`, so there is one retry policy and one budget.
+Credentials come from the options, else from boto3's default chain (``AWS_*`` environment,
+shared config/profile, container and instance roles). See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions as bce
+from botocore import UNSIGNED
+from botocore.config import Config
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.errors import (
+    AlreadyExists,
+    InvalidLocation,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    StorageError,
+    TransientError,
+)
+from safehold.storage.options import (
+    check_options,
+    option,
+    option_bool,
+    option_float,
+    option_int,
+    redact_endpoint,
+)
+from safehold.storage.registry import Location
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["S3Storage", "open"]
+
+_OPTIONS = {
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "profile",
+    "anonymous",
+    "addressing_style",
+}
+_MIB = 1024 * 1024
+_MIN_PART = 5 * _MIB  # S3's smallest part (all but the last)
+_MAX_PARTS = 10_000
+_UPLOAD_THREADS = 4
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "403",
+}
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "ConditionalRequestConflict",  # a concurrent conditional write; retrying gives 412 or 200
+    "OperationAborted",
+}
+
+
+def open(location: Location) -> S3Storage:
+    check_options(location, _OPTIONS)
+    endpoint = option(location, "endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    region = option(location, "region", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
+    style = location.options.get("addressing_style") or ("path" if endpoint else "auto")
+    if style not in ("path", "virtual", "auto"):
+        raise InvalidLocation(location.url, "option addressing_style must be path, virtual or auto")
+    timeout = option_float(location, "timeout", 60.0)
+    config = Config(
+        region_name=region,
+        s3={"addressing_style": style},  # type: ignore[arg-type]
+        connect_timeout=min(timeout, 10.0),
+        read_timeout=timeout,
+        retries={"total_max_attempts": 1},
+        max_pool_connections=32,
+        signature_version=UNSIGNED if option_bool(location, "anonymous") else None,
+    )
+    key_id = location.options.get("access_key_id")
+    secret = location.options.get("secret_access_key")
+    if bool(key_id) != bool(secret):
+        raise InvalidLocation(
+            location.url, "options access_key_id and secret_access_key go together: set both"
+        )
+    try:
+        session = boto3.session.Session(
+            aws_access_key_id=key_id or None,
+            aws_secret_access_key=secret or None,
+            aws_session_token=location.options.get("session_token") or None,
+            profile_name=location.options.get("profile") or None,
+        )
+        client = session.client("s3", endpoint_url=endpoint or None, config=config)
+    except bce.ProfileNotFound as exc:
+        raise InvalidLocation(
+            location.url, "the profile named by option profile is not in the AWS config files"
+        ) from exc
+    except ValueError as exc:  # a malformed endpoint URL
+        raise InvalidLocation(
+            location.url, "option endpoint is not a valid URL (http(s)://host:port)"
+        ) from exc
+    threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_MIN_PART)
+    return S3Storage(
+        location,
+        client,
+        endpoint=redact_endpoint(endpoint) if endpoint else f"AWS S3 ({region})",
+        multipart_threshold=threshold,
+        page_size=option_int(location, "page_size", 1000),
+    )
+
+
+class S3Storage(Storage):
+    """Objects under ``prefix/`` in one bucket."""
+
+    def __init__(
+        self,
+        location: Location,
+        client: S3Client,
+        *,
+        endpoint: str,
+        multipart_threshold: int,
+        page_size: int,
+    ) -> None:
+        self.location = location.url
+        self.bucket = location.bucket
+        self.prefix = f"{location.prefix}/" if location.prefix else ""
+        self.endpoint = endpoint
+        self.multipart_threshold = multipart_threshold
+        self.page_size = page_size
+        self._client = client
+
+    def _key(self, name: str) -> str:
+        if not name or name.startswith("/"):
+            raise InvalidLocation(self.location, "invalid object name", name=name)
+        return self.prefix + name
+
+    # -- the interface
+    def put(self, name: str, data: bytes) -> None:
+        self._upload(name, data, if_none_match=False)
+
+    def create(self, name: str, data: bytes) -> None:
+        self._upload(name, data, if_none_match=True)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        key = self._key(name)
+        if length == 0:
+            self.stat(name)
+            return b""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            args["Range"] = f"bytes={offset}-{end}"
+        try:
+            response = self._client.get_object(**args)
+            return response["Body"].read()
+        except bce.ClientError as exc:
+            if _code(exc) == "InvalidRange":  # the object exists; the range starts past its end
+                return b""
+            raise self._error(exc, name, "get") from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, "get") from exc
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, name, "stat") from exc
+        return ObjectInfo(name, int(head["ContentLength"]))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=self.prefix + prefix,
+            PaginationConfig={"PageSize": self.page_size},
+        )
+        strip = len(self.prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]))
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, None, "list") from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except bce.ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return
+            raise self._error(exc, name, "delete") from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, "delete") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- uploads
+    def _upload(self, name: str, data: bytes, *, if_none_match: bool) -> None:
+        key = self._key(name)
+        op = "create" if if_none_match else "put"
+        condition: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        try:
+            if len(data) <= self.multipart_threshold:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
+            else:
+                self._multipart(key, data, condition)
+        except bce.ClientError as exc:
+            if if_none_match and _status(exc) == 412:
+                raise AlreadyExists(
+                    self.location, "an object of this name exists", name=name
+                ) from exc
+            raise self._error(exc, name, op) from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, op) from exc
+
+    def _multipart(self, key: str, data: bytes, condition: dict[str, Any]) -> None:
+        part_size = max(self.multipart_threshold, -(-len(data) // _MAX_PARTS))
+        offsets = range(0, len(data), part_size)
+        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        upload_id = upload["UploadId"]
+
+        def send(number: int, start: int) -> dict[str, Any]:
+            part = self._client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data[start : start + part_size],
+            )
+            return {"PartNumber": number, "ETag": part["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="s3-part") as pool:
+                parts = list(pool.map(send, range(1, len(offsets) + 1), offsets))
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **condition,
+            )
+        except BaseException:
+            # What we cannot abort, the bucket's lifecycle rules clean up.
+            with contextlib.suppress(bce.ClientError, bce.BotoCoreError):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+
+    # -- errors
+    def _error(self, exc: Exception, name: str | None, op: str) -> StorageError:
+        where = f"at {self.endpoint}"
+        if isinstance(exc, bce.ClientError):
+            code, status = _code(exc), _status(exc)
+            if code == "NoSuchBucket":
+                return NotFound(
+                    self.location,
+                    f"bucket {self.bucket!r} does not exist {where}: create it, or check the "
+                    "bucket in the URL and the endpoint and region options",
+                    name=name,
+                )
+            if code in ("NoSuchKey", "404") or status == 404:
+                return NotFound(self.location, "no such object", name=name)
+            if code in _DENIED or status == 403:
+                return PermissionDenied(
+                    self.location,
+                    f"{op} denied ({code}) {where}: check access_key_id and "
+                    "secret_access_key (or the AWS_* environment and profile), that they are "
+                    "not expired, and that they may "
+                    f"{op} objects in bucket {self.bucket!r}",
+                    name=name,
+                )
+            if code == "InvalidBucketName":
+                return InvalidLocation(
+                    self.location, f"{self.bucket!r} is not a valid bucket name", name=name
+                )
+            if code in _TRANSIENT or status >= 500 or status in (408, 429):
+                return TransientError(
+                    self.location, f"{op} failed ({code}, HTTP {status}) {where}", name=name
+                )
+            return PermanentError(
+                self.location, f"{op} failed ({code}, HTTP {status}) {where}", name=name
+            )
+        if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+            return PermissionDenied(
+                self.location,
+                "no S3 credentials found: set options access_key_id and secret_access_key, "
+                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or anonymous=true",
+                name=name,
+            )
+        if isinstance(exc, bce.ConnectionError | bce.HTTPClientError):
+            return TransientError(
+                self.location,
+                f"cannot reach the S3 endpoint {self.endpoint} ({type(exc).__name__}): check "
+                "the endpoint option and that the server is running and reachable",
+                name=name,
+            )
+        return PermanentError(self.location, f"{op} failed: {type(exc).__name__}", name=name)
+
+
+def _code(exc: bce.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: bce.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))

@@ -1,0 +1,53 @@
+"""A storage that forwards every call to another: the base of every wrapper.
+
+Wrappers override the operations they change and inherit the rest, so each one stays small
+and they stack in any order (see :func:`safehold.storage.wrappers.wrap`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from safehold.storage.base import ObjectInfo, Storage
+
+__all__ = ["ForwardingStorage"]
+
+
+class ForwardingStorage(Storage):
+    """Forwards to ``inner``; the location (and the provider's attributes) are the inner's."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.location = inner.location
+
+    @property
+    def provider(self) -> str:
+        """The URL scheme of the innermost storage: file, s3, gs or azure."""
+        return self.location.split("://", 1)[0]
+
+    def put(self, name: str, data: bytes) -> None:
+        self.inner.put(name, data)
+
+    def create(self, name: str, data: bytes) -> None:
+        self.inner.create(name, data)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.get(name, offset, length)
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self.inner.stat(name)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, attribute: str) -> object:
+        # Provider details (multipart_threshold, endpoint, ...) stay reachable through wrappers.
+        if attribute == "inner":
+            raise AttributeError(attribute)
+        return getattr(self.inner, attribute)

@@ -1,0 +1,56 @@
+"""Bound how many operations run on a storage at once.
+
+Object stores throttle (S3's 503 SlowDown) and connection pools are finite; a semaphore in
+front of the storage keeps a thread pool of any size within ``limit`` concurrent requests.
+A listing holds a slot only while it fetches, not while the caller consumes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.wrappers.base import ForwardingStorage
+
+__all__ = ["LimitedStorage"]
+
+
+class LimitedStorage(ForwardingStorage):
+    """At most ``limit`` calls into ``inner`` at a time; the others wait their turn."""
+
+    def __init__(self, inner: Storage, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        super().__init__(inner)
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def put(self, name: str, data: bytes) -> None:
+        with self._slots:
+            self.inner.put(name, data)
+
+    def create(self, name: str, data: bytes) -> None:
+        with self._slots:
+            self.inner.create(name, data)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with self._slots:
+            return self.inner.get(name, offset, length)
+
+    def stat(self, name: str) -> ObjectInfo:
+        with self._slots:
+            return self.inner.stat(name)
+
+    def delete(self, name: str) -> None:
+        with self._slots:
+            self.inner.delete(name)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        items = self.inner.list(prefix)
+        while True:
+            with self._slots:
+                info = next(items, None)
+            if info is None:
+                return
+            yield info

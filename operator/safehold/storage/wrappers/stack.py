@@ -1,0 +1,34 @@
+"""The standard wrapper stack, in the one order that makes sense.
+
+``retry( limit( metrics( provider ) ) )``: retries sit outside the limit, so a call that
+waits out a backoff does not hold a concurrency slot; metrics sit inside it, so latencies
+are the storage's, not the queue's, and every attempt (including failed ones) is counted.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from safehold.storage.base import Storage
+from safehold.storage.wrappers.limit import LimitedStorage
+from safehold.storage.wrappers.metrics import MeteredStorage
+from safehold.storage.wrappers.retry import RetryingStorage, RetryPolicy
+
+__all__ = ["DEFAULT_CONCURRENCY", "wrap"]
+
+DEFAULT_CONCURRENCY = 16
+
+
+def wrap(
+    storage: Storage,
+    *,
+    retry: RetryPolicy | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    registry: CollectorRegistry | None = REGISTRY,
+) -> Storage:
+    """Wrap ``storage`` in metrics (unless ``registry`` is None), a limit and retries."""
+    wrapped: Storage = storage
+    if registry is not None:
+        wrapped = MeteredStorage(wrapped, registry)
+    wrapped = LimitedStorage(wrapped, concurrency)
+    return RetryingStorage(wrapped, retry or RetryPolicy())
