@@ -184,3 +184,23 @@ def test_schema_patterns_agree_with_python_checks() -> None:
         spec = {**base, "retention": {"keepWithin": duration}}
         python_ok = validate_spec("BackupPolicy", spec) == []
         assert python_ok == (re.fullmatch(DURATION_PATTERN, duration) is not None), duration
+
+
+def test_set_condition_moves_the_transition_time_only_on_change() -> None:
+    from safehold.api import FAILED, find_condition, set_condition
+
+    t0 = datetime(2026, 11, 26, 7, tzinfo=UTC)
+    t1 = t0 + timedelta(minutes=1)
+    conditions = set_condition([], COMPLETE, "False", "Running", "1 of 2 sources", now=t0)
+    conditions = set_condition(conditions, FAILED, "False", "NoFailure", "", now=t0)
+    conditions = set_condition(conditions, COMPLETE, "False", "Running", "2 of 2", now=t1)
+    complete = find_condition(conditions, COMPLETE)
+    assert complete is not None
+    assert (complete.last_transition_time, complete.message) == (t0, "2 of 2")
+    conditions = set_condition(
+        conditions, COMPLETE, "True", "Succeeded", "done", now=t1, observed_generation=3
+    )
+    assert [c.type for c in conditions] == [COMPLETE, FAILED]
+    assert conditions[0].last_transition_time == t1
+    assert conditions[0].observed_generation == 3
+    assert find_condition(conditions, "Available") is None

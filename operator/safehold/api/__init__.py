@@ -20,7 +20,15 @@ from safehold.api.backuprun import (
     SourceResult,
 )
 from safehold.api.base import API_VERSION, GROUP, VERSION
-from safehold.api.conditions import AVAILABLE, COMPLETE, FAILED, READY, Condition
+from safehold.api.conditions import (
+    AVAILABLE,
+    COMPLETE,
+    FAILED,
+    READY,
+    Condition,
+    find_condition,
+    set_condition,
+)
 from safehold.api.enums import BackupType, RunPhase, SourceKind
 from safehold.api.errors import FieldError
 from safehold.api.kinds import KINDS
@@ -74,8 +82,10 @@ __all__ = [
     "SecretReference",
     "SourceKind",
     "SourceResult",
+    "find_condition",
     "parse_duration",
     "resource_model",
+    "set_condition",
     "spec_model",
     "validate_object",
     "validate_spec",

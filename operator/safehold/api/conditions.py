@@ -7,6 +7,7 @@ lists are map-typed lists keyed by ``type`` so that each type appears once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -22,6 +23,8 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "Conditions",
+    "find_condition",
+    "set_condition",
 ]
 
 #: A BackupLocation could be reached with its credentials and holds a repository.
@@ -70,3 +73,38 @@ Conditions = Annotated[
     ),
 ]
 """A condition list, each type at most once (a map-typed list keyed by type)."""
+
+
+def find_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    """The condition of ``type_``, or None."""
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """A copy of ``conditions`` with ``type_`` set; other types keep their place.
+
+    ``lastTransitionTime`` moves only when the status changes, as the conventions ask,
+    so re-reconciling an unchanged object does not rewrite its history.
+    """
+    previous = find_condition(conditions, type_)
+    changed = previous is None or previous.status != status
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now if changed or previous is None else previous.last_transition_time,
+        observed_generation=observed_generation,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_ else c for c in conditions]

@@ -1,0 +1,281 @@
+"""The generated CRDs on a real kube-apiserver (the test ground's 1.20, or ``$KUBECONFIG``).
+
+The ``cluster`` fixture installs ``crds/`` before anything else; these tests then do what
+a user does with kubectl: apply valid resources, see invalid ones rejected with the field
+named, list them with the printer columns and short names, and wait for ``Complete``.
+The schema must be valid and enforced on 1.20 (no CEL) as well as on current clusters.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from safehold.api import (
+    COMPLETE,
+    KINDS,
+    BackupRunStatus,
+    Condition,
+    SourceResult,
+    validate_object,
+)
+from safehold.api.crd import crd_name
+from testground.kube import Cluster, Namespace
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "resources.md"
+
+
+def _examples() -> dict[str, dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    return {doc["kind"]: doc for doc in map(yaml.safe_load, blocks)}
+
+
+def _manifest(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _rejected(namespace: Namespace, manifest: dict[str, Any]) -> str:
+    """kubectl's error for a manifest the apiserver must refuse (validated by the server)."""
+    result = namespace.kubectl(
+        "create", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest), check=False
+    )
+    assert result.returncode != 0, f"the apiserver accepted {manifest}"
+    return result.stderr
+
+
+def test_crds_are_established_and_stored_unchanged(cluster: Cluster) -> None:
+    for model in KINDS.values():
+        name = crd_name(model)
+        crd = json.loads(cluster.kubectl("get", "crd", name, "-o", "json").stdout)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions.get("Established") == "True", name
+        assert conditions.get("NamesAccepted") == "True", name
+        assert conditions.get("NonStructuralSchema") is None, name
+        committed = yaml.safe_load((REPO / "crds" / f"{name}.yaml").read_text())
+        assert crd["spec"]["versions"] == committed["spec"]["versions"], name
+
+
+def test_docs_examples_are_accepted_and_defaulted(namespace: Namespace) -> None:
+    for kind, example in _examples().items():
+        manifest = copy.deepcopy(example)
+        manifest["metadata"].pop("namespace", None)
+        namespace.apply(manifest)
+        stored = namespace.get(kind.lower(), manifest["metadata"]["name"])
+        assert stored is not None
+        assert validate_object(stored) == [], kind
+        for key, value in manifest["spec"].items():
+            assert stored["spec"][key] == value, f"{kind}.spec.{key} was changed or pruned"
+    location = namespace.get("backuplocation", "primary")
+    assert location is not None
+    assert location["spec"]["role"] == "primary"  # a schema default
+    run = namespace.get("backuprun", "shop-before-upgrade")
+    assert run is not None
+    assert run["spec"]["policyRef"] == {"name": "shop"}
+
+
+def test_server_fills_defaults(namespace: Namespace) -> None:
+    namespace.apply(_manifest("BackupRun", "by-hand", {"policyRef": {"name": "p"}}))
+    run = namespace.get("br", "by-hand")
+    assert run is not None
+    assert run["spec"]["type"] == "incremental"
+
+
+_INVALID: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
+    (
+        "bad-cron",
+        "BackupPolicy",
+        {
+            "sources": {"volumes": [{"claimName": "data"}]},
+            "location": {"name": "primary"},
+            "schedule": {"slots": [{"cron": "every night"}]},
+        },
+        ("spec.schedule.slots[0].cron", "should match"),
+    ),
+    (
+        "negative-keep",
+        "BackupPolicy",
+        {
+            "sources": {"volumes": [{"claimName": "data"}]},
+            "location": {"name": "primary"},
+            "retention": {"keepLast": -1},
+        },
+        ("spec.retention.keepLast", "greater than or equal to 0"),
+    ),
+    (
+        "no-location",
+        "BackupPolicy",
+        {"sources": {"volumes": [{"claimName": "data"}]}},
+        ("spec.location", "Required value"),
+    ),
+    (
+        "claim-and-selector",
+        "BackupPolicy",
+        {
+            "sources": {"volumes": [{"claimName": "a", "selector": {"matchLabels": {"a": "b"}}}]},
+            "location": {"name": "primary"},
+        },
+        ("spec.sources.volumes[0]", "oneOf"),
+    ),
+    (
+        "bad-policy",
+        "BackupPolicy",
+        {
+            "sources": {"volumes": [{"claimName": "data"}]},
+            "location": {"name": "primary"},
+            "concurrencyPolicy": "Queue",
+        },
+        ("spec.concurrencyPolicy", '"Forbid"'),
+    ),
+    (
+        "unknown-provider",
+        "BackupLocation",
+        {"provider": "ftp", "bucket": "b", "repositoryPasswordSecretRef": {"name": "pw"}},
+        ("spec.provider", '"s3"'),
+    ),
+    (
+        "missing-bucket",
+        "BackupLocation",
+        {"provider": "s3", "repositoryPasswordSecretRef": {"name": "pw"}},
+        ("spec.bucket", "Required value"),
+    ),
+    (
+        "bad-immutability",
+        "BackupLocation",
+        {
+            "provider": "gcs",
+            "bucket": "b",
+            "repositoryPasswordSecretRef": {"name": "pw"},
+            "immutabilityDays": "30",
+        },
+        ("spec.immutabilityDays", "integer"),
+    ),
+    (
+        "bad-type",
+        "BackupRun",
+        {"policyRef": {"name": "p"}, "type": "snapshot"},
+        ("spec.type", '"incremental"'),
+    ),
+    (
+        "two-origins",
+        "RestoreRequest",
+        {"backupRunRef": {"name": "r"}, "policyRef": {"name": "p"}},
+        ("spec", "oneOf"),
+    ),
+    (
+        "bad-claim",
+        "RestoreRequest",
+        {"backupRunRef": {"name": "r"}, "target": {"claimName": "Not_A_Name"}},
+        ("spec.target.claimName", "should match"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "spec", "expected"), _INVALID, ids=[case[0] for case in _INVALID]
+)
+def test_invalid_resource_is_rejected_naming_the_field(
+    namespace: Namespace, name: str, kind: str, spec: dict[str, Any], expected: tuple[str, ...]
+) -> None:
+    manifest = _manifest(kind, name, spec)
+    message = _rejected(namespace, manifest)
+    for part in expected:
+        assert part in message, f"{part!r} not in kubectl's message:\n{message}"
+    assert namespace.get(kind.lower(), name) is None
+    # the Python validation names the same field
+    field = expected[0]
+    paths = [e.path for e in validate_object(manifest)]
+    assert any(p == field or p.startswith(field + ".") for p in paths), paths
+
+
+def test_short_names_category_and_printer_columns(namespace: Namespace) -> None:
+    namespace.apply(_manifest("BackupRun", "listed", {"policyRef": {"name": "nightly"}}))
+    table = namespace.kubectl("get", "br").stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "POLICY", "TYPE", "PHASE", "STORED", "PROGRESS", "LOCATION", "AGE"]
+    assert table.splitlines()[1].split()[:3] == ["listed", "nightly", "incremental"]
+    for model in KINDS.values():
+        for short in model.crd.short_names:
+            namespace.kubectl("get", short)
+    assert (
+        "backuprun.safehold.io/listed" in namespace.kubectl("get", "safehold", "-o", "name").stdout
+    )
+
+
+def test_status_subresource_and_kubectl_wait(namespace: Namespace) -> None:
+    namespace.apply(_manifest("BackupRun", "waited", {"policyRef": {"name": "p"}}))
+    now = datetime.now(UTC).replace(microsecond=0)
+    status = BackupRunStatus(
+        phase="Succeeded",
+        location="primary",
+        conditions=[
+            Condition(
+                type=COMPLETE,
+                status="True",
+                reason="Succeeded",
+                message="1 source backed up",
+                last_transition_time=now,
+                observed_generation=1,
+            )
+        ],
+        sources=[
+            SourceResult(
+                name="data",
+                kind="volume",
+                phase="Succeeded",
+                snapshot_id="4f2a",
+                bytes_read=1000,
+                bytes_stored=400,
+                duration_seconds=0.5,
+            )
+        ],
+        bytes_stored=400,
+    )
+    body = {"status": status.model_dump(mode="json", exclude_none=True)}
+    # a change of spec through the status subresource is ignored
+    body["spec"] = {"policyRef": {"name": "other"}}
+    _patch_status(namespace, "waited", body)
+    namespace.kubectl("wait", "--for=condition=Complete", "backuprun/waited", "--timeout=20s")
+    stored = namespace.get("backuprun", "waited")
+    assert stored is not None
+    assert stored["spec"]["policyRef"]["name"] == "p"
+    assert BackupRunStatus.model_validate(stored["status"]) == status
+    row = namespace.kubectl("get", "backuprun", "waited", "--no-headers").stdout.split()
+    assert row[3:5] == ["Succeeded", "400"]
+
+
+def test_status_is_validated_too(namespace: Namespace) -> None:
+    namespace.apply(_manifest("BackupRun", "strict", {"policyRef": {"name": "p"}}))
+    result = _patch_status(namespace, "strict", {"status": {"phase": "Done"}}, check=False)
+    assert result.returncode != 0
+    assert "status.phase" in result.stderr
+
+
+def _patch_status(
+    namespace: Namespace, name: str, body: dict[str, Any], *, check: bool = True
+) -> Any:
+    """A merge patch of the status subresource, as the controller will write it."""
+    return namespace.kubectl(
+        "patch",
+        "backuprun",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(body),
+        check=check,
+    )
