@@ -2,9 +2,10 @@
 
 Every tool runs with its own defaults, so each is measured the way a user would run it:
 
-- restic 0.14: repository format v2 (``--repository-version 2``; 0.14's ``init`` still defaults to
-  v1, which cannot compress) with ``--compression auto`` (its default), the incremental backup
-  with ``--parent`` set to the full backup's snapshot;
+- restic 0.14: repository format v2 (its default, named explicitly with
+  ``--repository-version 2`` so the run does not depend on it: v1 cannot compress) with
+  ``--compression auto`` (its default), the incremental backup with ``--parent`` set to the full
+  backup's snapshot;
 - borg 1.2: ``borg init -e repokey-blake2`` (authenticated encryption, as restic and Safehold
   always use), default lz4 compression, the incremental backup as a second archive (borg's files
   cache finds the unchanged files);
