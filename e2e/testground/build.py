@@ -1,0 +1,277 @@
+"""Build kube-apiserver and kube-controller-manager from Debian's ``kubernetes`` source package.
+
+No registry reachable from the test machines ships these binaries, but Debian bookworm's source
+package is the full upstream tree with its vendored dependencies. The build is slow (about 6.5
+minutes on 2 cores), so its output is cached outside the checkout under
+``$SAFEHOLD_CACHE/kubernetes-<debian source version>/``, next to a ``build.log``; later runs only
+check that the two binaries are there.
+
+The machine's own apt sources are left untouched: ``deb-src`` lines live in a private apt
+configuration under the cache directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "BINARIES",
+    "Binaries",
+    "BuildError",
+    "build",
+    "cache_root",
+    "cached_binaries",
+    "source_version",
+]
+
+BINARIES = ("kube-apiserver", "kube-controller-manager")
+# Go 1.19 miscompiles the vendored reflect2 (the apiserver segfaults on the first
+# custom-resource validation); Debian's packaged copy is fixed.
+REFLECT2_DEBIAN = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
+# What `kubectl version` and the discovery endpoint report.
+KUBE_GIT_VERSION = "v1.20.2"
+DEB_SRC_LINES = (
+    "deb-src http://deb.debian.org/debian bookworm main\n"
+    "deb-src http://deb.debian.org/debian-security bookworm-security main\n"
+)
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message names the step and the log to read."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Where the cached control-plane binaries are."""
+
+    directory: Path
+
+    @property
+    def apiserver(self) -> Path:
+        return self.directory / "kube-apiserver"
+
+    @property
+    def controller_manager(self) -> Path:
+        return self.directory / "kube-controller-manager"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "build.log"
+
+
+def cache_root() -> Path:
+    """``$SAFEHOLD_CACHE``, or ``~/.cache/safehold``, as the Makefile exports it."""
+    return Path(os.environ.get("SAFEHOLD_CACHE") or Path.home() / ".cache" / "safehold")
+
+
+def _apt_dir() -> Path:
+    return cache_root() / "apt-src"
+
+
+def _apt_options() -> list[str]:
+    """apt options that read only our private deb-src list and keep their own state."""
+    base = _apt_dir()
+    return [
+        "-o",
+        f"Dir::Etc::SourceList={base / 'sources.list'}",
+        "-o",
+        "Dir::Etc::SourceParts=/nonexistent",
+        "-o",
+        f"Dir::State::Lists={base / 'lists'}",
+        "-o",
+        f"Dir::Cache={base / 'cache'}",
+        "-o",
+        "APT::Get::List-Cleanup=false",
+    ]
+
+
+def _prepare_apt() -> None:
+    base = _apt_dir()
+    (base / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (base / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    sources = base / "sources.list"
+    if not sources.exists() or sources.read_text() != DEB_SRC_LINES:
+        sources.write_text(DEB_SRC_LINES)
+
+
+def _showsrc_version() -> str | None:
+    result = subprocess.run(
+        ["apt-cache", *_apt_options(), "showsrc", "kubernetes"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    versions = [
+        line.split(":", 1)[1].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("Version:")
+    ]
+    return versions[0] if versions else None
+
+
+def source_version(*, refresh: bool = False) -> str:
+    """The Debian source version of ``kubernetes`` (e.g. ``1.20.5+really1.20.2-1``).
+
+    A version already built is reused without touching the network, so warm starts never wait
+    for apt.
+    """
+    if not refresh:
+        built = sorted(cache_root().glob("kubernetes-*/kube-controller-manager"))
+        if built:
+            return built[-1].parent.name.removeprefix("kubernetes-")
+    _prepare_apt()
+    version = None if refresh else _showsrc_version()
+    if version is None:
+        _run_logged(
+            ["apt-get", *_apt_options(), "update", "-qq"],
+            step="apt-get update (private deb-src list)",
+            log=_apt_dir() / "update.log",
+        )
+        version = _showsrc_version()
+    if version is None:
+        raise BuildError(
+            "apt-cache showsrc kubernetes found nothing: is deb.debian.org reachable? "
+            f"(private apt config in {_apt_dir()})"
+        )
+    return version
+
+
+def cached_binaries(version: str | None = None) -> Binaries | None:
+    """The cached binaries for ``version`` (default: any built version), or None."""
+    ver = version or source_version()
+    bins = Binaries(cache_root() / f"kubernetes-{ver}")
+    if all((bins.directory / name).is_file() for name in BINARIES):
+        return bins
+    return None
+
+
+def _run_logged(cmd: list[str], *, step: str, log: Path, cwd: Path | None = None) -> None:
+    """Run one step with its output appended to ``log``; fail with the step's name and tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    with log.open("a") as out:
+        out.write(f"\n### {step}\n$ {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.run(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise BuildError(f"{step} failed with exit code {code}; full log: {log}\n{tail}")
+
+
+def _run_build(cmd: list[str], *, step: str, log: Path, cwd: Path, env: dict[str, str]) -> None:
+    with log.open("a") as out:
+        out.write(f"\n### {step}\n$ {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.run(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise BuildError(f"{step} failed with exit code {code}; full log: {log}\n{tail}")
+
+
+def build(*, force: bool = False, echo: bool = True) -> Binaries:
+    """Return the cached binaries, building them first when they are missing.
+
+    Steps, each logged to ``build.log``: download the source package, unpack it, swap in
+    Debian's reflect2, ``make WHAT=...`` with CGO disabled, copy the binaries into the cache.
+    """
+    version = source_version(refresh=force)
+    if not force:
+        found = cached_binaries(version)
+        if found is not None:
+            return found
+    for tool in ("go", "make", "rsync", "dpkg-source"):
+        if shutil.which(tool) is None:
+            raise BuildError(f"{tool} is not installed: run e2e/install-deps")
+    if not REFLECT2_DEBIAN.is_dir():
+        raise BuildError(
+            f"{REFLECT2_DEBIAN} is missing: install golang-github-modern-go-reflect2-dev "
+            "(e2e/install-deps does)"
+        )
+    bins = Binaries(cache_root() / f"kubernetes-{version}")
+    bins.directory.mkdir(parents=True, exist_ok=True)
+    log = bins.log
+    log.write_text(f"building kubernetes {version} (Debian source) into {bins.directory}\n")
+    if echo:
+        print(f"cluster: building kube-apiserver and kube-controller-manager {version}", flush=True)
+        print(f"cluster: this takes several minutes; log: {log}", flush=True)
+    work = cache_root() / f"kubernetes-src-{version}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _prepare_apt()
+    _run_logged(
+        ["apt-get", *_apt_options(), "source", "--download-only", f"kubernetes={version}"],
+        step="download the source package",
+        log=log,
+        cwd=work,
+    )
+    dscs = sorted(work.glob("*.dsc"))
+    if not dscs:
+        raise BuildError(f"no .dsc downloaded into {work}; full log: {log}")
+    tree = work / "tree"
+    _run_logged(
+        ["dpkg-source", "--no-check", "-x", dscs[0].name, str(tree)],
+        step="unpack the source package",
+        log=log,
+        cwd=work,
+    )
+    vendored = tree / "vendor" / "github.com" / "modern-go" / "reflect2"
+    shutil.rmtree(vendored, ignore_errors=True)
+    shutil.copytree(REFLECT2_DEBIAN, vendored, symlinks=False)
+    version_file = work / "version.env"
+    version_file.write_text(
+        f"KUBE_GIT_VERSION='{KUBE_GIT_VERSION}'\n"
+        "KUBE_GIT_MAJOR='1'\nKUBE_GIT_MINOR='20'\n"
+        "KUBE_GIT_TREE_STATE='clean'\nKUBE_GIT_COMMIT=''\n"
+    )
+    env = dict(os.environ)
+    env.update(
+        {
+            "CGO_ENABLED": "0",
+            "KUBE_GIT_VERSION_FILE": str(version_file),
+            "GOFLAGS": "-mod=vendor",
+            "GO111MODULE": "on",
+            "GOPATH": str(work / "gopath"),
+            "GOCACHE": str(cache_root() / "go-build-cache"),
+            "GOPROXY": "off",
+            "KUBE_VERBOSE": "1",
+        }
+    )
+    _run_build(
+        ["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager"],
+        step="make WHAT='cmd/kube-apiserver cmd/kube-controller-manager'",
+        log=log,
+        cwd=tree,
+        env=env,
+    )
+    outputs = sorted((tree / "_output").glob("**/bin/kube-apiserver"))
+    if not outputs:
+        raise BuildError(f"make succeeded but no kube-apiserver under {tree / '_output'}: {log}")
+    for name in BINARIES:
+        target = bins.directory / name
+        tmp = target.with_suffix(".tmp")
+        shutil.copy2(outputs[0].parent / name, tmp)
+        tmp.chmod(0o755)
+        tmp.replace(target)
+    shutil.rmtree(work, ignore_errors=True)
+    with log.open("a") as out:
+        out.write("\n### done\n")
+    return bins
+
+
+if __name__ == "__main__":
+    try:
+        built = build(force="--force" in sys.argv)
+    except BuildError as exc:
+        print(f"cluster build: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(built.directory)

@@ -1,0 +1,200 @@
+"""The pod runner's main loop: find pods to run, notice deletions, provision volumes.
+
+It polls (every quarter second) rather than watching: a list of a small test cluster's pods is
+cheap, and polling has no watch expiry or dropped connection to recover from. Every error in
+one round is logged and the next round starts anyway, so a bad pod or a restarting apiserver
+never stops the runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from testground.podrunner.env import ConfigError
+from testground.podrunner.pods import Context, PodWorker
+from testground.podrunner.provisioner import Provisioner
+from testground.podrunner.status import now
+from testground.rest import Api, ApiError
+
+__all__ = ["DEFAULT_ENTRYPOINTS", "Runner"]
+
+Json = dict[str, Any]
+log = logging.getLogger("podrunner")
+# Images are never pulled. A container without `command` runs the entrypoint its image would
+# have; Safehold's own image's entrypoint is the `safehold` CLI.
+DEFAULT_ENTRYPOINTS = {"*safehold*": ["safehold"]}
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+class Runner:
+    """Plays the kubelet for every pod of one cluster."""
+
+    def __init__(
+        self,
+        api: Api,
+        work_dir: Path,
+        volumes_dir: Path,
+        *,
+        apiserver_port: int,
+        venv_bin: Path,
+        entrypoints: dict[str, list[str]] | None = None,
+        interval: float = 0.25,
+    ) -> None:
+        self.api = api
+        self.work_dir = work_dir
+        self.interval = interval
+        self.entrypoints = entrypoints if entrypoints is not None else DEFAULT_ENTRYPOINTS
+        self.provisioner = Provisioner(api, volumes_dir)
+        self.workers: dict[str, PodWorker] = {}
+        self.finished: set[str] = set()
+        port = str(apiserver_port)
+        base_env = {
+            "PATH": os.pathsep.join([str(venv_bin), *SYSTEM_PATH]),
+            "VIRTUAL_ENV": str(venv_bin.parent),
+            "LANG": "C.UTF-8",
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://127.0.0.1:{port}",
+            "KUBERNETES_PORT_443_TCP": f"tcp://127.0.0.1:{port}",
+            "KUBERNETES_PORT_443_TCP_ADDR": "127.0.0.1",
+            "KUBERNETES_PORT_443_TCP_PORT": port,
+            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+        }
+        self.ctx = Context(
+            api=api,
+            pods_dir=work_dir,
+            base_env=base_env,
+            fetch=self._fetch,
+            claims=self._claim,
+            tokens=self._token,
+            entrypoint=self._entrypoint,
+        )
+
+    # ------------------------------------------------------------------ lookups
+    def _fetch(self, kind: str, namespace: str, name: str) -> Json | None:
+        try:
+            return self.api.get(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _claim(self, namespace: str, name: str) -> Path:
+        path = self.provisioner.claim_dir(namespace, name)
+        if path is None:
+            raise ConfigError(f'persistentvolumeclaim "{name}" is not bound')
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _token(self, namespace: str, sa: str, audience: str | None, seconds: int) -> str:
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
+        }
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"
+        try:
+            return str(self.api.post(path, body)["status"]["token"])
+        except ApiError as exc:
+            raise ConfigError(f"token request for service account {sa} failed: {exc}") from exc
+
+    def _entrypoint(self, image: str) -> list[str] | None:
+        for pattern, command in self.entrypoints.items():
+            if fnmatch.fnmatch(image, pattern):
+                return list(command)
+        return None
+
+    # ------------------------------------------------------------------ loop
+    def _orphan(self, pod: Json) -> None:
+        """A pod marked Running that no worker owns: the runner restarted under it."""
+        meta = pod["metadata"]
+        body = {
+            "metadata": {"uid": meta["uid"]},
+            "status": {
+                "phase": "Failed",
+                "reason": "PodRunnerRestarted",
+                "message": "the pod runner restarted while this pod ran",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now()}],
+            },
+        }
+        with contextlib.suppress(ApiError):
+            self.api.merge_patch(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status", body
+            )
+
+    def sync_pods(self) -> None:
+        pods = self.api.get("/api/v1/pods")["items"]
+        seen: set[str] = set()
+        for pod in pods:
+            meta = pod["metadata"]
+            uid = meta["uid"]
+            seen.add(uid)
+            worker = self.workers.get(uid)
+            if meta.get("deletionTimestamp"):
+                if worker is not None:
+                    worker.stop()
+                continue
+            if worker is not None or uid in self.finished:
+                continue
+            phase = pod.get("status", {}).get("phase", "Pending")
+            if phase == "Pending":
+                worker = PodWorker(pod, self.ctx)
+                self.workers[uid] = worker
+                worker.start()
+            elif phase == "Running":
+                self._orphan(pod)
+                self.finished.add(uid)
+        for uid, worker in list(self.workers.items()):
+            if uid not in seen:
+                worker.stop()
+            if not worker.is_alive():
+                del self.workers[uid]
+                self.finished.add(uid)
+        self.finished &= seen
+
+    def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
+        """Loop until ``stop`` is set, then stop every pod's processes."""
+        while not stop.is_set():
+            try:
+                self.provisioner.ensure_storage_class()
+                break
+            except Exception as exc:  # noqa: BLE001 - the apiserver may be restarting
+                log.warning("cannot create the storage class yet: %s", exc)
+                stop.wait(1.0)
+        if ready_file is not None:
+            ready_file.write_text(str(os.getpid()))
+        log.info("pod runner ready")
+        while not stop.is_set():
+            for step in (self.sync_pods, self.provisioner.sync):
+                try:
+                    step()
+                except Exception:
+                    log.exception("%s failed; retrying", step.__name__)
+            stop.wait(self.interval)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("stopping %d pod(s)", len(self.workers))
+        for worker in self.workers.values():
+            worker.stop()
+        for worker in self.workers.values():
+            worker.join(timeout=15)
+        for root in sorted(self.ctx.mount_roots, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                if root.is_dir():
+                    for sub in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                        if sub.is_dir():
+                            sub.rmdir()
+                        elif sub.stat().st_size == 0:
+                            sub.unlink()
+                    root.rmdir()
+                elif root.stat().st_size == 0:
+                    root.unlink()
+        log.info("pod runner stopped")

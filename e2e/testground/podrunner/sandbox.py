@@ -1,0 +1,107 @@
+"""Run one container's command as a local process in a private mount namespace.
+
+``unshare --mount --propagation private`` gives the process its own mount table, so each pod
+sees its own volumes at the same paths (two pods may both mount something at ``/data``) and
+nothing leaks to the host. A short ``sh`` script creates the mount points, bind-mounts each
+volume (remounting read-only when asked), changes to ``workingDir`` and ``exec``s the command,
+so the command's exit code is the container's exit code.
+
+Mount points that do not exist are created on the shared filesystem (a mount namespace is not a
+filesystem namespace); ``missing_roots`` reports them so the runner can remove the empty ones
+when it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from testground.podrunner.volumes import Mount
+
+# Absolute paths: the pod's own PATH may not contain the system directories.
+_UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+_MOUNT = shutil.which("mount") or "/usr/bin/mount"
+_MKDIR = shutil.which("mkdir") or "/usr/bin/mkdir"
+
+__all__ = ["Launch", "kill_group", "missing_roots", "script", "start"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to start one container process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    working_dir: str
+    mounts: list[Mount]
+    log: Path
+
+
+def _depth(mount: Mount) -> int:
+    return len(PurePosixPath(mount.target).parts)
+
+
+def script(launch: Launch) -> str:
+    """The shell script run inside the namespace; its positional arguments are the command."""
+    q = shlex.quote
+    lines = ["set -e"]
+    for m in sorted(launch.mounts, key=_depth):
+        target = q(m.target)
+        if m.source.is_dir():
+            lines.append(f"{_MKDIR} -p {target}")
+        else:
+            lines.append(f"{_MKDIR} -p {q(str(PurePosixPath(m.target).parent))}")
+            lines.append(f"[ -e {target} ] || : > {target}")
+        lines.append(f"{_MOUNT} --bind {q(str(m.source))} {target}")
+        if m.read_only:
+            lines.append(f"{_MOUNT} -o remount,bind,ro {target}")
+    wd = launch.working_dir or "/"
+    lines.append(f"{_MKDIR} -p {q(wd)}")
+    lines.append(f"cd {q(wd)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def missing_roots(targets: list[str]) -> set[Path]:
+    """For each target, the highest ancestor that does not exist yet (what mkdir -p creates)."""
+    roots: set[Path] = set()
+    for target in targets:
+        path = Path(target)
+        missing = None
+        while not os.path.lexists(path) and path != path.parent:
+            missing = path
+            path = path.parent
+        if missing is not None:
+            roots.add(missing)
+    return roots
+
+
+def start(launch: Launch) -> subprocess.Popen[bytes]:
+    """Start the container process in a session of its own, output appended to its log."""
+    launch.log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        _UNSHARE, "--mount", "--propagation", "private", "--",
+        "/bin/sh", "-c", script(launch), "container", *launch.argv,
+    ]  # fmt: skip
+    with launch.log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=launch.env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the container's whole process group (the command and its children)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)

@@ -1,0 +1,172 @@
+"""The pod runner's pure parts: environment resolution, volumes as files, status, mount script."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testground.podrunner import sandbox, status
+from testground.podrunner.env import ConfigError, container_env, expand
+from testground.podrunner.volumes import Mount, container_mounts, prepare_volumes
+
+POD: dict[str, Any] = {
+    "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "x"}},
+    "spec": {"serviceAccountName": "sa"},
+}
+OBJECTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("secrets", "creds"): {"data": {"user": base64.b64encode(b"alice").decode()}},
+    ("configmaps", "settings"): {"data": {"mode": "fast", "level": "3"}},
+}
+
+
+def fetch(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    assert namespace == "ns"
+    return OBJECTS.get((kind, name))
+
+
+def test_testground_env_resolves_literals_references_and_sources() -> None:
+    spec = {
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "USER", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "user"}}},
+            {"name": "GREETING", "value": "hello $(USER) in $(POD_NS) $$(USER) $(UNSET)"},
+            {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        ],
+    }
+    env = container_env(POD, spec, {"PATH": "/bin"}, fetch)
+    assert env == {
+        "PATH": "/bin",
+        "CFG_mode": "fast",
+        "CFG_level": "3",
+        "USER": "alice",
+        # POD_NS is defined after GREETING, so it stays unexpanded, as on a kubelet
+        "GREETING": "hello alice in $(POD_NS) $(USER) $(UNSET)",
+        "POD_NS": "ns",
+        "APP": "x",
+    }
+
+
+def test_testground_env_names_the_missing_secret_key() -> None:
+    spec = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}}]}
+    with pytest.raises(ConfigError, match=r'couldn\'t find key pw in secret "creds" \(env X\)'):
+        container_env(POD, spec, {}, fetch)
+    missing = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]}
+    with pytest.raises(ConfigError, match='secret "nope" not found'):
+        container_env(POD, missing, {}, fetch)
+    optional = {
+        "env": [
+            {
+                "name": "X",
+                "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}},
+            }
+        ]
+    }
+    assert container_env(POD, optional, {}, fetch) == {}
+
+
+def test_testground_expand_keeps_unknown_references() -> None:
+    assert expand("$(A)-$(B)-$$(A)-$", {"A": "1"}) == "1-$(B)-$(A)-$"
+
+
+def test_testground_volumes_become_files_with_their_modes(tmp_path: Path) -> None:
+    pod = {
+        **POD,
+        "spec": {
+            "volumes": [
+                {"name": "s", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                {
+                    "name": "c",
+                    "configMap": {"name": "settings", "items": [{"key": "mode", "path": "sub/m"}]},
+                },
+                {
+                    "name": "d",
+                    "downwardAPI": {
+                        "items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]
+                    },
+                },
+                {"name": "e", "emptyDir": {}},
+            ]
+        },
+    }
+
+    def no_claims(ns: str, name: str) -> Path:
+        raise AssertionError("no claims here")
+
+    def no_tokens(ns: str, sa: str, aud: str | None, seconds: int) -> str:
+        raise AssertionError("no tokens here")
+
+    vols = prepare_volumes(pod, tmp_path, fetch, no_claims, no_tokens)
+    assert (vols["s"] / "user").read_bytes() == b"alice"
+    assert (vols["s"] / "user").stat().st_mode & 0o777 == 0o400
+    assert (vols["c"] / "sub" / "m").read_text() == "fast"
+    assert not (vols["c"] / "level").exists()
+    assert (vols["d"] / "name").read_text() == "p"
+    assert vols["e"].is_dir()
+    spec = {
+        "name": "x",
+        "volumeMounts": [
+            {"name": "e", "mountPath": "/work", "subPath": "a/b"},
+            {"name": "s", "mountPath": "/secrets", "readOnly": True},
+        ],
+    }
+    assert container_mounts(pod, spec, vols, {}) == [
+        Mount(vols["e"] / "a" / "b", "/work", False),
+        Mount(vols["s"], "/secrets", True),
+    ]
+
+
+def test_testground_volume_paths_cannot_escape(tmp_path: Path) -> None:
+    pod = {
+        **POD,
+        "spec": {
+            "volumes": [
+                {
+                    "name": "c",
+                    "configMap": {
+                        "name": "settings",
+                        "items": [{"key": "mode", "path": "../escape"}],
+                    },
+                }
+            ]
+        },
+    }
+    with pytest.raises(ConfigError, match=r"must not contain '\.\.'"):
+        prepare_volumes(pod, tmp_path, fetch, lambda n, c: tmp_path, lambda *a: "")
+
+
+def test_testground_terminated_state_reads_like_the_kubelets() -> None:
+    ok = status.terminated(0, "t0", "t1", "id")["terminated"]
+    assert (ok["exitCode"], ok["reason"]) == (0, "Completed")
+    killed = status.terminated(-9, "t0", "t1", "id", "bye")["terminated"]
+    assert (killed["exitCode"], killed["reason"], killed["message"]) == (137, "Error", "bye")
+    conds = status.conditions(initialized=True, ready=False, done=True, since="t")
+    ready = next(c for c in conds if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PodCompleted")
+
+
+def test_testground_sandbox_mounts_privately_and_read_only(tmp_path: Path) -> None:
+    """The mount script really bind-mounts (read-only when asked) in a private namespace."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("inside")
+    target = tmp_path / "mnt" / "deep"
+    launch = sandbox.Launch(
+        argv=["sh", "-c", "cat f; echo x > g || echo refused; pwd"],
+        env={"PATH": os.environ["PATH"]},
+        working_dir=str(target),
+        mounts=[Mount(src, str(target), True)],
+        log=tmp_path / "log",
+    )
+    proc = sandbox.start(launch)
+    assert proc.wait(timeout=30) == 0
+    out = launch.log.read_text()
+    assert out.startswith("inside")
+    assert "refused" in out
+    assert str(target) in out
+    assert not (target / "f").exists()  # the mount was private to the container
+    assert sandbox.missing_roots([str(tmp_path / "x" / "y")]) == {tmp_path / "x"}
