@@ -1,0 +1,115 @@
+"""The benchmark harness end to end on a tiny data set, with the real restic and borg.
+
+What a user relies on: every tool runs every step, the figures are plausible, the report says
+which targets could not be measured, and a wrong restore fails the run loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import run
+import tools
+from measure import Command
+
+
+def _args(tmp_path: Path, tool_names: str) -> list[str]:
+    return [
+        "--scale=0.002",
+        f"--tools={tool_names}",
+        "--only=engine",
+        "--no-drop-caches",
+        f"--workdir={tmp_path / 'work'}",
+        f"--results-dir={tmp_path / 'results'}",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEHOLD_CACHE", str(tmp_path / "cache"))
+
+
+def test_restic_and_borg_are_measured_and_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run.main(_args(tmp_path, "restic,borg")) == 0
+    results = json.loads((tmp_path / "results/latest.json").read_text())
+    assert [t["name"] for t in results["tools"]] == ["restic", "borg"]
+    for tool in results["tools"]:
+        assert tool["restore_verified"], tool["name"]
+        assert list(tool["steps"]) == ["init", "full", "incremental", "restore"]
+        for name, step in tool["steps"].items():
+            assert step["seconds"] > 0, (tool["name"], name)
+            assert step["peak_rss_bytes"] > 1_000_000, (tool["name"], name)
+        full, incremental = tool["steps"]["full"], tool["steps"]["incremental"]
+        assert full["repo_bytes"] > 0
+        assert incremental["repo_bytes"] >= full["repo_bytes"]
+        # The duplicate and compression must show: the repository is smaller than the data.
+        assert full["repo_bytes"] < results["dataset"]["v1_bytes"]
+    restic = results["tools"][0]["steps"]["incremental"]["summary"]
+    assert restic["files_unmodified"] > 0  # the parent was used: an incremental, not a re-read
+    assert {t["status"] for t in results["targets"]} == {"NOT MEASURED"}
+    printed = capsys.readouterr().out
+    assert "| restic | full |" in printed
+    assert "| borg | restore |" in printed
+    assert not (tmp_path / "work").exists()  # cleaned up without --keep
+
+
+class _WrongRestore(tools.Tool):
+    """Restores the *full* backup instead of the incremental one: the check must notice."""
+
+    name = "wrong"
+    settings = "restores v1 instead of v2"
+
+    def version(self) -> str:
+        return "wrong 1.0"
+
+    def init(self) -> Command:
+        return Command(["mkdir", "-p", str(self.repo)])
+
+    def full(self, source: Path) -> Command:
+        return Command(["cp", "-a", str(source), str(self.repo / "v1")])
+
+    def incremental(self, source: Path) -> Command:
+        return Command(["cp", "-a", str(source), str(self.repo / "v2")])
+
+    def restore(self, target: Path) -> Command:
+        return Command(["cp", "-a", str(self.repo / "v1"), str(target / "source")])
+
+
+def test_a_wrong_restore_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(tools.TOOLS, "wrong", _WrongRestore)
+    assert run.main(_args(tmp_path, "wrong")) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: wrong: restore in" in err
+    assert "missing: small/" in err or "content differs: big/" in err
+    results = json.loads((tmp_path / "results/latest.json").read_text())
+    assert not results["tools"][0]["restore_verified"]
+    assert any("RESTORE MISMATCH" in note for note in results["notes"])
+
+
+def test_a_failing_command_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Broken(_WrongRestore):
+        name = "broken"
+
+        def full(self, source: Path) -> Command:
+            return Command(["sh", "-c", "echo disk on fire >&2; exit 3"])
+
+    monkeypatch.setitem(tools.TOOLS, "broken", Broken)
+    assert run.main(_args(tmp_path, "broken")) == 1
+    err = capsys.readouterr().err
+    assert "broken full FAILED" in err
+    assert "exit 3" in err
+    assert "disk on fire" in err
+
+
+def test_unknown_tool_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(_args(tmp_path, "restic,rsync")) == 2
+    assert "unknown tool(s) rsync" in capsys.readouterr().err
