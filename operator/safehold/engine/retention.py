@@ -1,0 +1,367 @@
+"""Which snapshots a retention policy keeps: the pure decision behind ``safehold forget``.
+
+Forgetting is where backup tools lose data, so this module does nothing but decide.
+It reads no repository and no clock: given a policy and the descriptions of some
+snapshots it returns, for every snapshot, whether it is kept and *every* rule that
+keeps it, or, when it goes, why each rule passed it over. The caller (the forget
+command, its ``--dry-run``) shows those reasons to a person and removes only what
+this module says goes. ``docs/retention.md`` states the rules with examples that
+the test suite runs; in short:
+
+* Snapshots are grouped by ``source``; groups never affect each other.
+* Within a source, snapshots are ordered by time, ties broken by id, so the result
+  does not depend on the order they were listed in.
+* ``keep_last N`` keeps the N newest snapshots.
+* ``keep_hourly/daily/weekly/monthly/yearly N`` keep the newest snapshot of each of
+  the N most recent periods *that have a snapshot* (restic's semantics: a day
+  without a backup does not use up a daily slot). Periods are calendar periods in
+  the policy's IANA time zone: days of 23 or 25 hours at DST changes, ISO weeks
+  (Monday to Sunday, the week-year of ISO 8601), and an hour that a DST change
+  repeats counts as two hours, as two really elapsed.
+* ``keep_within D`` keeps every snapshot no older than D before the *newest*
+  snapshot of the source, not before "now": when backups stop (a broken job, a
+  decommissioned volume), the last good backups then stay forever instead of
+  expiring one by one, and the decision stays a pure function of its inputs.
+* ``keep_tags`` keeps every snapshot carrying any of the tags.
+
+and two safety rules a production tool needs:
+
+* A policy with no rule keeps everything: an empty or mistyped policy must never
+  mean "forget all".
+* The newest snapshot of every source is always kept, whatever the rules say
+  (a ``keep_tags``-only policy would otherwise wipe a source whose latest backup
+  is untagged).
+
+Adding a rule, or raising a count, therefore never forgets a snapshot that was
+kept before; the property tests check that, and check the whole decision against
+an independent brute-force implementation.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Set
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Generic, Protocol, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "EMPTY_POLICY_REASON",
+    "NEWEST_REASON",
+    "Decision",
+    "Duration",
+    "RetentionInputError",
+    "RetentionPolicy",
+    "SnapshotInfo",
+    "apply_policy",
+]
+
+
+class SnapshotInfo(Protocol):
+    """What retention needs to know about a snapshot; any object with these attributes.
+
+    ``time`` must be timezone-aware: a naive time is ambiguous by up to a day, which
+    is enough to forget the wrong daily backup.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def time(self) -> datetime: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def tags(self) -> Set[str]: ...
+
+
+S = TypeVar("S", bound=SnapshotInfo)
+
+
+class RetentionInputError(ValueError):
+    """The snapshots given cannot be decided on safely (naive time, repeated id)."""
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A ``keep_within`` span such as ``30d``, ``2w``, ``1y6m`` or ``12h``.
+
+    Years, months, weeks and days are calendar units, counted back on the wall
+    clock of the policy's time zone (one month before 31 March is 28 or 29
+    February, the last day that exists); hours are exact elapsed hours. That way
+    ``1d`` means "since this time yesterday" even across a DST change.
+    """
+
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+
+    _UNITS = ("y", "m", "w", "d", "h")
+    _PATTERN = re.compile(r"(\d+)([ymwdh])")
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """Parse ``<n><unit>...`` with units y, m, w, d, h in that order, each at most once."""
+        compact = text.strip()
+        parts = cls._PATTERN.findall(compact)
+        units = [unit for _, unit in parts]
+        ok = (
+            bool(parts)
+            and "".join(f"{n}{u}" for n, u in parts) == compact
+            and units == sorted(set(units), key=cls._UNITS.index)
+        )
+        if not ok:
+            raise ValueError(
+                f"{text!r} is not a duration: write numbers with units y (years), m (months),"
+                " w (weeks), d (days), h (hours), largest first, each once, e.g. '30d',"
+                " '2w', '1y6m' or '12h'"
+            )
+        values = {unit: int(number) for number, unit in parts}
+        duration = cls(
+            years=values.get("y", 0),
+            months=values.get("m", 0),
+            weeks=values.get("w", 0),
+            days=values.get("d", 0),
+            hours=values.get("h", 0),
+        )
+        if duration == cls():
+            raise ValueError(f"{text!r} is zero: keep_within needs a positive duration")
+        return duration
+
+    def __str__(self) -> str:
+        values = (self.years, self.months, self.weeks, self.days, self.hours)
+        return "".join(f"{n}{u}" for n, u in zip(values, self._UNITS, strict=True) if n)
+
+    def before(self, moment: datetime, zone: tzinfo) -> datetime:
+        """The instant this duration before ``moment``, calendar units on ``zone``'s clock."""
+        wall = moment.astimezone(zone).replace(tzinfo=None)
+        month_index = wall.year * 12 + (wall.month - 1) - (self.years * 12 + self.months)
+        year, month0 = divmod(month_index, 12)
+        try:
+            last_day = calendar.monthrange(year, month0 + 1)[1]
+            wall = wall.replace(year=year, month=month0 + 1, day=min(wall.day, last_day))
+            wall -= timedelta(weeks=self.weeks, days=self.days)
+            # A wall time that DST skips or repeats resolves as zoneinfo does with fold=0.
+            return wall.replace(tzinfo=zone, fold=0) - timedelta(hours=self.hours)
+        except (ValueError, OverflowError):
+            # Before the year 1: the span reaches back past every possible snapshot.
+            return datetime.min.replace(tzinfo=UTC)
+
+
+class RetentionPolicy(BaseModel):
+    """The rules of one source's retention; every count 0 (or unset) means "rule off".
+
+    Field names are accepted in snake_case or in the camelCase of the custom
+    resources (``keepLast``, ``keepWithin``, ``timeZone``), so a policy can be built
+    straight from a ``BackupPolicy``'s ``retention`` mapping; an unknown key is an
+    error, since a misspelt ``keepDialy`` silently ignored would forget backups.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+    keep_last: int = Field(default=0, ge=0)
+    keep_hourly: int = Field(default=0, ge=0)
+    keep_daily: int = Field(default=0, ge=0)
+    keep_weekly: int = Field(default=0, ge=0)
+    keep_monthly: int = Field(default=0, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    keep_within: str | None = None
+    keep_tags: frozenset[str] = frozenset()
+    time_zone: str = "UTC"
+
+    @field_validator("keep_within")
+    @classmethod
+    def _check_within(cls, value: str | None) -> str | None:
+        return None if value is None else str(Duration.parse(value))
+
+    @field_validator("keep_tags")
+    @classmethod
+    def _check_tags(cls, value: frozenset[str]) -> frozenset[str]:
+        if any(not tag.strip() for tag in value):
+            raise ValueError("a tag is empty: list tag names such as 'monthly-audit'")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin',"
+                " 'America/New_York' or 'UTC'"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The policy's time zone, in which periods and calendar durations are counted."""
+        return ZoneInfo(self.time_zone)
+
+    @property
+    def within(self) -> Duration | None:
+        """``keep_within`` parsed, or None when the rule is off."""
+        return None if self.keep_within is None else Duration.parse(self.keep_within)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no rule is set: such a policy keeps every snapshot."""
+        counts = (
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        )
+        return not any(counts) and self.keep_within is None and not self.keep_tags
+
+
+@dataclass(frozen=True)
+class Decision(Generic[S]):
+    """What happens to one snapshot.
+
+    When ``keep`` is true, ``reasons`` lists every rule that keeps it, such as
+    ``"last 3"``, ``"daily 2026-11-25"``, ``"within 30d"`` or
+    ``"tag:monthly-audit"``; when false, it says for each rule why it passed the
+    snapshot over. Keeping every reason, not the first, lets a person see what
+    would still hold a snapshot after changing one rule.
+    """
+
+    snapshot: S
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+def _hour(moment: datetime) -> str:
+    # The offset is part of the label: a repeated hour at a DST change is two periods.
+    return moment.replace(minute=0, second=0, microsecond=0).isoformat(timespec="minutes")
+
+
+def _week(moment: datetime) -> str:
+    iso = moment.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+# (rule name, policy field, unit in messages, label of the period of a local time)
+_PERIOD_RULES: tuple[tuple[str, str, str, Callable[[datetime], str]], ...] = (
+    ("hourly", "keep_hourly", "hours", _hour),
+    ("daily", "keep_daily", "days", lambda t: t.date().isoformat()),
+    ("weekly", "keep_weekly", "ISO weeks", _week),
+    ("monthly", "keep_monthly", "months", lambda t: f"{t.year:04d}-{t.month:02d}"),
+    ("yearly", "keep_yearly", "years", lambda t: f"{t.year:04d}"),
+)
+
+EMPTY_POLICY_REASON = "empty policy: no rule is set, so nothing is forgotten"
+NEWEST_REASON = "newest of its source: always kept"
+
+
+def apply_policy(policy: RetentionPolicy, snapshots: Iterable[S]) -> list[Decision[S]]:
+    """Decide, for each snapshot, keep or forget; one decision per snapshot, in input order.
+
+    Raises ``RetentionInputError`` for a naive ``time`` or an id listed twice, naming
+    the snapshot: deciding on such input could forget the wrong backups.
+    """
+    listed = list(snapshots)
+    seen: set[str] = set()
+    for snap in listed:
+        if snap.time.utcoffset() is None:
+            raise RetentionInputError(
+                f"snapshot {snap.id}: time {snap.time.isoformat()} has no time zone;"
+                " give an aware datetime (e.g. with tzinfo=UTC)"
+            )
+        if snap.id in seen:
+            raise RetentionInputError(f"snapshot {snap.id} is listed twice; ids must be unique")
+        seen.add(snap.id)
+
+    by_source: dict[str, list[S]] = defaultdict(list)
+    for snap in listed:
+        by_source[snap.source].append(snap)
+    decided: dict[str, Decision[S]] = {}
+    for group in by_source.values():
+        for decision in _decide_source(policy, group):
+            decided[decision.snapshot.id] = decision
+    return [decided[snap.id] for snap in listed]
+
+
+def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]:
+    """The decisions for the snapshots of one source."""
+    if policy.is_empty:
+        return [Decision(snap, True, (EMPTY_POLICY_REASON,)) for snap in group]
+
+    newest_first = sorted(group, key=lambda s: (s.time, s.id), reverse=True)
+    keeps: dict[str, list[str]] = {snap.id: [] for snap in group}
+    misses: dict[str, list[str]] = {snap.id: [] for snap in group}
+
+    if policy.keep_last:
+        for position, snap in enumerate(newest_first):
+            if position < policy.keep_last:
+                keeps[snap.id].append(f"last {policy.keep_last}")
+            else:
+                misses[snap.id].append(
+                    f"last {policy.keep_last}: not among the {policy.keep_last} newest"
+                )
+
+    zone = policy.zone
+    for name, field, unit, label_of in _PERIOD_RULES:
+        count: int = getattr(policy, field)
+        if not count:
+            continue
+        newest_of: dict[str, str] = {}  # period label -> id of its newest snapshot
+        for snap in newest_first:
+            label = label_of(snap.time.astimezone(zone))
+            if label in newest_of:
+                misses[snap.id].append(
+                    f"{name} {label}: the newer {newest_of[label]} stands for it"
+                )
+                continue
+            newest_of[label] = snap.id
+            if len(newest_of) <= count:
+                keeps[snap.id].append(f"{name} {label}")
+            else:
+                misses[snap.id].append(
+                    f"{name} {label}: older than the {count} newest {unit} with a snapshot"
+                )
+
+    within = policy.within
+    if within is not None:
+        cutoff = within.before(newest_first[0].time, zone)
+        for snap in newest_first:
+            if snap.time >= cutoff:
+                keeps[snap.id].append(f"within {within}")
+            else:
+                misses[snap.id].append(
+                    f"within {within}: older than {cutoff.isoformat(timespec='seconds')}"
+                )
+
+    if policy.keep_tags:
+        wanted = ", ".join(sorted(policy.keep_tags))
+        for snap in newest_first:
+            matched = sorted(policy.keep_tags & snap.tags)
+            if matched:
+                keeps[snap.id].extend(f"tag:{tag}" for tag in matched)
+            else:
+                misses[snap.id].append(f"tags: has none of {wanted}")
+
+    newest = newest_first[0].id
+    if not keeps[newest]:
+        keeps[newest].append(NEWEST_REASON)
+
+    return [
+        Decision(snap, True, tuple(keeps[snap.id]))
+        if keeps[snap.id]
+        else Decision(snap, False, tuple(misses[snap.id]))
+        for snap in group
+    ]
