@@ -214,6 +214,7 @@ def _start_seaweedfs(workdir: Path) -> RunningStore:
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        "-s3.autoCreateBucket=false",  # as on AWS: a missing bucket is an error
         f"-s3.config={workdir / 's3.json'}",
         f"-s3.localSocket={workdir / 's3.sock'}",
         f"-filer.localSocket={workdir / 'filer.sock'}",

@@ -161,7 +161,10 @@ class AzureStorage(Storage):
             return b""
         try:
             stream = self._container.download_blob(
-                blob, offset=offset or None, length=length, max_concurrency=_UPLOAD_THREADS
+                blob,
+                offset=offset if offset or length is not None else None,
+                length=length,
+                max_concurrency=_UPLOAD_THREADS,
             )
             data: bytes = stream.readall()
         except HttpResponseError as exc:
