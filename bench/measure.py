@@ -1,17 +1,21 @@
-"""Runs one tool command and measures it: wall time, CPU time and peak RSS of that child only.
+"""Runs one tool command and measures it: wall time, CPU time and peak RSS of that command only.
 
-Peak RSS comes from ``os.wait4``: the kernel's rusage of exactly the child we started (and any
-processes it waited for), not of the benchmark harness or of whatever else runs on the machine.
-The same numbers ``/usr/bin/time -v`` prints, without parsing its output.
+Peak RSS comes from GNU time (``/usr/bin/time -f``), which forks the tool from its own tiny
+process and reports the kernel's rusage of exactly that child. Taking ``os.wait4``'s rusage of a
+child spawned straight from this harness would be wrong: Linux carries a process's peak RSS
+across ``exec``, and Python spawns children with vfork, so the child's "peak" would start at the
+harness's own high-water mark (measured: ``true`` reported as 310 MB after the harness had
+touched 300 MB). Through GNU time the floor is about 1 MB.
 
 Because the machine may be shared, every measurement also records how much CPU *other* processes
-used meanwhile (from /proc/stat, minus the child's own CPU time): a busy neighbour shows up in
+used meanwhile (from /proc/stat, minus the command's own CPU time): a busy neighbour shows up in
 the results instead of silently slowing a tool down.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +32,7 @@ __all__ = [
 ]
 
 _DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+GNU_TIME = "/usr/bin/time"  # Debian package `time`, installed by e2e/install-deps
 
 
 @dataclass(frozen=True)
@@ -79,46 +84,55 @@ def run_measured(command: Command, log_prefix: Path, timeout: float) -> Measurem
     Raises CommandFailed (naming the log files) when it fails, so a broken tool can never
     produce a timing.
     """
+    if not os.access(GNU_TIME, os.X_OK):
+        raise CommandFailed(f"{GNU_TIME} is missing: install the Debian package `time`")
     log_prefix.parent.mkdir(parents=True, exist_ok=True)
     out_path = log_prefix.with_name(log_prefix.name + ".out")
     err_path = log_prefix.with_name(log_prefix.name + ".err")
+    rusage_path = log_prefix.with_name(log_prefix.name + ".rusage")
+    argv = [GNU_TIME, "-f", "%U %S %M", "-o", str(rusage_path), "--", *command.argv]
     env = {**os.environ, **command.env}
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         busy_before = _busy_cpu_seconds()
         start = time.perf_counter()
         proc = subprocess.Popen(
-            command.argv,
+            argv,
             cwd=command.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            start_new_session=True,  # so a timeout kills the tool, not just GNU time
         )
-        timer = threading.Timer(timeout, proc.kill)
+        timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
         seconds = time.perf_counter() - start
         busy_after = _busy_cpu_seconds()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    own_cpu = usage.ru_utime + usage.ru_stime
+    name = " ".join(command.argv[:2])
+    if proc.returncode != 0:
+        reason = "timed out" if seconds >= timeout else "failed"
+        tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise CommandFailed(
+            f"{name} {reason} (exit {proc.returncode}); see {out_path} and {err_path}:\n  "
+            + "\n  ".join(tail)
+        )
+    try:  # GNU time may prefix notes (e.g. "Command exited with ..."); the figures come last
+        user, system, max_kib = rusage_path.read_text().split()[-3:]
+    except (OSError, ValueError) as e:
+        raise CommandFailed(f"{name}: no resource usage from {GNU_TIME} in {rusage_path}") from e
+    own_cpu = float(user) + float(system)
     others = 0.0
     if busy_before is not None and busy_after is not None:
         others = max(busy_after - busy_before - own_cpu, 0.0)
-    if proc.returncode != 0:
-        reason = "timed out" if proc.returncode < 0 and seconds >= timeout else "failed"
-        tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
-        raise CommandFailed(
-            f"{' '.join(command.argv[:2])} {reason} (exit {proc.returncode}); "
-            f"see {out_path} and {err_path}:\n  " + "\n  ".join(tail)
-        )
     return Measurement(
         seconds=seconds,
-        user_seconds=usage.ru_utime,
-        system_seconds=usage.ru_stime,
-        peak_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+        user_seconds=float(user),
+        system_seconds=float(system),
+        peak_rss_bytes=int(max_kib) * 1024,
         others_cpu_seconds=others,
         stdout=out_path.read_text(errors="replace"),
     )
