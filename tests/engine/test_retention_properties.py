@@ -91,8 +91,8 @@ def _reference_cutoff(newest: Snap, duration: Duration, zone: ZoneInfo) -> datet
     ordinal = date(year, month, day).toordinal() - 7 * duration.weeks - duration.days
     if ordinal < 1:
         return None
-    back = datetime.combine(date.fromordinal(ordinal), wall.time())
-    return back.replace(tzinfo=zone) - timedelta(hours=duration.hours)
+    back = datetime.combine(date.fromordinal(ordinal), wall.time()).replace(tzinfo=zone)
+    return datetime.fromtimestamp(back.timestamp() - 3600 * duration.hours, UTC)
 
 
 def reference(policy: RetentionPolicy, snaps: list[Snap]) -> dict[str, set[str]]:

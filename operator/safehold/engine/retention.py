@@ -152,7 +152,10 @@ class Duration:
             wall = wall.replace(year=year, month=month0 + 1, day=min(wall.day, last_day))
             wall -= timedelta(weeks=self.weeks, days=self.days)
             # A wall time that DST skips or repeats resolves as zoneinfo does with fold=0.
-            return wall.replace(tzinfo=zone, fold=0) - timedelta(hours=self.hours)
+            # Hours are elapsed time, so they are taken off in UTC: Python subtracts a
+            # timedelta from a zoned datetime on the wall clock.
+            local = wall.replace(tzinfo=zone, fold=0)
+            return local.astimezone(UTC) - timedelta(hours=self.hours)
         except (ValueError, OverflowError):
             # Before the year 1: the span reaches back past every possible snapshot.
             return datetime.min.replace(tzinfo=UTC)
