@@ -82,8 +82,14 @@ def _version(argv: list[str]) -> str:
         raise ToolUnavailable(f"{argv[0]} is not installed (e2e/install-deps installs it)")
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise ToolUnavailable(f"{' '.join(argv)} failed: {done.stderr.strip()[-300:]}")
+        raise ToolUnavailable(f"{' '.join(argv)} failed: {_last_line(done.stderr)}")
     return done.stdout.strip().splitlines()[0]
+
+
+def _last_line(text: str) -> str:
+    """The gist of an error output (for a traceback, the exception), for a one-line reason."""
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else "(no output)"
 
 
 def _last_json(stdout: str) -> dict[str, Any] | None:
@@ -195,9 +201,8 @@ class Safehold(Tool):
             [self.exe, "backup", "--help"], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            raise ToolUnavailable(
-                f"`safehold backup --help` failed: {(done.stderr or done.stdout).strip()[-300:]}"
-            )
+            why = _last_line(done.stderr or done.stdout)
+            raise ToolUnavailable(f"`safehold backup --help` failed: {why}")
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
