@@ -263,8 +263,7 @@ def _etcd_healthy(state: ClusterState) -> bool:
 
 
 def _apiserver_ready(api: Api) -> bool:
-    api.request("GET", "/readyz")
-    return True
+    return api.request("GET", "/readyz").get("text") == "ok"
 
 
 def _default_sa_has_token(api: Api) -> bool:

@@ -24,7 +24,8 @@ from testground.kube import Cluster, Namespace
 __all__ = ["cluster", "namespace"]
 
 REPO = Path(__file__).resolve().parent.parent.parent
-CRDS = REPO / "crds"
+# $SAFEHOLD_TEST_CRDS points the session at another CRD directory (an empty one: none).
+CRDS = Path(os.environ.get("SAFEHOLD_TEST_CRDS") or REPO / "crds")
 _REPORT = pytest.StashKey[Namespace]()
 
 

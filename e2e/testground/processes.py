@@ -72,7 +72,13 @@ def _is_zombie(pid: int) -> bool:
 
 def alive(pid: int, marker: str) -> bool:
     """Whether ``pid`` runs and its command line contains ``marker`` (the cluster directory)."""
-    return marker in _cmdline(pid) and not _is_zombie(pid)
+    for _ in range(20):
+        cmdline = _cmdline(pid)
+        # right after exec the kernel briefly shows an empty command line
+        if cmdline or _is_zombie(pid):
+            break
+        time.sleep(0.01)
+    return marker in cmdline and not _is_zombie(pid)
 
 
 def _reap(pid: int) -> None:

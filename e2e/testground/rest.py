@@ -71,6 +71,8 @@ class Api:
             raise ApiError(method, path, resp.status, resp.data)
         if not resp.data:
             return {}
+        if not resp.headers.get("Content-Type", "").startswith("application/json"):
+            return {"text": resp.data.decode(errors="replace")}  # /readyz, /healthz answer "ok"
         result: Json = json.loads(resp.data)
         return result
 

@@ -221,6 +221,9 @@ class PodWorker(threading.Thread):
         try:
             env = container_env(self.pod, spec, self.ctx.base_env, self.ctx.fetch)
             env["HOSTNAME"] = self.pod_name
+            if "HOME" not in env:  # a home of the pod's own, as an image's /root would be
+                env["HOME"] = str(self.work / "home")
+                (self.work / "home").mkdir(exist_ok=True)
             mounts = container_mounts(self.pod, spec, volumes, env)
         except ConfigError as exc:
             c.state = status.waiting("CreateContainerConfigError", str(exc))
