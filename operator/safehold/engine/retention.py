@@ -58,6 +58,7 @@ __all__ = [
     "Duration",
     "RetentionInputError",
     "RetentionPolicy",
+    "SnapshotFacts",
     "SnapshotInfo",
     "apply_policy",
 ]
@@ -86,6 +87,20 @@ class SnapshotInfo(Protocol):
 S = TypeVar("S", bound=SnapshotInfo)
 
 
+@dataclass(frozen=True)
+class SnapshotFacts:
+    """A ready-made ``SnapshotInfo``, for callers whose snapshot objects differ.
+
+    The repository's ``Snapshot`` keeps its time as text and its tags as a list;
+    ``SnapshotFacts(s.id, s.datetime, s.source, frozenset(s.tags))`` adapts one.
+    """
+
+    id: str
+    time: datetime
+    source: str
+    tags: frozenset[str] = frozenset()
+
+
 class RetentionInputError(ValueError):
     """The snapshots given cannot be decided on safely (naive time, repeated id)."""
 
@@ -107,7 +122,12 @@ class Duration:
     hours: int = 0
 
     _UNITS = ("y", "m", "w", "d", "h")
-    _PATTERN = re.compile(r"(\d+)([ymwdh])")
+
+    def __post_init__(self) -> None:
+        if min(self.years, self.months, self.weeks, self.days, self.hours) < 0:
+            raise ValueError(f"{self!r}: a duration counts back, its parts must not be negative")
+
+    _PATTERN = re.compile(r"([0-9]+)([ymwdh])")
 
     @classmethod
     def parse(cls, text: str) -> Duration:
@@ -154,7 +174,7 @@ class Duration:
             # A wall time that DST skips or repeats resolves as zoneinfo does with fold=0.
             # Hours are elapsed time, so they are taken off in UTC: Python subtracts a
             # timedelta from a zoned datetime on the wall clock.
-            local = wall.replace(tzinfo=zone, fold=0)
+            local = wall.replace(tzinfo=zone, fold=1)
             return local.astimezone(UTC) - timedelta(hours=self.hours)
         except (ValueError, OverflowError):
             # Before the year 1: the span reaches back past every possible snapshot.

@@ -1,0 +1,331 @@
+"""One function per ``safehold`` command; each returns its exit code.
+
+Every command prints human text (or, with ``--json``, one JSON summary as the
+last stdout line) and takes the repository lock its operation needs: shared for
+backup, restore and verify (they may run side by side), none for listing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import Namespace
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.table import Table
+
+from safehold.cli import exitcodes
+from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
+from safehold.cli.output import Output
+from safehold.engine import (
+    BackupOptions,
+    RestoreOptions,
+    backup_paths,
+    backup_stream,
+    restore_snapshot,
+    verify_repository,
+)
+from safehold.repo import (
+    Config,
+    Repository,
+    RepositoryLock,
+    list_locks,
+    unlock,
+)
+from safehold.repo.config import ChunkerParams
+
+__all__ = [
+    "backup",
+    "key_add",
+    "key_list",
+    "key_remove",
+    "repo_info",
+    "repo_init",
+    "repo_unlock",
+    "restore",
+    "snapshots",
+    "verify",
+]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# ------------------------------------------------------------------ repo
+def repo_init(args: Namespace, out: Output) -> int:
+    storage = open_repo_storage(args)
+    password = read_password(args, confirm=True)
+    if not 1 <= args.pack_size <= 512:
+        raise UsageError("--pack-size is in MiB, between 1 and 512")
+    if not 1 <= args.compression_level <= 19:
+        raise UsageError("--compression-level is a zstd level between 1 and 19")
+    config = Config.new(
+        chunker=ChunkerParams(),
+        compression_level=args.compression_level,
+        pack_size=args.pack_size * 1024 * 1024,
+    )
+    repo = Repository.init(storage, password, config)
+    out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
+    out.print("keep the password safe: without it the data cannot be read by anyone")
+    out.summary(
+        {
+            "ok": True,
+            "repository": repo.config.id,
+            "location": storage.location,
+            "version": repo.config.version,
+        }
+    )
+    return exitcodes.OK
+
+
+def repo_info(args: Namespace, out: Output) -> int:
+    repo = open_repo(args)
+    packs = 0
+    pack_bytes = 0
+    for info in repo.storage.list("data/"):
+        packs += 1
+        pack_bytes += info.size
+    snaps = repo.snapshots()
+    c = repo.config
+    doc: dict[str, Any] = {
+        "ok": True,
+        "repository": c.id,
+        "location": repo.location,
+        "version": c.version,
+        "created": c.created,
+        "chunker": {
+            "min": c.chunker.min_size,
+            "avg": c.chunker.avg_size,
+            "max": c.chunker.max_size,
+        },
+        "compression_level": c.compression_level,
+        "pack_size": c.pack_size,
+        "snapshots": len(snaps),
+        "sources": sorted({s.source for s in snaps}),
+        "packs": packs,
+        "pack_bytes": pack_bytes,
+        "blobs": len(repo.index),
+        "keys": len(repo.list_keys()),
+        "locks": len(list_locks(repo)),
+    }
+    out.print(f"repository   {c.id}")
+    out.print(f"location     {repo.location}")
+    out.print(f"format       version {c.version}, created {c.created}")
+    out.print(
+        f"chunker      FastCDC min {_size(c.chunker.min_size)} avg {_size(c.chunker.avg_size)}"
+        f" max {_size(c.chunker.max_size)}"
+    )
+    out.print(f"compression  zstd level {c.compression_level}; AES-256-GCM; BLAKE3")
+    out.print(f"snapshots    {len(snaps)} of {len(doc['sources'])} source(s)")
+    out.print(f"stored       {_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
+    out.print(f"keys         {doc['keys']}, locks {doc['locks']}")
+    out.summary(doc)
+    return exitcodes.OK
+
+
+def repo_unlock(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    removed = unlock(repo, remove_all=args.remove_all)
+    for lock in removed:
+        out.print(f"removed {lock.describe()}")
+    left = list_locks(repo)
+    for lock in left:
+        out.print(f"kept live {lock.describe()}")
+    out.summary({"ok": True, "removed": len(removed), "remaining": len(left)})
+    return exitcodes.OK
+
+
+def key_add(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    new = read_password(
+        args,
+        env="SAFEHOLD_NEW_PASSWORD",
+        file_attr="new_password_file",
+        file_env="SAFEHOLD_NEW_PASSWORD_FILE",
+        confirm=True,
+        what="new password",
+    )
+    key_id = repo.add_key(new)
+    out.print(f"added key {key_id}")
+    out.summary({"ok": True, "key": key_id})
+    return exitcodes.OK
+
+
+def key_list(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    keys = repo.list_keys()
+    current = repo.key_name.rsplit("/", 1)[-1]
+    table = Table("", "id", "created", "host", "user")
+    for k in keys:
+        table.add_row("*" if k.id == current else "", k.id[:16], k.created, k.hostname, k.username)
+    out.table(table)
+    out.summary(
+        {
+            "ok": True,
+            "keys": [
+                {
+                    "id": k.id,
+                    "created": k.created,
+                    "hostname": k.hostname,
+                    "username": k.username,
+                    "current": k.id == current,
+                }
+                for k in keys
+            ],
+        }
+    )
+    return exitcodes.OK
+
+
+def key_remove(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    removed = repo.remove_key(args.key_id)
+    out.print(f"removed key {removed}")
+    out.summary({"ok": True, "removed": removed})
+    return exitcodes.OK
+
+
+# ------------------------------------------------------------------ data
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--time {value!r} is not ISO 8601 (e.g. 2026-11-26T06:00:00Z)") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def backup(args: Namespace, out: Output) -> int:
+    if bool(args.paths) == bool(args.stdin_name):
+        raise UsageError("give PATH... to back up files, or --stdin-name NAME to read stdin")
+    if args.stdin_name and args.type:
+        raise UsageError("--type applies to paths; a stdin backup is always a whole stream")
+    for p in args.paths:
+        if not os.path.lexists(p):
+            raise UsageError(f"{p}: no such file or directory")
+    options = BackupOptions(
+        source=args.source, type=args.type, tags=args.tag, time=_parse_time(args.time)
+    )
+    repo = open_repo(args)
+    with RepositoryLock(repo, exclusive=False, operation="backup"), out.progress("backup") as bar:
+        if args.stdin_name:
+            result = backup_stream(
+                repo, sys.stdin.buffer, args.stdin_name, options, progress=bar.callback()
+            )
+        else:
+            result = backup_paths(repo, args.paths, options, progress=bar.callback())
+    s = result.snapshot.summary
+    out.print(
+        f"snapshot {result.snapshot.id[:12]} ({result.snapshot.type}) of {result.snapshot.source}"
+        f" saved: {s['files_new']} new, {s['files_changed']} changed, "
+        f"{s['files_unmodified']} unmodified files; read {_size(s['bytes_read'])}, "
+        f"added {_size(s['bytes_new'])} ({_size(s['bytes_stored'])} stored) "
+        f"in {s['duration_s']:.1f} s"
+    )
+    for err in result.errors[:20]:
+        out.warn(f"{err['path']}: {err['error']}")
+    code = exitcodes.PARTIAL if result.errors else exitcodes.OK
+    doc = {
+        "ok": not result.errors,
+        **result.summary(),
+        "error_list": result.errors[:10],
+        "exit_code": code,
+    }
+    out.summary(doc)
+    return code
+
+
+def restore(args: Namespace, out: Output) -> int:
+    repo = open_repo(args)
+    snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
+    options = RestoreOptions(includes=args.include)
+    with RepositoryLock(repo, exclusive=False, operation="restore"), out.progress("restore") as bar:
+        result = restore_snapshot(repo, snap, args.target, options, progress=bar.callback())
+    out.print(
+        f"restored snapshot {snap.id[:12]} to {args.target}: {result.files} files written, "
+        f"{result.files_skipped} already complete, {_size(result.bytes_written)}"
+    )
+    for err in result.errors[:20]:
+        out.warn(f"{err['path']}: {err['error']}")
+    code = exitcodes.PARTIAL if result.errors else exitcodes.OK
+    out.summary(
+        {
+            "ok": not result.errors,
+            **result.summary(),
+            "error_list": result.errors[:10],
+            "exit_code": code,
+        }
+    )
+    return code
+
+
+def snapshots(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    errors: dict[str, str] = {}
+    snaps = repo.snapshots(source=args.source, tags=args.tag, errors=errors)
+    table = Table("id", "time", "source", "type", "tags", "files", "size", "added")
+    for s in snaps:
+        table.add_row(
+            s.id[:12],
+            s.time[:19].replace("T", " "),
+            s.source,
+            s.type,
+            ",".join(s.tags),
+            str(s.summary.get("total_files", "")),
+            _size(int(s.summary.get("total_bytes", 0))),
+            _size(int(s.summary.get("bytes_new", 0))),
+        )
+    out.table(table)
+    for name, message in errors.items():
+        out.warn(f"unreadable snapshot {name}: {message}")
+    items = [
+        {
+            "id": s.id,
+            "time": s.time,
+            "source": s.source,
+            "type": s.type,
+            "tags": s.tags,
+            "parent": s.parent,
+            "files": s.summary.get("total_files"),
+            "bytes": s.summary.get("total_bytes"),
+        }
+        for s in snaps
+    ]
+    out.summary(
+        {"ok": not errors, "count": len(snaps), "snapshots": items, "unreadable": sorted(errors)}
+    )
+    return exitcodes.OK if not errors else exitcodes.DAMAGED
+
+
+def verify(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    with RepositoryLock(repo, exclusive=False, operation="verify"), out.progress("verify") as bar:
+        report = verify_repository(repo, read_data_percent=args.read_data, progress=bar.callback())
+    what = f"structure and {args.read_data:g}% of the data" if args.read_data else "structure"
+    out.print(
+        f"checked {what}: {report.snapshots} snapshots, {report.packs} packs "
+        f"({report.packs_read} read), {report.blobs} blobs"
+    )
+    if report.unreferenced_packs:
+        out.print(
+            f"{report.unreferenced_packs} pack(s) are in no index (left by an interrupted "
+            "backup): harmless, prune removes them"
+        )
+    for name, message in report.objects.items():
+        out.warn(f"damaged object {name}: {message}")
+    for snap_id, items in report.damaged.items():
+        out.warn(f"snapshot {snap_id[:12]}: {len(items)} damaged path(s)")
+        for item in items[:20]:
+            out.warn(f"  {item['path'] or '/'}: {item['error']}")
+    if report.ok:
+        out.print("no errors were found")
+    code = exitcodes.OK if report.ok else exitcodes.DAMAGED
+    out.summary({**report.summary(), "exit_code": code})
+    return code

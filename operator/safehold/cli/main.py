@@ -1,0 +1,252 @@
+"""The ``safehold`` command: argument parsing, dispatch, and errors to exit codes.
+
+Each command is a small function in :mod:`safehold.cli.commands`; this module
+only turns the command line into a call and any failure into a message that
+says what to do plus a documented exit code (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from safehold import __version__
+from safehold.cli import commands, exitcodes
+from safehold.cli.context import UsageError, tune_malloc
+from safehold.cli.output import Output
+from safehold.engine import BackupError
+from safehold.repo import (
+    CorruptObject,
+    LockConflict,
+    NoSuchSnapshot,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    UnsupportedRepository,
+    WrongPassword,
+)
+from safehold.storage import InvalidLocation, MissingExtra, NotFound, StorageError
+
+__all__ = ["build_parser", "main"]
+
+
+def _common(json_output: bool = True) -> argparse.ArgumentParser:
+    """Options every command accepts, before or after the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    S = argparse.SUPPRESS
+    p.add_argument(
+        "-r",
+        "--repo",
+        default=S,
+        metavar="URL",
+        help="repository location (default: $SAFEHOLD_REPOSITORY)",
+    )
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=S,
+        metavar="KEY=VALUE",
+        help="storage option, repeatable (endpoint, region, ...)",
+    )
+    p.add_argument(
+        "--password-file",
+        default=S,
+        metavar="PATH",
+        help="read the password from this file (default: $SAFEHOLD_PASSWORD)",
+    )
+    if json_output:
+        p.add_argument(
+            "--json",
+            action="store_true",
+            default=S,
+            help="print one JSON summary as the last line of stdout; "
+            "progress as JSON lines on stderr",
+        )
+    p.add_argument("-q", "--quiet", action="store_true", default=S, help="no progress output")
+    return p
+
+
+def _percent(value: str) -> float:
+    text = value.strip().rstrip("%")
+    try:
+        number = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a percentage (e.g. 10 or 10%)") from exc
+    if not 0 < number <= 100:
+        raise argparse.ArgumentTypeError(f"{value!r} must be above 0 and at most 100")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="safehold",
+        description="Deduplicated, compressed, encrypted backups. See docs/cli.md.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"safehold {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    repo = sub.add_parser("repo", help="create and manage repositories")
+    repo_sub = repo.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
+    init = repo_sub.add_parser("init", parents=[common], help="create a repository")
+    init.add_argument(
+        "--pack-size",
+        type=int,
+        default=16,
+        metavar="MiB",
+        help="target pack size in MiB (default 16)",
+    )
+    init.add_argument(
+        "--compression-level",
+        type=int,
+        default=3,
+        metavar="N",
+        help="zstd level for new data (default 3)",
+    )
+    init.set_defaults(func=commands.repo_init)
+    info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
+    info.set_defaults(func=commands.repo_info)
+    unlock = repo_sub.add_parser("unlock", parents=[common], help="remove stale locks")
+    unlock.add_argument(
+        "--remove-all",
+        action="store_true",
+        help="remove every lock, also live ones (only when nothing runs)",
+    )
+    unlock.set_defaults(func=commands.repo_unlock)
+    key = repo_sub.add_parser("key", help="add, list and remove passwords")
+    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    add = key_sub.add_parser("add", parents=[common], help="add a password")
+    add.add_argument(
+        "--new-password-file",
+        metavar="PATH",
+        help="the new password (default: $SAFEHOLD_NEW_PASSWORD)",
+    )
+    add.set_defaults(func=commands.key_add)
+    lst = key_sub.add_parser("list", parents=[common], help="list keys")
+    lst.set_defaults(func=commands.key_list)
+    rm = key_sub.add_parser("remove", parents=[common], help="remove a key by id")
+    rm.add_argument("key_id", metavar="ID")
+    rm.set_defaults(func=commands.key_remove)
+
+    backup = sub.add_parser("backup", parents=[common], help="back up paths or stdin")
+    backup.add_argument("paths", nargs="*", metavar="PATH")
+    backup.add_argument(
+        "--stdin-name", metavar="NAME", help="read the data from stdin and store it as file NAME"
+    )
+    backup.add_argument(
+        "--type",
+        choices=("full", "incremental", "differential"),
+        help="default: incremental when the source has a snapshot, else full",
+    )
+    backup.add_argument(
+        "--source", metavar="NAME", help="the source's name (default: the absolute paths, or NAME)"
+    )
+    backup.add_argument("--tag", action="append", default=[], metavar="TAG")
+    backup.add_argument("--time", metavar="ISO8601", help="the snapshot's time (default: now)")
+    backup.set_defaults(func=commands.backup)
+
+    restore = sub.add_parser("restore", parents=[common], help="restore a snapshot")
+    restore.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
+    restore.add_argument("target", metavar="TARGET", help="directory to restore into")
+    restore.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="restore only this path of the snapshot (repeatable)",
+    )
+    restore.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
+    restore.add_argument(
+        "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"
+    )
+    restore.set_defaults(func=commands.restore)
+
+    snaps = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    snaps.add_argument("--source", metavar="NAME")
+    snaps.add_argument("--tag", action="append", default=[], metavar="TAG")
+    snaps.set_defaults(func=commands.snapshots)
+
+    verify = sub.add_parser("verify", parents=[common], help="check the repository")
+    verify.add_argument(
+        "--read-data",
+        nargs="?",
+        const=100.0,
+        type=_percent,
+        default=None,
+        metavar="PERCENT",
+        help="also read back all data, or PERCENT of the packs at random",
+    )
+    verify.set_defaults(func=commands.verify)
+    return parser
+
+
+def _exit_code(exc: BaseException) -> int:
+    table: list[tuple[type[BaseException], int]] = [
+        (UsageError, exitcodes.USAGE),
+        (BackupError, exitcodes.USAGE),
+        (InvalidLocation, exitcodes.USAGE),
+        (MissingExtra, exitcodes.USAGE),
+        (RepositoryNotFound, exitcodes.NO_REPOSITORY),
+        (LockConflict, exitcodes.LOCKED),
+        (WrongPassword, exitcodes.WRONG_PASSWORD),
+        (UnsupportedRepository, exitcodes.UNSUPPORTED),
+        (RepositoryExists, exitcodes.ERROR),
+        (NoSuchSnapshot, exitcodes.ERROR),
+        (CorruptObject, exitcodes.ERROR),
+        (RepositoryError, exitcodes.ERROR),
+        (StorageError, exitcodes.ERROR),
+    ]
+    for kind, code in table:
+        if isinstance(exc, kind):
+            return code
+    return exitcodes.ERROR
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds: locks are released on the way out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    json_mode = bool(getattr(args, "json", False))
+    out = Output(json_mode=json_mode, quiet=bool(getattr(args, "quiet", False)))
+    tune_malloc()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    func: Callable[[argparse.Namespace, Output], int] = args.func
+    try:
+        return func(args, out)
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        out.summary({"ok": False, "error": "interrupted", "exit_code": exitcodes.INTERRUPTED})
+        return exitcodes.INTERRUPTED
+    except (
+        UsageError,
+        BackupError,
+        RepositoryError,
+        StorageError,
+    ) as exc:
+        code = _exit_code(exc)
+        message = str(exc)
+        if isinstance(exc, NotFound):
+            message += " (does the bucket or directory exist?)"
+        out.error(message)
+        out.summary({"ok": False, "error": message, "exit_code": code})
+        return code
+    except OSError as exc:
+        message = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        out.error(message)
+        out.summary({"ok": False, "error": message, "exit_code": exitcodes.ERROR})
+        return exitcodes.ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

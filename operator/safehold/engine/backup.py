@@ -1,0 +1,720 @@
+"""Backup: a directory tree (or a stream) into a snapshot.
+
+The pipeline, built so that both cores stay busy and memory stays bounded:
+
+* the **main thread** walks the tree, decides per file whether the parent's chunk
+  list can be reused (incremental), reads changed files in large blocks and cuts
+  them with FastCDC (the cut releases the GIL);
+* chunks go in **batches** to a thread pool that hashes (keyed BLAKE3),
+  deduplicates, compresses (zstd) and seals (AES-GCM) them: all release the GIL;
+  a byte budget bounds the data in flight;
+* a **tree thread** finishes directories in post-order, as their files' chunk
+  ids become known, and stores the tree blobs;
+* the :class:`~safehold.repo.BlobWriter` gathers blobs into packs, uploads them in
+  the background and writes index objects for stored packs;
+* last, the snapshot object: packs, then index, then snapshot (format section 10).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import queue
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from safehold import __version__
+from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.repo import (
+    BLOB_DATA,
+    BLOB_TREE,
+    BlobEncoder,
+    BlobWriter,
+    Chunker,
+    CorruptObject,
+    Node,
+    Repository,
+    Snapshot,
+    encode_tree,
+)
+
+__all__ = ["BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"]
+
+_BATCH_BYTES = 2 * 1024 * 1024
+_BATCH_COUNT = 256
+_INFLIGHT_BYTES = 12 * 1024 * 1024
+_SMALL_FILE = 256 * 1024
+
+
+class BackupError(Exception):
+    """The backup could not run at all (bad paths, name clashes)."""
+
+
+@dataclass
+class BackupOptions:
+    source: str | None = None
+    type: str | None = None  # None: incremental when a parent exists, else full
+    tags: list[str] = field(default_factory=list)
+    time: datetime | None = None
+    workers: int = 2
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    errors: list[dict[str, str]]
+
+    def summary(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {
+            "snapshot": s.id,
+            "source": s.source,
+            "type": s.type,
+            "parent": s.parent,
+            "time": s.time,
+            **s.summary,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+class _Budget:
+    """Bytes in flight between the reader and the workers; blocks the reader when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                self._cond.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class _Batch:
+    """Chunks submitted together: one future for many small chunks keeps overhead low."""
+
+    __slots__ = ("future", "nbytes", "views")
+
+    def __init__(self) -> None:
+        self.views: list[memoryview | bytes] = []
+        self.nbytes = 0
+        self.future: Future[list[bytes]] | None = None
+
+
+class _DirJob:
+    """A directory waiting for its files' chunk ids before its tree blob can be stored."""
+
+    __slots__ = ("done", "id", "nodes")
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self.id: str | None = None
+        self.done = threading.Event()
+
+
+_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFBLK: "dev",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+
+
+class _Names:
+    """uid/gid to names, cached (pwd/grp lookups are slow and repetitive)."""
+
+    def __init__(self) -> None:
+        self.users: dict[int, str] = {}
+        self.groups: dict[int, str] = {}
+
+    def user(self, uid: int) -> str:
+        name = self.users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = ""
+            self.users[uid] = name
+        return name
+
+    def group(self, gid: int) -> str:
+        name = self.groups.get(gid)
+        if name is None:
+            try:
+                name = grp.getgrgid(gid).gr_name
+            except KeyError:
+                name = ""
+            self.groups[gid] = name
+        return name
+
+
+def _now_iso(when: datetime | None = None) -> str:
+    when = (when or datetime.now(UTC)).astimezone(UTC)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- the backup
+class _Backup:
+    def __init__(self, repo: Repository, options: BackupOptions, progress: ProgressTracker) -> None:
+        self.repo = repo
+        self.options = options
+        self.progress = progress
+        self.writer = BlobWriter(repo)
+        self.chunker = Chunker(repo.config.chunker, repo.keys.chunker_seed)
+        self.small = min(_SMALL_FILE, repo.config.chunker.min_size)
+        self.pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="chunk")
+        self.budget = _Budget(_INFLIGHT_BYTES)
+        self.local = threading.local()
+        self.batch = _Batch()
+        self.names = _Names()
+        self.dirs: queue.Queue[_DirJob | None] = queue.Queue(maxsize=4096)
+        self.tree_thread = threading.Thread(target=self._tree_worker, name="trees", daemon=True)
+        self.tree_error: BaseException | None = None
+        self.errors: list[dict[str, str]] = []
+        self.hardlinks: dict[tuple[int, int], tuple[str, list[Any]]] = {}
+        self.counts = {
+            "files_new": 0,
+            "files_changed": 0,
+            "files_unmodified": 0,
+            "dirs": 0,
+            "bytes_read": 0,
+            "total_bytes": 0,
+            "total_files": 0,
+        }
+        self.no_atime = True
+
+    # ---------------------------------------------------------------- workers
+    def _encoder(self) -> BlobEncoder:
+        enc: BlobEncoder | None = getattr(self.local, "encoder", None)
+        if enc is None:
+            enc = BlobEncoder(self.repo.aead, self.repo.config.compression_level)
+            self.local.encoder = enc
+        return enc
+
+    def _process(self, views: list[memoryview | bytes], nbytes: int) -> list[bytes]:
+        try:
+            keys = self.repo.keys
+            writer = self.writer
+            enc = self._encoder()
+            ids = []
+            for view in views:
+                blob_id = keys.blob_id(view)
+                if writer.claim(blob_id):
+                    sealed, flags = enc.encode(BLOB_DATA, blob_id, view)
+                    writer.add(BLOB_DATA, blob_id, sealed, flags, len(view))
+                ids.append(blob_id)
+            return ids
+        finally:
+            self.budget.release(nbytes)
+
+    def _add_chunk(self, view: memoryview | bytes) -> tuple[_Batch, int]:
+        n = len(view)
+        self.budget.acquire(n)
+        batch = self.batch
+        batch.views.append(view)
+        batch.nbytes += n
+        slot = (batch, len(batch.views) - 1)
+        if batch.nbytes >= _BATCH_BYTES or len(batch.views) >= _BATCH_COUNT:
+            self._submit_batch()
+        return slot
+
+    def _submit_batch(self) -> None:
+        batch = self.batch
+        if not batch.views:
+            return
+        self.batch = _Batch()
+        batch.future = self.pool.submit(self._process, batch.views, batch.nbytes)
+        batch.views = []
+
+    def _store_tree(self, nodes: list[Node]) -> str:
+        data = encode_tree(nodes)
+        blob_id = self.repo.keys.blob_id(data)
+        if self.writer.claim(blob_id):
+            sealed, flags = self._encoder().encode(BLOB_TREE, blob_id, data)
+            self.writer.add(BLOB_TREE, blob_id, sealed, flags, len(data))
+        return blob_id.hex()
+
+    def _tree_worker(self) -> None:
+        try:
+            while True:
+                job = self.dirs.get()
+                if job is None:
+                    return
+                for node in job.nodes:
+                    content = node.get("content")
+                    if content and not isinstance(content[0], str):
+                        node["content"] = [_resolve(item) for item in content]
+                    sub = node.get("subtree")
+                    if isinstance(sub, _DirJob):
+                        if sub.id is None:
+                            raise RuntimeError("a subdirectory finished after its parent")
+                        node["subtree"] = sub.id
+                job.id = self._store_tree(job.nodes)
+                job.done.set()
+        except BaseException as exc:  # noqa: BLE001 - handed to the walker, which re-raises
+            self.tree_error = exc
+            # Unblock anyone waiting, and keep draining so the walker never blocks forever.
+            while True:
+                job = self.dirs.get()
+                if job is None:
+                    return
+                job.done.set()
+
+    # ---------------------------------------------------------------- walking
+    def _meta(self, name: str, st: os.stat_result) -> Node:
+        return {
+            "name": name,
+            "type": _TYPES.get(stat.S_IFMT(st.st_mode), "file"),
+            "mode": stat.S_IMODE(st.st_mode),
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "user": self.names.user(st.st_uid),
+            "group": self.names.group(st.st_gid),
+            "mtime_ns": st.st_mtime_ns,
+            "atime_ns": st.st_atime_ns,
+            "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino,
+            "dev": st.st_dev,
+            "links": st.st_nlink,
+        }
+
+    def _error(self, path: str, exc: BaseException) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.errors.append({"path": path, "error": reason})
+
+    def _node(
+        self, path: str, rel: str, name: str, st: os.stat_result, parent: Node | None
+    ) -> Node | None:
+        node = self._meta(name, st)
+        kind = node["type"]
+        if kind == "dir":
+            self.counts["dirs"] += 1
+            parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
+            job = self._walk_dir(path, rel, parent_tree)
+            if job is None:
+                return None
+            node["subtree"] = job
+        elif kind == "symlink":
+            try:
+                node["target"] = os.readlink(path)
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+        elif kind in ("dev", "chardev"):
+            node["rdev"] = st.st_rdev
+        elif kind == "file" and not self._file(path, rel, node, st, parent):
+            return None
+        return node
+
+    def _file(
+        self, path: str, rel: str, node: Node, st: os.stat_result, parent: Node | None
+    ) -> bool:
+        size = st.st_size
+        node["size"] = size
+        self.counts["total_files"] += 1
+        self.counts["total_bytes"] += size
+        if st.st_blocks * 512 < size:
+            node["sparse"] = True
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                node["hardlink"] = first[0]
+                node["content"] = first[1]
+                self.counts["files_unmodified"] += 1
+                self.progress.files_done += 1
+                self.progress.bytes_done += size
+                return True
+        if (
+            parent is not None
+            and parent["type"] == "file"
+            and parent.get("size") == size
+            and parent.get("mtime_ns") == st.st_mtime_ns
+            and parent.get("ctime_ns") == st.st_ctime_ns
+            and parent.get("inode") == st.st_ino
+            and all(bytes.fromhex(c) in self.writer.repo.index for c in parent.get("content", []))
+        ):
+            node["content"] = list(parent.get("content", []))
+            self.counts["files_unmodified"] += 1
+            self.progress.bytes_done += size
+        else:
+            content = self._read_file(path, size)
+            if content is None:
+                return False
+            node["content"] = content
+            self.counts["files_changed" if parent is not None else "files_new"] += 1
+        if st.st_nlink > 1:
+            self.hardlinks[(st.st_dev, st.st_ino)] = (rel, node["content"])
+        self.progress.files_done += 1
+        return True
+
+    def _open(self, path: str) -> int:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+        if self.no_atime:
+            try:
+                return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+            except PermissionError:
+                self.no_atime = False  # O_NOATIME needs ownership; plain open from now on
+        return os.open(path, flags)
+
+    def _read_file(self, path: str, size: int) -> list[Any] | None:
+        try:
+            fd = self._open(path)
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        content: list[Any] = []
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                if size <= self.small:
+                    data = f.read(self.small + 1)
+                    if len(data) <= self.small:
+                        self.counts["bytes_read"] += len(data)
+                        self.progress.bytes_done += len(data)
+                        if data:
+                            content.append(self._add_chunk(data))
+                        return content
+                    f.seek(0)  # it grew since stat: chunk it like a big file
+                for view in self.chunker.chunks_of(f.readinto):
+                    n = len(view)
+                    self.counts["bytes_read"] += n
+                    self.progress.bytes_done += n
+                    # A copy: the chunker reuses its buffer, and the byte budget then
+                    # bounds the memory in flight exactly.
+                    content.append(self._add_chunk(bytes(view)))
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        return content
+
+    def _load_parent_tree(self, tree_id: object) -> dict[str, Node]:
+        if not isinstance(tree_id, str):
+            return {}
+        try:
+            return {n["name"]: n for n in self.repo.load_tree(tree_id)}
+        except CorruptObject:
+            return {}
+
+    def _walk_dir(self, path: str, rel: str, parent_tree: object) -> _DirJob | None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        parents = self._load_parent_tree(parent_tree)
+        nodes: list[Node] = []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._error(entry.path, exc)
+                continue
+            node = self._node(
+                entry.path, f"{rel}/{entry.name}", entry.name, st, parents.get(entry.name)
+            )
+            if node is not None:
+                nodes.append(node)
+        return self._finish_dir(nodes)
+
+    def _finish_dir(self, nodes: list[Node]) -> _DirJob:
+        self._submit_batch()
+        job = _DirJob(nodes)
+        if self.tree_error is not None:
+            raise self.tree_error
+        self.dirs.put(job)
+        return job
+
+    # ---------------------------------------------------------------- entry points
+    def run(self, roots: list[tuple[str, str]], parent_root: dict[str, Node]) -> str:
+        """Back up ``(path, name)`` roots; return the root tree id."""
+        self.tree_thread.start()
+        try:
+            nodes: list[Node] = []
+            for path, name in roots:
+                try:
+                    st = os.lstat(path)
+                except OSError as exc:
+                    self._error(path, exc)
+                    continue
+                node = self._node(path, name, name, st, parent_root.get(name))
+                if node is not None:
+                    nodes.append(node)
+            root = self._finish_dir(nodes)
+        finally:
+            self.dirs.put(None)
+            self.tree_thread.join()
+            self.pool.shutdown(wait=True)
+        if self.tree_error is not None:
+            raise self.tree_error
+        self.writer.flush()
+        self.writer.close()
+        assert root.id is not None
+        return root.id
+
+    def run_stream(self, stream: BinaryIO, name: str) -> str:
+        self.tree_thread.start()
+        try:
+            now = time.time_ns()
+            content: list[Any] = []
+            for view in self.chunker.chunks_of(_full_reader(stream)):
+                n = len(view)
+                self.counts["bytes_read"] += n
+                self.progress.bytes_done += n
+                content.append(self._add_chunk(bytes(view)))
+            size = self.counts["bytes_read"]
+            self.counts["total_bytes"] = size
+            self.counts["total_files"] = 1
+            self.counts["files_new"] = 1
+            self.progress.files_done = 1
+            node: Node = {
+                "name": name,
+                "type": "file",
+                "mode": 0o600,
+                "uid": os.getuid(),
+                "gid": os.getgid(),
+                "user": self.names.user(os.getuid()),
+                "group": self.names.group(os.getgid()),
+                "mtime_ns": now,
+                "atime_ns": now,
+                "ctime_ns": now,
+                "inode": 0,
+                "dev": 0,
+                "links": 1,
+                "size": size,
+                "content": content,
+            }
+            root = self._finish_dir([node])
+        finally:
+            self.dirs.put(None)
+            self.tree_thread.join()
+            self.pool.shutdown(wait=True)
+        if self.tree_error is not None:
+            raise self.tree_error
+        self.writer.flush()
+        self.writer.close()
+        assert root.id is not None
+        return root.id
+
+
+def _full_reader(stream: BinaryIO) -> Callable[[memoryview], int]:
+    """A readinto that fills the buffer unless the stream ends (pipes return short reads)."""
+    readinto = getattr(stream, "readinto", None)
+
+    def fill(buffer: memoryview) -> int:
+        done = 0
+        while done < len(buffer):
+            if readinto is not None:
+                n = readinto(buffer[done:])
+            else:
+                data = stream.read(len(buffer) - done)
+                n = len(data)
+                buffer[done : done + n] = data
+            if not n:
+                break
+            done += n
+        return done
+
+    return fill
+
+
+def _resolve(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    batch: _Batch = item[0]
+    slot: int = item[1]
+    assert batch.future is not None
+    ids: list[bytes] = batch.future.result()
+    return ids[slot].hex()
+
+
+def _choose_parent(
+    repo: Repository, source: str, requested: str | None
+) -> tuple[str, Snapshot | None]:
+    history = [s for s in repo.snapshots(source=source) if s.type != "stdin"]
+    if requested == "full":
+        return "full", None
+    if requested == "differential":
+        fulls = [s for s in history if s.type == "full"]
+        return ("differential", fulls[-1]) if fulls else ("full", None)
+    if history:
+        return "incremental", history[-1]
+    return "full", None
+
+
+def _scan_totals(roots: Iterable[str], progress: ProgressTracker, stop: threading.Event) -> None:
+    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads."""
+    files = 0
+    total = 0
+    stack = list(roots)
+    while stack and not stop.is_set():
+        path = stack.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif entry.is_file(follow_symlinks=False):
+                                files += 1
+                                total += entry.stat(follow_symlinks=False).st_size
+                        except OSError:
+                            continue
+            except OSError:
+                continue
+        elif stat.S_ISREG(st.st_mode):
+            files += 1
+            total += st.st_size
+    if not stop.is_set():
+        progress.files_total = files
+        progress.bytes_total = total
+
+
+def _snapshot(
+    repo: Repository,
+    b: _Backup,
+    *,
+    tree: str,
+    source: str,
+    kind: str,
+    parent: Snapshot | None,
+    paths: list[str],
+    options: BackupOptions,
+    started: float,
+) -> Snapshot:
+    summary: dict[str, Any] = {
+        **b.counts,
+        "bytes_new": b.writer.stats.raw_new,
+        "bytes_stored": b.writer.stats.stored,
+        "blobs_new": b.writer.stats.blobs_new,
+        "duration_s": round(time.monotonic() - started, 3),
+        "errors": len(b.errors),
+    }
+    snap = Snapshot(
+        time=_now_iso(options.time),
+        source=source,
+        type=kind,
+        tree=tree,
+        paths=paths,
+        hostname=socket.gethostname(),
+        tags=sorted(set(options.tags)),
+        parent=parent.id if parent else None,
+        program=f"safehold {__version__}",
+        summary=summary,
+    )
+    repo.save_snapshot(snap)
+    return snap
+
+
+def backup_paths(
+    repo: Repository,
+    paths: list[str],
+    options: BackupOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> BackupResult:
+    """Back up files and directory trees into a new snapshot."""
+    options = options or BackupOptions()
+    if not paths:
+        raise BackupError("no paths to back up")
+    abspaths = [os.path.abspath(p) for p in paths]
+    roots: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for p in abspaths:
+        name = os.path.basename(p.rstrip("/")) or "root"
+        if name in seen:
+            raise BackupError(
+                f"{seen[name]} and {p} would both appear as {name!r} at the top of the snapshot; "
+                "back them up as separate sources, or back up their common parent"
+            )
+        seen[name] = p
+        roots.append((p, name))
+    source = options.source or ",".join(abspaths)
+    kind, parent = _choose_parent(repo, source, options.type)
+    parent_root: dict[str, Node] = {}
+    if parent is not None:
+        try:
+            parent_root = {n["name"]: n for n in repo.load_tree(parent.tree)}
+        except CorruptObject:
+            parent_root = {}
+    started = time.monotonic()
+    with ProgressTracker("backup", progress) as tracker:
+        stop = threading.Event()
+        scanner = threading.Thread(
+            target=_scan_totals, args=(abspaths, tracker, stop), name="scan", daemon=True
+        )
+        if progress is not None:
+            scanner.start()
+        b = _Backup(repo, options, tracker)
+        try:
+            tree = b.run(roots, parent_root)
+        finally:
+            stop.set()
+            if scanner.is_alive():
+                scanner.join()
+        tracker.files_total = b.counts["total_files"]
+        tracker.bytes_total = b.counts["total_bytes"]
+        snap = _snapshot(
+            repo,
+            b,
+            tree=tree,
+            source=source,
+            kind=kind,
+            parent=parent,
+            paths=abspaths,
+            options=options,
+            started=started,
+        )
+    return BackupResult(snap, b.errors)
+
+
+def backup_stream(
+    repo: Repository,
+    stream: BinaryIO,
+    name: str,
+    options: BackupOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> BackupResult:
+    """Back up a byte stream (a database dump on stdin) as one file named ``name``."""
+    options = options or BackupOptions()
+    if not name or "/" in name or name in (".", ".."):
+        raise BackupError(f"--stdin-name {name!r} must be a plain file name, without '/'")
+    source = options.source or name
+    started = time.monotonic()
+    with ProgressTracker("backup", progress) as tracker:
+        b = _Backup(repo, options, tracker)
+        tree = b.run_stream(stream, name)
+        snap = _snapshot(
+            repo,
+            b,
+            tree=tree,
+            source=source,
+            kind="stdin",
+            parent=None,
+            paths=[name],
+            options=options,
+            started=started,
+        )
+    return BackupResult(snap, b.errors)

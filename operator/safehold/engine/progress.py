@@ -1,0 +1,95 @@
+"""Progress events: counters the engine bumps, reported periodically to a callback.
+
+The engine never prints. A reporter thread samples the counters every
+``interval`` seconds and hands a :class:`ProgressEvent` to the callback; the CLI
+renders it as a rich bar or as a JSON line, and a Job can forward it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ProgressCallback", "ProgressEvent", "ProgressTracker"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    operation: str
+    files_done: int
+    files_total: int | None
+    bytes_done: int
+    bytes_total: int | None
+    elapsed_s: float
+    rate_bps: float
+    eta_s: float | None
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["event"] = "progress"
+        doc["elapsed_s"] = round(self.elapsed_s, 3)
+        doc["rate_bps"] = round(self.rate_bps)
+        doc["eta_s"] = None if self.eta_s is None else round(self.eta_s, 1)
+        return doc
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class ProgressTracker:
+    """Counters plus an optional reporter thread. Increments are plain int adds (GIL-atomic
+    enough for reporting; exact totals come from the operation's own summary)."""
+
+    def __init__(
+        self, operation: str, callback: ProgressCallback | None, interval: float = 0.5
+    ) -> None:
+        self.operation = operation
+        self.callback = callback
+        self.interval = interval
+        self.files_done = 0
+        self.bytes_done = 0
+        self.files_total: int | None = None
+        self.bytes_total: int | None = None
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProgressTracker:
+        if self.callback is not None:
+            self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.callback is not None and exc[0] is None:
+            self.callback(self.event(final=True))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.callback is not None:
+                self.callback(self.event())
+
+    def event(self, *, final: bool = False) -> ProgressEvent:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = self.bytes_done / elapsed
+        eta = None
+        if self.bytes_total is not None and rate > 0:
+            eta = max(self.bytes_total - self.bytes_done, 0) / rate
+        return ProgressEvent(
+            self.operation,
+            self.files_done,
+            self.files_total,
+            self.bytes_done,
+            self.bytes_total,
+            elapsed,
+            rate,
+            eta,
+            final,
+        )

@@ -1,0 +1,226 @@
+"""Verify: is every snapshot restorable, and if not, exactly what is lost?
+
+Structure (always): every index object opens; every pack the index names exists
+and is long enough; every snapshot opens; every tree reachable from a snapshot
+is indexed and decodes; every chunk a file names is indexed, in an existing pack.
+
+Data (``read_data_percent``): read packs (all, or a random share), check each
+pack's bytes against its name, open its header and every blob, and check each
+blob against its id. Damaged blobs are then traced to the snapshots and file
+paths that use them, which is what the report lists.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.repo import CorruptObject, Repository, pack_object_name
+from safehold.repo.crypto import SealError, object_hash
+from safehold.repo.pack import decode_blob, parse_pack
+from safehold.storage import NotFound, StorageError
+
+__all__ = ["VerifyReport", "verify_repository"]
+
+_MAX_LISTED = 50
+
+
+@dataclass
+class VerifyReport:
+    snapshots: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    blobs: int = 0
+    bytes_read: int = 0
+    unreferenced_packs: int = 0
+    #: problems with repository objects: name -> message
+    objects: dict[str, str] = field(default_factory=dict)
+    #: damaged snapshots: id -> list of {"path", "error"}
+    damaged: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.objects and not self.damaged
+
+    def summary(self) -> dict[str, Any]:
+        """A compact summary (fits a Kubernetes termination message)."""
+        damaged = {
+            sid: {"files": len(items), "paths": [i["path"] for i in items[:5]]}
+            for sid, items in list(self.damaged.items())[:10]
+        }
+        return {
+            "ok": self.ok,
+            "snapshots": self.snapshots,
+            "packs": self.packs,
+            "packs_read": self.packs_read,
+            "blobs": self.blobs,
+            "bytes_read": self.bytes_read,
+            "unreferenced_packs": self.unreferenced_packs,
+            "damaged_objects": len(self.objects),
+            "damaged_snapshots": len(self.damaged),
+            "damaged": damaged,
+        }
+
+
+class _Verifier:
+    def __init__(self, repo: Repository, tracker: ProgressTracker) -> None:
+        self.repo = repo
+        self.tracker = tracker
+        self.report = VerifyReport()
+        self.pack_sizes: dict[str, int] = {}
+        self.bad_blobs: dict[bytes, str] = {}
+        self.tree_memo: dict[str, list[dict[str, str]]] = {}
+
+    def structure(self) -> None:
+        repo = self.repo
+        load = repo.load_index()
+        for name, message in load.damaged.items():
+            self.report.objects[name] = message
+        for info in repo.storage.list("data/"):
+            self.pack_sizes[info.name.rsplit("/", 1)[-1]] = info.size
+        indexed = set(repo.index.packs())
+        self.report.packs = len(indexed)
+        self.report.unreferenced_packs = len(set(self.pack_sizes) - indexed)
+        ends: dict[str, int] = {}
+        for blob_id, loc in repo.index.items():
+            self.report.blobs += 1
+            end = loc.offset + loc.stored
+            if end > ends.get(loc.pack, 0):
+                ends[loc.pack] = end
+            size = self.pack_sizes.get(loc.pack)
+            if size is None:
+                self.bad_blobs[blob_id] = f"pack {loc.pack} is missing"
+            elif end > size:
+                self.bad_blobs[blob_id] = f"pack {loc.pack} is truncated"
+        for pack in indexed:
+            size = self.pack_sizes.get(pack)
+            name = pack_object_name(pack)
+            if size is None:
+                self.report.objects[name] = "pack named by the index is missing"
+            elif ends.get(pack, 0) > size:
+                self.report.objects[name] = f"pack is truncated ({size} bytes)"
+
+    def read_data(self, percent: float, workers: int = 2) -> None:
+        packs = sorted(p for p in self.repo.index.packs() if p in self.pack_sizes)
+        if percent < 100:
+            count = max(1, round(len(packs) * percent / 100)) if packs else 0
+            packs = sorted(random.sample(packs, count))
+        self.tracker.files_total = len(packs)
+        self.tracker.bytes_total = sum(self.pack_sizes[p] for p in packs)
+        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+            for _ in pool.map(self._check_pack, packs):
+                pass
+
+    def _check_pack(self, pack: str) -> None:
+        repo = self.repo
+        name = pack_object_name(pack)
+        expected = {bid: loc for bid, loc in self._pack_blobs(pack)}
+        try:
+            data = repo.storage.get(name)
+        except (NotFound, StorageError) as exc:
+            self._damage_pack(name, expected, f"cannot be read: {exc}")
+            return
+        self.report.packs_read += 1
+        self.report.bytes_read += len(data)
+        self.tracker.files_done += 1
+        self.tracker.bytes_done += len(data)
+        if object_hash(data) != pack:
+            self.report.objects[name] = "pack bytes do not match its name (changed or corrupt)"
+        view = memoryview(data)
+        try:
+            header = {b.id: b for b in parse_pack(repo.aead, data, name)}
+        except CorruptObject as exc:
+            self.report.objects[name] = str(exc)
+            header = {}
+        for blob_id, loc in expected.items():
+            entry = header.get(blob_id)
+            if header and (
+                entry is None or entry.offset != loc.offset or entry.stored != loc.stored
+            ):
+                self.bad_blobs[blob_id] = f"pack {pack} header disagrees with the index"
+                continue
+            try:
+                sealed = view[loc.offset : loc.offset + loc.stored]
+                plain = decode_blob(repo.aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+                if repo.keys.blob_id(plain) != blob_id:
+                    raise ValueError("content does not match its id")
+            except (SealError, ValueError) as exc:
+                self.bad_blobs[blob_id] = f"damaged in pack {pack} ({exc or 'authentication'})"
+                self.report.objects.setdefault(name, "pack holds damaged blobs")
+
+    def _pack_blobs(self, pack: str) -> list[tuple[bytes, Any]]:
+        if not hasattr(self, "_by_pack"):
+            by_pack: dict[str, list[tuple[bytes, Any]]] = {}
+            for blob_id, loc in self.repo.index.items():
+                by_pack.setdefault(loc.pack, []).append((blob_id, loc))
+            self._by_pack = by_pack
+        return self._by_pack.get(pack, [])
+
+    def _damage_pack(self, name: str, expected: dict[bytes, Any], message: str) -> None:
+        self.report.objects[name] = message
+        for blob_id in expected:
+            self.bad_blobs[blob_id] = f"{name} {message}"
+
+    def snapshots(self) -> None:
+        errors: dict[str, str] = {}
+        for snap in self.repo.snapshots(errors=errors):
+            self.report.snapshots += 1
+            problems = self._tree(snap.tree, "")
+            if problems:
+                self.report.damaged[snap.id] = problems
+        self.report.objects.update(errors)
+
+    def _tree(self, tree_id: str, prefix: str) -> list[dict[str, str]]:
+        """Damaged paths below a tree, relative to it; memoised (snapshots share subtrees)."""
+        memo = self.tree_memo.get(tree_id)
+        if memo is None:
+            memo = []
+            blob = bytes.fromhex(tree_id)
+            if blob in self.bad_blobs:
+                memo.append({"path": "", "error": f"directory lost: {self.bad_blobs[blob]}"})
+            else:
+                try:
+                    nodes = self.repo.load_tree(tree_id)
+                except CorruptObject as exc:
+                    nodes = []
+                    memo.append({"path": "", "error": f"directory lost: {exc}"})
+                for node in nodes:
+                    name = node["name"]
+                    if node["type"] == "dir" and isinstance(node.get("subtree"), str):
+                        for item in self._tree(node["subtree"], ""):
+                            sub = f"{name}/{item['path']}" if item["path"] else name
+                            memo.append({"path": sub, "error": item["error"]})
+                    elif node["type"] == "file":
+                        for c in node.get("content", []):
+                            chunk = bytes.fromhex(c)
+                            if chunk in self.bad_blobs:
+                                memo.append({"path": name, "error": self.bad_blobs[chunk]})
+                                break
+                            if chunk not in self.repo.index:
+                                memo.append({"path": name, "error": f"chunk {c} is in no index"})
+                                break
+            self.tree_memo[tree_id] = memo
+        if not prefix:
+            return memo
+        return [{"path": f"{prefix}/{m['path']}", "error": m["error"]} for m in memo]
+
+
+def verify_repository(
+    repo: Repository,
+    *,
+    read_data_percent: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Check the repository; see the module docstring for what is checked."""
+    with ProgressTracker("verify", progress) as tracker:
+        v = _Verifier(repo, tracker)
+        v.structure()
+        if read_data_percent:
+            v.read_data(read_data_percent)
+        v.snapshots()
+    for items in v.report.damaged.values():
+        del items[_MAX_LISTED * 20 :]
+    return v.report

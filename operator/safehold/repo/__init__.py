@@ -1,0 +1,56 @@
+"""The repository format: chunks, packs, index, trees, snapshots, keys and locks.
+
+Normative description: ``docs/design/repository-format.md``. The engine uses
+:class:`Repository` to open a repository and :class:`BlobWriter` to add blobs.
+"""
+
+from safehold.repo.chunker import Chunker
+from safehold.repo.config import FORMAT_VERSION, ChunkerParams, Config
+from safehold.repo.crypto import MasterKeys
+from safehold.repo.errors import (
+    CorruptObject,
+    LockConflict,
+    NoSuchSnapshot,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    UnsupportedRepository,
+    WrongPassword,
+)
+from safehold.repo.locks import LockInfo, RepositoryLock, list_locks, unlock
+from safehold.repo.pack import BLOB_DATA, BLOB_TREE, BlobEncoder
+from safehold.repo.repository import Repository, pack_object_name
+from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot
+from safehold.repo.tree import Node, decode_tree, encode_tree
+from safehold.repo.writer import BlobWriter
+
+__all__ = [
+    "BLOB_DATA",
+    "BLOB_TREE",
+    "FORMAT_VERSION",
+    "SNAPSHOT_TYPES",
+    "BlobEncoder",
+    "BlobWriter",
+    "Chunker",
+    "ChunkerParams",
+    "Config",
+    "CorruptObject",
+    "LockConflict",
+    "LockInfo",
+    "MasterKeys",
+    "NoSuchSnapshot",
+    "Node",
+    "Repository",
+    "RepositoryError",
+    "RepositoryExists",
+    "RepositoryLock",
+    "RepositoryNotFound",
+    "Snapshot",
+    "UnsupportedRepository",
+    "WrongPassword",
+    "decode_tree",
+    "encode_tree",
+    "list_locks",
+    "pack_object_name",
+    "unlock",
+]

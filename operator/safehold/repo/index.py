@@ -1,0 +1,148 @@
+"""The index: which pack holds each blob, in memory and as index objects (format section 8).
+
+In memory it is one dict from blob id to a compact tuple, so lookups during a
+backup cost one hash probe. Index objects are binary (fixed-size entries, zstd,
+sealed) because they are loaded on every open and can hold millions of entries.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from safehold.repo.crypto import AAD_INDEX, SealError, open_sealed, seal
+from safehold.repo.errors import CorruptObject
+from safehold.repo.pack import PackBlob
+
+__all__ = ["BlobLocation", "Index", "IndexFile", "decode_index", "encode_index"]
+
+_MAGIC = b"SHIX"
+_ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a blob lives: pack name hash, and the PackBlob fields."""
+
+    pack: str
+    type: int
+    flags: int
+    offset: int
+    stored: int
+    raw: int
+
+
+@dataclass
+class IndexFile:
+    """The decoded content of one index object."""
+
+    packs: dict[str, list[PackBlob]] = field(default_factory=dict)
+    supersedes: list[str] = field(default_factory=list)
+
+
+def encode_index(aead: AESGCM, index: IndexFile) -> bytes:
+    out = bytearray(_MAGIC)
+    out.append(1)
+    out += _U32.pack(len(index.supersedes))
+    for old in index.supersedes:
+        out += bytes.fromhex(old)
+    out += _U32.pack(len(index.packs))
+    for pack, blobs in index.packs.items():
+        out += bytes.fromhex(pack)
+        out += _U32.pack(len(blobs))
+        for b in blobs:
+            out += _ENTRY.pack(b.type, b.flags, b.offset, b.stored, b.raw, b.id)
+    return seal(aead, AAD_INDEX, zstandard.ZstdCompressor(level=3).compress(bytes(out)))
+
+
+def decode_index(aead: AESGCM, data: bytes, name: str) -> IndexFile:
+    try:
+        body = zstandard.ZstdDecompressor().decompress(open_sealed(aead, AAD_INDEX, data))
+    except SealError as exc:
+        raise CorruptObject(name, "index object fails authentication") from exc
+    except zstandard.ZstdError as exc:
+        raise CorruptObject(name, f"index object does not decompress ({exc})") from exc
+    try:
+        if body[:4] != _MAGIC or body[4] != 1:
+            raise ValueError("bad magic or version")
+        pos = 5
+        (count,) = _U32.unpack_from(body, pos)
+        pos += 4
+        supersedes = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(count)]
+        pos += 32 * count
+        (npacks,) = _U32.unpack_from(body, pos)
+        pos += 4
+        packs: dict[str, list[PackBlob]] = {}
+        for _ in range(npacks):
+            pack = body[pos : pos + 32].hex()
+            (nblobs,) = _U32.unpack_from(body, pos + 32)
+            pos += 36
+            end = pos + nblobs * _ENTRY.size
+            if end > len(body):
+                raise ValueError("truncated")
+            packs[pack] = [
+                PackBlob(t, f, o, s, r, i) for t, f, o, s, r, i in _ENTRY.iter_unpack(body[pos:end])
+            ]
+            pos = end
+        if pos != len(body):
+            raise ValueError("trailing bytes")
+    except (ValueError, IndexError, struct.error) as exc:
+        raise CorruptObject(name, f"index object is malformed ({exc})") from exc
+    return IndexFile(packs, supersedes)
+
+
+class Index:
+    """The merged, in-memory index of a repository; thread-safe for adds and lookups."""
+
+    def __init__(self) -> None:
+        # blob id -> (pack number, type, flags, offset, stored, raw)
+        self._blobs: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        self._packs: list[str] = []
+        self._pack_numbers: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._blobs
+
+    def add_pack(self, pack: str, blobs: Iterable[PackBlob]) -> None:
+        with self._lock:
+            number = self._pack_numbers.get(pack)
+            if number is None:
+                number = len(self._packs)
+                self._packs.append(pack)
+                self._pack_numbers[pack] = number
+            table = self._blobs
+            for b in blobs:
+                if b.id not in table:
+                    table[b.id] = (number, b.type, b.flags, b.offset, b.stored, b.raw)
+
+    def add_file(self, index: IndexFile) -> None:
+        for pack, blobs in index.packs.items():
+            self.add_pack(pack, blobs)
+
+    def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        entry = self._blobs.get(blob_id)
+        if entry is None:
+            return None
+        number, t, f, o, s, r = entry
+        return BlobLocation(self._packs[number], t, f, o, s, r)
+
+    def raw_size(self, blob_id: bytes) -> int | None:
+        entry = self._blobs.get(blob_id)
+        return None if entry is None else entry[5]
+
+    def packs(self) -> list[str]:
+        return list(self._packs)
+
+    def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
+        for blob_id, (number, t, f, o, s, r) in list(self._blobs.items()):
+            yield blob_id, BlobLocation(self._packs[number], t, f, o, s, r)

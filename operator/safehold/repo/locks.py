@@ -1,0 +1,181 @@
+"""Repository locks: shared for backup/restore/verify, exclusive for prune (format section 11).
+
+A lock is a sealed object under ``locks/`` created with put-if-absent. After
+creating it the holder lists the others and backs off on a conflict. A
+background thread replaces it every few minutes so that it never looks stale
+while held; a lock not refreshed for ``STALE_AFTER`` is ignored, so a crashed
+Job never blocks later runs for long.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from safehold.repo.crypto import AAD_LOCK, SealError, object_hash, open_sealed, seal
+from safehold.repo.errors import LockConflict
+from safehold.storage import NotFound
+
+if TYPE_CHECKING:
+    from safehold.repo.repository import Repository
+
+__all__ = ["REFRESH_EVERY", "STALE_AFTER", "LockInfo", "RepositoryLock", "list_locks", "unlock"]
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=30)
+REFRESH_EVERY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    name: str
+    exclusive: bool
+    time: datetime
+    hostname: str
+    pid: int
+    operation: str
+    readable: bool = True
+
+    def stale(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        if now - self.time > STALE_AFTER:
+            return True
+        if self.readable and self.hostname == socket.gethostname() and self.pid > 0:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def describe(self, now: datetime | None = None) -> str:
+        age = int(((now or datetime.now(UTC)) - self.time).total_seconds())
+        kind = "exclusive" if self.exclusive else "shared"
+        return (
+            f"{kind} lock by {self.operation or 'unknown'} on {self.hostname or '?'} "
+            f"pid {self.pid}, {age}s old ({self.name})"
+        )
+
+
+def _read_lock(repo: Repository, name: str) -> LockInfo | None:
+    try:
+        data = repo.storage.get(name)
+    except NotFound:
+        return None
+    try:
+        doc = json.loads(open_sealed(repo.aead, AAD_LOCK, data))
+        return LockInfo(
+            name=name,
+            exclusive=bool(doc["exclusive"]),
+            time=datetime.fromisoformat(str(doc["time"]).replace("Z", "+00:00")),
+            hostname=str(doc.get("hostname", "")),
+            pid=int(doc.get("pid", 0)),
+            operation=str(doc.get("operation", "")),
+        )
+    except (SealError, ValueError, KeyError, TypeError):
+        # Unreadable: treat as an exclusive lock of unknown age (now), so nothing prunes under it.
+        return LockInfo(name, True, datetime.now(UTC), "", 0, "unreadable", readable=False)
+
+
+def list_locks(repo: Repository) -> list[LockInfo]:
+    found = []
+    for info in repo.storage.list("locks/"):
+        lock = _read_lock(repo, info.name)
+        if lock is not None:
+            found.append(lock)
+    return found
+
+
+def unlock(repo: Repository, *, remove_all: bool = False) -> list[LockInfo]:
+    """Delete stale locks (or every lock); return what was removed."""
+    removed = []
+    for lock in list_locks(repo):
+        if remove_all or lock.stale():
+            repo.storage.delete(lock.name)
+            removed.append(lock)
+    return removed
+
+
+class RepositoryLock:
+    """A held lock; use as a context manager. Refreshes itself until released."""
+
+    def __init__(self, repo: Repository, *, exclusive: bool, operation: str) -> None:
+        self.repo = repo
+        self.exclusive = exclusive
+        self.operation = operation
+        self.name = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> str:
+        try:
+            username = getpass.getuser()
+        except (KeyError, OSError):
+            username = ""
+        doc = {
+            "exclusive": self.exclusive,
+            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "username": username,
+            "operation": self.operation,
+            "nonce": os.urandom(16).hex(),
+        }
+        data = seal(self.repo.aead, AAD_LOCK, json.dumps(doc).encode())
+        name = f"locks/{object_hash(data)}"
+        self.repo.storage.create(name, data)
+        return name
+
+    def acquire(self) -> RepositoryLock:
+        self.name = self._write()
+        conflicts = []
+        for lock in list_locks(self.repo):
+            if lock.name == self.name or lock.stale():
+                continue
+            if self.exclusive or lock.exclusive:
+                conflicts.append(lock)
+        if conflicts:
+            self.repo.storage.delete(self.name)
+            self.name = ""
+            held = "; ".join(c.describe() for c in conflicts)
+            raise LockConflict(
+                f"{self.repo.location}: the repository is locked ({held}). Wait for that "
+                "operation to finish; if it crashed, the lock goes stale after "
+                f"{int(STALE_AFTER.total_seconds() // 60)} minutes, or run "
+                "'safehold repo unlock' to remove stale locks"
+            )
+        self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY.total_seconds()):
+            old = self.name
+            try:
+                self.name = self._write()
+                self.repo.storage.delete(old)
+            except Exception as exc:  # noqa: BLE001 - retried next period
+                log.warning("could not refresh the repository lock (%s); retrying", exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.name:
+            self.repo.storage.delete(self.name)
+            self.name = ""
+
+    def __enter__(self) -> RepositoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

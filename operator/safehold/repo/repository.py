@@ -1,0 +1,294 @@
+"""The repository: open or create one on a storage, and read its objects.
+
+This is the one place that knows the object names of the format (section 3).
+Writing blobs goes through :class:`safehold.repo.writer.BlobWriter`, which keeps
+the write order (packs, then index) that makes crashes harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from safehold.repo.config import Config
+from safehold.repo.crypto import MasterKeys, SealError, object_hash
+from safehold.repo.errors import (
+    CorruptObject,
+    NoSuchSnapshot,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    WrongPassword,
+)
+from safehold.repo.index import Index, IndexFile, decode_index, encode_index
+from safehold.repo.keys import (
+    KeyInfo,
+    KeyOpenFailed,
+    make_key_object,
+    open_key_object,
+    parse_key_info,
+)
+from safehold.repo.pack import BLOB_TREE, decode_blob
+from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from safehold.repo.tree import Node, decode_tree
+from safehold.storage import AlreadyExists, NotFound, Storage
+
+__all__ = ["IndexLoad", "Repository", "pack_object_name"]
+
+log = logging.getLogger(__name__)
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def pack_object_name(pack: str) -> str:
+    return f"data/{pack[:2]}/{pack}"
+
+
+@dataclass
+class IndexLoad:
+    """What loading the index found: index objects that could not be read."""
+
+    loaded: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)
+
+
+class Repository:
+    """An opened repository: config, master keys and the merged index."""
+
+    def __init__(self, storage: Storage, config: Config, keys: MasterKeys, key_name: str) -> None:
+        self.storage = storage
+        self.config = config
+        self.keys = keys
+        self.key_name = key_name
+        self.aead = keys.aead()
+        self.index = Index()
+        self.index_load = IndexLoad()
+
+    @property
+    def location(self) -> str:
+        return self.storage.location
+
+    # ------------------------------------------------------------ create and open
+    @staticmethod
+    def read_config(storage: Storage) -> tuple[Config, bytes]:
+        try:
+            data = storage.get("config")
+        except NotFound as exc:
+            raise RepositoryNotFound(
+                f"{storage.location}: there is no repository here (no config object); "
+                "check --repo, or create one with 'safehold repo init'"
+            ) from exc
+        return Config.from_bytes(data, storage.location), data
+
+    @classmethod
+    def init(
+        cls, storage: Storage, password: str, config: Config | None = None, *, kdf_n: int = 2**15
+    ) -> Repository:
+        config = config or Config.new()
+        data = config.to_bytes()
+        if any(True for _ in storage.list("keys/")):
+            raise RepositoryExists(f"{storage.location}: a repository already exists here")
+        keys = MasterKeys.generate()
+        key = make_key_object(
+            password, keys, repository_id=config.id, config_hash=object_hash(data), n=kdf_n
+        )
+        key_name = f"keys/{object_hash(key)}"
+        # The key first: a config without a key would be a repository nobody can open.
+        storage.create(key_name, key)
+        try:
+            storage.create("config", data)
+        except AlreadyExists as exc:
+            storage.delete(key_name)
+            raise RepositoryExists(f"{storage.location}: a repository already exists here") from exc
+        return cls(storage, config, keys, key_name)
+
+    @classmethod
+    def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
+        config, data = cls.read_config(storage)
+        config_hash = object_hash(data)
+        names = [info.name for info in storage.list("keys/")]
+        if not names:
+            raise CorruptObject(
+                f"{storage.location}/keys", "the repository has no key objects; it cannot be opened"
+            )
+        for name in names:
+            try:
+                key_data = storage.get(name)
+                keys, repo_id, sealed_config_hash = open_key_object(key_data, name, password)
+            except KeyOpenFailed:
+                continue
+            except NotFound:
+                continue
+            if repo_id != config.id or sealed_config_hash != config_hash:
+                raise CorruptObject(
+                    f"{storage.location}/config",
+                    "the config does not match the one this key was made for: it was changed "
+                    "or replaced; restore it from a replica",
+                )
+            repo = cls(storage, config, keys, name)
+            if load_index:
+                repo.load_index()
+            return repo
+        raise WrongPassword(
+            f"{storage.location}: the password opens none of the repository's {len(names)} "
+            "key(s); check SAFEHOLD_PASSWORD or --password-file"
+        )
+
+    # ------------------------------------------------------------ keys
+    def add_key(self, password: str, *, kdf_n: int = 2**15) -> str:
+        _, data = self.read_config(self.storage)
+        key = make_key_object(
+            password,
+            self.keys,
+            repository_id=self.config.id,
+            config_hash=object_hash(data),
+            n=kdf_n,
+        )
+        name = f"keys/{object_hash(key)}"
+        self.storage.create(name, key)
+        return name.rsplit("/", 1)[-1]
+
+    def list_keys(self) -> list[KeyInfo]:
+        return [
+            parse_key_info(self.storage.get(info.name), info.name)
+            for info in self.storage.list("keys/")
+        ]
+
+    def remove_key(self, key_id: str) -> str:
+        matches = [k for k in self.list_keys() if k.id.startswith(key_id)]
+        if len(matches) != 1:
+            raise RepositoryError(
+                f"{self.location}: key id {key_id!r} matches {len(matches)} keys; "
+                "give more of the id ('safehold repo key list' shows them)"
+            )
+        if len(self.list_keys()) <= 1:
+            raise RepositoryError(
+                f"{self.location}: refusing to remove the last key: the repository "
+                "could never be opened again; add another key first"
+            )
+        self.storage.delete(f"keys/{matches[0].id}")
+        return matches[0].id
+
+    # ------------------------------------------------------------ objects
+    def save_object(self, kind: str, data: bytes) -> str:
+        """Write an immutable object under ``kind/<hash>``; return the hash."""
+        digest = object_hash(data)
+        name = pack_object_name(digest) if kind == "data" else f"{kind}/{digest}"
+        # AlreadyExists: the same bytes are there already (content-addressed).
+        with contextlib.suppress(AlreadyExists):
+            self.storage.create(name, data)
+        return digest
+
+    def load_index(self) -> IndexLoad:
+        result = IndexLoad()
+        files: dict[str, IndexFile] = {}
+        for info in self.storage.list("index/"):
+            digest = info.name.rsplit("/", 1)[-1]
+            try:
+                data = self.storage.get(info.name)
+                if object_hash(data) != digest:
+                    raise CorruptObject(info.name, "bytes do not match the object's name")
+                files[digest] = decode_index(self.aead, data, info.name)
+            except CorruptObject as exc:
+                result.damaged[info.name] = str(exc)
+                log.warning("skipping damaged index object %s", exc)
+            except NotFound:
+                continue
+        superseded = {old for f in files.values() for old in f.supersedes}
+        index = Index()
+        for digest, f in files.items():
+            if digest not in superseded:
+                index.add_file(f)
+                result.loaded.append(digest)
+        self.index = index
+        self.index_load = result
+        return result
+
+    def write_index(self, index_file: IndexFile) -> tuple[str, int]:
+        """Store an index object; return its id and size."""
+        data = encode_index(self.aead, index_file)
+        return self.save_object("index", data), len(data)
+
+    def read_blob(self, blob_id: bytes, expected_type: int | None = None) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise CorruptObject(blob_id.hex(), "blob is in no index object")
+        if expected_type is not None and loc.type != expected_type:
+            raise CorruptObject(blob_id.hex(), f"blob has type {loc.type}, not {expected_type}")
+        name = pack_object_name(loc.pack)
+        try:
+            sealed = self.storage.get(name, loc.offset, loc.stored)
+        except NotFound as exc:
+            raise CorruptObject(name, f"pack holding blob {blob_id.hex()} is missing") from exc
+        try:
+            data = decode_blob(self.aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+        except (SealError, ValueError) as exc:
+            raise CorruptObject(name, f"blob {blob_id.hex()} is damaged ({exc})") from exc
+        if self.keys.blob_id(data) != blob_id:
+            raise CorruptObject(name, f"blob {blob_id.hex()} does not match its id")
+        return data
+
+    def load_tree(self, tree_id: str) -> list[Node]:
+        return decode_tree(self.read_blob(bytes.fromhex(tree_id), BLOB_TREE), f"tree {tree_id}")
+
+    # ------------------------------------------------------------ snapshots
+    def save_snapshot(self, snap: Snapshot) -> str:
+        snap.id = self.save_object("snapshots", encode_snapshot(self.aead, snap))
+        return snap.id
+
+    def iter_snapshots(self, errors: dict[str, str] | None = None) -> Iterator[Snapshot]:
+        for info in self.storage.list("snapshots/"):
+            digest = info.name.rsplit("/", 1)[-1]
+            if not _HEX.match(digest):
+                continue
+            try:
+                data = self.storage.get(info.name)
+                if object_hash(data) != digest:
+                    raise CorruptObject(info.name, "bytes do not match the object's name")
+                yield decode_snapshot(self.aead, data, info.name)
+            except CorruptObject as exc:
+                if errors is not None:
+                    errors[info.name] = str(exc)
+            except NotFound:
+                continue
+
+    def snapshots(
+        self,
+        *,
+        source: str | None = None,
+        tags: Iterable[str] = (),
+        errors: dict[str, str] | None = None,
+    ) -> list[Snapshot]:
+        """Snapshots, oldest first, with the given source and all the given tags."""
+        wanted = set(tags)
+        found = [
+            s
+            for s in self.iter_snapshots(errors)
+            if (source is None or s.source == source) and wanted <= set(s.tags)
+        ]
+        found.sort(key=lambda s: (s.datetime, s.id))
+        return found
+
+    def find_snapshot(
+        self, ref: str, *, source: str | None = None, tags: Iterable[str] = ()
+    ) -> Snapshot:
+        """Resolve ``latest`` (newest matching) or an id or unique id prefix."""
+        candidates = self.snapshots(source=source, tags=tags)
+        if ref == "latest":
+            if not candidates:
+                what = f" of source {source!r}" if source else ""
+                raise NoSuchSnapshot(
+                    f"{self.location}: no snapshot{what}"
+                    f"{' with tags ' + ','.join(tags) if tags else ''}; "
+                    "'safehold snapshots' lists them"
+                )
+            return candidates[-1]
+        matches = [s for s in candidates if s.id.startswith(ref.lower())]
+        if len(matches) != 1 or len(ref) < 4:
+            raise NoSuchSnapshot(
+                f"{self.location}: snapshot {ref!r} matches {len(matches)} snapshots; give a "
+                "longer id prefix or 'latest' ('safehold snapshots' lists them)"
+            )
+        return matches[0]

@@ -1,0 +1,162 @@
+"""Writing blobs: dedup, gather into packs, upload in the background, index as we go.
+
+Thread-safe: worker threads call :meth:`BlobWriter.claim` then :meth:`BlobWriter.add`.
+Blobs are appended to the current pack, which is a temporary file (in
+``SAFEHOLD_TMPDIR`` or the system's temporary directory; in memory when there is
+none): it lives in the page cache, not in the process's memory, so a pack costs
+memory only while it is uploaded (as restic does). A full pack goes to
+the uploader thread; while one pack uploads, the next fills, and a worker that
+fills it waits (holding the pack lock) until the upload slot is free: that bounds
+memory to about two packs and pushes back on the readers. Index objects are
+written only for packs already stored (packs, then index: format section 10),
+every ``index_every`` packs and at :meth:`flush`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+
+from safehold.repo.index import IndexFile
+from safehold.repo.pack import PackBlob, pack_trailer
+from safehold.repo.repository import Repository
+
+__all__ = ["BlobWriter", "WriterStats"]
+
+
+class WriterStats:
+    """Counters of what was written (read by the progress reporter)."""
+
+    def __init__(self) -> None:
+        self.blobs_new = 0
+        self.raw_new = 0
+        self.stored = 0  # bytes of packs and index objects written
+        self.packs = 0
+        self.index_objects = 0
+
+
+class BlobWriter:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        max_uploads: int = 1,
+        index_every: int = 8,
+        pack_size: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.stats = WriterStats()
+        self._pending_lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._pack_lock = threading.Lock()
+        self._buf: BinaryIO = self._new_buffer()
+        self._size = 0
+        self._entries: list[PackBlob] = []
+        self._pack_size = pack_size or repo.config.pack_size
+        self._slots = threading.BoundedSemaphore(max_uploads)
+        self._pool = ThreadPoolExecutor(max_uploads, thread_name_prefix="pack-upload")
+        self._futures: list[Future[None]] = []
+        self._index_lock = threading.Lock()
+        self._index_file = IndexFile()
+        self._index_every = index_every
+        self._error: BaseException | None = None
+
+    @staticmethod
+    def _new_buffer() -> BinaryIO:
+        try:
+            return tempfile.TemporaryFile(dir=os.environ.get("SAFEHOLD_TMPDIR") or None)
+        except OSError:
+            return io.BytesIO()
+
+    def claim(self, blob_id: bytes) -> bool:
+        """True when the caller must store this blob; False when it is stored or being stored."""
+        with self._pending_lock:
+            if blob_id in self.repo.index or blob_id in self._pending:
+                return False
+            self._pending.add(blob_id)
+            return True
+
+    def add(
+        self, blob_type: int, blob_id: bytes, sealed: tuple[bytes, bytes], flags: int, raw: int
+    ) -> None:
+        """Add a claimed, encoded blob to the current pack; may block while a pack uploads."""
+        if self._error is not None:
+            raise self._error
+        nonce, ciphertext = sealed
+        with self._pack_lock:
+            offset = self._size
+            self._buf.write(nonce)
+            self._buf.write(ciphertext)
+            stored = len(nonce) + len(ciphertext)
+            self._size += stored
+            self._entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
+            self.stats.blobs_new += 1
+            self.stats.raw_new += raw
+            if self._size >= self._pack_size:
+                self._submit_locked()
+
+    def _submit_locked(self) -> None:
+        buf, entries = self._buf, self._entries
+        self._buf, self._entries, self._size = self._new_buffer(), [], 0
+        self._slots.acquire()
+        try:
+            fut = self._pool.submit(self._upload, buf, entries)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(fut)
+
+    def _upload(self, buf: BinaryIO, entries: list[PackBlob]) -> None:
+        try:
+            buf.write(pack_trailer(self.repo.aead, entries))
+            buf.seek(0)
+            data = buf.read()
+            buf.close()
+            size = len(data)
+            pack = self.repo.save_object("data", data)
+            del data
+            self.repo.index.add_pack(pack, entries)
+            with self._pending_lock:
+                for e in entries:
+                    self._pending.discard(e.id)
+                self.stats.stored += size
+                self.stats.packs += 1
+            with self._index_lock:
+                self._index_file.packs[pack] = entries
+                if len(self._index_file.packs) >= self._index_every:
+                    self._write_index()
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _write_index(self) -> None:
+        if not self._index_file.packs:
+            return
+        current, self._index_file = self._index_file, IndexFile()
+        size = self.repo.write_index(current)[1]
+        self.stats.index_objects += 1
+        self.stats.stored += size
+
+    def flush(self) -> None:
+        """Upload the last partial pack, wait for every upload, write the last index object."""
+        with self._pack_lock:
+            if self._entries:
+                self._submit_locked()
+            futures = list(self._futures)
+        for fut in futures:
+            fut.result()
+        if self._error is not None:
+            raise self._error
+        with self._index_lock:
+            self._write_index()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._buf.close()
