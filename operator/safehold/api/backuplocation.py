@@ -34,17 +34,10 @@ LocationRole = Literal["primary", "recovery-site"]
 class BackupLocationSpec(ApiModel):
     """Where a repository lives: a bucket (or container, or volume) and how to reach it."""
 
-    # The apiserver enforces the provider-dependent requirement too (no CEL on 1.20).
+    # The apiserver can say "bucket or claimName" without CEL (which 1.20 lacks); which of
+    # the two the provider needs is checked in Python, and by the controller.
     model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"properties": {"provider": {"enum": ["filesystem"]}}, "required": ["claimName"]},
-                {
-                    "properties": {"provider": {"enum": ["s3", "gcs", "azure"]}},
-                    "required": ["bucket"],
-                },
-            ]
-        }
+        json_schema_extra={"anyOf": [{"required": ["bucket"]}, {"required": ["claimName"]}]}
     )
 
     provider: LocationProvider

@@ -7,7 +7,8 @@ OpenAPI v3 (valid on 1.20 and on current clusters):
 - ``X | None`` (``anyOf`` with ``null``) becomes ``X`` with ``nullable: true``;
 - the one union Kubernetes allows, integer-or-string, keeps its ``anyOf`` and gains
   ``x-kubernetes-int-or-string``; any other union is an error, not a silent guess;
-- ``title``, ``additionalProperties: false``, ``null`` and non-scalar defaults, and
+- ``title``, ``additionalProperties: false``, ``null``, empty-string and non-scalar
+  defaults, and
   numeric ``exclusiveMinimum`` (a boolean in OpenAPI v3) are rewritten or dropped;
 - descriptions come from the attribute docstrings, joined into single lines.
 
@@ -94,7 +95,9 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSc
         elif key == "const":
             out["enum"] = [value]
         elif key == "default":
-            if value is None or isinstance(value, list | dict):
+            # An empty string is dropped too: kube-apiserver 1.20 reads ``default: ""`` as
+            # null and rejects the CRD; absent and empty mean the same to the controller.
+            if value is None or value == "" or isinstance(value, list | dict):
                 continue
             out[key] = value
         elif key == "additionalProperties":
@@ -166,6 +169,8 @@ def structural_problems(schema: JsonSchema, path: str = "") -> list[str]:
         problems.append(f"{here}: type {node_type!r} is not a Kubernetes type")
     if int_or_string and node_type is not None:
         problems.append(f"{here}: an int-or-string node has no type")
+    if schema.get("default") == "" or isinstance(schema.get("default"), list | dict):
+        problems.append(f"{here}: default {schema['default']!r} (1.20 rejects it; omit it)")
     if "properties" in schema and "additionalProperties" in schema:
         problems.append(f"{here}: properties and additionalProperties together")
     if ("properties" in schema or "additionalProperties" in schema) and node_type != "object":
