@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -429,9 +430,13 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
             print("running; Ctrl-C stops it", file=sys.stderr, flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while store.running:
-                    time.sleep(1)
+            stopping = threading.Event()
+            # Explicit handlers: a shell may start us with SIGINT ignored (background jobs),
+            # and SIGTERM's default would leave the server running without us.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stopping.set())
+            while store.running and not stopping.wait(1):
+                pass
         finally:
             store.stop()
     return 0
