@@ -339,7 +339,7 @@ class _Backup:
             if first is not None:
                 node["hardlink"] = first[0]
                 node["content"] = first[1]
-                self.counts["files_unmodified"] += 1
+                self.counts["files_new" if parent is None else "files_unmodified"] += 1
                 self.progress.files_done += 1
                 self.progress.bytes_done += size
                 return True

@@ -34,6 +34,7 @@ _BATCH_BLOBS = 20000
 _BATCH_FILES = 5000
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing another request
 _MAX_READ = 64 * 1024 * 1024
+_SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 
 
 @dataclass
@@ -346,7 +347,10 @@ class _Restore:
                     if not zero:
                         fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW)
                         try:
-                            os.pwrite(fd, plain, offset_in_file)
+                            if pending.node.get("sparse"):
+                                self._write_sparse(fd, plain, offset_in_file)
+                            else:
+                                os.pwrite(fd, plain, offset_in_file)
                         finally:
                             os.close(fd)
                 except OSError as exc:
@@ -356,6 +360,18 @@ class _Restore:
                     pending.remaining -= 1
                     self.result.bytes_written += len(plain)
                     self.progress.bytes_done += len(plain)
+
+    def _write_sparse(self, fd: int, plain: bytes, offset: int) -> None:
+        """Write a chunk of a sparse file, leaving aligned all-zero pieces as holes."""
+        view = memoryview(plain)
+        zero = memoryview(self.zero)
+        pos = 0
+        while pos < len(view):
+            end = min(len(view), pos + _SPARSE_PIECE - (offset + pos) % _SPARSE_PIECE)
+            piece = view[pos:end]
+            if piece != zero[: len(piece)]:
+                os.pwrite(fd, piece, offset + pos)
+            pos = end
 
     def _fail(self, uses: list[tuple[_PendingFile, int]], message: str) -> None:
         for pending, _ in uses:

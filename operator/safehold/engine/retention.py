@@ -174,7 +174,7 @@ class Duration:
             # A wall time that DST skips or repeats resolves as zoneinfo does with fold=0.
             # Hours are elapsed time, so they are taken off in UTC: Python subtracts a
             # timedelta from a zoned datetime on the wall clock.
-            local = wall.replace(tzinfo=zone, fold=1)
+            local = wall.replace(tzinfo=zone, fold=0)
             return local.astimezone(UTC) - timedelta(hours=self.hours)
         except (ValueError, OverflowError):
             # Before the year 1: the span reaches back past every possible snapshot.
