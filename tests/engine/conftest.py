@@ -69,8 +69,8 @@ def make_tree(root: Path, seed: int = 1, *, big: int = 1_500_000) -> Path:
         os.mknod(root / "null-dev", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     # permissions and times
     os.chmod(root / "docs" / "note-1.txt", 0o600)
-    os.chmod(root / "docs" / "note-2.txt", 0o4755)
-    os.chmod(root / "empty-dir", 0o750)
+    os.chmod(root / "docs" / "note-2.txt", 0o4755)  # noqa: S103 - setuid must survive
+    os.chmod(root / "empty-dir", 0o750)  # noqa: S103
     os.utime(root / "docs" / "note-3.txt", ns=(1_000_000_000, 1_234_567_891_000))
     return root
 

@@ -30,7 +30,9 @@ def test_full_backup_restores_every_file_type_byte_for_byte(
     result = backup_paths(repo, [str(src)], BackupOptions(source="app"))
     assert result.errors == []
     snap = result.snapshot
-    assert snap.type == "full" and snap.parent is None and snap.source == "app"
+    assert snap.type == "full"
+    assert snap.parent is None
+    assert snap.source == "app"
     assert snap.summary["files_new"] == snap.summary["total_files"] > 40
     restored = restore_snapshot(repo, snap, str(tmp_path / "out"))
     assert restored.errors == []
@@ -51,9 +53,11 @@ def test_incremental_reads_only_changed_files_and_still_restores_everything(
     (src / "new-file").write_bytes(os.urandom(100_000))
     (src / "docs" / "note-6.txt").unlink()
     second = backup_paths(repo, [str(src)], BackupOptions(source="app")).snapshot
-    assert second.type == "incremental" and second.parent == first.id
+    assert second.type == "incremental"
+    assert second.parent == first.id
     s = second.summary
-    assert s["files_new"] == 1 and s["files_changed"] == 1
+    assert s["files_new"] == 1
+    assert s["files_changed"] == 1
     assert s["bytes_read"] == len(b"changed") + 100_000
     assert s["files_unmodified"] == s["total_files"] - 2
     restore_snapshot(repo, second, str(tmp_path / "out2"))
@@ -85,10 +89,12 @@ def test_backup_types_choose_their_parent(repo: Repository, tmp_path: Path) -> N
     kind, parent, read = run("full")
     assert (kind, parent, read) == ("full", None, 50_000)
     kind, parent, _ = run(None)
-    assert kind == "incremental" and parent == repo.snapshots(source="s")[-2].id
+    assert kind == "incremental"
+    assert parent == repo.snapshots(source="s")[-2].id
     # another source has its own history
     other = backup_paths(repo, [str(src)], BackupOptions(source="other")).snapshot
-    assert other.type == "full" and other.summary["bytes_read"] == 50_000
+    assert other.type == "full"
+    assert other.summary["bytes_read"] == 50_000
     # ...but deduplicates against everything
     assert other.summary["bytes_new"] < 10_000
 
@@ -109,7 +115,8 @@ def test_duplicate_data_is_stored_once(repo: Repository, tmp_path: Path) -> None
 def test_stream_backup_restores_the_stream(repo: Repository, tmp_path: Path) -> None:
     data = os.urandom(3_000_000) + b"tail"
     snap = backup_stream(repo, io.BytesIO(data), "db.dump", BackupOptions(source="pg")).snapshot
-    assert snap.type == "stdin" and snap.source == "pg"
+    assert snap.type == "stdin"
+    assert snap.source == "pg"
     restore_snapshot(repo, snap, str(tmp_path / "out"))
     assert (tmp_path / "out" / "db.dump").read_bytes() == data
 
@@ -155,7 +162,9 @@ def test_restore_is_idempotent_and_repairs_damaged_targets(
     out = tmp_path / "out"
     restore_snapshot(repo, snap, str(out))
     again = restore_snapshot(repo, snap, str(out))
-    assert again.files == 0 and again.files_skipped >= 40 and again.bytes_written == 0
+    assert again.files == 0
+    assert again.files_skipped >= 40
+    assert again.bytes_written == 0
     # a half-written file (as after a crash: size right, mtime not yet set) is rewritten
     target = out / "src" / "random.bin"
     with target.open("r+b") as f:

@@ -82,7 +82,7 @@ def test_an_unknown_format_version_is_refused_before_any_password(storage: Stora
     doc = json.loads(storage.get("config"))
     doc["version"] = 7
     storage.put("config", json.dumps(doc).encode())
-    with pytest.raises(UnsupportedRepository, match="version 7 .* upgrade safehold"):
+    with pytest.raises(UnsupportedRepository, match=r"version 7 .* upgrade safehold"):
         Repository.read_config(storage)
     with pytest.raises(UnsupportedRepository):
         Repository.open(storage, "any password at all")
@@ -109,9 +109,12 @@ def test_a_tampered_config_is_detected(storage: Storage) -> None:
 def test_config_records_algorithms_and_chunker_by_name(storage: Storage) -> None:
     _init(storage)
     doc = json.loads(storage.get("config"))
-    assert doc["format"] == "safehold-repository" and doc["version"] == 1
-    assert doc["cipher"] == "aes-256-gcm" and doc["compression"]["algorithm"] == "zstd"
-    assert doc["chunker"]["algorithm"] == "fastcdc-2020" and doc["chunker"]["avg_size"] > 0
+    assert doc["format"] == "safehold-repository"
+    assert doc["version"] == 1
+    assert doc["cipher"] == "aes-256-gcm"
+    assert doc["compression"]["algorithm"] == "zstd"
+    assert doc["chunker"]["algorithm"] == "fastcdc-2020"
+    assert doc["chunker"]["avg_size"] > 0
     assert "key" not in json.dumps(doc).lower().replace("keyed", "")
 
 
@@ -128,7 +131,8 @@ def test_every_object_is_named_by_the_hash_of_its_bytes(storage: Storage, tmp_pa
     writer.flush()
     writer.close()
     names = [i.name for i in storage.list("")]
-    assert any(n.startswith("data/") for n in names) and any(n.startswith("index/") for n in names)
+    assert any(n.startswith("data/") for n in names)
+    assert any(n.startswith("index/") for n in names)
     for name in names:
         if name == "config":
             continue
@@ -140,7 +144,8 @@ def test_superseded_index_objects_are_ignored(storage: Storage) -> None:
     old_id, _ = repo.write_index(IndexFile())
     repo.write_index(IndexFile(supersedes=[old_id]))
     load = Repository.open(storage, PW).index_load
-    assert old_id not in load.loaded and len(load.loaded) == 1
+    assert old_id not in load.loaded
+    assert len(load.loaded) == 1
 
 
 def test_shared_locks_coexist_and_exclusive_locks_conflict(storage: Storage) -> None:
@@ -149,11 +154,13 @@ def test_shared_locks_coexist_and_exclusive_locks_conflict(storage: Storage) -> 
     with RepositoryLock(repo, exclusive=False, operation="backup"):
         with RepositoryLock(other, exclusive=False, operation="restore"):
             assert len(list_locks(repo)) == 2
-        with pytest.raises(LockConflict, match="shared lock by backup .*'safehold repo unlock'"):
+        with pytest.raises(LockConflict, match=r"shared lock by backup .*'safehold repo unlock'"):
             RepositoryLock(other, exclusive=True, operation="prune").acquire()
-    with RepositoryLock(repo, exclusive=True, operation="prune"):
-        with pytest.raises(LockConflict, match="exclusive lock by prune"):
-            RepositoryLock(other, exclusive=False, operation="backup").acquire()
+    with (
+        RepositoryLock(repo, exclusive=True, operation="prune"),
+        pytest.raises(LockConflict, match="exclusive lock by prune"),
+    ):
+        RepositoryLock(other, exclusive=False, operation="backup").acquire()
     assert list_locks(repo) == []
 
 
