@@ -287,3 +287,129 @@ def _patch_status(
         json.dumps(body),
         check=check,
     )
+
+
+def _full_statuses(now: datetime) -> dict[str, Any]:
+    """A status for each kind with every field set, as the controller may write them."""
+    from safehold.api import (
+        BackupLocationStatus,
+        BackupPolicyStatus,
+        ErrorDetail,
+        LocalObjectReference,
+        Progress,
+        ReplicationResult,
+        RestoredItem,
+        RestoreRequestStatus,
+    )
+    from safehold.api.backuppolicy import CheckResult
+
+    def condition(type_: str, status: Any = "True") -> Condition:
+        return Condition(
+            type=type_,
+            status=status,
+            reason="Checked",
+            message="all good",
+            last_transition_time=now,
+            observed_generation=1,
+        )
+
+    progress = Progress(
+        bytes_done=5, bytes_total=10, files_done=1, percent=50, eta=now, update_time=now
+    )
+    error = ErrorDetail(reason="PermissionDenied", message="the key may not write: fix its policy")
+    return {
+        "BackupLocation": BackupLocationStatus(
+            observed_generation=1,
+            conditions=[condition("Available")],
+            phase="Available",
+            last_validation_time=now,
+            repository_id="5b9e",
+            bytes_stored=123,
+            snapshot_count=4,
+        ),
+        "BackupPolicy": BackupPolicyStatus(
+            observed_generation=1,
+            conditions=[condition("Ready")],
+            last_schedule_time=now,
+            next_schedule_time=now,
+            last_successful_run="p-1",
+            last_success_time=now,
+            active_runs=[LocalObjectReference(name="p-2")],
+            last_verification=CheckResult(time=now, result="Succeeded", message="5% read"),
+            last_test_restore=CheckResult(time=now, result="Failed", message="x", run="p-1"),
+        ),
+        "BackupRun": BackupRunStatus(
+            observed_generation=1,
+            phase="PartiallyFailed",
+            conditions=[condition(COMPLETE), condition("Failed")],
+            location="primary",
+            schedule_time=now,
+            start_time=now,
+            completion_time=now,
+            bytes_read=10,
+            bytes_stored=4,
+            sources=[
+                SourceResult(
+                    name="data",
+                    kind="volume",
+                    phase="Succeeded",
+                    type="full",
+                    job="p-1-data",
+                    snapshot_id="aa",
+                    parent_snapshot_id="bb",
+                    files=3,
+                    bytes_read=10,
+                    bytes_new=6,
+                    bytes_stored=4,
+                    duration_seconds=0.25,
+                    start_time=now,
+                    completion_time=now,
+                    warnings=["a file vanished"],
+                ),
+                SourceResult(name="db", kind="database", phase="Failed", error=error),
+            ],
+            replication=[
+                ReplicationResult(location="dr", phase="Failed", bytes_transferred=0, error=error)
+            ],
+            progress=progress,
+        ),
+        "RestoreRequest": RestoreRequestStatus(
+            observed_generation=1,
+            phase="Running",
+            conditions=[condition(COMPLETE, "False")],
+            backup_run="p-1",
+            start_time=now,
+            restored=[
+                RestoredItem(
+                    source="data",
+                    kind="volume",
+                    snapshot_id="aa",
+                    target="persistentvolumeclaim/ns/data",
+                    phase="Running",
+                    files=1,
+                    bytes=5,
+                    skipped=0,
+                )
+            ],
+            warnings=["configmap/x exists: skipped"],
+            progress=progress,
+        ),
+    }
+
+
+def test_every_status_field_is_accepted(namespace: Namespace) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    examples = _examples()
+    for kind, status in _full_statuses(now).items():
+        manifest = copy.deepcopy(examples[kind])
+        manifest["metadata"].pop("namespace", None)
+        namespace.apply(manifest)
+        name = manifest["metadata"]["name"]
+        body = {"status": status.model_dump(mode="json", exclude_none=True)}
+        namespace.kubectl(
+            "patch", kind.lower(), name, "--subresource=status", "--type=merge",
+            "-p", json.dumps(body),
+        )  # fmt: skip
+        stored = namespace.get(kind.lower(), name)
+        assert stored is not None
+        assert type(status).model_validate(stored["status"]) == status, kind

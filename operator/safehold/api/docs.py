@@ -32,6 +32,22 @@ the object's conditions, each naming the field and what to fix.
 
 Every YAML example on this page is validated against the models by the test suite.
 
+Formats used throughout:
+
+- **cron**: five fields, `minute hour day-of-month month day-of-week` (`0 3 * * *`,
+  `*/15 * * * MON-FRI`), or `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`,
+  `@yearly`; read in the policy's `schedule.timeZone`.
+- **time zone**: an IANA name such as `UTC`, `Europe/Berlin`, `America/New_York`.
+- **duration**: a number and a unit, repeated: `45s`, `15m`, `12h`, `30d`, `2w`, `1h30m`
+  (no months or years: write `365d`).
+- **quantity**: as in a Pod spec: `500m`, `1`, `256Mi`, `10Gi`.
+- **names**: references (`claimName`, `location.name`, Secret names) are object names in
+  the same namespace: lower-case letters, digits, `-` and `.`.
+- **time**: RFC 3339, e.g. `2026-11-25T22:00:00Z`.
+
+Secrets are only ever referenced: their contents reach the Jobs that need them and
+never appear in a resource, a status or an Event.
+
 | Kind | Short names | What it says |
 |---|---|---|
 """
