@@ -101,13 +101,25 @@ def test_malformed_number_option() -> None:
         open_storage("s3://b/p", {"page_size": "many", "endpoint": "http://127.0.0.1:1"})
 
 
-def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "boto3", None)  # importing boto3 now fails
-    monkeypatch.delitem(sys.modules, "safehold.storage.providers.s3", raising=False)
+@pytest.mark.parametrize(
+    ("url", "sdk", "extra"),
+    [
+        ("s3://bucket/prefix", "boto3", "s3"),
+        ("gs://bucket/prefix", "google.cloud", "gcs"),
+        ("azure://container/prefix", "azure.storage.blob", "azure"),
+    ],
+    ids=["s3", "gcs", "azure"],
+)
+def test_missing_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, sdk: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, sdk, None)  # importing the SDK now fails
+    module = f"safehold.storage.providers.{extra}"
+    monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(MissingExtra) as caught:
-        open_storage("s3://bucket/prefix")
-    assert "pip install 'safehold[s3]'" in str(caught.value)
-    assert "s3://bucket/prefix" in str(caught.value)
+        open_storage(url)
+    assert f"pip install 'safehold[{extra}]'" in str(caught.value)
+    assert str(caught.value).startswith(url)
 
 
 # ---------------------------------------------------------------- wrong endpoint
