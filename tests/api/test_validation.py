@@ -312,3 +312,18 @@ def test_status_is_not_validated_as_input() -> None:
         "status": {"whatever": True},
     }
     assert validate_object(obj) == []
+
+
+def test_provider_specific_fields(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec["addressingStyle"] = "path"
+    assert validate_spec("BackupLocation", spec) == []
+    spec["provider"] = "gcs"
+    assert _errors("BackupLocation", spec) == {
+        "spec.addressingStyle": "is only used by provider s3, not gcs"
+    }
+    del spec["addressingStyle"]
+    spec["claimName"] = "nfs"
+    assert _errors("BackupLocation", spec) == {
+        "spec.claimName": "is only used by provider filesystem, not gcs"
+    }

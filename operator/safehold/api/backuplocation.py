@@ -53,10 +53,15 @@ class BackupLocationSpec(ApiModel):
     (e.g. https://minio.example:9000); empty means the provider's public endpoint."""
     region: str | None = Field(default=None, max_length=64)
     """The region (s3) or location hint; empty uses the provider's default."""
+    addressing_style: Literal["auto", "path", "virtual"] | None = None
+    """For s3: how buckets are addressed; path suits MinIO, SeaweedFS and Ceph. Empty means
+    path with a custom endpoint, otherwise auto."""
     credentials_secret_ref: SecretReference | None = None
-    """The Secret with the storage credentials, by provider: s3: AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY; gcs: service-account.json; azure: AZURE_STORAGE_CONNECTION_STRING
-    or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY. Empty uses the Job's workload identity."""
+    """The Secret with the storage credentials, whose keys the Job receives as environment
+    variables: for s3 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN);
+    for gcs service-account.json (a service-account key file); for azure
+    AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or
+    AZURE_STORAGE_SAS_TOKEN. Empty uses the Job's workload identity."""
     repository_password_secret_ref: SecretKeyReference
     """The Secret key holding the repository password, which encrypts every backup.
     Losing it means losing the backups: keep a copy outside the cluster."""
@@ -86,6 +91,8 @@ class BackupLocationSpec(ApiModel):
                 f"is required for provider {self.provider}: name the "
                 f"{'container' if self.provider == 'azure' else 'bucket'} to write to",
             )
+        elif self.addressing_style and self.provider != "s3":
+            raise invalid("addressingStyle", f"is only used by provider s3, not {self.provider}")
         elif self.claim_name:
             raise invalid("claimName", f"is only used by provider filesystem, not {self.provider}")
         return self
