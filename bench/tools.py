@@ -180,7 +180,7 @@ class Borg(Tool):
 
 class Safehold(Tool):
     name = "safehold"
-    settings = "defaults; full backup with --type full, then --type incremental"
+    settings = "defaults; --type full, then --type incremental; --json --quiet (summary only)"
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -217,15 +217,19 @@ class Safehold(Tool):
     def init(self) -> Command:
         return Command([self.exe, "repo", "init"], self.env())
 
-    def full(self, source: Path) -> Command:
-        return Command([self.exe, "backup", str(source), "--type", "full", "--json"], self.env())
-
-    def incremental(self, source: Path) -> Command:
-        argv = [self.exe, "backup", str(source), "--type", "incremental", "--json"]
+    def _backup(self, source: Path, kind: str) -> Command:
+        argv = [self.exe, "backup", "--json", "--quiet", "--type", kind, str(source)]
         return Command(argv, self.env())
 
+    def full(self, source: Path) -> Command:
+        return self._backup(source, "full")
+
+    def incremental(self, source: Path) -> Command:
+        return self._backup(source, "incremental")
+
     def restore(self, target: Path) -> Command:
-        return Command([self.exe, "restore", "latest", str(target)], self.env())
+        argv = [self.exe, "restore", "--json", "--quiet", "latest", str(target)]
+        return Command(argv, self.env())
 
     def record(self, step: str, stdout: str) -> dict[str, Any] | None:
         return _last_json(stdout)
