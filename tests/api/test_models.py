@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from safehold.api import (
     COMPLETE,
@@ -204,3 +206,42 @@ def test_set_condition_moves_the_transition_time_only_on_change() -> None:
     assert conditions[0].last_transition_time == t1
     assert conditions[0].observed_generation == 3
     assert find_condition(conditions, "Available") is None
+
+
+_FIELDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+
+
+@st.composite
+def _cron_field(draw: st.DrawFn, low: int, high: int) -> str:
+    a = draw(st.integers(low, high))
+    b = draw(st.integers(a, high))
+    step = draw(st.integers(1, 10))
+    return draw(
+        st.sampled_from(["*", str(a), f"{a}-{b}", f"*/{step}", f"{a},{b}", f"{a}-{b}/{step}"])
+    )
+
+
+@given(st.tuples(*(_cron_field(low, high) for low, high in _FIELDS)))
+@settings(max_examples=150, deadline=None)
+def test_well_formed_cron_is_accepted_by_both(fields: tuple[str, ...]) -> None:
+    import re
+
+    from safehold.api.types import CronExpression
+
+    expression = " ".join(fields)
+    assert re.fullmatch(CRON_PATTERN, expression)
+    assert TypeAdapter(CronExpression).validate_python(expression) == expression
+
+
+@given(st.text(alphabet="0123456789*/,-@ abcdhilmnoruwy?#LW\t", max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_python_never_accepts_what_the_schema_refuses(text: str) -> None:
+    import re
+
+    from safehold.api.types import CronExpression
+
+    try:
+        TypeAdapter(CronExpression).validate_python(text)
+    except ValidationError:
+        return
+    assert re.fullmatch(CRON_PATTERN, text), text

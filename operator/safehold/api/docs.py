@@ -69,7 +69,7 @@ def _kind_section(model: type[CustomResource]) -> str:
     info = model.crd
     module = importlib.import_module(model.__module__)
     body = inspect.cleandoc(module.__doc__ or "").split("\n", 1)
-    prose = body[1].strip() if len(body) > 1 else ""
+    prose = body[1].strip().replace("``", "`") if len(body) > 1 else ""
     columns = ", ".join(c.name for c in info.printer_columns)
     schema = resource_schema(model)
     lines = [

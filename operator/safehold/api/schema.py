@@ -91,7 +91,8 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSc
         if key in ("title", "examples", "$defs"):
             continue
         if key == "description":
-            out[key] = " ".join(str(value).split())
+            # docstrings use reST ``literals``; kubectl explain and Markdown read `literals`
+            out[key] = " ".join(str(value).split()).replace("``", "`")
         elif key == "const":
             out["enum"] = [value]
         elif key == "default":

@@ -73,7 +73,7 @@ def _check_duration(value: str) -> str:
 
 
 def _check_cron(value: str) -> str:
-    expression = value.strip()
+    expression = value
     if not re.fullmatch(CRON_PATTERN, expression):
         raise PydanticCustomError(
             "cron",
