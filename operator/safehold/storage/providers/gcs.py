@@ -22,8 +22,10 @@ import google.auth
 import google.auth.exceptions as gauth
 import requests
 from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 from google.resumable_media import DataCorruption
+from requests.adapters import HTTPAdapter
 
 from safehold.storage.base import ObjectInfo, Storage
 from safehold.storage.errors import (
@@ -51,6 +53,7 @@ _OPTIONS = {"project", "credentials_file", "anonymous"}
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
+_POOL = 32  # connections per host, as for S3
 
 
 def open(location: Location) -> GCSStorage:
@@ -79,10 +82,16 @@ def open(location: Location) -> GCSStorage:
             ) from exc
         project = project or found
     threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_CHUNK_UNIT)
+    # requests' default pool (10) is smaller than the thread pools above us use; a full pool
+    # drops connections and logs a warning per request.
+    session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=_POOL))
     client = storage.Client(
         project=project or "safehold",  # only bucket-level calls need it; we make none
         credentials=credentials,
         client_options={"api_endpoint": endpoint} if endpoint else None,
+        _http=session,
     )
     timeout = option_float(location, "timeout", 60.0)
     return GCSStorage(
