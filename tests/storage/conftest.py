@@ -120,3 +120,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
         if item.path.name == "test_conformance.py":
             item.add_marker(pytest.mark.conformance)
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "tests/storage/" in report.nodeid and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped storage test is a backend that was not tested: that fails the run."""
+    if _SKIPPED and exitstatus == 0:
+        print(f"\nstorage tests were skipped, which counts as failure: {', '.join(_SKIPPED)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
