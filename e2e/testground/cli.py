@@ -68,7 +68,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"apiserver:  {state.server}  (kubernetes {state.version})")
     print(f"etcd:       http://127.0.0.1:{state.etcd_port}")
     print(f"kubeconfig: {state.kubeconfig}")
-    print(f"ready in:   {state.ready_seconds}s")
+    steps = ", ".join(f"{k} {v}s" for k, v in state.phases.items())
+    print(f"ready in:   {state.ready_seconds}s ({steps})")
     running = state.running()
     for name in controlplane.COMPONENTS:
         if name in state.pids:

@@ -66,16 +66,23 @@ def claim(name: str, size: str = "64Mi") -> Json:
     }
 
 
-def role_binding(service_account: str, verbs: list[str], resources: list[str]) -> list[Json]:
+def role_binding(
+    service_account: str,
+    verbs: list[str],
+    resources: list[str],
+    *,
+    more_rules: list[Json] | None = None,
+) -> list[Json]:
     """A ServiceAccount with a Role granting ``verbs`` on core ``resources``, and its binding."""
     name = f"{service_account}-role"
+    rules = [{"apiGroups": [""], "resources": resources, "verbs": verbs}, *(more_rules or [])]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": name},
-            "rules": [{"apiGroups": [""], "resources": resources, "verbs": verbs}],
+            "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

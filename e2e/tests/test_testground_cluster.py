@@ -294,3 +294,63 @@ def test_testground_pod_logs_are_readable(cluster: Cluster, namespace: Namespace
     if cluster.local is not None:
         path = Path(cluster.local.directory)
         assert (path / "kubeconfig").exists()
+
+
+KOPF_OPERATOR = textwrap.dedent("""
+    import kopf
+
+    @kopf.on.create("configmaps", labels={"testground": "watched"})
+    def seen(patch, **_):
+        patch.metadata.annotations["testground/seen-by"] = "kopf"
+""")
+
+
+def test_testground_kopf_operator_runs_in_a_pod(
+    namespace: Namespace, request: pytest.FixtureRequest
+) -> None:
+    """An operator pod logs in with its service account, watches, and patches under RBAC."""
+    events = {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+    namespace.apply(
+        role_binding(
+            "operator", ["get", "list", "watch", "patch"], ["configmaps"], more_rules=[events]
+        )
+    )
+    # kopf scans namespaces and CRDs at start: cluster-wide read access, like the chart's role
+    scan = f"{namespace}-kopf-scan"
+    namespace.cluster.kubectl(
+        "create", "clusterrole", scan, "--verb=get,list,watch",
+        "--resource=namespaces,customresourcedefinitions.apiextensions.k8s.io",
+    )  # fmt: skip
+    namespace.cluster.kubectl(
+        "create", "clusterrolebinding", scan, f"--clusterrole={scan}",
+        f"--serviceaccount={namespace}:operator",
+    )  # fmt: skip
+    request.addfinalizer(
+        lambda: namespace.cluster.kubectl(
+            "delete", f"clusterrole/{scan}", f"clusterrolebinding/{scan}", check=False
+        )
+    )
+    namespace.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "operator-code"},
+         "data": {"operator.py": KOPF_OPERATOR}}
+    )  # fmt: skip
+    command = ["kopf", "run", "--standalone", "--namespace", str(namespace), "/code/operator.py"]
+    namespace.apply(
+        pod(
+            "operator",
+            [container("kopf", command, volumeMounts=[{"name": "code", "mountPath": "/code"}])],
+            serviceAccountName="operator",
+            restartPolicy="Always",
+            volumes=[{"name": "code", "configMap": {"name": "operator-code"}}],
+        )
+    )
+    namespace.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "watched", "labels": {"testground": "watched"}}}
+    )  # fmt: skip
+
+    def annotated() -> str | None:
+        cm = namespace.get("configmap", "watched") or {}
+        return (cm["metadata"].get("annotations") or {}).get("testground/seen-by")
+
+    assert namespace.cluster.wait_for(annotated, timeout=90, what="kopf to annotate") == "kopf"
