@@ -182,7 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also read back all data, or PERCENT of the packs at random",
     )
     verify.set_defaults(func=commands.verify)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Refuse abbreviated options everywhere: ``--password x`` must not mean
+    ``--password-file x``, and a password must never be accepted as an argument."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _no_abbreviations(sub)
 
 
 def _exit_code(exc: BaseException) -> int:

@@ -1,0 +1,301 @@
+"""The ``safehold`` command as a Job runs it: real processes, exit codes, JSON on the last
+stdout line, progress as JSON lines on stderr, and errors that say what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.cli.output import fit_summary
+from safehold.repo import Repository, RepositoryLock
+from safehold.storage import open_storage
+
+PASSWORD = "cli test password"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")},
+        "SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(),
+        "SAFEHOLD_PASSWORD": PASSWORD,
+    }
+
+
+@pytest.fixture
+def run(env: dict[str, str]) -> Run:
+    def run(
+        *args: str, input: str | None = None, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "safehold", *args],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "a.txt").write_text("alpha\n" * 1000)
+    (root / "b.bin").write_bytes(os.urandom(300_000))
+    return root
+
+
+def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, f"--json prints exactly one line on stdout, got {done.stdout!r}"
+    assert len(lines[-1].encode()) < 4096
+    doc: dict[str, Any] = json.loads(lines[-1])
+    return doc
+
+
+def test_init_backup_snapshots_restore_verify(run: Run, src: Path, tmp_path: Path) -> None:
+    init = run("repo", "init", "--json")
+    assert init.returncode == 0, init.stderr
+    assert _summary(init)["version"] == 1
+
+    first = run("backup", str(src), "--source", "web", "--tag", "nightly", "--json")
+    assert first.returncode == 0, first.stderr
+    s1 = _summary(first)
+    assert s1["type"] == "full"
+    assert s1["source"] == "web"
+    assert s1["files_new"] == 2
+    for key in (
+        "snapshot",
+        "parent",
+        "files_changed",
+        "files_unmodified",
+        "bytes_read",
+        "bytes_new",
+        "bytes_stored",
+        "duration_s",
+        "errors",
+    ):
+        assert key in s1
+    events = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
+    assert events, "progress events are JSON lines on stderr"
+    final = events[-1]
+    assert final["event"] == "progress"
+    assert final["final"] is True
+    assert final["bytes_done"] == s1["bytes_read"]
+    assert {"files_done", "files_total", "bytes_total", "rate_bps", "eta_s"} <= set(final)
+
+    (src / "dir" / "a.txt").write_text("changed")
+    second = run("backup", str(src), "--source", "web", "--json")
+    s2 = _summary(second)
+    assert (s2["type"], s2["parent"], s2["files_changed"]) == ("incremental", s1["snapshot"], 1)
+
+    listing = run("snapshots", "--source", "web", "--tag", "nightly", "--json")
+    snaps = _summary(listing)["snapshots"]
+    assert [s["id"] for s in snaps] == [s1["snapshot"]]
+    human = run("snapshots")
+    assert s1["snapshot"][:12] in human.stdout
+    assert "web" in human.stdout
+
+    restored = run("restore", "latest", str(tmp_path / "out"), "--source", "web", "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "out" / "data" / "dir" / "a.txt").read_text() == "changed"
+    old = run("restore", s1["snapshot"][:10], str(tmp_path / "old"), "--include", "data/dir")
+    assert old.returncode == 0, old.stderr
+    assert (tmp_path / "old" / "data" / "dir" / "a.txt").read_text() == "alpha\n" * 1000
+    assert not (tmp_path / "old" / "data" / "b.bin").exists()
+
+    verify = run("verify", "--read-data=50%", "--json")
+    assert verify.returncode == 0, verify.stderr
+    assert _summary(verify)["ok"] is True
+    info = run("repo", "info", "--json")
+    assert _summary(info)["snapshots"] == 2
+
+
+def test_backup_with_explicit_time_and_stdin(run: Run, tmp_path: Path) -> None:
+    run("repo", "init")
+    dump = "CREATE TABLE t (x int);\n" * 5000
+    done = run(
+        "backup",
+        "--stdin-name",
+        "db.sql",
+        "--source",
+        "pg",
+        "--time",
+        "2026-01-02T03:04:05Z",
+        "--json",
+        input=dump,
+    )
+    assert done.returncode == 0, done.stderr
+    s = _summary(done)
+    assert s["type"] == "stdin"
+    assert s["time"].startswith("2026-01-02T03:04:05")
+    run("restore", "latest", str(tmp_path / "out"), "--source", "pg")
+    assert (tmp_path / "out" / "db.sql").read_text() == dump
+
+
+def test_no_repository_exits_10_and_says_how_to_create_one(run: Run) -> None:
+    done = run("snapshots", "--json")
+    assert done.returncode == 10
+    assert "safehold repo init" in done.stderr
+    assert _summary(done)["exit_code"] == 10
+
+
+def test_wrong_password_exits_12_without_showing_it(run: Run, src: Path) -> None:
+    run("repo", "init")
+    done = run("backup", str(src), SAFEHOLD_PASSWORD="guessing-wrong")
+    assert done.returncode == 12
+    assert "SAFEHOLD_PASSWORD" in done.stderr
+    assert "guessing-wrong" not in done.stderr + done.stdout
+
+
+def test_password_file_is_read(run: Run, tmp_path: Path) -> None:
+    run("repo", "init")
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    assert run("snapshots", "--password-file", str(pw), SAFEHOLD_PASSWORD="").returncode == 0
+    pw.write_text("nope\n")
+    assert run("snapshots", "--password-file", str(pw)).returncode == 12
+
+
+def test_unknown_repository_version_exits_13(run: Run, tmp_path: Path) -> None:
+    run("repo", "init")
+    config = tmp_path / "repo" / "config"
+    doc = json.loads(config.read_text())
+    doc["version"] = 99
+    config.write_text(json.dumps(doc))
+    done = run("snapshots")
+    assert done.returncode == 13
+    assert "version 99" in done.stderr
+    assert "upgrade safehold" in done.stderr
+
+
+def test_an_exclusive_lock_makes_backup_exit_11_and_unlock_clears_stale_ones(
+    run: Run, src: Path, tmp_path: Path
+) -> None:
+    run("repo", "init")
+    repo = Repository.open(open_storage((tmp_path / "repo").as_uri()), PASSWORD)
+    lock = RepositoryLock(repo, exclusive=True, operation="prune").acquire()
+    try:
+        done = run("backup", str(src), "--json")
+        assert done.returncode == 11
+        assert "exclusive lock by prune" in done.stderr
+        assert "safehold repo unlock" in done.stderr
+    finally:
+        lock.release()
+    assert run("backup", str(src)).returncode == 0
+    unlocked = run("repo", "unlock", "--json")
+    assert _summary(unlocked) == {"ok": True, "removed": 0, "remaining": 0}
+
+
+@pytest.mark.parametrize(
+    ("args", "env_over", "message"),
+    [
+        (("snapshots",), {"SAFEHOLD_REPOSITORY": ""}, "--repo URL or set SAFEHOLD_REPOSITORY"),
+        (("snapshots",), {"SAFEHOLD_PASSWORD": ""}, "set SAFEHOLD_PASSWORD"),
+        (("backup",), {}, "give PATH"),
+        (("backup", "/no/such/path"), {}, "/no/such/path: no such file"),
+        (("verify", "--read-data=300"), {}, "at most 100"),
+        (("snapshots", "--repo", "ftp://x/y"), {}, "unknown scheme"),
+        (("backup", "--password", "x"), {}, "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_exit_2_and_say_what_is_missing(
+    run: Run, args: tuple[str, ...], env_over: dict[str, str], message: str
+) -> None:
+    run("repo", "init")
+    done = run(*args, **env_over)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+
+
+def test_unreadable_files_give_exit_3_and_name_them(run: Run, src: Path) -> None:
+    run("repo", "init")
+    # /proc/self/mem is a regular file that fails with EIO when read from offset 0
+    done = run("backup", str(src), "/proc/self/mem", "--json")
+    assert done.returncode == 3, done.stderr
+    s = _summary(done)
+    assert s["ok"] is False
+    assert s["errors"] == 1
+    assert s["error_list"][0]["path"] == "/proc/self/mem"
+    assert s["files_new"] == 2  # the readable files are saved
+    assert "/proc/self/mem" in done.stderr
+
+
+def test_verify_reports_damage_with_exit_4(run: Run, src: Path, tmp_path: Path) -> None:
+    run("repo", "init")
+    run("backup", str(src))
+    pack = next((tmp_path / "repo" / "data").rglob("*"))
+    while pack.is_dir():
+        pack = next(pack.iterdir())
+    data = bytearray(pack.read_bytes())
+    data[60] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    done = run("verify", "--read-data", "--json")
+    assert done.returncode == 4
+    s = _summary(done)
+    assert s["ok"] is False
+    assert s["damaged_snapshots"] == 1
+    assert "damaged" in done.stderr
+    restored = run("restore", "latest", str(tmp_path / "out"), "--json")
+    assert restored.returncode == 3
+
+
+def test_keys_add_list_remove(run: Run) -> None:
+    run("repo", "init")
+    added = run("repo", "key", "add", "--json", SAFEHOLD_NEW_PASSWORD="second")
+    assert added.returncode == 0, added.stderr
+    new_id = _summary(added)["key"]
+    keys = _summary(run("repo", "key", "list", "--json"))["keys"]
+    assert len(keys) == 2
+    old_id = next(k["id"] for k in keys if k["current"])
+    assert run("snapshots", SAFEHOLD_PASSWORD="second").returncode == 0
+    removed = run("repo", "key", "remove", old_id[:12], SAFEHOLD_PASSWORD="second")
+    assert removed.returncode == 0, removed.stderr
+    assert run("snapshots").returncode == 12
+    last = run("repo", "key", "remove", new_id, SAFEHOLD_PASSWORD="second")
+    assert last.returncode == 1
+    assert "last key" in last.stderr
+
+
+def test_latest_of_an_unknown_source_is_a_clear_error(run: Run) -> None:
+    run("repo", "init")
+    done = run("restore", "latest", "/tmp/never", "--source", "nothing")
+    assert done.returncode == 1
+    assert "no snapshot of source 'nothing'" in done.stderr
+
+
+def test_the_json_summary_always_fits_a_termination_message() -> None:
+    doc = {
+        "ok": False,
+        "error_list": [{"path": "/x" * 200, "error": "EIO"}] * 500,
+        "damaged": {f"snap{i}": {"files": 1, "paths": ["/y" * 100]} for i in range(200)},
+        "snapshot": "a" * 64,
+        "time": datetime.now(UTC).isoformat(),
+    }
+    line = fit_summary(doc)
+    assert len(line.encode()) < 4096
+    parsed = json.loads(line)
+    assert parsed["snapshot"] == "a" * 64
+    assert parsed["ok"] is False
+
+
+def test_help_and_version(run: Run) -> None:
+    assert run("--help").returncode == 0
+    version = run("--version")
+    assert version.returncode == 0
+    assert "safehold" in version.stdout
+    assert run("backup", "--help").returncode == 0
