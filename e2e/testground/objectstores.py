@@ -129,11 +129,21 @@ def start_store(provider: str, workdir: Path) -> RunningStore:
     """Start a fresh ``provider`` server ("s3", "gcs" or "azure") with its data in ``workdir``."""
     if provider not in _STARTERS:
         raise ValueError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
-    workdir = Path(workdir) / f"{provider}-{secrets.token_hex(4)}"
-    workdir.mkdir(parents=True)
-    store = _STARTERS[provider](workdir)
-    store.start()
-    return store
+    failure: RuntimeError | None = None
+    # A port is free when picked and bound a moment later by the server: another process may
+    # take it in between. Such a start fails fast, and fresh ports are tried.
+    for _ in range(3):
+        directory = Path(workdir) / f"{provider}-{secrets.token_hex(4)}"
+        directory.mkdir(parents=True)
+        store = _STARTERS[provider](directory)
+        try:
+            store.start()
+        except RuntimeError as exc:
+            failure = exc
+            continue
+        return store
+    assert failure is not None
+    raise failure
 
 
 # ---------------------------------------------------------------- ports
