@@ -45,7 +45,17 @@ def make_sample(root: Path) -> None:
     (root / "notes").mkdir()
     for i in range(3):
         (root / "photos" / f"img-{i}.raw").write_bytes(rnd.randbytes(4 * 1024 * 1024))
-    words = "backup restore snapshot volume cluster repository chunk pack index".split()
+    words = [
+        "backup",
+        "restore",
+        "snapshot",
+        "volume",
+        "cluster",
+        "repository",
+        "chunk",
+        "pack",
+        "index",
+    ]
     for i in range(200):
         (root / "notes" / f"note-{i:03}.md").write_text(
             " ".join(rnd.choices(words, k=rnd.randint(50, 400))) + "\n"
