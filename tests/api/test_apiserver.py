@@ -413,3 +413,23 @@ def test_every_status_field_is_accepted(namespace: Namespace) -> None:
         stored = namespace.get(kind.lower(), name)
         assert stored is not None
         assert type(status).model_validate(stored["status"]) == status, kind
+
+
+def test_kubectl_explain_shows_the_docstrings(cluster: Cluster) -> None:
+    text = cluster.kubectl("explain", "backuppolicies.spec.retention").stdout
+    assert "keepLast" in text
+    assert "Keep the newest n snapshots." in " ".join(text.split())
+
+
+def test_null_means_absent(namespace: Namespace) -> None:
+    manifest = _manifest(
+        "RestoreRequest",
+        "nulls",
+        {"backupRunRef": {"name": "r"}, "target": None, "pointInTime": None, "sources": None},
+    )
+    namespace.kubectl("create", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
+    stored = namespace.get("restorerequest", "nulls")
+    assert stored is not None
+    assert stored["spec"]["backupRunRef"] == {"name": "r"}
+    assert not {"target", "pointInTime", "sources"} & set(stored["spec"])
+    assert validate_object(manifest) == []

@@ -327,3 +327,12 @@ def test_provider_specific_fields(valid_spec: dict[str, dict[str, Any]]) -> None
     assert _errors("BackupLocation", spec) == {
         "spec.claimName": "is only used by provider filesystem, not gcs"
     }
+
+
+def test_null_is_the_same_as_absent(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec.update(retention=None, replicateTo=None, hooks=None)
+    spec["sources"]["databases"] = None
+    assert validate_spec("BackupPolicy", spec) == []
+    spec["location"] = None
+    assert _errors("BackupPolicy", spec) == {"spec.location": "is required"}

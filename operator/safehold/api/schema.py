@@ -4,7 +4,11 @@ Pydantic writes JSON Schema 2020-12; a CRD needs Kubernetes' structural subset o
 OpenAPI v3 (valid on 1.20 and on current clusters):
 
 - every ``$ref`` is inlined (Kubernetes rejects references);
-- ``X | None`` (``anyOf`` with ``null``) becomes ``X`` with ``nullable: true``;
+- ``X | None`` (``anyOf`` with ``null``) becomes plain ``X``, deliberately without
+  ``nullable: true``: the apiserver prunes a null it does not allow (so ``null`` still
+  means "absent", as in the models), while 1.20 publishes nullable fields to kubectl
+  without their type and sub-fields, which empties ``kubectl explain`` and switches
+  off kubectl's own checks for the whole subtree;
 - the one union Kubernetes allows, integer-or-string, keeps its ``anyOf`` and gains
   ``x-kubernetes-int-or-string``; any other union is an error, not a silent guess;
 - ``title``, ``additionalProperties: false``, ``null``, empty-string and non-scalar
@@ -127,18 +131,12 @@ def _is_value_validation(branches: list[JsonSchema]) -> bool:
 def _union(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSchema:
     options = node.pop("anyOf")
     concrete = [o for o in options if o.get("type") != "null"]
-    nullable = len(concrete) < len(options)
     if len(concrete) == 1:
         inner = _convert(concrete[0], defs, path)
-        merged = {**inner, **node}
-        if nullable:
-            merged["nullable"] = True
-        return merged
+        return {**inner, **node}
     if sorted(o.get("type", "") for o in concrete) == ["integer", "string"]:
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         node["x-kubernetes-int-or-string"] = True
-        if nullable:
-            node["nullable"] = True
         return node
     raise SchemaError(
         f"{path}: a union of {[o.get('type', o.get('$ref')) for o in concrete]} cannot be "

@@ -2,8 +2,9 @@
 
 :func:`validate_spec` returns a list of :class:`FieldError` instead of raising, so the
 controller can put all of them in a condition message and an Event at once. Input is
-checked strictly, as the apiserver does (``"5"`` is not a number), after a JSON round
-trip so that YAML timestamps and Python objects are treated like wire data.
+checked strictly, as the apiserver does (``"5"`` is not a number; ``field: null`` is the
+same as leaving the field out), after a JSON round trip so that YAML timestamps and
+Python objects are treated like wire data.
 """
 
 from __future__ import annotations
@@ -66,10 +67,21 @@ def validate_object(obj: Any) -> list[FieldError]:
 
 def _validate(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> list[FieldError]:
     try:
-        model.model_validate_json(json.dumps(data, default=_wire_value), strict=True)
+        model.model_validate_json(
+            json.dumps(_without_nulls(data), default=_wire_value), strict=True
+        )
     except ValidationError as exc:
         return [_field_error(model, error, prefix) for error in exc.errors()]
     return []
+
+
+def _without_nulls(value: Any) -> Any:
+    """Drop ``field: null`` as the apiserver does (no field is nullable): null means absent."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _wire_value(value: object) -> str:
