@@ -416,8 +416,12 @@ def test_every_status_field_is_accepted(namespace: Namespace) -> None:
 
 
 def test_kubectl_explain_shows_the_docstrings(cluster: Cluster) -> None:
-    text = cluster.kubectl("explain", "backuppolicies.spec.retention").stdout
-    assert "keepLast" in text
+    def explained() -> str | None:
+        text = cluster.kubectl("explain", "backuppolicies.spec.retention").stdout
+        return text if "keepLast" in text else None
+
+    # the apiserver publishes a new CRD's schema a few seconds after creating it
+    text = cluster.wait_for(explained, timeout=60, what="keepLast in kubectl explain")
     assert "Keep the newest n snapshots." in " ".join(text.split())
 
 
@@ -433,3 +437,28 @@ def test_null_means_absent(namespace: Namespace) -> None:
     assert stored["spec"]["backupRunRef"] == {"name": "r"}
     assert not {"target", "pointInTime", "sources"} & set(stored["spec"])
     assert validate_object(manifest) == []
+
+
+def test_kubectl_refuses_a_misspelt_field(namespace: Namespace) -> None:
+    manifest = _manifest(
+        "BackupPolicy",
+        "typo",
+        {
+            "sources": {"volumes": [{"claimName": "data"}]},
+            "location": {"name": "primary"},
+            "retention": {"keeplast": 3},
+        },
+    )
+    # kubectl validates against the published OpenAPI (on 1.20 client-side, from 1.27 on the
+    # server); the apiserver publishes a new CRD's schema a few seconds after creating it
+    namespace.cluster.wait_for(
+        lambda: "keepLast" in namespace.kubectl("explain", "backuppolicies.spec.retention").stdout,
+        timeout=60,
+        what="the BackupPolicy schema in the published OpenAPI",
+    )
+    result = namespace.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    assert result.returncode != 0
+    assert "unknown field" in result.stderr
+    assert "keeplast" in result.stderr
+    assert namespace.get("backuppolicy", "typo") is None
+    assert [e.path for e in validate_object(manifest)] == ["spec.retention.keeplast"]
