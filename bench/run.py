@@ -42,6 +42,7 @@ __all__ = ["main"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+_WORK_MARK = ".safehold-bench-work"
 
 
 _START = time.monotonic()
@@ -242,8 +243,12 @@ def run_engine(args: argparse.Namespace) -> int:
     _log(f"data set at scale {args.scale:g}, seed {args.seed} (generated once, then cached)")
     data = dataset.ensure(args.scale, args.seed)
     work: Path = args.workdir or dataset.cache_root().parent / "bench-work"
+    if work.exists() and any(work.iterdir()) and not (work / _WORK_MARK).exists():
+        _log(f"--workdir {work} is not empty and not a benchmark's: choose an empty directory")
+        return 2
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    (work / _WORK_MARK).touch()  # lets the next run wipe this directory safely
     bench = Bench(args, data, work)
     names = args.tools.split(",") if args.tools else list(TOOLS)
     unknown = [n for n in names if n not in TOOLS]

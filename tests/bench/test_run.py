@@ -115,3 +115,14 @@ def test_a_failing_command_is_reported_with_its_log(
 def test_unknown_tool_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(_args(tmp_path, "restic,rsync")) == 2
     assert "unknown tool(s) rsync" in capsys.readouterr().err
+
+
+def test_a_foreign_workdir_is_never_wiped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "work" / "thesis.tex"
+    precious.parent.mkdir()
+    precious.write_text("irreplaceable")
+    assert run.main(_args(tmp_path, "restic")) == 2
+    assert precious.read_text() == "irreplaceable"
+    assert "is not empty and not a benchmark's" in capsys.readouterr().err
