@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from safehold.api import GROUP, KINDS, VERSION
-from safehold.api.crdgen import crd_files, main
+from safehold.api.crdgen import DEFAULT_CRD_DIRS, crd_files, main
 from safehold.api.schema import structural_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +42,13 @@ def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
         yield from _nodes(schema["additionalProperties"], f"{path}.*")
 
 
-def test_committed_crds_equal_the_generator_output() -> None:
+@pytest.mark.parametrize("directory", DEFAULT_CRD_DIRS, ids=str)
+def test_committed_crds_equal_the_generator_output(directory: Path) -> None:
     generated = crd_files()
-    committed = {p.name: p.read_text() for p in CRDS.glob("*.yaml")}
+    committed = {p.name: p.read_text() for p in (REPO / directory).glob("*.yaml")}
     assert sorted(committed) == sorted(generated), "run python -m safehold.api.crdgen"
     for name, text in generated.items():
-        assert committed[name] == text, f"crds/{name} is stale: run python -m safehold.api.crdgen"
+        assert committed[name] == text, f"{directory}/{name} is stale: run crdgen"
 
 
 def test_check_mode_fails_on_a_stale_or_extra_file(tmp_path: Path) -> None:
@@ -197,3 +198,13 @@ def test_the_checker_catches_what_kubernetes_rejects() -> None:
     assert structural_problems({"type": "string", "uniqueItems": True}) == [
         "(root): key 'uniqueItems' is not allowed"
     ]
+
+
+def test_several_crd_directories_stay_in_step(tmp_path: Path) -> None:
+    repo, chart = tmp_path / "crds", tmp_path / "chart" / "crds"
+    args = ["--crds", str(repo), "--crds", str(chart), "--no-docs"]
+    assert main(args) == 0
+    assert sorted(p.name for p in chart.iterdir()) == sorted(p.name for p in repo.iterdir())
+    assert main(["--check", *args]) == 0
+    (chart / "backupruns.safehold.io.yaml").unlink()
+    assert main(["--check", *args]) == 1
