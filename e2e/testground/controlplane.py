@@ -206,7 +206,11 @@ def _controller_manager_argv(state: ClusterState, binary: Path) -> list[str]:
         str(binary),
         f"--kubeconfig={state.path / 'pki' / 'controller-manager.kubeconfig'}",
         "--leader-elect=false",
-        "--use-service-account-credentials=true",
+        # one identity for every controller (in system:masters, see pki.py): no waiting for
+        # a token per controller at start; client-side rate limits lifted for the same reason
+        "--use-service-account-credentials=false",
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
         f"--service-account-private-key-file={p.sa_key}",
         f"--root-ca-file={p.ca_cert}",
         "--port=0",
@@ -281,27 +285,55 @@ def _default_sa_has_token(api: Api) -> bool:
     return bool(sa.get("secrets"))
 
 
+_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def _put_crd(api: Api, doc: dict[str, Any], source: Path) -> None:
+    """Create or replace one CRD (what ``kubectl apply`` would do, without starting kubectl)."""
+    name = doc["metadata"]["name"]
+    try:
+        api.post(_CRD_PATH, doc)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise StartError(f"CRD {name} from {source} was rejected: {exc}") from exc
+        current = api.get(f"{_CRD_PATH}/{name}")
+        doc = {**doc, "metadata": {**doc["metadata"], **{
+            "resourceVersion": current["metadata"]["resourceVersion"]}}}  # fmt: skip
+        try:
+            api.request("PUT", f"{_CRD_PATH}/{name}", doc)
+        except ApiError as exc2:
+            raise StartError(f"CRD {name} from {source} was rejected: {exc2}") from exc2
+
+
 def install_crds(state: ClusterState, crds: Path, *, timeout: float = 60.0) -> list[str]:
-    """``kubectl apply`` every YAML file in ``crds`` and wait until each CRD is Established.
+    """Apply every YAML file in ``crds`` and wait until each CRD is Established.
 
     Returns the CRD names. Discovery answers for them once this returns; the garbage collector
-    sees them only after ``restart_controller_manager`` (or its 30 s resync).
+    sees them only after ``restart_controller_manager`` (or its 30 s resync). Files holding
+    other kinds too are applied with kubectl.
     """
     files = sorted([*crds.glob("*.yaml"), *crds.glob("*.yml")])
     if not files:
         return []
-    names: list[str] = []
-    for f in files:
-        for doc in yaml.safe_load_all(f.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                names.append(str(doc["metadata"]["name"]))
-    args = [kubectl_binary(), f"--kubeconfig={state.kubeconfig}", "apply"]
-    for f in files:
-        args += ["-f", str(f)]
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise StartError(f"kubectl apply of the CRDs in {crds} failed:\n{result.stderr.strip()}")
     api = state.api()
+    names: list[str] = []
+    others: list[Path] = []
+    for f in files:
+        docs = [d for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
+        if not all(d.get("kind") == "CustomResourceDefinition" for d in docs):
+            others.append(f)
+        for doc in docs:
+            if doc.get("kind") == "CustomResourceDefinition":
+                names.append(str(doc["metadata"]["name"]))
+                if f not in others:
+                    _put_crd(api, doc, f)
+    if others:
+        args = [kubectl_binary(), f"--kubeconfig={state.kubeconfig}", "apply"]
+        for f in others:
+            args += ["-f", str(f)]
+        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StartError(f"kubectl apply of {crds} failed:\n{result.stderr.strip()}")
 
     def established() -> bool:
         for name in names:
@@ -383,10 +415,11 @@ def up(
         pki.make_pki(state.path / "pki")
         _write_kubeconfig(state)
         phase("pki")
+        # the apiserver retries etcd until it answers: start both at once
         _start(state, "etcd", _etcd_argv(state))
+        _start(state, "kube-apiserver", _apiserver_argv(state, binaries.apiserver))
         _wait(state, "etcd", lambda: _etcd_healthy(state), 30, "etcd to answer /health")
         phase("etcd")
-        _start(state, "kube-apiserver", _apiserver_argv(state, binaries.apiserver))
         api = state.api()
         _wait(state, "kube-apiserver", lambda: _apiserver_ready(api), timeout, "/readyz")
         phase("kube-apiserver")
@@ -398,6 +431,8 @@ def up(
             "kube-controller-manager",
             _controller_manager_argv(state, binaries.controller_manager),
         )
+        if pod_runner:  # it needs only the apiserver: let it start meanwhile
+            _start(state, "pod-runner", _pod_runner_argv(state), env=_pod_runner_env())
         _wait(
             state,
             "kube-controller-manager",
@@ -407,7 +442,6 @@ def up(
         )
         phase("kube-controller-manager")
         if pod_runner:
-            _start(state, "pod-runner", _pod_runner_argv(state), env=_pod_runner_env())
             ready = state.path / "pods" / "runner.ready"
             _wait(state, "pod-runner", ready.exists, 30, "the pod runner")
             phase("pod-runner")

@@ -119,7 +119,8 @@ def make_pki(directory: Path) -> Pki:
     _openssl("pkey", "-in", pki.sa_key.name, "-pubout", "-out", pki.sa_pub.name, cwd=directory)
     users = {
         "admin": ("admin", "system:masters"),
-        "controller-manager": ("system:kube-controller-manager", ""),
+        # system:masters: the controllers run under one identity (see controlplane.py)
+        "controller-manager": ("system:kube-controller-manager", "system:masters"),
     }
     lines = []
     for key, (user, group) in users.items():
