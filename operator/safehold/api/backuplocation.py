@@ -76,6 +76,8 @@ class BackupLocationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _bucket_or_claim(self) -> BackupLocationSpec:
+        """`bucket` is required for s3, gcs and azure; `claimName` for filesystem (and only
+        there); `addressingStyle` is only for s3."""
         if self.provider == "filesystem":
             if not self.claim_name:
                 raise invalid(

@@ -93,6 +93,7 @@ class VolumeSource(ApiModel):
 
     @model_validator(mode="after")
     def _claim_or_selector(self) -> VolumeSource:
+        """Each volume source sets exactly one of `claimName` and `selector`."""
         if (self.claim_name is None) == (self.selector is None):
             raise invalid(
                 "claimName",
@@ -160,6 +161,7 @@ class Sources(ApiModel):
 
     @model_validator(mode="after")
     def _not_empty_and_unique(self) -> Sources:
+        """A policy has at least one source, and source names are unique."""
         if not self.volumes and not self.databases and self.cluster_resources is None:
             raise invalid(
                 "volumes", "the policy backs up nothing: add volumes, databases or clusterResources"
@@ -249,6 +251,8 @@ class Retention(ApiModel):
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Retention:
+        """A retention keeps something: at least one `keep*` count of 1 or more, or
+        `keepWithin`, or `keepTags`."""
         counts = (
             self.keep_last,
             self.keep_hourly,
@@ -325,6 +329,8 @@ class BackupPolicySpec(ApiModel):
 
     @model_validator(mode="after")
     def _replicas_differ(self) -> BackupPolicySpec:
+        """Each `replicateTo` site is a different BackupLocation from `location` and the
+        others."""
         seen = {self.location.name}
         for index, target in enumerate(self.replicate_to):
             if target.name in seen:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from typing import Any
+
+from pydantic import AfterValidator, BaseModel
 
 from safehold.api.base import API_VERSION
 from safehold.api.crd import resource_schema
@@ -80,12 +83,50 @@ def _kind_section(model: type[CustomResource]) -> str:
         f"{columns}. The status is a subresource: only the controller writes it.\n",
         f"\n### Example\n\n```yaml\n{EXAMPLES[info.kind]}```\n",
     ]
+    rules = _rules(model)
+    if rules:
+        lines.append(
+            "\n### Rules beyond the schema\n\nThe controller (and `validate_spec`) also checks "
+            "these, and reports a broken one at its field:\n\n"
+        )
+        lines.extend(f"- {rule}\n" for rule in rules)
     for part in ("spec", "status"):
         lines.append(f"\n### {info.kind} `{part}`\n\n")
         lines.append("| Field | Type | Required | Default | Description |\n")
         lines.append("|---|---|---|---|---|\n")
         lines.extend(_rows(schema["properties"][part], part))
     return "".join(lines)
+
+
+def _rules(model: type[CustomResource]) -> list[str]:
+    """The docstrings of the model validators of every model in the spec, and of the
+    documented checks of the string types it uses."""
+    rules: list[str] = []
+    seen: set[type[BaseModel]] = set()
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, AfterValidator):
+            doc = inspect.getdoc(annotation.func)  # documented checks are the rules
+            if doc and " ".join(doc.split()) not in rules:
+                rules.append(" ".join(doc.split()))
+            return
+        for arg in typing.get_args(annotation):
+            visit(arg)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            for validator in annotation.__pydantic_decorators__.model_validators.values():
+                doc = inspect.getdoc(validator.func)
+                if doc:
+                    rules.append(" ".join(doc.split()))
+            for field in annotation.model_fields.values():
+                visit(field.annotation)
+                for meta in field.metadata:
+                    visit(meta)
+
+    visit(model.model_fields["spec"].annotation)
+    return rules
 
 
 def _rows(schema: JsonSchema, path: str) -> list[str]:

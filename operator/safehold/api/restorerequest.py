@@ -103,6 +103,8 @@ class RestoreRequestSpec(ApiModel):
 
     @model_validator(mode="after")
     def _one_origin(self) -> RestoreRequestSpec:
+        """Exactly one of `backupRunRef` and `policyRef`; `pointInTime` only with
+        `policyRef`."""
         if (self.backup_run_ref is None) == (self.policy_ref is None):
             raise invalid(
                 "backupRunRef",

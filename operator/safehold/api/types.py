@@ -73,6 +73,7 @@ def _check_duration(value: str) -> str:
 
 
 def _check_cron(value: str) -> str:
+    """Every cron expression parses (croniter) and fires on some date."""
     expression = value
     if not re.fullmatch(CRON_PATTERN, expression):
         raise PydanticCustomError(
@@ -100,6 +101,7 @@ def _check_cron(value: str) -> str:
 
 
 def _check_time_zone(value: str) -> str:
+    """Every time zone is one the IANA time zone database (zoneinfo) knows."""
     try:
         ok = bool(re.fullmatch(_TIME_ZONE, value)) and zoneinfo.ZoneInfo(value) is not None
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
