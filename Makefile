@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: all deps venv lint test e2e cluster quickstart bench clean
+.PHONY: all deps venv lint crds test e2e cluster quickstart bench clean
 
 all: test
 
@@ -27,6 +27,11 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests e2e bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) -m safehold.api.crdgen --check
+
+# Regenerate the CRDs (crds/, charts/safehold/crds/) and docs/resources.md from the models.
+crds: venv
+	$(PY) -m safehold.api.crdgen
 
 # Every test: unit, storage conformance on real servers, engine, test ground, end to end.
 test: deps venv lint cluster
