@@ -12,6 +12,7 @@ Run from anywhere: ``.venv/bin/python charts/render_manifest.py [--check]``. hel
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shutil
 import subprocess
@@ -89,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         if current != text:
             state = "is missing" if current is None else "differs from what the chart renders"
+            if current is not None:
+                diff = difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    text.splitlines(keepends=True),
+                    f"{path} (committed)",
+                    f"{path} (rendered)",
+                    n=1,
+                )
+                sys.stderr.writelines(list(diff)[:40])
             print(
                 f"{path}: {state}; run `python charts/render_manifest.py` and commit the result",
                 file=sys.stderr,

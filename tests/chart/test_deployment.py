@@ -1,0 +1,207 @@
+"""The rendered Deployment, Service and ServiceMonitor: secure, wired together, configurable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from safehold.api.jobs import JobSettings
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": ["team-a"]},
+    "service-monitor": {"serviceMonitor": {"enabled": True}},
+    "openshift": {
+        "podSecurityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": None,
+            "runAsGroup": None,
+            "fsGroup": None,
+        }
+    },
+}
+
+
+def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [container] = pod_spec(objects)["containers"]
+    assert container["name"] == "operator"
+    return container  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_container_is_locked_down(render: Any, variant: str) -> None:
+    spec = pod_spec(render(VARIANTS[variant]))
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host_namespace), host_namespace
+    containers = spec["containers"] + spec.get("initContainers", [])
+    assert containers
+    for container in containers:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False, container["name"]
+        assert sc["readOnlyRootFilesystem"] is True, container["name"]
+        assert sc["runAsNonRoot"] is True, container["name"]
+        assert sc.get("privileged", False) is False, container["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, container["name"]
+        assert container["resources"]["limits"]["memory"], container["name"]
+    # a read-only root filesystem still needs a writable /tmp
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_openshift_variant_leaves_the_uid_to_the_platform(render: Any) -> None:
+    sc = pod_spec(render(VARIANTS["openshift"]))["securityContext"]
+    assert sc == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_one_replica_recreated_running_safehold_operator(render: Any) -> None:
+    objects = render()
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = operator_container(objects)
+    assert container["image"] == "ghcr.io/safehold/safehold:0.1.0"
+    assert "command" not in container  # the image's entrypoint is `safehold`
+    assert container["args"][0] == "operator"
+    assert "--all-namespaces" in container["args"]
+    assert not any(a.startswith("--namespace") for a in container["args"])
+
+
+def test_namespaced_mode_passes_each_namespace(render: Any) -> None:
+    args = operator_container(render({"watchNamespaces": ["team-a", "team-b"]}))["args"]
+    assert "--all-namespaces" not in args
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
+def test_probes_and_ports_follow_the_values(render: Any) -> None:
+    container = operator_container(render({"metrics": {"port": 9090}, "health": {"port": 9091}}))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "health": 9091}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--metrics-port=9090" in container["args"]
+    assert any(a.endswith(":9091/healthz") for a in container["args"])
+
+
+def test_service_selects_the_pod_and_names_the_metrics_port(render: Any) -> None:
+    objects = render()
+    [service] = [o for o in objects if o["kind"] == "Service"]
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    [port] = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", 8080, "metrics")
+    assert not [o for o in objects if o["kind"] == "ServiceMonitor"]
+
+
+def test_service_monitor_scrapes_the_metrics_service(render: Any) -> None:
+    objects = render(
+        {"serviceMonitor": {"enabled": True, "interval": "1m", "labels": {"release": "kps"}}}
+    )
+    [service] = [o for o in objects if o["kind"] == "Service"]
+    [monitor] = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["safehold-system"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+        "metrics",
+        "/metrics",
+        "1m",
+    )
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_job_defaults_reach_the_operator_as_a_valid_job_settings_json(render: Any) -> None:
+    values = {
+        "jobDefaults": {
+            "activeDeadlineSeconds": 7200,
+            "backoffLimit": 0,
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "backup", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "low",
+        }
+    }
+    env = env_of(operator_container(render(values)))
+    settings = JobSettings.model_validate_json(env["SAFEHOLD_JOB_DEFAULTS"])
+    assert settings.active_deadline_seconds == 7200
+    assert settings.backoff_limit == 0
+    assert settings.node_selector == {"disk": "ssd"}
+    assert settings.priority_class_name == "low"
+    assert settings.resources is not None
+    assert settings.resources.limits == {"memory": "1Gi"}
+    # the defaults leave empty fields out, and still parse
+    default = json.loads(env_of(operator_container(render()))["SAFEHOLD_JOB_DEFAULTS"])
+    assert set(default) == {"backoffLimit", "resources"}
+    JobSettings.model_validate(default)
+
+
+def test_jobs_run_the_operators_own_image(render: Any) -> None:
+    digest = "sha256:" + "ab" * 32
+    container = operator_container(
+        render({"image": {"repository": "registry.example:5000/safehold", "digest": digest}})
+    )
+    assert container["image"] == f"registry.example:5000/safehold@{digest}"
+    env = env_of(container)
+    assert env["SAFEHOLD_JOB_IMAGE"] == container["image"]
+    assert env["SAFEHOLD_JOB_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    tagged = operator_container(render({"image": {"tag": "0.2.0", "pullPolicy": "Always"}}))
+    assert tagged["image"] == "ghcr.io/safehold/safehold:0.2.0"
+    assert tagged["imagePullPolicy"] == "Always"
+
+
+def test_placement_values_reach_the_pod(render: Any) -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    }
+    tolerations = [{"key": "infra", "operator": "Equal", "value": "yes", "effect": "NoExecute"}]
+    spec = pod_spec(
+        render(
+            {
+                "nodeSelector": {"role": "infra"},
+                "tolerations": tolerations,
+                "affinity": affinity,
+                "priorityClassName": "system-cluster-critical",
+                "imagePullSecrets": [{"name": "regcred"}],
+                "podAnnotations": {"a": "b"},
+            }
+        )
+    )
+    assert spec["nodeSelector"] == {"role": "infra"}
+    assert spec["tolerations"] == tolerations
+    assert spec["affinity"] == affinity
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_two_releases_name_every_object_apart(render: Any) -> None:
+    first = {(o["kind"], o["metadata"]["name"]) for o in render(release="one")}
+    second = {(o["kind"], o["metadata"]["name"]) for o in render(release="two")}
+    assert not first & second

@@ -1,0 +1,140 @@
+"""The chart's RBAC equals the contract with the controller, in both watch modes.
+
+The contract (docs/install.md, "RBAC"): exactly these (API group, resource, verb) triples, no
+Secrets, no wildcards, nothing named by resourceNames; cluster-wide rights for namespaced
+resources only when the operator watches every namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        *(
+            ("safehold.io", plural, verb)
+            for plural in ("backuplocations", "backuppolicies", "backupruns", "restorerequests")
+            for verb in ("get", "list", "watch", "patch")
+        ),
+        ("safehold.io", "backupruns", "create"),
+        ("safehold.io", "backupruns", "delete"),
+        *(
+            ("safehold.io", f"{plural}/status", verb)
+            for plural in ("backuplocations", "backuppolicies", "backupruns", "restorerequests")
+            for verb in ("get", "patch", "update")
+        ),
+        *(("batch", "jobs", verb) for verb in ("get", "list", "watch", "create", "delete")),
+        *(("", "pods", verb) for verb in ("get", "list", "watch")),
+        ("", "pods/log", "get"),
+        *(("", "persistentvolumeclaims", verb) for verb in ("get", "list", "watch", "create")),
+        *(
+            (group, "events", verb)
+            for group in ("", "events.k8s.io")
+            for verb in ("create", "patch")
+        ),
+    }
+)
+CLUSTER_ONLY: frozenset[tuple[str, str, str]] = frozenset(
+    ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")
+)
+
+
+def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every (group, resource, verb) a Role or ClusterRole grants."""
+    out: set[tuple[str, str, str]] = set()
+    for rule in role.get("rules", []):
+        assert not rule.get("nonResourceURLs"), f"{role['metadata']['name']}: {rule}"
+        assert not rule.get("resourceNames"), f"{role['metadata']['name']}: {rule}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb))
+    return out
+
+
+def assert_no_wildcards_or_secrets(granted: set[tuple[str, str, str]]) -> None:
+    assert not [t for t in granted if "*" in "".join(t)], "wildcards grant more than asked"
+    assert not [t for t in granted if t[1].split("/")[0] == "secrets"], "no Secrets, ever"
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "all-namespaces": {},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "service-monitor": {"serviceMonitor": {"enabled": True}},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_role_grants_secrets_or_wildcards(render: Any, variant: str) -> None:
+    for obj in render(VARIANTS[variant]):
+        if obj["kind"] in ("Role", "ClusterRole"):
+            assert_no_wildcards_or_secrets(triples(obj))
+
+
+def test_all_namespaces_one_cluster_role_with_exactly_the_contract(
+    render: Any, of_kind: Any
+) -> None:
+    objects = render()
+    [role] = of_kind(objects, "ClusterRole")
+    assert triples(role) == CONTRACT | CLUSTER_ONLY
+    assert of_kind(objects, "Role") == []
+    assert of_kind(objects, "RoleBinding") == []
+    [binding] = of_kind(objects, "ClusterRoleBinding")
+    [account] = of_kind(objects, "ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": "safehold-system",
+        }
+    ]
+
+
+def test_namespaced_a_role_per_namespace_and_cluster_wide_only_crds(
+    render: Any, of_kind: Any
+) -> None:
+    objects = render({"watchNamespaces": ["team-a", "team-b"]})
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert triples(role) == CONTRACT
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    [account] = of_kind(objects, "ServiceAccount")
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": "safehold-system",
+            }
+        ]
+    # CRDs are cluster-scoped: reading them is the one right a namespaced install holds
+    # cluster-wide. Nothing about namespaced resources is granted outside the listed namespaces.
+    [cluster_role] = of_kind(objects, "ClusterRole")
+    assert triples(cluster_role) == CLUSTER_ONLY
+
+
+def test_rbac_create_false_renders_no_rbac(render: Any) -> None:
+    kinds = {o["kind"] for o in render({"rbac": {"create": False}})}
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def test_an_existing_service_account_is_used_and_must_be_named(render: Any, of_kind: Any) -> None:
+    objects = render({"serviceAccount": {"create": False, "name": "backup-operator"}})
+    assert of_kind(objects, "ServiceAccount") == []
+    [deployment] = of_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "backup-operator"
+    [binding] = of_kind(objects, "ClusterRoleBinding")
+    assert binding["subjects"][0]["name"] == "backup-operator"
+    message = render.fails({"serviceAccount": {"create": False}})
+    assert "serviceAccount.name" in message
