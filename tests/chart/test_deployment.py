@@ -94,7 +94,7 @@ def test_probes_and_ports_follow_the_values(render: Any) -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--metrics-port=9090" in container["args"]
-    assert any(a.endswith(":9091/healthz") for a in container["args"])
+    assert "--health-port=9091" in container["args"]
 
 
 def test_service_selects_the_pod_and_names_the_metrics_port(render: Any) -> None:
@@ -164,8 +164,7 @@ def test_jobs_run_the_operators_own_image(render: Any) -> None:
     )
     assert container["image"] == f"registry.example:5000/safehold@{digest}"
     env = env_of(container)
-    assert env["SAFEHOLD_JOB_IMAGE"] == container["image"]
-    assert env["SAFEHOLD_JOB_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert env["SAFEHOLD_IMAGE"] == container["image"]
     tagged = operator_container(render({"image": {"tag": "0.2.0", "pullPolicy": "Always"}}))
     assert tagged["image"] == "ghcr.io/safehold/safehold:0.2.0"
     assert tagged["imagePullPolicy"] == "Always"
@@ -205,3 +204,21 @@ def test_two_releases_name_every_object_apart(render: Any) -> None:
     first = {(o["kind"], o["metadata"]["name"]) for o in render(release="one")}
     second = {(o["kind"], o["metadata"]["name"]) for o in render(release="two")}
     assert not first & second
+
+
+@pytest.mark.parametrize("variant", ["defaults", "namespaced"])
+def test_the_safehold_cli_accepts_the_rendered_arguments(render: Any, variant: str) -> None:
+    from safehold.cli.main import build_parser
+
+    values = {**VARIANTS[variant], "metrics": {"port": 9090}, "health": {"port": 9091}}
+    container = operator_container(render(values))
+    args = build_parser().parse_args(container["args"])
+    assert args.func.__name__ == "operator"
+    assert (args.metrics_port, args.health_port) == (9090, 9091)
+    assert args.all_namespaces == (variant == "defaults")
+    assert args.namespace == values.get("watchNamespaces", [])
+
+
+def test_log_level_reaches_the_operator(render: Any) -> None:
+    env = env_of(operator_container(render({"logLevel": "debug"})))
+    assert env["SAFEHOLD_LOG_LEVEL"] == "debug"
