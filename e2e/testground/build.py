@@ -12,12 +12,14 @@ configuration under the cache directory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 __all__ = [
     "BINARIES",
@@ -150,22 +152,16 @@ def cached_binaries(version: str | None = None) -> Binaries | None:
     return None
 
 
-def _run_logged(cmd: list[str], *, step: str, log: Path, cwd: Path | None = None) -> None:
+def _run_logged(
+    cmd: list[str],
+    *,
+    step: str,
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """Run one step with its output appended to ``log``; fail with the step's name and tail."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    with log.open("a") as out:
-        out.write(f"\n### {step}\n$ {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-        ).returncode
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise BuildError(f"{step} failed with exit code {code}; full log: {log}\n{tail}")
-
-
-def _run_build(cmd: list[str], *, step: str, log: Path, cwd: Path, env: dict[str, str]) -> None:
     with log.open("a") as out:
         out.write(f"\n### {step}\n$ {' '.join(cmd)}\n")
         out.flush()
@@ -182,12 +178,36 @@ def build(*, force: bool = False, echo: bool = True) -> Binaries:
 
     Steps, each logged to ``build.log``: download the source package, unpack it, swap in
     Debian's reflect2, ``make WHAT=...`` with CGO disabled, copy the binaries into the cache.
+    A lock file serializes concurrent callers: the second one waits and then reuses the result.
     """
     version = source_version(refresh=force)
     if not force:
         found = cached_binaries(version)
         if found is not None:
             return found
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / "kubernetes-build.lock").open("w") as lock:
+        if echo and _locked(lock):
+            print("cluster: another process is building; waiting for it", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force:
+            found = cached_binaries(version)
+            if found is not None:
+                return found
+        return _build_locked(version, echo=echo)
+
+
+def _locked(lock: IO[str]) -> bool:
+    """Whether another process holds the build lock right now."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
+def _build_locked(version: str, *, echo: bool) -> Binaries:
     for tool in ("go", "make", "rsync", "dpkg-source"):
         if shutil.which(tool) is None:
             raise BuildError(f"{tool} is not installed: run e2e/install-deps")
@@ -246,7 +266,7 @@ def build(*, force: bool = False, echo: bool = True) -> Binaries:
             "KUBE_VERBOSE": "1",
         }
     )
-    _run_build(
+    _run_logged(
         ["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager"],
         step="make WHAT='cmd/kube-apiserver cmd/kube-controller-manager'",
         log=log,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from testground import build
 from testground.podrunner import sandbox, status
 from testground.podrunner.env import ConfigError, container_env, expand
 from testground.podrunner.volumes import Mount, container_mounts, prepare_volumes
@@ -170,3 +171,17 @@ def test_testground_sandbox_mounts_privately_and_read_only(tmp_path: Path) -> No
     assert str(target) in out
     assert not (target / "f").exists()  # the mount was private to the container
     assert sandbox.missing_roots([str(tmp_path / "x" / "y")]) == {tmp_path / "x"}
+
+
+def test_testground_build_step_failure_names_the_step_and_log(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    with pytest.raises(build.BuildError) as err:
+        build._run_logged(
+            ["sh", "-c", "echo compiling; echo 'undefined: reflect2.Type' >&2; exit 2"],
+            step="make WHAT='cmd/kube-apiserver'",
+            log=log,
+        )
+    message = str(err.value)
+    assert "make WHAT='cmd/kube-apiserver' failed with exit code 2" in message
+    assert str(log) in message
+    assert "undefined: reflect2.Type" in message  # the log's tail says what went wrong
