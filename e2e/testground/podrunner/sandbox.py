@@ -48,17 +48,31 @@ def _depth(mount: Mount) -> int:
 
 
 def script(launch: Launch) -> str:
-    """The shell script run inside the namespace; its positional arguments are the command."""
+    """The shell script run inside the namespace; its positional arguments are the command.
+
+    Every source is first bind-mounted into a staging directory next to the log, before any
+    target is covered; the targets are then mounted from there by paths relative to it (the
+    working directory, so lookups start below any later mount, and ``--no-canonicalize`` so
+    mount does not turn them back into absolute paths). Otherwise a volume at ``/tmp`` would
+    hide the sources that live under ``/tmp`` (a test ground's pod files, for example).
+    """
     q = shlex.quote
-    lines = ["set -e"]
-    for m in sorted(launch.mounts, key=_depth):
+    stage = launch.log.parent / f"{launch.log.name}.mounts"
+    mounts = sorted(launch.mounts, key=_depth)
+    lines = ["set -e", f"{_MKDIR} -p {q(str(stage))}"]
+    for i, m in enumerate(mounts):
+        staged = q(str(stage / str(i)))
+        lines.append(f"{_MKDIR} -p {staged}" if m.source.is_dir() else f": > {staged}")
+        lines.append(f"{_MOUNT} --bind {q(str(m.source))} {staged}")
+    lines.append(f"cd {q(str(stage))}")
+    for i, m in enumerate(mounts):
         target = q(m.target)
         if m.source.is_dir():
             lines.append(f"{_MKDIR} -p {target}")
         else:
             lines.append(f"{_MKDIR} -p {q(str(PurePosixPath(m.target).parent))}")
             lines.append(f"[ -e {target} ] || : > {target}")
-        lines.append(f"{_MOUNT} --bind {q(str(m.source))} {target}")
+        lines.append(f"{_MOUNT} --no-canonicalize --bind ./{i} {target}")
         if m.read_only:
             lines.append(f"{_MOUNT} -o remount,bind,ro {target}")
     wd = launch.working_dir or "/"

@@ -1,0 +1,188 @@
+"""The chart on a real apiserver: ``helm install`` creates the objects, and RBAC is real.
+
+Runs on the test ground (``cluster`` fixture) or any cluster named by ``$KUBECONFIG``. The
+permission checks ask the apiserver itself (``kubectl auth can-i --as`` the chart's
+ServiceAccount), so they test the rules as Kubernetes evaluates them, not as YAML.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testground.kube import Cluster, Namespace
+from testground.manifests import IMAGE
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "safehold"
+DEPLOY = REPO / "deploy" / "safehold.yaml"
+
+Install = Callable[[str, str, dict[str, Any]], str]
+
+
+def image_values() -> dict[str, Any]:
+    """The test image ($SAFEHOLD_TEST_IMAGE) as chart values; never pulled on the test ground."""
+    repository, _, tag = IMAGE.rpartition(":")
+    if not repository or "/" in tag:
+        repository, tag = IMAGE, "latest"
+    return {"image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}}
+
+
+def helm_run(helm: str, cluster: Cluster, *args: str, values: dict[str, Any] | None = None) -> str:
+    argv = [helm, f"--kubeconfig={cluster.kubeconfig}", *args]
+    if values is not None:
+        argv += ["-f", "-"]
+    result = subprocess.run(
+        argv,
+        input=yaml.safe_dump(values) if values is not None else None,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def install(helm: str, cluster: Cluster) -> Iterator[Install]:
+    """``install(release, namespace, values)``; every release is uninstalled afterwards."""
+    releases: list[tuple[str, str]] = []
+
+    def _install(release: str, namespace: str, values: dict[str, Any]) -> str:
+        out = helm_run(
+            helm, cluster, "install", release, str(CHART), "--namespace", namespace,
+            values={**image_values(), **values},
+        )  # fmt: skip
+        releases.append((release, namespace))
+        return out
+
+    yield _install
+    for release, namespace in releases:
+        helm_run(
+            helm, cluster, "uninstall", release, "--namespace", namespace, "--wait",
+            "--ignore-not-found",
+        )  # fmt: skip
+
+
+def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """Whether the apiserver lets ``account`` (namespace:name) do ``verb`` on ``resource``."""
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{account}"]
+    args += [f"--subresource={subresource}"] if subresource else []
+    args += [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
+    answer = cluster.kubectl(*args, check=False).stdout.strip()
+    assert answer in ("yes", "no"), answer
+    return answer == "yes"
+
+
+#: (verb, resource): what the operator must be able to do wherever it watches.
+ALLOWED = [
+    ("watch", "backuplocations.safehold.io"),
+    ("patch", "backuppolicies.safehold.io"),
+    ("create", "backupruns.safehold.io"),
+    ("delete", "backupruns.safehold.io"),
+    ("patch", "restorerequests.safehold.io/status"),
+    ("update", "backupruns.safehold.io/status"),
+    ("create", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("list", "pods"),
+    ("get", "pods/log"),
+    ("create", "persistentvolumeclaims"),
+    ("create", "events"),
+    ("patch", "events.events.k8s.io"),
+]
+#: What it must never be able to do, anywhere.
+DENIED = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("watch", "secrets"),
+    ("create", "backuplocations.safehold.io"),
+    ("delete", "backuppolicies.safehold.io"),
+    ("update", "backuplocations.safehold.io"),
+    ("delete", "pods"),
+    ("create", "pods"),
+    ("delete", "persistentvolumeclaims"),
+    ("update", "jobs.batch"),
+    ("create", "deployments.apps"),
+    ("get", "configmaps"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+]
+
+
+def account_of(release: str, namespace: str) -> str:
+    return f"{namespace}:{release}-safehold"
+
+
+def test_helm_install_watching_all_namespaces(
+    cluster: Cluster, namespace: Namespace, install: Install, helm: str
+) -> None:
+    release = "all"
+    install(release, namespace, {})
+    name = f"{release}-safehold"
+    for kind in ("deployment", "serviceaccount", "service"):
+        suffix = "-metrics" if kind == "service" else ""
+        assert namespace.get(kind, name + suffix), f"{kind} {name}{suffix}"
+    for kind in ("clusterrole", "clusterrolebinding"):
+        assert cluster.get(kind, name), f"{kind} {name}"
+    account = account_of(release, namespace)
+    for verb, resource in ALLOWED:
+        assert can_i(cluster, account, verb, resource, None), f"cannot {verb} {resource}"
+    for verb, resource in DENIED:
+        assert not can_i(cluster, account, verb, resource, None), f"can {verb} {resource}"
+        assert not can_i(cluster, account, verb, resource, namespace), f"can {verb} {resource}"
+    assert can_i(cluster, account, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert not can_i(
+        cluster, account, "delete", "customresourcedefinitions.apiextensions.k8s.io", None
+    )
+
+    helm_run(helm, cluster, "uninstall", release, "--namespace", namespace, "--wait")
+    assert cluster.get("clusterrole", name) is None
+    # uninstalling keeps the CRDs (and so every backup resource)
+    assert cluster.get("crd", "backuplocations.safehold.io") is not None
+
+
+def test_helm_install_watching_listed_namespaces(
+    cluster: Cluster, namespace: Namespace, install: Install, request: pytest.FixtureRequest
+) -> None:
+    watched = cluster.create_namespace("watched")
+    request.addfinalizer(lambda: cluster.delete_namespace(watched))
+    release = "listed"
+    install(release, namespace, {"watchNamespaces": [str(watched)]})
+    name = f"{release}-safehold"
+    assert cluster.get("role", name, watched)
+    assert cluster.get("rolebinding", name, watched)
+    account = account_of(release, namespace)
+    for verb, resource in ALLOWED:
+        assert can_i(cluster, account, verb, resource, watched), f"cannot {verb} {resource}"
+        assert not can_i(cluster, account, verb, resource, namespace), f"{verb} {resource} in own"
+        assert not can_i(cluster, account, verb, resource, "default"), (
+            f"{verb} {resource} in default"
+        )
+    for verb, resource in DENIED:
+        assert not can_i(cluster, account, verb, resource, watched), f"can {verb} {resource}"
+    # reading CRDs is the one cluster-wide right of a namespaced install
+    assert can_i(cluster, account, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert not can_i(cluster, account, "list", "backuplocations.safehold.io", None)
+
+
+def test_kubectl_manifest_is_accepted_by_the_apiserver(
+    cluster: Cluster, namespace: Namespace
+) -> None:
+    """Every object of deploy/safehold.yaml passes the apiserver's validation (a dry run).
+
+    The manifest's namespace is swapped for the test's, so nothing outside it is touched.
+    """
+    text = DEPLOY.read_text().replace("safehold-system", str(namespace))
+    out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text).stdout
+    kinds = [line.split()[0].split("/")[0] for line in out.splitlines() if line.strip()]
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert len(kinds) == len(docs), out
+    assert {"deployment.apps", "clusterrole.rbac.authorization.k8s.io"} <= set(kinds), out
