@@ -186,3 +186,51 @@ def test_kubectl_manifest_is_accepted_by_the_apiserver(
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert len(kinds) == len(docs), out
     assert {"deployment.apps", "clusterrole.rbac.authorization.k8s.io"} <= set(kinds), out
+
+
+def test_operator_installed_by_the_chart_reconciles_a_backup_location(
+    cluster: Cluster, namespace: Namespace, install: Install, request: pytest.FixtureRequest
+) -> None:
+    """The chart's pod, under the chart's ServiceAccount and RBAC only, validates a location.
+
+    The location is a filesystem repository on a claim: the operator runs its validation Job
+    (``safehold repo init --if-absent``) and reports Available with the repository's id.
+    """
+    watched = cluster.create_namespace("reconciled")
+    request.addfinalizer(lambda: cluster.delete_namespace(watched))
+    release = "op"
+    install(release, namespace, {"watchNamespaces": [str(watched)]})
+    namespace.wait_condition("deployment", f"{release}-safehold", "Available", timeout=120)
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "repo"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "64Mi"}},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "repo-password"},
+                "stringData": {"password": "correct horse battery staple"},
+            },
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupLocation",
+                "metadata": {"name": "local"},
+                "spec": {
+                    "provider": "filesystem",
+                    "claimName": "repo",
+                    "prefix": "safehold",
+                    "repositoryPasswordSecretRef": {"name": "repo-password", "key": "password"},
+                },
+            },
+        ],
+        namespace=watched,
+    )
+    location = cluster.wait_condition("backuplocation", "local", "Available", watched, timeout=180)
+    assert len(location["status"]["repositoryId"]) >= 16
