@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.tuning import rare_gc, tune_malloc
 from safehold.repo import BLOB_DATA, CorruptObject, Node, Repository, Snapshot, pack_object_name
 from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
@@ -33,14 +34,15 @@ __all__ = ["RestoreOptions", "RestoreResult", "restore_snapshot"]
 _BATCH_BLOBS = 20000
 _BATCH_FILES = 5000
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing another request
-_MAX_READ = 64 * 1024 * 1024
+_MAX_READ = 8 * 1024 * 1024  # at most this much per read, so several workers share a pack
+_MAX_GROUP = 48  # blobs per read: many small files in one pack are written in parallel
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 
 
 @dataclass
 class RestoreOptions:
     includes: list[str] = field(default_factory=list)
-    workers: int = 3
+    workers: int = 4
     owners: bool | None = None  # None: restore owners when running as root
 
 
@@ -70,13 +72,19 @@ class RestoreResult:
 
 
 class _PendingFile:
-    __slots__ = ("failed", "node", "path", "remaining")
+    """A file whose chunks are being written. ``create``: the writer of its only chunk
+    creates it (most files are one chunk: this moves their creation into the workers)."""
 
-    def __init__(self, path: str, node: Node, remaining: int) -> None:
+    __slots__ = ("create", "failed", "meta_done", "node", "path", "remaining", "size")
+
+    def __init__(self, path: str, node: Node, remaining: int, size: int, create: bool) -> None:
         self.path = path
         self.node = node
         self.remaining = remaining
+        self.size = size
+        self.create = create
         self.failed = False
+        self.meta_done = False
 
 
 def _wanted(rel: str, includes: list[str]) -> tuple[bool, bool]:
@@ -115,6 +123,15 @@ class _Restore:
         self.restored: set[str] = set()
         self.lock = threading.Lock()
         self.zero = bytes(repo.config.chunker.max_size)
+        # Batches run in the background while the walk plans the next one (at most two
+        # batches exist at once); their chunks are fetched and written by the pool.
+        self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="restore")
+        self.slots = threading.BoundedSemaphore(2 * options.workers)
+        self.batches: list[Future[None]] = []
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.umask = umask
 
     # ------------------------------------------------------------ helpers
     def _error(self, path: str, message: str) -> None:
@@ -133,7 +150,9 @@ class _Restore:
             self._error(path, f"metadata: {exc.strerror}")
 
     # ------------------------------------------------------------ walking the tree
-    def walk(self, tree_id: str, dest: str, rel: str) -> None:
+    def walk(self, tree_id: str, dest: str, rel: str, fresh: bool = False) -> None:
+        """Restore a tree under ``dest``. ``fresh``: this run created ``dest``, so nothing
+        can exist in it yet and the per-file checks for an earlier run are skipped."""
         try:
             nodes = self.repo.load_tree(tree_id)
         except CorruptObject as exc:
@@ -152,7 +171,12 @@ class _Restore:
             kind = node["type"]
             if kind == "dir":
                 try:
-                    os.makedirs(path, exist_ok=True)
+                    sub_fresh = fresh
+                    if fresh:
+                        os.mkdir(path)
+                    else:
+                        sub_fresh = not os.path.lexists(path)
+                        os.makedirs(path, exist_ok=True)
                 except OSError as exc:
                     self._error(path, f"cannot create directory: {exc.strerror}")
                     continue
@@ -160,12 +184,12 @@ class _Restore:
                     self.dirs.append((path, node))
                     self.result.dirs += 1
                 if isinstance(node.get("subtree"), str):
-                    self.walk(node["subtree"], path, node_rel)
+                    self.walk(node["subtree"], path, node_rel, sub_fresh)
                 continue
             if not restore:
                 continue
             if kind == "file":
-                self._file(path, node_rel, node)
+                self._file(path, node_rel, node, fresh)
             elif kind == "symlink":
                 self._symlink(path, node)
             else:
@@ -219,13 +243,15 @@ class _Restore:
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._error(path, f"cannot create {node['type']}: {msg}")
 
-    def _file(self, path: str, rel: str, node: Node) -> None:
+    def _file(self, path: str, rel: str, node: Node, fresh: bool = False) -> None:
         size = int(node.get("size", 0))
         link = node.get("hardlink")
         if isinstance(link, str) and (not self.includes or _wanted(link, self.includes)[0]):
             self.hardlinks.append((path, link, node))
             return
         try:
+            if fresh:
+                raise FileNotFoundError(path)
             st = os.lstat(path)
             if (
                 stat.S_ISREG(st.st_mode)
@@ -243,27 +269,32 @@ class _Restore:
             self._error(path, f"cannot inspect: {exc.strerror}")
             return
         content = [bytes.fromhex(c) for c in node.get("content", [])]
+        single = len(content) == 1
         try:
-            self._remove_existing_if_not_file(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                os.ftruncate(fd, 0)
-                os.ftruncate(fd, size)
-            finally:
-                os.close(fd)
+            if not fresh:
+                self._remove_existing_if_not_file(path)
+            if not single:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             self._error(path, f"cannot create file: {exc.strerror}")
             return
-        pending = _PendingFile(path, node, len(content))
         self.restored.add(rel)
+        if not content:
+            self._done(_PendingFile(path, node, 0, size, False))
+            return
+        pending = _PendingFile(path, node, len(content), size, single)
         offset = 0
         for blob_id in content:
             raw = self.repo.index.raw_size(blob_id)
             if raw is None:
                 pending.failed = True
-                pending.remaining -= 1
                 self._error(path, f"chunk {blob_id.hex()} is in no index: data lost")
-                continue
+                break
             self.plan[blob_id].append((pending, offset))
             offset += raw
             self.plan_uses += 1
@@ -284,27 +315,38 @@ class _Restore:
 
     # ------------------------------------------------------------ data
     def run_batch(self) -> None:
+        """Submit the planned chunks, pack by pack, to the pool.
+
+        A bounded number of reads is in flight (the walk waits for a slot), so the
+        walk, the reads and the writes overlap without a batch ever waiting for its
+        slowest read, and memory stays bounded.
+        """
         plan, self.plan, self.plan_uses = self.plan, defaultdict(list), 0
-        files, self.batch_files = self.batch_files, []
+        self.batch_files = []
         by_pack: dict[str, list[tuple[bytes, int, int, int, int]]] = defaultdict(list)
         for blob_id in plan:
             loc = self.repo.index.lookup(blob_id)
             assert loc is not None
             by_pack[loc.pack].append((blob_id, loc.type, loc.flags, loc.offset, loc.stored))
-        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="restore") as pool:
-            futures: list[Future[None]] = []
-            for pack, blobs in by_pack.items():
-                for group in _groups(sorted(blobs, key=lambda b: b[3])):
-                    futures.append(pool.submit(self._restore_group, pack, group, plan))
-            for fut in futures:
-                fut.result()
-        for pending in files:
-            if pending.failed:
-                continue
-            if pending.remaining <= 0:
-                self._set_meta(pending.path, pending.node)
-                self.result.files += 1
-                self.progress.files_done += 1
+        for pack, blobs in by_pack.items():
+            for group in _groups(sorted(blobs, key=lambda b: b[3])):
+                self.slots.acquire()
+                try:
+                    fut = self.pool.submit(self._restore_group, pack, group, plan)
+                except BaseException:
+                    self.slots.release()
+                    raise
+                fut.add_done_callback(lambda _: self.slots.release())
+                self.batches.append(fut)
+        self.batches = [f for f in self.batches if not f.done() or f.exception() is not None]
+
+    def _done(self, pending: _PendingFile) -> None:
+        """All of a file's bytes are written: its metadata last (this marks it complete)."""
+        if not pending.meta_done:
+            self._set_meta(pending.path, pending.node)
+        with self.lock:
+            self.result.files += 1
+            self.progress.files_done += 1
 
     def _restore_group(
         self,
@@ -344,22 +386,58 @@ class _Restore:
                 if pending.failed:
                     continue
                 try:
-                    if not zero:
-                        fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW)
-                        try:
-                            if pending.node.get("sparse"):
-                                self._write_sparse(fd, plain, offset_in_file)
-                            else:
-                                os.pwrite(fd, plain, offset_in_file)
-                        finally:
-                            os.close(fd)
+                    self._write(pending, plain, offset_in_file, zero)
                 except OSError as exc:
                     self._fail([(pending, offset_in_file)], f"cannot write: {exc.strerror}")
                     continue
                 with self.lock:
                     pending.remaining -= 1
+                    last = pending.remaining == 0
                     self.result.bytes_written += len(plain)
                     self.progress.bytes_done += len(plain)
+                if last:
+                    self._done(pending)
+
+    def _write(self, pending: _PendingFile, plain: bytes, offset: int, zero: bool) -> None:
+        if pending.create:
+            # The file's only chunk: create, write and set its metadata through one file
+            # descriptor, in a worker (no path lookups beyond the one open).
+            node = pending.node
+            mode = int(node.get("mode", 0o644)) & 0o7777
+            fd = os.open(
+                pending.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777
+            )
+            try:
+                if zero:
+                    os.ftruncate(fd, pending.size)
+                elif node.get("sparse"):
+                    self._write_sparse(fd, plain, 0)
+                    os.ftruncate(fd, pending.size)
+                else:
+                    os.write(fd, plain)
+                try:
+                    if self.owners:
+                        os.fchown(fd, int(node.get("uid", -1)), int(node.get("gid", -1)))
+                    if self.owners or mode != mode & 0o777 & ~self.umask:
+                        os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+                    times = (int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0)))
+                    os.utime(fd, ns=times)
+                except OSError as exc:
+                    self._error(pending.path, f"metadata: {exc.strerror}")
+                pending.meta_done = True
+            finally:
+                os.close(fd)
+            return
+        if zero:
+            return  # the file was created at its size: this range is a hole already
+        fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            if pending.node.get("sparse"):
+                self._write_sparse(fd, plain, offset)
+            else:
+                os.pwrite(fd, plain, offset)
+        finally:
+            os.close(fd)
 
     def _write_sparse(self, fd: int, plain: bytes, offset: int) -> None:
         """Write a chunk of a sparse file, leaving aligned all-zero pieces as holes."""
@@ -382,8 +460,16 @@ class _Restore:
             self._error(pending.path, message)
 
     # ------------------------------------------------------------ the end
-    def finish(self) -> None:
+    def drain(self) -> None:
         self.run_batch()
+        while self.batches:
+            self.batches.pop(0).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def finish(self) -> None:
+        self.drain()
         for path, link, node in self.hardlinks:
             first = os.path.join(self.target, *link.split("/"))
             if link in self.restored and os.path.exists(first):
@@ -405,7 +491,7 @@ class _Restore:
             clone = dict(node)
             clone.pop("hardlink")
             self._file(path, link, clone)
-        self.run_batch()
+        self.drain()
         for path, node in reversed(self.dirs):
             self._set_meta(path, node)
 
@@ -419,7 +505,11 @@ def _groups(
         if group:
             start = group[0][3]
             prev_end = group[-1][3] + group[-1][4]
-            if blob[3] - prev_end > _GAP or blob[3] + blob[4] - start > _MAX_READ:
+            if (
+                blob[3] - prev_end > _GAP
+                or blob[3] + blob[4] - start > _MAX_READ
+                or len(group) >= _MAX_GROUP
+            ):
                 yield group
                 group = []
         group.append(blob)
@@ -436,12 +526,17 @@ def restore_snapshot(
 ) -> RestoreResult:
     """Restore ``snap`` under ``target`` (created if missing)."""
     options = options or RestoreOptions()
-    os.makedirs(target, exist_ok=True)
-    with ProgressTracker("restore", progress) as tracker:
+    tune_malloc()
+    with rare_gc(), ProgressTracker("restore", progress) as tracker:
         summary = snap.summary
         tracker.files_total = int(summary.get("total_files", 0)) or None
         tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
+        fresh = not os.path.lexists(target)
+        os.makedirs(target, exist_ok=True)
         r = _Restore(repo, snap, target, options, tracker)
-        r.walk(snap.tree, target, "")
-        r.finish()
+        try:
+            r.walk(snap.tree, target, "", fresh)
+            r.finish()
+        finally:
+            r.close()
     return r.result
