@@ -193,6 +193,11 @@ def _apiserver_argv(state: ClusterState, binary: Path) -> list[str]:
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--endpoint-reconciler-type=none",
+        # `kubectl logs` goes through the apiserver to the pod runner's log server
+        f"--kubelet-client-certificate={p.kubelet_client_cert}",
+        f"--kubelet-client-key={p.kubelet_client_key}",
+        f"--kubelet-certificate-authority={p.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
         "--enable-priority-and-fairness=false",

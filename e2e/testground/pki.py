@@ -53,6 +53,15 @@ class Pki:
         return self.directory / "apiserver.key"
 
     @property
+    def kubelet_client_cert(self) -> Path:
+        """What the apiserver presents to the pod runner's log server (``kubectl logs``)."""
+        return self.directory / "kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.directory / "kubelet-client.key"
+
+    @property
     def sa_key(self) -> Path:
         return self.directory / "sa.key"
 
@@ -85,8 +94,30 @@ def _ec_key(path: Path) -> None:
     path.chmod(0o600)
 
 
+def _signed(pki: Pki, name: str, subject: str, usage: str) -> None:
+    """``name.key`` and ``name.crt`` signed by the CA, for ``usage`` (and any SAN lines)."""
+    directory = pki.directory
+    _ec_key(directory / f"{name}.key")
+    ext = directory / f"{name}.ext"
+    ext.write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage={usage}\n"
+    )
+    _openssl(
+        "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr",
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", pki.ca_cert.name,
+        "-CAkey", pki.ca_key.name, "-CAcreateserial", "-days", "3650",
+        "-extfile", ext.name, "-out", f"{name}.crt",
+        cwd=directory,
+    )  # fmt: skip
+
+
 def make_pki(directory: Path) -> Pki:
-    """Create a CA, a serving certificate, service-account keys and tokens in ``directory``."""
+    """Create a CA, serving and client certificates, service-account keys and tokens."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     _ec_key(pki.ca_key)
@@ -97,24 +128,10 @@ def make_pki(directory: Path) -> Pki:
         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         cwd=directory,
     )  # fmt: skip
-    _ec_key(pki.serving_key)
-    ext = directory / "apiserver.ext"
-    ext.write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={','.join(_SANS)}\n"
+    _signed(pki, "apiserver", "/CN=kube-apiserver", f"serverAuth\nsubjectAltName={','.join(_SANS)}")
+    _signed(
+        pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth"
     )
-    _openssl(
-        "req", "-new", "-key", pki.serving_key.name, "-subj", "/CN=kube-apiserver",
-        "-out", "apiserver.csr", cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "apiserver.csr", "-CA", pki.ca_cert.name,
-        "-CAkey", pki.ca_key.name, "-CAcreateserial", "-days", "3650",
-        "-extfile", ext.name, "-out", pki.serving_cert.name,
-        cwd=directory,
-    )  # fmt: skip
     _ec_key(pki.sa_key)
     _openssl("pkey", "-in", pki.sa_key.name, "-pubout", "-out", pki.sa_pub.name, cwd=directory)
     users = {

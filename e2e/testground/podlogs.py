@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["container_log", "pod_logs"]
+__all__ = ["container_log", "container_log_path", "pod_logs"]
 
 _RUN = re.compile(r"^(?P<container>.+)-(?P<restart>\d+)\.log$")
 
@@ -34,6 +34,14 @@ def container_log(
     pods_dir: Path, namespace: str, pod: str, container: str | None, *, previous: bool = False
 ) -> str:
     """The log of one container (the only one when ``container`` is None)."""
+    path = container_log_path(pods_dir, namespace, pod, container, previous=previous)
+    return path.read_text(errors="replace")
+
+
+def container_log_path(
+    pods_dir: Path, namespace: str, pod: str, container: str | None, *, previous: bool = False
+) -> Path:
+    """The log file of one container's current (or previous) run; LookupError if none."""
     runs = _runs(_pod_dir(pods_dir, namespace, pod))
     if container is None:
         if len(runs) != 1:
@@ -47,8 +55,8 @@ def container_log(
     if previous:
         if len(files) < 2:
             raise LookupError(f"container {container!r} of {namespace}/{pod} has not restarted")
-        return files[-2].read_text(errors="replace")
-    return files[-1].read_text(errors="replace")
+        return files[-2]
+    return files[-1]
 
 
 def pod_logs(pods_dir: Path, namespace: str, pod: str, *, tail: int = 50) -> str:

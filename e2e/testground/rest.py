@@ -85,5 +85,5 @@ class Api:
     def merge_patch(self, path: str, body: Json) -> Json:
         return self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
-    def delete(self, path: str) -> Json:
-        return self.request("DELETE", path)
+    def delete(self, path: str, body: Json | None = None) -> Json:
+        return self.request("DELETE", path, body)

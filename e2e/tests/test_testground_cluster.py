@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,14 +285,17 @@ def test_testground_object_stores_accept_a_write_and_a_read(
     assert blob.download_blob().readall() == payload
 
 
-def test_testground_pod_logs_are_readable(cluster: Cluster, namespace: Namespace) -> None:
-    namespace.apply(pod("talker", [container("c", ["sh", "-c", "echo line one; echo line two"])]))
-    namespace.wait_pod_finished("talker")
-    logs = namespace.logs("talker")
-    assert "line one\nline two" in logs
-    if cluster.local is not None:
-        path = Path(cluster.local.directory)
-        assert (path / "kubeconfig").exists()
+def test_testground_pod_logs_are_readable(namespace: Namespace) -> None:
+    script = "echo line one; sleep 2; echo line two; echo line three"
+    namespace.apply(pod("talker", [container("c", ["sh", "-c", script])]))
+    namespace.cluster.wait_for(
+        lambda: (namespace.get("pod", "talker") or {}).get("status", {}).get("phase") != "Pending",
+        what="the pod to start",
+    )
+    followed = namespace.kubectl("logs", "--follow", "talker", "--pod-running-timeout=60s").stdout
+    assert followed == "line one\nline two\nline three\n"
+    assert namespace.kubectl("logs", "talker", "--tail=1").stdout == "line three\n"
+    assert "line one\nline two" in namespace.logs("talker")
 
 
 KOPF_OPERATOR = textwrap.dedent("""

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         token = (d / "pki" / "admin.token").read_text().strip()
         work = args.work_dir or d / "pods"
         volumes = args.volumes_dir or d / "volumes"
+        pki = d / "pki"
+        tls = (pki / "apiserver.crt", pki / "apiserver.key", pki / "ca.crt")
     else:
         if not (args.server and args.ca_file and args.token_file and args.work_dir):
             sys.stderr.write("give --cluster-dir, or --server/--ca-file/--token-file/--work-dir\n")
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         server, ca, work = args.server, args.ca_file, args.work_dir
         token = args.token_file.read_text().strip()
         volumes = args.volumes_dir or work / "volumes"
+        tls = None
     work.mkdir(parents=True, exist_ok=True)
     volumes.mkdir(parents=True, exist_ok=True)
     port = urlparse(server).port or 443
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         venv_bin=args.venv_bin,
         entrypoints=entrypoints,
         interval=args.interval,
+        tls=tls,
     )
     stop = threading.Event()
 

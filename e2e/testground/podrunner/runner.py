@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from testground.podrunner.env import ConfigError
+from testground.podrunner.logserver import LogServer
+from testground.podrunner.node import NODE_NAME, bind, register_node
 from testground.podrunner.pods import Context, PodWorker
 from testground.podrunner.provisioner import Provisioner
 from testground.podrunner.status import now
@@ -45,8 +47,16 @@ class Runner:
         venv_bin: Path,
         entrypoints: dict[str, list[str]] | None = None,
         interval: float = 0.25,
+        node_name: str = NODE_NAME,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
+        """``tls`` is (serving cert, key, client CA) for the log server behind ``kubectl logs``."""
         self.api = api
+        self.node_name = node_name
+        self.log_server = (
+            LogServer(work_dir, tls[0], tls[1], tls[2], self._pod_running) if tls else None
+        )
+        self.released: set[str] = set()
         self.work_dir = work_dir
         self.interval = interval
         self.entrypoints = entrypoints if entrypoints is not None else DEFAULT_ENTRYPOINTS
@@ -111,7 +121,31 @@ class Runner:
                 return list(command)
         return None
 
+    def _pod_running(self, namespace: str, name: str) -> bool:
+        return any(
+            w.namespace == namespace and w.pod_name == name and w.is_alive()
+            for w in list(self.workers.values())
+        )
+
     # ------------------------------------------------------------------ loop
+    def _release(self, pod: Json) -> None:
+        """Finish a graceful deletion once the pod's processes are gone (the kubelet's part)."""
+        meta = pod["metadata"]
+        if meta["uid"] in self.released:
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": meta["uid"]},
+        }
+        try:
+            self.api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+        self.released.add(meta["uid"])
+
     def _orphan(self, pod: Json) -> None:
         """A pod marked Running that no worker owns: the runner restarted under it."""
         meta = pod["metadata"]
@@ -137,14 +171,23 @@ class Runner:
             uid = meta["uid"]
             seen.add(uid)
             worker = self.workers.get(uid)
+            node = pod["spec"].get("nodeName")
+            if node and node != self.node_name:
+                continue  # another node's pod (a cluster with real kubelets too)
             if meta.get("deletionTimestamp"):
-                if worker is not None:
+                if worker is not None and worker.is_alive():
                     worker.stop()
+                elif node:
+                    self._release(pod)
                 continue
             if worker is not None or uid in self.finished:
                 continue
             phase = pod.get("status", {}).get("phase", "Pending")
             if phase == "Pending":
+                if not node:
+                    if not bind(self.api, pod, self.node_name):
+                        continue
+                    pod["spec"]["nodeName"] = self.node_name
                 worker = PodWorker(pod, self.ctx)
                 self.workers[uid] = worker
                 worker.start()
@@ -158,15 +201,20 @@ class Runner:
                 del self.workers[uid]
                 self.finished.add(uid)
         self.finished &= seen
+        self.released &= seen
 
     def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
         """Loop until ``stop`` is set, then stop every pod's processes."""
+        if self.log_server is not None:
+            self.log_server.start()
+        port = self.log_server.port if self.log_server is not None else 10250
         while not stop.is_set():
             try:
                 self.provisioner.ensure_storage_class()
+                register_node(self.api, self.node_name, port)
                 break
             except Exception as exc:  # noqa: BLE001 - the apiserver may be restarting
-                log.warning("cannot create the storage class yet: %s", exc)
+                log.warning("cannot register the node and storage class yet: %s", exc)
                 stop.wait(1.0)
         if ready_file is not None:
             ready_file.write_text(str(os.getpid()))
@@ -186,6 +234,8 @@ class Runner:
             worker.stop()
         for worker in self.workers.values():
             worker.join(timeout=15)
+        if self.log_server is not None:
+            self.log_server.stop()
         for root in sorted(self.ctx.mount_roots, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 if root.is_dir():
