@@ -173,19 +173,32 @@ def test_helm_install_watching_listed_namespaces(
     assert not can_i(cluster, account, "list", "backuplocations.safehold.io", None)
 
 
-def test_kubectl_manifest_is_accepted_by_the_apiserver(
+def test_kubectl_manifest_installs_and_uninstalls_keeping_the_crds(
     cluster: Cluster, namespace: Namespace
 ) -> None:
-    """Every object of deploy/safehold.yaml passes the apiserver's validation (a dry run).
-
-    The manifest's namespace is swapped for the test's, so nothing outside it is touched.
+    """deploy/safehold.yaml applies, its operator becomes available, and the documented
+    uninstall (``kubectl delete -f ... -l app.kubernetes.io/component=operator``) removes the
+    operator but keeps the CRDs. The manifest's namespace is swapped for the test's.
     """
     text = DEPLOY.read_text().replace("safehold-system", str(namespace))
-    out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text).stdout
-    kinds = [line.split()[0].split("/")[0] for line in out.splitlines() if line.strip()]
+    if IMAGE != "ghcr.io/safehold/safehold:0.1.0":
+        text = text.replace("ghcr.io/safehold/safehold:0.1.0", IMAGE)
     docs = [d for d in yaml.safe_load_all(text) if d]
-    assert len(kinds) == len(docs), out
-    assert {"deployment.apps", "clusterrole.rbac.authorization.k8s.io"} <= set(kinds), out
+    out = cluster.kubectl("apply", "--server-side", "-f", "-", input=text).stdout
+    assert len(out.strip().splitlines()) == len(docs), out
+    namespace.wait_condition("deployment", "safehold", "Available", timeout=120)
+    assert cluster.get("clusterrolebinding", "safehold") is not None
+
+    cluster.kubectl(
+        "delete", "-f", "-", "-l", "app.kubernetes.io/component=operator", "--wait=true",
+        input=text,
+    )  # fmt: skip
+    assert namespace.get("deployment", "safehold") is None
+    assert cluster.get("clusterrole", "safehold") is None
+    assert cluster.get("clusterrolebinding", "safehold") is None
+    for doc in docs:
+        if doc["kind"] == "CustomResourceDefinition":
+            assert cluster.get("crd", doc["metadata"]["name"]) is not None
 
 
 def test_operator_installed_by_the_chart_reconciles_a_backup_location(
