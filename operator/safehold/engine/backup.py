@@ -55,6 +55,7 @@ _INFLIGHT_BYTES = 12 * 1024 * 1024
 _SMALL_FILE = 256 * 1024
 _READ_AHEAD_BYTES = 4 * 1024 * 1024
 _READERS = 4
+_BIG_READERS = 1  # one big file at a time beside the walk: enough for 2 cores, less memory
 
 
 class BackupError(Exception):
@@ -185,6 +186,10 @@ class _Backup:
         self.small = min(_SMALL_FILE, repo.config.chunker.min_size)
         self.pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="chunk")
         self.readers = ThreadPoolExecutor(_READERS, thread_name_prefix="read")
+        self.big = ThreadPoolExecutor(_BIG_READERS, thread_name_prefix="read-big")
+        self.big_lock = threading.Lock()
+        self.big_read = 0
+        self.big_failed: list[str] = []
         self._prefetched: dict[str, Future[bytes]] = {}
         self.budget = _Budget(_INFLIGHT_BYTES)
         self.local = threading.local()
@@ -246,8 +251,7 @@ class _Backup:
         if not batch.views:
             return
         self.batch = _Batch()
-        batch.future = self.pool.submit(self._process, batch.views, batch.nbytes)
-        batch.views = []
+        self._submit(batch)
 
     def _store_tree(self, nodes: list[Node]) -> str:
         data = encode_tree(nodes)
@@ -263,10 +267,19 @@ class _Backup:
                 job = self.dirs.get()
                 if job is None:
                     return
+                kept = []
                 for node in job.nodes:
                     content = node.get("content")
+                    if isinstance(content, Future):
+                        content = content.result()
+                        if content is None:
+                            continue  # unreadable: recorded as an error, left out
+                        node["content"] = content
                     if content and not isinstance(content[0], str):
                         node["content"] = [_resolve(item) for item in content]
+                    kept.append(node)
+                job.nodes = kept
+                for node in job.nodes:
                     sub = node.get("subtree")
                     if isinstance(sub, _DirJob):
                         if sub.id is None:
@@ -354,15 +367,70 @@ class _Backup:
             self.counts["files_unmodified"] += 1
             self.progress.bytes_done += size
         else:
-            content = self._read_file(path, size)
-            if content is None:
-                return False
-            node["content"] = content
-            self.counts["files_changed" if parent is not None else "files_new"] += 1
+            category = "files_changed" if parent is not None else "files_new"
+            if size > self.small:
+                # Big files are read and cut by their own threads, two at a time, while
+                # this thread walks on; the tree thread waits for their chunk lists.
+                node["content"] = self.big.submit(self._read_big, path, category)
+            else:
+                content = self._read_file(path, size)
+                if content is None:
+                    return False
+                node["content"] = content
+            self.counts[category] += 1
         if st.st_nlink > 1:
             self.hardlinks[(st.st_dev, st.st_ino)] = (rel, node["content"])
         self.progress.files_done += 1
         return True
+
+    def _read_big(self, path: str, category: str) -> list[Any] | None:
+        """Read and chunk one big file in a big-file thread; its chunks go to the pool in
+        batches of its own. None when it cannot be read (the error is recorded)."""
+        chunker: Chunker | None = getattr(self.local, "chunker", None)
+        if chunker is None:
+            chunker = Chunker(self.repo.config.chunker, self.repo.keys.chunker_seed)
+            self.local.chunker = chunker
+        content: list[Any] = []
+        batch = _Batch()
+        read = 0
+        try:
+            with os.fdopen(self._open(path), "rb", buffering=0) as f:
+                for view in chunker.chunks_of(f.readinto):
+                    n = len(view)
+                    read += n
+                    self.progress.bytes_done += n  # display only: races are harmless
+                    data = bytes(view)  # the chunker reuses its buffer
+                    self.budget.acquire(n)
+                    batch.views.append(data)
+                    batch.nbytes += n
+                    content.append((batch, len(batch.views) - 1))
+                    if batch.nbytes >= _BATCH_BYTES or len(batch.views) >= _BATCH_COUNT:
+                        self._submit(batch)
+                        batch = _Batch()
+        except OSError as exc:
+            self._submit(batch)
+            with self.big_lock:
+                self.big_read += read
+                self.big_failed.append(category)
+            self._error(path, exc)
+            return None
+        self._submit(batch)
+        with self.big_lock:
+            self.big_read += read
+        return content
+
+    def _submit(self, batch: _Batch) -> None:
+        if batch.views:
+            batch.future = self.pool.submit(self._process, batch.views, batch.nbytes)
+            batch.views = []
+
+    def _merge_big_counts(self) -> None:
+        with self.big_lock:
+            self.counts["bytes_read"] += self.big_read
+            self.big_read = 0
+            for category in self.big_failed:
+                self.counts[category] -= 1
+            self.big_failed = []
 
     def _unchanged(self, parent: Node | None, st: os.stat_result) -> bool:
         """The parent snapshot's chunk list is still right: same size, times and inode,
@@ -517,8 +585,10 @@ class _Backup:
         finally:
             self.dirs.put(None)
             self.tree_thread.join()
+            self.big.shutdown(wait=True)
             self.pool.shutdown(wait=True)
             self.readers.shutdown(wait=True)
+            self._merge_big_counts()
         if self.tree_error is not None:
             raise self.tree_error
         self.writer.flush()
@@ -562,8 +632,10 @@ class _Backup:
         finally:
             self.dirs.put(None)
             self.tree_thread.join()
+            self.big.shutdown(wait=True)
             self.pool.shutdown(wait=True)
             self.readers.shutdown(wait=True)
+            self._merge_big_counts()
         if self.tree_error is not None:
             raise self.tree_error
         self.writer.flush()

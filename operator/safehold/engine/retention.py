@@ -44,7 +44,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -270,7 +270,11 @@ class Decision(Generic[S]):
 
 def _hour(moment: datetime) -> str:
     # The offset is part of the label: a repeated hour at a DST change is two periods.
-    return moment.replace(minute=0, second=0, microsecond=0).isoformat(timespec="minutes")
+    # It is the moment's own offset, fixed first: replacing the minutes of a zoned time
+    # would look the offset up again for the new wall time, and where an offset change
+    # falls mid-hour (Lord Howe, Chatham) that is the other one.
+    fixed = moment.replace(tzinfo=timezone(moment.utcoffset() or timedelta(0)))
+    return fixed.replace(minute=0, second=0, microsecond=0).isoformat(timespec="minutes")
 
 
 def _week(moment: datetime) -> str:

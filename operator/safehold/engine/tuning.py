@@ -27,7 +27,7 @@ _M_ARENA_MAX = -8
 _tuned = False
 
 
-def tune_malloc(mmap_threshold: int = 4 * 1024 * 1024, arenas: int = 2) -> None:
+def tune_malloc(mmap_threshold: int = 2 * 1024 * 1024, arenas: int = 2) -> None:
     """Set glibc's malloc parameters once per process; harmless where unavailable."""
     global _tuned
     if _tuned:
