@@ -7,6 +7,7 @@ ServiceAccount), so they test the rules as Kubernetes evaluates them, not as YAM
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,13 +202,14 @@ def test_kubectl_manifest_installs_and_uninstalls_keeping_the_crds(
             assert cluster.get("crd", doc["metadata"]["name"]) is not None
 
 
-def test_operator_installed_by_the_chart_reconciles_a_backup_location(
+def test_operator_installed_by_the_chart_validates_a_location_and_backs_up(
     cluster: Cluster, namespace: Namespace, install: Install, request: pytest.FixtureRequest
 ) -> None:
-    """The chart's pod, under the chart's ServiceAccount and RBAC only, validates a location.
+    """The chart's pod, under the chart's ServiceAccount and RBAC only, does the main job.
 
     The location is a filesystem repository on a claim: the operator runs its validation Job
-    (``safehold repo init --if-absent``) and reports Available with the repository's id.
+    (``safehold repo init --if-absent``) and reports Available with the repository's id; then
+    a BackupRun of a policy backs up a claim and completes.
     """
     watched = cluster.create_namespace("reconciled")
     request.addfinalizer(lambda: cluster.delete_namespace(watched))
@@ -247,3 +249,47 @@ def test_operator_installed_by_the_chart_reconciles_a_backup_location(
     )
     location = cluster.wait_condition("backuplocation", "local", "Available", watched, timeout=180)
     assert len(location["status"]["repositoryId"]) >= 16
+
+    # a backup: the operator reads the claim and the policy, starts a Job, follows its pod,
+    # writes the run's status and events, all under the same namespaced Role
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "64Mi"}},
+                },
+            },
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupPolicy",
+                "metadata": {"name": "data"},
+                "spec": {
+                    "location": {"name": "local"},
+                    "sources": {"volumes": [{"claimName": "data"}]},
+                },
+            },
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupRun",
+                "metadata": {"name": "first"},
+                "spec": {"policyRef": {"name": "data"}, "type": "full"},
+            },
+        ],
+        namespace=watched,
+    )
+    cluster.kubectl(
+        "wait", "--for=condition=Complete", "backuprun/first", f"--namespace={watched}",
+        "--timeout=180s", timeout=200,
+    )  # fmt: skip
+    run = cluster.get("backuprun", "first", watched)
+    assert run is not None
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    events = json.loads(
+        cluster.kubectl("get", "events", f"--namespace={watched}", "-o", "json").stdout
+    )["items"]
+    about = {(e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in events}
+    assert ("BackupRun", "first") in about, about
