@@ -20,6 +20,7 @@ from safehold.engine.retention import (
     Duration,
     RetentionInputError,
     RetentionPolicy,
+    SnapshotFacts,
     apply_policy,
 )
 
@@ -144,6 +145,22 @@ def test_an_hour_repeated_by_dst_is_two_hourly_periods() -> None:
         "est-0210": ("hourly 2026-11-01T02:00-05:00",),
         "est-0140": ("hourly 2026-11-01T01:00-05:00",),
         "edt-0150": ("hourly 2026-11-01T01:00-04:00",),
+    }
+
+
+def test_an_offset_change_in_the_middle_of_an_hour_splits_only_that_hour() -> None:
+    # Lord Howe Island falls back half an hour on 2026-04-05: 02:00 (+11:00) becomes
+    # 01:30 (+10:30), so 01:30-01:59 happens twice. 01:50 the second time is in the hour
+    # 01:00+10:30, not in 01:00+11:00 (which a re-lookup of the offset of 01:00 gives).
+    howe = ZoneInfo("Australia/Lord_Howe")
+    snaps = [
+        Snap("first-0140", datetime(2026, 4, 5, 1, 40, tzinfo=howe, fold=0)),
+        Snap("second-0150", datetime(2026, 4, 5, 1, 50, tzinfo=howe, fold=1)),
+    ]
+    assert snaps[1].time.astimezone(UTC) - snaps[0].time.astimezone(UTC) == timedelta(minutes=40)
+    assert kept(RetentionPolicy(keep_hourly=2, time_zone="Australia/Lord_Howe"), snaps) == {
+        "second-0150": ("hourly 2026-04-05T01:00+10:30",),
+        "first-0140": ("hourly 2026-04-05T01:00+11:00",),
     }
 
 
@@ -407,6 +424,19 @@ def test_a_repeated_id_is_refused() -> None:
     moment = datetime(2026, 11, 25, tzinfo=UTC)
     with pytest.raises(RetentionInputError, match="snapshot x1 is listed twice"):
         apply_policy(RetentionPolicy(keep_last=1), [Snap("x1", moment), Snap("x1", moment)])
+
+
+def test_snapshot_facts_adapt_other_snapshot_objects() -> None:
+    # The repository's snapshots keep time as text and tags as a list.
+    facts = SnapshotFacts("9f1c", datetime.fromisoformat("2026-11-25T10:00:00+00:00"), "db")
+    assert apply_policy(RetentionPolicy(keep_daily=1), [facts]) == [
+        Decision(facts, True, ("daily 2026-11-25",))
+    ]
+
+
+def test_a_negative_duration_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        Duration(days=-1)
 
 
 def test_no_snapshots_no_decisions() -> None:

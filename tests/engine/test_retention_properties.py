@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,9 +36,12 @@ class Snap:
 # ------------------------------------------------------------------ the reference
 
 
-def _order(s: Snap) -> tuple[float, str]:
-    # Seconds since the epoch as an exact-enough number, then id: newest = largest.
-    return (s.time.timestamp(), s.id)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _order(s: Snap) -> tuple[int, str]:
+    # Microseconds since the epoch, exactly, then id: the newest is the largest.
+    return ((s.time - EPOCH) // timedelta(microseconds=1), s.id)
 
 
 def _local(s: Snap, zone: ZoneInfo) -> datetime:
@@ -47,8 +51,7 @@ def _local(s: Snap, zone: ZoneInfo) -> datetime:
 def _hour_number(s: Snap, zone: ZoneInfo) -> Hashable:
     offset = _local(s, zone).utcoffset()
     assert offset is not None
-    wall_seconds = (s.time - datetime(1970, 1, 1, tzinfo=UTC) + offset).total_seconds()
-    return (int(wall_seconds // 3600), offset)
+    return ((s.time - EPOCH + offset) // timedelta(hours=1), offset)
 
 
 def _day_number(s: Snap, zone: ZoneInfo) -> Hashable:
@@ -79,7 +82,15 @@ PERIODS: dict[str, tuple[str, Callable[[Snap, ZoneInfo], Hashable]]] = {
 
 
 def _reference_cutoff(newest: Snap, duration: Duration, zone: ZoneInfo) -> datetime | None:
-    """The oldest time keep_within keeps, stepping the calendar back one month at a time."""
+    """The oldest time keep_within keeps, stepping the calendar back one month at a time.
+
+    Calendar units move the wall clock, and the wall time reached is read at its first
+    occurrence (fold 0); hours are then elapsed time. With no calendar unit the wall
+    clock is not involved at all.
+    """
+    hours = timedelta(microseconds=3600 * 10**6 * duration.hours)
+    if duration.years == duration.months == duration.weeks == duration.days == 0:
+        return EPOCH + ((newest.time - EPOCH) - hours)
     wall = newest.time.astimezone(zone).replace(tzinfo=None)
     year, month = wall.year, wall.month
     for _ in range(duration.years * 12 + duration.months):
@@ -91,8 +102,9 @@ def _reference_cutoff(newest: Snap, duration: Duration, zone: ZoneInfo) -> datet
     ordinal = date(year, month, day).toordinal() - 7 * duration.weeks - duration.days
     if ordinal < 1:
         return None
-    back = datetime.combine(date.fromordinal(ordinal), wall.time()).replace(tzinfo=zone)
-    return datetime.fromtimestamp(back.timestamp() - 3600 * duration.hours, UTC)
+    clock = wall.time().replace(fold=0)
+    back = datetime.combine(date.fromordinal(ordinal), clock).replace(tzinfo=zone)
+    return EPOCH + ((back - EPOCH) - hours)
 
 
 def reference(policy: RetentionPolicy, snaps: list[Snap]) -> dict[str, set[str]]:
@@ -132,11 +144,15 @@ def reference(policy: RetentionPolicy, snaps: list[Snap]) -> dict[str, set[str]]
 
 def rule_names(reasons: tuple[str, ...]) -> set[str]:
     """The rule each reason string of the module names, in the reference's vocabulary."""
-    names = set()
-    for reason in reasons:
-        word = reason.split(":")[0].split(" ")[0]
-        names.add({"tag": "tag", "newest": "newest", "empty": "empty"}.get(word, word))
-    return names
+    # "daily 2026-11-25" -> daily, "tag:audit" -> tag, "tags: has none of x" -> tags
+    return {reason.split(":")[0].split(" ")[0] for reason in reasons}
+
+
+def active_rules(policy: RetentionPolicy) -> set[str]:
+    names = {name for name, (field, _) in PERIODS.items() if getattr(policy, field)}
+    names |= {"last"} if policy.keep_last else set()
+    names |= {"within"} if policy.keep_within else set()
+    return names | ({"tags"} if policy.keep_tags else set())
 
 
 # ------------------------------------------------------------------ strategies
@@ -174,33 +190,99 @@ def transitions(zone: ZoneInfo, year: int) -> list[datetime]:
     return found
 
 
+def seconds(low: float, high: float) -> st.SearchStrategy[timedelta]:
+    return st.floats(low, high).map(lambda n: timedelta(seconds=n))
+
+
+HOUR, DAY = 3600.0, 86400.0
+TIES = st.just(timedelta(0))
+EXACT = st.sampled_from([timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A kind of history and the rules that are easy to get wrong on it.
+
+    Drawing the zone, the newest time, the spacing of backups and the rules together
+    makes the rare coincidences (a backup in the hour a DST change repeats while an
+    hourly rule is on; keep_within counting back from 31 March) common.
+    """
+
+    rules: tuple[str, ...]
+    gaps: st.SearchStrategy[timedelta]
+    durations: st.SearchStrategy[Duration]
+
+
+SCENARIOS = {
+    # Anywhere in 80 years, any rules, gaps from seconds to years.
+    "anywhere": Scenario(
+        ("last", "hourly", "daily", "weekly", "monthly", "yearly", "within", "tags"),
+        st.one_of(
+            TIES,
+            EXACT,
+            seconds(1, HOUR),
+            seconds(1, 3 * DAY),
+            seconds(1, 90 * DAY),
+            st.integers(1, 3).map(lambda n: timedelta(days=365 * n)),
+        ),
+        st.builds(
+            Duration,
+            years=st.integers(0, 2),
+            months=st.integers(0, 14),
+            weeks=st.integers(0, 3),
+            days=st.integers(0, 40),
+            hours=st.integers(0, 72),
+        ),
+    ),
+    # Newest backup within hours of an offset change, or a day after one; backups minutes
+    # apart: repeated and skipped hours, 23/25-hour days, keep_within over the change.
+    "offset change": Scenario(
+        ("last", "hourly", "hourly", "daily", "within", "within", "within"),
+        st.one_of(TIES, seconds(1, 20 * 60), seconds(1, 20 * 60), seconds(1, 3 * HOUR)),
+        st.one_of(
+            st.builds(Duration, hours=st.integers(1, 30)),
+            st.just(Duration(days=1)),
+            st.builds(Duration, days=st.integers(1, 2), hours=st.integers(0, 3)),
+        ),
+    ),
+    # Newest backup around a new year: ISO weeks spanning it, week-years, years.
+    "new year": Scenario(
+        ("last", "daily", "weekly", "monthly", "yearly"),
+        st.one_of(TIES, seconds(1, 12 * HOUR), seconds(1, 3 * DAY)),
+        st.just(Duration(days=1)),
+    ),
+    # Newest backup on the 28th to 31st: keep_within in months clamps to shorter months.
+    "month end": Scenario(
+        ("monthly", "daily", "within"),
+        st.one_of(TIES, EXACT, seconds(1, DAY), seconds(1, 10 * DAY)),
+        st.builds(
+            Duration,
+            years=st.integers(0, 1),
+            months=st.integers(1, 13),
+            hours=st.sampled_from([0, 0, 1, 5]),
+        ),
+    ),
+}
+
+
 @st.composite
-def anchors(draw: st.DrawFn, zone: ZoneInfo) -> datetime:
-    """Where a history starts: anywhere, or just before a place where rules are easy to get
-    wrong in ``zone``: a DST change, a new year (ISO weeks), a month's end."""
+def newest_time(draw: st.DrawFn, kind: str, zone: ZoneInfo) -> datetime:
     year = draw(st.integers(1975, 2050))
-    kind = draw(st.sampled_from(["anywhere", "transition", "new year", "month end"]))
-    before = draw(st.integers(0, 3 * 86400).map(lambda n: timedelta(seconds=n)))
-    if kind == "transition":
-        changes = transitions(zone, year)
-        if changes:
-            return draw(st.sampled_from(changes)) - before / 18  # up to 4 hours before
+    hours = timedelta(hours=draw(st.floats(-4, 4)))
+    if kind == "offset change":
+        later = draw(st.sampled_from([timedelta(0), timedelta(days=1)]))
+        for year_tried in (year, *range(2000, 2030)):  # most zones change in some year
+            changes = transitions(zone, year_tried)
+            if changes:
+                return draw(st.sampled_from(changes)) + later + hours
     if kind == "new year":
-        return datetime(year + 1, 1, 1, tzinfo=zone).astimezone(UTC) - 4 * before
+        return datetime(year + 1, 1, 1, tzinfo=zone).astimezone(UTC) + 24 * hours
     if kind == "month end":
         month = draw(st.integers(2, 12))
-        return datetime(year, month, 1, tzinfo=zone).astimezone(UTC) - before
+        return datetime(year, month, 1, tzinfo=zone).astimezone(UTC) - 18 * abs(hours)
     return draw(st.datetimes(datetime(1975, 1, 1), datetime(2055, 1, 1), timezones=st.just(UTC)))
 
 
-gaps = st.one_of(
-    st.just(timedelta(0)),  # ties
-    st.sampled_from([timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)]),  # exact
-    st.integers(1, 3600).map(lambda n: timedelta(seconds=n)),
-    st.integers(1, 72).map(lambda n: timedelta(hours=n)),
-    st.integers(1, 90).map(lambda n: timedelta(days=n)),
-    st.integers(1, 3).map(lambda n: timedelta(days=365 * n)),
-)
 # Each snapshot's time is given in some representation: the rules must not care.
 representations = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), ZoneInfo("America/Los_Angeles")]
@@ -208,15 +290,11 @@ representations = st.sampled_from(
 
 
 @st.composite
-def histories(draw: st.DrawFn, zone: ZoneInfo, max_size: int = 40) -> list[Snap]:
-    # Dense histories (backups minutes apart) stress hours and DST changes; mixed ones, the rest.
-    dense = st.one_of(
-        st.just(timedelta(0)), st.integers(1, 2400).map(lambda n: timedelta(seconds=n))
-    )
-    steps = draw(st.lists(draw(st.sampled_from([gaps, dense])), min_size=4, max_size=max_size))
-    times = [draw(anchors(zone))]
-    for step in steps:
-        times.append(times[-1] + step)
+def histories(draw: st.DrawFn, newest: datetime, gaps: st.SearchStrategy[timedelta]) -> list[Snap]:
+    """Snapshots back in time from ``newest``, some tagged, of mostly one source."""
+    times = [newest]
+    for step in draw(st.lists(gaps, min_size=3, max_size=40)):
+        times.append(times[-1] - step)
     ids = draw(st.permutations([f"{n:02x}" for n in range(len(times))]))
     snaps = [
         Snap(
@@ -230,42 +308,40 @@ def histories(draw: st.DrawFn, zone: ZoneInfo, max_size: int = 40) -> list[Snap]
     return draw(st.permutations(snaps))
 
 
-# Mostly off, so that most examples forget something.
-counts = st.sampled_from([0, 0, 0, 0, 1, 2, 3, 5])
-durations = st.one_of(
-    st.sampled_from([Duration(hours=1), Duration(days=1), Duration(weeks=1), Duration(months=1)]),
-    st.builds(
-        Duration,
-        years=st.integers(0, 2),
-        months=st.integers(0, 14),
-        weeks=st.integers(0, 3),
-        days=st.integers(0, 40),
-        hours=st.integers(0, 72),
-    ),
-).filter(lambda d: d != Duration())
-
-
 @st.composite
-def policies(draw: st.DrawFn, zone: str) -> RetentionPolicy:
-    within = draw(st.one_of(st.none(), st.none(), st.none(), durations))
+def policies(
+    draw: st.DrawFn, zone: str, scenario: Scenario, forced: str | None = None
+) -> RetentionPolicy:
+    """A policy with one to three of the scenario's rules on (now and then none)."""
+    size = draw(st.sampled_from([0, 1, 1, 1, 2, 3]))
+    on = draw(st.sets(st.sampled_from(scenario.rules), min_size=size, max_size=size))
+    on |= {forced} if forced else set()
+    counts = {
+        f"keep_{rule}": draw(st.sampled_from([1, 1, 2, 3, 5]))
+        for rule in on
+        if rule not in ("within", "tags")
+    }
+    tags = draw(st.sets(st.sampled_from(["x", "q"]), min_size=1)) if "tags" in on else set()
     return RetentionPolicy(
-        keep_last=draw(counts),
-        keep_hourly=draw(counts),
-        keep_daily=draw(counts),
-        keep_weekly=draw(counts),
-        keep_monthly=draw(counts),
-        keep_yearly=draw(counts),
-        keep_within=None if within is None else str(within),
-        keep_tags=frozenset(draw(st.sets(st.sampled_from(["x", "q"]), max_size=1))),
+        **counts,
+        keep_within=str(draw(scenario.durations.filter(lambda d: d != Duration())))
+        if "within" in on
+        else None,
+        keep_tags=frozenset(tags),
         time_zone=zone,
     )
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[RetentionPolicy, list[Snap]]:
-    """A policy and a history drawn around the tricky instants of the policy's zone."""
-    zone = draw(zones)
-    return draw(policies(zone)), draw(histories(ZoneInfo(zone)))
+def cases(
+    draw: st.DrawFn, kind: str | None = None, forced: str | None = None
+) -> tuple[RetentionPolicy, list[Snap]]:
+    """A policy and a history drawn for a scenario (any, or ``kind``), ``forced`` rule on."""
+    kind = kind or draw(st.sampled_from(sorted(SCENARIOS)))
+    scenario = SCENARIOS[kind]
+    zone = draw(st.sampled_from(TRICKY_ZONES[1:]) if kind == "offset change" else zones)
+    newest = draw(newest_time(kind, ZoneInfo(zone)))
+    return draw(policies(zone, scenario, forced)), draw(histories(newest, scenario.gaps))
 
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -286,8 +362,29 @@ def test_decisions_equal_the_reference(case: tuple[RetentionPolicy, list[Snap]])
     assert [d.snapshot for d in decisions] == snaps  # one each, in input order
     got = {d.snapshot.id: rule_names(d.reasons) for d in decisions if d.keep}
     assert got == reference(policy, snaps)
+    active = active_rules(policy)
     for decision in decisions:
-        assert decision.reasons, f"{decision.snapshot.id} has no reason"
+        if not decision.keep:  # a forgotten snapshot says why, for each rule of the policy
+            assert rule_names(decision.reasons) == active, decision
+
+
+@pytest.mark.parametrize(
+    ("kind", "rule"),
+    [
+        ("offset change", "hourly"),
+        ("offset change", "within"),
+        ("offset change", "daily"),
+        ("new year", "weekly"),
+        ("month end", "within"),
+    ],
+)
+@settings(SETTINGS, max_examples=120)
+@given(data=st.data())
+def test_the_tricky_cases_equal_the_reference(kind: str, rule: str, data: st.DataObject) -> None:
+    """The same comparison, each time with the rule that the scenario is hard for."""
+    policy, snaps = data.draw(cases(kind, rule))
+    got = {d.snapshot.id: rule_names(d.reasons) for d in apply_policy(policy, snaps) if d.keep}
+    assert got == reference(policy, snaps)
 
 
 @SETTINGS
@@ -296,12 +393,12 @@ def test_newest_of_every_source_is_kept(case: tuple[RetentionPolicy, list[Snap]]
     policy, snaps = case
     kept = kept_ids(policy, snaps)
     for source in {s.source for s in snaps}:
-        newest = max((s for s in snaps if s.source == source), key=lambda s: (s.time, s.id))
+        newest = max((s for s in snaps if s.source == source), key=_order)
         assert newest.id in kept
 
 
 @SETTINGS
-@given(cases(), policies("UTC"))
+@given(cases(), policies("UTC", SCENARIOS["anywhere"]))
 def test_adding_rules_never_forgets_more(
     case: tuple[RetentionPolicy, list[Snap]], extra: RetentionPolicy
 ) -> None:

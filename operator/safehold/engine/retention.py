@@ -163,21 +163,25 @@ class Duration:
         return "".join(f"{n}{u}" for n, u in zip(values, self._UNITS, strict=True) if n)
 
     def before(self, moment: datetime, zone: tzinfo) -> datetime:
-        """The instant this duration before ``moment``, calendar units on ``zone``'s clock."""
-        wall = moment.astimezone(zone).replace(tzinfo=None)
-        month_index = wall.year * 12 + (wall.month - 1) - (self.years * 12 + self.months)
-        year, month0 = divmod(month_index, 12)
+        """The instant this duration before ``moment``, calendar units on ``zone``'s clock.
+
+        Calendar units move the wall clock; the wall time reached is read at its first
+        occurrence when DST repeats it (fold 0), and with the offset before the change
+        when DST skips it. Hours are then taken off as elapsed time, in UTC: Python
+        subtracts a timedelta from a zoned datetime on the wall clock. A span reaching
+        back before the year 1 gives the earliest instant, so it keeps everything.
+        """
         try:
-            last_day = calendar.monthrange(year, month0 + 1)[1]
-            wall = wall.replace(year=year, month=month0 + 1, day=min(wall.day, last_day))
-            wall -= timedelta(weeks=self.weeks, days=self.days)
-            # A wall time that DST skips or repeats resolves as zoneinfo does with fold=0.
-            # Hours are elapsed time, so they are taken off in UTC: Python subtracts a
-            # timedelta from a zoned datetime on the wall clock.
-            local = wall.replace(tzinfo=zone, fold=0)
-            return local.astimezone(UTC) - timedelta(hours=self.hours)
+            if self.years or self.months or self.weeks or self.days:
+                wall = moment.astimezone(zone).replace(tzinfo=None, fold=0)
+                months = wall.year * 12 + (wall.month - 1) - (self.years * 12 + self.months)
+                year, month0 = divmod(months, 12)
+                last_day = calendar.monthrange(year, month0 + 1)[1]
+                wall = wall.replace(year=year, month=month0 + 1, day=min(wall.day, last_day))
+                wall -= timedelta(weeks=self.weeks, days=self.days)
+                moment = wall.replace(tzinfo=zone)
+            return moment.astimezone(UTC) - timedelta(hours=self.hours)
         except (ValueError, OverflowError):
-            # Before the year 1: the span reaches back past every possible snapshot.
             return datetime.min.replace(tzinfo=UTC)
 
 
@@ -323,12 +327,22 @@ def apply_policy(policy: RetentionPolicy, snapshots: Iterable[S]) -> list[Decisi
     return [decided[snap.id] for snap in listed]
 
 
+def _instant(snap: SnapshotInfo) -> datetime:
+    """The snapshot's time in UTC, for ordering.
+
+    Comparing the given datetimes directly is not enough: by PEP 495, two equal
+    instants in different zones compare unequal when one falls in a repeated hour,
+    which would break ties by id inconsistently.
+    """
+    return snap.time.astimezone(UTC)
+
+
 def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]:
     """The decisions for the snapshots of one source."""
     if policy.is_empty:
         return [Decision(snap, True, (EMPTY_POLICY_REASON,)) for snap in group]
 
-    newest_first = sorted(group, key=lambda s: (s.time, s.id), reverse=True)
+    newest_first = sorted(group, key=lambda s: (_instant(s), s.id), reverse=True)
     keeps: dict[str, list[str]] = {snap.id: [] for snap in group}
     misses: dict[str, list[str]] = {snap.id: [] for snap in group}
 
@@ -364,9 +378,9 @@ def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]
 
     within = policy.within
     if within is not None:
-        cutoff = within.before(newest_first[0].time, zone)
+        cutoff = within.before(_instant(newest_first[0]), zone)
         for snap in newest_first:
-            if snap.time >= cutoff:
+            if _instant(snap) >= cutoff:
                 keeps[snap.id].append(f"within {within}")
             else:
                 misses[snap.id].append(
