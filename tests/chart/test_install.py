@@ -151,7 +151,11 @@ def test_helm_install_watching_all_namespaces(
 
 
 def test_helm_install_watching_listed_namespaces(
-    cluster: Cluster, namespace: Namespace, install: Install, request: pytest.FixtureRequest
+    cluster: Cluster,
+    namespace: Namespace,
+    install: Install,
+    helm: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     watched = cluster.create_namespace("watched")
     request.addfinalizer(lambda: cluster.delete_namespace(watched))
@@ -172,6 +176,21 @@ def test_helm_install_watching_listed_namespaces(
     # reading CRDs is the one cluster-wide right of a namespaced install
     assert can_i(cluster, account, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert not can_i(cluster, account, "list", "backuplocations.safehold.io", None)
+
+    # adding a namespace later: add it to the list and upgrade (docs/install.md); the
+    # operator's pod is replaced (Recreate) with the new --namespace arguments
+    later = cluster.create_namespace("later")
+    request.addfinalizer(lambda: cluster.delete_namespace(later))
+    helm_run(
+        helm, cluster, "upgrade", release, str(CHART), "--namespace", namespace,
+        values={**image_values(), "watchNamespaces": [str(watched), str(later)]},
+    )  # fmt: skip
+    assert cluster.get("role", name, later)
+    assert can_i(cluster, account, "create", "jobs.batch", later)
+    deployment = namespace.get("deployment", name)
+    assert deployment is not None
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--namespace={later}" in args
 
 
 def test_kubectl_manifest_installs_and_uninstalls_keeping_the_crds(
