@@ -8,6 +8,7 @@ itself and the index can always be rebuilt from the packs.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
 import zstandard
@@ -86,7 +87,18 @@ class BlobEncoder:
         return seal_parts(self._aead, blob_aad(blob_type, blob_id), body), flags
 
 
-_DCTX = zstandard.ZstdDecompressor()
+_LOCAL = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread: contexts are not thread-safe, and making
+    one per blob costs more than decompressing a small blob."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_LOCAL, "dctx", None)
+    if dctx is None:
+        dctx = zstandard.ZstdDecompressor()
+        _LOCAL.dctx = dctx
+    return dctx
+
 
 
 def decode_blob(
@@ -97,8 +109,7 @@ def decode_blob(
     if flags & ~FLAG_ZSTD:
         raise ValueError(f"unknown blob flags {flags:#x}")
     if flags & FLAG_ZSTD:
-        # One decompressor per call: zstandard contexts are not thread-safe.
-        body = zstandard.ZstdDecompressor().decompress(body, max_output_size=raw)
+        body = _decompressor().decompress(body, max_output_size=raw)
     if len(body) != raw:
         raise ValueError(f"blob is {len(body)} bytes, the header says {raw}")
     return body
