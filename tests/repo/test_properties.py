@@ -40,7 +40,7 @@ def _data(seed: int, size: int, repeat: bool) -> bytes:
     return rnd if seed % 2 else bytes(size // 3) + rnd[: size - size // 3]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     size=st.integers(0, 60_000),
     seed=st.integers(0, 3),

@@ -1,8 +1,10 @@
 """Content-defined chunking of a byte stream with FastCDC, read in large blocks.
 
 The chunk boundaries must not depend on how the file was read (format section 6):
-a chunk is accepted only when at least ``max_size`` bytes follow its start in the
-buffer (or the stream ended), otherwise the tail is carried into the next block.
+a chunk is accepted only when more data could not have moved its cut (the stream
+ended, ``max_size`` bytes follow its start, or FastCDC found a natural cut with at
+least ``avg_size`` bytes ahead); otherwise the tail is carried into the next block.
+So only about one chunk per block is carried over and cut twice.
 Cutting releases the GIL, so another thread can hash and compress meanwhile.
 """
 
@@ -23,6 +25,7 @@ class Chunker:
     def __init__(self, params: ChunkerParams, seed: int, block_size: int = 4 * 1024 * 1024):
         self.params = params
         self.max_size = params.max_size
+        self.avg_size = params.avg_size
         self.block_size = max(block_size, params.max_size)
         self._cdc = FastCDC(
             params.avg_size,
@@ -55,10 +58,17 @@ class Chunker:
                 data = view[:filled]
                 start = filled
                 for chunk in self._cdc.cut_buf(data):
-                    if not eof and chunk.offset + self.max_size > filled:
-                        start = chunk.offset
-                        break
-                    yield data[chunk.offset : chunk.offset + chunk.length]
+                    end = chunk.offset + chunk.length
+                    if not eof:
+                        # Would more data change this cut? Not when the scan could reach
+                        # max_size, nor when it found a natural cut before the end of the
+                        # buffer with at least avg_size ahead (FastCDC only narrows its
+                        # masks' switch point when less than avg_size remains).
+                        room = filled - chunk.offset
+                        if room < self.max_size and (room < self.avg_size or end >= filled):
+                            start = chunk.offset
+                            break
+                    yield data[chunk.offset : end]
                 data.release()
                 # Carry the unfinished tail to the front of the buffer.
                 rest = filled - start
