@@ -13,7 +13,7 @@ test, so it never counts against a test's timeout; ``make cluster`` does it up f
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from testground import build, controlplane
 from testground.kube import Cluster, Namespace
 
-__all__ = ["cluster", "namespace"]
+__all__ = ["cluster", "namespace", "testground_factory"]
 
 REPO = Path(__file__).resolve().parent.parent.parent
 # $SAFEHOLD_TEST_CRDS points the session at another CRD directory (an empty one: none).
@@ -30,9 +30,14 @@ _REPORT = pytest.StashKey[Namespace]()
 
 
 def _needs_local_cluster(session: pytest.Session) -> bool:
-    if os.environ.get("KUBECONFIG") or session.config.option.collectonly:
+    if session.config.option.collectonly:
         return False
-    return any("cluster" in getattr(item, "fixturenames", ()) for item in session.items)
+    given = bool(os.environ.get("KUBECONFIG"))
+    for item in session.items:
+        names = getattr(item, "fixturenames", ())
+        if "testground_factory" in names or ("cluster" in names and not given):
+            return True
+    return False
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -61,6 +66,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         yield Cluster(state.kubeconfig, state)
     finally:
+        controlplane.down(directory)
+
+
+@pytest.fixture(scope="session")
+def testground_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Cluster]]:
+    """Start more local test-ground clusters, whatever ``$KUBECONFIG`` says; all stopped at the end.
+
+    ``start(name="extra", *, pod_runner=True, crds=None) -> Cluster``: for tests of the test
+    ground itself, or that need a cluster of their own (a fresh etcd, another set of CRDs).
+    """
+    directories: list[Path] = []
+
+    def start(name: str = "extra", *, pod_runner: bool = True, crds: Path | None = None) -> Cluster:
+        directory = tmp_path_factory.mktemp(name)
+        directories.append(directory)
+        state = controlplane.up(directory, crds=crds, pod_runner=pod_runner)
+        return Cluster(state.kubeconfig, state)
+
+    yield start
+    for directory in directories:
         controlplane.down(directory)
 
 

@@ -1,7 +1,8 @@
 """The pod runner on its own: a cluster without one, and the runner started and stopped here.
 
-This module's cluster also runs beside the session's, which checks that two test-ground
-clusters coexist (own ports, own directories), and its start-up time is the warm-start figure.
+This module's cluster is always a local one (also when ``$KUBECONFIG`` names another cluster);
+it runs beside the session's, and starts a third one, which checks that test-ground clusters
+coexist (own ports, own directories). Its start-up time is the warm-start figure.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,10 @@ class RunnerProcess:
 
 
 @pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A second cluster, without a pod runner of its own."""
-    if os.environ.get("KUBECONFIG"):
-        pytest.fail("the pod runner tests need the local test ground: unset KUBECONFIG")
-    directory = tmp_path_factory.mktemp("bare")
-    state = controlplane.up(directory, pod_runner=False)
-    try:
-        yield Cluster(state.kubeconfig, state)
-    finally:
-        controlplane.down(directory)
+def bare(testground_factory: Callable[..., Cluster]) -> Cluster:
+    """A local cluster of this module's own, without a pod runner (even when $KUBECONFIG is set)."""
+    cluster: Cluster = testground_factory("bare", pod_runner=False)
+    return cluster
 
 
 @pytest.fixture(scope="module")
