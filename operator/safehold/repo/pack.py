@@ -100,7 +100,6 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-
 def decode_blob(
     aead: AESGCM, blob_type: int, blob_id: bytes, flags: int, raw: int, sealed: bytes | memoryview
 ) -> bytes:
