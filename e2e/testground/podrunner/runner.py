@@ -236,15 +236,9 @@ class Runner:
             worker.join(timeout=15)
         if self.log_server is not None:
             self.log_server.stop()
-        for root in sorted(self.ctx.mount_roots, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                if root.is_dir():
-                    for sub in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                        if sub.is_dir():
-                            sub.rmdir()
-                        elif sub.stat().st_size == 0:
-                            sub.unlink()
-                    root.rmdir()
-                elif root.stat().st_size == 0:
-                    root.unlink()
+        # Mount points this runner created on the host stay: removing one would detach the
+        # mounts other runners' pods (another test session) hold on it in their namespaces.
+        if self.ctx.mount_roots:
+            created = ", ".join(sorted(map(str, self.ctx.mount_roots)))
+            log.info("mount points created on the host (left in place): %s", created)
         log.info("pod runner stopped")

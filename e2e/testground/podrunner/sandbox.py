@@ -7,8 +7,7 @@ volume (remounting read-only when asked), changes to ``workingDir`` and ``exec``
 so the command's exit code is the container's exit code.
 
 Mount points that do not exist are created on the shared filesystem (a mount namespace is not a
-filesystem namespace); ``missing_roots`` reports them so the runner can remove the empty ones
-when it stops.
+filesystem namespace) and left there: ``missing_roots`` reports them for the runner's log.
 """
 
 from __future__ import annotations
