@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from safehold.engine.retention import (
     EMPTY_POLICY_REASON,
     NEWEST_REASON,
+    NO_POLICY_REASON,
     Decision,
     Duration,
     RetentionInputError,
     RetentionPolicy,
     SnapshotFacts,
+    apply_policies,
     apply_policy,
 )
 
@@ -405,6 +407,26 @@ def test_sources_never_affect_each_other() -> None:
     }
 
 
+def test_each_source_can_have_its_own_policy() -> None:
+    db = snaps_at("2026-11-25T10:00Z", "2026-11-24T10:00Z", "2026-11-23T10:00Z", source="db")
+    web = [Snap(f"w{i}", s.time, "web") for i, s in enumerate(db)]
+    logs = [Snap(f"l{i}", s.time, "logs") for i, s in enumerate(db)]
+    mixed = db + web + logs
+    policies = {"db": RetentionPolicy(keep_last=1), "web": RetentionPolicy(keep_daily=2)}
+    decisions = apply_policies(policies, mixed)
+    assert {d.snapshot.id: d.reasons for d in decisions if d.keep} == {
+        "s0": ("last 1",),
+        "w0": ("daily 2026-11-25",),
+        "w1": ("daily 2026-11-24",),
+        # logs has no policy and there is no default: everything stays.
+        "l0": (NO_POLICY_REASON,),
+        "l1": (NO_POLICY_REASON,),
+        "l2": (NO_POLICY_REASON,),
+    }
+    with_default = apply_policies(policies, mixed, default=RetentionPolicy(keep_within="1d"))
+    assert {d.snapshot.id for d in with_default if d.keep} == {"s0", "w0", "w1", "l0", "l1"}
+
+
 def test_times_in_any_offset_are_compared_as_instants() -> None:
     snaps = [
         Snap("utc", datetime(2026, 11, 25, 10, tzinfo=UTC)),
@@ -418,6 +440,23 @@ def test_a_naive_time_is_refused_naming_the_snapshot() -> None:
     snaps = [Snap("abc123", datetime(2026, 11, 25, 10))]
     with pytest.raises(RetentionInputError, match=r"snapshot abc123: .*no time zone"):
         apply_policy(RetentionPolicy(keep_last=1), snaps)
+
+
+def test_a_time_the_zone_cannot_show_is_refused() -> None:
+    snaps = snaps_at("0001-01-01T02:00Z", "2026-11-25T00:00Z")
+    with pytest.raises(RetentionInputError, match=r"snapshot s0: .*out of the calendar's range"):
+        apply_policy(RetentionPolicy(keep_daily=1, time_zone="America/New_York"), snaps)
+    # In UTC the same time is fine, and so are the last hours of year 9999.
+    snaps.append(Snap("end", datetime(9999, 12, 31, 23, tzinfo=UTC)))
+    assert set(kept(RetentionPolicy(keep_daily=3, keep_within="1h"), snaps)) == {"s0", "s1", "end"}
+
+
+def test_a_forgotten_snapshot_shows_the_cutoff_on_the_policy_clock() -> None:
+    snaps = snaps_at("2026-11-25T12:00Z", "2026-11-20T00:00Z")
+    policy = RetentionPolicy(keep_within="2d", time_zone="Europe/Berlin")
+    assert decision(policy, snaps, "s1").reasons == (
+        "within 2d: older than 2026-11-23T13:00:00+01:00",
+    )
 
 
 def test_a_repeated_id_is_refused() -> None:

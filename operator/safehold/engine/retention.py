@@ -42,7 +42,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Generic, Protocol, TypeVar
@@ -54,12 +54,14 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "EMPTY_POLICY_REASON",
     "NEWEST_REASON",
+    "NO_POLICY_REASON",
     "Decision",
     "Duration",
     "RetentionInputError",
     "RetentionPolicy",
     "SnapshotFacts",
     "SnapshotInfo",
+    "apply_policies",
     "apply_policy",
 ]
 
@@ -297,34 +299,69 @@ _PERIOD_RULES: tuple[tuple[str, str, str, Callable[[datetime], str]], ...] = (
 
 EMPTY_POLICY_REASON = "empty policy: no rule is set, so nothing is forgotten"
 NEWEST_REASON = "newest of its source: always kept"
+NO_POLICY_REASON = "no policy for this source, so nothing is forgotten"
 
 
 def apply_policy(policy: RetentionPolicy, snapshots: Iterable[S]) -> list[Decision[S]]:
     """Decide, for each snapshot, keep or forget; one decision per snapshot, in input order.
 
-    Raises ``RetentionInputError`` for a naive ``time`` or an id listed twice, naming
-    the snapshot: deciding on such input could forget the wrong backups.
+    The policy applies to each source separately. Raises ``RetentionInputError`` for
+    a naive ``time``, a time at the very ends of the calendar that the policy's zone
+    cannot show (year 1, year 9999), or an id listed twice, naming the snapshot:
+    deciding on such input could forget the wrong backups.
+    """
+    return apply_policies({}, snapshots, default=policy)
+
+
+def apply_policies(
+    policies: Mapping[str, RetentionPolicy],
+    snapshots: Iterable[S],
+    *,
+    default: RetentionPolicy | None = None,
+) -> list[Decision[S]]:
+    """Like ``apply_policy``, with each source's own policy: ``policies[source]``.
+
+    A source with no policy there uses ``default``; with no default either, its
+    snapshots are all kept (reason ``NO_POLICY_REASON``): a source someone forgot to
+    configure is not a source to empty.
     """
     listed = list(snapshots)
     seen: set[str] = set()
     for snap in listed:
-        if snap.time.utcoffset() is None:
-            raise RetentionInputError(
-                f"snapshot {snap.id}: time {snap.time.isoformat()} has no time zone;"
-                " give an aware datetime (e.g. with tzinfo=UTC)"
-            )
-        if snap.id in seen:
-            raise RetentionInputError(f"snapshot {snap.id} is listed twice; ids must be unique")
-        seen.add(snap.id)
+        _check(snap, policies.get(snap.source, default), seen)
 
     by_source: dict[str, list[S]] = defaultdict(list)
     for snap in listed:
         by_source[snap.source].append(snap)
     decided: dict[str, Decision[S]] = {}
-    for group in by_source.values():
-        for decision in _decide_source(policy, group):
-            decided[decision.snapshot.id] = decision
+    for source, group in by_source.items():
+        policy = policies.get(source, default)
+        if policy is None:
+            decisions = [Decision(snap, True, (NO_POLICY_REASON,)) for snap in group]
+        else:
+            decisions = _decide_source(policy, group)
+        decided.update((decision.snapshot.id, decision) for decision in decisions)
     return [decided[snap.id] for snap in listed]
+
+
+def _check(snap: SnapshotInfo, policy: RetentionPolicy | None, seen: set[str]) -> None:
+    """Refuse a snapshot that cannot be decided on safely, naming it."""
+    if snap.time.utcoffset() is None:
+        raise RetentionInputError(
+            f"snapshot {snap.id}: time {snap.time.isoformat()} has no time zone;"
+            " give an aware datetime (e.g. with tzinfo=UTC)"
+        )
+    if policy is not None:
+        try:
+            snap.time.astimezone(policy.zone)
+        except OverflowError:
+            raise RetentionInputError(
+                f"snapshot {snap.id}: time {snap.time.isoformat()} is out of the calendar's"
+                f" range in {policy.time_zone}; correct the snapshot's time"
+            ) from None
+    if snap.id in seen:
+        raise RetentionInputError(f"snapshot {snap.id} is listed twice; ids must be unique")
+    seen.add(snap.id)
 
 
 def _instant(snap: SnapshotInfo) -> datetime:
@@ -335,6 +372,14 @@ def _instant(snap: SnapshotInfo) -> datetime:
     which would break ties by id inconsistently.
     """
     return snap.time.astimezone(UTC)
+
+
+def _show(moment: datetime, zone: tzinfo) -> str:
+    """``moment`` on the policy's clock, for messages (in UTC at the very ends of time)."""
+    try:
+        return moment.astimezone(zone).isoformat(timespec="seconds")
+    except OverflowError:
+        return moment.isoformat(timespec="seconds")
 
 
 def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]:
@@ -379,13 +424,12 @@ def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]
     within = policy.within
     if within is not None:
         cutoff = within.before(_instant(newest_first[0]), zone)
+        when = _show(cutoff, zone)
         for snap in newest_first:
             if _instant(snap) >= cutoff:
                 keeps[snap.id].append(f"within {within}")
             else:
-                misses[snap.id].append(
-                    f"within {within}: older than {cutoff.isoformat(timespec='seconds')}"
-                )
+                misses[snap.id].append(f"within {within}: older than {when}")
 
     if policy.keep_tags:
         wanted = ", ".join(sorted(policy.keep_tags))
