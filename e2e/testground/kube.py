@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from testground import controlplane, podlogs
+from testground import controlplane, podlogs, processes
 
 __all__ = ["Cluster", "Namespace", "WaitTimeout"]
 
@@ -197,8 +197,21 @@ class Cluster:
         parts.append(events.stdout)
         return "\n".join(parts)
 
+    def check_alive(self) -> None:
+        """On the test ground: fail, quoting its log, if a process of the cluster has died."""
+        if self.local is None:
+            return
+        for name, running in self.local.running().items():
+            if not running:
+                log = self.local.log(name)
+                raise AssertionError(
+                    f"the test ground's {name} is not running any more; its log ({log}) ends "
+                    f"with:\n{processes.log_tail(log)}"
+                )
+
     def create_namespace(self, base: str) -> Namespace:
         """A fresh namespace whose ``default`` service account can already run pods."""
+        self.check_alive()
         slug = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:40].strip("-") or "test"
         name = f"{slug}-{int(time.time() * 1000) % 10**8:08d}"
         self.kubectl("create", "namespace", name)

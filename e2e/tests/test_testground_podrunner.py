@@ -114,6 +114,9 @@ def test_testground_warm_start_and_two_clusters_side_by_side(bare: Cluster) -> N
         second.kubectl("create", "namespace", "only-in-second")
         assert bare.get("namespace", "only-in-second") is None
         assert second.get("namespace", "only-in-second") is not None
+        os.kill(other.pids["etcd"], signal.SIGKILL)
+        with pytest.raises(AssertionError, match=r"the test ground's etcd is not running any more"):
+            second.wait_for(lambda: second.check_alive(), timeout=10, what="etcd to be noticed")
     finally:
         controlplane.down(other.path, remove=True)
     assert all(bare.local.running().values())
