@@ -392,22 +392,23 @@ def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]
     misses: dict[str, list[str]] = {snap.id: [] for snap in group}
 
     if policy.keep_last:
+        kept_by = f"last {policy.keep_last}"
+        missed_by = f"{kept_by}: not among the {policy.keep_last} newest"
         for position, snap in enumerate(newest_first):
             if position < policy.keep_last:
-                keeps[snap.id].append(f"last {policy.keep_last}")
+                keeps[snap.id].append(kept_by)
             else:
-                misses[snap.id].append(
-                    f"last {policy.keep_last}: not among the {policy.keep_last} newest"
-                )
+                misses[snap.id].append(missed_by)
 
     zone = policy.zone
+    local = {snap.id: snap.time.astimezone(zone) for snap in group}
     for name, field, unit, label_of in _PERIOD_RULES:
         count: int = getattr(policy, field)
         if not count:
             continue
         newest_of: dict[str, str] = {}  # period label -> id of its newest snapshot
         for snap in newest_first:
-            label = label_of(snap.time.astimezone(zone))
+            label = label_of(local[snap.id])
             if label in newest_of:
                 misses[snap.id].append(
                     f"{name} {label}: the newer {newest_of[label]} stands for it"
@@ -424,12 +425,13 @@ def _decide_source(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]
     within = policy.within
     if within is not None:
         cutoff = within.before(_instant(newest_first[0]), zone)
-        when = _show(cutoff, zone)
+        kept_by = f"within {within}"
+        missed_by = f"{kept_by}: older than {_show(cutoff, zone)}"
         for snap in newest_first:
             if _instant(snap) >= cutoff:
-                keeps[snap.id].append(f"within {within}")
+                keeps[snap.id].append(kept_by)
             else:
-                misses[snap.id].append(f"within {within}: older than {when}")
+                misses[snap.id].append(missed_by)
 
     if policy.keep_tags:
         wanted = ", ".join(sorted(policy.keep_tags))
