@@ -311,13 +311,13 @@ def _put_crd(api: Api, doc: dict[str, Any], source: Path) -> None:
 
 
 def install_crds(state: ClusterState, crds: Path, *, timeout: float = 60.0) -> list[str]:
-    """Apply every YAML file in ``crds`` and wait until each CRD is Established.
+    """Apply ``crds`` (one YAML file, or every one in a directory); wait until Established.
 
     Returns the CRD names. Discovery answers for them once this returns; the garbage collector
     sees them only after ``restart_controller_manager`` (or its 30 s resync). Files holding
     other kinds too are applied with kubectl.
     """
-    files = sorted([*crds.glob("*.yaml"), *crds.glob("*.yml")])
+    files = [crds] if crds.is_file() else sorted([*crds.glob("*.yaml"), *crds.glob("*.yml")])
     if not files:
         return []
     api = state.api()

@@ -150,9 +150,8 @@ class Cluster:
         ground the controller-manager is restarted (its GC discovers types at start); on any
         other cluster this waits out the GC's 30 s discovery resync.
         """
-        directory = path if path.is_dir() else path.parent
         if self.local is not None:
-            names = controlplane.install_crds(self.local, directory, timeout=timeout)
+            names = controlplane.install_crds(self.local, path, timeout=timeout)
             if names:
                 controlplane.restart_controller_manager(self.local, timeout=timeout)
             return names

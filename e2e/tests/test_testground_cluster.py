@@ -183,7 +183,8 @@ def widget_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     """A custom resource type installed mid-session, as tests of later CRDs will do."""
     directory = tmp_path_factory.mktemp("crds")
     (directory / "widget.yaml").write_text(json.dumps(WIDGET_CRD))
-    assert cluster.install_crds(directory) == ["widgets.testground.safehold.io"]
+    (directory / "unrelated.txt").write_text("not a manifest")
+    assert cluster.install_crds(directory / "widget.yaml") == ["widgets.testground.safehold.io"]
     yield "widgets.testground.safehold.io"
     cluster.kubectl("delete", "-f", str(directory / "widget.yaml"), "--wait=false", check=False)
 
