@@ -113,7 +113,8 @@ def reference(policy: RetentionPolicy, snaps: list[Snap]) -> dict[str, set[str]]
     kept: dict[str, set[str]] = {}
     for source in {s.source for s in snaps}:
         group = [s for s in snaps if s.source == source]
-        if policy.is_empty:
+        counts = [getattr(policy, field) for field, _ in PERIODS.values()] + [policy.keep_last]
+        if not any(counts) and policy.keep_within is None and not policy.keep_tags:
             kept.update({s.id: {"empty"} for s in group})
             continue
         rules: dict[str, set[str]] = {s.id: set() for s in group}
@@ -420,6 +421,15 @@ def test_adding_rules_never_forgets_more(
     if policy.is_empty or (len(within) == 2 and within[0] != within[1]):
         return
     assert kept_ids(policy, snaps) <= kept_ids(combined, snaps)
+
+
+@SETTINGS
+@given(cases())
+def test_forgetting_twice_forgets_nothing_more(case: tuple[RetentionPolicy, list[Snap]]) -> None:
+    """A second run (a retried job, another site holding the same snapshots) keeps all."""
+    policy, snaps = case
+    kept = [d.snapshot for d in apply_policy(policy, snaps) if d.keep]
+    assert all(d.keep for d in apply_policy(policy, kept))
 
 
 @SETTINGS
