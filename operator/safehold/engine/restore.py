@@ -132,6 +132,10 @@ class _Restore:
         umask = os.umask(0o022)
         os.umask(umask)
         self.umask = umask
+        # A new file belongs to our uid and gid, unless a directory it is created in is
+        # set-group-id: only in a fresh tree under a target without that bit is it safe to
+        # skip chown for files that are ours anyway.
+        self.chown_always = True
 
     # ------------------------------------------------------------ helpers
     def _error(self, path: str, message: str) -> None:
@@ -416,10 +420,15 @@ class _Restore:
                 else:
                     os.write(fd, plain)
                 try:
-                    if self.owners:
-                        os.fchown(fd, int(node.get("uid", -1)), int(node.get("gid", -1)))
-                    if self.owners or mode != mode & 0o777 & ~self.umask:
-                        os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+                    uid, gid = int(node.get("uid", -1)), int(node.get("gid", -1))
+                    chown = self.owners and (
+                        self.chown_always or uid != self.euid or gid != self.egid
+                    )
+                    if chown:
+                        os.fchown(fd, uid, gid)
+                    # the mode open() gave (umask applied), unless chown cleared set-id bits
+                    if mode != mode & 0o777 & ~self.umask:
+                        os.fchmod(fd, mode)
                     times = (int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0)))
                     os.utime(fd, ns=times)
                 except OSError as exc:
@@ -534,6 +543,7 @@ def restore_snapshot(
         fresh = not os.path.lexists(target)
         os.makedirs(target, exist_ok=True)
         r = _Restore(repo, snap, target, options, tracker)
+        r.chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)
         try:
             r.walk(snap.tree, target, "", fresh)
             r.finish()
