@@ -345,7 +345,9 @@ def cases(
     return draw(policies(zone, scenario, forced)), draw(histories(newest, scenario.gaps))
 
 
+# The comparison with the reference gets the most examples; the invariants, fewer.
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+INVARIANT = settings(SETTINGS, max_examples=150)
 
 
 def kept_ids(policy: RetentionPolicy, snaps: list[Snap]) -> set[str]:
@@ -388,7 +390,7 @@ def test_the_tricky_cases_equal_the_reference(kind: str, rule: str, data: st.Dat
     assert got == reference(policy, snaps)
 
 
-@SETTINGS
+@INVARIANT
 @given(cases())
 def test_newest_of_every_source_is_kept(case: tuple[RetentionPolicy, list[Snap]]) -> None:
     policy, snaps = case
@@ -398,7 +400,7 @@ def test_newest_of_every_source_is_kept(case: tuple[RetentionPolicy, list[Snap]]
         assert newest.id in kept
 
 
-@SETTINGS
+@INVARIANT
 @given(cases(), policies("UTC", SCENARIOS["anywhere"]))
 def test_adding_rules_never_forgets_more(
     case: tuple[RetentionPolicy, list[Snap]], extra: RetentionPolicy
@@ -423,7 +425,7 @@ def test_adding_rules_never_forgets_more(
     assert kept_ids(policy, snaps) <= kept_ids(combined, snaps)
 
 
-@SETTINGS
+@INVARIANT
 @given(cases())
 def test_forgetting_twice_forgets_nothing_more(case: tuple[RetentionPolicy, list[Snap]]) -> None:
     """A second run (a retried job, another site holding the same snapshots) keeps all."""
@@ -432,7 +434,7 @@ def test_forgetting_twice_forgets_nothing_more(case: tuple[RetentionPolicy, list
     assert all(d.keep for d in apply_policy(policy, kept))
 
 
-@SETTINGS
+@INVARIANT
 @given(cases(), st.randoms(use_true_random=False))
 def test_sources_are_independent_and_order_does_not_matter(
     case: tuple[RetentionPolicy, list[Snap]], rnd: random.Random
