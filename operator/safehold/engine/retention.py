@@ -285,7 +285,7 @@ def _hour(moment: datetime) -> str:
 
 def _week(moment: datetime) -> str:
     iso = moment.isocalendar()
-    return f"{iso.year}-W{iso.week:02d}"
+    return f"{iso.year:04d}-W{iso.week:02d}"
 
 
 # (rule name, policy field, unit in messages, label of the period of a local time)
