@@ -1,0 +1,219 @@
+"""BackupPolicy: check it, start BackupRuns on its schedule, keep the run history short.
+
+``Ready`` says whether the policy is valid and its location and claims exist, and when
+the next run is. At each due slot (see :mod:`safehold.controller.schedule` for the
+missed-slot rule) a BackupRun named ``<policy>-<slot minute>`` is created, so a
+restarted operator cannot start the same slot twice. ``concurrencyPolicy``: Forbid holds
+a due slot back while a run is active (it starts when the run ends, unless
+``startingDeadlineSeconds`` has passed), Allow starts it anyway, Replace deletes the
+active runs (and so their Jobs) first. Runs the schedule created are pruned to
+``successfulRunsHistoryLimit`` and ``failedRunsHistoryLimit``; runs made by hand are
+never deleted by the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safehold.api import (
+    READY,
+    BackupPolicy,
+    BackupPolicyStatus,
+    LocalObjectReference,
+    find_condition,
+    set_condition,
+    validate_spec,
+)
+from safehold.api.conditions import ConditionStatus
+from safehold.controller import metrics
+from safehold.controller.backuprun import SCHEDULE_ANNOTATION
+from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
+from safehold.controller.runtime import Runtime
+from safehold.controller.schedule import decide, slots_between
+from safehold.controller.status import FINAL_PHASES
+
+__all__ = ["PLURAL", "reconcile"]
+
+PLURAL = "backuppolicies"
+
+
+def _ready(
+    rt: Runtime,
+    body: dict[str, Any],
+    status: BackupPolicyStatus,
+    state: ConditionStatus,
+    reason: str,
+    message: str,
+) -> None:
+    gen = body["metadata"].get("generation")
+    before = find_condition(status.conditions, READY)
+    status.conditions = set_condition(
+        status.conditions,
+        READY,
+        state,
+        reason,
+        message,
+        now=now(),
+        observed_generation=gen,
+    )
+    status.observed_generation = gen
+    write_status(rt.kube, PLURAL, body, status)
+    if before is None or before.status != state or before.reason != reason:
+        rt.kube.event(body, reason, message, warning=state == "False")
+
+
+def _problems(rt: Runtime, policy: BackupPolicy) -> tuple[str, str] | None:
+    ns = policy.metadata.namespace or ""
+    lname = policy.spec.location.name
+    if rt.kube.get_cr("backuplocations", ns, lname) is None:
+        return (
+            "LocationNotFound",
+            f"spec.location.name: BackupLocation {lname!r} does not exist in namespace {ns}: "
+            "create it or fix the name",
+        )
+    for i, v in enumerate(policy.spec.sources.volumes):
+        if v.claim_name and rt.kube.get_pvc(ns, v.claim_name) is None:
+            return (
+                "ClaimNotFound",
+                f"spec.sources.volumes[{i}].claimName: PersistentVolumeClaim {v.claim_name!r} "
+                f"does not exist in namespace {ns}: create it or fix the name",
+            )
+    return None
+
+
+def _prune(rt: Runtime, policy: BackupPolicy, runs: list[dict[str, Any]]) -> None:
+    ns = policy.metadata.namespace or ""
+    ours = [
+        r for r in runs if (r["metadata"].get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+    ]
+    ours.sort(key=lambda r: r["metadata"].get("creationTimestamp") or "", reverse=True)
+    good = [r for r in ours if (r.get("status") or {}).get("phase") == "Succeeded"]
+    bad = [r for r in ours if (r.get("status") or {}).get("phase") in ("Failed", "PartiallyFailed")]
+    for r in good[policy.spec.successful_runs_history_limit :]:
+        rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
+    for r in bad[policy.spec.failed_runs_history_limit :]:
+        rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
+
+
+def _create_run(rt: Runtime, policy: BackupPolicy, slot_iso: str, minute: int, kind: str) -> str:
+    ns = policy.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    name = f"{pname[:40]}-{minute}"
+    rt.kube.create_cr(
+        "backupruns",
+        ns,
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {
+                "name": name,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_POLICY: label_value(pname)},
+                "annotations": {SCHEDULE_ANNOTATION: slot_iso},
+            },
+            "spec": {"policyRef": {"name": pname}, "type": kind},
+        },
+    )
+    return name
+
+
+def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    status = BackupPolicyStatus.model_validate(body.get("status") or {})
+    errors = validate_spec("BackupPolicy", body.get("spec"))
+    if errors:
+        _ready(rt, body, status, "False", "InvalidSpec", field_errors_message(errors))
+        return
+    policy = BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
+    runs = [
+        r
+        for r in rt.kube.list_cr("backupruns", ns)
+        if r.get("spec", {}).get("policyRef", {}).get("name") == name
+    ]
+    active = [r for r in runs if (r.get("status") or {}).get("phase") not in FINAL_PHASES]
+    status.active_runs = [LocalObjectReference(name=r["metadata"]["name"]) for r in active]
+    succeeded = [
+        (parse_time(r["status"].get("completionTime")), r)
+        for r in runs
+        if (r.get("status") or {}).get("phase") == "Succeeded"
+    ]
+    dated = [(t, r) for t, r in succeeded if t is not None]
+    if dated:
+        when, newest = max(dated, key=lambda x: x[0])
+        status.last_successful_run = newest["metadata"]["name"]
+        status.last_success_time = when
+        metrics.LAST_SUCCESS.labels(ns, name).set(when.timestamp())
+    problem = _problems(rt, policy)
+    if problem is not None:
+        status.next_schedule_time = None
+        _ready(rt, body, status, "False", *problem)
+        return
+    notes = []
+    if policy.spec.sources.databases or policy.spec.sources.cluster_resources:
+        notes.append("database and clusterResources sources are not backed up yet (skipped)")
+    schedule = policy.spec.schedule
+    if schedule is None:
+        status.next_schedule_time = None
+        message = "no schedule: runs are made by hand (kubectl create a BackupRun)"
+    elif policy.spec.suspend:
+        status.next_schedule_time = None
+        message = "suspended: no new runs start; active runs continue"
+    else:
+        current = now()
+        created = parse_time(meta.get("creationTimestamp")) or current
+        decision = decide(
+            schedule,
+            last_slot=status.last_schedule_time,
+            created=created,
+            now=current,
+            starting_deadline_seconds=policy.spec.starting_deadline_seconds,
+        )
+        status.next_schedule_time = decision.next_time
+        if decision.skipped:
+            notes.append(
+                f"{decision.skipped} missed slot(s) were skipped (operator down or run held "
+                "back; see startingDeadlineSeconds)"
+            )
+        if decision.slot is None and decision.skipped:
+            # every missed slot is past its deadline: remember the newest so it is not
+            # counted again
+
+            due = slots_between(schedule, status.last_schedule_time or created, current)
+            if due:
+                status.last_schedule_time = due[-1][0]
+        if decision.slot is not None and decision.type is not None:
+            if active and policy.spec.concurrency_policy == "Forbid":
+                notes.append(
+                    f"the slot at {decision.slot.isoformat()} is held back: "
+                    f"{', '.join(r['metadata']['name'] for r in active)} still running "
+                    "(concurrencyPolicy Forbid)"
+                )
+            else:
+                if policy.spec.concurrency_policy == "Replace":
+                    for r in active:
+                        rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
+                run = _create_run(
+                    rt,
+                    policy,
+                    decision.slot.isoformat(),
+                    int(decision.slot.timestamp() // 60),
+                    decision.type,
+                )
+                rt.kube.event(
+                    body, "RunCreated", f"created BackupRun {run} for {decision.slot.isoformat()}"
+                )
+                status.last_schedule_time = decision.slot
+        nxt = status.next_schedule_time
+        message = f"scheduled; next run at {nxt.isoformat() if nxt else 'never'}"
+    _prune(rt, policy, runs)
+    _ready(
+        rt,
+        body,
+        status,
+        "True",
+        "Scheduled"
+        if schedule and not policy.spec.suspend
+        else ("Suspended" if policy.spec.suspend else "Manual"),
+        "; ".join([message, *notes]),
+    )

@@ -1,0 +1,78 @@
+"""Helpers every kind's module uses: now, reading status, writing it, and Events.
+
+Status is written as a whole merge patch of the fields the controller owns, and only
+when it differs from what is stored, so re-reconciling an unchanged object writes
+nothing. Every phase (or Available/Ready status) change also posts an Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from safehold.api import FieldError
+from safehold.controller.kube import Kube
+
+__all__ = ["dump_status", "field_errors_message", "now", "parse_time", "write_status"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def dump_status(status: BaseModel) -> dict[str, Any]:
+    """The status as JSON for the apiserver (camelCase, RFC 3339 times, no nulls)."""
+    out: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out
+
+
+def _same(stored: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    def norm(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: norm(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if isinstance(value, str) and value.endswith("Z"):
+            parsed = parse_time(value)
+            return parsed.isoformat() if parsed else value
+        if isinstance(value, str) and len(value) > 18 and value[10:11] == "T":
+            try:
+                return datetime.fromisoformat(value).isoformat()
+            except ValueError:
+                return value
+        return value
+
+    return bool(norm(dict(stored or {})) == norm(dict(new)))
+
+
+def write_status(
+    kube: Kube, plural: str, body: Mapping[str, Any], status: BaseModel
+) -> dict[str, Any]:
+    """Patch ``status`` when it changed; returns the new status JSON. Fields the controller
+    owns but left empty are removed by sending null (a merge patch's delete)."""
+    new = dump_status(status)
+    stored = body.get("status") or {}
+    if _same(stored, new):
+        return new
+    patch: dict[str, Any] = dict(new)
+    for key in stored:
+        if key not in new:
+            patch[key] = None
+    meta = body["metadata"]
+    kube.patch_status(plural, meta["namespace"], meta["name"], patch)
+    return new
+
+
+def field_errors_message(errors: list[FieldError]) -> str:
+    return "; ".join(str(e) for e in errors)

@@ -1,0 +1,245 @@
+"""THE one place that builds a Job: every Job the operator creates comes from :func:`build_job`.
+
+Backups, restores and location checks differ only in their command, their volumes and
+their labels; everything that makes a Job safe is fixed here, so no kind's module can
+forget it: a non-root, read-only, capability-less container with seccomp
+``RuntimeDefault``, no service-account token (the pods need no API rights: results leave
+through the termination message, progress through the log), a deadline, a retry limit,
+a TTL, an ``emptyDir`` for ``/tmp``, and Secrets only as read-only file volumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold import __version__
+
+__all__ = [
+    "COMPONENT_BACKUP",
+    "COMPONENT_RESTORE",
+    "COMPONENT_VALIDATE",
+    "DEFAULT_IMAGE",
+    "LABEL_COMPONENT",
+    "LABEL_LOCATION",
+    "LABEL_MANAGED_BY",
+    "LABEL_POLICY",
+    "LABEL_RESTORE",
+    "LABEL_RUN",
+    "LABEL_SOURCE",
+    "MANAGED_BY",
+    "OPTIONS_DIR",
+    "PASSWORD_FILE",
+    "TERMINATION_LOG",
+    "JobRequest",
+    "Mount",
+    "build_job",
+    "job_name",
+    "label_value",
+]
+
+DEFAULT_IMAGE = f"safehold:{__version__}"
+MANAGED_BY = "safehold-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_RUN = "safehold.io/run"
+LABEL_SOURCE = "safehold.io/source"
+LABEL_RESTORE = "safehold.io/restore"
+LABEL_LOCATION = "safehold.io/location"
+LABEL_POLICY = "safehold.io/policy"
+COMPONENT_BACKUP = "backup"
+COMPONENT_RESTORE = "restore"
+COMPONENT_VALIDATE = "validate"
+
+#: Where the credentials Secret's keys appear as files (``safehold --options-dir``).
+OPTIONS_DIR = "/etc/safehold/storage"
+#: Where the repository password appears (``safehold --password-file``).
+PASSWORD_FILE = "/etc/safehold/password/password"  # noqa: S105 - a path, not a password
+#: The container's terminationMessagePath (``safehold --termination-log``).
+TERMINATION_LOG = "/dev/termination-log"
+_UID = 65532  # the "nonroot" user of distroless images; any non-zero id works
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (63 characters, alphanumeric at both ends)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]", "-", text)
+    if len(clean) > 63:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        clean = f"{clean[:54]}-{digest}"
+    return clean.strip("-._")
+
+
+def job_name(*parts: str) -> str:
+    """A deterministic Job name from ``parts``: the same inputs give the same name after a
+    restart, so an existing Job is found (409) instead of a second one being made."""
+    base = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:6]
+    # 63 characters for the Job name; the Job controller appends 6 for its pods.
+    return f"{base[:50].rstrip('-')}-{digest}"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume and where the container sees it."""
+
+    name: str
+    path: str
+    volume: Mapping[str, Any]  # the pod-spec volume source, e.g. {"persistentVolumeClaim": ...}
+    read_only: bool = True
+    sub_path: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What differs between Jobs; :func:`build_job` adds everything else."""
+
+    name: str
+    namespace: str
+    component: str
+    args: Sequence[str]
+    labels: Mapping[str, str]
+    owner: Mapping[str, Any] | None  # the owning object (apiVersion, kind, metadata)
+    mounts: Sequence[Mount] = ()
+    credentials_secret: str | None = None
+    password_secret: str | None = None
+    password_key: str = "password"  # noqa: S105 - the Secret key name
+    image: str = DEFAULT_IMAGE
+    resources: Mapping[str, Any] | None = None
+    active_deadline_seconds: int = 6 * 3600
+    backoff_limit: int = 1
+    ttl_seconds_after_finished: int = 24 * 3600
+    node_name: str | None = None  # read a ReadWriteOnce volume on the node that uses it
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    priority_class_name: str | None = None
+
+
+def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _affinity(node_name: str) -> dict[str, Any]:
+    # matchFields on metadata.name pins the pod to that node through the scheduler
+    # (unlike spec.nodeName, which bypasses it and its resource checks).
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def build_job(req: JobRequest) -> dict[str, Any]:
+    """The Job manifest for ``req``."""
+    labels = {
+        "app.kubernetes.io/name": "safehold",
+        "app.kubernetes.io/part-of": "safehold",
+        "app.kubernetes.io/version": label_value(__version__),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: req.component,
+        **{k: label_value(v) for k, v in req.labels.items()},
+    }
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    args = list(req.args)
+    if req.credentials_secret:
+        volumes.append(
+            {"name": "storage-options", "secret": {"secretName": req.credentials_secret}}
+        )
+        mounts.append({"name": "storage-options", "mountPath": OPTIONS_DIR, "readOnly": True})
+        args += ["--options-dir", OPTIONS_DIR]
+    if req.password_secret:
+        volumes.append(
+            {
+                "name": "repository-password",
+                "secret": {
+                    "secretName": req.password_secret,
+                    "items": [{"key": req.password_key, "path": "password"}],
+                },
+            }
+        )
+        mounts.append(
+            {
+                "name": "repository-password",
+                "mountPath": PASSWORD_FILE.rsplit("/", 1)[0],
+                "readOnly": True,
+            }
+        )
+        args += ["--password-file", PASSWORD_FILE]
+    for m in req.mounts:
+        volumes.append({"name": m.name, **m.volume})
+        mount: dict[str, Any] = {"name": m.name, "mountPath": m.path, "readOnly": m.read_only}
+        if m.sub_path:
+            mount["subPath"] = m.sub_path
+        mounts.append(mount)
+    args += ["--json", "--termination-log", TERMINATION_LOG]
+    container: dict[str, Any] = {
+        "name": "safehold",
+        "image": req.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["safehold"],
+        "args": args,
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "SAFEHOLD_TMPDIR", "value": "/tmp"},
+        ],
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if req.resources:
+        container["resources"] = dict(req.resources)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": _UID,
+            "runAsGroup": _UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if req.node_name:
+        pod_spec["affinity"] = _affinity(req.node_name)
+    elif req.node_selector:
+        pod_spec["nodeSelector"] = dict(req.node_selector)
+    if req.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in req.tolerations]
+    if req.priority_class_name:
+        pod_spec["priorityClassName"] = req.priority_class_name
+    metadata: dict[str, Any] = {"name": req.name, "namespace": req.namespace, "labels": labels}
+    if req.owner is not None:
+        metadata["ownerReferences"] = [_owner_reference(req.owner)]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": req.backoff_limit,
+            "activeDeadlineSeconds": req.active_deadline_seconds,
+            "ttlSecondsAfterFinished": req.ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

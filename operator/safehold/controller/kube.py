@@ -1,0 +1,206 @@
+"""The operator's only door to the apiserver: typed calls on the kubernetes client.
+
+Kind modules call these instead of the client directly, so what the operator does in the
+cluster (and so its RBAC, docs/operator.md) can be read off one file. There is no call
+here that reads a Secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from safehold.api import GROUP, VERSION
+
+__all__ = ["ApiException", "Kube", "LogReader", "load_config"]
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+
+class LogReader(Protocol):
+    """Reads the last lines of a pod's log (the progress lines a Job prints on stderr)."""
+
+    def __call__(self, namespace: str, pod: str, tail: int) -> str: ...
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        # $KUBECONFIG is read now, not when the client was imported
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    """Calls on one ``ApiClient``; 404 becomes None where absence is a normal answer."""
+
+    def __init__(self, api: Any | None = None, log_reader: LogReader | None = None) -> None:
+        self.api = api or client.ApiClient()
+        # Typed as Any: the calls take and return plain JSON dicts here.
+        self.custom: Any = client.CustomObjectsApi(self.api)
+        self.core: Any = client.CoreV1Api(self.api)
+        self.batch: Any = client.BatchV1Api(self.api)
+        self.read_log: LogReader = log_reader or self._read_log_api
+
+    # ------------------------------------------------------------ custom resources
+    def get_cr(self, plural: str, namespace: str, name: str) -> Json | None:
+        try:
+            obj: Json = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+            return obj
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_cr(self, plural: str, namespace: str, selector: str | None = None) -> list[Json]:
+        kw = {"label_selector": selector} if selector else {}
+        items: list[Json] = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, **kw
+        )["items"]
+        return items
+
+    def create_cr(self, plural: str, namespace: str, body: Json) -> Json | None:
+        """Create; None when it exists already (a restart re-creating the same name)."""
+        try:
+            obj: Json = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
+            return obj
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def delete_cr(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: Json) -> None:
+        """Merge-patch ``status`` (the only part of a resource the operator writes)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to record
+                raise
+
+    # ------------------------------------------------------------ jobs and pods
+    def create_job(self, manifest: Json) -> bool:
+        """Create the Job; False when one of that name exists (it is then adopted)."""
+        try:
+            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def get_job(self, namespace: str, name: str) -> Json | None:
+        try:
+            job = self.batch.read_namespaced_job(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        out: Json = self.api.sanitize_for_serialization(job)
+        return out
+
+    def list_jobs(self, namespace: str, selector: str) -> list[Json]:
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=selector)
+        out: list[Json] = self.api.sanitize_for_serialization(jobs)["items"]
+        return out
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def job_pods(self, namespace: str, job: str) -> list[Json]:
+        """The Job's pods, newest last."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        items: list[Json] = self.api.sanitize_for_serialization(pods)["items"]
+        return sorted(items, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+    def list_pods(self, namespace: str) -> list[Json]:
+        out: list[Json] = self.api.sanitize_for_serialization(
+            self.core.list_namespaced_pod(namespace)
+        )["items"]
+        return out
+
+    def _read_log_api(self, namespace: str, pod: str, tail: int) -> str:
+        text: str = self.core.read_namespaced_pod_log(pod, namespace, tail_lines=tail)
+        return text
+
+    # ------------------------------------------------------------ claims
+    def get_pvc(self, namespace: str, name: str) -> Json | None:
+        try:
+            pvc = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        out: Json = self.api.sanitize_for_serialization(pvc)
+        return out
+
+    def list_pvcs(self, namespace: str, selector: str) -> list[Json]:
+        out: list[Json] = self.api.sanitize_for_serialization(
+            self.core.list_namespaced_persistent_volume_claim(namespace, label_selector=selector)
+        )["items"]
+        return out
+
+    def create_pvc(self, namespace: str, manifest: Json) -> bool:
+        try:
+            self.core.create_namespaced_persistent_volume_claim(namespace, manifest)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    # ------------------------------------------------------------ events
+    def event(
+        self, obj: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """A core Event about ``obj`` (what ``kubectl describe`` shows); never fails the caller."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "safehold-operator"},
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+            "reportingComponent": "safehold-operator",
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:
+            log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the operator, served on ``/metrics`` (``--metrics-port``).
+
+Counters move when the operator records a transition in the cluster (a run becoming
+Running, or final), which happens once per run even across restarts, because the
+transition is only made when the stored status does not show it yet.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = [
+    "BYTES_STORED",
+    "LAST_SUCCESS",
+    "REGISTRY",
+    "RESTORES",
+    "RUNS_FAILED",
+    "RUNS_STARTED",
+    "RUNS_SUCCEEDED",
+    "RUN_DURATION",
+    "serve",
+]
+
+REGISTRY = CollectorRegistry()
+_RUN = ("namespace", "policy")
+
+RUNS_STARTED = Counter(
+    "safehold_backup_runs_started", "BackupRuns that started", _RUN, registry=REGISTRY
+)
+RUNS_SUCCEEDED = Counter(
+    "safehold_backup_runs_succeeded", "BackupRuns that succeeded", _RUN, registry=REGISTRY
+)
+RUNS_FAILED = Counter(
+    "safehold_backup_runs_failed",
+    "BackupRuns that failed or partially failed",
+    _RUN,
+    registry=REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "safehold_backup_run_duration_seconds",
+    "Time from a run's start to its end",
+    _RUN,
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "safehold_backup_last_success_timestamp_seconds",
+    "When the policy's newest successful run completed (Unix time)",
+    _RUN,
+    registry=REGISTRY,
+)
+BYTES_STORED = Gauge(
+    "safehold_location_bytes_stored",
+    "Bytes the repository at a BackupLocation occupies",
+    ("namespace", "location"),
+    registry=REGISTRY,
+)
+RESTORES = Counter(
+    "safehold_restores",
+    "RestoreRequests finished, by result",
+    ("namespace", "result"),
+    registry=REGISTRY,
+)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from the pod IP
+    """Serve ``/metrics`` on ``port`` (0: a free one); returns the port."""
+    server, _thread = start_http_server(port, addr=address, registry=REGISTRY)
+    return int(server.server_port)

@@ -1,0 +1,73 @@
+"""Which claims a policy's volume sources mean, and where a claim is in use.
+
+A volume source names one claim or selects claims by label; each becomes one source of
+a run, backed up by its own Job. A ReadWriteOnce claim that a running pod uses can only
+be mounted on that pod's node, so the Job is pinned there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from safehold.api.backuppolicy import BackupPolicy
+from safehold.api.selectors import LabelSelector
+from safehold.controller.kube import Kube
+
+__all__ = ["VolumeClaim", "claim_node", "resolve_volumes", "selector_string"]
+
+
+@dataclass(frozen=True)
+class VolumeClaim:
+    source: str  # the source's name in results and restores
+    claim: str  # the PersistentVolumeClaim
+    field: str  # where the policy names it, for messages
+
+
+def selector_string(selector: LabelSelector) -> str:
+    """A LabelSelector in the query form the API takes: ``a=b,c in (d,e),!f``."""
+    terms = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
+    for req in selector.match_expressions:
+        if req.operator == "In":
+            terms.append(f"{req.key} in ({','.join(req.values)})")
+        elif req.operator == "NotIn":
+            terms.append(f"{req.key} notin ({','.join(req.values)})")
+        elif req.operator == "Exists":
+            terms.append(req.key)
+        else:
+            terms.append(f"!{req.key}")
+    return ",".join(terms)
+
+
+def resolve_volumes(kube: Kube, policy: BackupPolicy) -> list[VolumeClaim]:
+    """The claims of the policy's volume sources (a selector's, as of now)."""
+    ns = policy.metadata.namespace or ""
+    out: list[VolumeClaim] = []
+    for index, volume in enumerate(policy.spec.sources.volumes):
+        where = f"spec.sources.volumes[{index}]"
+        if volume.claim_name:
+            name = volume.name or volume.claim_name
+            out.append(VolumeClaim(name, volume.claim_name, f"{where}.claimName"))
+        elif volume.selector is not None:
+            for pvc in kube.list_pvcs(ns, selector_string(volume.selector)):
+                claim = pvc["metadata"]["name"]
+                out.append(VolumeClaim(claim, claim, f"{where}.selector"))
+    return out
+
+
+def claim_node(claim: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """The node of a live pod that uses ``claim``, if the claim is ReadWriteOnce."""
+    modes = claim.get("spec", {}).get("accessModes") or []
+    if "ReadWriteOnce" not in modes:
+        return None
+    name = claim["metadata"]["name"]
+    for pod in pods:
+        if pod.get("status", {}).get("phase") not in ("Running", "Pending"):
+            continue
+        node = pod.get("spec", {}).get("nodeName")
+        if not node:
+            continue
+        for volume in pod.get("spec", {}).get("volumes") or []:
+            if (volume.get("persistentVolumeClaim") or {}).get("claimName") == name:
+                return str(node)
+    return None

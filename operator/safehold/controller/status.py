@@ -1,0 +1,258 @@
+"""From Jobs and their pods to status: outcomes, source results, phases and conditions.
+
+Pure functions over the JSON the apiserver returns, so they are unit-tested without a
+cluster. A Job's result comes from its pod's termination message, which holds the
+``safehold --json`` summary (the CLI writes it to ``--termination-log``); when the
+process died before writing it, ``FallbackToLogsOnError`` puts the log's tail there and
+the last JSON line or the last text line is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from safehold.api import COMPLETE, FAILED, Condition, ErrorDetail, SourceResult, set_condition
+from safehold.api.enums import RunPhase
+
+__all__ = [
+    "FINAL_PHASES",
+    "JobOutcome",
+    "complete_conditions",
+    "error_reason",
+    "job_outcome",
+    "parse_summary",
+    "run_phase",
+    "source_result",
+]
+
+FINAL_PHASES = frozenset({"Succeeded", "PartiallyFailed", "Failed"})
+JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+#: The CLI's exit codes (docs/cli.md) as the CamelCase reasons of status errors.
+_EXIT_REASONS = {
+    1: "Error",
+    2: "InvalidArguments",
+    3: "FilesUnreadable",
+    4: "RepositoryDamaged",
+    10: "RepositoryNotFound",
+    11: "RepositoryLocked",
+    12: "WrongPassword",
+    13: "UnsupportedRepository",
+    130: "Interrupted",
+    137: "Killed",
+}
+#: Waiting reasons of a container that will not start without a fix (a missing Secret,
+#: a missing image): reported at once, with the kubelet's message.
+_STUCK = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+    }
+)
+
+
+def error_reason(exit_code: int | None) -> str:
+    return _EXIT_REASONS.get(exit_code or 1, "Error")
+
+
+def parse_summary(message: str | None) -> dict[str, Any] | None:
+    """The last line of ``message`` that is a JSON object with ``ok``, or None."""
+    for line in reversed((message or "").strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "ok" in doc:
+            return doc
+    return None
+
+
+@dataclass
+class JobOutcome:
+    """What a Job has come to: its state, the CLI's summary, and why it failed."""
+
+    state: JobState
+    summary: dict[str, Any] | None = None
+    error: ErrorDetail | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    waiting: str | None = None  # why the pod does not start (a missing Secret, ...)
+    running_pod: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        term = (status.get("state") or {}).get("terminated")
+        if term:
+            return dict(term)
+    return None
+
+
+def _waiting(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    for pod in reversed(pods):
+        for status in pod.get("status", {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _STUCK:
+                return f"{waiting['reason']}: {waiting.get('message') or 'see the pod events'}"
+    return None
+
+
+def _text_tail(message: str) -> str:
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    return lines[-1][:1000] if lines else ""
+
+
+def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> JobOutcome:
+    """The outcome of ``job`` (None: not created yet) given its pods (oldest first)."""
+    if job is None:
+        return JobOutcome("Pending")
+    jstatus = job.get("status") or {}
+    conds = {c["type"]: c for c in jstatus.get("conditions") or [] if c.get("status") == "True"}
+    finished = [(p, t) for p in pods if (t := _terminated(p)) is not None]
+    last = finished[-1] if finished else None
+    summary = parse_summary(str(last[1].get("message") or "")) if last else None
+    out = JobOutcome(
+        "Pending",
+        summary=summary,
+        start_time=jstatus.get("startTime"),
+        completion_time=jstatus.get("completionTime"),
+    )
+    if "Complete" in conds:
+        out.state = "Succeeded"
+        out.completion_time = out.completion_time or conds["Complete"].get("lastTransitionTime")
+        return out
+    if "Failed" in conds:
+        out.state = "Failed"
+        out.completion_time = conds["Failed"].get("lastTransitionTime")
+        job_reason = conds["Failed"].get("reason") or "Failed"
+        if summary is not None and summary.get("error"):
+            out.error = ErrorDetail(
+                reason=error_reason(summary.get("exit_code")), message=str(summary["error"])
+            )
+        elif job_reason == "DeadlineExceeded":
+            out.error = ErrorDetail(
+                reason="DeadlineExceeded",
+                message="the Job ran longer than its activeDeadlineSeconds: raise "
+                "spec.job.activeDeadlineSeconds or back up less per run",
+            )
+        else:
+            code = int(last[1].get("exitCode", 1)) if last else None
+            text = _text_tail(str(last[1].get("message") or "")) if last else ""
+            out.error = ErrorDetail(
+                reason=error_reason(code) if last else job_reason,
+                message=text or conds["Failed"].get("message") or f"the Job failed ({job_reason})",
+            )
+        return out
+    running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+    if running:
+        out.state = "Running"
+        out.running_pod = running[-1]["metadata"]["name"]
+    elif jstatus.get("active"):
+        out.state = "Running" if out.start_time else "Pending"
+    out.waiting = _waiting(pods)
+    return out
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int | None:
+    value = doc.get(key)
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def source_result(base: SourceResult, outcome: JobOutcome) -> SourceResult:
+    """``base`` (name, kind, job) updated with what the Job reported."""
+    result = base.model_copy(deep=True)
+    if outcome.start_time:
+        result.start_time = datetime.fromisoformat(outcome.start_time.replace("Z", "+00:00"))
+    if outcome.state in ("Pending", "Running"):
+        result.phase = outcome.state
+        if outcome.waiting:
+            result.error = ErrorDetail(reason="PodNotStarting", message=outcome.waiting[:4000])
+        return result
+    if outcome.completion_time:
+        result.completion_time = datetime.fromisoformat(
+            outcome.completion_time.replace("Z", "+00:00")
+        )
+    doc = outcome.summary or {}
+    if doc.get("snapshot"):
+        result.snapshot_id = str(doc["snapshot"])
+        result.parent_snapshot_id = doc.get("parent") or None
+        kind = doc.get("type")
+        if kind in ("full", "incremental", "differential"):
+            result.type = kind
+        result.files = _int(doc, "total_files")
+        result.bytes_read = _int(doc, "bytes_read")
+        result.bytes_new = _int(doc, "bytes_new")
+        result.bytes_stored = _int(doc, "bytes_stored")
+        duration = doc.get("duration_s")
+        result.duration_seconds = float(duration) if isinstance(duration, int | float) else None
+        errors = doc.get("error_list") or []
+        result.warnings = [f"{e.get('path')}: {e.get('error')}" for e in errors][:32]
+        result.phase = "Succeeded"
+        result.error = None
+        if doc.get("errors"):
+            result.error = ErrorDetail(
+                reason="FilesUnreadable",
+                message=f"{doc['errors']} file(s) could not be read and are not in the "
+                "snapshot (see warnings): fix their permissions or the Job's user",
+            )
+        return result
+    result.phase = "Failed" if outcome.state == "Failed" else "Succeeded"
+    result.error = outcome.error
+    return result
+
+
+def run_phase(sources: Sequence[SourceResult]) -> RunPhase:
+    """The run's phase from its sources: final only when every source is."""
+    phases = [s.phase for s in sources]
+    if any(p in ("Pending", "Running") for p in phases):
+        return "Running" if any(p != "Pending" for p in phases) else "Pending"
+    good = [s for s in sources if s.phase == "Succeeded" and s.error is None]
+    bad = [s for s in sources if s.phase == "Failed" or (s.phase == "Succeeded" and s.error)]
+    if not bad:
+        return "Succeeded"
+    if good or any(s.phase == "Succeeded" for s in sources):
+        return "PartiallyFailed"
+    return "Failed"
+
+
+def complete_conditions(
+    conditions: Sequence[Condition],
+    phase: RunPhase,
+    message: str,
+    *,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Complete and Failed for ``phase``: Complete=True once final; Failed=True when some
+    or all work failed (so ``kubectl wait --for=condition=Failed`` works as well)."""
+    final = phase in FINAL_PHASES
+    conds = set_condition(
+        conditions,
+        COMPLETE,
+        "True" if final else "False",
+        phase,
+        message if final else f"the run is {phase.lower()}",
+        now=now,
+        observed_generation=generation,
+    )
+    failed = phase in ("Failed", "PartiallyFailed")
+    return set_condition(
+        conds,
+        FAILED,
+        "True" if failed else "False",
+        phase if failed else "NoFailure",
+        message if failed else "nothing has failed",
+        now=now,
+        observed_generation=generation,
+    )

@@ -1,0 +1,242 @@
+"""Fixtures of the controller's integration tests: the operator in-process (kopf's
+KopfRunner) against the test ground, and helpers to make locations, claims and data."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from safehold.controller import handlers
+from safehold.controller.kube import Kube
+from safehold.controller.runtime import Runtime, set_runtime
+from testground import podlogs
+from testground.kube import Cluster, Namespace
+from testground.objectstores import RunningStore
+
+OperatorFactory = Callable[[], KopfRunner]
+
+
+def log_reader(cluster: Cluster) -> Any:
+    """Pod logs as the operator reads them: from the API on a real cluster; on the test
+    ground (no kubelet to serve pods/log) from the pod runner's captured logs."""
+    if cluster.local is None:
+        return None
+    pods = cluster.local.path / "pods"
+
+    def read(namespace: str, pod: str, tail: int) -> str:
+        text = podlogs.container_log(pods, namespace, pod, None)
+        return "\n".join(text.splitlines()[-tail:])
+
+    return read
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OperatorFactory]:
+    """Start the operator for the test's namespace (``operator()``); stopped at the end."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("SAFEHOLD_IMAGE", os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"))
+    runners: list[KopfRunner] = []
+
+    def start() -> KopfRunner:
+        set_runtime(Runtime(Kube(cluster.api_client(), log_reader=log_reader(cluster))))
+        runner = KopfRunner(
+            ["run", "--standalone", "--namespace", str(namespace), "-m", handlers.__name__],
+            timeout=60,
+        )
+        runner.__enter__()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        if runner._thread.is_alive():  # stopped by the test already otherwise
+            runner.__exit__(None, None, None)
+    handlers.reset()
+
+
+def stop(runner: KopfRunner) -> None:
+    runner.__exit__(None, None, None)
+
+
+def claim_dir(namespace: Namespace, claim: str) -> Path:
+    """The host directory of a bound claim of the test ground's provisioner."""
+
+    def bound() -> str | None:
+        pvc = namespace.get("pvc", claim) or {}
+        if (pvc.get("status") or {}).get("phase") == "Bound":
+            return str(pvc["spec"]["volumeName"])
+        return None
+
+    volume = namespace.cluster.wait_for(bound, timeout=60, what=f"claim {claim} to be bound")
+    pv = namespace.cluster.get("pv", volume)
+    assert pv is not None
+    return Path(pv["spec"]["hostPath"]["path"])
+
+
+def make_claim(namespace: Namespace, name: str, size: str = "64Mi") -> Path:
+    namespace.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+    )
+    return claim_dir(namespace, name)
+
+
+def write_data(root: Path, seed: int, files: int = 20, size: int = 64 * 1024) -> dict[str, bytes]:
+    """Random files (incompressible, so stored sizes are honest) under ``root``."""
+    import random
+
+    rng = random.Random(seed)
+    out: dict[str, bytes] = {}
+    for i in range(files):
+        rel = f"dir{i % 3}/file{i}.bin"
+        data = rng.randbytes(size + i)
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        out[rel] = data
+    return out
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def store_location(
+    namespace: Namespace,
+    store: RunningStore,
+    name: str = "loc",
+    *,
+    bucket: str | None = None,
+    make_bucket: bool = True,
+    password: str | None = None,
+    credentials: dict[str, str] | None = None,
+) -> str:
+    """A BackupLocation on ``store`` with its credentials and password Secrets."""
+    bucket = bucket or f"b-{secrets.token_hex(4)}"
+    if make_bucket:
+        store.make_bucket(bucket)
+    provider = store.provider
+    options = dict(store.options)
+    endpoint = options.pop("endpoint")
+    region = options.pop("region", None)
+    namespace.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-storage"},
+                "stringData": credentials if credentials is not None else options,
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-password"},
+                "stringData": {"password": password or secrets.token_hex(12)},
+            },
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupLocation",
+                "metadata": {"name": name},
+                "spec": {
+                    "provider": provider,
+                    "bucket": bucket,
+                    "prefix": "repo",
+                    "endpoint": endpoint,
+                    **({"region": region} if region and provider == "s3" else {}),
+                    "credentialsSecretRef": {"name": f"{name}-storage"},
+                    "repositoryPasswordSecretRef": {"name": f"{name}-password"},
+                },
+            },
+        ]
+    )
+    return bucket
+
+
+def policy(namespace: Namespace, name: str, location: str, claims: list[str], **spec: Any) -> None:
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "location": {"name": location},
+                "sources": {"volumes": [{"claimName": c} for c in claims]},
+                **spec,
+            },
+        }
+    )
+
+
+def backup_run(
+    namespace: Namespace, name: str, policy_name: str, type_: str = "incremental"
+) -> None:
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {"name": name},
+            "spec": {"policyRef": {"name": policy_name}, "type": type_},
+        }
+    )
+
+
+def restore_request(namespace: Namespace, name: str, **spec: Any) -> None:
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "RestoreRequest",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def kubectl_wait(namespace: Namespace, what: str, condition: str, timeout: int = 120) -> None:
+    """``kubectl wait --for=condition=...``, as a user would."""
+    namespace.kubectl(
+        "wait", f"--for=condition={condition}", what, f"--timeout={timeout}s", timeout=timeout + 10
+    )
+
+
+def get(namespace: Namespace, kind: str, name: str) -> dict[str, Any]:
+    obj = namespace.get(kind, name)
+    assert obj is not None, f"{kind}/{name} does not exist"
+    return obj
+
+
+class Kit:
+    """The helpers above, as one fixture (test modules cannot import conftest)."""
+
+    claim_dir = staticmethod(claim_dir)
+    make_claim = staticmethod(make_claim)
+    write_data = staticmethod(write_data)
+    read_tree = staticmethod(read_tree)
+    store_location = staticmethod(store_location)
+    policy = staticmethod(policy)
+    backup_run = staticmethod(backup_run)
+    restore_request = staticmethod(restore_request)
+    kubectl_wait = staticmethod(kubectl_wait)
+    stop = staticmethod(stop)
+    get = staticmethod(get)
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit

@@ -1,0 +1,87 @@
+"""Bad input ends in a False or Failed condition whose message says what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testground.kube import Namespace
+from testground.objectstores import RunningStore
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == kind)
+
+
+def test_bad_inputs_name_what_to_fix(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    operator()
+    kit.make_claim(namespace, "data")
+    # a bucket that does not exist, and a wrong secret key
+    kit.store_location(namespace, s3_store, "nobucket", bucket="no-such-bucket", make_bucket=False)
+    creds = {
+        "AWS_ACCESS_KEY_ID": s3_store.options["access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": "not-the-key",
+    }
+    kit.store_location(namespace, s3_store, "wrongkey", credentials=creds)
+    kit.store_location(namespace, s3_store, "good")
+    # a policy naming a claim that does not exist, one the Python validation rejects
+    kit.policy(namespace, "noclaim", "good", ["missing-claim"])
+    kit.policy(namespace, "keepsnothing", "good", ["data"], retention={"keepLast": 0})
+    kit.policy(namespace, "nolocation", "absent", ["data"])
+    # a run of a policy that does not exist, a restore of a run that does not exist
+    kit.backup_run(namespace, "orphan", "no-such-policy")
+    kit.restore_request(namespace, "lost", backupRunRef={"name": "no-such-run"})
+
+    nobucket = namespace.wait_condition("backuplocation", "nobucket", "Available", status="False",
+                                        timeout=120)  # fmt: skip
+    message = _condition(nobucket, "Available")["message"]
+    assert "no-such-bucket" in message
+    assert "bucket" in message.lower()
+    wrongkey = namespace.wait_condition("backuplocation", "wrongkey", "Available", status="False",
+                                        timeout=120)  # fmt: skip
+    cond = _condition(wrongkey, "Available")
+    assert "credentials" in cond["message"].lower() or "denied" in cond["message"].lower()
+    assert "not-the-key" not in cond["message"]
+    assert wrongkey["status"]["phase"] == "Unavailable"
+
+    noclaim = namespace.wait_condition("backuppolicy", "noclaim", "Ready", status="False")
+    cond = _condition(noclaim, "Ready")
+    assert cond["reason"] == "ClaimNotFound"
+    assert "spec.sources.volumes[0].claimName" in cond["message"]
+    assert "missing-claim" in cond["message"]
+    bad = namespace.wait_condition("backuppolicy", "keepsnothing", "Ready", status="False")
+    cond = _condition(bad, "Ready")
+    assert cond["reason"] == "InvalidSpec"
+    assert "spec.retention.keepLast" in cond["message"]
+    noloc = namespace.wait_condition("backuppolicy", "nolocation", "Ready", status="False")
+    assert "spec.location.name" in _condition(noloc, "Ready")["message"]
+
+    kit.kubectl_wait(namespace, "backuprun/orphan", "Failed", timeout=60)
+    orphan = kit.get(namespace, "backuprun", "orphan")
+    assert orphan["status"]["phase"] == "Failed"
+    cond = _condition(orphan, "Complete")
+    assert cond["status"] == "True"
+    assert cond["reason"] == "PolicyNotFound"
+    assert "spec.policyRef.name" in cond["message"]
+    assert "no-such-policy" in cond["message"]
+
+    kit.kubectl_wait(namespace, "restorerequest/lost", "Failed", timeout=60)
+    lost = kit.get(namespace, "restorerequest", "lost")
+    cond = _condition(lost, "Failed")
+    assert cond["reason"] == "BackupRunNotFound"
+    assert "spec.backupRunRef.name" in cond["message"]
+    assert "no-such-run" in cond["message"]
+
+    # a run against an unavailable location fails with the location's own message
+    kit.policy(namespace, "tonowhere", "nobucket", ["data"])
+    kit.backup_run(namespace, "doomed", "tonowhere")
+    kit.kubectl_wait(namespace, "backuprun/doomed", "Failed", timeout=60)
+    doomed = _condition(kit.get(namespace, "backuprun", "doomed"), "Failed")
+    assert doomed["reason"] == "LocationUnavailable"
+    assert "no-such-bucket" in doomed["message"]
+
+    # every failure was also announced as a Warning Event
+    events = namespace.kubectl("get", "events", "-o", "json").stdout
+    for reason in ("PolicyNotFound", "BackupRunNotFound", "ClaimNotFound", "InvalidSpec"):
+        assert f'"reason": "{reason}"' in events

@@ -1,0 +1,124 @@
+"""The operator as people run it (``safehold operator``), killed mid-run and started again:
+the run is picked up from the cluster and recorded once. Also its /metrics and /healthz."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testground.kube import Namespace
+from testground.objectstores import RunningStore
+
+SAFEHOLD = str(Path(sys.executable).parent / "safehold")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, namespace: Namespace, log: Path) -> None:
+        self.namespace = namespace
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.health_port = 0
+
+    def start(self) -> None:
+        self.metrics_port, self.health_port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.namespace.cluster.kubeconfig),
+            "SAFEHOLD_IMAGE": os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"),
+        }
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [SAFEHOLD, "operator", "--namespace", str(self.namespace),
+                 "--metrics-port", str(self.metrics_port),
+                 "--health-port", str(self.health_port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def get(self, path: str, port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return str(r.read().decode())
+
+
+@pytest.fixture
+def operator_process(namespace: Namespace, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(namespace, tmp_path / "operator.log")
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def test_killed_operator_picks_the_run_up_and_records_it_once(
+    namespace: Namespace, s3_store: RunningStore, operator_process: OperatorProcess, kit: Any
+) -> None:
+    op = operator_process
+    data = kit.make_claim(namespace, "data")
+    kit.write_data(data, seed=3, files=40, size=512 * 1024)
+    kit.store_location(namespace, s3_store)
+    kit.policy(namespace, "pol", "loc", ["data"])
+    op.start()
+    namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
+    kit.backup_run(namespace, "run", "pol")
+
+    def job_recorded() -> str | None:
+        run = namespace.get("backuprun", "run") or {}
+        sources = (run.get("status") or {}).get("sources") or []
+        return sources[0].get("job") if sources else None
+
+    job = namespace.cluster.wait_for(job_recorded, timeout=60, what="the run's Job name")
+    op.kill()  # SIGKILL: no cleanup, the Job goes on without the operator
+    op.start()
+    kit.kubectl_wait(namespace, "backuprun/run", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "run")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["sources"][0]["job"] == job
+    jobs = json.loads(
+        namespace.kubectl("get", "jobs", "-l", "safehold.io/run=run", "-o", "json").stdout
+    )["items"]
+    assert [j["metadata"]["name"] for j in jobs] == [job]  # one Job, not one per operator
+
+    events = json.loads(namespace.kubectl("get", "events", "-o", "json").stdout)["items"]
+    succeeded = [
+        e for e in events
+        if e["involvedObject"]["name"] == "run" and e["reason"] == "Succeeded"
+    ]  # fmt: skip
+    assert len(succeeded) == 1
+    assert sum(e.get("count", 1) for e in succeeded) == 1
+
+    metrics = op.get("/metrics", op.metrics_port)
+    label = f'namespace="{namespace}",policy="pol"'
+    assert f"safehold_backup_runs_succeeded_total{{{label}}} 1.0" in metrics
+    assert f"safehold_backup_run_duration_seconds_count{{{label}}} 1.0" in metrics
+    assert "safehold_backup_last_success_timestamp_seconds{" in metrics
+    assert "safehold_location_bytes_stored{" in metrics
+    assert op.get("/healthz", op.health_port)
