@@ -110,6 +110,8 @@ class PodWorker(threading.Thread):
         self._start_time = status.now()
         self._started_mono = time.monotonic()
         self._last_report: Json | None = None
+        self._last_key: Json | None = None
+        self._containers: list[_Container] = []
         policy = pod["spec"].get("restartPolicy", "Always")
         self.restart_policy: str = policy
         self.deadline = pod["spec"].get("activeDeadlineSeconds")
@@ -128,26 +130,36 @@ class PodWorker(threading.Thread):
             self._run()
         except Exception:
             log.exception("pod %s/%s: the worker failed", self.namespace, self.pod_name)
+            try:
+                self._kill_all(self._containers)
+            except Exception:
+                log.exception("pod %s/%s: could not stop it", self.namespace, self.pod_name)
             self._fail_safe("PodRunnerError", "the pod runner failed on this pod; see its log")
         finally:
             if self.stopping:
                 shutil.rmtree(self.work / "volumes", ignore_errors=True)
 
     # ------------------------------------------------------------------ status
-    def _patch(self, doc: Json) -> None:
+    def _patch(self, doc: Json) -> bool:
+        """Send the status; False when it did not get through (the caller retries)."""
         if doc == self._last_report or self.stopping:
-            return
+            return True
         body = {"metadata": {"uid": self.uid}, "status": doc}
         path = f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}/status"
         try:
             self.ctx.api.merge_patch(path, body)
-            self._last_report = doc
         except ApiError as exc:
             if exc.status in (404, 409):
                 log.info("pod %s/%s is gone (%s)", self.namespace, self.pod_name, exc.status)
                 self.stop()
-            else:
-                log.warning("pod %s/%s: status patch: %s", self.namespace, self.pod_name, exc)
+                return True
+            log.warning("pod %s/%s: status patch: %s", self.namespace, self.pod_name, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - connection trouble: retried
+            log.warning("pod %s/%s: status patch: %s", self.namespace, self.pod_name, exc)
+            return False
+        self._last_report = doc
+        return True
 
     def _report(
         self,
@@ -157,7 +169,8 @@ class PodWorker(threading.Thread):
         *,
         reason: str | None = None,
         message: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Report the pod's status if it changed; False if that did not get through."""
         done = phase in ("Succeeded", "Failed")
         initialized = all(c.done and c.exit_code == 0 for c in inits)
         ready = phase == "Running" and all("running" in c.state for c in mains)
@@ -178,14 +191,27 @@ class PodWorker(threading.Thread):
             doc["initContainerStatuses"] = [c.report(init=True) for c in inits]
         # conditions carry a timestamp; compare without it to avoid needless patches
         key = {**doc, "conditions": [(c["type"], c["status"]) for c in doc["conditions"]]}
-        if key == getattr(self, "_last_key", None):
-            return
-        self._last_key = key
-        self._patch(doc)
+        if key == self._last_key:
+            return True
+        sent = self._patch(doc)
+        if sent:
+            self._last_key = key
+        return sent
+
+    def _report_final(
+        self, phase: str, inits: list[_Container], mains: list[_Container], **why: str
+    ) -> None:
+        """The last report must get through, or the pod would look Running for ever."""
+        deadline = time.monotonic() + 120
+        while not self._report(phase, inits, mains, **why):
+            if self.stopping or time.monotonic() > deadline:
+                log.error("pod %s/%s: could not report %s", self.namespace, self.pod_name, phase)
+                return
+            self._stop_event.wait(1.0)
 
     def _fail_safe(self, reason: str, message: str) -> None:
         try:
-            self._report("Failed", [], [], reason=reason, message=message)
+            self._report_final("Failed", [], [], reason=reason, message=message)
         except Exception:
             log.exception("pod %s/%s: could not report the failure", self.namespace, self.pod_name)
 
@@ -336,7 +362,7 @@ class PodWorker(threading.Thread):
                 now = status.now()
                 c.state = status.terminated(137, c.started_at or now, now, "", "")
                 c.proc = None
-        self._report(
+        self._report_final(
             "Failed",
             inits,
             mains,
@@ -364,22 +390,20 @@ class PodWorker(threading.Thread):
             if self._deadline_passed():
                 self._finish_deadline(inits, mains)
                 return False
-            changed = False
             for c in active:
-                changed |= self._reap(c)
+                self._reap(c)
                 if c.restart_at is not None and time.monotonic() >= c.restart_at:
                     self._launch(c, volumes)
-                    changed = True
             if all(c.done for c in active):
                 return True
-            if changed:
-                self._report(phase, inits, mains)
+            self._report(phase, inits, mains)  # only sends changes; retries failed ones
             time.sleep(POLL)
 
     def _run(self) -> None:
         spec = self.pod["spec"]
         inits = [_Container(s, init=True) for s in spec.get("initContainers", [])]
         mains = [_Container(s) for s in spec.get("containers", [])]
+        self._containers = inits + mains
         self.work.mkdir(parents=True, exist_ok=True)
         log.info("pod %s/%s (%s): accepted", self.namespace, self.pod_name, self.uid)
         volumes = self._prepare(inits, mains)
@@ -389,10 +413,10 @@ class PodWorker(threading.Thread):
             if not self._run_phase([c], volumes, inits, mains, "Pending"):
                 return
             if c.exit_code != 0:  # only reachable with restartPolicy Never
-                self._report("Failed", inits, mains)
+                self._report_final("Failed", inits, mains)
                 return
         if not self._run_phase(mains, volumes, inits, mains, "Running"):
             return
         ok = all(c.exit_code == 0 for c in mains)
-        self._report("Succeeded" if ok else "Failed", inits, mains)
+        self._report_final("Succeeded" if ok else "Failed", inits, mains)
         log.info("pod %s/%s: %s", self.namespace, self.pod_name, "Succeeded" if ok else "Failed")
