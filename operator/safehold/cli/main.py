@@ -17,6 +17,7 @@ from safehold import __version__
 from safehold.cli import commands, exitcodes
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
+from safehold.cli.replicate import add_replicate_parser
 from safehold.engine import BackupError
 from safehold.repo import (
     CorruptObject,
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also read back all data, or PERCENT of the packs at random",
     )
     verify.set_defaults(func=commands.verify)
+    add_replicate_parser(sub, common)
     _no_abbreviations(parser)
     return parser
 

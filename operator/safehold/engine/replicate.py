@@ -183,7 +183,12 @@ def open_site(
                 f"{target.location}: holds repository objects but no config; it is not a "
                 "replica this tool can complete: give an empty location or the site's URL"
             )
-        if not create:
+        if not create:  # a dry run: report what creating the site would copy
+            for info in source.storage.list("keys/"):
+                counts["keys"].copied += 1
+                counts["keys"].copied_bytes += info.size
+            counts["config"].copied += 1
+            counts["config"].copied_bytes += len(config_bytes)
             return None, True
         # Keys first, then the config: like 'repo init', never a config nobody can open.
         for info in source.storage.list("keys/"):
