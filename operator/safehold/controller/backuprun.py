@@ -110,6 +110,8 @@ def _transition(
 def _summary(status: BackupRunStatus) -> str:
     phase = status.phase or "Pending"
     if phase not in FINAL_PHASES:
+        if not status.sources:
+            return f"waiting for BackupLocation {status.location} to be checked"
         running = sum(1 for s in status.sources if s.phase == "Running")
         return f"{running} of {len(status.sources)} source(s) running"
     parts = []
@@ -255,7 +257,7 @@ def _start_job(
     pvc = rt.kube.get_pvc(ns, claim.claim)
     node = claim_node(pvc, rt.kube.list_pods(ns)) if pvc else None
     access = repository_access(location)
-    settings = policy.spec.job
+    settings = rt.job_settings(policy.spec.job)
     args = [
         "backup",
         SOURCE_MOUNT,

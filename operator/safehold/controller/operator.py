@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 __all__ = ["run"]
@@ -21,8 +22,10 @@ def run(
 
     from safehold.controller import handlers, metrics
 
+    level = os.environ.get("SAFEHOLD_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handlers.reset()
     if metrics_port >= 0:

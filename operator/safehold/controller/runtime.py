@@ -7,6 +7,8 @@ found by name and labels, and the status of each resource).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -14,17 +16,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from safehold.api import Progress
+from safehold.api.jobs import JobSettings
 from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
 
-__all__ = ["Runtime", "runtime", "set_runtime"]
+__all__ = ["Runtime", "job_defaults_from_env", "runtime", "set_runtime"]
+
+log = logging.getLogger(__name__)
+
+
+def job_defaults_from_env() -> JobSettings | None:
+    """``$SAFEHOLD_JOB_DEFAULTS``: JSON in the shape of a BackupPolicy's ``spec.job`` (the
+    Helm chart's ``jobDefaults``), used for every field a policy leaves unset."""
+    raw = os.environ.get("SAFEHOLD_JOB_DEFAULTS", "").strip()
+    if not raw:
+        return None
+    try:
+        return JobSettings.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        log.warning("ignoring SAFEHOLD_JOB_DEFAULTS, which is not valid: %s", exc)
+        return None
 
 
 @dataclass
 class Runtime:
     kube: Kube
     image: str = field(default_factory=lambda: os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE))
+    job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
     #: Latest body of every watched object, by (plural, namespace, name).
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     #: When each running Job's log was last read for progress (monotonic seconds).
@@ -33,6 +54,15 @@ class Runtime:
     progress: dict[str, Progress] = field(default_factory=dict)
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def job_settings(self, policy_job: JobSettings | None) -> JobSettings | None:
+        """The policy's ``spec.job`` over the operator's defaults, field by field."""
+        if self.job_defaults is None:
+            return policy_job
+        merged = self.job_defaults.model_dump(by_alias=True, exclude_unset=True)
+        if policy_job is not None:
+            merged.update(policy_job.model_dump(by_alias=True, exclude_unset=True))
+        return JobSettings.model_validate(merged)
 
     @contextmanager
     def exclusive(self, key: tuple[str, str, str]) -> Iterator[bool]:

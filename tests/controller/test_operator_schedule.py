@@ -1,0 +1,77 @@
+"""A policy's schedule starts runs on its own, records its slots, and prunes the history of
+the runs it made, never the runs made by hand."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from testground.kube import Namespace
+from testground.objectstores import RunningStore
+
+MANAGED = {"app.kubernetes.io/managed-by": "safehold-operator", "safehold.io/policy": "pol"}
+
+
+def _run(namespace: Namespace, name: str, labels: dict[str, str] | None = None) -> None:
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"policyRef": {"name": "pol"}},
+        }
+    )
+
+
+def _names(namespace: Namespace) -> set[str]:
+    out = namespace.kubectl("get", "backupruns", "-o", "json").stdout
+    return {r["metadata"]["name"] for r in json.loads(out)["items"]}
+
+
+def test_schedule_starts_runs_and_prunes_its_history(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    operator()
+    kit.write_data(kit.make_claim(namespace, "data"), seed=4, files=4)
+    kit.store_location(namespace, s3_store)
+    kit.policy(
+        namespace, "pol", "loc", ["data"],
+        schedule={"timeZone": "Asia/Kolkata", "slots": [{"cron": "* * * * *"}]},
+        successfulRunsHistoryLimit=1,
+    )  # fmt: skip
+    # two runs as an earlier schedule would have made them, and one made by hand
+    _run(namespace, "old-1", MANAGED)
+    _run(namespace, "old-2", MANAGED)
+    _run(namespace, "by-hand")
+    for name in ("old-1", "old-2", "by-hand"):
+        kit.kubectl_wait(namespace, f"backuprun/{name}", "Complete")
+
+    def scheduled() -> str | None:
+        pol = kit.get(namespace, "backuppolicy", "pol")
+        last = (pol.get("status") or {}).get("lastSuccessfulRun")
+        return last if last and last not in ("old-1", "old-2", "by-hand") else None
+
+    name = namespace.cluster.wait_for(scheduled, timeout=150, what="a scheduled run to succeed")
+    run = kit.get(namespace, "backuprun", name)
+    assert run["spec"]["policyRef"]["name"] == "pol"
+    slot = datetime.fromisoformat(run["status"]["scheduleTime"].replace("Z", "+00:00"))
+    assert slot.second == 0
+    assert name == f"pol-{int(slot.timestamp() // 60)}"
+    pol = namespace.wait_condition("backuppolicy", "pol", "Ready")
+    status = pol["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Scheduled"
+    nxt = datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
+    assert nxt > slot
+    assert nxt - datetime.now(UTC) <= timedelta(minutes=1)  # every minute
+    assert nxt.second == 0
+
+    # history: one succeeded scheduled run is kept; the run made by hand always stays
+    def pruned() -> set[str] | None:
+        names = _names(namespace)
+        return names if "old-1" not in names and "old-2" not in names else None
+
+    names = namespace.cluster.wait_for(pruned, timeout=60, what="old runs to be pruned")
+    assert "by-hand" in names
+    assert name in names or any(n.startswith("pol-") for n in names)
