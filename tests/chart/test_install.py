@@ -233,7 +233,15 @@ def test_operator_installed_by_the_chart_validates_a_location_and_backs_up(
     watched = cluster.create_namespace("reconciled")
     request.addfinalizer(lambda: cluster.delete_namespace(watched))
     release = "op"
-    install(release, namespace, {"watchNamespaces": [str(watched)]})
+    job_defaults = {
+        "activeDeadlineSeconds": 5400,
+        "resources": {"requests": {"cpu": "50m", "memory": "200Mi"}, "limits": {"memory": "700Mi"}},
+    }
+    install(
+        release,
+        namespace,
+        {"watchNamespaces": [str(watched)], "jobDefaults": job_defaults, "logLevel": "debug"},
+    )
     namespace.wait_condition("deployment", f"{release}-safehold", "Available", timeout=120)
     cluster.apply(
         [
@@ -312,3 +320,14 @@ def test_operator_installed_by_the_chart_validates_a_location_and_backs_up(
     )["items"]
     about = {(e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in events}
     assert ("BackupRun", "first") in about, about
+    # the chart's jobDefaults reached the backup Job
+    jobs = json.loads(
+        cluster.kubectl(
+            "get", "jobs", f"--namespace={watched}", "-l", "safehold.io/run=first", "-o", "json"
+        ).stdout
+    )["items"]
+    assert jobs
+    for job in jobs:
+        assert job["spec"]["activeDeadlineSeconds"] == 5400
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        assert container["resources"] == job_defaults["resources"]
