@@ -115,7 +115,10 @@ def _azure(src: Any, dst: Any, name: str) -> bool:
     # Within one account the request's Shared Key authorises the source as well; another
     # account (or SAS credentials) would need a SAS on the source URL: stream instead.
     same_account = src._container.url.rsplit("/", 1)[0] == dst._container.url.rsplit("/", 1)[0]
-    shared_key = type(dst._container.credential).__name__ == "StorageSharedKeyCredential"
+    shared_key = type(dst._container.credential).__name__ in (
+        "StorageSharedKeyCredential",
+        "SharedKeyCredentialPolicy",
+    )
     if not (same_account and shared_key):
         return False
     target = dst._container.get_blob_client(dst._name(name))
