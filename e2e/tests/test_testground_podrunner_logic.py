@@ -185,3 +185,26 @@ def test_testground_build_step_failure_names_the_step_and_log(tmp_path: Path) ->
     assert "make WHAT='cmd/kube-apiserver' failed with exit code 2" in message
     assert str(log) in message
     assert "undefined: reflect2.Type" in message  # the log's tail says what went wrong
+
+
+def test_testground_sandbox_volume_over_a_parent_keeps_other_sources(tmp_path: Path) -> None:
+    """A volume at a parent (an emptyDir at /tmp) must not hide sources living under it (the
+    pod's files under /tmp): every source is staged before any target is mounted."""
+    parent = tmp_path / "shadowed"
+    parent.mkdir()
+    (parent / "message").write_text("still readable")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    launch = sandbox.Launch(
+        argv=["sh", "-c", f"cat {tmp_path}/out/message; echo; ls -A {parent} | wc -l"],
+        env={"PATH": os.environ["PATH"]},
+        working_dir="",
+        mounts=[
+            Mount(empty, str(parent), False),
+            Mount(parent / "message", str(tmp_path / "out" / "message"), True),
+        ],
+        log=tmp_path / "logs" / "c-0.log",
+    )
+    proc = sandbox.start(launch)
+    assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    assert launch.log.read_text().split() == ["still", "readable", "0"]
