@@ -23,15 +23,17 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests e2e bench
-	$(VENV)/bin/ruff format --check operator tests e2e bench
+	$(VENV)/bin/ruff check operator tests e2e bench charts
+	$(VENV)/bin/ruff format --check operator tests e2e bench charts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m safehold.api.crdgen --check
 
-# Regenerate the CRDs (crds/, charts/safehold/crds/) and docs/resources.md from the models.
+# Regenerate the CRDs (crds/, charts/safehold/crds/) and docs/resources.md from the models,
+# then deploy/safehold.yaml (which holds the CRDs) from the chart.
 crds: venv
 	$(PY) -m safehold.api.crdgen
+	$(PY) charts/render_manifest.py
 
 # Every test: unit, storage conformance on real servers, engine, test ground, end to end.
 test: deps venv lint cluster
