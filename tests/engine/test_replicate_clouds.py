@@ -81,7 +81,8 @@ def test_replicate_file_to_s3_to_gcs_to_azure_killed_midway_and_resumed(
 
     # hop 1: filesystem -> S3
     first = _run(_cli("replicate", "--to", s3_url, *_flags("-O", s3_opts), "--json"), env)
-    assert first["snapshots_copied"] == 2 and first["site_created"]
+    assert first["snapshots_copied"] == 2
+    assert first["site_created"]
 
     # hop 2: S3 -> GCS, killed once some packs arrived and before any snapshot did
     from_s3 = {**env, "SAFEHOLD_REPOSITORY": s3_url}
@@ -118,7 +119,7 @@ def test_replicate_file_to_s3_to_gcs_to_azure_killed_midway_and_resumed(
             *_flags("-O", az_opts),
             "--read-back",
             "--json",
-        ),  # fmt: skip
+        ),
         from_gcs,
     )
     assert last["snapshots_copied"] == 2
@@ -134,7 +135,8 @@ def test_replicate_file_to_s3_to_gcs_to_azure_killed_midway_and_resumed(
     for url, opts in ((s3_url, s3_opts), (gcs_url, gcs_opts), (az_url, az_opts)):
         report = _run(_cli("verify", "--read-data", *_flags("-o", opts), "--json"),
                       {**env, "SAFEHOLD_REPOSITORY": url})  # fmt: skip
-        assert report["ok"] and report["packs_read"] == report["packs"] > 0, url
+        assert report["ok"], url
+        assert report["packs_read"] == report["packs"] > 0, url
 
 
 @pytest.mark.parametrize("provider", ["s3_store", "gcs_store", "azure_store"])
@@ -161,7 +163,8 @@ def test_server_side_copy_between_two_buckets_of_one_provider(
 
     result = replicate(repo, open_storage(site_url, site_options), PASSWORD, ReplicateOptions())
     data = result.counts["data"]
-    assert data.copied > 1 and data.server_side == data.copied  # no byte passed through us
+    assert data.copied > 1
+    assert data.server_side == data.copied
     assert result.counts["snapshots"].server_side == 1
 
     site = Repository.open(open_storage(site_url, site_options), PASSWORD)

@@ -1,0 +1,229 @@
+"""Replication between filesystem repositories: what is copied, what is skipped, and that
+a site is a whole repository on its own (restore, verify, forget with no primary)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
+from safehold.engine.replicate import (
+    ReplicateOptions,
+    ReplicationError,
+    replicate,
+)
+from safehold.repo import ChunkerParams, Config, Repository
+from safehold.storage import Storage, open_storage
+
+PASSWORD = "correct horse battery staple"  # the ``repo`` fixture's (tests/engine/conftest.py)
+
+
+def _site(path: Path) -> Storage:
+    return open_storage(path.as_uri())
+
+
+def _names(storage: Storage, prefix: str) -> set[str]:
+    return {info.name for info in storage.list(prefix)}
+
+
+def _history(repo: Repository, src: Path) -> dict[str, list[str]]:
+    """Three sources, three snapshots each, an hour apart; tags on some."""
+    ids: dict[str, list[str]] = {}
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    for n in range(3):
+        for source in ("db", "web", "logs"):
+            (src / source).mkdir(parents=True, exist_ok=True)
+            (src / source / f"f{n}").write_bytes(os.urandom(150_000))
+            tags = ["weekly"] if n == 1 else []
+            snap = backup_paths(
+                repo,
+                [str(src / source)],
+                BackupOptions(source=source, tags=tags, time=start + timedelta(hours=n)),
+            ).snapshot
+            ids.setdefault(source, []).append(snap.id)
+    return ids
+
+
+def test_a_replica_restores_and_verifies_with_no_primary(
+    repo: Repository,
+    tmp_path: Path,
+    tree_factory: Callable[..., Path],
+    same_tree: Callable[..., None],
+) -> None:
+    src = tree_factory(tmp_path / "src")
+    backup_paths(repo, [str(src)], BackupOptions(source="vol"))
+    (src / "docs" / "note-3.txt").write_text("second version")
+    last = backup_paths(repo, [str(src)], BackupOptions(source="vol")).snapshot
+
+    result = replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    assert result.site_created
+    assert len(result.snapshots_copied) == 2
+    # byte for byte: the site holds the primary's packs, keys, config and snapshots
+    primary, site = repo.storage, _site(tmp_path / "site")
+    for prefix in ("data/", "keys/", "snapshots/"):
+        assert _names(site, prefix) == _names(primary, prefix)
+    for name in _names(primary, "data/"):
+        assert site.get(name) == primary.get(name)
+    assert site.get("config") == primary.get("config")
+
+    shutil.rmtree(tmp_path / "repo")  # the primary is gone
+    replica = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    assert verify_repository(replica, read_data_percent=100).ok
+    restore_snapshot(replica, replica.find_snapshot(last.id[:12]), str(tmp_path / "out"))
+    same_tree(src, tmp_path / "out" / "src")
+
+
+def test_a_second_run_copies_nothing_and_reports_what_it_skipped(
+    repo: Repository, tmp_path: Path
+) -> None:
+    _history(repo, tmp_path / "src")
+    first = replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    again = replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    assert first.total().copied > 0
+    assert again.total().copied == 0
+    assert again.total().copied_bytes == 0
+    assert again.counts["snapshots"].skipped == 9
+    assert again.summary()["snapshots_present"] == 9
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (ReplicateOptions(), {"db": 3, "web": 3, "logs": 3}),
+        (ReplicateOptions(sources=["db", "web"]), {"db": 3, "web": 3}),
+        (ReplicateOptions(tags=["weekly"]), {"db": 1, "web": 1, "logs": 1}),
+        (ReplicateOptions(newest=1), {"db": 1, "web": 1, "logs": 1}),
+        (ReplicateOptions(sources=["logs"], newest=2), {"logs": 2}),
+    ],
+)
+def test_select_by_source_tags_and_newest_n(
+    repo: Repository, tmp_path: Path, options: ReplicateOptions, expected: dict[str, int]
+) -> None:
+    ids = _history(repo, tmp_path / "src")
+    replicate(repo, _site(tmp_path / "site"), PASSWORD, options)
+    site = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    got: dict[str, list[str]] = {}
+    for snap in site.snapshots():
+        got.setdefault(snap.source, []).append(snap.id)
+    assert {k: len(v) for k, v in got.items()} == expected
+    for source, copied in got.items():
+        if options.newest:
+            assert copied == ids[source][-options.newest :]  # the newest ones
+    # exactly the packs those snapshots need: the site verifies, and has no extra packs
+    report = verify_repository(site, read_data_percent=100)
+    assert report.ok
+    assert report.unreferenced_packs == 0
+    if len(expected) < 3:
+        assert len(_names(site.storage, "data/")) < len(_names(repo.storage, "data/"))
+
+
+def test_resume_after_packs_arrived_copies_them_again_never(
+    repo: Repository, tmp_path: Path
+) -> None:
+    _history(repo, tmp_path / "src")
+    replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    site = _site(tmp_path / "site")
+    packs = len(_names(site, "data/"))
+    # As if killed after the packs arrived but before index and snapshots did:
+    for prefix in ("index/", "snapshots/"):
+        for name in _names(site, prefix):
+            site.delete(name)
+    # ... and before the last few packs arrived.
+    gone = sorted(_names(site, "data/"))[:2]
+    for name in gone:
+        site.delete(name)
+
+    resumed = replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    assert resumed.counts["data"].copied == 2
+    assert resumed.counts["data"].skipped == packs - 2
+    assert len(resumed.snapshots_copied) == 9
+    assert verify_repository(Repository.open(site, PASSWORD), read_data_percent=100).ok
+
+
+def test_refuses_a_site_that_holds_another_repository(repo: Repository, tmp_path: Path) -> None:
+    other = Repository.init(
+        _site(tmp_path / "other"), PASSWORD, Config.new(chunker=ChunkerParams()), kdf_n=2**14
+    )
+    with pytest.raises(ReplicationError) as err:
+        replicate(repo, other.storage, PASSWORD)
+    assert str(tmp_path / "other") in str(err.value)
+    assert "another repository" in str(err.value)
+    assert _names(other.storage, "snapshots/") == set()
+
+
+def test_a_damaged_pack_at_the_primary_is_never_copied(repo: Repository, tmp_path: Path) -> None:
+    _history(repo, tmp_path / "src")
+    victim = sorted(_names(repo.storage, "data/"))[0]
+    path = tmp_path / "repo" / victim
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(ReplicationError) as err:
+        replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    assert victim in str(err.value)
+    assert "damaged at the primary" in str(err.value)
+    site = _site(tmp_path / "site")
+    assert victim not in _names(site, "data/")
+    assert _names(site, "snapshots/") == set()  # no snapshot whose data is not all there
+    assert verify_repository(Repository.open(site, PASSWORD)).ok
+
+
+def test_a_snapshot_whose_blobs_are_in_no_index_is_reported_not_copied(
+    repo: Repository, tmp_path: Path
+) -> None:
+    ids = _history(repo, tmp_path / "src")
+    blob = bytes.fromhex(repo.snapshots(source="db")[-1].tree)
+    del repo.index._blobs[blob]  # as if the index object naming it were lost
+    result = replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    assert not result.ok
+    assert ids["db"][-1] in result.snapshots_failed
+    assert "is in no index" in result.snapshots_failed[ids["db"][-1]]
+    assert len(result.snapshots_copied) == 8
+
+
+def test_each_site_keeps_its_own_retention(repo: Repository, tmp_path: Path) -> None:
+    """A site forgets on its own (deleting snapshot objects, as forget does); --only-newer
+    keeps the next run from bringing the forgotten ones back, but copies new ones."""
+    ids = _history(repo, tmp_path / "src")
+    replicate(repo, _site(tmp_path / "site"), PASSWORD)
+    site = _site(tmp_path / "site")
+    for snap_id in ids["db"][:2]:
+        site.delete(f"snapshots/{snap_id}")
+
+    (tmp_path / "src" / "db" / "new").write_bytes(os.urandom(10_000))
+    newer = backup_paths(
+        repo,
+        [str(tmp_path / "src" / "db")],
+        BackupOptions(source="db", time=datetime(2026, 11, 2, tzinfo=UTC)),
+    ).snapshot
+    result = replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(only_newer=True))
+    assert result.snapshots_copied == [newer.id]
+    assert sorted(result.snapshots_older) == sorted(ids["db"][:2])
+    replica = Repository.open(site, PASSWORD)
+    assert [s.id for s in replica.snapshots(source="db")] == [ids["db"][2], newer.id]
+    assert verify_repository(replica).ok
+
+
+def test_dry_run_writes_nothing(repo: Repository, tmp_path: Path) -> None:
+    _history(repo, tmp_path / "src")
+    result = replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(dry_run=True))
+    assert result.counts["data"].copied == len(_names(repo.storage, "data/"))
+    assert result.counts["keys"].copied == 1
+    assert not (tmp_path / "site").exists() or _names(_site(tmp_path / "site"), "") == set()
+
+
+def test_a_site_with_another_password_for_the_same_keys(repo: Repository, tmp_path: Path) -> None:
+    """After creation, keys are the site's own: a key added at the site opens it."""
+    _history(repo, tmp_path / "src")
+    replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(newest=1))
+    site = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    site.add_key("site password", kdf_n=2**14)
+    result = replicate(repo, _site(tmp_path / "site"), "site password")
+    assert len(result.snapshots_copied) == 6
+    assert result.counts["keys"].copied == 0
