@@ -19,7 +19,7 @@ from testground import podlogs
 from testground.kube import Cluster, Namespace
 from testground.objectstores import RunningStore
 
-OperatorFactory = Callable[[], KopfRunner]
+OperatorFactory = Callable[..., KopfRunner]
 
 
 def log_reader(cluster: Cluster) -> Any:
@@ -45,8 +45,10 @@ def operator(
     monkeypatch.setenv("SAFEHOLD_IMAGE", os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"))
     runners: list[KopfRunner] = []
 
-    def start() -> KopfRunner:
-        set_runtime(Runtime(Kube(cluster.api_client(), log_reader=log_reader(cluster))))
+    def start(**settings: Any) -> KopfRunner:
+        """``settings``: Runtime fields, e.g. ``pass_interval=1.0``."""
+        kube = Kube(cluster.api_client(), log_reader=log_reader(cluster))
+        set_runtime(Runtime(kube, **settings))
         runner = KopfRunner(
             ["run", "--standalone", "--namespace", str(namespace), "-m", handlers.__name__],
             timeout=60,

@@ -44,7 +44,7 @@ from safehold.controller.jobs import (
     job_name,
 )
 from safehold.controller.kube import ApiException
-from safehold.controller.progress import PROGRESS_INTERVAL, last_progress_event, to_progress
+from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.repository import repository_access
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import VolumeClaim, claim_node, resolve_volumes
@@ -311,12 +311,12 @@ def _start_job(
 
 
 def read_progress(rt: Runtime, ns: str, job: str, pod: str | None) -> Progress | None:
-    """The job's latest progress, reading its pod's log at most every PROGRESS_INTERVAL."""
+    """The job's latest progress, reading its pod's log at most every ``rt.progress_interval``."""
     cached = rt.progress.get(job)
     if pod is None:
         return cached
     last = rt.progress_read.get(job, 0.0)
-    if time.monotonic() - last < PROGRESS_INTERVAL and cached is not None:
+    if time.monotonic() - last < rt.progress_interval and cached is not None:
         return cached
     rt.progress_read[job] = time.monotonic()
     try:

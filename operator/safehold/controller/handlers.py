@@ -2,7 +2,7 @@
 
 kopf's ``on.event`` handlers write nothing to the objects (no annotations, no
 finalizers), so the operator writes only ``status``. Each event stores the object and
-reconciles it at once; a periodic pass every :data:`PASS_INTERVAL` seconds re-reads and
+reconciles it at once; a periodic pass every ``Runtime.pass_interval`` (3 s) re-reads and
 reconciles every known object, which drives what no event announces: Jobs finishing,
 progress, schedule slots, validation intervals. A lock per object keeps the event and
 the pass from reconciling the same object at the same time.
@@ -26,10 +26,9 @@ from safehold.controller.kube import load_config
 from safehold.controller.runtime import Runtime, runtime, set_runtime
 from safehold.controller.status import FINAL_PHASES
 
-__all__ = ["PASS_INTERVAL", "reconcile_key"]
+__all__ = ["reconcile_key", "reset"]
 
 log = logging.getLogger(__name__)
-PASS_INTERVAL = 3.0
 
 _RECONCILERS: dict[str, Callable[[Runtime, dict[str, Any]], None]] = {
     backuplocation.PLURAL: backuplocation.reconcile,
@@ -84,7 +83,7 @@ for _plural in _RECONCILERS:
 async def _periodic(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(PASS_INTERVAL)
+        await asyncio.sleep(rt.pass_interval)
         for key in list(rt.objects):
             await loop.run_in_executor(None, reconcile_key, rt, key)
 

@@ -22,6 +22,7 @@ from safehold.api import Progress
 from safehold.api.jobs import JobSettings
 from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
+from safehold.controller.progress import PROGRESS_INTERVAL
 
 __all__ = ["Runtime", "job_defaults_from_env", "runtime", "set_runtime"]
 
@@ -46,6 +47,10 @@ class Runtime:
     kube: Kube
     image: str = field(default_factory=lambda: os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE))
     job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
+    #: Seconds between two periodic passes over every object.
+    pass_interval: float = 3.0
+    #: Seconds between two reads of a running Job's log for progress.
+    progress_interval: float = PROGRESS_INTERVAL
     #: Latest body of every watched object, by (plural, namespace, name).
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     #: When each running Job's log was last read for progress (monotonic seconds).
