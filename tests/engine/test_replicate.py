@@ -3,6 +3,7 @@ a site is a whole repository on its own (restore, verify, forget with no primary
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -227,3 +228,38 @@ def test_a_site_with_another_password_for_the_same_keys(repo: Repository, tmp_pa
     result = replicate(repo, _site(tmp_path / "site"), "site password")
     assert len(result.snapshots_copied) == 6
     assert result.counts["keys"].copied == 0
+
+
+def test_the_command_reports_and_exits_as_documented(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from safehold.cli.main import main
+
+    _history(repo, tmp_path / "src")
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    monkeypatch.setenv("SAFEHOLD_REPOSITORY", (tmp_path / "repo").as_uri())
+    site = (tmp_path / "site").as_uri()
+
+    assert main(["replicate", "--to", site, "--tag", "weekly", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["snapshots_copied"] == 3
+    assert doc["objects"]["snapshots"]["copied"] == 3
+    assert doc["total"]["copied_bytes"] > 0
+    assert _names(_site(tmp_path / "site"), "locks/") == set()  # both locks released
+    assert _names(repo.storage, "locks/") == set()
+
+    assert main(["replicate", "--to", site]) == 0
+    table = capsys.readouterr().out
+    assert "snapshots" in table
+    assert "6 of 9 selected snapshot(s), 3 already there" in table
+
+    other = tmp_path / "other"
+    Repository.init(_site(other), "another", Config.new(chunker=ChunkerParams()), kdf_n=2**14)
+    assert main(["replicate", "--to", other.as_uri(), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert f"{other.as_uri()}: holds another repository" in captured.err
+    assert main(["replicate", "--to", site, "--newest", "0"]) == 2
+    assert "--newest" in capsys.readouterr().err
