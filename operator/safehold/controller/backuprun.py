@@ -31,6 +31,7 @@ from safehold.api import (
     validate_spec,
 )
 from safehold.api.enums import RunPhase
+from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
 from safehold.controller.jobs import (
@@ -294,9 +295,7 @@ def _start_job(
         password_secret=access.password_secret,
         password_key=access.password_key,
         image=rt.image,
-        resources=settings.resources.model_dump(by_alias=True)
-        if settings and settings.resources
-        else None,
+        resources=_resources(settings),
         active_deadline_seconds=(settings.active_deadline_seconds if settings else None)
         or 6 * 3600,
         backoff_limit=settings.backoff_limit if settings else 1,
@@ -308,6 +307,13 @@ def _start_job(
         priority_class_name=settings.priority_class_name if settings else None,
     )
     rt.kube.create_job(build_job(request))
+
+
+def _resources(settings: JobSettings | None) -> dict[str, Any] | None:
+    if settings is None or settings.resources is None:
+        return None
+    dump = settings.resources.model_dump(by_alias=True)
+    return {k: v for k, v in dump.items() if v} or None
 
 
 def read_progress(rt: Runtime, ns: str, job: str, pod: str | None) -> Progress | None:
