@@ -51,9 +51,9 @@ __all__ = ["BackupError", "BackupOptions", "BackupResult", "backup_paths", "back
 
 _BATCH_BYTES = 2 * 1024 * 1024
 _BATCH_COUNT = 256
-_INFLIGHT_BYTES = 12 * 1024 * 1024
+_INFLIGHT_BYTES = 8 * 1024 * 1024
 _SMALL_FILE = 256 * 1024
-_READ_AHEAD_BYTES = 4 * 1024 * 1024
+_READ_AHEAD_BYTES = 2 * 1024 * 1024
 _READERS = 4
 _BIG_READERS = 1  # one big file at a time beside the walk: enough for 2 cores, less memory
 

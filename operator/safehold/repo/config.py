@@ -40,9 +40,9 @@ _KNOWN = {
 class ChunkerParams:
     """FastCDC parameters, fixed for the life of a repository (they decide dedup)."""
 
-    min_size: int = 256 * 1024
-    avg_size: int = 1024 * 1024
-    max_size: int = 4 * 1024 * 1024
+    min_size: int = 128 * 1024
+    avg_size: int = 512 * 1024
+    max_size: int = 2 * 1024 * 1024
     normalization: int = 1
     algorithm: str = "fastcdc-2020"
 
@@ -55,6 +55,9 @@ class Config:
     compression_level: int = 3
     pack_size: int = 16 * 1024 * 1024
     version: int = FORMAT_VERSION
+    #: Object lock (docs/immutability.md): "governance" or "compliance", and days; None: off.
+    object_lock_mode: str | None = None
+    object_lock_days: int = 0
 
     @classmethod
     def new(
@@ -63,6 +66,8 @@ class Config:
         chunker: ChunkerParams | None = None,
         compression_level: int = 3,
         pack_size: int = 16 * 1024 * 1024,
+        object_lock_mode: str | None = None,
+        object_lock_days: int = 0,
     ) -> Config:
         return cls(
             id=os.urandom(32).hex(),
@@ -70,6 +75,8 @@ class Config:
             chunker=chunker or ChunkerParams(),
             compression_level=compression_level,
             pack_size=pack_size,
+            object_lock_mode=object_lock_mode,
+            object_lock_days=object_lock_days,
         )
 
     def to_bytes(self) -> bytes:
@@ -91,6 +98,8 @@ class Config:
             },
             "pack_size": self.pack_size,
         }
+        if self.object_lock_mode:
+            doc["object_lock"] = {"mode": self.object_lock_mode, "days": self.object_lock_days}
         return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -116,6 +125,7 @@ class Config:
         try:
             compression = doc["compression"]
             chunker = doc["chunker"]
+            lock = doc.get("object_lock")
             found = {
                 "hash": doc["hash"],
                 "id_hash": doc["id_hash"],
@@ -143,6 +153,8 @@ class Config:
                 compression_level=int(compression.get("level", 3)),
                 pack_size=int(doc.get("pack_size", 16 * 1024 * 1024)),
                 version=int(version),
+                object_lock_mode=str(lock["mode"]) if lock else None,
+                object_lock_days=int(lock["days"]) if lock else 0,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptObject(f"{where}/config", f"missing or invalid field {exc}") from exc
