@@ -81,15 +81,13 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     if status.bytes_stored is not None:  # also after a restart, before the next check
         metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
     selector = f"{LABEL_LOCATION}={label_value(name)},{LABEL_COMPONENT}={COMPONENT_VALIDATE}"
-    jobs = [
-        j
-        for j in rt.kube.list_jobs(ns, selector)
-        if j["metadata"]["labels"].get(_GENERATION) == str(gen)
-    ]
+    every = rt.kube.list_jobs(ns, selector)
+    jobs = [j for j in every if j["metadata"]["labels"].get(_GENERATION) == str(gen)]
     jobs.sort(key=lambda j: j["metadata"].get("creationTimestamp") or "")
     latest = jobs[-1] if jobs else None
-    for old in jobs[:-1]:
-        rt.kube.delete_job(ns, old["metadata"]["name"])
+    for old in every:  # only the newest check of the current spec is kept
+        if old is not latest:
+            rt.kube.delete_job(ns, old["metadata"]["name"])
     current = now()
     if latest is not None:
         outcome = job_outcome(latest, rt.kube.job_pods(ns, latest["metadata"]["name"]))
