@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from safehold import __version__
-from safehold.cli import commands, exitcodes
+from safehold.cli import commands, exitcodes, maintenance
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="zstd level for new data (default 3)",
     )
+    maintenance.add_init_options(init)
     init.set_defaults(func=commands.repo_init)
     info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
     info.set_defaults(func=commands.repo_info)
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=commands.verify)
     add_replicate_parser(sub, common)
+    maintenance.register(sub, common)
     _no_abbreviations(parser)
     return parser
 

@@ -34,9 +34,9 @@ from safehold.repo.keys import (
 from safehold.repo.pack import BLOB_TREE, decode_blob
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
-from safehold.storage import AlreadyExists, NotFound, Storage
+from safehold.storage import AlreadyExists, NotFound, Retention, Storage
 
-__all__ = ["IndexLoad", "Repository", "pack_object_name"]
+__all__ = ["IndexLoad", "Repository", "apply_object_lock", "pack_object_name"]
 
 log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -44,6 +44,18 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 def pack_object_name(pack: str) -> str:
     return f"data/{pack[:2]}/{pack}"
+
+
+def apply_object_lock(storage: Storage, config: Config) -> None:
+    """Make the storage lock what it writes when the config records an object lock.
+
+    Every object but ``locks/`` (which must stay deletable) gets the lock; a provider
+    that cannot lock objects refuses (docs/immutability.md).
+    """
+    if config.object_lock_mode:
+        storage.set_retention(
+            Retention(config.object_lock_mode, config.object_lock_days, exempt=("locks/",))
+        )
 
 
 @dataclass
@@ -90,6 +102,7 @@ class Repository:
         data = config.to_bytes()
         if any(True for _ in storage.list("keys/")):
             raise RepositoryExists(f"{storage.location}: a repository already exists here")
+        apply_object_lock(storage, config)
         keys = MasterKeys.generate()
         key = make_key_object(
             password, keys, repository_id=config.id, config_hash=object_hash(data), n=kdf_n
@@ -107,6 +120,7 @@ class Repository:
     @classmethod
     def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
         config, data = cls.read_config(storage)
+        apply_object_lock(storage, config)
         config_hash = object_hash(data)
         names = [info.name for info in storage.list("keys/")]
         if not names:

@@ -10,22 +10,29 @@ from safehold.storage.errors import (
     InvalidLocation,
     MissingExtra,
     NotFound,
+    ObjectLocked,
+    ObjectLockUnsupported,
     PermanentError,
     PermissionDenied,
     StorageError,
     TransientError,
 )
 from safehold.storage.registry import Location, open_storage, parse_location
+from safehold.storage.retention import LOCK_MODES, Retention
 
 __all__ = [
+    "LOCK_MODES",
     "AlreadyExists",
     "InvalidLocation",
     "Location",
     "MissingExtra",
     "NotFound",
     "ObjectInfo",
+    "ObjectLockUnsupported",
+    "ObjectLocked",
     "PermanentError",
     "PermissionDenied",
+    "Retention",
     "Storage",
     "StorageError",
     "TransientError",

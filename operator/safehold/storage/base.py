@@ -33,17 +33,28 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from safehold.storage.errors import ObjectLockUnsupported
+from safehold.storage.retention import Retention
 
 __all__ = ["ObjectInfo", "Storage"]
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What ``stat`` and ``list`` report about one object."""
+    """What ``stat`` and ``list`` report about one object.
+
+    ``modified`` is when the object was written (UTC), when the provider reports it
+    (all four do); prune uses it to tell a pack a running backup just wrote from an old
+    leftover, and to compute when an object lock expires, without an extra request.
+    """
 
     name: str
     size: int
+    #: Not part of equality: two listings of the same objects compare equal.
+    modified: datetime | None = field(default=None, compare=False)
 
 
 class Storage(abc.ABC):
@@ -51,6 +62,9 @@ class Storage(abc.ABC):
 
     #: The location as a URL with any secret removed; used in every error message.
     location: str
+    #: The object lock applied to what ``put``/``create`` write (None: none); see
+    #: :mod:`safehold.storage.retention` and docs/immutability.md.
+    retention: Retention | None = None
 
     @abc.abstractmethod
     def put(self, name: str, data: bytes) -> None:
@@ -82,6 +96,20 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Remove the object. Removing a missing object is not an error."""
+
+    def set_retention(self, retention: Retention | None) -> None:
+        """Lock every object written from now on (except ``retention.exempt`` prefixes).
+
+        Providers that can enforce a lock override this; the default refuses, so a
+        repository that records an object lock is never written unlocked by mistake.
+        """
+        if retention is not None:
+            raise ObjectLockUnsupported(
+                self.location,
+                "this provider cannot lock objects (object lock / retention); use s3://, "
+                "gs:// or azure:// for an immutable repository (docs/immutability.md)",
+            )
+        self.retention = None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections. The storage must not be used afterwards."""

@@ -12,6 +12,8 @@ __all__ = [
     "InvalidLocation",
     "MissingExtra",
     "NotFound",
+    "ObjectLockUnsupported",
+    "ObjectLocked",
     "PermanentError",
     "PermissionDenied",
     "StorageError",
@@ -59,3 +61,15 @@ class InvalidLocation(StorageError):
 
 class MissingExtra(StorageError):
     """The provider's SDK is not installed; the message names the extra to install."""
+
+
+class ObjectLocked(StorageError):
+    """The server refused to delete (or replace) an object whose lock has not expired.
+
+    Raised by a delete on an object under S3 Object Lock, a GCS retention or hold, or an
+    Azure immutability policy. Not retried: only time (or an administrator) lifts it.
+    """
+
+
+class ObjectLockUnsupported(StorageError):
+    """An object lock was asked of a provider that cannot enforce one (``file://``)."""

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from safehold.storage.errors import InvalidLocation
 from safehold.storage.registry import Location
+from safehold.storage.retention import LOCK_MODES, Retention
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -21,11 +22,21 @@ __all__ = [
     "option_bool",
     "option_float",
     "option_int",
+    "option_retention",
     "redact_endpoint",
 ]
 
 #: Options every cloud provider understands (see docs/storage.md).
-COMMON_OPTIONS = frozenset({"endpoint", "multipart_threshold", "page_size", "timeout"})
+COMMON_OPTIONS = frozenset(
+    {
+        "endpoint",
+        "multipart_threshold",
+        "page_size",
+        "timeout",
+        "object_lock_mode",
+        "object_lock_days",
+    }
+)
 
 
 def check_options(location: Location, allowed: Iterable[str]) -> None:
@@ -95,3 +106,21 @@ def redact_endpoint(url: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?")[0]
+
+
+def option_retention(location: Location) -> Retention | None:
+    """The object lock that options ``object_lock_mode`` and ``object_lock_days`` ask for.
+
+    Both or neither: a mode without days (or days without a mode) is an error naming them.
+    """
+    mode = location.options.get("object_lock_mode") or ""
+    days = location.options.get("object_lock_days") or ""
+    if not mode and not days:
+        return None
+    if mode not in LOCK_MODES or not days:
+        raise InvalidLocation(
+            location.url,
+            "options object_lock_mode (governance or compliance) and object_lock_days "
+            "(an integer >= 1) go together: set both",
+        )
+    return Retention(mode, option_int(location, "object_lock_days", 1), exempt=("locks/",))

@@ -27,13 +27,14 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ImmutabilityPolicy
 
 from safehold.storage.base import ObjectInfo, Storage
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
     NotFound,
+    ObjectLocked,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -44,9 +45,11 @@ from safehold.storage.options import (
     option,
     option_float,
     option_int,
+    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.retention import Retention
 
 __all__ = ["AzureStorage", "open"]
 
@@ -62,6 +65,8 @@ _DENIED_CODES = {
     "InsufficientAccountPermissions",
 }
 
+#: Error codes of a delete refused by an immutability policy or legal hold.
+_IMMUTABLE_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
 
 def open(location: Location) -> AzureStorage:
     check_options(location, _OPTIONS)
@@ -113,13 +118,15 @@ def open(location: Location) -> AzureStorage:
             "the Azure credentials or endpoint are malformed: check option connection_string "
             "(or account_name, account_key, sas_token and endpoint)",
         ) from exc
-    return AzureStorage(
+    azure = AzureStorage(
         location,
         service.get_container_client(location.bucket),
         endpoint=redact_endpoint(service.url),
         multipart_threshold=threshold,
         page_size=option_int(location, "page_size", 1000),
     )
+    azure.set_retention(option_retention(location))
+    return azure
 
 
 class AzureStorage(Storage):
@@ -180,7 +187,7 @@ class AzureStorage(Storage):
             props = self._container.get_blob_client(self._name(name)).get_blob_properties()
         except AzureError as exc:
             raise self._error(exc, name, "stat") from exc
-        return ObjectInfo(name, int(props.size))
+        return ObjectInfo(name, int(props.size), props.last_modified)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix)
@@ -189,7 +196,7 @@ class AzureStorage(Storage):
                 name_starts_with=self.prefix + prefix, results_per_page=self.page_size
             )
             for blob in blobs:
-                yield ObjectInfo(blob.name[strip:], int(blob.size))
+                yield ObjectInfo(blob.name[strip:], int(blob.size), blob.last_modified)
         except AzureError as exc:
             raise self._error(exc, None, "list") from exc
 
@@ -200,12 +207,33 @@ class AzureStorage(Storage):
             if getattr(exc, "error_code", None) == "ContainerNotFound":
                 raise self._error(exc, name, "delete") from exc
         except AzureError as exc:
+            if getattr(exc, "error_code", None) in _IMMUTABLE_CODES:
+                raise ObjectLocked(
+                    self.location,
+                    "the blob is under an immutability policy or legal hold that has not "
+                    "expired",
+                    name=name,
+                ) from exc
             raise self._error(exc, name, "delete") from exc
+
+    def set_retention(self, retention: Retention | None) -> None:
+        """Version-level immutability on every later upload; the container (or account)
+        must have version-level immutability support enabled."""
+        self.retention = retention
 
     def close(self) -> None:
         self._container.close()
 
     # -- uploads
+    def _lock_args(self, name: str) -> dict[str, Any]:
+        if self.retention is None or not self.retention.applies_to(name):
+            return {}
+        policy = ImmutabilityPolicy(
+            expiry_time=self.retention.until(),
+            policy_mode=self.retention.provider_mode("azure"),
+        )
+        return {"immutability_policy": policy}
+
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:
         blob = self._name(name)
         try:
@@ -215,6 +243,7 @@ class AzureStorage(Storage):
                 length=len(data),
                 overwrite=not create,  # False sends If-None-Match: * with the final request
                 max_concurrency=_UPLOAD_THREADS,
+                **self._lock_args(name),
             )
         except (ResourceExistsError, ResourceModifiedError) as exc:
             if create and getattr(exc, "error_code", None) in (

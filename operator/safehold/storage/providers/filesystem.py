@@ -12,6 +12,7 @@ import errno
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from safehold.storage.base import ObjectInfo, Storage
@@ -24,6 +25,7 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
+from safehold.storage.options import option_retention
 from safehold.storage.registry import Location
 
 __all__ = ["FilesystemStorage", "open"]
@@ -32,7 +34,13 @@ _TMP = ".tmp"
 
 
 def open(location: Location) -> FilesystemStorage:
-    return FilesystemStorage(Path(location.bucket))
+    storage = FilesystemStorage(Path(location.bucket))
+    storage.set_retention(option_retention(location))  # refuses a lock: files cannot hold one
+    return storage
+
+
+def _mtime(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime, UTC)
 
 
 class FilesystemStorage(Storage):
@@ -142,7 +150,7 @@ class FilesystemStorage(Storage):
             raise self._error(exc, name) from exc
         if not path.is_file():
             raise NotFound(self.location, "no such object", name=name)
-        return ObjectInfo(name, st.st_size)
+        return ObjectInfo(name, st.st_size, _mtime(st))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         head, _, _ = prefix.rpartition("/")
@@ -173,7 +181,8 @@ class FilesystemStorage(Storage):
                 if full.startswith(prefix) or prefix.startswith(full):
                     yield from self._walk(Path(entry.path), full, prefix)
             elif full.startswith(prefix):
-                yield ObjectInfo(full, entry.stat(follow_symlinks=False).st_size)
+                st = entry.stat(follow_symlinks=False)
+                yield ObjectInfo(full, st.st_size, _mtime(st))
 
     def delete(self, name: str) -> None:
         path = self._path(name)

@@ -32,6 +32,7 @@ from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
     NotFound,
+    ObjectLocked,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -43,9 +44,11 @@ from safehold.storage.options import (
     option_bool,
     option_float,
     option_int,
+    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.retention import Retention
 
 __all__ = ["GCSStorage", "open"]
 
@@ -94,7 +97,7 @@ def open(location: Location) -> GCSStorage:
         _http=session,
     )
     timeout = option_float(location, "timeout", 60.0)
-    return GCSStorage(
+    gcs = GCSStorage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else "https://storage.googleapis.com",
@@ -102,6 +105,8 @@ def open(location: Location) -> GCSStorage:
         page_size=option_int(location, "page_size", 1000),
         timeout=(min(timeout, 10.0), timeout),
     )
+    gcs.set_retention(option_retention(location))
+    return gcs
 
 
 class GCSStorage(Storage):
@@ -164,7 +169,7 @@ class GCSStorage(Storage):
             raise self._error(exc, name, "stat") from exc
         if found is None:
             raise NotFound(self.location, "no such object (or no such bucket)", name=name)
-        return ObjectInfo(name, int(found.size or 0))
+        return ObjectInfo(name, int(found.size or 0), found.updated)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix)
@@ -177,7 +182,7 @@ class GCSStorage(Storage):
                 timeout=self._timeout,
             )
             for blob in blobs:
-                yield ObjectInfo(blob.name[strip:], int(blob.size or 0))
+                yield ObjectInfo(blob.name[strip:], int(blob.size or 0), blob.updated)
         except gx.NotFound as exc:
             raise self._missing_bucket(None) from exc
         except Exception as exc:  # translated, never swallowed
@@ -188,15 +193,31 @@ class GCSStorage(Storage):
             self._blob(name).delete(retry=None, timeout=self._timeout)
         except gx.NotFound:
             return
+        except gx.Forbidden as exc:
+            if self.retention is not None:  # retention or a hold: 403 until it expires
+                raise ObjectLocked(
+                    self.location,
+                    "the object is under a GCS retention or hold that has not expired",
+                    name=name,
+                ) from exc
+            raise self._error(exc, name, "delete") from exc
         except Exception as exc:  # translated, never swallowed
             raise self._error(exc, name, "delete") from exc
 
     def close(self) -> None:
         self._client.close()
 
+    def set_retention(self, retention: Retention | None) -> None:
+        """Object retention on every later upload; the bucket must have object retention
+        enabled (``gcloud storage buckets create --enable-per-object-retention``)."""
+        self.retention = retention
+
     # -- uploads
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:
         blob = self._blob(name, len(data))
+        if self.retention is not None and self.retention.applies_to(name):
+            blob.retention.mode = self.retention.provider_mode("gs")
+            blob.retention.retain_until_time = self.retention.until()
         try:
             blob.upload_from_string(
                 data,

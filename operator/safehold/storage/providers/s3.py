@@ -28,6 +28,7 @@ from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
     NotFound,
+    ObjectLocked,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -39,9 +40,11 @@ from safehold.storage.options import (
     option_bool,
     option_float,
     option_int,
+    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.retention import Retention
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -125,13 +128,15 @@ def open(location: Location) -> S3Storage:
             location.url, "option endpoint is not a valid URL (http(s)://host:port)"
         ) from exc
     threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_MIN_PART)
-    return S3Storage(
+    storage = S3Storage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else f"AWS S3 ({region})",
         multipart_threshold=threshold,
         page_size=option_int(location, "page_size", 1000),
     )
+    storage.set_retention(option_retention(location))
+    return storage
 
 
 class S3Storage(Storage):
@@ -190,7 +195,7 @@ class S3Storage(Storage):
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, name, "stat") from exc
-        return ObjectInfo(name, int(head["ContentLength"]))
+        return ObjectInfo(name, int(head["ContentLength"]), head.get("LastModified"))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -203,12 +208,17 @@ class S3Storage(Storage):
         try:
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]))
+                    yield ObjectInfo(
+                        item["Key"][strip:], int(item["Size"]), item.get("LastModified")
+                    )
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, None, "list") from exc
 
     def delete(self, name: str) -> None:
         try:
+            if self.retention is not None:
+                self._delete_versions(name, self._key(name))
+                return
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
         except bce.ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404"):
@@ -220,16 +230,55 @@ class S3Storage(Storage):
     def close(self) -> None:
         self._client.close()
 
+    def set_retention(self, retention: Retention | None) -> None:
+        """Object Lock on every later put/create: the bucket must have object lock enabled
+        (which also turns versioning on); deletes then remove every version of a name."""
+        self.retention = retention
+
+    def _lock_args(self, name: str) -> dict[str, Any]:
+        if self.retention is None or not self.retention.applies_to(name):
+            return {}
+        return {
+            "ObjectLockMode": self.retention.provider_mode("s3"),
+            "ObjectLockRetainUntilDate": self.retention.until(),
+        }
+
+    def _delete_versions(self, name: str, key: str) -> None:
+        """On a versioned (object-lock) bucket a plain DELETE only hides an object behind a
+        delete marker: delete every version, so prune frees the space, and report a version
+        the lock still protects as :class:`ObjectLocked`."""
+        paginator = self._client.get_paginator("list_object_versions")
+        versions: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if item["Key"] == key:
+                    versions.append(str(item["VersionId"]))
+        for version in versions:
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+            except bce.ClientError as exc:
+                if _code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
+                    continue
+                if _code(exc) in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
+                    raise ObjectLocked(
+                        self.location,
+                        "the object is under S3 Object Lock and its retention has not "
+                        "expired: it can be deleted after its retain-until date",
+                        name=name,
+                    ) from exc
+                raise
+
     # -- uploads
     def _upload(self, name: str, data: bytes, *, if_none_match: bool) -> None:
         key = self._key(name)
         op = "create" if if_none_match else "put"
         condition: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        lock = self._lock_args(name)
         try:
             if len(data) <= self.multipart_threshold:
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition, **lock)
             else:
-                self._multipart(key, data, condition)
+                self._multipart(key, data, condition, lock)
         except bce.ClientError as exc:
             if if_none_match and _status(exc) == 412:
                 raise AlreadyExists(
@@ -239,10 +288,12 @@ class S3Storage(Storage):
         except bce.BotoCoreError as exc:
             raise self._error(exc, name, op) from exc
 
-    def _multipart(self, key: str, data: bytes, condition: dict[str, Any]) -> None:
+    def _multipart(
+        self, key: str, data: bytes, condition: dict[str, Any], lock: dict[str, Any]
+    ) -> None:
         part_size = max(self.multipart_threshold, -(-len(data) // _MAX_PARTS))
         offsets = range(0, len(data), part_size)
-        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **lock)
         upload_id = upload["UploadId"]
 
         def send(number: int, start: int) -> dict[str, Any]:

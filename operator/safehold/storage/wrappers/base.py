@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.retention import Retention
 
 __all__ = ["ForwardingStorage"]
 
@@ -19,6 +20,7 @@ class ForwardingStorage(Storage):
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
         self.location = inner.location
+        self.retention = inner.retention
 
     @property
     def provider(self) -> str:
@@ -45,6 +47,10 @@ class ForwardingStorage(Storage):
 
     def close(self) -> None:
         self.inner.close()
+
+    def set_retention(self, retention: Retention | None) -> None:
+        self.inner.set_retention(retention)
+        self.retention = self.inner.retention
 
     def __getattr__(self, attribute: str) -> object:
         # Provider details (multipart_threshold, endpoint, ...) stay reachable through wrappers.

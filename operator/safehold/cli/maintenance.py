@@ -1,0 +1,352 @@
+"""``safehold forget`` and ``safehold prune``: the repository's maintenance commands.
+
+Registered into the main parser by :func:`register` (one line in ``cli/main.py``), so the
+commands live here, next to nothing else. ``forget`` applies retention rules and deletes
+snapshot objects only; ``prune`` (or ``forget --prune``) then removes the data no
+snapshot uses. See docs/retention.md and docs/prune.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from argparse import Namespace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import ValidationError
+
+from safehold.cli import exitcodes
+from safehold.cli.context import UsageError, open_repo
+from safehold.cli.output import Output
+from safehold.engine.forget import ForgetItem, ForgetReport, forget_snapshots
+from safehold.engine.prune import (
+    DEFAULT_GRACE,
+    DEFAULT_MAX_UNUSED,
+    PruneOptions,
+    PruneReport,
+    prune_repository,
+)
+from safehold.engine.retention import RetentionPolicy
+from safehold.storage import LOCK_MODES
+
+__all__ = ["add_init_options", "forget", "init_lock_settings", "prune", "register"]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from exc
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
+    return number
+
+
+def _percent(value: str) -> float:
+    try:
+        number = float(value.strip().rstrip("%"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a percentage (e.g. 20)") from exc
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 100")
+    return number
+
+
+def _minutes(value: str) -> timedelta:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of minutes") from exc
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more minutes")
+    return timedelta(minutes=number)
+
+
+def _prune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-unused",
+        "--repack-threshold",
+        dest="max_unused",
+        type=_percent,
+        default=DEFAULT_MAX_UNUSED,
+        metavar="PERCENT",
+        help=f"repack packs with more than PERCENT unused bytes (default {DEFAULT_MAX_UNUSED:g})",
+    )
+    p.add_argument(
+        "--grace",
+        type=_minutes,
+        default=DEFAULT_GRACE,
+        metavar="MINUTES",
+        help="never delete or repack packs younger than this, which a backup may still be "
+        f"writing (default {int(DEFAULT_GRACE.total_seconds() // 60)})",
+    )
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``forget`` and ``prune`` to the main parser's subcommands."""
+    f = sub.add_parser(
+        "forget", parents=[common], help="remove snapshots by retention rules (see --dry-run)"
+    )
+    for period in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        f.add_argument(
+            f"--keep-{period}",
+            type=_count,
+            default=0,
+            metavar="N",
+            help="keep the N newest snapshots"
+            if period == "last"
+            else f"keep the newest snapshot of each of the N latest {period} periods",
+        )
+    f.add_argument(
+        "--keep-within",
+        metavar="DURATION",
+        help="keep snapshots younger than DURATION (e.g. 2y5m7d3h) before the source's newest",
+    )
+    f.add_argument(
+        "--keep-tag", action="append", default=[], metavar="TAG", help="keep snapshots with TAG"
+    )
+    f.add_argument(
+        "--time-zone", default="UTC", metavar="ZONE", help="IANA zone of the periods (default UTC)"
+    )
+    f.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="a retention mapping as in a BackupPolicy (YAML or JSON: keepLast, keepDaily, "
+        "..., timeZone) instead of the --keep-* flags",
+    )
+    f.add_argument(
+        "--policies",
+        metavar="FILE",
+        help="YAML or JSON mapping a source to its own retention mapping; sources not in "
+        "it use --policy or the --keep-* flags",
+    )
+    f.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only consider snapshots of this source (repeatable)",
+    )
+    f.add_argument(
+        "--tag", action="append", default=[], metavar="TAG", help="only snapshots with this tag"
+    )
+    f.add_argument(
+        "--dry-run", action="store_true", help="show what would be kept and why; change nothing"
+    )
+    f.add_argument("--prune", action="store_true", help="run prune afterwards")
+    f.add_argument("--report", metavar="PATH", help="write every decision as a JSON list to PATH")
+    _prune_options(f)
+    f.set_defaults(func=forget)
+
+    p = sub.add_parser("prune", parents=[common], help="remove data no snapshot uses")
+    p.add_argument(
+        "--dry-run", action="store_true", help="report what would be removed; change nothing"
+    )
+    _prune_options(p)
+    p.set_defaults(func=prune)
+
+
+def add_init_options(init: argparse.ArgumentParser) -> None:
+    """``repo init --object-lock-mode MODE --object-lock-days N`` (docs/immutability.md)."""
+    init.add_argument(
+        "--object-lock-mode",
+        choices=LOCK_MODES,
+        help="lock every object written (S3 Object Lock, GCS retention, Azure immutability)",
+    )
+    init.add_argument(
+        "--object-lock-days",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="days each object stays locked",
+    )
+
+
+def init_lock_settings(args: Namespace) -> dict[str, Any]:
+    """The ``Config.new`` arguments for the object-lock flags (checked together)."""
+    mode = getattr(args, "object_lock_mode", None)
+    days = int(getattr(args, "object_lock_days", 0) or 0)
+    if bool(mode) != bool(days):
+        raise UsageError(
+            "--object-lock-mode (governance or compliance) and --object-lock-days N (>= 1) "
+            "go together: give both, or neither"
+        )
+    return {"object_lock_mode": mode, "object_lock_days": days} if mode else {}
+
+
+def _load(path_text: str, flag: str) -> Any:
+    path = Path(path_text)
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{flag} {path}: cannot read YAML or JSON ({exc})") from exc
+
+
+def _policy(body: Any, where: str) -> RetentionPolicy:
+    if not isinstance(body, dict):
+        raise UsageError(f"{where}: expected a mapping of rules (keepLast, keepDaily, ...)")
+    try:
+        return RetentionPolicy.model_validate(body)
+    except ValidationError as exc:
+        raise UsageError(f"{where}: {_validation(exc)}") from exc
+
+
+def _policies(args: Namespace) -> tuple[RetentionPolicy | None, dict[str, RetentionPolicy]]:
+    flags = {
+        "keep_last": args.keep_last,
+        "keep_hourly": args.keep_hourly,
+        "keep_daily": args.keep_daily,
+        "keep_weekly": args.keep_weekly,
+        "keep_monthly": args.keep_monthly,
+        "keep_yearly": args.keep_yearly,
+        "keep_within": args.keep_within,
+        "keep_tags": frozenset(args.keep_tag),
+    }
+    given = {k: v for k, v in flags.items() if v}
+    if args.policy:
+        if given:
+            raise UsageError("give --policy FILE or --keep-* flags, not both")
+        body = _load(args.policy, "--policy")
+        default = _policy(body, f"--policy {args.policy}")
+    else:
+        try:
+            default = RetentionPolicy(**given, time_zone=args.time_zone)
+        except ValidationError as exc:
+            raise UsageError(f"forget: {_validation(exc)}") from exc
+    per_source: dict[str, RetentionPolicy] = {}
+    if args.policies:
+        doc = _load(args.policies, "--policies")
+        if not isinstance(doc, dict):
+            raise UsageError(f"--policies {args.policies}: expected a mapping source -> policy")
+        for source, body in doc.items():
+            per_source[str(source)] = _policy(body, f"--policies {args.policies}: {source}")
+    if default.is_empty and not per_source:
+        raise UsageError(
+            "forget needs a rule: --keep-last, --keep-daily, ..., --keep-within, --keep-tag, "
+            "--policy FILE or --policies FILE (a policy without rules keeps everything)"
+        )
+    return (None if default.is_empty else default), per_source
+
+
+def _validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "policy"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _print_forget(
+    out: Output,
+    report: ForgetReport,
+    default: RetentionPolicy | None,
+    per_source: dict[str, RetentionPolicy],
+) -> None:
+    """Per source, newest first: action, id, time in the policy's zone, reasons."""
+    by_source: dict[str, list[ForgetItem]] = {}
+    for item in report.items:
+        by_source.setdefault(item.snapshot.source, []).append(item)
+    for source in sorted(by_source):
+        policy = per_source.get(source, default)
+        zone = policy.zone if policy else ZoneInfo("UTC")
+        out.print(f"source {source}")
+        items = sorted(by_source[source], key=lambda i: (i.snapshot.datetime, i.snapshot.id))
+        for item in reversed(items):
+            if item.keep:
+                action = "keep"
+            elif item.locked_until:
+                action = "locked"
+            else:
+                action = "forget" if report.dry_run else "removed"
+            when = item.snapshot.datetime.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+            out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {', '.join(item.reasons)}")
+        kept = sum(1 for i in items if i.keep)
+        verb = "to forget" if report.dry_run else "forgotten"
+        out.print(f"{source}: {kept} kept, {len(items) - kept} {verb}")
+    n = len(report.forgotten)
+    if report.dry_run:
+        out.print(f"dry run: would remove {n} of {len(report.items)} snapshot(s); nothing changed")
+        return
+    out.print(
+        f"removed {len(report.removed)} snapshot object(s) of {len(report.items)}; only "
+        "snapshot objects were removed: run 'safehold prune' (or forget --prune) to free "
+        "the data they used"
+    )
+    for item in report.locked:
+        out.warn(
+            f"snapshot {item.snapshot.id[:12]} is under an object lock until "
+            f"{item.locked_until}: kept; forget it again after that"
+        )
+
+
+def _print_prune(out: Output, r: PruneReport) -> None:
+    verb = "would" if r.dry_run else "did"
+    out.print(
+        f"{r.snapshots} snapshots use {r.blobs_used} blobs in {r.packs} indexed packs "
+        f"({_size(r.pack_bytes)})"
+    )
+    out.print(
+        f"{verb} delete {r.packs_deleted} unused pack(s) and {r.unindexed_deleted} pack(s) "
+        f"no index names, repack {r.packs_repacked} pack(s) into "
+        f"{'new ones' if r.dry_run else f'{r.packs_written} new one(s)'}: "
+        f"{_size(r.bytes_freed)} freed"
+    )
+    if r.kept_recent:
+        out.print(f"kept {r.kept_recent} pack(s) younger than the grace period")
+    for name, until in sorted(r.locked.items())[:20]:
+        out.warn(f"{name} is under an object lock until {until}: kept")
+    if r.locked:
+        out.print(f"{len(r.locked)} object(s) kept by their object lock; prune again later")
+    if r.deferred:
+        out.warn(r.deferred)
+
+
+def _run_prune(args: Namespace, out: Output, repo: Any) -> PruneReport:
+    options = PruneOptions(max_unused=args.max_unused, grace=args.grace, dry_run=args.dry_run)
+    report = prune_repository(repo, options)
+    _print_prune(out, report)
+    return report
+
+
+def forget(args: Namespace, out: Output) -> int:
+    default, per_source = _policies(args)
+    if args.prune and args.dry_run:
+        raise UsageError("--prune with --dry-run: run 'safehold prune --dry-run' on its own")
+    repo = open_repo(args, load_index=False)
+    report = forget_snapshots(
+        repo,
+        default,
+        policies=per_source,
+        sources=args.source,
+        tags=args.tag,
+        dry_run=args.dry_run,
+    )
+    _print_forget(out, report, default, per_source)
+    items = [i.to_dict() for i in report.items]
+    if args.report:
+        Path(args.report).write_text(json.dumps(items, indent=1) + "\n")
+    doc: dict[str, Any] = {"ok": True, **report.summary(), "items": items}
+    if args.prune:
+        repo.load_index()
+        doc["prune"] = _run_prune(args, out, repo).summary()
+    out.summary(doc)
+    return exitcodes.OK
+
+
+def prune(args: Namespace, out: Output) -> int:
+    repo = open_repo(args, load_index=False)
+    report = _run_prune(args, out, repo)
+    out.summary({"ok": True, **report.summary()})
+    return exitcodes.OK
