@@ -17,7 +17,6 @@ from rich.table import Table
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
-from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output
 from safehold.engine import (
     BackupOptions,
@@ -31,6 +30,7 @@ from safehold.repo import (
     Config,
     Repository,
     RepositoryLock,
+    RepositoryNotFound,
     list_locks,
     unlock,
 )
@@ -41,6 +41,7 @@ __all__ = [
     "key_add",
     "key_list",
     "key_remove",
+    "operator",
     "repo_info",
     "repo_init",
     "repo_unlock",
@@ -61,6 +62,13 @@ def _size(n: float) -> str:
 # ------------------------------------------------------------------ repo
 def repo_init(args: Namespace, out: Output) -> int:
     storage = open_repo_storage(args)
+    if getattr(args, "if_absent", False):
+        try:
+            Repository.read_config(storage)
+        except RepositoryNotFound:
+            pass
+        else:
+            return repo_info(args, out, created=False)
     password = read_password(args, confirm=True)
     if not 1 <= args.pack_size <= 512:
         raise UsageError("--pack-size is in MiB, between 1 and 512")
@@ -70,7 +78,6 @@ def repo_init(args: Namespace, out: Output) -> int:
         chunker=ChunkerParams(),
         compression_level=args.compression_level,
         pack_size=args.pack_size * 1024 * 1024,
-        **init_lock_settings(args),
     )
     repo = Repository.init(storage, password, config)
     out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
@@ -81,12 +88,15 @@ def repo_init(args: Namespace, out: Output) -> int:
             "repository": repo.config.id,
             "location": storage.location,
             "version": repo.config.version,
+            "created": True,
+            "snapshots": 0,
+            "pack_bytes": 0,
         }
     )
     return exitcodes.OK
 
 
-def repo_info(args: Namespace, out: Output) -> int:
+def repo_info(args: Namespace, out: Output, *, created: bool | None = None) -> int:
     repo = open_repo(args)
     packs = 0
     pack_bytes = 0
@@ -116,6 +126,8 @@ def repo_info(args: Namespace, out: Output) -> int:
         "keys": len(repo.list_keys()),
         "locks": len(list_locks(repo)),
     }
+    if created is not None:
+        doc["created"] = created
     out.print(f"repository   {c.id}")
     out.print(f"location     {repo.location}")
     out.print(f"format       version {c.version}, created {c.created}")
@@ -190,6 +202,28 @@ def key_remove(args: Namespace, out: Output) -> int:
     removed = repo.remove_key(args.key_id)
     out.print(f"removed key {removed}")
     out.summary({"ok": True, "removed": removed})
+    return exitcodes.OK
+
+
+# ------------------------------------------------------------------ operator
+def operator(args: Namespace, out: Output) -> int:
+    """Run the kopf operator until it is stopped (SIGTERM, SIGINT)."""
+    try:
+        from safehold.controller import run
+    except ImportError as exc:  # kopf/kubernetes are the `operator` extra
+        raise UsageError(
+            f"the operator needs the operator extra: pip install 'safehold[operator]' ({exc})"
+        ) from exc
+    if args.all_namespaces and args.namespace:
+        raise UsageError("give --namespace NS... or --all-namespaces, not both")
+    if not args.all_namespaces and not args.namespace:
+        raise UsageError("say what to watch: --namespace NS (repeatable) or --all-namespaces")
+    run(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+    )
     return exitcodes.OK
 
 

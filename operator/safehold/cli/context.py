@@ -17,7 +17,15 @@ from pathlib import Path
 from safehold.repo import Repository
 from safehold.storage import Storage, open_storage
 
-__all__ = ["UsageError", "open_repo", "open_repo_storage", "read_password", "tune_malloc"]
+__all__ = [
+    "OPTION_FILE_ALIASES",
+    "UsageError",
+    "open_repo",
+    "open_repo_storage",
+    "read_options_dir",
+    "read_password",
+    "tune_malloc",
+]
 
 
 class UsageError(Exception):
@@ -50,6 +58,50 @@ def _option_pairs(items: list[str]) -> dict[str, str]:
     return options
 
 
+#: File names of a mounted credentials Secret that mean a storage option (the variable names
+#: people already keep in their Secrets); any other file name is the option's own name.
+OPTION_FILE_ALIASES = {
+    "AWS_ACCESS_KEY_ID": "access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+    "AWS_SESSION_TOKEN": "session_token",
+    "AWS_REGION": "region",
+    "AZURE_STORAGE_CONNECTION_STRING": "connection_string",
+    "AZURE_STORAGE_ACCOUNT": "account_name",
+    "AZURE_STORAGE_KEY": "account_key",
+    "AZURE_STORAGE_SAS_TOKEN": "sas_token",
+    "GOOGLE_CLOUD_PROJECT": "project",
+}
+#: Files whose *path* (not content) is the option: a key file the provider reads itself.
+OPTION_FILE_PATHS = {
+    "service-account.json": "credentials_file",
+    "GOOGLE_APPLICATION_CREDENTIALS": "credentials_file",
+}
+
+
+def read_options_dir(directory: str) -> dict[str, str]:
+    """Storage options from a directory, one file per option (a mounted Secret).
+
+    Hidden entries (a Secret volume's ``..data`` links) are skipped; values lose one
+    trailing newline. Values are never echoed in errors, only file names.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"--options-dir {directory}: not a directory")
+    options: dict[str, str] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        if entry.name in OPTION_FILE_PATHS:
+            options[OPTION_FILE_PATHS[entry.name]] = str(entry)
+            continue
+        try:
+            value = entry.read_text().removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read option file {entry}: {exc}") from exc
+        options[OPTION_FILE_ALIASES.get(entry.name, entry.name)] = value
+    return options
+
+
 def open_repo_storage(args: Namespace) -> Storage:
     url = getattr(args, "repo", None) or os.environ.get("SAFEHOLD_REPOSITORY")
     if not url:
@@ -57,7 +109,12 @@ def open_repo_storage(args: Namespace) -> Storage:
             "no repository given: pass --repo URL or set SAFEHOLD_REPOSITORY "
             "(file:///path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix)"
         )
-    return open_storage(url, _option_pairs(getattr(args, "option", None) or []))
+    options: dict[str, str] = {}
+    directory = getattr(args, "options_dir", None) or os.environ.get("SAFEHOLD_OPTIONS_DIR")
+    if directory:
+        options.update(read_options_dir(directory))
+    options.update(_option_pairs(getattr(args, "option", None) or []))
+    return open_storage(url, options)
 
 
 def _read_file(path: str, what: str) -> str:

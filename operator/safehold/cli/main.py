@@ -8,13 +8,14 @@ says what to do plus a documented exit code (docs/cli.md).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
 from safehold import __version__
-from safehold.cli import commands, exitcodes, maintenance
+from safehold.cli import commands, exitcodes
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
@@ -52,6 +53,19 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
         default=S,
         metavar="KEY=VALUE",
         help="storage option, repeatable (endpoint, region, ...)",
+    )
+    p.add_argument(
+        "--options-dir",
+        default=S,
+        metavar="DIR",
+        help="read storage options from files in DIR, one per option, named by the option "
+        "(default: $SAFEHOLD_OPTIONS_DIR); -o wins over a file",
+    )
+    p.add_argument(
+        "--termination-log",
+        default=S,
+        metavar="PATH",
+        help="also write the JSON summary to PATH (a pod's terminationMessagePath)",
     )
     p.add_argument(
         "--password-file",
@@ -109,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="zstd level for new data (default 3)",
     )
-    maintenance.add_init_options(init)
+    init.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="when a repository exists there already, open it (checking the password) "
+        "and report it like repo info instead of failing",
+    )
     init.set_defaults(func=commands.repo_init)
     info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
     info.set_defaults(func=commands.repo_info)
@@ -185,7 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=commands.verify)
     add_replicate_parser(sub, common)
-    maintenance.register(sub, common)
+    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; glob patterns allowed)",
+    )
+    operator.add_argument(
+        "--all-namespaces", action="store_true", help="watch every namespace (cluster-wide)"
+    )
+    operator.add_argument(
+        "--metrics-port", type=int, default=8080, metavar="PORT", help="Prometheus /metrics"
+    )
+    operator.add_argument(
+        "--health-port", type=int, default=8081, metavar="PORT", help="liveness /healthz"
+    )
+    operator.set_defaults(func=commands.operator)
     _no_abbreviations(parser)
     return parser
 
@@ -233,7 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     json_mode = bool(getattr(args, "json", False))
-    out = Output(json_mode=json_mode, quiet=bool(getattr(args, "quiet", False)))
+    out = Output(
+        json_mode=json_mode,
+        quiet=bool(getattr(args, "quiet", False)),
+        termination_log=getattr(args, "termination_log", None)
+        or os.environ.get("SAFEHOLD_TERMINATION_LOG"),
+    )
     tune_malloc()
     signal.signal(signal.SIGTERM, _on_sigterm)
     func: Callable[[argparse.Namespace, Output], int] = args.func

@@ -52,8 +52,16 @@ def fit_summary(doc: dict[str, Any]) -> str:
 
 
 class Output:
-    def __init__(self, *, json_mode: bool, quiet: bool = False, stdout: TextIO | None = None):
+    def __init__(
+        self,
+        *,
+        json_mode: bool,
+        quiet: bool = False,
+        stdout: TextIO | None = None,
+        termination_log: str | None = None,
+    ):
         self.json = json_mode
+        self.termination_log = termination_log
         self.quiet = quiet
         self.stdout = stdout or sys.stdout
         self.stderr = sys.stderr
@@ -84,6 +92,14 @@ class Output:
         if self.json:
             self.stdout.write(fit_summary(doc) + "\n")
             self.stdout.flush()
+        if self.termination_log:
+            # The pod's termination message: how the operator learns the result without
+            # any API rights in the pod. Best effort: the summary is also on stdout.
+            try:
+                with open(self.termination_log, "w") as f:
+                    f.write(fit_summary(doc) + "\n")
+            except OSError as exc:
+                self.warn(f"cannot write the termination log {self.termination_log}: {exc}")
 
     def error(self, message: str) -> None:
         self.err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
