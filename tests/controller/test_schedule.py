@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from safehold.api.backuppolicy import Schedule
-from safehold.controller.schedule import decide, next_slot, slots_between
+from safehold.controller.schedule import concurrency_action, decide, next_slot, slots_between
 
 
 def _schedule(tz: str, *slots: tuple[str, str]) -> Schedule:
@@ -82,3 +82,23 @@ def test_next_time_over_several_slots() -> None:
     assert nxt is not None
     assert nxt - after < timedelta(hours=24)
     assert nxt == datetime(2026, 11, 30, 4, tzinfo=UTC)  # 23:00 EST Sunday
+
+
+def test_concurrency_policy() -> None:
+    assert concurrency_action("Forbid", 0) == "start"
+    assert concurrency_action("Forbid", 1) == "hold"
+    assert concurrency_action("Allow", 2) == "start"
+    assert concurrency_action("Replace", 1) == "replace"
+    assert concurrency_action("Replace", 0) == "start"
+
+
+def test_a_held_back_slot_starts_later_unless_its_deadline_passed() -> None:
+    # Forbid does not record the slot, so the next pass sees it as missed
+    s = _schedule("UTC", ("0 * * * *", "incremental"))
+    last = datetime(2026, 11, 26, 4, tzinfo=UTC)
+    after_run = datetime(2026, 11, 26, 5, 20, tzinfo=UTC)  # the 05:00 run was held back
+    free = decide(s, last_slot=last, created=last, now=after_run, starting_deadline_seconds=None)
+    assert free.slot == datetime(2026, 11, 26, 5, tzinfo=UTC)
+    late = decide(s, last_slot=last, created=last, now=after_run, starting_deadline_seconds=600)
+    assert late.slot is None
+    assert late.skipped == 1

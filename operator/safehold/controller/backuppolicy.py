@@ -30,7 +30,7 @@ from safehold.controller.backuprun import SCHEDULE_ANNOTATION
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import decide, slots_between
+from safehold.controller.schedule import concurrency_action, decide, slots_between
 from safehold.controller.status import FINAL_PHASES
 
 __all__ = ["PLURAL", "reconcile"]
@@ -183,14 +183,15 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             if due:
                 status.last_schedule_time = due[-1][0]
         if decision.slot is not None and decision.type is not None:
-            if active and policy.spec.concurrency_policy == "Forbid":
+            action = concurrency_action(policy.spec.concurrency_policy, len(active))
+            if action == "hold":
                 notes.append(
                     f"the slot at {decision.slot.isoformat()} is held back: "
                     f"{', '.join(r['metadata']['name'] for r in active)} still running "
                     "(concurrencyPolicy Forbid)"
                 )
             else:
-                if policy.spec.concurrency_policy == "Replace":
+                if action == "replace":
                     for r in active:
                         rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
                 run = _create_run(

@@ -206,11 +206,20 @@ def _plan(
             f"spec.sources: {', '.join(unknown)} not in BackupPolicy {policy.metadata.name} "
             f"(its sources: {', '.join(sorted(known)) or 'none'}): fix the names",
         )
+    filtered = {
+        v.name or v.claim_name
+        for v in policy.spec.sources.volumes
+        if (v.include or v.exclude) and (v.name or v.claim_name)
+    }
     out: list[SourceResult] = []
     for c in claims:
         if wanted and c.source not in wanted:
             continue
         result = SourceResult(name=c.source, kind="volume", job=job_name(name, c.source))
+        if c.source in filtered:
+            result.warnings.append(
+                "include/exclude patterns are not applied yet: the whole volume is backed up"
+            )
         if rt.kube.get_pvc(ns, c.claim) is None:
             result.phase = "Failed"
             result.job = None

@@ -19,7 +19,7 @@ from croniter import croniter
 from safehold.api.backuppolicy import Schedule
 from safehold.api.enums import BackupType
 
-__all__ = ["Decision", "decide", "next_slot", "slots_between"]
+__all__ = ["Decision", "concurrency_action", "decide", "next_slot", "slots_between"]
 
 _STRENGTH = {"full": 3, "differential": 2, "incremental": 1}
 _MAX_SLOTS = 10_000  # a year of minutes would be too many to count one by one
@@ -87,3 +87,13 @@ def decide(
     ):
         return Decision(None, None, skipped + 1, upcoming)
     return Decision(slot, kind, skipped, upcoming)
+
+
+def concurrency_action(policy: str, active_runs: int) -> str:
+    """What a due slot does given ``concurrencyPolicy`` and the number of active runs:
+    ``start`` a run, ``hold`` the slot back (Forbid: it starts when the active run ends,
+    unless its starting deadline passes first), or ``replace`` (delete the active runs,
+    then start)."""
+    if active_runs == 0 or policy == "Allow":
+        return "start"
+    return "hold" if policy == "Forbid" else "replace"
