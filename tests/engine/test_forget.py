@@ -69,9 +69,7 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 
 @pytest.fixture
-def history(
-    _template: tuple[Path, dict[str, str]], tmp_path: Path
-) -> tuple[Path, dict[str, str]]:
+def history(_template: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the template repository, for one test to change."""
     repo = tmp_path / "repo"
     shutil.copytree(_template[0], repo)
@@ -79,7 +77,7 @@ def history(
 
 
 def test_backup_time_records_the_given_time(history: tuple[Path, dict[str, str]]) -> None:
-    repo, ids = history
+    repo, _ids = history
     snaps = _json(repo, "snapshots", "--source", "db")["snapshots"]
     assert isinstance(snaps, list)
     assert [s["time"][:19] for s in snaps] == [f"2026-11-0{d}T02:00:00" for d in range(1, 6)]
@@ -96,18 +94,23 @@ def test_dry_run_lists_every_snapshot_with_its_reason_and_changes_nothing(
     text = done.stdout
     for name, snap in ids.items():
         assert snap[:8] in text, f"{name} is not listed"
-    assert "source db" in text and "source web" in text
+    assert "source db" in text
+    assert "source web" in text
     line = next(x for x in text.splitlines() if ids["db-2"][:8] in x)
-    assert line.split()[0] == "keep" and "tag:audit" in line
+    assert line.split()[0] == "keep"
+    assert "tag:audit" in line
     line = next(x for x in text.splitlines() if ids["db-1"][:8] in x)
-    assert line.split()[0] == "forget" and "last 2: not among the 2 newest" in line
+    assert line.split()[0] == "forget"
+    assert "last 2: not among the 2 newest" in line
     assert "db: 3 kept, 2 to forget" in text
     assert "web: 2 kept, 0 to forget" in text  # sources never affect each other
     assert "nothing changed" in text
 
     doc = _json(repo, "forget", "--keep-last", "2", "--keep-tag", "audit", "--dry-run")
     items = {i["id"]: i for i in doc["items"]}  # type: ignore[union-attr]
-    assert doc["dry_run"] is True and doc["forget"] == 2 and doc["removed"] == 0
+    assert doc["dry_run"] is True
+    assert doc["forget"] == 2
+    assert doc["removed"] == 0
     assert set(items) == set(ids.values())
     assert items[ids["db-1"]]["keep"] is False
     assert items[ids["db-5"]]["reasons"] == ["last 2"]
@@ -121,7 +124,8 @@ def test_forget_removes_only_snapshot_objects_and_says_so(
     done = _run(repo, "forget", "--keep-last", "2")
     assert "removed 3 snapshot object(s)" in done.stdout
     assert "only snapshot objects were removed" in done.stdout
-    assert _listing(repo, "data/") == data and _listing(repo, "index/") == index
+    assert _listing(repo, "data/") == data
+    assert _listing(repo, "index/") == index
     left = {n.rsplit("/", 1)[-1] for n in _listing(repo, "snapshots/")}
     assert left == {ids["db-4"], ids["db-5"], ids["web-1"], ids["web-2"]}
     # Twice is the same as once.
@@ -153,11 +157,15 @@ def test_per_source_policies_from_a_file(
 def test_errors_name_the_flag_and_what_to_write(history: tuple[Path, dict[str, str]]) -> None:
     repo, _ = history
     done = _run(repo, "forget", check=False)
-    assert done.returncode == 2 and "forget needs a rule" in done.stderr
+    assert done.returncode == 2
+    assert "forget needs a rule" in done.stderr
     done = _run(repo, "forget", "--keep-within", "3", check=False)
-    assert done.returncode == 2 and "keep_within" in done.stderr and "'30d'" in done.stderr
+    assert done.returncode == 2
+    assert "keep_within" in done.stderr
+    assert "'30d'" in done.stderr
     done = _run(repo, "forget", "--keep-last", "1", "--time-zone", "Mars/Olympus", check=False)
-    assert done.returncode == 2 and "Europe/Berlin" in done.stderr
+    assert done.returncode == 2
+    assert "Europe/Berlin" in done.stderr
 
 
 def test_forget_with_prune_frees_the_data(history: tuple[Path, dict[str, str]]) -> None:
@@ -165,7 +173,8 @@ def test_forget_with_prune_frees_the_data(history: tuple[Path, dict[str, str]]) 
     before = sum(i.size for i in open_storage(repo.as_uri()).list("data/"))
     doc = _json(repo, "forget", "--keep-last", "1", "--prune", "--grace", "0")
     prune = doc["prune"]
-    assert isinstance(prune, dict) and prune["bytes_freed"] > 0
+    assert isinstance(prune, dict)
+    assert prune["bytes_freed"] > 0
     after = sum(i.size for i in open_storage(repo.as_uri()).list("data/"))
     assert before - after == prune["bytes_freed"]
     r = Repository.open(open_storage(repo.as_uri()), PASSWORD)

@@ -127,7 +127,8 @@ def test_young_packs_no_index_names_are_kept_for_the_grace_period(
     orphan = os.urandom(5000)
     name = repo.save_object("data", orphan)
     report = prune_repository(repo, PruneOptions(grace=timedelta(minutes=10)))
-    assert report.kept_recent >= 1 and report.unindexed_deleted == 0
+    assert report.kept_recent >= 1
+    assert report.unindexed_deleted == 0
     assert any(i.name.endswith(name) for i in repo.storage.list("data/"))
     report = prune_repository(repo, NOW)
     assert report.unindexed_deleted == 1
@@ -144,7 +145,8 @@ def test_a_damaged_index_object_stops_prune_before_it_deletes_anything(
     names = sorted(i.name for i in repo.storage.list(""))
     with pytest.raises(PruneError, match="prune deletes nothing") as err:
         prune_repository(repo, NOW)
-    assert index in str(err.value) and "safehold verify" in str(err.value)
+    assert index in str(err.value)
+    assert "safehold verify" in str(err.value)
     assert sorted(i.name for i in repo.storage.list("") if not i.name.startswith("locks/")) == [
         n for n in names if not n.startswith("locks/")
     ]
@@ -168,7 +170,8 @@ def test_an_interrupted_prune_is_finished_by_the_next(
     fresh = Repository.open(open_storage(repo.location), PASSWORD)
     assert verify_repository(fresh).ok
     second = prune_repository(fresh, NOW)
-    assert second.index_deleted > 0 and second.index_written == 0
+    assert second.index_deleted > 0
+    assert second.index_written == 0
     assert len(list(fresh.storage.list("index/"))) == full.index_written
     _restores(fresh, ids[4], trees[4], tmp_path / "out")
 
@@ -237,7 +240,7 @@ def test_a_concurrent_backup_whose_lock_prune_missed_loses_nothing(tmp_path: Pat
         report = json.loads(prune.stdout.strip().splitlines()[-1])
         assert report["kept_recent"] >= 2
         os.kill(proc.pid, signal.SIGCONT)
-        out, _ = proc.communicate(timeout=120)
+        _out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
