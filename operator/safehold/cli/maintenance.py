@@ -271,7 +271,8 @@ def _print_forget(
             else:
                 action = "forget" if report.dry_run else "removed"
             when = item.snapshot.datetime.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-            out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {', '.join(item.reasons)}")
+            why = (", " if item.keep else "; ").join(item.reasons)
+            out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {why}")
         kept = sum(1 for i in items if i.keep)
         verb = "to forget" if report.dry_run else "forgotten"
         out.print(f"{source}: {kept} kept, {len(items) - kept} {verb}")
@@ -294,7 +295,7 @@ def _print_forget(
 def _print_prune(out: Output, r: PruneReport) -> None:
     verb = "would" if r.dry_run else "did"
     out.print(
-        f"{r.snapshots} snapshots use {r.blobs_used} blobs in {r.packs} indexed packs "
+        f"{r.snapshots} snapshot(s) use {r.blobs_used} blobs in {r.packs} indexed packs "
         f"({_size(r.pack_bytes)})"
     )
     out.print(
