@@ -17,6 +17,7 @@ from rich.table import Table
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
+from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output
 from safehold.engine import (
     BackupOptions,
@@ -78,6 +79,7 @@ def repo_init(args: Namespace, out: Output) -> int:
         chunker=ChunkerParams(),
         compression_level=args.compression_level,
         pack_size=args.pack_size * 1024 * 1024,
+        **init_lock_settings(args),
     )
     repo = Repository.init(storage, password, config)
     out.print(f"created repository {repo.config.id[:16]} at {storage.location}")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from safehold import __version__
-from safehold.cli import commands, exitcodes
+from safehold.cli import commands, exitcodes, maintenance
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when a repository exists there already, open it (checking the password) "
         "and report it like repo info instead of failing",
     )
+    maintenance.add_init_options(init)
     init.set_defaults(func=commands.repo_init)
     info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
     info.set_defaults(func=commands.repo_info)
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-port", type=int, default=8081, metavar="PORT", help="liveness /healthz"
     )
     operator.set_defaults(func=commands.operator)
+    maintenance.register(sub, common)
     _no_abbreviations(parser)
     return parser
 
