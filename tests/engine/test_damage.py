@@ -83,10 +83,9 @@ def test_a_truncated_pack_is_found_by_the_structure_check(
     repo: Repository, two_snapshots: tuple[Path, Path, Snapshot, Snapshot]
 ) -> None:
     _, _, snap_a, snap_b = two_snapshots
-    pack = _pack_of(repo, snap_a, "a", "big")
+    pack, offset = _chunk_of(repo, snap_a, "a", "big")
     path = Path(repo.storage.location.removeprefix("file://")) / pack_object_name(pack)
-    size = path.stat().st_size
-    os.truncate(path, size // 2)
+    os.truncate(path, offset + 10)  # cut inside the first chunk of a/big
     report = verify_repository(repo)
     assert not report.ok
     assert "truncated" in report.objects[pack_object_name(pack)]
