@@ -114,7 +114,9 @@ def open_repo_storage(args: Namespace) -> Storage:
     if directory:
         options.update(read_options_dir(directory))
     options.update(_option_pairs(getattr(args, "option", None) or []))
-    return open_storage(url, options)
+    # The standard wrappers: transient failures (throttling, 5xx, resets) are retried with
+    # backoff instead of failing a backup hours in; docs/storage.md describes the stack.
+    return open_storage(url, options, wrap=True)
 
 
 def _read_file(path: str, what: str) -> str:
