@@ -40,11 +40,11 @@ def test_repo_init_if_absent_and_termination_log(
     ]  # fmt: skip
     assert main(argv) == 0
     first = json.loads(term.read_text())
-    assert first["created"] is True
+    assert first["initialized"] is True
     assert first["snapshots"] == 0
     assert main(argv) == 0  # exists: opened and reported, not refused
     second = json.loads(term.read_text())
-    assert second["created"] is False
+    assert second["initialized"] is False
     assert second["repository"] == first["repository"]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == second
     pw.write_text("wrong\n")

@@ -69,7 +69,7 @@ def repo_init(args: Namespace, out: Output) -> int:
         except RepositoryNotFound:
             pass
         else:
-            return repo_info(args, out, created=False)
+            return repo_info(args, out, initialized=False)
     password = read_password(args, confirm=True)
     if not 1 <= args.pack_size <= 512:
         raise UsageError("--pack-size is in MiB, between 1 and 512")
@@ -90,7 +90,7 @@ def repo_init(args: Namespace, out: Output) -> int:
             "repository": repo.config.id,
             "location": storage.location,
             "version": repo.config.version,
-            "created": True,
+            "initialized": True,
             "snapshots": 0,
             "pack_bytes": 0,
         }
@@ -98,7 +98,7 @@ def repo_init(args: Namespace, out: Output) -> int:
     return exitcodes.OK
 
 
-def repo_info(args: Namespace, out: Output, *, created: bool | None = None) -> int:
+def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) -> int:
     repo = open_repo(args)
     packs = 0
     pack_bytes = 0
@@ -128,8 +128,8 @@ def repo_info(args: Namespace, out: Output, *, created: bool | None = None) -> i
         "keys": len(repo.list_keys()),
         "locks": len(list_locks(repo)),
     }
-    if created is not None:
-        doc["created"] = created
+    if initialized is not None:
+        doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
     out.print(f"repository   {c.id}")
     out.print(f"location     {repo.location}")
     out.print(f"format       version {c.version}, created {c.created}")

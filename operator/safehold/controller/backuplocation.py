@@ -107,7 +107,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 status.bytes_stored = doc.get("pack_bytes")
                 if status.bytes_stored is not None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
-                verb = "created" if doc.get("created") else "found"
+                verb = "created" if doc.get("initialized") else "found"
                 _set(
                     rt,
                     body,
