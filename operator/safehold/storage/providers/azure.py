@@ -68,6 +68,7 @@ _DENIED_CODES = {
 #: Error codes of a delete refused by an immutability policy or legal hold.
 _IMMUTABLE_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
 
+
 def open(location: Location) -> AzureStorage:
     check_options(location, _OPTIONS)
     timeout = option_float(location, "timeout", 60.0)
@@ -210,8 +211,7 @@ class AzureStorage(Storage):
             if getattr(exc, "error_code", None) in _IMMUTABLE_CODES:
                 raise ObjectLocked(
                     self.location,
-                    "the blob is under an immutability policy or legal hold that has not "
-                    "expired",
+                    "the blob is under an immutability policy or legal hold that has not expired",
                     name=name,
                 ) from exc
             raise self._error(exc, name, "delete") from exc
