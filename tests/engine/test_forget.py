@@ -179,3 +179,14 @@ def test_forget_with_prune_frees_the_data(history: tuple[Path, dict[str, str]]) 
     assert before - after == prune["bytes_freed"]
     r = Repository.open(open_storage(repo.as_uri()), PASSWORD)
     assert sorted(s.id for s in r.snapshots()) == sorted([ids["db-5"], ids["web-2"]])
+
+
+def test_report_file_holds_every_decision(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo, ids = history
+    report = tmp_path / "decisions.json"
+    _run(repo, "forget", "--keep-last", "1", "--dry-run", "--report", str(report))
+    items = json.loads(report.read_text())
+    assert {i["id"] for i in items} == set(ids.values())
+    assert sum(1 for i in items if i["keep"]) == 2

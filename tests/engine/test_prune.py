@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verif
 from safehold.engine.forget import forget_snapshots
 from safehold.engine.prune import PruneError, PruneOptions, prune_repository
 from safehold.engine.retention import RetentionPolicy
-from safehold.repo import Repository
+from safehold.repo import Repository, RepositoryLock
 from safehold.repo.blobset import CompactIdSet
 from safehold.storage import open_storage
 
@@ -253,3 +254,34 @@ def test_a_concurrent_backup_whose_lock_prune_missed_loses_nothing(tmp_path: Pat
     for i in range(12):
         restored = tmp_path / "out" / "src" / f"new-{i}"
         assert restored.read_bytes() == (src / f"new-{i}").read_bytes()
+
+
+def test_a_lock_taken_while_prune_runs_defers_the_pack_deletions(
+    populated: tuple[Repository, list[Path], list[str]],
+) -> None:
+    """A backup that takes its lock after prune's (a race prune's own check cannot see)
+    makes prune leave every pack for the next run."""
+    repo, _, _ = populated
+    forget_snapshots(repo, RetentionPolicy(keep_last=1))
+    other = Repository.open(open_storage(repo.location), PASSWORD)
+    real_write_index = repo.write_index
+    held: list[RepositoryLock] = []
+
+    def write_index_then_race(index_file: Any) -> tuple[str, int]:
+        if not held:  # a backup starts right now, on another host, with a fresh lock
+            lock = RepositoryLock(other, exclusive=False, operation="backup")
+            lock.name = lock._write()
+            held.append(lock)
+        return real_write_index(index_file)
+
+    repo.write_index = write_index_then_race  # type: ignore[method-assign]
+    packs = sorted(i.name for i in repo.storage.list("data/"))
+    report = prune_repository(repo, NOW)
+    assert "next prune" in report.deferred
+    assert report.packs_deleted == 0
+    assert set(packs) <= {i.name for i in repo.storage.list("data/")}  # none deleted
+    assert verify_repository(Repository.open(open_storage(repo.location), PASSWORD)).ok
+    held[0].release()
+    done = prune_repository(Repository.open(open_storage(repo.location), PASSWORD), NOW)
+    assert done.unindexed_deleted > 0
+    assert not done.deferred

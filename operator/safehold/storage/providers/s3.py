@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -243,6 +244,18 @@ class S3Storage(Storage):
             "ObjectLockRetainUntilDate": self.retention.until(),
         }
 
+    def _retained(self, key: str, version: str) -> bool:
+        """Whether a version's retention is still running: tells a refusal by the lock
+        from missing delete rights (both are AccessDenied)."""
+        try:
+            found = self._client.get_object_retention(
+                Bucket=self.bucket, Key=key, VersionId=version
+            )
+        except bce.ClientError:
+            return False
+        until = found.get("Retention", {}).get("RetainUntilDate")
+        return until is not None and until > datetime.now(UTC)
+
     def _delete_versions(self, name: str, key: str) -> None:
         """On a versioned (object-lock) bucket a plain DELETE only hides an object behind a
         delete marker: delete every version, so prune frees the space, and report a version
@@ -259,7 +272,7 @@ class S3Storage(Storage):
             except bce.ClientError as exc:
                 if _code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
                     continue
-                if _code(exc) in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
+                if _code(exc) in ("AccessDenied", "ObjectLocked") and self._retained(key, version):
                     raise ObjectLocked(
                         self.location,
                         "the object is under S3 Object Lock and its retention has not "
