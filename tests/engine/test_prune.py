@@ -285,3 +285,17 @@ def test_a_lock_taken_while_prune_runs_defers_the_pack_deletions(
     done = prune_repository(Repository.open(open_storage(repo.location), PASSWORD), NOW)
     assert done.unindexed_deleted > 0
     assert not done.deferred
+
+
+def test_prune_waits_for_running_backups_but_a_dry_run_does_not(
+    populated: tuple[Repository, list[Path], list[str]],
+) -> None:
+    from safehold.repo import LockConflict
+
+    repo, _, _ = populated
+    other = Repository.open(open_storage(repo.location), PASSWORD)
+    with RepositoryLock(other, exclusive=False, operation="backup"):
+        with pytest.raises(LockConflict, match="shared lock by backup"):
+            prune_repository(repo, NOW)
+        dry = prune_repository(repo, PruneOptions(grace=timedelta(0), dry_run=True))
+        assert dry.dry_run
