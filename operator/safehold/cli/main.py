@@ -19,6 +19,7 @@ from safehold.cli import commands, exitcodes, maintenance
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
+from safehold.cli.resources import register as register_resources
 from safehold.engine import BackupError
 from safehold.repo import (
     CorruptObject,
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(func=commands.operator)
     maintenance.register(sub, common)
+    register_resources(sub, common)
     _no_abbreviations(parser)
     return parser
 
