@@ -3,4 +3,5 @@
 pytest_plugins = [
     "testground.fixtures_objectstores",
     "testground.fixtures_cluster",
+    "testground.databases",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from safehold import __version__
-from safehold.cli import commands, exitcodes, maintenance
+from safehold.cli import commands, database, exitcodes, maintenance
 from safehold.cli.context import UsageError, tune_malloc
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(func=commands.operator)
     maintenance.register(sub, common)
+    database.register(sub, common)
     register_resources(sub, common)
     _no_abbreviations(parser)
     return parser

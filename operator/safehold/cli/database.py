@@ -1,0 +1,189 @@
+"""``safehold dump`` and ``safehold restore-db``: logical database backups and restores.
+
+``dump postgresql|mysql`` runs pg_dump (custom format) / pg_dumpall --globals-only /
+mysqldump and streams each database into its own snapshot (source ``SOURCE/db/NAME``,
+plus ``SOURCE/globals`` for PostgreSQL roles when every database is dumped).
+``restore-db`` streams the newest matching snapshots back into pg_restore / mysql.
+
+Database credentials come only from files (a mounted Secret): ``--db-user-file`` (or
+``--db-user``, a user name is no secret) and ``--db-password-file``. There is no option
+that takes a password, so it never shows in ``ps`` or in a Job's spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from argparse import Namespace
+from typing import Any
+
+from safehold.cli import exitcodes
+from safehold.cli.context import UsageError, open_repo
+from safehold.cli.output import Output
+from safehold.engine.dump_backup import DumpOptions, dump_databases
+from safehold.engine.dump_client import Connection, DumpError, Engine
+from safehold.engine.dump_restore import find_database_snapshots, restore_databases
+from safehold.repo import RepositoryLock
+
+__all__ = ["register", "run_dump", "run_restore_db"]
+
+_ENGINES: dict[str, Engine] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("engine", choices=sorted(_ENGINES), help="the server type (mariadb means mysql)")
+    p.add_argument("--host", required=True, help="the database server's host name")
+    p.add_argument("--port", type=int, help="its port (default 5432 / 3306)")
+    p.add_argument("--db-user", metavar="NAME", help="the user to connect as")
+    p.add_argument("--db-user-file", metavar="PATH", help="read the user name from this file")
+    p.add_argument(
+        "--db-password-file",
+        metavar="PATH",
+        help="read the database password from this file (default: $SAFEHOLD_DB_PASSWORD_FILE)",
+    )
+    p.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a database (repeatable); default: all of them",
+    )
+    p.add_argument(
+        "--source",
+        required=True,
+        metavar="PREFIX",
+        help="the snapshots' source prefix: PREFIX/db/NAME per database, PREFIX/globals",
+    )
+    p.add_argument("--tag", action="append", default=[], metavar="TAG")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``dump`` and ``restore-db`` to the ``safehold`` parser."""
+    dump = sub.add_parser(
+        "dump",
+        parents=[common],
+        help="back up databases (pg_dump, mysqldump) into the repository",
+    )
+    _connection_options(dump)
+    dump.add_argument("--time", metavar="ISO8601", help="the snapshots' time (default: now)")
+    dump.set_defaults(func=run_dump)
+    restore = sub.add_parser(
+        "restore-db",
+        parents=[common],
+        help="restore database dumps (pg_restore, mysql) from the repository",
+    )
+    _connection_options(restore)
+    restore.add_argument(
+        "--existing",
+        choices=["skip", "overwrite", "fail"],
+        default="fail",
+        help="a database that exists already: leave it (skip), drop and re-create it "
+        "(overwrite), or stop before writing anything (fail, the default)",
+    )
+    restore.add_argument(
+        "--rename-to", metavar="NAME", help="restore the one selected database under this name"
+    )
+    restore.add_argument(
+        "--no-globals", action="store_true", help="do not restore PostgreSQL roles"
+    )
+    restore.set_defaults(func=run_restore_db)
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        with open(path) as f:
+            value = f.read().removesuffix("\n").removesuffix("\r")
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    if not value:
+        raise UsageError(f"the {what} file {path} is empty")
+    return value
+
+
+def _connection(args: Namespace) -> Connection:
+    if args.db_user and args.db_user_file:
+        raise UsageError("give --db-user or --db-user-file, not both")
+    user = args.db_user or (
+        _read_secret_file(args.db_user_file, "database user") if args.db_user_file else None
+    )
+    if not user:
+        raise UsageError("no database user: pass --db-user NAME or --db-user-file PATH")
+    path = args.db_password_file or os.environ.get("SAFEHOLD_DB_PASSWORD_FILE")
+    if not path:
+        raise UsageError(
+            "no database password: pass --db-password-file PATH (or set "
+            "SAFEHOLD_DB_PASSWORD_FILE); a password is never taken as an argument"
+        )
+    password = _read_secret_file(path, "database password")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port (1 to 65535)")
+    return Connection(_ENGINES[args.engine], args.host, user, password, args.port)
+
+
+def _failed(out: Output, message: str) -> int:
+    out.error(message)
+    out.summary({"ok": False, "error": message, "exit_code": exitcodes.ERROR})
+    return exitcodes.ERROR
+
+
+def run_dump(args: Namespace, out: Output) -> int:
+    from safehold.cli.commands import _parse_time
+
+    conn = _connection(args)
+    source = args.source.strip("/")
+    if not source:
+        raise UsageError("--source must name the snapshots' source prefix, e.g. prod/orders-db")
+    options = DumpOptions(
+        prefix=source, databases=args.database, tags=args.tag, time=_parse_time(args.time)
+    )
+    repo = open_repo(args)
+    try:
+        with (
+            RepositoryLock(repo, exclusive=False, operation="backup"),
+            out.progress("dump") as bar,
+        ):
+            result = dump_databases(repo, conn, options, progress=bar.callback())
+    except DumpError as exc:
+        return _failed(out, str(exc))
+    for name, r in result.results:
+        s = r.snapshot.summary
+        out.print(
+            f"snapshot {r.snapshot.id[:12]} of {name} ({r.snapshot.source}): "
+            f"{s['bytes_read']} bytes dumped, {s['bytes_new']} new, {s['bytes_stored']} stored"
+        )
+    out.summary({"ok": True, **result.summary(), "exit_code": exitcodes.OK})
+    return exitcodes.OK
+
+
+def run_restore_db(args: Namespace, out: Output) -> int:
+    conn = _connection(args)
+    source = args.source.strip("/")
+    repo = open_repo(args)
+    try:
+        with RepositoryLock(repo, exclusive=False, operation="restore"):
+            items = find_database_snapshots(repo, source, args.tag, args.database)
+            result = restore_databases(
+                repo,
+                conn,
+                items,
+                existing=args.existing,
+                rename_to=args.rename_to,
+                globals_too=not args.no_globals,
+            )
+    except DumpError as exc:
+        return _failed(out, str(exc))
+    for entry in result.restored:
+        out.print(
+            f"restored {entry['database']} from snapshot {entry['snapshot'][:12]}"
+            + (f" into {entry['target']}" if entry.get("target") else "")
+            + f" ({entry['bytes']} bytes)"
+        )
+    for warning in result.warnings:
+        out.warn(warning)
+    out.summary({"ok": True, **result.summary(), "exit_code": exitcodes.OK})
+    return exitcodes.OK

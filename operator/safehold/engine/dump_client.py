@@ -1,0 +1,224 @@
+"""The database client tools (pg_dump, pg_restore, psql, mysqldump, mysql) as subprocesses.
+
+The password reaches the tools only through a file in a private temporary directory
+(mode 0700, the file 0600): ``PGPASSFILE`` for PostgreSQL, ``--defaults-extra-file`` for
+MySQL/MariaDB. It is never an argument (``ps`` shows arguments to every user), never an
+environment variable (``/proc/PID/environ`` of a child outlives a careless ``ps e``), and
+it is cut out of every message taken from a tool's stderr. The directory is removed when
+the :class:`DatabaseClient` context ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import IO, Literal
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "Connection",
+    "DatabaseClient",
+    "DumpError",
+    "Engine",
+    "StderrTail",
+]
+
+Engine = Literal["postgresql", "mysql"]
+DEFAULT_PORTS: dict[str, int] = {"postgresql": 5432, "mysql": 3306}
+#: Databases that are the server's own, never dumped when "all databases" are asked for.
+_MYSQL_SYSTEM = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
+_PACKAGES = {
+    "postgresql": "the PostgreSQL client tools (Debian: postgresql-client)",
+    "mysql": "the MySQL/MariaDB client tools (Debian: mariadb-client)",
+}
+
+
+class DumpError(Exception):
+    """A dump or restore failed; the message says which tool, why, and what to fix."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a database server is and who connects to it."""
+
+    engine: Engine
+    host: str
+    user: str
+    password: str = field(repr=False)
+    port: int | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.engine]
+
+    @property
+    def where(self) -> str:
+        return f"{self.engine} server {self.host}:{self.effective_port} as user {self.user!r}"
+
+
+def _pgpass_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _mysql_option(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class StderrTail:
+    """Collects the last lines of a tool's stderr in a thread, with the password cut out."""
+
+    def __init__(self, stream: IO[bytes], secret: str, lines: int = 20) -> None:
+        self._stream = stream
+        self._secret = secret
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            line = raw.decode(errors="replace").rstrip()
+            if self._secret:
+                line = line.replace(self._secret, "***")
+            if line:
+                self._lines.append(line)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "; ".join(self._lines)
+
+    def lines(self) -> list[str]:
+        self._thread.join(timeout=10)
+        return list(self._lines)
+
+
+class DatabaseClient:
+    """Runs the client tools against one server with the credentials in private files."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._dir: str | None = None
+        self._env: dict[str, str] = {}
+        self._defaults: str | None = None
+
+    def __enter__(self) -> DatabaseClient:
+        base = os.environ.get("SAFEHOLD_TMPDIR") or None
+        self._dir = tempfile.mkdtemp(prefix="safehold-db-", dir=base)  # mode 0700
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL"))}
+        c = self.conn
+        if c.engine == "postgresql":
+            path = os.path.join(self._dir, "pgpass")
+            line = f"*:*:*:{_pgpass_field(c.user)}:{_pgpass_field(c.password)}\n"
+            self._write_private(path, line)
+            env.update(
+                PGPASSFILE=path,
+                PGHOST=c.host,
+                PGPORT=str(c.effective_port),
+                PGUSER=c.user,
+                PGCONNECT_TIMEOUT="10",
+            )
+        else:
+            path = os.path.join(self._dir, "client.cnf")
+            text = (
+                "[client]\n"
+                f"user={_mysql_option(c.user)}\n"
+                f"password={_mysql_option(c.password)}\n"
+                f"host={_mysql_option(c.host)}\n"
+                f"port={c.effective_port}\n"
+                "protocol=TCP\n"
+                "default-character-set=utf8mb4\n"
+            )
+            self._write_private(path, text)
+            self._defaults = path
+        self._env = env
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    @staticmethod
+    def _write_private(path: str, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def argv(self, tool: str, *args: str) -> list[str]:
+        """``tool`` with the connection options (never the password) and ``args``."""
+        if self.conn.engine == "mysql":
+            assert self._defaults is not None, "use DatabaseClient as a context manager"
+            # --defaults-extra-file must be the first option, or the tools ignore it
+            return [tool, f"--defaults-extra-file={self._defaults}", *args]
+        return [tool, "--no-password", *args]
+
+    def popen(
+        self, tool: str, args: Sequence[str], *, stdin: int | None = None, stdout: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``tool``; a missing tool is a :class:`DumpError` naming the package."""
+        try:
+            return subprocess.Popen(
+                self.argv(tool, *args),
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=self._env,
+            )
+        except FileNotFoundError as exc:
+            raise DumpError(
+                f"{tool} is not installed (not on PATH): install {_PACKAGES[self.conn.engine]} "
+                "in the image that runs safehold"
+            ) from exc
+
+    def query(self, sql: str, database: str | None = None) -> list[str]:
+        """Run one SQL statement through psql or mysql; the first column of each row."""
+        if self.conn.engine == "postgresql":
+            tool = "psql"
+            args = ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", database or "postgres"]
+        else:
+            tool = "mysql"
+            args = ["-N", "-B", *([database] if database else [])]
+        proc = self.popen(tool, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        tail = StderrTail(proc.stderr, self.conn.password)
+        try:
+            proc.stdin.write(sql.encode())  # one short statement: fits the pipe
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the tool exited (cannot connect): its stderr says why
+        out = proc.stdout.read()
+        code = proc.wait()
+        if code != 0:
+            raise DumpError(
+                f"cannot query the {self.conn.where}: {tool} exited with {code}"
+                f" ({tail.text() or 'no message'})"
+            )
+        return [line.split("\t", 1)[0] for line in out.decode().splitlines() if line]
+
+    def list_databases(self) -> list[str]:
+        """The server's user databases (no templates, no MySQL system schemas)."""
+        if self.conn.engine == "postgresql":
+            return self.query(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                "ORDER BY datname"
+            )
+        return [d for d in self.query("SHOW DATABASES") if d not in _MYSQL_SYSTEM]
+
+    def quote_ident(self, name: str) -> str:
+        if self.conn.engine == "postgresql":
+            return '"' + name.replace('"', '""') + '"'
+        return "`" + name.replace("`", "``") + "`"

@@ -1,0 +1,291 @@
+"""``safehold dump`` and ``safehold restore-db`` against real PostgreSQL 15 and MariaDB.
+
+Each round trip loads generated data (a large table, unicode, binary columns, a view, a
+function; triggers for MariaDB), dumps it through the CLI as a Job would run it, drops
+the database, restores it, and compares every table row for row. The failure cases
+(wrong password, server down, tool missing) must name the cause, leave no snapshot, and
+never show the password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testground.databases import (
+    DatabaseServer,
+    drop_database,
+    load_sample_data,
+    table_contents,
+)
+
+REPO_PASSWORD = "repo password for database tests"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SAFEHOLD_", "PG", "MYSQL"))},
+        "SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(),
+        "SAFEHOLD_PASSWORD": REPO_PASSWORD,
+    }
+
+
+@pytest.fixture
+def run(env: dict[str, str]) -> Run:
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "safehold", *args],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    run("repo", "init")
+    return run
+
+
+def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def _password_file(tmp_path: Path, password: str) -> Path:
+    path = tmp_path / "db-password"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def _conn_args(server: DatabaseServer, password_file: Path) -> list[str]:
+    return [
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--db-user",
+        server.user,
+        "--db-password-file",
+        str(password_file),
+    ]
+
+
+def _snapshots(run: Run) -> list[dict[str, Any]]:
+    done = run("snapshots", "--json")
+    assert done.returncode == 0, done.stderr
+    snaps: list[dict[str, Any]] = _summary(done)["snapshots"]
+    return snaps
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_dump_drop_restore_round_trip(
+    engine: str,
+    request: pytest.FixtureRequest,
+    run: Run,
+    tmp_path: Path,
+) -> None:
+    server: DatabaseServer = request.getfixturevalue(
+        "postgres_server" if engine == "postgresql" else "mariadb_server"
+    )
+    db = f"shop_{tmp_path.name[-8:].replace('-', '_')}"
+    load_sample_data(server, db, rows=60_000)
+    before = table_contents(server, db)
+    assert len(before["events"].splitlines()) == 60_000
+    pw = _password_file(tmp_path, server.password)
+    conn = _conn_args(server, pw)
+
+    done = run(
+        "dump", engine, *conn, "--database", db, "--source", "ns/p/db", "--tag", "t=1", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    doc = _summary(done)
+    assert doc["ok"] is True
+    assert [s["database"] for s in doc["snapshots"]] == [db]
+    assert doc["snapshots"][0]["source"] == f"ns/p/db/db/{db}"
+    assert doc["bytes_read"] > 5_000_000  # the large table went through the pipe
+    assert server.password not in done.stdout + done.stderr
+
+    # a restore into the existing database is refused by default, before writing anything
+    refused = run("restore-db", engine, *conn, "--source", "ns/p/db", "--json")
+    assert refused.returncode == 1
+    assert f"database(s) {db} already exist" in _summary(refused)["error"]
+
+    drop_database(server, db)
+    done = run("restore-db", engine, *conn, "--source", "ns/p/db", "--tag", "t=1", "--json")
+    assert done.returncode == 0, done.stderr
+    restored = _summary(done)
+    assert [r["database"] for r in restored["restored"]] == [db]
+    assert table_contents(server, db) == before
+
+    # overwrite: changes made after the backup are gone again
+    server.sql("DELETE FROM events WHERE id <= 100", db)
+    done = run("restore-db", engine, *conn, "--source", "ns/p/db", "--existing", "overwrite")
+    assert done.returncode == 0, done.stderr
+    assert table_contents(server, db) == before
+
+    # into another database on the same server, the original left alone
+    copy = db + "_copy"
+    done = run("restore-db", engine, *conn, "--source", "ns/p/db", "--rename-to", copy)
+    assert done.returncode == 0, done.stderr
+    assert table_contents(server, copy) == before
+    drop_database(server, copy)
+    drop_database(server, db)
+
+
+def test_postgres_all_databases_with_roles(
+    postgres_server: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    """No --database: every database plus the roles (pg_dumpall --globals-only)."""
+    server = postgres_server
+    server.sql("CREATE ROLE app_reader LOGIN PASSWORD 'reader-pw'")
+    load_sample_data(server, "alldb_one", rows=1000)
+    load_sample_data(server, "alldb_two", rows=1000)
+    before = {d: table_contents(server, d) for d in ("alldb_one", "alldb_two")}
+    pw = _password_file(tmp_path, server.password)
+    conn = _conn_args(server, pw)
+    done = run("dump", "postgresql", *conn, "--source", "all", "--json")
+    assert done.returncode == 0, done.stderr
+    names = [s["database"] for s in _summary(done)["snapshots"]]
+    assert names[0] == "globals"
+    assert {"alldb_one", "alldb_two", "postgres"} <= set(names)
+
+    drop_database(server, "alldb_one")
+    drop_database(server, "alldb_two")
+    server.sql("DROP ROLE app_reader")
+    done = run(
+        "restore-db",
+        "postgresql",
+        *conn,
+        "--source",
+        "all",
+        "--database",
+        "globals",
+        "--database",
+        "alldb_one",
+        "--database",
+        "alldb_two",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert server.sql("SELECT rolname FROM pg_roles WHERE rolname = 'app_reader'").strip() == (
+        "app_reader"
+    )
+    for d, contents in before.items():
+        assert table_contents(server, d) == contents
+        drop_database(server, d)
+    server.sql("DROP ROLE app_reader")
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_wrong_password_fails_without_snapshot(
+    engine: str, request: pytest.FixtureRequest, run: Run, tmp_path: Path
+) -> None:
+    server: DatabaseServer = request.getfixturevalue(
+        "postgres_server" if engine == "postgresql" else "mariadb_server"
+    )
+    wrong = "not-the-password-XYZ"
+    conn = _conn_args(server, _password_file(tmp_path, wrong))
+    done = run("dump", engine, *conn, "--database", "anything", "--source", "x", "--json")
+    assert done.returncode == 1
+    error = _summary(done)["error"]
+    expected = "password authentication failed" if engine == "postgresql" else "Access denied"
+    assert expected in error
+    assert "no snapshot was written" in error or "cannot query" in error
+    assert wrong not in done.stdout + done.stderr
+    assert _snapshots(run) == []
+    # the same with all databases (the listing query fails first)
+    done = run("dump", engine, *conn, "--source", "x", "--json")
+    assert done.returncode == 1
+    assert expected in _summary(done)["error"]
+    assert wrong not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_server_down_fails_without_snapshot(
+    engine: str,
+    database_server_factory: Callable[[str], DatabaseServer],
+    run: Run,
+    tmp_path: Path,
+) -> None:
+    server = database_server_factory(engine)
+    conn = _conn_args(server, _password_file(tmp_path, server.password))
+    server.stop()
+    done = run("dump", engine, *conn, "--database", "gone", "--source", "x", "--json")
+    assert done.returncode == 1
+    error = _summary(done)["error"]
+    assert f"{server.host}:{server.port}" in error or "Connection refused" in error
+    expected = "Connection refused" if engine == "postgresql" else "Can't connect"
+    assert expected in error
+    assert server.password not in done.stdout + done.stderr
+    assert _snapshots(run) == []
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_tool_missing_fails_without_snapshot(
+    engine: str, request: pytest.FixtureRequest, run: Run, tmp_path: Path
+) -> None:
+    server: DatabaseServer = request.getfixturevalue(
+        "postgres_server" if engine == "postgresql" else "mariadb_server"
+    )
+    conn = _conn_args(server, _password_file(tmp_path, server.password))
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    done = run("dump", engine, *conn, "--database", "x", "--source", "x", "--json", PATH=str(empty))
+    assert done.returncode == 1
+    tool = "pg_dump" if engine == "postgresql" else "mysqldump"
+    error = _summary(done)["error"]
+    assert f"{tool} is not installed" in error
+    assert "client" in error  # names the package to install
+    assert _snapshots(run) == []
+
+
+def test_dump_failing_after_output_leaves_no_snapshot(
+    postgres_server: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    """A tool that streamed data and then exited non-zero: the data is not a snapshot."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    script = fake / "pg_dump"
+    script.write_text(
+        "#!/bin/sh\nhead -c 3000000 /dev/urandom\necho 'lost connection' >&2\nexit 1\n"
+    )
+    script.chmod(0o755)
+    conn = _conn_args(postgres_server, _password_file(tmp_path, postgres_server.password))
+    done = run(
+        "dump",
+        "postgresql",
+        *conn,
+        "--database",
+        "x",
+        "--source",
+        "x",
+        "--json",
+        PATH=f"{fake}:{os.environ['PATH']}",
+    )
+    assert done.returncode == 1
+    error = _summary(done)["error"]
+    assert "pg_dump of database 'x'" in error
+    assert "exit code 1" in error
+    assert "after 3000000 bytes" in error
+    assert "lost connection" in error
+    assert _snapshots(run) == []
+
+
+def test_password_is_not_an_argument(postgres_server: DatabaseServer, run: Run) -> None:
+    """There is no option that takes a database password."""
+    done = run("dump", "postgresql", "--host", "h", "--db-user", "u", "--source", "s")
+    assert done.returncode == 2
+    assert "--db-password-file" in done.stderr
+    done = run("dump", "postgresql", "--host", "h", "--db-password", "x", "--source", "s")
+    assert done.returncode == 2
