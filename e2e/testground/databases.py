@@ -365,9 +365,9 @@ def table_contents(server: DatabaseServer, database: str) -> dict[str, str]:
             columns = (
                 "SELECT IF(data_type LIKE '%blob', CONCAT('HEX(`', column_name, '`)'), "
                 "CONCAT('`', column_name, '`')) FROM information_schema.columns WHERE "
-                "table_schema = DATABASE() AND table_name = '%s' ORDER BY ordinal_position"
+                "table_schema = DATABASE() AND table_name = '{}' ORDER BY ordinal_position"
             )
-            cols = server.sql(columns % t, database).split()
+            cols = server.sql(columns.format(t), database).split()
             query = f"SELECT {', '.join(cols)} FROM `{t}` ORDER BY 1"  # noqa: S608
             out[t] = server.sql(query, database)
         out["(routines)"] = server.sql(
