@@ -66,6 +66,7 @@ def apply_order(kind: str) -> int:
 class Manifest:
     path: str  # relative to the tree's root
     obj: dict[str, Any]
+    implicit: bool = False  # a Namespace brought along for the objects in it: never updated
 
     @property
     def kind(self) -> str:
@@ -195,6 +196,8 @@ def select_manifests(
         # a narrowed selection brings a Namespace only along with something inside it
         used = {m.namespace for m in out if m.namespace}
         out = [m for m in out if m.kind != "Namespace" or m.name in used]
+        for m in out:
+            m.implicit = m.kind == "Namespace"
     out.sort(key=lambda m: (apply_order(m.kind), m.path))
     return out
 
@@ -312,7 +315,7 @@ def _apply_one(api: KubeApi, m: Manifest, opts: ApplyOptions) -> ApplyAction:
         return ApplyAction(m.path, target, "fail", str(exc))
     try:
         exists = _exists(api, r, m)
-        if exists and opts.existing == "skip":
+        if exists and (opts.existing == "skip" or m.implicit):
             return ApplyAction(m.path, target, "skip")
         action: Literal["create", "update"] = "update" if exists else "create"
         if opts.dry_run:

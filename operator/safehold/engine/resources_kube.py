@@ -9,6 +9,7 @@ included) and manifests must stay the dicts the server returns. Discovery asks
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -78,20 +79,22 @@ class KubeApi:
     ) -> Any:
         from kubernetes.client.exceptions import ApiException
 
+        method_, url, headers, payload, _ = self.client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         try:
-            return self.client.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-            )
+            response = self.client.call_api(method_, url, header_params=headers, body=payload)
+            data = response.read()
         except ApiException as exc:
-            raise KubeError(exc.status or 0, _reason(exc)) from None
+            raise KubeError(exc.status or 0, _reason(exc.body, exc.status, exc.reason)) from None
+        if not 200 <= response.status < 300:
+            raise KubeError(response.status, _reason(data, response.status, response.reason))
+        return json.loads(data) if data else {}
 
     def get(self, path: str, query: list[tuple[str, str]] | None = None) -> Any:
         return self.call("GET", path, query=query)
@@ -159,15 +162,14 @@ def _parse_list(doc: dict[str, Any], group: str, version: str) -> list[ApiResour
     return out
 
 
-def _reason(exc: Any) -> str:
-    import json
-
+def _reason(body: Any, status: int | None, reason: str | None) -> str:
+    """The API's own message (a Status object's ``message``), else the HTTP status."""
     try:
-        doc = json.loads(exc.body or "{}")
-        message = str(doc.get("message") or "")
+        doc = json.loads(body or "{}")
+        message = str(doc.get("message") or "") if isinstance(doc, dict) else ""
     except ValueError:
         message = ""
-    return message or f"{exc.status} {exc.reason}"
+    return message or f"{status} {reason}"
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeApi:
