@@ -145,8 +145,14 @@ class ClusterResourcesSource(ApiModel):
     label_selector: LabelSelector | None = None
     """Only objects whose labels match."""
     include_cluster_scoped: bool = False
-    """Also export the cluster-scoped objects the namespaced ones use (PersistentVolumes,
-    CustomResourceDefinitions, StorageClasses)."""
+    """Also export the cluster-scoped objects the namespaced ones use
+    (CustomResourceDefinitions, StorageClasses, ClusterRoles)."""
+    include_secrets: bool = False
+    """Also export Secrets (left out unless set)."""
+    service_account_name: ResourceName | None = None
+    """The ServiceAccount (in the policy's namespace) the export Job runs as: it needs
+    ``get`` and ``list`` on the selected types in the selected namespaces. Required: the
+    operator hands out no API rights itself (docs/cluster-resources.md)."""
 
 
 class Sources(ApiModel):

@@ -49,6 +49,12 @@ class RestoreResourceFilter(ApiModel):
     """Resource types to leave out."""
     label_selector: LabelSelector | None = None
     """Only objects whose labels match."""
+    names: list[str] = Field(default_factory=list, max_length=256)
+    """Only objects of these names; empty means all."""
+    service_account_name: ResourceName | None = None
+    """The ServiceAccount (in the request's namespace) the restore Job runs as: it needs
+    ``get`` and ``create`` (``patch`` for Overwrite) on the restored types in the target
+    namespaces. Required to restore a clusterResources source."""
 
 
 class RestoreTarget(ApiModel):
