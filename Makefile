@@ -49,8 +49,8 @@ cluster: deps venv
 e2e: deps venv cluster
 	$(PY) -m pytest e2e/tests $(ARGS)
 
-quickstart: deps venv
-	@$(PY) e2e/quickstart.py
+quickstart: deps venv cluster
+	@$(PY) e2e/quickstart.py $(ARGS)
 
 bench: deps venv
 	$(PY) bench/run.py $(ARGS)
