@@ -150,8 +150,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         _ready(rt, body, status, "False", *problem)
         return
     notes = []
-    if policy.spec.sources.databases or policy.spec.sources.cluster_resources:
-        notes.append("database and clusterResources sources are not backed up yet (skipped)")
+    if policy.spec.sources.cluster_resources:
+        notes.append("clusterResources sources are not backed up yet (skipped)")
     schedule = policy.spec.schedule
     if schedule is None:
         status.next_schedule_time = None

@@ -7,8 +7,9 @@ passes read each Job's outcome and, every ~10 s, its pod's progress line. When e
 source is final the run gets its final phase, the ``Complete`` condition, an Event and
 its metrics; a final run is never touched again.
 
-Databases and cluster resources are not backed up yet: such sources are recorded as
-Skipped with reason ``NotSupported``.
+Database sources are dumped by Jobs of their own (safehold.controller.databases). Cluster
+resources are not backed up yet: such sources are recorded as Skipped with reason
+``NotSupported``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.databases import plan_database_sources, start_database_backup
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     LABEL_POLICY,
@@ -230,18 +232,7 @@ def _plan(
             )
         out.append(result)
     skipped = "is not backed up yet by this version of Safehold; the source is skipped"
-    for d in policy.spec.sources.databases:
-        if not wanted or d.name in wanted:
-            out.append(
-                SourceResult(
-                    name=d.name,
-                    kind="database",
-                    phase="Skipped",
-                    error=ErrorDetail(
-                        reason="NotSupported", message=f"a database source {skipped}"
-                    ),
-                )
-            )
+    out += plan_database_sources(policy, wanted, name)
     if policy.spec.sources.cluster_resources is not None and (not wanted or "resources" in wanted):
         out.append(
             SourceResult(
@@ -418,6 +409,9 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                         reason="JobDeleted",
                         message=f"Job {source.job} was deleted while it ran: start a new BackupRun",
                     )
+                    continue
+                if source.kind == "database":
+                    start_database_backup(rt, body, run, policy, location, source)
                     continue
                 claim = claims.get(source.name)
                 if claim is None:

@@ -32,6 +32,7 @@ from safehold.api.enums import RunPhase
 from safehold.controller import metrics
 from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.databases import database_restore_item, database_restore_job
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
@@ -155,7 +156,7 @@ def _plan(
     sources = [
         s
         for s in (run.get("status") or {}).get("sources") or []
-        if s.get("kind") == "volume" and s.get("snapshotId")
+        if s.get("kind") in ("volume", "database") and s.get("snapshotId")
     ]
     names = [s["name"] for s in sources]
     unknown = sorted(set(spec.sources) - set(names))
@@ -180,6 +181,9 @@ def _plan(
         )
     items: list[RestoredItem] = []
     for s in chosen:
+        if s.get("kind") == "database":
+            items.append(database_restore_item(rt, req, run, s))
+            continue
         original = _claim_of(rt, ns, run, s["name"])
         target = spec.target
         tns = (target.namespace if target and target.namespace else None) or (
@@ -341,7 +345,11 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         for item in status.restored:
             if item.phase not in ("Pending", "Running"):
                 continue
-            request = _job_request(rt, body, req, location, item)
+            request = (
+                database_restore_job(rt, body, req, location, item, run)
+                if item.kind == "database"
+                else _job_request(rt, body, req, location, item)
+            )
             job = rt.kube.get_job(request.namespace, request.name)
             if job is None:
                 if item.phase == "Running":

@@ -1,0 +1,236 @@
+"""Database sources: BackupRun and RestoreRequest Jobs that run ``safehold dump`` /
+``safehold restore-db`` against the server a BackupPolicy names.
+
+One Job per database source. It connects with the policy's host and port; the user
+name and password come from the policy's credentials Secret, mounted read-only as two
+files (``username``, ``password``) under :data:`CREDENTIALS_DIR`: the operator never
+reads that Secret, and the password is in no argument, environment variable, status or
+log. Snapshots are named ``NAMESPACE/POLICY/SOURCE/db/DATABASE`` (and ``.../globals``
+for PostgreSQL roles) and tagged ``run=RUN``, so a restore finds a run's dumps by its
+name without listing snapshot ids in the run's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safehold.api import (
+    BackupLocation,
+    BackupPolicy,
+    BackupRun,
+    ErrorDetail,
+    RestoredItem,
+    RestoreRequest,
+    SourceResult,
+)
+from safehold.api.backuppolicy import DatabaseSource
+from safehold.api.jobs import JobSettings
+from safehold.controller.jobs import (
+    COMPONENT_BACKUP,
+    COMPONENT_RESTORE,
+    LABEL_POLICY,
+    LABEL_RESTORE,
+    LABEL_RUN,
+    LABEL_SOURCE,
+    JobRequest,
+    Mount,
+    build_job,
+    job_name,
+)
+from safehold.controller.repository import repository_access
+from safehold.controller.runtime import Runtime
+
+__all__ = [
+    "CREDENTIALS_DIR",
+    "EXISTING",
+    "database_restore_item",
+    "database_restore_job",
+    "plan_database_sources",
+    "start_database_backup",
+]
+
+#: Where the database credentials Secret's two keys appear as files in the Job.
+CREDENTIALS_DIR = "/etc/safehold/database"
+#: RestoreRequest.spec.existingResourcePolicy as ``safehold restore-db --existing``.
+EXISTING = {"Skip": "skip", "Overwrite": "overwrite", "Fail": "fail"}
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def _source_prefix(ns: str, policy: str, source: str) -> str:
+    return f"{ns}/{policy}/{source}"
+
+
+def _connection_args(d: DatabaseSource) -> tuple[list[str], Mount]:
+    creds = d.credentials_secret_ref
+    args = [d.engine, "--host", d.host]
+    if d.port:
+        args += ["--port", str(d.port)]
+    args += [
+        "--db-user-file",
+        f"{CREDENTIALS_DIR}/username",
+        "--db-password-file",
+        f"{CREDENTIALS_DIR}/password",
+    ]
+    mount = Mount(
+        name="database-credentials",
+        path=CREDENTIALS_DIR,
+        volume={
+            "secret": {
+                "secretName": creds.name,
+                "items": [
+                    {"key": creds.username_key, "path": "username"},
+                    {"key": creds.password_key, "path": "password"},
+                ],
+            }
+        },
+        read_only=True,
+    )
+    return args, mount
+
+
+def _target(d: DatabaseSource) -> str:
+    return f"{d.engine}://{d.host}:{d.port or _DEFAULT_PORTS[d.engine]}"
+
+
+def _resources(settings: JobSettings | None) -> dict[str, Any] | None:
+    if settings is None or settings.resources is None:
+        return None
+    dump = settings.resources.model_dump(by_alias=True)
+    return {k: v for k, v in dump.items() if v} or None
+
+
+def plan_database_sources(policy: BackupPolicy, wanted: set[str], run: str) -> list[SourceResult]:
+    """One Pending source result (with its Job's name) per database source of the run."""
+    return [
+        SourceResult(name=d.name, kind="database", job=job_name(run, d.name))
+        for d in policy.spec.sources.databases
+        if not wanted or d.name in wanted
+    ]
+
+
+def _database(policy: BackupPolicy, name: str) -> DatabaseSource | None:
+    return next((d for d in policy.spec.sources.databases if d.name == name), None)
+
+
+def start_database_backup(
+    rt: Runtime,
+    body: dict[str, Any],
+    run: BackupRun,
+    policy: BackupPolicy,
+    location: BackupLocation,
+    source: SourceResult,
+) -> None:
+    """Create the Job that dumps ``source``; a source gone from the policy fails."""
+    d = _database(policy, source.name)
+    if d is None:
+        source.phase = "Failed"
+        source.error = ErrorDetail(
+            reason="SourceNotFound",
+            message=f"source {source.name} is no longer in BackupPolicy {policy.metadata.name}",
+        )
+        return
+    ns = run.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    access = repository_access(location)
+    settings = rt.job_settings(policy.spec.job)
+    conn, mount = _connection_args(d)
+    args = ["dump", *conn, "--source", _source_prefix(ns, pname, d.name)]
+    for db in d.databases:
+        args += ["--database", db]
+    args += ["--tag", f"run={run.metadata.name}"]
+    for tag in run.spec.tags:
+        args += ["--tag", tag]
+    request = JobRequest(
+        name=source.job or job_name(run.metadata.name or "", source.name),
+        namespace=ns,
+        component=COMPONENT_BACKUP,
+        args=[*args, *access.args],
+        labels={LABEL_RUN: run.metadata.name or "", LABEL_SOURCE: source.name, LABEL_POLICY: pname},
+        owner=body,
+        mounts=[mount, *access.mounts],
+        credentials_secret=access.credentials_secret,
+        password_secret=access.password_secret,
+        password_key=access.password_key,
+        image=rt.image,
+        resources=_resources(settings),
+        active_deadline_seconds=(settings.active_deadline_seconds if settings else None)
+        or 6 * 3600,
+        backoff_limit=settings.backoff_limit if settings else 1,
+        node_selector=settings.node_selector if settings else {},
+        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations]
+        if settings
+        else [],
+        priority_class_name=settings.priority_class_name if settings else None,
+    )
+    rt.kube.create_job(build_job(request))
+
+
+def _policy_of(rt: Runtime, ns: str, run: dict[str, Any]) -> BackupPolicy | None:
+    pname = run.get("spec", {}).get("policyRef", {}).get("name", "")
+    body = rt.kube.get_cr("backuppolicies", ns, pname)
+    if body is None:
+        return None
+    return BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
+
+
+def database_restore_item(
+    rt: Runtime, req: RestoreRequest, run: dict[str, Any], source: dict[str, Any]
+) -> RestoredItem:
+    """The plan for one database source of ``run``: back into the server the policy names."""
+    ns = req.metadata.namespace or ""
+    item = RestoredItem(source=source["name"], kind="database", snapshot_id=source["snapshotId"])
+    policy = _policy_of(rt, ns, run)
+    d = _database(policy, source["name"]) if policy else None
+    if d is None:
+        item.phase = "Failed"
+        item.error = ErrorDetail(
+            reason="SourceNotFound",
+            message=f"database source {source['name']} is not in the BackupPolicy of BackupRun "
+            f"{run['metadata']['name']} any more: its server and credentials are unknown",
+        )
+        return item
+    item.target = _target(d)
+    if req.spec.dry_run:
+        item.phase = "Skipped"
+    return item
+
+
+def database_restore_job(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    item: RestoredItem,
+    run: dict[str, Any],
+) -> JobRequest:
+    """The Job that streams the run's dumps of ``item`` back into its server."""
+    ns = req.metadata.namespace or ""
+    policy = _policy_of(rt, ns, run)
+    d = _database(policy, item.source) if policy else None
+    if policy is None or d is None:
+        raise LookupError(f"database source {item.source} is gone from its BackupPolicy")
+    access = repository_access(location)
+    conn, mount = _connection_args(d)
+    args = [
+        "restore-db",
+        *conn,
+        "--source",
+        _source_prefix(ns, policy.metadata.name or "", d.name),
+        "--tag",
+        f"run={run['metadata']['name']}",
+        "--existing",
+        EXISTING[req.spec.existing_resource_policy],
+    ]
+    return JobRequest(
+        name=job_name(req.metadata.name or "", item.source),
+        namespace=ns,
+        component=COMPONENT_RESTORE,
+        args=[*args, *access.args],
+        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
+        owner=body,
+        mounts=[mount, *access.mounts],
+        credentials_secret=access.credentials_secret,
+        password_secret=access.password_secret,
+        password_key=access.password_key,
+        image=rt.image,
+    )
