@@ -5,8 +5,9 @@ read straight from the test ground for comparisons."""
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,42 @@ def apply_app(cluster: Cluster, namespace: str) -> None:
         return (pvc.get("status") or {}).get("phase") == "Bound"
 
     cluster.wait_for(bound, timeout=60, what="claim web-data to be bound")
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Any]]:
+    """Start the operator (kopf in-process) for the test's namespace; stopped at the end."""
+    from kopf.testing import KopfRunner
+
+    from safehold.controller import handlers
+    from safehold.controller.kube import Kube
+    from safehold.controller.runtime import Runtime, set_runtime
+    from testground import podlogs
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("SAFEHOLD_IMAGE", os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"))
+    runners: list[Any] = []
+
+    def read_log(ns: str, pod: str, tail: int) -> str:
+        assert cluster.local is not None
+        text = podlogs.container_log(cluster.local.path / "pods", ns, pod, None)
+        return "\n".join(text.splitlines()[-tail:])
+
+    def start(**settings: Any) -> Any:
+        kube = Kube(cluster.api_client(), log_reader=read_log if cluster.local else None)
+        set_runtime(Runtime(kube, **settings))
+        runner = KopfRunner(
+            ["run", "--standalone", "--namespace", str(namespace), "-m", handlers.__name__],
+            timeout=60,
+        )
+        runner.__enter__()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        if runner._thread.is_alive():
+            runner.__exit__(None, None, None)
+    handlers.reset()

@@ -232,7 +232,15 @@ def apply_resources(args: Namespace, out: Output) -> int:
         f"{result.count('skip')} skipped, {result.count('fail')} failed "
         f"(snapshot {snap.id[:12]})"
     )
-    out.summary({"ok": result.ok, "snapshot": snap.id, **result.summary(), "exit_code": code})
+    doc = {"ok": result.ok, "snapshot": snap.id, **result.summary(), "exit_code": code}
+    # what a RestoreRequest's status.restored shows: objects written (or, in a dry run,
+    # that would be) and objects left alone
+    doc["files"] = result.count("create") + result.count("update")
+    doc["files_skipped"] = result.count("skip")
+    if not result.ok:
+        failed = [a for a in result.actions if a.action == "fail"]
+        doc["error"] = "; ".join(f"{a.target}: {a.error}" for a in failed[:5])
+    out.summary(doc)
     return code
 
 

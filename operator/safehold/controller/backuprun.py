@@ -7,9 +7,8 @@ passes read each Job's outcome and, every ~10 s, its pod's progress line. When e
 source is final the run gets its final phase, the ``Complete`` condition, an Event and
 its metrics; a final run is never touched again.
 
-Database sources are dumped by Jobs of their own (safehold.controller.databases). Cluster
-resources are not backed up yet: such sources are recorded as Skipped with reason
-``NotSupported``.
+Databases are not backed up yet: such sources are recorded as Skipped with reason
+``NotSupported``. A clusterResources source is one export Job (safehold.controller.resources).
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
-from safehold.controller.databases import plan_database_sources, start_database_backup
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     LABEL_POLICY,
@@ -49,6 +47,7 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.repository import repository_access
+from safehold.controller.resources import plan_resources_source, start_resources_backup
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import VolumeClaim, claim_node, resolve_volumes
 from safehold.controller.status import (
@@ -232,16 +231,19 @@ def _plan(
             )
         out.append(result)
     skipped = "is not backed up yet by this version of Safehold; the source is skipped"
-    out += plan_database_sources(policy, wanted, name)
-    if policy.spec.sources.cluster_resources is not None and (not wanted or "resources" in wanted):
-        out.append(
-            SourceResult(
-                name="resources",
-                kind="clusterResources",
-                phase="Skipped",
-                error=ErrorDetail(reason="NotSupported", message=f"clusterResources {skipped}"),
+    for d in policy.spec.sources.databases:
+        if not wanted or d.name in wanted:
+            out.append(
+                SourceResult(
+                    name=d.name,
+                    kind="database",
+                    phase="Skipped",
+                    error=ErrorDetail(
+                        reason="NotSupported", message=f"a database source {skipped}"
+                    ),
+                )
             )
-        )
+    out += plan_resources_source(policy, wanted, name)
     return out
 
 
@@ -410,8 +412,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                         message=f"Job {source.job} was deleted while it ran: start a new BackupRun",
                     )
                     continue
-                if source.kind == "database":
-                    start_database_backup(rt, body, run, policy, location, source)
+                if source.kind == "clusterResources":
+                    start_resources_backup(rt, body, run, policy, location, source)
                     continue
                 claim = claims.get(source.name)
                 if claim is None:

@@ -4,7 +4,8 @@ Backups, restores and location checks differ only in their command, their volume
 their labels; everything that makes a Job safe is fixed here, so no kind's module can
 forget it: a non-root, read-only, capability-less container with seccomp
 ``RuntimeDefault``, no service-account token (the pods need no API rights: results leave
-through the termination message, progress through the log), a deadline, a retry limit,
+through the termination message, progress through the log; only resource export/apply
+Jobs run as a ServiceAccount the user names), a deadline, a retry limit,
 a TTL, an ``emptyDir`` for ``/tmp``, and Secrets only as read-only file volumes.
 """
 
@@ -115,6 +116,9 @@ class JobRequest:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
     priority_class_name: str | None = None
+    #: A ServiceAccount the pod runs as, with its token mounted: only for Jobs that read or
+    #: write cluster objects (resource export and apply), under an account the user grants.
+    service_account_name: str | None = None
 
 
 def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,6 +225,9 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
+    if req.service_account_name:
+        pod_spec["serviceAccountName"] = req.service_account_name
+        pod_spec["automountServiceAccountToken"] = True
     if req.node_name:
         pod_spec["affinity"] = _affinity(req.node_name)
     elif req.node_selector:

@@ -32,7 +32,6 @@ from safehold.api.enums import RunPhase
 from safehold.controller import metrics
 from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
-from safehold.controller.databases import database_restore_item, database_restore_job
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
@@ -43,6 +42,7 @@ from safehold.controller.jobs import (
     job_name,
 )
 from safehold.controller.repository import repository_access
+from safehold.controller.resources import resources_restore_item, resources_restore_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
 
@@ -156,7 +156,7 @@ def _plan(
     sources = [
         s
         for s in (run.get("status") or {}).get("sources") or []
-        if s.get("kind") in ("volume", "database") and s.get("snapshotId")
+        if s.get("kind") in ("volume", "clusterResources") and s.get("snapshotId")
     ]
     names = [s["name"] for s in sources]
     unknown = sorted(set(spec.sources) - set(names))
@@ -181,8 +181,8 @@ def _plan(
         )
     items: list[RestoredItem] = []
     for s in chosen:
-        if s.get("kind") == "database":
-            items.append(database_restore_item(rt, req, run, s))
+        if s.get("kind") == "clusterResources":
+            items.append(resources_restore_item(req, s))
             continue
         original = _claim_of(rt, ns, run, s["name"])
         target = spec.target
@@ -346,8 +346,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             if item.phase not in ("Pending", "Running"):
                 continue
             request = (
-                database_restore_job(rt, body, req, location, item, run)
-                if item.kind == "database"
+                resources_restore_job(rt, body, req, location, item)
+                if item.kind == "clusterResources"
                 else _job_request(rt, body, req, location, item)
             )
             job = rt.kube.get_job(request.namespace, request.name)

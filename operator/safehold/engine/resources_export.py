@@ -180,6 +180,10 @@ def export_tree(api: KubeApi, root: str, opts: ExportOptions) -> ExportResult:
                     continue
                 if exc.status != 403:
                     raise
+                result.warnings.append(
+                    f"namespace {ns}: the Namespace object is not readable ({exc}); a restore "
+                    "into a namespace that does not exist will fail"
+                )
             else:  # always: restoring the namespace's objects needs it
                 ns_obj.update(apiVersion="v1", kind="Namespace")
                 _write_namespace(writer, ns_obj)

@@ -1,0 +1,207 @@
+"""Cluster-resource sources: the export Job of a BackupRun and the apply Job of a RestoreRequest.
+
+A policy's ``clusterResources`` source is backed up by one Job running ``safehold
+export-resources``, and restored by one Job running ``safehold apply-resources``. Unlike
+every other Job these pods talk to the API server, so they run as a ServiceAccount the
+user names (``serviceAccountName``) and grants exactly the rights the selection needs:
+the operator itself hands out no API rights and needs none beyond what it has. Without
+a ServiceAccount the source fails at once with reason ``ServiceAccountRequired``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from safehold.api import (
+    BackupLocation,
+    BackupPolicy,
+    BackupRun,
+    ErrorDetail,
+    RestoredItem,
+    RestoreRequest,
+    SourceResult,
+)
+from safehold.controller.jobs import (
+    COMPONENT_BACKUP,
+    COMPONENT_RESTORE,
+    LABEL_POLICY,
+    LABEL_RESTORE,
+    LABEL_RUN,
+    LABEL_SOURCE,
+    JobRequest,
+    build_job,
+    job_name,
+)
+from safehold.controller.repository import repository_access
+from safehold.controller.runtime import Runtime
+from safehold.controller.sources import selector_string
+
+__all__ = [
+    "KIND",
+    "SOURCE",
+    "plan_resources_source",
+    "resources_restore_item",
+    "resources_restore_job",
+    "start_resources_backup",
+]
+
+#: The source's name in results and restores.
+SOURCE = "resources"
+KIND: Final = "clusterResources"
+_EXISTING = {"Skip": "skip", "Overwrite": "update", "Fail": "fail"}
+
+
+def plan_resources_source(policy: BackupPolicy, wanted: set[str], run: str) -> list[SourceResult]:
+    """The run's result entry for the policy's clusterResources source, if it has one."""
+    spec = policy.spec.sources.cluster_resources
+    if spec is None or (wanted and SOURCE not in wanted):
+        return []
+    result = SourceResult(name=SOURCE, kind=KIND, job=job_name(run, SOURCE))
+    if not spec.service_account_name:
+        result.phase = "Failed"
+        result.job = None
+        result.error = ErrorDetail(
+            reason="ServiceAccountRequired",
+            message=f"BackupPolicy {policy.metadata.name} spec.sources.clusterResources."
+            "serviceAccountName is empty: name a ServiceAccount that may get and list the "
+            "selected resources (example RBAC in docs/cluster-resources.md)",
+        )
+    return [result]
+
+
+def _export_args(policy: BackupPolicy, run: BackupRun) -> list[str]:
+    spec = policy.spec.sources.cluster_resources
+    assert spec is not None
+    ns = policy.metadata.namespace or ""
+    args = ["export-resources", "--source", f"{ns}/{policy.metadata.name}/{SOURCE}"]
+    namespaces = spec.include_namespaces or [ns]
+    if "*" not in namespaces:
+        for n in namespaces:
+            args += ["--namespace", n]
+    for n in spec.exclude_namespaces:
+        args += ["--exclude-namespace", n]
+    for r in spec.include_resources:
+        args += ["--include-resources", r]
+    for r in spec.exclude_resources:
+        args += ["--exclude-resources", r]
+    if spec.label_selector is not None:
+        args += ["--selector", selector_string(spec.label_selector)]
+    if spec.include_cluster_scoped:
+        args.append("--cluster-scoped")
+    if spec.include_secrets:
+        args.append("--include-secrets")
+    args += ["--type", run.spec.type, "--tag", f"run={run.metadata.name}"]
+    for tag in run.spec.tags:
+        args += ["--tag", tag]
+    return args
+
+
+def start_resources_backup(
+    rt: Runtime,
+    body: dict[str, Any],
+    run: BackupRun,
+    policy: BackupPolicy,
+    location: BackupLocation,
+    source: SourceResult,
+) -> None:
+    """Create the export Job of ``source`` (its name is already in the run's status)."""
+    spec = policy.spec.sources.cluster_resources
+    assert spec is not None
+    access = repository_access(location)
+    settings = rt.job_settings(policy.spec.job)
+    request = JobRequest(
+        name=source.job or job_name(run.metadata.name or "", SOURCE),
+        namespace=run.metadata.namespace or "",
+        component=COMPONENT_BACKUP,
+        args=[*_export_args(policy, run), *access.args],
+        labels={
+            LABEL_RUN: run.metadata.name or "",
+            LABEL_SOURCE: SOURCE,
+            LABEL_POLICY: policy.metadata.name or "",
+        },
+        owner=body,
+        mounts=access.mounts,
+        credentials_secret=access.credentials_secret,
+        password_secret=access.password_secret,
+        password_key=access.password_key,
+        image=rt.image,
+        active_deadline_seconds=(settings.active_deadline_seconds if settings else None) or 3600,
+        backoff_limit=settings.backoff_limit if settings else 1,
+        node_selector=settings.node_selector if settings else {},
+        service_account_name=spec.service_account_name,
+    )
+    rt.kube.create_job(build_job(request))
+
+
+def resources_restore_item(req: RestoreRequest, source: dict[str, Any]) -> RestoredItem:
+    """The request's status entry for a clusterResources source of the run."""
+    ns = req.metadata.namespace or ""
+    mapping = req.spec.namespace_mapping
+    target = SOURCE + (
+        " -> " + ", ".join(f"{a}={b}" for a, b in sorted(mapping.items())) if mapping else ""
+    )
+    item = RestoredItem(
+        source=str(source["name"]), kind=KIND, snapshot_id=source["snapshotId"], target=target
+    )
+    filt = req.spec.resources
+    if filt is None or not filt.service_account_name:
+        item.phase = "Failed"
+        item.error = ErrorDetail(
+            reason="ServiceAccountRequired",
+            message=f"RestoreRequest {req.metadata.name} in {ns}: spec.resources."
+            "serviceAccountName is empty: name a ServiceAccount that may get and create "
+            "(and for Overwrite patch) the restored resources (docs/cluster-resources.md)",
+        )
+    return item
+
+
+def _apply_args(req: RestoreRequest, item: RestoredItem) -> list[str]:
+    spec = req.spec
+    args = ["apply-resources", item.snapshot_id or ""]
+    filt = spec.resources
+    if filt is not None:
+        for n in filt.include_namespaces:
+            args += ["--namespace", n]
+        for n in filt.exclude_namespaces:
+            args += ["--exclude-namespace", n]
+        for r in filt.include_resources:
+            args += ["--include-resources", r]
+        for r in filt.exclude_resources:
+            args += ["--exclude-resources", r]
+        for name in filt.names:
+            args += ["--name", name]
+        if filt.label_selector is not None:
+            args += ["--selector", selector_string(filt.label_selector)]
+    for old, new in sorted(spec.namespace_mapping.items()):
+        args += ["--map-namespace", f"{old}={new}"]
+    args += ["--existing", _EXISTING[spec.existing_resource_policy]]
+    if spec.dry_run:
+        args.append("--dry-run")
+    return args
+
+
+def resources_restore_job(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    item: RestoredItem,
+) -> JobRequest:
+    """The apply Job of ``item``, in the request's namespace (where its ServiceAccount is)."""
+    access = repository_access(location)
+    filt = req.spec.resources
+    return JobRequest(
+        name=job_name(req.metadata.name or "", item.source),
+        namespace=req.metadata.namespace or "",
+        component=COMPONENT_RESTORE,
+        args=[*_apply_args(req, item), *access.args],
+        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
+        owner=body,
+        mounts=access.mounts,
+        credentials_secret=access.credentials_secret,
+        password_secret=access.password_secret,
+        password_key=access.password_key,
+        image=rt.image,
+        active_deadline_seconds=3600,
+        service_account_name=filt.service_account_name if filt else None,
+    )
