@@ -7,8 +7,8 @@ passes read each Job's outcome and, every ~10 s, its pod's progress line. When e
 source is final the run gets its final phase, the ``Complete`` condition, an Event and
 its metrics; a final run is never touched again.
 
-Databases are not backed up yet: such sources are recorded as Skipped with reason
-``NotSupported``. A clusterResources source is one export Job (safehold.controller.resources).
+Database sources are dumped by Jobs of their own (safehold.controller.databases); a
+clusterResources source is one export Job (safehold.controller.resources).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.databases import plan_database_sources, start_database_backup
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     LABEL_POLICY,
@@ -230,19 +231,7 @@ def _plan(
                 f"{c.claim!r} does not exist in namespace {ns}: create it or fix the name",
             )
         out.append(result)
-    skipped = "is not backed up yet by this version of Safehold; the source is skipped"
-    for d in policy.spec.sources.databases:
-        if not wanted or d.name in wanted:
-            out.append(
-                SourceResult(
-                    name=d.name,
-                    kind="database",
-                    phase="Skipped",
-                    error=ErrorDetail(
-                        reason="NotSupported", message=f"a database source {skipped}"
-                    ),
-                )
-            )
+    out += plan_database_sources(policy, wanted, name)
     out += plan_resources_source(policy, wanted, name)
     return out
 
@@ -411,6 +400,9 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                         reason="JobDeleted",
                         message=f"Job {source.job} was deleted while it ran: start a new BackupRun",
                     )
+                    continue
+                if source.kind == "database":
+                    start_database_backup(rt, body, run, policy, location, source)
                     continue
                 if source.kind == "clusterResources":
                     start_resources_backup(rt, body, run, policy, location, source)

@@ -32,6 +32,7 @@ from safehold.api.enums import RunPhase
 from safehold.controller import metrics
 from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.databases import database_restore_item, database_restore_job
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
@@ -156,7 +157,7 @@ def _plan(
     sources = [
         s
         for s in (run.get("status") or {}).get("sources") or []
-        if s.get("kind") in ("volume", "clusterResources") and s.get("snapshotId")
+        if s.get("kind") in ("volume", "database", "clusterResources") and s.get("snapshotId")
     ]
     names = [s["name"] for s in sources]
     unknown = sorted(set(spec.sources) - set(names))
@@ -183,6 +184,9 @@ def _plan(
     for s in chosen:
         if s.get("kind") == "clusterResources":
             items.append(resources_restore_item(req, s))
+            continue
+        if s.get("kind") == "database":
+            items.append(database_restore_item(rt, req, run, s))
             continue
         original = _claim_of(rt, ns, run, s["name"])
         target = spec.target
@@ -346,7 +350,9 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             if item.phase not in ("Pending", "Running"):
                 continue
             request = (
-                resources_restore_job(rt, body, req, location, item)
+                database_restore_job(rt, body, req, location, item, run)
+                if item.kind == "database"
+                else resources_restore_job(rt, body, req, location, item)
                 if item.kind == "clusterResources"
                 else _job_request(rt, body, req, location, item)
             )
