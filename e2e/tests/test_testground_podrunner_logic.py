@@ -208,3 +208,32 @@ def test_testground_sandbox_volume_over_a_parent_keeps_other_sources(tmp_path: P
     proc = sandbox.start(launch)
     assert proc.wait(timeout=30) == 0, launch.log.read_text()
     assert launch.log.read_text().split() == ["still", "readable", "0"]
+
+
+def test_testground_sandbox_volume_over_the_environment_keeps_it_visible(tmp_path: Path) -> None:
+    """An emptyDir at /tmp must not hide the Python environment or the checkout when they live
+    under /tmp (a CI clone there): `keep_visible` binds them back over the volume, read-only."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    tool = checkout / ".venv" / "bin" / "tool"
+    tool.write_text("#!/bin/sh\necho tool ran\n")
+    tool.chmod(0o755)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    launch = sandbox.Launch(
+        argv=[
+            "sh",
+            "-c",
+            f"{tool}; echo entries=$(ls -A {tmp_path} | wc -l); "
+            f"touch {checkout}/.venv/x 2>/dev/null || echo read-only",
+        ],
+        env={"PATH": os.environ["PATH"]},
+        working_dir="",
+        mounts=[Mount(empty, str(tmp_path), False)],
+        log=tmp_path.parent / f"{tmp_path.name}-logs" / "c-0.log",
+        keep_visible=(checkout / ".venv", tmp_path / "elsewhere"),
+    )
+    proc = sandbox.start(launch)
+    assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    # The tool runs; the volume shows only the re-bound checkout path; the binding is read-only.
+    assert launch.log.read_text().splitlines() == ["tool ran", "entries=1", "read-only"]

@@ -45,6 +45,7 @@ class Context:
     tokens: TokenRequest
     entrypoint: Callable[[str], list[str] | None]
     mount_roots: set[Path] = field(default_factory=set)
+    keep_visible: tuple[Path, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -285,6 +286,7 @@ class PodWorker(threading.Thread):
             working_dir=spec.get("workingDir", ""),
             mounts=mounts,
             log=c.log_file,
+            keep_visible=self.ctx.keep_visible,
         )
         c.proc = sandbox.start(launch)
         c.started_at = status.now()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import importlib.util
 import logging
 import os
 import threading
@@ -85,6 +86,7 @@ class Runner:
             claims=self._claim,
             tokens=self._token,
             entrypoint=self._entrypoint,
+            keep_visible=_environment_dirs(venv_bin),
         )
 
     # ------------------------------------------------------------------ lookups
@@ -242,3 +244,16 @@ class Runner:
             created = ", ".join(sorted(map(str, self.ctx.mount_roots)))
             log.info("mount points created on the host (left in place): %s", created)
         log.info("pod runner stopped")
+
+
+def _environment_dirs(venv_bin: Path) -> tuple[Path, ...]:
+    """The directories a pod's command runs from: the environment and safehold's source root.
+
+    An editable install's code lives in the checkout, not in the environment, so both must stay
+    visible inside every pod whatever volumes it mounts.
+    """
+    dirs = [venv_bin.parent.absolute()]
+    spec = importlib.util.find_spec("safehold")
+    if spec is not None and spec.submodule_search_locations:
+        dirs.append(Path(next(iter(spec.submodule_search_locations))).parent.absolute())
+    return tuple(dirs)

@@ -40,10 +40,24 @@ class Launch:
     working_dir: str
     mounts: list[Mount]
     log: Path
+    #: Host directories the command itself needs (the Python environment, the project's source):
+    #: bound again over any volume that would cover them, e.g. an emptyDir at /tmp when the
+    #: checkout lives under /tmp.
+    keep_visible: tuple[Path, ...] = ()
 
 
 def _depth(mount: Mount) -> int:
     return len(PurePosixPath(mount.target).parts)
+
+
+def _kept(launch: Launch) -> list[Mount]:
+    """Mounts that put back each ``keep_visible`` directory that a volume target covers."""
+    targets = [PurePosixPath(m.target) for m in launch.mounts]
+    return [
+        Mount(source=path, target=str(path), read_only=True)
+        for path in launch.keep_visible
+        if path.is_dir() and any(PurePosixPath(path).is_relative_to(t) for t in targets)
+    ]
 
 
 def script(launch: Launch) -> str:
@@ -57,7 +71,7 @@ def script(launch: Launch) -> str:
     """
     q = shlex.quote
     stage = launch.log.parent / f"{launch.log.name}.mounts"
-    mounts = sorted(launch.mounts, key=_depth)
+    mounts = sorted([*launch.mounts, *_kept(launch)], key=_depth)
     lines = ["set -e", f"{_MKDIR} -p {q(str(stage))}"]
     for i, m in enumerate(mounts):
         staged = q(str(stage / str(i)))
