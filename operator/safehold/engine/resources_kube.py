@@ -194,7 +194,10 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeAp
     configuration = client.Configuration()
     try:
         config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=context, client_configuration=configuration
+            # $KUBECONFIG is read now: the client reads it once, when first imported
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+            context=context,
+            client_configuration=configuration,
         )
     except (config.ConfigException, OSError) as exc:
         raise KubeError(
