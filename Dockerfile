@@ -9,7 +9,11 @@ RUN python -m pip install --no-cache-dir --upgrade pip \
  && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
 
 FROM python:3.11.7-slim-bookworm
-# Client tools for database sources (pg_dump, mysqldump) come with the database-source issue.
+# Client tools for database sources: pg_dump, pg_dumpall, pg_restore, psql (bookworm's 15: a
+# client must be at least as new as the server it dumps) and mysqldump, mysql (MariaDB's).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client mariadb-client \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir --no-index --find-links=/wheels 'safehold[all]' \
  && rm -rf /wheels \
