@@ -289,3 +289,65 @@ def test_password_is_not_an_argument(postgres_server: DatabaseServer, run: Run) 
     assert "--db-password-file" in done.stderr
     done = run("dump", "postgresql", "--host", "h", "--db-password", "x", "--source", "s")
     assert done.returncode == 2
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_restore_failures_say_why(
+    engine: str,
+    database_server_factory: Callable[[str], DatabaseServer],
+    run: Run,
+    tmp_path: Path,
+) -> None:
+    """Skip leaves an existing database alone; a server that is down fails with its reason;
+    a missing restore tool names the package."""
+    server = database_server_factory(engine)
+    load_sample_data(server, "keep", rows=100)
+    before = table_contents(server, "keep")
+    conn = _conn_args(server, _password_file(tmp_path, server.password))
+    done = run("dump", engine, *conn, "--database", "keep", "--source", "s")
+    assert done.returncode == 0, done.stderr
+    server.sql("DELETE FROM customers", "keep")
+    changed = table_contents(server, "keep")
+
+    done = run("restore-db", engine, *conn, "--source", "s", "--existing", "skip", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = _summary(done)
+    assert doc["skipped"] == ["keep"]
+    assert "keep exists and was left untouched" in doc["warnings"][0]
+    assert table_contents(server, "keep") == changed
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    done = run(
+        "restore-db", engine, *conn, "--source", "s", "--existing", "overwrite", "--json",
+        PATH=str(empty),
+    )  # fmt: skip
+    assert done.returncode == 1
+    tool = "psql" if engine == "postgresql" else "mysql"
+    assert f"{tool} is not installed" in _summary(done)["error"]
+    assert table_contents(server, "keep") == changed
+
+    done = run("restore-db", engine, *conn, "--source", "nothing-here", "--json")
+    assert done.returncode == 1
+    assert "no database snapshot under source 'nothing-here'" in _summary(done)["error"]
+
+    server.stop()
+    done = run("restore-db", engine, *conn, "--source", "s", "--existing", "overwrite", "--json")
+    assert done.returncode == 1
+    error = _summary(done)["error"]
+    assert f"{server.host}:{server.port}" in error
+    assert server.password not in done.stdout + done.stderr
+    assert before != changed
+
+
+def test_mysql_all_databases_leaves_out_system_schemas(
+    mariadb_server: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    load_sample_data(mariadb_server, "every_one", rows=100)
+    conn = _conn_args(mariadb_server, _password_file(tmp_path, mariadb_server.password))
+    done = run("dump", "mysql", *conn, "--source", "all", "--json")
+    assert done.returncode == 0, done.stderr
+    names = {s["database"] for s in _summary(done)["snapshots"]}
+    assert "every_one" in names
+    assert not names & {"mysql", "sys", "information_schema", "performance_schema"}
+    drop_database(mariadb_server, "every_one")
