@@ -330,15 +330,23 @@ def _demo(cluster: Cluster, store: RunningStore, start: float) -> int:
     return 0
 
 
-def _look_around(cluster: Cluster, directory: Path) -> None:
+def _look_around(cluster: Cluster, directory: Path, keep: bool) -> None:
+    """How to look at the demo's cluster: now (``--keep``) or on the next run."""
+    default = directory.resolve() == controlplane.default_directory("quickstart").resolve()
+    select = "--name quickstart" if default else f"--dir {directory}"
+    intro = (
+        "Look around while it runs"
+        if keep
+        else "To look around, run it with --keep (make quickstart ARGS=--keep), then"
+    )
     print(
-        "\nLook around (the walkthrough, docs/walkthrough.md, explains each resource):\n"
+        f"\n{intro} (docs/walkthrough.md explains each resource):\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         "  kubectl -n demo get backupruns,restorerequests -o wide\n"
         "  kubectl -n demo describe backuprun quickstart\n"
         "  kubectl -n safehold-system logs deployment/safehold\n"
-        f"  e2e/cluster status --dir {directory}\n"
-        f"  e2e/cluster logs POD -n demo --dir {directory}"
+        f"  e2e/cluster status {select}\n"
+        f"  e2e/cluster logs POD -n demo {select}"
     )
 
 
@@ -356,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     _step("1. start the local Kubernetes test ground (kube-apiserver, controller-manager, "
           "pod runner)")  # fmt: skip
-    state = controlplane.up(directory, crds=REPO / "crds")
+    try:
+        state = controlplane.up(directory, crds=REPO / "crds")
+    except controlplane.StartError as exc:  # not built, or a quickstart already running
+        print(f"\033[31mquickstart: {exc}\033[0m", file=sys.stderr)
+        return 1
     cluster = Cluster(state.kubeconfig, state)
     print(f"ready in {state.ready_seconds:.1f}s; KUBECONFIG={state.kubeconfig}")
     workdir = Path(tempfile.mkdtemp(prefix="safehold-quickstart-"))
@@ -367,12 +379,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"S3 endpoint {store.endpoint}")
             code = _demo(cluster, store, start)
             if code == 0:
-                _look_around(cluster, directory)
+                _look_around(cluster, directory, args.keep)
                 print(f"\n\033[32m{SUCCESS} in {time.monotonic() - start:.0f}s\033[0m",
                       flush=True)  # fmt: skip
             if args.keep:
                 print("\n--keep: everything keeps running; Ctrl-C tears it down", flush=True)
-                signal.signal(signal.SIGTERM, signal.default_int_handler)
+                for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with &
+                    signal.signal(signum, signal.default_int_handler)
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(3600)
