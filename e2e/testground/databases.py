@@ -82,6 +82,39 @@ class DatabaseServer:
             raise RuntimeError(f"{self.engine} SQL failed: {done.stderr.decode(errors='replace')}")
         return done.stdout.decode()
 
+    @contextlib.contextmanager
+    def session(self, database: str) -> Iterator[None]:
+        """An idle client session connected to ``database`` while the block runs."""
+        if self.engine == "postgresql":
+            argv = ["psql", "-X", "-q", "-h", self.host, "-p", str(self.port), "-U", self.user]
+            argv += ["-d", database]
+            env = {**os.environ, "PGPASSWORD": self.password}
+        else:
+            argv = ["mysql", "--protocol=TCP", "-h", self.host, "-P", str(self.port)]
+            argv += ["-u", self.user, database]
+            env = {**os.environ, "MYSQL_PWD": self.password}
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        assert proc.stderr is not None
+        # the client's output is buffered in a pipe: ask the server whether it is connected
+        if self.engine == "postgresql":
+            probe = "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'"
+        else:
+            probe = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{}'"
+        probe = probe.format(database)
+        deadline = time.monotonic() + 30
+        while self.sql(probe).strip() in ("", "0"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"no session to {database} opened: {proc.stderr.read()!r}")
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            proc.kill()
+            proc.wait()
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory."""
         if self.process is not None and self.process.poll() is None:

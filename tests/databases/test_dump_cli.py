@@ -128,9 +128,11 @@ def test_dump_drop_restore_round_trip(
     assert [r["database"] for r in restored["restored"]] == [db]
     assert table_contents(server, db) == before
 
-    # overwrite: changes made after the backup are gone again
+    # overwrite: changes made after the backup are gone again, even with a session still
+    # connected to the database (the application did not stop)
     server.sql("DELETE FROM events WHERE id <= 100", db)
-    done = run("restore-db", engine, *conn, "--source", "ns/p/db", "--existing", "overwrite")
+    with server.session(db):
+        done = run("restore-db", engine, *conn, "--source", "ns/p/db", "--existing", "overwrite")
     assert done.returncode == 0, done.stderr
     assert table_contents(server, db) == before
 

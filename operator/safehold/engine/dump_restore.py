@@ -214,12 +214,14 @@ def restore_databases(
                 continue
             quoted = client.quote_ident(target)
             if conn.engine == "postgresql":
+                maintenance = "template1" if target == "postgres" else "postgres"
+                if target in present:
+                    # FORCE (PostgreSQL 13+) ends the sessions still connected to it: an
+                    # overwrite must not fail because the application is still up
+                    client.query(f"DROP DATABASE {quoted} WITH (FORCE)", maintenance)
                 if rename_to is None:
-                    maintenance = "template1" if target == "postgres" else "postgres"
                     args = ["--create", "--clean", "--if-exists", "-d", maintenance]
                 else:
-                    if target in present:
-                        client.query(f"DROP DATABASE {quoted} WITH (FORCE)")
                     client.query(f"CREATE DATABASE {quoted}")
                     args = ["--no-owner", "-d", target]
                 tool = "pg_restore"
