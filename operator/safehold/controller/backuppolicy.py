@@ -149,9 +149,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         status.next_schedule_time = None
         _ready(rt, body, status, "False", *problem)
         return
-    notes = []
-    if policy.spec.sources.cluster_resources:
-        notes.append("clusterResources sources are not backed up yet (skipped)")
+    notes: list[str] = []
     schedule = policy.spec.schedule
     if schedule is None:
         status.next_schedule_time = None
