@@ -274,13 +274,18 @@ def run_engine(args: argparse.Namespace) -> int:
     return 1 if bench.failed or bench.mismatches else 0
 
 
-def run_storage(args: argparse.Namespace) -> int:
-    script = BENCH_DIR / "storage.py"
-    if not script.exists():
-        _log("bench/storage.py does not exist yet: storage benchmark skipped")
-        return 0
-    _log(f"running {script.name} {args.storage_args}")
-    argv = [sys.executable, str(script), *shlex.split(args.storage_args)]
+#: The other benchmarks, each a script of its own beside this one, run after the engine's.
+SCRIPTS = ("storage", "prune", "replicate")
+
+
+def run_script(name: str, extra: str, results_dir: Path) -> int:
+    """Run ``bench/NAME.py`` (prune and replicate also write ``results/NAME.json``)."""
+    script = BENCH_DIR / f"{name}.py"
+    argv = [sys.executable, str(script), *shlex.split(extra)]
+    if name != "storage" and "--json" not in extra:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--json", str(results_dir / f"{name}.json")]
+    _log(f"running {script.name} {extra}")
     return subprocess.run(argv, check=False).returncode
 
 
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tools", help=f"comma-separated subset of {','.join(TOOLS)} (default: all that run)"
     )
-    parser.add_argument("--only", choices=("engine", "storage"), help="run one benchmark only")
+    parser.add_argument("--only", choices=("engine", *SCRIPTS), help="run one benchmark only")
     parser.add_argument("--workdir", type=Path, help="default: $SAFEHOLD_CACHE/bench-work")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep repositories and logs")
@@ -301,13 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="do not empty the page cache before timed steps (for tests: it slows the machine)",
     )
-    parser.add_argument("--storage-args", default="", help="arguments for bench/storage.py")
+    for name in SCRIPTS:
+        parser.add_argument(f"--{name}-args", default="", help=f"arguments for bench/{name}.py")
     args = parser.parse_args(argv)
     code = 0
-    if args.only != "storage":
+    if args.only in (None, "engine"):
         code = run_engine(args)
-    if args.only != "engine":
-        code = run_storage(args) or code
+    for name in SCRIPTS:
+        if args.only in (None, name):
+            extra = getattr(args, f"{name}_args")
+            code = run_script(name, extra, args.results_dir) or code
     return code
 
 
