@@ -68,6 +68,8 @@ class VolumeSnapshot(ApiModel):
     volume_snapshot_class_name: str | None = Field(default=None, max_length=253)
     """The VolumeSnapshotClass to use; empty uses the cluster's default for the driver.
     Without any class, the live volume is read and the run notes it in the source result."""
+    ready_timeout: Duration = "10m"
+    """How long to wait for the snapshot to become ready to use before the source fails."""
 
 
 class VolumeSource(ApiModel):
