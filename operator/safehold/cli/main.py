@@ -17,6 +17,7 @@ from types import FrameType
 from safehold import __version__
 from safehold.cli import commands, database, exitcodes, maintenance
 from safehold.cli.context import UsageError, tune_malloc
+from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("--tag", action="append", default=[], metavar="TAG")
     backup.add_argument("--time", metavar="ISO8601", help="the snapshot's time (default: now)")
-    backup.set_defaults(func=commands.backup)
+    add_hook_arguments(backup)
+    backup.set_defaults(func=backup_with_hooks)
 
     restore = sub.add_parser("restore", parents=[common], help="restore a snapshot")
     restore.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
