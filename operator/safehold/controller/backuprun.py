@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,8 @@ from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.repository import repository_access
 from safehold.controller.resources import plan_resources_source, start_resources_backup
 from safehold.controller.runtime import Runtime
+from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
+from safehold.controller.snapshots import cleanup as snapshot_cleanup
 from safehold.controller.sources import VolumeClaim, claim_node, resolve_volumes
 from safehold.controller.status import (
     FINAL_PHASES,
@@ -416,7 +419,15 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                         f"{policy.metadata.name}",
                     )
                     continue
-                _start_job(rt, body, run, policy, location, source, claim)
+                try:
+                    mounted = prepare_claim(rt, body, policy, source, claim)
+                except SnapshotError as exc:
+                    source.phase = "Failed"
+                    source.error = ErrorDetail(reason=exc.reason, message=exc.message)
+                    continue
+                if mounted is None:  # the snapshot is not ready yet
+                    continue
+                _start_job(rt, body, run, policy, location, source, replace(claim, claim=mounted))
                 continue
             outcome = job_outcome(job, rt.kube.job_pods(ns, source.job))
             status.sources[i] = source_result(source, outcome)
@@ -425,6 +436,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 if p is not None:
                     progress.append(p)
             elif outcome.state in ("Succeeded", "Failed"):
+                if source.name in claims and snapshot_settings(policy, claims[source.name]):
+                    snapshot_cleanup(rt, ns, source)
                 rt.progress.pop(source.job, None)
                 rt.progress_read.pop(source.job, None)
         status.phase = run_phase(status.sources)
