@@ -1,0 +1,227 @@
+"""Application-pod hooks: a policy's ``hooks.preBackup`` / ``hooks.postBackup`` commands, run by
+the operator in the selected pods through the Kubernetes exec API (``pods/exec``).
+
+Why the operator and not the backup Job: the Job's pod has no API rights by design
+(docs/operator.md), and a command such as ``fsfreeze --freeze`` or a database flush has to
+run inside the application's own container, where only exec reaches. The operator runs
+the pre hooks before it creates a run's backup Jobs and the post hooks after they end,
+also when a pre hook or a Job failed, so that what a pre hook did (a freeze, a lock) is
+always undone.
+
+The boundary is the ``kubernetes.stream.stream`` call: it is injected, so the request built,
+the timeout, on-error handling and the recorded result are tested without an exec-capable
+kubelet (docs/development.md: the test ground's pod runner has none).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from safehold.api.backuppolicy import Hook
+from safehold.controller.sources import selector_string
+
+__all__ = [
+    "OUTPUT_LIMIT",
+    "ExecHookResult",
+    "HookRun",
+    "StreamFn",
+    "run_hooks",
+    "run_pod_hook",
+]
+
+#: The characters of a hook's output kept in the status (the tail: errors come last).
+OUTPUT_LIMIT = 512
+#: How long one wait for exec output may block, so the timeout is checked this often.
+_POLL_SECONDS = 1.0
+
+StreamFn = Callable[..., Any]
+Phase = Literal["pre", "post"]
+
+
+@dataclass
+class ExecHookResult:
+    """One hook in one pod, as recorded in the BackupRun status (``status.hooks``)."""
+
+    name: str
+    phase: Phase
+    pod: str | None
+    container: str | None
+    exit_code: int | None
+    duration_seconds: float
+    timed_out: bool
+    output: str
+    on_error: Literal["Fail", "Continue"]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+    def to_status(self) -> dict[str, Any]:
+        """The camelCase status entry."""
+        d = asdict(self)
+        return {
+            "name": d["name"],
+            "phase": d["phase"],
+            "pod": d["pod"],
+            "container": d["container"],
+            "exitCode": d["exit_code"],
+            "durationSeconds": d["duration_seconds"],
+            "timedOut": d["timed_out"],
+            "output": d["output"],
+            "onError": d["on_error"],
+            "error": d["error"],
+            "succeeded": self.ok,
+        }
+
+
+@dataclass
+class HookRun:
+    """The results of a phase's hooks; ``failed`` names the first Fail hook that failed."""
+
+    results: list[ExecHookResult]
+    failed: ExecHookResult | None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run fails, for the source's error message, or None."""
+        f = self.failed
+        if f is None:
+            return None
+        where = f" in pod {f.pod}" if f.pod else ""
+        if f.error:
+            why = f.error
+        elif f.timed_out:
+            why = "timed out"
+        else:
+            why = f"exit code {f.exit_code}"
+        return f"{f.phase}Backup hook {f.name}{where} failed: {why}"
+
+
+def _tail(text: str, secrets: Sequence[str]) -> str:
+    for value in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text if len(text) <= OUTPUT_LIMIT else "..." + text[-OUTPUT_LIMIT:]
+
+
+def _ready_pods(core: Any, namespace: str, hook: Hook) -> list[Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector=selector_string(hook.pod_selector))
+    return [p for p in pods.items if (p.status and p.status.phase) == "Running"]
+
+
+def run_pod_hook(
+    core: Any,
+    stream: StreamFn,
+    pod: Any,
+    hook: Hook,
+    phase: Phase,
+    *,
+    secrets: Sequence[str] = (),
+    clock: Callable[[], float] = time.monotonic,
+) -> ExecHookResult:
+    """Run ``hook`` in ``pod`` (a V1Pod) through exec; close the stream after the timeout."""
+    name, namespace = pod.metadata.name, pod.metadata.namespace
+    container = hook.container or pod.spec.containers[0].name
+    start = clock()
+    out: list[str] = []
+    timed_out = False
+    try:
+        resp = stream(
+            core.connect_get_namespaced_pod_exec,
+            name,
+            namespace,
+            command=list(hook.command),
+            container=container,
+            stdin=False,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        )
+        try:
+            while resp.is_open():
+                if clock() - start > hook.timeout_seconds:
+                    timed_out = True
+                    break
+                resp.update(timeout=_POLL_SECONDS)
+                if resp.peek_stdout():
+                    out.append(resp.read_stdout())
+                if resp.peek_stderr():
+                    out.append(resp.read_stderr())
+        finally:
+            resp.close()
+        code = None if timed_out else resp.returncode
+        error = None
+    except Exception as exc:  # noqa: BLE001 - any API failure is this hook's result
+        code, error = None, f"exec failed: {type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    output = _tail("".join(out), secrets)
+    if timed_out:
+        # Closing the stream ends the exec session; the kubelet then stops the process.
+        output = f"stopped after the timeout of {hook.timeout_seconds} s\n{output}".strip()
+    return ExecHookResult(
+        name=hook.name,
+        phase=phase,
+        pod=name,
+        container=container,
+        exit_code=code,
+        duration_seconds=round(clock() - start, 3),
+        timed_out=timed_out,
+        output=output,
+        on_error=hook.on_error,
+        error=error,
+    )
+
+
+def run_hooks(
+    core: Any,
+    namespace: str,
+    hooks: Sequence[Hook],
+    phase: Phase,
+    *,
+    stream: StreamFn | None = None,
+    secrets: Sequence[str] = (),
+    clock: Callable[[], float] = time.monotonic,
+) -> HookRun:
+    """Run each hook in each of its Running pods, in order. A pre hook with onError Fail
+    that fails stops the phase (the backup must not start); post hooks all run, since
+    each undoes something. A hook whose selector matches no Running pod fails too: a
+    freeze that silently ran nowhere would make the backup look consistent when it is not."""
+    if stream is None:
+        from kubernetes.stream import stream as kube_stream
+
+        stream = kube_stream
+    results: list[ExecHookResult] = []
+    failed: ExecHookResult | None = None
+    for hook in hooks:
+        pods = _ready_pods(core, namespace, hook)
+        if not pods:
+            sel = selector_string(hook.pod_selector)
+            hook_results = [
+                ExecHookResult(
+                    name=hook.name,
+                    phase=phase,
+                    pod=None,
+                    container=hook.container,
+                    exit_code=None,
+                    duration_seconds=0.0,
+                    timed_out=False,
+                    output="",
+                    on_error=hook.on_error,
+                    error=f"no Running pod in namespace {namespace} matches podSelector {sel}",
+                )
+            ]
+        else:
+            hook_results = [
+                run_pod_hook(core, stream, p, hook, phase, secrets=secrets, clock=clock)
+                for p in pods
+            ]
+        results += hook_results
+        bad = next((r for r in hook_results if not r.ok and r.on_error == "Fail"), None)
+        if bad is not None and failed is None:
+            failed = bad
+            if phase == "pre":
+                break
+    return HookRun(results=results, failed=failed)

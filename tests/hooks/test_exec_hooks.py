@@ -1,0 +1,244 @@
+"""Application-pod hooks through the Kubernetes exec API. The test ground's pod runner has no
+exec, so ``kubernetes.stream.stream`` is the boundary: a fake records each request and plays
+the exec session (output, exit status, a session that never ends)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from safehold.api.backuppolicy import Hook
+from safehold.controller.hooks import OUTPUT_LIMIT, run_hooks
+
+
+def _pod(name: str, phase: str = "Running", containers: tuple[str, ...] = ("app",)) -> Any:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, namespace="shop", labels={"app": "shop"}),
+        spec=client.V1PodSpec(containers=[client.V1Container(name=c) for c in containers]),
+        status=client.V1PodStatus(phase=phase),
+    )
+
+
+class FakeCore:
+    """CoreV1Api for the calls hooks make: list pods (recorded), and the real exec method."""
+
+    def __init__(self, pods: list[Any]) -> None:
+        self.pods = pods
+        self.selectors: list[str] = []
+        self.connect_get_namespaced_pod_exec = client.CoreV1Api(
+            client.ApiClient()
+        ).connect_get_namespaced_pod_exec
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+        self.selectors.append(f"{namespace}:{label_selector}")
+        return client.V1PodList(items=self.pods)
+
+
+@dataclass
+class Session:
+    """One exec session as WSClient presents it."""
+
+    chunks: list[tuple[str, str]]  # (channel, text) delivered one per update()
+    exit_code: int | None  # None: never ends
+    closed: bool = False
+
+    def is_open(self) -> bool:
+        return not self.closed and (bool(self.chunks) or self.exit_code is None)
+
+    def update(self, timeout: float) -> None:
+        self.current = self.chunks.pop(0) if self.chunks else ("", "")
+
+    def peek_stdout(self) -> bool:
+        return self.current[0] == "stdout"
+
+    def peek_stderr(self) -> bool:
+        return self.current[0] == "stderr"
+
+    def read_stdout(self) -> str:
+        return self.current[1]
+
+    def read_stderr(self) -> str:
+        return self.current[1]
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def returncode(self) -> int | None:
+        # WSClient parses the v1.Status on the error channel the same way.
+        status = (
+            {"status": "Success"}
+            if self.exit_code == 0
+            else {"status": "Failure", "details": {"causes": [{"message": str(self.exit_code)}]}}
+        )
+        doc = yaml.safe_load(yaml.safe_dump(status))
+        return 0 if doc["status"] == "Success" else int(doc["details"]["causes"][0]["message"])
+
+
+@dataclass
+class FakeStream:
+    sessions: dict[str, Session]
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, func: Any, name: str, namespace: str, **kw: Any) -> Session:
+        self.calls.append({"func": func.__name__, "pod": name, "namespace": namespace, **kw})
+        return self.sessions[name]
+
+
+class Clock:
+    """Advances one second per reading, so timeouts are deterministic."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+FREEZE = Hook.model_validate(
+    {
+        "name": "freeze",
+        "podSelector": {
+            "matchLabels": {"app": "shop"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["db"]}],
+        },
+        "container": "db",
+        "command": ["fsfreeze", "--freeze", "/var/lib/data"],
+        "timeoutSeconds": 30,
+    }
+)
+
+
+def test_request_built_and_result_recorded() -> None:
+    core = FakeCore([_pod("db-0", containers=("sidecar", "db")), _pod("db-1", phase="Pending")])
+    stream = FakeStream({"db-0": Session([("stdout", "frozen\n"), ("stderr", "warn\n")], 0)})
+    run = run_hooks(core, "shop", [FREEZE], "pre", stream=stream, clock=Clock())
+    assert core.selectors == ["shop:app=shop,tier in (db)"]
+    assert stream.calls == [
+        {
+            "func": "connect_get_namespaced_pod_exec",
+            "pod": "db-0",  # only the Running pod
+            "namespace": "shop",
+            "command": ["fsfreeze", "--freeze", "/var/lib/data"],
+            "container": "db",
+            "stdin": False,
+            "stdout": True,
+            "stderr": True,
+            "tty": False,
+            "_preload_content": False,
+        }
+    ]
+    assert run.failed is None
+    assert run.reason is None
+    [result] = run.results
+    assert result.to_status() == {
+        "name": "freeze",
+        "phase": "pre",
+        "pod": "db-0",
+        "container": "db",
+        "exitCode": 0,
+        "durationSeconds": result.duration_seconds,
+        "timedOut": False,
+        "output": "frozen\nwarn\n",
+        "onError": "Fail",
+        "error": None,
+        "succeeded": True,
+    }
+    assert stream.sessions["db-0"].closed
+
+
+def test_default_container_is_the_pods_first() -> None:
+    hook = FREEZE.model_copy(update={"container": None})
+    stream = FakeStream({"db-0": Session([], 0)})
+    run_hooks(
+        FakeCore([_pod("db-0", containers=("main", "x"))]), "shop", [hook], "pre", stream=stream
+    )
+    assert stream.calls[0]["container"] == "main"
+
+
+def test_failing_pre_hook_with_fail_stops_the_phase_with_a_reason() -> None:
+    second = FREEZE.model_copy(update={"name": "flush"})
+    stream = FakeStream({"db-0": Session([("stderr", "fsfreeze: not permitted\n")], 1)})
+    run = run_hooks(FakeCore([_pod("db-0")]), "shop", [FREEZE, second], "pre", stream=stream)
+    assert len(stream.calls) == 1  # the second pre hook did not run
+    assert run.reason == "preBackup hook freeze in pod db-0 failed: exit code 1"
+    assert run.results[0].output == "fsfreeze: not permitted\n"
+
+
+def test_failing_hook_with_continue_is_recorded_and_the_phase_goes_on() -> None:
+    lenient = FREEZE.model_copy(update={"on_error": "Continue"})
+    second = FREEZE.model_copy(update={"name": "flush"})
+    stream = FakeStream({"db-0": Session([], 2)})
+    run = run_hooks(FakeCore([_pod("db-0")]), "shop", [lenient, second], "pre", stream=stream)
+    assert run.failed is not None
+    assert run.failed.name == "flush"
+    assert [(r.name, r.exit_code, r.ok) for r in run.results] == [
+        ("freeze", 2, False),
+        ("flush", 2, False),
+    ]
+    only_lenient = run_hooks(FakeCore([_pod("db-0")]), "shop", [lenient], "pre", stream=stream)
+    assert only_lenient.failed is None
+    assert only_lenient.results[0].to_status()["succeeded"] is False
+
+
+def test_post_hooks_all_run_even_when_one_fails() -> None:
+    unfreeze = FREEZE.model_copy(update={"command": ["fsfreeze", "--unfreeze", "/var/lib/data"]})
+    second = unfreeze.model_copy(update={"name": "resume"})
+    stream = FakeStream({"db-0": Session([], 1)})
+    run = run_hooks(FakeCore([_pod("db-0")]), "shop", [unfreeze, second], "post", stream=stream)
+    assert len(stream.calls) == 2
+    assert run.reason == "postBackup hook freeze in pod db-0 failed: exit code 1"
+
+
+def test_hook_exceeding_its_timeout_is_closed_and_reported() -> None:
+    hook = FREEZE.model_copy(update={"timeout_seconds": 5})
+    session = Session([("stdout", "waiting\n")], None)  # never ends
+    run = run_hooks(
+        FakeCore([_pod("db-0")]), "shop", [hook], "pre", stream=FakeStream({"db-0": session}),
+        clock=Clock(),
+    )  # fmt: skip
+    [result] = run.results
+    assert session.closed
+    assert result.timed_out
+    assert result.exit_code is None
+    assert 5 <= result.duration_seconds <= 8
+    assert result.output == "stopped after the timeout of 5 s\nwaiting"
+    assert run.reason == "preBackup hook freeze in pod db-0 failed: timed out"
+
+
+def test_no_matching_pod_fails_the_hook_and_names_the_selector() -> None:
+    run = run_hooks(FakeCore([]), "shop", [FREEZE], "pre", stream=FakeStream({}))
+    assert run.reason == (
+        "preBackup hook freeze failed: no Running pod in namespace shop matches "
+        "podSelector app=shop,tier in (db)"
+    )
+
+
+def test_api_error_is_the_hooks_result() -> None:
+    def forbidden(*args: Any, **kw: Any) -> Any:
+        raise client.ApiException(status=403, reason="Forbidden")
+
+    run = run_hooks(FakeCore([_pod("db-0")]), "shop", [FREEZE], "pre", stream=forbidden)
+    assert run.reason == (
+        "preBackup hook freeze in pod db-0 failed: exec failed: ApiException: Forbidden"
+    )
+
+
+def test_output_is_truncated_and_secrets_removed() -> None:
+    text = "token=abcd-secret-1234 " + "y" * 2000
+    stream = FakeStream({"db-0": Session([("stdout", text)], 0)})
+    run = run_hooks(
+        FakeCore([_pod("db-0")]), "shop", [FREEZE], "pre", stream=stream,
+        secrets=["abcd-secret-1234"],
+    )  # fmt: skip
+    assert len(run.results[0].output) == OUTPUT_LIMIT + 3
+    short = FakeStream({"db-0": Session([("stdout", "token=abcd-secret-1234")], 0)})
+    run = run_hooks(
+        FakeCore([_pod("db-0")]), "shop", [FREEZE], "pre", stream=short,
+        secrets=["abcd-secret-1234"],
+    )  # fmt: skip
+    assert run.results[0].output == "token=***"
