@@ -44,6 +44,7 @@ __all__ = [
     "DatabaseSource",
     "Hook",
     "Hooks",
+    "JobHooks",
     "Retention",
     "Schedule",
     "ScheduleSlot",
@@ -72,6 +73,23 @@ class VolumeSnapshot(ApiModel):
     """How long to wait for the snapshot to become ready to use before the source fails."""
 
 
+class JobHooks(ApiModel):
+    """Shell commands run inside the backup Job (``safehold backup --pre-hook/--post-hook``):
+    the pre hooks before the source is read, the post hooks after, also when the backup
+    failed. They run in the safehold image, as the Job's user, with the source mounted
+    read-only at ``/data/volume``; see docs/hooks.md."""
+
+    pre_backup: list[str] = Field(default_factory=list, max_length=8)
+    """Command lines run with ``sh -c`` before the backup, in order."""
+    post_backup: list[str] = Field(default_factory=list, max_length=8)
+    """Command lines run with ``sh -c`` after the backup, in order."""
+    timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    """How long each command may take before it is killed."""
+    on_error: Literal["Fail", "Continue"] = "Fail"
+    """Fail: a failed pre hook fails the source without a snapshot, a failed post hook fails
+    the source; Continue: the failure is recorded as a warning."""
+
+
 class VolumeSource(ApiModel):
     """PersistentVolumeClaims of the policy's namespace: one by name, or all that match."""
 
@@ -92,6 +110,8 @@ class VolumeSource(ApiModel):
     """Glob patterns of paths to leave out, e.g. ``cache/**`` or ``*.tmp``."""
     snapshot: VolumeSnapshot | None = None
     """Read a crash-consistent CSI snapshot instead of the live volume."""
+    hooks: JobHooks | None = None
+    """Shell commands run inside this source's backup Job, before and after it reads."""
 
     @model_validator(mode="after")
     def _claim_or_selector(self) -> VolumeSource:

@@ -23,6 +23,7 @@ __all__ = [
     "BackupRun",
     "BackupRunSpec",
     "BackupRunStatus",
+    "HookResult",
     "ReplicationResult",
     "SourceResult",
 ]
@@ -40,6 +41,33 @@ class BackupRunSpec(ApiModel):
     """Only these sources of the policy (by name); empty means all."""
     tags: list[str] = Field(default_factory=list, max_length=16)
     """Tags on the snapshots, e.g. ``before-upgrade``; retention keepTags keeps them."""
+
+
+class HookResult(ApiModel):
+    """One hook's run: in the backup Job (``pod`` empty) or in an application pod."""
+
+    name: str = Field(max_length=253)
+    """The hook's name (Job-side hooks: ``pre-0``, ``post-0``, ...)."""
+    phase: Literal["pre", "post"]
+    """Before or after the backup."""
+    pod: str | None = Field(default=None, max_length=253)
+    """The application pod it ran in, for exec hooks."""
+    container: str | None = Field(default=None, max_length=63)
+    """The container it ran in, for exec hooks."""
+    exit_code: int | None = None
+    """The command's exit code; empty when it timed out or could not start."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """How long it ran."""
+    timed_out: bool = False
+    """It ran past its timeout and was stopped."""
+    output: str | None = Field(default=None, max_length=1024)
+    """The tail of its output, with secret values replaced by ``***``."""
+    on_error: Literal["Fail", "Continue"] = "Fail"
+    """What its failure does."""
+    error: str | None = Field(default=None, max_length=1024)
+    """Why it could not run (no matching pod, exec refused)."""
+    succeeded: bool = False
+    """It exited 0 within its timeout."""
 
 
 class SourceResult(ApiModel):
@@ -77,6 +105,8 @@ class SourceResult(ApiModel):
     """Why the source failed."""
     warnings: list[str] = Field(default_factory=list, max_length=32)
     """Things to look at, e.g. files that vanished while being read."""
+    hooks: list[HookResult] = Field(default_factory=list, max_length=16)
+    """The source's Job-side hooks (``sources[].hooks`` of the policy)."""
 
 
 class ReplicationResult(ApiModel):
@@ -120,6 +150,8 @@ class BackupRunStatus(ApiModel):
     """One result per source."""
     replication: list[ReplicationResult] = Field(default_factory=list, max_length=8)
     """One state per recovery site."""
+    hooks: list[HookResult] = Field(default_factory=list, max_length=64)
+    """The policy's application-pod hooks (``spec.hooks``), one entry per hook and pod."""
     progress: Progress | None = None
     """Byte progress while running."""
 
