@@ -200,7 +200,8 @@ def test_testground_deleting_the_owner_garbage_collects_the_job(
             "spec": {},
         }
     )
-    owner: dict[str, Any] = namespace.get("widget", "owner")  # type: ignore[assignment]
+    # The full name: other tests install Widget kinds of their own in other groups.
+    owner: dict[str, Any] = namespace.get(widget_crd, "owner")  # type: ignore[assignment]
     ref = {
         "apiVersion": "testground.safehold.io/v1",
         "kind": "Widget",
@@ -216,7 +217,7 @@ def test_testground_deleting_the_owner_garbage_collects_the_job(
         return items[0]["metadata"]["name"] if phases == ["Running"] else None
 
     pod_name = namespace.cluster.wait_for(running_pod, timeout=60, what="the Job's pod to run")
-    namespace.kubectl("delete", "widget", "owner")
+    namespace.kubectl("delete", widget_crd, "owner")
     namespace.cluster.wait_for(
         lambda: namespace.get("job", "owned") is None and namespace.get("pod", pod_name) is None,
         timeout=60,
