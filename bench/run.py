@@ -94,6 +94,7 @@ class Bench:
         self.source = work / "source"
         self.tools: list[Tool] = []
         self.failed: dict[str, str] = {}  # tool -> the command that failed, and why
+        self.restored: list[Path] = []  # verified restores, deleted once all tools restored
         self.mismatches: dict[str, str] = {}  # tool -> how its restore differs from the source
         m = data.manifest
         self.results = report.Results(
@@ -189,7 +190,9 @@ class Bench:
                 return
             run.restore_verified = True
             _log(f"{tool.name} restore verified: every file equals the source")
-            shutil.rmtree(target)
+            # Deleted only after every tool restored: freeing 25k inodes right before the
+            # next tool's restore would hand it the file system's allocator cost.
+            self.restored.append(target)
 
     def run(self) -> None:
         _log(f"copying v1 to the working copy {self.source}")
@@ -203,6 +206,8 @@ class Bench:
         for step in ("incremental", "restore"):
             for tool in self.tools:
                 self._run(tool, step)
+        for target in self.restored:
+            shutil.rmtree(target, ignore_errors=True)
 
     def finish(self) -> report.Results:
         results = self.results
