@@ -36,6 +36,12 @@ from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
 from safehold.controller.databases import plan_database_sources, start_database_backup
+from safehold.controller.hooks import (
+    finish_pod_hooks,
+    job_hook_args,
+    record_job_hooks,
+    start_pod_hooks,
+)
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     LABEL_POLICY,
@@ -265,6 +271,7 @@ def _start_job(
     ]
     for tag in run.spec.tags:
         args += ["--tag", tag]
+    args += job_hook_args(policy, claim)
     request = JobRequest(
         name=source.job or job_name(run.metadata.name or "", source.name),
         namespace=ns,
@@ -391,6 +398,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 **body,
                 "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
             }
+        start_pod_hooks(rt.kube.core, policy, status)
         progress: list[Progress] = []
         for i, source in enumerate(status.sources):
             if source.phase not in ("Pending", "Running") or not source.job:
@@ -431,6 +439,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 continue
             outcome = job_outcome(job, rt.kube.job_pods(ns, source.job))
             status.sources[i] = source_result(source, outcome)
+            record_job_hooks(status.sources[i], outcome.summary)
             if outcome.state == "Running":
                 p = read_progress(rt, ns, source.job, outcome.running_pod)
                 if p is not None:
@@ -440,6 +449,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                     snapshot_cleanup(rt, ns, source)
                 rt.progress.pop(source.job, None)
                 rt.progress_read.pop(source.job, None)
+        finish_pod_hooks(rt.kube.core, policy, status)
         status.phase = run_phase(status.sources)
         status.bytes_read = sum(s.bytes_read or 0 for s in status.sources) or None
         status.bytes_stored = sum(s.bytes_stored or 0 for s in status.sources) or None

@@ -15,21 +15,28 @@ kubelet (docs/development.md: the test ground's pod runner has none).
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from safehold.api.backuppolicy import Hook
-from safehold.controller.sources import selector_string
+from safehold.api.backuppolicy import BackupPolicy, Hook
+from safehold.api.backuprun import BackupRunStatus, HookResult, SourceResult
+from safehold.api.reports import ErrorDetail
+from safehold.controller.sources import VolumeClaim, selector_string
 
 __all__ = [
     "OUTPUT_LIMIT",
     "ExecHookResult",
     "HookRun",
     "StreamFn",
+    "finish_pod_hooks",
+    "job_hook_args",
+    "record_job_hooks",
     "run_hooks",
     "run_pod_hook",
+    "start_pod_hooks",
 ]
 
 #: The characters of a hook's output kept in the status (the tail: errors come last).
@@ -225,3 +232,122 @@ def run_hooks(
             if phase == "pre":
                 break
     return HookRun(results=results, failed=failed)
+
+
+# ------------------------------------------------------------ wiring into a BackupRun
+
+
+def job_hook_args(policy: BackupPolicy, claim: VolumeClaim) -> list[str]:
+    """The ``safehold backup`` options for the Job-side hooks of the volume source that
+    ``claim`` comes from (``spec.sources.volumes[].hooks``); empty without hooks."""
+    match = re.match(r"spec\.sources\.volumes\[(\d+)\]", claim.field)
+    volumes = policy.spec.sources.volumes
+    if match is None or int(match.group(1)) >= len(volumes):
+        return []
+    hooks = volumes[int(match.group(1))].hooks
+    if hooks is None or not (hooks.pre_backup or hooks.post_backup):
+        return []
+    args: list[str] = []
+    for command in hooks.pre_backup:
+        args += ["--pre-hook", command]
+    for command in hooks.post_backup:
+        args += ["--post-hook", command]
+    return [
+        *args,
+        "--hook-timeout",
+        str(hooks.timeout_seconds),
+        "--hook-on-error",
+        hooks.on_error.lower(),
+    ]
+
+
+def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) -> None:
+    """Copy the hook results of a backup Job's summary into ``source``: each hook into
+    ``hooks``, a failed Continue hook into ``warnings``, and a failed Fail hook into the
+    source's error (reason ``HookFailed``; a snapshot made before a failed post hook is
+    kept and named)."""
+    raw = (summary or {}).get("hooks")
+    if not isinstance(raw, list):
+        return
+    source.hooks = []
+    failed: HookResult | None = None
+    for item in raw[:16]:
+        if not isinstance(item, dict):
+            continue
+        on_error: Literal["Fail", "Continue"] = (
+            "Continue" if item.get("on_error") == "continue" else "Fail"
+        )
+        hook = HookResult(
+            name=str(item.get("name", "?"))[:253],
+            phase="post" if item.get("phase") == "post" else "pre",
+            exit_code=item.get("exit_code") if isinstance(item.get("exit_code"), int) else None,
+            duration_seconds=max(0.0, float(item.get("duration_seconds") or 0.0)),
+            timed_out=bool(item.get("timed_out")),
+            output=str(item.get("output") or "")[-1000:],
+            on_error=on_error,
+            succeeded=bool(item.get("ok")),
+        )
+        source.hooks.append(hook)
+        if hook.succeeded:
+            continue
+        why = "timed out" if hook.timed_out else f"exit code {hook.exit_code}"
+        if on_error == "Continue":
+            source.warnings.append(f"{hook.phase} hook {hook.name} failed ({why}), continued")
+        elif failed is None:
+            failed = hook
+    if failed is not None:
+        why = "timed out" if failed.timed_out else f"exit code {failed.exit_code}"
+        kept = f"; snapshot {source.snapshot_id[:12]} was saved" if source.snapshot_id else ""
+        source.error = ErrorDetail(
+            reason="HookFailed",
+            message=f"{failed.phase} hook {failed.name} of the backup Job failed ({why}){kept}: "
+            f"{(failed.output or '').strip()[-300:]}".rstrip(": "),
+        )
+        if source.phase not in ("Pending", "Running"):
+            source.phase = "Succeeded" if source.snapshot_id else "Failed"
+
+
+def _policy_hooks(policy: BackupPolicy, phase: Phase) -> list[Hook]:
+    hooks = policy.spec.hooks
+    if hooks is None:
+        return []
+    return list(hooks.pre_backup if phase == "pre" else hooks.post_backup)
+
+
+def start_pod_hooks(
+    core: Any, policy: BackupPolicy, status: BackupRunStatus, stream: StreamFn | None = None
+) -> None:
+    """Run the policy's preBackup exec hooks once per run, before any Job starts. When one
+    with onError Fail fails, every source that has not started fails with ``HookFailed``
+    (no Job, so no snapshot); the post hooks then run when the run ends."""
+    hooks = _policy_hooks(policy, "pre")
+    if not hooks or any(h.phase == "pre" for h in status.hooks):
+        return
+    run = run_hooks(core, policy.metadata.namespace or "", hooks, "pre", stream=stream)
+    status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
+    if run.reason is None:
+        return
+    for source in status.sources:
+        if source.phase == "Pending":
+            source.phase = "Failed"
+            source.error = ErrorDetail(reason="HookFailed", message=run.reason)
+
+
+def finish_pod_hooks(
+    core: Any, policy: BackupPolicy, status: BackupRunStatus, stream: StreamFn | None = None
+) -> None:
+    """Run the policy's postBackup exec hooks once, when every source is final (also after
+    failures). A failed Fail hook marks each source without an error with ``HookFailed``
+    (their snapshots are kept), so the run does not report plain success."""
+    hooks = _policy_hooks(policy, "post")
+    if not hooks or any(h.phase == "post" for h in status.hooks):
+        return
+    if any(s.phase in ("Pending", "Running") for s in status.sources):
+        return
+    run = run_hooks(core, policy.metadata.namespace or "", hooks, "post", stream=stream)
+    status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
+    if run.reason is None:
+        return
+    for source in status.sources:
+        if source.error is None:
+            source.error = ErrorDetail(reason="HookFailed", message=run.reason)

@@ -1,0 +1,167 @@
+"""How hooks are wired into a BackupRun: the Job's hook options from the policy, the Job's
+hook results into the source's status, and the exec hooks around the run's Jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from safehold.api import BackupPolicy, BackupRunStatus, SourceResult
+from safehold.controller.hooks import (
+    finish_pod_hooks,
+    job_hook_args,
+    record_job_hooks,
+    start_pod_hooks,
+)
+from safehold.controller.sources import VolumeClaim
+
+
+def _policy(**spec: Any) -> BackupPolicy:
+    return BackupPolicy.model_validate(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": "pol", "namespace": "shop"},
+            "spec": {"location": {"name": "loc"}, **spec},
+        }
+    )
+
+
+def test_job_hook_args_come_from_the_sources_hooks() -> None:
+    pol = _policy(
+        sources={
+            "volumes": [
+                {"claimName": "plain"},
+                {
+                    "claimName": "db",
+                    "hooks": {
+                        "preBackup": ["psql -c CHECKPOINT"],
+                        "postBackup": ["echo done"],
+                        "timeoutSeconds": 30,
+                        "onError": "Continue",
+                    },
+                },
+            ]
+        }
+    )
+    assert (
+        job_hook_args(pol, VolumeClaim("plain", "plain", "spec.sources.volumes[0].claimName")) == []
+    )
+    assert job_hook_args(pol, VolumeClaim("db", "db", "spec.sources.volumes[1].claimName")) == [
+        "--pre-hook", "psql -c CHECKPOINT", "--post-hook", "echo done",
+        "--hook-timeout", "30", "--hook-on-error", "continue",
+    ]  # fmt: skip
+
+
+def _summary_hook(phase: str, code: int | None, on_error: str, output: str = "") -> dict[str, Any]:
+    return {
+        "name": f"{phase}-0", "phase": phase, "exit_code": code, "duration_seconds": 0.5,
+        "timed_out": code is None, "output": output, "on_error": on_error,
+        "ok": code == 0,
+    }  # fmt: skip
+
+
+def test_failed_pre_hook_fails_the_source_with_hook_failed() -> None:
+    source = SourceResult(name="db", kind="volume", phase="Failed")
+    record_job_hooks(source, {"ok": False, "hooks": [_summary_hook("pre", 7, "fail", "no db\n")]})
+    assert source.phase == "Failed"
+    assert source.error is not None
+    assert source.error.reason == "HookFailed"
+    assert source.error.message == "pre hook pre-0 of the backup Job failed (exit code 7): no db"
+    assert source.hooks[0].exit_code == 7
+    assert source.hooks[0].succeeded is False
+
+
+def test_failed_post_hook_keeps_the_snapshot_and_says_so() -> None:
+    source = SourceResult(name="db", kind="volume", phase="Succeeded", snapshot_id="ab" * 32)
+    record_job_hooks(source, {"hooks": [_summary_hook("post", None, "fail")]})
+    assert source.phase == "Succeeded"
+    assert source.error is not None
+    assert source.error.message.startswith(
+        "post hook post-0 of the backup Job failed (timed out); snapshot abababababab was saved"
+    )
+
+
+def test_continue_hook_failure_is_a_warning() -> None:
+    source = SourceResult(name="db", kind="volume", phase="Succeeded", snapshot_id="cd" * 32)
+    record_job_hooks(source, {"hooks": [_summary_hook("pre", 3, "continue")]})
+    assert source.error is None
+    assert source.warnings == ["pre hook pre-0 failed (exit code 3), continued"]
+
+
+class _Core:
+    def __init__(self) -> None:
+        self.connect_get_namespaced_pod_exec = client.CoreV1Api(
+            client.ApiClient()
+        ).connect_get_namespaced_pod_exec
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+        return client.V1PodList(
+            items=[
+                client.V1Pod(
+                    metadata=client.V1ObjectMeta(name="db-0", namespace=namespace),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="db")]),
+                    status=client.V1PodStatus(phase="Running"),
+                )
+            ]
+        )
+
+
+class _Done:
+    def __init__(self, code: int) -> None:
+        self.returncode = code
+
+    def is_open(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+def _exec_policy() -> BackupPolicy:
+    hook = {"podSelector": {"matchLabels": {"app": "db"}}, "command": ["sync"]}
+    return _policy(
+        sources={"volumes": [{"claimName": "data"}]},
+        hooks={
+            "preBackup": [{"name": "freeze", **hook}],
+            "postBackup": [{"name": "thaw", **hook}],
+        },
+    )
+
+
+def test_failed_exec_pre_hook_fails_pending_sources_and_post_hooks_still_run() -> None:
+    status = BackupRunStatus(sources=[SourceResult(name="data", kind="volume", job="j")])
+    calls: list[list[str]] = []
+
+    def stream(func: Any, name: str, namespace: str, **kw: Any) -> _Done:
+        calls.append(kw["command"])
+        return _Done(1 if len(calls) == 1 else 0)
+
+    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    assert status.sources[0].phase == "Failed"
+    assert status.sources[0].error is not None
+    assert status.sources[0].error.reason == "HookFailed"
+    assert (
+        status.sources[0].error.message == "preBackup hook freeze in pod db-0 failed: exit code 1"
+    )
+    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream)  # once per run
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    assert len(calls) == 2
+    assert [(h.name, h.phase, h.pod, h.exit_code, h.succeeded) for h in status.hooks] == [
+        ("freeze", "pre", "db-0", 1, False),
+        ("thaw", "post", "db-0", 0, True),
+    ]
+
+
+def test_post_exec_hooks_wait_for_every_source() -> None:
+    status = BackupRunStatus(
+        sources=[SourceResult(name="data", kind="volume", job="j", phase="Running")]
+    )
+
+    def stream(func: Any, name: str, namespace: str, **kw: Any) -> _Done:
+        raise AssertionError("no hook may run while a source runs")
+
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    assert status.hooks == []
