@@ -96,6 +96,7 @@ ALLOWED = [
     ("delete", "jobs.batch"),
     ("list", "pods"),
     ("get", "pods/log"),
+    ("create", "pods/exec"),
     ("create", "persistentvolumeclaims"),
     ("create", "events"),
     ("patch", "events.events.k8s.io"),

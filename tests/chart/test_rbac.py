@@ -28,6 +28,7 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
         *(("batch", "jobs", verb) for verb in ("get", "list", "watch", "create", "delete")),
         *(("", "pods", verb) for verb in ("get", "list", "watch")),
         ("", "pods/log", "get"),
+        *(("", "pods/exec", verb) for verb in ("create", "get")),
         *(("", "persistentvolumeclaims", verb) for verb in ("get", "list", "watch", "create")),
         *(
             (group, "events", verb)

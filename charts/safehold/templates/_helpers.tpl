@@ -96,6 +96,11 @@ reads credentials, its Jobs receive them by reference. No wildcards.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# exec hooks (spec.hooks): run a command in the application's pods. WebSocket exec is
+# authorized as create since Kubernetes 1.31 and as get before.
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["create", "get"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]
