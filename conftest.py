@@ -4,4 +4,5 @@ pytest_plugins = [
     "testground.fixtures_objectstores",
     "testground.fixtures_cluster",
     "testground.databases",
+    "testground.csisnapshots",
 ]

@@ -4,7 +4,8 @@ A volume source with ``snapshot`` set goes through these steps before its Job st
 step per reconcile pass (so a restarted operator resumes where it was, by the deterministic
 names): create a VolumeSnapshot of the claim, wait until it is ``readyToUse``, create a claim
 from it (``dataSource`` VolumeSnapshot) and let the Job mount that clone. When the source is
-final, the snapshot is deleted; the clone carries an owner reference to the snapshot, so the
+final, the snapshot and the Job (whose finished pod would hold the clone) are deleted; the
+clone carries an owner reference to the snapshot, so the
 garbage collector deletes it with the snapshot (the operator needs no right to delete claims),
 and the snapshot one to the BackupRun, so both go even if the operator dies meanwhile.
 
@@ -292,7 +293,14 @@ def prepare_claim(
 
 
 def cleanup(rt: Runtime, ns: str, source: SourceResult) -> None:
-    """Delete the source's snapshot (its clone goes with it, by owner reference)."""
+    """Delete the source's snapshot (its clone goes with it, by owner reference) and Job.
+
+    The Job goes too: its finished pod still references the clone, and the claim's
+    ``pvc-protection`` finalizer keeps a claim that any pod references. The Job's outcome
+    is in the source's status by now.
+    """
+    if source.job:
+        rt.kube.delete_job(ns, source.job)
     try:
         rt.kube.custom.delete_namespaced_custom_object(
             SNAPSHOT_GROUP,

@@ -197,7 +197,9 @@ def source_result(base: SourceResult, outcome: JobOutcome) -> SourceResult:
         duration = doc.get("duration_s")
         result.duration_seconds = float(duration) if isinstance(duration, int | float) else None
         errors = doc.get("error_list") or []
-        result.warnings = [f"{e.get('path')}: {e.get('error')}" for e in errors][:32]
+        # the controller's own warnings (e.g. SnapshotUnsupported) stay, the Job's follow
+        read = [f"{e.get('path')}: {e.get('error')}" for e in errors]
+        result.warnings = [*base.warnings, *read][:32]
         result.phase = "Succeeded"
         result.error = None
         if doc.get("errors"):
