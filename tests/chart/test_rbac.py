@@ -31,6 +31,10 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
         *(("", "pods/exec", verb) for verb in ("create", "get")),
         *(("", "persistentvolumeclaims", verb) for verb in ("get", "list", "watch", "create")),
         *(
+            ("snapshot.storage.k8s.io", "volumesnapshots", verb)
+            for verb in ("get", "list", "watch", "create", "delete")
+        ),
+        *(
             (group, "events", verb)
             for group in ("", "events.k8s.io")
             for verb in ("create", "patch")
@@ -38,7 +42,12 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
     }
 )
 CLUSTER_ONLY: frozenset[tuple[str, str, str]] = frozenset(
-    ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")
+    (group, resource, verb)
+    for group, resource in (
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
+    )
+    for verb in ("get", "list", "watch")
 )
 
 

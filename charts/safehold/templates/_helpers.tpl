@@ -104,6 +104,9 @@ reads credentials, its Jobs receive them by reference. No wildcards.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["snapshot.storage.k8s.io"]
+  resources: ["volumesnapshots"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -112,9 +115,13 @@ reads credentials, its Jobs receive them by reference. No wildcards.
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{/* The one cluster-scoped thing the operator reads: which CRDs exist (kopf's discovery). */}}
+{{/* The cluster-scoped things the operator reads: which CRDs exist (kopf's discovery) and
+which VolumeSnapshotClasses there are (volume sources in snapshot mode). */}}
 {{- define "safehold.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["snapshot.storage.k8s.io"]
+  resources: ["volumesnapshotclasses"]
   verbs: ["get", "list", "watch"]
 {{- end -}}
