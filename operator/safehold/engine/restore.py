@@ -128,6 +128,8 @@ class _Restore:
         self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="restore")
         self.slots = threading.BoundedSemaphore(2 * options.workers)
         self.batches: list[Future[None]] = []
+        self.tree_pool = ThreadPoolExecutor(2, thread_name_prefix="restore-trees")
+        self.trees_ahead: dict[str, Future[list[Node]]] = {}
         self.euid, self.egid = os.geteuid(), os.getegid()
         umask = os.umask(0o022)
         os.umask(umask)
@@ -158,10 +160,26 @@ class _Restore:
         """Restore a tree under ``dest``. ``fresh``: this run created ``dest``, so nothing
         can exist in it yet and the per-file checks for an earlier run are skipped."""
         try:
-            nodes = self.repo.load_tree(tree_id)
+            ahead = self.trees_ahead.pop(tree_id, None)
+            nodes = ahead.result() if ahead is not None else self.repo.load_tree(tree_id)
         except CorruptObject as exc:
             self._error(dest, f"directory cannot be read from the repository: {exc}")
             return
+        # The subdirectories' trees are loaded in the background, one level ahead of the
+        # walk: on a cold cache each is a disk read that would otherwise stall the walk,
+        # which feeds the workers.
+        for node in nodes:
+            sub = node.get("subtree")
+            if (
+                node["type"] == "dir"
+                and isinstance(sub, str)
+                and sub not in self.trees_ahead
+                and (
+                    not self.includes
+                    or _wanted(f"{rel}/{node['name']}".lstrip("/"), self.includes)[1]
+                )
+            ):
+                self.trees_ahead[sub] = self.tree_pool.submit(self.repo.load_tree, sub)
         for node in nodes:
             name = node["name"]
             if "/" in name or name in ("", ".", ".."):
@@ -475,6 +493,7 @@ class _Restore:
             self.batches.pop(0).result()
 
     def close(self) -> None:
+        self.tree_pool.shutdown(wait=True)
         self.pool.shutdown(wait=True)
 
     def finish(self) -> None:
