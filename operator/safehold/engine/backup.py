@@ -278,7 +278,8 @@ class _Backup:
                         if content is None:
                             continue  # unreadable: recorded as an error, left out
                         node["content"] = content
-                    if content and not isinstance(content[0], str):
+                    # ids (str) and chunks still in the pool (batch, slot) may be mixed
+                    if content and not all(isinstance(item, str) for item in content):
                         node["content"] = [_resolve(item) for item in content]
                     kept.append(node)
                 job.nodes = kept
@@ -396,12 +397,22 @@ class _Backup:
         content: list[Any] = []
         batch = _Batch()
         read = 0
+        keys = self.repo.keys
+        index = self.repo.index
         try:
             with os.fdopen(self._open(path), "rb", buffering=0) as f:
                 for view in chunker.chunks_of(_reading_ahead(f.fileno(), f.readinto)):
                     n = len(view)
                     read += n
                     self.progress.bytes_done += n  # display only: races are harmless
+                    # Most chunks of a changed big file are stored already (an insert or
+                    # an append leaves the rest of the file's chunks as they were): this
+                    # thread hashes them itself (BLAKE3 releases the GIL), and only a new
+                    # chunk is copied and handed to the pool to be compressed and sealed.
+                    blob_id = keys.blob_id(view)
+                    if blob_id in index:
+                        content.append(blob_id.hex())
+                        continue
                     data = bytes(view)  # the chunker reuses its buffer
                     self.budget.acquire(n)
                     batch.views.append(data)
