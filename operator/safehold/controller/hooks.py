@@ -78,7 +78,7 @@ class ExecHookResult:
             "exitCode": d["exit_code"],
             "durationSeconds": d["duration_seconds"],
             "timedOut": d["timed_out"],
-            "output": d["output"],
+            "output": d["output"] or None,
             "onError": d["on_error"],
             "error": d["error"],
             "succeeded": self.ok,
@@ -283,7 +283,8 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
             exit_code=item.get("exit_code") if isinstance(item.get("exit_code"), int) else None,
             duration_seconds=max(0.0, float(item.get("duration_seconds") or 0.0)),
             timed_out=bool(item.get("timed_out")),
-            output=str(item.get("output") or "")[-1000:],
+            # no empty strings: the API client sends "" in a patch as null
+            output=str(item.get("output") or "")[-1000:] or None,
             on_error=on_error,
             succeeded=bool(item.get("ok")),
         )
