@@ -165,3 +165,26 @@ def test_post_exec_hooks_wait_for_every_source() -> None:
 
     finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
     assert status.hooks == []
+
+
+def test_the_guides_exec_policy_freezes_and_thaws(guide: Any) -> None:
+    """docs/hooks.md's exec example, through the path the operator takes."""
+    doc = guide()[2]
+    doc["metadata"]["namespace"] = "shop"
+    pol = BackupPolicy.model_validate(doc)
+    status = BackupRunStatus(sources=[SourceResult(name="shop-db-data", kind="volume", job="j")])
+    requests: list[tuple[str, list[str]]] = []
+
+    def stream(func: Any, name: str, namespace: str, **kw: Any) -> _Done:
+        requests.append((kw["container"], kw["command"]))
+        return _Done(0)
+
+    start_pod_hooks(_Core(), pol, status, stream=stream)
+    assert status.sources[0].phase == "Pending"  # the Job may start
+    status.sources[0].phase = "Succeeded"
+    finish_pod_hooks(_Core(), pol, status, stream=stream)
+    assert requests == [
+        ("db", ["fsfreeze", "--freeze", "/var/lib/data"]),
+        ("db", ["fsfreeze", "--unfreeze", "/var/lib/data"]),
+    ]
+    assert [(h.name, h.succeeded) for h in status.hooks] == [("freeze", True), ("thaw", True)]
