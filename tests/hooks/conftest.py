@@ -88,7 +88,8 @@ def app() -> Iterator[App]:
         def do_POST(self) -> None:
             state.calls.append(self.path)
             if self.path == "/checkpoint" and state.directory is not None:
-                (state.directory / "checkpoint.txt").write_text(f"checkpoint {len(state.calls)}\n")
+                number = state.calls.count(self.path)  # the n-th checkpoint
+                (state.directory / "checkpoint.txt").write_text(f"checkpoint {number}\n")
             self.send_response(200)
             self.end_headers()
 
