@@ -26,6 +26,7 @@ lint: venv
 	$(VENV)/bin/ruff check operator tests e2e bench charts
 	$(VENV)/bin/ruff format --check operator tests e2e bench charts
 	$(VENV)/bin/mypy
+	MYPYPATH=e2e $(VENV)/bin/mypy e2e/testground
 	$(VENV)/bin/lint-imports
 	$(PY) -m safehold.api.crdgen --check
 

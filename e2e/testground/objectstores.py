@@ -332,7 +332,7 @@ def _make_gcs_bucket(store: RunningStore, name: str) -> None:
 
     client = storage.Client(
         project="test",
-        credentials=AnonymousCredentials(),
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options={"api_endpoint": store.endpoint},
     )
     with contextlib.suppress(Conflict):
