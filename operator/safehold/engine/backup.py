@@ -614,12 +614,20 @@ class _Backup:
                     nodes.append(node)
             root = self._finish_dir(nodes)
         finally:
-            self.dirs.put(None)
-            self.tree_thread.join()
-            self.big.shutdown(wait=True)
-            self.pool.shutdown(wait=True)
-            self.readers.shutdown(wait=True)
-            self._merge_big_counts()
+            self._stop_workers()
+        return self._finish(root)
+
+    def _stop_workers(self) -> None:
+        """Stop the tree thread and the pools, also after a failure, and count their work."""
+        self.dirs.put(None)
+        self.tree_thread.join()
+        self.big.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+        self.readers.shutdown(wait=True)
+        self._merge_big_counts()
+
+    def _finish(self, root: _DirJob) -> str:
+        """Flush the last pack and index (format section 10: before any snapshot names them)."""
         if self.tree_error is not None:
             raise self.tree_error
         self.writer.flush()
@@ -661,18 +669,8 @@ class _Backup:
             }
             root = self._finish_dir([node])
         finally:
-            self.dirs.put(None)
-            self.tree_thread.join()
-            self.big.shutdown(wait=True)
-            self.pool.shutdown(wait=True)
-            self.readers.shutdown(wait=True)
-            self._merge_big_counts()
-        if self.tree_error is not None:
-            raise self.tree_error
-        self.writer.flush()
-        self.writer.close()
-        assert root.id is not None
-        return root.id
+            self._stop_workers()
+        return self._finish(root)
 
 
 def _full_reader(stream: BinaryIO) -> Callable[[memoryview], int]:
