@@ -99,8 +99,9 @@ def test_init_backup_snapshots_restore_verify(run: Run, src: Path, tmp_path: Pat
     assert {"files_done", "files_total", "bytes_total", "rate_bps", "eta_s"} <= set(final)
 
     (src / "dir" / "a.txt").write_text("changed")
-    second = run("backup", str(src), "--source", "web", "--json")
+    second = run("backup", str(src), "--source", "web", "--json", "--quiet")
     s2 = _summary(second)
+    assert second.stderr == "", "--quiet: no progress lines, even with --json"
     assert (s2["type"], s2["parent"], s2["files_changed"]) == ("incremental", s1["snapshot"], 1)
 
     listing = run("snapshots", "--source", "web", "--tag", "nightly", "--json")

@@ -108,9 +108,11 @@ class Output:
         self.err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
     def progress(self, title: str) -> _ProgressSink:
+        if self.quiet:
+            return _ProgressSink()
         if self.json:
             return _JsonProgress(self.stderr)
-        if self.quiet or not self.stderr.isatty():
+        if not self.stderr.isatty():
             return _ProgressSink()
         return _RichProgress(title, self.err_console)
 
