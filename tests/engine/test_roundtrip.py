@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+import safehold.engine.restore as restore_module
 from safehold.engine import (
     BackupOptions,
     RestoreOptions,
@@ -201,3 +204,27 @@ def test_unreadable_files_are_reported_and_the_rest_is_saved(
     restore_snapshot(repo, result.snapshot, str(tmp_path / "out"))
     assert (tmp_path / "out" / "src" / "ok").read_text() == "fine"
     os.chmod(bad, 0o700)
+
+
+def test_a_bug_in_a_restore_thread_stops_the_restore_instead_of_hanging_it(
+    repo: Repository,
+    tmp_path: Path,
+    tree_factory: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks are fetched and written by pool threads; an unexpected exception there must
+    reach the caller (not vanish in a future nobody reads, leaving files half written)."""
+    src = tree_factory(tmp_path / "src")
+    snap = backup_paths(repo, [str(src)], BackupOptions(source="app")).snapshot
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(restore_module, "decode_blob", broken)
+    with pytest.raises(RuntimeError, match="decoder bug"):
+        restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(fetchers=2))
+    monkeypatch.undo()
+    # the next run finishes the job
+    restored = restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert restored.errors == []
+    assert restored.files > 40

@@ -4,6 +4,9 @@ Files are created at their final size first (``ftruncate``, so holes stay holes)
 then chunks are written with ``pwrite`` in parallel, pack by pack: each pack's
 needed blobs are fetched with one ranged read where they lie close together, and
 every blob is authenticated and checked against its id before it is written.
+Reads and writes are two stages: a few fetch threads keep reads in flight (object
+stores are latency-bound), and one thread per core decodes and writes (more would
+only hand the GIL and the target directories' locks back and forth).
 A file's metadata (mode, owner, times) is set only after all its bytes are
 written, so a file whose size and mtime match the snapshot is complete: a second
 run after a crash skips those and redoes the rest (resumable, idempotent).
@@ -20,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.engine.tuning import rare_gc, tune_malloc
@@ -34,15 +37,25 @@ __all__ = ["RestoreOptions", "RestoreResult", "restore_snapshot"]
 _BATCH_BLOBS = 20000
 _BATCH_FILES = 5000
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing another request
-_MAX_READ = 8 * 1024 * 1024  # at most this much per read, so several workers share a pack
+_MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers share a pack
 _MAX_GROUP = 48  # blobs per read: many small files in one pack are written in parallel
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
+_FETCHERS = 4  # reads in flight
+_T = TypeVar("_T")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass
 class RestoreOptions:
     includes: list[str] = field(default_factory=list)
-    workers: int = 4
+    workers: int = 0  # threads decoding and writing; 0: one per core
+    fetchers: int = _FETCHERS  # reads in flight
     owners: bool | None = None  # None: restore owners when running as root
 
 
@@ -123,11 +136,18 @@ class _Restore:
         self.restored: set[str] = set()
         self.lock = threading.Lock()
         self.zero = bytes(repo.config.chunker.max_size)
-        # Batches run in the background while the walk plans the next one (at most two
-        # batches exist at once); their chunks are fetched and written by the pool.
-        self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="restore")
-        self.slots = threading.BoundedSemaphore(2 * options.workers)
-        self.batches: list[Future[None]] = []
+        # Batches run in the background while the walk plans the next one. A group of
+        # chunks is read by a fetch thread, then decoded and written by a worker; at most
+        # ``limit`` groups are in flight, which bounds memory.
+        workers = options.workers or _cores()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
+        self.fetch_pool = ThreadPoolExecutor(
+            max(1, options.fetchers), thread_name_prefix="restore-fetch"
+        )
+        self.limit = max(1, options.fetchers) + workers
+        self.inflight = 0
+        self.idle = threading.Condition(self.lock)
+        self.crash: BaseException | None = None
         self.tree_pool = ThreadPoolExecutor(2, thread_name_prefix="restore-trees")
         self.trees_ahead: dict[str, Future[list[Node]]] = {}
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -350,17 +370,34 @@ class _Restore:
             loc = self.repo.index.lookup(blob_id)
             assert loc is not None
             by_pack[loc.pack].append((blob_id, loc.type, loc.flags, loc.offset, loc.stored))
-        for pack, blobs in by_pack.items():
-            for group in _groups(sorted(blobs, key=lambda b: b[3])):
-                self.slots.acquire()
-                try:
-                    fut = self.pool.submit(self._restore_group, pack, group, plan)
-                except BaseException:
-                    self.slots.release()
-                    raise
-                fut.add_done_callback(lambda _: self.slots.release())
-                self.batches.append(fut)
-        self.batches = [f for f in self.batches if not f.done() or f.exception() is not None]
+        groups = [
+            (pack, group)
+            for pack, blobs in by_pack.items()
+            for group in _groups(sorted(blobs, key=lambda b: b[3]))
+        ]
+        for pack, group in _interleave(groups):
+            with self.idle:
+                while self.inflight >= self.limit and self.crash is None:
+                    self.idle.wait()
+                self._raise_crash()
+                self.inflight += 1
+            try:
+                self.fetch_pool.submit(self._fetch_group, pack, group, plan)
+            except BaseException:
+                self._group_done()
+                raise
+
+    def _group_done(self, crash: BaseException | None = None) -> None:
+        with self.idle:
+            self.inflight -= 1
+            if crash is not None and self.crash is None:
+                self.crash = crash
+            self.idle.notify_all()
+
+    def _raise_crash(self) -> None:
+        """Re-raise, in the walking thread, a bug that stopped a fetch or write thread."""
+        if self.crash is not None:
+            raise self.crash
 
     def _done(self, pending: _PendingFile) -> None:
         """All of a file's bytes are written: its metadata last (this marks it complete)."""
@@ -370,21 +407,48 @@ class _Restore:
             self.result.files += 1
             self.progress.files_done += 1
 
-    def _restore_group(
+    def _fetch_group(
         self,
         pack: str,
         group: list[tuple[bytes, int, int, int, int]],
         plan: dict[bytes, list[tuple[_PendingFile, int]]],
     ) -> None:
+        """Stage one: read a group's byte range, then hand it to a worker (stage two)."""
         start = group[0][3]
         end = group[-1][3] + group[-1][4]
-        name = pack_object_name(pack)
         try:
-            data = memoryview(self.repo.storage.get(name, start, end - start))
+            data = self.repo.storage.get(pack_object_name(pack), start, end - start)
+            self.pool.submit(self._write_group, pack, group, plan, memoryview(data))
         except StorageError as exc:
             for blob_id, *_ in group:
                 self._fail(plan[blob_id], f"pack {pack} cannot be read: {exc}")
-            return
+            self._group_done()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+            self._group_done(exc)
+
+    def _write_group(
+        self,
+        pack: str,
+        group: list[tuple[bytes, int, int, int, int]],
+        plan: dict[bytes, list[tuple[_PendingFile, int]]],
+        data: memoryview,
+    ) -> None:
+        """Stage two: authenticate, decode, check and write a group's chunks."""
+        try:
+            self._write_chunks(pack, group, plan, data, group[0][3])
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+            self._group_done(exc)
+        else:
+            self._group_done()
+
+    def _write_chunks(
+        self,
+        pack: str,
+        group: list[tuple[bytes, int, int, int, int]],
+        plan: dict[bytes, list[tuple[_PendingFile, int]]],
+        data: memoryview,
+        start: int,
+    ) -> None:
         aead = self.repo.aead
         for blob_id, blob_type, flags, offset, stored in group:
             uses = plan[blob_id]
@@ -489,11 +553,14 @@ class _Restore:
     # ------------------------------------------------------------ the end
     def drain(self) -> None:
         self.run_batch()
-        while self.batches:
-            self.batches.pop(0).result()
+        with self.idle:
+            while self.inflight:
+                self.idle.wait()
+            self._raise_crash()
 
     def close(self) -> None:
         self.tree_pool.shutdown(wait=True)
+        self.fetch_pool.shutdown(wait=True)
         self.pool.shutdown(wait=True)
 
     def finish(self) -> None:
@@ -545,6 +612,17 @@ def _groups(
         yield group
 
 
+def _interleave(items: list[_T]) -> Iterator[_T]:
+    """The first half and the second half of ``items`` in turns: neighbouring groups
+    hold the files of one directory, and two threads creating files in one directory
+    wait for each other on its lock in the kernel."""
+    half = (len(items) + 1) // 2
+    for i in range(half):
+        yield items[i]
+        if half + i < len(items):
+            yield items[half + i]
+
+
 def _absent_or_empty(target: str) -> bool:
     """True when nothing of an earlier run can be under ``target``: it does not exist or is
     an empty directory. Then every file is new, which spares an ``lstat`` (and the checks
@@ -568,7 +646,7 @@ def restore_snapshot(
 ) -> RestoreResult:
     """Restore ``snap`` under ``target`` (created if missing)."""
     options = options or RestoreOptions()
-    tune_malloc()
+    tune_malloc(mmap_threshold=32 * 1024 * 1024, trim_threshold=64 * 1024 * 1024)
     with rare_gc(), ProgressTracker("restore", progress) as tracker:
         summary = snap.summary
         tracker.files_total = int(summary.get("total_files", 0)) or None
