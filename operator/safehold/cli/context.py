@@ -7,7 +7,6 @@ or a prompt on a terminal.
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import os
 import sys
@@ -24,28 +23,11 @@ __all__ = [
     "open_repo_storage",
     "read_options_dir",
     "read_password",
-    "tune_malloc",
 ]
 
 
 class UsageError(Exception):
     """The command line or environment is incomplete; exit code 2."""
-
-
-def tune_malloc() -> None:
-    """Ask glibc to hand large buffers back to the system at once.
-
-    Chunks and packs are megabytes each and short-lived; with glibc's defaults they
-    land in per-thread arenas that keep the memory (fragmentation), which shows
-    as peak RSS far above what is in use. A fixed 1 MiB mmap threshold and two
-    arenas keep the RSS near the real working set. Harmless where unavailable.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD (also disables the dynamic threshold)
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return
 
 
 def _option_pairs(items: list[str]) -> dict[str, str]:

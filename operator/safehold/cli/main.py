@@ -16,12 +16,13 @@ from types import FrameType
 
 from safehold import __version__
 from safehold.cli import commands, database, exitcodes, maintenance
-from safehold.cli.context import UsageError, tune_malloc
+from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
 from safehold.engine import BackupError
+from safehold.engine.tuning import tune_malloc
 from safehold.repo import (
     CorruptObject,
     LockConflict,
