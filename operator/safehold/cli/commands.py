@@ -13,8 +13,6 @@ from argparse import Namespace
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.table import Table
-
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
@@ -177,7 +175,7 @@ def key_list(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
     keys = repo.list_keys()
     current = repo.key_name.rsplit("/", 1)[-1]
-    table = Table("", "id", "created", "host", "user")
+    table = out.new_table("", "id", "created", "host", "user")
     for k in keys:
         table.add_row("*" if k.id == current else "", k.id[:16], k.created, k.hostname, k.username)
     out.table(table)
@@ -308,7 +306,7 @@ def snapshots(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
     errors: dict[str, str] = {}
     snaps = repo.snapshots(source=args.source, tags=args.tag, errors=errors)
-    table = Table("id", "time", "source", "type", "tags", "files", "size", "added")
+    table = out.new_table("id", "time", "source", "type", "tags", "files", "size", "added")
     for s in snaps:
         table.add_row(
             s.id[:12],

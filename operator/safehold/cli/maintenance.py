@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import yaml
-
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
 from safehold.cli.output import Output
@@ -192,6 +190,8 @@ def init_lock_settings(args: Namespace) -> dict[str, Any]:
 
 
 def _load(path_text: str, flag: str) -> Any:
+    import yaml  # only the commands that read a rules file need it
+
     path = Path(path_text)
     try:
         return yaml.safe_load(path.read_text())

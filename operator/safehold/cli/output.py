@@ -3,7 +3,8 @@
 With ``--json`` stdout holds exactly one JSON object, on its last line (the
 operator copies it into a pod's termination message, so it stays under 4 KiB),
 and progress events go to stderr as JSON lines. On a terminal without
-``--json``, progress is a rich bar on stderr.
+``--json``, progress is a rich bar on stderr. rich is imported only when something is
+printed through it: a Job's ``--json --quiet`` command never loads it.
 """
 
 from __future__ import annotations
@@ -11,19 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TextIO
 
 from safehold.engine import ProgressEvent
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["MAX_SUMMARY", "Output", "fit_summary"]
 
@@ -65,19 +61,20 @@ class Output:
         self.quiet = quiet
         self.stdout = stdout or sys.stdout
         self.stderr = sys.stderr
-        # Off a terminal (logs, pods) lines are not wrapped at 80 columns.
-        self.console = Console(
-            file=self.stdout,
-            highlight=False,
-            soft_wrap=True,
-            width=None if self.stdout.isatty() else 200,
-        )
-        self.err_console = Console(
-            file=self.stderr,
-            highlight=False,
-            soft_wrap=True,
-            width=None if self.stderr.isatty() else 200,
-        )
+
+    @cached_property
+    def console(self) -> Console:
+        return _console(self.stdout)
+
+    @cached_property
+    def err_console(self) -> Console:
+        return _console(self.stderr)
+
+    def new_table(self, *headers: str) -> Table:
+        """A table with these column headers, for :meth:`table`."""
+        from rich.table import Table
+
+        return Table(*headers)
 
     def print(self, text: str = "") -> None:
         """Human output; suppressed with --json (stdout then holds only the summary)."""
@@ -117,6 +114,15 @@ class Output:
         return _RichProgress(title, self.err_console)
 
 
+def _console(stream: TextIO) -> Console:
+    from rich.console import Console
+
+    # Off a terminal (logs, pods) lines are not wrapped at 80 columns.
+    return Console(
+        file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200
+    )
+
+
 class _ProgressSink:
     """No progress output (not a terminal, or --quiet)."""
 
@@ -144,6 +150,15 @@ class _JsonProgress(_ProgressSink):
 
 class _RichProgress(_ProgressSink):
     def __init__(self, title: str, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.bar = Progress(
             TextColumn(f"[bold]{title}[/]"),
             BarColumn(),

@@ -13,8 +13,6 @@ import argparse
 import os
 from argparse import Namespace
 
-from rich.table import Table
-
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, _option_pairs, open_repo, read_password
 from safehold.cli.output import Output
@@ -151,7 +149,7 @@ def replicate_command(args: Namespace, out: Output) -> int:
             lock=lambda site: RepositoryLock(site, exclusive=False, operation="replicate"),
         )
     verb = "would copy" if result.dry_run else "copied"
-    table = Table("objects", verb, "bytes", "server-side", "skipped", "bytes skipped")
+    table = out.new_table("objects", verb, "bytes", "server-side", "skipped", "bytes skipped")
     for kind in KINDS:
         c = result.counts[kind]
         table.add_row(

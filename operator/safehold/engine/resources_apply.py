@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
-
 from safehold.engine.resources_kube import ApiResource, KubeApi, KubeError
 from safehold.engine.resources_select import (
     matches_labels,
@@ -93,6 +91,8 @@ class Manifest:
 
 def read_tree(root: str) -> list[Manifest]:
     """Every manifest under ``root`` (an exported tree), sorted by path."""
+    import yaml  # loaded by the commands that read manifests, not by every safehold command
+
     out = []
     for dirpath, _, files in os.walk(root):
         for f in files:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
 __all__ = [
     "GENERATED_ANNOTATIONS",
     "clean_manifest",
@@ -138,4 +136,6 @@ def manifest_path(group: str, kind: str, name: str, namespace: str | None) -> st
 
 def dump_manifest(obj: dict[str, Any]) -> str:
     """Deterministic YAML (sorted keys): the same object gives the same bytes."""
+    import yaml  # loaded by the commands that write manifests, not by every safehold command
+
     return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, allow_unicode=True)

@@ -9,7 +9,8 @@
 * ``safehold_storage_operation_seconds{provider, operation}``: latency histogram.
 
 Metrics are registered once per :class:`prometheus_client.CollectorRegistry` (the default
-one unless given), so any number of wrapped storages share them.
+one unless given), so any number of wrapped storages share them. prometheus-client is
+imported on first use: a ``safehold`` command that exports no metrics does not load it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from typing import TYPE_CHECKING, TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage
 from safehold.storage.errors import StorageError
 from safehold.storage.wrappers.base import ForwardingStorage
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
 
 __all__ = ["MeteredStorage", "StorageMetrics", "storage_metrics"]
 
@@ -45,8 +47,12 @@ _by_registry: dict[int, StorageMetrics] = {}
 _lock = threading.Lock()
 
 
-def storage_metrics(registry: CollectorRegistry = REGISTRY) -> StorageMetrics:
-    """The storage metrics in ``registry``, registered on first use."""
+def storage_metrics(registry: CollectorRegistry | None = None) -> StorageMetrics:
+    """The storage metrics in ``registry`` (prometheus-client's default one when None),
+    registered on first use."""
+    from prometheus_client import REGISTRY, Counter, Histogram
+
+    registry = REGISTRY if registry is None else registry
     with _lock:
         found = _by_registry.get(id(registry))
         if found is None:
@@ -84,7 +90,7 @@ def storage_metrics(registry: CollectorRegistry = REGISTRY) -> StorageMetrics:
 class MeteredStorage(ForwardingStorage):
     """Counts and times every call into ``inner``."""
 
-    def __init__(self, inner: Storage, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, inner: Storage, registry: CollectorRegistry | None = None) -> None:
         super().__init__(inner)
         self.metrics = storage_metrics(registry)
 

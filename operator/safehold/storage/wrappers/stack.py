@@ -7,12 +7,15 @@ are the storage's, not the queue's, and every attempt (including failed ones) is
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from typing import TYPE_CHECKING
 
 from safehold.storage.base import Storage
 from safehold.storage.wrappers.limit import LimitedStorage
 from safehold.storage.wrappers.metrics import MeteredStorage
 from safehold.storage.wrappers.retry import RetryingStorage, RetryPolicy
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["DEFAULT_CONCURRENCY", "wrap"]
 
@@ -24,9 +27,12 @@ def wrap(
     *,
     retry: RetryPolicy | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
-    registry: CollectorRegistry | None = REGISTRY,
+    registry: CollectorRegistry | None = None,
 ) -> Storage:
-    """Wrap ``storage`` in metrics (unless ``registry`` is None), a limit and retries."""
+    """Wrap ``storage`` in metrics (when given a ``registry``), a limit and retries.
+
+    No registry, no metrics: a ``safehold`` command is a short-lived process (a Job's pod)
+    that nothing scrapes, so counting there would only cost time."""
     wrapped: Storage = storage
     if registry is not None:
         wrapped = MeteredStorage(wrapped, registry)
