@@ -11,6 +11,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,8 +27,7 @@ _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
 _U32 = struct.Struct("<I")
 
 
-@dataclass(frozen=True, slots=True)
-class BlobLocation:
+class BlobLocation(NamedTuple):
     """Where a blob lives: pack name hash, and the PackBlob fields."""
 
     pack: str
@@ -86,9 +86,7 @@ def decode_index(aead: AESGCM, data: bytes, name: str) -> IndexFile:
             end = pos + nblobs * _ENTRY.size
             if end > len(body):
                 raise ValueError("truncated")
-            packs[pack] = [
-                PackBlob(t, f, o, s, r, i) for t, f, o, s, r, i in _ENTRY.iter_unpack(body[pos:end])
-            ]
+            packs[pack] = list(map(PackBlob._make, _ENTRY.iter_unpack(body[pos:end])))
             pos = end
         if pos != len(body):
             raise ValueError("trailing bytes")
@@ -121,9 +119,9 @@ class Index:
                 self._packs.append(pack)
                 self._pack_numbers[pack] = number
             table = self._blobs
-            for b in blobs:
-                if b.id not in table:
-                    table[b.id] = (number, b.type, b.flags, b.offset, b.stored, b.raw)
+            for blob_type, flags, offset, stored, raw, blob_id in blobs:
+                if blob_id not in table:
+                    table[blob_id] = (number, blob_type, flags, offset, stored, raw)
 
     def add_file(self, index: IndexFile) -> None:
         for pack, blobs in index.packs.items():
