@@ -323,7 +323,13 @@ class _Backup:
         self.errors.append({"path": path, "error": reason})
 
     def _node(
-        self, path: str, rel: str, name: str, st: os.stat_result, parent: Node | None
+        self,
+        path: str,
+        rel: str,
+        name: str,
+        st: os.stat_result,
+        parent: Node | None,
+        unchanged: bool | None = None,
     ) -> Node | None:
         node = self._meta(name, st)
         kind = node["type"]
@@ -342,13 +348,20 @@ class _Backup:
                 return None
         elif kind in ("dev", "chardev"):
             node["rdev"] = st.st_rdev
-        elif kind == "file" and not self._file(path, rel, node, st, parent):
+        elif kind == "file" and not self._file(path, rel, node, st, parent, unchanged):
             return None
         return node
 
     def _file(
-        self, path: str, rel: str, node: Node, st: os.stat_result, parent: Node | None
+        self,
+        path: str,
+        rel: str,
+        node: Node,
+        st: os.stat_result,
+        parent: Node | None,
+        unchanged: bool | None = None,
     ) -> bool:
+        """``unchanged``: :meth:`_unchanged`'s answer when the caller has it already."""
         size = st.st_size
         node["size"] = size
         self.counts["total_files"] += 1
@@ -365,7 +378,7 @@ class _Backup:
                 self.progress.files_done += 1
                 self.progress.bytes_done += size
                 return True
-        if self._unchanged(parent, st):
+        if self._unchanged(parent, st) if unchanged is None else unchanged:
             assert parent is not None
             node["content"] = list(parent.get("content", []))
             self.counts["files_unmodified"] += 1
@@ -561,12 +574,14 @@ class _Backup:
         # Small files that must be read are read ahead by reader threads, a window of
         # bytes at a time: on a cold cache each read waits for the disk, and many
         # waits overlap instead of queueing behind the walk.
+        same = [
+            stat.S_ISREG(st.st_mode) and self._unchanged(parents.get(entry.name), st)
+            for entry, st in stats
+        ]
         wanted = [
             k
             for k, (entry, st) in enumerate(stats)
-            if stat.S_ISREG(st.st_mode)
-            and 0 < st.st_size <= self.small
-            and not self._unchanged(parents.get(entry.name), st)
+            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= self.small and not same[k]
         ]
         nxt = 0
         ahead = 0
@@ -581,7 +596,7 @@ class _Backup:
             if entry.path in self._prefetched:
                 ahead -= st.st_size
             node = self._node(
-                entry.path, f"{rel}/{entry.name}", entry.name, st, parents.get(entry.name)
+                entry.path, f"{rel}/{entry.name}", entry.name, st, parents.get(entry.name), same[k]
             )
             self._prefetched.pop(entry.path, None)
             if node is not None:
