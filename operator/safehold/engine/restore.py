@@ -42,6 +42,8 @@ _MAX_GROUP = 48  # blobs per read: many small files in one pack are written in p
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 _FETCHERS = 4  # reads in flight
 _T = TypeVar("_T")
+#: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
+_Blob = tuple[bytes, int, int, int, int, int]
 
 
 def _cores() -> int:
@@ -206,9 +208,11 @@ class _Restore:
                 self._error(os.path.join(dest, name), "unsafe name in snapshot, skipped")
                 continue
             node_rel = f"{rel}/{name}" if rel else name
-            restore, descend = _wanted(node_rel, self.includes)
-            if not (restore or descend):
-                continue
+            restore = descend = True
+            if self.includes:
+                restore, descend = _wanted(node_rel, self.includes)
+                if not (restore or descend):
+                    continue
             path = os.path.join(dest, name)
             kind = node["type"]
             if kind == "dir":
@@ -291,25 +295,24 @@ class _Restore:
         if isinstance(link, str) and (not self.includes or _wanted(link, self.includes)[0]):
             self.hardlinks.append((path, link, node))
             return
-        try:
-            if fresh:
-                raise FileNotFoundError(path)
-            st = os.lstat(path)
-            if (
-                stat.S_ISREG(st.st_mode)
-                and st.st_size == size
-                and st.st_mtime_ns == int(node.get("mtime_ns", -1))
-            ):
-                self.result.files_skipped += 1
-                self.progress.files_done += 1
-                self.progress.bytes_done += size
-                self.restored.add(rel)
+        if not fresh:
+            try:
+                st = os.lstat(path)
+                if (
+                    stat.S_ISREG(st.st_mode)
+                    and st.st_size == size
+                    and st.st_mtime_ns == int(node.get("mtime_ns", -1))
+                ):
+                    self.result.files_skipped += 1
+                    self.progress.files_done += 1
+                    self.progress.bytes_done += size
+                    self.restored.add(rel)
+                    return
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._error(path, f"cannot inspect: {exc.strerror}")
                 return
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._error(path, f"cannot inspect: {exc.strerror}")
-            return
         content = [bytes.fromhex(c) for c in node.get("content", [])]
         single = len(content) == 1
         try:
@@ -331,15 +334,17 @@ class _Restore:
             return
         pending = _PendingFile(path, node, len(content), size, single)
         offset = 0
+        raw_size = self.repo.index.raw_size
+        plan = self.plan
         for blob_id in content:
-            raw = self.repo.index.raw_size(blob_id)
+            raw = raw_size(blob_id)
             if raw is None:
                 pending.failed = True
                 self._error(path, f"chunk {blob_id.hex()} is in no index: data lost")
                 break
-            self.plan[blob_id].append((pending, offset))
+            plan[blob_id].append((pending, offset))
             offset += raw
-            self.plan_uses += 1
+        self.plan_uses += len(content)
         if offset != size and not pending.failed:
             pending.failed = True
             self._error(path, f"chunks add up to {offset} bytes, the snapshot says {size}")
@@ -365,11 +370,13 @@ class _Restore:
         """
         plan, self.plan, self.plan_uses = self.plan, defaultdict(list), 0
         self.batch_files = []
-        by_pack: dict[str, list[tuple[bytes, int, int, int, int]]] = defaultdict(list)
+        by_pack: dict[str, list[_Blob]] = defaultdict(list)
+        lookup = self.repo.index.lookup
         for blob_id in plan:
-            loc = self.repo.index.lookup(blob_id)
+            loc = lookup(blob_id)
             assert loc is not None
-            by_pack[loc.pack].append((blob_id, loc.type, loc.flags, loc.offset, loc.stored))
+            pack, blob_type, flags, offset, stored, raw = loc
+            by_pack[pack].append((blob_id, blob_type, flags, offset, stored, raw))
         groups = [
             (pack, group)
             for pack, blobs in by_pack.items()
@@ -410,7 +417,7 @@ class _Restore:
     def _fetch_group(
         self,
         pack: str,
-        group: list[tuple[bytes, int, int, int, int]],
+        group: list[_Blob],
         plan: dict[bytes, list[tuple[_PendingFile, int]]],
     ) -> None:
         """Stage one: read a group's byte range, then hand it to a worker (stage two)."""
@@ -429,7 +436,7 @@ class _Restore:
     def _write_group(
         self,
         pack: str,
-        group: list[tuple[bytes, int, int, int, int]],
+        group: list[_Blob],
         plan: dict[bytes, list[tuple[_PendingFile, int]]],
         data: memoryview,
     ) -> None:
@@ -444,21 +451,21 @@ class _Restore:
     def _write_chunks(
         self,
         pack: str,
-        group: list[tuple[bytes, int, int, int, int]],
+        group: list[_Blob],
         plan: dict[bytes, list[tuple[_PendingFile, int]]],
         data: memoryview,
         start: int,
     ) -> None:
         aead = self.repo.aead
-        for blob_id, blob_type, flags, offset, stored in group:
+        id_of = self.repo.keys.blob_id
+        for blob_id, blob_type, flags, offset, stored, raw in group:
             uses = plan[blob_id]
             sealed = data[offset - start : offset - start + stored]
-            raw = self.repo.index.raw_size(blob_id) or 0
             try:
                 if len(sealed) != stored or blob_type != BLOB_DATA:
                     raise ValueError("pack is shorter than the index says")
                 plain = decode_blob(aead, blob_type, blob_id, flags, raw, sealed)
-                if self.repo.keys.blob_id(plain) != blob_id:
+                if id_of(plain) != blob_id:
                     raise ValueError("content does not match its id")
             except (SealError, ValueError) as exc:
                 self._fail(uses, f"chunk {blob_id.hex()} in pack {pack} is damaged ({exc})")
@@ -468,59 +475,61 @@ class _Restore:
                 and plain[-1:] == b"\0"
                 and memoryview(self.zero)[: len(plain)] == plain
             )
+            n = len(plain)
             for pending, offset_in_file in uses:
                 if pending.failed:
                     continue
                 try:
-                    self._write(pending, plain, offset_in_file, zero)
+                    if pending.create:
+                        self._create(pending, plain, zero)
+                    elif not zero:  # a zero range of a file created at its size is a hole
+                        self._write_at(pending, plain, offset_in_file)
                 except OSError as exc:
                     self._fail([(pending, offset_in_file)], f"cannot write: {exc.strerror}")
                     continue
                 with self.lock:
                     pending.remaining -= 1
                     last = pending.remaining == 0
-                    self.result.bytes_written += len(plain)
-                    self.progress.bytes_done += len(plain)
-                if last:
+                    self.result.bytes_written += n
+                    self.progress.bytes_done += n
+                    if last and pending.meta_done:  # _create set the metadata: count it here
+                        self.result.files += 1
+                        self.progress.files_done += 1
+                if last and not pending.meta_done:
                     self._done(pending)
 
-    def _write(self, pending: _PendingFile, plain: bytes, offset: int, zero: bool) -> None:
-        if pending.create:
-            # The file's only chunk: create, write and set its metadata through one file
-            # descriptor, in a worker (no path lookups beyond the one open).
-            node = pending.node
-            mode = int(node.get("mode", 0o644)) & 0o7777
-            fd = os.open(
-                pending.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777
-            )
+    def _create(self, pending: _PendingFile, plain: bytes, zero: bool) -> None:
+        """Create a file of one chunk, write it and set its metadata through one file
+        descriptor, in a worker (no path lookups beyond the one open)."""
+        node = pending.node
+        mode = int(node.get("mode", 0o644)) & 0o7777
+        fd = os.open(
+            pending.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777
+        )
+        try:
+            if zero:
+                os.ftruncate(fd, pending.size)
+            elif node.get("sparse"):
+                self._write_sparse(fd, plain, 0)
+                os.ftruncate(fd, pending.size)
+            else:
+                os.write(fd, plain)
             try:
-                if zero:
-                    os.ftruncate(fd, pending.size)
-                elif node.get("sparse"):
-                    self._write_sparse(fd, plain, 0)
-                    os.ftruncate(fd, pending.size)
-                else:
-                    os.write(fd, plain)
-                try:
-                    uid, gid = int(node.get("uid", -1)), int(node.get("gid", -1))
-                    chown = self.owners and (
-                        self.chown_always or uid != self.euid or gid != self.egid
-                    )
-                    if chown:
-                        os.fchown(fd, uid, gid)
-                    # the mode open() gave (umask applied), unless chown cleared set-id bits
-                    if mode != mode & 0o777 & ~self.umask:
-                        os.fchmod(fd, mode)
-                    times = (int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0)))
-                    os.utime(fd, ns=times)
-                except OSError as exc:
-                    self._error(pending.path, f"metadata: {exc.strerror}")
-                pending.meta_done = True
-            finally:
-                os.close(fd)
-            return
-        if zero:
-            return  # the file was created at its size: this range is a hole already
+                uid, gid = int(node.get("uid", -1)), int(node.get("gid", -1))
+                if self.owners and (self.chown_always or uid != self.euid or gid != self.egid):
+                    os.fchown(fd, uid, gid)
+                # the mode open() gave (umask applied), unless chown cleared set-id bits
+                if mode != mode & 0o777 & ~self.umask:
+                    os.fchmod(fd, mode)
+                os.utime(fd, ns=(int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0))))
+            except OSError as exc:
+                self._error(pending.path, f"metadata: {exc.strerror}")
+            pending.meta_done = True
+        finally:
+            os.close(fd)
+
+    def _write_at(self, pending: _PendingFile, plain: bytes, offset: int) -> None:
+        """Write one chunk of a file of several, created at its size by the walk."""
         fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW)
         try:
             if pending.node.get("sparse"):
@@ -592,10 +601,10 @@ class _Restore:
 
 
 def _groups(
-    blobs: list[tuple[bytes, int, int, int, int]],
-) -> Iterator[list[tuple[bytes, int, int, int, int]]]:
+    blobs: list[_Blob],
+) -> Iterator[list[_Blob]]:
     """Split a pack's needed blobs (sorted by offset) into ranges worth one read each."""
-    group: list[tuple[bytes, int, int, int, int]] = []
+    group: list[_Blob] = []
     for blob in blobs:
         if group:
             start = group[0][3]
