@@ -51,7 +51,8 @@ class ToolRun(BaseModel):
     name: str
     version: str
     settings: str
-    steps: dict[str, Step] = {}
+    steps: dict[str, Step] = {}  # per step, the median round (what the ratios compare)
+    rounds: dict[str, list[Step]] = {}  # per timed step, every round in the order run
     restore_verified: bool = False
 
     @property
@@ -90,6 +91,12 @@ class Results(BaseModel):
 
     def tool(self, name: str) -> ToolRun | None:
         return next((t for t in self.tools if t.name == name and t.restore_verified), None)
+
+
+def median_round(rounds: list[Step]) -> Step:
+    """The round of median wall time (of an even number, the faster of the middle two):
+    one slow outlier from a busy moment moves it no more than one fast one."""
+    return sorted(rounds, key=lambda s: s.seconds)[(len(rounds) - 1) // 2]
 
 
 def _cpu(step: Step) -> float:
@@ -153,17 +160,22 @@ def markdown(results: Results) -> str:
         "Page cache dropped before every timed step: "
         + ("yes." if results.cache_dropped else "NO (not permitted; reads may come from RAM)."),
         "",
+        "Timed steps ran in rounds (every tool once per round); each row is the tool's median"
+        " round, and the last column lists every round's time.",
+        "",
         "| tool | step | time (s) | MB/s | CPU user+sys (s) | peak RSS (MB) "
-        "| repository after (MB) | others' CPU (cores) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| repository after (MB) | others' CPU (cores) | rounds (s) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for tool in results.tools:
         for name, step in tool.steps.items():
             rate = f"{step.mb_per_s:,.1f}" if step.mb_per_s is not None else ""
+            rounds = " / ".join(f"{r.seconds:.2f}" for r in tool.rounds.get(name, []))
             lines.append(
                 f"| {tool.name} | {name} | {step.seconds:.2f} | {rate} "
                 f"| {step.user_seconds + step.system_seconds:.1f} | {_mb(step.peak_rss_bytes)} "
-                f"| {_mb(step.repo_bytes)} | {step.others_cpu_seconds / step.seconds:.2f} |"
+                f"| {_mb(step.repo_bytes)} | {step.others_cpu_seconds / step.seconds:.2f} "
+                f"| {rounds} |"
             )
     lines += ["", "Versions and settings:", ""]
     lines += [f"- {t.name}: {t.version}; {t.settings}" for t in results.tools]

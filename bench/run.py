@@ -11,6 +11,11 @@ friendlier file system state than another:
 5. each tool restores that snapshot; the restore is checked file by file against v2's checksums
    and a mismatch fails the run.
 
+Steps 2, 4 and 5 run in rounds (``--rounds``, default 3): every tool once per round, each full
+backup into a new repository, each incremental from a copy of the tool's state after its full
+backup (repository and caches), each restore into a new directory. The report gives each
+tool's median round and lists every round.
+
 Before every timed step the page cache is dropped (when permitted: we are root here). For each
 command the wall time, CPU time and peak RSS of the tool's process (``os.wait4``) are recorded,
 and the repository's size after it. Results go to ``bench/results/`` as JSON and Markdown.
@@ -130,7 +135,7 @@ class Bench:
                 report.ToolRun(name=name, version=version, settings=tool.settings)
             )
 
-    def _run(self, tool: Tool, step: str) -> None:
+    def _run(self, tool: Tool, step: str, round_no: int = 0) -> None:
         if tool.name in self.failed:
             return
         basis = {
@@ -138,7 +143,7 @@ class Bench:
             "incremental": self.results.dataset.v2_bytes,
             "restore": self.results.dataset.v2_bytes,
         }.get(step)
-        target = self.work / "restore" / tool.name
+        target = self.work / "restore" / f"{tool.name}-{round_no}"
         if step == "init":
             command = tool.init()
         elif step == "full":
@@ -154,7 +159,8 @@ class Bench:
             dropped = drop_caches() if self.args.drop_caches else False
         self.results.cache_dropped &= dropped
         try:
-            measured = run_measured(command, self.work / "logs" / f"{tool.name}-{step}", 3600)
+            log = self.work / "logs" / f"{tool.name}-{step}-{round_no}"
+            measured = run_measured(command, log, 3600)
             summary = tool.record(step, measured.stdout)
         except (CommandFailed, RuntimeError) as e:
             _log(f"{tool.name} {step} FAILED: {e}")
@@ -174,10 +180,14 @@ class Bench:
             summary=summary,
         )
         run = next(r for r in self.results.tools if r.name == tool.name)
-        run.steps[step] = result
+        if step in report.TIMED:
+            run.rounds.setdefault(step, []).append(result)
+            run.steps[step] = report.median_round(run.rounds[step])
+        else:
+            run.steps[step] = result
         rate = f", {result.mb_per_s:.1f} MB/s" if result.mb_per_s is not None else ""
         _log(
-            f"{tool.name} {step}: {result.seconds:.2f} s{rate}, "
+            f"{tool.name} {step} (round {round_no + 1}): {result.seconds:.2f} s{rate}, "
             f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB, repo {apparent / 1e6:.1f} MB"
         )
         if step == "restore":
@@ -188,24 +198,38 @@ class Bench:
                 _log(f"{tool.name} restore FAILED: {e}")
                 self.mismatches[tool.name] = str(e)
                 return
-            run.restore_verified = True
+            run.restore_verified = tool.name not in self.mismatches  # every round so far
             _log(f"{tool.name} restore verified: every file equals the source")
             # Deleted only after every tool restored: freeing 25k inodes right before the
             # next tool's restore would hand it the file system's allocator cost.
             self.restored.append(target)
 
     def run(self) -> None:
+        """Every timed step in rounds, every tool once per round, so that a busy moment of
+        the machine falls on one round of one tool rather than decides a ratio."""
+        rounds = self.args.rounds
         _log(f"copying v1 to the working copy {self.source}")
         subprocess.run(["cp", "-a", f"{self.data.path('v1')}/.", str(self.source)], check=True)
-        for step in ("init", "full"):
+        for n in range(rounds):
             for tool in self.tools:
-                self._run(tool, step)
+                if n:  # a full backup into a new, empty repository each round
+                    _reset(tool.workdir)
+                self._run(tool, "init", n)
+                self._run(tool, "full", n)
+        for tool in self.tools:  # the state every incremental round starts from
+            _copy_tree(tool.workdir, _after_full(tool.workdir))
         _log("changing the working copy to v2")
         apply_v2(self.data, self.source)
         treecheck.verify(self.source, self.data.manifest.v2)
-        for step in ("incremental", "restore"):
+        for n in range(rounds):
             for tool in self.tools:
-                self._run(tool, step)
+                if n:
+                    _reset(tool.workdir)
+                    _copy_tree(_after_full(tool.workdir), tool.workdir)
+                self._run(tool, "incremental", n)
+        for n in range(rounds):
+            for tool in self.tools:
+                self._run(tool, "restore", n)
         for target in self.restored:
             shutil.rmtree(target, ignore_errors=True)
 
@@ -231,6 +255,22 @@ class Bench:
                 + ": those figures are noisy (slower than on an idle machine)."
             )
         return results
+
+
+def _after_full(workdir: Path) -> Path:
+    return workdir.with_name(workdir.name + "-after-full")
+
+
+def _reset(workdir: Path) -> None:
+    """Empty a tool's directory (repository, caches, home) for a new round."""
+    shutil.rmtree(workdir)
+    (workdir / "home").mkdir(parents=True)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    subprocess.run(["cp", "-a", str(source), str(dest)], check=True)
 
 
 def _write(results: report.Results, directory: Path) -> tuple[Path, Path]:
@@ -306,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep repositories and logs")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run every timed step this many times per tool and report the median (default 3)",
+    )
+    parser.add_argument(
         "--no-drop-caches",
         dest="drop_caches",
         action="store_false",
@@ -314,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in SCRIPTS:
         parser.add_argument(f"--{name}-args", default="", help=f"arguments for bench/{name}.py")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     code = 0
     if args.only in (None, "engine"):
         code = run_engine(args)

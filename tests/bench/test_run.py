@@ -126,3 +126,28 @@ def test_a_foreign_workdir_is_never_wiped(
     assert run.main(_args(tmp_path, "restic")) == 2
     assert precious.read_text() == "irreplaceable"
     assert "is not empty and not a benchmark's" in capsys.readouterr().err
+
+
+def test_rounds_repeat_every_timed_step_and_report_the_median(tmp_path: Path) -> None:
+    """Each tool runs each timed step once per round; the reported step is the median
+    round, every round is kept, and each round's restore is verified on its own."""
+    assert run.main([*_args(tmp_path, "restic,safehold"), "--rounds=3"]) == 0
+    results = json.loads((tmp_path / "results/latest.json").read_text())
+    for tool in results["tools"]:
+        assert tool["restore_verified"], tool["name"]
+        for step in ("full", "incremental", "restore"):
+            rounds = tool["rounds"][step]
+            assert len(rounds) == 3, (tool["name"], step)
+            times = sorted(r["seconds"] for r in rounds)
+            assert tool["steps"][step]["seconds"] == times[1], (tool["name"], step)
+    # Every incremental started from the state after the full backup, so each stored the
+    # same new data (one that started after an earlier round's incremental would add none).
+    restic, safehold = results["tools"]
+    added = {r["summary"]["data_added"] for r in restic["rounds"]["incremental"]}
+    assert len(added) == 1 and added.pop() > 0
+    new = {r["summary"]["bytes_new"] for r in safehold["rounds"]["incremental"]}
+    assert len(new) == 1 and new.pop() > 0
+    for r in safehold["rounds"]["incremental"]:
+        assert r["summary"]["files_unmodified"] > 0
+        assert r["summary"]["type"] == "incremental"
+    assert "| rounds (s) |" in (tmp_path / "results/latest.md").read_text()
