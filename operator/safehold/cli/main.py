@@ -33,6 +33,7 @@ from safehold.repo import (
     UnsupportedRepository,
     WrongPassword,
 )
+from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
 from safehold.storage import InvalidLocation, MissingExtra, NotFound, StorageError
 
 __all__ = ["build_parser", "main"]
@@ -122,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--compression-level",
         type=int,
-        default=3,
+        default=DEFAULT_COMPRESSION_LEVEL,
         metavar="N",
-        help="zstd level for new data (default 3)",
+        help=f"zstd level for new data (default {DEFAULT_COMPRESSION_LEVEL})",
     )
     init.add_argument(
         "--if-absent",
