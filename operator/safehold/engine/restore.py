@@ -655,7 +655,7 @@ def restore_snapshot(
 ) -> RestoreResult:
     """Restore ``snap`` under ``target`` (created if missing)."""
     options = options or RestoreOptions()
-    tune_malloc(mmap_threshold=32 * 1024 * 1024, trim_threshold=64 * 1024 * 1024)
+    tune_malloc()
     with rare_gc(), ProgressTracker("restore", progress) as tracker:
         summary = snap.summary
         tracker.files_total = int(summary.get("total_files", 0)) or None
