@@ -6,6 +6,7 @@ __all__ = [
     "DAMAGED",
     "ERROR",
     "INTERRUPTED",
+    "INVALID",
     "LOCKED",
     "NO_REPOSITORY",
     "OK",
@@ -20,6 +21,7 @@ ERROR = 1
 USAGE = 2
 PARTIAL = 3  # finished, but some files could not be read or restored
 DAMAGED = 4  # verify found damage
+INVALID = 5  # validate: a manifest is not a valid Safehold resource
 NO_REPOSITORY = 10
 LOCKED = 11
 WRONG_PASSWORD = 12

@@ -21,6 +21,7 @@ from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
+from safehold.cli.validate import register as register_validate
 from safehold.engine import BackupError
 from safehold.engine.tuning import tune_malloc
 from safehold.repo import (
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register(sub, common)
     database.register(sub, common)
     register_resources(sub, common)
+    register_validate(sub)
     _no_abbreviations(parser)
     return parser
 
