@@ -1,8 +1,13 @@
 """``BackupPolicy``: what to back up, when, how long to keep it, and where.
 
 The controller creates a ``BackupRun`` at each schedule slot (in the slot's time zone),
-applies the concurrency policy, prunes old runs by the history limits, and applies
-the retention rules to the repository after each successful run.
+applies the concurrency policy and prunes old runs by the history limits.
+
+``retention``, ``replicateTo``, ``verification`` and ``testRestore`` are validated and
+stored, but this version of the controller does not carry them out yet: until it does,
+run ``safehold forget --policy FILE --prune``, ``safehold replicate`` and ``safehold
+verify`` on a schedule (a CronJob with the backup image), as docs/retention.md and
+docs/replication.md describe.
 
 Missed slots (the operator was down) follow CronJob's rule: if the latest missed slot
 is less than ``startingDeadlineSeconds`` old, one run is started for it, otherwise the
@@ -329,17 +334,19 @@ class BackupPolicySpec(ApiModel):
     schedule: Schedule | None = None
     """When to run; without a schedule, runs are only made by hand (a BackupRun)."""
     retention: Retention | None = None
-    """How long to keep snapshots; without it, every snapshot is kept."""
+    """How long to keep snapshots. Not applied by the controller yet: run `safehold forget
+    --policy FILE --prune` with this mapping (docs/retention.md)."""
     location: LocalObjectReference
     """The BackupLocation (role primary) that receives the backups."""
     replicate_to: list[LocalObjectReference] = Field(default_factory=list, max_length=8)
-    """BackupLocations (role recovery-site) that receive a copy of each snapshot."""
+    """BackupLocations (role recovery-site) to receive a copy of each snapshot. Not carried
+    out by the controller yet: run `safehold replicate --to` (docs/replication.md)."""
     hooks: Hooks | None = None
     """Commands to run around the backup."""
     verification: Verification | None = None
-    """Checks of the repository."""
+    """Checks of the repository. Not run by the controller yet: run `safehold verify`."""
     test_restore: TestRestore | None = None
-    """Regular restore tests."""
+    """Regular restore tests. Not run by the controller yet."""
     job: JobSettings | None = None
     """Resources, deadline and placement of the backup Jobs."""
     concurrency_policy: ConcurrencyPolicy = "Forbid"
