@@ -33,7 +33,7 @@ from safehold.controller.jobs import (
     job_name,
     label_value,
 )
-from safehold.controller.repository import repository_access
+from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import job_outcome
 
@@ -138,24 +138,19 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         and current - last < interval
     ):
         return
-    access = repository_access(location)
     stamp = str(int(current.timestamp()))
     request = JobRequest(
         name=job_name(name, "validate", str(gen), stamp),
         namespace=ns,
         component=COMPONENT_VALIDATE,
-        args=["repo", "init", "--if-absent", *access.args],
+        args=["repo", "init", "--if-absent"],
         labels={LABEL_LOCATION: name, _GENERATION: str(gen)},
         owner=body,
-        mounts=access.mounts,
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
         image=rt.image,
         active_deadline_seconds=300,
         backoff_limit=0,
         ttl_seconds_after_finished=24 * 3600,
     )
-    rt.kube.create_job(build_job(request))
+    rt.kube.create_job(build_job(with_repository(request, location)))
     if find_condition(status.conditions, AVAILABLE) is None:
         _set(rt, body, status, "Unknown", "Validating", "the location is being checked")

@@ -32,7 +32,6 @@ from safehold.api import (
     validate_spec,
 )
 from safehold.api.enums import RunPhase
-from safehold.api.jobs import JobSettings
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_status
 from safehold.controller.databases import plan_database_sources, start_database_backup
@@ -51,10 +50,11 @@ from safehold.controller.jobs import (
     Mount,
     build_job,
     job_name,
+    with_settings,
 )
 from safehold.controller.kube import ApiException
 from safehold.controller.progress import last_progress_event, to_progress
-from safehold.controller.repository import repository_access
+from safehold.controller.repository import with_repository
 from safehold.controller.resources import plan_resources_source, start_resources_backup
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
@@ -257,8 +257,6 @@ def _start_job(
     ns = run.metadata.namespace or ""
     pvc = rt.kube.get_pvc(ns, claim.claim)
     node = claim_node(pvc, rt.kube.list_pods(ns)) if pvc else None
-    access = repository_access(location)
-    settings = rt.job_settings(policy.spec.job)
     args = [
         "backup",
         SOURCE_MOUNT,
@@ -276,7 +274,7 @@ def _start_job(
         name=source.job or job_name(run.metadata.name or "", source.name),
         namespace=ns,
         component=COMPONENT_BACKUP,
-        args=[*args, *access.args],
+        args=args,
         labels={
             LABEL_RUN: run.metadata.name or "",
             LABEL_SOURCE: source.name,
@@ -289,32 +287,13 @@ def _start_job(
                 path=SOURCE_MOUNT,
                 volume={"persistentVolumeClaim": {"claimName": claim.claim, "readOnly": True}},
                 read_only=True,
-            ),
-            *access.mounts,
+            )
         ],
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
         image=rt.image,
-        resources=_resources(settings),
-        active_deadline_seconds=(settings.active_deadline_seconds if settings else None)
-        or 6 * 3600,
-        backoff_limit=settings.backoff_limit if settings else 1,
         node_name=node,
-        node_selector=settings.node_selector if settings else {},
-        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations]
-        if settings
-        else [],
-        priority_class_name=settings.priority_class_name if settings else None,
     )
+    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
     rt.kube.create_job(build_job(request))
-
-
-def _resources(settings: JobSettings | None) -> dict[str, Any] | None:
-    if settings is None or settings.resources is None:
-        return None
-    dump = settings.resources.model_dump(by_alias=True)
-    return {k: v for k, v in dump.items() if v} or None
 
 
 def read_progress(rt: Runtime, ns: str, job: str, pod: str | None) -> Progress | None:

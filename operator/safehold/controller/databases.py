@@ -24,7 +24,6 @@ from safehold.api import (
     SourceResult,
 )
 from safehold.api.backuppolicy import DatabaseSource
-from safehold.api.jobs import JobSettings
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     COMPONENT_RESTORE,
@@ -36,8 +35,9 @@ from safehold.controller.jobs import (
     Mount,
     build_job,
     job_name,
+    with_settings,
 )
-from safehold.controller.repository import repository_access
+from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 
 __all__ = [
@@ -92,13 +92,6 @@ def _target(d: DatabaseSource) -> str:
     return f"{d.engine}://{d.host}:{d.port or _DEFAULT_PORTS[d.engine]}"
 
 
-def _resources(settings: JobSettings | None) -> dict[str, Any] | None:
-    if settings is None or settings.resources is None:
-        return None
-    dump = settings.resources.model_dump(by_alias=True)
-    return {k: v for k, v in dump.items() if v} or None
-
-
 def plan_database_sources(policy: BackupPolicy, wanted: set[str], run: str) -> list[SourceResult]:
     """One Pending source result (with its Job's name) per database source of the run."""
     return [
@@ -131,8 +124,6 @@ def start_database_backup(
         return
     ns = run.metadata.namespace or ""
     pname = policy.metadata.name or ""
-    access = repository_access(location)
-    settings = rt.job_settings(policy.spec.job)
     conn, mount = _connection_args(d)
     args = ["dump", *conn, "--source", _source_prefix(ns, pname, d.name)]
     for db in d.databases:
@@ -144,24 +135,13 @@ def start_database_backup(
         name=source.job or job_name(run.metadata.name or "", source.name),
         namespace=ns,
         component=COMPONENT_BACKUP,
-        args=[*args, *access.args],
+        args=args,
         labels={LABEL_RUN: run.metadata.name or "", LABEL_SOURCE: source.name, LABEL_POLICY: pname},
         owner=body,
-        mounts=[mount, *access.mounts],
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
+        mounts=[mount],
         image=rt.image,
-        resources=_resources(settings),
-        active_deadline_seconds=(settings.active_deadline_seconds if settings else None)
-        or 6 * 3600,
-        backoff_limit=settings.backoff_limit if settings else 1,
-        node_selector=settings.node_selector if settings else {},
-        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations]
-        if settings
-        else [],
-        priority_class_name=settings.priority_class_name if settings else None,
     )
+    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
     rt.kube.create_job(build_job(request))
 
 
@@ -209,7 +189,6 @@ def database_restore_job(
     d = _database(policy, item.source) if policy else None
     if policy is None or d is None:
         raise LookupError(f"database source {item.source} is gone from its BackupPolicy")
-    access = repository_access(location)
     conn, mount = _connection_args(d)
     args = [
         "restore-db",
@@ -221,16 +200,14 @@ def database_restore_job(
         "--existing",
         EXISTING[req.spec.existing_resource_policy],
     ]
-    return JobRequest(
+    request = JobRequest(
         name=job_name(req.metadata.name or "", item.source),
         namespace=ns,
         component=COMPONENT_RESTORE,
-        args=[*args, *access.args],
+        args=args,
         labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
         owner=body,
-        mounts=[mount, *access.mounts],
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
+        mounts=[mount],
         image=rt.image,
     )
+    return with_repository(request, location)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from safehold import __version__
+from safehold.api.jobs import JobSettings
 
 __all__ = [
     "COMPONENT_BACKUP",
@@ -40,6 +41,7 @@ __all__ = [
     "build_job",
     "job_name",
     "label_value",
+    "with_settings",
 ]
 
 DEFAULT_IMAGE = f"safehold:{__version__}"
@@ -119,6 +121,23 @@ class JobRequest:
     #: A ServiceAccount the pod runs as, with its token mounted: only for Jobs that read or
     #: write cluster objects (resource export and apply), under an account the user grants.
     service_account_name: str | None = None
+
+
+def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
+    """``req`` with a policy's ``spec.job`` (resources, deadline, retries, placement);
+    unchanged without one. A volume's ``node_name`` still wins over the node selector."""
+    if settings is None:
+        return req
+    resources = settings.resources.model_dump(by_alias=True) if settings.resources else {}
+    return replace(
+        req,
+        resources={k: v for k, v in resources.items() if v} or None,
+        active_deadline_seconds=settings.active_deadline_seconds or req.active_deadline_seconds,
+        backoff_limit=settings.backoff_limit,
+        node_selector=settings.node_selector,
+        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations],
+        priority_class_name=settings.priority_class_name,
+    )
 
 
 def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,12 @@ a file, read by ``--options-dir``) and the password key mounted as one file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from safehold.api import BackupLocation
-from safehold.controller.jobs import Mount
+from safehold.controller.jobs import JobRequest, Mount
 
-__all__ = ["REPOSITORY_MOUNT", "RepositoryAccess", "repository_access"]
+__all__ = ["REPOSITORY_MOUNT", "RepositoryAccess", "repository_access", "with_repository"]
 
 #: Where a filesystem location's claim is mounted in the Job.
 REPOSITORY_MOUNT = "/repository"
@@ -62,4 +62,18 @@ def repository_access(location: BackupLocation) -> RepositoryAccess:
         password_secret=spec.repository_password_secret_ref.name,
         password_key=spec.repository_password_secret_ref.key,
         mounts=mounts,
+    )
+
+
+def with_repository(req: JobRequest, location: BackupLocation) -> JobRequest:
+    """``req`` opening ``location``'s repository: its arguments and mounts after the
+    request's own, and its Secrets as file volumes."""
+    access = repository_access(location)
+    return replace(
+        req,
+        args=[*req.args, *access.args],
+        mounts=[*req.mounts, *access.mounts],
+        credentials_secret=access.credentials_secret,
+        password_secret=access.password_secret,
+        password_key=access.password_key,
     )

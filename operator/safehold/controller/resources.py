@@ -32,7 +32,7 @@ from safehold.controller.jobs import (
     build_job,
     job_name,
 )
-from safehold.controller.repository import repository_access
+from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import selector_string
 
@@ -107,30 +107,25 @@ def start_resources_backup(
     """Create the export Job of ``source`` (its name is already in the run's status)."""
     spec = policy.spec.sources.cluster_resources
     assert spec is not None
-    access = repository_access(location)
     settings = rt.job_settings(policy.spec.job)
     request = JobRequest(
         name=source.job or job_name(run.metadata.name or "", SOURCE),
         namespace=run.metadata.namespace or "",
         component=COMPONENT_BACKUP,
-        args=[*_export_args(policy, run), *access.args],
+        args=_export_args(policy, run),
         labels={
             LABEL_RUN: run.metadata.name or "",
             LABEL_SOURCE: SOURCE,
             LABEL_POLICY: policy.metadata.name or "",
         },
         owner=body,
-        mounts=access.mounts,
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
         image=rt.image,
         active_deadline_seconds=(settings.active_deadline_seconds if settings else None) or 3600,
         backoff_limit=settings.backoff_limit if settings else 1,
         node_selector=settings.node_selector if settings else {},
         service_account_name=spec.service_account_name,
     )
-    rt.kube.create_job(build_job(request))
+    rt.kube.create_job(build_job(with_repository(request, location)))
 
 
 def resources_restore_item(req: RestoreRequest, source: dict[str, Any]) -> RestoredItem:
@@ -188,20 +183,16 @@ def resources_restore_job(
     item: RestoredItem,
 ) -> JobRequest:
     """The apply Job of ``item``, in the request's namespace (where its ServiceAccount is)."""
-    access = repository_access(location)
     filt = req.spec.resources
-    return JobRequest(
+    request = JobRequest(
         name=job_name(req.metadata.name or "", item.source),
         namespace=req.metadata.namespace or "",
         component=COMPONENT_RESTORE,
-        args=[*_apply_args(req, item), *access.args],
+        args=_apply_args(req, item),
         labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
         owner=body,
-        mounts=access.mounts,
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
         image=rt.image,
         active_deadline_seconds=3600,
         service_account_name=filt.service_account_name if filt else None,
     )
+    return with_repository(request, location)

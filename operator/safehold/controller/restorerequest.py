@@ -42,7 +42,7 @@ from safehold.controller.jobs import (
     build_job,
     job_name,
 )
-from safehold.controller.repository import repository_access
+from safehold.controller.repository import with_repository
 from safehold.controller.resources import resources_restore_item, resources_restore_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
@@ -274,17 +274,16 @@ def _job_request(
     item: RestoredItem,
 ) -> JobRequest:
     _, tns, claim = item.target.split("/", 2)
-    access = repository_access(location)
     args = ["restore", item.snapshot_id or "", RESTORE_ROOT]
     for path in req.spec.paths:
         args += ["--include", f"volume/{path.strip('/')}"]
     target = req.spec.target
     same_ns = tns == req.metadata.namespace
-    return JobRequest(
+    request = JobRequest(
         name=job_name(req.metadata.name or "", item.source),
         namespace=tns,
         component=COMPONENT_RESTORE,
-        args=[*args, *access.args],
+        args=args,
         labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
         owner=body if same_ns else None,  # owner references cannot cross namespaces
         mounts=[
@@ -296,13 +295,10 @@ def _job_request(
                 read_only=False,
                 sub_path=(target.path.strip("/") or None) if target else None,
             ),
-            *access.mounts,
         ],
-        credentials_secret=access.credentials_secret,
-        password_secret=access.password_secret,
-        password_key=access.password_key,
         image=rt.image,
     )
+    return with_repository(request, location)
 
 
 def _phase(items: list[RestoredItem]) -> RunPhase:
