@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -112,14 +112,7 @@ class Kube:
             raise
 
     def get_job(self, namespace: str, name: str) -> Json | None:
-        try:
-            job = self.batch.read_namespaced_job(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        out: Json = self.api.sanitize_for_serialization(job)
-        return out
+        return self._read(self.batch.read_namespaced_job, name, namespace)
 
     def list_jobs(self, namespace: str, selector: str) -> list[Json]:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=selector)
@@ -151,14 +144,7 @@ class Kube:
 
     # ------------------------------------------------------------ claims
     def get_pvc(self, namespace: str, name: str) -> Json | None:
-        try:
-            pvc = self.core.read_namespaced_persistent_volume_claim(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        out: Json = self.api.sanitize_for_serialization(pvc)
-        return out
+        return self._read(self.core.read_namespaced_persistent_volume_claim, name, namespace)
 
     def list_pvcs(self, namespace: str, selector: str) -> list[Json]:
         out: list[Json] = self.api.sanitize_for_serialization(
@@ -174,6 +160,17 @@ class Kube:
             if exc.status == 409:
                 return False
             raise
+
+    def _read(self, read: Callable[[str, str], Any], name: str, namespace: str) -> Json | None:
+        """A core or batch object as JSON, or None when it does not exist."""
+        try:
+            obj = read(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        out: Json = self.api.sanitize_for_serialization(obj)
+        return out
 
     # ------------------------------------------------------------ events
     def event(
