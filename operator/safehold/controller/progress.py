@@ -7,11 +7,11 @@ so the Job's pod needs no API rights at all to report progress.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.api import Progress
+from safehold.controller.status import last_json_object
 
 __all__ = ["PROGRESS_INTERVAL", "last_progress_event", "to_progress"]
 
@@ -21,17 +21,7 @@ PROGRESS_INTERVAL = 10.0
 
 def last_progress_event(log_tail: str) -> dict[str, Any] | None:
     """The newest ``{"event": "progress", ...}`` line of ``log_tail``."""
-    for line in reversed(log_tail.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == "progress":
-            return doc
-    return None
+    return last_json_object(log_tail, lambda doc: doc.get("event") == "progress")
 
 
 def to_progress(event: dict[str, Any], now: datetime) -> Progress:

@@ -10,7 +10,7 @@ the last JSON line or the last text line is used instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -24,6 +24,7 @@ __all__ = [
     "complete_conditions",
     "error_reason",
     "job_outcome",
+    "last_json_object",
     "parse_summary",
     "run_phase",
     "source_result",
@@ -62,9 +63,10 @@ def error_reason(exit_code: int | None) -> str:
     return _EXIT_REASONS.get(exit_code or 1, "Error")
 
 
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """The last line of ``message`` that is a JSON object with ``ok``, or None."""
-    for line in reversed((message or "").strip().splitlines()):
+def last_json_object(text: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object ``wanted`` accepts, or None (a Job's
+    output mixes such lines with plain text)."""
+    for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -72,9 +74,14 @@ def parse_summary(message: str | None) -> dict[str, Any] | None:
             doc = json.loads(line)
         except ValueError:
             continue
-        if isinstance(doc, dict) and "ok" in doc:
+        if isinstance(doc, dict) and wanted(doc):
             return doc
     return None
+
+
+def parse_summary(message: str | None) -> dict[str, Any] | None:
+    """The last line of ``message`` that is a JSON object with ``ok``, or None."""
+    return last_json_object(message or "", lambda doc: "ok" in doc)
 
 
 @dataclass
