@@ -14,6 +14,7 @@ The SDK's own retries are off (``retry_total=0``): retrying is the job of
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import (
@@ -29,7 +30,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ImmutabilityPolicy
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -40,16 +41,15 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
+from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
     check_options,
     option,
     option_float,
     option_int,
-    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
-from safehold.storage.retention import Retention
 
 __all__ = ["AzureStorage", "open"]
 
@@ -119,19 +119,17 @@ def open(location: Location) -> AzureStorage:
             "the Azure credentials or endpoint are malformed: check option connection_string "
             "(or account_name, account_key, sas_token and endpoint)",
         ) from exc
-    azure = AzureStorage(
+    return AzureStorage(
         location,
         service.get_container_client(location.bucket),
         endpoint=redact_endpoint(service.url),
         multipart_threshold=threshold,
-        page_size=option_int(location, "page_size", 1000),
     )
-    azure.set_retention(option_retention(location))
-    return azure
 
 
-class AzureStorage(Storage):
-    """Block blobs under ``prefix/`` in one container."""
+class AzureStorage(ObjectStore):
+    """Block blobs under ``prefix/`` in one container. An object lock needs a container (or
+    account) with version-level immutability support enabled."""
 
     def __init__(
         self,
@@ -140,33 +138,16 @@ class AzureStorage(Storage):
         *,
         endpoint: str,
         multipart_threshold: int,
-        page_size: int,
     ) -> None:
-        self.location = location.url
+        super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.container_name = location.bucket
-        self.prefix = f"{location.prefix}/" if location.prefix else ""
-        self.endpoint = endpoint
-        self.multipart_threshold = multipart_threshold
-        self.page_size = page_size
         self._container = container
 
-    def _name(self, name: str) -> str:
-        if not name or name.startswith("/"):
-            raise InvalidLocation(self.location, "invalid object name", name=name)
-        return self.prefix + name
+    #: The blob's name in the container (what ``safehold.storage.copy`` calls).
+    _name = ObjectStore._key
 
-    # -- the interface
-    def put(self, name: str, data: bytes) -> None:
-        self._upload(name, data, create=False)
-
-    def create(self, name: str, data: bytes) -> None:
-        self._upload(name, data, create=True)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        blob = self._name(name)
-        if length == 0:
-            self.stat(name)
-            return b""
+    def _read(self, name: str, offset: int, length: int | None) -> bytes:
+        blob = self._key(name)
         try:
             stream = self._container.download_blob(
                 blob,
@@ -185,25 +166,24 @@ class AzureStorage(Storage):
 
     def stat(self, name: str) -> ObjectInfo:
         try:
-            props = self._container.get_blob_client(self._name(name)).get_blob_properties()
+            props = self._container.get_blob_client(self._key(name)).get_blob_properties()
         except AzureError as exc:
             raise self._error(exc, name, "stat") from exc
         return ObjectInfo(name, int(props.size), props.last_modified)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        strip = len(self.prefix)
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, datetime | None]]:
         try:
             blobs = self._container.list_blobs(
-                name_starts_with=self.prefix + prefix, results_per_page=self.page_size
+                name_starts_with=prefix, results_per_page=self.page_size
             )
             for blob in blobs:
-                yield ObjectInfo(blob.name[strip:], int(blob.size), blob.last_modified)
+                yield blob.name, int(blob.size), blob.last_modified
         except AzureError as exc:
             raise self._error(exc, None, "list") from exc
 
     def delete(self, name: str) -> None:
         try:
-            self._container.delete_blob(self._name(name))
+            self._container.delete_blob(self._key(name))
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) == "ContainerNotFound":
                 raise self._error(exc, name, "delete") from exc
@@ -215,11 +195,6 @@ class AzureStorage(Storage):
                     name=name,
                 ) from exc
             raise self._error(exc, name, "delete") from exc
-
-    def set_retention(self, retention: Retention | None) -> None:
-        """Version-level immutability on every later upload; the container (or account)
-        must have version-level immutability support enabled."""
-        self.retention = retention
 
     def close(self) -> None:
         self._container.close()
@@ -235,7 +210,7 @@ class AzureStorage(Storage):
         return {"immutability_policy": policy}
 
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:
-        blob = self._name(name)
+        blob = self._key(name)
         try:
             self._container.upload_blob(
                 blob,

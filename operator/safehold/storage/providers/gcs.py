@@ -15,6 +15,7 @@ Application Default Credentials, or ``anonymous=true`` for emulators and public 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import google.api_core.exceptions as gx
@@ -27,10 +28,9 @@ from google.cloud import storage
 from google.resumable_media import DataCorruption
 from requests.adapters import HTTPAdapter
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo
 from safehold.storage.errors import (
     AlreadyExists,
-    InvalidLocation,
     NotFound,
     ObjectLocked,
     PermanentError,
@@ -38,17 +38,16 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
+from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
     check_options,
     option,
     option_bool,
     option_float,
     option_int,
-    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
-from safehold.storage.retention import Retention
 
 __all__ = ["GCSStorage", "open"]
 
@@ -97,20 +96,18 @@ def open(location: Location) -> GCSStorage:
         _http=session,
     )
     timeout = option_float(location, "timeout", 60.0)
-    gcs = GCSStorage(
+    return GCSStorage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else "https://storage.googleapis.com",
         multipart_threshold=threshold - threshold % _CHUNK_UNIT,
-        page_size=option_int(location, "page_size", 1000),
         timeout=(min(timeout, 10.0), timeout),
     )
-    gcs.set_retention(option_retention(location))
-    return gcs
 
 
-class GCSStorage(Storage):
-    """Objects under ``prefix/`` in one bucket."""
+class GCSStorage(ObjectStore):
+    """Objects under ``prefix/`` in one bucket. An object lock needs a bucket with object
+    retention enabled (``gcloud storage buckets create --enable-per-object-retention``)."""
 
     def __init__(
         self,
@@ -119,37 +116,20 @@ class GCSStorage(Storage):
         *,
         endpoint: str,
         multipart_threshold: int,
-        page_size: int,
         timeout: tuple[float, float],
     ) -> None:
-        self.location = location.url
+        super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.bucket_name = location.bucket
-        self.prefix = f"{location.prefix}/" if location.prefix else ""
-        self.endpoint = endpoint
-        self.multipart_threshold = multipart_threshold
-        self.page_size = page_size
         self._timeout = timeout
         self._client = client
         self._bucket = client.bucket(location.bucket)
 
     def _blob(self, name: str, size: int = 0) -> storage.Blob:
-        if not name or name.startswith("/"):
-            raise InvalidLocation(self.location, "invalid object name", name=name)
         chunk = self.multipart_threshold if size > self.multipart_threshold else None
-        return self._bucket.blob(self.prefix + name, chunk_size=chunk)
+        return self._bucket.blob(self._key(name), chunk_size=chunk)
 
-    # -- the interface
-    def put(self, name: str, data: bytes) -> None:
-        self._upload(name, data, create=False)
-
-    def create(self, name: str, data: bytes) -> None:
-        self._upload(name, data, create=True)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+    def _read(self, name: str, offset: int, length: int | None) -> bytes:
         blob = self._blob(name)
-        if length == 0:
-            self.stat(name)
-            return b""
         end = None if length is None else offset + length - 1
         try:
             data: bytes = blob.download_as_bytes(
@@ -162,27 +142,26 @@ class GCSStorage(Storage):
         return data
 
     def stat(self, name: str) -> ObjectInfo:
-        blob = self._blob(name)
+        key = self._key(name)
         try:
-            found = self._bucket.get_blob(blob.name, retry=None, timeout=self._timeout)
+            found = self._bucket.get_blob(key, retry=None, timeout=self._timeout)
         except Exception as exc:  # translated, never swallowed
             raise self._error(exc, name, "stat") from exc
         if found is None:
             raise NotFound(self.location, "no such object (or no such bucket)", name=name)
         return ObjectInfo(name, int(found.size or 0), found.updated)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        strip = len(self.prefix)
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, datetime | None]]:
         try:
             blobs = self._client.list_blobs(
                 self.bucket_name,
-                prefix=self.prefix + prefix,
+                prefix=prefix,
                 page_size=self.page_size,
                 retry=None,
                 timeout=self._timeout,
             )
             for blob in blobs:
-                yield ObjectInfo(blob.name[strip:], int(blob.size or 0), blob.updated)
+                yield blob.name, int(blob.size or 0), blob.updated
         except gx.NotFound as exc:
             raise self._missing_bucket(None) from exc
         except Exception as exc:  # translated, never swallowed
@@ -206,11 +185,6 @@ class GCSStorage(Storage):
 
     def close(self) -> None:
         self._client.close()
-
-    def set_retention(self, retention: Retention | None) -> None:
-        """Object retention on every later upload; the bucket must have object retention
-        enabled (``gcloud storage buckets create --enable-per-object-retention``)."""
-        self.retention = retention
 
     # -- uploads
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:

@@ -24,7 +24,7 @@ import botocore.exceptions as bce
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -35,17 +35,16 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
+from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
     check_options,
     option,
     option_bool,
     option_float,
     option_int,
-    option_retention,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
-from safehold.storage.retention import Retention
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -128,56 +127,29 @@ def open(location: Location) -> S3Storage:
         raise InvalidLocation(
             location.url, "option endpoint is not a valid URL (http(s)://host:port)"
         ) from exc
-    threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_MIN_PART)
-    storage = S3Storage(
+    return S3Storage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else f"AWS S3 ({region})",
-        multipart_threshold=threshold,
-        page_size=option_int(location, "page_size", 1000),
+        multipart_threshold=option_int(
+            location, "multipart_threshold", 8 * _MIB, minimum=_MIN_PART
+        ),
     )
-    storage.set_retention(option_retention(location))
-    return storage
 
 
-class S3Storage(Storage):
-    """Objects under ``prefix/`` in one bucket."""
+class S3Storage(ObjectStore):
+    """Objects under ``prefix/`` in one bucket. With an object lock (the bucket must have
+    S3 Object Lock enabled, which turns versioning on) a delete removes every version."""
 
     def __init__(
-        self,
-        location: Location,
-        client: S3Client,
-        *,
-        endpoint: str,
-        multipart_threshold: int,
-        page_size: int,
+        self, location: Location, client: S3Client, *, endpoint: str, multipart_threshold: int
     ) -> None:
-        self.location = location.url
+        super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.bucket = location.bucket
-        self.prefix = f"{location.prefix}/" if location.prefix else ""
-        self.endpoint = endpoint
-        self.multipart_threshold = multipart_threshold
-        self.page_size = page_size
         self._client = client
 
-    def _key(self, name: str) -> str:
-        if not name or name.startswith("/"):
-            raise InvalidLocation(self.location, "invalid object name", name=name)
-        return self.prefix + name
-
-    # -- the interface
-    def put(self, name: str, data: bytes) -> None:
-        self._upload(name, data, if_none_match=False)
-
-    def create(self, name: str, data: bytes) -> None:
-        self._upload(name, data, if_none_match=True)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        key = self._key(name)
-        if length == 0:
-            self.stat(name)
-            return b""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+    def _read(self, name: str, offset: int, length: int | None) -> bytes:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             args["Range"] = f"bytes={offset}-{end}"
@@ -198,20 +170,15 @@ class S3Storage(Storage):
             raise self._error(exc, name, "stat") from exc
         return ObjectInfo(name, int(head["ContentLength"]), head.get("LastModified"))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, datetime | None]]:
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
-            Bucket=self.bucket,
-            Prefix=self.prefix + prefix,
-            PaginationConfig={"PageSize": self.page_size},
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
         )
-        strip = len(self.prefix)
         try:
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(
-                        item["Key"][strip:], int(item["Size"]), item.get("LastModified")
-                    )
+                    yield item["Key"], int(item["Size"]), item.get("LastModified")
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, None, "list") from exc
 
@@ -230,11 +197,6 @@ class S3Storage(Storage):
 
     def close(self) -> None:
         self._client.close()
-
-    def set_retention(self, retention: Retention | None) -> None:
-        """Object Lock on every later put/create: the bucket must have object lock enabled
-        (which also turns versioning on); deletes then remove every version of a name."""
-        self.retention = retention
 
     def _lock_args(self, name: str) -> dict[str, Any]:
         if self.retention is None or not self.retention.applies_to(name):
@@ -282,10 +244,10 @@ class S3Storage(Storage):
                 raise
 
     # -- uploads
-    def _upload(self, name: str, data: bytes, *, if_none_match: bool) -> None:
+    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
         key = self._key(name)
-        op = "create" if if_none_match else "put"
-        condition: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        op = "create" if create else "put"
+        condition: dict[str, Any] = {"IfNoneMatch": "*"} if create else {}
         lock = self._lock_args(name)
         try:
             if len(data) <= self.multipart_threshold:
@@ -293,7 +255,7 @@ class S3Storage(Storage):
             else:
                 self._multipart(key, data, condition, lock)
         except bce.ClientError as exc:
-            if if_none_match and _status(exc) == 412:
+            if create and _status(exc) == 412:
                 raise AlreadyExists(
                     self.location, "an object of this name exists", name=name
                 ) from exc

@@ -1,0 +1,80 @@
+"""What the object-store providers (S3, GCS, Azure) share, so each keeps only its SDK.
+
+An :class:`ObjectStore` keeps objects under ``prefix/`` in one bucket (an Azure container):
+it maps object names to the store's keys and back, reads the options every cloud provider
+has (``page_size``, the object lock), and implements the parts of the interface that need
+no SDK: ``put`` and ``create`` are one upload, a zero-length ``get`` is a ``stat``, and
+``list`` strips the prefix from the keys the provider lists. A provider implements
+``_upload``, ``_read`` and ``_list`` with its SDK, plus ``stat``, ``delete`` and ``close``,
+and translates its SDK's errors itself.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from datetime import datetime
+
+from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.errors import InvalidLocation
+from safehold.storage.options import option_int, option_retention
+from safehold.storage.registry import Location
+from safehold.storage.retention import Retention
+
+__all__ = ["ObjectStore"]
+
+
+class ObjectStore(Storage):
+    """Objects under ``prefix/`` in one bucket; the subclass talks to the server."""
+
+    def __init__(self, location: Location, *, endpoint: str, multipart_threshold: int) -> None:
+        self.location = location.url
+        self.prefix = f"{location.prefix}/" if location.prefix else ""
+        #: The server, for messages (never a credential).
+        self.endpoint = endpoint
+        self.multipart_threshold = multipart_threshold
+        self.page_size = option_int(location, "page_size", 1000)
+        self.set_retention(option_retention(location))
+
+    def _key(self, name: str) -> str:
+        """The object's key in the bucket: ``name`` under the prefix."""
+        if not name or name.startswith("/"):
+            raise InvalidLocation(self.location, "invalid object name", name=name)
+        return self.prefix + name
+
+    # -- the interface
+    def put(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=False)
+
+    def create(self, name: str, data: bytes) -> None:
+        self._upload(name, data, create=True)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length == 0:  # nothing to read, but a missing object is still NotFound
+            self.stat(name)
+            return b""
+        return self._read(name, offset, length)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        strip = len(self.prefix)
+        for key, size, modified in self._list(self.prefix + prefix):
+            yield ObjectInfo(key[strip:], size, modified)
+
+    def set_retention(self, retention: Retention | None) -> None:
+        """Lock every later put and create with ``retention``: the provider sends the lock
+        with the upload, and the bucket (container) must have object lock enabled."""
+        self.retention = retention
+
+    # -- what the provider implements with its SDK, raising only storage errors
+    @abc.abstractmethod
+    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+        """Write the object atomically; with ``create``, only if absent (else AlreadyExists)."""
+
+    @abc.abstractmethod
+    def _read(self, name: str, offset: int, length: int | None) -> bytes:
+        """``get`` of a non-empty range (``length`` None: to the end)."""
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, datetime | None]]:
+        """Key, size and modification time of every object whose key starts with ``prefix``,
+        in order of key, page by page."""
