@@ -22,7 +22,9 @@ class ResourceRequirements(ApiModel):
     requests: dict[str, Quantity] = Field(default_factory=dict)
     """The resources the scheduler reserves, e.g. ``cpu: 500m``, ``memory: 256Mi``."""
     limits: dict[str, Quantity] = Field(default_factory=dict)
-    """The most the container may use; a backup needs about 150Mi plus 64Mi per thread."""
+    """The most the container may use. A backup or restore starts one worker thread per CPU
+    it may use (the CPU limit, else the node's CPUs) and needs about 150Mi plus 64Mi per
+    worker thread."""
 
 
 class Toleration(ApiModel):

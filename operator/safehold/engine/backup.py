@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from safehold import __version__
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.engine.tuning import rare_gc, tune_malloc
+from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import (
     BLOB_DATA,
     BLOB_TREE,
@@ -70,7 +70,7 @@ class BackupOptions:
     type: str | None = None  # None: incremental when a parent exists, else full
     tags: list[str] = field(default_factory=list)
     time: datetime | None = None
-    workers: int = 2
+    workers: int = 0  # threads compressing and sealing chunks; 0: one per available CPU
 
 
 @dataclass
@@ -186,7 +186,8 @@ class _Backup:
         self.writer = BlobWriter(repo)
         self.chunker = Chunker(repo.config.chunker, repo.keys.chunker_seed)
         self.small = min(_SMALL_FILE, repo.config.chunker.min_size)
-        self.pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="chunk")
+        workers = options.workers or available_cpus()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
         self.readers = ThreadPoolExecutor(_READERS, thread_name_prefix="read")
         self.big = ThreadPoolExecutor(_BIG_READERS, thread_name_prefix="read-big")
         self.big_lock = threading.Lock()

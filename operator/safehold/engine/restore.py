@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.engine.tuning import rare_gc, tune_malloc
+from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import BLOB_DATA, CorruptObject, Node, Repository, Snapshot, pack_object_name
 from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
@@ -46,17 +46,10 @@ _T = TypeVar("_T")
 _Blob = tuple[bytes, int, int, int, int, int]
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 @dataclass
 class RestoreOptions:
     includes: list[str] = field(default_factory=list)
-    workers: int = 0  # threads decoding and writing; 0: one per core
+    workers: int = 0  # threads decoding and writing; 0: one per available CPU
     fetchers: int = _FETCHERS  # reads in flight
     owners: bool | None = None  # None: restore owners when running as root
 
@@ -141,7 +134,7 @@ class _Restore:
         # Batches run in the background while the walk plans the next one. A group of
         # chunks is read by a fetch thread, then decoded and written by a worker; at most
         # ``limit`` groups are in flight, which bounds memory.
-        workers = options.workers or _cores()
+        workers = options.workers or available_cpus()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
         self.fetch_pool = ThreadPoolExecutor(
             max(1, options.fetchers), thread_name_prefix="restore-fetch"

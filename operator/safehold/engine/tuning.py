@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["rare_gc", "tune_malloc"]
+__all__ = ["available_cpus", "rare_gc", "tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -55,3 +57,35 @@ def rare_gc(threshold: int = 100_000) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
+
+
+def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota.
+
+    In a pod with ``resources.limits.cpu: 1`` on a 32-core node the affinity still lists
+    32 CPUs; 32 threads would then only take turns at the GIL and the quota. cgroup v2
+    (``cpu.max``: ``quota period``) and v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``)
+    quotas are honoured, rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_quota(root: str) -> float | None:
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            quota_us = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period_us = int(f.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
