@@ -144,9 +144,11 @@ def test_rounds_repeat_every_timed_step_and_report_the_median(tmp_path: Path) ->
     # same new data (one that started after an earlier round's incremental would add none).
     restic, safehold = results["tools"]
     added = {r["summary"]["data_added"] for r in restic["rounds"]["incremental"]}
-    assert len(added) == 1 and added.pop() > 0
+    assert len(added) == 1
+    assert added.pop() > 0
     new = {r["summary"]["bytes_new"] for r in safehold["rounds"]["incremental"]}
-    assert len(new) == 1 and new.pop() > 0
+    assert len(new) == 1
+    assert new.pop() > 0
     for r in safehold["rounds"]["incremental"]:
         assert r["summary"]["files_unmodified"] > 0
         assert r["summary"]["type"] == "incremental"
