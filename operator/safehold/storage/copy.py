@@ -121,8 +121,8 @@ def _azure(src: Any, dst: Any, name: str) -> bool:
     )
     if not (same_account and shared_key):
         return False
-    target = dst._container.get_blob_client(dst._name(name))
-    origin = src._container.get_blob_client(src._name(name)).url
+    target = dst._container.get_blob_client(dst._key(name))
+    origin = src._container.get_blob_client(src._key(name)).url
     try:
         status = target.start_copy_from_url(origin).get("copy_status")
         deadline = time.monotonic() + COPY_TIMEOUT_S

@@ -143,9 +143,6 @@ class AzureStorage(ObjectStore):
         self.container_name = location.bucket
         self._container = container
 
-    #: The blob's name in the container (what ``safehold.storage.copy`` calls).
-    _name = ObjectStore._key
-
     def _read(self, name: str, offset: int, length: int | None) -> bytes:
         blob = self._key(name)
         try:
