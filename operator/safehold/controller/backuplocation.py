@@ -18,12 +18,11 @@ from safehold.api import (
     BackupLocationStatus,
     find_condition,
     parse_duration,
-    set_condition,
     validate_spec,
 )
 from safehold.api.conditions import ConditionStatus
 from safehold.controller import metrics
-from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.common import field_errors_message, now, parse_time, write_condition
 from safehold.controller.jobs import (
     COMPONENT_VALIDATE,
     LABEL_COMPONENT,
@@ -51,22 +50,8 @@ def _set(
     reason: str,
     message: str,
 ) -> None:
-    gen = body["metadata"].get("generation")
-    before = find_condition(status.conditions, AVAILABLE)
-    status.conditions = set_condition(
-        status.conditions,
-        AVAILABLE,
-        state,
-        reason,
-        message,
-        now=now(),
-        observed_generation=gen,
-    )
-    status.observed_generation = gen
     status.phase = {"True": "Available", "False": "Unavailable"}.get(state, "Pending")  # type: ignore[assignment]
-    write_status(rt.kube, PLURAL, body, status)
-    if before is None or before.status != state or before.reason != reason:
-        rt.kube.event(body, reason, message, warning=state == "False")
+    write_condition(rt.kube, PLURAL, body, status, AVAILABLE, state, reason, message)
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:

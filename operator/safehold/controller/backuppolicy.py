@@ -20,14 +20,12 @@ from safehold.api import (
     BackupPolicy,
     BackupPolicyStatus,
     LocalObjectReference,
-    find_condition,
-    set_condition,
     validate_spec,
 )
 from safehold.api.conditions import ConditionStatus
 from safehold.controller import metrics
 from safehold.controller.backuprun import SCHEDULE_ANNOTATION
-from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.common import field_errors_message, now, parse_time, write_condition
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import concurrency_action, decide, slots_between
@@ -46,21 +44,7 @@ def _ready(
     reason: str,
     message: str,
 ) -> None:
-    gen = body["metadata"].get("generation")
-    before = find_condition(status.conditions, READY)
-    status.conditions = set_condition(
-        status.conditions,
-        READY,
-        state,
-        reason,
-        message,
-        now=now(),
-        observed_generation=gen,
-    )
-    status.observed_generation = gen
-    write_status(rt.kube, PLURAL, body, status)
-    if before is None or before.status != state or before.reason != reason:
-        rt.kube.event(body, reason, message, warning=state == "False")
+    write_condition(rt.kube, PLURAL, body, status, READY, state, reason, message)
 
 
 def _problems(rt: Runtime, policy: BackupPolicy) -> tuple[str, str] | None:

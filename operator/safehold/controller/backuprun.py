@@ -33,7 +33,7 @@ from safehold.api import (
 )
 from safehold.api.enums import RunPhase
 from safehold.controller import metrics
-from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.databases import plan_database_sources, start_database_backup
 from safehold.controller.hooks import (
     finish_pod_hooks,
@@ -77,15 +77,6 @@ SCHEDULE_ANNOTATION = "safehold.io/schedule-time"
 #: Where the source claim is mounted (read-only) in the backup Job; the snapshot's top
 #: directory is therefore ``volume``.
 SOURCE_MOUNT = "/data/volume"
-
-
-class _Stop(Exception):
-    """The run cannot go on: fail it with this reason and message."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def _transition(
@@ -173,31 +164,31 @@ def _load(rt: Runtime, body: dict[str, Any]) -> tuple[BackupRun, BackupPolicy, B
     ns = body["metadata"]["namespace"]
     errors = validate_spec("BackupRun", body.get("spec"))
     if errors:
-        raise _Stop("InvalidSpec", field_errors_message(errors))
+        raise Stop("InvalidSpec", field_errors_message(errors))
     run = BackupRun.model_validate({k: v for k, v in body.items() if k != "status"})
     pname = run.spec.policy_ref.name
     pbody = rt.kube.get_cr("backuppolicies", ns, pname)
     if pbody is None:
-        raise _Stop(
+        raise Stop(
             "PolicyNotFound",
             f"spec.policyRef.name: BackupPolicy {pname!r} does not exist in namespace {ns}: "
             "create it or fix the name",
         )
     perrors = validate_spec("BackupPolicy", pbody.get("spec"))
     if perrors:
-        raise _Stop("InvalidPolicy", f"BackupPolicy {pname}: {field_errors_message(perrors)}")
+        raise Stop("InvalidPolicy", f"BackupPolicy {pname}: {field_errors_message(perrors)}")
     policy = BackupPolicy.model_validate({k: v for k, v in pbody.items() if k != "status"})
     lname = policy.spec.location.name
     lbody = rt.kube.get_cr("backuplocations", ns, lname)
     if lbody is None:
-        raise _Stop(
+        raise Stop(
             "LocationNotFound",
             f"BackupPolicy {pname} spec.location.name: BackupLocation {lname!r} does not "
             f"exist in namespace {ns}: create it or fix the name",
         )
     lerrors = validate_spec("BackupLocation", lbody.get("spec"))
     if lerrors:
-        raise _Stop("InvalidLocation", f"BackupLocation {lname}: {field_errors_message(lerrors)}")
+        raise Stop("InvalidLocation", f"BackupLocation {lname}: {field_errors_message(lerrors)}")
     return run, policy, BackupLocation.model_validate(lbody)
 
 
@@ -212,7 +203,7 @@ def _plan(
         known.add("resources")
     unknown = sorted(wanted - known)
     if unknown:
-        raise _Stop(
+        raise Stop(
             "SourceNotFound",
             f"spec.sources: {', '.join(unknown)} not in BackupPolicy {policy.metadata.name} "
             f"(its sources: {', '.join(sorted(known)) or 'none'}): fix the names",
@@ -355,7 +346,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 _transition(rt, body, status, old)
                 return
             if available.status == "False":
-                raise _Stop(
+                raise Stop(
                     "LocationUnavailable",
                     f"BackupLocation {location.metadata.name} is not available "
                     f"({available.reason}: {available.message})",
@@ -366,7 +357,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             metrics.RUNS_STARTED.labels(ns, policy.metadata.name or "").inc()
             status.phase = run_phase(status.sources) if status.sources else "Failed"
             if not status.sources:
-                raise _Stop(
+                raise Stop(
                     "NoSources",
                     "no source of the policy matched: check spec.sources and the policy's "
                     "selectors",
@@ -448,5 +439,5 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         else:
             status.progress = combine_progress(progress, now()) or status.progress
         _transition(rt, body, status, old)
-    except _Stop as stop:
+    except Stop as stop:
         _fail(rt, body, status, stop.reason, stop.message)

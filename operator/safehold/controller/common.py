@@ -1,4 +1,5 @@
-"""Helpers every kind's module uses: now, reading status, writing it, and Events.
+"""Helpers every kind's module uses: now, reading status, writing it, Events, and the
+exception that fails an object.
 
 Status is written as a whole merge patch of the fields the controller owns, and only
 when it differs from what is stored, so re-reconciling an unchanged object writes
@@ -13,10 +14,34 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from safehold.api import FieldError
+from safehold.api import (
+    BackupLocationStatus,
+    BackupPolicyStatus,
+    FieldError,
+    find_condition,
+    set_condition,
+)
+from safehold.api.conditions import ConditionStatus
 from safehold.controller.kube import Kube
 
-__all__ = ["dump_status", "field_errors_message", "now", "parse_time", "write_status"]
+__all__ = [
+    "Stop",
+    "dump_status",
+    "field_errors_message",
+    "now",
+    "parse_time",
+    "write_condition",
+    "write_status",
+]
+
+
+class Stop(Exception):
+    """The object cannot go on: fail it with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 def now() -> datetime:
@@ -72,6 +97,29 @@ def write_status(
     meta = body["metadata"]
     kube.patch_status(plural, meta["namespace"], meta["name"], patch)
     return new
+
+
+def write_condition(
+    kube: Kube,
+    plural: str,
+    body: Mapping[str, Any],
+    status: BackupLocationStatus | BackupPolicyStatus,
+    type_: str,
+    state: ConditionStatus,
+    reason: str,
+    message: str,
+) -> None:
+    """Set condition ``type_`` for the object's generation and write the status; an Event
+    when the condition's status or reason changed."""
+    gen = body["metadata"].get("generation")
+    before = find_condition(status.conditions, type_)
+    status.conditions = set_condition(
+        status.conditions, type_, state, reason, message, now=now(), observed_generation=gen
+    )
+    status.observed_generation = gen
+    write_status(kube, plural, body, status)
+    if before is None or before.status != state or before.reason != reason:
+        kube.event(body, reason, message, warning=state == "False")
 
 
 def field_errors_message(errors: list[FieldError]) -> str:

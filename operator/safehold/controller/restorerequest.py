@@ -31,7 +31,7 @@ from safehold.api import (
 from safehold.api.enums import RunPhase
 from safehold.controller import metrics
 from safehold.controller.backuprun import combine_progress, read_progress
-from safehold.controller.common import field_errors_message, now, parse_time, write_status
+from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.databases import database_restore_item, database_restore_job
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
@@ -53,13 +53,6 @@ log = logging.getLogger(__name__)
 PLURAL = "restorerequests"
 RESTORE_ROOT = "/restore"
 _DEFAULT_SIZE = "1Gi"
-
-
-class _Stop(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class _Wait(Exception):
@@ -105,7 +98,7 @@ def _resolve_run(rt: Runtime, req: RestoreRequest) -> dict[str, Any]:
         name = req.spec.backup_run_ref.name
         run = rt.kube.get_cr("backupruns", ns, name)
         if run is None:
-            raise _Stop(
+            raise Stop(
                 "BackupRunNotFound",
                 f"spec.backupRunRef.name: BackupRun {name!r} does not exist in namespace {ns}: "
                 "name an existing run (kubectl get backupruns)",
@@ -131,7 +124,7 @@ def _resolve_run(rt: Runtime, req: RestoreRequest) -> dict[str, Any]:
             best = (done.isoformat(), run)
     if best is None:
         when = f" at or before {limit.isoformat()}" if limit else ""
-        raise _Stop(
+        raise Stop(
             "NoBackupFound",
             f"spec.policyRef.name: BackupPolicy {policy!r} has no successful BackupRun{when} "
             f"in namespace {ns}: check the name and spec.pointInTime",
@@ -162,7 +155,7 @@ def _plan(
     names = [s["name"] for s in sources]
     unknown = sorted(set(spec.sources) - set(names))
     if unknown:
-        raise _Stop(
+        raise Stop(
             "SourceNotFound",
             f"spec.sources: {', '.join(unknown)} has no snapshot in BackupRun "
             f"{run['metadata']['name']} (volume sources with a snapshot: "
@@ -170,12 +163,12 @@ def _plan(
         )
     chosen = [s for s in sources if not spec.sources or s["name"] in spec.sources]
     if not chosen:
-        raise _Stop(
+        raise Stop(
             "NothingToRestore",
             f"BackupRun {run['metadata']['name']} has no volume snapshot to restore",
         )
     if spec.target is not None and len(chosen) != 1:
-        raise _Stop(
+        raise Stop(
             "InvalidSpec",
             "spec.target restores one volume source: set spec.sources to one of "
             + ", ".join(s["name"] for s in chosen),
@@ -203,7 +196,7 @@ def _plan(
         existing = rt.kube.get_pvc(tns, claim)
         if existing is not None and not _ours(existing, req):
             if spec.existing_resource_policy == "Fail":
-                raise _Stop(
+                raise Stop(
                     "TargetExists",
                     f"PersistentVolumeClaim {tns}/{claim} already exists and "
                     "existingResourcePolicy is Fail: delete it, choose spec.target.claimName, "
@@ -319,7 +312,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     try:
         errors = validate_spec("RestoreRequest", body.get("spec"))
         if errors:
-            raise _Stop("InvalidSpec", field_errors_message(errors))
+            raise Stop("InvalidSpec", field_errors_message(errors))
         req = RestoreRequest.model_validate({k: v for k, v in body.items() if k != "status"})
         ns = req.metadata.namespace or ""
         run = _resolve_run(rt, req)
@@ -330,7 +323,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         )
         lbody = rt.kube.get_cr("backuplocations", ns, lname) if lname else None
         if lbody is None:
-            raise _Stop(
+            raise Stop(
                 "LocationNotFound",
                 f"BackupLocation {lname!r} (of BackupRun {run_name}, or spec.locationRef) does "
                 f"not exist in namespace {ns}: create it or set spec.locationRef",
@@ -398,7 +391,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     except _Wait as wait:
         status.phase = "Pending"
         _write(rt, body, status, old, wait.message)
-    except _Stop as stop:
+    except Stop as stop:
         status.phase = "Failed"
         for item in status.restored:
             if item.phase in ("Pending", "Running"):
