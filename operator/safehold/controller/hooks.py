@@ -308,11 +308,18 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
             source.phase = "Succeeded" if source.snapshot_id else "Failed"
 
 
-def _policy_hooks(policy: BackupPolicy, phase: Phase) -> list[Hook]:
+def _run_policy_hooks(
+    core: Any, policy: BackupPolicy, status: BackupRunStatus, phase: Phase, stream: StreamFn | None
+) -> str | None:
+    """Run the policy's ``phase`` exec hooks once per run and record their results; why an
+    onError Fail hook failed, else None (also when there are none or they ran already)."""
     hooks = policy.spec.hooks
-    if hooks is None:
-        return []
-    return list(hooks.pre_backup if phase == "pre" else hooks.post_backup)
+    wanted = list((hooks.pre_backup if phase == "pre" else hooks.post_backup) if hooks else [])
+    if not wanted or any(h.phase == phase for h in status.hooks):
+        return None
+    run = run_hooks(core, policy.metadata.namespace or "", wanted, phase, stream=stream)
+    status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
+    return run.reason
 
 
 def start_pod_hooks(
@@ -321,17 +328,13 @@ def start_pod_hooks(
     """Run the policy's preBackup exec hooks once per run, before any Job starts. When one
     with onError Fail fails, every source that has not started fails with ``HookFailed``
     (no Job, so no snapshot); the post hooks then run when the run ends."""
-    hooks = _policy_hooks(policy, "pre")
-    if not hooks or any(h.phase == "pre" for h in status.hooks):
-        return
-    run = run_hooks(core, policy.metadata.namespace or "", hooks, "pre", stream=stream)
-    status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
-    if run.reason is None:
+    reason = _run_policy_hooks(core, policy, status, "pre", stream)
+    if reason is None:
         return
     for source in status.sources:
         if source.phase == "Pending":
             source.phase = "Failed"
-            source.error = ErrorDetail(reason="HookFailed", message=run.reason)
+            source.error = ErrorDetail(reason="HookFailed", message=reason)
 
 
 def finish_pod_hooks(
@@ -340,15 +343,11 @@ def finish_pod_hooks(
     """Run the policy's postBackup exec hooks once, when every source is final (also after
     failures). A failed Fail hook marks each source without an error with ``HookFailed``
     (their snapshots are kept), so the run does not report plain success."""
-    hooks = _policy_hooks(policy, "post")
-    if not hooks or any(h.phase == "post" for h in status.hooks):
-        return
     if any(s.phase in ("Pending", "Running") for s in status.sources):
         return
-    run = run_hooks(core, policy.metadata.namespace or "", hooks, "post", stream=stream)
-    status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
-    if run.reason is None:
+    reason = _run_policy_hooks(core, policy, status, "post", stream)
+    if reason is None:
         return
     for source in status.sources:
         if source.error is None:
-            source.error = ErrorDetail(reason="HookFailed", message=run.reason)
+            source.error = ErrorDetail(reason="HookFailed", message=reason)
