@@ -73,7 +73,13 @@ def test_policy_run_and_restore_requests(
     cluster.apply(_doc(kit, "rbac-backup", ns))
     cluster.apply(_doc(kit, "rbac-restore", ns))
     try:
-        namespace.apply(_doc(kit, "policy", ns))
+        policy = yaml.safe_load(_doc(kit, "policy", ns))
+        # spec.job reaches the export Job like every other backup Job
+        policy["spec"]["job"] = {
+            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+            "tolerations": [{"key": "backups", "operator": "Exists"}],
+        }
+        namespace.apply(policy)
         namespace.apply(
             {
                 "apiVersion": "safehold.io/v1alpha1",
@@ -88,6 +94,11 @@ def test_policy_run_and_restore_requests(
         assert source["name"] == "resources"
         assert source["kind"] == "clusterResources"
         assert len(source["snapshotId"]) == 64
+        job = namespace.get("job", source["job"])
+        assert job is not None
+        pod = job["spec"]["template"]["spec"]
+        assert pod["tolerations"] == [{"key": "backups", "operator": "Exists"}]
+        assert pod["containers"][0]["resources"]["requests"] == {"cpu": "10m", "memory": "64Mi"}
         live = kit.live_tree(tmp_path / "before", ns)
         # what the account may read (its Role: the core group, apps, example.com) is
         # exported; the rest (RBAC, safehold.io, batch) is left out with a warning

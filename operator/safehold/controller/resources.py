@@ -31,6 +31,7 @@ from safehold.controller.jobs import (
     JobRequest,
     build_job,
     job_name,
+    with_settings,
 )
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
@@ -120,12 +121,14 @@ def start_resources_backup(
         },
         owner=body,
         image=rt.image,
-        active_deadline_seconds=(settings.active_deadline_seconds if settings else None) or 3600,
-        backoff_limit=settings.backoff_limit if settings else 1,
-        node_selector=settings.node_selector if settings else {},
+        active_deadline_seconds=3600,
+        backoff_limit=1,
         service_account_name=spec.service_account_name,
     )
-    rt.kube.create_job(build_job(with_repository(request, location)))
+    # the policy's spec.job applies to every backup Job, the export Job included (it
+    # used to get only the deadline, retries and node selector: no tolerations, no
+    # resources, no priority class)
+    rt.kube.create_job(build_job(with_settings(with_repository(request, location), settings)))
 
 
 def resources_restore_item(req: RestoreRequest, source: dict[str, Any]) -> RestoredItem:
