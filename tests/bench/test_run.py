@@ -141,14 +141,14 @@ def test_rounds_repeat_every_timed_step_and_report_the_median(tmp_path: Path) ->
             times = sorted(r["seconds"] for r in rounds)
             assert tool["steps"][step]["seconds"] == times[1], (tool["name"], step)
     # Every incremental started from the state after the full backup, so each stored the
-    # same new data (one that started after an earlier round's incremental would add none).
+    # changed data again (one that started after an earlier round's incremental would add
+    # only its trees, which differ by the files' access times: about 0.1 % of it).
     restic, safehold = results["tools"]
-    added = {r["summary"]["data_added"] for r in restic["rounds"]["incremental"]}
-    assert len(added) == 1
-    assert added.pop() > 0
-    new = {r["summary"]["bytes_new"] for r in safehold["rounds"]["incremental"]}
-    assert len(new) == 1
-    assert new.pop() > 0
+    for added in (
+        [r["summary"]["data_added"] for r in restic["rounds"]["incremental"]],
+        [r["summary"]["bytes_new"] for r in safehold["rounds"]["incremental"]],
+    ):
+        assert min(added) > max(added) / 2 > 0, added
     for r in safehold["rounds"]["incremental"]:
         assert r["summary"]["files_unmodified"] > 0
         assert r["summary"]["type"] == "incremental"
