@@ -11,13 +11,17 @@ from kubernetes import client
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
 
+PARTS = 12
+
 
 def test_progress_is_reported_while_the_backup_runs(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
     operator(pass_interval=0.5, progress_interval=0.5)
     data = kit.make_claim(namespace, "big", size="1Gi")
-    for i in range(6):  # 192 MiB of incompressible data: a backup of several seconds
+    # 384 MiB of incompressible data: a backup of several seconds (192 MiB took only ~2 s
+    # once the engine got faster, close to the controller's progress interval)
+    for i in range(PARTS):
         (data / f"part{i}.bin").write_bytes(os.urandom(32 * 1024 * 1024))
     kit.store_location(namespace, s3_store)
     kit.policy(namespace, "pol", "loc", ["big"])
@@ -51,7 +55,7 @@ def test_progress_is_reported_while_the_backup_runs(
     run = kit.get(namespace, "backuprun", "run")
     assert run["status"]["phase"] == "Succeeded", run["status"]
     assert seen, "no progress was reported while the run was Running"
-    total = 6 * 32 * 1024 * 1024
+    total = PARTS * 32 * 1024 * 1024
     partial = [p for p in seen if p["bytesDone"] < total]
     assert partial, f"only final progress was seen: {seen[-1]}"
     p = partial[-1]
