@@ -13,6 +13,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+from safehold.engine.tuning import tune_malloc
 from safehold.repo import Repository
 from safehold.storage import Storage, open_storage
 
@@ -85,6 +86,10 @@ def read_options_dir(directory: str) -> dict[str, str]:
 
 
 def open_repo_storage(args: Namespace) -> Storage:
+    # A command that opens a repository streams megabyte buffers: keep them in the heap.
+    # (Not process-wide in main: the long-running operator has no such buffers, and
+    # would only keep freed memory it does not need.)
+    tune_malloc()
     url = getattr(args, "repo", None) or os.environ.get("SAFEHOLD_REPOSITORY")
     if not url:
         raise UsageError(

@@ -23,7 +23,6 @@ from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
 from safehold.cli.validate import register as register_validate
 from safehold.engine import BackupError
-from safehold.engine.tuning import tune_malloc
 from safehold.repo import (
     CorruptObject,
     LockConflict,
@@ -286,7 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         termination_log=getattr(args, "termination_log", None)
         or os.environ.get("SAFEHOLD_TERMINATION_LOG"),
     )
-    tune_malloc()
     signal.signal(signal.SIGTERM, _on_sigterm)
     func: Callable[[argparse.Namespace, Output], int] = args.func
     try:

@@ -5,7 +5,7 @@ then chunks are written with ``pwrite`` in parallel, pack by pack: each pack's
 needed blobs are fetched with one ranged read where they lie close together, and
 every blob is authenticated and checked against its id before it is written.
 Reads and writes are two stages: a few fetch threads keep reads in flight (object
-stores are latency-bound), and one thread per core decodes and writes (more would
+stores are latency-bound), and one thread per available CPU decodes and writes (more would
 only hand the GIL and the target directories' locks back and forth).
 A file's metadata (mode, owner, times) is set only after all its bytes are
 written, so a file whose size and mtime match the snapshot is complete: a second
