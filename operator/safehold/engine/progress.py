@@ -55,6 +55,8 @@ class ProgressTracker:
         self.files_total: int | None = None
         self.bytes_total: int | None = None
         self.start = time.monotonic()
+        #: Files and bytes done by other processes working on the same operation.
+        self.elsewhere: Callable[[], tuple[int, int]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,15 +80,19 @@ class ProgressTracker:
 
     def event(self, *, final: bool = False) -> ProgressEvent:
         elapsed = max(time.monotonic() - self.start, 1e-6)
-        rate = self.bytes_done / elapsed
+        files, done = self.files_done, self.bytes_done
+        if self.elsewhere is not None:
+            other_files, other_bytes = self.elsewhere()
+            files, done = files + other_files, done + other_bytes
+        rate = done / elapsed
         eta = None
         if self.bytes_total is not None and rate > 0:
-            eta = max(self.bytes_total - self.bytes_done, 0) / rate
+            eta = max(self.bytes_total - done, 0) / rate
         return ProgressEvent(
             self.operation,
-            self.files_done,
+            files,
             self.files_total,
-            self.bytes_done,
+            done,
             self.bytes_total,
             elapsed,
             rate,

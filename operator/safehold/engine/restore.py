@@ -11,6 +11,8 @@ A file's metadata (mode, owner, times) is set only after all its bytes are
 written, so a file whose size and mtime match the snapshot is complete: a second
 run after a crash skips those and redoes the rest (resumable, idempotent).
 Work is done in batches of files, so memory does not grow with the file count.
+A restore into a new directory from a local repository runs as one process per CPU, each
+restoring a part of the snapshot (:mod:`safehold.engine.restore_parts`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.restore_parts import FILES_PER_OWNER, PartResult, Parts
 from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import BLOB_DATA, CorruptObject, Node, Repository, Snapshot, pack_object_name
 from safehold.repo.crypto import SealError
@@ -50,7 +53,10 @@ _Blob = tuple[bytes, int, int, int, int, int]
 class RestoreOptions:
     includes: list[str] = field(default_factory=list)
     workers: int = 0  # threads decoding and writing; 0: one per available CPU
-    fetchers: int = _FETCHERS  # reads in flight
+    fetchers: int = _FETCHERS  # reads in flight (shared out between processes)
+    #: Most processes to use; 0: one per available CPU. More than one only for a restore
+    #: into a new (or empty) directory from a local (file://) repository.
+    processes: int = 0
     owners: bool | None = None  # None: restore owners when running as root
 
 
@@ -64,6 +70,7 @@ class RestoreResult:
     special: int = 0
     bytes_written: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
+    processes: int = 1  # that restored in parallel (restore_parts)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,7 @@ class RestoreResult:
             "special": self.special,
             "bytes_written": self.bytes_written,
             "errors": len(self.errors),
+            "processes": self.processes,
         }
 
 
@@ -115,8 +123,11 @@ class _Restore:
         target: str,
         options: RestoreOptions,
         progress: ProgressTracker,
+        parts: Parts,
     ) -> None:
         self.repo = repo
+        self.parts = parts
+        self.part, self.nparts = parts.part, parts.count
         self.target = target
         self.options = options
         self.progress = progress
@@ -129,17 +140,18 @@ class _Restore:
         self.dirs: list[tuple[str, Node]] = []
         self.hardlinks: list[tuple[str, str, Node]] = []
         self.restored: set[str] = set()
+        self.deferred: list[_PendingFile] = []  # part 0: files of several chunks, with parts
+        self.dir_no = 0  # directories walked: with an entry's position, who restores it
         self.lock = threading.Lock()
         self.zero = bytes(repo.config.chunker.max_size)
         # Batches run in the background while the walk plans the next one. A group of
         # chunks is read by a fetch thread, then decoded and written by a worker; at most
         # ``limit`` groups are in flight, which bounds memory.
-        workers = options.workers or available_cpus()
+        workers = options.workers or max(1, available_cpus() // self.nparts)
+        fetchers = max(1, options.fetchers // self.nparts)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
-        self.fetch_pool = ThreadPoolExecutor(
-            max(1, options.fetchers), thread_name_prefix="restore-fetch"
-        )
-        self.limit = max(1, options.fetchers) + workers
+        self.fetch_pool = ThreadPoolExecutor(fetchers, thread_name_prefix="restore-fetch")
+        self.limit = fetchers + workers
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None
@@ -174,6 +186,8 @@ class _Restore:
     def walk(self, tree_id: str, dest: str, rel: str, fresh: bool = False) -> None:
         """Restore a tree under ``dest``. ``fresh``: this run created ``dest``, so nothing
         can exist in it yet and the per-file checks for an earlier run are skipped."""
+        self.dir_no += 1
+        dir_no, part, nparts = self.dir_no, self.part, self.nparts
         try:
             ahead = self.trees_ahead.pop(tree_id, None)
             nodes = ahead.result() if ahead is not None else self.repo.load_tree(tree_id)
@@ -195,7 +209,7 @@ class _Restore:
                 )
             ):
                 self.trees_ahead[sub] = self.tree_pool.submit(self.repo.load_tree, sub)
-        for node in nodes:
+        for position, node in enumerate(nodes):
             name = node["name"]
             if "/" in name or name in ("", ".", ".."):
                 self._error(os.path.join(dest, name), "unsafe name in snapshot, skipped")
@@ -212,14 +226,18 @@ class _Restore:
                 try:
                     sub_fresh = fresh
                     if fresh:
-                        os.mkdir(path)
+                        try:
+                            os.mkdir(path)
+                        except FileExistsError:
+                            if nparts == 1:  # with parts, another may have come first
+                                raise
                     else:
                         sub_fresh = not os.path.lexists(path)
                         os.makedirs(path, exist_ok=True)
                 except OSError as exc:
                     self._error(path, f"cannot create directory: {exc.strerror}")
                     continue
-                if restore:
+                if restore and part == 0:
                     self.dirs.append((path, node))
                     self.result.dirs += 1
                 if isinstance(node.get("subtree"), str):
@@ -227,8 +245,14 @@ class _Restore:
                 continue
             if not restore:
                 continue
+            mine = nparts == 1 or (dir_no + position // FILES_PER_OWNER) % nparts == part
             if kind == "file":
-                self._file(path, node_rel, node, fresh)
+                if nparts == 1:
+                    self._file(path, node_rel, node, fresh)
+                else:
+                    self._file_of_part(path, node_rel, node, mine)
+            elif not mine:
+                continue
             elif kind == "symlink":
                 self._symlink(path, node)
             else:
@@ -345,6 +369,56 @@ class _Restore:
         if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
             self.run_batch()
 
+    def _file_of_part(self, path: str, rel: str, node: Node, mine: bool) -> None:
+        """A file, when the restore is split between processes (the target is new).
+
+        A file of one chunk is this part's or not; the chunks of a larger file are shared
+        out by chunk id, and part 0 sets its size and metadata once every part is done.
+        """
+        link = node.get("hardlink")
+        if isinstance(link, str) and (not self.includes or _wanted(link, self.includes)[0]):
+            if self.part == 0:
+                self.hardlinks.append((path, link, node))
+            return
+        content = node.get("content", [])
+        if len(content) <= 1:
+            if mine:
+                self._file(path, rel, node, fresh=True)
+            elif self.part == 0:
+                self.restored.add(rel)  # by another part: a hard link may point to it
+            return
+        size = int(node.get("size", 0))
+        # One step more than its chunks: the last, size and metadata, is part 0's once every
+        # part is done (so no part counts it complete, see _write_chunks).
+        pending = _PendingFile(path, node, len(content) + 1, size, False)
+        if self.part == 0:
+            self.restored.add(rel)
+            self.deferred.append(pending)
+        offset = 0
+        raw_size = self.repo.index.raw_size
+        plan = self.plan
+        part, nparts = self.part, self.nparts
+        for hex_id in content:
+            blob_id = bytes.fromhex(hex_id)
+            raw = raw_size(blob_id)
+            if raw is None:
+                pending.failed = True
+                if part == 0:
+                    self._error(path, f"chunk {hex_id} is in no index: data lost")
+                return
+            if blob_id[0] % nparts == part:
+                plan[blob_id].append((pending, offset))
+                self.plan_uses += 1
+            offset += raw
+        if offset != size:
+            pending.failed = True
+            if part == 0:
+                self._error(path, f"chunks add up to {offset} bytes, the snapshot says {size}")
+            return
+        self.batch_files.append(pending)
+        if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
+            self.run_batch()
+
     def _remove_existing_if_not_file(self, path: str) -> None:
         try:
             st = os.lstat(path)
@@ -393,6 +467,8 @@ class _Restore:
             if crash is not None and self.crash is None:
                 self.crash = crash
             self.idle.notify_all()
+        if self.part:
+            self.parts.publish(self.progress.files_done, self.progress.bytes_done)
 
     def _raise_crash(self) -> None:
         """Re-raise, in the walking thread, a bug that stopped a fetch or write thread."""
@@ -522,8 +598,10 @@ class _Restore:
             os.close(fd)
 
     def _write_at(self, pending: _PendingFile, plain: bytes, offset: int) -> None:
-        """Write one chunk of a file of several, created at its size by the walk."""
-        fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW)
+        """Write one chunk of a file of several, created at its size by the walk (or, when
+        the restore is split between processes, by whichever part writes to it first)."""
+        create = os.O_CREAT if self.nparts > 1 else 0
+        fd = os.open(pending.path, os.O_WRONLY | os.O_NOFOLLOW | create, 0o600)
         try:
             if pending.node.get("sparse"):
                 self._write_sparse(fd, plain, offset)
@@ -560,13 +638,48 @@ class _Restore:
                 self.idle.wait()
             self._raise_crash()
 
+    def _merge(self, results: list[PartResult]) -> None:
+        """Count the other parts' work, and complete the files that parts shared: size and
+        metadata, except for a file a part could not write (its metadata must not say
+        that it is complete, so that another run redoes it)."""
+        result = self.result
+        failed = {e["path"] for e in result.errors}
+        for other in results:
+            result.files += other.files
+            result.links += other.links
+            result.special += other.special
+            result.bytes_written += other.bytes_written
+            result.errors.extend(other.errors)
+            failed.update(e["path"] for e in other.errors)
+        for pending in self.deferred:
+            if pending.failed or pending.path in failed:
+                continue
+            try:
+                fd = os.open(pending.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.ftruncate(fd, pending.size)  # a file ending in a hole, or all holes
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._error(pending.path, f"cannot create file: {exc.strerror}")
+                continue
+            self._set_meta(pending.path, pending.node)
+            result.files += 1
+            self.progress.files_done += 1
+        self.deferred = []
+
     def close(self) -> None:
         self.tree_pool.shutdown(wait=True)
         self.fetch_pool.shutdown(wait=True)
         self.pool.shutdown(wait=True)
 
     def finish(self) -> None:
+        """Part 0: wait for the other parts, then what needs all files: the metadata of
+        files that parts shared, hard links, and directories' metadata (last, as writing
+        into a directory changes its mtime)."""
         self.drain()
+        if self.nparts > 1:
+            self._merge(self.parts.wait())
         for path, link, node in self.hardlinks:
             first = os.path.join(self.target, *link.split("/"))
             if link in self.restored and os.path.exists(first):
@@ -580,6 +693,7 @@ class _Restore:
                     self._remove_existing(path)
                     os.link(first, path)
                     self.result.files += 1
+                    self.progress.files_done += 1
                     continue
                 except OSError as exc:
                     self._error(path, f"cannot create hard link: {exc.strerror}")
@@ -649,17 +763,56 @@ def restore_snapshot(
     """Restore ``snap`` under ``target`` (created if missing)."""
     options = options or RestoreOptions()
     tune_malloc()
-    with rare_gc(), ProgressTracker("restore", progress) as tracker:
-        summary = snap.summary
-        tracker.files_total = int(summary.get("total_files", 0)) or None
-        tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
-        fresh = _absent_or_empty(target)
-        os.makedirs(target, exist_ok=True)
-        r = _Restore(repo, snap, target, options, tracker)
-        r.chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)
-        try:
-            r.walk(snap.tree, target, "", fresh)
-            r.finish()
-        finally:
-            r.close()
+    fresh = _absent_or_empty(target)
+    os.makedirs(target, exist_ok=True)
+    chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)
+    parts = Parts(_process_count(repo, options, fresh))
+    with rare_gc():
+        if parts.fork():  # before any thread of the restore starts
+            _restore_part(repo, snap, target, options, parts, chown_always)
+        with ProgressTracker("restore", progress) as tracker:
+            summary = snap.summary
+            tracker.files_total = int(summary.get("total_files", 0)) or None
+            tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
+            tracker.elsewhere = parts.progress_elsewhere
+            r = _Restore(repo, snap, target, options, tracker, parts)
+            r.chown_always = chown_always
+            r.result.processes = parts.count
+            try:
+                r.walk(snap.tree, target, "", fresh)
+                r.finish()
+            finally:
+                parts.abandon()  # only after a failure are parts left
+                r.close()
     return r.result
+
+
+def _process_count(repo: Repository, options: RestoreOptions, fresh: bool) -> int:
+    """How many processes restore: one per CPU into a new target from a local repository
+    (an object store's client must not be shared by forked processes, see restore_parts)."""
+    if not fresh or not hasattr(os, "fork") or not repo.storage.location.startswith("file:"):
+        return 1
+    return options.processes or available_cpus()
+
+
+def _restore_part(
+    repo: Repository,
+    snap: Snapshot,
+    target: str,
+    options: RestoreOptions,
+    parts: Parts,
+    chown_always: bool,
+) -> NoReturn:
+    """A child's share of the restore; it ends the process (see :meth:`Parts.exit`)."""
+    tracker = ProgressTracker("restore", None)
+    try:
+        r = _Restore(repo, snap, target, options, tracker, parts)
+        r.chown_always = chown_always
+        r.walk(snap.tree, target, "", True)
+        r.drain()
+        r.close()
+    except BaseException as exc:  # noqa: BLE001 - reported by part 0
+        parts.exit(None, exc)
+    parts.publish(tracker.files_done, tracker.bytes_done)
+    res = r.result
+    parts.exit(PartResult(res.files, res.links, res.special, res.bytes_written, res.errors))

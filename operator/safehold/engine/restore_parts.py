@@ -1,0 +1,176 @@
+"""Splitting one restore over several processes (``fork``), each restoring a share of it.
+
+A restore of many small files spends most of its time in Python code that holds the GIL
+(walking trees, planning, one ``open``/``write``/``utime`` per file): threads cannot use a
+second CPU for it. So a restore into a new directory from a local repository runs as one
+process per available CPU. Every process walks the whole snapshot, in the same order, and
+restores only its *part*, decided without talking to the others:
+
+- the files, symlinks and special files of a directory belong to one part (runs of
+  :data:`FILES_PER_OWNER` entries of a directory alternate between parts), so two processes
+  seldom create files in one directory at the same time;
+- the chunks of a file of several chunks are shared out by chunk id, so a big file is written
+  by all processes and a chunk that several files share is read once;
+- directories are created by whichever process comes first; part 0, this process, sets their
+  metadata, and that of every file of several chunks, after the others have finished
+  (a file's metadata marks it complete, see :mod:`safehold.engine.restore`).
+
+Only part 0 returns. The others (children made with ``fork`` before any thread of the restore
+starts) send their results through a pipe, publish their progress in shared memory, and leave
+with ``os._exit``; a child that fails makes the restore fail with its message.
+
+Object stores are not split this way: their SDK clients hold connections that a forked
+child must not share, and such restores wait on the network rather than on the GIL.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import struct
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+__all__ = ["FILES_PER_OWNER", "PartFailed", "PartResult", "Parts"]
+
+#: Consecutive entries of a directory that go to the same part.
+FILES_PER_OWNER = 256
+_SLOT = struct.Struct("<qq")  # files done, bytes done: one slot per part in shared memory
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class PartResult:
+    """What a child part did, as sent to part 0."""
+
+    files: int = 0
+    links: int = 0
+    special: int = 0
+    bytes_written: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+class PartFailed(RuntimeError):
+    """A child part stopped on a bug or a signal; the restore cannot be complete."""
+
+
+class Parts:
+    """The processes of one restore. ``part`` is this process's number (0: the caller)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = max(1, count)
+        self.part = 0
+        self._children: list[tuple[int, int]] = []  # pid, read end of its result pipe
+        self._pipe = -1
+        self._shared = mmap.mmap(-1, _SLOT.size * self.count) if self.count > 1 else None
+
+    def fork(self) -> int:
+        """Start parts 1..count-1 as children; return this process's part number.
+
+        Call it before the restore starts any thread: a child has only the thread that forked.
+        """
+        parent = os.getpid()
+        for part in range(1, self.count):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                for _, other in self._children:
+                    os.close(other)
+                self._children = []
+                self.part, self._pipe = part, write_end
+                _die_with_parent(parent)
+                return part
+            os.close(write_end)
+            self._children.append((pid, read_end))
+        return 0
+
+    # -- in a child
+    def publish(self, files: int, bytes_done: int) -> None:
+        """Make this part's progress visible to part 0."""
+        if self._shared is not None:
+            _SLOT.pack_into(self._shared, _SLOT.size * self.part, files, bytes_done)
+
+    def exit(self, result: PartResult | None, crash: BaseException | None = None) -> NoReturn:
+        """Send the result (or what went wrong) to part 0 and end this process."""
+        code = 1
+        try:
+            if crash is not None:
+                doc: dict[str, Any] = {
+                    "crash": "".join(traceback.format_exception_only(crash)).strip()
+                }
+            else:
+                doc = {"result": result.__dict__ if result is not None else {}}
+                code = 0
+            data = json.dumps(doc).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._pipe, view) :]
+        finally:
+            os._exit(code)
+
+    # -- in part 0
+    def progress_elsewhere(self) -> tuple[int, int]:
+        """Files and bytes done by the other parts so far."""
+        files = done = 0
+        if self._shared is not None:
+            for part in range(1, self.count):
+                f, b = _SLOT.unpack_from(self._shared, _SLOT.size * part)
+                files += f
+                done += b
+        return files, done
+
+    def wait(self) -> list[PartResult]:
+        """Wait for every child; return their results, or raise :class:`PartFailed`."""
+        results: list[PartResult] = []
+        failures: list[str] = []
+        for part, (pid, read_end) in enumerate(self._children, start=1):
+            with os.fdopen(read_end, "rb") as pipe:
+                data = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            try:
+                doc = json.loads(data) if data else {}
+            except ValueError:
+                doc = {}
+            if "result" in doc and os.waitstatus_to_exitcode(status) == 0:
+                results.append(PartResult(**doc["result"]))
+                continue
+            if "crash" in doc:
+                failures.append(f"part {part}: {doc['crash']}")
+            elif os.WIFSIGNALED(status):
+                name = signal.Signals(os.WTERMSIG(status)).name
+                failures.append(f"part {part} was killed by {name}")
+            else:
+                code = os.waitstatus_to_exitcode(status)
+                failures.append(f"part {part} exited with status {code}")
+        self._children = []
+        if failures:
+            raise PartFailed("a restore process failed: " + "; ".join(failures))
+        return results
+
+    def abandon(self) -> None:
+        """Part 0 stops early (an error): stop and reap the children."""
+        for pid, read_end in self._children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            os.close(read_end)
+        self._children = []
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this child if part 0 dies (Linux), so none writes on alone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

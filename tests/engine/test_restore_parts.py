@@ -1,0 +1,268 @@
+"""A restore into a new directory from a local repository runs as several processes
+(safehold.engine.restore_parts): what they restore together must equal the source, what goes
+wrong in any of them must be reported, and no process may outlive the restore."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import safehold.engine.restore as restore_module
+from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
+from safehold.engine.progress import ProgressEvent
+from safehold.engine.restore_parts import FILES_PER_OWNER, PartFailed
+from safehold.repo import Repository, Snapshot, pack_object_name
+
+from .conftest import PASSWORD
+
+
+def _make_source(root: Path, tree_factory: Callable[..., Path]) -> Path:
+    """Every file type (with a hard link to a file of many chunks), plus what the parts
+    share out: a directory of more entries than one part takes, a hard link to a file of one
+    chunk, a file of several chunks that are all zeros (holes)."""
+    src = tree_factory(root)
+    crowd = src / "crowd"
+    crowd.mkdir()
+    for i in range(FILES_PER_OWNER * 2 + 17):
+        (crowd / f"f{i:04}").write_bytes(os.urandom(i % 700))
+    os.symlink("f0001", crowd / "link")
+    os.link(crowd / "f0003", src / "hardlink-to-small")
+    (src / "zeros.img").write_bytes(bytes(900_000))
+    return src
+
+
+@pytest.fixture
+def source(tmp_path: Path, tree_factory: Callable[..., Path]) -> Path:
+    return _make_source(tmp_path / "src", tree_factory)
+
+
+@pytest.fixture
+def snap(repo: Repository, source: Path) -> Snapshot:
+    return backup_paths(repo, [str(source)], BackupOptions(source="app")).snapshot
+
+
+def test_two_processes_restore_what_one_process_restores(
+    repo: Repository,
+    snap: Snapshot,
+    source: Path,
+    tmp_path: Path,
+    same_tree: Callable[..., None],
+) -> None:
+    events: list[ProgressEvent] = []
+    two = restore_snapshot(
+        repo, snap, str(tmp_path / "two"), RestoreOptions(processes=2), progress=events.append
+    )
+    one = restore_snapshot(repo, snap, str(tmp_path / "one"), RestoreOptions(processes=1))
+    assert two.errors == one.errors == []
+    assert (two.processes, one.processes) == (2, 1)
+    same_tree(source, tmp_path / "two" / "src")
+    same_tree(source, tmp_path / "one" / "src")
+    counts = ("files", "dirs", "links", "special", "bytes_written")
+    assert {k: getattr(two, k) for k in counts} == {k: getattr(one, k) for k in counts}
+    final = events[-1]
+    assert final.final
+    assert (final.files_done, final.bytes_done) == (two.files, two.bytes_written)
+
+
+def test_a_damaged_chunk_written_by_another_process_is_reported_and_its_file_left_incomplete(
+    repo: Repository, snap: Snapshot, source: Path, tmp_path: Path
+) -> None:
+    """Part 0 sets the metadata of a file that parts share only when no part failed on it:
+    its mtime must not claim it complete, so that the next run tries it again."""
+    node = next(n for n in repo.load_tree(_subtree(repo, snap, "src")) if n["name"] == "random.bin")
+    chunk = next(bytes.fromhex(c) for c in node["content"] if bytes.fromhex(c)[0] % 2 == 1)
+    loc = repo.index.lookup(chunk)
+    assert loc is not None
+    pack = Path(repo.storage.location.removeprefix("file://")) / pack_object_name(loc.pack)
+    data = bytearray(pack.read_bytes())
+    data[loc.offset + 10] ^= 0x01
+    pack.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    result = restore_snapshot(repo, snap, str(out), RestoreOptions(processes=2))
+    assert [e["path"] for e in result.errors] == [str(out / "src" / "random.bin")]
+    assert "is damaged" in result.errors[0]["error"]
+    restored = os.stat(out / "src" / "random.bin")
+    assert restored.st_mtime_ns != os.stat(source / "random.bin").st_mtime_ns
+    assert (out / "src" / "text.log").read_bytes() == (source / "text.log").read_bytes()
+    again = restore_snapshot(repo, snap, str(out))
+    assert str(out / "src" / "random.bin") in {e["path"] for e in again.errors}
+
+
+def _subtree(repo: Repository, snap: Snapshot, name: str) -> str:
+    node = next(n for n in repo.load_tree(snap.tree) if n["name"] == name)
+    return str(node["subtree"])
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the processes the restore forks."""
+    pids: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def _assert_reaped(pids: list[int]) -> None:
+    assert pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_bug_in_another_process_fails_the_restore_with_its_message(
+    repo: Repository,
+    snap: Snapshot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forks: list[int],
+) -> None:
+    real = restore_module._Restore.drain
+
+    def drain(self: Any) -> None:
+        if self.part == 1:
+            raise RuntimeError("bug in part one")
+        real(self)
+
+    monkeypatch.setattr(restore_module._Restore, "drain", drain)
+    with pytest.raises(PartFailed, match="part 1: RuntimeError: bug in part one"):
+        restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    _assert_reaped(forks)
+
+
+def test_a_killed_process_fails_the_restore_and_the_next_run_finishes_it(
+    repo: Repository,
+    snap: Snapshot,
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forks: list[int],
+    same_tree: Callable[..., None],
+) -> None:
+    real = restore_module._Restore.drain
+
+    def drain(self: Any) -> None:
+        if self.part == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self)
+
+    monkeypatch.setattr(restore_module._Restore, "drain", drain)
+    out = tmp_path / "out"
+    with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
+        restore_snapshot(repo, snap, str(out), RestoreOptions(processes=2))
+    _assert_reaped(forks)
+    monkeypatch.undo()
+    result = restore_snapshot(repo, snap, str(out))
+    assert result.errors == []
+    assert result.processes == 1  # the target is no longer empty: resumed by one process
+    same_tree(source, out / "src")
+
+
+_SLOW_RESTORE = """
+import sys, time
+import safehold.engine.restore as r
+from safehold.engine import RestoreOptions, restore_snapshot
+from safehold.repo import Repository
+from safehold.storage import open_storage
+
+real = r._Restore._write_chunks
+def slow(self, *args):
+    time.sleep(0.01)
+    real(self, *args)
+r._Restore._write_chunks = slow
+repo = Repository.open(open_storage(sys.argv[1]), sys.argv[2])
+snap = repo.find_snapshot("latest")
+restore_snapshot(repo, snap, sys.argv[3], RestoreOptions(processes=2))
+"""
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def test_when_the_restore_is_killed_its_other_processes_die_with_it(
+    repo: Repository, snap: Snapshot, source: Path, tmp_path: Path, same_tree: Callable[..., None]
+) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_RESTORE, repo.storage.location, PASSWORD, str(out)],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 2 or not (out / "src" / "crowd").is_dir():
+        assert proc.poll() is None, "the restore ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _group_members(proc.pid):
+        assert time.monotonic() < deadline, f"left running: {_group_members(proc.pid)}"
+        time.sleep(0.05)
+    result = restore_snapshot(repo, snap, str(out))
+    assert result.errors == []
+    same_tree(source, out / "src")
+
+
+def test_only_a_new_target_from_a_local_repository_is_split() -> None:
+    local = SimpleNamespace(storage=SimpleNamespace(location="file:///backups"))
+    remote = SimpleNamespace(storage=SimpleNamespace(location="s3://bucket/prefix"))
+    count: Callable[..., int] = restore_module._process_count
+    assert count(local, RestoreOptions(processes=3), True) == 3
+    assert count(local, RestoreOptions(processes=3), False) == 1
+    assert count(remote, RestoreOptions(processes=3), True) == 1
+    assert count(local, RestoreOptions(), True) == restore_module.available_cpus()
+
+
+def test_the_cli_reports_how_many_processes_restored(
+    repo: Repository, snap: Snapshot, tmp_path: Path
+) -> None:
+    env = {**os.environ, "SAFEHOLD_PASSWORD": PASSWORD}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safehold",
+            "--repo",
+            repo.storage.location,
+            "restore",
+            "--json",
+            "--quiet",
+            "latest",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["processes"] == restore_module.available_cpus()
+    assert summary["files"] == snap.summary["total_files"]
