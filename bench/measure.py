@@ -7,6 +7,13 @@ across ``exec``, and Python spawns children with vfork, so the child's "peak" wo
 harness's own high-water mark (measured: ``true`` reported as 310 MB after the harness had
 touched 300 MB). Through GNU time the floor is about 1 MB.
 
+A tool may run several processes (Safehold restores into a new directory with one per CPU):
+GNU time's figure is then the largest *single* process's peak, which would understate what the
+tool needs. So the tool's process tree is also sampled every 50 ms, and the reported peak is the
+larger of GNU time's and the highest sum of the tree's PSS (proportional set size: a page that
+several of the processes share counts once in the sum, as it does in a container's memory
+limit). For one process PSS <= RSS, so single-process tools keep GNU time's exact figure.
+
 Because the machine may be shared, every measurement also records how much CPU *other* processes
 used meanwhile (from /proc/stat, minus the command's own CPU time): a busy neighbour shows up in
 the results instead of silently slowing a tool down.
@@ -49,7 +56,8 @@ class Measurement:
     seconds: float
     user_seconds: float
     system_seconds: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the larger of GNU time's peak and the tree's peak summed PSS
+    processes: int  # the most processes of the tool running at once (sampled)
     others_cpu_seconds: float  # CPU used by every other process on the machine meanwhile
     stdout: str
 
@@ -66,6 +74,60 @@ def _busy_cpu_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class _TreeSampler(threading.Thread):
+    """Samples the summed PSS of the descendants of ``root`` (GNU time's pid) until stopped."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        super().__init__(name="tree-sampler", daemon=True)
+        self.root = root
+        self.interval = interval
+        self.peak_pss_bytes = 0
+        self.peak_processes = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            pids = _descendants(self.root)
+            total = sum(_pss_bytes(pid) for pid in pids)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, total)
+            self.peak_processes = max(self.peak_processes, len(pids))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (from /proc/PID/task/TID/children)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def drop_caches() -> bool:
@@ -106,10 +168,13 @@ def run_measured(command: Command, log_prefix: Path, timeout: float) -> Measurem
         )
         timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
         timer.start()
+        sampler = _TreeSampler(proc.pid)
+        sampler.start()
         try:
             proc.wait()
         finally:
             timer.cancel()
+            sampler.stop()
         seconds = time.perf_counter() - start
         busy_after = _busy_cpu_seconds()
     name = " ".join(command.argv[:2])
@@ -132,7 +197,8 @@ def run_measured(command: Command, log_prefix: Path, timeout: float) -> Measurem
         seconds=seconds,
         user_seconds=float(user),
         system_seconds=float(system),
-        peak_rss_bytes=int(max_kib) * 1024,
+        peak_rss_bytes=max(int(max_kib) * 1024, sampler.peak_pss_bytes),
+        processes=max(1, sampler.peak_processes),
         others_cpu_seconds=others,
         stdout=out_path.read_text(errors="replace"),
     )

@@ -39,7 +39,8 @@ class Step(BaseModel):
     mb_per_s: float | None  # data set bytes (v1 for the full backup, v2 otherwise) per second
     user_seconds: float
     system_seconds: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # with several processes, their peak summed PSS (bench/measure.py)
+    processes: int = 1  # the most processes of the tool at once
     repo_bytes: int  # sum of file sizes in the repository after the step
     repo_allocated_bytes: int  # disk blocks allocated, as du shows
     others_cpu_seconds: float
@@ -171,9 +172,12 @@ def markdown(results: Results) -> str:
         for name, step in tool.steps.items():
             rate = f"{step.mb_per_s:,.1f}" if step.mb_per_s is not None else ""
             rounds = " / ".join(f"{r.seconds:.2f}" for r in tool.rounds.get(name, []))
+            memory = _mb(step.peak_rss_bytes)
+            if step.processes > 1:
+                memory += f" ({step.processes} processes)"
             lines.append(
                 f"| {tool.name} | {name} | {step.seconds:.2f} | {rate} "
-                f"| {step.user_seconds + step.system_seconds:.1f} | {_mb(step.peak_rss_bytes)} "
+                f"| {step.user_seconds + step.system_seconds:.1f} | {memory} "
                 f"| {_mb(step.repo_bytes)} | {step.others_cpu_seconds / step.seconds:.2f} "
                 f"| {rounds} |"
             )

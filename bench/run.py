@@ -173,6 +173,7 @@ class Bench:
             user_seconds=measured.user_seconds,
             system_seconds=measured.system_seconds,
             peak_rss_bytes=measured.peak_rss_bytes,
+            processes=measured.processes,
             repo_bytes=apparent,
             repo_allocated_bytes=allocated,
             others_cpu_seconds=measured.others_cpu_seconds,

@@ -24,6 +24,21 @@ def test_peak_rss_is_the_commands_not_the_harnesss(tmp_path: Path) -> None:
     del ballast
 
 
+def test_a_tool_of_several_processes_is_measured_by_their_summed_memory(tmp_path: Path) -> None:
+    """Three processes of 80 MB each: GNU time alone would report 80 MB."""
+    script = (
+        "import os, time\n"
+        "for _ in range(2):\n"
+        "    if os.fork() == 0:\n"
+        "        break\n"
+        "ballast = os.urandom(80 << 20)\n"
+        "time.sleep(1)\n"
+    )
+    three = run_measured(Command([sys.executable, "-c", script]), tmp_path / "three", timeout=60)
+    assert three.peak_rss_bytes > 3 * 80e6
+    assert three.processes == 3
+
+
 def test_failure_names_the_command_exit_code_and_log(tmp_path: Path) -> None:
     script = "echo 'repository locked' >&2; exit 4"
     with pytest.raises(CommandFailed) as caught:
