@@ -44,6 +44,9 @@ _MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers sh
 _MAX_GROUP = 48  # blobs per read: many small files in one pack are written in parallel
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 _FETCHERS = 4  # reads in flight
+#: Processes by default, however many CPUs: each walks the whole snapshot and holds its own
+#: buffers, and beyond a few the disk, not the CPU, sets the pace.
+_MAX_PROCESSES = 4
 _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
 _Blob = tuple[bytes, int, int, int, int, int]
@@ -235,7 +238,8 @@ class _Restore:
                         sub_fresh = not os.path.lexists(path)
                         os.makedirs(path, exist_ok=True)
                 except OSError as exc:
-                    self._error(path, f"cannot create directory: {exc.strerror}")
+                    if part == 0:  # every part tries; one message is enough
+                        self._error(path, f"cannot create directory: {exc.strerror}")
                     continue
                 if restore and part == 0:
                     self.dirs.append((path, node))
@@ -788,11 +792,12 @@ def restore_snapshot(
 
 
 def _process_count(repo: Repository, options: RestoreOptions, fresh: bool) -> int:
-    """How many processes restore: one per CPU into a new target from a local repository
-    (an object store's client must not be shared by forked processes, see restore_parts)."""
+    """How many processes restore: one per CPU, at most :data:`_MAX_PROCESSES`, into a new
+    target from a local repository (an object store's client must not be shared by forked
+    processes, see restore_parts)."""
     if not fresh or not hasattr(os, "fork") or not repo.storage.location.startswith("file:"):
         return 1
-    return options.processes or available_cpus()
+    return options.processes or min(available_cpus(), _MAX_PROCESSES)
 
 
 def _restore_part(
