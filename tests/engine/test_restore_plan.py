@@ -37,3 +37,9 @@ def test_a_read_is_at_most_4_mib_and_48_blobs() -> None:
     assert [len(g) for g in _groups(big)] == [1, 1, 1]
     small = [_blob(i * 10, 10) for i in range(100)]
     assert [len(g) for g in _groups(small)] == [48, 48, 4]
+
+
+def test_a_smaller_read_limit_splits_sooner() -> None:
+    chunks = [_blob(i * MiB, MiB) for i in range(4)]
+    assert [len(g) for g in _groups(chunks)] == [4]
+    assert [len(g) for g in _groups(chunks, 2 * MiB)] == [2, 2]
