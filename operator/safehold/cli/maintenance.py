@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from argparse import Namespace
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from safehold.cli import exitcodes
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from safehold.engine.retention import RetentionPolicy
 
 __all__ = ["add_init_options", "forget", "init_lock_settings", "prune", "register"]
+
+T = TypeVar("T")
+#: Seconds between two tries for the repository lock under ``--lock-wait``.
+LOCK_RETRY_EVERY = 5.0
 
 
 def _size(n: float) -> str:
@@ -67,6 +73,16 @@ def _percent(value: str) -> float:
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from exc
+    if not 0 <= number <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 604800 seconds")
+    return number
+
+
 def _minutes(value: str) -> timedelta:
     try:
         number = float(value)
@@ -75,6 +91,17 @@ def _minutes(value: str) -> timedelta:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more minutes")
     return timedelta(minutes=number)
+
+
+def _lock_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another process holds a repository lock, try again for up to SECONDS "
+        "before failing with exit code 11 (default 0: fail at once)",
+    )
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -143,6 +170,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="only consider snapshots of this source (repeatable)",
     )
     f.add_argument(
+        "--source-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only consider snapshots whose source begins with PREFIX, e.g. 'ns/policy/' "
+        "(repeatable; each source still has its own counts)",
+    )
+    f.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="only snapshots with this tag"
     )
     f.add_argument(
@@ -151,6 +186,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     f.add_argument("--prune", action="store_true", help="run prune afterwards")
     f.add_argument("--report", metavar="PATH", help="write every decision as a JSON list to PATH")
     _prune_options(f)
+    _lock_options(f)
     f.set_defaults(func=forget)
 
     p = sub.add_parser("prune", parents=[common], help="remove data no snapshot uses")
@@ -158,6 +194,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="report what would be removed; change nothing"
     )
     _prune_options(p)
+    _lock_options(p)
     p.set_defaults(func=prune)
 
 
@@ -327,9 +364,36 @@ def _print_prune(out: Output, r: PruneReport) -> None:
         out.warn(r.deferred)
 
 
+def _with_lock_wait(args: Namespace, out: Output, what: str, call: Callable[[], T]) -> T:
+    """``call()``, tried again while another process holds a conflicting repository lock,
+    for up to ``--lock-wait`` seconds; then the conflict is raised (exit code 11).
+
+    Safe to repeat: forget and prune take their lock before they change anything."""
+    from safehold.repo.errors import LockConflict
+
+    wait = float(getattr(args, "lock_wait", 0.0) or 0.0)
+    deadline = time.monotonic() + wait
+    tries = 0
+    while True:
+        try:
+            return call()
+        except LockConflict as exc:
+            tries += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait:
+                    raise LockConflict(
+                        f"{exc} (still locked after waiting {wait:g}s, --lock-wait)"
+                    ) from exc
+                raise
+            if tries == 1:
+                out.warn(f"{what}: {exc}; trying again for up to {wait:g}s (--lock-wait)")
+            time.sleep(min(LOCK_RETRY_EVERY, left))
+
+
 def _run_prune(args: Namespace, out: Output, repo: Any) -> PruneReport:
     options = PruneOptions(max_unused=args.max_unused, grace=args.grace, dry_run=args.dry_run)
-    report = prune_repository(repo, options)
+    report = _with_lock_wait(args, out, "prune", lambda: prune_repository(repo, options))
     _print_prune(out, report)
     return report
 
@@ -340,14 +404,22 @@ def forget(args: Namespace, out: Output) -> int:
     default, per_source = _policies(args)
     if args.prune and args.dry_run:
         raise UsageError("--prune with --dry-run: run 'safehold prune --dry-run' on its own")
+    if any(not p for p in args.source_prefix):
+        raise UsageError("--source-prefix '': an empty prefix selects every source")
     repo = open_repo(args, load_index=False)
-    report = forget_snapshots(
-        repo,
-        default,
-        policies=per_source,
-        sources=args.source,
-        tags=args.tag,
-        dry_run=args.dry_run,
+    report = _with_lock_wait(
+        args,
+        out,
+        "forget",
+        lambda: forget_snapshots(
+            repo,
+            default,
+            policies=per_source,
+            sources=args.source,
+            source_prefixes=args.source_prefix,
+            tags=args.tag,
+            dry_run=args.dry_run,
+        ),
     )
     _print_forget(out, report, default, per_source)
     items = [i.to_dict() for i in report.items]
@@ -355,8 +427,19 @@ def forget(args: Namespace, out: Output) -> int:
         Path(args.report).write_text(json.dumps(items, indent=1) + "\n")
     doc: dict[str, Any] = {"ok": True, **report.summary(), "items": items}
     if args.prune:
+        from safehold.repo.errors import LockConflict
+
         repo.load_index()
-        doc["prune"] = _run_prune(args, out, repo).summary()
+        try:
+            doc["prune"] = _run_prune(args, out, repo).summary()
+        except LockConflict as exc:
+            # The snapshots are forgotten; only freeing their data waits for the next
+            # prune. Say both, with the lock's exit code, so a scheduler retries.
+            out.error(str(exc))
+            doc.update(ok=False, error=f"forget done, prune not run: {exc}")
+            doc["exit_code"] = exitcodes.LOCKED
+            out.summary(doc)
+            return exitcodes.LOCKED
     out.summary(doc)
     return exitcodes.OK
 

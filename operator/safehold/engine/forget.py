@@ -13,7 +13,7 @@ its lock expires: forget leaves it, and reports it as locked with the expiry tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.storage import ObjectLocked
 
-__all__ = ["ForgetItem", "ForgetReport", "forget_snapshots"]
+__all__ = ["ForgetItem", "ForgetReport", "forget_snapshots", "source_filter"]
 
 
 @dataclass
@@ -85,6 +85,20 @@ class ForgetReport:
         }
 
 
+def source_filter(
+    sources: Iterable[str] = (), prefixes: Iterable[str] = ()
+) -> Callable[[str], bool]:
+    """Whether a source name is selected by exact ``sources`` or by ``prefixes``; with
+    neither, every source is. An empty prefix would select everything, so it is refused."""
+    names = frozenset(sources)
+    starts = tuple(prefixes)
+    if any(not p for p in starts):
+        raise ValueError("an empty source prefix would select every source: give a prefix")
+    if not names and not starts:
+        return lambda source: True
+    return lambda source: source in names or source.startswith(starts)
+
+
 def _decide(
     snapshots: list[Snapshot],
     policies: Mapping[str, RetentionPolicy],
@@ -102,20 +116,24 @@ def forget_snapshots(
     *,
     policies: Mapping[str, RetentionPolicy] | None = None,
     sources: Iterable[str] = (),
+    source_prefixes: Iterable[str] = (),
     tags: Iterable[str] = (),
     dry_run: bool = False,
 ) -> ForgetReport:
     """Decide for every snapshot (of ``sources`` and with all ``tags``, when given) and,
     unless ``dry_run``, delete the snapshot objects of those that go.
 
-    ``policies`` maps a source to its own policy; ``policy`` is the default for the
-    others (None: they are all kept). The items come oldest first.
+    ``sources`` are exact source names, ``source_prefixes`` beginnings of names (the
+    operator's ``<namespace>/<policy>/``); a snapshot is selected when it matches either,
+    and every snapshot when neither is given. ``policies`` maps a source to its own
+    policy; ``policy`` is the default for the others (None: they are all kept). The
+    items come oldest first.
     """
-    wanted = set(sources)
+    selected = source_filter(sources, source_prefixes)
     report = ForgetReport(dry_run=dry_run)
 
     def run() -> None:
-        snaps = [s for s in repo.snapshots(tags=tags) if not wanted or s.source in wanted]
+        snaps = [s for s in repo.snapshots(tags=tags) if selected(s.source)]
         report.items = _decide(snaps, policies or {}, policy)
         if dry_run:
             return
