@@ -231,6 +231,51 @@ def test_when_the_restore_is_killed_its_other_processes_die_with_it(
     same_tree(source, out / "src")
 
 
+_SLOW_CLI = """
+import sys, time
+import safehold.engine.restore as r
+from safehold.cli.main import main
+
+real = r._Restore._write_chunks
+def slow(self, *args):
+    time.sleep(0.01)
+    real(self, *args)
+r._Restore._write_chunks = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_stops_every_process_and_only_the_first_speaks_and_unlocks(
+    repo: Repository, snap: Snapshot, source: Path, tmp_path: Path, same_tree: Callable[..., None]
+) -> None:
+    """SIGINT reaches the whole process group. The other parts must die at once rather
+    than run the CLI's handler: it would print a second summary and release the lock."""
+    out = tmp_path / "out"
+    argv = ["--repo", repo.storage.location, "restore", "--json", "--quiet", "latest", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CLI, *argv],
+        env={**os.environ, "SAFEHOLD_PASSWORD": PASSWORD},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 2 or not (out / "src" / "crowd").is_dir():
+        assert proc.poll() is None, "the restore ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [line["error"] for line in lines] == ["interrupted"]
+    assert _group_members(proc.pid) == []
+    assert list(repo.storage.list("locks/")) == []
+    result = restore_snapshot(repo, snap, str(out))
+    assert result.errors == []
+    same_tree(source, out / "src")
+
+
 def test_only_a_new_target_from_a_local_repository_is_split() -> None:
     local = SimpleNamespace(storage=SimpleNamespace(location="file:///backups"))
     remote = SimpleNamespace(storage=SimpleNamespace(location="s3://bucket/prefix"))

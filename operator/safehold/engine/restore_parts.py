@@ -17,7 +17,9 @@ restores only its *part*, decided without talking to the others:
 
 Only part 0 returns. The others (children made with ``fork`` before any thread of the restore
 starts) send their results through a pipe, publish their progress in shared memory, and leave
-with ``os._exit``; a child that fails makes the restore fail with its message.
+with ``os._exit``, never through the caller's code (which would, say, release the caller's
+repository lock); a child that fails makes the restore fail with its message. A child dies
+with part 0 (``PR_SET_PDEATHSIG``) and at once on SIGINT or SIGTERM.
 
 Object stores are not split this way: their SDK clients hold connections that a forked
 child must not share, and such restores wait on the network rather than on the GIL.
@@ -25,6 +27,7 @@ child must not share, and such restores wait on the network rather than on the G
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -83,6 +86,7 @@ class Parts:
                 self._children = []
                 self.part, self._pipe = part, write_end
                 _die_with_parent(parent)
+                _default_signals()
                 return part
             os.close(write_end)
             self._children.append((pid, read_end))
@@ -161,6 +165,16 @@ class Parts:
                 pass
             os.close(read_end)
         self._children = []
+
+
+def _default_signals() -> None:
+    """A child ends on SIGINT and SIGTERM at once, as the kernel does by default: the
+    caller's handlers (the CLI turns them into an exception that unwinds and releases the
+    repository lock) must run in part 0 only, never in a copy of it."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # ValueError: not the main thread, where no handler of ours can be installed
+        with contextlib.suppress(ValueError):
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def _die_with_parent(parent: int) -> None:
