@@ -2,18 +2,27 @@
 
 Operations report progress through a callback of :class:`ProgressEvent` and
 return result objects whose ``summary()`` is what the CLI prints as JSON.
+
+The names here load their module on first use (PEP 562 ``__getattr__``): a command
+imports only the operations it runs, so ``safehold restore`` never loads the chunker.
 """
 
-from safehold.engine.backup import (
-    BackupError,
-    BackupOptions,
-    BackupResult,
-    backup_paths,
-    backup_stream,
-)
-from safehold.engine.progress import ProgressCallback, ProgressEvent, ProgressTracker
-from safehold.engine.restore import RestoreOptions, RestoreResult, restore_snapshot
-from safehold.engine.verify import VerifyReport, verify_repository
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from safehold.engine.backup import (
+        BackupError,
+        BackupOptions,
+        BackupResult,
+        backup_paths,
+        backup_stream,
+    )
+    from safehold.engine.progress import ProgressCallback, ProgressEvent, ProgressTracker
+    from safehold.engine.restore import RestoreOptions, RestoreResult, restore_snapshot
+    from safehold.engine.verify import VerifyReport, verify_repository
 
 __all__ = [
     "BackupError",
@@ -30,3 +39,24 @@ __all__ = [
     "restore_snapshot",
     "verify_repository",
 ]
+
+#: Each public name's submodule.
+_MODULE_OF = {
+    name: module
+    for module, names in {
+        "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
+        "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
+        "restore": ("RestoreOptions", "RestoreResult", "restore_snapshot"),
+        "verify": ("VerifyReport", "verify_repository"),
+    }.items()
+    for name in names
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value

@@ -2,27 +2,36 @@
 
 Normative description: ``docs/design/repository-format.md``. The engine uses
 :class:`Repository` to open a repository and :class:`BlobWriter` to add blobs.
+
+The names here load their module on first use (PEP 562 ``__getattr__``): reading a
+repository (restore) never loads the chunker and the blob writer that only backup needs.
 """
 
-from safehold.repo.chunker import Chunker
-from safehold.repo.config import FORMAT_VERSION, ChunkerParams, Config
-from safehold.repo.crypto import MasterKeys
-from safehold.repo.errors import (
-    CorruptObject,
-    LockConflict,
-    NoSuchSnapshot,
-    RepositoryError,
-    RepositoryExists,
-    RepositoryNotFound,
-    UnsupportedRepository,
-    WrongPassword,
-)
-from safehold.repo.locks import LockInfo, RepositoryLock, list_locks, unlock
-from safehold.repo.pack import BLOB_DATA, BLOB_TREE, BlobEncoder
-from safehold.repo.repository import Repository, pack_object_name
-from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot
-from safehold.repo.tree import Node, decode_tree, encode_tree
-from safehold.repo.writer import BlobWriter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from safehold.repo.chunker import Chunker
+    from safehold.repo.config import FORMAT_VERSION, ChunkerParams, Config
+    from safehold.repo.crypto import MasterKeys
+    from safehold.repo.errors import (
+        CorruptObject,
+        LockConflict,
+        NoSuchSnapshot,
+        RepositoryError,
+        RepositoryExists,
+        RepositoryNotFound,
+        UnsupportedRepository,
+        WrongPassword,
+    )
+    from safehold.repo.locks import LockInfo, RepositoryLock, list_locks, unlock
+    from safehold.repo.pack import BLOB_DATA, BLOB_TREE, BlobEncoder
+    from safehold.repo.repository import Repository, pack_object_name
+    from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot
+    from safehold.repo.tree import Node, decode_tree, encode_tree
+    from safehold.repo.writer import BlobWriter
 
 __all__ = [
     "BLOB_DATA",
@@ -54,3 +63,39 @@ __all__ = [
     "pack_object_name",
     "unlock",
 ]
+
+#: Each public name's submodule.
+_MODULE_OF = {
+    name: module
+    for module, names in {
+        "chunker": ("Chunker",),
+        "config": ("FORMAT_VERSION", "ChunkerParams", "Config"),
+        "crypto": ("MasterKeys",),
+        "errors": (
+            "CorruptObject",
+            "LockConflict",
+            "NoSuchSnapshot",
+            "RepositoryError",
+            "RepositoryExists",
+            "RepositoryNotFound",
+            "UnsupportedRepository",
+            "WrongPassword",
+        ),
+        "locks": ("LockInfo", "RepositoryLock", "list_locks", "unlock"),
+        "pack": ("BLOB_DATA", "BLOB_TREE", "BlobEncoder"),
+        "repository": ("Repository", "pack_object_name"),
+        "snapshot": ("SNAPSHOT_TYPES", "Snapshot"),
+        "tree": ("Node", "decode_tree", "encode_tree"),
+        "writer": ("BlobWriter",),
+    }.items()
+    for name in names
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
