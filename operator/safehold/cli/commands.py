@@ -3,6 +3,10 @@
 Every command prints human text (or, with ``--json``, one JSON summary as the
 last stdout line) and takes the repository lock its operation needs: shared for
 backup, restore and verify (they may run side by side), none for listing.
+
+The engine and the repository are reached through their packages (``engine.X``,
+``safehold.repo.X``), which load a module when a command first uses it: building the
+parser, or running ``restore``, never imports the backup's chunker.
 """
 
 from __future__ import annotations
@@ -13,27 +17,14 @@ from argparse import Namespace
 from datetime import UTC, datetime
 from typing import Any
 
+import safehold.repo
+from safehold import engine
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output
-from safehold.engine import (
-    BackupOptions,
-    RestoreOptions,
-    backup_paths,
-    backup_stream,
-    restore_snapshot,
-    verify_repository,
-)
-from safehold.repo import (
-    Config,
-    Repository,
-    RepositoryLock,
-    RepositoryNotFound,
-    list_locks,
-    unlock,
-)
-from safehold.repo.config import ChunkerParams
+from safehold.repo.config import ChunkerParams, Config
+from safehold.repo.errors import RepositoryNotFound
 
 __all__ = [
     "backup",
@@ -63,7 +54,7 @@ def repo_init(args: Namespace, out: Output) -> int:
     storage = open_repo_storage(args)
     if getattr(args, "if_absent", False):
         try:
-            Repository.read_config(storage)
+            safehold.repo.Repository.read_config(storage)
         except RepositoryNotFound:
             pass
         else:
@@ -79,7 +70,7 @@ def repo_init(args: Namespace, out: Output) -> int:
         pack_size=args.pack_size * 1024 * 1024,
         **init_lock_settings(args),
     )
-    repo = Repository.init(storage, password, config)
+    repo = safehold.repo.Repository.init(storage, password, config)
     out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
     out.print("keep the password safe: without it the data cannot be read by anyone")
     out.summary(
@@ -124,7 +115,7 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         "pack_bytes": pack_bytes,
         "blobs": len(repo.index),
         "keys": len(repo.list_keys()),
-        "locks": len(list_locks(repo)),
+        "locks": len(safehold.repo.list_locks(repo)),
     }
     if initialized is not None:
         doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
@@ -145,10 +136,10 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
 
 def repo_unlock(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
-    removed = unlock(repo, remove_all=args.remove_all)
+    removed = safehold.repo.unlock(repo, remove_all=args.remove_all)
     for lock in removed:
         out.print(f"removed {lock.describe()}")
-    left = list_locks(repo)
+    left = safehold.repo.list_locks(repo)
     for lock in left:
         out.print(f"kept live {lock.describe()}")
     out.summary({"ok": True, "removed": len(removed), "remaining": len(left)})
@@ -246,17 +237,20 @@ def backup(args: Namespace, out: Output) -> int:
     for p in args.paths:
         if not os.path.lexists(p):
             raise UsageError(f"{p}: no such file or directory")
-    options = BackupOptions(
+    options = engine.BackupOptions(
         source=args.source, type=args.type, tags=args.tag, time=_parse_time(args.time)
     )
     repo = open_repo(args)
-    with RepositoryLock(repo, exclusive=False, operation="backup"), out.progress("backup") as bar:
+    with (
+        safehold.repo.RepositoryLock(repo, exclusive=False, operation="backup"),
+        out.progress("backup") as bar,
+    ):
         if args.stdin_name:
-            result = backup_stream(
+            result = engine.backup_stream(
                 repo, sys.stdin.buffer, args.stdin_name, options, progress=bar.callback()
             )
         else:
-            result = backup_paths(repo, args.paths, options, progress=bar.callback())
+            result = engine.backup_paths(repo, args.paths, options, progress=bar.callback())
     s = result.snapshot.summary
     out.print(
         f"snapshot {result.snapshot.id[:12]} ({result.snapshot.type}) of {result.snapshot.source}"
@@ -281,9 +275,12 @@ def backup(args: Namespace, out: Output) -> int:
 def restore(args: Namespace, out: Output) -> int:
     repo = open_repo(args)
     snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
-    options = RestoreOptions(includes=args.include)
-    with RepositoryLock(repo, exclusive=False, operation="restore"), out.progress("restore") as bar:
-        result = restore_snapshot(repo, snap, args.target, options, progress=bar.callback())
+    options = engine.RestoreOptions(includes=args.include)
+    with (
+        safehold.repo.RepositoryLock(repo, exclusive=False, operation="restore"),
+        out.progress("restore") as bar,
+    ):
+        result = engine.restore_snapshot(repo, snap, args.target, options, progress=bar.callback())
     out.print(
         f"restored snapshot {snap.id[:12]} to {args.target}: {result.files} files written, "
         f"{result.files_skipped} already complete, {_size(result.bytes_written)}"
@@ -342,8 +339,13 @@ def snapshots(args: Namespace, out: Output) -> int:
 
 def verify(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
-    with RepositoryLock(repo, exclusive=False, operation="verify"), out.progress("verify") as bar:
-        report = verify_repository(repo, read_data_percent=args.read_data, progress=bar.callback())
+    with (
+        safehold.repo.RepositoryLock(repo, exclusive=False, operation="verify"),
+        out.progress("verify") as bar,
+    ):
+        report = engine.verify_repository(
+            repo, read_data_percent=args.read_data, progress=bar.callback()
+        )
     what = f"structure and {args.read_data:g}% of the data" if args.read_data else "structure"
     out.print(
         f"checked {what}: {report.snapshots} snapshots, {report.packs} packs "

@@ -12,10 +12,12 @@ import os
 import sys
 from argparse import Namespace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safehold.engine.tuning import tune_malloc
-from safehold.repo import Repository
 from safehold.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from safehold.repo import Repository
 
 __all__ = [
     "OPTION_FILE_ALIASES",
@@ -89,6 +91,8 @@ def open_repo_storage(args: Namespace) -> Storage:
     # A command that opens a repository streams megabyte buffers: keep them in the heap.
     # (Not process-wide in main: the long-running operator has no such buffers, and
     # would only keep freed memory it does not need.)
+    from safehold.engine.tuning import tune_malloc  # (ctypes) not needed to parse arguments
+
     tune_malloc()
     url = getattr(args, "repo", None) or os.environ.get("SAFEHOLD_REPOSITORY")
     if not url:
@@ -143,6 +147,8 @@ def read_password(
 
 
 def open_repo(args: Namespace, *, load_index: bool = True) -> Repository:
+    from safehold.repo import Repository  # (the crypto) not needed to parse arguments
+
     storage = open_repo_storage(args)
     # Read the config first: a missing or unsupported repository is reported before
     # anyone is asked for a password.

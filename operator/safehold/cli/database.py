@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
 from safehold.cli.output import Output
-from safehold.engine.dump_backup import DumpOptions, dump_databases
-from safehold.engine.dump_client import Connection, DumpError, Engine
-from safehold.engine.dump_restore import find_database_snapshots, restore_databases
-from safehold.repo import RepositoryLock
+
+if TYPE_CHECKING:
+    # The commands import the engine when they run: every other command builds this
+    # parser too, and needs none of it.
+    from safehold.engine.dump_client import Connection, Engine
 
 __all__ = ["register", "run_dump", "run_restore_db"]
 
@@ -106,6 +107,8 @@ def _read_secret_file(path: str, what: str) -> str:
 
 
 def _connection(args: Namespace) -> Connection:
+    from safehold.engine.dump_client import Connection
+
     if args.db_user and args.db_user_file:
         raise UsageError("give --db-user or --db-user-file, not both")
     user = args.db_user or (
@@ -133,6 +136,9 @@ def _failed(out: Output, message: str) -> int:
 
 def run_dump(args: Namespace, out: Output) -> int:
     from safehold.cli.commands import _parse_time
+    from safehold.engine.dump_backup import DumpOptions, dump_databases
+    from safehold.engine.dump_client import DumpError
+    from safehold.repo import RepositoryLock
 
     conn = _connection(args)
     source = args.source.strip("/")
@@ -161,6 +167,10 @@ def run_dump(args: Namespace, out: Output) -> int:
 
 
 def run_restore_db(args: Namespace, out: Output) -> int:
+    from safehold.engine.dump_client import DumpError
+    from safehold.engine.dump_restore import find_database_snapshots, restore_databases
+    from safehold.repo import RepositoryLock
+
     conn = _connection(args)
     source = args.source.strip("/")
     repo = open_repo(args)

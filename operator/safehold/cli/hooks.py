@@ -21,11 +21,11 @@ from argparse import ArgumentParser, Namespace
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from safehold import engine
 from safehold.cli import commands, exitcodes
 from safehold.cli.context import UsageError
 from safehold.cli.output import Output
-from safehold.engine import BackupError
-from safehold.repo import RepositoryError
+from safehold.repo.errors import RepositoryError
 from safehold.storage import StorageError
 
 __all__ = [
@@ -218,7 +218,7 @@ def backup_with_hooks(args: Namespace, out: Output) -> int:
     else:
         try:
             code = commands.backup(args, hooked)
-        except (UsageError, BackupError, RepositoryError, StorageError, OSError) as exc:
+        except (UsageError, engine.BackupError, RepositoryError, StorageError, OSError) as exc:
             # Reported here, not by main, so that the summary carries the post hooks too.
             from safehold.cli.main import _exit_code  # main imports this module
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from safehold import __version__
+from safehold import __version__, engine
 from safehold.cli import commands, database, exitcodes, maintenance
 from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
@@ -22,8 +22,8 @@ from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
 from safehold.cli.validate import register as register_validate
-from safehold.engine import BackupError
-from safehold.repo import (
+from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
+from safehold.repo.errors import (
     CorruptObject,
     LockConflict,
     NoSuchSnapshot,
@@ -33,7 +33,6 @@ from safehold.repo import (
     UnsupportedRepository,
     WrongPassword,
 )
-from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
 from safehold.storage import InvalidLocation, MissingExtra, NotFound, StorageError
 
 __all__ = ["build_parser", "main"]
@@ -249,7 +248,6 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 def _exit_code(exc: BaseException) -> int:
     table: list[tuple[type[BaseException], int]] = [
         (UsageError, exitcodes.USAGE),
-        (BackupError, exitcodes.USAGE),
         (InvalidLocation, exitcodes.USAGE),
         (MissingExtra, exitcodes.USAGE),
         (RepositoryNotFound, exitcodes.NO_REPOSITORY),
@@ -265,7 +263,8 @@ def _exit_code(exc: BaseException) -> int:
     for kind, code in table:
         if isinstance(exc, kind):
             return code
-    return exitcodes.ERROR
+    # Last: naming BackupError imports the backup engine, which the other commands never need.
+    return exitcodes.USAGE if isinstance(exc, engine.BackupError) else exitcodes.ERROR
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -293,24 +292,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error("interrupted")
         out.summary({"ok": False, "error": "interrupted", "exit_code": exitcodes.INTERRUPTED})
         return exitcodes.INTERRUPTED
-    except (
-        UsageError,
-        BackupError,
-        RepositoryError,
-        StorageError,
-    ) as exc:
-        code = _exit_code(exc)
-        message = str(exc)
-        if isinstance(exc, NotFound):
-            message += " (does the bucket or directory exist?)"
-        out.error(message)
-        out.summary({"ok": False, "error": message, "exit_code": code})
-        return code
+    except (UsageError, RepositoryError, StorageError) as exc:
+        return _failed(out, exc)
     except OSError as exc:
         message = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
         out.error(message)
         out.summary({"ok": False, "error": message, "exit_code": exitcodes.ERROR})
         return exitcodes.ERROR
+    except engine.BackupError as exc:  # last, as in _exit_code: naming it loads the backup
+        return _failed(out, exc)
+
+
+def _failed(out: Output, exc: Exception) -> int:
+    """Report a failure the user can act on: its message and its exit code."""
+    code = _exit_code(exc)
+    message = str(exc)
+    if isinstance(exc, NotFound):
+        message += " (does the bucket or directory exist?)"
+    out.error(message)
+    out.summary({"ok": False, "error": message, "exit_code": code})
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
-from safehold.engine import ProgressEvent
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from safehold.engine import ProgressEvent
 
 __all__ = ["MAX_SUMMARY", "Output", "fit_summary"]
 

@@ -16,8 +16,6 @@ from argparse import Namespace
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, _option_pairs, open_repo, read_password
 from safehold.cli.output import Output
-from safehold.engine.replicate import KINDS, ReplicateOptions, replicate
-from safehold.repo import RepositoryLock
 from safehold.storage import Storage, open_storage
 
 __all__ = ["add_replicate_parser", "replicate_command"]
@@ -107,6 +105,10 @@ def _size(n: float) -> str:
 
 
 def replicate_command(args: Namespace, out: Output) -> int:
+    # Imported here, when the command runs: every command builds this parser.
+    from safehold.engine.replicate import KINDS, ReplicateOptions, replicate
+    from safehold.repo import RepositoryLock
+
     if args.newest is not None and args.newest < 1:
         raise UsageError("--newest takes a number of snapshots, at least 1")
     if not 1 <= args.jobs <= 64:

@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import argparse
 from argparse import Namespace
+from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
 from safehold.cli.output import Output
-from safehold.engine import BackupOptions
-from safehold.engine.resources_apply import (
-    ApplyAction,
-    ApplyOptions,
-    ExistingObjects,
-    apply_manifests,
-    read_tree,
-    select_manifests,
-)
-from safehold.engine.resources_export import ExportOptions, export_resources
-from safehold.engine.resources_kube import KubeApi, KubeError, connect
-from safehold.engine.resources_select import LabelSelectorError, parse_selector
-from safehold.engine.resources_snapshot import NotAResourceSnapshot, diff_trees, snapshot_tree
-from safehold.repo import RepositoryLock
+
+if TYPE_CHECKING:
+    # The commands import the engine when they run: every other command builds this
+    # parser too, and needs none of it (the Kubernetes client least of all).
+    from safehold.engine.resources_apply import ApplyAction
+    from safehold.engine.resources_kube import KubeApi
 
 __all__ = ["apply_resources", "diff_resources", "export_resources_command", "register"]
 
@@ -133,6 +126,8 @@ def register(
 
 
 def _connect(args: Namespace) -> KubeApi:
+    from safehold.engine.resources_kube import KubeError, connect
+
     try:
         return connect(args.kubeconfig, args.context)
     except KubeError as exc:
@@ -140,6 +135,12 @@ def _connect(args: Namespace) -> KubeApi:
 
 
 def export_resources_command(args: Namespace, out: Output) -> int:
+    from safehold.engine import BackupOptions
+    from safehold.engine.resources_export import ExportOptions, export_resources
+    from safehold.engine.resources_kube import KubeError
+    from safehold.engine.resources_select import LabelSelectorError, parse_selector
+    from safehold.repo import RepositoryLock
+
     try:
         parse_selector(args.selector)
     except LabelSelectorError as exc:
@@ -187,6 +188,18 @@ def _mapping(items: list[str]) -> dict[str, str]:
 
 
 def apply_resources(args: Namespace, out: Output) -> int:
+    from safehold.engine.resources_apply import (
+        ApplyOptions,
+        ExistingObjects,
+        apply_manifests,
+        read_tree,
+        select_manifests,
+    )
+    from safehold.engine.resources_kube import KubeError
+    from safehold.engine.resources_select import LabelSelectorError, parse_selector
+    from safehold.engine.resources_snapshot import NotAResourceSnapshot, snapshot_tree
+    from safehold.repo import RepositoryLock
+
     try:
         parse_selector(args.selector)
     except LabelSelectorError as exc:
@@ -245,6 +258,9 @@ def apply_resources(args: Namespace, out: Output) -> int:
 
 
 def diff_resources(args: Namespace, out: Output) -> int:
+    from safehold.engine.resources_snapshot import NotAResourceSnapshot, diff_trees, snapshot_tree
+    from safehold.repo import RepositoryLock
+
     repo = open_repo(args)
     source = args.source or _DEFAULT_SOURCE
     old = repo.find_snapshot(args.old, source=source if args.old == "latest" else None)
