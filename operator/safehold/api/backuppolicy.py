@@ -3,11 +3,13 @@
 The controller creates a ``BackupRun`` at each schedule slot (in the slot's time zone),
 applies the concurrency policy and prunes old runs by the history limits.
 
-``retention``, ``replicateTo``, ``verification`` and ``testRestore`` are validated and
-stored, but this version of the controller does not carry them out yet: until it does,
-run ``safehold forget --policy FILE --prune``, ``safehold replicate`` and ``safehold
-verify`` on a schedule (a CronJob with the backup image), as docs/retention.md and
-docs/replication.md describe.
+After each successful run of a policy with ``retention``, the controller starts one
+retention Job that forgets the policy's snapshots the rules do not keep and prunes their
+data (docs/operator.md); ``status.lastRetention`` reports it. ``replicateTo``,
+``verification`` and ``testRestore`` are validated and stored, but this version of the
+controller does not carry them out yet: until it does, run ``safehold replicate`` and
+``safehold verify`` on a schedule (a CronJob with the backup image), as
+docs/replication.md describes.
 
 Missed slots (the operator was down) follow CronJob's rule: if the latest missed slot
 is less than ``startingDeadlineSeconds`` old, one run is started for it, otherwise the
@@ -51,6 +53,7 @@ __all__ = [
     "Hooks",
     "JobHooks",
     "Retention",
+    "RetentionResult",
     "Schedule",
     "ScheduleSlot",
     "Sources",
@@ -278,9 +281,13 @@ class Retention(ApiModel):
     keep_yearly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest snapshot of each of the last n years that have one."""
     keep_within: Duration | None = None
-    """Keep every snapshot younger than this, e.g. 30d."""
+    """Keep every snapshot no older than this before the newest snapshot of its source,
+    e.g. 30d or 12h (m is minutes here; less than a whole hour is rounded up to one)."""
     keep_tags: list[str] = Field(default_factory=list, max_length=64)
     """Keep every snapshot with one of these tags (set on BackupRuns made by hand)."""
+    time_zone: TimeZone | None = None
+    """The IANA time zone in which hours, days, weeks, months and years are counted;
+    default: `spec.schedule.timeZone`, else UTC."""
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Retention:
@@ -334,8 +341,9 @@ class BackupPolicySpec(ApiModel):
     schedule: Schedule | None = None
     """When to run; without a schedule, runs are only made by hand (a BackupRun)."""
     retention: Retention | None = None
-    """How long to keep snapshots. Not applied by the controller yet: run `safehold forget
-    --policy FILE --prune` with this mapping (docs/retention.md)."""
+    """How long to keep snapshots: after each successful run, a Job forgets the policy's
+    snapshots these rules do not keep and prunes their data (docs/retention.md); without
+    it, every snapshot is kept."""
     location: LocalObjectReference
     """The BackupLocation (role primary) that receives the backups."""
     replicate_to: list[LocalObjectReference] = Field(default_factory=list, max_length=8)
@@ -391,6 +399,35 @@ class CheckResult(ApiModel):
     """The BackupRun whose snapshot was tested."""
 
 
+class RetentionResult(ApiModel):
+    """The last retention Job of the policy: forget (the policy's own snapshots) and prune."""
+
+    run: str = Field(max_length=253)
+    """The successful BackupRun after which it ran."""
+    job: str | None = Field(default=None, max_length=63)
+    """The Job that applies it."""
+    result: Literal["Running", "Succeeded", "Failed"]
+    """Running until the Job ends; Failed leaves the next successful run to try again."""
+    start_time: datetime | None = None
+    """When the Job was created."""
+    completion_time: datetime | None = None
+    """When it finished."""
+    reason: str | None = Field(default=None, max_length=128)
+    """Why it failed, e.g. RepositoryLocked (another operation held the repository lock
+    for longer than the Job waits), WrongPassword, DeadlineExceeded."""
+    message: str = Field(default="", max_length=4096)
+    """What was done, or what went wrong (never a secret)."""
+    snapshots_kept: int | None = Field(default=None, ge=0)
+    """The policy's snapshots the rules keep."""
+    snapshots_forgotten: int | None = Field(default=None, ge=0)
+    """Snapshots removed (forgotten)."""
+    snapshots_locked: int | None = Field(default=None, ge=0)
+    """Snapshots to forget that an object lock still protects (forgotten by a later run)."""
+    bytes_freed: int | None = Field(default=None, ge=0)
+    """Bytes prune removed from the storage (packs younger than its grace period of 2 h,
+    which a backup may still be writing, are freed by a later run)."""
+
+
 class BackupPolicyStatus(ApiModel):
     """The schedule's state, written by the controller."""
 
@@ -412,6 +449,8 @@ class BackupPolicyStatus(ApiModel):
     """The last repository check."""
     last_test_restore: CheckResult | None = None
     """The last restore test."""
+    last_retention: RetentionResult | None = None
+    """The last retention (forget and prune) after a successful run."""
 
 
 class BackupPolicy(CustomResource):

@@ -8,7 +8,8 @@ a due slot back while a run is active (it starts when the run ends, unless
 ``startingDeadlineSeconds`` has passed), Allow starts it anyway, Replace deletes the
 active runs (and so their Jobs) first. Runs the schedule created are pruned to
 ``successfulRunsHistoryLimit`` and ``failedRunsHistoryLimit``; runs made by hand are
-never deleted by the operator.
+never deleted by the operator. After each successful run, ``retention`` is applied by a
+Job (safehold.controller.retention) and reported in ``status.lastRetention``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from safehold.controller import metrics
 from safehold.controller.backuprun import SCHEDULE_ANNOTATION
 from safehold.controller.common import field_errors_message, now, parse_time, write_condition
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
+from safehold.controller.retention import reconcile_retention
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import concurrency_action, decide, slots_between
 from safehold.controller.status import FINAL_PHASES
@@ -133,6 +135,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         status.next_schedule_time = None
         _ready(rt, body, status, "False", *problem)
         return
+    reconcile_retention(rt, body, policy, status, runs, active)
     notes: list[str] = []
     schedule = policy.spec.schedule
     if schedule is None:

@@ -56,6 +56,7 @@ from safehold.controller.kube import ApiException
 from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.repository import with_repository
 from safehold.controller.resources import plan_resources_source, start_resources_backup
+from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
 from safehold.controller.snapshots import cleanup as snapshot_cleanup
@@ -80,7 +81,11 @@ SOURCE_MOUNT = "/data/volume"
 
 
 def _transition(
-    rt: Runtime, body: dict[str, Any], status: BackupRunStatus, old: RunPhase | None
+    rt: Runtime,
+    body: dict[str, Any],
+    status: BackupRunStatus,
+    old: RunPhase | None,
+    waiting: str | None = None,
 ) -> None:
     """Write the status; on a phase change post an Event and, once final, count metrics."""
     meta = body["metadata"]
@@ -89,7 +94,7 @@ def _transition(
     phase = status.phase or "Pending"
     if phase in FINAL_PHASES and status.completion_time is None:
         status.completion_time = now()
-    message = _summary(status)
+    message = waiting or _summary(status)
     status.conditions = complete_conditions(
         status.conditions, phase, message, now=now(), generation=meta.get("generation")
     )
@@ -351,6 +356,17 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                     f"BackupLocation {location.metadata.name} is not available "
                     f"({available.reason}: {available.message})",
                 )
+            retention = active_retention_job(rt, ns, location.metadata.name or "")
+            if retention is not None:
+                # its forget/prune hold the exclusive lock a backup cannot join
+                status.phase = "Pending"
+                status.location = location.metadata.name
+                waiting = (
+                    f"waiting for retention Job {retention} (forget and prune) on "
+                    f"BackupLocation {location.metadata.name} to finish"
+                )
+                _transition(rt, body, status, old, waiting)
+                return
             status.sources = _plan(rt, run, policy, list(claims.values()))
             status.location = location.metadata.name
             status.start_time = now()

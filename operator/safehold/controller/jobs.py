@@ -1,12 +1,13 @@
 """THE one place that builds a Job: every Job the operator creates comes from :func:`build_job`.
 
-Backups, restores and location checks differ only in their command, their volumes and
-their labels; everything that makes a Job safe is fixed here, so no kind's module can
-forget it: a non-root, read-only, capability-less container with seccomp
-``RuntimeDefault``, no service-account token (the pods need no API rights: results leave
-through the termination message, progress through the log; only resource export/apply
-Jobs run as a ServiceAccount the user names), a deadline, a retry limit,
-a TTL, an ``emptyDir`` for ``/tmp``, and Secrets only as read-only file volumes.
+Backups, restores, retention (forget and prune) and location checks differ only in
+their command, their volumes and their labels; everything that makes a Job safe is
+fixed here, so no kind's module can forget it: a non-root, read-only, capability-less
+container with seccomp ``RuntimeDefault``, no service-account token (the pods need no
+API rights: results leave through the termination message, progress through the log;
+only resource export/apply Jobs run as a ServiceAccount the user names), a deadline, a
+retry limit, a TTL, an ``emptyDir`` for ``/tmp``, and Secrets only as read-only file
+volumes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safehold.api.jobs import JobSettings
 __all__ = [
     "COMPONENT_BACKUP",
     "COMPONENT_RESTORE",
+    "COMPONENT_RETENTION",
     "COMPONENT_VALIDATE",
     "DEFAULT_IMAGE",
     "LABEL_COMPONENT",
@@ -55,6 +57,7 @@ LABEL_LOCATION = "safehold.io/location"
 LABEL_POLICY = "safehold.io/policy"
 COMPONENT_BACKUP = "backup"
 COMPONENT_RESTORE = "restore"
+COMPONENT_RETENTION = "retention"
 COMPONENT_VALIDATE = "validate"
 
 #: Where the credentials Secret's keys appear as files (``safehold --options-dir``).

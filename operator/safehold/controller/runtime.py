@@ -24,7 +24,13 @@ from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
 from safehold.controller.progress import PROGRESS_INTERVAL
 
-__all__ = ["Runtime", "job_defaults_from_env", "runtime", "set_runtime"]
+__all__ = [
+    "Runtime",
+    "job_defaults_from_env",
+    "retention_lock_wait_from_env",
+    "runtime",
+    "set_runtime",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,20 @@ def job_defaults_from_env() -> JobSettings | None:
         return None
 
 
+def retention_lock_wait_from_env() -> float:
+    """``$SAFEHOLD_RETENTION_LOCK_WAIT``: seconds a retention Job waits for the repository
+    lock (``forget --lock-wait``) before it gives up until the next run; default 600."""
+    raw = os.environ.get("SAFEHOLD_RETENTION_LOCK_WAIT", "").strip()
+    try:
+        value = float(raw) if raw else 600.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        log.warning("ignoring SAFEHOLD_RETENTION_LOCK_WAIT=%r: give seconds, 0 to 86400", raw)
+        return 600.0
+    return value
+
+
 @dataclass
 class Runtime:
     kube: Kube
@@ -49,6 +69,8 @@ class Runtime:
     job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
     #: Seconds between two periodic passes over every object.
     pass_interval: float = 3.0
+    #: Seconds a retention Job waits for the repository lock before giving up.
+    retention_lock_wait: float = field(default_factory=retention_lock_wait_from_env)
     #: Seconds between two reads of a running Job's log for progress.
     progress_interval: float = PROGRESS_INTERVAL
     #: Latest body of every watched object, by (plural, namespace, name).

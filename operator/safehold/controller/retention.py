@@ -1,0 +1,302 @@
+"""A BackupPolicy's ``retention``: after each successful run, one Job forgets the policy's
+snapshots the rules do not keep and prunes the data they used.
+
+The operator decides nothing about snapshots itself (it never opens the repository): the
+Job runs ``safehold forget --source-prefix <namespace>/<policy>/ <rules> --prune
+--lock-wait S``, so the rules apply per source to every source of the policy (a database
+source's ``<namespace>/<policy>/<source>/<db>`` included) and to nothing of another
+policy sharing the repository. Its JSON summary comes back through the termination
+message and goes into ``status.lastRetention``.
+
+State lives in the policy's status, so a restart loses nothing: ``lastRetention.run``
+names the successful BackupRun the last retention was started for, and a new one starts
+only for a newer successful run, when no run of the policy is active (a backup holds the
+repository's shared lock, which forget's exclusive lock must wait for) and no retention
+Job of the policy is running. The Job's name is derived from the policy and the run, so
+a Job created just before a restart is found again (409) instead of made twice.
+
+A retention that fails (the repository stayed locked for the whole ``--lock-wait``, a
+wrong password, a deadline) is recorded with its reason, posts a Warning Event, and is
+tried again after the next successful run. It never changes the BackupRun.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from safehold.api import BackupLocation, BackupPolicy, parse_duration, validate_spec
+from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
+from safehold.controller.common import now, parse_time
+from safehold.controller.jobs import (
+    COMPONENT_RETENTION,
+    LABEL_COMPONENT,
+    LABEL_LOCATION,
+    LABEL_POLICY,
+    LABEL_RUN,
+    JobRequest,
+    build_job,
+    job_name,
+    label_value,
+    with_settings,
+)
+from safehold.controller.kube import ApiException
+from safehold.controller.repository import with_repository
+from safehold.controller.runtime import Runtime
+from safehold.controller.status import JobOutcome, job_outcome
+
+__all__ = [
+    "active_retention_job",
+    "keep_within_argument",
+    "reconcile_retention",
+    "retention_args",
+    "retention_result",
+    "source_prefix",
+]
+
+
+def source_prefix(namespace: str, policy: str) -> str:
+    """The beginning of every snapshot source name of ``policy`` (backuprun.py writes
+    ``<namespace>/<policy>/<source>``, databases ``.../<source>/<db>``)."""
+    return f"{namespace}/{policy}/"
+
+
+def keep_within_argument(duration: str) -> str:
+    """A custom resource's ``keepWithin`` (units s, m = minutes, h, d, w) as ``forget
+    --keep-within`` (units y, m = months, w, d, h): whole days as days, anything else as
+    days and hours, rounded *up* to the hour, since keeping a little more is safe and
+    keeping less is not."""
+    seconds = parse_duration(duration).total_seconds()
+    hours = max(1, math.ceil(seconds / 3600))
+    days, hours = divmod(hours, 24)
+    return (f"{days}d" if days else "") + (f"{hours}h" if hours else "")
+
+
+def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list[str]:
+    """The ``safehold forget`` arguments of ``retention`` for the sources under ``prefix``."""
+    args = ["forget", "--source-prefix", prefix]
+    counts = (
+        ("--keep-last", retention.keep_last),
+        ("--keep-hourly", retention.keep_hourly),
+        ("--keep-daily", retention.keep_daily),
+        ("--keep-weekly", retention.keep_weekly),
+        ("--keep-monthly", retention.keep_monthly),
+        ("--keep-yearly", retention.keep_yearly),
+    )
+    for flag, count in counts:
+        if count:
+            args += [flag, str(count)]
+    if retention.keep_within:
+        args += ["--keep-within", keep_within_argument(retention.keep_within)]
+    for tag in retention.keep_tags:
+        args += ["--keep-tag", tag]
+    args += ["--time-zone", time_zone]
+    return args
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int | None:
+    value = doc.get(key)
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionResult:
+    """``base`` (run, job, start) with what the retention Job reported, once it ended."""
+    result = base.model_copy(deep=True)
+    if outcome.state in ("Pending", "Running"):
+        result.result = "Running"
+        result.message = (
+            f"the Job's pod does not start: {outcome.waiting}"
+            if outcome.waiting
+            else "forgetting and pruning"
+        )[:4096]
+        return result
+    result.completion_time = parse_time(outcome.completion_time) or now()
+    doc = outcome.summary or {}
+    result.snapshots_kept = _int(doc, "keep")
+    result.snapshots_forgotten = _int(doc, "removed")
+    result.snapshots_locked = _int(doc, "locked")
+    prune = doc.get("prune") if isinstance(doc.get("prune"), dict) else {}
+    assert isinstance(prune, dict)
+    result.bytes_freed = _int(prune, "bytes_freed")
+    if outcome.state == "Succeeded" and doc.get("ok", True):
+        result.result = "Succeeded"
+        result.reason = None
+        kept, gone = result.snapshots_kept, result.snapshots_forgotten
+        parts = [
+            f"kept {'?' if kept is None else kept} and forgot {'?' if gone is None else gone}"
+            " snapshot(s)"
+        ]
+        if result.bytes_freed is not None:
+            parts.append(f"prune freed {_size(result.bytes_freed)}")
+        if result.snapshots_locked:
+            parts.append(
+                f"{result.snapshots_locked} snapshot(s) stay under their object lock until it "
+                "expires"
+            )
+        if prune.get("deferred"):
+            parts.append(str(prune["deferred"]))
+        result.message = "; ".join(parts)[:4096]
+        return result
+    result.result = "Failed"
+    error = outcome.error
+    result.reason = (error.reason if error else "Error")[:128]
+    message = error.message if error else "the retention Job failed"
+    result.message = (
+        f"{message} (tried again after the next successful run; the BackupRun is not affected)"
+    )[:4096]
+    return result
+
+
+def _newest_success(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    dated = []
+    for r in runs:
+        status = r.get("status") or {}
+        when = parse_time(status.get("completionTime"))
+        if status.get("phase") == "Succeeded" and when is not None:
+            dated.append((when, r["metadata"]["name"]))
+    return max(dated)[1] if dated else None
+
+
+def _location(rt: Runtime, policy: BackupPolicy) -> BackupLocation | None:
+    ns = policy.metadata.namespace or ""
+    body = rt.kube.get_cr("backuplocations", ns, policy.spec.location.name)
+    if body is None or validate_spec("BackupLocation", body.get("spec")):
+        return None  # the location's own status (and the runs) say what is wrong
+    return BackupLocation.model_validate(body)
+
+
+def _request(
+    rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, location: BackupLocation, run: str
+) -> JobRequest:
+    ns = policy.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    retention = policy.spec.retention
+    assert retention is not None
+    schedule = policy.spec.schedule
+    zone = retention.time_zone or (schedule.time_zone if schedule else "UTC")
+    args = retention_args(retention, time_zone=zone, prefix=source_prefix(ns, pname))
+    args += ["--prune", "--lock-wait", f"{rt.retention_lock_wait:g}"]
+    request = JobRequest(
+        name=job_name(pname, "retention", run),
+        namespace=ns,
+        component=COMPONENT_RETENTION,
+        args=args,
+        labels={LABEL_POLICY: pname, LABEL_RUN: run, LABEL_LOCATION: location.metadata.name or ""},
+        owner=body,
+        image=rt.image,
+    )
+    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
+    # A failed retention is tried again after the next successful run, not by the Job:
+    # a second pod would only wait for the same lock again.
+    return replace(request, backoff_limit=0)
+
+
+def _running_jobs(rt: Runtime, ns: str, selector: str) -> list[str]:
+    out = []
+    for job in rt.kube.list_jobs(ns, f"{selector},{LABEL_COMPONENT}={COMPONENT_RETENTION}"):
+        conds = {
+            c.get("type")
+            for c in (job.get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"
+        }
+        if not conds & {"Complete", "Failed"}:
+            out.append(job["metadata"]["name"])
+    return out
+
+
+def active_retention_job(rt: Runtime, namespace: str, location: str) -> str | None:
+    """A retention Job still running on ``location`` (by its label), or None.
+
+    Its forget and prune hold the repository's exclusive lock, which a backup's shared
+    lock cannot join: a BackupRun of that location waits for it instead of failing."""
+    running = _running_jobs(rt, namespace, f"{LABEL_LOCATION}={label_value(location)}")
+    return running[0] if running else None
+
+
+def _start(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    location: BackupLocation,
+    result: RetentionResult,
+) -> RetentionResult:
+    try:
+        rt.kube.create_job(build_job(_request(rt, body, policy, location, result.run)))
+    except ApiException as exc:
+        result.result = "Failed"
+        result.reason = "JobNotCreated"
+        result.completion_time = now()
+        result.message = f"the retention Job could not be created: {exc.reason}"[:4096]
+    return result
+
+
+def _record(rt: Runtime, body: Mapping[str, Any], result: RetentionResult) -> None:
+    if result.result == "Failed":
+        rt.kube.event(body, "RetentionFailed", f"{result.reason}: {result.message}", warning=True)
+    elif result.result == "Succeeded":
+        rt.kube.event(body, "RetentionApplied", result.message)
+
+
+def reconcile_retention(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    status: BackupPolicyStatus,
+    runs: Sequence[Mapping[str, Any]],
+    active: Sequence[Mapping[str, Any]],
+) -> None:
+    """Follow the running retention Job into ``status.lastRetention``, or start one after a
+    newer successful run. The caller writes the status."""
+    ns = policy.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    last = status.last_retention
+    if last is not None and last.result == "Running" and last.job:
+        job = rt.kube.get_job(ns, last.job)
+        if job is None:
+            # created-and-lost (a restart between recording and creating) or deleted
+            # while it ran: start it again under the same name
+            location = _location(rt, policy)
+            if policy.spec.retention is None or location is None:
+                last.result = "Failed"
+                last.reason = "JobDeleted"
+                last.completion_time = now()
+                last.message = f"Job {last.job} is gone and the retention cannot start again"
+                _record(rt, body, last)
+                return
+            status.last_retention = _start(rt, body, policy, location, last)
+            _record(rt, body, status.last_retention)
+            return
+        outcome = job_outcome(job, rt.kube.job_pods(ns, last.job))
+        status.last_retention = retention_result(last, outcome)
+        _record(rt, body, status.last_retention)
+        return
+    if policy.spec.retention is None or active:
+        return
+    # the stored name too: a history limit of 0 deletes a run in the pass it succeeded
+    newest = _newest_success(runs) or status.last_successful_run
+    if newest is None or (last is not None and last.run == newest):
+        return
+    if _running_jobs(rt, ns, f"{LABEL_POLICY}={label_value(pname)}"):
+        return  # one retention Job per policy: a restart lost its record; wait for it
+    location = _location(rt, policy)
+    if location is None:
+        return
+    result = RetentionResult(
+        run=newest,
+        job=job_name(pname, "retention", newest),
+        result="Running",
+        start_time=now(),
+        message="forgetting and pruning",
+    )
+    status.last_retention = _start(rt, body, policy, location, result)
+    _record(rt, body, status.last_retention)
