@@ -169,3 +169,41 @@ def test_lock_wait_is_bounded(repo: Path) -> None:
     error = str(_summary(done)["error"])
     assert "still locked after waiting 2s" in error
     assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_forget_done_but_prune_locked_reports_both(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup takes its shared lock between forget and prune: the snapshots are
+    forgotten, prune fails on the lock, and the summary says both (exit code 11)."""
+    from safehold.cli import main
+    from safehold.engine import forget as forget_module
+
+    real = forget_module.forget_snapshots
+    held: list[RepositoryLock] = []
+
+    def forget_then_a_backup_starts(*args: object, **kwargs: object) -> object:
+        report = real(*args, **kwargs)  # type: ignore[arg-type]
+        r = Repository.open(open_storage(repo.as_uri()), PASSWORD)
+        held.append(RepositoryLock(r, exclusive=False, operation="backup").acquire())
+        return report
+
+    monkeypatch.setattr(forget_module, "forget_snapshots", forget_then_a_backup_starts)
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    term = repo.parent / "termination-log"
+    argv = ["forget", "--repo", repo.as_uri(), "--keep-last", "1", "--source-prefix", "ns/pol/",
+            "--prune", "--json", "--termination-log", str(term)]  # fmt: skip
+    try:
+        code = main(argv)
+    finally:
+        for lock in held:
+            lock.release()
+    assert code == 11
+    doc = json.loads(term.read_text())
+    assert doc["ok"] is False
+    assert doc["exit_code"] == 11
+    assert doc["removed"] == 6
+    assert "forget done, prune not run" in doc["error"]
+    assert "prune" not in doc
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == doc
+    assert _sources(repo)["ns/pol/data"] == 1
