@@ -216,10 +216,16 @@ class _Restore:
                 )
             ):
                 self.trees_ahead[sub] = self.tree_pool.submit(self.repo.load_tree, sub)
+        prefix = dest if dest.endswith("/") else dest + "/"
         for position, node in enumerate(nodes):
+            kind = node["type"]
+            mine = nparts == 1 or (dir_no + position // FILES_PER_OWNER) % nparts == part
+            if not (mine or kind == "dir" or part == 0 or len(node.get("content", ())) > 1):
+                continue  # another part's, and nothing part 0 notes: the quickest way out
             name = node["name"]
             if "/" in name or name in ("", ".", ".."):
-                self._error(os.path.join(dest, name), "unsafe name in snapshot, skipped")
+                if mine:
+                    self._error(prefix + name, "unsafe name in snapshot, skipped")
                 continue
             node_rel = f"{rel}/{name}" if rel else name
             restore = descend = True
@@ -227,8 +233,7 @@ class _Restore:
                 restore, descend = _wanted(node_rel, self.includes)
                 if not (restore or descend):
                     continue
-            path = os.path.join(dest, name)
-            kind = node["type"]
+            path = prefix + name
             if kind == "dir":
                 try:
                     sub_fresh = fresh
@@ -253,7 +258,6 @@ class _Restore:
                 continue
             if not restore:
                 continue
-            mine = nparts == 1 or (dir_no + position // FILES_PER_OWNER) % nparts == part
             if kind == "file":
                 if nparts == 1:
                     self._file(path, node_rel, node, fresh)
