@@ -259,7 +259,16 @@ class _Restore:
             if not restore:
                 continue
             if kind == "file":
-                if nparts == 1:
+                content = node.get("content")
+                if (
+                    fresh
+                    and nparts == 1
+                    and isinstance(content, list)
+                    and len(content) == 1
+                    and "hardlink" not in node
+                ):
+                    self._new_one_chunk_file(path, node_rel, node, content[0])
+                elif nparts == 1:
                     self._file(path, node_rel, node, fresh)
                 else:
                     self._file_of_part(path, node_rel, node, mine)
@@ -381,6 +390,22 @@ class _Restore:
         if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
             self.run_batch()
 
+    def _new_one_chunk_file(self, path: str, rel: str, node: Node, hex_id: str) -> None:
+        """A file of one chunk (most files) in a new target, planned with the least work:
+        a worker creates, writes and completes it (:meth:`_create`)."""
+        blob_id = bytes.fromhex(hex_id)
+        size = int(node.get("size", 0))
+        if self.repo.index.raw_size(blob_id) != size:  # lost or inconsistent: _file says which
+            self._file(path, rel, node, fresh=True)
+            return
+        self.restored.add(rel)
+        pending = _PendingFile(path, node, 1, size, True)
+        self.plan[blob_id].append((pending, 0))
+        self.plan_uses += 1
+        self.batch_files.append(pending)
+        if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
+            self.run_batch()
+
     def _file_of_part(self, path: str, rel: str, node: Node, mine: bool) -> None:
         """A file, when the restore is split between processes (the target is new).
 
@@ -394,7 +419,9 @@ class _Restore:
             return
         content = node.get("content", [])
         if len(content) <= 1:
-            if mine:
+            if mine and len(content) == 1:
+                self._new_one_chunk_file(path, rel, node, content[0])
+            elif mine:
                 self._file(path, rel, node, fresh=True)
             elif self.part == 0:
                 self.restored.add(rel)  # by another part: a hard link may point to it
