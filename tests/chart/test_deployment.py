@@ -222,3 +222,9 @@ def test_the_safehold_cli_accepts_the_rendered_arguments(render: Any, variant: s
 def test_log_level_reaches_the_operator(render: Any) -> None:
     env = env_of(operator_container(render({"logLevel": "debug"})))
     assert env["SAFEHOLD_LOG_LEVEL"] == "debug"
+
+
+def test_retention_lock_wait_reaches_the_operator(render: Any) -> None:
+    assert env_of(operator_container(render({})))["SAFEHOLD_RETENTION_LOCK_WAIT"] == "600"
+    env = env_of(operator_container(render({"retentionLockWaitSeconds": 30})))
+    assert env["SAFEHOLD_RETENTION_LOCK_WAIT"] == "30"
