@@ -11,6 +11,7 @@ import pytest
 
 from safehold.api import BackupLocation, BackupPolicy, ErrorDetail
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
+from safehold.controller import metrics
 from safehold.controller.jobs import job_name
 from safehold.controller.retention import (
     keep_within_argument,
@@ -212,6 +213,37 @@ def test_one_job_at_a_time_then_the_outcome_then_only_a_newer_run(rt: Runtime) -
     assert len(kube.created) == 2
     assert status.last_retention is not None
     assert status.last_retention.run == "r2"
+
+
+def _metric(name: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, {"namespace": NS, "policy": "app", **labels})
+    return value or 0.0
+
+
+def test_a_finished_retention_is_counted_once(rt: Runtime) -> None:
+    kube: FakeKube = rt.kube  # type: ignore[assignment]
+    body = _policy()
+    status = BackupPolicyStatus()
+    runs = [_run("r1", minute=1)]
+    before = (
+        _metric("safehold_retentions_total", result="Succeeded"),
+        _metric("safehold_retention_snapshots_forgotten_total"),
+        _metric("safehold_retention_bytes_freed_total"),
+    )
+    _pass(rt, body, status, runs)
+    _pass(rt, body, status, runs)  # still running: nothing counted
+    assert _metric("safehold_retentions_total", result="Succeeded") == before[0]
+    job = status.last_retention.job if status.last_retention else ""
+    summary = '{"ok": true, "keep": 2, "removed": 3, "prune": {"bytes_freed": 1000}}'
+    kube.finish(job, True, summary)
+    for _ in range(3):  # the outcome is recorded once, however many passes follow
+        _pass(rt, body, status, runs)
+    after = (
+        _metric("safehold_retentions_total", result="Succeeded"),
+        _metric("safehold_retention_snapshots_forgotten_total"),
+        _metric("safehold_retention_bytes_freed_total"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1000]
 
 
 def test_not_while_a_run_of_the_policy_is_active_nor_without_retention(rt: Runtime) -> None:

@@ -14,6 +14,9 @@ __all__ = [
     "LAST_SUCCESS",
     "REGISTRY",
     "RESTORES",
+    "RETENTIONS",
+    "RETENTION_BYTES_FREED",
+    "RETENTION_FORGOTTEN",
     "RUNS_FAILED",
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
@@ -59,6 +62,25 @@ RESTORES = Counter(
     "safehold_restores",
     "RestoreRequests finished, by result",
     ("namespace", "result"),
+    registry=REGISTRY,
+)
+
+RETENTIONS = Counter(
+    "safehold_retentions",
+    "Retention Jobs (forget and prune after a successful run) finished, by result",
+    (*_RUN, "result"),
+    registry=REGISTRY,
+)
+RETENTION_FORGOTTEN = Counter(
+    "safehold_retention_snapshots_forgotten",
+    "Snapshots the policy's retention forgot",
+    _RUN,
+    registry=REGISTRY,
+)
+RETENTION_BYTES_FREED = Counter(
+    "safehold_retention_bytes_freed",
+    "Bytes the prune after a retention deleted from the repository",
+    _RUN,
     registry=REGISTRY,
 )
 

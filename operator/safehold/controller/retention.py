@@ -29,6 +29,7 @@ from typing import Any
 
 from safehold.api import BackupLocation, BackupPolicy, parse_duration, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
+from safehold.controller import metrics
 from safehold.controller.common import now, parse_time
 from safehold.controller.jobs import (
     COMPONENT_RETENTION,
@@ -241,6 +242,13 @@ def _start(
 
 
 def _record(rt: Runtime, body: Mapping[str, Any], result: RetentionResult) -> None:
+    """An Event and the metrics for a retention that just ended (nothing while it runs)."""
+    if result.result in ("Failed", "Succeeded"):
+        meta = body.get("metadata", {})
+        labels = (meta.get("namespace", ""), meta.get("name", ""))
+        metrics.RETENTIONS.labels(*labels, result.result).inc()
+        metrics.RETENTION_FORGOTTEN.labels(*labels).inc(result.snapshots_forgotten or 0)
+        metrics.RETENTION_BYTES_FREED.labels(*labels).inc(result.bytes_freed or 0)
     if result.result == "Failed":
         rt.kube.event(body, "RetentionFailed", f"{result.reason}: {result.message}", warning=True)
     elif result.result == "Succeeded":
