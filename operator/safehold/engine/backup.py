@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from safehold import __version__
+from safehold.engine.patterns import PathFilter, PatternError, compile_patterns
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import (
@@ -61,7 +62,7 @@ _BIG_READERS = 2  # two big files at once: their reads and cuts overlap on 2 cor
 
 
 class BackupError(Exception):
-    """The backup could not run at all (bad paths, name clashes)."""
+    """The backup could not run at all (bad paths, name clashes, bad patterns)."""
 
 
 @dataclass
@@ -71,6 +72,11 @@ class BackupOptions:
     tags: list[str] = field(default_factory=list)
     time: datetime | None = None
     workers: int = 0  # threads compressing and sealing chunks; 0: one per available CPU
+    #: Patterns (engine.patterns) of paths under each backed-up directory, relative to it:
+    #: only matching files are stored (and the directories leading to them); empty: all.
+    include: list[str] = field(default_factory=list)
+    #: Patterns of paths left out; an excluded directory is not read. Wins over include.
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +126,35 @@ class _Batch:
         self.views: list[memoryview | bytes] = []
         self.nbytes = 0
         self.future: Future[list[bytes]] | None = None
+
+
+#: What the patterns leave of a directory's contents (with a PathFilter only).
+_ALL = 0  # everything not excluded
+_SOME = 1  # what include patterns match (and directories leading to it)
+_NONE = 2  # nothing: the directory is stored empty, without reading it
+
+
+def _select(
+    filt: PathFilter, prefix: str, scope: int, names: Iterable[tuple[str, bool]]
+) -> list[tuple[int, int]]:
+    """The entries of a directory (``(name, is_dir)``) that the patterns keep, as
+    ``(index, scope of a kept directory)``; ``prefix`` is the directory's path relative
+    to the backed-up root plus ``/`` (empty at the root)."""
+    kept: list[tuple[int, int]] = []
+    for k, (name, is_dir) in enumerate(names):
+        path = prefix + name
+        if filt.excluded(path):
+            continue
+        if not is_dir:
+            if scope == _ALL or filt.included(path):
+                kept.append((k, _ALL))
+            continue
+        if scope == _SOME and not filt.includes_all_under(path):
+            if filt.may_include_under(path) and not filt.excludes_all_under(path):
+                kept.append((k, _SOME))
+            continue
+        kept.append((k, _NONE if filt.excludes_all_under(path) else _ALL))
+    return kept
 
 
 class _DirJob:
@@ -214,6 +249,9 @@ class _Backup:
             "total_files": 0,
         }
         self.no_atime = True
+        self.filter: PathFilter | None = None  # set by backup_paths, which checks the patterns
+        self.root_len = 0  # len of the current root's name plus "/": rel[root_len:] is
+        # the path relative to the backed-up root, which patterns match
 
     # ---------------------------------------------------------------- workers
     def _encoder(self) -> BlobEncoder:
@@ -331,13 +369,14 @@ class _Backup:
         st: os.stat_result,
         parent: Node | None,
         unchanged: bool | None = None,
+        scope: int = _ALL,
     ) -> Node | None:
         node = self._meta(name, st)
         kind = node["type"]
         if kind == "dir":
             self.counts["dirs"] += 1
             parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
-            job = self._walk_dir(path, rel, parent_tree)
+            job = self._walk_dir(path, rel, parent_tree, scope)
             if job is None:
                 return None
             node["subtree"] = job
@@ -557,21 +596,42 @@ class _Backup:
             if node["type"] == "dir" and isinstance(sub, str) and sub not in self._trees_ahead:
                 self._trees_ahead[sub] = self.readers.submit(self._read_parent_tree, sub)
 
-    def _walk_dir(self, path: str, rel: str, parent_tree: object) -> _DirJob | None:
+    def _walk_dir(
+        self, path: str, rel: str, parent_tree: object, scope: int = _ALL
+    ) -> _DirJob | None:
+        """The directory's job; None when it cannot be read (recorded as an error) or,
+        in scope ``_SOME``, when nothing under it is included."""
+        if scope == _NONE:
+            return self._finish_dir([])
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             self._error(path, exc)
             return None
+        scopes: list[int] | None = None
+        if self.filter is not None:
+            prefix = rel[self.root_len :]
+            kept = _select(
+                self.filter,
+                f"{prefix}/" if prefix else "",
+                scope,
+                ((e.name, _is_dir(e)) for e in entries),
+            )
+            entries = [entries[k] for k, _ in kept]
+            scopes = [s for _, s in kept]
         parents = self._load_parent_tree(parent_tree)
         self._prefetch_parent_trees(parents)
         stats: list[tuple[os.DirEntry[str], os.stat_result]] = []
-        for entry in entries:
+        child_scopes: list[int] = []
+        for k, entry in enumerate(entries):
             try:
                 stats.append((entry, entry.stat(follow_symlinks=False)))
             except OSError as exc:
                 self._error(entry.path, exc)
+                continue
+            if scopes is not None:
+                child_scopes.append(scopes[k])
         # Small files that must be read are read ahead by reader threads, a window of
         # bytes at a time: on a cold cache each read waits for the disk, and many
         # waits overlap instead of queueing behind the walk.
@@ -597,11 +657,20 @@ class _Backup:
             if entry.path in self._prefetched:
                 ahead -= st.st_size
             node = self._node(
-                entry.path, f"{rel}/{entry.name}", entry.name, st, parents.get(entry.name), same[k]
+                entry.path,
+                f"{rel}/{entry.name}",
+                entry.name,
+                st,
+                parents.get(entry.name),
+                same[k],
+                child_scopes[k] if scopes is not None else _ALL,
             )
             self._prefetched.pop(entry.path, None)
             if node is not None:
                 nodes.append(node)
+        if scope == _SOME and not nodes and len(rel) >= self.root_len:
+            self.counts["dirs"] -= 1  # not the root, and leads to no included path: left out
+            return None
         return self._finish_dir(nodes)
 
     def _finish_dir(self, nodes: list[Node]) -> _DirJob:
@@ -619,13 +688,15 @@ class _Backup:
         self._prefetch_parent_trees(parent_root)
         try:
             nodes: list[Node] = []
+            scope = _SOME if self.filter is not None and self.filter.has_include else _ALL
             for path, name in roots:
                 try:
                     st = os.lstat(path)
                 except OSError as exc:
                     self._error(path, exc)
                     continue
-                node = self._node(path, name, name, st, parent_root.get(name))
+                self.root_len = len(name) + 1
+                node = self._node(path, name, name, st, parent_root.get(name), scope=scope)
                 if node is not None:
                     nodes.append(node)
             root = self._finish_dir(nodes)
@@ -744,6 +815,13 @@ def _reading_ahead(
     return read
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
 def _resolve(item: Any) -> str:
     if isinstance(item, str):
         return item
@@ -768,8 +846,16 @@ def _choose_parent(
     return "full", None
 
 
-def _scan_totals(roots: Iterable[str], progress: ProgressTracker, stop: threading.Event) -> None:
+def _scan_totals(
+    roots: Iterable[str],
+    progress: ProgressTracker,
+    stop: threading.Event,
+    filt: PathFilter | None = None,
+) -> None:
     """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads."""
+    if filt is not None:
+        _scan_filtered(roots, progress, stop, filt)
+        return
     files = 0
     total = 0
     stack = list(roots)
@@ -796,6 +882,48 @@ def _scan_totals(roots: Iterable[str], progress: ProgressTracker, stop: threadin
         elif stat.S_ISREG(st.st_mode):
             files += 1
             total += st.st_size
+    if not stop.is_set():
+        progress.files_total = files
+        progress.bytes_total = total
+
+
+def _scan_filtered(
+    roots: Iterable[str], progress: ProgressTracker, stop: threading.Event, filt: PathFilter
+) -> None:
+    """:func:`_scan_totals` of what the patterns keep: left-out directories are not read."""
+    files = 0
+    total = 0
+    top = _SOME if filt.has_include else _ALL
+    stack: list[tuple[str, str, int]] = []
+    for root in roots:
+        try:
+            st = os.lstat(root)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            stack.append((root, "", top))
+        elif stat.S_ISREG(st.st_mode):
+            files += 1
+            total += st.st_size
+    while stack and not stop.is_set():
+        path, prefix, scope = stack.pop()
+        if scope == _NONE:
+            continue
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for k, child in _select(filt, prefix, scope, ((e.name, _is_dir(e)) for e in entries)):
+            entry = entries[k]
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, f"{prefix}{entry.name}/", child))
+                elif entry.is_file(follow_symlinks=False):
+                    files += 1
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
     if not stop.is_set():
         progress.files_total = files
         progress.bytes_total = total
@@ -847,6 +975,10 @@ def backup_paths(
     options = options or BackupOptions()
     if not paths:
         raise BackupError("no paths to back up")
+    try:
+        filt = compile_patterns(options.include, options.exclude)
+    except PatternError as exc:
+        raise BackupError(str(exc)) from None
     abspaths = [os.path.abspath(p) for p in paths]
     roots: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
@@ -872,7 +1004,7 @@ def backup_paths(
     with rare_gc(), ProgressTracker("backup", progress) as tracker:
         stop = threading.Event()
         scanner = threading.Thread(
-            target=_scan_totals, args=(abspaths, tracker, stop), name="scan", daemon=True
+            target=_scan_totals, args=(abspaths, tracker, stop, filt), name="scan", daemon=True
         )
         estimate = parent.summary if parent is not None else {}
         if estimate.get("total_files") and estimate.get("total_bytes") is not None:
@@ -883,6 +1015,7 @@ def backup_paths(
         elif progress is not None:
             scanner.start()
         b = _Backup(repo, options, tracker)
+        b.filter = filt
         try:
             tree = b.run(roots, parent_root)
         finally:
@@ -914,6 +1047,8 @@ def backup_stream(
 ) -> BackupResult:
     """Back up a byte stream (a database dump on stdin) as one file named ``name``."""
     options = options or BackupOptions()
+    if options.include or options.exclude:
+        raise BackupError("include and exclude patterns apply to paths, not to a stream")
     if not name or "/" in name or name in (".", ".."):
         raise BackupError(f"--stdin-name {name!r} must be a plain file name, without '/'")
     source = options.source or name
