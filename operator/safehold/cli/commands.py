@@ -229,7 +229,35 @@ def _parse_time(value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def read_patterns(args: Namespace) -> None:
+    """Check ``--include`` and ``--exclude`` and add the ``--exclude-file`` patterns to
+    ``args.exclude`` (once); a usage error names a bad pattern."""
+    from safehold.engine.patterns import PatternError, check_pattern
+
+    if getattr(args, "patterns_read", False):
+        return
+    for path in getattr(args, "exclude_file", None) or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--exclude-file {path}: {exc}") from exc
+        args.exclude += [
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+    for option, patterns in (("--include", args.include), ("--exclude", args.exclude)):
+        for pattern in patterns:
+            try:
+                check_pattern(pattern)
+            except PatternError as exc:
+                raise UsageError(f"{option} {exc}") from None
+    if (args.include or args.exclude) and args.stdin_name:
+        raise UsageError("--include and --exclude apply to PATHs, not to --stdin-name")
+    args.patterns_read = True
+
+
 def backup(args: Namespace, out: Output) -> int:
+    read_patterns(args)
     if bool(args.paths) == bool(args.stdin_name):
         raise UsageError("give PATH... to back up files, or --stdin-name NAME to read stdin")
     if args.stdin_name and args.type:
@@ -238,7 +266,12 @@ def backup(args: Namespace, out: Output) -> int:
         if not os.path.lexists(p):
             raise UsageError(f"{p}: no such file or directory")
     options = engine.BackupOptions(
-        source=args.source, type=args.type, tags=args.tag, time=_parse_time(args.time)
+        source=args.source,
+        type=args.type,
+        tags=args.tag,
+        time=_parse_time(args.time),
+        include=args.include,
+        exclude=args.exclude,
     )
     repo = open_repo(args)
     with (

@@ -99,6 +99,12 @@ def _percent(value: str) -> float:
     return number
 
 
+def _backup(args: argparse.Namespace, out: Output) -> int:
+    """``safehold backup``: its patterns checked before any hook runs."""
+    commands.read_patterns(args)
+    return backup_with_hooks(args, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -173,8 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("--tag", action="append", default=[], metavar="TAG")
     backup.add_argument("--time", metavar="ISO8601", help="the snapshot's time (default: now)")
+    backup.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="store only the paths under each PATH that match (repeatable; see docs/cli.md)",
+    )
+    backup.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out the paths that match, e.g. 'cache/**' or '*.tmp' (repeatable)",
+    )
+    backup.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read exclude patterns from FILE, one a line ('#' comments, blank lines skipped)",
+    )
     add_hook_arguments(backup)
-    backup.set_defaults(func=backup_with_hooks)
+    backup.set_defaults(func=_backup)
 
     restore = sub.add_parser("restore", parents=[common], help="restore a snapshot")
     restore.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
