@@ -60,7 +60,7 @@ from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
 from safehold.controller.snapshots import cleanup as snapshot_cleanup
-from safehold.controller.sources import VolumeClaim, claim_node, resolve_volumes
+from safehold.controller.sources import VolumeClaim, claim_node, pattern_args, resolve_volumes
 from safehold.controller.status import (
     FINAL_PHASES,
     complete_conditions,
@@ -213,20 +213,11 @@ def _plan(
             f"spec.sources: {', '.join(unknown)} not in BackupPolicy {policy.metadata.name} "
             f"(its sources: {', '.join(sorted(known)) or 'none'}): fix the names",
         )
-    filtered = {
-        v.name or v.claim_name
-        for v in policy.spec.sources.volumes
-        if (v.include or v.exclude) and (v.name or v.claim_name)
-    }
     out: list[SourceResult] = []
     for c in claims:
         if wanted and c.source not in wanted:
             continue
         result = SourceResult(name=c.source, kind="volume", job=job_name(name, c.source))
-        if c.source in filtered:
-            result.warnings.append(
-                "include/exclude patterns are not applied yet: the whole volume is backed up"
-            )
         if rt.kube.get_pvc(ns, c.claim) is None:
             result.phase = "Failed"
             result.job = None
@@ -265,6 +256,7 @@ def _start_job(
     ]
     for tag in run.spec.tags:
         args += ["--tag", tag]
+    args += pattern_args(claim)  # relative to the volume's root, SOURCE_MOUNT
     args += job_hook_args(policy, claim)
     request = JobRequest(
         name=source.job or job_name(run.metadata.name or "", source.name),

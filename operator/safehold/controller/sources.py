@@ -14,7 +14,7 @@ from safehold.api.backuppolicy import BackupPolicy
 from safehold.api.selectors import LabelSelector
 from safehold.controller.kube import Kube
 
-__all__ = ["VolumeClaim", "claim_node", "resolve_volumes", "selector_string"]
+__all__ = ["VolumeClaim", "claim_node", "pattern_args", "resolve_volumes", "selector_string"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,15 @@ class VolumeClaim:
     source: str  # the source's name in results and restores
     claim: str  # the PersistentVolumeClaim
     field: str  # where the policy names it, for messages
+    include: tuple[str, ...] = ()  # the volume source's patterns, relative to the volume's root
+    exclude: tuple[str, ...] = ()
+
+
+def pattern_args(claim: VolumeClaim) -> list[str]:
+    """The ``safehold backup`` options for the claim's include and exclude patterns. Each
+    is one ``--option=PATTERN`` argument, so that a pattern starting with ``-`` stays a
+    pattern."""
+    return [f"--include={p}" for p in claim.include] + [f"--exclude={p}" for p in claim.exclude]
 
 
 def selector_string(selector: LabelSelector) -> str:
@@ -45,13 +54,14 @@ def resolve_volumes(kube: Kube, policy: BackupPolicy) -> list[VolumeClaim]:
     out: list[VolumeClaim] = []
     for index, volume in enumerate(policy.spec.sources.volumes):
         where = f"spec.sources.volumes[{index}]"
+        patterns = {"include": tuple(volume.include), "exclude": tuple(volume.exclude)}
         if volume.claim_name:
             name = volume.name or volume.claim_name
-            out.append(VolumeClaim(name, volume.claim_name, f"{where}.claimName"))
+            out.append(VolumeClaim(name, volume.claim_name, f"{where}.claimName", **patterns))
         elif volume.selector is not None:
             for pvc in kube.list_pvcs(ns, selector_string(volume.selector)):
                 claim = pvc["metadata"]["name"]
-                out.append(VolumeClaim(claim, claim, f"{where}.selector"))
+                out.append(VolumeClaim(claim, claim, f"{where}.selector", **patterns))
     return out
 
 
