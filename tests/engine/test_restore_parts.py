@@ -21,6 +21,7 @@ import safehold.engine.restore as restore_module
 from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
 from safehold.engine.progress import ProgressEvent
 from safehold.engine.restore_parts import FILES_PER_OWNER, PartFailed
+from safehold.engine.tuning import available_cpus
 from safehold.repo import Repository, Snapshot, pack_object_name
 
 from .conftest import PASSWORD
@@ -175,22 +176,28 @@ def test_a_killed_process_fails_the_restore_and_the_next_run_finishes_it(
     same_tree(source, out / "src")
 
 
-_SLOW_RESTORE = """
+#: A restore that writes slowly enough to be stopped half-way, followed by what runs it.
+_SLOWLY = """
 import sys, time
 import safehold.engine.restore as r
-from safehold.engine import RestoreOptions, restore_snapshot
-from safehold.repo import Repository
-from safehold.storage import open_storage
 
 real = r._Restore._write_chunks
 def slow(self, *args):
     time.sleep(0.01)
     real(self, *args)
 r._Restore._write_chunks = slow
+"""
+_SLOW_RESTORE = (
+    _SLOWLY
+    + """
+from safehold.engine import RestoreOptions, restore_snapshot
+from safehold.repo import Repository
+from safehold.storage import open_storage
 repo = Repository.open(open_storage(sys.argv[1]), sys.argv[2])
 snap = repo.find_snapshot("latest")
 restore_snapshot(repo, snap, sys.argv[3], RestoreOptions(processes=2))
 """
+)
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -207,6 +214,16 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _once_split(proc: subprocess.Popen[Any], out: Path) -> None:
+    """Wait until the restore in ``proc`` (a session leader) runs as two processes and has
+    begun writing under ``out``."""
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 2 or not (out / "src" / "crowd").is_dir():
+        assert proc.poll() is None, "the restore ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_when_the_restore_is_killed_its_other_processes_die_with_it(
     repo: Repository, snap: Snapshot, source: Path, tmp_path: Path, same_tree: Callable[..., None]
 ) -> None:
@@ -215,11 +232,7 @@ def test_when_the_restore_is_killed_its_other_processes_die_with_it(
         [sys.executable, "-c", _SLOW_RESTORE, repo.storage.location, PASSWORD, str(out)],
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while len(_group_members(proc.pid)) < 2 or not (out / "src" / "crowd").is_dir():
-        assert proc.poll() is None, "the restore ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _once_split(proc, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
@@ -231,18 +244,13 @@ def test_when_the_restore_is_killed_its_other_processes_die_with_it(
     same_tree(source, out / "src")
 
 
-_SLOW_CLI = """
-import sys, time
-import safehold.engine.restore as r
+_SLOW_CLI = (
+    _SLOWLY
+    + """
 from safehold.cli.main import main
-
-real = r._Restore._write_chunks
-def slow(self, *args):
-    time.sleep(0.01)
-    real(self, *args)
-r._Restore._write_chunks = slow
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def test_ctrl_c_stops_every_process_and_only_the_first_speaks_and_unlocks(
@@ -259,11 +267,7 @@ def test_ctrl_c_stops_every_process_and_only_the_first_speaks_and_unlocks(
         text=True,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while len(_group_members(proc.pid)) < 2 or not (out / "src" / "crowd").is_dir():
-        assert proc.poll() is None, "the restore ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _once_split(proc, out)
     os.killpg(proc.pid, signal.SIGINT)
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -283,7 +287,7 @@ def test_only_a_new_target_from_a_local_repository_is_split() -> None:
     assert count(local, RestoreOptions(processes=3), True) == 3
     assert count(local, RestoreOptions(processes=3), False) == 1
     assert count(remote, RestoreOptions(processes=3), True) == 1
-    assert count(local, RestoreOptions(), True) == min(restore_module.available_cpus(), 4)
+    assert count(local, RestoreOptions(), True) == min(available_cpus(), 4)
 
 
 def test_the_cli_reports_how_many_processes_restored(
@@ -309,5 +313,5 @@ def test_the_cli_reports_how_many_processes_restored(
         check=True,
     )
     summary = json.loads(done.stdout.splitlines()[-1])
-    assert summary["processes"] == min(restore_module.available_cpus(), 4)
+    assert summary["processes"] == min(available_cpus(), 4)
     assert summary["files"] == snap.summary["total_files"]

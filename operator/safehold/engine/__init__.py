@@ -9,8 +9,9 @@ imports only the operations it runs, so ``safehold restore`` never loads the chu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safehold._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from safehold.engine.backup import (
@@ -40,23 +41,13 @@ __all__ = [
     "verify_repository",
 ]
 
-#: Each public name's submodule.
-_MODULE_OF = {
-    name: module
-    for module, names in {
+__getattr__ = lazy_attributes(
+    __name__,
+    globals(),
+    {
         "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
         "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
         "restore": ("RestoreOptions", "RestoreResult", "restore_snapshot"),
         "verify": ("VerifyReport", "verify_repository"),
-    }.items()
-    for name in names
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups find it without this function
-    return value
+    },
+)

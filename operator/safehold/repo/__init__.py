@@ -9,8 +9,9 @@ repository (restore) never loads the chunker and the blob writer that only backu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safehold._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from safehold.repo.chunker import Chunker
@@ -64,10 +65,10 @@ __all__ = [
     "unlock",
 ]
 
-#: Each public name's submodule.
-_MODULE_OF = {
-    name: module
-    for module, names in {
+__getattr__ = lazy_attributes(
+    __name__,
+    globals(),
+    {
         "chunker": ("Chunker",),
         "config": ("FORMAT_VERSION", "ChunkerParams", "Config"),
         "crypto": ("MasterKeys",),
@@ -87,15 +88,5 @@ _MODULE_OF = {
         "snapshot": ("SNAPSHOT_TYPES", "Snapshot"),
         "tree": ("Node", "decode_tree", "encode_tree"),
         "writer": ("BlobWriter",),
-    }.items()
-    for name in names
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups find it without this function
-    return value
+    },
+)
