@@ -336,3 +336,11 @@ def test_null_is_the_same_as_absent(valid_spec: dict[str, dict[str, Any]]) -> No
     assert validate_spec("BackupPolicy", spec) == []
     spec["location"] = None
     assert _errors("BackupPolicy", spec) == {"spec.location": "is required"}
+
+
+def test_an_empty_path_pattern_names_its_place(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["volumes"][0]["exclude"] = ["*.tmp", ""]
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == ["spec.sources.volumes[0].exclude[1]"]
+    assert "at least 1 character" in errors["spec.sources.volumes[0].exclude[1]"]

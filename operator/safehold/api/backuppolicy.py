@@ -69,6 +69,9 @@ _NAMESPACE_OR_ALL = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
 _RESOURCE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _NamespaceOrAll = Annotated[str, Field(max_length=63, pattern=_NAMESPACE_OR_ALL)]
 _ResourceType = Annotated[str, Field(max_length=253, pattern=_RESOURCE)]
+#: A path pattern of a volume source (rules: docs/cli.md, `safehold backup`); the backup Job
+#: checks the rest, an empty pattern is refused here already.
+_PathPattern = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class VolumeSnapshot(ApiModel):
@@ -112,9 +115,9 @@ class VolumeSource(ApiModel):
     """The PersistentVolumeClaim to back up. Set this or selector."""
     selector: LabelSelector | None = None
     """Back up every PersistentVolumeClaim whose labels match. Set this or claimName."""
-    include: list[str] = Field(default_factory=list, max_length=256)
+    include: list[_PathPattern] = Field(default_factory=list, max_length=256)
     """Glob patterns of paths to back up (relative to the volume's root); empty means all."""
-    exclude: list[str] = Field(default_factory=list, max_length=256)
+    exclude: list[_PathPattern] = Field(default_factory=list, max_length=256)
     """Glob patterns of paths to leave out, e.g. ``cache/**`` or ``*.tmp``."""
     snapshot: VolumeSnapshot | None = None
     """Read a crash-consistent CSI snapshot instead of the live volume."""
