@@ -386,6 +386,10 @@ class _Restore:
         if offset != size and not pending.failed:
             pending.failed = True
             self._error(path, f"chunks add up to {offset} bytes, the snapshot says {size}")
+        self._planned(pending)
+
+    def _planned(self, pending: _PendingFile) -> None:
+        """Add a file whose chunks are in the plan to the batch; run the batch when full."""
         self.batch_files.append(pending)
         if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
             self.run_batch()
@@ -402,9 +406,7 @@ class _Restore:
         pending = _PendingFile(path, node, 1, size, True)
         self.plan[blob_id].append((pending, 0))
         self.plan_uses += 1
-        self.batch_files.append(pending)
-        if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
-            self.run_batch()
+        self._planned(pending)
 
     def _file_of_part(self, path: str, rel: str, node: Node, mine: bool) -> None:
         """A file, when the restore is split between processes (the target is new).
@@ -454,9 +456,7 @@ class _Restore:
             if part == 0:
                 self._error(path, f"chunks add up to {offset} bytes, the snapshot says {size}")
             return
-        self.batch_files.append(pending)
-        if self.plan_uses >= _BATCH_BLOBS or len(self.batch_files) >= _BATCH_FILES:
-            self.run_batch()
+        self._planned(pending)
 
     def _remove_existing_if_not_file(self, path: str) -> None:
         try:
