@@ -58,6 +58,7 @@ from safehold.controller.repository import with_repository
 from safehold.controller.resources import plan_resources_source, start_resources_backup
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
+from safehold.controller.snapshotmeta import meta_args, original_claim, source_meta, volume_meta
 from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
 from safehold.controller.snapshots import cleanup as snapshot_cleanup
 from safehold.controller.sources import VolumeClaim, claim_node, pattern_args, resolve_volumes
@@ -258,6 +259,13 @@ def _start_job(
         args += ["--tag", tag]
     args += pattern_args(claim)  # relative to the volume's root, SOURCE_MOUNT
     args += job_hook_args(policy, claim)
+    # what a fresh cluster needs to re-create the claim, read from the ORIGINAL claim
+    # (``claim.claim`` may be a snapshot clone)
+    original = original_claim(policy, claim)
+    source_pvc = pvc if original == claim.claim else rt.kube.get_pvc(ns, original)
+    meta = source_meta(policy.metadata.name or "", source.name)
+    meta |= volume_meta(source_pvc or {"metadata": {"name": original}})
+    args += meta_args(meta)
     request = JobRequest(
         name=source.job or job_name(run.metadata.name or "", source.name),
         namespace=ns,

@@ -35,6 +35,7 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
+from safehold.controller.snapshotmeta import meta_args, source_meta
 from safehold.controller.sources import selector_string
 
 __all__ = [
@@ -94,7 +95,7 @@ def _export_args(policy: BackupPolicy, run: BackupRun) -> list[str]:
     args += ["--type", run.spec.type, "--tag", f"run={run.metadata.name}"]
     for tag in run.spec.tags:
         args += ["--tag", tag]
-    return args
+    return args + meta_args(source_meta(policy.metadata.name or "", SOURCE))
 
 
 def start_resources_backup(
