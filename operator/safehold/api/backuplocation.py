@@ -25,6 +25,7 @@ __all__ = [
     "BackupLocationStatus",
     "LocationProvider",
     "LocationRole",
+    "SourceSnapshots",
 ]
 
 LocationProvider = Literal["s3", "gcs", "azure", "filesystem"]
@@ -66,11 +67,17 @@ class BackupLocationSpec(ApiModel):
     """The Secret key holding the repository password, which encrypts every backup.
     Losing it means losing the backups: keep a copy outside the cluster."""
     role: LocationRole = "primary"
-    """primary receives backups directly; recovery-site receives replicated copies."""
+    """primary receives backups (a BackupPolicy's `location` must be one);
+    recovery-site is written only by replication (a policy's `replicateTo`) and read by
+    restores. Failing over is changing a site's role to primary and pointing the policy's
+    `location` at it (docs/disaster-recovery.md)."""
     immutability_days: int = Field(default=0, ge=0, le=36500)
-    """Lock every object for this many days (S3 object lock, GCS retention, Azure
-    immutability) so nobody, not even Safehold, can delete backups earlier; 0 disables it.
-    The bucket must have locking enabled."""
+    """Lock every object for this many days in governance mode (S3 object lock, GCS
+    object retention, Azure version-level immutability) so nobody, not even Safehold,
+    can delete backups earlier; 0 disables it. The bucket must have locking enabled; a
+    primary's repository records the lock when it is created (a repository created
+    without it is refused), a recovery site's replication Jobs lock what they write
+    (docs/immutability.md)."""
     validation_interval: Duration = "1h"
     """How often the controller re-checks that the location is reachable."""
 
@@ -100,6 +107,19 @@ class BackupLocationSpec(ApiModel):
         return self
 
 
+class SourceSnapshots(ApiModel):
+    """The snapshots of one source that the location holds (as its last check found)."""
+
+    source: str = Field(max_length=1024)
+    """The snapshot source, ``<namespace>/<policy>/<source>`` for the operator's backups."""
+    snapshots: int = Field(ge=0)
+    """How many snapshots of it the repository holds."""
+    newest_time: datetime | None = None
+    """The time of the newest one."""
+    newest_snapshot: str | None = Field(default=None, max_length=128)
+    """The id of the newest one (``RestoreRequest`` resolves it by policy and time)."""
+
+
 class BackupLocationStatus(ApiModel):
     """What the controller last found at the location."""
 
@@ -117,6 +137,12 @@ class BackupLocationStatus(ApiModel):
     """Bytes the repository occupies in storage (after deduplication and compression)."""
     snapshot_count: int | None = Field(default=None, ge=0)
     """Snapshots in the repository."""
+    sources: list[SourceSnapshots] = Field(default_factory=list, max_length=256)
+    """Per source, how many snapshots the repository holds and the newest: what a new
+    cluster can restore from here without any BackupRun (the first entries, by name, when
+    there are more than a check can report)."""
+    immutability_days: int | None = Field(default=None, ge=0)
+    """The object lock in force: days each written object stays locked (empty: none)."""
 
 
 class BackupLocation(CustomResource):

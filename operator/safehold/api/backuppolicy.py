@@ -5,11 +5,12 @@ applies the concurrency policy and prunes old runs by the history limits.
 
 After each successful run of a policy with ``retention``, the controller starts one
 retention Job that forgets the policy's snapshots the rules do not keep and prunes their
-data (docs/operator.md); ``status.lastRetention`` reports it. ``replicateTo``,
+data (docs/operator.md); ``status.lastRetention`` reports it. Then one replication Job per
+``replicateTo`` site copies the policy's new snapshots there, followed by the site's own
+retention (docs/replication.md); ``status.replication`` reports each site.
 ``verification`` and ``testRestore`` are validated and stored, but this version of the
-controller does not carry them out yet: until it does, run ``safehold replicate`` and
-``safehold verify`` on a schedule (a CronJob with the backup image), as
-docs/replication.md describes.
+controller does not carry them out yet: until it does, run ``safehold verify`` on a
+schedule (a CronJob with the backup image).
 
 Missed slots (the operator was down) follow CronJob's rule: if the latest missed slot
 is less than ``startingDeadlineSeconds`` old, one run is started for it, otherwise the
@@ -52,10 +53,12 @@ __all__ = [
     "Hook",
     "Hooks",
     "JobHooks",
+    "ReplicationTarget",
     "Retention",
     "RetentionResult",
     "Schedule",
     "ScheduleSlot",
+    "SiteReplication",
     "Sources",
     "TestRestore",
     "Verification",
@@ -313,6 +316,17 @@ class Retention(ApiModel):
         return self
 
 
+class ReplicationTarget(ApiModel):
+    """A recovery site of the policy, and how long it keeps the policy's snapshots."""
+
+    name: ResourceName
+    """The BackupLocation (role recovery-site) to copy to."""
+    retention: Retention | None = None
+    """The site's own retention, applied at the site after each replication (forget and
+    prune there); empty means the policy's `retention`, and none at all keeps every
+    snapshot the site receives."""
+
+
 class Verification(ApiModel):
     """Checks that backups can be read back."""
 
@@ -349,9 +363,11 @@ class BackupPolicySpec(ApiModel):
     it, every snapshot is kept."""
     location: LocalObjectReference
     """The BackupLocation (role primary) that receives the backups."""
-    replicate_to: list[LocalObjectReference] = Field(default_factory=list, max_length=8)
-    """BackupLocations (role recovery-site) to receive a copy of each snapshot. Not carried
-    out by the controller yet: run `safehold replicate --to` (docs/replication.md)."""
+    replicate_to: list[ReplicationTarget] = Field(default_factory=list, max_length=8)
+    """BackupLocations (role recovery-site) that receive a copy of the policy's snapshots
+    after each successful run (and after the retention at the primary), one Job per site;
+    `status.replication` and each run's `status.replication` report it
+    (docs/replication.md)."""
     hooks: Hooks | None = None
     """Commands to run around the backup."""
     verification: Verification | None = None
@@ -431,6 +447,44 @@ class RetentionResult(ApiModel):
     which a backup may still be writing, are freed by a later run)."""
 
 
+class SiteReplication(ApiModel):
+    """The replication of the policy's snapshots to one recovery site."""
+
+    location: str = Field(max_length=253)
+    """The recovery site's BackupLocation."""
+    run: str = Field(max_length=253)
+    """The successful BackupRun whose snapshots (and every older one the site lacks) are
+    being, or were last, copied."""
+    job: str | None = Field(default=None, max_length=63)
+    """The replication Job of the current attempt."""
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+    """Pending: waiting for the primary's retention or a Job's turn; Failed with
+    `nextAttemptTime` set: retried then."""
+    attempts: int = Field(default=0, ge=0)
+    """Attempts made for this run (at most 5; the next successful run catches up)."""
+    start_time: datetime | None = None
+    """When the current attempt's Job was created."""
+    completion_time: datetime | None = None
+    """When the last attempt finished."""
+    next_attempt_time: datetime | None = None
+    """When a failed attempt is tried again (bounded exponential back-off)."""
+    reason: str | None = Field(default=None, max_length=128)
+    """Why the last attempt failed, e.g. WrongPassword, RepositoryNotFound, SiteNotReady."""
+    message: str = Field(default="", max_length=4096)
+    """What was copied, or what went wrong (never a secret)."""
+    bytes_transferred: int | None = Field(default=None, ge=0)
+    """Bytes the last successful attempt copied to the site."""
+    snapshots_copied: int | None = Field(default=None, ge=0)
+    """Snapshots the last successful attempt copied."""
+    last_success_time: datetime | None = None
+    """When a replication to this site last succeeded."""
+    newest_snapshot_time: datetime | None = None
+    """The time of the policy's newest snapshot at the site after the last success: the
+    recovery point objective, read against the newest at the primary."""
+    retention: RetentionResult | None = None
+    """The site's retention after the last successful replication."""
+
+
 class BackupPolicyStatus(ApiModel):
     """The schedule's state, written by the controller."""
 
@@ -454,6 +508,8 @@ class BackupPolicyStatus(ApiModel):
     """The last restore test."""
     last_retention: RetentionResult | None = None
     """The last retention (forget and prune) after a successful run."""
+    replication: list[SiteReplication] = Field(default_factory=list, max_length=8)
+    """One entry per `replicateTo` site."""
 
 
 class BackupPolicy(CustomResource):

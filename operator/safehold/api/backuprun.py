@@ -115,7 +115,12 @@ class ReplicationResult(ApiModel):
     location: str = Field(max_length=253)
     """The recovery site's BackupLocation."""
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
-    """The copy's state."""
+    """The copy's state; Failed is retried with back-off (`attempts`), and the next
+    successful run's replication copies whatever is still missing."""
+    attempts: int = Field(default=0, ge=0)
+    """Replication Jobs started for this run and site."""
+    start_time: datetime | None = None
+    """When the current attempt started."""
     bytes_transferred: int | None = Field(default=None, ge=0)
     """Bytes copied to the site."""
     completion_time: datetime | None = None

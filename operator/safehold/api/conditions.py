@@ -20,6 +20,7 @@ __all__ = [
     "COMPLETE",
     "FAILED",
     "READY",
+    "REPLICATED",
     "Condition",
     "ConditionStatus",
     "Conditions",
@@ -35,6 +36,9 @@ COMPLETE = "Complete"
 FAILED = "Failed"
 #: A BackupPolicy is valid and scheduled.
 READY = "Ready"
+#: A BackupRun's snapshots (or a BackupPolicy's newest successful run) reached every
+#: recovery site of ``replicateTo``.
+REPLICATED = "Replicated"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

@@ -1,15 +1,29 @@
 """BackupLocation: check the location with a short Job and report ``Available``.
 
-The operator never connects to storage itself. A Job runs ``safehold repo init
---if-absent`` with the location's Secrets mounted as files: it creates the repository
-if the location is empty, otherwise opens it (which checks the password), and its JSON
-summary (repository id, snapshots, bytes) or error (a wrong key, a missing bucket) comes
-back through the termination message. The check is repeated every
+The operator never connects to storage itself. A Job with the location's Secrets
+mounted as files checks it, and its JSON summary (repository id, snapshots per source,
+bytes, object lock) or error (a wrong key, a missing bucket, a bucket that cannot lock)
+comes back through the termination message. The check is repeated every
 ``validationInterval`` and whenever the spec changes (a new generation).
+
+What the Job runs depends on the ``role``:
+
+- ``primary``: ``safehold repo init --if-absent`` creates the repository if the location
+  is empty (with ``--object-lock-mode governance --object-lock-days N`` for
+  ``immutabilityDays``, so its config records the lock), otherwise opens it, which checks
+  the password and that its object lock is the one asked for.
+- ``recovery-site``: ``safehold repo info --allow-empty`` never creates anything, because
+  a site is created by the first replication as a copy of the primary (same keys, same
+  repository id): an empty site is Available with reason ``AwaitingReplication``.
+
+``status.sources`` lists, per snapshot source, the count and the newest snapshot, so a
+cluster that has never run a policy sees what a location holds (Velero's backup sync,
+read-only: nothing is created from it).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from safehold.api import (
@@ -20,6 +34,7 @@ from safehold.api import (
     parse_duration,
     validate_spec,
 )
+from safehold.api.backuplocation import SourceSnapshots
 from safehold.api.conditions import ConditionStatus
 from safehold.controller import metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_condition
@@ -31,12 +46,13 @@ from safehold.controller.jobs import (
     build_job,
     job_name,
     label_value,
+    with_settings,
 )
-from safehold.controller.repository import with_repository
+from safehold.controller.repository import LOCK_MODE, with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import job_outcome
 
-__all__ = ["PLURAL", "reconcile"]
+__all__ = ["PLURAL", "check_args", "reconcile"]
 
 PLURAL = "backuplocations"
 _GENERATION = "safehold.io/generation"
@@ -52,6 +68,84 @@ def _set(
 ) -> None:
     status.phase = {"True": "Available", "False": "Unavailable"}.get(state, "Pending")  # type: ignore[assignment]
     write_condition(rt.kube, PLURAL, body, status, AVAILABLE, state, reason, message)
+
+
+def check_args(location: BackupLocation) -> list[str]:
+    """The ``safehold`` command that checks ``location`` for its role."""
+    if location.spec.role == "recovery-site":
+        return ["repo", "info", "--allow-empty"]
+    args = ["repo", "init", "--if-absent"]
+    days = location.spec.immutability_days
+    if days:
+        args += ["--object-lock-mode", LOCK_MODE, "--object-lock-days", str(days)]
+    return args
+
+
+def _request(rt: Runtime, body: dict[str, Any], location: BackupLocation, stamp: str) -> JobRequest:
+    meta = body["metadata"]
+    name, gen = meta["name"], str(meta.get("generation"))
+    request = JobRequest(
+        name=job_name(name, "validate", gen, stamp),
+        namespace=meta["namespace"],
+        component=COMPONENT_VALIDATE,
+        args=check_args(location),
+        labels={LABEL_LOCATION: name, _GENERATION: gen},
+        owner=body,
+        image=rt.image,
+    )
+    # The chart's jobDefaults place the check (node selector, tolerations, priority,
+    # resources) like every other Job; its deadline and retries stay the check's own.
+    placed = with_settings(with_repository(request, location), rt.job_settings(None))
+    return replace(placed, active_deadline_seconds=300, backoff_limit=0)
+
+
+def _record_summary(
+    status: BackupLocationStatus, location: BackupLocation, doc: dict[str, Any]
+) -> None:
+    """What a successful check reported, into ``status``."""
+    status.repository_id = doc.get("repository")
+    status.snapshot_count = doc.get("snapshots")
+    status.bytes_stored = doc.get("pack_bytes")
+    status.sources = []
+    for entry in doc.get("sources_newest") or []:
+        try:
+            status.sources.append(
+                SourceSnapshots(
+                    source=entry["source"],
+                    snapshots=entry.get("count") or 0,
+                    newest_time=entry.get("newest_time"),
+                    newest_snapshot=entry.get("newest_id"),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # one odd entry does not hide the others
+    lock = doc.get("object_lock") if isinstance(doc.get("object_lock"), dict) else None
+    if lock:
+        status.immutability_days = int(lock.get("days") or 0) or None
+    elif location.spec.role == "recovery-site" and location.spec.immutability_days:
+        # the site's config is the primary's; its replication Jobs lock what they write
+        status.immutability_days = location.spec.immutability_days
+    else:
+        status.immutability_days = None
+
+
+def _found(location: BackupLocation, doc: dict[str, Any]) -> tuple[str, str]:
+    """The Available condition's reason and message after a successful check."""
+    where = doc.get("location")
+    if doc.get("empty"):
+        return (
+            "AwaitingReplication",
+            f"{where} is reachable and empty: the first replication of a policy that names "
+            "this recovery site creates the repository there",
+        )
+    verb = "created" if doc.get("initialized") else "found"
+    message = f"{verb} repository {str(doc.get('repository'))[:16]} at {where}"
+    if location.spec.role == "recovery-site":
+        message += " (recovery site: written by replication, read by restores)"
+    days = location.spec.immutability_days
+    if days:
+        message += f"; every object is locked for {days} day(s) ({LOCK_MODE})"
+    return "Validated", message
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
@@ -87,20 +181,10 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             status.last_validation_time = finished
             doc = outcome.summary or {}
             if outcome.state == "Succeeded" and doc.get("ok"):
-                status.repository_id = doc.get("repository")
-                status.snapshot_count = doc.get("snapshots")
-                status.bytes_stored = doc.get("pack_bytes")
+                _record_summary(status, location, doc)
                 if status.bytes_stored is not None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
-                verb = "created" if doc.get("initialized") else "found"
-                _set(
-                    rt,
-                    body,
-                    status,
-                    "True",
-                    "Validated",
-                    f"{verb} repository {str(doc.get('repository'))[:16]} at {doc.get('location')}",
-                )
+                _set(rt, body, status, "True", *_found(location, doc))
             else:
                 err = outcome.error
                 _set(
@@ -123,19 +207,6 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         and current - last < interval
     ):
         return
-    stamp = str(int(current.timestamp()))
-    request = JobRequest(
-        name=job_name(name, "validate", str(gen), stamp),
-        namespace=ns,
-        component=COMPONENT_VALIDATE,
-        args=["repo", "init", "--if-absent"],
-        labels={LABEL_LOCATION: name, _GENERATION: str(gen)},
-        owner=body,
-        image=rt.image,
-        active_deadline_seconds=300,
-        backoff_limit=0,
-        ttl_seconds_after_finished=24 * 3600,
-    )
-    rt.kube.create_job(build_job(with_repository(request, location)))
+    rt.kube.create_job(build_job(_request(rt, body, location, str(int(current.timestamp())))))
     if find_condition(status.conditions, AVAILABLE) is None:
         _set(rt, body, status, "Unknown", "Validating", "the location is being checked")

@@ -9,7 +9,10 @@ a due slot back while a run is active (it starts when the run ends, unless
 active runs (and so their Jobs) first. Runs the schedule created are pruned to
 ``successfulRunsHistoryLimit`` and ``failedRunsHistoryLimit``; runs made by hand are
 never deleted by the operator. After each successful run, ``retention`` is applied by a
-Job (safehold.controller.retention) and reported in ``status.lastRetention``.
+Job (safehold.controller.retention) and reported in ``status.lastRetention``; then the
+snapshots are copied to every ``replicateTo`` site (safehold.controller.replication) and
+reported in ``status.replication`` and the ``Replicated`` condition. Backups go only to a
+location of role primary: a policy whose ``location`` is a recovery site is not Ready.
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ from safehold.api import (
 from safehold.api.conditions import ConditionStatus
 from safehold.controller import metrics
 from safehold.controller.backuprun import SCHEDULE_ANNOTATION
-from safehold.controller.common import field_errors_message, now, parse_time, write_condition
+from safehold.controller.common import (
+    field_errors_message,
+    not_primary_message,
+    now,
+    parse_time,
+    write_condition,
+)
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
+from safehold.controller.replication import reconcile_replication
 from safehold.controller.retention import reconcile_retention
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import concurrency_action, decide, slots_between
@@ -52,12 +62,16 @@ def _ready(
 def _problems(rt: Runtime, policy: BackupPolicy) -> tuple[str, str] | None:
     ns = policy.metadata.namespace or ""
     lname = policy.spec.location.name
-    if rt.kube.get_cr("backuplocations", ns, lname) is None:
+    location = rt.kube.get_cr("backuplocations", ns, lname)
+    if location is None:
         return (
             "LocationNotFound",
             f"spec.location.name: BackupLocation {lname!r} does not exist in namespace {ns}: "
             "create it or fix the name",
         )
+    role = (location.get("spec") or {}).get("role") or "primary"
+    if role != "primary":
+        return "LocationNotPrimary", not_primary_message(lname, role)
     for i, v in enumerate(policy.spec.sources.volumes):
         if v.claim_name and rt.kube.get_pvc(ns, v.claim_name) is None:
             return (
@@ -136,6 +150,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         _ready(rt, body, status, "False", *problem)
         return
     reconcile_retention(rt, body, policy, status, runs, active)
+    reconcile_replication(rt, body, policy, status, runs)
     notes: list[str] = []
     schedule = policy.spec.schedule
     if schedule is None:

@@ -33,7 +33,14 @@ from safehold.api import (
 )
 from safehold.api.enums import RunPhase
 from safehold.controller import metrics
-from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
+from safehold.controller.common import (
+    Stop,
+    field_errors_message,
+    not_primary_message,
+    now,
+    parse_time,
+    write_status,
+)
 from safehold.controller.databases import plan_database_sources, start_database_backup
 from safehold.controller.hooks import (
     finish_pod_hooks,
@@ -195,7 +202,13 @@ def _load(rt: Runtime, body: dict[str, Any]) -> tuple[BackupRun, BackupPolicy, B
     lerrors = validate_spec("BackupLocation", lbody.get("spec"))
     if lerrors:
         raise Stop("InvalidLocation", f"BackupLocation {lname}: {field_errors_message(lerrors)}")
-    return run, policy, BackupLocation.model_validate(lbody)
+    location = BackupLocation.model_validate(lbody)
+    if location.spec.role != "primary":
+        raise Stop(
+            "LocationNotPrimary",
+            f"BackupPolicy {pname} {not_primary_message(lname, location.spec.role)}",
+        )
+    return run, policy, location
 
 
 def _plan(

@@ -28,8 +28,10 @@ __all__ = [
     "Stop",
     "dump_status",
     "field_errors_message",
+    "not_primary_message",
     "now",
     "parse_time",
+    "running_jobs",
     "write_condition",
     "write_status",
 ]
@@ -124,3 +126,26 @@ def write_condition(
 
 def field_errors_message(errors: list[FieldError]) -> str:
     return "; ".join(str(e) for e in errors)
+
+
+def running_jobs(kube: Kube, namespace: str, selector: str) -> list[str]:
+    """The names of the Jobs matching the label ``selector`` that have not ended."""
+    out = []
+    for job in kube.list_jobs(namespace, selector):
+        ended = {
+            c.get("type")
+            for c in (job.get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"
+        }
+        if not ended & {"Complete", "Failed"}:
+            out.append(job["metadata"]["name"])
+    return out
+
+
+def not_primary_message(location: str, role: str) -> str:
+    """Why a policy cannot back up to ``location`` of ``role`` (not primary)."""
+    return (
+        f"spec.location.name: BackupLocation {location} has role {role}: backups go only to "
+        "a location of role primary (a recovery site is written by replication); to fail "
+        "over to it, change its role to primary (docs/disaster-recovery.md)"
+    )

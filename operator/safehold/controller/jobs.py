@@ -1,6 +1,6 @@
 """THE one place that builds a Job: every Job the operator creates comes from :func:`build_job`.
 
-Backups, restores, retention (forget and prune) and location checks differ only in
+Backups, restores, retention (forget and prune), replication and location checks differ only in
 their command, their volumes and their labels; everything that makes a Job safe is
 fixed here, so no kind's module can forget it: a non-root, read-only, capability-less
 container with seccomp ``RuntimeDefault``, no service-account token (the pods need no
@@ -23,6 +23,7 @@ from safehold.api.jobs import JobSettings
 
 __all__ = [
     "COMPONENT_BACKUP",
+    "COMPONENT_REPLICATE",
     "COMPONENT_RESTORE",
     "COMPONENT_RETENTION",
     "COMPONENT_VALIDATE",
@@ -33,6 +34,7 @@ __all__ = [
     "LABEL_POLICY",
     "LABEL_RESTORE",
     "LABEL_RUN",
+    "LABEL_SITE",
     "LABEL_SOURCE",
     "MANAGED_BY",
     "OPTIONS_DIR",
@@ -55,9 +57,12 @@ LABEL_SOURCE = "safehold.io/source"
 LABEL_RESTORE = "safehold.io/restore"
 LABEL_LOCATION = "safehold.io/location"
 LABEL_POLICY = "safehold.io/policy"
+#: The recovery site a replication Job (or a site's retention Job) writes to.
+LABEL_SITE = "safehold.io/site"
 COMPONENT_BACKUP = "backup"
 COMPONENT_RESTORE = "restore"
 COMPONENT_RETENTION = "retention"
+COMPONENT_REPLICATE = "replicate"
 COMPONENT_VALIDATE = "validate"
 
 #: Where the credentials Secret's keys appear as files (``safehold --options-dir``).

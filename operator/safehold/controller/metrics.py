@@ -84,6 +84,27 @@ RETENTION_BYTES_FREED = Counter(
     registry=REGISTRY,
 )
 
+_SITE = (*_RUN, "location")
+REPLICATIONS = Counter(
+    "safehold_replications",
+    "Replication Jobs (a policy's snapshots copied to a recovery site) finished, by result",
+    (*_SITE, "result"),
+    registry=REGISTRY,
+)
+REPLICATION_BYTES = Counter(
+    "safehold_replication_bytes_transferred",
+    "Bytes replication Jobs copied to a recovery site",
+    _SITE,
+    registry=REGISTRY,
+)
+REPLICATION_LAG = Gauge(
+    "safehold_replication_lag_seconds",
+    "How far the newest snapshot of the policy at a recovery site is behind the newest at "
+    "the primary (0: the site holds the newest successful run)",
+    _SITE,
+    registry=REGISTRY,
+)
+
 
 def serve(port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from the pod IP
     """Serve ``/metrics`` on ``port`` (0: a free one); returns the port."""

@@ -3,6 +3,11 @@ options as arguments, Secrets as file volumes, and the filesystem claim as a mou
 
 Nothing here reads a Secret: the Job gets the credentials Secret mounted whole (each key
 a file, read by ``--options-dir``) and the password key mounted as one file.
+
+A Job opens one location as its repository (:func:`with_repository`: ``--repo``,
+``--option``, ``--options-dir``, ``--password-file``) and, for replication, a second
+one as the recovery site (:func:`with_site`: ``--to``, ``--to-option``,
+``--to-options-dir``, ``--to-password-file``), each with its own Secrets and mounts.
 """
 
 from __future__ import annotations
@@ -12,11 +17,28 @@ from dataclasses import dataclass, field, replace
 from safehold.api import BackupLocation
 from safehold.controller.jobs import JobRequest, Mount
 
-__all__ = ["REPOSITORY_MOUNT", "RepositoryAccess", "repository_access", "with_repository"]
+__all__ = [
+    "LOCK_MODE",
+    "REPOSITORY_MOUNT",
+    "SITE_MOUNT",
+    "RepositoryAccess",
+    "location_url",
+    "lock_options",
+    "repository_access",
+    "with_repository",
+    "with_site",
+]
 
 #: Where a filesystem location's claim is mounted in the Job.
 REPOSITORY_MOUNT = "/repository"
+#: Where a filesystem recovery site's claim is mounted in a replication Job.
+SITE_MOUNT = "/site-repository"
+#: Where a recovery site's credentials and password appear in a replication Job.
+_SITE_OPTIONS_DIR = "/etc/safehold/site/storage"
+_SITE_PASSWORD_DIR = "/etc/safehold/site/password"  # noqa: S105 - a path
 _SCHEMES = {"s3": "s3", "gcs": "gs", "azure": "azure"}
+#: The lock mode of a location's ``immutabilityDays`` (docs/immutability.md).
+LOCK_MODE = "governance"
 
 
 @dataclass(frozen=True)
@@ -30,45 +52,74 @@ class RepositoryAccess:
     mounts: list[Mount] = field(default_factory=list)
 
 
-def repository_access(location: BackupLocation) -> RepositoryAccess:
+def location_url(location: BackupLocation, mount: str = REPOSITORY_MOUNT) -> str:
+    """The repository URL of ``location`` (a filesystem claim seen at ``mount``)."""
     spec = location.spec
     prefix = spec.prefix.strip("/")
-    mounts: list[Mount] = []
     if spec.provider == "filesystem":
-        url = f"file://{REPOSITORY_MOUNT}" + (f"/{prefix}" if prefix else "")
-        mounts.append(
-            Mount(
-                name="repository",
-                path=REPOSITORY_MOUNT,
-                volume={"persistentVolumeClaim": {"claimName": spec.claim_name}},
-                read_only=False,
-            )
-        )
-    else:
-        url = f"{_SCHEMES[spec.provider]}://{spec.bucket}" + (f"/{prefix}" if prefix else "")
-    args = ["--repo", url]
+        return f"file://{mount}" + (f"/{prefix}" if prefix else "")
+    return f"{_SCHEMES[spec.provider]}://{spec.bucket}" + (f"/{prefix}" if prefix else "")
+
+
+def _options(location: BackupLocation) -> list[str]:
+    """The non-secret storage options of ``location`` as ``key=value``."""
+    spec = location.spec
+    out = []
     if spec.endpoint:
-        args += ["--option", f"endpoint={spec.endpoint}"]
+        out.append(f"endpoint={spec.endpoint}")
     if spec.region and spec.provider == "s3":
-        args += ["--option", f"region={spec.region}"]
+        out.append(f"region={spec.region}")
     if spec.provider == "s3":
         style = spec.addressing_style or ("path" if spec.endpoint else None)
         if style and style != "auto":
-            args += ["--option", f"addressing_style={style}"]
-    creds = spec.credentials_secret_ref
+            out.append(f"addressing_style={style}")
+    return out
+
+
+def lock_options(location: BackupLocation) -> list[str]:
+    """The storage options that lock every object a Job writes for the location's
+    ``immutabilityDays``; a primary's repository records them in its config instead, so
+    only Jobs writing to a recovery site (whose config is the primary's) pass them."""
+    days = location.spec.immutability_days
+    return [f"object_lock_mode={LOCK_MODE}", f"object_lock_days={days}"] if days else []
+
+
+def _claim(location: BackupLocation, name: str, mount: str) -> list[Mount]:
+    if location.spec.provider != "filesystem":
+        return []
+    return [
+        Mount(
+            name=name,
+            path=mount,
+            volume={"persistentVolumeClaim": {"claimName": location.spec.claim_name}},
+            read_only=False,
+        )
+    ]
+
+
+def repository_access(location: BackupLocation, *, site_locks: bool = False) -> RepositoryAccess:
+    """How a Job opens ``location`` as its repository; ``site_locks`` adds the lock
+    options of a recovery site's ``immutabilityDays`` (for Jobs that write to a site)."""
+    args = ["--repo", location_url(location)]
+    options = _options(location) + (lock_options(location) if site_locks else [])
+    for option in options:
+        args += ["--option", option]
+    creds = location.spec.credentials_secret_ref
     return RepositoryAccess(
         args=args,
         credentials_secret=creds.name if creds else None,
-        password_secret=spec.repository_password_secret_ref.name,
-        password_key=spec.repository_password_secret_ref.key,
-        mounts=mounts,
+        password_secret=location.spec.repository_password_secret_ref.name,
+        password_key=location.spec.repository_password_secret_ref.key,
+        mounts=_claim(location, "repository", REPOSITORY_MOUNT),
     )
 
 
-def with_repository(req: JobRequest, location: BackupLocation) -> JobRequest:
+def with_repository(
+    req: JobRequest, location: BackupLocation, *, site_locks: bool = False
+) -> JobRequest:
     """``req`` opening ``location``'s repository: its arguments and mounts after the
     request's own, and its Secrets as file volumes."""
-    access = repository_access(location)
+    access = repository_access(location, site_locks=site_locks)
     return replace(
         req,
         args=[*req.args, *access.args],
@@ -77,3 +128,38 @@ def with_repository(req: JobRequest, location: BackupLocation) -> JobRequest:
         password_secret=access.password_secret,
         password_key=access.password_key,
     )
+
+
+def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
+    """``req`` (a ``safehold replicate``) writing to recovery site ``site``: its URL,
+    options and object lock, its credentials Secret and password key as files of their
+    own, next to the primary's."""
+    spec = site.spec
+    args = ["--to", location_url(site, SITE_MOUNT)]
+    for option in _options(site) + lock_options(site):
+        args += ["--to-option", option]
+    mounts = _claim(site, "site-repository", SITE_MOUNT)
+    if spec.credentials_secret_ref:
+        mounts.append(
+            Mount(
+                name="site-storage-options",
+                path=_SITE_OPTIONS_DIR,
+                volume={"secret": {"secretName": spec.credentials_secret_ref.name}},
+            )
+        )
+        args += ["--to-options-dir", _SITE_OPTIONS_DIR]
+    password = spec.repository_password_secret_ref
+    mounts.append(
+        Mount(
+            name="site-password",
+            path=_SITE_PASSWORD_DIR,
+            volume={
+                "secret": {
+                    "secretName": password.name,
+                    "items": [{"key": password.key, "path": "password"}],
+                }
+            },
+        )
+    )
+    args += ["--to-password-file", f"{_SITE_PASSWORD_DIR}/password"]
+    return replace(req, args=[*req.args, *args], mounts=[*req.mounts, *mounts])

@@ -30,13 +30,15 @@ from typing import Any
 from safehold.api import BackupLocation, BackupPolicy, parse_duration, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
 from safehold.controller import metrics
-from safehold.controller.common import now, parse_time
+from safehold.controller.common import now, parse_time, running_jobs
 from safehold.controller.jobs import (
+    COMPONENT_REPLICATE,
     COMPONENT_RETENTION,
     LABEL_COMPONENT,
     LABEL_LOCATION,
     LABEL_POLICY,
     LABEL_RUN,
+    LABEL_SITE,
     JobRequest,
     build_job,
     job_name,
@@ -51,8 +53,11 @@ from safehold.controller.status import JobOutcome, job_outcome
 __all__ = [
     "active_retention_job",
     "keep_within_argument",
+    "newest_success",
     "reconcile_retention",
+    "record_retention",
     "retention_args",
+    "retention_request",
     "retention_result",
     "source_prefix",
 ]
@@ -158,7 +163,7 @@ def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionRes
     return result
 
 
-def _newest_success(runs: Sequence[Mapping[str, Any]]) -> str | None:
+def newest_success(runs: Sequence[Mapping[str, Any]]) -> str | None:
     dated = []
     for r in runs:
         status = r.get("status") or {}
@@ -176,43 +181,56 @@ def _location(rt: Runtime, policy: BackupPolicy) -> BackupLocation | None:
     return BackupLocation.model_validate(body)
 
 
-def _request(
-    rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, location: BackupLocation, run: str
+def retention_request(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    location: BackupLocation,
+    rules: Retention,
+    *,
+    name: str,
+    run: str,
+    site: bool = False,
 ) -> JobRequest:
+    """The Job that applies ``rules`` to the policy's snapshots at ``location``: the
+    primary after a run, or (``site``) a recovery site after a replication, whose Jobs
+    also lock what they write for the site's ``immutabilityDays``."""
     ns = policy.metadata.namespace or ""
     pname = policy.metadata.name or ""
-    retention = policy.spec.retention
-    assert retention is not None
     schedule = policy.spec.schedule
-    zone = retention.time_zone or (schedule.time_zone if schedule else "UTC")
-    args = retention_args(retention, time_zone=zone, prefix=source_prefix(ns, pname))
+    zone = rules.time_zone or (schedule.time_zone if schedule else "UTC")
+    args = retention_args(rules, time_zone=zone, prefix=source_prefix(ns, pname))
     args += ["--prune", "--lock-wait", f"{rt.retention_lock_wait:g}"]
+    lname = location.metadata.name or ""
+    labels = {LABEL_POLICY: pname, LABEL_RUN: run, LABEL_LOCATION: lname}
+    if site:
+        labels[LABEL_SITE] = lname
     request = JobRequest(
-        name=job_name(pname, "retention", run),
+        name=name,
         namespace=ns,
         component=COMPONENT_RETENTION,
         args=args,
-        labels={LABEL_POLICY: pname, LABEL_RUN: run, LABEL_LOCATION: location.metadata.name or ""},
+        labels=labels,
         owner=body,
         image=rt.image,
     )
-    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
+    request = with_repository(request, location, site_locks=site)
+    request = with_settings(request, rt.job_settings(policy.spec.job))
     # A failed retention is tried again after the next successful run, not by the Job:
     # a second pod would only wait for the same lock again.
     return replace(request, backoff_limit=0)
 
 
+def _request(
+    rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, location: BackupLocation, run: str
+) -> JobRequest:
+    assert policy.spec.retention is not None
+    name = job_name(policy.metadata.name or "", "retention", run)
+    return retention_request(rt, body, policy, location, policy.spec.retention, name=name, run=run)
+
+
 def _running_jobs(rt: Runtime, ns: str, selector: str) -> list[str]:
-    out = []
-    for job in rt.kube.list_jobs(ns, f"{selector},{LABEL_COMPONENT}={COMPONENT_RETENTION}"):
-        conds = {
-            c.get("type")
-            for c in (job.get("status") or {}).get("conditions") or []
-            if c.get("status") == "True"
-        }
-        if not conds & {"Complete", "Failed"}:
-            out.append(job["metadata"]["name"])
-    return out
+    return running_jobs(rt.kube, ns, f"{selector},{LABEL_COMPONENT}={COMPONENT_RETENTION}")
 
 
 def active_retention_job(rt: Runtime, namespace: str, location: str) -> str | None:
@@ -241,7 +259,7 @@ def _start(
     return result
 
 
-def _record(rt: Runtime, body: Mapping[str, Any], result: RetentionResult) -> None:
+def record_retention(rt: Runtime, body: Mapping[str, Any], result: RetentionResult) -> None:
     """An Event and the metrics for a retention that just ended (nothing while it runs)."""
     if result.result in ("Failed", "Succeeded"):
         meta = body.get("metadata", {})
@@ -279,23 +297,26 @@ def reconcile_retention(
                 last.reason = "JobDeleted"
                 last.completion_time = now()
                 last.message = f"Job {last.job} is gone and the retention cannot start again"
-                _record(rt, body, last)
+                record_retention(rt, body, last)
                 return
             status.last_retention = _start(rt, body, policy, location, last)
-            _record(rt, body, status.last_retention)
+            record_retention(rt, body, status.last_retention)
             return
         outcome = job_outcome(job, rt.kube.job_pods(ns, last.job))
         status.last_retention = retention_result(last, outcome)
-        _record(rt, body, status.last_retention)
+        record_retention(rt, body, status.last_retention)
         return
     if policy.spec.retention is None or active:
         return
     # the stored name too: a history limit of 0 deletes a run in the pass it succeeded
-    newest = _newest_success(runs) or status.last_successful_run
+    newest = newest_success(runs) or status.last_successful_run
     if newest is None or (last is not None and last.run == newest):
         return
     if _running_jobs(rt, ns, f"{LABEL_POLICY}={label_value(pname)}"):
         return  # one retention Job per policy: a restart lost its record; wait for it
+    replicating = f"{LABEL_POLICY}={label_value(pname)},{LABEL_COMPONENT}={COMPONENT_REPLICATE}"
+    if running_jobs(rt.kube, ns, replicating):
+        return  # a replication holds the primary's shared lock: forget would only wait
     location = _location(rt, policy)
     if location is None:
         return
@@ -307,4 +328,4 @@ def reconcile_retention(
         message="forgetting and pruning",
     )
     status.last_retention = _start(rt, body, policy, location, result)
-    _record(rt, body, status.last_retention)
+    record_retention(rt, body, status.last_retention)

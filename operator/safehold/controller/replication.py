@@ -1,0 +1,526 @@
+"""A BackupPolicy's ``replicateTo``: after each successful run, copy the policy's
+snapshots to every recovery site, then apply the site's own retention there.
+
+The operator never opens a repository: per site, one Job runs ``safehold replicate
+--source-prefix <namespace>/<policy>/ --only-newer --to SITE`` with the primary's and
+the site's Secrets mounted as files (each location's own credentials and password). The
+copy is hash-verified and resumable (docs/replication.md): a failed or killed attempt
+leaves a valid site, and the next attempt copies only what is missing.
+
+Order, per successful run (the policy's newest): the primary's retention Job first (if
+the policy has ``retention``), because it may forget snapshots that need not travel; then
+one replication Job per site, all sites at once; then, per site whose copy succeeded, the
+site's retention Job (``replicateTo[].retention``, else the policy's ``retention``).
+Replication takes shared locks at both ends, so a backup of the next run may start
+while it copies; a retention at the primary (exclusive lock) waits for it (see
+safehold.controller.retention), and no replication to a site starts while the site's
+retention runs.
+
+State lives in ``status.replication`` of the policy (one entry per site) and in
+``status.replication`` and the ``Replicated`` condition of the run being copied, so a
+restart loses nothing. A failed attempt is retried with a bounded back-off (30 s,
+doubling, at most 10 min apart, at most :data:`MAX_ATTEMPTS` attempts); after that, the
+next successful run's replication catches up, because ``replicate`` copies everything
+of the policy the site lacks. A failure never changes the run's phase: it shows in the
+run's ``Replicated`` condition (False, naming the site and the cause), a Warning Event
+and the policy's status and ``Replicated`` condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from safehold.api import (
+    AVAILABLE,
+    REPLICATED,
+    BackupLocation,
+    BackupPolicy,
+    BackupRunStatus,
+    ErrorDetail,
+    ReplicationResult,
+    find_condition,
+    set_condition,
+    validate_spec,
+)
+from safehold.api.backuppolicy import (
+    BackupPolicyStatus,
+    ReplicationTarget,
+    RetentionResult,
+    SiteReplication,
+)
+from safehold.api.conditions import ConditionStatus
+from safehold.controller import metrics
+from safehold.controller.common import now, parse_time, write_status
+from safehold.controller.jobs import (
+    COMPONENT_REPLICATE,
+    LABEL_LOCATION,
+    LABEL_POLICY,
+    LABEL_RUN,
+    LABEL_SITE,
+    JobRequest,
+    build_job,
+    job_name,
+    with_settings,
+)
+from safehold.controller.kube import ApiException
+from safehold.controller.repository import with_repository, with_site
+from safehold.controller.retention import (
+    newest_success,
+    retention_request,
+    retention_result,
+    source_prefix,
+)
+from safehold.controller.runtime import Runtime
+from safehold.controller.status import JobOutcome, job_outcome
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "backoff",
+    "reconcile_replication",
+    "replicate_args",
+    "site_problem",
+]
+
+#: Attempts per run and site; the next successful run's replication catches up after.
+MAX_ATTEMPTS = 5
+_FIRST_BACKOFF = 30.0
+_MAX_BACKOFF = 600.0
+_BACKUP_RUNS = "backupruns"
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait before attempt ``attempts + 1``: 30 s, doubling, at most 10 min."""
+    return timedelta(seconds=min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** max(0, attempts - 1)))
+
+
+def replicate_args(namespace: str, policy: str) -> list[str]:
+    """The ``safehold replicate`` arguments for one policy's snapshots (before ``--to``).
+
+    ``--only-newer`` keeps what the site's own retention forgot from coming back."""
+    return ["replicate", "--source-prefix", source_prefix(namespace, policy), "--only-newer"]
+
+
+def _same_storage(a: BackupLocation, b: BackupLocation) -> bool:
+    sa, sb = a.spec, b.spec
+    return (sa.provider, sa.bucket, sa.claim_name, sa.prefix.strip("/"), sa.endpoint or "") == (
+        sb.provider,
+        sb.bucket,
+        sb.claim_name,
+        sb.prefix.strip("/"),
+        sb.endpoint or "",
+    )
+
+
+def site_problem(
+    field: str, name: str, site: BackupLocation | None, primary: BackupLocation | None
+) -> tuple[str, str] | None:
+    """Why ``site`` (named in ``field``) cannot be a recovery site of a policy whose
+    primary is ``primary``, as (reason, message); None when it can."""
+    if site is None:
+        return (
+            "SiteNotFound",
+            f"{field}: BackupLocation {name!r} does not exist: create it (role recovery-site) "
+            "or remove it from replicateTo",
+        )
+    if site.spec.role != "recovery-site":
+        return (
+            "SiteNotRecoverySite",
+            f"{field}: BackupLocation {name} has role {site.spec.role}: a replicateTo target "
+            "must have role recovery-site (it is written only by replication)",
+        )
+    if primary is not None and _same_storage(site, primary):
+        return (
+            "SiteIsPrimary",
+            f"{field}: BackupLocation {name} points at the same storage as the policy's "
+            f"location {primary.metadata.name}: a recovery site must be another bucket, "
+            "prefix or provider",
+        )
+    return None
+
+
+def _load_location(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
+    body = rt.kube.get_cr("backuplocations", ns, name)
+    if body is None or validate_spec("BackupLocation", body.get("spec")):
+        return None
+    return BackupLocation.model_validate(body)
+
+
+def _available(location: BackupLocation) -> tuple[ConditionStatus, str]:
+    cond = find_condition(location.status.conditions if location.status else [], AVAILABLE)
+    if cond is None:
+        return "Unknown", "it has not been checked yet"
+    return cond.status, f"{cond.reason}: {cond.message}"
+
+
+def _request(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    primary: BackupLocation,
+    site: BackupLocation,
+    state: SiteReplication,
+) -> JobRequest:
+    ns = policy.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    request = JobRequest(
+        name=state.job or "",
+        namespace=ns,
+        component=COMPONENT_REPLICATE,
+        args=replicate_args(ns, pname),
+        labels={
+            LABEL_POLICY: pname,
+            LABEL_RUN: state.run,
+            LABEL_LOCATION: primary.metadata.name or "",
+            LABEL_SITE: site.metadata.name or "",
+        },
+        owner=body,
+        image=rt.image,
+    )
+    request = with_site(with_repository(request, primary), site)
+    request = with_settings(request, rt.job_settings(policy.spec.job))
+    # Retried by the controller with back-off, not by the Job controller at once.
+    return replace(request, backoff_limit=0)
+
+
+def _int(doc: Mapping[str, Any], *path: str) -> int | None:
+    value: Any = doc
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def _site_newest(doc: Mapping[str, Any]) -> datetime | None:
+    newest = doc.get("site_newest")
+    if not isinstance(newest, Mapping):
+        return None
+    times = [t for t in (parse_time(v) for v in newest.values() if isinstance(v, str)) if t]
+    return max(times) if times else None
+
+
+def _hint(reason: str, site: str) -> str:
+    if reason == "WrongPassword":
+        return (
+            f" (the repository password Secret of BackupLocation {site} does not open the "
+            "site: a new site gets the primary's keys, so give both locations the same "
+            "password, or add the site's password as a key: safehold repo key add)"
+        )
+    if reason == "PrimaryDamaged":
+        return " (run safehold verify on the primary: some snapshots could not be copied)"
+    return ""
+
+
+def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
+    """``state`` with the outcome of its ended replication Job; returns the new phase."""
+    doc = outcome.summary or {}
+    state.completion_time = parse_time(outcome.completion_time) or now()
+    state.next_attempt_time = None
+    if outcome.state == "Succeeded" and doc.get("ok", True):
+        state.phase = "Succeeded"
+        state.reason = None
+        state.bytes_transferred = _int(doc, "total", "copied_bytes")
+        copied = doc.get("snapshots_copied")
+        state.snapshots_copied = copied if isinstance(copied, int) else _int(doc, "copied")
+        state.last_success_time = state.completion_time
+        state.newest_snapshot_time = _site_newest(doc) or state.newest_snapshot_time
+        state.message = (
+            f"copied {state.snapshots_copied if state.snapshots_copied is not None else '?'} "
+            f"snapshot(s), {state.bytes_transferred or 0} bytes, to {site}"
+        )
+        return state.phase
+    state.phase = "Failed"
+    error = outcome.error
+    reason = (
+        "PrimaryDamaged" if doc.get("snapshots_failed") else (error.reason if error else "Error")
+    )
+    state.reason = reason[:128]
+    cause = error.message if error else "the replication Job failed"
+    if state.attempts < MAX_ATTEMPTS:
+        state.next_attempt_time = state.completion_time + backoff(state.attempts)
+        then = f"attempt {state.attempts} of {MAX_ATTEMPTS}; tried again at "
+        then += state.next_attempt_time.isoformat()
+    else:
+        then = f"gave up after {MAX_ATTEMPTS} attempts; the next successful run catches up"
+    state.message = f"replication to {site} failed: {cause}{_hint(reason, site)} ({then})"[:4096]
+    return state.phase
+
+
+def _start(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    primary: BackupLocation,
+    site: BackupLocation,
+    state: SiteReplication,
+) -> None:
+    pname = policy.metadata.name or ""
+    state.attempts += 1
+    state.job = job_name(pname, "replicate", state.location, state.run, str(state.attempts))
+    state.phase = "Running"
+    state.start_time = now()
+    state.completion_time = None
+    state.next_attempt_time = None
+    state.reason = None
+    state.message = f"copying the policy's snapshots to {state.location}"
+    try:
+        rt.kube.create_job(build_job(_request(rt, body, policy, primary, site, state)))
+    except ApiException as exc:
+        state.phase = "Failed"
+        state.reason = "JobNotCreated"
+        state.completion_time = now()
+        state.next_attempt_time = state.completion_time + backoff(state.attempts)
+        state.message = f"the replication Job could not be created: {exc.reason}"[:4096]
+
+
+def _site_rules(policy: BackupPolicy, target: ReplicationTarget) -> Any:
+    return target.retention or policy.spec.retention
+
+
+def _start_site_retention(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    site: BackupLocation,
+    target: ReplicationTarget,
+    state: SiteReplication,
+) -> None:
+    rules = _site_rules(policy, target)
+    if rules is None:
+        state.retention = None
+        return
+    name = job_name(policy.metadata.name or "", "retention", state.location, state.run)
+    state.retention = RetentionResult(
+        run=state.run,
+        job=name,
+        result="Running",
+        start_time=now(),
+        message="forgetting and pruning",
+    )
+    request = retention_request(rt, body, policy, site, rules, name=name, run=state.run, site=True)
+    try:
+        rt.kube.create_job(build_job(request))
+    except ApiException as exc:
+        state.retention.result = "Failed"
+        state.retention.reason = "JobNotCreated"
+        state.retention.completion_time = now()
+        state.retention.message = f"the site's retention Job could not be created: {exc.reason}"
+
+
+def _follow_site_retention(
+    rt: Runtime, body: Mapping[str, Any], ns: str, state: SiteReplication
+) -> bool:
+    """Follow the site's running retention Job; True while it runs."""
+    last = state.retention
+    if last is None or last.result != "Running" or not last.job:
+        return False
+    job = rt.kube.get_job(ns, last.job)
+    if job is None:
+        last.result = "Failed"
+        last.reason = "JobDeleted"
+        last.completion_time = now()
+        last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
+    else:
+        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
+    done = state.retention
+    assert done is not None
+    if done.result == "Running":
+        return True
+    if done.result == "Failed":
+        rt.kube.event(
+            body,
+            "SiteRetentionFailed",
+            f"retention at recovery site {state.location}: {done.reason}: {done.message}",
+            warning=True,
+        )
+    else:
+        rt.kube.event(
+            body,
+            "SiteRetentionApplied",
+            f"retention at recovery site {state.location}: {done.message}",
+        )
+    return False
+
+
+def _record_end(
+    rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, state: SiteReplication
+) -> None:
+    labels = (policy.metadata.namespace or "", policy.metadata.name or "", state.location)
+    metrics.REPLICATIONS.labels(*labels, state.phase).inc()
+    if state.phase == "Succeeded":
+        metrics.REPLICATION_BYTES.labels(*labels).inc(state.bytes_transferred or 0)
+        rt.kube.event(body, "Replicated", f"run {state.run}: {state.message}")
+
+
+def _step(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    status: BackupPolicyStatus,
+    primary: BackupLocation,
+    target: ReplicationTarget,
+    state: SiteReplication | None,
+    newest: str,
+) -> SiteReplication:
+    """Advance one site's replication by what the cluster shows now."""
+    ns = policy.metadata.namespace or ""
+    if state is not None and _follow_site_retention(rt, body, ns, state):
+        return state  # no copy to a site while its retention holds the exclusive lock
+    site = _load_location(rt, ns, target.name)
+    if state is not None and state.phase == "Running" and state.job:
+        job = rt.kube.get_job(ns, state.job)
+        if job is None:  # created-and-lost (a restart) or deleted while it ran
+            state.attempts -= 1
+            state.job = None
+        else:
+            outcome = job_outcome(job, rt.kube.job_pods(ns, state.job))
+            if outcome.state in ("Pending", "Running"):
+                if outcome.waiting:
+                    state.message = f"the Job's pod does not start: {outcome.waiting}"[:4096]
+                return state
+            phase = _finish(state, outcome, target.name)
+            _record_end(rt, body, policy, state)
+            if phase == "Succeeded" and site is not None:
+                _start_site_retention(rt, body, policy, site, target, state)
+            return state
+    if state is None or state.run != newest:
+        state = SiteReplication(
+            location=target.name,
+            run=newest,
+            newest_snapshot_time=state.newest_snapshot_time if state else None,
+            last_success_time=state.last_success_time if state else None,
+            retention=state.retention if state else None,
+        )
+    if state.phase == "Succeeded":
+        return state
+    if state.phase == "Failed" and (
+        state.attempts >= MAX_ATTEMPTS
+        or (state.next_attempt_time is not None and now() < state.next_attempt_time)
+    ):
+        return state
+    problem = site_problem(f"replicateTo {target.name}", target.name, site, primary)
+    if problem is not None:
+        state.phase, state.reason, state.message = "Failed", problem[0], problem[1]
+        state.next_attempt_time = None
+        return state
+    assert site is not None
+    availability, why = _available(site)
+    if availability != "True":
+        state.phase = "Pending" if availability == "Unknown" else "Failed"
+        state.reason = None if availability == "Unknown" else "SiteUnavailable"
+        state.message = f"waiting for BackupLocation {target.name}: {why}"[:4096]
+        return state
+    retention = status.last_retention
+    if policy.spec.retention is not None and (
+        retention is None or retention.run != newest or retention.result == "Running"
+    ):
+        state.phase = "Pending"
+        state.message = "waiting for the retention at the primary to finish"
+        return state
+    _start(rt, body, policy, primary, site, state)
+    return state
+
+
+def _replicated_condition(states: Sequence[SiteReplication]) -> tuple[ConditionStatus, str, str]:
+    failed = [s for s in states if s.phase == "Failed"]
+    if failed:
+        return (
+            "False",
+            "ReplicationFailed",
+            "; ".join(f"{s.location}: {s.reason}: {s.message}" for s in failed)[:32000],
+        )
+    if states and all(s.phase == "Succeeded" for s in states):
+        return "True", "Replicated", "copied to " + ", ".join(s.location for s in states)
+    waiting = [s.location for s in states if s.phase in ("Pending", "Running")]
+    return "Unknown", "Replicating", "copying to " + ", ".join(waiting)
+
+
+def _write_run(
+    rt: Runtime, runs: Sequence[Mapping[str, Any]], run: str, states: Sequence[SiteReplication]
+) -> None:
+    """The run's ``status.replication`` and ``Replicated`` condition, from the sites'."""
+    body = next((r for r in runs if r["metadata"]["name"] == run), None)
+    if body is None:
+        return  # pruned by the history limit: the policy's status still has it
+    status = BackupRunStatus.model_validate(body.get("status") or {})
+    before = {r.location: r for r in status.replication}
+    status.replication = []
+    for s in states:
+        entry = before.get(s.location) or ReplicationResult(location=s.location)
+        entry.phase = s.phase
+        entry.attempts = s.attempts
+        entry.start_time = s.start_time
+        entry.completion_time = s.completion_time
+        entry.bytes_transferred = s.bytes_transferred if s.phase == "Succeeded" else None
+        entry.error = (
+            ErrorDetail(reason=s.reason or "Error", message=s.message[:4000])
+            if s.phase == "Failed"
+            else None
+        )
+        status.replication.append(entry)
+    state, reason, message = _replicated_condition(states)
+    status.conditions = set_condition(
+        status.conditions, REPLICATED, state, reason, message, now=now()
+    )
+    write_status(rt.kube, _BACKUP_RUNS, body, status)
+
+
+def _lag(runs: Sequence[Mapping[str, Any]], newest: str, state: SiteReplication) -> float:
+    """Seconds the site's newest snapshot of the policy is behind the primary's newest
+    successful run (snapshots are taken after their run started)."""
+    body = next((r for r in runs if r["metadata"]["name"] == newest), None)
+    started = parse_time(((body or {}).get("status") or {}).get("startTime"))
+    if started is None or state.newest_snapshot_time is None:
+        return 0.0 if state.phase == "Succeeded" and state.run == newest else float("nan")
+    return max(0.0, (started - state.newest_snapshot_time).total_seconds())
+
+
+def reconcile_replication(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    status: BackupPolicyStatus,
+    runs: Sequence[Mapping[str, Any]],
+) -> None:
+    """Advance every site's replication of the policy's newest successful run, and write
+    it into the run's status. The caller writes the policy's status."""
+    targets = policy.spec.replicate_to
+    wanted = {t.name for t in targets}
+    status.replication = [s for s in status.replication if s.location in wanted]
+    if not targets:
+        status.conditions = [c for c in status.conditions if c.type != REPLICATED]
+        return
+    newest = newest_success(runs) or status.last_successful_run
+    ns = policy.metadata.namespace or ""
+    primary = _load_location(rt, ns, policy.spec.location.name)
+    if newest is None or primary is None:
+        return
+    before = {s.location: (s.phase, s.reason) for s in status.replication}
+    old_states = {s.location: s for s in status.replication}
+    states = []
+    for target in targets:
+        state = _step(
+            rt, body, policy, status, primary, target, old_states.get(target.name), newest
+        )
+        states.append(state)
+        if state.phase == "Failed" and before.get(target.name) != (state.phase, state.reason):
+            # every new failure is announced once, also one found before any Job ran
+            rt.kube.event(
+                body, "ReplicationFailed", f"{state.reason}: {state.message}", warning=True
+            )
+        labels = (ns, policy.metadata.name or "", target.name)
+        metrics.REPLICATION_LAG.labels(*labels).set(_lag(runs, newest, state))
+    status.replication = states
+    if any(s.run == newest for s in states):
+        _write_run(rt, runs, newest, [s for s in states if s.run == newest])
+    cond, reason, message = _replicated_condition(states)
+    status.conditions = set_condition(
+        status.conditions,
+        REPLICATED,
+        cond,
+        reason,
+        message,
+        now=now(),
+        observed_generation=body["metadata"].get("generation"),
+    )
