@@ -22,6 +22,7 @@ from safehold import engine
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
+from safehold.cli.meta import read_meta
 from safehold.cli.output import Output
 from safehold.repo.config import ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
@@ -36,7 +37,6 @@ __all__ = [
     "repo_init",
     "repo_unlock",
     "restore",
-    "snapshots",
     "verify",
 ]
 
@@ -272,6 +272,7 @@ def backup(args: Namespace, out: Output) -> int:
         time=_parse_time(args.time),
         include=args.include,
         exclude=args.exclude,
+        meta=read_meta(args),
     )
     repo = open_repo(args)
     with (
@@ -330,44 +331,6 @@ def restore(args: Namespace, out: Output) -> int:
         }
     )
     return code
-
-
-def snapshots(args: Namespace, out: Output) -> int:
-    repo = open_repo(args, load_index=False)
-    errors: dict[str, str] = {}
-    snaps = repo.snapshots(source=args.source, tags=args.tag, errors=errors)
-    table = out.new_table("id", "time", "source", "type", "tags", "files", "size", "added")
-    for s in snaps:
-        table.add_row(
-            s.id[:12],
-            s.time[:19].replace("T", " "),
-            s.source,
-            s.type,
-            ",".join(s.tags),
-            str(s.summary.get("total_files", "")),
-            _size(int(s.summary.get("total_bytes", 0))),
-            _size(int(s.summary.get("bytes_new", 0))),
-        )
-    out.table(table)
-    for name, message in errors.items():
-        out.warn(f"unreadable snapshot {name}: {message}")
-    items = [
-        {
-            "id": s.id,
-            "time": s.time,
-            "source": s.source,
-            "type": s.type,
-            "tags": s.tags,
-            "parent": s.parent,
-            "files": s.summary.get("total_files"),
-            "bytes": s.summary.get("total_bytes"),
-        }
-        for s in snaps
-    ]
-    out.summary(
-        {"ok": not errors, "count": len(snaps), "snapshots": items, "unreadable": sorted(errors)}
-    )
-    return exitcodes.OK if not errors else exitcodes.DAMAGED
 
 
 def verify(args: Namespace, out: Output) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
+from safehold.cli.meta import add_meta_option, read_meta
 from safehold.cli.output import Output
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _connection_options(dump)
     dump.add_argument("--time", metavar="ISO8601", help="the snapshots' time (default: now)")
+    add_meta_option(
+        dump, adds="source.kind=database, database.engine and database.name to each snapshot"
+    )
     dump.set_defaults(func=run_dump)
     restore = sub.add_parser(
         "restore-db",
@@ -136,7 +140,7 @@ def _failed(out: Output, message: str) -> int:
 
 def run_dump(args: Namespace, out: Output) -> int:
     from safehold.cli.commands import _parse_time
-    from safehold.engine.dump_backup import DumpOptions, dump_databases
+    from safehold.engine.dump_backup import DumpOptions, dump_databases, dump_meta
     from safehold.engine.dump_client import DumpError
     from safehold.repo import RepositoryLock
 
@@ -144,8 +148,14 @@ def run_dump(args: Namespace, out: Output) -> int:
     source = args.source.strip("/")
     if not source:
         raise UsageError("--source must name the snapshots' source prefix, e.g. prod/orders-db")
+    # Checked with what the dump adds to every snapshot (database.name differs per database).
+    read_meta(args, dump_meta(DumpOptions(prefix=source), _ENGINES[args.engine], "globals"))
     options = DumpOptions(
-        prefix=source, databases=args.database, tags=args.tag, time=_parse_time(args.time)
+        prefix=source,
+        databases=args.database,
+        tags=args.tag,
+        time=_parse_time(args.time),
+        meta=read_meta(args),
     )
     repo = open_repo(args)
     try:

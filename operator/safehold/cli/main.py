@@ -18,9 +18,11 @@ from safehold import __version__, engine
 from safehold.cli import commands, database, exitcodes, maintenance
 from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
+from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.resources import register as register_resources
+from safehold.cli.snapshots import add_snapshots_parser
 from safehold.cli.validate import register as register_validate
 from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
 from safehold.repo.errors import (
@@ -200,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="read exclude patterns from FILE, one a line ('#' comments, blank lines skipped)",
     )
+    add_meta_option(backup)
     add_hook_arguments(backup)
     backup.set_defaults(func=_backup)
 
@@ -219,10 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.set_defaults(func=commands.restore)
 
-    snaps = sub.add_parser("snapshots", parents=[common], help="list snapshots")
-    snaps.add_argument("--source", metavar="NAME")
-    snaps.add_argument("--tag", action="append", default=[], metavar="TAG")
-    snaps.set_defaults(func=commands.snapshots)
+    add_snapshots_parser(sub, common)
 
     verify = sub.add_parser("verify", parents=[common], help="check the repository")
     verify.add_argument(

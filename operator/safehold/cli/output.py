@@ -1,8 +1,9 @@
 """What the CLI prints: the JSON summary line, progress as JSON lines or a rich bar.
 
-With ``--json`` stdout holds exactly one JSON object, on its last line (the
-operator copies it into a pod's termination message, so it stays under 4 KiB),
-and progress events go to stderr as JSON lines. On a terminal without
+With ``--json`` stdout holds exactly one JSON object, complete, on its last line,
+and progress events go to stderr as JSON lines. The copy written to ``--termination-log``
+(a pod's termination message, which Kubernetes cuts at 4 KiB) is trimmed by
+:func:`fit_summary` to whole items of its lists and mappings. On a terminal without
 ``--json``, progress is a rich bar on stderr. rich is imported only when something is
 printed through it: a Job's ``--json --quiet`` command never loads it.
 """
@@ -26,25 +27,65 @@ __all__ = ["MAX_SUMMARY", "Output", "fit_summary"]
 MAX_SUMMARY = 4000
 
 
-def fit_summary(doc: dict[str, Any]) -> str:
-    """Encode ``doc`` as one line under 4 KiB, trimming long lists if it has to."""
-    line = json.dumps(doc, sort_keys=True, default=str)
-    if len(line.encode()) <= MAX_SUMMARY:
+def _encode(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def fit_summary(doc: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
+    """Encode ``doc`` as one line of at most ``limit`` bytes.
+
+    When the whole does not fit, every top-level list and mapping keeps as many whole
+    items, from its start, as fit, taking turns (one item of each in turn, so a short
+    one stays whole), and a cut one gets ``<name>_truncated``: its full length. Only when
+    even the scalars do not fit are the collections dropped (``"truncated": true``) and
+    long strings shortened.
+    """
+    line = _encode(doc)
+    if len(line.encode()) <= limit:
         return line
-    trimmed = dict(doc)
-    for key, value in doc.items():
-        if isinstance(value, list) and len(value) > 3:
-            trimmed[key] = value[:3]
-            trimmed[f"{key}_truncated"] = len(value)
-        if isinstance(value, dict) and len(json.dumps(value, default=str)) > 1000:
-            trimmed[key] = dict(list(value.items())[:3])
-            trimmed[f"{key}_truncated"] = len(value)
-    line = json.dumps(trimmed, sort_keys=True, default=str)
-    if len(line.encode()) > MAX_SUMMARY:
-        keep = {k: v for k, v in trimmed.items() if not isinstance(v, (list, dict))}
+    parts: dict[str, list[Any]] = {
+        k: list(v.items()) if isinstance(v, dict) else list(v)
+        for k, v in doc.items()
+        if isinstance(v, list | dict) and v
+    }
+    trimmed: dict[str, Any] = {k: v for k, v in doc.items() if k not in parts}
+    for key, value in parts.items():
+        trimmed[key] = {} if isinstance(doc[key], dict) else []
+        trimmed[f"{key}_truncated"] = len(value)
+    if len(_encode(trimmed).encode()) > limit:
+        keep = {
+            k: v[:500] + "..." if isinstance(v, str) and len(v) > 500 else v
+            for k, v in doc.items()
+            if not isinstance(v, list | dict)
+        }
         keep["truncated"] = True
-        line = json.dumps(keep, sort_keys=True, default=str)
-    return line
+        return _encode(keep)
+    taken = dict.fromkeys(parts, 0)
+    turn = list(parts)
+    while turn:
+        for key in list(turn):
+            item = parts[key][taken[key]]
+            kept = trimmed[key]
+            if isinstance(kept, dict):
+                kept[item[0]] = item[1]
+            else:
+                kept.append(item)
+            complete = taken[key] + 1 == len(parts[key])
+            if complete:
+                del trimmed[f"{key}_truncated"]
+            if len(_encode(trimmed).encode()) > limit:
+                if isinstance(kept, dict):
+                    del kept[item[0]]
+                else:
+                    kept.pop()
+                if complete:
+                    trimmed[f"{key}_truncated"] = len(parts[key])
+                turn.remove(key)
+                continue
+            taken[key] += 1
+            if complete:
+                turn.remove(key)
+    return _encode(trimmed)
 
 
 class Output:
@@ -87,7 +128,7 @@ class Output:
 
     def summary(self, doc: dict[str, Any]) -> None:
         if self.json:
-            self.stdout.write(fit_summary(doc) + "\n")
+            self.stdout.write(_encode(doc) + "\n")  # complete: only the copy below is cut
             self.stdout.flush()
         if self.termination_log:
             # The pod's termination message: how the operator learns the result without

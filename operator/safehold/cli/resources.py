@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
+from safehold.cli.meta import add_meta_option, read_meta
 from safehold.cli.output import Output
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def register(
     exp.add_argument("--source", default=_DEFAULT_SOURCE, metavar="NAME", help="the source name")
     exp.add_argument("--tag", action="append", default=[], metavar="TAG")
     exp.add_argument("--type", choices=("full", "incremental", "differential"))
+    add_meta_option(exp, adds="source.kind=clusterResources")
     _cluster_options(exp)
     exp.set_defaults(func=export_resources_command)
 
@@ -154,9 +156,10 @@ def export_resources_command(args: Namespace, out: Output) -> int:
         include_cluster_scoped=args.cluster_scoped,
         include_secrets=args.include_secrets,
     )
+    meta = read_meta(args, {"source.kind": "clusterResources"})
     api = _connect(args)
     repo = open_repo(args)
-    backup = BackupOptions(source=args.source, type=args.type, tags=args.tag)
+    backup = BackupOptions(source=args.source, type=args.type, tags=args.tag, meta=meta)
     try:
         with RepositoryLock(repo, exclusive=False, operation="backup"):
             result = export_resources(api, repo, opts, backup)

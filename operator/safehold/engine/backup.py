@@ -46,6 +46,7 @@ from safehold.repo import (
     Node,
     Repository,
     Snapshot,
+    check_meta,
     encode_tree,
 )
 
@@ -77,6 +78,8 @@ class BackupOptions:
     include: list[str] = field(default_factory=list)
     #: Patterns of paths left out; an excluded directory is not read. Wins over include.
     exclude: list[str] = field(default_factory=list)
+    #: The snapshot's metadata (format section 9: what re-creates the source elsewhere).
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -929,6 +932,14 @@ def _scan_filtered(
         progress.bytes_total = total
 
 
+def _check_meta(options: BackupOptions) -> None:
+    """Refuse bad metadata before any work: it would make an unreadable snapshot."""
+    try:
+        check_meta(options.meta)
+    except ValueError as exc:
+        raise BackupError(str(exc)) from None
+
+
 def _snapshot(
     repo: Repository,
     b: _Backup,
@@ -960,6 +971,7 @@ def _snapshot(
         parent=parent.id if parent else None,
         program=f"safehold {__version__}",
         summary=summary,
+        meta=dict(options.meta),
     )
     repo.save_snapshot(snap)
     return snap
@@ -975,6 +987,7 @@ def backup_paths(
     options = options or BackupOptions()
     if not paths:
         raise BackupError("no paths to back up")
+    _check_meta(options)
     try:
         filt = compile_patterns(options.include, options.exclude)
     except PatternError as exc:
@@ -1047,6 +1060,7 @@ def backup_stream(
 ) -> BackupResult:
     """Back up a byte stream (a database dump on stdin) as one file named ``name``."""
     options = options or BackupOptions()
+    _check_meta(options)
     if options.include or options.exclude:
         raise BackupError("include and exclude patterns apply to paths, not to a stream")
     if not name or "/" in name or name in (".", ".."):

@@ -35,6 +35,7 @@ __all__ = [
     "DumpResult",
     "dump_databases",
     "dump_file_name",
+    "dump_meta",
     "dump_source",
     "globals_source",
 ]
@@ -66,6 +67,19 @@ class DumpOptions:
     databases: list[str] = field(default_factory=list)  # empty: all (with globals for pg)
     tags: list[str] = field(default_factory=list)
     time: datetime | None = None
+    #: Metadata every snapshot gets; the dump adds ``source.kind``, ``database.engine`` and
+    #: ``database.name`` (the database, or ``globals``) to each.
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def dump_meta(options: DumpOptions, engine: str, database: str) -> dict[str, str]:
+    """The metadata of one database's snapshot: the caller's, then what the dump knows."""
+    return {
+        **options.meta,
+        "source.kind": "database",
+        "database.engine": engine,
+        "database.name": database,
+    }
 
 
 @dataclass
@@ -185,6 +199,7 @@ def dump_databases(
                     source=globals_source(options.prefix),
                     tags=[*tags, "database=" + GLOBALS],
                     time=options.time,
+                    meta=dump_meta(options, conn.engine, GLOBALS),
                 ),
                 progress=progress,
             )
@@ -215,6 +230,7 @@ def dump_databases(
                     source=dump_source(options.prefix, db),
                     tags=[*tags, f"database={db}"],
                     time=options.time,
+                    meta=dump_meta(options, conn.engine, db),
                 ),
                 progress=progress,
             )

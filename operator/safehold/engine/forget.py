@@ -13,7 +13,7 @@ its lock expires: forget leaves it, and reports it as locked with the expiry tim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from safehold.engine.retention import RetentionPolicy, SnapshotFacts, apply_policies
 from safehold.repo.locks import RepositoryLock
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, source_filter
 from safehold.storage import ObjectLocked
 
 __all__ = ["ForgetItem", "ForgetReport", "forget_snapshots", "source_filter"]
@@ -83,20 +83,6 @@ class ForgetReport:
             "removed": len(self.removed),
             "locked": len(self.locked),
         }
-
-
-def source_filter(
-    sources: Iterable[str] = (), prefixes: Iterable[str] = ()
-) -> Callable[[str], bool]:
-    """Whether a source name is selected by exact ``sources`` or by ``prefixes``; with
-    neither, every source is. An empty prefix would select everything, so it is refused."""
-    names = frozenset(sources)
-    starts = tuple(prefixes)
-    if any(not p for p in starts):
-        raise ValueError("an empty source prefix would select every source: give a prefix")
-    if not names and not starts:
-        return lambda source: True
-    return lambda source: source in names or source.startswith(starts)
 
 
 def _decide(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from safehold.repo.locks import LockInfo, RepositoryLock, list_locks, unlock
     from safehold.repo.pack import BLOB_DATA, BLOB_TREE, BlobEncoder
     from safehold.repo.repository import Repository, pack_object_name
-    from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot
+    from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot, check_meta
     from safehold.repo.tree import Node, decode_tree, encode_tree
     from safehold.repo.writer import BlobWriter
 
@@ -58,6 +58,7 @@ __all__ = [
     "Snapshot",
     "UnsupportedRepository",
     "WrongPassword",
+    "check_meta",
     "decode_tree",
     "encode_tree",
     "list_locks",
@@ -85,7 +86,7 @@ __getattr__ = lazy_attributes(
         "locks": ("LockInfo", "RepositoryLock", "list_locks", "unlock"),
         "pack": ("BLOB_DATA", "BLOB_TREE", "BlobEncoder"),
         "repository": ("Repository", "pack_object_name"),
-        "snapshot": ("SNAPSHOT_TYPES", "Snapshot"),
+        "snapshot": ("SNAPSHOT_TYPES", "Snapshot", "check_meta"),
         "tree": ("Node", "decode_tree", "encode_tree"),
         "writer": ("BlobWriter",),
     },

@@ -1,0 +1,121 @@
+"""``safehold snapshots``: list snapshots, and pick the ones a restore in a fresh cluster needs.
+
+``--source-prefix`` selects one policy's sources (``namespace/policy/``), ``--before`` a point
+in time, ``--latest`` the newest snapshot of each source: what the operator asks when no
+BackupRun object says which snapshot to restore (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from argparse import Namespace
+from datetime import UTC, datetime
+from typing import Any
+
+from safehold.cli import exitcodes
+from safehold.cli.context import UsageError, open_repo
+from safehold.cli.output import Output
+
+__all__ = ["add_snapshots_parser", "snapshot_item", "snapshots"]
+
+
+def add_snapshots_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    p.add_argument("--source", metavar="NAME", help="only snapshots of this source")
+    p.add_argument(
+        "--source-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only snapshots whose source begins with PREFIX, e.g. 'ns/policy/' "
+        "(repeatable; ORed with --source)",
+    )
+    p.add_argument("--tag", action="append", default=[], metavar="TAG")
+    p.add_argument(
+        "--before",
+        metavar="ISO8601",
+        help="only snapshots taken at or before this time (no zone: UTC)",
+    )
+    p.add_argument(
+        "--latest",
+        action="store_true",
+        help="only the newest snapshot of each source (after the other filters)",
+    )
+    p.set_defaults(func=snapshots)
+
+
+def _before(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--before {value!r} is not ISO 8601 (e.g. 2026-11-26T06:00:00Z)") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def snapshot_item(s: Any) -> dict[str, Any]:
+    """One snapshot as the JSON summary lists it."""
+    return {
+        "id": s.id,
+        "time": s.time,
+        "source": s.source,
+        "type": s.type,
+        "tags": s.tags,
+        "parent": s.parent,
+        "files": s.summary.get("total_files"),
+        "bytes": s.summary.get("total_bytes"),
+        "meta": s.meta,
+    }
+
+
+def snapshots(args: Namespace, out: Output) -> int:
+    from safehold.repo.snapshot import newest_per_source, source_filter
+
+    if any(not p for p in args.source_prefix):
+        raise UsageError("--source-prefix '': an empty prefix selects every source")
+    before = _before(args.before)
+    selected = source_filter([args.source] if args.source else [], args.source_prefix)
+    repo = open_repo(args, load_index=False)
+    errors: dict[str, str] = {}
+    snaps = [
+        s
+        for s in repo.snapshots(tags=args.tag, errors=errors)
+        if selected(s.source) and (before is None or s.datetime <= before)
+    ]
+    if args.latest:  # one per source, by source name
+        snaps = list(newest_per_source(snaps).values())
+    table = out.new_table("id", "time", "source", "type", "tags", "files", "size", "added")
+    for s in snaps:
+        table.add_row(
+            s.id[:12],
+            s.time[:19].replace("T", " "),
+            s.source,
+            s.type,
+            ",".join(s.tags),
+            str(s.summary.get("total_files", "")),
+            _size(int(s.summary.get("total_bytes", 0))),
+            _size(int(s.summary.get("bytes_new", 0))),
+        )
+    out.table(table)
+    for name, message in errors.items():
+        out.warn(f"unreadable snapshot {name}: {message}")
+    out.summary(
+        {
+            "ok": not errors,
+            "count": len(snaps),
+            "snapshots": [snapshot_item(s) for s in snaps],
+            "unreadable": sorted(errors),
+        }
+    )
+    return exitcodes.OK if not errors else exitcodes.DAMAGED
