@@ -54,6 +54,14 @@ def add_replicate_parser(
     )
     p.add_argument("--source", action="append", default=[], metavar="NAME", help="only this source")
     p.add_argument(
+        "--source-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only sources whose name begins with PREFIX, e.g. 'ns/policy/' (repeatable; "
+        "ORed with --source)",
+    )
+    p.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="only snapshots with this tag"
     )
     p.add_argument(
@@ -113,6 +121,8 @@ def replicate_command(args: Namespace, out: Output) -> int:
         raise UsageError("--newest takes a number of snapshots, at least 1")
     if not 1 <= args.jobs <= 64:
         raise UsageError("--jobs is between 1 and 64")
+    if any(not p for p in args.source_prefix):
+        raise UsageError("--source-prefix '': an empty prefix selects every source")
     repo = open_repo(args)
     site_storage = _open_site(args)
     if site_storage.location.rstrip("/") == repo.location.rstrip("/"):
@@ -130,6 +140,7 @@ def replicate_command(args: Namespace, out: Output) -> int:
         password = read_password(args)
     options = ReplicateOptions(
         sources=args.source,
+        source_prefixes=args.source_prefix,
         tags=args.tag,
         newest=args.newest,
         only_newer=args.only_newer,

@@ -38,6 +38,7 @@ from safehold.repo.crypto import object_hash
 from safehold.repo.errors import RepositoryError
 from safehold.repo.index import Index, IndexFile
 from safehold.repo.pack import PackBlob
+from safehold.repo.snapshot import newest_per_source, source_filter
 from safehold.storage import AlreadyExists, NotFound, Storage, StorageError, TransientError
 from safehold.storage.copy import server_side_copy
 
@@ -50,6 +51,7 @@ __all__ = [
     "open_site",
     "replicate",
     "select_snapshots",
+    "site_newest",
 ]
 
 #: The kinds of object replication copies, in the order it writes them.
@@ -66,13 +68,15 @@ class ReplicationError(RepositoryError):
 class ReplicateOptions:
     """What to copy and how.
 
-    ``sources`` and ``tags`` filter the primary's snapshots (any of the sources, all of the
-    tags); ``newest`` then keeps the newest N of each source; ``only_newer`` skips a
+    ``sources`` (exact names) and ``source_prefixes`` (beginnings of names, such as the
+    operator's ``namespace/policy/``) and ``tags`` filter the primary's snapshots (any of the
+    sources or prefixes, all of the tags); ``newest`` then keeps the newest N of each source; ``only_newer`` skips a
     snapshot older than the site's newest of its source (so a site's own retention is not
     undone by the next run).
     """
 
     sources: list[str] = field(default_factory=list)
+    source_prefixes: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     newest: int | None = None
     only_newer: bool = False
@@ -121,6 +125,9 @@ class ReplicateResult:
         default_factory=lambda: {kind: ObjectCounts() for kind in KINDS}
     )
     duration_s: float = 0.0
+    #: source -> time of the newest snapshot the site holds after the run, for every source
+    #: the source options select (the operator's replication lag); empty when no site exists
+    site_newest: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -154,6 +161,7 @@ class ReplicateResult:
             "objects": {kind: c.to_dict() for kind, c in self.counts.items()},
             "total": self.total().to_dict(),
             "duration_s": round(self.duration_s, 3),
+            "site_newest": dict(sorted(self.site_newest.items())),
         }
 
 
@@ -231,11 +239,8 @@ def _copy_small(
 def select_snapshots(snapshots: Iterable[Snapshot], options: ReplicateOptions) -> list[Snapshot]:
     """The primary's snapshots that the options select, oldest first."""
     wanted_tags = set(options.tags)
-    chosen = [
-        s
-        for s in snapshots
-        if (not options.sources or s.source in options.sources) and wanted_tags <= set(s.tags)
-    ]
+    selected = source_filter(options.sources, options.source_prefixes)
+    chosen = [s for s in snapshots if selected(s.source) and wanted_tags <= set(s.tags)]
     chosen.sort(key=lambda s: (s.datetime, s.id))
     if options.newest is not None:
         by_source: dict[str, list[Snapshot]] = {}
@@ -275,8 +280,18 @@ def replicate(
     guard = lock(site) if (lock is not None and site is not None) else contextlib.nullcontext()
     with guard, ProgressTracker("replicate", progress) as tracker:
         _run(source, site, target, options, result, tracker)
+        if site is not None:
+            result.site_newest = site_newest(site, options)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def site_newest(site: Repository, options: ReplicateOptions) -> dict[str, str]:
+    """Per source the options select, the time of the newest snapshot ``site`` holds
+    (tags do not narrow it: the lag is about the source)."""
+    selected = source_filter(options.sources, options.source_prefixes)
+    chosen = (s for s in site.iter_snapshots() if selected(s.source))
+    return {source: snap.time for source, snap in newest_per_source(chosen).items()}
 
 
 def _run(
