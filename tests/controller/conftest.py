@@ -129,8 +129,10 @@ def store_location(
     make_bucket: bool = True,
     password: str | None = None,
     credentials: dict[str, str] | None = None,
+    **spec: Any,
 ) -> str:
-    """A BackupLocation on ``store`` with its credentials and password Secrets."""
+    """A BackupLocation on ``store`` with its credentials and password Secrets; ``spec``
+    adds fields, e.g. ``role="recovery-site"``."""
     bucket = bucket or f"b-{secrets.token_hex(4)}"
     if make_bucket:
         store.make_bucket(bucket)
@@ -164,6 +166,7 @@ def store_location(
                     **({"region": region} if region and provider == "s3" else {}),
                     "credentialsSecretRef": {"name": f"{name}-storage"},
                     "repositoryPasswordSecretRef": {"name": f"{name}-password"},
+                    **spec,
                 },
             },
         ]

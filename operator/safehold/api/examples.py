@@ -78,7 +78,10 @@ spec:
   location:
     name: primary
   replicateTo:
-    - name: recovery-site
+    - name: recovery-site         # a BackupLocation with role: recovery-site
+      retention:                  # the site keeps more than the primary
+        keepDaily: 30
+        keepMonthly: 24
   verification:
     cron: "30 4 * * 6"
     readDataPercent: 5
