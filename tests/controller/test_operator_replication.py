@@ -336,3 +336,60 @@ def test_immutability_asked_of_a_bucket_that_cannot_lock_is_refused_with_how_to_
     available = _condition(kit.get(namespace, "backuplocation", "plain"), "Available")
     assert "object lock" in available["message"].lower()
     assert "enable" in available["message"].lower()
+
+
+def test_a_run_started_during_a_replication_backs_up_at_once_and_is_copied_after_it(
+    namespace: Namespace,
+    s3_store: RunningStore,
+    gcs_store: RunningStore,
+    operator: Any,
+    kit: Any,
+) -> None:
+    """Replication holds shared locks: a run that starts while it copies (as a schedule
+    slot would) backs up at once; the primary's retention (exclusive) waits for the copy,
+    and the new run's own replication follows."""
+    operator(pass_interval=1.0)
+    data = kit.make_claim(namespace, "data", size="1Gi")
+    kit.write_data(data, seed=71, files=10, size=16 * 1024 * 1024)  # a copy of seconds
+    kit.store_location(namespace, s3_store, "primary", password=PASSWORD)
+    site = kit.store_location(namespace, gcs_store, "site", password=PASSWORD, role="recovery-site")
+    kit.policy(
+        namespace,
+        "pol",
+        "primary",
+        ["data"],
+        retention={"keepLast": 5},
+        replicateTo=[{"name": "site"}],
+    )
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    copying = namespace.cluster.wait_for(
+        lambda: (
+            s
+            if (s := _site_state(namespace, kit, "pol", "site")).get("phase") == "Running"
+            and s.get("run") == "run-1"
+            else None
+        ),
+        timeout=120,
+        interval=0.2,
+        what="the replication of run-1 to start",
+    )
+    kit.write_data(data, seed=72, files=2)
+    kit.backup_run(namespace, "run-2", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-2", "Complete", timeout=180)
+    run2 = kit.get(namespace, "backuprun", "run-2")
+    assert run2["status"]["phase"] == "Succeeded", run2["status"]
+
+    state = _replicated(namespace, kit, "pol", "site", "run-2")
+    assert state["phase"] == "Succeeded", state
+    first = namespace.get("job", copying["job"])
+    assert first is not None
+    copied_at = first["status"]["completionTime"]
+    # the backup ran while the copy did (shared locks), it did not wait for it
+    assert run2["status"]["startTime"] < copied_at
+    # the retention after run-2 (exclusive lock) started only after the copy had ended
+    retention = kit.get(namespace, "backuppolicy", "pol")["status"]["lastRetention"]
+    assert retention["run"] == "run-2"
+    assert retention["result"] == "Succeeded", retention
+    assert retention["startTime"] >= copied_at
+    assert len(_snapshot_ids(gcs_store, site)) == 2

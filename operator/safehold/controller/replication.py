@@ -422,32 +422,40 @@ def _step(
     return state
 
 
-def _replicated_condition(states: Sequence[SiteReplication]) -> tuple[ConditionStatus, str, str]:
-    failed = [s for s in states if s.phase == "Failed"]
+def _replicated_condition(
+    entries: Sequence[SiteReplication | ReplicationResult],
+) -> tuple[ConditionStatus, str, str]:
+    def why(e: SiteReplication | ReplicationResult) -> str:
+        if isinstance(e, SiteReplication):
+            return f"{e.reason}: {e.message}"
+        return f"{e.error.reason}: {e.error.message}" if e.error else "failed"
+
+    failed = [e for e in entries if e.phase == "Failed"]
     if failed:
         return (
             "False",
             "ReplicationFailed",
-            "; ".join(f"{s.location}: {s.reason}: {s.message}" for s in failed)[:32000],
+            "; ".join(f"{e.location}: {why(e)}" for e in failed)[:32000],
         )
-    if states and all(s.phase == "Succeeded" for s in states):
-        return "True", "Replicated", "copied to " + ", ".join(s.location for s in states)
-    waiting = [s.location for s in states if s.phase in ("Pending", "Running")]
+    if entries and all(e.phase == "Succeeded" for e in entries):
+        return "True", "Replicated", "copied to " + ", ".join(e.location for e in entries)
+    waiting = [e.location for e in entries if e.phase in ("Pending", "Running")]
     return "Unknown", "Replicating", "copying to " + ", ".join(waiting)
 
 
 def _write_run(
     rt: Runtime, runs: Sequence[Mapping[str, Any]], run: str, states: Sequence[SiteReplication]
 ) -> None:
-    """The run's ``status.replication`` and ``Replicated`` condition, from the sites'."""
+    """The run's ``status.replication`` entries of these sites, and its ``Replicated``
+    condition over all its entries (a site already busy with a newer run keeps the entry
+    it last had here)."""
     body = next((r for r in runs if r["metadata"]["name"] == run), None)
     if body is None:
         return  # pruned by the history limit: the policy's status still has it
     status = BackupRunStatus.model_validate(body.get("status") or {})
-    before = {r.location: r for r in status.replication}
-    status.replication = []
+    entries = {r.location: r for r in status.replication}
     for s in states:
-        entry = before.get(s.location) or ReplicationResult(location=s.location)
+        entry = entries.get(s.location) or ReplicationResult(location=s.location)
         entry.phase = s.phase
         entry.attempts = s.attempts
         entry.start_time = s.start_time
@@ -458,8 +466,9 @@ def _write_run(
             if s.phase == "Failed"
             else None
         )
-        status.replication.append(entry)
-    state, reason, message = _replicated_condition(states)
+        entries[s.location] = entry
+    status.replication = list(entries.values())
+    state, reason, message = _replicated_condition(status.replication)
     status.conditions = set_condition(
         status.conditions, REPLICATED, state, reason, message, now=now()
     )
@@ -512,8 +521,8 @@ def reconcile_replication(
         labels = (ns, policy.metadata.name or "", target.name)
         metrics.REPLICATION_LAG.labels(*labels).set(_lag(runs, newest, state))
     status.replication = states
-    if any(s.run == newest for s in states):
-        _write_run(rt, runs, newest, [s for s in states if s.run == newest])
+    for run in sorted({s.run for s in states}):
+        _write_run(rt, runs, run, [s for s in states if s.run == run])
     cond, reason, message = _replicated_condition(states)
     status.conditions = set_condition(
         status.conditions,
