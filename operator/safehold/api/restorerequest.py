@@ -1,5 +1,20 @@
 """``RestoreRequest``: what to bring back, from which backup, into where.
 
+Which snapshots: ``backupRunRef`` names a BackupRun; ``policyRef`` takes the policy's
+newest successful BackupRun completed at or before ``pointInTime``. When no BackupRun
+object matches (a new cluster after a disaster: the runs died with the old one), the
+snapshots are found in the repository itself: a short Job lists, on ``locationRef`` (or
+the policy's ``location`` when the policy exists; one of them is required), the newest
+snapshot at or before ``pointInTime`` of every source named ``NAMESPACE/POLICY/...``.
+``status.backupRun`` then stays empty, ``status.resolvedSnapshots`` records what the Job
+found and ``status.restored[].snapshotId`` what was used; a location with no snapshot of
+the policy fails with reason NoBackupFound. A re-created claim gets the size, access
+modes, volume mode, labels and StorageClass (through ``storageClassMapping``) recorded in
+its snapshot when the original claim is gone; a database source needs its BackupPolicy
+(the server and the credentials Secret), e.g. applied from Git. Every Job of a restore
+follows the policy's ``spec.job`` (when the policy exists) and the chart's
+``jobDefaults``.
+
 Rule for existing data (``existingResourcePolicy``): Skip leaves every object and file
 that already exists untouched and restores the rest; Overwrite replaces them with the
 backup's version (files not in the backup are left alone); Fail stops before writing
@@ -25,6 +40,7 @@ from safehold.api.types import NamespaceName, Quantity, ResourceName
 
 __all__ = [
     "ExistingResourcePolicy",
+    "ResolvedSnapshot",
     "RestoreRequest",
     "RestoreRequestSpec",
     "RestoreRequestStatus",
@@ -88,8 +104,9 @@ class RestoreRequestSpec(ApiModel):
     """With policyRef: the newest snapshot at or before this time (RFC 3339, e.g.
     2026-01-31T23:00:00Z) is restored; empty means the newest."""
     location_ref: LocalObjectReference | None = None
-    """The BackupLocation to read from, e.g. a recovery site; empty means the policy's
-    primary location."""
+    """The BackupLocation to read from, e.g. a recovery site; empty means the BackupRun's
+    location, else the policy's. Required with policyRef when neither a BackupRun nor the
+    policy exists in this cluster."""
     sources: list[str] = Field(default_factory=list, max_length=64)
     """Sources to restore, by name; empty means all sources of the backup."""
     paths: list[str] = Field(default_factory=list, max_length=256)
@@ -148,6 +165,23 @@ class RestoredItem(ApiModel):
     """Why it failed."""
 
 
+class ResolvedSnapshot(ApiModel):
+    """A snapshot of the policy found in the repository itself (policyRef without a
+    matching BackupRun, e.g. in a fresh cluster): the newest of its source at or before
+    pointInTime, as the resolve Job reported it."""
+
+    source: str = Field(max_length=1024)
+    """The snapshot's source name in the repository, e.g. ``prod/app/data``."""
+    snapshot_id: str = Field(max_length=128)
+    """Its id."""
+    time: datetime | None = None
+    """When it was taken."""
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    """Its tags (``run=NAME`` names the BackupRun that made it)."""
+    meta: dict[str, str] = Field(default_factory=dict)
+    """The metadata recorded at backup time (``source.kind``, ``claim.size``, ...)."""
+
+
 class RestoreRequestStatus(ApiModel):
     """The record of the restore, written by the controller."""
 
@@ -158,7 +192,13 @@ class RestoreRequestStatus(ApiModel):
     conditions: Conditions = Field(default_factory=list)
     """Complete is True once finished; Failed is True when some or all of it failed."""
     backup_run: str | None = Field(default=None, max_length=253)
-    """The BackupRun restored from (resolved from policyRef and pointInTime)."""
+    """The BackupRun restored from (resolved from policyRef and pointInTime); empty when
+    no BackupRun matched and the snapshots were resolved from the repository."""
+    location: str | None = Field(default=None, max_length=253)
+    """The BackupLocation read from."""
+    resolved_snapshots: list[ResolvedSnapshot] = Field(default_factory=list, max_length=256)
+    """With policyRef and no matching BackupRun: the snapshots the resolve Job found in
+    the location's repository (newest per source), recorded before anything is planned."""
     start_time: datetime | None = None
     """When the restore started."""
     completion_time: datetime | None = None

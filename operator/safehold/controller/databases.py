@@ -7,7 +7,9 @@ files (``username``, ``password``) under :data:`CREDENTIALS_DIR`: the operator n
 reads that Secret, and the password is in no argument, environment variable, status or
 log. Snapshots are named ``NAMESPACE/POLICY/SOURCE/db/DATABASE`` (and ``.../globals``
 for PostgreSQL roles) and tagged ``run=RUN``, so a restore finds a run's dumps by its
-name without listing snapshot ids in the run's status.
+name without listing snapshot ids in the run's status (a restore resolved from the
+repository uses the run tag of the newest dump). A restore needs the BackupPolicy for the
+server and the credentials; without it (or its source) the item fails saying which.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
+from safehold.controller.snapshotmeta import meta_args, source_meta
 
 __all__ = [
     "CREDENTIALS_DIR",
     "EXISTING",
+    "MissingSource",
     "database_restore_item",
     "database_restore_job",
     "plan_database_sources",
@@ -131,6 +135,7 @@ def start_database_backup(
     args += ["--tag", f"run={run.metadata.name}"]
     for tag in run.spec.tags:
         args += ["--tag", tag]
+    args += meta_args(source_meta(pname, d.name))
     request = JobRequest(
         name=source.job or job_name(run.metadata.name or "", source.name),
         namespace=ns,
@@ -145,29 +150,55 @@ def start_database_backup(
     rt.kube.create_job(build_job(request))
 
 
-def _policy_of(rt: Runtime, ns: str, run: dict[str, Any]) -> BackupPolicy | None:
-    pname = run.get("spec", {}).get("policyRef", {}).get("name", "")
-    body = rt.kube.get_cr("backuppolicies", ns, pname)
-    if body is None:
-        return None
-    return BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
+class MissingSource(Exception):
+    """A database restore cannot be built: the item fails with ``detail``."""
+
+    def __init__(self, detail: ErrorDetail) -> None:
+        super().__init__(detail.message)
+        self.detail = detail
+
+
+def _restorable(
+    policy: BackupPolicy | None, policy_name: str, ns: str, name: str
+) -> DatabaseSource:
+    """The policy's database source ``name``, which gives the server and the credentials a
+    restore connects with; :class:`MissingSource` says what is missing."""
+    if policy is None:
+        raise MissingSource(
+            ErrorDetail(
+                reason="PolicyNotFound",
+                message=f"BackupPolicy {policy_name!r} does not exist in namespace {ns}: apply "
+                f"it (its spec.sources.databases entry {name!r} names the server and the "
+                "credentials Secret the restore connects with)",
+            )
+        )
+    d = _database(policy, name)
+    if d is None:
+        raise MissingSource(
+            ErrorDetail(
+                reason="SourceNotFound",
+                message=f"database source {name!r} is not in BackupPolicy {policy_name}: its "
+                "server and credentials are unknown; add it to spec.sources.databases",
+            )
+        )
+    return d
 
 
 def database_restore_item(
-    rt: Runtime, req: RestoreRequest, run: dict[str, Any], source: dict[str, Any]
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    policy_name: str,
+    source: str,
+    snapshot_id: str,
 ) -> RestoredItem:
-    """The plan for one database source of ``run``: back into the server the policy names."""
+    """The plan for one database source: back into the server the policy names."""
     ns = req.metadata.namespace or ""
-    item = RestoredItem(source=source["name"], kind="database", snapshot_id=source["snapshotId"])
-    policy = _policy_of(rt, ns, run)
-    d = _database(policy, source["name"]) if policy else None
-    if d is None:
+    item = RestoredItem(source=source, kind="database", snapshot_id=snapshot_id)
+    try:
+        d = _restorable(policy, policy_name, ns, source)
+    except MissingSource as missing:
         item.phase = "Failed"
-        item.error = ErrorDetail(
-            reason="SourceNotFound",
-            message=f"database source {source['name']} is not in the BackupPolicy of BackupRun "
-            f"{run['metadata']['name']} any more: its server and credentials are unknown",
-        )
+        item.error = missing.detail
         return item
     item.target = _target(d)
     if req.spec.dry_run:
@@ -181,25 +212,24 @@ def database_restore_job(
     req: RestoreRequest,
     location: BackupLocation,
     item: RestoredItem,
-    run: dict[str, Any],
+    policy: BackupPolicy | None,
+    run_tag: str | None,
 ) -> JobRequest:
-    """The Job that streams the run's dumps of ``item`` back into its server."""
+    """The Job that streams the dumps of ``item`` back into its server: those tagged
+    ``run=RUN_TAG`` (one BackupRun's), else the newest under the source's prefix.
+
+    Raises :class:`MissingSource` when the policy or its source is gone.
+    """
     ns = req.metadata.namespace or ""
-    policy = _policy_of(rt, ns, run)
-    d = _database(policy, item.source) if policy else None
-    if policy is None or d is None:
-        raise LookupError(f"database source {item.source} is gone from its BackupPolicy")
+    pname = (policy.metadata.name if policy else None) or (
+        req.spec.policy_ref.name if req.spec.policy_ref else ""
+    )
+    d = _restorable(policy, pname, ns, item.source)
     conn, mount = _connection_args(d)
-    args = [
-        "restore-db",
-        *conn,
-        "--source",
-        _source_prefix(ns, policy.metadata.name or "", d.name),
-        "--tag",
-        f"run={run['metadata']['name']}",
-        "--existing",
-        EXISTING[req.spec.existing_resource_policy],
-    ]
+    args = ["restore-db", *conn, "--source", _source_prefix(ns, pname, d.name)]
+    if run_tag:
+        args += ["--tag", f"run={run_tag}"]
+    args += ["--existing", EXISTING[req.spec.existing_resource_policy]]
     request = JobRequest(
         name=job_name(req.metadata.name or "", item.source),
         namespace=ns,

@@ -1,16 +1,21 @@
-"""RestoreRequest: bring a BackupRun's volume sources back into claims, one Job each.
+"""RestoreRequest: bring a backup's sources back (claims, databases, manifests), one Job each.
 
 The backup (a BackupRun, or a policy's newest successful run at or before
-``pointInTime``) is resolved first. Each volume source goes into the claim of the same
-name, or ``spec.target.claimName``, in the request's namespace, ``spec.target.namespace``
-or the ``namespaceMapping``'s. A missing claim is created (the backed-up claim's size
-and class unless set). The rule for a claim that already exists
-(``existingResourcePolicy``): ``Skip`` leaves it untouched and records the source as
-Skipped; ``Overwrite`` restores into it (files in the backup are rewritten unless
-already identical; other files are left alone); ``Fail`` fails the request before
-anything is written. The Job mounts the claim at ``/restore/volume`` under an
-``emptyDir`` at ``/restore`` and runs ``safehold restore SNAPSHOT /restore``, so the
-snapshot's top directory ``volume`` lands on the claim's root.
+``pointInTime``) is resolved first; when ``policyRef`` matches no BackupRun (a fresh
+cluster), a resolve Job lists the policy's newest snapshots in the repository and its
+result is recorded in ``status.resolvedSnapshots`` before anything is planned
+(safehold.controller.restoresources). Every Job follows the policy's ``spec.job`` over
+the chart's ``jobDefaults``. Each volume source goes into the claim of the same name, or
+``spec.target.claimName``, in the request's namespace, ``spec.target.namespace`` or the
+``namespaceMapping``'s. A missing claim is created (``spec.target``, else the original
+claim's or the snapshot's recorded size, class, access modes: claim_manifest). The rule
+for a claim that already exists (``existingResourcePolicy``): ``Skip`` leaves it
+untouched and records the source as Skipped; ``Overwrite`` restores into it (files in
+the backup are rewritten unless already identical; other files are left alone); ``Fail``
+fails the request before anything is written. The Job mounts the claim at
+``/restore/volume`` under an ``emptyDir`` at ``/restore`` and runs ``safehold restore
+SNAPSHOT /restore``, so the snapshot's top directory ``volume`` lands on the claim's
+root.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from safehold.api import (
     BackupLocation,
+    BackupPolicy,
     BackupRun,
     ErrorDetail,
     Progress,
@@ -29,10 +35,16 @@ from safehold.api import (
     validate_spec,
 )
 from safehold.api.enums import RunPhase
+from safehold.api.jobs import JobSettings
+from safehold.api.restorerequest import ResolvedSnapshot
 from safehold.controller import metrics
 from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
-from safehold.controller.databases import database_restore_item, database_restore_job
+from safehold.controller.databases import (
+    MissingSource,
+    database_restore_item,
+    database_restore_job,
+)
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
@@ -41,13 +53,24 @@ from safehold.controller.jobs import (
     Mount,
     build_job,
     job_name,
+    with_settings,
 )
 from safehold.controller.repository import with_repository
 from safehold.controller.resources import resources_restore_item, resources_restore_job
+from safehold.controller.restoresources import (
+    Origin,
+    RestoreSource,
+    parse_resolved,
+    repository_origin,
+    resolve_job,
+    run_origin,
+    snapshot_prefix,
+)
 from safehold.controller.runtime import Runtime
+from safehold.controller.snapshotmeta import ClaimShape, claim_shape
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
 
-__all__ = ["PLURAL", "RESTORE_ROOT", "reconcile"]
+__all__ = ["PLURAL", "RESTORE_ROOT", "claim_manifest", "reconcile"]
 
 log = logging.getLogger(__name__)
 PLURAL = "restorerequests"
@@ -92,8 +115,31 @@ def _write(
             metrics.RESTORES.labels(meta["namespace"], phase).inc()
 
 
-def _resolve_run(rt: Runtime, req: RestoreRequest) -> dict[str, Any]:
+def _policy(rt: Runtime, ns: str, name: str) -> BackupPolicy | None:
+    """The BackupPolicy ``name`` if it exists (in a fresh cluster it may not)."""
+    body = rt.kube.get_cr("backuppolicies", ns, name) if name else None
+    if body is None:
+        return None
+    errors = validate_spec("BackupPolicy", body.get("spec"))
+    if errors:
+        raise Stop("InvalidPolicy", f"BackupPolicy {name}: {field_errors_message(errors)}")
+    return BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
+
+
+def _find_run(
+    rt: Runtime, req: RestoreRequest, status: RestoreRequestStatus
+) -> dict[str, Any] | None:
+    """The BackupRun to restore from; None when policyRef matches no run (the snapshots
+    are then resolved from the repository)."""
     ns = req.metadata.namespace or ""
+    if status.backup_run:  # resolved on an earlier pass: keep it
+        run = rt.kube.get_cr("backupruns", ns, status.backup_run)
+        if run is None:
+            raise Stop(
+                "BackupRunNotFound",
+                f"BackupRun {status.backup_run} was deleted while it was restored from",
+            )
+        return run
     if req.spec.backup_run_ref is not None:
         name = req.spec.backup_run_ref.name
         run = rt.kube.get_cr("backupruns", ns, name)
@@ -122,101 +168,230 @@ def _resolve_run(rt: Runtime, req: RestoreRequest) -> dict[str, Any]:
             continue
         if best is None or done.isoformat() > best[0]:
             best = (done.isoformat(), run)
-    if best is None:
-        when = f" at or before {limit.isoformat()}" if limit else ""
+    return best[1] if best else None
+
+
+def _location(rt: Runtime, ns: str, name: str | None, whose: str) -> BackupLocation:
+    lbody = rt.kube.get_cr("backuplocations", ns, name) if name else None
+    if lbody is None:
         raise Stop(
-            "NoBackupFound",
-            f"spec.policyRef.name: BackupPolicy {policy!r} has no successful BackupRun{when} "
-            f"in namespace {ns}: check the name and spec.pointInTime",
+            "LocationNotFound",
+            f"BackupLocation {name!r} ({whose}) does not exist in namespace {ns}: create it "
+            "or set spec.locationRef",
         )
-    return best[1]
+    return BackupLocation.model_validate(lbody)
 
 
-def _claim_of(rt: Runtime, ns: str, run: dict[str, Any], source: str) -> str:
-    """The claim a volume source was read from (its policy's claimName, else its name)."""
-    pname = run.get("spec", {}).get("policyRef", {}).get("name", "")
-    policy = rt.kube.get_cr("backuppolicies", ns, pname) or {}
-    for v in policy.get("spec", {}).get("sources", {}).get("volumes") or []:
-        if (v.get("name") or v.get("claimName")) == source and v.get("claimName"):
-            return str(v["claimName"])
-    return source
-
-
-def _plan(
-    rt: Runtime, req: RestoreRequest, run: dict[str, Any], status: RestoreRequestStatus
-) -> list[RestoredItem]:
+def _from_run(
+    rt: Runtime, req: RestoreRequest, run: dict[str, Any]
+) -> tuple[Origin, BackupLocation]:
     ns = req.metadata.namespace or ""
+    run_name = run["metadata"]["name"]
+    BackupRun.model_validate({k: v for k, v in run.items() if k != "status"})
+    lname = (req.spec.location_ref.name if req.spec.location_ref else None) or (
+        (run.get("status") or {}).get("location")
+    )
+    location = _location(rt, ns, lname, f"of BackupRun {run_name}, or spec.locationRef")
+    return run_origin(run), location
+
+
+def _resolved(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+) -> list[ResolvedSnapshot]:
+    """The newest snapshots of the policy on ``location``, from the resolve Job (created
+    on the first pass, found by its name after a restart). Raises _Wait while it runs."""
+    request = with_settings(resolve_job(rt.image, body, req, location), settings)
+    lname = location.metadata.name or ""
+    job = rt.kube.get_job(request.namespace, request.name)
+    if job is None:
+        rt.kube.create_job(build_job(request))
+        raise _Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name})")
+    outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
+    if outcome.state in ("Pending", "Running"):
+        why = f": {outcome.waiting}" if outcome.waiting else ""
+        raise _Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name}){why}")
+    doc = outcome.summary or {}
+    snaps = parse_resolved(doc)
+    if outcome.state == "Failed" and not snaps:
+        error = outcome.error or ErrorDetail(reason="Error", message="the Job failed")
+        raise Stop(
+            error.reason,
+            f"the Job {request.name} that lists the snapshots on BackupLocation {lname} "
+            f"failed: {error.message}",
+        )
+    for name in doc.get("unreadable") or []:
+        status.warnings.append(f"snapshot {name} on BackupLocation {lname} is unreadable")
+    if doc.get("snapshots_truncated"):
+        status.warnings.append(
+            f"the resolve Job's report was cut to fit a termination message: "
+            f"{doc['snapshots_truncated']} snapshot(s) are not listed, their sources not restored"
+        )
+    return snaps
+
+
+def _from_repository(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+) -> tuple[Origin, BackupLocation]:
+    """No BackupRun matches: the snapshots come from the repository (resolve Job), and
+    its result goes into status before anything is planned."""
+    assert req.spec.policy_ref is not None
+    ns = req.metadata.namespace or ""
+    pname = req.spec.policy_ref.name
+    prefix = snapshot_prefix(ns, pname)
+    lname = (
+        status.location
+        or (req.spec.location_ref.name if req.spec.location_ref else None)
+        or (policy.spec.location.name if policy else None)
+    )
+    if not lname:
+        raise Stop(
+            "LocationRequired",
+            f"no BackupRun of BackupPolicy {pname!r} exists in namespace {ns} and neither does "
+            "the policy, so the location holding its snapshots is unknown: set "
+            "spec.locationRef to that BackupLocation",
+        )
+    location = _location(rt, ns, lname, "spec.locationRef, or the policy's spec.location")
+    if not status.resolved_snapshots:
+        snaps = _resolved(rt, body, req, location, settings, status)
+        if not snaps:
+            when = (
+                f" at or before {req.spec.point_in_time.isoformat()}"
+                if req.spec.point_in_time
+                else ""
+            )
+            raise Stop(
+                "NoBackupFound",
+                f"BackupPolicy {pname!r} has no BackupRun in namespace {ns} and BackupLocation "
+                f"{lname} has no snapshot under {prefix}{when}: check spec.policyRef, "
+                "spec.locationRef and spec.pointInTime",
+            )
+        status.location = lname
+        status.resolved_snapshots = snaps
+        write_status(rt.kube, PLURAL, body, status)  # recorded before planning
+    return repository_origin(pname, prefix, lname, status.resolved_snapshots), location
+
+
+def _claim_of(policy: BackupPolicy | None, source: RestoreSource) -> str:
+    """The claim a volume source was read from: as recorded in the snapshot, else the
+    policy's claimName, else the source's name."""
+    recorded = claim_shape(source.meta).name
+    if recorded:
+        return recorded
+    for v in policy.spec.sources.volumes if policy else []:
+        if (v.name or v.claim_name) == source.name and v.claim_name:
+            return v.claim_name
+    return source.name
+
+
+def _check_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
     spec = req.spec
-    sources = [
-        s
-        for s in (run.get("status") or {}).get("sources") or []
-        if s.get("kind") in ("volume", "database", "clusterResources") and s.get("snapshotId")
-    ]
-    names = [s["name"] for s in sources]
+    names = [s.name for s in origin.sources]
     unknown = sorted(set(spec.sources) - set(names))
     if unknown:
         raise Stop(
             "SourceNotFound",
-            f"spec.sources: {', '.join(unknown)} has no snapshot in BackupRun "
-            f"{run['metadata']['name']} (volume sources with a snapshot: "
-            f"{', '.join(names) or 'none'})",
+            f"spec.sources: {', '.join(unknown)} has no snapshot in {origin.described} "
+            f"(sources with a snapshot: {', '.join(names) or 'none'})",
         )
-    chosen = [s for s in sources if not spec.sources or s["name"] in spec.sources]
+    chosen = [s for s in origin.sources if not spec.sources or s.name in spec.sources]
     if not chosen:
-        raise Stop(
-            "NothingToRestore",
-            f"BackupRun {run['metadata']['name']} has no volume snapshot to restore",
-        )
+        raise Stop("NothingToRestore", f"{origin.described} has no snapshot to restore")
     if spec.target is not None and len(chosen) != 1:
         raise Stop(
             "InvalidSpec",
             "spec.target restores one volume source: set spec.sources to one of "
-            + ", ".join(s["name"] for s in chosen),
+            + ", ".join(s.name for s in chosen),
         )
+    return chosen
+
+
+def _database_item(
+    req: RestoreRequest, origin: Origin, policy: BackupPolicy | None, s: RestoreSource
+) -> RestoredItem:
+    item = database_restore_item(req, policy, origin.policy, s.name, s.snapshot_id)
+    if item.phase == "Pending" and s.run_tag is None and req.spec.point_in_time is not None:
+        item.phase = "Failed"
+        item.error = ErrorDetail(
+            reason="NoRunTag",
+            message=f"the dumps of {s.name} carry no run= tag, so restore-db cannot pick "
+            "those of spec.pointInTime: restore them with the safehold CLI by snapshot id",
+        )
+    return item
+
+
+def _plan(
+    rt: Runtime,
+    req: RestoreRequest,
+    origin: Origin,
+    policy: BackupPolicy | None,
+    status: RestoreRequestStatus,
+) -> list[RestoredItem]:
     items: list[RestoredItem] = []
-    for s in chosen:
-        if s.get("kind") == "clusterResources":
-            items.append(resources_restore_item(req, s))
-            continue
-        if s.get("kind") == "database":
-            items.append(database_restore_item(rt, req, run, s))
-            continue
-        original = _claim_of(rt, ns, run, s["name"])
-        target = spec.target
-        tns = (target.namespace if target and target.namespace else None) or (
-            spec.namespace_mapping.get(ns, ns)
-        )
-        claim = target.claim_name if target else original
-        item = RestoredItem(
-            source=s["name"],
-            kind="volume",
-            snapshot_id=s["snapshotId"],
-            target=f"persistentvolumeclaim/{tns}/{claim}",
-        )
-        existing = rt.kube.get_pvc(tns, claim)
-        if existing is not None and not _ours(existing, req):
-            if spec.existing_resource_policy == "Fail":
-                raise Stop(
-                    "TargetExists",
-                    f"PersistentVolumeClaim {tns}/{claim} already exists and "
-                    "existingResourcePolicy is Fail: delete it, choose spec.target.claimName, "
-                    "or set existingResourcePolicy to Overwrite",
-                )
-            if spec.existing_resource_policy == "Skip":
-                item.phase = "Skipped"
-                item.skipped = 1
-                status.warnings.append(
-                    f"{item.target} exists and was left untouched (existingResourcePolicy "
-                    "Skip): set Overwrite to restore into it"
-                )
-        if spec.dry_run:
-            item.phase = "Skipped"
-        elif existing is None:
-            _create_claim(rt, req, run, original, tns, claim)
-        items.append(item)
-    if spec.dry_run:
+    for s in _check_sources(req, origin):
+        if s.kind == "clusterResources":
+            items.append(resources_restore_item(req, {"name": s.name, "snapshotId": s.snapshot_id}))
+        elif s.kind == "database":
+            items.append(_database_item(req, origin, policy, s))
+        else:
+            items.append(_volume_item(rt, req, policy, s, status))
+    if req.spec.dry_run:
         status.warnings.append("dry run: nothing was written; status.restored lists the plan")
     return items
+
+
+def _volume_item(
+    rt: Runtime,
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    s: RestoreSource,
+    status: RestoreRequestStatus,
+) -> RestoredItem:
+    spec = req.spec
+    ns = req.metadata.namespace or ""
+    original = _claim_of(policy, s)
+    target = spec.target
+    tns = (target.namespace if target and target.namespace else None) or (
+        spec.namespace_mapping.get(ns, ns)
+    )
+    claim = target.claim_name if target else original
+    item = RestoredItem(
+        source=s.name,
+        kind="volume",
+        snapshot_id=s.snapshot_id,
+        target=f"persistentvolumeclaim/{tns}/{claim}",
+    )
+    existing = rt.kube.get_pvc(tns, claim)
+    if existing is not None and not _ours(existing, req):
+        if spec.existing_resource_policy == "Fail":
+            raise Stop(
+                "TargetExists",
+                f"PersistentVolumeClaim {tns}/{claim} already exists and "
+                "existingResourcePolicy is Fail: delete it, choose spec.target.claimName, "
+                "or set existingResourcePolicy to Overwrite",
+            )
+        if spec.existing_resource_policy == "Skip":
+            item.phase = "Skipped"
+            item.skipped = 1
+            status.warnings.append(
+                f"{item.target} exists and was left untouched (existingResourcePolicy "
+                "Skip): set Overwrite to restore into it"
+            )
+    if spec.dry_run:
+        item.phase = "Skipped"
+    elif existing is None:
+        old = rt.kube.get_pvc(ns, original)
+        rt.kube.create_pvc(tns, claim_manifest(req, claim, original, old, claim_shape(s.meta)))
+    return item
 
 
 def _ours(pvc: dict[str, Any], req: RestoreRequest) -> bool:
@@ -224,39 +399,55 @@ def _ours(pvc: dict[str, Any], req: RestoreRequest) -> bool:
     return labels.get(LABEL_RESTORE) == req.metadata.name
 
 
-def _create_claim(
-    rt: Runtime, req: RestoreRequest, run: dict[str, Any], original: str, ns: str, claim: str
-) -> None:
-    source_ns = req.metadata.namespace or ""
-    old = rt.kube.get_pvc(source_ns, original) or {}
-    old_spec = old.get("spec") or {}
+def claim_manifest(
+    req: RestoreRequest,
+    claim: str,
+    original: str,
+    old: dict[str, Any] | None,
+    recorded: ClaimShape,
+) -> dict[str, Any]:
+    """The claim to create: ``spec.target`` first, then the original claim if it still
+    exists, then what its snapshot recorded (size, class, access modes, volume mode,
+    labels), then defaults. ``storageClassMapping`` maps the original's or the recorded
+    class; the backed-up labels go only onto a claim of the original's name."""
+    old_spec = (old or {}).get("spec") or {}
     target = req.spec.target
-    size = (target.size if target and target.size else None) or (
-        old_spec.get("resources", {}).get("requests", {}).get("storage") or _DEFAULT_SIZE
+    size = (
+        (target.size if target else None)
+        or old_spec.get("resources", {}).get("requests", {}).get("storage")
+        or recorded.size
+        or _DEFAULT_SIZE
     )
-    sc = target.storage_class_name if target and target.storage_class_name else None
-    if sc is None and old_spec.get("storageClassName"):
-        sc = req.spec.storage_class_mapping.get(
-            old_spec["storageClassName"], old_spec["storageClassName"]
-        )
-    manifest: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": claim,
-            "labels": {
-                "app.kubernetes.io/managed-by": "safehold-operator",
-                LABEL_RESTORE: req.metadata.name or "",
-            },
-        },
-        "spec": {
-            "accessModes": old_spec.get("accessModes") or ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size}},
-        },
+    sc = target.storage_class_name if target else None
+    backed_up_class = old_spec.get("storageClassName") or recorded.storage_class_name
+    if sc is None and backed_up_class:
+        sc = req.spec.storage_class_mapping.get(backed_up_class, backed_up_class)
+    labels: dict[str, str] = {}
+    if claim == original:
+        labels.update(((old or {}).get("metadata") or {}).get("labels") or recorded.labels or {})
+    labels.update(
+        {
+            "app.kubernetes.io/managed-by": "safehold-operator",
+            LABEL_RESTORE: req.metadata.name or "",
+        }
+    )
+    spec: dict[str, Any] = {
+        "accessModes": old_spec.get("accessModes")
+        or list(recorded.access_modes)
+        or ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
     }
     if sc:
-        manifest["spec"]["storageClassName"] = sc
-    rt.kube.create_pvc(ns, manifest)
+        spec["storageClassName"] = sc
+    mode = old_spec.get("volumeMode") or recorded.volume_mode
+    if mode:
+        spec["volumeMode"] = mode
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "labels": labels},
+        "spec": spec,
+    }
 
 
 def _job_request(
@@ -304,6 +495,74 @@ def _phase(items: list[RestoredItem]) -> RunPhase:
     return "Failed" if len(failed) == len(items) else "PartiallyFailed"
 
 
+def _origin(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+) -> tuple[Origin, BackupLocation]:
+    """Where the snapshots come from: a BackupRun, or (policyRef, no run) the repository."""
+    run = None if status.resolved_snapshots else _find_run(rt, req, status)
+    if run is not None:
+        origin, location = _from_run(rt, req, run)
+    else:
+        origin, location = _from_repository(rt, body, req, policy, settings, status)
+    status.backup_run = origin.run
+    status.location = location.metadata.name
+    return origin, location
+
+
+def _restore_job(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    item: RestoredItem,
+    origin: Origin,
+    policy: BackupPolicy | None,
+) -> JobRequest:
+    if item.kind == "database":
+        source = next((s for s in origin.sources if s.name == item.source), None)
+        run_tag = source.run_tag if source else None
+        return database_restore_job(rt, body, req, location, item, policy, run_tag)
+    if item.kind == "clusterResources":
+        return resources_restore_job(rt, body, req, location, item)
+    return _job_request(rt, body, req, location, item)
+
+
+def _advance(rt: Runtime, request: JobRequest, item: RestoredItem) -> Progress | None:
+    """Create the item's Job or read its outcome into ``item``; its progress while it runs."""
+    job = rt.kube.get_job(request.namespace, request.name)
+    if job is None:
+        if item.phase == "Running":
+            item.phase = "Failed"
+            item.error = ErrorDetail(reason="JobDeleted", message=f"Job {request.name} was deleted")
+        else:
+            rt.kube.create_job(build_job(request))
+        return None
+    outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
+    doc = outcome.summary or {}
+    if outcome.state in ("Pending", "Running"):
+        item.phase = outcome.state
+        if outcome.waiting:
+            item.error = ErrorDetail(reason="PodNotStarting", message=outcome.waiting[:4000])
+        return read_progress(rt, request.namespace, request.name, outcome.running_pod)
+    item.files = doc.get("files")
+    item.bytes = doc.get("bytes_written")
+    item.skipped = doc.get("files_skipped")
+    if outcome.state == "Succeeded" and doc.get("ok", True):
+        item.phase = "Succeeded"
+        item.error = None
+    else:
+        item.phase = "Failed"
+        item.error = outcome.error or ErrorDetail(
+            reason="Error", message=str(doc.get("error") or "the restore failed")
+        )
+    return None
+
+
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     status = RestoreRequestStatus.model_validate(body.get("status") or {})
     if status.phase in FINAL_PHASES:
@@ -315,69 +574,28 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             raise Stop("InvalidSpec", field_errors_message(errors))
         req = RestoreRequest.model_validate({k: v for k, v in body.items() if k != "status"})
         ns = req.metadata.namespace or ""
-        run = _resolve_run(rt, req)
-        run_name = run["metadata"]["name"]
-        status.backup_run = run_name
-        lname = (req.spec.location_ref.name if req.spec.location_ref else None) or (
-            (run.get("status") or {}).get("location")
-        )
-        lbody = rt.kube.get_cr("backuplocations", ns, lname) if lname else None
-        if lbody is None:
-            raise Stop(
-                "LocationNotFound",
-                f"BackupLocation {lname!r} (of BackupRun {run_name}, or spec.locationRef) does "
-                f"not exist in namespace {ns}: create it or set spec.locationRef",
-            )
-        location = BackupLocation.model_validate(lbody)
-        BackupRun.model_validate({k: v for k, v in run.items() if k != "status"})
+        pname = _policy_name(rt, req, status)
+        policy = _policy(rt, ns, pname)
+        # the policy's spec.job over the chart's jobDefaults, for every Job of the restore
+        settings = rt.job_settings(policy.spec.job if policy else None)
+        origin, location = _origin(rt, body, req, policy, settings, status)
         if not status.restored:
-            status.restored = _plan(rt, req, run, status)
+            status.restored = _plan(rt, req, origin, policy, status)
             status.start_time = now()
             write_status(rt.kube, PLURAL, body, status)
         progress: list[Progress] = []
         for item in status.restored:
             if item.phase not in ("Pending", "Running"):
                 continue
-            request = (
-                database_restore_job(rt, body, req, location, item, run)
-                if item.kind == "database"
-                else resources_restore_job(rt, body, req, location, item)
-                if item.kind == "clusterResources"
-                else _job_request(rt, body, req, location, item)
-            )
-            job = rt.kube.get_job(request.namespace, request.name)
-            if job is None:
-                if item.phase == "Running":
-                    item.phase = "Failed"
-                    item.error = ErrorDetail(
-                        reason="JobDeleted", message=f"Job {request.name} was deleted"
-                    )
-                else:
-                    rt.kube.create_job(build_job(request))
-                continue
-            outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
-            doc = outcome.summary or {}
-            if outcome.state in ("Pending", "Running"):
-                item.phase = outcome.state
-                if outcome.waiting:
-                    item.error = ErrorDetail(
-                        reason="PodNotStarting", message=outcome.waiting[:4000]
-                    )
-                p = read_progress(rt, request.namespace, request.name, outcome.running_pod)
-                if p is not None:
-                    progress.append(p)
-                continue
-            item.files = doc.get("files")
-            item.bytes = doc.get("bytes_written")
-            item.skipped = doc.get("files_skipped")
-            if outcome.state == "Succeeded" and doc.get("ok", True):
-                item.phase = "Succeeded"
-                item.error = None
-            else:
+            try:
+                request = _restore_job(rt, body, req, location, item, origin, policy)
+            except MissingSource as missing:
                 item.phase = "Failed"
-                item.error = outcome.error or ErrorDetail(
-                    reason="Error", message=str(doc.get("error") or "the restore failed")
-                )
+                item.error = missing.detail
+                continue
+            p = _advance(rt, with_settings(request, settings), item)
+            if p is not None:
+                progress.append(p)
         status.phase = _phase(status.restored)
         status.progress = combine_progress(progress, now()) or status.progress
         if status.phase in FINAL_PHASES:
@@ -397,3 +615,13 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             if item.phase in ("Pending", "Running"):
                 item.phase = "Failed"
         _write(rt, body, status, old, stop.message, reason=stop.reason)
+
+
+def _policy_name(rt: Runtime, req: RestoreRequest, status: RestoreRequestStatus) -> str:
+    """The policy whose snapshots are restored: policyRef's, else the BackupRun's."""
+    if req.spec.policy_ref is not None:
+        return req.spec.policy_ref.name
+    ns = req.metadata.namespace or ""
+    name = status.backup_run or (req.spec.backup_run_ref.name if req.spec.backup_run_ref else "")
+    run = rt.kube.get_cr("backupruns", ns, name) if name else None
+    return str(((run or {}).get("spec") or {}).get("policyRef", {}).get("name", ""))
