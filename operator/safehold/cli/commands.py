@@ -15,17 +15,13 @@ import os
 import sys
 from argparse import Namespace
 from datetime import UTC, datetime
-from typing import Any
 
 import safehold.repo
 from safehold import engine
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
-from safehold.cli.maintenance import init_lock_settings
+from safehold.cli.context import UsageError, open_repo, read_password
 from safehold.cli.meta import read_meta
 from safehold.cli.output import Output
-from safehold.repo.config import ChunkerParams, Config
-from safehold.repo.errors import RepositoryNotFound
 
 __all__ = [
     "backup",
@@ -33,8 +29,6 @@ __all__ = [
     "key_list",
     "key_remove",
     "operator",
-    "repo_info",
-    "repo_init",
     "repo_unlock",
     "restore",
     "verify",
@@ -50,90 +44,6 @@ def _size(n: float) -> str:
 
 
 # ------------------------------------------------------------------ repo
-def repo_init(args: Namespace, out: Output) -> int:
-    storage = open_repo_storage(args)
-    if getattr(args, "if_absent", False):
-        try:
-            safehold.repo.Repository.read_config(storage)
-        except RepositoryNotFound:
-            pass
-        else:
-            return repo_info(args, out, initialized=False)
-    password = read_password(args, confirm=True)
-    if not 1 <= args.pack_size <= 512:
-        raise UsageError("--pack-size is in MiB, between 1 and 512")
-    if not 1 <= args.compression_level <= 19:
-        raise UsageError("--compression-level is a zstd level between 1 and 19")
-    config = Config.new(
-        chunker=ChunkerParams(),
-        compression_level=args.compression_level,
-        pack_size=args.pack_size * 1024 * 1024,
-        **init_lock_settings(args),
-    )
-    repo = safehold.repo.Repository.init(storage, password, config)
-    out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
-    out.print("keep the password safe: without it the data cannot be read by anyone")
-    out.summary(
-        {
-            "ok": True,
-            "repository": repo.config.id,
-            "location": storage.location,
-            "version": repo.config.version,
-            "initialized": True,
-            "snapshots": 0,
-            "pack_bytes": 0,
-        }
-    )
-    return exitcodes.OK
-
-
-def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) -> int:
-    repo = open_repo(args)
-    packs = 0
-    pack_bytes = 0
-    for info in repo.storage.list("data/"):
-        packs += 1
-        pack_bytes += info.size
-    snaps = repo.snapshots()
-    c = repo.config
-    doc: dict[str, Any] = {
-        "ok": True,
-        "repository": c.id,
-        "location": repo.location,
-        "version": c.version,
-        "created": c.created,
-        "chunker": {
-            "min": c.chunker.min_size,
-            "avg": c.chunker.avg_size,
-            "max": c.chunker.max_size,
-        },
-        "compression_level": c.compression_level,
-        "pack_size": c.pack_size,
-        "snapshots": len(snaps),
-        "sources": sorted({s.source for s in snaps}),
-        "packs": packs,
-        "pack_bytes": pack_bytes,
-        "blobs": len(repo.index),
-        "keys": len(repo.list_keys()),
-        "locks": len(safehold.repo.list_locks(repo)),
-    }
-    if initialized is not None:
-        doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
-    out.print(f"repository   {c.id}")
-    out.print(f"location     {repo.location}")
-    out.print(f"format       version {c.version}, created {c.created}")
-    out.print(
-        f"chunker      FastCDC min {_size(c.chunker.min_size)} avg {_size(c.chunker.avg_size)}"
-        f" max {_size(c.chunker.max_size)}"
-    )
-    out.print(f"compression  zstd level {c.compression_level}; AES-256-GCM; BLAKE3")
-    out.print(f"snapshots    {len(snaps)} of {len(doc['sources'])} source(s)")
-    out.print(f"stored       {_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
-    out.print(f"keys         {doc['keys']}, locks {doc['locks']}")
-    out.summary(doc)
-    return exitcodes.OK
-
-
 def repo_unlock(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
     removed = safehold.repo.unlock(repo, remove_all=args.remove_all)

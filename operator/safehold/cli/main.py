@@ -21,6 +21,7 @@ from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
 from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
 from safehold.cli.replicate import add_replicate_parser
+from safehold.cli.repo_info import repo_info, repo_init
 from safehold.cli.resources import register as register_resources
 from safehold.cli.snapshots import add_snapshots_parser
 from safehold.cli.validate import register as register_validate
@@ -141,9 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and report it like repo info instead of failing",
     )
     maintenance.add_init_options(init)
-    init.set_defaults(func=commands.repo_init)
+    init.set_defaults(func=repo_init)
     info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
-    info.set_defaults(func=commands.repo_info)
+    info.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a reachable location without a repository is a success ('empty': true), "
+        "not exit code 10; a missing bucket or refused credentials still fail",
+    )
+    info.set_defaults(func=repo_info)
     unlock = repo_sub.add_parser("unlock", parents=[common], help="remove stale locks")
     unlock.add_argument(
         "--remove-all",

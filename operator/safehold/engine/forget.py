@@ -123,7 +123,7 @@ def forget_snapshots(
         report.items = _decide(snaps, policies or {}, policy)
         if dry_run:
             return
-        lock = repo.config.object_lock_days if repo.config.object_lock_mode else 0
+        lock = repo.object_lock_days
         modified = (
             {i.name.rsplit("/", 1)[-1]: i.modified for i in repo.storage.list("snapshots/")}
             if lock

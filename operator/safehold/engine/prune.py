@@ -26,7 +26,8 @@ backup that raced the lock keeps the packs it is writing; and before deleting an
 prune lists the locks again and leaves all deletions for the next run when another
 lock appeared. Objects under an object lock (docs/immutability.md) are never deleted
 before the lock expires: prune computes the expiry from the object's ``modified`` time
-and the repository's ``object_lock_days``, and reports what it kept.
+and the repository's object lock days (the config's, else the storage options'), and
+reports what it kept.
 """
 
 from __future__ import annotations
@@ -147,8 +148,7 @@ class _Prune:
         self.options = options
         self.report = PruneReport(dry_run=options.dry_run)
         self.now = datetime.now(UTC)
-        days = repo.config.object_lock_days if repo.config.object_lock_mode else 0
-        self.lock_days = timedelta(days=days)
+        self.lock_days = timedelta(days=repo.object_lock_days)
         self.index_files: dict[str, IndexFile] = {}
         self.index_infos: dict[str, ObjectInfo] = {}
         self.packs: dict[str, ObjectInfo] = {}

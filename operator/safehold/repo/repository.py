@@ -82,6 +82,16 @@ class Repository:
     def location(self) -> str:
         return self.storage.location
 
+    @property
+    def object_lock_days(self) -> int:
+        """Days each object written here stays locked (0: none): the config's lock, else the
+        one the storage options ``object_lock_*`` set, as at a recovery site that locks what
+        replication writes although the primary's config, copied there, records none."""
+        if self.config.object_lock_mode:
+            return self.config.object_lock_days
+        retention = self.storage.retention
+        return retention.days if retention is not None else 0
+
     # ------------------------------------------------------------ create and open
     @staticmethod
     def read_config(storage: Storage) -> tuple[Config, bytes]:
@@ -102,6 +112,9 @@ class Repository:
         data = config.to_bytes()
         if any(True for _ in storage.list("keys/")):
             raise RepositoryExists(f"{storage.location}: a repository already exists here")
+        if config.object_lock_mode:
+            # Before anything is written: a bucket that cannot lock says how to enable it.
+            storage.check_object_lock()
         apply_object_lock(storage, config)
         keys = MasterKeys.generate()
         key = make_key_object(

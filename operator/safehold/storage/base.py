@@ -111,6 +111,29 @@ class Storage(abc.ABC):
             )
         self.retention = None
 
+    def check_reachable(self) -> None:
+        """Check that the location exists and these credentials may list it.
+
+        Raises :class:`NotFound` when the bucket, container or directory does not exist and
+        :class:`PermissionDenied` when listing is refused; an empty location passes. The
+        default lists one page; a provider whose listing of a missing location is simply
+        empty (a directory) overrides it.
+        """
+        for _ in self.list(""):
+            break
+
+    def check_object_lock(self) -> None:
+        """Check that the bucket (container) can lock the objects written to it.
+
+        Raises :class:`ObjectLockUnsupported` with how to enable it (docs/immutability.md).
+        The default refuses: a provider that can lock objects asks its bucket.
+        """
+        raise ObjectLockUnsupported(
+            self.location,
+            "this provider cannot lock objects (object lock / retention); use s3://, "
+            "gs:// or azure:// for an immutable repository (docs/immutability.md)",
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections. The storage must not be used afterwards."""
 

@@ -36,6 +36,7 @@ from safehold.storage.errors import (
     InvalidLocation,
     NotFound,
     ObjectLocked,
+    ObjectLockUnsupported,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -195,6 +196,20 @@ class AzureStorage(ObjectStore):
 
     def close(self) -> None:
         self._container.close()
+
+    def check_object_lock(self) -> None:
+        try:
+            props = self._container.get_container_properties()
+        except AzureError as exc:
+            raise self._error(exc, None, "inspect") from exc
+        if not getattr(props, "immutable_storage_with_versioning_enabled", False):
+            raise ObjectLockUnsupported(
+                self.location,
+                f"container {self.container_name!r} does not have version-level immutability "
+                "support, so blobs cannot be locked: enable version-level immutability on the "
+                "container (az storage container-rm create ... --enable-vlw, or on the storage "
+                "account, with blob versioning on); docs/immutability.md",
+            )
 
     # -- uploads
     def _lock_args(self, name: str) -> dict[str, Any]:

@@ -184,6 +184,19 @@ class FilesystemStorage(Storage):
                 st = entry.stat(follow_symlinks=False)
                 yield ObjectInfo(full, st.st_size, _mtime(st))
 
+    def check_reachable(self) -> None:
+        """A missing directory lists as empty; here it is :class:`NotFound`."""
+        if not self.root.is_dir():
+            raise NotFound(
+                self.location,
+                "the directory does not exist: create it, or check the path in the URL",
+            )
+        try:
+            with os.scandir(self.root):
+                pass
+        except OSError as exc:
+            raise self._error(exc, None) from exc
+
     def delete(self, name: str) -> None:
         path = self._path(name)
         try:

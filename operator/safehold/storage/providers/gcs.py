@@ -33,6 +33,7 @@ from safehold.storage.errors import (
     AlreadyExists,
     NotFound,
     ObjectLocked,
+    ObjectLockUnsupported,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -185,6 +186,22 @@ class GCSStorage(ObjectStore):
 
     def close(self) -> None:
         self._client.close()
+
+    def check_object_lock(self) -> None:
+        try:
+            bucket = self._client.get_bucket(self.bucket_name, retry=None, timeout=self._timeout)
+        except gx.NotFound as exc:
+            raise self._missing_bucket(None) from exc
+        except Exception as exc:  # translated, never swallowed
+            raise self._error(exc, None, "inspect") from exc
+        if bucket.object_retention_mode != "Enabled":
+            raise ObjectLockUnsupported(
+                self.location,
+                f"bucket {self.bucket_name!r} does not have object retention enabled, so "
+                "objects cannot be locked: create the bucket with it (gcloud storage buckets "
+                f"create gs://{self.bucket_name} --enable-per-object-retention); it cannot be "
+                "turned on for an existing bucket; docs/immutability.md",
+            )
 
     # -- uploads
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:

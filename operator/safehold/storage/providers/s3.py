@@ -30,6 +30,7 @@ from safehold.storage.errors import (
     InvalidLocation,
     NotFound,
     ObjectLocked,
+    ObjectLockUnsupported,
     PermanentError,
     PermissionDenied,
     StorageError,
@@ -147,6 +148,8 @@ class S3Storage(ObjectStore):
         super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.bucket = location.bucket
         self._client = client
+        #: whether the bucket has S3 Object Lock (asked on the first delete without a lock)
+        self._bucket_locks: bool | None = None
 
     def _read(self, name: str, offset: int, length: int | None) -> bytes:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
@@ -184,7 +187,7 @@ class S3Storage(ObjectStore):
 
     def delete(self, name: str) -> None:
         try:
-            if self.retention is not None:
+            if self.retention is not None or self._lock_enabled_bucket():
                 self._delete_versions(name, self._key(name))
                 return
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
@@ -197,6 +200,38 @@ class S3Storage(ObjectStore):
 
     def close(self) -> None:
         self._client.close()
+
+    def check_object_lock(self) -> None:
+        enabled: str | None = None
+        try:
+            found = self._client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = found.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+        except bce.ClientError as exc:
+            if _code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise self._error(exc, None, "inspect") from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, None, "inspect") from exc
+        if enabled != "Enabled":
+            raise ObjectLockUnsupported(
+                self.location,
+                f"bucket {self.bucket!r} has no S3 Object Lock, so objects cannot be locked: "
+                "create the bucket with object lock enabled (aws s3api create-bucket --bucket "
+                f"{self.bucket} --object-lock-enabled-for-bucket), or enable it on the "
+                "versioned bucket (aws s3api put-object-lock-configuration "
+                "--object-lock-configuration ObjectLockEnabled=Enabled); docs/immutability.md",
+            )
+
+    def _lock_enabled_bucket(self) -> bool:
+        """Whether the bucket has S3 Object Lock, for deletes without a lock of our own (a
+        recovery site locking what replication writes): a plain DELETE there only adds a
+        delete marker, reported as a success while nothing is freed and the object stays."""
+        if self._bucket_locks is None:
+            try:
+                self.check_object_lock()
+                self._bucket_locks = True
+            except (ObjectLockUnsupported, PermissionDenied):  # none, or cannot tell: as ever
+                self._bucket_locks = False
+        return self._bucket_locks
 
     def _lock_args(self, name: str) -> dict[str, Any]:
         if self.retention is None or not self.retention.applies_to(name):

@@ -48,6 +48,12 @@ class ForwardingStorage(Storage):
     def close(self) -> None:
         self.inner.close()
 
+    def check_reachable(self) -> None:
+        self.inner.check_reachable()
+
+    def check_object_lock(self) -> None:
+        self.inner.check_object_lock()
+
     def set_retention(self, retention: Retention | None) -> None:
         self.inner.set_retention(retention)
         self.retention = self.inner.retention

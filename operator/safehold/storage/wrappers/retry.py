@@ -112,6 +112,12 @@ class RetryingStorage(ForwardingStorage):
     def delete(self, name: str) -> None:
         self._call(lambda: self.inner.delete(name))
 
+    def check_reachable(self) -> None:
+        self._call(self.inner.check_reachable)
+
+    def check_object_lock(self) -> None:
+        self._call(self.inner.check_object_lock)
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         last: str | None = None
         deadline = time.monotonic() + self.policy.budget

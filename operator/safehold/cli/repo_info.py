@@ -1,0 +1,194 @@
+"""``safehold repo init`` and ``safehold repo info``: create a repository, or report one.
+
+``repo info --allow-empty`` is the recovery-site check: a reachable location without a
+repository yet is a success (``"empty": true``), while a missing bucket or refused
+credentials still fail. ``repo init --if-absent`` reports an existing repository like
+``repo info``, and refuses one whose object lock differs from the one asked for: the
+lock is fixed when a repository is created (docs/immutability.md).
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any
+
+import safehold.repo
+from safehold.cli import exitcodes
+from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
+from safehold.cli.maintenance import init_lock_settings
+from safehold.cli.output import Output
+from safehold.repo.config import ChunkerParams, Config
+from safehold.repo.errors import RepositoryNotFound
+from safehold.storage import Storage
+
+__all__ = ["repo_info", "repo_init", "sources_newest"]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _lock_text(mode: str | None, days: int) -> str:
+    return f"{mode} for {days} day(s)" if mode else "no object lock"
+
+
+def _check_lock_matches(config: Config, asked: dict[str, Any], location: str) -> None:
+    """``repo init --if-absent --object-lock-*`` on an existing repository: the same lock,
+    or a usage error that says what the repository has and what to do."""
+    if not asked:
+        return
+    mode, days = asked["object_lock_mode"], asked["object_lock_days"]
+    if config.object_lock_mode == mode and config.object_lock_days == days:
+        return
+    has = _lock_text(config.object_lock_mode, config.object_lock_days)
+    raise UsageError(
+        f"{location}: the repository there has {has}, but {_lock_text(mode, days)} was asked "
+        "(--object-lock-mode/--object-lock-days); the object lock is fixed when a repository "
+        "is created: create a new repository in a lock-enabled bucket, or change the "
+        "BackupLocation's immutabilityDays to match the repository"
+    )
+
+
+def repo_init(args: Namespace, out: Output) -> int:
+    storage = open_repo_storage(args)
+    lock = init_lock_settings(args)
+    if getattr(args, "if_absent", False):
+        try:
+            config, _ = safehold.repo.Repository.read_config(storage)
+        except RepositoryNotFound:
+            pass
+        else:
+            _check_lock_matches(config, lock, storage.location)
+            return repo_info(args, out, initialized=False)
+    password = read_password(args, confirm=True)
+    if not 1 <= args.pack_size <= 512:
+        raise UsageError("--pack-size is in MiB, between 1 and 512")
+    if not 1 <= args.compression_level <= 19:
+        raise UsageError("--compression-level is a zstd level between 1 and 19")
+    config = Config.new(
+        chunker=ChunkerParams(),
+        compression_level=args.compression_level,
+        pack_size=args.pack_size * 1024 * 1024,
+        **lock,
+    )
+    repo = safehold.repo.Repository.init(storage, password, config)
+    out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
+    if config.object_lock_mode:
+        locked = _lock_text(config.object_lock_mode, config.object_lock_days)
+        out.print(f"every object it writes is locked: {locked}")
+    out.print("keep the password safe: without it the data cannot be read by anyone")
+    out.summary(
+        {
+            "ok": True,
+            "repository": repo.config.id,
+            "location": storage.location,
+            "version": repo.config.version,
+            "initialized": True,
+            "snapshots": 0,
+            "pack_bytes": 0,
+            "object_lock": _object_lock(config),
+            "sources_newest": [],
+        }
+    )
+    return exitcodes.OK
+
+
+def _object_lock(config: Config) -> dict[str, Any] | None:
+    if not config.object_lock_mode:
+        return None
+    return {"mode": config.object_lock_mode, "days": config.object_lock_days}
+
+
+def sources_newest(snaps: list[Any]) -> list[dict[str, Any]]:
+    """Per source, by source name: how many snapshots, and the newest one's time and id."""
+    from safehold.repo.snapshot import newest_per_source
+
+    counts: dict[str, int] = {}
+    for s in snaps:
+        counts[s.source] = counts.get(s.source, 0) + 1
+    return [
+        {"source": source, "count": counts[source], "newest_time": s.time, "newest_id": s.id}
+        for source, s in newest_per_source(snaps).items()
+    ]
+
+
+def _empty(args: Namespace, out: Output, storage: Storage) -> int:
+    """``repo info --allow-empty`` where there is no config: reachable and empty is fine."""
+    storage.check_reachable()  # a missing bucket or refused credentials fail here
+    leftover = next(iter(storage.list("")), None)
+    if leftover is not None:
+        raise RepositoryNotFound(
+            f"{storage.location}: holds objects (such as {leftover.name}) but no repository "
+            "config; it is not an empty location: check --repo, or use another prefix"
+        )
+    out.print(f"{storage.location}: reachable, no repository yet")
+    out.summary(
+        {"ok": True, "empty": True, "location": storage.location, "snapshots": 0, "pack_bytes": 0}
+    )
+    return exitcodes.OK
+
+
+def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) -> int:
+    if getattr(args, "allow_empty", False):
+        storage = open_repo_storage(args)
+        try:
+            safehold.repo.Repository.read_config(storage)
+        except RepositoryNotFound:
+            return _empty(args, out, storage)
+    repo = open_repo(args)
+    packs = 0
+    pack_bytes = 0
+    for info in repo.storage.list("data/"):
+        packs += 1
+        pack_bytes += info.size
+    snaps = repo.snapshots()
+    c = repo.config
+    doc: dict[str, Any] = {
+        "ok": True,
+        "empty": False,
+        "repository": c.id,
+        "location": repo.location,
+        "version": c.version,
+        "created": c.created,
+        "chunker": {
+            "min": c.chunker.min_size,
+            "avg": c.chunker.avg_size,
+            "max": c.chunker.max_size,
+        },
+        "compression_level": c.compression_level,
+        "pack_size": c.pack_size,
+        "object_lock": _object_lock(c),
+        "snapshots": len(snaps),
+        "sources": sorted({s.source for s in snaps}),
+        "sources_newest": sources_newest(snaps),
+        "packs": packs,
+        "pack_bytes": pack_bytes,
+        "blobs": len(repo.index),
+        "keys": len(repo.list_keys()),
+        "locks": len(safehold.repo.list_locks(repo)),
+    }
+    if initialized is not None:
+        doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
+    out.print(f"repository   {c.id}")
+    out.print(f"location     {repo.location}")
+    out.print(f"format       version {c.version}, created {c.created}")
+    out.print(
+        f"chunker      FastCDC min {_size(c.chunker.min_size)} avg {_size(c.chunker.avg_size)}"
+        f" max {_size(c.chunker.max_size)}"
+    )
+    out.print(f"compression  zstd level {c.compression_level}; AES-256-GCM; BLAKE3")
+    out.print(f"object lock  {_lock_text(c.object_lock_mode, c.object_lock_days)}")
+    out.print(f"snapshots    {len(snaps)} of {len(doc['sources'])} source(s)")
+    for entry in doc["sources_newest"]:
+        out.print(
+            f"  {entry['source']}: {entry['count']}, newest {entry['newest_time'][:19]} "
+            f"{entry['newest_id'][:12]}"
+        )
+    out.print(f"stored       {_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
+    out.print(f"keys         {doc['keys']}, locks {doc['locks']}")
+    out.summary(doc)
+    return exitcodes.OK

@@ -1,0 +1,95 @@
+"""``safehold repo info`` (and ``repo init --if-absent`` on an existing repository): the
+object lock and, per source, the snapshot count and the newest snapshot, which a
+BackupLocation's status shows in a cluster that never ran the policies. stdout is complete;
+the termination copy keeps whole entries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.cli.output import MAX_SUMMARY
+from safehold.engine import BackupOptions, backup_paths
+from safehold.repo import Repository
+from safehold.storage import open_storage
+
+PASSWORD = "repo info password"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+SOURCES = [f"shop/nightly/a-volume-with-a-long-name-{i:02d}" for i in range(40)]
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
+    env |= {"SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(), "SAFEHOLD_PASSWORD": PASSWORD}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "safehold", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def test_sources_newest_and_object_lock(run: Run, tmp_path: Path) -> None:
+    created = _summary(run("repo", "init", "--if-absent", "--json"))
+    assert created["object_lock"] is None
+    assert created["sources_newest"] == []
+    repo = Repository.open(open_storage((tmp_path / "repo").as_uri()), PASSWORD)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("x")
+    newest: dict[str, tuple[str, str]] = {}
+    for i, source in enumerate(SOURCES):
+        for hours in (0, 5, 2):  # not written in time order
+            when = T0 + timedelta(days=i, hours=hours)
+            snap = backup_paths(repo, [str(data)], BackupOptions(source=source, time=when))
+            if hours == 5:
+                newest[source] = (snap.snapshot.time, snap.snapshot.id)
+
+    log = tmp_path / "termination-log"
+    info = _summary(run("repo", "info", "--json", "--termination-log", str(log)))
+    assert info["object_lock"] is None
+    assert info["empty"] is False
+    assert info["sources_newest"] == [
+        {"source": s, "count": 3, "newest_time": newest[s][0], "newest_id": newest[s][1]}
+        for s in SOURCES
+    ]
+    raw = log.read_bytes()
+    assert len(raw) <= MAX_SUMMARY + 1
+    copy = json.loads(raw)
+    assert copy["sources_newest_truncated"] == 40
+    assert copy["snapshots"] == 120
+    kept = copy["sources_newest"]
+    assert kept
+    assert kept == info["sources_newest"][: len(kept)]  # whole entries, by source
+
+    again = _summary(run("repo", "init", "--if-absent", "--json"))
+    assert again["initialized"] is False
+    assert again["sources_newest"] == info["sources_newest"]
+    human = run("repo", "info")
+    assert f"{SOURCES[0]}: 3, newest 2026-11-01T05:00:00 {newest[SOURCES[0]][1][:12]}" in (
+        human.stdout
+    )
+    assert "object lock  no object lock" in human.stdout
