@@ -151,6 +151,25 @@ def test_each_run_is_copied_to_the_site_whose_own_retention_keeps_less(
     assert _events(namespace, "Replicated")
     assert _events(namespace, "SiteRetentionApplied")
 
+    # What a new cluster sees on applying only a BackupLocation of the site: its snapshots
+    # per source, without any BackupRun.
+    kit.store_location(
+        namespace, gcs_store, "site-view", bucket=site, make_bucket=False, password=PASSWORD,
+        role="recovery-site",
+    )  # fmt: skip
+    namespace.wait_condition("backuplocation", "site-view", "Available", timeout=120)
+    view = kit.get(namespace, "backuplocation", "site-view")["status"]
+    assert (
+        view["repositoryId"]
+        == kit.get(namespace, "backuplocation", "primary")["status"]["repositoryId"]
+    )  # a site is a copy of the primary, not a repository of its own
+    assert view["snapshotCount"] == 1
+    [source] = view["sources"]
+    assert source["source"] == f"{namespace}/pol/data"
+    assert source["snapshots"] == 1
+    assert source["newestSnapshot"] == runs[-1]
+    assert source["newestTime"]
+
     # The Job: both locations, each with its own Secrets as files, no API rights.
     job = namespace.get("job", state["job"])
     assert job is not None
@@ -190,13 +209,30 @@ def test_a_site_that_cannot_be_written_fails_the_replication_never_the_run(
         namespace, s3_store, "site", password="another password", role="recovery-site"
     )
     kit.store_location(namespace, s3_store, "other-primary", password=PASSWORD)
-    kit.policy(
-        namespace,
-        "pol",
-        "primary",
-        ["data"],
-        replicateTo=[{"name": "site"}, {"name": "other-primary"}, {"name": "nowhere"}],
+    # A bucket that holds another repository is never overwritten.
+    taken = kit.store_location(
+        namespace, s3_store, "taken", password=PASSWORD, role="recovery-site"
     )
+    init = _safehold(s3_store, taken, "repo", "init", "-q")
+    assert init.returncode == 0, init.stderr
+    # A site whose credentials Secret was never created.
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupLocation",
+            "metadata": {"name": "no-creds"},
+            "spec": {
+                "provider": "s3",
+                "bucket": "no-creds",
+                "endpoint": s3_store.endpoint,
+                "role": "recovery-site",
+                "credentialsSecretRef": {"name": "missing"},
+                "repositoryPasswordSecretRef": {"name": "site-password"},
+            },
+        }
+    )
+    sites = ["site", "other-primary", "nowhere", "taken", "no-creds"]
+    kit.policy(namespace, "pol", "primary", ["data"], replicateTo=[{"name": n} for n in sites])
     kit.backup_run(namespace, "run-1", "pol")
     kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
 
@@ -219,6 +255,19 @@ def test_a_site_that_cannot_be_written_fails_the_replication_never_the_run(
     assert "must have role recovery-site" in wrong_role["message"]
     missing = _site_state(namespace, kit, "pol", "nowhere")
     assert missing["reason"] == "SiteNotFound"
+    other_repository = namespace.cluster.wait_for(
+        lambda: (
+            s
+            if (s := _site_state(namespace, kit, "pol", "taken")).get("phase") == "Failed"
+            else None
+        ),
+        timeout=120,
+        what="the replication to a bucket of another repository to fail",
+    )
+    assert "another repository" in other_repository["message"], other_repository
+    no_creds = _site_state(namespace, kit, "pol", "no-creds")
+    assert no_creds["phase"] in ("Pending", "Failed"), no_creds
+    assert "no-creds" in no_creds["message"]
 
     run = kit.get(namespace, "backuprun", "run-1")
     assert run["status"]["phase"] == "Succeeded"  # the backup itself is fine
@@ -226,6 +275,7 @@ def test_a_site_that_cannot_be_written_fails_the_replication_never_the_run(
     assert replicated["status"] == "False"
     assert replicated["reason"] == "ReplicationFailed"
     assert "site: WrongPassword" in replicated["message"]
+    assert "nowhere: SiteNotFound" in replicated["message"]
     policy = kit.get(namespace, "backuppolicy", "pol")
     assert _condition(policy, "Replicated")["status"] == "False"
     assert _condition(policy, "Ready")["status"] == "True"  # backups go on

@@ -191,3 +191,31 @@ def test_each_role_checks_its_location_with_its_own_command() -> None:
     # a site is never initialised by its check: the first replication creates it
     assert check_args(_site()) == ["repo", "info", "--allow-empty"]
     assert check_args(_site(immutabilityDays=30)) == ["repo", "info", "--allow-empty"]
+
+
+def test_a_location_check_is_placed_by_the_charts_job_defaults_but_keeps_its_deadline() -> None:
+    from safehold.api.jobs import JobSettings
+    from safehold.controller.backuplocation import _request
+    from safehold.controller.runtime import Runtime
+
+    defaults = JobSettings.model_validate(
+        {
+            "nodeSelector": {"pool": "backup"},
+            "tolerations": [{"key": "backup", "operator": "Exists"}],
+            "activeDeadlineSeconds": 7200,
+            "backoffLimit": 3,
+        }
+    )
+    rt = Runtime(kube=None, job_defaults=defaults)  # type: ignore[arg-type]
+    body = {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": "BackupLocation",
+        "metadata": {"name": "site", "namespace": "prod", "uid": "u1", "generation": 2},
+    }
+    job = build_job(_request(rt, body, _site(), "1700000000"))
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "backup"}
+    assert pod["tolerations"] == [{"key": "backup", "operator": "Exists"}]
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+    assert job["spec"]["backoffLimit"] == 0
+    assert pod["containers"][0]["args"][:3] == ["repo", "info", "--allow-empty"]
