@@ -131,6 +131,7 @@ class DrillResult:
     backup_seconds: float = 0.0  # BackupRun created -> Complete
     replication_seconds: float = 0.0  # BackupRun Complete -> every site Succeeded
     azure_restore_seconds: float = 0.0
+    failover_seconds: float = 0.0  # failover applied -> a run at site-gcs replicated to Azure
     total_seconds: float = 0.0
     bytes_transferred: dict[str, int] = field(default_factory=dict)  # per site
     claim: tuple[int, int, str] = (0, 0, "")  # files, bytes, sha256 of A's claim
@@ -152,10 +153,14 @@ class DrillResult:
                 f"{self.rto_seconds:.0f} s",
             ),
             (
-                "B from its first process to everything restored (control plane, chart)",
+                "B: chart install, then everything restored",
                 f"{self.b_seconds:.0f} s",
             ),
             ("restore of the claim from the Azure site", f"{self.azure_restore_seconds:.0f} s"),
+            (
+                "failover: site-gcs primary, an incremental run there, replicated to Azure",
+                f"{self.failover_seconds:.0f} s",
+            ),
             ("the whole drill", f"{self.total_seconds:.0f} s"),
         ]
         return "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -276,6 +281,37 @@ def _restore(
 def _claim_size(cluster: Cluster, claim: str) -> str:
     pvc = cluster.get("pvc", claim, NAMESPACE) or {}
     return str(pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage"))
+
+
+def _wait_replicated(cluster: Cluster, run: str, sites: tuple[str, ...]) -> dict[str, Any]:
+    """Wait until ``status.replication`` of the run shows Succeeded for every site."""
+
+    def replicated() -> dict[str, Any] | None:
+        current = cluster.get("backuprun", run, NAMESPACE)
+        state = {r.get("location"): r for r in _status(current).get("replication") or []}
+        failed = [r for r in state.values() if r.get("phase") == "Failed" and r.get("error")]
+        if failed and all(int(r.get("attempts") or 0) >= 5 for r in failed):
+            raise DrillFailed(f"replication failed for good: {json.dumps(failed, indent=1)}")
+        if all(state.get(s, {}).get("phase") == "Succeeded" for s in sites):
+            return current
+        return None
+
+    try:
+        return cluster.wait_for(
+            replicated,
+            timeout=420,
+            interval=1.0,
+            what=f"status.replication of backuprun/{run} to be Succeeded for {' and '.join(sites)}",
+        )
+    except AssertionError as exc:
+        if isinstance(exc, DrillFailed):
+            raise
+        current = _status(cluster.get("backuprun", run, NAMESPACE))
+        raise DrillFailed(
+            f"the snapshots of {run} did not reach {' and '.join(sites)} ({exc}); "
+            f"status.replication={json.dumps(current.get('replication'), indent=1)}, "
+            f"conditions={json.dumps(current.get('conditions'), indent=1)}"
+        ) from None
 
 
 def _empty_bucket(store: RunningStore, bucket: str) -> int:
@@ -492,30 +528,7 @@ def _cluster_a(
     drill.step("cluster A: wait for the replication to both recovery sites")
     started = time.monotonic()
 
-    def replicated() -> dict[str, Any] | None:
-        current = a.get("backuprun", RUN, NAMESPACE)
-        sites = {r.get("location"): r for r in _status(current).get("replication") or []}
-        failed = [r for r in sites.values() if r.get("phase") == "Failed" and r.get("error")]
-        if failed and all(int(r.get("attempts") or 0) >= 5 for r in failed):
-            raise DrillFailed(f"replication failed for good: {json.dumps(failed, indent=1)}")
-        if all(sites.get(s, {}).get("phase") == "Succeeded" for s in SITES):
-            return current
-        return None
-
-    try:
-        run = a.wait_for(
-            replicated,
-            timeout=420,
-            interval=1.0,
-            what=f"status.replication of backuprun/{RUN} to be Succeeded for {' and '.join(SITES)}",
-        )
-    except AssertionError as exc:
-        current = _status(a.get("backuprun", RUN, NAMESPACE))
-        raise DrillFailed(
-            f"the run's snapshots did not reach both recovery sites ({exc}); "
-            f"status.replication={json.dumps(current.get('replication'), indent=1)}, "
-            f"conditions={json.dumps(current.get('conditions'), indent=1)}"
-        ) from None
+    run = _wait_replicated(a, RUN, SITES)
     drill.result.replication_seconds = time.monotonic() - started
     status = _status(run)
     for entry in status.get("replication") or []:
@@ -561,6 +574,7 @@ def _cluster_a(
         "tables": table_contents(db, DATABASE),
         "newest": newest,
         "claim_size": _claim_size(a, "data"),
+        "snapshots": {name: src.get("snapshotId") for name, src in sources.items()},
     }
 
 
@@ -658,6 +672,61 @@ def _cluster_b(
         copy == before["claim"],
         f"data-from-azure's files are byte for byte A's: {copy} != {before['claim']}",
     )
+
+
+def _failover(
+    drill: Drill, world: _World, b: Cluster, password: str, before: dict[str, Any]
+) -> None:
+    drill.step("failover in B: site-gcs becomes the primary; a run backs up there, incrementally")
+    started = time.monotonic()
+    b.apply(dr_yaml("failover", **world.placeholders(password)), NAMESPACE)
+
+    def current(kind: str, name: str, condition: str) -> dict[str, Any] | None:
+        obj = b.get(kind, name, NAMESPACE) or {}
+        fresh = _status(obj).get("observedGeneration") == obj.get("metadata", {}).get("generation")
+        return obj if fresh and _condition(obj, condition).get("status") == "True" else None
+
+    location = b.wait_for(
+        lambda: current("backuplocation", "site-gcs", "Available"),
+        timeout=120,
+        what="site-gcs to be checked again as a primary",
+    )
+    drill.say(f"site-gcs: {_condition(location, 'Available').get('message')}")
+    b.wait_for(
+        lambda: current("backuppolicy", POLICY, "Ready"),
+        timeout=60,
+        what=f"backuppolicy/{POLICY} to be Ready with its new location",
+    )
+    [run] = dr_yaml("backup-after-failover")
+    name = run["metadata"]["name"]
+    b.apply(run, NAMESPACE)
+    done = _wait(b, f"backuprun/{name}", "Complete", 300)
+    status = _status(done)
+    drill.check(
+        status.get("phase") == "Succeeded" and status.get("location") == "site-gcs",
+        f"the run after the failover succeeded at site-gcs: {json.dumps(status, indent=1)}",
+    )
+    data = next(s for s in status["sources"] if s["name"] == "data")
+    drill.say(
+        f"data: {data.get('type')} snapshot {str(data.get('snapshotId'))[:12]}, parent "
+        f"{str(data.get('parentSnapshotId'))[:12]}, {data.get('bytesRead') or 0:,} bytes read, "
+        f"{data.get('bytesStored') or 0:,} stored"
+    )
+    drill.check(
+        data.get("type") == "incremental"
+        and data.get("parentSnapshotId") == before["snapshots"]["data"],
+        "the volume's backup is incremental on the snapshot made in A: "
+        f"{data.get('type')}, parent {data.get('parentSnapshotId')} (A's: "
+        f"{before['snapshots']['data']})",
+    )
+    drill.check(
+        int(data.get("bytesStored") or 0) < 1024 * 1024,
+        f"unchanged data is not stored again (< 1 MiB stored): {data.get('bytesStored')}",
+    )
+    replicated = _status(_wait_replicated(b, name, ("site-azure",)))
+    [entry] = [r for r in replicated["replication"] if r["location"] == "site-azure"]
+    drill.say(f"replicated to site-azure: {entry.get('bytesTransferred') or 0:,} bytes")
+    drill.result.failover_seconds = time.monotonic() - started
 
 
 def _run_cli_block(name: str, cwd: Path, env: dict[str, str]) -> str:
@@ -813,6 +882,7 @@ def run_drill(workdir: Path, echo: Callable[[str], None] = print) -> DrillResult
         drill.check(gone.strip() == "0", f"database {DATABASE} is gone: {gone}")
 
         _cluster_b(drill, world, b, helm_bin, password, before)
+        _failover(drill, world, b, password, before)
         _no_cluster(drill, world, password, before)
         drill.result.total_seconds = drill.elapsed()
     return drill.result

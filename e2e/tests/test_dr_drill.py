@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import dr_drill
 from testground import controlplane
@@ -65,9 +68,12 @@ def test_dr_drill_restores_everything_from_the_recovery_sites(
     assert "RPO at site-gcs" in output
     # the runbook's steps, in its order
     titles = [t for t, _ in result.steps]
-    order = ["cluster A: a BackupRun", "the disaster", "restore the configuration",
-             "restore the claim and the database", "site-azure into another claim",
-             "no cluster at all", "rotate the repository key", "tear down"]  # fmt: skip
+    order = [
+        "cluster A: a BackupRun", "the disaster", "restore the configuration",
+        "restore the claim and the database", "site-azure into another claim",
+        "site-gcs becomes the primary", "no cluster at all", "rotate the repository key",
+        "tear down",
+    ]  # fmt: skip
     positions = [next(i for i, t in enumerate(titles) if key in t) for key in order]
     assert positions == sorted(positions), titles
     # the CLI blocks listed the site's snapshots by source, one of each
@@ -82,15 +88,27 @@ def test_dr_drill_restores_everything_from_the_recovery_sites(
     assert _children_of_workdir(workdir) == []
 
 
-def test_runbook_blocks_fill_every_placeholder() -> None:
-    """Each YAML block the drill applies parses, and a placeholder left out is refused."""
+def test_runbook_blocks_fill_every_placeholder(tmp_path: Path) -> None:
+    """Each YAML block the drill applies parses and passes ``safehold validate``, and a
+    placeholder left out is refused."""
     names = ["secrets", "locations", "rbac", "app", "policy", "backup-now",
-             "restore-config", "restore-data", "restore-azure"]  # fmt: skip
+             "restore-config", "restore-data", "restore-azure", "failover",
+             "backup-after-failover"]  # fmt: skip
     values = {
         k: "1" if k == "DB_PORT" else "x"
         for k in set(re.findall(r"<([A-Z0-9_]+)>", dr_drill.DOC.read_text()))
     }
+    values["S3_ENDPOINT"] = values["GCS_ENDPOINT"] = values["AZURE_ENDPOINT"] = "https://x.test"
     kinds = {n: [o["kind"] for o in dr_drill.dr_yaml(n, **values)] for n in names}
+    manifests = tmp_path / "runbook.yaml"
+    manifests.write_text(
+        yaml.safe_dump_all([o for n in names for o in dr_drill.dr_yaml(n, **values)])
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "safehold", "validate", str(manifests)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
     assert kinds["locations"] == ["BackupLocation"] * 3
     assert kinds["policy"] == ["BackupPolicy"]
     assert kinds["restore-data"] == ["RestoreRequest"]
