@@ -443,3 +443,36 @@ def test_a_run_started_during_a_replication_backs_up_at_once_and_is_copied_after
     assert retention["result"] == "Succeeded", retention
     assert retention["startTime"] >= copied_at
     assert len(_snapshot_ids(gcs_store, site)) == 2
+
+
+def test_a_wiped_primary_is_reported_and_never_silently_re_created(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    operator(pass_interval=1.0)
+    bucket = kit.store_location(
+        namespace, s3_store, "primary", password=PASSWORD, validationInterval="5s"
+    )
+    namespace.wait_condition("backuplocation", "primary", "Available", timeout=120)
+    first = kit.get(namespace, "backuplocation", "primary")["status"]["repositoryId"]
+    # Someone (or something) empties the bucket.
+    client = _s3(s3_store)
+    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+    def alarm() -> dict[str, Any] | None:
+        cond = _condition(kit.get(namespace, "backuplocation", "primary"), "Available")
+        return cond if cond.get("status") == "False" else None
+
+    cond = namespace.cluster.wait_for(alarm, timeout=120, what="the wiped bucket to be found")
+    assert cond["reason"] == "RepositoryNotFound", cond
+    assert f"repository {first[:16]}, which this location held, is gone" in cond["message"]
+    assert "fail over to a recovery site" in cond["message"]
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # nothing created
+    # backups are held back instead of starting a new chain
+    kit.make_claim(namespace, "data")
+    kit.policy(namespace, "pol", "primary", ["data"])
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=60)
+    run = kit.get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "Failed"
+    assert _condition(run, "Failed")["reason"] == "LocationUnavailable"

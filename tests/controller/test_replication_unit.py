@@ -188,6 +188,8 @@ def test_each_role_checks_its_location_with_its_own_command() -> None:
         "--object-lock-days",
         "30",
     ]
+    # once a check of the spec found the repository, later checks must find it again
+    assert check_args(_location(immutabilityDays=30), known=True) == ["repo", "info"]
     # a site is never initialised by its check: the first replication creates it
     assert check_args(_site()) == ["repo", "info", "--allow-empty"]
     assert check_args(_site(immutabilityDays=30)) == ["repo", "info", "--allow-empty"]

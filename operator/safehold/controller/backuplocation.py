@@ -11,7 +11,9 @@ What the Job runs depends on the ``role``:
 - ``primary``: ``safehold repo init --if-absent`` creates the repository if the location
   is empty (with ``--object-lock-mode governance --object-lock-days N`` for
   ``immutabilityDays``, so its config records the lock), otherwise opens it, which checks
-  the password and that its object lock is the one asked for.
+  the password and that its object lock is the one asked for. Once a check of the current
+  spec has found the repository, later checks run ``safehold repo info``: a repository
+  that vanished (a wiped bucket) or was replaced is reported, never silently re-created.
 - ``recovery-site``: ``safehold repo info --allow-empty`` never creates anything, because
   a site is created by the first replication as a copy of the primary (same keys, same
   repository id): an empty site is Available with reason ``AwaitingReplication``.
@@ -56,6 +58,8 @@ __all__ = ["PLURAL", "check_args", "reconcile"]
 
 PLURAL = "backuplocations"
 _GENERATION = "safehold.io/generation"
+#: On a check Job: the repository (id, first 32 digits) it must find again.
+_KNOWN = "safehold.io/repository"
 
 
 def _set(
@@ -70,10 +74,14 @@ def _set(
     write_condition(rt.kube, PLURAL, body, status, AVAILABLE, state, reason, message)
 
 
-def check_args(location: BackupLocation) -> list[str]:
-    """The ``safehold`` command that checks ``location`` for its role."""
+def check_args(location: BackupLocation, *, known: bool = False) -> list[str]:
+    """The ``safehold`` command that checks ``location`` for its role; ``known``: an
+    earlier check of the same spec found its repository, so this one must find it again
+    rather than create a new one in its place (a wiped bucket is an alarm, not a start)."""
     if location.spec.role == "recovery-site":
         return ["repo", "info", "--allow-empty"]
+    if known:
+        return ["repo", "info"]
     args = ["repo", "init", "--if-absent"]
     days = location.spec.immutability_days
     if days:
@@ -81,15 +89,27 @@ def check_args(location: BackupLocation) -> list[str]:
     return args
 
 
-def _request(rt: Runtime, body: dict[str, Any], location: BackupLocation, stamp: str) -> JobRequest:
+def _request(
+    rt: Runtime,
+    body: dict[str, Any],
+    location: BackupLocation,
+    stamp: str,
+    *,
+    known: str | None = None,
+) -> JobRequest:
+    """The check Job; ``known``: the repository id an earlier check of this spec found."""
     meta = body["metadata"]
     name, gen = meta["name"], str(meta.get("generation"))
+    known = known if location.spec.role == "primary" else None
+    labels = {LABEL_LOCATION: name, _GENERATION: gen}
+    if known:
+        labels[_KNOWN] = known[:32]
     request = JobRequest(
         name=job_name(name, "validate", gen, stamp),
         namespace=meta["namespace"],
         component=COMPONENT_VALIDATE,
-        args=check_args(location),
-        labels={LABEL_LOCATION: name, _GENERATION: gen},
+        args=check_args(location, known=bool(known)),
+        labels=labels,
         owner=body,
         image=rt.image,
     )
@@ -127,6 +147,25 @@ def _record_summary(
         status.immutability_days = location.spec.immutability_days
     else:
         status.immutability_days = None
+
+
+def _gone(known: str) -> str:
+    return (
+        f": repository {known[:16]}, which this location held, is gone. Nothing new is "
+        "created in its place, so no backup starts a new chain unnoticed: restore the "
+        "bucket's objects, or fail over to a recovery site (docs/disaster-recovery.md); to "
+        "start an empty repository here, change the spec (e.g. its prefix) or re-create the "
+        "BackupLocation"
+    )
+
+
+def _changed(known: str, found: Any) -> str:
+    return (
+        f"the location now holds repository {str(found)[:16]}, not {known[:16]} that it "
+        "held: another repository was created in its place. Backups are held back; point "
+        "the BackupLocation at the right bucket and prefix, or re-create it to accept the "
+        "new repository"
+    )
 
 
 def _found(location: BackupLocation, doc: dict[str, Any]) -> tuple[str, str]:
@@ -180,23 +219,26 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         if status.last_validation_time is None or finished > status.last_validation_time:
             status.last_validation_time = finished
             doc = outcome.summary or {}
-            if outcome.state == "Succeeded" and doc.get("ok"):
+            # the repository the check was told to find again (a label of its Job)
+            known = latest["metadata"]["labels"].get(_KNOWN)
+            found = str(doc.get("repository") or "")
+            if outcome.state == "Succeeded" and doc.get("ok") and known and found[:32] != known:
+                _set(rt, body, status, "False", "RepositoryChanged", _changed(known, found))
+            elif outcome.state == "Succeeded" and doc.get("ok"):
                 _record_summary(status, location, doc)
                 if status.bytes_stored is not None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
                 _set(rt, body, status, "True", *_found(location, doc))
             else:
                 err = outcome.error
-                _set(
-                    rt,
-                    body,
-                    status,
-                    "False",
-                    err.reason if err else "ValidationFailed",
-                    (err.message if err else "the check failed")
-                    + " (fix the BackupLocation or its Secrets; the check is repeated on "
-                    "every change and every validationInterval)",
+                reason = err.reason if err else "ValidationFailed"
+                message = (err.message if err else "the check failed") + (
+                    _gone(known)
+                    if known and reason == "RepositoryNotFound"
+                    else " (fix the BackupLocation or its Secrets; the check is repeated on "
+                    "every change and every validationInterval)"
                 )
+                _set(rt, body, status, "False", reason, message)
             return
     interval = parse_duration(location.spec.validation_interval)
     last = status.last_validation_time
@@ -207,6 +249,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         and current - last < interval
     ):
         return
-    rt.kube.create_job(build_job(_request(rt, body, location, str(int(current.timestamp())))))
+    known = status.repository_id if status.observed_generation == gen else None
+    stamp = str(int(current.timestamp()))
+    rt.kube.create_job(build_job(_request(rt, body, location, stamp, known=known)))
     if find_condition(status.conditions, AVAILABLE) is None:
         _set(rt, body, status, "Unknown", "Validating", "the location is being checked")
