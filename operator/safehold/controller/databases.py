@@ -199,6 +199,8 @@ def database_restore_item(
     except MissingSource as missing:
         item.phase = "Failed"
         item.error = missing.detail
+        # never empty: the API client sends an empty string as null, which the schema refuses
+        item.target = "unknown server"
         return item
     item.target = _target(d)
     if req.spec.dry_run:
