@@ -221,3 +221,18 @@ def test_a_location_check_is_placed_by_the_charts_job_defaults_but_keeps_its_dea
     assert job["spec"]["activeDeadlineSeconds"] == 300
     assert job["spec"]["backoffLimit"] == 0
     assert pod["containers"][0]["args"][:3] == ["repo", "info", "--allow-empty"]
+
+
+def test_a_damaged_primary_is_named_by_its_snapshots_not_by_the_whole_report() -> None:
+    state = SiteReplication(location="site", run="r1", phase="Running", attempts=1)
+    summary = {
+        "ok": False,
+        "exit_code": 3,
+        "snapshots_failed": {"e516df4955bf364a": "tree 383e is in no index"},
+        "objects": {"data": {"copied": 10}},
+    }
+    _finish(state, _ended("Failed", summary), "site")
+    assert state.reason == "PrimaryDamaged"
+    assert "e516df4955bf: tree 383e is in no index" in state.message
+    assert "safehold verify" in state.message
+    assert '"objects"' not in state.message

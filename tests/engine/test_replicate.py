@@ -263,3 +263,24 @@ def test_the_command_reports_and_exits_as_documented(
     assert f"{other.as_uri()}: holds another repository" in captured.err
     assert main(["replicate", "--to", site, "--newest", "0"]) == 2
     assert "--newest" in capsys.readouterr().err
+
+
+def test_a_backup_that_ends_while_a_replication_starts_is_copied_not_called_damaged(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The operator replicates while the next run backs up: a snapshot written after the
+    replicating process loaded the index (it opened the repository first) must be copied
+    like any other, not reported as a damaged primary."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(200_000))
+    backup_paths(repo, [str(src)], BackupOptions(source="vol"))
+    replicating = Repository.open(repo.storage, PASSWORD)  # index loaded now
+    (src / "b").write_bytes(os.urandom(200_000))
+    later = backup_paths(repo, [str(src)], BackupOptions(source="vol")).snapshot
+    result = replicate(replicating, _site(tmp_path / "site"), PASSWORD)
+    assert result.snapshots_failed == {}
+    assert later.id in result.snapshots_copied
+    assert len(result.snapshots_copied) == 2
+    site = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    assert verify_repository(site, read_data_percent=100).ok

@@ -232,11 +232,14 @@ def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
         return state.phase
     state.phase = "Failed"
     error = outcome.error
-    reason = (
-        "PrimaryDamaged" if doc.get("snapshots_failed") else (error.reason if error else "Error")
-    )
+    damaged = doc.get("snapshots_failed")
+    if isinstance(damaged, Mapping) and damaged:
+        reason = "PrimaryDamaged"
+        cause = "; ".join(f"{str(k)[:12]}: {v}" for k, v in list(damaged.items())[:5])
+    else:
+        reason = error.reason if error else "Error"
+        cause = error.message if error else "the replication Job failed"
     state.reason = reason[:128]
-    cause = error.message if error else "the replication Job failed"
     if state.attempts < MAX_ATTEMPTS:
         state.next_attempt_time = state.completion_time + backoff(state.attempts)
         then = f"attempt {state.attempts} of {MAX_ATTEMPTS}; tried again at "

@@ -328,13 +328,25 @@ def _run(
     packs: set[str] = set()
     copyable: list[Snapshot] = []
     visited: set[bytes] = set()
+    reloaded = False
     for snap in wanted:
-        try:
-            packs |= _packs_needed(source, site_index, snap, visited)
-        except CorruptObject as exc:
-            result.snapshots_failed[snap.id] = f"{exc} (run 'safehold verify' at the primary)"
-            continue
-        copyable.append(snap)
+        while True:
+            walked = set(visited)  # a walk that fails part way marks nothing as done
+            try:
+                packs |= _packs_needed(source, site_index, snap, walked)
+            except CorruptObject as exc:
+                if not reloaded:
+                    # The index was loaded when the repository was opened, the snapshots
+                    # listed after: a backup that ended in between wrote its index before
+                    # its snapshot (format section 10), so a fresh index has its data.
+                    source.load_index()
+                    reloaded = True
+                    continue
+                result.snapshots_failed[snap.id] = f"{exc} (run 'safehold verify' at the primary)"
+                break
+            visited = walked
+            copyable.append(snap)
+            break
 
     source_sizes = {
         info.name.rsplit("/", 1)[-1]: info.size
