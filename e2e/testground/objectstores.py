@@ -67,6 +67,23 @@ class RunningStore:
         scheme = {"s3": "s3", "gcs": "gs", "azure": "azure"}[self.provider]
         return f"{scheme}://{bucket}/{prefix.strip('/')}" if prefix else f"{scheme}://{bucket}"
 
+    def s3_client(self) -> Any:
+        """A boto3 client of this SeaweedFS (path addressing, the admin key pair): for
+        tests that look at what the server holds (object lock retention, versions)."""
+        if self.provider != "s3":
+            raise ValueError(f"s3_client() of a {self.provider} store")
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.options["region"],
+            aws_access_key_id=self.options["access_key_id"],
+            aws_secret_access_key=self.options["secret_access_key"],
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
     def make_bucket(self, name: str) -> None:
         """Create the bucket (or container); creating one that exists is not an error."""
         _MAKERS[self.provider](self, name)

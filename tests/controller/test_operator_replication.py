@@ -12,9 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
 from safehold.controller import metrics
 from safehold.repo import Repository
 from safehold.storage import open_storage
@@ -308,24 +305,13 @@ def test_backups_go_only_to_a_primary(
     assert _condition(run, "Failed")["reason"] == "LocationNotPrimary"
 
 
-def _s3(store: RunningStore) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        region_name=store.options["region"],
-        aws_access_key_id=store.options["access_key_id"],
-        aws_secret_access_key=store.options["secret_access_key"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
-
-
 def _lock_bucket(store: RunningStore, name: str) -> str:
-    _s3(store).create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    store.s3_client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     return name
 
 
 def _retention_of_a_pack(store: RunningStore, bucket: str) -> dict[str, Any]:
-    client = _s3(store)
+    client = store.s3_client()
     keys = [
         o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="repo/data/")["Contents"]
     ]
@@ -455,7 +441,7 @@ def test_a_wiped_primary_is_reported_and_never_silently_re_created(
     namespace.wait_condition("backuplocation", "primary", "Available", timeout=120)
     first = kit.get(namespace, "backuplocation", "primary")["status"]["repositoryId"]
     # Someone (or something) empties the bucket.
-    client = _s3(s3_store)
+    client = s3_store.s3_client()
     for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
         client.delete_object(Bucket=bucket, Key=obj["Key"])
 

@@ -20,9 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
 from safehold.engine.forget import forget_snapshots
@@ -42,22 +40,11 @@ PASSWORD = "worm password"
 LOCK = {"object_lock_mode": "governance", "object_lock_days": "1"}
 
 
-def _s3(store: RunningStore) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        region_name=store.options["region"],
-        aws_access_key_id=store.options["access_key_id"],
-        aws_secret_access_key=store.options["secret_access_key"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
-
-
 @pytest.fixture
 def lock_bucket(s3_store: RunningStore) -> str:
     """A bucket with object lock enabled (which turns versioning on)."""
     name = f"worm-{uuid.uuid4().hex[:10]}"
-    _s3(s3_store).create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    s3_store.s3_client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     return name
 
 
@@ -67,7 +54,7 @@ def test_a_locked_object_cannot_be_deleted_and_a_lock_object_can(
     storage = open_storage(s3_store.url(lock_bucket, "p"), {**s3_store.options, **LOCK})
     storage.create("data/ab/abc", b"pack bytes")
     storage.create("locks/l1", b"a lock")
-    retention = _s3(s3_store).get_object_retention(Bucket=lock_bucket, Key="p/data/ab/abc")
+    retention = s3_store.s3_client().get_object_retention(Bucket=lock_bucket, Key="p/data/ab/abc")
     assert retention["Retention"]["Mode"] == "GOVERNANCE"
     until = retention["Retention"]["RetainUntilDate"]
     assert timedelta(hours=23) < until - datetime.now(UTC) <= timedelta(days=1)
@@ -77,12 +64,12 @@ def test_a_locked_object_cannot_be_deleted_and_a_lock_object_can(
     assert storage.get("data/ab/abc") == b"pack bytes"
     storage.delete("locks/l1")  # locks are exempt, and every version goes
     assert [i.name for i in storage.list("")] == ["data/ab/abc"]
-    versions = _s3(s3_store).list_object_versions(Bucket=lock_bucket, Prefix="p/locks/")
+    versions = s3_store.s3_client().list_object_versions(Bucket=lock_bucket, Prefix="p/locks/")
     assert not versions.get("Versions")
     assert not versions.get("DeleteMarkers")
     # A large object goes up as a multipart upload; it is locked just the same.
     storage.put("data/cd/big", os.urandom(9 * 1024 * 1024))
-    big = _s3(s3_store).get_object_retention(Bucket=lock_bucket, Key="p/data/cd/big")
+    big = s3_store.s3_client().get_object_retention(Bucket=lock_bucket, Key="p/data/cd/big")
     assert big["Retention"]["Mode"] == "GOVERNANCE"
 
 
@@ -128,7 +115,7 @@ def test_a_repository_on_a_lock_enabled_bucket_backs_up_restores_forgets_and_pru
     )
     assert init.returncode == 0, init.stderr
     config = json.loads(
-        _s3(s3_store).get_object(Bucket=lock_bucket, Key="repo/config")["Body"].read()
+        s3_store.s3_client().get_object(Bucket=lock_bucket, Key="repo/config")["Body"].read()
     )
     assert config["object_lock"] == {"mode": "governance", "days": 1}
 
@@ -141,7 +128,7 @@ def test_a_repository_on_a_lock_enabled_bucket_backs_up_restores_forgets_and_pru
         (src / f"f{i}").write_bytes(os.urandom(300_000))
         snaps.append(backup_paths(repo, [str(src)], BackupOptions(source="vol")).snapshot)
     pack = next(iter(repo.storage.list("data/"))).name
-    held = _s3(s3_store).get_object_retention(Bucket=lock_bucket, Key=f"repo/{pack}")
+    held = s3_store.s3_client().get_object_retention(Bucket=lock_bucket, Key=f"repo/{pack}")
     assert held["Retention"]["Mode"] == "GOVERNANCE"
     assert list(repo.storage.list("locks/")) == [], "lock objects were not deleted"
 

@@ -21,9 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from testground.objectstores import RunningStore
 
@@ -31,17 +29,6 @@ PASSWORD = "immutable site password"
 SITE_LOCK = ["object_lock_mode=governance", "object_lock_days=2"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _s3(store: RunningStore) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        region_name=store.options["region"],
-        aws_access_key_id=store.options["access_key_id"],
-        aws_secret_access_key=store.options["secret_access_key"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
 
 
 @pytest.fixture
@@ -84,7 +71,7 @@ def test_a_locking_site_of_an_unlocked_primary(
     s3_store: RunningStore, run: Run, tmp_path: Path
 ) -> None:
     bucket = f"site-{uuid.uuid4().hex[:10]}"
-    client = _s3(s3_store)
+    client = s3_store.s3_client()
     client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     site = s3_store.url(bucket, "site")
     o = [a for k, v in s3_store.options.items() for a in ("-o", f"{k}={v}")]
@@ -154,4 +141,4 @@ def test_replicating_with_a_lock_to_a_bucket_that_cannot_lock_is_refused(
     done = run("replicate", "--to", s3_store.url(bucket, "site"), *to, *lock_to, "--json")
     assert done.returncode == 1
     assert "create the bucket with object lock enabled" in _summary(done)["error"]
-    assert "Contents" not in _s3(s3_store).list_objects_v2(Bucket=bucket)
+    assert "Contents" not in s3_store.s3_client().list_objects_v2(Bucket=bucket)

@@ -18,9 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from testground.objectstores import RunningStore
 
@@ -28,21 +26,10 @@ PASSWORD = "lock support password"
 LOCK = ["--object-lock-mode", "governance", "--object-lock-days", "30"]
 
 
-def _s3(store: RunningStore) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        region_name=store.options["region"],
-        aws_access_key_id=store.options["access_key_id"],
-        aws_secret_access_key=store.options["secret_access_key"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
-
-
 def _bucket(store: RunningStore, *, lock: bool = False) -> str:
     name = f"lock-{uuid.uuid4().hex[:10]}"
     if lock:
-        _s3(store).create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        store.s3_client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     else:
         store.make_bucket(name)
     return name
