@@ -168,3 +168,32 @@ def test_redact_replaces_secret_values() -> None:
 
     env = {"PGPASSWORD": "s3cr3t-value", "HOME": "/tmp"}
     assert redact("login s3cr3t-value at /tmp", env) == "login *** at /tmp"
+
+
+def test_hook_output_is_scrubbed_of_every_mounted_secret_file(
+    run: Run, src: Path, tmp_path: Path
+) -> None:
+    """What the issue's reviewer did: a hook that prints the password file and the
+    credentials Secret's files. None of it reaches the summary the operator puts in status."""
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    options = tmp_path / "storage"
+    options.mkdir()
+    (options / "secret_access_key").write_text("s3cr3t-access-key-value\n")
+    (options / "service-account.json").write_text(
+        '{\n  "private_key": "-----BEGIN PRIVATE KEY-----MIIEv-abcdef",\n  "type": "sa"\n}\n'
+    )
+    proc = run(
+        "backup", str(src), "--source", "db", "--json",
+        "--password-file", str(password_file), "--options-dir", str(options),
+        "--pre-hook", f"echo pw=$(cat {password_file}); cat {options}/*",
+        SAFEHOLD_PASSWORD="",
+    )  # fmt: skip
+    # (file:// ignores the S3 option; the backup itself succeeds)
+    doc = _summary(proc)
+    output = doc["hooks"][0]["output"]
+    assert "pw=***" in output
+    assert PASSWORD not in proc.stdout
+    assert "s3cr3t-access-key-value" not in proc.stdout
+    assert "MIIEv-abcdef" not in proc.stdout
+    assert "s3cr3t-access-key-value" not in proc.stderr

@@ -68,8 +68,13 @@ def test_failed_pre_hook_fails_the_source_with_hook_failed() -> None:
     assert source.phase == "Failed"
     assert source.error is not None
     assert source.error.reason == "HookFailed"
-    assert source.error.message == "pre hook pre-0 of the backup Job failed (exit code 7): no db"
+    assert (
+        source.error.message
+        == "pre hook pre-0 of the backup Job failed (exit code 7); its output is in "
+        "status.sources[].hooks"
+    )
     assert source.hooks[0].exit_code == 7
+    assert source.hooks[0].output == "no db\n"
     assert source.hooks[0].succeeded is False
 
 

@@ -150,9 +150,11 @@ def test_job_side_hooks_through_the_custom_resources(
     assert "snapshotId" not in failing
     assert failing["error"]["reason"] == "HookFailed"
     assert failing["error"]["message"] == (
-        "pre hook pre-0 of the backup Job failed (exit code 7): database is down"
+        "pre hook pre-0 of the backup Job failed (exit code 7); its output is in "
+        "status.sources[].hooks"
     )
     assert [h["succeeded"] for h in failing["hooks"]] == [False, True]
+    assert "database is down" in failing["hooks"][0]["output"]  # in status, not in Events
     assert app.calls.count("/backup-done") == 2  # orders-data's and failing's post hooks
 
     # Continue: the backup proceeds, the failure is recorded

@@ -87,6 +87,43 @@ def read_options_dir(directory: str) -> dict[str, str]:
     return options
 
 
+#: The options naming files whose contents are secrets (a hook's output is scrubbed of them).
+_SECRET_FILE_OPTIONS = (
+    ("password_file", "SAFEHOLD_PASSWORD_FILE"),
+    ("to_password_file", "SAFEHOLD_TO_PASSWORD_FILE"),
+    ("db_password_file", "SAFEHOLD_DB_PASSWORD_FILE"),
+)
+_SECRET_DIR_OPTIONS = (
+    ("options_dir", "SAFEHOLD_OPTIONS_DIR"),
+    ("to_options_dir", "SAFEHOLD_TO_OPTIONS_DIR"),
+)
+
+
+def secret_file_values(args: Namespace) -> list[str]:
+    """The contents of every secret file this command was given (password files, each file
+    of an options directory: a mounted Secret), whole and line by line, so that what a
+    hook prints of them can be scrubbed. Unreadable files are skipped: the command itself
+    reports them when it reads them."""
+    paths: list[Path] = []
+    for attr, env in _SECRET_FILE_OPTIONS:
+        path = getattr(args, attr, None) or os.environ.get(env)
+        if path:
+            paths.append(Path(path))
+    for attr, env in _SECRET_DIR_OPTIONS:
+        directory = getattr(args, attr, None) or os.environ.get(env)
+        if directory and Path(directory).is_dir():
+            paths += [e for e in Path(directory).iterdir() if not e.name.startswith(".")]
+    values: set[str] = set()
+    for path in paths:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        values.add(text.strip())
+        values.update(line.strip() for line in text.splitlines())
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
 def open_repo_storage(args: Namespace) -> Storage:
     # A command that opens a repository streams megabyte buffers: keep them in the heap.
     # (Not process-wide in main: the long-running operator has no such buffers, and

@@ -18,12 +18,13 @@ import signal
 import subprocess
 import time
 from argparse import ArgumentParser, Namespace
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from safehold import engine
 from safehold.cli import commands, exitcodes
-from safehold.cli.context import UsageError
+from safehold.cli.context import UsageError, secret_file_values
 from safehold.cli.output import Output
 from safehold.repo.errors import RepositoryError
 from safehold.storage import StorageError
@@ -73,10 +74,12 @@ def _secret_values(env: dict[str, str]) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def redact(text: str, env: dict[str, str] | None = None) -> str:
+def redact(text: str, env: dict[str, str] | None = None, secrets: Sequence[str] = ()) -> str:
     """``text`` with the values of secret-looking environment variables (``*PASSWORD*``,
-    ``*TOKEN*``, ...) replaced by ``***``, cut to its last :data:`OUTPUT_LIMIT` characters."""
-    for value in _secret_values(dict(os.environ) if env is None else env):
+    ``*TOKEN*``, ...) and ``secrets`` (the contents of the command's secret files) replaced
+    by ``***``, cut to its last :data:`OUTPUT_LIMIT` characters."""
+    values = _secret_values(dict(os.environ) if env is None else env) + list(secrets)
+    for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, "***")
     if len(text) > OUTPUT_LIMIT:
         text = "..." + text[-OUTPUT_LIMIT:]
@@ -97,9 +100,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_hook(
-    name: str, phase: Literal["pre", "post"], command: str, timeout: float, on_error: OnError
+    name: str,
+    phase: Literal["pre", "post"],
+    command: str,
+    timeout: float,
+    on_error: OnError,
+    secrets: Sequence[str] = (),
 ) -> HookResult:
-    """Run ``command`` with ``sh -c``; kill its process group after ``timeout`` seconds."""
+    """Run ``command`` with ``sh -c``; kill its process group after ``timeout`` seconds.
+    Its output is kept scrubbed of ``secrets`` and of secret-looking environment values."""
     start = time.monotonic()
     proc = subprocess.Popen(
         ["sh", "-c", command],
@@ -115,7 +124,7 @@ def run_hook(
         timed_out = True
         _kill_group(proc)
         raw, _ = proc.communicate()
-    output = redact(raw.decode("utf-8", "replace"))
+    output = redact(raw.decode("utf-8", "replace"), secrets=secrets)
     if timed_out:
         output = f"killed after the timeout of {timeout:g} s\n{output}".strip()
     return HookResult(
@@ -196,8 +205,11 @@ def _run_all(out: _HookedOutput, phase: Literal["pre", "post"], args: Namespace)
     """Run the hooks of ``phase``; False when one failed with on-error fail (the rest of
     the phase's hooks are then not run)."""
     commands_ = args.pre_hook if phase == "pre" else args.post_hook
+    secrets = secret_file_values(args)
     for i, command in enumerate(commands_):
-        result = run_hook(f"{phase}-{i}", phase, command, args.hook_timeout, args.hook_on_error)
+        result = run_hook(
+            f"{phase}-{i}", phase, command, args.hook_timeout, args.hook_on_error, secrets
+        )
         out.hooks.append(result)
         if not result.ok:
             out.warn(f"{phase} hook {result.name} failed ({_why(result)}): {result.output}")

@@ -299,10 +299,12 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
     if failed is not None:
         why = "timed out" if failed.timed_out else f"exit code {failed.exit_code}"
         kept = f"; snapshot {source.snapshot_id[:12]} was saved" if source.snapshot_id else ""
+        # The hook's output stays in status.sources[].hooks (scrubbed of secrets by the
+        # Job): the error message also goes into Events, which more people can read.
         source.error = ErrorDetail(
             reason="HookFailed",
-            message=f"{failed.phase} hook {failed.name} of the backup Job failed ({why}){kept}: "
-            f"{(failed.output or '').strip()[-300:]}".rstrip(": "),
+            message=f"{failed.phase} hook {failed.name} of the backup Job failed ({why}){kept}"
+            + ("; its output is in status.sources[].hooks" if failed.output else ""),
         )
         if source.phase not in ("Pending", "Running"):
             source.phase = "Succeeded" if source.snapshot_id else "Failed"
