@@ -96,7 +96,6 @@ ALLOWED = [
     ("delete", "jobs.batch"),
     ("list", "pods"),
     ("get", "pods/log"),
-    ("create", "pods/exec"),
     ("create", "persistentvolumeclaims"),
     ("create", "events"),
     ("patch", "events.events.k8s.io"),
@@ -106,6 +105,8 @@ DENIED = [
     ("get", "secrets"),
     ("list", "secrets"),
     ("watch", "secrets"),
+    ("create", "pods/exec"),  # only with execHooks.enabled (docs/hooks.md)
+    ("get", "pods/exec"),
     ("create", "backuplocations.safehold.io"),
     ("delete", "backuppolicies.safehold.io"),
     ("update", "backuplocations.safehold.io"),

@@ -28,7 +28,6 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
         *(("batch", "jobs", verb) for verb in ("get", "list", "watch", "create", "delete")),
         *(("", "pods", verb) for verb in ("get", "list", "watch")),
         ("", "pods/log", "get"),
-        *(("", "pods/exec", verb) for verb in ("create", "get")),
         *(("", "persistentvolumeclaims", verb) for verb in ("get", "list", "watch", "create")),
         *(
             ("snapshot.storage.k8s.io", "volumesnapshots", verb)
@@ -40,6 +39,10 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
             for verb in ("create", "patch")
         ),
     }
+)
+#: Only with ``execHooks.enabled`` (docs/hooks.md): off by default.
+EXEC: frozenset[tuple[str, str, str]] = frozenset(
+    ("", "pods/exec", verb) for verb in ("create", "get")
 )
 CLUSTER_ONLY: frozenset[tuple[str, str, str]] = frozenset(
     (group, resource, verb)
@@ -73,6 +76,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all-namespaces": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "service-monitor": {"serviceMonitor": {"enabled": True}},
+    "exec-hooks": {"execHooks": {"enabled": True}},
 }
 
 
@@ -148,3 +152,24 @@ def test_an_existing_service_account_is_used_and_must_be_named(render: Any, of_k
     assert binding["subjects"][0]["name"] == "backup-operator"
     message = render.fails({"serviceAccount": {"create": False}})
     assert "serviceAccount.name" in message
+
+
+def test_exec_is_granted_only_when_exec_hooks_are_enabled(render: Any, of_kind: Any) -> None:
+    [default] = of_kind(render(), "ClusterRole")
+    assert not triples(default) & EXEC
+    [enabled] = of_kind(render({"execHooks": {"enabled": True}}), "ClusterRole")
+    assert triples(enabled) == CONTRACT | CLUSTER_ONLY | EXEC
+    for role in of_kind(
+        render({"execHooks": {"enabled": True}, "watchNamespaces": ["team-a"]}), "Role"
+    ):
+        assert triples(role) == CONTRACT | EXEC
+
+
+def test_the_operator_is_told_whether_exec_hooks_may_run(render: Any, of_kind: Any) -> None:
+    def env(values: dict[str, Any]) -> dict[str, str]:
+        [deployment] = of_kind(render(values), "Deployment")
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert env({})["SAFEHOLD_EXEC_HOOKS"] == "false"
+    assert env({"execHooks": {"enabled": True}})["SAFEHOLD_EXEC_HOOKS"] == "true"

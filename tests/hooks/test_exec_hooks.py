@@ -11,12 +11,25 @@ import yaml
 from kubernetes import client
 
 from safehold.api.backuppolicy import Hook
-from safehold.controller.hooks import OUTPUT_LIMIT, run_hooks
+from safehold.controller.hooks import (
+    DISABLED,
+    EXEC_HOOKS_ANNOTATION,
+    OUTPUT_LIMIT,
+    run_hooks,
+)
 
 
-def _pod(name: str, phase: str = "Running", containers: tuple[str, ...] = ("app",)) -> Any:
+def _pod(
+    name: str,
+    phase: str = "Running",
+    containers: tuple[str, ...] = ("app",),
+    opt_in: str | None = "true",
+) -> Any:
+    annotations = {EXEC_HOOKS_ANNOTATION: opt_in} if opt_in is not None else None
     return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name, namespace="shop", labels={"app": "shop"}),
+        metadata=client.V1ObjectMeta(
+            name=name, namespace="shop", labels={"app": "shop"}, annotations=annotations
+        ),
         spec=client.V1PodSpec(containers=[client.V1Container(name=c) for c in containers]),
         status=client.V1PodStatus(phase=phase),
     )
@@ -242,3 +255,34 @@ def test_output_is_truncated_and_secrets_removed() -> None:
         secrets=["abcd-secret-1234"],
     )  # fmt: skip
     assert run.results[0].output == "token=***"
+
+
+def test_a_pod_runs_a_policys_hooks_only_when_its_owner_opted_in() -> None:
+    """Creating a BackupPolicy must not give its author a shell in every pod: a pod that
+    did not opt in fails the hook, naming the annotation, and nothing is executed in it."""
+    stream = FakeStream({"db-1": Session([("stdout", "frozen\n")], 0)})
+    pods = [
+        _pod("db-0", opt_in=None),
+        _pod("db-1", opt_in="orders, billing"),
+        _pod("db-2", opt_in="billing"),
+    ]
+    run = run_hooks(FakeCore(pods), "shop", [FREEZE], "pre", stream=stream, policy="orders")
+    by_pod = {r.pod: r for r in run.results}
+    assert by_pod["db-1"].ok
+    for refused in ("db-0", "db-2"):
+        assert by_pod[refused].ok is False
+        assert by_pod[refused].error is not None
+        assert "has not opted in to exec hooks" in by_pod[refused].error
+        assert f"{EXEC_HOOKS_ANNOTATION}: orders" in by_pod[refused].error
+    assert [c["pod"] for c in stream.calls] == ["db-1"]
+
+
+def test_no_exec_hook_runs_when_the_installation_did_not_enable_them() -> None:
+    stream = FakeStream({"db-0": Session([], 0)})
+    core = FakeCore([_pod("db-0")])
+    run = run_hooks(core, "shop", [FREEZE], "pre", stream=stream, policy="o", enabled=False)
+    assert run.failed is not None
+    assert run.failed.error == DISABLED
+    assert "execHooks.enabled" in (run.reason or "")
+    assert stream.calls == []
+    assert core.selectors == []  # not even the pods are listed

@@ -105,7 +105,11 @@ class _Core:
         return client.V1PodList(
             items=[
                 client.V1Pod(
-                    metadata=client.V1ObjectMeta(name="db-0", namespace=namespace),
+                    metadata=client.V1ObjectMeta(
+                        name="db-0",
+                        namespace=namespace,
+                        annotations={"safehold.io/exec-hooks": "true"},
+                    ),
                     spec=client.V1PodSpec(containers=[client.V1Container(name="db")]),
                     status=client.V1PodStatus(phase="Running"),
                 )
@@ -143,16 +147,16 @@ def test_failed_exec_pre_hook_fails_pending_sources_and_post_hooks_still_run() -
         calls.append(kw["command"])
         return _Done(1 if len(calls) == 1 else 0)
 
-    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream, enabled=True)
     assert status.sources[0].phase == "Failed"
     assert status.sources[0].error is not None
     assert status.sources[0].error.reason == "HookFailed"
     assert (
         status.sources[0].error.message == "preBackup hook freeze in pod db-0 failed: exit code 1"
     )
-    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream)  # once per run
-    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
-    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    start_pod_hooks(_Core(), _exec_policy(), status, stream=stream, enabled=True)  # once per run
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream, enabled=True)
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream, enabled=True)
     assert len(calls) == 2
     assert [(h.name, h.phase, h.pod, h.exit_code, h.succeeded) for h in status.hooks] == [
         ("freeze", "pre", "db-0", 1, False),
@@ -168,7 +172,7 @@ def test_post_exec_hooks_wait_for_every_source() -> None:
     def stream(func: Any, name: str, namespace: str, **kw: Any) -> _Done:
         raise AssertionError("no hook may run while a source runs")
 
-    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream)
+    finish_pod_hooks(_Core(), _exec_policy(), status, stream=stream, enabled=True)
     assert status.hooks == []
 
 
@@ -184,10 +188,10 @@ def test_the_guides_exec_policy_freezes_and_thaws(guide: Any) -> None:
         requests.append((kw["container"], kw["command"]))
         return _Done(0)
 
-    start_pod_hooks(_Core(), pol, status, stream=stream)
+    start_pod_hooks(_Core(), pol, status, stream=stream, enabled=True)
     assert status.sources[0].phase == "Pending"  # the Job may start
     status.sources[0].phase = "Succeeded"
-    finish_pod_hooks(_Core(), pol, status, stream=stream)
+    finish_pod_hooks(_Core(), pol, status, stream=stream, enabled=True)
     assert requests == [
         ("db", ["fsfreeze", "--freeze", "/var/lib/data"]),
         ("db", ["fsfreeze", "--unfreeze", "/var/lib/data"]),

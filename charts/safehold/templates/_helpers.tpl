@@ -96,11 +96,13 @@ reads credentials, its Jobs receive them by reference. No wildcards.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# exec hooks (spec.hooks): run a command in the application's pods. WebSocket exec is
-# authorized as create since Kubernetes 1.31 and as get before.
+{{- if .Values.execHooks.enabled }}
+# exec hooks (spec.hooks): run a command in the application's pods that opted in. WebSocket
+# exec is authorized as create since Kubernetes 1.31 and as get before.
 - apiGroups: [""]
   resources: ["pods/exec"]
   verbs: ["create", "get"]
+{{- end }}
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]

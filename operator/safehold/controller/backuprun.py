@@ -397,7 +397,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 **body,
                 "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
             }
-        start_pod_hooks(rt.kube.core, policy, status)
+        start_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
         progress: list[Progress] = []
         for i, source in enumerate(status.sources):
             if source.phase not in ("Pending", "Running") or not source.job:
@@ -448,7 +448,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                     snapshot_cleanup(rt, ns, source)
                 rt.progress.pop(source.job, None)
                 rt.progress_read.pop(source.job, None)
-        finish_pod_hooks(rt.kube.core, policy, status)
+        finish_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
         status.phase = run_phase(status.sources)
         status.bytes_read = sum(s.bytes_read or 0 for s in status.sources) or None
         status.bytes_stored = sum(s.bytes_stored or 0 for s in status.sources) or None

@@ -8,6 +8,15 @@ the pre hooks before it creates a run's backup Jobs and the post hooks after the
 also when a pre hook or a Job failed, so that what a pre hook did (a freeze, a lock) is
 always undone.
 
+Exec is a rare power, so it is off twice by default (docs/hooks.md):
+
+- the installation: without the chart value ``execHooks.enabled`` the operator has no
+  ``pods/exec`` right and runs no exec hook (each fails with a message saying so);
+- the pod: a pod runs a policy's exec hooks only when its owner opted in with the
+  annotation ``safehold.io/exec-hooks``, ``"true"`` for any policy of its namespace or a
+  comma-separated list of policy names. Creating a BackupPolicy must not give its author
+  a shell in every pod of the namespace.
+
 The boundary is the ``kubernetes.stream.stream`` call: it is injected, so the request built,
 the timeout, on-error handling and the recorded result are tested without an exec-capable
 kubelet (docs/development.md: the test ground's pod runner has none).
@@ -27,12 +36,15 @@ from safehold.api.reports import ErrorDetail
 from safehold.controller.sources import VolumeClaim, selector_string
 
 __all__ = [
+    "DISABLED",
+    "EXEC_HOOKS_ANNOTATION",
     "OUTPUT_LIMIT",
     "ExecHookResult",
     "HookRun",
     "StreamFn",
     "finish_pod_hooks",
     "job_hook_args",
+    "opted_in",
     "record_job_hooks",
     "run_hooks",
     "run_pod_hook",
@@ -41,6 +53,14 @@ __all__ = [
 
 #: The characters of a hook's output kept in the status (the tail: errors come last).
 OUTPUT_LIMIT = 512
+#: The pod annotation by which a pod's owner lets policies run exec hooks in it.
+EXEC_HOOKS_ANNOTATION = "safehold.io/exec-hooks"
+#: Why no exec hook runs when the installation has not enabled them.
+DISABLED = (
+    "exec hooks are disabled in this installation: the Helm chart value "
+    "execHooks.enabled=true enables them (it grants the operator pods/exec); see "
+    "docs/hooks.md"
+)
 #: How long one wait for exec output may block, so the timeout is checked this often.
 _POLL_SECONDS = 1.0
 
@@ -112,6 +132,30 @@ def _tail(text: str, secrets: Sequence[str]) -> str:
     for value in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(value, "***")
     return text if len(text) <= OUTPUT_LIMIT else "..." + text[-OUTPUT_LIMIT:]
+
+
+def opted_in(pod: Any, policy: str) -> bool:
+    """Whether ``pod`` (a V1Pod) lets ``policy`` run exec hooks in it."""
+    annotations = (pod.metadata.annotations if pod.metadata else None) or {}
+    value = str(annotations.get(EXEC_HOOKS_ANNOTATION, "")).strip()
+    if value.lower() == "true":
+        return True
+    return bool(policy) and policy in {v.strip() for v in value.split(",")}
+
+
+def _refused(hook: Hook, phase: Phase, pod: str | None, error: str) -> ExecHookResult:
+    return ExecHookResult(
+        name=hook.name,
+        phase=phase,
+        pod=pod,
+        container=hook.container,
+        exit_code=None,
+        duration_seconds=0.0,
+        timed_out=False,
+        output="",
+        on_error=hook.on_error,
+        error=error,
+    )
 
 
 def _ready_pods(core: Any, namespace: str, hook: Hook) -> list[Any]:
@@ -191,11 +235,15 @@ def run_hooks(
     stream: StreamFn | None = None,
     secrets: Sequence[str] = (),
     clock: Callable[[], float] = time.monotonic,
+    policy: str = "",
+    enabled: bool = True,
 ) -> HookRun:
     """Run each hook in each of its Running pods, in order. A pre hook with onError Fail
     that fails stops the phase (the backup must not start); post hooks all run, since
     each undoes something. A hook whose selector matches no Running pod fails too: a
-    freeze that silently ran nowhere would make the backup look consistent when it is not."""
+    freeze that silently ran nowhere would make the backup look consistent when it is not.
+    So does a hook in a pod that did not opt in to ``policy``'s hooks, and every hook when
+    the installation has not ``enabled`` exec hooks."""
     if stream is None:
         from kubernetes.stream import stream as kube_stream
 
@@ -203,26 +251,25 @@ def run_hooks(
     results: list[ExecHookResult] = []
     failed: ExecHookResult | None = None
     for hook in hooks:
-        pods = _ready_pods(core, namespace, hook)
-        if not pods:
+        pods = _ready_pods(core, namespace, hook) if enabled else []
+        if not enabled:
+            hook_results = [_refused(hook, phase, None, DISABLED)]
+        elif not pods:
             sel = selector_string(hook.pod_selector)
-            hook_results = [
-                ExecHookResult(
-                    name=hook.name,
-                    phase=phase,
-                    pod=None,
-                    container=hook.container,
-                    exit_code=None,
-                    duration_seconds=0.0,
-                    timed_out=False,
-                    output="",
-                    on_error=hook.on_error,
-                    error=f"no Running pod in namespace {namespace} matches podSelector {sel}",
-                )
-            ]
+            why = f"no Running pod in namespace {namespace} matches podSelector {sel}"
+            hook_results = [_refused(hook, phase, None, why)]
         else:
             hook_results = [
                 run_pod_hook(core, stream, p, hook, phase, secrets=secrets, clock=clock)
+                if opted_in(p, policy)
+                else _refused(
+                    hook,
+                    phase,
+                    p.metadata.name,
+                    f"pod {p.metadata.name} has not opted in to exec hooks: its owner must "
+                    f'annotate it {EXEC_HOOKS_ANNOTATION}: {policy or "true"} (or "true" '
+                    "for every policy of the namespace)",
+                )
                 for p in pods
             ]
         results += hook_results
@@ -311,7 +358,12 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
 
 
 def _run_policy_hooks(
-    core: Any, policy: BackupPolicy, status: BackupRunStatus, phase: Phase, stream: StreamFn | None
+    core: Any,
+    policy: BackupPolicy,
+    status: BackupRunStatus,
+    phase: Phase,
+    stream: StreamFn | None,
+    enabled: bool,
 ) -> str | None:
     """Run the policy's ``phase`` exec hooks once per run and record their results; why an
     onError Fail hook failed, else None (also when there are none or they ran already)."""
@@ -319,18 +371,31 @@ def _run_policy_hooks(
     wanted = list((hooks.pre_backup if phase == "pre" else hooks.post_backup) if hooks else [])
     if not wanted or any(h.phase == phase for h in status.hooks):
         return None
-    run = run_hooks(core, policy.metadata.namespace or "", wanted, phase, stream=stream)
+    run = run_hooks(
+        core,
+        policy.metadata.namespace or "",
+        wanted,
+        phase,
+        stream=stream,
+        policy=policy.metadata.name or "",
+        enabled=enabled,
+    )
     status.hooks += [HookResult.model_validate(r.to_status()) for r in run.results]
     return run.reason
 
 
 def start_pod_hooks(
-    core: Any, policy: BackupPolicy, status: BackupRunStatus, stream: StreamFn | None = None
+    core: Any,
+    policy: BackupPolicy,
+    status: BackupRunStatus,
+    stream: StreamFn | None = None,
+    *,
+    enabled: bool,
 ) -> None:
     """Run the policy's preBackup exec hooks once per run, before any Job starts. When one
     with onError Fail fails, every source that has not started fails with ``HookFailed``
     (no Job, so no snapshot); the post hooks then run when the run ends."""
-    reason = _run_policy_hooks(core, policy, status, "pre", stream)
+    reason = _run_policy_hooks(core, policy, status, "pre", stream, enabled)
     if reason is None:
         return
     for source in status.sources:
@@ -340,14 +405,19 @@ def start_pod_hooks(
 
 
 def finish_pod_hooks(
-    core: Any, policy: BackupPolicy, status: BackupRunStatus, stream: StreamFn | None = None
+    core: Any,
+    policy: BackupPolicy,
+    status: BackupRunStatus,
+    stream: StreamFn | None = None,
+    *,
+    enabled: bool,
 ) -> None:
     """Run the policy's postBackup exec hooks once, when every source is final (also after
     failures). A failed Fail hook marks each source without an error with ``HookFailed``
     (their snapshots are kept), so the run does not report plain success."""
     if any(s.phase in ("Pending", "Running") for s in status.sources):
         return
-    reason = _run_policy_hooks(core, policy, status, "post", stream)
+    reason = _run_policy_hooks(core, policy, status, "post", stream, enabled)
     if reason is None:
         return
     for source in status.sources:

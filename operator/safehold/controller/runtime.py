@@ -26,6 +26,7 @@ from safehold.controller.progress import PROGRESS_INTERVAL
 
 __all__ = [
     "Runtime",
+    "exec_hooks_from_env",
     "job_defaults_from_env",
     "retention_lock_wait_from_env",
     "runtime",
@@ -62,6 +63,12 @@ def retention_lock_wait_from_env() -> float:
     return value
 
 
+def exec_hooks_from_env() -> bool:
+    """``$SAFEHOLD_EXEC_HOOKS``: ``true`` when the installation enabled exec hooks (the
+    chart's ``execHooks.enabled``, which also grants ``pods/exec``); off otherwise."""
+    return os.environ.get("SAFEHOLD_EXEC_HOOKS", "").strip().lower() == "true"
+
+
 @dataclass
 class Runtime:
     kube: Kube
@@ -69,6 +76,8 @@ class Runtime:
     job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
     #: Seconds between two periodic passes over every object.
     pass_interval: float = 3.0
+    #: Whether policies' exec hooks may run (docs/hooks.md); off unless the chart enables it.
+    exec_hooks: bool = field(default_factory=exec_hooks_from_env)
     #: Seconds a retention Job waits for the repository lock before giving up.
     retention_lock_wait: float = field(default_factory=retention_lock_wait_from_env)
     #: Seconds between two reads of a running Job's log for progress.
