@@ -100,7 +100,7 @@ def test_an_unknown_algorithm_is_refused(storage: Storage) -> None:
 def test_a_tampered_config_is_detected(storage: Storage) -> None:
     _init(storage)
     doc = json.loads(storage.get("config"))
-    doc["chunker"]["avg_size"] = 2048
+    doc["chunker"]["avg_size"] = 262144  # valid, but not what the keys sealed
     storage.put("config", json.dumps(doc).encode())
     with pytest.raises(CorruptObject, match="config does not match"):
         Repository.open(storage, PW)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,12 @@ __all__ = [
 FORMAT_NAME = "safehold-repository"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+_MAX_CONFIG = 64 * 1024
+#: Largest chunk and pack a config may ask for: a chunk is held in memory whole.
+_MAX_CHUNK = 256 * 1024 * 1024
+_MAX_PACK = 4 * 1024 * 1024 * 1024 - 1
 
 _KNOWN = {
     "hash": ("blake3",),
@@ -109,57 +116,107 @@ class Config:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Config:
+        name = f"{where}/config"
+        if len(data) > _MAX_CONFIG:
+            raise CorruptObject(name, f"is {len(data)} bytes, more than a config can be")
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict):
                 raise TypeError("not an object")
-        except (ValueError, TypeError) as exc:
-            raise CorruptObject(f"{where}/config", f"not a JSON object ({exc})") from exc
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise CorruptObject(name, f"not a JSON object ({exc})") from exc
         if doc.get("format") != FORMAT_NAME:
             raise UnsupportedRepository(
                 f"{where}: the config does not describe a Safehold repository "
-                f"(format {doc.get('format')!r}); check the --repo URL"
+                f"(format {str(doc.get('format'))[:80]!r}); check the --repo URL"
             )
         version = doc.get("version")
-        if version not in SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
             raise UnsupportedRepository(
-                f"{where}: repository format version {version!r} is not supported by this "
-                f"safehold (it reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}); "
+                f"{where}: repository format version {repr(version)[:40]} is not supported by "
+                f"this safehold (it reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}); "
                 "upgrade safehold to a release that reads it"
             )
+        field = ""
         try:
-            compression = doc["compression"]
-            chunker = doc["chunker"]
-            lock = doc.get("object_lock")
+            field = "compression"
+            compression = _object(doc.get("compression"))
+            field = "chunker"
+            chunker = _object(doc.get("chunker"))
             found = {
-                "hash": doc["hash"],
-                "id_hash": doc["id_hash"],
-                "cipher": doc["cipher"],
-                "compression": compression["algorithm"],
-                "chunker": chunker["algorithm"],
+                "hash": doc.get("hash"),
+                "id_hash": doc.get("id_hash"),
+                "cipher": doc.get("cipher"),
+                "compression": compression.get("algorithm"),
+                "chunker": chunker.get("algorithm"),
             }
             for key, value in found.items():
                 if value not in _KNOWN[key]:
                     raise UnsupportedRepository(
-                        f"{where}: the repository uses {key} algorithm {value!r}, which this "
-                        f"safehold does not know (it knows {', '.join(_KNOWN[key])}); "
+                        f"{where}: the repository uses {key} algorithm {str(value)[:80]!r}, "
+                        f"which this safehold does not know (it knows {', '.join(_KNOWN[key])}); "
                         "upgrade safehold"
                     )
+            field = "id"
+            repo_id = doc.get("id")
+            if type(repo_id) is not str or not _HEX_ID.fullmatch(repo_id):
+                raise ValueError("is not 64 hex digits")
+            field = "created"
+            created = doc.get("created")
+            if type(created) is not str or len(created) > 64:
+                raise ValueError("is not a time")
+            sizes = {}
+            for key in ("min_size", "avg_size", "max_size"):
+                field = f"chunker.{key}"
+                sizes[key] = _int(chunker.get(key), 64, _MAX_CHUNK)
+            field = "chunker"
+            if not sizes["min_size"] <= sizes["avg_size"] <= sizes["max_size"]:
+                raise ValueError("min_size <= avg_size <= max_size does not hold")
+            field = "chunker.normalization"
+            normalization = _int(chunker.get("normalization"), 0, 3)
+            field = "compression.level"
+            level = _int(compression.get("level", DEFAULT_COMPRESSION_LEVEL), -(2**17), 22)
+            field = "pack_size"
+            pack_size = _int(doc.get("pack_size", 16 * 1024 * 1024), 4096, _MAX_PACK)
+            field = "object_lock"
+            lock = doc.get("object_lock")
+            mode: str | None = None
+            days = 0
+            if lock is not None:
+                lock = _object(lock)
+                mode = lock.get("mode")
+                if mode not in ("governance", "compliance"):
+                    raise ValueError("mode is not 'governance' or 'compliance'")
+                field = "object_lock.days"
+                days = _int(lock.get("days"), 1, 36500)
             return cls(
-                id=str(doc["id"]),
-                created=str(doc["created"]),
+                id=repo_id,
+                created=created,
                 chunker=ChunkerParams(
-                    min_size=int(chunker["min_size"]),
-                    avg_size=int(chunker["avg_size"]),
-                    max_size=int(chunker["max_size"]),
-                    normalization=int(chunker["normalization"]),
+                    min_size=sizes["min_size"],
+                    avg_size=sizes["avg_size"],
+                    max_size=sizes["max_size"],
+                    normalization=normalization,
                     algorithm=str(chunker["algorithm"]),
                 ),
-                compression_level=int(compression.get("level", DEFAULT_COMPRESSION_LEVEL)),
-                pack_size=int(doc.get("pack_size", 16 * 1024 * 1024)),
-                version=int(version),
-                object_lock_mode=str(lock["mode"]) if lock else None,
-                object_lock_days=int(lock["days"]) if lock else 0,
+                compression_level=level,
+                pack_size=pack_size,
+                version=version,
+                object_lock_mode=mode,
+                object_lock_days=days,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptObject(f"{where}/config", f"missing or invalid field {exc}") from exc
+            raise CorruptObject(name, f"field {field!r} is missing or invalid ({exc})") from exc
+
+
+def _object(value: object) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError("is not a JSON object")
+    return value
+
+
+def _int(value: object, low: int, high: int) -> int:
+    """``value`` when it is an integer (not a bool, not a float) in ``low..high``."""
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"is not an integer from {low} to {high}")
+    return value

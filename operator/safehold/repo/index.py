@@ -18,13 +18,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo.crypto import AAD_INDEX, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
-from safehold.repo.pack import PackBlob
+from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
 
 __all__ = ["BlobLocation", "Index", "IndexFile", "decode_index", "encode_index"]
 
 _MAGIC = b"SHIX"
 _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
 _U32 = struct.Struct("<I")
+_TYPES = bytes((BLOB_DATA, BLOB_TREE))
+_FLAGS = bytes((0, FLAG_ZSTD))
+#: The largest index body read (zstd's frame header says the size before it is made):
+#: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
+_MAX_BODY = 1 << 30
 
 
 class BlobLocation(NamedTuple):
@@ -62,36 +67,60 @@ def encode_index(aead: AESGCM, index: IndexFile) -> bytes:
 
 
 def decode_index(aead: AESGCM, data: bytes, name: str) -> IndexFile:
+    """An index object's content; :class:`CorruptObject` naming it and what is wrong.
+
+    Every count is checked against the bytes left before anything is allocated for it,
+    and the type and flags of all entries of a pack are checked at once (byte slices),
+    so a hostile object costs no more memory than its own size and no Python per entry.
+    """
     try:
-        body = zstandard.ZstdDecompressor().decompress(open_sealed(aead, AAD_INDEX, data))
+        sealed = open_sealed(aead, AAD_INDEX, data)
     except SealError as exc:
         raise CorruptObject(name, "index object fails authentication") from exc
+    try:
+        size = zstandard.frame_content_size(sealed)
+        if not 0 <= size <= _MAX_BODY:  # writers always record the size (-1: unknown)
+            raise CorruptObject(name, f"index object claims an unusable size ({size} bytes)")
+        body = zstandard.ZstdDecompressor().decompress(sealed, max_output_size=_MAX_BODY)
     except zstandard.ZstdError as exc:
         raise CorruptObject(name, f"index object does not decompress ({exc})") from exc
+    field = "magic"
     try:
         if body[:4] != _MAGIC or body[4] != 1:
             raise ValueError("bad magic or version")
+        field = "supersedes"
         pos = 5
         (count,) = _U32.unpack_from(body, pos)
         pos += 4
+        if pos + 32 * count > len(body):
+            raise ValueError(f"{count} ids do not fit in the object")
         supersedes = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(count)]
         pos += 32 * count
+        field = "packs"
         (npacks,) = _U32.unpack_from(body, pos)
         pos += 4
+        if pos + 36 * npacks > len(body):
+            raise ValueError(f"{npacks} packs do not fit in the object")
         packs: dict[str, list[PackBlob]] = {}
         for _ in range(npacks):
             pack = body[pos : pos + 32].hex()
+            field = f"pack {pack}"
             (nblobs,) = _U32.unpack_from(body, pos + 32)
             pos += 36
             end = pos + nblobs * _ENTRY.size
             if end > len(body):
                 raise ValueError("truncated")
+            if body[pos : end : _ENTRY.size].translate(None, _TYPES):
+                raise ValueError("an entry has an unknown blob type")
+            if body[pos + 1 : end : _ENTRY.size].translate(None, _FLAGS):
+                raise ValueError("an entry has unknown blob flags")
             packs[pack] = list(map(PackBlob._make, _ENTRY.iter_unpack(body[pos:end])))
             pos = end
+        field = "end"
         if pos != len(body):
             raise ValueError("trailing bytes")
     except (ValueError, IndexError, struct.error) as exc:
-        raise CorruptObject(name, f"index object is malformed ({exc})") from exc
+        raise CorruptObject(name, f"index object is malformed at {field} ({exc})") from exc
     return IndexFile(packs, supersedes)
 
 

@@ -7,6 +7,7 @@ removing deletes one, and no data is ever re-encrypted (format section 5).
 from __future__ import annotations
 
 import base64
+import binascii
 import getpass
 import json
 import os
@@ -18,10 +19,28 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from safehold.repo.crypto import AAD_KEY, MasterKeys, SealError, open_sealed, seal
+from safehold.repo.crypto import (
+    AAD_KEY,
+    SEAL_OVERHEAD,
+    MasterKeys,
+    SealError,
+    open_sealed,
+    seal,
+)
 from safehold.repo.errors import CorruptObject, UnsupportedRepository
 
-__all__ = ["KeyInfo", "KeyOpenFailed", "make_key_object", "open_key_object", "parse_key_info"]
+__all__ = [
+    "MAX_SCRYPT_MEMORY",
+    "MAX_SCRYPT_WORK",
+    "KeyInfo",
+    "KeyObject",
+    "KeyOpenFailed",
+    "make_key_object",
+    "open_key_object",
+    "parse_key_info",
+    "parse_key_object",
+    "unseal_key",
+]
 
 SCRYPT_N = 2**15
 SCRYPT_R = 8
@@ -86,50 +105,136 @@ def make_key_object(
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
 
+#: The most memory one key derivation may take (scrypt needs 128·n·r bytes): a key object
+#: asking for more is refused as damaged before anything is derived (format section 5).
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+#: The most work (n·r·p, in scrypt's block operations) one derivation may take: 16 times
+#: what the writers' default costs.
+MAX_SCRYPT_WORK = 2**22
+_MAX_KEY_OBJECT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class KeyObject:
+    """A parsed key object: what derivation it asks for, checked, and the sealed payload."""
+
+    name: str
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    sealed: bytes
+
+    @property
+    def cost(self) -> int:
+        """The work its derivation takes, to try the cheapest first."""
+        return self.n * self.r * self.p
+
+
 def _parse(data: bytes, name: str) -> dict[str, Any]:
+    if len(data) > _MAX_KEY_OBJECT:
+        raise CorruptObject(name, f"key object is {len(data)} bytes, more than a key can be")
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptObject(name, f"key object is not JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise CorruptObject(name, "key object is not a JSON object")
     return doc
 
 
+def _text(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key, "")
+    return value[:256] if isinstance(value, str) else ""
+
+
 def parse_key_info(data: bytes, name: str) -> KeyInfo:
     doc = _parse(data, name)
     return KeyInfo(
         id=name.rsplit("/", 1)[-1],
-        created=str(doc.get("created", "")),
-        hostname=str(doc.get("hostname", "")),
-        username=str(doc.get("username", "")),
+        created=_text(doc, "created"),
+        hostname=_text(doc, "hostname"),
+        username=_text(doc, "username"),
     )
+
+
+def _b64(value: object, field: str, low: int, high: int) -> bytes:
+    if type(value) is not str or len(value) > 4 * high:
+        raise ValueError(f"field {field!r} is not base64")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(f"field {field!r} is not base64") from exc
+    if not low <= len(raw) <= high:
+        raise ValueError(f"field {field!r} holds {len(raw)} bytes, not {low} to {high}")
+    return raw
+
+
+def parse_key_object(data: bytes, name: str) -> KeyObject:
+    """Check a key object's fields and its scrypt cost, without deriving anything.
+
+    :class:`CorruptObject` (naming the object and the field) when it is malformed or asks
+    for more than :data:`MAX_SCRYPT_MEMORY` or :data:`MAX_SCRYPT_WORK`;
+    :class:`UnsupportedRepository` for a KDF or cipher this version does not know."""
+    doc = _parse(data, name)
+    kdf = doc.get("kdf")
+    if type(kdf) is not dict:
+        raise CorruptObject(name, "key object misses or mangles field 'kdf'")
+    algorithm, cipher = kdf.get("algorithm"), doc.get("cipher")
+    if algorithm != "scrypt" or cipher != "aes-256-gcm":
+        raise UnsupportedRepository(
+            f"{name}: key uses {str(algorithm)[:40]}/{str(cipher)[:40]}, which this safehold "
+            "does not know; upgrade safehold"
+        )
+    params = {}
+    for field in ("n", "r", "p"):
+        value = kdf.get(field)
+        if type(value) is not int or not 1 <= value <= 2**32:
+            raise CorruptObject(name, f"key object field 'kdf.{field}' is not a positive integer")
+        params[field] = value
+    n, r, p = params["n"], params["r"], params["p"]
+    if n < MIN_SCRYPT_N or n & (n - 1):
+        raise CorruptObject(
+            name, f"key object field 'kdf.n' ({n}) is not a power of two of at least 2^14"
+        )
+    if 128 * n * r > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
+        raise CorruptObject(
+            name,
+            f"key object asks for scrypt n={n} r={r} p={p}: more than the "
+            f"{MAX_SCRYPT_MEMORY >> 20} MiB of memory and the work a key may take",
+        )
+    try:
+        salt = _b64(kdf.get("salt"), "kdf.salt", 16, 64)
+        sealed = _b64(doc.get("data"), "data", SEAL_OVERHEAD, 1024)
+    except ValueError as exc:
+        raise CorruptObject(name, f"key object {exc}") from exc
+    return KeyObject(name, n, r, p, salt, sealed)
+
+
+def unseal_key(key: KeyObject, password: str) -> tuple[MasterKeys, str, str]:
+    """Derive the key's KEK and open its payload: (master keys, repository id, config
+    hash); :class:`KeyOpenFailed` when the password is not this key's."""
+    try:
+        plain = open_sealed(_kek(password, key.salt, key.n, key.r, key.p), AAD_KEY, key.sealed)
+    except SealError as exc:
+        raise KeyOpenFailed(key.name) from exc
+    try:
+        payload = json.loads(plain)
+        if type(payload) is not dict:
+            raise ValueError("not a JSON object")
+        encrypt = _b64(payload.get("encrypt"), "encrypt", 32, 32)
+        id_key = _b64(payload.get("id"), "id", 32, 32)
+        seed = payload.get("chunker_seed")
+        if type(seed) is not int or not 0 <= seed < 2**63:
+            raise ValueError("field 'chunker_seed' is not a 63-bit integer")
+        repository, config = payload.get("repository"), payload.get("config")
+        if type(repository) is not str or type(config) is not str:
+            raise ValueError("field 'repository' or 'config' is not a string")
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObject(key.name, f"key payload is malformed ({exc})") from exc
+    return MasterKeys(encrypt=encrypt, id_key=id_key, chunker_seed=seed), repository, config
 
 
 def open_key_object(data: bytes, name: str, password: str) -> tuple[MasterKeys, str, str]:
     """Return (master keys, repository id, config hash), or raise :class:`KeyOpenFailed`."""
-    doc = _parse(data, name)
-    try:
-        kdf = doc["kdf"]
-        if kdf["algorithm"] != "scrypt" or doc.get("cipher") != "aes-256-gcm":
-            raise UnsupportedRepository(
-                f"{name}: key uses {kdf['algorithm']}/{doc.get('cipher')}, which this safehold "
-                "does not know; upgrade safehold"
-            )
-        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-        salt = base64.b64decode(kdf["salt"])
-        sealed = base64.b64decode(doc["data"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptObject(name, f"key object misses or mangles field {exc}") from exc
-    if n < MIN_SCRYPT_N or r < 1 or p < 1 or n > 2**22 or r * p > 64:
-        raise CorruptObject(name, f"key object has unsafe scrypt parameters n={n} r={r} p={p}")
-    try:
-        payload = json.loads(open_sealed(_kek(password, salt, n, r, p), AAD_KEY, sealed))
-    except SealError as exc:
-        raise KeyOpenFailed(name) from exc
-    keys = MasterKeys(
-        encrypt=base64.b64decode(payload["encrypt"]),
-        id_key=base64.b64decode(payload["id"]),
-        chunker_seed=int(payload["chunker_seed"]),
-    )
-    return keys, str(payload["repository"]), str(payload["config"])
+    return unseal_key(parse_key_object(data, name), password)

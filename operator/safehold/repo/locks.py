@@ -19,14 +19,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from safehold.repo.crypto import AAD_LOCK, SealError, object_hash, open_sealed, seal
-from safehold.repo.errors import LockConflict
+from safehold.repo.errors import CorruptObject, LockConflict
+from safehold.repo.snapshot import parse_time
 from safehold.storage import NotFound
 
 if TYPE_CHECKING:
     from safehold.repo.repository import Repository
 
-__all__ = ["REFRESH_EVERY", "STALE_AFTER", "LockInfo", "RepositoryLock", "list_locks", "unlock"]
+__all__ = [
+    "REFRESH_EVERY",
+    "STALE_AFTER",
+    "LockInfo",
+    "RepositoryLock",
+    "decode_lock",
+    "list_locks",
+    "unlock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +77,47 @@ class LockInfo:
         )
 
 
+def decode_lock(aead: AESGCM, data: bytes, name: str) -> LockInfo:
+    """A lock object's content; :class:`CorruptObject` naming it and the field when it
+    fails authentication or breaks format section 11."""
+    try:
+        doc = json.loads(open_sealed(aead, AAD_LOCK, data))
+    except SealError as exc:
+        raise CorruptObject(name, "lock fails authentication") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObject(name, "lock is not JSON") from exc
+    try:
+        if type(doc) is not dict:
+            raise ValueError("not a JSON object")
+        exclusive = doc.get("exclusive")
+        if type(exclusive) is not bool:
+            raise ValueError("field 'exclusive' is not true or false")
+        try:
+            moment = parse_time(doc.get("time"))
+        except ValueError as exc:
+            raise ValueError(f"field 'time' is not an RFC 3339 time ({exc})") from None
+        pid = doc.get("pid", 0)
+        if type(pid) is not int or not 0 <= pid < 2**31:
+            raise ValueError("field 'pid' is not a process id")
+        texts = {}
+        for key in ("hostname", "operation"):
+            value = doc.get(key, "")
+            if type(value) is not str or len(value) > 1024:
+                raise ValueError(f"field {key!r} is not a string")
+            texts[key] = value
+    except ValueError as exc:
+        raise CorruptObject(name, f"lock is malformed ({exc})") from exc
+    return LockInfo(name, exclusive, moment, texts["hostname"], pid, texts["operation"])
+
+
 def _read_lock(repo: Repository, name: str) -> LockInfo | None:
     try:
         data = repo.storage.get(name)
     except NotFound:
         return None
     try:
-        doc = json.loads(open_sealed(repo.aead, AAD_LOCK, data))
-        return LockInfo(
-            name=name,
-            exclusive=bool(doc["exclusive"]),
-            time=datetime.fromisoformat(str(doc["time"]).replace("Z", "+00:00")),
-            hostname=str(doc.get("hostname", "")),
-            pid=int(doc.get("pid", 0)),
-            operation=str(doc.get("operation", "")),
-        )
-    except (SealError, ValueError, KeyError, TypeError):
+        return decode_lock(repo.aead, data, name)
+    except CorruptObject:
         # Unreadable: treat as an exclusive lock of unknown age (now), so nothing prunes under it.
         return LockInfo(name, True, datetime.now(UTC), "", 0, "unreadable", readable=False)
 

@@ -109,7 +109,13 @@ def decode_blob(
     if flags & ~FLAG_ZSTD:
         raise ValueError(f"unknown blob flags {flags:#x}")
     if flags & FLAG_ZSTD:
-        body = _decompressor().decompress(body, max_output_size=raw)
+        try:
+            # zstd allocates the size its frame header claims: refuse one that is not ``raw``
+            if zstandard.frame_content_size(body) not in (raw, -1):
+                raise ValueError(f"blob's compressed frame does not hold {raw} bytes")
+            body = _decompressor().decompress(body, max_output_size=raw)
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"blob does not decompress ({exc})") from exc
     if len(body) != raw:
         raise ValueError(f"blob is {len(body)} bytes, the header says {raw}")
     return body
@@ -144,6 +150,12 @@ def parse_pack_header(aead: AESGCM, tail: bytes, pack_size: int, name: str) -> l
     entries: list[PackBlob] = []
     offset = 0
     for blob_type, flags, stored, raw, blob_id in HEADER_ENTRY.iter_unpack(header):
+        if blob_type not in (BLOB_DATA, BLOB_TREE) or flags & ~FLAG_ZSTD:
+            raise CorruptObject(
+                name, f"pack header entry {len(entries)} has type {blob_type}, flags {flags:#x}"
+            )
+        if stored < SEAL_OVERHEAD:
+            raise CorruptObject(name, f"pack header entry {len(entries)} is {stored} bytes")
         entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
         offset += stored
     if offset + hlen + _TRAILER.size != pack_size:

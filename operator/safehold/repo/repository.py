@@ -21,15 +21,18 @@ from safehold.repo.errors import (
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
+    UnsupportedRepository,
     WrongPassword,
 )
 from safehold.repo.index import Index, IndexFile, decode_index, encode_index
 from safehold.repo.keys import (
     KeyInfo,
+    KeyObject,
     KeyOpenFailed,
     make_key_object,
-    open_key_object,
     parse_key_info,
+    parse_key_object,
+    unseal_key,
 )
 from safehold.repo.pack import BLOB_TREE, decode_blob
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
@@ -40,6 +43,9 @@ __all__ = ["IndexLoad", "Repository", "apply_object_lock", "pack_object_name"]
 
 log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+#: (location, config hash) -> the key object that opened it last in this process, tried
+#: first by the next open so that it does not derive every key again.
+_OPENED_WITH: dict[tuple[str, str], str] = {}
 
 
 def pack_object_name(pack: str) -> str:
@@ -140,28 +146,83 @@ class Repository:
             raise CorruptObject(
                 f"{storage.location}/keys", "the repository has no key objects; it cannot be opened"
             )
-        for name in names:
+        remembered = _OPENED_WITH.get((storage.location, config_hash))
+        if remembered in names:  # the key that opened it before, in this process: first
+            names.remove(remembered)
+            names.insert(0, remembered)
+        candidates: list[KeyObject] = []
+        damaged: dict[str, str] = {}
+        unsupported: list[str] = []
+        # Parse every key first (cheap), then derive the cheapest first: a key object
+        # someone wrote with a high (still allowed) cost does not slow every open down.
+        for position, name in enumerate(names):
             try:
                 key_data = storage.get(name)
-                keys, repo_id, sealed_config_hash = open_key_object(key_data, name, password)
-            except KeyOpenFailed:
-                continue
+                if object_hash(key_data) != name.rsplit("/", 1)[-1]:
+                    raise CorruptObject(name, "bytes do not match the object's name")
+                key = parse_key_object(key_data, name)
             except NotFound:
                 continue
-            if repo_id != config.id or sealed_config_hash != config_hash:
-                raise CorruptObject(
-                    f"{storage.location}/config",
-                    "the config does not match the one this key was made for: it was changed "
-                    "or replaced; restore it from a replica",
-                )
-            repo = cls(storage, config, keys, name)
-            if load_index:
-                repo.load_index()
-            return repo
+            except CorruptObject as exc:
+                damaged[name] = str(exc)
+                log.warning("skipping damaged key object %s", exc)
+                continue
+            except UnsupportedRepository as exc:
+                unsupported.append(str(exc))
+                continue
+            candidates.append(key)
+            if position == 0 and name == remembered:
+                break  # try it alone first; the others only when it no longer opens
+        candidates.sort(key=lambda k: (k.name != remembered, k.cost))
+        tried = {k.name for k in candidates}
+        for key in candidates:
+            repo = cls._try_key(storage, config, config_hash, key, password, load_index)
+            if repo is not None:
+                return repo
+        if remembered in tried and len(names) > 1:
+            _OPENED_WITH.pop((storage.location, config_hash), None)
+            return cls.open(storage, password, load_index=load_index)
+        if damaged and not candidates:
+            first, message = next(iter(damaged.items()))
+            raise CorruptObject(
+                first,
+                f"{message.removeprefix(first + ': ')}; no key object of the repository can "
+                f"be read ({len(damaged)} damaged): restore the keys from a replica",
+            )
+        if unsupported and not candidates:
+            raise UnsupportedRepository(unsupported[0])
+        extra = f"; {len(damaged)} key object(s) are damaged" if damaged else ""
         raise WrongPassword(
             f"{storage.location}: the password opens none of the repository's {len(names)} "
-            "key(s); check SAFEHOLD_PASSWORD or --password-file"
+            f"key(s){extra}; check SAFEHOLD_PASSWORD or --password-file"
         )
+
+    @classmethod
+    def _try_key(
+        cls,
+        storage: Storage,
+        config: Config,
+        config_hash: str,
+        key: KeyObject,
+        password: str,
+        load_index: bool,
+    ) -> Repository | None:
+        """The repository opened with ``key``, or None when the password is not its."""
+        try:
+            keys, repo_id, sealed_config_hash = unseal_key(key, password)
+        except KeyOpenFailed:
+            return None
+        if repo_id != config.id or sealed_config_hash != config_hash:
+            raise CorruptObject(
+                f"{storage.location}/config",
+                "the config does not match the one this key was made for: it was changed "
+                "or replaced; restore it from a replica",
+            )
+        _OPENED_WITH[(storage.location, config_hash)] = key.name
+        repo = cls(storage, config, keys, key.name)
+        if load_index:
+            repo.load_index()
+        return repo
 
     # ------------------------------------------------------------ keys
     def add_key(self, password: str, *, kdf_n: int = 2**15) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "newest_per_source",
+    "parse_time",
     "source_filter",
 ]
 
@@ -92,25 +94,110 @@ def encode_snapshot(aead: AESGCM, snap: Snapshot) -> bytes:
     return seal(aead, AAD_SNAPSHOT, json.dumps(doc, sort_keys=True).encode())
 
 
+_ID = re.compile(r"[0-9a-f]{64}")
+#: Bounds of a snapshot's lists and strings (format section 9): generous for any real
+#: backup, small enough that a hostile object cannot exhaust memory.
+MAX_LIST = 10_000
+MAX_STRING = 4096
+MAX_SUMMARY = 64
+
+
+def _string(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = doc.get(key, default)
+    if type(value) is not str or len(value) > MAX_STRING or "\x00" in value:
+        raise ValueError(f"field {key!r} is not a string of at most {MAX_STRING} characters")
+    return value
+
+
+def _strings(doc: dict[str, Any], key: str) -> list[str]:
+    value = doc.get(key, [])
+    if type(value) is not list or len(value) > MAX_LIST:
+        raise ValueError(f"field {key!r} is not a list of at most {MAX_LIST} strings")
+    for item in value:
+        if type(item) is not str or len(item) > MAX_STRING or "\x00" in item:
+            raise ValueError(f"field {key!r} holds an item that is not a string")
+    return value
+
+
+def _id(value: object, key: str) -> str:
+    if type(value) is not str or not _ID.fullmatch(value):
+        raise ValueError(f"field {key!r} is not an id of 64 hex digits")
+    return value
+
+
+def _summary(value: object) -> dict[str, Any]:
+    if type(value) is not dict or len(value) > MAX_SUMMARY:
+        raise ValueError(f"field 'summary' is not an object of at most {MAX_SUMMARY} entries")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError("field 'summary' has a key longer than 64 characters")
+        kind = type(item)
+        if kind is int:
+            if not 0 <= item < 2**63:
+                raise ValueError(f"summary {key!r} is out of range")
+        elif kind is float:
+            if not (math.isfinite(item) and item >= 0):
+                raise ValueError(f"summary {key!r} is not a finite number")
+        elif kind is str:
+            if len(item) > MAX_STRING:
+                raise ValueError(f"summary {key!r} is too long")
+        elif item is not None and kind is not bool:
+            raise ValueError(f"summary {key!r} is not a number or a string")
+    return value
+
+
+def parse_time(value: object) -> datetime:
+    """An RFC 3339 time with its offset (``...Z``); :class:`ValueError` otherwise."""
+    if type(value) is not str or len(value) > 64:
+        raise ValueError("is not an RFC 3339 time")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return moment
+
+
 def decode_snapshot(aead: AESGCM, data: bytes, name: str) -> Snapshot:
+    """A snapshot object's content; :class:`CorruptObject` naming the object and the field
+    when it fails authentication or breaks format section 9."""
     try:
         doc = json.loads(open_sealed(aead, AAD_SNAPSHOT, data))
-        snap = Snapshot(
-            time=str(doc["time"]),
-            source=str(doc["source"]),
-            type=str(doc["type"]),
-            tree=str(doc["tree"]),
-            paths=[str(p) for p in doc.get("paths", [])],
-            hostname=str(doc.get("hostname", "")),
-            tags=[str(t) for t in doc.get("tags", [])],
-            parent=doc.get("parent"),
-            program=str(doc.get("program", "")),
-            summary=dict(doc.get("summary", {})),
-            version=int(doc.get("version", 1)),
-            meta=check_meta(doc.get("meta", {})),
-        )
     except SealError as exc:
         raise CorruptObject(name, "snapshot fails authentication") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObject(name, "snapshot is not JSON") from exc
+    try:
+        if type(doc) is not dict:
+            raise ValueError("not a JSON object")
+        try:
+            time = doc["time"]
+            parse_time(time)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"field 'time' is not an RFC 3339 time ({exc})") from None
+        kind = _string(doc, "type")
+        if kind not in SNAPSHOT_TYPES:
+            raise ValueError(f"field 'type' is not one of {', '.join(SNAPSHOT_TYPES)}")
+        version = doc.get("version", 1)
+        if type(version) is not int or not 1 <= version < 2**31:
+            raise ValueError("field 'version' is not a positive integer")
+        parent = doc.get("parent")
+        try:
+            meta = check_meta(doc.get("meta", {}))
+        except ValueError as exc:
+            raise ValueError(f"field 'meta': {exc}") from None
+        snap = Snapshot(
+            time=time,
+            source=_string(doc, "source"),
+            type=kind,
+            tree=_id(doc.get("tree"), "tree"),
+            paths=_strings(doc, "paths"),
+            hostname=_string(doc, "hostname", ""),
+            tags=_strings(doc, "tags"),
+            parent=None if parent is None else _id(parent, "parent"),
+            program=_string(doc, "program", ""),
+            summary=_summary(doc.get("summary", {})),
+            version=version,
+            meta=meta,
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(name, f"snapshot is malformed ({exc})") from exc
     snap.id = name.rsplit("/", 1)[-1]

@@ -7,6 +7,7 @@ encodes to the same bytes, gets the same id and is stored once.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from safehold.repo.errors import CorruptObject
@@ -28,17 +29,96 @@ def encode_tree(nodes: list[Node]) -> bytes:
     ).encode()
 
 
+_ID_LIST = re.compile(r"(?:[0-9a-f]{64},)*[0-9a-f]{64}")
+_ID = re.compile(r"[0-9a-f]{64}")
+#: Integer fields and their allowed range (inclusive); times may be before 1970.
+_U64 = (0, 2**64 - 1)
+_INTS: dict[str, tuple[int, int]] = {
+    "mode": (0, 0o7777),
+    "uid": (0, 2**32 - 1),
+    "gid": (0, 2**32 - 1),
+    "mtime_ns": (-(2**63), 2**63 - 1),
+    "atime_ns": (-(2**63), 2**63 - 1),
+    "ctime_ns": (-(2**63), 2**63 - 1),
+    "inode": _U64,
+    "dev": _U64,
+    "links": (0, 2**32 - 1),
+    "size": (0, 2**63 - 1),
+    "rdev": _U64,
+}
+_STRINGS = ("user", "group")
+_PATHS = ("target", "hardlink")
+#: Longest name or link target kept (Linux: 255-byte names, 4096-byte paths; a name
+#: that is not UTF-8 takes one character per byte).
+MAX_NAME = 4096
+MAX_TARGET = 65536
+
+
+def _ids(content: object) -> bool:
+    """Whether ``content`` is a list of hex blob ids: one C-level match over them all, not
+    a Python check per chunk."""
+    if type(content) is not list:
+        return False
+    try:
+        return not content or _ID_LIST.fullmatch(",".join(content)) is not None
+    except TypeError:  # an item is not a string
+        return False
+
+
+def _check_node(node: object) -> str:
+    """The node's name; :class:`ValueError` naming the field that breaks format section 9."""
+    if type(node) is not dict:
+        raise ValueError("a node is not an object")
+    name = node.get("name")
+    if type(name) is not str or not name or len(name) > MAX_NAME:
+        raise ValueError(f"a node has no valid name ({str(name)[:80]!r})")
+    if "/" in name or "\x00" in name or name in (".", ".."):
+        raise ValueError(f"node name {name[:80]!r} holds '/' or NUL, or is '.' or '..'")
+    kind = node.get("type")
+    if kind not in NODE_TYPES:
+        raise ValueError(f"node {name[:80]!r} has unknown type {str(kind)[:40]!r}")
+    for key, (low, high) in _INTS.items():
+        value = node.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise ValueError(f"node {name[:80]!r} field {key!r} is not an integer in range")
+    for key in _STRINGS:
+        value = node.get(key)
+        if value is not None and (type(value) is not str or len(value) > MAX_NAME):
+            raise ValueError(f"node {name[:80]!r} field {key!r} is not a string")
+    for key in _PATHS:
+        value = node.get(key)
+        if value is not None and (
+            type(value) is not str or not value or "\x00" in value or len(value) > MAX_TARGET
+        ):
+            raise ValueError(f"node {name[:80]!r} field {key!r} is not a path without NUL")
+    content = node.get("content")
+    if content is not None and not _ids(content):
+        raise ValueError(f"node {name[:80]!r} field 'content' is not a list of blob ids")
+    subtree = node.get("subtree")
+    if subtree is not None and (type(subtree) is not str or not _ID.fullmatch(subtree)):
+        raise ValueError(f"node {name[:80]!r} field 'subtree' is not a blob id")
+    sparse = node.get("sparse")
+    if sparse is not None and type(sparse) is not bool:
+        raise ValueError(f"node {name[:80]!r} field 'sparse' is not true or false")
+    return name
+
+
 def decode_tree(data: bytes, name: str = "tree") -> list[Node]:
+    """The nodes of a tree blob; :class:`CorruptObject` naming the tree and the field when
+    it breaks format section 9 (names with '/' or NUL, ids that are not 64 hex digits,
+    numbers out of range, duplicate names)."""
     try:
         doc = json.loads(data)
+        if type(doc) is not dict:
+            raise TypeError("not a JSON object")
         nodes = doc["nodes"]
-        if not isinstance(nodes, list):
+        if type(nodes) is not list:
             raise TypeError("nodes is not a list")
-        for node in nodes:
-            if not isinstance(node, dict) or not isinstance(node.get("name"), str):
-                raise TypeError("a node has no name")
-            if node.get("type") not in NODE_TYPES:
-                raise TypeError(f"unknown node type {node.get('type')!r}")
+        names = set(map(_check_node, nodes))
+        if len(names) != len(nodes):
+            raise ValueError("two nodes have the same name")
+    except RecursionError as exc:  # JSON nested thousands deep
+        raise CorruptObject(name, "tree blob is malformed (nested too deeply)") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(name, f"tree blob is malformed ({exc})") from exc
     return nodes
