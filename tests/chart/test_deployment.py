@@ -228,3 +228,17 @@ def test_retention_lock_wait_reaches_the_operator(render: Any) -> None:
     assert env_of(operator_container(render({})))["SAFEHOLD_RETENTION_LOCK_WAIT"] == "600"
     env = env_of(operator_container(render({"retentionLockWaitSeconds": 30})))
     assert env["SAFEHOLD_RETENTION_LOCK_WAIT"] == "30"
+
+
+def test_the_chart_passes_the_limits_to_the_operator(render: Any, of_kind: Any) -> None:
+    def env(values: dict[str, Any]) -> dict[str, str]:
+        [deployment] = of_kind(render(values), "Deployment")
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert "SAFEHOLD_ALLOWED_DATABASE_HOSTS" not in env({})
+    limited = env(
+        {"policyLimits": {"serviceAccounts": ["*/sa", "ops/x"], "databaseHosts": ["*.svc"]}}
+    )
+    assert limited["SAFEHOLD_ALLOWED_SERVICE_ACCOUNTS"] == "*/sa,ops/x"
+    assert limited["SAFEHOLD_ALLOWED_DATABASE_HOSTS"] == "*.svc"

@@ -60,6 +60,7 @@ from safehold.controller.jobs import (
     with_settings,
 )
 from safehold.controller.kube import ApiException
+from safehold.controller.limits import apply_limits
 from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.repository import with_repository
 from safehold.controller.resources import plan_resources_source, start_resources_backup
@@ -243,6 +244,7 @@ def _plan(
         out.append(result)
     out += plan_database_sources(policy, wanted, name)
     out += plan_resources_source(policy, wanted, name)
+    apply_limits(rt.limits, policy, out)
     return out
 
 

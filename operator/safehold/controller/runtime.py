@@ -22,6 +22,7 @@ from safehold.api import Progress
 from safehold.api.jobs import JobSettings
 from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
+from safehold.controller.limits import Limits, limits_from_env
 from safehold.controller.progress import PROGRESS_INTERVAL
 
 __all__ = [
@@ -78,6 +79,8 @@ class Runtime:
     pass_interval: float = 3.0
     #: Whether policies' exec hooks may run (docs/hooks.md); off unless the chart enables it.
     exec_hooks: bool = field(default_factory=exec_hooks_from_env)
+    #: The ServiceAccounts and database hosts policies may name (the chart's policyLimits).
+    limits: Limits = field(default_factory=limits_from_env)
     #: Seconds a retention Job waits for the repository lock before giving up.
     retention_lock_wait: float = field(default_factory=retention_lock_wait_from_env)
     #: Seconds between two reads of a running Job's log for progress.
