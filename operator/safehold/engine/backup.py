@@ -26,7 +26,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,6 +170,10 @@ class _DirJob:
         self.id: str | None = None
         self.done = threading.Event()
 
+
+#: One directory's walk (:meth:`_Backup._walk_dir`): yields its subdirectories' walks,
+#: is sent their jobs, returns its own.
+_DirWalk = Generator["_DirWalk", "_DirJob | None", "_DirJob | None"]
 
 _TYPES = {
     stat.S_IFREG: "file",
@@ -377,9 +381,7 @@ class _Backup:
         node = self._meta(name, st)
         kind = node["type"]
         if kind == "dir":
-            self.counts["dirs"] += 1
-            parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
-            job = self._walk_dir(path, rel, parent_tree, scope)
+            job = self._walk(self._dir_node(node, path, rel, parent, scope))
             if job is None:
                 return None
             node["subtree"] = job
@@ -599,11 +601,39 @@ class _Backup:
             if node["type"] == "dir" and isinstance(sub, str) and sub not in self._trees_ahead:
                 self._trees_ahead[sub] = self.readers.submit(self._read_parent_tree, sub)
 
-    def _walk_dir(
-        self, path: str, rel: str, parent_tree: object, scope: int = _ALL
-    ) -> _DirJob | None:
-        """The directory's job; None when it cannot be read (recorded as an error) or,
-        in scope ``_SOME``, when nothing under it is included."""
+    def _dir_node(
+        self, node: Node, path: str, rel: str, parent: Node | None, scope: int
+    ) -> _DirWalk:
+        """Count the directory ``node`` and start its walk (see :meth:`_walk_dir`)."""
+        self.counts["dirs"] += 1
+        parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
+        return self._walk_dir(path, rel, parent_tree, scope)
+
+    @staticmethod
+    def _walk(top: _DirWalk) -> _DirJob | None:
+        """Run a directory's walk and, depth first, those of the directories below it: an
+        explicit stack of suspended walks, so that the depth of a tree is bounded by
+        memory, not by Python's recursion limit (a tree 500 levels deep used to fail
+        every backup of its volume with RecursionError)."""
+        stack = [top]
+        result: _DirJob | None = None
+        while True:
+            try:
+                child = stack[-1].send(result)
+            except StopIteration as done:
+                stack.pop()
+                result = done.value
+                if not stack:
+                    return result
+                continue
+            stack.append(child)
+            result = None
+
+    def _walk_dir(self, path: str, rel: str, parent_tree: object, scope: int = _ALL) -> _DirWalk:
+        """The walk of one directory, a generator: it yields the walk of each
+        subdirectory for :meth:`_walk` to run and is sent back that subdirectory's job
+        (None: left out), and returns the directory's own job: None when it cannot be read
+        (recorded as an error) or, in scope ``_SOME``, when nothing under it is included."""
         if scope == _NONE:
             return self._finish_dir([])
         try:
@@ -659,16 +689,29 @@ class _Backup:
                 nxt += 1
             if entry.path in self._prefetched:
                 ahead -= st.st_size
-            node = self._node(
-                entry.path,
-                f"{rel}/{entry.name}",
-                entry.name,
-                st,
-                parents.get(entry.name),
-                same[k],
-                child_scopes[k] if scopes is not None else _ALL,
-            )
-            self._prefetched.pop(entry.path, None)
+            node: Node | None
+            if stat.S_ISDIR(st.st_mode):  # walked by _walk, not by recursion
+                node = self._meta(entry.name, st)
+                job = yield self._dir_node(
+                    node,
+                    entry.path,
+                    f"{rel}/{entry.name}",
+                    parents.get(entry.name),
+                    child_scopes[k] if scopes is not None else _ALL,
+                )
+                if job is None:
+                    continue
+                node["subtree"] = job
+            else:
+                node = self._node(
+                    entry.path,
+                    f"{rel}/{entry.name}",
+                    entry.name,
+                    st,
+                    parents.get(entry.name),
+                    same[k],
+                )
+                self._prefetched.pop(entry.path, None)
             if node is not None:
                 nodes.append(node)
         if scope == _SOME and not nodes and len(rel) >= self.root_len:

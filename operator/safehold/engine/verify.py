@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo import CorruptObject, Repository, pack_object_name
+from safehold.repo import CorruptObject, Node, Repository, pack_object_name
 from safehold.repo.crypto import SealError, object_hash
 from safehold.repo.pack import decode_blob, parse_pack
 from safehold.storage import NotFound, StorageError
@@ -174,38 +174,76 @@ class _Verifier:
         self.report.objects.update(errors)
 
     def _tree(self, tree_id: str, prefix: str) -> list[dict[str, str]]:
-        """Damaged paths below a tree, relative to it; memoised (snapshots share subtrees)."""
-        memo = self.tree_memo.get(tree_id)
-        if memo is None:
-            memo = []
-            blob = bytes.fromhex(tree_id)
-            if blob in self.bad_blobs:
-                memo.append({"path": "", "error": f"directory lost: {self.bad_blobs[blob]}"})
-            else:
-                try:
-                    nodes = self.repo.load_tree(tree_id)
-                except CorruptObject as exc:
-                    nodes = []
-                    memo.append({"path": "", "error": f"directory lost: {exc}"})
-                for node in nodes:
-                    name = node["name"]
-                    if node["type"] == "dir" and isinstance(node.get("subtree"), str):
-                        for item in self._tree(node["subtree"], ""):
-                            sub = f"{name}/{item['path']}" if item["path"] else name
-                            memo.append({"path": sub, "error": item["error"]})
-                    elif node["type"] == "file":
-                        for c in node.get("content", []):
-                            chunk = bytes.fromhex(c)
-                            if chunk in self.bad_blobs:
-                                memo.append({"path": name, "error": self.bad_blobs[chunk]})
-                                break
-                            if chunk not in self.repo.index:
-                                memo.append({"path": name, "error": f"chunk {c} is in no index"})
-                                break
-            self.tree_memo[tree_id] = memo
+        """Damaged paths below a tree, relative to it; memoised (snapshots share subtrees).
+
+        Walked with an explicit stack, children before their parent, so that a tree of
+        any depth is verified (recursion failed at about 1,000 levels)."""
+        memo = self.tree_memo
+        if tree_id not in memo:
+            # (tree id, its nodes once loaded, its own load error)
+            stack: list[tuple[str, list[Node] | None, str]] = [(tree_id, None, "")]
+            loading: set[str] = set()  # the trees whose walk is under way: the path
+            while stack:
+                current, nodes, error = stack[-1]
+                if nodes is None:
+                    if current in memo or current in loading:  # done by another path
+                        stack.pop()
+                        continue
+                    nodes, error = self._load(current)
+                    stack[-1] = (current, nodes, error)
+                    loading.add(current)
+                    below = [
+                        sub
+                        for node in nodes
+                        if node["type"] == "dir"
+                        and isinstance(sub := node.get("subtree"), str)
+                        and sub not in memo
+                        and sub not in loading  # a cycle: reported by _damage
+                    ]
+                    if below:
+                        stack.extend((sub, None, "") for sub in below)
+                        continue
+                stack.pop()
+                loading.discard(current)
+                memo[current] = self._damage(nodes, error)
+        found = memo[tree_id]
         if not prefix:
-            return memo
-        return [{"path": f"{prefix}/{m['path']}", "error": m["error"]} for m in memo]
+            return found
+        return [{"path": f"{prefix}/{m['path']}", "error": m["error"]} for m in found]
+
+    def _load(self, tree_id: str) -> tuple[list[Node], str]:
+        """A tree's nodes, or none and why the directory is lost."""
+        blob = bytes.fromhex(tree_id)
+        if blob in self.bad_blobs:
+            return [], f"directory lost: {self.bad_blobs[blob]}"
+        try:
+            return self.repo.load_tree(tree_id), ""
+        except CorruptObject as exc:
+            return [], f"directory lost: {exc}"
+
+    def _damage(self, nodes: list[Node], error: str) -> list[dict[str, str]]:
+        """A tree's damaged paths, from its nodes and its subtrees' (already in the memo)."""
+        found = [{"path": "", "error": error}] if error else []
+        for node in nodes:
+            name = node["name"]
+            if node["type"] == "dir" and isinstance(node.get("subtree"), str):
+                below = self.tree_memo.get(node["subtree"])
+                if below is None:  # only a cycle, which content-addressed ids rule out
+                    found.append({"path": name, "error": "directory contains itself"})
+                    continue
+                for item in below:
+                    sub = f"{name}/{item['path']}" if item["path"] else name
+                    found.append({"path": sub, "error": item["error"]})
+            elif node["type"] == "file":
+                for c in node.get("content", []):
+                    chunk = bytes.fromhex(c)
+                    if chunk in self.bad_blobs:
+                        found.append({"path": name, "error": self.bad_blobs[chunk]})
+                        break
+                    if chunk not in self.repo.index:
+                        found.append({"path": name, "error": f"chunk {c} is in no index"})
+                        break
+        return found
 
 
 def verify_repository(
