@@ -87,7 +87,6 @@ def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: s
 #: (verb, resource): what the operator must be able to do wherever it watches.
 ALLOWED = [
     ("watch", "backuplocations.safehold.io"),
-    ("patch", "backuppolicies.safehold.io"),
     ("create", "backupruns.safehold.io"),
     ("delete", "backupruns.safehold.io"),
     ("patch", "restorerequests.safehold.io/status"),
@@ -105,6 +104,7 @@ DENIED = [
     ("get", "secrets"),
     ("list", "secrets"),
     ("watch", "secrets"),
+    ("patch", "backuppolicies.safehold.io"),  # the operator writes only status
     ("create", "pods/exec"),  # only with execHooks.enabled (docs/hooks.md)
     ("get", "pods/exec"),
     ("create", "backuplocations.safehold.io"),

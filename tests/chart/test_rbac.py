@@ -16,7 +16,7 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
         *(
             ("safehold.io", plural, verb)
             for plural in ("backuplocations", "backuppolicies", "backupruns", "restorerequests")
-            for verb in ("get", "list", "watch", "patch")
+            for verb in ("get", "list", "watch")
         ),
         ("safehold.io", "backupruns", "create"),
         ("safehold.io", "backupruns", "delete"),

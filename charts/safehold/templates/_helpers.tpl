@@ -76,10 +76,10 @@ reads credentials, its Jobs receive them by reference. No wildcards.
 {{- define "safehold.namespacedRules" -}}
 - apiGroups: ["safehold.io"]
   resources: ["backuplocations", "backuppolicies", "restorerequests"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["safehold.io"]
   resources: ["backupruns"]
-  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: ["safehold.io"]
   resources:
     - backuplocations/status
