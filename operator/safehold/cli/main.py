@@ -290,7 +290,7 @@ def _exit_code(exc: BaseException) -> int:
         (UnsupportedRepository, exitcodes.UNSUPPORTED),
         (RepositoryExists, exitcodes.ERROR),
         (NoSuchSnapshot, exitcodes.ERROR),
-        (CorruptObject, exitcodes.ERROR),
+        (CorruptObject, exitcodes.DAMAGED),
         (RepositoryError, exitcodes.ERROR),
         (StorageError, exitcodes.ERROR),
     ]

@@ -362,9 +362,23 @@ class Repository:
     def find_snapshot(
         self, ref: str, *, source: str | None = None, tags: Iterable[str] = ()
     ) -> Snapshot:
-        """Resolve ``latest`` (newest matching) or an id or unique id prefix."""
-        candidates = self.snapshots(source=source, tags=tags)
+        """Resolve ``latest`` (newest matching) or an id or unique id prefix.
+
+        An unreadable snapshot object is never passed over: ``latest`` cannot tell whether
+        it is the newest, and an id may be its. Both raise :class:`CorruptObject` naming
+        it, so that a restore never silently brings back older data."""
+        errors: dict[str, str] = {}
+        candidates = self.snapshots(source=source, tags=tags, errors=errors)
         if ref == "latest":
+            if errors:
+                name, message = sorted(errors.items())[0]
+                raise CorruptObject(
+                    name,
+                    f"{message.removeprefix(name + ': ')}; {len(errors)} snapshot object(s) "
+                    "cannot be read, so 'latest' cannot tell which is the newest: give a "
+                    "snapshot id ('safehold snapshots' lists them and the unreadable ones), "
+                    "or repair or forget the damaged snapshot",
+                )
             if not candidates:
                 what = f" of source {source!r}" if source else ""
                 raise NoSuchSnapshot(
@@ -373,7 +387,15 @@ class Repository:
                     "'safehold snapshots' lists them"
                 )
             return candidates[-1]
-        matches = [s for s in candidates if s.id.startswith(ref.lower())]
+        prefix = ref.lower()
+        matches = [s for s in candidates if s.id.startswith(prefix)]
+        damaged = sorted(n for n in errors if n.rsplit("/", 1)[-1].startswith(prefix))
+        if damaged and len(ref) >= 4:
+            raise CorruptObject(
+                damaged[0],
+                f"{errors[damaged[0]].removeprefix(damaged[0] + ': ')}; snapshot {ref!r} "
+                "cannot be read: restore it from a replica, or pick another snapshot",
+            )
         if len(matches) != 1 or len(ref) < 4:
             raise NoSuchSnapshot(
                 f"{self.location}: snapshot {ref!r} matches {len(matches)} snapshots; give a "
