@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from operator import itemgetter
 from typing import Any
 
 from safehold.repo.errors import CorruptObject
@@ -32,7 +33,9 @@ def encode_tree(nodes: list[Node]) -> bytes:
 _ID_LIST = re.compile(r"(?:[0-9a-f]{64},)*[0-9a-f]{64}")
 _ID = re.compile(r"[0-9a-f]{64}")
 #: Integer fields and their allowed range (inclusive); times may be before 1970.
-_U64 = (0, 2**64 - 1)
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+_I64 = 2**63
 _INTS: dict[str, tuple[int, int]] = {
     "mode": (0, 0o7777),
     "uid": (0, 2**32 - 1),
@@ -40,29 +43,55 @@ _INTS: dict[str, tuple[int, int]] = {
     "mtime_ns": (-(2**63), 2**63 - 1),
     "atime_ns": (-(2**63), 2**63 - 1),
     "ctime_ns": (-(2**63), 2**63 - 1),
-    "inode": _U64,
-    "dev": _U64,
+    "inode": (0, _U64),
+    "dev": (0, _U64),
     "links": (0, 2**32 - 1),
     "size": (0, 2**63 - 1),
-    "rdev": _U64,
+    "rdev": (0, _U64),
 }
+_COMMON = itemgetter(
+    "mode",
+    "uid",
+    "gid",
+    "links",
+    "inode",
+    "dev",
+    "mtime_ns",
+    "atime_ns",
+    "ctime_ns",
+    "user",
+    "group",
+)
 _STRINGS = ("user", "group")
-_PATHS = ("target", "hardlink")
 #: Longest name or link target kept (Linux: 255-byte names, 4096-byte paths; a name
 #: that is not UTF-8 takes one character per byte).
 MAX_NAME = 4096
 MAX_TARGET = 65536
 
 
-def _ids(content: object) -> bool:
-    """Whether ``content`` is a list of hex blob ids: one C-level match over them all, not
-    a Python check per chunk."""
-    if type(content) is not list:
-        return False
+def _comma_join(content: list[Any]) -> str:
+    """The ids of ``content`` joined by commas, matched by ``_ID_LIST`` in one C-level
+    pass (not a Python check per chunk); an empty string when an item is not a string."""
     try:
-        return not content or _ID_LIST.fullmatch(",".join(content)) is not None
-    except TypeError:  # an item is not a string
-        return False
+        return ",".join(content)
+    except TypeError:
+        return ""
+
+
+def _path(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_TARGET and "\x00" not in value
+
+
+def _check_fields(node: Node, name: str) -> None:
+    """Check the integer and owner-name fields one by one (those present)."""
+    for key, (low, high) in _INTS.items():
+        value = node.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise ValueError(f"node {name[:80]!r} field {key!r} is not an integer in range")
+    for key in _STRINGS:
+        value = node.get(key)
+        if value is not None and (type(value) is not str or len(value) > MAX_NAME):
+            raise ValueError(f"node {name[:80]!r} field {key!r} is not a string")
 
 
 def _check_node(node: object) -> str:
@@ -77,22 +106,56 @@ def _check_node(node: object) -> str:
     kind = node.get("type")
     if kind not in NODE_TYPES:
         raise ValueError(f"node {name[:80]!r} has unknown type {str(kind)[:40]!r}")
-    for key, (low, high) in _INTS.items():
-        value = node.get(key)
-        if value is not None and (type(value) is not int or not low <= value <= high):
-            raise ValueError(f"node {name[:80]!r} field {key!r} is not an integer in range")
-    for key in _STRINGS:
-        value = node.get(key)
-        if value is not None and (type(value) is not str or len(value) > MAX_NAME):
-            raise ValueError(f"node {name[:80]!r} field {key!r} is not a string")
-    for key in _PATHS:
-        value = node.get(key)
-        if value is not None and (
-            type(value) is not str or not value or "\x00" in value or len(value) > MAX_TARGET
+    try:
+        mode, uid, gid, links, inode, dev, mtime, atime, ctime, user, group = _COMMON(node)
+    except KeyError:  # some missing (allowed): check field by field
+        _check_fields(node, name)
+    else:
+        # the fields every writer sets, checked inline: a loop over them costs twice the
+        # JSON parse of the node
+        i64 = _I64
+        if not (
+            type(mode) is int
+            and type(uid) is int
+            and type(gid) is int
+            and type(links) is int
+            and type(inode) is int
+            and type(dev) is int
+            and type(mtime) is int
+            and type(atime) is int
+            and type(ctime) is int
+            and type(user) is str
+            and type(group) is str
+            and 0 <= mode <= 0o7777
+            and 0 <= uid <= _U32
+            and 0 <= gid <= _U32
+            and 0 <= links <= _U32
+            and 0 <= inode <= _U64
+            and 0 <= dev <= _U64
+            and -i64 <= mtime < i64
+            and -i64 <= atime < i64
+            and -i64 <= ctime < i64
+            and len(user) <= MAX_NAME
+            and len(group) <= MAX_NAME
         ):
-            raise ValueError(f"node {name[:80]!r} field {key!r} is not a path without NUL")
+            _check_fields(node, name)  # raises, naming the field
+    # optional fields, unrolled (this runs once per node of every tree read)
+    size = node.get("size")
+    if size is not None and (type(size) is not int or not 0 <= size < _I64):
+        raise ValueError(f"node {name[:80]!r} field 'size' is not an integer in range")
+    rdev = node.get("rdev")
+    if rdev is not None and (type(rdev) is not int or not 0 <= rdev <= _U64):
+        raise ValueError(f"node {name[:80]!r} field 'rdev' is not an integer in range")
+    target = node.get("target")
+    if target is not None and not _path(target):
+        raise ValueError(f"node {name[:80]!r} field 'target' is not a path without NUL")
+    hardlink = node.get("hardlink")
+    if hardlink is not None and not _path(hardlink):
+        raise ValueError(f"node {name[:80]!r} field 'hardlink' is not a path without NUL")
     content = node.get("content")
-    if content is not None and not _ids(content):
+    if content is not None and not (
+        type(content) is list and (not content or _ID_LIST.fullmatch(_comma_join(content)))
+    ):
         raise ValueError(f"node {name[:80]!r} field 'content' is not a list of blob ids")
     subtree = node.get("subtree")
     if subtree is not None and (type(subtree) is not str or not _ID.fullmatch(subtree)):
