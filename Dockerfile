@@ -1,23 +1,37 @@
 # One image for the operator and the `safehold` CLI that its Jobs run.
 # Build: docker build -t safehold:0.1.0 .
-# The base is pinned by version; pin it by digest in your registry mirror for reproducible builds.
-FROM python:3.11.7-slim-bookworm AS build
+#
+# Reproducible and tamper-evident: every Python package, the build backend included, comes
+# from requirements.lock (`make lock`), pinned by version and checked by sha256
+# (`--require-hashes`); nothing is resolved at build time. The base image is pinned by
+# version; to pin it by digest as well, pass the index digest of the tag you mirror, e.g.
+#   docker buildx imagetools inspect python:3.11.7-slim-bookworm   # the "Digest:" line
+#   docker build --build-arg PYTHON_DIGEST=sha256:<that digest> -t safehold:0.1.0 .
+# (empty by default: the digest cannot be looked up where this file is maintained).
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+ARG PYTHON_DIGEST=""
+
+FROM ${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST} AS build
 WORKDIR /src
+# The dependencies first (their layer survives source changes), then safehold itself with
+# no dependency resolution and no download: its build backend is in the lock too.
+COPY requirements.lock ./
+RUN python -m venv /opt/safehold \
+ && /opt/safehold/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m pip install --no-cache-dir --upgrade pip \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
+RUN /opt/safehold/bin/pip install --no-cache-dir --no-deps --no-index --no-build-isolation . \
+ && /opt/safehold/bin/pip check
 
-FROM python:3.11.7-slim-bookworm
+FROM ${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST}
 # Client tools for database sources: pg_dump, pg_dumpall, pg_restore, psql (bookworm's 15: a
 # client must be at least as new as the server it dumps) and mysqldump, mysql (MariaDB's).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client mariadb-client \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links=/wheels 'safehold[all]' \
- && rm -rf /wheels \
+ && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin safehold
+# The same path as in the build stage, so the virtual environment's scripts work unchanged.
+COPY --from=build /opt/safehold /opt/safehold
+ENV PATH=/opt/safehold/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 65532:65532
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 ENTRYPOINT ["safehold"]

@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: all deps venv lint crds test e2e cluster quickstart dr-drill bench clean
+.PHONY: all deps venv lint crds lock test e2e cluster quickstart dr-drill bench clean
 
 all: test
 
@@ -35,6 +35,21 @@ lint: venv
 crds: venv
 	$(PY) -m safehold.api.crdgen
 	$(PY) charts/render_manifest.py
+
+# requirements.lock: the image's Python dependencies (pyproject.toml's with the extras the
+# Dockerfile installs, plus the build backend), pinned with sha256 hashes for
+# `pip install --require-hashes`. Resolved against PyPI alone (no local indexes or wheel
+# folders from pip's configuration), with pip-tools in its own cached environment. Existing
+# pins are kept; `make lock ARGS=--upgrade` moves every package to its newest version.
+LOCK_TOOLS := $(SAFEHOLD_CACHE)/pip-tools
+lock:
+	@test -x $(LOCK_TOOLS)/bin/pip-compile || \
+	  { python3 -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q 'pip-tools==7.7.0'; }
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
+	  $(LOCK_TOOLS)/bin/pip-compile --quiet $(ARGS) --generate-hashes --allow-unsafe \
+	  --strip-extras --build-deps-for=wheel --extra=s3 --extra=gcs --extra=azure \
+	  --extra=operator --index-url=https://pypi.org/simple --no-emit-index-url \
+	  --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 # Every test: unit, storage conformance on real servers, engine, test ground, end to end.
 test: deps venv lint cluster
