@@ -104,6 +104,14 @@ def register(
         help="restore the objects of namespace OLD into NEW (repeatable)",
     )
     app.add_argument(
+        "--only-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="write only into these namespaces (after mapping; repeatable): an object of "
+        "another stops the restore before its first write",
+    )
+    app.add_argument(
         "--existing",
         choices=("skip", "update", "fail"),
         default="skip",
@@ -194,7 +202,9 @@ def apply_resources(args: Namespace, out: Output) -> int:
     from safehold.engine.resources_apply import (
         ApplyOptions,
         ExistingObjects,
+        NamespacesNotAllowed,
         apply_manifests,
+        check_namespaces,
         read_tree,
         select_manifests,
     )
@@ -217,6 +227,7 @@ def apply_resources(args: Namespace, out: Output) -> int:
         namespace_mapping=_mapping(args.map_namespace),
         existing=args.existing,
         dry_run=args.dry_run,
+        only_namespaces=_list(args.only_namespace),
     )
     api = _connect(args)
     repo = open_repo(args)
@@ -234,10 +245,11 @@ def apply_resources(args: Namespace, out: Output) -> int:
             snapshot_tree(repo, snap) as root,
         ):
             chosen = select_manifests(read_tree(root), opts, api)
+            check_namespaces(chosen, opts.only_namespaces)
             result = apply_manifests(api, chosen, opts, report=show)
     except NotAResourceSnapshot as exc:
         raise UsageError(str(exc)) from None
-    except (ExistingObjects, KubeError) as exc:
+    except (ExistingObjects, NamespacesNotAllowed, KubeError) as exc:
         out.error(str(exc))
         out.summary({"ok": False, "error": str(exc), "exit_code": exitcodes.ERROR})
         return exitcodes.ERROR

@@ -32,8 +32,10 @@ __all__ = [
     "ApplyResult",
     "ExistingPolicy",
     "Manifest",
+    "NamespacesNotAllowed",
     "apply_manifests",
     "apply_order",
+    "check_namespaces",
     "read_tree",
     "select_manifests",
 ]
@@ -118,6 +120,8 @@ class ApplyOptions:
     namespace_mapping: Mapping[str, str] = field(default_factory=dict)
     existing: ExistingPolicy = "skip"
     dry_run: bool = False
+    #: Namespaces (after mapping) the objects may be written into; empty: any.
+    only_namespaces: list[str] = field(default_factory=list)
     crd_timeout: float = 60.0
 
 
@@ -161,6 +165,33 @@ class ApplyResult:
 
 class ExistingObjects(Exception):
     """existing policy ``fail`` and some targets exist; nothing was written."""
+
+
+class NamespacesNotAllowed(Exception):
+    """Selected objects would land in namespaces the restore may not write; nothing was
+    written."""
+
+
+def check_namespaces(manifests: list[Manifest], only: list[str]) -> None:
+    """Raise :class:`NamespacesNotAllowed` when a (mapped) object belongs to a namespace
+    outside ``only`` (a Namespace object belongs to itself); empty ``only``: no limit.
+    Cluster-scoped objects are left to the ServiceAccount's own rights."""
+    if not only:
+        return
+    allowed = set(only)
+    outside: dict[str, int] = {}
+    for m in manifests:
+        ns = m.name if m.kind == "Namespace" else m.namespace
+        if ns is not None and ns not in allowed:
+            outside[ns] = outside.get(ns, 0) + 1
+    if outside:
+        found = ", ".join(f"{ns} ({n} objects)" for ns, n in sorted(outside.items()))
+        raise NamespacesNotAllowed(
+            f"the selection would write into namespaces this restore may not write: {found}; "
+            f"it may write only into {', '.join(sorted(allowed))}: leave those out "
+            "(excludeNamespaces), or name them (includeNamespaces, namespaceMapping) so "
+            "their owners' grant is checked; nothing was written"
+        )
 
 
 def _type_matches(m: Manifest, patterns: list[str], api: KubeApi | None) -> bool:
