@@ -76,6 +76,8 @@ def install(helm: str, cluster: Cluster) -> Iterator[Install]:
 def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None) -> bool:
     """Whether the apiserver lets ``account`` (namespace:name) do ``verb`` on ``resource``."""
     resource, _, subresource = resource.partition("/")
+    if resource == "configmaps" and subresource:  # a ConfigMap by name, not a subresource
+        resource, subresource = f"{resource}/{subresource}", ""
     args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{account}"]
     args += [f"--subresource={subresource}"] if subresource else []
     args += [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
@@ -145,6 +147,11 @@ def test_helm_install_watching_all_namespaces(
     assert not can_i(
         cluster, account, "delete", "customresourcedefinitions.apiextensions.k8s.io", None
     )
+    # restores into another namespace: its owners' grant, by name only (docs/security.md)
+    assert can_i(cluster, account, "get", "configmaps/safehold-restore-grant", namespace)
+    assert not can_i(cluster, account, "get", "configmaps/kube-root-ca.crt", namespace)
+    assert can_i(cluster, account, "get", "namespaces", None)
+    assert not can_i(cluster, account, "list", "namespaces", None)
 
     helm_run(helm, cluster, "uninstall", release, "--namespace", namespace, "--wait")
     assert cluster.get("clusterrole", name) is None

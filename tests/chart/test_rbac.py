@@ -1,8 +1,9 @@
 """The chart's RBAC equals the contract with the controller, in both watch modes.
 
 The contract (docs/install.md, "RBAC"): exactly these (API group, resource, verb) triples, no
-Secrets, no wildcards, nothing named by resourceNames; cluster-wide rights for namespaced
-resources only when the operator watches every namespace.
+Secrets, no wildcards; resourceNames only for the one ConfigMap a restore into another
+namespace reads (its owners' grant, docs/security.md), written ``configmaps:NAME``;
+cluster-wide rights for namespaced resources only when the operator watches every namespace.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
             for group in ("", "events.k8s.io")
             for verb in ("create", "patch")
         ),
+        ("", "configmaps:safehold-restore-grant", "get"),
     }
 )
 #: Only with ``execHooks.enabled`` (docs/hooks.md): off by default.
@@ -51,7 +53,7 @@ CLUSTER_ONLY: frozenset[tuple[str, str, str]] = frozenset(
         ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
     )
     for verb in ("get", "list", "watch")
-)
+) | {("", "namespaces", "get")}
 
 
 def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -59,11 +61,19 @@ def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     out: set[tuple[str, str, str]] = set()
     for rule in role.get("rules", []):
         assert not rule.get("nonResourceURLs"), f"{role['metadata']['name']}: {rule}"
-        assert not rule.get("resourceNames"), f"{role['metadata']['name']}: {rule}"
+        names = rule.get("resourceNames") or []
+        if names:  # only the grant ConfigMap, only get
+            assert rule == {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["safehold-restore-grant"],
+                "verbs": ["get"],
+            }, f"{role['metadata']['name']}: {rule}"
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
-                    out.add((group, resource, verb))
+                    for name in names or [None]:
+                        out.add((group, f"{resource}:{name}" if name else resource, verb))
     return out
 
 

@@ -115,14 +115,25 @@ reads credentials, its Jobs receive them by reference. No wildcards.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# a restore into another namespace: the grant its owners created there (docs/security.md);
+# no other ConfigMap, and no list or watch
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["safehold-restore-grant"]
+  verbs: ["get"]
 {{- end -}}
 
-{{/* The cluster-scoped things the operator reads: which CRDs exist (kopf's discovery) and
-which VolumeSnapshotClasses there are (volume sources in snapshot mode). */}}
+{{/* The cluster-scoped things the operator reads: which CRDs exist (kopf's discovery),
+which VolumeSnapshotClasses there are (volume sources in snapshot mode), and whether a
+namespace a restore targets exists. */}}
 {{- define "safehold.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# a denied restore into another namespace says whether that namespace exists at all
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshotclasses"]
   verbs: ["get", "list", "watch"]

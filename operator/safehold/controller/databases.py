@@ -47,9 +47,11 @@ __all__ = [
     "CREDENTIALS_DIR",
     "EXISTING",
     "MissingSource",
+    "database_restore_host",
     "database_restore_item",
     "database_restore_job",
     "plan_database_sources",
+    "service_namespace",
     "start_database_backup",
 ]
 
@@ -182,6 +184,25 @@ def _restorable(
             )
         )
     return d
+
+
+def database_restore_host(policy: BackupPolicy | None, name: str) -> str | None:
+    """The host a restore of database source ``name`` connects to (None: unknown)."""
+    d = _database(policy, name) if policy is not None else None
+    return d.host if d is not None else None
+
+
+def service_namespace(host: str) -> tuple[str, bool] | None:
+    """The namespace a cluster-internal Service host name points into: ``(NS, True)``
+    for ``NAME.NS.svc`` and ``NAME.NS.svc.DOMAIN``; ``(NS, False)`` for ``NAME.NS``
+    (which may also be an outside name: it counts only if namespace NS exists); None
+    for anything else (a bare name stays in the Job's own namespace)."""
+    parts = host.lower().rstrip(".").split(".")
+    if len(parts) >= 3 and parts[2] == "svc":
+        return parts[1], True
+    if len(parts) == 2 and all(parts):
+        return parts[1], False
+    return None
 
 
 def database_restore_item(

@@ -172,6 +172,22 @@ class Kube:
         out: Json = self.api.sanitize_for_serialization(obj)
         return out
 
+    # ------------------------------------------------------------ restore grants
+    def get_configmap(self, namespace: str, name: str) -> Json | None:
+        """A ConfigMap, None when absent. The chart grants ``get`` on one name only
+        (safehold.controller.grants.GRANT_NAME): the operator reads no other ConfigMap."""
+        return self._read(self.core.read_namespaced_config_map, name, namespace)
+
+    def namespace_exists(self, name: str) -> bool:
+        """Whether namespace ``name`` exists (``get`` on namespaces: no list, no watch)."""
+        try:
+            self.core.read_namespace(name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     # ------------------------------------------------------------ events
     def event(
         self, obj: Mapping[str, Any], reason: str, message: str, *, warning: bool = False

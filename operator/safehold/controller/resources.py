@@ -10,6 +10,7 @@ a ServiceAccount the source fails at once with reason ``ServiceAccountRequired``
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from safehold.api import (
@@ -44,6 +45,7 @@ __all__ = [
     "plan_resources_source",
     "resources_restore_item",
     "resources_restore_job",
+    "resources_target_namespaces",
     "start_resources_backup",
 ]
 
@@ -51,6 +53,7 @@ __all__ = [
 SOURCE = "resources"
 KIND: Final = "clusterResources"
 _EXISTING = {"Skip": "skip", "Overwrite": "update", "Fail": "fail"}
+_GLOB = re.compile(r"[*?\[]")
 
 
 def plan_resources_source(policy: BackupPolicy, wanted: set[str], run: str) -> list[SourceResult]:
@@ -154,9 +157,29 @@ def resources_restore_item(req: RestoreRequest, source: dict[str, Any]) -> Resto
     return item
 
 
+def resources_target_namespaces(req: RestoreRequest) -> list[str]:
+    """The namespaces other than the request's own that a clusterResources restore may
+    write into: every ``namespaceMapping`` target, and every namespace of
+    ``spec.resources.includeNamespaces`` (mapped). Each needs the target's grant
+    (safehold.controller.grants); the apply Job is told to write nowhere else
+    (``--only-namespace``), so objects of a namespace the request did not name (a
+    snapshot of several namespaces restored without includeNamespaces, or with a
+    pattern) stop the restore
+    before its first write instead of landing in a namespace nobody checked."""
+    ns = req.metadata.namespace or ""
+    mapping = req.spec.namespace_mapping
+    filt = req.spec.resources
+    # a pattern names no namespace to check: the namespaces it matches must be named
+    literal = [n for n in (filt.include_namespaces if filt else []) if not _GLOB.search(n)]
+    named = {mapping.get(n, n) for n in literal}
+    return sorted((set(mapping.values()) | named) - {ns})
+
+
 def _apply_args(req: RestoreRequest, item: RestoredItem) -> list[str]:
     spec = req.spec
     args = ["apply-resources", item.snapshot_id or ""]
+    for n in sorted({req.metadata.namespace or "", *resources_target_namespaces(req)}):
+        args += ["--only-namespace", n]
     filt = spec.resources
     if filt is not None:
         for n in filt.include_namespaces:

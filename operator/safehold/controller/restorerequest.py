@@ -21,6 +21,7 @@ root.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from safehold.api import (
@@ -42,9 +43,12 @@ from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.databases import (
     MissingSource,
+    database_restore_host,
     database_restore_item,
     database_restore_job,
+    service_namespace,
 )
+from safehold.controller.grants import Denial, check_grant
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
@@ -56,7 +60,14 @@ from safehold.controller.jobs import (
     with_settings,
 )
 from safehold.controller.repository import with_repository
-from safehold.controller.resources import resources_restore_item, resources_restore_job
+from safehold.controller.resources import (
+    KIND as RESOURCES_KIND,
+)
+from safehold.controller.resources import (
+    resources_restore_item,
+    resources_restore_job,
+    resources_target_namespaces,
+)
 from safehold.controller.restoresources import (
     Origin,
     RestoreSource,
@@ -329,6 +340,88 @@ def _database_item(
     return item
 
 
+def _volume_namespace(req: RestoreRequest) -> tuple[str, str]:
+    """The namespace volume sources are restored into, and the field that chose it."""
+    ns = req.metadata.namespace or ""
+    target = req.spec.target
+    if target is not None and target.namespace:
+        return target.namespace, "spec.target.namespace"
+    if ns in req.spec.namespace_mapping:
+        return req.spec.namespace_mapping[ns], f"spec.namespaceMapping[{ns}]"
+    return ns, "the request's namespace"
+
+
+def _other_namespaces(
+    rt: Runtime,
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    kind: str,
+    source: str,
+    volume_ns: str,
+) -> list[tuple[str, str]]:
+    """(namespace, what) for each namespace other than the request's that restoring
+    ``source`` writes into: a volume's target, a clusterResources restore's mapped and
+    named namespaces, a database server addressed as a Service of another namespace."""
+    ns = req.metadata.namespace or ""
+    if kind == RESOURCES_KIND:
+        return [
+            (t, f"clusterResources source {source} (spec.namespaceMapping, "
+                "spec.resources.includeNamespaces)")
+            for t in resources_target_namespaces(req)
+        ]  # fmt: skip
+    if kind == "database":
+        host = database_restore_host(policy, source)
+        found = service_namespace(host) if host else None
+        if found is None or found[0] == ns:
+            return []
+        tns, certain = found
+        if not certain and not rt.kube.namespace_exists(tns):
+            return []  # NAME.OTHER where no namespace OTHER exists: an outside host
+        return [(tns, f"database source {source} (its server {host} is a Service of {tns})")]
+    if volume_ns == ns:
+        return []
+    _, field = _volume_namespace(req)
+    return [(volume_ns, f"volume source {source} ({field})")]
+
+
+def _denial(
+    rt: Runtime,
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    kind: str,
+    source: str,
+    volume_ns: str,
+) -> Denial | None:
+    """Why restoring ``source`` may not write where it would (the target namespace's
+    grant, safehold.controller.grants), or None."""
+    ns = req.metadata.namespace or ""
+    for tns, what in _other_namespaces(rt, req, policy, kind, source, volume_ns):
+        denial = check_grant(rt.kube, ns, tns, what)
+        if denial is not None:
+            return denial
+    return None
+
+
+def _limit(
+    rt: Runtime, req: RestoreRequest, policy: BackupPolicy | None, item: RestoredItem
+) -> None:
+    """Fail ``item`` when it names what the chart's policyLimits do not allow: the
+    ServiceAccount a clusterResources restore runs as, a database server's host."""
+    ns = req.metadata.namespace or ""
+    why: str | None = None
+    if item.kind == RESOURCES_KIND and req.spec.resources is not None:
+        sa = req.spec.resources.service_account_name
+        why = rt.limits.service_account(ns, sa) if sa else None
+        reason, field = "ServiceAccountNotAllowed", "spec.resources.serviceAccountName"
+    elif item.kind == "database":
+        host = database_restore_host(policy, item.source)
+        why = rt.limits.database_host(host) if host else None
+        reason, field = "DatabaseHostNotAllowed", f"the host of database source {item.source}"
+    if why and item.phase in ("Pending", "Skipped"):
+        item.phase = "Failed"
+        item.error = ErrorDetail(reason=reason, message=f"{field}: {why}")
+
+
 def _plan(
     rt: Runtime,
     req: RestoreRequest,
@@ -336,14 +429,22 @@ def _plan(
     policy: BackupPolicy | None,
     status: RestoreRequestStatus,
 ) -> list[RestoredItem]:
+    chosen = _check_sources(req, origin)
+    volume_ns, _ = _volume_namespace(req)
+    # every target namespace is checked before anything is looked at or created there
+    for s in chosen:
+        denial = _denial(rt, req, policy, s.kind, s.name, volume_ns)
+        if denial is not None:
+            raise Stop(denial.reason, denial.message)
     items: list[RestoredItem] = []
-    for s in _check_sources(req, origin):
-        if s.kind == "clusterResources":
+    for s in chosen:
+        if s.kind == RESOURCES_KIND:
             items.append(resources_restore_item(req, {"name": s.name, "snapshotId": s.snapshot_id}))
         elif s.kind == "database":
             items.append(_database_item(req, origin, policy, s))
         else:
-            items.append(_volume_item(rt, req, policy, s, status))
+            items.append(_volume_item(rt, req, policy, s, status, volume_ns))
+        _limit(rt, req, policy, items[-1])
     if req.spec.dry_run:
         status.warnings.append("dry run: nothing was written; status.restored lists the plan")
     return items
@@ -355,14 +456,12 @@ def _volume_item(
     policy: BackupPolicy | None,
     s: RestoreSource,
     status: RestoreRequestStatus,
+    tns: str,
 ) -> RestoredItem:
     spec = req.spec
     ns = req.metadata.namespace or ""
     original = _claim_of(policy, s)
     target = spec.target
-    tns = (target.namespace if target and target.namespace else None) or (
-        spec.namespace_mapping.get(ns, ns)
-    )
     claim = target.claim_name if target else original
     item = RestoredItem(
         source=s.name,
@@ -532,13 +631,19 @@ def _restore_job(
     return _job_request(rt, body, req, location, item)
 
 
-def _advance(rt: Runtime, request: JobRequest, item: RestoredItem) -> Progress | None:
-    """Create the item's Job or read its outcome into ``item``; its progress while it runs."""
+def _advance(
+    rt: Runtime, request: JobRequest, item: RestoredItem, guard: Callable[[], Denial | None]
+) -> Progress | None:
+    """Create the item's Job (unless ``guard`` denies it now) or read its outcome into
+    ``item``; its progress while it runs."""
     job = rt.kube.get_job(request.namespace, request.name)
     if job is None:
         if item.phase == "Running":
             item.phase = "Failed"
             item.error = ErrorDetail(reason="JobDeleted", message=f"Job {request.name} was deleted")
+        elif (denial := guard()) is not None:
+            item.phase = "Failed"
+            item.error = ErrorDetail(reason=denial.reason, message=denial.message)
         else:
             rt.kube.create_job(build_job(request))
         return None
@@ -593,7 +698,14 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 item.phase = "Failed"
                 item.error = missing.detail
                 continue
-            p = _advance(rt, with_settings(request, settings), item)
+            # the grant is checked again right before the Job: one removed since the
+            # plan stops what has not started
+            volume_ns = item.target.split("/", 2)[1] if item.kind == "volume" else ""
+
+            def guard(item: RestoredItem = item, volume_ns: str = volume_ns) -> Denial | None:
+                return _denial(rt, req, policy, item.kind, item.source, volume_ns)
+
+            p = _advance(rt, with_settings(request, settings), item, guard)
             if p is not None:
                 progress.append(p)
         status.phase = _phase(status.restored)
