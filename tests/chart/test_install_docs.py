@@ -2,6 +2,8 @@
 
 - values snippets (blocks starting with ``# values.yaml``) render with the chart, so they
   pass values.schema.json;
+- the production example pins the image by digest, watches listed namespaces, adds the
+  NetworkPolicies, limits what policies may name, keeps exec hooks off and limits memory;
 - the Argo CD Application and the Flux objects point at the chart's real path, their values
   render, and the HelmRelease's source is one the page defines;
 - the values table lists exactly the chart's values, and the RBAC table exactly the rules the
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "install.md"
 CHART = REPO / "charts" / "safehold"
 TEXT = DOC.read_text()
-BLOCKS: list[tuple[str, str]] = re.findall(r"^```(\w*)\n(.*?)^```$", TEXT, re.M | re.S)
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
+BLOCKS: list[tuple[str, str]] = BLOCK.findall(TEXT)
 YAML_BLOCKS = [body for lang, body in BLOCKS if lang == "yaml"]
 VALUES_BLOCKS = [body for body in YAML_BLOCKS if body.startswith("# values.yaml")]
 OBJECTS: list[dict[str, Any]] = [
@@ -166,3 +170,43 @@ def test_uninstall_selector_spares_the_crds_and_the_namespace() -> None:
         "Service",
         "Deployment",
     }
+
+
+def test_production_example_is_a_hardened_install(render: Any) -> None:
+    """The "Production example" renders and does what the page says it does."""
+    [body] = [b for lang, b in re.findall(BLOCK, section("Production example")) if lang == "yaml"]
+    values = yaml.safe_load(body)
+    objects = render(values)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # pinned by digest, for the operator and the Jobs it starts
+    pinned = f"{values['image']['repository']}@{values['image']['digest']}"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", values["image"]["digest"])
+    assert container["image"] == env["SAFEHOLD_IMAGE"] == pinned
+    # only the listed namespaces: Roles there, no cluster-wide rule on namespaced resources
+    assert values["watchNamespaces"]
+    roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
+    assert {o["metadata"]["namespace"] for o in roles if o["kind"] == "Role"} == set(
+        values["watchNamespaces"]
+    )
+    for role in roles:
+        granted = {r for rule in role["rules"] for r in rule["resources"]}
+        assert "pods/exec" not in granted, role["metadata"]
+        if role["kind"] == "ClusterRole":
+            assert not granted & {"jobs", "pods", "persistentvolumeclaims", "backupruns"}
+    assert env["SAFEHOLD_EXEC_HOOKS"] == "false"
+    assert env["SAFEHOLD_ALLOWED_SERVICE_ACCOUNTS"]
+    assert env["SAFEHOLD_ALLOWED_DATABASE_HOSTS"]
+    # NetworkPolicies: the operator's, and the Jobs' in every watched namespace
+    policies = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+    }
+    assert ("safehold-system", "safehold") in policies
+    for namespace in values["watchNamespaces"]:
+        assert (namespace, "safehold-jobs") in policies
+    # memory limits on the operator and on its Jobs
+    assert container["resources"]["limits"]["memory"]
+    assert json.loads(env["SAFEHOLD_JOB_DEFAULTS"])["resources"]["limits"]["memory"]

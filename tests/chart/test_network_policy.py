@@ -9,6 +9,7 @@ enforce them, so what they block is checked here as YAML, not as traffic).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,33 @@ def test_apiserver_accepts_the_operators_policy_watching_all_namespaces(
     assert "created NO NetworkPolicy for the Jobs' pods" in out, out
     assert set(_stored(cluster, str(namespace))) == {"npall-safehold"}
     assert _stored(cluster, str(namespace))["npall-safehold"].get("ingress", []) == []
+
+
+def test_security_docs_jobs_policy_is_what_the_chart_renders(render: Any) -> None:
+    """docs/security.md shows the Jobs' policies to apply by hand when every namespace is
+    watched: they must be the chart's own, for the values the page names."""
+    text = (REPO / "docs" / "security.md").read_text()
+    start = text.index("## Hardening the installation")
+    end = text.find("\n## ", start + 1)
+    blocks = re.findall(
+        r"^```yaml\n(.*?)^```$", text[start : end if end > 0 else None], re.M | re.S
+    )
+    shown = [d for body in blocks for d in yaml.safe_load_all(body) if d]
+    assert {d["metadata"]["name"] for d in shown} == {"safehold-jobs", "safehold-jobs-apiserver"}
+    [jobs] = [d for d in shown if d["metadata"]["name"] == "safehold-jobs"]
+    [api] = [d for d in shown if d["metadata"]["name"] == "safehold-jobs-apiserver"]
+    [namespace] = {d["metadata"]["namespace"] for d in shown}
+    given = {
+        "watchNamespaces": [namespace],
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {
+                "cidrs": [t["ipBlock"]["cidr"] for t in api["spec"]["egress"][0]["to"]],
+                "ports": [p["port"] for p in api["spec"]["egress"][0]["ports"]],
+            },
+            "jobEgress": jobs["spec"]["egress"][1:],
+        },
+    }
+    found = policies(render(given))
+    for doc in shown:
+        assert doc["spec"] == found[namespace, doc["metadata"]["name"]], doc["metadata"]["name"]
