@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import sys
 from argparse import Namespace
-from datetime import UTC, datetime
 
 import safehold.repo
 from safehold import engine
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, open_repo, read_password
+from safehold.cli.context import UsageError, open_repo, parse_time_option, read_password
 from safehold.cli.meta import read_meta
-from safehold.cli.output import Output
+from safehold.cli.output import Output, human_size
 
 __all__ = [
     "backup",
@@ -33,14 +32,6 @@ __all__ = [
     "restore",
     "verify",
 ]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 # ------------------------------------------------------------------ repo
@@ -129,14 +120,6 @@ def operator(args: Namespace, out: Output) -> int:
 
 
 # ------------------------------------------------------------------ data
-def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--time {value!r} is not ISO 8601 (e.g. 2026-11-26T06:00:00Z)") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def read_patterns(args: Namespace) -> None:
@@ -179,7 +162,7 @@ def backup(args: Namespace, out: Output) -> int:
         source=args.source,
         type=args.type,
         tags=args.tag,
-        time=_parse_time(args.time),
+        time=parse_time_option(args.time, "--time"),
         include=args.include,
         exclude=args.exclude,
         meta=read_meta(args),
@@ -199,8 +182,8 @@ def backup(args: Namespace, out: Output) -> int:
     out.print(
         f"snapshot {result.snapshot.id[:12]} ({result.snapshot.type}) of {result.snapshot.source}"
         f" saved: {s['files_new']} new, {s['files_changed']} changed, "
-        f"{s['files_unmodified']} unmodified files; read {_size(s['bytes_read'])}, "
-        f"added {_size(s['bytes_new'])} ({_size(s['bytes_stored'])} stored) "
+        f"{s['files_unmodified']} unmodified files; read {human_size(s['bytes_read'])}, "
+        f"added {human_size(s['bytes_new'])} ({human_size(s['bytes_stored'])} stored) "
         f"in {s['duration_s']:.1f} s"
     )
     for err in result.errors[:20]:
@@ -227,7 +210,7 @@ def restore(args: Namespace, out: Output) -> int:
         result = engine.restore_snapshot(repo, snap, args.target, options, progress=bar.callback())
     out.print(
         f"restored snapshot {snap.id[:12]} to {args.target}: {result.files} files written, "
-        f"{result.files_skipped} already complete, {_size(result.bytes_written)}"
+        f"{result.files_skipped} already complete, {human_size(result.bytes_written)}"
     )
     for err in result.errors[:20]:
         out.warn(f"{err['path']}: {err['error']}")

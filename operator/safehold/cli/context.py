@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 from argparse import Namespace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ __all__ = [
     "UsageError",
     "open_repo",
     "open_repo_storage",
+    "parse_time_option",
     "read_options_dir",
     "read_password",
 ]
@@ -191,3 +193,14 @@ def open_repo(args: Namespace, *, load_index: bool = True) -> Repository:
     # anyone is asked for a password.
     Repository.read_config(storage)
     return Repository.open(storage, read_password(args), load_index=load_index)
+
+
+def parse_time_option(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time given to ``option`` (``--time``, ``--before``); no zone means UTC."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{option} {value!r} is not ISO 8601 (e.g. 2026-11-26T06:00:00Z)") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -18,7 +18,7 @@ from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, open_repo
+from safehold.cli.context import UsageError, open_repo, parse_time_option
 from safehold.cli.meta import add_meta_option, read_meta
 from safehold.cli.output import Output
 
@@ -139,7 +139,6 @@ def _failed(out: Output, message: str) -> int:
 
 
 def run_dump(args: Namespace, out: Output) -> int:
-    from safehold.cli.commands import _parse_time
     from safehold.engine.dump_backup import DumpOptions, dump_databases, dump_meta
     from safehold.engine.dump_client import DumpError
     from safehold.repo import RepositoryLock
@@ -154,7 +153,7 @@ def run_dump(args: Namespace, out: Output) -> int:
         prefix=source,
         databases=args.database,
         tags=args.tag,
-        time=_parse_time(args.time),
+        time=parse_time_option(args.time, "--time"),
         meta=read_meta(args),
     )
     repo = open_repo(args)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
-from safehold.cli.output import Output
+from safehold.cli.output import Output, human_size
 from safehold.engine.prune import (
     DEFAULT_GRACE,
     DEFAULT_MAX_UNUSED,
@@ -43,14 +43,6 @@ __all__ = ["add_init_options", "forget", "init_lock_settings", "prune", "registe
 T = TypeVar("T")
 #: Seconds between two tries for the repository lock under ``--lock-wait``.
 LOCK_RETRY_EVERY = 5.0
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _count(value: str) -> int:
@@ -346,13 +338,13 @@ def _print_prune(out: Output, r: PruneReport) -> None:
     verb = "would" if r.dry_run else "did"
     out.print(
         f"{r.snapshots} snapshot(s) use {r.blobs_used} blobs in {r.packs} indexed packs "
-        f"({_size(r.pack_bytes)})"
+        f"({human_size(r.pack_bytes)})"
     )
     out.print(
         f"{verb} delete {r.packs_deleted} unused pack(s) and {r.unindexed_deleted} pack(s) "
         f"no index names, repack {r.packs_repacked} pack(s) into "
         f"{'new ones' if r.dry_run else f'{r.packs_written} new one(s)'}: "
-        f"{_size(r.bytes_freed)} freed"
+        f"{human_size(r.bytes_freed)} freed"
     )
     if r.kept_recent:
         out.print(f"kept {r.kept_recent} pack(s) younger than the grace period")

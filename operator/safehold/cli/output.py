@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from safehold.engine import ProgressEvent
 
-__all__ = ["MAX_SUMMARY", "Output", "fit_summary"]
+__all__ = ["MAX_SUMMARY", "Output", "fit_summary", "human_size"]
 
 MAX_SUMMARY = 4000
 
@@ -229,3 +229,12 @@ class _RichProgress(_ProgressSink):
             )
 
         return update
+
+
+def human_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ... ``3.2 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -15,7 +15,7 @@ from argparse import Namespace
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, _option_pairs, open_repo, read_password
-from safehold.cli.output import Output
+from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
 
 __all__ = ["add_replicate_parser", "replicate_command"]
@@ -104,14 +104,6 @@ def _open_site(args: Namespace) -> Storage:
     return open_storage(args.to, options)
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def replicate_command(args: Namespace, out: Output) -> int:
     # Imported here, when the command runs: every command builds this parser.
     from safehold.engine.replicate import KINDS, ReplicateOptions, replicate
@@ -170,19 +162,19 @@ def replicate_command(args: Namespace, out: Output) -> int:
         table.add_row(
             kind,
             str(c.copied),
-            _size(c.copied_bytes),
+            human_size(c.copied_bytes),
             str(c.server_side),
             str(c.skipped),
-            _size(c.skipped_bytes),
+            human_size(c.skipped_bytes),
         )
     total = result.total()
     table.add_row(
         "total",
         str(total.copied),
-        _size(total.copied_bytes),
+        human_size(total.copied_bytes),
         str(total.server_side),
         str(total.skipped),
-        _size(total.skipped_bytes),
+        human_size(total.skipped_bytes),
     )
     if not out.quiet:
         out.table(table)
@@ -191,7 +183,7 @@ def replicate_command(args: Namespace, out: Output) -> int:
         f"{result.target}{created}: {verb} {len(result.snapshots_copied)} of "
         f"{result.selected} selected snapshot(s), {len(result.snapshots_present)} already "
         f"there, {len(result.snapshots_older)} older than the site's newest; "
-        f"{_size(total.copied_bytes)} in {result.duration_s:.1f} s"
+        f"{human_size(total.copied_bytes)} in {result.duration_s:.1f} s"
     )
     for snap_id, message in result.snapshots_failed.items():
         out.warn(f"snapshot {snap_id[:12]} not copied: {message}")

@@ -16,20 +16,12 @@ import safehold.repo
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
-from safehold.cli.output import Output
+from safehold.cli.output import Output, human_size
 from safehold.repo.config import ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
 from safehold.storage import Storage
 
 __all__ = ["repo_info", "repo_init", "sources_newest"]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _lock_text(mode: str | None, days: int) -> str:
@@ -177,8 +169,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
     out.print(f"location     {repo.location}")
     out.print(f"format       version {c.version}, created {c.created}")
     out.print(
-        f"chunker      FastCDC min {_size(c.chunker.min_size)} avg {_size(c.chunker.avg_size)}"
-        f" max {_size(c.chunker.max_size)}"
+        f"chunker      FastCDC min {human_size(c.chunker.min_size)}"
+        f" avg {human_size(c.chunker.avg_size)} max {human_size(c.chunker.max_size)}"
     )
     out.print(f"compression  zstd level {c.compression_level}; AES-256-GCM; BLAKE3")
     out.print(f"object lock  {_lock_text(c.object_lock_mode, c.object_lock_days)}")
@@ -188,7 +180,7 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
             f"  {entry['source']}: {entry['count']}, newest {entry['newest_time'][:19]} "
             f"{entry['newest_id'][:12]}"
         )
-    out.print(f"stored       {_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
+    out.print(f"stored       {human_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
     out.print(f"keys         {doc['keys']}, locks {doc['locks']}")
     out.summary(doc)
     return exitcodes.OK

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 from argparse import Namespace
-from datetime import UTC, datetime
 from typing import Any
 
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, open_repo
-from safehold.cli.output import Output
+from safehold.cli.context import UsageError, open_repo, parse_time_option
+from safehold.cli.output import Output, human_size
 
 __all__ = ["add_snapshots_parser", "snapshot_item", "snapshots"]
 
@@ -46,24 +45,6 @@ def add_snapshots_parser(
     p.set_defaults(func=snapshots)
 
 
-def _before(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--before {value!r} is not ISO 8601 (e.g. 2026-11-26T06:00:00Z)") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def snapshot_item(s: Any) -> dict[str, Any]:
     """One snapshot as the JSON summary lists it."""
     return {
@@ -84,7 +65,7 @@ def snapshots(args: Namespace, out: Output) -> int:
 
     if any(not p for p in args.source_prefix):
         raise UsageError("--source-prefix '': an empty prefix selects every source")
-    before = _before(args.before)
+    before = parse_time_option(args.before, "--before")
     selected = source_filter([args.source] if args.source else [], args.source_prefix)
     repo = open_repo(args, load_index=False)
     errors: dict[str, str] = {}
@@ -104,8 +85,8 @@ def snapshots(args: Namespace, out: Output) -> int:
             s.type,
             ",".join(s.tags),
             str(s.summary.get("total_files", "")),
-            _size(int(s.summary.get("total_bytes", 0))),
-            _size(int(s.summary.get("bytes_new", 0))),
+            human_size(int(s.summary.get("total_bytes", 0))),
+            human_size(int(s.summary.get("bytes_new", 0))),
         )
     out.table(table)
     for name, message in errors.items():
