@@ -31,7 +31,7 @@ def _doc_examples() -> list[tuple[str, str]]:
     found = []
     for md in sorted([*REPO.glob("docs/**/*.md"), REPO / "README.md"]):
         for block in re.findall(r"```ya?ml\n(.*?)```", md.read_text(), re.DOTALL):
-            if "safehold.io/" in block:
+            if "apiVersion: safehold.io/" in block:  # (labels and annotations don't count)
                 found.append((str(md.relative_to(REPO)), block))
     return found
 
