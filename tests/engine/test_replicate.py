@@ -3,6 +3,7 @@ a site is a whole repository on its own (restore, verify, forget with no primary
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -179,13 +180,17 @@ def test_a_snapshot_whose_blobs_are_in_no_index_is_reported_not_copied(
     repo: Repository, tmp_path: Path
 ) -> None:
     ids = _history(repo, tmp_path / "src")
-    blob = bytes.fromhex(repo.snapshots(source="db")[-1].tree)
-    del repo.index._blobs[blob]  # as if the index object naming it were lost
+    # A snapshot whose tree no index names (as if the index object naming it were lost),
+    # stored for real: a reload of the index cannot bring it back.
+    good = repo.snapshots(source="db")[-1]
+    lost = dataclasses.replace(good, tree="ab" * 32, time="2026-11-02T00:00:00Z", id="")
+    lost_id = repo.save_snapshot(lost)
     result = replicate(repo, _site(tmp_path / "site"), PASSWORD)
     assert not result.ok
-    assert ids["db"][-1] in result.snapshots_failed
-    assert "is in no index" in result.snapshots_failed[ids["db"][-1]]
-    assert len(result.snapshots_copied) == 8
+    assert list(result.snapshots_failed) == [lost_id]
+    assert "is in no index" in result.snapshots_failed[lost_id]
+    assert len(result.snapshots_copied) == 9
+    assert ids["db"][-1] in result.snapshots_copied
 
 
 def test_each_site_keeps_its_own_retention(repo: Repository, tmp_path: Path) -> None:
