@@ -22,6 +22,11 @@ def test_restore_into_another_namespace(
         secrets = namespace.kubectl("get", "secret", "loc-storage", "loc-password", "-o", "yaml")
         text = secrets.stdout.replace(f"namespace: {namespace}\n", f"namespace: {other}\n")
         other.kubectl("apply", "-f", "-", input=text)
+        # the other namespace's owners allow restores from this one (docs/security.md)
+        other.kubectl(
+            "create", "configmap", "safehold-restore-grant",
+            f"--from-literal=fromNamespaces={namespace}",
+        )  # fmt: skip
         kit.kubectl_wait(namespace, "backuprun/run", "Complete")
         kit.restore_request(namespace, "copy", backupRunRef={"name": "run"},
                             namespaceMapping={str(namespace): str(other)})  # fmt: skip

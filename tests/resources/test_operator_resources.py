@@ -108,8 +108,24 @@ def test_policy_run_and_restore_requests(
         assert len(before) < len(live)
         assert source["files"] == len(before), sorted(before)
 
-        # a dry run lists and writes nothing
+        # restoring into another namespace without its owners' grant is denied
         plan = yaml.safe_load(_doc(kit, "restore", ns))
+        namespace.apply(plan)
+        rr = namespace.wait_condition(
+            "restorerequest", plan["metadata"]["name"], "Failed", timeout=60
+        )
+        failed = next(c for c in rr["status"]["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == "NamespaceNotFound", failed
+        assert f"namespace {copy}, which does not exist" in failed["message"]
+        # as the guide says: the namespace and its grant first
+        cluster.kubectl("create", "namespace", copy)
+        cluster.kubectl(
+            "create", "configmap", "safehold-restore-grant", "-n", copy,
+            f"--from-literal=fromNamespaces={ns}",
+        )  # fmt: skip
+
+        # a dry run lists and writes nothing
+        plan["metadata"]["name"] = f"{ns}-config-copy-dry"
         namespace.apply(plan)
         rr = namespace.wait_condition(
             "restorerequest", plan["metadata"]["name"], "Complete", timeout=180
@@ -117,8 +133,10 @@ def test_policy_run_and_restore_requests(
         assert rr["status"]["phase"] == "Succeeded", rr["status"]
         (item,) = rr["status"]["restored"]
         assert item["kind"] == "clusterResources"
-        assert item["files"] == source["files"]
-        assert cluster.get("namespace", copy) is None
+        # the namespace and its default ServiceAccount exist already: skipped
+        assert item["files"] + item["skipped"] == source["files"]
+        assert item["skipped"] == 2
+        assert cluster.get("deployment", "web", copy) is None
 
         # the real restore into the second namespace
         plan["metadata"]["name"] = f"{ns}-config-copy-real"
@@ -132,6 +150,8 @@ def test_policy_run_and_restore_requests(
         # the copy's default ServiceAccount is made by the cluster: it exists, skipped
         assert item["files"] + item["skipped"] == source["files"]
         copied = kit.live_tree(tmp_path / "copy", copy)
+        # the grant was made by the copy's owners, not restored
+        del copied[f"namespaces/{copy}/core/ConfigMap/safehold-restore-grant.yaml"]
         expected = {}
         for path, text in before.items():
             moved = map_namespace(yaml.safe_load(text), {ns: copy})
