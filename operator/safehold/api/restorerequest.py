@@ -15,6 +15,14 @@ its snapshot when the original claim is gone; a database source needs its Backup
 follows the policy's ``spec.job`` (when the policy exists) and the chart's
 ``jobDefaults``.
 
+Tenancy: a request writes into its own namespace unless ``target.namespace`` or
+``namespaceMapping`` (for clusterResources also ``resources.includeNamespaces``, for a
+database a Service of another namespace) names another; that namespace must exist and
+its owners must allow it with ConfigMap ``safehold-restore-grant`` listing the
+request's namespace in ``data.fromNamespaces``. Otherwise the request fails with reason
+CrossNamespaceDenied (or NamespaceNotFound) before anything is written there; the grant
+is read again before each Job is created (docs/security.md).
+
 Rule for existing data (``existingResourcePolicy``): Skip leaves every object and file
 that already exists untouched and restores the rest; Overwrite replaces them with the
 backup's version (files not in the backup are left alone); Fail stops before writing
@@ -79,8 +87,10 @@ class RestoreTarget(ApiModel):
     claim_name: ResourceName
     """The PersistentVolumeClaim to restore into; created if missing."""
     namespace: NamespaceName | None = None
-    """Its namespace; empty means the RestoreRequest's namespace (another namespace needs
-    the operator's permission there)."""
+    """Its namespace; empty means the RestoreRequest's namespace. Another namespace must
+    exist and allow it: its owners list this request's namespace in ConfigMap
+    safehold-restore-grant there (data.fromNamespaces); otherwise the request fails with
+    CrossNamespaceDenied (docs/security.md)."""
     storage_class_name: str | None = Field(default=None, max_length=253)
     """For a claim that is created: its StorageClass (empty: the cluster's default)."""
     size: Quantity | None = None
@@ -114,7 +124,10 @@ class RestoreRequestSpec(ApiModel):
     resources: RestoreResourceFilter | None = None
     """Which manifests of the clusterResources source to restore."""
     namespace_mapping: dict[str, str] = Field(default_factory=dict)
-    """Restore into other namespaces: ``{prod: prod-restored}``."""
+    """Restore into other namespaces: ``{prod: prod-restored}``. Each target other than
+    the request's namespace must exist and list the request's namespace in its ConfigMap
+    safehold-restore-grant (data.fromNamespaces); otherwise the request fails with
+    CrossNamespaceDenied before anything is written (docs/security.md)."""
     storage_class_mapping: dict[str, str] = Field(default_factory=dict)
     """Create claims with other StorageClasses: ``{gp2: gp3}``."""
     target: RestoreTarget | None = None
