@@ -386,7 +386,8 @@ class _Restore:
             ahead = self.trees_ahead.pop(tree_id, None)
             nodes = ahead.result() if ahead is not None else self.repo.load_tree(tree_id)
         except CorruptObject as exc:
-            self._error(where.path, f"directory cannot be read from the repository: {exc}")
+            if self.part == 0:  # every part reads it; one message is enough
+                self._error(where.path, f"directory cannot be read from the repository: {exc}")
             self._release(where)
             return None
         # The subdirectories' trees are loaded in the background, one level ahead of the
