@@ -31,6 +31,8 @@ class StorageError(Exception):
     def __init__(self, location: str, message: str, *, name: str | None = None) -> None:
         self.location = location
         self.name = name
+        #: The message without the location and name in front.
+        self.message = message
         where = f"{location}: {name}" if name else location
         super().__init__(f"{where}: {message}")
 

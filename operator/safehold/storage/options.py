@@ -23,6 +23,7 @@ __all__ = [
     "option_float",
     "option_int",
     "option_retention",
+    "option_retry_seconds",
     "redact_endpoint",
 ]
 
@@ -35,8 +36,12 @@ COMMON_OPTIONS = frozenset(
         "timeout",
         "object_lock_mode",
         "object_lock_days",
+        "retry_seconds",
     }
 )
+
+#: The environment variable that sets ``retry_seconds`` when the options do not.
+RETRY_SECONDS_ENV = "SAFEHOLD_RETRY_SECONDS"
 
 
 def check_options(location: Location, allowed: Iterable[str]) -> None:
@@ -124,3 +129,21 @@ def option_retention(location: Location) -> Retention | None:
             "(an integer >= 1) go together: set both",
         )
     return Retention(mode, option_int(location, "object_lock_days", 1), exempt=("locks/",))
+
+
+def option_retry_seconds(location: Location) -> float | None:
+    """How long each storage operation retries transient failures (option ``retry_seconds``,
+    else ``SAFEHOLD_RETRY_SECONDS``); None: the retry wrapper's default (10 minutes)."""
+    raw = location.options.get("retry_seconds") or os.environ.get(RETRY_SECONDS_ENV) or ""
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise InvalidLocation(
+            location.url,
+            f"option retry_seconds (or {RETRY_SECONDS_ENV}) must be a number of seconds >= 0",
+        )
+    return value

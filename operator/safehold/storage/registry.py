@@ -93,6 +93,9 @@ def open_storage(
     a concurrency limit, Prometheus metrics): see :func:`safehold.storage.wrappers.wrap`.
     """
     location = parse_location(url, options)
+    from safehold.storage.options import option_retry_seconds  # (imports this module)
+
+    retry_seconds = option_retry_seconds(location)  # checked even unwrapped: a typo fails early
     provider = PROVIDERS[location.scheme]
     try:
         module = importlib.import_module(provider.module)
@@ -107,9 +110,12 @@ def open_storage(
     factory: _Factory = module.open
     storage = factory(location)
     if wrap:
+        from safehold.storage.wrappers import RetryPolicy
         from safehold.storage.wrappers import wrap as standard_wrappers
 
-        return standard_wrappers(storage)
+        if retry_seconds is None:
+            return standard_wrappers(storage)
+        return standard_wrappers(storage, retry=RetryPolicy(budget=retry_seconds))
     return storage
 
 

@@ -1,9 +1,12 @@
 """Retry transient failures with exponential backoff, full jitter and a bounded budget.
 
 Only :class:`TransientError` is retried (throttling, 5xx, timeouts, connection resets, a
-server that is restarting); everything else is final at once. Each call has at most
-``attempts`` tries and ``budget`` seconds, so a dead endpoint fails in bounded time with the
-last error, which names the location and what to check.
+server that is restarting); everything else is final at once. Each call has ``budget``
+seconds (the ``retry_seconds`` option, 10 minutes by default: outages of several minutes are
+ridden out, as restic does for up to 15) and optionally at most ``attempts`` tries. Until the
+storage has answered once, calls get only ``first_contact`` seconds: a wrong endpoint fails
+in a minute, not ten. When retrying gives up, the error keeps the last failure's message and
+says how long it was retried (the last failure is its ``__cause__``).
 
 Two operations need more than "call again":
 
@@ -22,10 +25,15 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage
-from safehold.storage.errors import AlreadyExists, NotFound, TransientError
+from safehold.storage.errors import AlreadyExists, NotFound, StorageError, TransientError
 from safehold.storage.wrappers.base import ForwardingStorage
 
-__all__ = ["RetryPolicy", "RetryingStorage"]
+__all__ = ["DEFAULT_RETRY_SECONDS", "FIRST_CONTACT_SECONDS", "RetryPolicy", "RetryingStorage"]
+
+#: Per call: rides out an outage of several minutes (docs/storage.md, option retry_seconds).
+DEFAULT_RETRY_SECONDS = 600.0
+#: Per call until the storage has answered once: a misconfigured endpoint fails fast.
+FIRST_CONTACT_SECONDS = 60.0
 
 T = TypeVar("T")
 
@@ -35,19 +43,31 @@ class RetryPolicy:
 
     def __init__(
         self,
-        attempts: int = 8,
+        attempts: int | None = None,
         base_delay: float = 0.1,
-        max_delay: float = 5.0,
-        budget: float = 60.0,
+        max_delay: float = 10.0,
+        budget: float = DEFAULT_RETRY_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        first_contact: float = FIRST_CONTACT_SECONDS,
     ) -> None:
-        if attempts < 1:
+        if attempts is not None and attempts < 1:
             raise ValueError("attempts must be at least 1")
+        #: At most this many tries per call; None: as many as ``budget`` allows.
         self.attempts = attempts
         self.base_delay = base_delay
+        #: The longest pause: after an outage ends, calls resume within about this long.
         self.max_delay = max_delay
+        #: Seconds per call (first try to last), once the storage has answered.
         self.budget = budget
+        #: Seconds per call until the storage has answered once (capped by ``budget``).
+        self.first_contact = min(first_contact, budget)
         self.sleep = sleep
+
+    def gives_up(self, attempt: int, pause: float, deadline: float) -> bool:
+        """Whether try number ``attempt`` was the last: no tries or time left for another."""
+        if self.attempts is not None and attempt >= self.attempts:
+            return True
+        return time.monotonic() + pause > deadline
 
     def delay(self, retry: int) -> float:
         """The pause before retry number ``retry`` (1-based): uniform in [0, base*2^(n-1)]."""
@@ -62,17 +82,33 @@ class RetryingStorage(ForwardingStorage):
         self.policy = policy or RetryPolicy()
         #: Retries made so far (all operations); tests and metrics read it.
         self.retries = 0
+        #: Whether the storage has answered a call yet (with a result or a final error).
+        self.answered = False
+
+    def _deadline(self) -> tuple[float, float]:
+        """When a call starting now gives up: (monotonic start, deadline)."""
+        now = time.monotonic()
+        return now, now + (self.policy.budget if self.answered else self.policy.first_contact)
 
     def _call(self, operation: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.policy.budget
+        started, deadline = self._deadline()
         attempt = 1
         while True:
             try:
-                return operation()
-            except TransientError:
+                result = operation()
+            except TransientError as exc:
                 pause = self.policy.delay(attempt)
-                if attempt >= self.policy.attempts or time.monotonic() + pause > deadline:
-                    raise
+                if self.policy.gives_up(attempt, pause, deadline):
+                    if attempt == 1:
+                        raise
+                    raise _gave_up(exc, attempt, started) from exc
+            except StorageError:
+                self.answered = True
+                raise
+            else:
+                if not self.answered:
+                    self.answered = True
+                return result
             attempt += 1
             self.retries += 1
             self.policy.sleep(pause)
@@ -120,7 +156,7 @@ class RetryingStorage(ForwardingStorage):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         last: str | None = None
-        deadline = time.monotonic() + self.policy.budget
+        started, deadline = self._deadline()
         attempt = 1
         while True:
             try:
@@ -128,16 +164,31 @@ class RetryingStorage(ForwardingStorage):
                     if last is not None and info.name <= last:
                         continue  # already yielded before the failure
                     last = info.name
+                    self.answered = True
                     yield info
+                self.answered = True
                 return
             except TransientError as exc:
                 pause = self.policy.delay(attempt)
-                if attempt >= self.policy.attempts or time.monotonic() + pause > deadline:
-                    if last is None:
+                if self.policy.gives_up(attempt, pause, deadline):
+                    if last is None and attempt == 1:
                         raise
-                    raise TransientError(
-                        exc.location, f"list failed after {last!r}: {exc}", name=exc.name
-                    ) from exc
+                    after = f" after {last!r}" if last is not None else ""
+                    raise _gave_up(exc, attempt, started, f"list failed{after}: ") from exc
+            except StorageError:
+                self.answered = True
+                raise
             attempt += 1
             self.retries += 1
             self.policy.sleep(pause)
+
+
+def _gave_up(exc: TransientError, attempts: int, started: float, lead: str = "") -> TransientError:
+    """The last failure, saying how long it was retried (and how to retry for longer)."""
+    seconds = time.monotonic() - started
+    return TransientError(
+        exc.location,
+        f"{lead}{exc.message} (still failing after {attempts} attempts in {seconds:.0f} s; "
+        "option retry_seconds sets how long each operation is retried)",
+        name=exc.name,
+    )
