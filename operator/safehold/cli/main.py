@@ -8,6 +8,7 @@ says what to do plus a documented exit code (docs/cli.md).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -320,6 +321,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     func: Callable[[argparse.Namespace, Output], int] = args.func
+    warnings = _WarningsToOutput(out)
+    logger = logging.getLogger("safehold")
+    logger.addHandler(warnings)
+    try:
+        return _run(func, args, out)
+    finally:
+        logger.removeHandler(warnings)
+
+
+class _WarningsToOutput(logging.Handler):
+    """The engine's warnings (a lock that could not be refreshed or removed) as the
+    command's own ``warning:`` lines, from any thread; never its exit code."""
+
+    def __init__(self, out: Output) -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.warn(record.getMessage())
+        except Exception:  # noqa: BLE001 - a warning that cannot be shown is not an error
+            self.handleError(record)
+
+
+def _run(
+    func: Callable[[argparse.Namespace, Output], int], args: argparse.Namespace, out: Output
+) -> int:
     try:
         return func(args, out)
     except KeyboardInterrupt:

@@ -49,6 +49,7 @@ from safehold.repo import (
     check_meta,
     encode_tree,
 )
+from safehold.repo.locks import check_lock
 
 __all__ = ["BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"]
 
@@ -285,6 +286,8 @@ class _Backup:
             self.budget.release(nbytes)
 
     def _add_chunk(self, view: memoryview | bytes) -> tuple[_Batch, int]:
+        if self.writer.error is not None:  # a pack failed for good: stop reading now
+            raise self.writer.error
         n = len(view)
         self.budget.acquire(n)
         batch = self.batch
@@ -1016,6 +1019,7 @@ def _snapshot(
         summary=summary,
         meta=dict(options.meta),
     )
+    check_lock(repo)  # a lost lock: prune may have removed what the snapshot names
     repo.save_snapshot(snap)
     return snap
 

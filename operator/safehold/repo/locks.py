@@ -5,6 +5,13 @@ creating it the holder lists the others and backs off on a conflict. A
 background thread replaces it every few minutes so that it never looks stale
 while held; a lock not refreshed for ``STALE_AFTER`` is ignored, so a crashed
 Job never blocks later runs for long.
+
+A refresh that fails (the storage is down beyond the retry budget) is tried again a minute
+later; the operation goes on. When the lock could not be refreshed for longer than
+``STALE_AFTER``, others may have removed it and pruned under it: the lock is *lost*, and
+:func:`check_lock` (which the backup calls before each pack and before its snapshot) raises
+:class:`LockLost`. Releasing never raises: a lock that cannot be deleted goes stale by itself,
+and an error already on its way out must not be replaced by the cleanup's.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,7 +30,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo.crypto import AAD_LOCK, SealError, object_hash, open_sealed, seal
-from safehold.repo.errors import CorruptObject, LockConflict
+from safehold.repo.errors import CorruptObject, LockConflict, RepositoryError
 from safehold.repo.snapshot import parse_time
 from safehold.storage import NotFound
 
@@ -33,7 +41,9 @@ __all__ = [
     "REFRESH_EVERY",
     "STALE_AFTER",
     "LockInfo",
+    "LockLost",
     "RepositoryLock",
+    "check_lock",
     "decode_lock",
     "list_locks",
     "unlock",
@@ -43,6 +53,24 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
+#: After a failed refresh, the next try comes this soon (or at REFRESH_EVERY, if sooner).
+RETRY_REFRESH_AFTER = timedelta(minutes=1)
+
+#: Locks held in this process (usually one): what :func:`check_lock` looks at.
+_HELD: list[RepositoryLock] = []
+
+
+class LockLost(RepositoryError):
+    """The repository lock could not be refreshed for longer than the stale-lock age."""
+
+
+def check_lock(repo: Repository) -> None:
+    """Raise :class:`LockLost` when a lock this process holds on ``repo`` is lost.
+
+    Cheap (a look at a short list): called once per pack, not per blob."""
+    for lock in _HELD:
+        if lock.lost is not None and lock.repo is repo:
+            raise lock.lost
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,10 @@ class RepositoryLock:
         self.exclusive = exclusive
         self.operation = operation
         self.name = ""
+        #: Set by the refresh thread when the lock went stale before it could be refreshed.
+        self.lost: LockLost | None = None
+        self._written = 0.0  # time.monotonic() when the current lock object's time was taken
+        self._leftover: list[str] = []  # replaced lock objects whose delete failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,7 +204,9 @@ class RepositoryLock:
         return name
 
     def acquire(self) -> RepositoryLock:
+        written = time.monotonic()
         self.name = self._write()
+        self._written = written
         conflicts = []
         for lock in list_locks(self.repo):
             if lock.name == self.name or lock.stale():
@@ -180,7 +214,7 @@ class RepositoryLock:
             if self.exclusive or lock.exclusive:
                 conflicts.append(lock)
         if conflicts:
-            self.repo.storage.delete(self.name)
+            self._delete_quietly(self.name)
             self.name = ""
             held = "; ".join(c.describe() for c in conflicts)
             raise LockConflict(
@@ -189,26 +223,85 @@ class RepositoryLock:
                 f"{int(STALE_AFTER.total_seconds() // 60)} minutes, or run "
                 "'safehold repo unlock' to remove stale locks"
             )
+        _HELD.append(self)
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self
 
     def _refresh(self) -> None:
-        while not self._stop.wait(REFRESH_EVERY.total_seconds()):
-            old = self.name
+        every = REFRESH_EVERY.total_seconds()
+        wait = every
+        while not self._stop.wait(wait):
+            stale = STALE_AFTER.total_seconds()
+            started = time.monotonic()
             try:
-                self.name = self._write()
+                name = self._write()  # the storage's retries ride out an outage meanwhile
+            except Exception as exc:  # noqa: BLE001 - tried again soon, unless too late
+                age = time.monotonic() - self._written
+                if age > stale:
+                    self._lose(age, exc)
+                    return
+                wait = min(every, RETRY_REFRESH_AFTER.total_seconds())
+                log.warning(
+                    "could not refresh the repository lock (%s); trying again in %.0f s "
+                    "(it goes stale in %.0f s)",
+                    exc,
+                    wait,
+                    stale - age,
+                )
+                continue
+            old, self.name = self.name, name
+            if started - self._written > stale:  # refreshed, but it was stale in between
+                self._lose(started - self._written, None)
+                return
+            self._written = started
+            wait = every
+            try:
                 self.repo.storage.delete(old)
-            except Exception as exc:  # noqa: BLE001 - retried next period
-                log.warning("could not refresh the repository lock (%s); retrying", exc)
+            except NotFound:
+                pass
+            except Exception as exc:  # noqa: BLE001 - deleted again at release
+                self._leftover.append(old)
+                log.warning("could not remove the replaced repository lock %s (%s)", old, exc)
+
+    def _lose(self, age: float, cause: BaseException | None) -> None:
+        why = f": {cause}" if cause is not None else ""
+        self.lost = LockLost(
+            f"{self.repo.location}: the repository lock ({self.operation}) could not be "
+            f"refreshed for {age:.0f} s, longer than the stale-lock age of "
+            f"{STALE_AFTER.total_seconds():.0f} s, so another process may have removed it "
+            f"(and pruned): stopped to keep the repository safe; run the operation again{why}"
+        )
+        self.lost.__cause__ = cause
+        log.error("%s", self.lost)
+
+    def _delete_quietly(self, name: str) -> None:
+        """Delete a lock object; a failure is a warning (the lock goes stale by itself)."""
+        try:
+            self.repo.storage.delete(name)
+        except NotFound:
+            pass
+        except Exception as exc:  # noqa: BLE001 - must not replace the error in flight
+            log.warning(
+                "could not remove the repository lock %s (%s); it goes stale after %d minutes, "
+                "or run 'safehold repo unlock'",
+                name,
+                exc,
+                int(STALE_AFTER.total_seconds() // 60),
+            )
 
     def release(self) -> None:
+        """Stop refreshing and delete the lock objects. Never raises: see the module doc."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.name:
-            self.repo.storage.delete(self.name)
-            self.name = ""
+        if self in _HELD:
+            _HELD.remove(self)
+        names, self._leftover = [*self._leftover, self.name], []
+        self.name = ""
+        for name in names:
+            if name:
+                self._delete_quietly(name)
 
     def __enter__(self) -> RepositoryLock:
         return self.acquire()

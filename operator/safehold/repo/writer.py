@@ -10,6 +10,12 @@ fills it waits (holding the pack lock) until the upload slot is free: that bound
 memory to about two packs and pushes back on the readers. Index objects are
 written only for packs already stored (packs, then index: format section 10),
 every ``index_every`` packs and at :meth:`flush`.
+
+The first pack that fails for good (after the storage's retries) stops the writer: no
+other pack is uploaded, and every later :meth:`add` and :meth:`flush` raises that first
+error (:attr:`BlobWriter.error`), so the backup stops promptly and reports the cause. A
+repository lock that was lost (:func:`~safehold.repo.locks.check_lock`) stops it the same
+way, before the next pack.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from safehold.repo.index import IndexFile
+from safehold.repo.locks import check_lock
 from safehold.repo.pack import PackBlob, pack_trailer
 from safehold.repo.repository import Repository
 
@@ -65,6 +72,11 @@ class BlobWriter:
         self._index_every = index_every
         self._error: BaseException | None = None
 
+    @property
+    def error(self) -> BaseException | None:
+        """The first upload failure: nothing more is uploaded after it."""
+        return self._error
+
     @staticmethod
     def _new_buffer() -> BinaryIO:
         try:
@@ -103,6 +115,10 @@ class BlobWriter:
         buf, entries = self._buf, self._entries
         self._buf, self._entries, self._size = self._new_buffer(), [], 0
         self._slots.acquire()
+        if self._error is not None:  # a pack failed for good: upload no other
+            self._slots.release()
+            buf.close()
+            raise self._error
         try:
             fut = self._pool.submit(self._upload, buf, entries)
         except BaseException:
@@ -113,6 +129,10 @@ class BlobWriter:
 
     def _upload(self, buf: BinaryIO, entries: list[PackBlob]) -> None:
         try:
+            if self._error is not None:
+                buf.close()
+                return  # flush() and add() raise the first error
+            check_lock(self.repo)
             buf.write(pack_trailer(self.repo.aead, entries))
             buf.seek(0)
             data = buf.read()
@@ -131,7 +151,8 @@ class BlobWriter:
                 if len(self._index_file.packs) >= self._index_every:
                     self._write_index()
         except BaseException as exc:
-            self._error = exc
+            if self._error is None:
+                self._error = exc
             raise
         finally:
             self._slots.release()
