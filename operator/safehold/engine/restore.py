@@ -411,7 +411,7 @@ class _Restore:
         if dups and self.part == 0:
             for name in sorted(dups):
                 self._error(
-                    where.path + name,
+                    where.path + _shown(name),
                     "the snapshot's directory holds this name more than once: none restored",
                 )
         return _Frame(iter(enumerate(nodes)), where, rel, fresh, self.dir_no, dups)

@@ -15,6 +15,11 @@ restores only its *part*, decided without talking to the others:
   metadata, and that of every file of several chunks, after the others have finished
   (a file's metadata marks it complete, see :mod:`safehold.engine.restore`).
 
+Every process opens the target itself and walks it with its own directory descriptors, as a
+single-process restore does (:mod:`safehold.engine.safe_fs`): no part ever resolves a path
+below the target, so none can be led out of it by a symlink another part, an earlier restore or
+the snapshot put there.
+
 Only part 0 returns. The others (children made with ``fork`` before any thread of the restore
 starts) send their results through a pipe, publish their progress in shared memory, and leave
 with ``os._exit``, never through the caller's code (which would, say, release the caller's
