@@ -79,11 +79,6 @@ def test_a_tree_2000_levels_deep_backs_up_and_verifies(repo: Repository, short_d
     assert prune_repository(repo).snapshots == 2  # its used-blob walk reaches the bottom
 
 
-@pytest.mark.xfail(
-    raises=RecursionError,
-    strict=False,
-    reason="engine/restore.py walks trees recursively (_Restorer.walk); being changed separately",
-)
 def test_a_tree_2000_levels_deep_restores(repo: Repository, short_dir: str) -> None:
     src = os.path.join(short_dir, "src")
     _deep_tree(src)
