@@ -101,7 +101,9 @@ def _open_site(args: Namespace) -> Storage:
 
         options.update(read_options_dir(directory))
     options.update(_option_pairs(args.to_option))
-    return open_storage(args.to, options)
+    # The standard wrappers, as for the primary: a site's outage is ridden out within
+    # retry_seconds too (server-side copies reach the provider under them, storage/copy.py).
+    return open_storage(args.to, options, wrap=True)
 
 
 def replicate_command(args: Namespace, out: Output) -> int:
