@@ -45,10 +45,11 @@ LOCK_TOOLS := $(SAFEHOLD_CACHE)/pip-tools
 lock:
 	@test -x $(LOCK_TOOLS)/bin/pip-compile || \
 	  { python3 -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q 'pip-tools==7.7.0'; }
-	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
+	env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	  CUSTOM_COMPILE_COMMAND="make lock" \
 	  $(LOCK_TOOLS)/bin/pip-compile --quiet $(ARGS) --generate-hashes --allow-unsafe \
 	  --strip-extras --build-deps-for=wheel --extra=s3 --extra=gcs --extra=azure \
-	  --extra=operator --index-url=https://pypi.org/simple --no-emit-index-url \
+	  --extra=operator --no-emit-index-url \
 	  --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 # Every test: unit, storage conformance on real servers, engine, test ground, end to end.
