@@ -9,6 +9,7 @@ from typing import Any
 from safehold.api import BackupLocation, BackupPolicy, BackupRun
 from safehold.cli.main import build_parser
 from safehold.controller import backuprun
+from safehold.controller.limits import Limits
 from safehold.controller.sources import VolumeClaim, pattern_args, resolve_volumes
 
 INCLUDE = ["db/**", "*.conf"]
@@ -88,7 +89,9 @@ def test_resolved_claims_carry_their_sources_patterns() -> None:
 
 def _job_args(claim: VolumeClaim) -> list[str]:
     kube = _Kube()
-    rt = SimpleNamespace(kube=kube, image="safehold:test", job_settings=lambda job: None)
+    rt = SimpleNamespace(
+        kube=kube, image="safehold:test", job_settings=lambda job: None, limits=Limits()
+    )
     run = _run()
     body = run.model_dump(mode="json", by_alias=True, exclude_none=True)
     source = backuprun._plan(rt, run, _policy(), [claim])[0]  # type: ignore[arg-type]
