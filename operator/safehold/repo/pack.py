@@ -101,6 +101,18 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
+def _decompress_unsized(body: bytes | memoryview, raw: int) -> bytes:
+    """Decompress a frame that does not state its size (Safehold never writes one; only a
+    damaged or foreign blob has it) in pieces, stopping past ``raw`` bytes, so that memory
+    follows what the frame really holds rather than what the header claims."""
+    out = bytearray()
+    for piece in _decompressor().read_to_iter(body, write_size=64 * 1024):
+        out += piece
+        if len(out) > raw:
+            break
+    return bytes(out)
+
+
 def decode_blob(
     aead: AESGCM, blob_type: int, blob_id: bytes, flags: int, raw: int, sealed: bytes | memoryview
 ) -> bytes:
@@ -111,9 +123,13 @@ def decode_blob(
     if flags & FLAG_ZSTD:
         try:
             # zstd allocates the size its frame header claims: refuse one that is not ``raw``
-            if zstandard.frame_content_size(body) not in (raw, -1):
+            claimed = zstandard.frame_content_size(body)
+            if claimed == raw:
+                body = _decompressor().decompress(body)
+            elif claimed == -1:
+                body = _decompress_unsized(body, raw)
+            else:
                 raise ValueError(f"blob's compressed frame does not hold {raw} bytes")
-            body = _decompressor().decompress(body, max_output_size=raw)
         except zstandard.ZstdError as exc:
             raise ValueError(f"blob does not decompress ({exc})") from exc
     if len(body) != raw:
