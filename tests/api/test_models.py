@@ -20,7 +20,7 @@ from safehold.api import (
     SourceResult,
     parse_duration,
 )
-from safehold.api.types import CRON_PATTERN, DURATION_PATTERN
+from safehold.api.types import CRON_PATTERN, RETENTION_SPAN_PATTERN
 
 
 def test_snake_case_in_python_camel_case_on_the_wire() -> None:
@@ -182,10 +182,36 @@ def test_schema_patterns_agree_with_python_checks() -> None:
         python_ok = validate_spec("BackupPolicy", spec) == []
         schema_ok = re.fullmatch(CRON_PATTERN, cron) is not None
         assert python_ok <= schema_ok, cron  # the schema never rejects what Python accepts
-    for duration in ["30d", "1h30m", "3mo", "1 d"]:
-        spec = {**base, "retention": {"keepWithin": duration}}
+    for span in ["30d", "1h30min", "3mo", "1y6mo", "1 d", "90m", "1min2h", "2w", "y"]:
+        spec = {**base, "retention": {"keepWithin": span}}
         python_ok = validate_spec("BackupPolicy", spec) == []
-        assert python_ok == (re.fullmatch(DURATION_PATTERN, duration) is not None), duration
+        assert python_ok == (re.fullmatch(RETENTION_SPAN_PATTERN, span) is not None), span
+
+
+@pytest.mark.parametrize(
+    "span",
+    ["30d", "12h", "90min", "1y6mo", "1y2mo3w4d5h6min", "2w", "0d", "6m", "1y6m", "1mo1y",
+     "3d3d", "1 d", "d", "", "30", "1min2h", "100000000d"],
+)  # fmt: skip
+def test_the_custom_resource_and_the_engine_read_one_retention_span_grammar(span: str) -> None:
+    """keepWithin is checked by the API (no engine import below the controller) and parsed
+    by the engine: both must accept exactly the same spans."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from safehold.api.types import RetentionSpan
+    from safehold.engine.retention import Duration
+
+    try:
+        TypeAdapter(RetentionSpan).validate_python(span)
+        api_ok = True
+    except ValidationError:
+        api_ok = False
+    try:
+        Duration.parse(span)
+        engine_ok = True
+    except ValueError:
+        engine_ok = False
+    assert api_ok == engine_ok, span
 
 
 def test_set_condition_moves_the_transition_time_only_on_change() -> None:

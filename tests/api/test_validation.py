@@ -85,7 +85,15 @@ def test_bad_keep_within(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["retention"] = {"keepWithin": "1 month"}
     message = _errors("BackupPolicy", spec)["spec.retention.keepWithin"]
-    assert "such as 30d, 12h or 1h30m" in message
+    assert "such as 30d, 12h or 1y6mo" in message
+
+
+def test_keep_within_refuses_a_bare_m(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["retention"] = {"keepWithin": "90m"}
+    message = _errors("BackupPolicy", spec)["spec.retention.keepWithin"]
+    assert "'90m' is ambiguous" in message
+    assert "write '90mo' for months or '90min' for minutes" in message
 
 
 def test_unknown_provider(valid_spec: dict[str, dict[str, Any]]) -> None:

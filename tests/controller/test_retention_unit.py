@@ -14,7 +14,6 @@ from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionRe
 from safehold.controller import metrics
 from safehold.controller.jobs import job_name
 from safehold.controller.retention import (
-    keep_within_argument,
     reconcile_retention,
     retention_args,
     retention_result,
@@ -24,23 +23,6 @@ from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome
 
 NS = "prod"
-
-
-@pytest.mark.parametrize(
-    ("given", "argument"),
-    [
-        ("30d", "30d"),
-        ("12h", "12h"),
-        ("36h", "1d12h"),
-        ("2w", "14d"),
-        ("1h30m", "2h"),  # m is minutes in the custom resource, months for forget
-        ("90m", "2h"),
-        ("30s", "1h"),
-        ("1d1s", "1d1h"),
-    ],
-)
-def test_keep_within_is_translated_rounding_up(given: str, argument: str) -> None:
-    assert keep_within_argument(given) == argument
 
 
 def test_forget_arguments_of_a_retention() -> None:

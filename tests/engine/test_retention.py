@@ -284,10 +284,10 @@ def test_keep_within_counts_back_from_the_newest_snapshot_not_from_now() -> None
 
 def test_keep_within_months_clamp_to_the_end_of_a_shorter_month() -> None:
     snaps = snaps_at("2026-03-31T12:00Z", "2026-02-28T12:00Z", "2026-02-28T11:00Z")
-    assert set(kept(RetentionPolicy(keep_within="1m"), snaps)) == {"s0", "s1"}
+    assert set(kept(RetentionPolicy(keep_within="1mo"), snaps)) == {"s0", "s1"}
     # 1y6m back from 2026-03-31 is 2024-09-30.
     snaps = snaps_at("2026-03-31T12:00Z", "2024-09-30T12:00Z", "2024-09-30T11:00Z")
-    assert set(kept(RetentionPolicy(keep_within="1y6m"), snaps)) == {"s0", "s1"}
+    assert set(kept(RetentionPolicy(keep_within="1y6mo"), snaps)) == {"s0", "s1"}
 
 
 def test_keep_within_days_follow_the_wall_clock_across_dst_and_hours_do_not() -> None:
@@ -319,7 +319,7 @@ def test_keep_within_resolves_a_repeated_wall_time_to_its_first_occurrence() -> 
 def test_a_keep_within_longer_than_history_keeps_everything() -> None:
     snaps = snaps_at("0002-01-01T00:00Z", "2026-11-25T00:00Z")
     assert set(kept(RetentionPolicy(keep_within="3000y"), snaps)) == {"s0", "s1"}
-    assert set(kept(RetentionPolicy(keep_within="99999999h"), snaps)) == {"s0", "s1"}
+    assert set(kept(RetentionPolicy(keep_within="999999d"), snaps)) == {"s0", "s1"}
 
 
 @pytest.mark.parametrize(
@@ -327,9 +327,10 @@ def test_a_keep_within_longer_than_history_keeps_everything() -> None:
     [
         ("30d", Duration(days=30)),
         ("2w", Duration(weeks=2)),
-        ("1y6m", Duration(years=1, months=6)),
+        ("1y6mo", Duration(years=1, months=6)),
         ("12h", Duration(hours=12)),
-        ("1y2m3w4d5h", Duration(1, 2, 3, 4, 5)),
+        ("90min", Duration(minutes=90)),
+        ("1y2mo3w4d5h6min", Duration(1, 2, 3, 4, 5, 6)),
         (" 7d ", Duration(days=7)),
     ],
 )
@@ -339,12 +340,22 @@ def test_durations_parse_and_print_back(text: str, expected: Duration) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "30", "d", "1m1y", "3d3d", "30x", "-1d", "1.5d", "0d", "1d 2h"]
+    "text",
+    ["", "30", "d", "1mo1y", "3d3d", "30x", "-1d", "1.5d", "0d", "1d 2h", "1min2h", "1000000d"],
 )
 def test_bad_durations_say_how_to_write_one(text: str) -> None:
     with pytest.raises(ValueError, match=r"'30d'|positive duration") as caught:
         Duration.parse(text)
     assert repr(text) in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "number"), [("6m", "6"), ("1y6m", "6"), ("90m", "90")])
+def test_a_bare_m_is_refused_as_ambiguous(text: str, number: str) -> None:
+    """restic reads ``6m`` as months, Kubernetes as minutes: either reading of the other's
+    forgets backups, so a span says ``mo`` or ``min``."""
+    with pytest.raises(ValueError, match="ambiguous") as caught:
+        Duration.parse(text)
+    assert f"'{number}mo' for months or '{number}min' for minutes" in str(caught.value)
 
 
 # ------------------------------------------------------------------ keep_tags
@@ -528,4 +539,4 @@ def test_bad_policies_name_the_field_and_the_fix(
 
 
 def test_keep_within_is_normalised() -> None:
-    assert RetentionPolicy(keep_within=" 1y6m ").keep_within == "1y6m"
+    assert RetentionPolicy(keep_within=" 1y6mo ").keep_within == "1y6mo"

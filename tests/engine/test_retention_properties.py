@@ -85,10 +85,10 @@ def _reference_cutoff(newest: Snap, duration: Duration, zone: ZoneInfo) -> datet
     """The oldest time keep_within keeps, stepping the calendar back one month at a time.
 
     Calendar units move the wall clock, and the wall time reached is read at its first
-    occurrence (fold 0); hours are then elapsed time. With no calendar unit the wall
-    clock is not involved at all.
+    occurrence (fold 0); hours and minutes are then elapsed time. With no calendar unit the
+    wall clock is not involved at all.
     """
-    hours = timedelta(microseconds=3600 * 10**6 * duration.hours)
+    hours = timedelta(microseconds=60 * 10**6 * (60 * duration.hours + duration.minutes))
     if duration.years == duration.months == duration.weeks == duration.days == 0:
         return EPOCH + ((newest.time - EPOCH) - hours)
     wall = newest.time.astimezone(zone).replace(tzinfo=None)
@@ -233,6 +233,7 @@ SCENARIOS = {
             weeks=st.integers(0, 3),
             days=st.integers(0, 40),
             hours=st.integers(0, 72),
+            minutes=st.integers(0, 90),
         ),
     ),
     # Newest backup within hours of an offset change, or a day after one; backups minutes
@@ -242,6 +243,7 @@ SCENARIOS = {
         st.one_of(TIES, seconds(1, 20 * 60), seconds(1, 20 * 60), seconds(1, 3 * HOUR)),
         st.one_of(
             st.builds(Duration, hours=st.integers(1, 30)),
+            st.builds(Duration, minutes=st.integers(1, 180)),
             st.just(Duration(days=1)),
             st.builds(Duration, days=st.integers(1, 2), hours=st.integers(0, 3)),
         ),

@@ -37,6 +37,7 @@ from safehold.api.types import (
     Duration,
     NamespaceName,
     ResourceName,
+    RetentionSpan,
     SourceName,
     TimeZone,
 )
@@ -286,9 +287,10 @@ class Retention(ApiModel):
     """Keep the newest snapshot of each of the last n months that have one."""
     keep_yearly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest snapshot of each of the last n years that have one."""
-    keep_within: Duration | None = None
+    keep_within: RetentionSpan | None = None
     """Keep every snapshot no older than this before the newest snapshot of its source,
-    e.g. 30d or 12h (m is minutes here; less than a whole hour is rounded up to one)."""
+    e.g. 30d, 12h or 1y6mo: units y, mo (months), w, d, h, min (minutes); a bare m is
+    refused as ambiguous."""
     keep_tags: list[str] = Field(default_factory=list, max_length=64)
     """Keep every snapshot with one of these tags (set on BackupRuns made by hand)."""
     time_zone: TimeZone | None = None

@@ -21,11 +21,13 @@ __all__ = [
     "CRON_PATTERN",
     "DURATION_PATTERN",
     "QUANTITY_PATTERN",
+    "RETENTION_SPAN_PATTERN",
     "CronExpression",
     "Duration",
     "NamespaceName",
     "Quantity",
     "ResourceName",
+    "RetentionSpan",
     "SecretKey",
     "SourceName",
     "TimeZone",
@@ -39,6 +41,11 @@ CRON_PATTERN = (
 )
 #: One or more ``<number><unit>`` parts: ``30d``, ``12h``, ``1h30m``.
 DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d|w))+$"
+#: A retention span (``keepWithin``): units y, mo (months), w, d, h, min (minutes), largest
+#: first, each once; the engine's ``retention.Duration.parse`` reads the same grammar.
+RETENTION_SPAN_PATTERN = (
+    r"^([0-9]{1,6}y)?([0-9]{1,6}mo)?([0-9]{1,6}w)?([0-9]{1,6}d)?([0-9]{1,6}h)?([0-9]{1,6}min)?$"
+)
 #: A Kubernetes resource quantity (``500m``, ``2Gi``, ``1.5``), as the apiserver writes it.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -67,6 +74,32 @@ def _check_duration(value: str) -> str:
             "duration",
             "'{value}' is not a duration: write a number and a unit, such as 30d, 12h or 1h30m "
             "(units s, m, h, d, w)",
+            {"value": value},
+        )
+    return value
+
+
+def _check_retention_span(value: str) -> str:
+    bare_m = re.search(r"([0-9]+)m(?![a-z])", value)
+    if bare_m:
+        number = bare_m.group(1)
+        raise PydanticCustomError(
+            "retention_span",
+            "'{value}' is ambiguous: 'm' means minutes in Kubernetes durations and months in "
+            "restic's --keep-within; write '{number}mo' for months or '{number}min' for minutes",
+            {"value": value, "number": number},
+        )
+    if not value or not re.fullmatch(RETENTION_SPAN_PATTERN, value):
+        raise PydanticCustomError(
+            "retention_span",
+            "'{value}' is not a retention span: write numbers with units y, mo (months), w, d, "
+            "h, min (minutes), largest first, such as 30d, 12h or 1y6mo",
+            {"value": value},
+        )
+    if not any(int(n) for n in re.findall(r"[0-9]+", value)):
+        raise PydanticCustomError(
+            "retention_span",
+            "'{value}' is zero: a retention span must be positive",
             {"value": value},
         )
     return value
@@ -154,6 +187,15 @@ def _string_schema(pattern: str, max_length: int) -> WithJsonSchema:
 
 Duration = Annotated[str, AfterValidator(_check_duration), _string_schema(DURATION_PATTERN, 32)]
 """A length of time such as ``30d``, ``12h`` or ``1h30m`` (see :func:`parse_duration`)."""
+
+RetentionSpan = Annotated[
+    str,
+    AfterValidator(_check_retention_span),
+    WithJsonSchema(
+        {"type": "string", "pattern": RETENTION_SPAN_PATTERN, "minLength": 2, "maxLength": 48}
+    ),
+]
+"""A span to keep snapshots for, such as ``30d``, ``12h`` or ``1y6mo`` (no bare ``m``)."""
 
 CronExpression = Annotated[str, AfterValidator(_check_cron), _string_schema(CRON_PATTERN, 128)]
 """Five cron fields or an ``@hourly``-style macro, checked by ``croniter``."""

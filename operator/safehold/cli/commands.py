@@ -21,6 +21,7 @@ from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, parse_time_option, read_password
 from safehold.cli.meta import read_meta
 from safehold.cli.output import Output, human_size
+from safehold.repo.layout import object_id
 
 __all__ = [
     "backup",
@@ -66,7 +67,7 @@ def key_add(args: Namespace, out: Output) -> int:
 def key_list(args: Namespace, out: Output) -> int:
     repo = open_repo(args, load_index=False)
     keys = repo.list_keys()
-    current = repo.key_name.rsplit("/", 1)[-1]
+    current = object_id(repo.key_name)
     table = out.new_table("", "id", "created", "host", "user")
     for k in keys:
         table.add_row("*" if k.id == current else "", k.id[:16], k.created, k.hostname, k.username)

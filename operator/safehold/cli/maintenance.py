@@ -134,7 +134,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--keep-within",
         metavar="DURATION",
-        help="keep snapshots younger than DURATION (e.g. 2y5m7d3h) before the source's newest",
+        help="keep snapshots younger than DURATION before the source's newest: units y, mo"
+        " (months), w, d, h, min (minutes), e.g. 2y5mo7d3h; a bare m is refused as ambiguous",
     )
     f.add_argument(
         "--keep-tag", action="append", default=[], metavar="TAG", help="keep snapshots with TAG"

@@ -19,6 +19,7 @@ from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output, human_size
 from safehold.repo.config import ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
+from safehold.repo.layout import DATA
 from safehold.storage import Storage
 
 __all__ = ["repo_info", "repo_init", "sources_newest"]
@@ -134,7 +135,7 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
     repo = open_repo(args)
     packs = 0
     pack_bytes = 0
-    for info in repo.storage.list("data/"):
+    for info in repo.storage.list(DATA):
         packs += 1
         pack_bytes += info.size
     snaps = repo.snapshots()

@@ -22,12 +22,11 @@ tried again after the next successful run. It never changes the BackupRun.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from safehold.api import BackupLocation, BackupPolicy, parse_duration, validate_spec
+from safehold.api import BackupLocation, BackupPolicy, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
 from safehold.controller import metrics
 from safehold.controller.common import now, parse_time, running_jobs
@@ -52,7 +51,6 @@ from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
     "active_retention_job",
-    "keep_within_argument",
     "newest_success",
     "reconcile_retention",
     "record_retention",
@@ -67,17 +65,6 @@ def source_prefix(namespace: str, policy: str) -> str:
     """The beginning of every snapshot source name of ``policy`` (backuprun.py writes
     ``<namespace>/<policy>/<source>``, databases ``.../<source>/<db>``)."""
     return f"{namespace}/{policy}/"
-
-
-def keep_within_argument(duration: str) -> str:
-    """A custom resource's ``keepWithin`` (units s, m = minutes, h, d, w) as ``forget
-    --keep-within`` (units y, m = months, w, d, h): whole days as days, anything else as
-    days and hours, rounded *up* to the hour, since keeping a little more is safe and
-    keeping less is not."""
-    seconds = parse_duration(duration).total_seconds()
-    hours = max(1, math.ceil(seconds / 3600))
-    days, hours = divmod(hours, 24)
-    return (f"{days}d" if days else "") + (f"{hours}h" if hours else "")
 
 
 def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list[str]:
@@ -95,7 +82,7 @@ def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list
         if count:
             args += [flag, str(count)]
     if retention.keep_within:
-        args += ["--keep-within", keep_within_argument(retention.keep_within)]
+        args += ["--keep-within", retention.keep_within]  # one grammar: api.types.RetentionSpan
     for tag in retention.keep_tags:
         args += ["--keep-tag", tag]
     args += ["--time-zone", time_zone]

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from safehold.engine.retention import RetentionPolicy, SnapshotFacts, apply_policies
+from safehold.repo.layout import SNAPSHOTS, object_id, snapshot_name
 from safehold.repo.locks import RepositoryLock
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, source_filter
@@ -125,9 +126,7 @@ def forget_snapshots(
             return
         lock = repo.object_lock_days
         modified = (
-            {i.name.rsplit("/", 1)[-1]: i.modified for i in repo.storage.list("snapshots/")}
-            if lock
-            else {}
+            {object_id(i.name): i.modified for i in repo.storage.list(SNAPSHOTS)} if lock else {}
         )
         now = datetime.now(UTC)
         for item in report.forgotten:
@@ -138,7 +137,7 @@ def forget_snapshots(
                     item.locked_until = expiry.isoformat(timespec="seconds").replace("+00:00", "Z")
                     continue
             try:
-                repo.storage.delete(f"snapshots/{item.snapshot.id}")
+                repo.storage.delete(snapshot_name(item.snapshot.id))
             except ObjectLocked:
                 item.locked_until = "unknown (the server refused the delete)"
                 continue

@@ -9,8 +9,10 @@ Under an exclusive repository lock, prune
 3. sorts each pack into *keep*, *delete* (no used blob), or *repack* (more than
    ``max_unused`` percent of its bytes unused): a used blob counts for the one pack the
    index resolves it to, so duplicates left by concurrent backups count as unused;
-4. copies the used blobs of the packs to repack into new packs (sealed blobs are copied
-   as they are: their associated data names the blob, not the pack);
+4. copies the used blobs of the packs to repack into new packs (in a version-1
+   repository sealed blobs are copied as they are: their associated data names the blob,
+   not the pack; in version 2 each new pack has its own subkey under the newest data key,
+   so each blob is opened and sealed again, which also moves it to a rotated key);
 5. writes new index objects for everything that stays, the last of them superseding
    every index object that existed;
 6. deletes the superseded index objects, then the deleted and repacked packs, then old
@@ -38,12 +40,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from safehold.repo.blobset import CompactIdSet
-from safehold.repo.crypto import SEAL_OVERHEAD, object_hash
+from safehold.repo.crypto import SEAL_OVERHEAD, SealError, object_hash
 from safehold.repo.errors import CorruptObject, RepositoryError
 from safehold.repo.index import Index, IndexFile, decode_index
+from safehold.repo.layout import DATA, INDEX, index_name, object_id, pack_object_name
 from safehold.repo.locks import RepositoryLock, list_locks
-from safehold.repo.pack import HEADER_ENTRY, PackBlob, decode_blob, pack_trailer
-from safehold.repo.repository import Repository, pack_object_name
+from safehold.repo.pack import HEADER_ENTRY, PackBlob, decode_blob, pack_trailer, reseal_blob
+from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.storage import NotFound, ObjectInfo, ObjectLocked
 
@@ -157,8 +160,8 @@ class _Prune:
     def load(self) -> list[str]:
         """Read every index object; return the live ones (superseded by none)."""
         repo = self.repo
-        for info in repo.storage.list("index/"):
-            digest = info.name.rsplit("/", 1)[-1]
+        for info in repo.storage.list(INDEX):
+            digest = object_id(info.name)
             try:
                 data = repo.storage.get(info.name)
             except NotFound:
@@ -183,8 +186,8 @@ class _Prune:
         for digest in live:
             index.add_file(self.index_files[digest])
         repo.index = index
-        for info in repo.storage.list("data/"):
-            self.packs[info.name.rsplit("/", 1)[-1]] = info
+        for info in repo.storage.list(DATA):
+            self.packs[object_id(info.name)] = info
         return live
 
     def used_blobs(self) -> CompactIdSet:
@@ -290,19 +293,21 @@ class _Prune:
         """Copy the used blobs of the packs to repack into new packs; return the new packs."""
         repo = self.repo
         written: dict[str, list[PackBlob]] = {}
-        buf = bytearray()
+        key = repo.aead.new_pack_key()  # version 2: a subkey per new pack (section 5a)
+        buf = bytearray(key.prefix)
         out: list[PackBlob] = []
 
         def finish() -> None:
-            nonlocal buf, out
+            nonlocal buf, out, key
             if not out:
                 return
-            data = bytes(buf) + pack_trailer(repo.aead, out)
+            data = bytes(buf) + pack_trailer(key.aead, out)
             pack = repo.save_object("data", data)
             written[pack] = out
             self.report.packs_written += 1
             self.report.bytes_written += len(data)
-            buf, out = bytearray(), []
+            key = repo.aead.new_pack_key()
+            buf, out = bytearray(key.prefix), []
 
         for pack, blobs in sorted(plan.repack.items()):
             name = pack_object_name(pack)
@@ -316,8 +321,11 @@ class _Prune:
             for b in blobs:
                 sealed = data[b.offset : b.offset + b.stored]
                 try:
-                    plain = decode_blob(repo.aead, b.type, b.id, b.flags, b.raw, sealed)
-                except (ValueError, CorruptObject) as exc:
+                    source = repo.pack_aead(pack, data)
+                    plain = decode_blob(source, b.type, b.id, b.flags, b.raw, sealed)
+                    if key.prefix:  # a new subkey: seal again (same length)
+                        sealed = reseal_blob(source, key.aead, b.type, b.id, sealed)
+                except (ValueError, SealError, CorruptObject) as exc:
                     raise PruneError(
                         f"{repo.location}: blob {b.id.hex()} in pack {name} is damaged "
                         f"({exc}); prune stops before deleting anything"
@@ -338,14 +346,16 @@ class _Prune:
 
     def _repacked_size(self, plan: _Plan) -> int:
         """The bytes :meth:`repack` would write: the same packing, without the data."""
-        total = size = count = 0
+        prefix = self.repo.aead.prefix_size
+        total = count = 0
+        size = prefix
         for _, blobs in sorted(plan.repack.items()):
             for b in blobs:
                 size += b.stored
                 count += 1
                 if size >= self.repo.config.pack_size:
                     total += size + count * HEADER_ENTRY.size + SEAL_OVERHEAD + 4
-                    size = count = 0
+                    size, count = prefix, 0
         if count:
             total += size + count * HEADER_ENTRY.size + SEAL_OVERHEAD + 4
         return total
@@ -403,7 +413,7 @@ class _Prune:
         # Superseded index objects: all old ones once the new index is stored, else only
         # those an earlier (crashed) prune already superseded.
         for digest in sorted(self.index_files if rewrite else superseded & set(self.index_files)):
-            if self._delete(f"index/{digest}", self.index_infos.get(digest)):
+            if self._delete(index_name(digest), self.index_infos.get(digest)):
                 report.index_deleted += 1
         if self._others_locked(own_lock):
             report.deferred = (

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo import CorruptObject, Repository, Snapshot, pack_object_name
+from safehold.repo import CorruptObject, Repository, Snapshot, layout
 from safehold.repo.crypto import object_hash
 from safehold.repo.errors import RepositoryError
 from safehold.repo.index import Index, IndexFile
@@ -182,26 +182,28 @@ def open_site(
     counts = counts if counts is not None else {kind: ObjectCounts() for kind in KINDS}
     _, config_bytes = Repository.read_config(source.storage)
     try:
-        site_config = target.get("config")
+        site_config = target.get(layout.CONFIG)
     except NotFound:
         site_config = None
     if site_config is None:
-        if any(True for _ in target.list("snapshots/")) or any(True for _ in target.list("keys/")):
+        if any(True for _ in target.list(layout.SNAPSHOTS)) or any(
+            True for _ in target.list(layout.KEYS)
+        ):
             raise ReplicationError(
                 f"{target.location}: holds repository objects but no config; it is not a "
                 "replica this tool can complete: give an empty location or the site's URL"
             )
         if not create:  # a dry run: report what creating the site would copy
-            for info in source.storage.list("keys/"):
+            for info in source.storage.list(layout.KEYS):
                 counts["keys"].copied += 1
                 counts["keys"].copied_bytes += info.size
             counts["config"].copied += 1
             counts["config"].copied_bytes += len(config_bytes)
             return None, True
         # Keys first, then the config: like 'repo init', never a config nobody can open.
-        for info in source.storage.list("keys/"):
+        for info in source.storage.list(layout.KEYS):
             _copy_small(source.storage, target, info.name, counts["keys"])
-        _copy_small(source.storage, target, "config", counts["config"], expected=config_bytes)
+        _copy_small(source.storage, target, layout.CONFIG, counts["config"], expected=config_bytes)
         created = True
     else:
         if site_config != config_bytes:
@@ -223,7 +225,7 @@ def _copy_small(
     data = source.get(name)
     if expected is not None and data != expected:
         raise ReplicationError(f"{source.location}: {name} changed while replicating; run again")
-    if name.startswith("keys/") and object_hash(data) != name.rsplit("/", 1)[-1]:
+    if name.startswith(layout.KEYS) and object_hash(data) != layout.object_id(name):
         raise CorruptObject(f"{source.location}/{name}", "bytes do not match the object's name")
     try:
         target.create(name, data)
@@ -305,9 +307,9 @@ def _run(
     errors: dict[str, str] = {}
     selected = select_snapshots(source.iter_snapshots(errors), options)
     for name, message in errors.items():
-        result.snapshots_failed[name.rsplit("/", 1)[-1]] = message
+        result.snapshots_failed[layout.object_id(name)] = message
     result.selected = len(selected)
-    present = {info.name.rsplit("/", 1)[-1]: info.size for info in target.list("snapshots/")}
+    present = {layout.object_id(info.name): info.size for info in target.list(layout.SNAPSHOTS)}
     newest_at_site: dict[str, Any] = {}
     if options.only_newer and site is not None:
         for s in site.iter_snapshots():
@@ -349,22 +351,22 @@ def _run(
             break
 
     source_sizes = {
-        info.name.rsplit("/", 1)[-1]: info.size
-        for info in source.storage.list("data/")
-        if info.name.rsplit("/", 1)[-1] in packs
+        layout.object_id(info.name): info.size
+        for info in source.storage.list(layout.DATA)
+        if layout.object_id(info.name) in packs
     }
     missing_at_source = packs - source_sizes.keys()
     if missing_at_source:
         # The index names a pack the primary does not hold: those snapshots are damaged.
         raise CorruptObject(
-            f"{source.location}/data",
+            f"{source.location}/{layout.DATA.rstrip('/')}",
             f"{len(missing_at_source)} pack(s) the index names are missing (e.g. "
             f"{sorted(missing_at_source)[0]}); run 'safehold verify' at the primary",
         )
     at_site = {
-        info.name.rsplit("/", 1)[-1]: info.size
-        for info in target.list("data/")
-        if info.name.rsplit("/", 1)[-1] in packs
+        layout.object_id(info.name): info.size
+        for info in target.list(layout.DATA)
+        if layout.object_id(info.name) in packs
     }
     to_copy = sorted(p for p in packs if at_site.get(p) != source_sizes[p])
     data = result.counts["data"]
@@ -395,8 +397,8 @@ def _run(
         pending.append(name)
         if len(pending) >= options.index_every:
             flush()
-    for pack, outcome in copier.run(pack_object_name(p) for p in to_copy):
-        digest = pack.rsplit("/", 1)[-1]
+    for pack, outcome in copier.run(layout.pack_object_name(p) for p in to_copy):
+        digest = layout.object_id(pack)
         if isinstance(outcome, str):
             failures[pack] = outcome
             continue
@@ -416,7 +418,7 @@ def _run(
 
     # Snapshots last, oldest first: each one only once everything it reaches is indexed.
     counts = result.counts["snapshots"]
-    names = [f"snapshots/{snap.id}" for snap in copyable]
+    names = [layout.snapshot_name(snap.id) for snap in copyable]
     for name, outcome in copier.run(names):
         if isinstance(outcome, str):
             failures[name] = outcome
@@ -424,7 +426,7 @@ def _run(
         counts.copied += 1
         counts.copied_bytes += outcome.size
         counts.server_side += int(outcome.server_side)
-    arrived_ids = {n.rsplit("/", 1)[-1] for n in names if n not in failures}
+    arrived_ids = {layout.object_id(n) for n in names if n not in failures}
     result.snapshots_copied = [s.id for s in copyable if s.id in arrived_ids]
     if failures:
         first = next(iter(failures.items()))
@@ -548,7 +550,7 @@ class _Copier:
         raise AssertionError("unreachable")
 
     def _once(self, name: str) -> _Arrived:
-        expected = name.rsplit("/", 1)[-1]
+        expected = layout.object_id(name)
         if self._server_side and server_side_copy(self.source, self.target, name):
             # The bytes never passed through us: read them back at the site and check them.
             data = self.target.get(name)

@@ -109,12 +109,20 @@ class RetentionInputError(ValueError):
 
 @dataclass(frozen=True)
 class Duration:
-    """A ``keep_within`` span such as ``30d``, ``2w``, ``1y6m`` or ``12h``.
+    """A retention span (``keepWithin``, ``--keep-within``) such as ``30d``, ``2w``,
+    ``1y6mo`` or ``12h``: one grammar wherever a span is written (the custom resources,
+    ``forget --keep-within``, ``forget --policy``; its pattern is ``RETENTION_SPAN_PATTERN``
+    in ``safehold.api.types``).
+
+    Units, largest first, each at most once: ``y`` years, ``mo`` months, ``w`` weeks,
+    ``d`` days, ``h`` hours, ``min`` minutes. A bare ``m`` is refused: it means minutes in
+    Kubernetes durations and months in restic's ``--keep-within``, and either reading of
+    the other's ``6m`` forgets backups the user meant to keep.
 
     Years, months, weeks and days are calendar units, counted back on the wall
     clock of the policy's time zone (one month before 31 March is 28 or 29
-    February, the last day that exists); hours are exact elapsed hours. That way
-    ``1d`` means "since this time yesterday" even across a DST change.
+    February, the last day that exists); hours and minutes are exact elapsed time.
+    That way ``1d`` means "since this time yesterday" even across a DST change.
     """
 
     years: int = 0
@@ -122,21 +130,31 @@ class Duration:
     weeks: int = 0
     days: int = 0
     hours: int = 0
+    minutes: int = 0
 
-    _UNITS = ("y", "m", "w", "d", "h")
+    _UNITS = ("y", "mo", "w", "d", "h", "min")
 
     def __post_init__(self) -> None:
-        if min(self.years, self.months, self.weeks, self.days, self.hours) < 0:
+        parts = (self.years, self.months, self.weeks, self.days, self.hours, self.minutes)
+        if min(parts) < 0:
             raise ValueError(f"{self!r}: a duration counts back, its parts must not be negative")
 
-    _PATTERN = re.compile(r"([0-9]+)([ymwdh])")
+    _PATTERN = re.compile(r"([0-9]{1,6})(y|mo|min|m|w|d|h)")
 
     @classmethod
     def parse(cls, text: str) -> Duration:
-        """Parse ``<n><unit>...`` with units y, m, w, d, h in that order, each at most once."""
+        """Parse ``<n><unit>...`` with units y, mo, w, d, h, min in that order, each once,
+        each number of at most six digits (as the custom resources' schema says)."""
         compact = text.strip()
         parts = cls._PATTERN.findall(compact)
         units = [unit for _, unit in parts]
+        if "m" in units:
+            number = next(n for n, u in parts if u == "m")
+            raise ValueError(
+                f"{text!r} is ambiguous: 'm' means minutes in Kubernetes durations and months"
+                f" in restic's --keep-within; write '{number}mo' for months or '{number}min'"
+                " for minutes"
+            )
         ok = (
             bool(parts)
             and "".join(f"{n}{u}" for n, u in parts) == compact
@@ -144,24 +162,25 @@ class Duration:
         )
         if not ok:
             raise ValueError(
-                f"{text!r} is not a duration: write numbers with units y (years), m (months),"
-                " w (weeks), d (days), h (hours), largest first, each once, e.g. '30d',"
-                " '2w', '1y6m' or '12h'"
+                f"{text!r} is not a duration: write numbers with units y (years), mo (months),"
+                " w (weeks), d (days), h (hours), min (minutes), largest first, each once,"
+                " e.g. '30d', '2w', '1y6mo' or '12h'"
             )
         values = {unit: int(number) for number, unit in parts}
         duration = cls(
             years=values.get("y", 0),
-            months=values.get("m", 0),
+            months=values.get("mo", 0),
             weeks=values.get("w", 0),
             days=values.get("d", 0),
             hours=values.get("h", 0),
+            minutes=values.get("min", 0),
         )
         if duration == cls():
             raise ValueError(f"{text!r} is zero: keep_within needs a positive duration")
         return duration
 
     def __str__(self) -> str:
-        values = (self.years, self.months, self.weeks, self.days, self.hours)
+        values = (self.years, self.months, self.weeks, self.days, self.hours, self.minutes)
         return "".join(f"{n}{u}" for n, u in zip(values, self._UNITS, strict=True) if n)
 
     def before(self, moment: datetime, zone: tzinfo) -> datetime:
@@ -169,7 +188,7 @@ class Duration:
 
         Calendar units move the wall clock; the wall time reached is read at its first
         occurrence when DST repeats it (fold 0), and with the offset before the change
-        when DST skips it. Hours are then taken off as elapsed time, in UTC: Python
+        when DST skips it. Hours and minutes are then taken off as elapsed time, in UTC: Python
         subtracts a timedelta from a zoned datetime on the wall clock. A span reaching
         back before the year 1 gives the earliest instant, so it keeps everything.
         """
@@ -182,7 +201,7 @@ class Duration:
                 wall = wall.replace(year=year, month=month0 + 1, day=min(wall.day, last_day))
                 wall -= timedelta(weeks=self.weeks, days=self.days)
                 moment = wall.replace(tzinfo=zone)
-            return moment.astimezone(UTC) - timedelta(hours=self.hours)
+            return moment.astimezone(UTC) - timedelta(hours=self.hours, minutes=self.minutes)
         except (ValueError, OverflowError):
             return datetime.min.replace(tzinfo=UTC)
 

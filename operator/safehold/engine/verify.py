@@ -15,13 +15,17 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo import CorruptObject, Node, Repository, pack_object_name
+from safehold.repo import CorruptObject, Node, Repository
 from safehold.repo.crypto import SealError, object_hash
+from safehold.repo.layout import DATA, object_id, pack_object_name
 from safehold.repo.pack import decode_blob, parse_pack
 from safehold.storage import NotFound, StorageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["VerifyReport", "verify_repository"]
 
@@ -79,8 +83,8 @@ class _Verifier:
         load = repo.load_index()
         for name, message in load.damaged.items():
             self.report.objects[name] = message
-        for info in repo.storage.list("data/"):
-            self.pack_sizes[info.name.rsplit("/", 1)[-1]] = info.size
+        for info in repo.storage.list(DATA):
+            self.pack_sizes[object_id(info.name)] = info.size
         indexed = set(repo.index.packs())
         self.report.packs = len(indexed)
         self.report.unreferenced_packs = len(set(self.pack_sizes) - indexed)
@@ -130,7 +134,9 @@ class _Verifier:
         if object_hash(data) != pack:
             self.report.objects[name] = "pack bytes do not match its name (changed or corrupt)"
         view = memoryview(data)
+        aead: AESGCM | None = None
         try:
+            aead = repo.pack_aead(pack, data)  # version 2: the pack's own subkey
             header = {b.id: b for b in parse_pack(repo.aead, data, name)}
         except CorruptObject as exc:
             self.report.objects[name] = str(exc)
@@ -144,7 +150,9 @@ class _Verifier:
                 continue
             try:
                 sealed = view[loc.offset : loc.offset + loc.stored]
-                plain = decode_blob(repo.aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+                if aead is None:
+                    raise ValueError("the pack's subkey prefix is damaged")
+                plain = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
                 if repo.keys.blob_id(plain) != blob_id:
                     raise ValueError("content does not match its id")
             except (SealError, ValueError) as exc:

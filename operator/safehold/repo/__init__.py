@@ -27,9 +27,10 @@ if TYPE_CHECKING:
         UnsupportedRepository,
         WrongPassword,
     )
+    from safehold.repo.layout import pack_object_name
     from safehold.repo.locks import LockInfo, RepositoryLock, list_locks, unlock
     from safehold.repo.pack import BLOB_DATA, BLOB_TREE, BlobEncoder
-    from safehold.repo.repository import Repository, pack_object_name
+    from safehold.repo.repository import Repository
     from safehold.repo.snapshot import SNAPSHOT_TYPES, Snapshot, check_meta
     from safehold.repo.tree import Node, decode_tree, encode_tree
     from safehold.repo.writer import BlobWriter
@@ -85,7 +86,8 @@ __getattr__ = lazy_attributes(
         ),
         "locks": ("LockInfo", "RepositoryLock", "list_locks", "unlock"),
         "pack": ("BLOB_DATA", "BLOB_TREE", "BlobEncoder"),
-        "repository": ("Repository", "pack_object_name"),
+        "layout": ("pack_object_name",),
+        "repository": ("Repository",),
         "snapshot": ("SNAPSHOT_TYPES", "Snapshot", "check_meta"),
         "tree": ("Node", "decode_tree", "encode_tree"),
         "writer": ("BlobWriter",),

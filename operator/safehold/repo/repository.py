@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from safehold.repo import layout
 from safehold.repo.config import Config
 from safehold.repo.crypto import MasterKeys, SealError, object_hash
 from safehold.repo.errors import (
@@ -39,17 +40,13 @@ from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
 from safehold.storage import AlreadyExists, NotFound, Retention, Storage
 
-__all__ = ["IndexLoad", "Repository", "apply_object_lock", "pack_object_name"]
+__all__ = ["IndexLoad", "Repository", "apply_object_lock"]
 
 log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 #: (location, config hash) -> the key object that opened it last in this process, tried
 #: first by the next open so that it does not derive every key again.
 _OPENED_WITH: dict[tuple[str, str], str] = {}
-
-
-def pack_object_name(pack: str) -> str:
-    return f"data/{pack[:2]}/{pack}"
 
 
 def apply_object_lock(storage: Storage, config: Config) -> None:
@@ -60,7 +57,7 @@ def apply_object_lock(storage: Storage, config: Config) -> None:
     """
     if config.object_lock_mode:
         storage.set_retention(
-            Retention(config.object_lock_mode, config.object_lock_days, exempt=("locks/",))
+            Retention(config.object_lock_mode, config.object_lock_days, exempt=(layout.LOCKS,))
         )
 
 
@@ -102,7 +99,7 @@ class Repository:
     @staticmethod
     def read_config(storage: Storage) -> tuple[Config, bytes]:
         try:
-            data = storage.get("config")
+            data = storage.get(layout.CONFIG)
         except NotFound as exc:
             raise RepositoryNotFound(
                 f"{storage.location}: there is no repository here (no config object); "
@@ -116,7 +113,7 @@ class Repository:
     ) -> Repository:
         config = config or Config.new()
         data = config.to_bytes()
-        if any(True for _ in storage.list("keys/")):
+        if any(True for _ in storage.list(layout.KEYS)):
             raise RepositoryExists(f"{storage.location}: a repository already exists here")
         if config.object_lock_mode:
             # Before anything is written: a bucket that cannot lock says how to enable it.
@@ -126,11 +123,11 @@ class Repository:
         key = make_key_object(
             password, keys, repository_id=config.id, config_hash=object_hash(data), n=kdf_n
         )
-        key_name = f"keys/{object_hash(key)}"
+        key_name = layout.key_name(object_hash(key))
         # The key first: a config without a key would be a repository nobody can open.
         storage.create(key_name, key)
         try:
-            storage.create("config", data)
+            storage.create(layout.CONFIG, data)
         except AlreadyExists as exc:
             storage.delete(key_name)
             raise RepositoryExists(f"{storage.location}: a repository already exists here") from exc
@@ -141,7 +138,7 @@ class Repository:
         config, data = cls.read_config(storage)
         apply_object_lock(storage, config)
         config_hash = object_hash(data)
-        names = [info.name for info in storage.list("keys/")]
+        names = [info.name for info in storage.list(layout.KEYS)]
         if not names:
             raise CorruptObject(
                 f"{storage.location}/keys", "the repository has no key objects; it cannot be opened"
@@ -158,7 +155,7 @@ class Repository:
         for position, name in enumerate(names):
             try:
                 key_data = storage.get(name)
-                if object_hash(key_data) != name.rsplit("/", 1)[-1]:
+                if object_hash(key_data) != layout.object_id(name):
                     raise CorruptObject(name, "bytes do not match the object's name")
                 key = parse_key_object(key_data, name)
             except NotFound:
@@ -234,14 +231,14 @@ class Repository:
             config_hash=object_hash(data),
             n=kdf_n,
         )
-        name = f"keys/{object_hash(key)}"
+        name = layout.key_name(object_hash(key))
         self.storage.create(name, key)
-        return name.rsplit("/", 1)[-1]
+        return layout.object_id(name)
 
     def list_keys(self) -> list[KeyInfo]:
         return [
             parse_key_info(self.storage.get(info.name), info.name)
-            for info in self.storage.list("keys/")
+            for info in self.storage.list(layout.KEYS)
         ]
 
     def remove_key(self, key_id: str) -> str:
@@ -256,14 +253,14 @@ class Repository:
                 f"{self.location}: refusing to remove the last key: the repository "
                 "could never be opened again; add another key first"
             )
-        self.storage.delete(f"keys/{matches[0].id}")
+        self.storage.delete(layout.key_name(matches[0].id))
         return matches[0].id
 
     # ------------------------------------------------------------ objects
     def save_object(self, kind: str, data: bytes) -> str:
         """Write an immutable object under ``kind/<hash>``; return the hash."""
         digest = object_hash(data)
-        name = pack_object_name(digest) if kind == "data" else f"{kind}/{digest}"
+        name = layout.object_name(kind, digest)
         # AlreadyExists: the same bytes are there already (content-addressed).
         with contextlib.suppress(AlreadyExists):
             self.storage.create(name, data)
@@ -272,8 +269,8 @@ class Repository:
     def load_index(self) -> IndexLoad:
         result = IndexLoad()
         files: dict[str, IndexFile] = {}
-        for info in self.storage.list("index/"):
-            digest = info.name.rsplit("/", 1)[-1]
+        for info in self.storage.list(layout.INDEX):
+            digest = layout.object_id(info.name)
             try:
                 data = self.storage.get(info.name)
                 if object_hash(data) != digest:
@@ -305,7 +302,7 @@ class Repository:
             raise CorruptObject(blob_id.hex(), "blob is in no index object")
         if expected_type is not None and loc.type != expected_type:
             raise CorruptObject(blob_id.hex(), f"blob has type {loc.type}, not {expected_type}")
-        name = pack_object_name(loc.pack)
+        name = layout.pack_object_name(loc.pack)
         try:
             sealed = self.storage.get(name, loc.offset, loc.stored)
         except NotFound as exc:
@@ -327,8 +324,8 @@ class Repository:
         return snap.id
 
     def iter_snapshots(self, errors: dict[str, str] | None = None) -> Iterator[Snapshot]:
-        for info in self.storage.list("snapshots/"):
-            digest = info.name.rsplit("/", 1)[-1]
+        for info in self.storage.list(layout.SNAPSHOTS):
+            digest = layout.object_id(info.name)
             if not _HEX.match(digest):
                 continue
             try:
@@ -389,7 +386,7 @@ class Repository:
             return candidates[-1]
         prefix = ref.lower()
         matches = [s for s in candidates if s.id.startswith(prefix)]
-        damaged = sorted(n for n in errors if n.rsplit("/", 1)[-1].startswith(prefix))
+        damaged = sorted(n for n in errors if layout.object_id(n).startswith(prefix))
         if damaged and len(ref) >= 4:
             raise CorruptObject(
                 damaged[0],
