@@ -244,8 +244,8 @@ def _start_seaweedfs(workdir: Path) -> RunningStore:
         "-s3.port.lance=0",
         "-s3.autoCreateBucket=false",  # as on AWS: a missing bucket is an error
         f"-s3.config={workdir / 's3.json'}",
-        f"-s3.localSocket={workdir / 's3.sock'}",
-        f"-filer.localSocket={workdir / 'filer.sock'}",
+        "-s3.localSocket=s3.sock",  # relative to cwd: a unix socket path must stay under 108 bytes
+        "-filer.localSocket=filer.sock",
     ]
     for name, port in ports.items():
         argv += [f"-{name}.port={port}", f"-{name}.port.grpc={port + 10000}"]
