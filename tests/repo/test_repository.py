@@ -110,7 +110,7 @@ def test_config_records_algorithms_and_chunker_by_name(storage: Storage) -> None
     _init(storage)
     doc = json.loads(storage.get("config"))
     assert doc["format"] == "safehold-repository"
-    assert doc["version"] == 1
+    assert doc["version"] == 2
     assert doc["cipher"] == "aes-256-gcm"
     assert doc["compression"]["algorithm"] == "zstd"
     assert doc["chunker"]["algorithm"] == "fastcdc-2020"

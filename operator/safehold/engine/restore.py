@@ -822,7 +822,12 @@ class _Restore:
         data: memoryview,
         start: int,
     ) -> None:
-        aead = self.repo.aead
+        try:  # format version 2: the pack's own subkey, from its first bytes
+            aead = self.repo.pack_aead(pack, data if start == 0 else None)
+        except CorruptObject as exc:
+            for blob_id, *_ in group:
+                self._fail(plan[blob_id], f"chunk {blob_id.hex()} cannot be read ({exc})")
+            return
         id_of = self.repo.keys.blob_id
         for blob_id, blob_type, flags, offset, stored, raw in group:
             uses = plan[blob_id]

@@ -25,8 +25,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "safehold-repository"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+#: The version ``repo init`` creates. Version 1 repositories are read and written as
+#: version 1 (format section 13): a repository never changes version in place.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 _MAX_CONFIG = 64 * 1024

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from safehold.repo.crypto import AAD_INDEX, SealError, open_sealed, seal
+from safehold.repo.crypto import AAD_INDEX, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
 from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
 
@@ -51,7 +51,7 @@ class IndexFile:
     supersedes: list[str] = field(default_factory=list)
 
 
-def encode_index(aead: AESGCM, index: IndexFile) -> bytes:
+def encode_index(aead: AESGCM | Sealer, index: IndexFile) -> bytes:
     out = bytearray(_MAGIC)
     out.append(1)
     out += _U32.pack(len(index.supersedes))
@@ -66,7 +66,7 @@ def encode_index(aead: AESGCM, index: IndexFile) -> bytes:
     return seal(aead, AAD_INDEX, zstandard.ZstdCompressor(level=3).compress(bytes(out)))
 
 
-def decode_index(aead: AESGCM, data: bytes, name: str) -> IndexFile:
+def decode_index(aead: AESGCM | Sealer, data: bytes, name: str) -> IndexFile:
     """An index object's content; :class:`CorruptObject` naming it and what is wrong.
 
     Every count is checked against the bytes left before anything is allocated for it,

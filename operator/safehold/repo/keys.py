@@ -1,7 +1,11 @@
 """Key objects: the master keys wrapped by a key derived from a password with scrypt.
 
 Several key objects can open one repository; adding a password writes a new one,
-removing deletes one, and no data is ever re-encrypted (format section 5).
+removing deletes one, and no data is ever re-encrypted (format section 5). A rotation
+(section 5b) adds a data key version to the payload of the key object it rewrites.
+
+New keys cost scrypt N=2^17 (128 MiB, about half a second) and need a password of at
+least :data:`MIN_PASSWORD_LENGTH` characters unless the caller says it accepts less.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from safehold.repo.crypto import (
     AAD_KEY,
+    MAX_KEY_VERSIONS,
     SEAL_OVERHEAD,
     MasterKeys,
     SealError,
@@ -32,6 +37,8 @@ from safehold.repo.errors import CorruptObject, UnsupportedRepository
 __all__ = [
     "MAX_SCRYPT_MEMORY",
     "MAX_SCRYPT_WORK",
+    "MIN_PASSWORD_LENGTH",
+    "SCRYPT_N",
     "KeyInfo",
     "KeyObject",
     "KeyOpenFailed",
@@ -39,13 +46,45 @@ __all__ = [
     "open_key_object",
     "parse_key_info",
     "parse_key_object",
+    "password_problem",
+    "scrypt_n",
     "unseal_key",
 ]
 
-SCRYPT_N = 2**15
+#: scrypt's cost for new keys: 2^17 with r=8 takes 128 MiB and about half a second, so a
+#: guess at a password costs an attacker that much too (format section 5).
+SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
 MIN_SCRYPT_N = 2**14
+#: Tests only: a cheaper N for the keys they make (at least MIN_SCRYPT_N, a power of two),
+#: so that every command of a test suite does not pay half a second to open a repository.
+#: Outside the ``SAFEHOLD_`` names on purpose: tests hand their commands a clean
+#: ``SAFEHOLD_*`` environment, and this must survive that (tests/conftest.py sets it).
+SCRYPT_N_ENV = "TEST_SAFEHOLD_SCRYPT_N"
+#: Passwords of new keys shorter than this are refused unless the caller accepts them.
+MIN_PASSWORD_LENGTH = 12
+
+
+def scrypt_n() -> int:
+    """The scrypt N for a new key: :data:`SCRYPT_N`, or the tests' cheaper one."""
+    value = os.environ.get(SCRYPT_N_ENV, "")
+    if value.isdigit():
+        n = int(value)
+        if MIN_SCRYPT_N <= n <= SCRYPT_N and not n & (n - 1):
+            return n
+    return SCRYPT_N
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` is too weak for a new key, or None. The rule is its length: at
+    least :data:`MIN_PASSWORD_LENGTH` characters (a passphrase of a few words passes)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (
+            f"the password has {len(password)} characters; a new key needs at least "
+            f"{MIN_PASSWORD_LENGTH}"
+        )
+    return None
 
 
 class KeyOpenFailed(Exception):
@@ -68,19 +107,27 @@ def _kek(password: str, salt: bytes, n: int, r: int, p: int) -> AESGCM:
 
 
 def make_key_object(
-    password: str, keys: MasterKeys, *, repository_id: str, config_hash: str, n: int = SCRYPT_N
+    password: str,
+    keys: MasterKeys,
+    *,
+    repository_id: str,
+    config_hash: str,
+    n: int | None = None,
 ) -> bytes:
-    """Seal the master keys under ``password``; returns the key object's bytes."""
+    """Seal the master keys under ``password``; returns the key object's bytes.
+    ``n`` defaults to :func:`scrypt_n`."""
+    n = n or scrypt_n()
     salt = os.urandom(32)
-    payload = json.dumps(
-        {
-            "repository": repository_id,
-            "config": config_hash,
-            "encrypt": base64.b64encode(keys.encrypt).decode(),
-            "id": base64.b64encode(keys.id_key).decode(),
-            "chunker_seed": keys.chunker_seed,
-        }
-    ).encode()
+    fields: dict[str, object] = {
+        "repository": repository_id,
+        "config": config_hash,
+        "encrypt": base64.b64encode(keys.encrypt).decode(),
+        "id": base64.b64encode(keys.id_key).decode(),
+        "chunker_seed": keys.chunker_seed,
+    }
+    if keys.newer:  # rotated (format section 5b): data key versions 2, 3, ...
+        fields["newer_keys"] = [base64.b64encode(k).decode() for k in keys.newer]
+    payload = json.dumps(fields).encode()
     try:
         username = getpass.getuser()
     except (KeyError, OSError):
@@ -108,10 +155,12 @@ def make_key_object(
 #: The most memory one key derivation may take (scrypt needs 128·n·r bytes): a key object
 #: asking for more is refused as damaged before anything is derived (format section 5).
 MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
-#: The most work (n·r·p, in scrypt's block operations) one derivation may take: 16 times
-#: what the writers' default costs.
+#: The most work (n·r·p, in scrypt's block operations) one derivation may take: 4 times
+#: what the writers' default (2^17, r=8) costs.
 MAX_SCRYPT_WORK = 2**22
 _MAX_KEY_OBJECT = 64 * 1024
+#: The sealed payload: room for MAX_KEY_VERSIONS data keys in base64 and the rest.
+_MAX_SEALED_PAYLOAD = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -205,7 +254,7 @@ def parse_key_object(data: bytes, name: str) -> KeyObject:
         )
     try:
         salt = _b64(kdf.get("salt"), "kdf.salt", 16, 64)
-        sealed = _b64(doc.get("data"), "data", SEAL_OVERHEAD, 1024)
+        sealed = _b64(doc.get("data"), "data", SEAL_OVERHEAD, _MAX_SEALED_PAYLOAD)
     except ValueError as exc:
         raise CorruptObject(name, f"key object {exc}") from exc
     return KeyObject(name, n, r, p, salt, sealed)
@@ -224,6 +273,12 @@ def unseal_key(key: KeyObject, password: str) -> tuple[MasterKeys, str, str]:
             raise ValueError("not a JSON object")
         encrypt = _b64(payload.get("encrypt"), "encrypt", 32, 32)
         id_key = _b64(payload.get("id"), "id", 32, 32)
+        newer = payload.get("newer_keys", [])
+        if type(newer) is not list or len(newer) >= MAX_KEY_VERSIONS:
+            raise ValueError(
+                f"field 'newer_keys' is not a list of at most {MAX_KEY_VERSIONS - 1} keys"
+            )
+        newer_keys = tuple(_b64(k, "newer_keys", 32, 32) for k in newer)
         seed = payload.get("chunker_seed")
         if type(seed) is not int or not 0 <= seed < 2**63:
             raise ValueError("field 'chunker_seed' is not a 63-bit integer")
@@ -232,7 +287,8 @@ def unseal_key(key: KeyObject, password: str) -> tuple[MasterKeys, str, str]:
             raise ValueError("field 'repository' or 'config' is not a string")
     except (ValueError, RecursionError) as exc:
         raise CorruptObject(key.name, f"key payload is malformed ({exc})") from exc
-    return MasterKeys(encrypt=encrypt, id_key=id_key, chunker_seed=seed), repository, config
+    keys = MasterKeys(encrypt=encrypt, id_key=id_key, chunker_seed=seed, newer=newer_keys)
+    return keys, repository, config
 
 
 def open_key_object(data: bytes, name: str, password: str) -> tuple[MasterKeys, str, str]:

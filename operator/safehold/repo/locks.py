@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from safehold.repo.crypto import AAD_LOCK, SealError, object_hash, open_sealed, seal
+from safehold.repo.crypto import AAD_LOCK, Sealer, SealError, object_hash, open_sealed, seal
 from safehold.repo.errors import CorruptObject, LockConflict, RepositoryError
 from safehold.repo.snapshot import parse_time
 from safehold.storage import NotFound
@@ -105,7 +105,7 @@ class LockInfo:
         )
 
 
-def decode_lock(aead: AESGCM, data: bytes, name: str) -> LockInfo:
+def decode_lock(aead: AESGCM | Sealer, data: bytes, name: str) -> LockInfo:
     """A lock object's content; :class:`CorruptObject` naming it and the field when it
     fails authentication or breaks format section 11."""
     try:

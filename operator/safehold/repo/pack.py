@@ -2,14 +2,16 @@
 
 A pack is ``blob_1 .. blob_n || sealed header || u32 header length``. The header
 lists every blob (type, flags, stored and raw length, id), so a pack describes
-itself and the index can always be rebuilt from the packs.
+itself and the index can always be rebuilt from the packs. In format version 2 the
+pack starts with its subkey prefix (``u32 key version || salt``, section 5a), and
+its blobs and header are sealed under that pack's own subkey.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safehold.repo.crypto import (
     AAD_PACK_HEADER,
     SEAL_OVERHEAD,
+    Sealer,
     SealError,
     blob_aad,
     open_sealed,
@@ -31,12 +34,16 @@ __all__ = [
     "FLAG_ZSTD",
     "HEADER_ENTRY",
     "BlobEncoder",
+    "EncodedBlob",
     "PackBlob",
+    "Unsealed",
     "build_pack",
     "decode_blob",
+    "pack_key",
     "pack_trailer",
     "parse_pack",
     "parse_pack_header",
+    "reseal_blob",
 ]
 
 BLOB_DATA = 0x01
@@ -61,18 +68,38 @@ class PackBlob(NamedTuple):
     id: bytes
 
 
-class BlobEncoder:
-    """Compresses (when worth it) and seals blobs. One per thread: zstd contexts are not shared."""
+class Unsealed(NamedTuple):
+    """A compressed blob not sealed yet: in format version 2 its key is that of the pack
+    it lands in, which the writer knows only when it adds the blob (it seals it then)."""
 
-    def __init__(self, aead: AESGCM, level: int) -> None:
-        self._aead = aead
+    aad: bytes
+    body: bytes | memoryview
+
+
+#: What :meth:`BlobEncoder.encode` gives the writer: (nonce, ciphertext), or an
+#: :class:`Unsealed` body for the writer to seal under its pack's subkey.
+EncodedBlob: TypeAlias = tuple[bytes, bytes] | Unsealed
+
+
+class BlobEncoder:
+    """Compresses (when worth it) and seals blobs. One per thread: zstd contexts are not shared.
+
+    With the sealer of a version-2 repository it only compresses: the writer seals each
+    blob under the subkey of the pack it adds it to (one HKDF per pack, not per blob)."""
+
+    def __init__(self, aead: AESGCM | Sealer, level: int) -> None:
+        if isinstance(aead, Sealer):
+            self._aead: AESGCM | None = aead.new_pack_key().aead if aead.version < 2 else None
+        else:
+            self._aead = aead
         self._zstd = zstandard.ZstdCompressor(level=level, write_content_size=True)
         self._probe = zstandard.ZstdCompressor(level=1)
 
     def encode(
         self, blob_type: int, blob_id: bytes, data: bytes | memoryview
-    ) -> tuple[tuple[bytes, bytes], int]:
-        """Return ((nonce, ciphertext), flags); the sealed blob is their concatenation."""
+    ) -> tuple[EncodedBlob, int]:
+        """Return ((nonce, ciphertext), flags), the sealed blob being their concatenation;
+        or (:class:`Unsealed`, flags) for a version-2 repository's writer to seal."""
         size = len(data)
         body: bytes | memoryview = data
         flags = 0
@@ -85,7 +112,20 @@ class BlobEncoder:
                 packed = self._zstd.compress(data)
                 if len(packed) < size:
                     body, flags = packed, FLAG_ZSTD
+        if self._aead is None:
+            return Unsealed(blob_aad(blob_type, blob_id), body), flags
         return seal_parts(self._aead, blob_aad(blob_type, blob_id), body), flags
+
+
+def reseal_blob(
+    source: AESGCM, target: AESGCM, blob_type: int, blob_id: bytes, sealed: bytes | memoryview
+) -> bytes:
+    """A sealed blob moved to a pack with another key (a repack in format version 2):
+    opened under ``source`` and sealed again under ``target``, the body unchanged.
+    :class:`SealError` when it does not open."""
+    aad = blob_aad(blob_type, blob_id)
+    nonce, ciphertext = seal_parts(target, aad, open_sealed(source, aad, sealed))
+    return nonce + ciphertext
 
 
 _LOCAL = threading.local()
@@ -144,17 +184,23 @@ def pack_trailer(aead: AESGCM, blobs: list[PackBlob]) -> bytes:
     return sealed_header + _TRAILER.pack(len(sealed_header))
 
 
-def build_pack(aead: AESGCM, blobs: list[tuple[PackBlob, bytes]]) -> bytes:
-    """Assemble a whole pack from blobs and their sealed bytes (offsets must be consecutive)."""
-    return b"".join([sealed for _, sealed in blobs] + [pack_trailer(aead, [b for b, _ in blobs])])
+def build_pack(aead: AESGCM, blobs: list[tuple[PackBlob, bytes]], prefix: bytes = b"") -> bytes:
+    """Assemble a whole pack from its subkey prefix (version 2; empty in version 1), blobs
+    and their sealed bytes (offsets must be consecutive, the first after the prefix)."""
+    trailer = pack_trailer(aead, [b for b, _ in blobs])
+    return b"".join([prefix] + [sealed for _, sealed in blobs] + [trailer])
 
 
-def parse_pack_header(aead: AESGCM, tail: bytes, pack_size: int, name: str) -> list[PackBlob]:
-    """Decode the header from the end of a pack (``tail`` holds at least the header + trailer)."""
+def parse_pack_header(
+    aead: AESGCM, tail: bytes, pack_size: int, name: str, prefix: int = 0
+) -> list[PackBlob]:
+    """Decode the header from the end of a pack (``tail`` holds at least the header +
+    trailer); ``prefix`` is the size of the subkey prefix that leads the pack."""
     if len(tail) < _TRAILER.size:
         raise CorruptObject(name, "pack is too short to hold a header")
     (hlen,) = _TRAILER.unpack_from(tail, len(tail) - _TRAILER.size)
-    if hlen < SEAL_OVERHEAD or hlen + _TRAILER.size > min(len(tail), pack_size):
+    end = hlen + _TRAILER.size
+    if hlen < SEAL_OVERHEAD or end > len(tail) or end + prefix > pack_size:
         raise CorruptObject(name, f"pack header length {hlen} does not fit the pack")
     start = len(tail) - _TRAILER.size - hlen
     try:
@@ -164,7 +210,7 @@ def parse_pack_header(aead: AESGCM, tail: bytes, pack_size: int, name: str) -> l
     if len(header) % HEADER_ENTRY.size:
         raise CorruptObject(name, "pack header has a partial entry")
     entries: list[PackBlob] = []
-    offset = 0
+    offset = prefix
     for blob_type, flags, stored, raw, blob_id in HEADER_ENTRY.iter_unpack(header):
         if blob_type not in (BLOB_DATA, BLOB_TREE) or flags & ~FLAG_ZSTD:
             raise CorruptObject(
@@ -179,6 +225,20 @@ def parse_pack_header(aead: AESGCM, tail: bytes, pack_size: int, name: str) -> l
     return entries
 
 
-def parse_pack(aead: AESGCM, data: bytes, name: str) -> list[PackBlob]:
-    """Decode the header of a whole pack held in memory."""
+def pack_key(sealer: Sealer, data: bytes | memoryview, name: str) -> AESGCM:
+    """The key of the pack whose first bytes are ``data`` (format section 5a);
+    :class:`CorruptObject` when its prefix names a key version the sealer lacks."""
+    try:
+        return sealer.key_for(data)
+    except SealError as exc:
+        raise CorruptObject(name, f"pack {exc}") from exc
+
+
+def parse_pack(aead: AESGCM | Sealer, data: bytes, name: str) -> list[PackBlob]:
+    """Decode the header of a whole pack held in memory (with a :class:`Sealer`, a pack
+    of its repository's version; with an AEAD, a version-1 pack)."""
+    if isinstance(aead, Sealer):
+        return parse_pack_header(
+            pack_key(aead, data, name), data, len(data), name, aead.prefix_size
+        )
     return parse_pack_header(aead, data, len(data), name)

@@ -13,9 +13,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from safehold.repo import layout
 from safehold.repo.config import Config
-from safehold.repo.crypto import MasterKeys, SealError, object_hash
+from safehold.repo.crypto import MasterKeys, Sealer, SealError, object_hash
 from safehold.repo.errors import (
     CorruptObject,
     NoSuchSnapshot,
@@ -35,7 +37,7 @@ from safehold.repo.keys import (
     parse_key_object,
     unseal_key,
 )
-from safehold.repo.pack import BLOB_TREE, decode_blob
+from safehold.repo.pack import BLOB_TREE, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
 from safehold.storage import AlreadyExists, NotFound, Retention, Storage
@@ -77,7 +79,10 @@ class Repository:
         self.config = config
         self.keys = keys
         self.key_name = key_name
-        self.aead = keys.aead()
+        #: Seals and opens packs and objects as the config's format version says
+        #: (version 2: a subkey per pack and object, format section 5a).
+        self.aead = Sealer(config.version, keys.data_keys)
+        self._pack_keys: dict[str, AESGCM] = {}
         self.index = Index()
         self.index_load = IndexLoad()
 
@@ -109,7 +114,12 @@ class Repository:
 
     @classmethod
     def init(
-        cls, storage: Storage, password: str, config: Config | None = None, *, kdf_n: int = 2**15
+        cls,
+        storage: Storage,
+        password: str,
+        config: Config | None = None,
+        *,
+        kdf_n: int | None = None,
     ) -> Repository:
         config = config or Config.new()
         data = config.to_bytes()
@@ -222,7 +232,7 @@ class Repository:
         return repo
 
     # ------------------------------------------------------------ keys
-    def add_key(self, password: str, *, kdf_n: int = 2**15) -> str:
+    def add_key(self, password: str, *, kdf_n: int | None = None) -> str:
         _, data = self.read_config(self.storage)
         key = make_key_object(
             password,
@@ -234,6 +244,51 @@ class Repository:
         name = layout.key_name(object_hash(key))
         self.storage.create(name, key)
         return layout.object_id(name)
+
+    def rotate_key(self, password: str, *, kdf_n: int | None = None) -> tuple[str, int]:
+        """Add a data key version (format section 5b): what is written from now on is
+        sealed with it; what exists stays readable under its own version. The key object
+        that opened the repository (``password`` is its password) is replaced by one that
+        holds every version. Return (new key id, new version).
+
+        Refused when other key objects exist: their passwords are not known here, so
+        they cannot get the new version, and a key that cannot read new data (or that
+        writes with the old key) defeats the rotation; remove them first, add them again
+        after. Refused under an object lock, which keeps the old key object."""
+        if self.config.version < 2:
+            raise UnsupportedRepository(
+                f"{self.location}: the repository is format version {self.config.version}; "
+                "data key rotation needs version 2 (a new repository, 'safehold repo init', "
+                "filled by 'safehold replicate')"
+            )
+        if self.object_lock_days:
+            raise RepositoryError(
+                f"{self.location}: the repository locks the objects it writes, so the old key "
+                "object could not be deleted and would keep writing with the old data key; "
+                "rotation is not possible on a repository with object lock"
+            )
+        current = layout.object_id(self.key_name)
+        others = [k.id for k in self.list_keys() if k.id != current]
+        if others:
+            raise RepositoryError(
+                f"{self.location}: the repository has {len(others)} other key(s) "
+                f"({', '.join(k[:12] for k in others)}): their passwords are needed to give "
+                "them the new data key; remove them ('safehold repo key remove ID'), rotate, "
+                "then add them again ('safehold repo key add')"
+            )
+        keys = self.keys.rotated()
+        _, data = self.read_config(self.storage)
+        key = make_key_object(
+            password, keys, repository_id=self.config.id, config_hash=object_hash(data), n=kdf_n
+        )
+        name = layout.key_name(object_hash(key))
+        # The new key first: a crash between the two leaves two keys, never none.
+        self.storage.create(name, key)
+        self.storage.delete(self.key_name)
+        _OPENED_WITH[(self.location, object_hash(data))] = name
+        self.keys, self.key_name = keys, name
+        self.aead = Sealer(self.config.version, keys.data_keys)
+        return layout.object_id(name), len(keys.data_keys)
 
     def list_keys(self) -> list[KeyInfo]:
         return [
@@ -296,6 +351,28 @@ class Repository:
         data = encode_index(self.aead, index_file)
         return self.save_object("index", data), len(data)
 
+    def pack_aead(self, pack: str, head: bytes | memoryview | None = None) -> AESGCM:
+        """The key that sealed ``pack``'s blobs and header: in format version 2 its own
+        subkey (section 5a), read from its prefix (``head``, the pack's first bytes when
+        the caller has them; else one small read, remembered). :class:`CorruptObject`
+        when the prefix is missing or names a key version this key lacks."""
+        if self.aead.prefix_size == 0:
+            return self.aead.key_for(b"")
+        cached = self._pack_keys.get(pack)
+        if cached is not None:
+            return cached
+        name = layout.pack_object_name(pack)
+        if head is None or len(head) < self.aead.prefix_size:
+            try:
+                head = self.storage.get(name, 0, self.aead.prefix_size)
+            except NotFound as exc:
+                raise CorruptObject(name, "pack is missing") from exc
+        aead = pack_key(self.aead, head, name)
+        if len(self._pack_keys) >= 65536:
+            self._pack_keys.clear()
+        self._pack_keys[pack] = aead
+        return aead
+
     def read_blob(self, blob_id: bytes, expected_type: int | None = None) -> bytes:
         loc = self.index.lookup(blob_id)
         if loc is None:
@@ -308,7 +385,8 @@ class Repository:
         except NotFound as exc:
             raise CorruptObject(name, f"pack holding blob {blob_id.hex()} is missing") from exc
         try:
-            data = decode_blob(self.aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+            aead = self.pack_aead(loc.pack)
+            data = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
         except (SealError, ValueError) as exc:
             raise CorruptObject(name, f"blob {blob_id.hex()} is damaged ({exc})") from exc
         if self.keys.blob_id(data) != blob_id:

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from safehold.repo.crypto import AAD_SNAPSHOT, SealError, open_sealed, seal
+from safehold.repo.crypto import AAD_SNAPSHOT, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
 
 __all__ = [
@@ -85,7 +85,7 @@ class Snapshot:
         return datetime.fromisoformat(self.time.replace("Z", "+00:00"))
 
 
-def encode_snapshot(aead: AESGCM, snap: Snapshot) -> bytes:
+def encode_snapshot(aead: AESGCM | Sealer, snap: Snapshot) -> bytes:
     doc = asdict(snap)
     doc.pop("id")
     doc["meta"] = check_meta(snap.meta)
@@ -156,7 +156,7 @@ def parse_time(value: object) -> datetime:
     return moment
 
 
-def decode_snapshot(aead: AESGCM, data: bytes, name: str) -> Snapshot:
+def decode_snapshot(aead: AESGCM | Sealer, data: bytes, name: str) -> Snapshot:
     """A snapshot object's content; :class:`CorruptObject` naming the object and the field
     when it fails authentication or breaks format section 9."""
     try:

@@ -11,6 +11,12 @@ memory to about two packs and pushes back on the readers. Index objects are
 written only for packs already stored (packs, then index: format section 10),
 every ``index_every`` packs and at :meth:`flush`.
 
+In format version 2 each pack has its own subkey (section 5a): the buffer of a new
+pack starts with its subkey prefix, and :meth:`BlobWriter.add` seals each blob under
+the current pack's subkey, outside the pack lock; when the pack was handed off while
+it sealed, it seals again under the next pack's key (rare: about one blob per worker
+per pack), so that workers keep sealing in parallel.
+
 The first pack that fails for good (after the storage's retries) stops the writer: no
 other pack is uploaded, and every later :meth:`add` and :meth:`flush` raises that first
 error (:attr:`BlobWriter.error`), so the backup stops promptly and reports the cause. A
@@ -27,9 +33,12 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from safehold.repo.crypto import PackKey, seal_parts
 from safehold.repo.index import IndexFile
 from safehold.repo.locks import check_lock
-from safehold.repo.pack import PackBlob, pack_trailer
+from safehold.repo.pack import EncodedBlob, PackBlob, Unsealed, pack_trailer
 from safehold.repo.repository import Repository
 
 __all__ = ["BlobWriter", "WriterStats"]
@@ -61,7 +70,9 @@ class BlobWriter:
         self._pending: set[bytes] = set()
         self._pack_lock = threading.Lock()
         self._buf: BinaryIO = self._new_buffer()
-        self._size = 0
+        self._key: PackKey = repo.aead.new_pack_key()
+        self._buf.write(self._key.prefix)
+        self._size = len(self._key.prefix)
         self._entries: list[PackBlob] = []
         self._pack_size = pack_size or repo.config.pack_size
         self._slots = threading.BoundedSemaphore(max_uploads)
@@ -93,13 +104,20 @@ class BlobWriter:
             return True
 
     def add(
-        self, blob_type: int, blob_id: bytes, sealed: tuple[bytes, bytes], flags: int, raw: int
+        self, blob_type: int, blob_id: bytes, sealed: EncodedBlob, flags: int, raw: int
     ) -> None:
         """Add a claimed, encoded blob to the current pack; may block while a pack uploads."""
         if self._error is not None:
             raise self._error
-        nonce, ciphertext = sealed
+        key = self._key
+        if isinstance(sealed, Unsealed):
+            nonce, ciphertext = seal_parts(key.aead, sealed.aad, sealed.body)
+        else:
+            nonce, ciphertext = sealed
         with self._pack_lock:
+            if isinstance(sealed, Unsealed) and key is not self._key:
+                # sealed for a pack that was handed off meanwhile: seal under this one's key
+                nonce, ciphertext = seal_parts(self._key.aead, sealed.aad, sealed.body)
             offset = self._size
             self._buf.write(nonce)
             self._buf.write(ciphertext)
@@ -112,28 +130,30 @@ class BlobWriter:
                 self._submit_locked()
 
     def _submit_locked(self) -> None:
-        buf, entries = self._buf, self._entries
-        self._buf, self._entries, self._size = self._new_buffer(), [], 0
+        buf, entries, key = self._buf, self._entries, self._key
+        self._buf, self._entries, self._key = self._new_buffer(), [], self.repo.aead.new_pack_key()
+        self._buf.write(self._key.prefix)
+        self._size = len(self._key.prefix)
         self._slots.acquire()
         if self._error is not None:  # a pack failed for good: upload no other
             self._slots.release()
             buf.close()
             raise self._error
         try:
-            fut = self._pool.submit(self._upload, buf, entries)
+            fut = self._pool.submit(self._upload, buf, entries, key.aead)
         except BaseException:
             self._slots.release()
             raise
         self._futures = [f for f in self._futures if not f.done()]
         self._futures.append(fut)
 
-    def _upload(self, buf: BinaryIO, entries: list[PackBlob]) -> None:
+    def _upload(self, buf: BinaryIO, entries: list[PackBlob], aead: AESGCM) -> None:
         try:
             if self._error is not None:
                 buf.close()
                 return  # flush() and add() raise the first error
             check_lock(self.repo)
-            buf.write(pack_trailer(self.repo.aead, entries))
+            buf.write(pack_trailer(aead, entries))
             buf.seek(0)
             data = buf.read()
             buf.close()
