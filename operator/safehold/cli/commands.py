@@ -18,9 +18,16 @@ from argparse import Namespace
 import safehold.repo
 from safehold import engine
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, open_repo, parse_time_option, read_password
+from safehold.cli.context import (
+    UsageError,
+    open_repo,
+    open_repo_storage,
+    parse_time_option,
+    read_password,
+)
 from safehold.cli.meta import read_meta
 from safehold.cli.output import Output, human_size
+from safehold.cli.passwords import check_new_password
 from safehold.repo.layout import object_id
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "key_add",
     "key_list",
     "key_remove",
+    "key_rotate",
     "operator",
     "repo_unlock",
     "restore",
@@ -58,6 +66,7 @@ def key_add(args: Namespace, out: Output) -> int:
         confirm=True,
         what="new password",
     )
+    check_new_password(args, new)
     key_id = repo.add_key(new)
     out.print(f"added key {key_id}")
     out.summary({"ok": True, "key": key_id})
@@ -87,6 +96,23 @@ def key_list(args: Namespace, out: Output) -> int:
             ],
         }
     )
+    return exitcodes.OK
+
+
+def key_rotate(args: Namespace, out: Output) -> int:
+    """A new data key version for what is written from now on (format section 5b)."""
+    storage = open_repo_storage(args)
+    safehold.repo.Repository.read_config(storage)  # no repository: said before a password
+    password = read_password(args)  # once: it opens the repository and wraps the new key
+    repo = safehold.repo.Repository.open(storage, password, load_index=False)
+    old = object_id(repo.key_name)
+    with safehold.repo.RepositoryLock(repo, exclusive=True, operation="key rotate"):
+        key_id, version = repo.rotate_key(password)
+    out.print(
+        f"data key version {version} seals what is written from now on; older data stays "
+        f"under its key until prune repacks it; key {key_id[:16]} replaces {old[:16]}"
+    )
+    out.summary({"ok": True, "key": key_id, "replaced": old, "data_key_version": version})
     return exitcodes.OK
 
 

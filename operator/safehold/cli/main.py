@@ -21,6 +21,7 @@ from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
 from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
+from safehold.cli.passwords import add_password_option
 from safehold.cli.replicate import add_replicate_parser
 from safehold.cli.repo_info import repo_info, repo_init
 from safehold.cli.resources import register as register_resources
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and report it like repo info instead of failing",
     )
     maintenance.add_init_options(init)
+    add_password_option(init)
     init.set_defaults(func=repo_init)
     info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
     info.add_argument(
@@ -159,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove every lock, also live ones (only when nothing runs)",
     )
     unlock.set_defaults(func=commands.repo_unlock)
-    key = repo_sub.add_parser("key", help="add, list and remove passwords")
+    key = repo_sub.add_parser("key", help="add, list and remove passwords; rotate the data key")
     key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
     add = key_sub.add_parser("add", parents=[common], help="add a password")
     add.add_argument(
@@ -167,12 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the new password (default: $SAFEHOLD_NEW_PASSWORD)",
     )
+    add_password_option(add)
     add.set_defaults(func=commands.key_add)
     lst = key_sub.add_parser("list", parents=[common], help="list keys")
     lst.set_defaults(func=commands.key_list)
     rm = key_sub.add_parser("remove", parents=[common], help="remove a key by id")
     rm.add_argument("key_id", metavar="ID")
     rm.set_defaults(func=commands.key_remove)
+    rotate = key_sub.add_parser(
+        "rotate",
+        parents=[common],
+        help="new data key version for new writes (the repository's only key)",
+    )
+    rotate.set_defaults(func=commands.key_rotate)
 
     backup = sub.add_parser("backup", parents=[common], help="back up paths or stdin")
     backup.add_argument("paths", nargs="*", metavar="PATH")

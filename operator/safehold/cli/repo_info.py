@@ -17,6 +17,7 @@ from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output, human_size
+from safehold.cli.passwords import check_new_password
 from safehold.repo.config import ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
 from safehold.repo.layout import DATA
@@ -58,6 +59,7 @@ def repo_init(args: Namespace, out: Output) -> int:
             _check_lock_matches(config, lock, storage.location)
             return repo_info(args, out, initialized=False)
     password = read_password(args, confirm=True)
+    check_new_password(args, password)
     if not 1 <= args.pack_size <= 512:
         raise UsageError("--pack-size is in MiB, between 1 and 512")
     if not 1 <= args.compression_level <= 19:
