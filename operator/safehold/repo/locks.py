@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo.crypto import AAD_LOCK, Sealer, SealError, object_hash, open_sealed, seal
 from safehold.repo.errors import CorruptObject, LockConflict, RepositoryError
+from safehold.repo.layout import LOCKS, lock_name
 from safehold.repo.snapshot import parse_time
 from safehold.storage import NotFound
 
@@ -152,7 +153,7 @@ def _read_lock(repo: Repository, name: str) -> LockInfo | None:
 
 def list_locks(repo: Repository) -> list[LockInfo]:
     found = []
-    for info in repo.storage.list("locks/"):
+    for info in repo.storage.list(LOCKS):
         lock = _read_lock(repo, info.name)
         if lock is not None:
             found.append(lock)
@@ -199,7 +200,7 @@ class RepositoryLock:
             "nonce": os.urandom(16).hex(),
         }
         data = seal(self.repo.aead, AAD_LOCK, json.dumps(doc).encode())
-        name = f"locks/{object_hash(data)}"
+        name = lock_name(object_hash(data))
         self.repo.storage.create(name, data)
         return name
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo.crypto import AAD_SNAPSHOT, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
+from safehold.repo.layout import object_id
 
 __all__ = [
     "META_MAX_ENTRIES",
@@ -200,7 +201,7 @@ def decode_snapshot(aead: AESGCM | Sealer, data: bytes, name: str) -> Snapshot:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(name, f"snapshot is malformed ({exc})") from exc
-    snap.id = name.rsplit("/", 1)[-1]
+    snap.id = object_id(name)
     return snap
 
 
