@@ -70,7 +70,7 @@ def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_init_backup_snapshots_restore_verify(run: Run, src: Path, tmp_path: Path) -> None:
     init = run("repo", "init", "--json")
     assert init.returncode == 0, init.stderr
-    assert _summary(init)["version"] == 1
+    assert _summary(init)["version"] == 2
 
     first = run("backup", str(src), "--source", "web", "--tag", "nightly", "--json")
     assert first.returncode == 0, first.stderr
@@ -257,17 +257,17 @@ def test_verify_reports_damage_with_exit_4(run: Run, src: Path, tmp_path: Path) 
 
 def test_keys_add_list_remove(run: Run) -> None:
     run("repo", "init")
-    added = run("repo", "key", "add", "--json", SAFEHOLD_NEW_PASSWORD="second")
+    added = run("repo", "key", "add", "--json", SAFEHOLD_NEW_PASSWORD="second password")
     assert added.returncode == 0, added.stderr
     new_id = _summary(added)["key"]
     keys = _summary(run("repo", "key", "list", "--json"))["keys"]
     assert len(keys) == 2
     old_id = next(k["id"] for k in keys if k["current"])
-    assert run("snapshots", SAFEHOLD_PASSWORD="second").returncode == 0
-    removed = run("repo", "key", "remove", old_id[:12], SAFEHOLD_PASSWORD="second")
+    assert run("snapshots", SAFEHOLD_PASSWORD="second password").returncode == 0
+    removed = run("repo", "key", "remove", old_id[:12], SAFEHOLD_PASSWORD="second password")
     assert removed.returncode == 0, removed.stderr
     assert run("snapshots").returncode == 12
-    last = run("repo", "key", "remove", new_id, SAFEHOLD_PASSWORD="second")
+    last = run("repo", "key", "remove", new_id, SAFEHOLD_PASSWORD="second password")
     assert last.returncode == 1
     assert "last key" in last.stderr
 

@@ -19,7 +19,7 @@ from safehold.repo import Repository
 from safehold.repo.locks import RepositoryLock
 from safehold.storage import open_storage
 
-PASSWORD = "scope me"
+PASSWORD = "scope me, scope me not"
 
 
 def _run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
