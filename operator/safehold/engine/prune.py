@@ -48,6 +48,7 @@ from safehold.repo.locks import RepositoryLock, list_locks
 from safehold.repo.pack import HEADER_ENTRY, PackBlob, decode_blob, pack_trailer, reseal_blob
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
+from safehold.repo.walk import SnapshotTreeError, tree_loader, used_blobs
 from safehold.storage import NotFound, ObjectInfo, ObjectLocked
 
 __all__ = [
@@ -201,31 +202,15 @@ class _Prune:
                 "nothing while a snapshot's data is unknown: run 'safehold verify'"
             )
         self.report.snapshots = len(snapshots)
-        used = CompactIdSet()
-        seen_trees: set[bytes] = set()
-        for snap in snapshots:
-            stack = [snap.tree]
-            while stack:
-                tree_hex = stack.pop()
-                tree_id = bytes.fromhex(tree_hex)
-                if tree_id in seen_trees:
-                    continue
-                seen_trees.add(tree_id)
-                used.add(tree_id)
-                try:
-                    nodes = repo.load_tree(tree_hex)
-                except CorruptObject as exc:
-                    raise PruneError(
-                        f"{repo.location}: snapshot {snap.id[:12]} ({snap.source}) has a tree "
-                        f"that cannot be read ({exc}); prune deletes nothing until "
-                        "'safehold verify' is clean"
-                    ) from exc
-                for node in nodes:
-                    for blob in node.get("content") or ():
-                        used.add(bytes.fromhex(blob))
-                    subtree = node.get("subtree")
-                    if subtree:
-                        stack.append(str(subtree))
+        try:
+            used = used_blobs(tree_loader(repo), snapshots)
+        except SnapshotTreeError as exc:
+            snap = exc.snapshot
+            raise PruneError(
+                f"{repo.location}: snapshot {snap.id[:12]} ({snap.source}) has a tree "
+                f"that cannot be read ({exc.cause}); prune deletes nothing until "
+                "'safehold verify' is clean"
+            ) from exc.cause
         self.report.blobs_used = len(used)
         return used
 

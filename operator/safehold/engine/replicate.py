@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,8 @@ from safehold.repo.errors import RepositoryError
 from safehold.repo.index import Index, IndexFile
 from safehold.repo.pack import PackBlob
 from safehold.repo.snapshot import newest_per_source, source_filter
+from safehold.repo.tree import TreeNode
+from safehold.repo.walk import blobs_of, tree_loader, walk_trees
 from safehold.storage import AlreadyExists, NotFound, Storage, StorageError, TransientError
 from safehold.storage.copy import server_side_copy
 
@@ -329,13 +331,12 @@ def _run(
     site_index = site.index if site is not None else Index()
     packs: set[str] = set()
     copyable: list[Snapshot] = []
-    visited: set[bytes] = set()
+    visited: set[str] = set()
     reloaded = False
     for snap in wanted:
         while True:
-            walked = set(visited)  # a walk that fails part way marks nothing as done
             try:
-                packs |= _packs_needed(source, site_index, snap, walked)
+                packs |= _packs_needed(source, site_index, snap, visited)
             except CorruptObject as exc:
                 if not reloaded:
                     # The index was loaded when the repository was opened, the snapshots
@@ -346,7 +347,6 @@ def _run(
                     continue
                 result.snapshots_failed[snap.id] = f"{exc} (run 'safehold verify' at the primary)"
                 break
-            visited = walked
             copyable.append(snap)
             break
 
@@ -437,7 +437,7 @@ def _run(
 
 
 def _packs_needed(
-    source: Repository, site_index: Index, snap: Snapshot, visited: set[bytes]
+    source: Repository, site_index: Index, snap: Snapshot, visited: set[str]
 ) -> set[str]:
     """Packs of the primary holding the blobs of ``snap`` that the site's index lacks.
 
@@ -446,7 +446,6 @@ def _packs_needed(
     the tree without all the data below it.
     """
     packs: set[str] = set()
-    walked: list[bytes] = []
 
     def need(blob: bytes, what: str) -> None:
         if blob in site_index:
@@ -456,19 +455,16 @@ def _packs_needed(
             raise CorruptObject(f"snapshot {snap.id[:12]}", f"{what} {blob.hex()} is in no index")
         packs.add(loc.pack)
 
-    stack = [bytes.fromhex(snap.tree)]
-    while stack:
-        tree = stack.pop()
-        if tree in visited:
-            continue
-        need(tree, "tree")
-        walked.append(tree)
-        for node in source.load_tree(tree.hex()):
-            if node.get("type") == "dir" and node.get("subtree"):
-                stack.append(bytes.fromhex(node["subtree"]))
-            elif node.get("type") == "file":
-                for chunk in node.get("content") or ():
-                    need(bytes.fromhex(chunk), "data blob")
+    def load(tree: str) -> Sequence[TreeNode]:
+        need(bytes.fromhex(tree), "tree")
+        return load_tree(tree)
+
+    load_tree = tree_loader(source)
+    walked = set(visited)  # a walk that fails part way marks nothing as walked
+    for _, nodes in walk_trees(load, [snap.tree], walked):
+        for node in nodes:
+            for chunk in blobs_of(node):
+                need(bytes.fromhex(chunk), "data blob")
     visited.update(walked)  # only once the whole snapshot was found complete
     return packs
 

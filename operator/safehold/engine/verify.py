@@ -13,15 +13,18 @@ paths that use them, which is what the report lists.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo import CorruptObject, Node, Repository
+from safehold.repo import CorruptObject, Repository
 from safehold.repo.crypto import SealError, object_hash
 from safehold.repo.layout import DATA, object_id, pack_object_name
 from safehold.repo.pack import decode_blob, parse_pack
+from safehold.repo.tree import TreeNode
+from safehold.repo.walk import blobs_of, subtree_of, tree_loader
 from safehold.storage import NotFound, StorageError
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ class _Verifier:
         self.pack_sizes: dict[str, int] = {}
         self.bad_blobs: dict[bytes, str] = {}
         self.tree_memo: dict[str, list[dict[str, str]]] = {}
+        self.load_tree = tree_loader(repo)
 
     def structure(self) -> None:
         repo = self.repo
@@ -189,7 +193,7 @@ class _Verifier:
         memo = self.tree_memo
         if tree_id not in memo:
             # (tree id, its nodes once loaded, its own load error)
-            stack: list[tuple[str, list[Node] | None, str]] = [(tree_id, None, "")]
+            stack: list[tuple[str, Sequence[TreeNode] | None, str]] = [(tree_id, None, "")]
             loading: set[str] = set()  # the trees whose walk is under way: the path
             while stack:
                 current, nodes, error = stack[-1]
@@ -203,8 +207,7 @@ class _Verifier:
                     below = [
                         sub
                         for node in nodes
-                        if node["type"] == "dir"
-                        and isinstance(sub := node.get("subtree"), str)
+                        if (sub := subtree_of(node)) is not None
                         and sub not in memo
                         and sub not in loading  # a cycle: reported by _damage
                     ]
@@ -219,31 +222,32 @@ class _Verifier:
             return found
         return [{"path": f"{prefix}/{m['path']}", "error": m["error"]} for m in found]
 
-    def _load(self, tree_id: str) -> tuple[list[Node], str]:
+    def _load(self, tree_id: str) -> tuple[Sequence[TreeNode], str]:
         """A tree's nodes, or none and why the directory is lost."""
         blob = bytes.fromhex(tree_id)
         if blob in self.bad_blobs:
             return [], f"directory lost: {self.bad_blobs[blob]}"
         try:
-            return self.repo.load_tree(tree_id), ""
+            return self.load_tree(tree_id), ""
         except CorruptObject as exc:
             return [], f"directory lost: {exc}"
 
-    def _damage(self, nodes: list[Node], error: str) -> list[dict[str, str]]:
+    def _damage(self, nodes: Sequence[TreeNode], error: str) -> list[dict[str, str]]:
         """A tree's damaged paths, from its nodes and its subtrees' (already in the memo)."""
         found = [{"path": "", "error": error}] if error else []
         for node in nodes:
             name = node["name"]
-            if node["type"] == "dir" and isinstance(node.get("subtree"), str):
-                below = self.tree_memo.get(node["subtree"])
+            subtree = subtree_of(node)
+            if subtree is not None:
+                below = self.tree_memo.get(subtree)
                 if below is None:  # only a cycle, which content-addressed ids rule out
                     found.append({"path": name, "error": "directory contains itself"})
                     continue
                 for item in below:
                     sub = f"{name}/{item['path']}" if item["path"] else name
                     found.append({"path": sub, "error": item["error"]})
-            elif node["type"] == "file":
-                for c in node.get("content", []):
+            else:
+                for c in blobs_of(node):
                     chunk = bytes.fromhex(c)
                     if chunk in self.bad_blobs:
                         found.append({"path": name, "error": self.bad_blobs[chunk]})

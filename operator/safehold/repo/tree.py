@@ -9,16 +9,48 @@ from __future__ import annotations
 import json
 import re
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypedDict
 
 from safehold.repo.errors import CorruptObject
 
-__all__ = ["NODE_TYPES", "Node", "decode_tree", "encode_tree"]
+__all__ = ["NODE_TYPES", "Node", "TreeNode", "decode_tree", "encode_tree"]
 
 NODE_TYPES = ("file", "dir", "symlink", "dev", "chardev", "fifo", "socket")
 
 #: A node is a plain dict (fast to build and to encode); see the format for its fields.
+#: The backup builds nodes in this form (with values that are not yet the format's while
+#: their content is read); readers of stored trees see them as :class:`TreeNode`.
 Node = dict[str, Any]
+
+
+class TreeNode(TypedDict, total=False):
+    """A node of a stored tree as :func:`decode_tree` checked it (format section 9).
+
+    A TypedDict, so the plain dicts the JSON decoder builds are the nodes: it costs
+    nothing at run time (a dataclass would cost one object per file on every tree read).
+    ``name``, ``type`` and the metadata are in every node; the rest depend on the type.
+    """
+
+    name: str
+    type: str  # one of NODE_TYPES
+    mode: int
+    uid: int
+    gid: int
+    user: str
+    group: str
+    mtime_ns: int
+    atime_ns: int
+    ctime_ns: int
+    inode: int
+    dev: int
+    links: int
+    size: int  # file
+    content: list[str]  # file: hex ids of its data blobs, in order
+    sparse: bool  # file
+    hardlink: str  # file: the path of the inode's first name in the snapshot
+    subtree: str  # dir: hex id of its tree blob
+    target: str  # symlink
+    rdev: int  # dev, chardev
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
