@@ -28,6 +28,8 @@ from safehold.repo.crypto import (
     AAD_LOCK,
     AAD_PACK_HEADER,
     AAD_SNAPSHOT,
+    SUBKEY_PREFIX,
+    Sealer,
     blob_aad,
     object_hash,
     open_sealed,
@@ -43,7 +45,14 @@ from safehold.repo.keys import (
     unseal_key,
 )
 from safehold.repo.locks import decode_lock
-from safehold.repo.pack import HEADER_ENTRY, PackBlob, decode_blob, parse_pack
+from safehold.repo.pack import (
+    HEADER_ENTRY,
+    PackBlob,
+    build_pack,
+    decode_blob,
+    pack_key,
+    parse_pack,
+)
 from safehold.repo.snapshot import decode_snapshot
 from safehold.repo.tree import decode_tree, encode_tree
 
@@ -384,7 +393,9 @@ def test_pack_header(entries: list[tuple[int, int, int, int]], blobs: bytes, tai
 @given(raw=st.integers(0, 2**32 - 1), body=mutated_bytes(zstandard.ZstdCompressor().compress(BLOB)))
 # found by CI: a frame without a stated size once made zstd allocate all ``raw`` bytes up front
 @example(raw=33545214, body=b"(\xb5/\xfd\x00,\x00\xb5\x00\x00xsome blob data \x01\x00\x1a\xa2\xce:")
-@example(raw=2**32 - 1, body=b"(\xb5/\xfd\x00,\x00\xb5\x00\x00xsome blob data \x01\x00\x1a\xa2\xce:")
+@example(
+    raw=2**32 - 1, body=b"(\xb5/\xfd\x00,\x00\xb5\x00\x00xsome blob data \x01\x00\x1a\xa2\xce:"
+)
 def test_blob_body(raw: int, body: bytes) -> None:
     """A blob's body that opens but does not decompress to ``raw`` bytes is a ValueError
     (which Repository.read_blob reports as CorruptObject), never a zstd error."""
@@ -397,3 +408,87 @@ def test_blob_body(raw: int, body: bytes) -> None:
         stated = 0
     with _bounded_memory(stated), suppress(ValueError):
         decode_blob(AEAD, 1, blob_id, 1, raw, sealed)
+
+
+# --------------------------------------------------------------------------- format version 2
+# Every pack and sealed object starts with its subkey prefix, ``u32 key version || salt``
+# (format section 5a): a hostile version or salt, or one cut short, is the corruption
+# error like any other damage, and a key version the key lacks is never an IndexError.
+ROTATED = KEYS.rotated()
+SEALER2 = Sealer(2, ROTATED.data_keys)
+
+
+@st.composite
+def mutated_prefix(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` with its subkey prefix changed: a hostile key version, salt bytes, or cut."""
+    out = bytearray(data)
+    how = draw(st.sampled_from(["version", "salt", "cut"]))
+    if how == "version":
+        version = draw(st.sampled_from([0, 3, 256, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1))
+        out[:4] = struct.pack("<I", version)
+    elif how == "salt":
+        k = draw(st.integers(4, SUBKEY_PREFIX - 1))
+        out[k] ^= draw(st.integers(1, 255))
+    else:
+        del out[draw(st.integers(0, SUBKEY_PREFIX)) :]
+    return bytes(out)
+
+
+V2_SNAPSHOT = SEALER2.seal_object(AAD_SNAPSHOT, json.dumps(SNAPSHOT_DOC).encode())
+V2_INDEX = encode_index(SEALER2, IndexFile({"ef" * 32: []}, []))
+
+
+@FUZZ
+@given(data=mutated_prefix(V2_SNAPSHOT) | mutated_bytes(V2_SNAPSHOT))
+def test_v2_snapshot_bytes(data: bytes) -> None:
+    _decodes_or_corrupt(partial(decode_snapshot, SEALER2, data, "snapshots/x"))
+
+
+@FUZZ
+@given(data=mutated_prefix(V2_INDEX) | mutated_bytes(V2_INDEX))
+def test_v2_index_bytes(data: bytes) -> None:
+    _decodes_or_corrupt(partial(decode_index, SEALER2, data, "index/x"))
+
+
+@FUZZ
+@given(data=mutated_prefix(V2_SNAPSHOT) | mutated_bytes(V2_SNAPSHOT))
+def test_v2_lock_bytes(data: bytes) -> None:
+    _decodes_or_corrupt(partial(decode_lock, SEALER2, data, "locks/x"))
+
+
+def _v2_pack() -> bytes:
+    key = SEALER2.new_pack_key()
+    blob_id = KEYS.blob_id(BLOB)
+    sealed = seal(key.aead, blob_aad(1, blob_id), BLOB)
+    entry = PackBlob(1, 0, SUBKEY_PREFIX, len(sealed), len(BLOB), blob_id)
+    return build_pack(key.aead, [(entry, sealed)], key.prefix)
+
+
+V2_PACK = _v2_pack()
+
+
+def test_a_v2_pack_parses_and_its_blob_opens() -> None:
+    (entry,) = parse_pack(SEALER2, V2_PACK, "data/x")
+    assert entry.offset == SUBKEY_PREFIX
+    aead = pack_key(SEALER2, V2_PACK, "data/x")
+    sealed = V2_PACK[entry.offset : entry.offset + entry.stored]
+    assert decode_blob(aead, 1, entry.id, entry.flags, entry.raw, sealed) == BLOB
+
+
+@FUZZ
+@given(data=mutated_prefix(V2_PACK) | mutated_bytes(V2_PACK))
+def test_v2_pack(data: bytes) -> None:
+    _decodes_or_corrupt(partial(parse_pack, SEALER2, data, "data/x"))
+    _decodes_or_corrupt(partial(pack_key, SEALER2, data, "data/x"))
+
+
+def _b64_keys(keys: tuple[bytes, ...]) -> list[str]:
+    return [base64.b64encode(k).decode() for k in keys]
+
+
+@settings(max_examples=60, deadline=2000)
+@given(payload=mutated_json({**PAYLOAD_DOC, "newer_keys": _b64_keys(ROTATED.newer)}, []))
+def test_key_payload_with_newer_keys(payload: bytes) -> None:
+    """A rotated key's list of newer data keys, hostile: still only the corruption error."""
+    key = replace(KEY, sealed=seal(KEK, AAD_KEY, payload))
+    _decodes_or_corrupt(lambda: unseal_key(key, "pw"))
