@@ -26,10 +26,10 @@ BACKUP_ONLY = [
 ]
 #: Modules only the cluster-resource and database commands need.
 OTHER_COMMANDS_ONLY = [
-    "safehold.engine.resources_kube",
-    "safehold.engine.resources_export",
-    "safehold.engine.dump_client",
-    "safehold.engine.dump_backup",
+    "safehold.engine.cluster.kube",
+    "safehold.engine.cluster.export",
+    "safehold.engine.databases.client",
+    "safehold.engine.databases.dump",
     "safehold.engine.replicate",
 ]
 

@@ -15,7 +15,7 @@ from safehold.controller.resources import (
     resources_restore_item,
     resources_target_namespaces,
 )
-from safehold.engine.resources_apply import Manifest, NamespacesNotAllowed, check_namespaces
+from safehold.engine.cluster.apply import Manifest, NamespacesNotAllowed, check_namespaces
 
 
 def _request(**spec: Any) -> RestoreRequest:

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from safehold.cli.main import main
-from safehold.engine.resources_export import ExportOptions, export_tree
-from safehold.engine.resources_kube import connect
+from safehold.engine.cluster.export import ExportOptions, export_tree
+from safehold.engine.cluster.kube import connect
 from testground.kube import Cluster
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster-resources.md"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from safehold.engine.resources_apply import map_namespace
+from safehold.engine.cluster.apply import map_namespace
 from testground.kube import Cluster, Namespace
 
 pytestmark = pytest.mark.e2e

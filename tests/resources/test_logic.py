@@ -14,9 +14,9 @@ from safehold.controller.resources import (
     plan_resources_source,
     resources_restore_item,
 )
-from safehold.engine.resources_apply import Manifest, apply_order, map_namespace
-from safehold.engine.resources_clean import clean_manifest, dump_manifest, is_generated
-from safehold.engine.resources_select import (
+from safehold.engine.cluster.apply import Manifest, apply_order, map_namespace
+from safehold.engine.cluster.clean import clean_manifest, dump_manifest, is_generated
+from safehold.engine.cluster.selection import (
     LabelSelectorError,
     matches_labels,
     matches_type,

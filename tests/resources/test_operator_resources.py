@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from safehold.engine.resources_apply import map_namespace
+from safehold.engine.cluster.apply import map_namespace
 from testground.kube import Cluster, Namespace
 from testground.objectstores import RunningStore
 

@@ -25,7 +25,7 @@ from safehold.cli.output import Output
 if TYPE_CHECKING:
     # The commands import the engine when they run: every other command builds this
     # parser too, and needs none of it.
-    from safehold.engine.dump_client import Connection, Engine
+    from safehold.engine.databases.client import Connection, Engine
 
 __all__ = ["register", "run_dump", "run_restore_db"]
 
@@ -111,7 +111,7 @@ def _read_secret_file(path: str, what: str) -> str:
 
 
 def _connection(args: Namespace) -> Connection:
-    from safehold.engine.dump_client import Connection
+    from safehold.engine.databases.client import Connection
 
     if args.db_user and args.db_user_file:
         raise UsageError("give --db-user or --db-user-file, not both")
@@ -139,8 +139,8 @@ def _failed(out: Output, message: str) -> int:
 
 
 def run_dump(args: Namespace, out: Output) -> int:
-    from safehold.engine.dump_backup import DumpOptions, dump_databases, dump_meta
-    from safehold.engine.dump_client import DumpError
+    from safehold.engine.databases.client import DumpError
+    from safehold.engine.databases.dump import DumpOptions, dump_databases, dump_meta
     from safehold.repo import RepositoryLock
 
     conn = _connection(args)
@@ -176,8 +176,8 @@ def run_dump(args: Namespace, out: Output) -> int:
 
 
 def run_restore_db(args: Namespace, out: Output) -> int:
-    from safehold.engine.dump_client import DumpError
-    from safehold.engine.dump_restore import find_database_snapshots, restore_databases
+    from safehold.engine.databases.client import DumpError
+    from safehold.engine.databases.restore import find_database_snapshots, restore_databases
     from safehold.repo import RepositoryLock
 
     conn = _connection(args)

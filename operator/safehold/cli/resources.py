@@ -20,8 +20,8 @@ from safehold.cli.output import Output
 if TYPE_CHECKING:
     # The commands import the engine when they run: every other command builds this
     # parser too, and needs none of it (the Kubernetes client least of all).
-    from safehold.engine.resources_apply import ApplyAction
-    from safehold.engine.resources_kube import KubeApi
+    from safehold.engine.cluster.apply import ApplyAction
+    from safehold.engine.cluster.kube import KubeApi
 
 __all__ = ["apply_resources", "diff_resources", "export_resources_command", "register"]
 
@@ -136,7 +136,7 @@ def register(
 
 
 def _connect(args: Namespace) -> KubeApi:
-    from safehold.engine.resources_kube import KubeError, connect
+    from safehold.engine.cluster.kube import KubeError, connect
 
     try:
         return connect(args.kubeconfig, args.context)
@@ -146,9 +146,9 @@ def _connect(args: Namespace) -> KubeApi:
 
 def export_resources_command(args: Namespace, out: Output) -> int:
     from safehold.engine import BackupOptions
-    from safehold.engine.resources_export import ExportOptions, export_resources
-    from safehold.engine.resources_kube import KubeError
-    from safehold.engine.resources_select import LabelSelectorError, parse_selector
+    from safehold.engine.cluster.export import ExportOptions, export_resources
+    from safehold.engine.cluster.kube import KubeError
+    from safehold.engine.cluster.selection import LabelSelectorError, parse_selector
     from safehold.repo import RepositoryLock
 
     try:
@@ -199,7 +199,7 @@ def _mapping(items: list[str]) -> dict[str, str]:
 
 
 def apply_resources(args: Namespace, out: Output) -> int:
-    from safehold.engine.resources_apply import (
+    from safehold.engine.cluster.apply import (
         ApplyOptions,
         ExistingObjects,
         NamespacesNotAllowed,
@@ -208,9 +208,9 @@ def apply_resources(args: Namespace, out: Output) -> int:
         read_tree,
         select_manifests,
     )
-    from safehold.engine.resources_kube import KubeError
-    from safehold.engine.resources_select import LabelSelectorError, parse_selector
-    from safehold.engine.resources_snapshot import NotAResourceSnapshot, snapshot_tree
+    from safehold.engine.cluster.kube import KubeError
+    from safehold.engine.cluster.selection import LabelSelectorError, parse_selector
+    from safehold.engine.cluster.snapshot_tree import NotAResourceSnapshot, snapshot_tree
     from safehold.repo import RepositoryLock
 
     try:
@@ -273,7 +273,8 @@ def apply_resources(args: Namespace, out: Output) -> int:
 
 
 def diff_resources(args: Namespace, out: Output) -> int:
-    from safehold.engine.resources_snapshot import NotAResourceSnapshot, diff_trees, snapshot_tree
+    from safehold.engine.cluster.diff import diff_trees
+    from safehold.engine.cluster.snapshot_tree import NotAResourceSnapshot, snapshot_tree
     from safehold.repo import RepositoryLock
 
     repo = open_repo(args)

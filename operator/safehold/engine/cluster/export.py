@@ -17,20 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.engine.backup import BackupOptions, BackupResult, backup_paths
-from safehold.engine.progress import ProgressCallback
-from safehold.engine.resources_clean import (
+from safehold.engine.cluster.clean import (
     clean_manifest,
     dump_manifest,
     is_generated,
     manifest_path,
 )
-from safehold.engine.resources_kube import ApiResource, KubeApi, KubeError
-from safehold.engine.resources_select import (
+from safehold.engine.cluster.kube import ApiResource, KubeApi, KubeError
+from safehold.engine.cluster.selection import (
     matches_labels,
     matches_type,
     namespace_selected,
     parse_selector,
 )
+from safehold.engine.progress import ProgressCallback
 from safehold.repo import Repository
 
 __all__ = [

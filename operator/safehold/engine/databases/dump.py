@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from safehold.engine.backup import BackupOptions, BackupResult, backup_stream
-from safehold.engine.dump_client import Connection, DatabaseClient, DumpError, StderrTail
+from safehold.engine.databases.client import Connection, DatabaseClient, DumpError, StderrTail
 from safehold.engine.progress import ProgressCallback
 from safehold.repo import Repository
 

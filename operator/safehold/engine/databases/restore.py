@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from safehold.engine.dump_client import Connection, DatabaseClient, DumpError, StderrTail
+from safehold.engine.databases.client import Connection, DatabaseClient, DumpError, StderrTail
 from safehold.repo import BLOB_DATA, Repository, Snapshot
 
 __all__ = [

@@ -1,58 +1,15 @@
-"""Read an exported tree back out of a snapshot, and compare two of them.
-
-A resource snapshot is an ordinary directory snapshot whose top directory is
-``resources``; it is restored into a temporary directory and read from there, so
-the restore and diff commands share the engine's one restore path (and its checks).
-"""
+"""Compare two exported trees (restored out of snapshots by :mod:`.snapshot_tree`):
+which manifests were added, removed or changed, with a unified diff of each change.
+Secret contents are never shown unless asked for."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from safehold.engine.resources_apply import Manifest, read_tree
-from safehold.engine.resources_export import TREE_ROOT
-from safehold.engine.restore import RestoreOptions, restore_snapshot
-from safehold.repo import Repository
-from safehold.repo.snapshot import Snapshot
-
-__all__ = [
-    "NotAResourceSnapshot",
-    "ResourceDiff",
-    "diff_trees",
-    "snapshot_manifests",
-    "snapshot_tree",
-]
-
-
-class NotAResourceSnapshot(Exception):
-    """The snapshot has no ``resources`` tree."""
-
-
-@contextlib.contextmanager
-def snapshot_tree(repo: Repository, snap: Snapshot) -> Iterator[str]:
-    """The snapshot's exported tree, restored into a temporary directory."""
-    with tempfile.TemporaryDirectory(
-        prefix="safehold-resources-", dir=os.environ.get("SAFEHOLD_TMPDIR")
-    ) as tmp:
-        restore_snapshot(repo, snap, tmp, RestoreOptions(includes=[TREE_ROOT]))
-        root = os.path.join(tmp, TREE_ROOT)
-        if not os.path.isdir(root):
-            raise NotAResourceSnapshot(
-                f"snapshot {snap.id[:12]} ({snap.source}) holds no resource manifests "
-                f"(no top-level {TREE_ROOT!r} directory): pick a snapshot made by export-resources"
-            )
-        yield root
-
-
-def snapshot_manifests(repo: Repository, snap: Snapshot) -> list[Manifest]:
-    with snapshot_tree(repo, snap) as root:
-        return read_tree(root)
+__all__ = ["ResourceDiff", "diff_trees"]
 
 
 @dataclass

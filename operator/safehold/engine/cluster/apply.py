@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from safehold.engine.resources_kube import ApiResource, KubeApi, KubeError
-from safehold.engine.resources_select import (
+from safehold.engine.cluster.kube import ApiResource, KubeApi, KubeError
+from safehold.engine.cluster.selection import (
     matches_labels,
     matches_type,
     namespace_selected,
