@@ -26,7 +26,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -648,14 +648,9 @@ class _Backup:
         scopes: list[int] | None = None
         if self.filter is not None:
             prefix = rel[self.root_len :]
-            kept = _select(
-                self.filter,
-                f"{prefix}/" if prefix else "",
-                scope,
-                ((e.name, _is_dir(e)) for e in entries),
-            )
-            entries = [entries[k] for k, _ in kept]
-            scopes = [s for _, s in kept]
+            kept = list(_in_scope(entries, self.filter, f"{prefix}/" if prefix else "", scope))
+            entries = [entry for entry, _ in kept]
+            scopes = [child for _, child in kept]
         parents = self._load_parent_tree(parent_tree)
         self._prefetch_parent_trees(parents)
         stats: list[tuple[os.DirEntry[str], os.stat_result]] = []
@@ -895,54 +890,33 @@ def _choose_parent(
     return "full", None
 
 
+def _in_scope(
+    entries: Iterable[os.DirEntry[str]], filt: PathFilter | None, prefix: str, scope: int
+) -> Iterator[tuple[os.DirEntry[str], int]]:
+    """The entries of a directory in scope ``scope`` that the walk stores, each with the
+    scope of its contents (:func:`_select`); without patterns every entry, streamed."""
+    if filt is None:
+        for entry in entries:
+            yield entry, _ALL
+        return
+    listed = list(entries)
+    for k, child in _select(filt, prefix, scope, ((e.name, _is_dir(e)) for e in listed)):
+        yield listed[k], child
+
+
 def _scan_totals(
     roots: Iterable[str],
     progress: ProgressTracker,
     stop: threading.Event,
     filt: PathFilter | None = None,
 ) -> None:
-    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads."""
-    if filt is not None:
-        _scan_filtered(roots, progress, stop, filt)
-        return
+    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads.
+
+    What is counted is what the walk keeps: the same scope rules (:func:`_in_scope`), so
+    left-out directories are not read."""
     files = 0
     total = 0
-    stack = list(roots)
-    while stack and not stop.is_set():
-        path = stack.pop()
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                with os.scandir(path) as it:
-                    for entry in it:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                stack.append(entry.path)
-                            elif entry.is_file(follow_symlinks=False):
-                                files += 1
-                                total += entry.stat(follow_symlinks=False).st_size
-                        except OSError:
-                            continue
-            except OSError:
-                continue
-        elif stat.S_ISREG(st.st_mode):
-            files += 1
-            total += st.st_size
-    if not stop.is_set():
-        progress.files_total = files
-        progress.bytes_total = total
-
-
-def _scan_filtered(
-    roots: Iterable[str], progress: ProgressTracker, stop: threading.Event, filt: PathFilter
-) -> None:
-    """:func:`_scan_totals` of what the patterns keep: left-out directories are not read."""
-    files = 0
-    total = 0
-    top = _SOME if filt.has_include else _ALL
+    top = _SOME if filt is not None and filt.has_include else _ALL
     stack: list[tuple[str, str, int]] = []
     for root in roots:
         try:
@@ -960,19 +934,17 @@ def _scan_filtered(
             continue
         try:
             with os.scandir(path) as it:
-                entries = list(it)
+                for entry, child in _in_scope(it, filt, prefix, scope):
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, f"{prefix}{entry.name}/", child))
+                        elif entry.is_file(follow_symlinks=False):
+                            files += 1
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
         except OSError:
             continue
-        for k, child in _select(filt, prefix, scope, ((e.name, _is_dir(e)) for e in entries)):
-            entry = entries[k]
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, f"{prefix}{entry.name}/", child))
-                elif entry.is_file(follow_symlinks=False):
-                    files += 1
-                    total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
     if not stop.is_set():
         progress.files_total = files
         progress.bytes_total = total
