@@ -201,16 +201,16 @@ def test_bad_patterns_stop_the_backup_before_it_starts(repo: Repository, tmp_pat
 def test_the_pre_scan_counts_what_the_walk_stores(
     repo: Repository, tmp_path: Path, include: list[str], exclude: list[str]
 ) -> None:
-    """The ETA's totals come from the same scope rules as the walk (engine.backup)."""
+    """The ETA's totals come from the same scope rules as the walk (engine.backup.scope)."""
     import threading
 
-    from safehold.engine.backup import _scan_totals
+    from safehold.engine.backup.scope import scan_totals
     from safehold.engine.patterns import compile_patterns
     from safehold.engine.progress import ProgressTracker
 
     root = _tree(tmp_path / "src")
     tracker = ProgressTracker("backup", None)
-    _scan_totals([str(root)], tracker, threading.Event(), compile_patterns(include, exclude))
+    scan_totals([str(root)], tracker, threading.Event(), compile_patterns(include, exclude))
     options = BackupOptions(include=include, exclude=exclude)
     result = backup_paths(repo, [str(root)], options)
     assert tracker.files_total == result.snapshot.summary["total_files"]

@@ -1,4 +1,4 @@
-"""Backup: a directory tree (or a stream) into a snapshot.
+"""The backup pipeline: a directory tree (or a stream) into tree and data blobs.
 
 The pipeline, built so that both cores stay busy and memory stays bounded:
 
@@ -12,30 +12,33 @@ The pipeline, built so that both cores stay busy and memory stays bounded:
   ids become known, and stores the tree blobs;
 * the :class:`~safehold.repo.BlobWriter` gathers blobs into packs, uploads them in
   the background and writes index objects for stored packs;
-* last, the snapshot object: packs, then index, then snapshot (format section 10).
+* last (:mod:`.run`), the snapshot object: packs, then index, then snapshot (format
+  section 10).
+
+:class:`BackupPipeline` is still one class (about 580 lines) holding the walker, the
+small- and big-file reads, the batches and the tree thread, which share its counters and
+pools; splitting it into walk, read and pipeline collaborators is the next step of #13.
 """
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import queue
-import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from safehold import __version__
-from safehold.engine.patterns import PathFilter, PatternError, compile_patterns
-from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
+from safehold.engine.backup.options import BackupOptions
+from safehold.engine.backup.read import full_reader, reading_ahead
+from safehold.engine.backup.scope import ALL, NONE, SOME, in_scope
+from safehold.engine.patterns import PathFilter
+from safehold.engine.progress import ProgressTracker
+from safehold.engine.tuning import available_cpus
 from safehold.repo import (
     BLOB_DATA,
     BLOB_TREE,
@@ -45,62 +48,20 @@ from safehold.repo import (
     CorruptObject,
     Node,
     Repository,
-    Snapshot,
-    check_meta,
     encode_tree,
 )
-from safehold.repo.locks import check_lock
 
-__all__ = ["BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"]
+__all__ = ["BackupPipeline"]
 
 _BATCH_BYTES = 2 * 1024 * 1024
 _BATCH_COUNT = 256
 _INFLIGHT_BYTES = 8 * 1024 * 1024
 _SMALL_FILE = 256 * 1024
 _READ_AHEAD_BYTES = 2 * 1024 * 1024
-_READ_AHEAD_WINDOW = 8 * 1024 * 1024  # big files: the kernel fetches this much past each read
 _READERS = 4
 _BIG_READERS = 2  # two big files at once: their reads and cuts overlap on 2 cores
 
 
-class BackupError(Exception):
-    """The backup could not run at all (bad paths, name clashes, bad patterns)."""
-
-
-@dataclass
-class BackupOptions:
-    source: str | None = None
-    type: str | None = None  # None: incremental when a parent exists, else full
-    tags: list[str] = field(default_factory=list)
-    time: datetime | None = None
-    workers: int = 0  # threads compressing and sealing chunks; 0: one per available CPU
-    #: Patterns (engine.patterns) of paths under each backed-up directory, relative to it:
-    #: only matching files are stored (and the directories leading to them); empty: all.
-    include: list[str] = field(default_factory=list)
-    #: Patterns of paths left out; an excluded directory is not read. Wins over include.
-    exclude: list[str] = field(default_factory=list)
-    #: The snapshot's metadata (format section 9: what re-creates the source elsewhere).
-    meta: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class BackupResult:
-    snapshot: Snapshot
-    errors: list[dict[str, str]]
-
-    def summary(self) -> dict[str, Any]:
-        s = self.snapshot
-        return {
-            "snapshot": s.id,
-            "source": s.source,
-            "type": s.type,
-            "parent": s.parent,
-            "time": s.time,
-            **s.summary,
-        }
-
-
-# --------------------------------------------------------------------------- helpers
 class _Budget:
     """Bytes in flight between the reader and the workers; blocks the reader when full."""
 
@@ -132,35 +93,6 @@ class _Batch:
         self.future: Future[list[bytes]] | None = None
 
 
-#: What the patterns leave of a directory's contents (with a PathFilter only).
-_ALL = 0  # everything not excluded
-_SOME = 1  # what include patterns match (and directories leading to it)
-_NONE = 2  # nothing: the directory is stored empty, without reading it
-
-
-def _select(
-    filt: PathFilter, prefix: str, scope: int, names: Iterable[tuple[str, bool]]
-) -> list[tuple[int, int]]:
-    """The entries of a directory (``(name, is_dir)``) that the patterns keep, as
-    ``(index, scope of a kept directory)``; ``prefix`` is the directory's path relative
-    to the backed-up root plus ``/`` (empty at the root)."""
-    kept: list[tuple[int, int]] = []
-    for k, (name, is_dir) in enumerate(names):
-        path = prefix + name
-        if filt.excluded(path):
-            continue
-        if not is_dir:
-            if scope == _ALL or filt.included(path):
-                kept.append((k, _ALL))
-            continue
-        if scope == _SOME and not filt.includes_all_under(path):
-            if filt.may_include_under(path) and not filt.excludes_all_under(path):
-                kept.append((k, _SOME))
-            continue
-        kept.append((k, _NONE if filt.excludes_all_under(path) else _ALL))
-    return kept
-
-
 class _DirJob:
     """A directory waiting for its files' chunk ids before its tree blob can be stored."""
 
@@ -172,7 +104,7 @@ class _DirJob:
         self.done = threading.Event()
 
 
-#: One directory's walk (:meth:`_Backup._walk_dir`): yields its subdirectories' walks,
+#: One directory's walk (:meth:`BackupPipeline._walk_dir`): yields its subdirectories' walks,
 #: is sent their jobs, returns its own.
 _DirWalk = Generator["_DirWalk", "_DirJob | None", "_DirJob | None"]
 
@@ -215,13 +147,8 @@ class _Names:
         return name
 
 
-def _now_iso(when: datetime | None = None) -> str:
-    when = (when or datetime.now(UTC)).astimezone(UTC)
-    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 # --------------------------------------------------------------------------- the backup
-class _Backup:
+class BackupPipeline:
     def __init__(self, repo: Repository, options: BackupOptions, progress: ProgressTracker) -> None:
         self.repo = repo
         self.options = options
@@ -379,7 +306,7 @@ class _Backup:
         st: os.stat_result,
         parent: Node | None,
         unchanged: bool | None = None,
-        scope: int = _ALL,
+        scope: int = ALL,
     ) -> Node | None:
         node = self._meta(name, st)
         kind = node["type"]
@@ -462,7 +389,7 @@ class _Backup:
         index = self.repo.index
         try:
             with os.fdopen(self._open(path), "rb", buffering=0) as f:
-                for view in chunker.chunks_of(_reading_ahead(f.fileno(), f.readinto)):
+                for view in chunker.chunks_of(reading_ahead(f.fileno(), f.readinto)):
                     n = len(view)
                     read += n
                     self.progress.bytes_done += n  # display only: races are harmless
@@ -632,12 +559,12 @@ class _Backup:
             stack.append(child)
             result = None
 
-    def _walk_dir(self, path: str, rel: str, parent_tree: object, scope: int = _ALL) -> _DirWalk:
+    def _walk_dir(self, path: str, rel: str, parent_tree: object, scope: int = ALL) -> _DirWalk:
         """The walk of one directory, a generator: it yields the walk of each
         subdirectory for :meth:`_walk` to run and is sent back that subdirectory's job
         (None: left out), and returns the directory's own job: None when it cannot be read
-        (recorded as an error) or, in scope ``_SOME``, when nothing under it is included."""
-        if scope == _NONE:
+        (recorded as an error) or, in scope ``SOME``, when nothing under it is included."""
+        if scope == NONE:
             return self._finish_dir([])
         try:
             with os.scandir(path) as it:
@@ -648,7 +575,7 @@ class _Backup:
         scopes: list[int] | None = None
         if self.filter is not None:
             prefix = rel[self.root_len :]
-            kept = list(_in_scope(entries, self.filter, f"{prefix}/" if prefix else "", scope))
+            kept = list(in_scope(entries, self.filter, f"{prefix}/" if prefix else "", scope))
             entries = [entry for entry, _ in kept]
             scopes = [child for _, child in kept]
         parents = self._load_parent_tree(parent_tree)
@@ -695,7 +622,7 @@ class _Backup:
                     entry.path,
                     f"{rel}/{entry.name}",
                     parents.get(entry.name),
-                    child_scopes[k] if scopes is not None else _ALL,
+                    child_scopes[k] if scopes is not None else ALL,
                 )
                 if job is None:
                     continue
@@ -712,7 +639,7 @@ class _Backup:
                 self._prefetched.pop(entry.path, None)
             if node is not None:
                 nodes.append(node)
-        if scope == _SOME and not nodes and len(rel) >= self.root_len:
+        if scope == SOME and not nodes and len(rel) >= self.root_len:
             self.counts["dirs"] -= 1  # not the root, and leads to no included path: left out
             return None
         return self._finish_dir(nodes)
@@ -732,7 +659,7 @@ class _Backup:
         self._prefetch_parent_trees(parent_root)
         try:
             nodes: list[Node] = []
-            scope = _SOME if self.filter is not None and self.filter.has_include else _ALL
+            scope = SOME if self.filter is not None and self.filter.has_include else ALL
             for path, name in roots:
                 try:
                     st = os.lstat(path)
@@ -771,7 +698,7 @@ class _Backup:
         try:
             now = time.time_ns()
             content: list[Any] = []
-            for view in self.chunker.chunks_of(_full_reader(stream)):
+            for view in self.chunker.chunks_of(full_reader(stream)):
                 n = len(view)
                 self.counts["bytes_read"] += n
                 self.progress.bytes_done += n
@@ -804,68 +731,6 @@ class _Backup:
         return self._finish(root)
 
 
-def _full_reader(stream: BinaryIO) -> Callable[[memoryview], int]:
-    """A readinto that fills the buffer unless the stream ends (pipes return short reads)."""
-    readinto = getattr(stream, "readinto", None)
-
-    def fill(buffer: memoryview) -> int:
-        done = 0
-        while done < len(buffer):
-            if readinto is not None:
-                n = readinto(buffer[done:])
-            else:
-                data = stream.read(len(buffer) - done)
-                n = len(data)
-                buffer[done : done + n] = data
-            if not n:
-                break
-            done += n
-        return done
-
-    return fill
-
-
-def _reading_ahead(
-    fd: int, readinto: Callable[[memoryview], int], ahead: int = _READ_AHEAD_WINDOW
-) -> Callable[[memoryview], int]:
-    """A readinto that asks the kernel to fetch the next ``ahead`` bytes in the background.
-
-    The chunker reads a block, then cuts it (without the GIL) while the workers hash the
-    previous block; without a hint the disk idles during the cut, because the kernel's
-    own read-ahead is far smaller than a block. ``POSIX_FADV_WILLNEED`` on the range after
-    each read keeps the disk busy meanwhile: reading overlaps chunking and hashing.
-    """
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is None:
-        return readinto
-    try:
-        advise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except OSError:
-        return readinto
-    pos = 0
-    hinted = 0
-
-    def read(buffer: memoryview) -> int:
-        nonlocal pos, hinted
-        n = readinto(buffer)
-        pos += n
-        if n and pos + ahead > hinted:
-            start = max(pos, hinted)
-            with contextlib.suppress(OSError):
-                advise(fd, start, pos + ahead - start, os.POSIX_FADV_WILLNEED)
-            hinted = pos + ahead
-        return n
-
-    return read
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False
-
-
 def _resolve(item: Any) -> str:
     if isinstance(item, str):
         return item
@@ -874,231 +739,3 @@ def _resolve(item: Any) -> str:
     assert batch.future is not None
     ids: list[bytes] = batch.future.result()
     return ids[slot].hex()
-
-
-def _choose_parent(
-    repo: Repository, source: str, requested: str | None
-) -> tuple[str, Snapshot | None]:
-    history = [s for s in repo.snapshots(source=source) if s.type != "stdin"]
-    if requested == "full":
-        return "full", None
-    if requested == "differential":
-        fulls = [s for s in history if s.type == "full"]
-        return ("differential", fulls[-1]) if fulls else ("full", None)
-    if history:
-        return "incremental", history[-1]
-    return "full", None
-
-
-def _in_scope(
-    entries: Iterable[os.DirEntry[str]], filt: PathFilter | None, prefix: str, scope: int
-) -> Iterator[tuple[os.DirEntry[str], int]]:
-    """The entries of a directory in scope ``scope`` that the walk stores, each with the
-    scope of its contents (:func:`_select`); without patterns every entry, streamed."""
-    if filt is None:
-        for entry in entries:
-            yield entry, _ALL
-        return
-    listed = list(entries)
-    for k, child in _select(filt, prefix, scope, ((e.name, _is_dir(e)) for e in listed)):
-        yield listed[k], child
-
-
-def _scan_totals(
-    roots: Iterable[str],
-    progress: ProgressTracker,
-    stop: threading.Event,
-    filt: PathFilter | None = None,
-) -> None:
-    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads.
-
-    What is counted is what the walk keeps: the same scope rules (:func:`_in_scope`), so
-    left-out directories are not read."""
-    files = 0
-    total = 0
-    top = _SOME if filt is not None and filt.has_include else _ALL
-    stack: list[tuple[str, str, int]] = []
-    for root in roots:
-        try:
-            st = os.lstat(root)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            stack.append((root, "", top))
-        elif stat.S_ISREG(st.st_mode):
-            files += 1
-            total += st.st_size
-    while stack and not stop.is_set():
-        path, prefix, scope = stack.pop()
-        if scope == _NONE:
-            continue
-        try:
-            with os.scandir(path) as it:
-                for entry, child in _in_scope(it, filt, prefix, scope):
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, f"{prefix}{entry.name}/", child))
-                        elif entry.is_file(follow_symlinks=False):
-                            files += 1
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    if not stop.is_set():
-        progress.files_total = files
-        progress.bytes_total = total
-
-
-def _check_meta(options: BackupOptions) -> None:
-    """Refuse bad metadata before any work: it would make an unreadable snapshot."""
-    try:
-        check_meta(options.meta)
-    except ValueError as exc:
-        raise BackupError(str(exc)) from None
-
-
-def _snapshot(
-    repo: Repository,
-    b: _Backup,
-    *,
-    tree: str,
-    source: str,
-    kind: str,
-    parent: Snapshot | None,
-    paths: list[str],
-    options: BackupOptions,
-    started: float,
-) -> Snapshot:
-    summary: dict[str, Any] = {
-        **b.counts,
-        "bytes_new": b.writer.stats.raw_new,
-        "bytes_stored": b.writer.stats.stored,
-        "blobs_new": b.writer.stats.blobs_new,
-        "duration_s": round(time.monotonic() - started, 3),
-        "errors": len(b.errors),
-    }
-    snap = Snapshot(
-        time=_now_iso(options.time),
-        source=source,
-        type=kind,
-        tree=tree,
-        paths=paths,
-        hostname=socket.gethostname(),
-        tags=sorted(set(options.tags)),
-        parent=parent.id if parent else None,
-        program=f"safehold {__version__}",
-        summary=summary,
-        meta=dict(options.meta),
-    )
-    check_lock(repo)  # a lost lock: prune may have removed what the snapshot names
-    repo.save_snapshot(snap)
-    return snap
-
-
-def backup_paths(
-    repo: Repository,
-    paths: list[str],
-    options: BackupOptions | None = None,
-    progress: ProgressCallback | None = None,
-) -> BackupResult:
-    """Back up files and directory trees into a new snapshot."""
-    options = options or BackupOptions()
-    if not paths:
-        raise BackupError("no paths to back up")
-    _check_meta(options)
-    try:
-        filt = compile_patterns(options.include, options.exclude)
-    except PatternError as exc:
-        raise BackupError(str(exc)) from None
-    abspaths = [os.path.abspath(p) for p in paths]
-    roots: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
-    for p in abspaths:
-        name = os.path.basename(p.rstrip("/")) or "root"
-        if name in seen:
-            raise BackupError(
-                f"{seen[name]} and {p} would both appear as {name!r} at the top of the snapshot; "
-                "back them up as separate sources, or back up their common parent"
-            )
-        seen[name] = p
-        roots.append((p, name))
-    source = options.source or ",".join(abspaths)
-    kind, parent = _choose_parent(repo, source, options.type)
-    parent_root: dict[str, Node] = {}
-    if parent is not None:
-        try:
-            parent_root = {n["name"]: n for n in repo.load_tree(parent.tree)}
-        except CorruptObject:
-            parent_root = {}
-    started = time.monotonic()
-    tune_malloc()
-    with rare_gc(), ProgressTracker("backup", progress) as tracker:
-        stop = threading.Event()
-        scanner = threading.Thread(
-            target=_scan_totals, args=(abspaths, tracker, stop, filt), name="scan", daemon=True
-        )
-        estimate = parent.summary if parent is not None else {}
-        if estimate.get("total_files") and estimate.get("total_bytes") is not None:
-            # An incremental's totals are close to its parent's: that estimate spares a
-            # second walk of the whole tree (an lstat per file, competing with the backup).
-            tracker.files_total = int(estimate["total_files"])
-            tracker.bytes_total = int(estimate["total_bytes"])
-        elif progress is not None:
-            scanner.start()
-        b = _Backup(repo, options, tracker)
-        b.filter = filt
-        try:
-            tree = b.run(roots, parent_root)
-        finally:
-            stop.set()
-            if scanner.is_alive():
-                scanner.join()
-        tracker.files_total = b.counts["total_files"]
-        tracker.bytes_total = b.counts["total_bytes"]
-        snap = _snapshot(
-            repo,
-            b,
-            tree=tree,
-            source=source,
-            kind=kind,
-            parent=parent,
-            paths=abspaths,
-            options=options,
-            started=started,
-        )
-    return BackupResult(snap, b.errors)
-
-
-def backup_stream(
-    repo: Repository,
-    stream: BinaryIO,
-    name: str,
-    options: BackupOptions | None = None,
-    progress: ProgressCallback | None = None,
-) -> BackupResult:
-    """Back up a byte stream (a database dump on stdin) as one file named ``name``."""
-    options = options or BackupOptions()
-    _check_meta(options)
-    if options.include or options.exclude:
-        raise BackupError("include and exclude patterns apply to paths, not to a stream")
-    if not name or "/" in name or name in (".", ".."):
-        raise BackupError(f"--stdin-name {name!r} must be a plain file name, without '/'")
-    source = options.source or name
-    started = time.monotonic()
-    tune_malloc()
-    with rare_gc(), ProgressTracker("backup", progress) as tracker:
-        b = _Backup(repo, options, tracker)
-        tree = b.run_stream(stream, name)
-        snap = _snapshot(
-            repo,
-            b,
-            tree=tree,
-            source=source,
-            kind="stdin",
-            parent=None,
-            paths=[name],
-            options=options,
-            started=started,
-        )
-    return BackupResult(snap, b.errors)
