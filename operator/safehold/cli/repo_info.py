@@ -164,6 +164,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         "pack_bytes": pack_bytes,
         "blobs": len(repo.index),
         "keys": len(repo.list_keys()),
+        # what new data is sealed with (format section 5b; always 1 in format version 1)
+        "data_key_version": repo.aead.key_version,
         "locks": len(safehold.repo.list_locks(repo)),
     }
     if initialized is not None:
@@ -184,6 +186,9 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
             f"{entry['newest_id'][:12]}"
         )
     out.print(f"stored       {human_size(pack_bytes)} in {packs} packs, {len(repo.index)} blobs")
-    out.print(f"keys         {doc['keys']}, locks {doc['locks']}")
+    out.print(
+        f"keys         {doc['keys']}, data key version {doc['data_key_version']}, "
+        f"locks {doc['locks']}"
+    )
     out.summary(doc)
     return exitcodes.OK
