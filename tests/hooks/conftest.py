@@ -51,7 +51,7 @@ def operator(
 
     def read(namespace: str, pod: str, tail: int) -> str:
         assert pods is not None
-        text = podlogs.container_log(pods, namespace, pod, None)
+        text = podlogs.container_log(pods, namespace, pod, "safehold")  # not the hooks container
         return "\n".join(text.splitlines()[-tail:])
 
     def start() -> KopfRunner:

@@ -197,3 +197,60 @@ def test_the_guides_exec_policy_freezes_and_thaws(guide: Any) -> None:
         ("db", ["fsfreeze", "--unfreeze", "/var/lib/data"]),
     ]
     assert [(h.name, h.succeeded) for h in status.hooks] == [("freeze", True), ("thaw", True)]
+
+
+def test_a_backup_job_with_hooks_runs_them_in_a_container_without_the_secrets() -> None:
+    from safehold.controller.jobs import JobRequest, Mount, build_job
+
+    source = Mount("source", "/data/volume", {"persistentVolumeClaim": {"claimName": "db"}})
+    repository = Mount(
+        "repository", "/repository", {"persistentVolumeClaim": {"claimName": "r"}}, False
+    )
+    hook_args = ["--pre-hook", "echo hi", "--hook-timeout", "30", "--hook-on-error", "fail"]
+    job = build_job(
+        JobRequest(
+            name="j", namespace="shop", component="backup", labels={}, owner=None,
+            args=["backup", "/data/volume", *hook_args], mounts=[source, repository],
+            credentials_secret="creds", password_secret="pw",
+            resources={"limits": {"memory": "1Gi"}}, hooks=hook_args, hook_mounts=["source"],
+        )
+    )  # fmt: skip
+    spec = job["spec"]["template"]["spec"]
+    backup, hooks = spec["containers"]
+    assert backup["args"][backup["args"].index("--hooks-handover") + 1] == "/run/safehold/hooks"
+    assert hooks["args"] == ["run-hooks", "--handover", "/run/safehold/hooks", *hook_args]
+    assert [(m["name"], m["mountPath"], m.get("readOnly")) for m in hooks["volumeMounts"]] == [
+        ("hooks-tmp", "/tmp", None),
+        ("hooks-handover", "/run/safehold/hooks", None),
+        ("source", "/data/volume", True),
+    ]
+    assert hooks["env"] == [{"name": "HOME", "value": "/tmp"}]
+    assert hooks["securityContext"] == backup["securityContext"]
+    assert hooks["securityContext"]["readOnlyRootFilesystem"] is True
+    assert hooks["resources"] == backup["resources"]
+    assert spec["shareProcessNamespace"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["hooks-handover"] == {"name": "hooks-handover", "emptyDir": {"sizeLimit": "1Mi"}}
+    # without hooks: one container, as before
+    plain = build_job(
+        JobRequest(name="j", namespace="shop", component="backup", args=["backup"], labels={},
+                   owner=None)
+    )  # fmt: skip
+    assert [c["name"] for c in plain["spec"]["template"]["spec"]["containers"]] == ["safehold"]
+    assert "shareProcessNamespace" not in plain["spec"]["template"]["spec"]
+
+
+def test_the_jobs_result_is_the_backup_containers_termination_message() -> None:
+    """The kubelet lists container statuses by name: ``hooks`` before ``safehold``."""
+    from safehold.controller.status import job_outcome
+
+    def terminated(name: str, message: str) -> dict[str, Any]:
+        return {"name": name, "state": {"terminated": {"exitCode": 0, "message": message}}}
+
+    pod = {"status": {"phase": "Succeeded", "containerStatuses": [
+        terminated("hooks", '{"ok": true, "hooks": [], "note": "the backup is done"}'),
+        terminated("safehold", '{"ok": true, "snapshot": "abc", "hooks": []}'),
+    ]}}  # fmt: skip
+    job = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    outcome = job_outcome(job, [pod])
+    assert outcome.summary == {"ok": True, "snapshot": "abc", "hooks": []}

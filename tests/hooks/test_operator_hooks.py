@@ -210,3 +210,79 @@ def test_post_hook_runs_after_a_failed_backup(
         ("post", True),
     ]
     assert app.calls == ["/checkpoint", "/backup-done"]
+
+
+def test_job_side_hooks_have_no_password_or_credentials_in_reach(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, app: Any, guide: Any
+) -> None:
+    """Issue #15: a hook of the backup Job that tries to read the repository password and
+    the storage credentials finds neither (it runs in the Job's hooks container, which has
+    no Secret volume), while the backup beside it still succeeds and restores."""
+    operator()
+    policy, run = guide()[:2]
+    app.directory = _claim(namespace, "orders-data")
+    (app.directory / "orders.db").write_bytes(b"rows" * 100)
+    password = "a password the hooks must not see"
+    _location(namespace, s3_store, "primary", password)
+    _wait(namespace, "backuplocation/primary", "Available", timeout=120)
+    steal = (
+        "cat /etc/safehold/password/password /etc/safehold/storage/*; echo read=$?; "
+        "env | grep -c SAFEHOLD_; ls /data/volume"
+    )
+    volume = policy["spec"]["sources"]["volumes"][0]
+    volume["hooks"] = {"preBackup": [steal], "postBackup": ["echo post ran"], "onError": "Fail"}
+    policy["spec"]["job"] = {"backoffLimit": 0}
+    namespace.apply(policy)
+    namespace.apply(run)
+    _wait(namespace, "backuprun/orders-now", "Complete")
+    orders = _sources(_get(namespace, "backuprun", "orders-now"))["orders-data"]
+    assert orders["phase"] == "Succeeded", orders
+    pre, post = orders["hooks"]
+    assert (pre["name"], pre["exitCode"], pre["succeeded"]) == ("pre-0", 0, True)
+    out = pre["output"]
+    assert "/etc/safehold/password/password: No such file or directory" in out, out
+    assert "/etc/safehold/storage/*" in out  # (the glob matched no file)
+    assert out.count("No such file or directory") == 2, out
+    assert "read=1" in out
+    assert "***" not in out  # nothing was read that scrubbing had to hide
+    assert password not in out
+    assert not [v for v in s3_store.options.values() if len(v) >= 4 and v in out]
+    assert "\n0\n" in out  # no SAFEHOLD_ variable either
+    assert "orders.db" in out  # the source, read-only, is there
+    assert (post["phase"], post["output"]) == ("post", "post ran\n")
+
+    # the Job: the hooks container has no Secret volume and no repository mount, and the
+    # same locked-down security context as the backup container
+    job = _get(namespace, "job", orders["job"])
+    spec = job["spec"]["template"]["spec"]
+    backup_c, hooks_c = spec["containers"]
+    assert (backup_c["name"], hooks_c["name"]) == ("safehold", "hooks")
+    secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
+    assert secret_volumes == {"storage-options", "repository-password"}
+    assert not {m["name"] for m in hooks_c["volumeMounts"]} & secret_volumes
+    assert {m["mountPath"]: m.get("readOnly", False) for m in hooks_c["volumeMounts"]} == {
+        "/tmp": False, "/run/safehold/hooks": False, "/data/volume": True,
+    }  # fmt: skip
+    assert hooks_c["securityContext"] == backup_c["securityContext"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["shareProcessNamespace"] is False
+
+    # the snapshot restores
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "RestoreRequest",
+            "metadata": {"name": "back"},
+            "spec": {
+                "backupRunRef": {"name": "orders-now"},
+                "sources": ["orders-data"],
+                "target": {"claimName": "restored"},
+            },
+        }
+    )
+    _wait(namespace, "restorerequest/back", "Complete")
+    restored = namespace.get("pvc", "restored")
+    assert restored is not None
+    pv = namespace.cluster.get("pv", restored["spec"]["volumeName"])
+    assert pv is not None
+    assert (Path(pv["spec"]["hostPath"]["path"]) / "orders.db").read_bytes() == b"rows" * 100

@@ -18,7 +18,7 @@ from types import FrameType
 from safehold import __version__, engine
 from safehold.cli import commands, database, exitcodes, maintenance
 from safehold.cli.context import UsageError
-from safehold.cli.hooks import add_hook_arguments, backup_with_hooks
+from safehold.cli.hooks import add_hook_arguments, add_run_hooks_parser, backup_with_hooks
 from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
 from safehold.cli.passwords import add_password_option
@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_meta_option(backup)
     add_hook_arguments(backup)
     backup.set_defaults(func=_backup)
+    add_run_hooks_parser(sub)
 
     restore = sub.add_parser("restore", parents=[common], help="restore a snapshot")
     restore.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")

@@ -273,7 +273,10 @@ def _start_job(
     for tag in run.spec.tags:
         args += ["--tag", tag]
     args += pattern_args(claim)  # relative to the volume's root, SOURCE_MOUNT
-    args += job_hook_args(policy, claim)
+    # The hooks run in a container of their own, without the Secrets (docs/hooks.md); the
+    # backup gets the same options for their number, timeout and on-error.
+    hooks = job_hook_args(policy, claim)
+    args += hooks
     # what a fresh cluster needs to re-create the claim, read from the ORIGINAL claim
     # (``claim.claim`` may be a snapshot clone)
     original = original_claim(policy, claim)
@@ -302,6 +305,8 @@ def _start_job(
         ],
         image=rt.image,
         node_name=node,
+        hooks=hooks,
+        hook_mounts=["source"],
     )
     request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
     rt.kube.create_job(build_job(request))

@@ -8,6 +8,13 @@ API rights: results leave through the termination message, progress through the 
 only resource export/apply Jobs run as a ServiceAccount the user names), a deadline, a
 retry limit, a TTL, an ``emptyDir`` for ``/tmp``, and Secrets only as read-only file
 volumes.
+
+A backup Job whose source has hooks gets a second container, ``hooks`` (the same image and
+security context, ``safehold run-hooks``), that has none of the Secret volumes and none of
+the repository's mounts: the hooks' commands never have the repository password or the
+storage credentials in reach. It shares only an ``emptyDir`` handover directory with the
+backup container, and the mounts the request names (the source, read-only); it has its
+own ``/tmp``. See :mod:`safehold.cli.hooks` for the handover.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ __all__ = [
     "COMPONENT_RETENTION",
     "COMPONENT_VALIDATE",
     "DEFAULT_IMAGE",
+    "HOOKS_CONTAINER",
+    "HOOKS_HANDOVER_DIR",
+    "JOB_CONTAINER",
     "LABEL_COMPONENT",
     "LABEL_LOCATION",
     "LABEL_MANAGED_BY",
@@ -71,6 +81,11 @@ OPTIONS_DIR = "/etc/safehold/storage"
 PASSWORD_FILE = "/etc/safehold/password/password"  # noqa: S105 - a path, not a password
 #: The container's terminationMessagePath (``safehold --termination-log``).
 TERMINATION_LOG = "/dev/termination-log"
+#: The container that runs the Job's command (its termination message is the result).
+JOB_CONTAINER = "safehold"
+#: A backup Job's hooks container, and the directory it shares with the backup container.
+HOOKS_CONTAINER = "hooks"
+HOOKS_HANDOVER_DIR = "/run/safehold/hooks"
 _UID = 65532  # the "nonroot" user of distroless images; any non-zero id works
 
 
@@ -129,6 +144,11 @@ class JobRequest:
     #: A ServiceAccount the pod runs as, with its token mounted: only for Jobs that read or
     #: write cluster objects (resource export and apply), under an account the user grants.
     service_account_name: str | None = None
+    #: ``safehold run-hooks`` options (``--pre-hook``, ...): run in a container of their own,
+    #: without the Secrets; the Job's command gets ``--hooks-handover`` (a backup's hooks).
+    hooks: Sequence[str] = ()
+    #: The names of ``mounts`` the hooks container sees too, always read-only.
+    hook_mounts: Sequence[str] = ()
 
 
 def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
@@ -168,6 +188,43 @@ def _affinity(node_name: str) -> dict[str, Any]:
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
         }
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _hooks_container(req: JobRequest) -> dict[str, Any]:
+    """The container that runs a backup's hooks: no Secret volume, no repository mount,
+    its own ``/tmp``, the handover directory and the mounts named by ``hook_mounts``."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "hooks-tmp", "mountPath": "/tmp"},
+        {"name": "hooks-handover", "mountPath": HOOKS_HANDOVER_DIR},
+    ]
+    for m in req.mounts:
+        if m.name in req.hook_mounts:
+            mount: dict[str, Any] = {"name": m.name, "mountPath": m.path, "readOnly": True}
+            if m.sub_path:
+                mount["subPath"] = m.sub_path
+            mounts.append(mount)
+    return {
+        "name": HOOKS_CONTAINER,
+        "image": req.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["safehold"],
+        "args": ["run-hooks", "--handover", HOOKS_HANDOVER_DIR, *req.hooks],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
     }
 
 
@@ -214,9 +271,13 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         if m.sub_path:
             mount["subPath"] = m.sub_path
         mounts.append(mount)
+    if req.hooks:
+        volumes.append({"name": "hooks-handover", "emptyDir": {"sizeLimit": "1Mi"}})
+        mounts.append({"name": "hooks-handover", "mountPath": HOOKS_HANDOVER_DIR})
+        args += ["--hooks-handover", HOOKS_HANDOVER_DIR]
     args += ["--json", "--termination-log", TERMINATION_LOG]
     container: dict[str, Any] = {
-        "name": "safehold",
+        "name": JOB_CONTAINER,
         "image": req.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["safehold"],
@@ -228,17 +289,14 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _container_security(),
     }
+    containers = [container]
+    if req.hooks:
+        containers.append(_hooks_container(req))
     if req.resources:
-        container["resources"] = dict(req.resources)
+        for c in containers:
+            c["resources"] = dict(req.resources)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -249,9 +307,14 @@ def build_job(req: JobRequest) -> dict[str, Any]:
             "runAsGroup": _UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
     }
+    if req.hooks:
+        # explicit: the hooks must not see (or signal) the backup container's processes,
+        # whose /proc/PID/root and environ would reach its Secret mounts
+        pod_spec["shareProcessNamespace"] = False
+        volumes.append({"name": "hooks-tmp", "emptyDir": {}})
     if req.service_account_name:
         pod_spec["serviceAccountName"] = req.service_account_name
         pod_spec["automountServiceAccountToken"] = True

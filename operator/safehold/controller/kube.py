@@ -17,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from safehold.api import GROUP, VERSION
+from safehold.controller.jobs import JOB_CONTAINER
 
 __all__ = ["ApiException", "Kube", "LogReader", "load_config"]
 
@@ -139,7 +140,10 @@ class Kube:
         return out
 
     def _read_log_api(self, namespace: str, pod: str, tail: int) -> str:
-        text: str = self.core.read_namespaced_pod_log(pod, namespace, tail_lines=tail)
+        # by name: a backup Job's pod may also have a hooks container
+        text: str = self.core.read_namespaced_pod_log(
+            pod, namespace, container=JOB_CONTAINER, tail_lines=tail
+        )
         return text
 
     # ------------------------------------------------------------ claims

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from safehold.api import COMPLETE, FAILED, Condition, ErrorDetail, SourceResult, set_condition
 from safehold.api.enums import RunPhase
+from safehold.controller.jobs import JOB_CONTAINER
 
 __all__ = [
     "FINAL_PHASES",
@@ -99,7 +100,11 @@ class JobOutcome:
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
+    """The terminated state of the pod's Job container (``safehold``; a backup's hooks
+    container ends first, and the kubelet lists containers by name), else of any."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    ordered = sorted(statuses, key=lambda s: s.get("name") != JOB_CONTAINER)
+    for status in ordered:
         term = (status.get("state") or {}).get("terminated")
         if term:
             return dict(term)
