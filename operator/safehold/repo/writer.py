@@ -112,6 +112,8 @@ class BlobWriter:
         key = self._key
         if isinstance(sealed, Unsealed):
             nonce, ciphertext = seal_parts(key.aead, sealed.aad, sealed.body)
+        elif key.prefix:  # sealed already, but not under this pack's subkey: a bug
+            raise TypeError("a version-2 repository's blobs come from BlobEncoder(repo.aead)")
         else:
             nonce, ciphertext = sealed
         with self._pack_lock:
