@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from safehold.engine.backup.options import BackupOptions
 from safehold.engine.backup.read import full_reader, reading_ahead
@@ -91,6 +91,37 @@ class _Batch:
         self.views: list[memoryview | bytes] = []
         self.nbytes = 0
         self.future: Future[list[bytes]] | None = None
+
+
+#: A chunk of a file: its id (hex) when known, else its place in a batch still in the pool.
+ChunkRef = str | tuple[_Batch, int]
+
+
+class PendingContent:
+    """A file's ``content`` while its chunk ids are being computed.
+
+    Held in the node until the tree thread asks for :meth:`ids`: either the file's chunks
+    (``refs``, read by the walk) or the future of a big file's chunks (``future``, read by
+    a big-file thread; its result is None when the file could not be read). A node's
+    ``content`` is thus a list of hex ids (the format's) or one of these, never a mix.
+    """
+
+    __slots__ = ("future", "refs")
+
+    def __init__(
+        self,
+        refs: list[ChunkRef] | None = None,
+        future: Future[list[ChunkRef] | None] | None = None,
+    ) -> None:
+        self.refs = refs
+        self.future = future
+
+    def ids(self) -> list[str] | None:
+        """The chunk ids, in order (waits for the pool); None: the file was left out."""
+        refs = self.future.result() if self.future is not None else self.refs
+        if refs is None:
+            return None
+        return [ref if isinstance(ref, str) else _resolve(ref) for ref in refs]
 
 
 class _DirJob:
@@ -173,7 +204,7 @@ class BackupPipeline:
         self.tree_thread = threading.Thread(target=self._tree_worker, name="trees", daemon=True)
         self.tree_error: BaseException | None = None
         self.errors: list[dict[str, str]] = []
-        self.hardlinks: dict[tuple[int, int], tuple[str, list[Any]]] = {}
+        self.hardlinks: dict[tuple[int, int], tuple[str, list[str] | PendingContent]] = {}
         self.counts = {
             "files_new": 0,
             "files_changed": 0,
@@ -249,14 +280,11 @@ class BackupPipeline:
                 kept = []
                 for node in job.nodes:
                     content = node.get("content")
-                    if isinstance(content, Future):
-                        content = content.result()
-                        if content is None:
+                    if type(content) is PendingContent:
+                        ids = content.ids()
+                        if ids is None:
                             continue  # unreadable: recorded as an error, left out
-                        node["content"] = content
-                    # ids (str) and chunks still in the pool (batch, slot) may be mixed
-                    if content and not all(isinstance(item, str) for item in content):
-                        node["content"] = [_resolve(item) for item in content]
+                        node["content"] = ids
                     kept.append(node)
                 job.nodes = kept
                 for node in job.nodes:
@@ -363,26 +391,28 @@ class BackupPipeline:
             if size > self.small:
                 # Big files are read and cut by their own threads, two at a time, while
                 # this thread walks on; the tree thread waits for their chunk lists.
-                node["content"] = self.big.submit(self._read_big, path, category)
+                node["content"] = PendingContent(
+                    future=self.big.submit(self._read_big, path, category)
+                )
             else:
-                content = self._read_file(path, size)
-                if content is None:
+                refs = self._read_file(path, size)
+                if refs is None:
                     return False
-                node["content"] = content
+                node["content"] = PendingContent(refs)
             self.counts[category] += 1
         if st.st_nlink > 1:
             self.hardlinks[(st.st_dev, st.st_ino)] = (rel, node["content"])
         self.progress.files_done += 1
         return True
 
-    def _read_big(self, path: str, category: str) -> list[Any] | None:
+    def _read_big(self, path: str, category: str) -> list[ChunkRef] | None:
         """Read and chunk one big file in a big-file thread; its chunks go to the pool in
         batches of its own. None when it cannot be read (the error is recorded)."""
         chunker: Chunker | None = getattr(self.local, "chunker", None)
         if chunker is None:
             chunker = Chunker(self.repo.config.chunker, self.repo.keys.chunker_seed)
             self.local.chunker = chunker
-        content: list[Any] = []
+        content: list[ChunkRef] = []
         batch = _Batch()
         read = 0
         keys = self.repo.keys
@@ -465,8 +495,8 @@ class BackupPipeline:
                 self.no_atime = False  # O_NOATIME needs ownership; plain open from now on
         return os.open(path, flags)
 
-    def _read_file(self, path: str, size: int) -> list[Any] | None:
-        content: list[Any] = []
+    def _read_file(self, path: str, size: int) -> list[ChunkRef] | None:
+        content: list[ChunkRef] = []
         ahead = self._prefetched.pop(path, None)
         if ahead is not None:
             try:
@@ -697,7 +727,7 @@ class BackupPipeline:
         self.tree_thread.start()
         try:
             now = time.time_ns()
-            content: list[Any] = []
+            content: list[ChunkRef] = []
             for view in self.chunker.chunks_of(full_reader(stream)):
                 n = len(view)
                 self.counts["bytes_read"] += n
@@ -723,7 +753,7 @@ class BackupPipeline:
                 "dev": 0,
                 "links": 1,
                 "size": size,
-                "content": content,
+                "content": PendingContent(content),
             }
             root = self._finish_dir([node])
         finally:
@@ -731,11 +761,8 @@ class BackupPipeline:
         return self._finish(root)
 
 
-def _resolve(item: Any) -> str:
-    if isinstance(item, str):
-        return item
-    batch: _Batch = item[0]
-    slot: int = item[1]
+def _resolve(ref: tuple[_Batch, int]) -> str:
+    """The id of a chunk that went to the pool (waits for its batch)."""
+    batch, slot = ref
     assert batch.future is not None
-    ids: list[bytes] = batch.future.result()
-    return ids[slot].hex()
+    return batch.future.result()[slot].hex()
