@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -235,3 +236,26 @@ def test_the_heartbeat_stops_with_the_backup(tmp_path: Path) -> None:
             time.sleep(0.05)
     assert json.loads((tmp_path / "backup-alive.json").read_text())["at"] <= time.time()
     assert not [t for t in threading.enumerate() if t.name == "hooks-heartbeat"]
+
+
+def test_the_hooks_side_still_runs_the_post_hooks_when_the_pod_is_stopped(
+    pod: dict[str, Any],
+) -> None:
+    """SIGTERM (the Job's deadline, the Job deleted) while the backup runs: the post hooks
+    still undo what the pre hooks did before the container leaves."""
+    handover: Path = pod["handover"]
+    (handover / "backup-alive.json").write_text(json.dumps({"at": time.time() + 3600}))
+    proc = _start(
+        ["run-hooks", "--handover", str(handover), "--json",
+         "--pre-hook", "echo frozen", "--post-hook", "echo thawed"],
+        pod["env"],
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (handover / "pre.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    post = json.loads((handover / "post.json").read_text())
+    assert [(h["name"], h["output"]) for h in post["hooks"]] == [("post-0", "thawed\n")]
+    assert "stopped" in err

@@ -444,7 +444,7 @@ class _Handover:
         args = self.args
         limit = START_GRACE_SECONDS + _phase_seconds(len(args.pre_hook), args.hook_timeout)
         results = self._await(_PRE, "pre", limit) if args.pre_hook else []
-        if _read_json(self.dir, _POST) is not None:
+        if args.pre_hook and _read_json(self.dir, _POST) is not None:
             # The hooks container gave up on this container and has already undone what
             # the pre hooks did: backing up now would read an unprepared source.
             why = "the hooks container ran the post hooks before the backup started"
@@ -471,12 +471,31 @@ def run_hooks_command(args: Namespace, out: Output) -> int:
     directory = Path(args.handover)
     if not directory.is_dir():
         raise UsageError(f"--handover {directory}: not a directory")
-    pre = _run_phase("pre", args)
-    _write_json(directory, _PRE, {"hooks": [h.to_dict() for h in pre]})
-    for h in pre:
-        out.print(f"pre hook {h.name}: {'ok' if h.ok else _why(h)}")
+    pre: list[HookResult] = []
+    code = exitcodes.OK
+    try:
+        pre = _run_phase("pre", args)
+        _write_json(directory, _PRE, {"hooks": [h.to_dict() for h in pre]})
+        for h in pre:
+            out.print(f"pre hook {h.name}: {'ok' if h.ok else _why(h)}")
+        note = _await_backup(directory, out)
+    except KeyboardInterrupt:
+        # The pod is being stopped (its deadline, the Job deleted): still undo what the
+        # pre hooks did, within the grace period, as a single command would.
+        note = "stopped: running the post hooks before leaving"
+        out.warn(note)
+        code = exitcodes.INTERRUPTED
+    post = _run_phase("post", args)
+    _write_json(directory, _POST, {"hooks": [h.to_dict() for h in post]})
+    for h in post:
+        out.print(f"post hook {h.name}: {'ok' if h.ok else _why(h)}")
+    out.summary({"ok": True, "hooks": [h.to_dict() for h in pre + post], "note": note})
+    return code
+
+
+def _await_backup(directory: Path, out: Output) -> str:
+    """Wait until the backup container is done, or has stopped beating; why it ended."""
     started = time.time()
-    note = "the backup is done"
     while _read_json(directory, _DONE) is None:
         alive = _read_json(directory, _ALIVE) or {}
         at = alive.get("at")
@@ -485,14 +504,9 @@ def run_hooks_command(args: Namespace, out: Output) -> int:
         if time.time() - last > grace:
             note = "the backup container stopped (no sign of life): running the post hooks"
             out.warn(note)
-            break
+            return note
         time.sleep(_POLL_SECONDS)
-    post = _run_phase("post", args)
-    _write_json(directory, _POST, {"hooks": [h.to_dict() for h in post]})
-    for h in post:
-        out.print(f"post hook {h.name}: {'ok' if h.ok else _why(h)}")
-    out.summary({"ok": True, "hooks": [h.to_dict() for h in pre + post], "note": note})
-    return exitcodes.OK
+    return "the backup is done"
 
 
 def backup_with_hooks(args: Namespace, out: Output) -> int:
