@@ -193,7 +193,7 @@ def test_the_real_cli_output_maps_to_sources(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")},
         "SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(),
-        "SAFEHOLD_PASSWORD": "unit test",
+        "SAFEHOLD_PASSWORD": "unit test password",
     }
 
     def run(*args: str) -> dict[str, Any]:
