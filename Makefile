@@ -58,8 +58,13 @@ audit:
 	@e2e/audit
 
 # Every test: unit, storage conformance on real servers, engine, test ground, end to end.
+# TEST_WORKERS pytest-xdist processes share the tests (worksteal: the long end-to-end tests
+# spread out); each starts its own servers and control plane, so tests never share state.
+# Most of the suite waits on servers and Jobs, so more workers than cores still pays.
+# TEST_WORKERS=0 runs everything in one process (easier to debug).
+TEST_WORKERS ?= 3
 test: deps venv lint cluster
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 # The Kubernetes test ground's control plane, built from Debian's source package once and
 # cached in $(SAFEHOLD_CACHE): minutes the first time, instant afterwards. Built here, before
