@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from safehold.repo import Repository
+from safehold.repo.layout import LOCKS
+from safehold.repo.locks import CLEANUP_RETRY_SECONDS, RepositoryLock
 from safehold.storage import (
     InvalidLocation,
     NotFound,
@@ -18,7 +21,12 @@ from safehold.storage import (
     TransientError,
     open_storage,
 )
-from safehold.storage.wrappers import ForwardingStorage, RetryingStorage, RetryPolicy
+from safehold.storage.wrappers import (
+    ForwardingStorage,
+    RetryingStorage,
+    RetryPolicy,
+    capped_retries,
+)
 from safehold.storage.wrappers import retry as retry_module
 
 
@@ -58,6 +66,10 @@ class Outage(ForwardingStorage):
     def stat(self, name: str) -> ObjectInfo:
         self._check()
         return self.inner.stat(name)
+
+    def delete(self, name: str) -> None:
+        self._check()
+        self.inner.delete(name)
 
 
 @pytest.fixture
@@ -136,3 +148,37 @@ def test_retry_seconds_is_a_known_option_of_every_cloud_provider() -> None:
     with pytest.raises(InvalidLocation) as caught:
         open_storage("s3://bucket/p", {"retry_secs": "5", "endpoint": "http://127.0.0.1:9"})
     assert "retry_seconds" in str(caught.value)  # listed among the known options
+
+
+def test_capped_retries_shortens_every_call_in_the_block_and_only_there(
+    fs: Storage, clock: Clock
+) -> None:
+    outage = Outage(fs, clock, until=0)
+    storage = _answered(RetryingStorage(outage, RetryPolicy(sleep=clock.sleep)))
+    outage.until = clock.now + 3600
+    started = clock.now
+    with capped_retries(30), capped_retries(60), pytest.raises(TransientError):
+        storage.delete("obj")  # the smaller of nested caps holds
+    assert clock.now - started <= 30
+    started = clock.now
+    with pytest.raises(TransientError):
+        storage.delete("obj")
+    assert clock.now - started >= 590  # outside the block: the whole budget again
+
+
+def test_a_lock_is_deleted_with_a_short_budget_after_a_failure_and_the_failure_stays(
+    fs: Storage, clock: Clock
+) -> None:
+    """A backup that gave up after an outage must not spend another ten minutes deleting
+    its lock (issue 15): the lock goes stale by itself; the error that ended it is kept."""
+    outage = Outage(fs, clock, until=0)
+    storage = _answered(RetryingStorage(outage, RetryPolicy(sleep=clock.sleep)))
+    repo = Repository.init(storage, "retry budget password", kdf_n=2**14)
+    started = 0.0
+    lock = RepositoryLock(repo, exclusive=False, operation="backup")
+    with pytest.raises(RuntimeError, match="the backup failed"), lock:  # noqa: PT012
+        outage.until = clock.now + 3600
+        started = clock.now
+        raise RuntimeError("the backup failed")
+    assert clock.now - started <= CLEANUP_RETRY_SECONDS
+    assert [o.name for o in fs.list(LOCKS)]  # left behind: it goes stale

@@ -11,7 +11,8 @@ later; the operation goes on. When the lock could not be refreshed for longer th
 ``STALE_AFTER``, others may have removed it and pruned under it: the lock is *lost*, and
 :func:`check_lock` (which the backup calls before each pack and before its snapshot) raises
 :class:`LockLost`. Releasing never raises: a lock that cannot be deleted goes stale by itself,
-and an error already on its way out must not be replaced by the cleanup's.
+and an error already on its way out must not be replaced by the cleanup's. After such an error
+each deletion retries for ``CLEANUP_RETRY_SECONDS`` only, not the storage's whole budget.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from safehold.repo.errors import CorruptObject, LockConflict, RepositoryError
 from safehold.repo.layout import LOCKS, lock_name
 from safehold.repo.snapshot import parse_time
 from safehold.storage import NotFound
+from safehold.storage.wrappers import capped_retries
 
 if TYPE_CHECKING:
     from safehold.repo.repository import Repository
@@ -56,6 +58,9 @@ STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
 #: After a failed refresh, the next try comes this soon (or at REFRESH_EVERY, if sooner).
 RETRY_REFRESH_AFTER = timedelta(minutes=1)
+#: How long each deletion of the lock may retry when the operation holding it failed: the
+#: storage is likely what failed, and a lock left behind only goes stale (STALE_AFTER).
+CLEANUP_RETRY_SECONDS = 30.0
 
 #: Locks held in this process (usually one): what :func:`check_lock` looks at.
 _HELD: list[RepositoryLock] = []
@@ -307,5 +312,9 @@ class RepositoryLock:
     def __enter__(self) -> RepositoryLock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.release()
+            return
+        with capped_retries(CLEANUP_RETRY_SECONDS):
+            self.release()

@@ -9,7 +9,7 @@ from safehold.storage.wrappers.base import ForwardingStorage
 from safehold.storage.wrappers.faults import Fault, FaultyStorage
 from safehold.storage.wrappers.limit import LimitedStorage
 from safehold.storage.wrappers.metrics import MeteredStorage, StorageMetrics, storage_metrics
-from safehold.storage.wrappers.retry import RetryingStorage, RetryPolicy
+from safehold.storage.wrappers.retry import RetryingStorage, RetryPolicy, capped_retries
 from safehold.storage.wrappers.stack import DEFAULT_CONCURRENCY, wrap
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "RetryPolicy",
     "RetryingStorage",
     "StorageMetrics",
+    "capped_retries",
     "storage_metrics",
     "wrap",
 ]

@@ -20,15 +20,23 @@ Two operations need more than "call again":
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage
 from safehold.storage.errors import AlreadyExists, NotFound, StorageError, TransientError
 from safehold.storage.wrappers.base import ForwardingStorage
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "FIRST_CONTACT_SECONDS", "RetryPolicy", "RetryingStorage"]
+__all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "FIRST_CONTACT_SECONDS",
+    "RetryPolicy",
+    "RetryingStorage",
+    "capped_retries",
+]
 
 #: Per call: rides out an outage of several minutes (docs/storage.md, option retry_seconds).
 DEFAULT_RETRY_SECONDS = 600.0
@@ -36,6 +44,24 @@ DEFAULT_RETRY_SECONDS = 600.0
 FIRST_CONTACT_SECONDS = 60.0
 
 T = TypeVar("T")
+
+_CAP = threading.local()
+
+
+@contextmanager
+def capped_retries(seconds: float) -> Iterator[None]:
+    """Within the block, this thread's storage calls retry for at most ``seconds`` each.
+
+    For cleanup after a failure (deleting a lock when a backup has given up): the storage
+    is likely still down, and a second full budget would keep a failed Job alive for ten
+    more minutes to remove an object that goes stale by itself.
+    """
+    previous: float | None = getattr(_CAP, "seconds", None)
+    _CAP.seconds = seconds if previous is None else min(previous, seconds)
+    try:
+        yield
+    finally:
+        _CAP.seconds = previous
 
 
 class RetryPolicy:
@@ -88,7 +114,9 @@ class RetryingStorage(ForwardingStorage):
     def _deadline(self) -> tuple[float, float]:
         """When a call starting now gives up: (monotonic start, deadline)."""
         now = time.monotonic()
-        return now, now + (self.policy.budget if self.answered else self.policy.first_contact)
+        budget = self.policy.budget if self.answered else self.policy.first_contact
+        cap: float | None = getattr(_CAP, "seconds", None)
+        return now, now + (budget if cap is None else min(budget, cap))
 
     def _call(self, operation: Callable[[], T]) -> T:
         started, deadline = self._deadline()
