@@ -280,6 +280,8 @@ def verify(args: Namespace, out: Output) -> int:
             out.warn(f"  {item['path'] or '/'}: {item['error']}")
     if report.ok:
         out.print("no errors were found")
+    else:
+        out.warn(report.repair_hint)
     code = exitcodes.OK if report.ok else exitcodes.DAMAGED
     out.summary({**report.summary(), "exit_code": code})
     return code

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from safehold import __version__, engine
-from safehold.cli import commands, database, exitcodes, maintenance
+from safehold.cli import commands, database, exitcodes, maintenance, repair
 from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, add_run_hooks_parser, backup_with_hooks
 from safehold.cli.meta import add_meta_option
@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(func=commands.operator)
     maintenance.register(sub, common)
+    repair.register(sub, common)
     database.register(sub, common)
     register_resources(sub, common)
     register_validate(sub)

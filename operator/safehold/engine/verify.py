@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.repo import CorruptObject, Repository
 from safehold.repo.crypto import SealError, object_hash
-from safehold.repo.layout import DATA, object_id, pack_object_name
+from safehold.repo.layout import DATA, INDEX, SNAPSHOTS, object_id, pack_object_name
 from safehold.repo.pack import decode_blob, parse_pack
 from safehold.repo.tree import TreeNode
 from safehold.repo.walk import blobs_of, subtree_of, tree_loader
@@ -30,7 +30,7 @@ from safehold.storage import NotFound, StorageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["VerifyReport", "verify_repository"]
+__all__ = ["VerifyReport", "repair_steps", "verify_repository"]
 
 _MAX_LISTED = 50
 
@@ -47,6 +47,27 @@ class VerifyReport:
     objects: dict[str, str] = field(default_factory=dict)
     #: damaged snapshots: id -> list of {"path", "error"}
     damaged: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    #: what to run to mend the damage, in order (docs/repair.md); empty when ok
+    repair: list[str] = field(default_factory=list)
+
+    @property
+    def repair_hint(self) -> str:
+        """One sentence saying which repair to run (empty when nothing is damaged)."""
+        if not self.repair:
+            return ""
+        said = [
+            f"a new '{step}' of each affected source" if step == BACKUP_STEP else f"'{step}'"
+            for step in self.repair
+        ]
+        hint = "to repair, run " + ", then ".join(said)
+        if self.repair[-1] == FORGET_STEP:
+            hint += (
+                " (--dry-run shows first what a repair would change; --forget removes the "
+                "damaged originals once their repaired copies are written, and the snapshot "
+                "objects that cannot be read: copy those back from a recovery site first if "
+                "one has them)"
+            )
+        return hint + "; see docs/repair.md"
 
     @property
     def ok(self) -> bool:
@@ -69,6 +90,8 @@ class VerifyReport:
             "damaged_objects": len(self.objects),
             "damaged_snapshots": len(self.damaged),
             "damaged": damaged,
+            "repair": list(self.repair),
+            "repair_hint": self.repair_hint,
         }
 
 
@@ -273,4 +296,43 @@ def verify_repository(
         v.snapshots()
     for items in v.report.damaged.values():
         del items[_MAX_LISTED * 20 :]
+    v.report.repair = repair_steps(v.report)
     return v.report
+
+
+#: What verify says of a pack it found missing or short without reading it.
+_STRUCTURAL = ("pack named by the index is missing", "pack is truncated")
+#: The step between the two repairs: a backup stores the lost data again where the source
+#: still has it (a snapshot that needed only that data is whole again).
+BACKUP_STEP = "safehold backup"
+#: The last step: repaired copies of what still references lost data, the damaged
+#: originals and unreadable snapshot objects removed (restic recommends the same).
+FORGET_STEP = "safehold repair snapshots --forget"
+
+
+def repair_steps(report: VerifyReport) -> list[str]:
+    """The commands that mend what ``report`` found, in order (docs/repair.md):
+
+    * index objects, packs or blobs damaged, or data snapshots need that no index names:
+      ``safehold repair index`` (``--read-data`` when the damage is inside packs, which
+      only reading finds), then, when snapshots are damaged, a backup of each affected
+      source (it stores the lost data again where the source still has it), then
+      ``safehold repair snapshots --forget`` for what the backup could not store again:
+      repaired copies replace the damaged originals;
+    * snapshot objects that cannot be read: ``safehold repair snapshots --forget``
+      removes them (copy them back from a recovery site first, if one has them).
+    """
+    if report.ok:
+        return []
+    index = any(name.startswith(INDEX) for name in report.objects)
+    packs = {n: m for n, m in report.objects.items() if n.startswith(DATA)}
+    inside = any(not m.startswith(_STRUCTURAL) for m in packs.values())
+    unreadable = any(name.startswith(SNAPSHOTS) for name in report.objects)
+    steps: list[str] = []
+    if index or packs or report.damaged:
+        steps.append("safehold repair index --read-data" if inside else "safehold repair index")
+        if report.damaged:
+            steps.append(BACKUP_STEP)
+    if report.damaged or unreadable:
+        steps.append(FORGET_STEP)
+    return steps

@@ -333,10 +333,15 @@ class Repository:
                 files[digest] = decode_index(self.aead, data, info.name)
             except CorruptObject as exc:
                 result.damaged[info.name] = str(exc)
-                log.warning("skipping damaged index object %s", exc)
             except NotFound:
                 continue
         superseded = {old for f in files.values() for old in f.supersedes}
+        # A damaged object that a readable one supersedes is ignored like any superseded
+        # one: 'repair index' superseded it, and an object lock may keep it a while.
+        for name in [n for n in result.damaged if layout.object_id(n) in superseded]:
+            del result.damaged[name]
+        for message in result.damaged.values():
+            log.warning("skipping damaged index object %s", message)
         index = Index()
         for digest, f in files.items():
             if digest not in superseded:
