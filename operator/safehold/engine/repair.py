@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -284,40 +285,53 @@ class _IndexRepair:
             return False
         return self.repo.keys.blob_id(plain) == b.id
 
+    def _check(self, pack: str, size: int) -> tuple[list[PackBlob] | None, str] | None:
+        """(the pack's blobs, "") when it is good; (its header or None, why) when it is
+        damaged; None when it vanished meanwhile. Runs in worker threads: reads only."""
+        try:
+            # Unindexed packs are read whole: a damaged pack an earlier repair left
+            # unindexed must not come back because its header still reads.
+            if self.read_data or pack not in self.old:
+                data, aead, header, why = self._whole(pack)
+                if not why and header is not None and self.read_data:
+                    bad = [b for b in header if not self._blob_ok(aead, data, b)]
+                    if bad:
+                        why = f"{len(bad)} blob(s) are damaged"
+                return header, why
+            try:
+                return self._header(pack, size), ""
+            except CorruptObject as exc:
+                return None, str(exc).removeprefix(pack_object_name(pack) + ": ")
+        except NotFound:  # deleted while we looked: as if it had never been there
+            return None
+
     def check_packs(self) -> None:
         """Sort every pack on the storage into good (indexed by its header) or damaged."""
         report = self.report
-        packs = {object_id(i.name): i for i in self.repo.storage.list(DATA)}
+        packs = {
+            object_id(i.name): i.size
+            for i in self.repo.storage.list(DATA)
+            if _HEX.match(object_id(i.name))
+        }
         report.packs = len(packs)
         report.packs_missing = sorted(p for p in self.old if p not in packs)
-        for pack, info in sorted(packs.items()):
-            if not _HEX.match(pack):
-                continue
-            try:
-                # Unindexed packs are read whole: a damaged pack an earlier repair left
-                # unindexed must not come back because its header still reads.
-                if self.read_data or pack not in self.old:
-                    data, aead, header, why = self._whole(pack)
-                    if not why and header is not None and self.read_data:
-                        bad = [b for b in header if not self._blob_ok(aead, data, b)]
-                        if bad:
-                            why = f"{len(bad)} blob(s) are damaged"
-                    if why:
-                        self._damaged(pack, why, header)
-                        continue
-                    assert header is not None
-                    self.new[pack] = header
-                else:
-                    try:
-                        self.new[pack] = self._header(pack, info.size)
-                    except CorruptObject as exc:
-                        self._damaged(
-                            pack, str(exc).removeprefix(pack_object_name(pack) + ": "), None
-                        )
-            except NotFound:  # deleted while we looked: as if it had never been there
-                continue
-            if pack in self.new and pack not in self.old:
-                report.packs_added += 1
+        order = sorted(packs)
+        # A few packs at a time: the reads are small (headers), or whole packs of a
+        # bounded size; the storage's clients are thread-safe.
+        workers = 2 if self.read_data else 8
+        with ThreadPoolExecutor(workers, thread_name_prefix="repair") as pool:
+            results = pool.map(lambda p: self._check(p, packs[p]), order)
+            for pack, result in zip(order, results, strict=True):
+                if result is None:
+                    continue
+                header, why = result
+                if why:
+                    self._damaged(pack, why, header)
+                    continue
+                assert header is not None
+                self.new[pack] = header
+                if pack not in self.old:
+                    report.packs_added += 1
 
     def _damaged(self, pack: str, why: str, header: list[PackBlob] | None) -> None:
         self.report.packs_damaged[pack] = why
