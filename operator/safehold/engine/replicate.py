@@ -10,7 +10,8 @@ The order keeps the site a valid repository at every instant (format section 10 
 "Replication" in docs/design/repository-format.md):
 
 1. a new site gets the key objects, then the config (a config without a key would be a
-   repository nobody can open);
+   repository nobody can open); an existing site whose key lacks data key versions that a
+   rotation added at the primary gets a key object holding them, under its own password;
 2. the packs that hold the selected snapshots' blobs which the site's index lacks;
 3. fresh index objects at the site naming exactly those packs (never the primary's index
    objects, which may name packs the site does not get, and whose ``supersedes`` lists
@@ -217,7 +218,13 @@ def open_site(
         counts["config"].skipped += 1
         counts["config"].skipped_bytes += len(site_config)
         created = False
-    return Repository.open(target, password), created
+    site = Repository.open(target, password)
+    # A data key rotation at the primary (format section 5b) reaches the site here, before
+    # any object sealed with the new version does: otherwise the site's key could not
+    # open what arrives. The site keeps its own password.
+    if not created and site.adopt_rotation(password, source.keys) is not None:
+        counts["keys"].copied += 1
+    return site, created
 
 
 def _copy_small(

@@ -277,6 +277,34 @@ class Repository:
                 "then add them again ('safehold repo key add')"
             )
         keys = self.keys.rotated()
+        name = self._replace_key(password, keys, kdf_n=kdf_n)
+        return layout.object_id(name), len(keys.data_keys)
+
+    def adopt_rotation(self, password: str, keys: MasterKeys) -> str | None:
+        """Take the data key versions that a rotation added to the repository this one is a
+        replica of (``keys``, opened there): the key object that opened this one is
+        replaced by one holding every version, under the same ``password``. Returns the
+        new key's id, or None when this repository already holds them all.
+
+        Raises :class:`RepositoryError` when ``keys`` are not a continuation of this
+        repository's own (another repository's keys are never adopted)."""
+        mine = self.keys.data_keys
+        if len(keys.data_keys) <= len(mine):
+            return None
+        if (
+            keys.data_keys[: len(mine)] != mine
+            or keys.id_key != self.keys.id_key
+            or keys.chunker_seed != self.keys.chunker_seed
+        ):
+            raise RepositoryError(
+                f"{self.location}: its keys are not the replicated repository's: it is not a "
+                "replica of it"
+            )
+        return layout.object_id(self._replace_key(password, keys))
+
+    def _replace_key(self, password: str, keys: MasterKeys, *, kdf_n: int | None = None) -> str:
+        """Write a key object holding ``keys`` under ``password``, then delete the one that
+        opened the repository; from now on this object seals with the newest version."""
         _, data = self.read_config(self.storage)
         key = make_key_object(
             password, keys, repository_id=self.config.id, config_hash=object_hash(data), n=kdf_n
@@ -288,7 +316,7 @@ class Repository:
         _OPENED_WITH[(self.location, object_hash(data))] = name
         self.keys, self.key_name = keys, name
         self.aead = Sealer(self.config.version, keys.data_keys)
-        return layout.object_id(name), len(keys.data_keys)
+        return name
 
     def list_keys(self) -> list[KeyInfo]:
         return [
