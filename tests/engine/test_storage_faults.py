@@ -12,8 +12,8 @@ import pytest
 from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
 from safehold.repo import Repository
 from safehold.storage import StorageError
-from safehold.storage.wrappers.faults import FaultyStorage
 from safehold.storage.wrappers.retry import RetryingStorage, RetryPolicy
+from testground.faults import FaultyStorage
 
 PASSWORD = "correct horse battery staple"
 

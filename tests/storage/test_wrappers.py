@@ -21,7 +21,6 @@ from safehold.storage import (
     open_storage,
 )
 from safehold.storage.wrappers import (
-    FaultyStorage,
     ForwardingStorage,
     LimitedStorage,
     MeteredStorage,
@@ -29,6 +28,7 @@ from safehold.storage.wrappers import (
     RetryPolicy,
     wrap,
 )
+from testground.faults import FaultyStorage
 from testground.objectstores import RunningStore
 
 

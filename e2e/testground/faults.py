@@ -1,5 +1,7 @@
 """A storage that misbehaves on purpose, for tests of everything above the storage layer.
 
+Kept with the test ground, not in the product: nothing Safehold ships injects faults.
+
 Rules say which calls go wrong: the Nth call of an operation (or of any operation) fails
 with a chosen error, returns corrupted bytes, or is delayed. Calls are counted per operation
 and in total, thread-safely, so tests can also assert how many calls reached the storage::
