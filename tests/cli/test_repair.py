@@ -257,6 +257,7 @@ def test_data_the_source_no_longer_has_is_left_out_of_a_repaired_copy(tmp_path: 
     assert "repaired" in copy["tags"]
     assert copy["meta"]["repair.original"] == original
     assert "other/gone.bin" in copy["meta"]["repair.lost"]
+    assert copy["files"] == 1  # the summary no longer counts the file left out
     out = tmp_path / "out"
     assert loc.run("restore", copy_id, str(out)).returncode == 0
     assert files_of(out / "other") == kept

@@ -108,7 +108,9 @@ def _print_index(out: Output, r: IndexRepairReport) -> None:
     if r.blobs_lost:
         out.print(
             "next: a new 'safehold backup' of each affected source stores the lost data "
-            "again; then 'safehold repair snapshots' repairs what still references lost data"
+            "again where the source still has it; then 'safehold repair snapshots --dry-run' "
+            "lists what stays lost, and 'safehold repair snapshots --forget' replaces the "
+            "snapshots that reference it by repaired copies"
         )
 
 

@@ -449,6 +449,8 @@ class SnapshotRepair:
     lost_dirs: list[tuple[str, str]] = field(default_factory=list)
     #: the root tree itself is lost: nothing is left to copy
     root_lost: bool = False
+    #: the sizes of the files left out
+    lost_bytes: int = 0
     #: the repaired copy's id (in a dry run: empty), and whether it existed already
     repaired: str = ""
     existed: bool = False
@@ -465,6 +467,7 @@ class SnapshotRepair:
             "time": self.snapshot.time,
             "files_lost": len(self.lost_files),
             "dirs_lost": len(self.lost_dirs),
+            "bytes_lost": self.lost_bytes,
             "root_lost": self.root_lost,
             "paths": paths[:_MAX_PATHS],
             "repaired": self.repaired or None,
@@ -511,6 +514,8 @@ class _Tree:
     new: str | None
     files: list[tuple[str, str]]
     dirs: list[tuple[str, str]]
+    #: the sizes of the files left out (those of emptied directories are not known)
+    lost_bytes: int = 0
 
 
 class _SnapshotRepair:
@@ -578,6 +583,7 @@ class _SnapshotRepair:
         out: list[Node] = []
         files: list[tuple[str, str]] = []
         dirs: list[tuple[str, str]] = []
+        lost_bytes = 0
         changed = False
         for node in nodes:
             name = node["name"]
@@ -591,6 +597,7 @@ class _SnapshotRepair:
                     changed = True
                 else:
                     files += [(f"{name}/{p}", e) for p, e in below.files]
+                    lost_bytes += below.lost_bytes
                     dirs += [(f"{name}/{p}", e) for p, e in below.dirs]
                     if below.new != sub:
                         new_node["subtree"] = below.new
@@ -598,10 +605,11 @@ class _SnapshotRepair:
             missing = next((c for c in blobs_of(node) if bytes.fromhex(c) not in index), None)
             if missing is not None:
                 files.append((name, f"chunk {missing} is lost"))
+                lost_bytes += node.get("size") or 0
                 changed = True
                 continue
             out.append(new_node)
-        return _Tree(self._store(out) if changed else tree_id, files, dirs)
+        return _Tree(self._store(out) if changed else tree_id, files, dirs, lost_bytes)
 
     def rewrite(self, root: str) -> _Tree:
         """The repaired tree ``root`` (memoised: snapshots share most trees). Walked with
@@ -679,7 +687,9 @@ class _SnapshotRepair:
                 if tree.new is None:
                     item = SnapshotRepair(snap, lost_dirs=tree.files, root_lost=True)
                 else:
-                    item = SnapshotRepair(snap, lost_files=tree.files, lost_dirs=tree.dirs)
+                    item = SnapshotRepair(
+                        snap, lost_files=tree.files, lost_dirs=tree.dirs, lost_bytes=tree.lost_bytes
+                    )
                     new_trees[snap.id] = tree.new
                 report.items.append(item)
             if self.writer is not None:
@@ -716,6 +726,17 @@ class _SnapshotRepair:
         report.duration_s = time.monotonic() - started
         return report
 
+    @staticmethod
+    def _summary(snap: Snapshot, item: SnapshotRepair) -> dict[str, Any]:
+        """The original's summary, its totals less the files left out (those of emptied
+        directories are not known: their trees are lost)."""
+        summary = dict(snap.summary)
+        for key, less in (("total_files", len(item.lost_files)), ("total_bytes", item.lost_bytes)):
+            value = summary.get(key)
+            if type(value) is int:
+                summary[key] = max(0, value - less)
+        return summary
+
     def _copy(self, snap: Snapshot, tree: str, item: SnapshotRepair) -> Snapshot:
         lost = [p for p, _ in sorted(item.lost_dirs + item.lost_files)]
         note = (
@@ -744,7 +765,7 @@ class _SnapshotRepair:
             tags=tags,
             parent=snap.parent,
             program=f"safehold {__version__}",
-            summary=dict(snap.summary),
+            summary=self._summary(snap, item),
             version=snap.version,
             meta=meta,
         )
