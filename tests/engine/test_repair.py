@@ -187,3 +187,31 @@ def test_a_version_1_repository_is_repaired_in_version_1(tmp_path: Path) -> None
     again = Repository.open(open_storage(repo_dir.as_uri()), FIXTURE_PASSWORD)
     assert again.config.version == 1
     assert verify_repository(again, read_data_percent=100).ok
+
+
+def test_a_damaged_tree_found_by_the_structure_check_asks_for_read_data(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A tree blob that no longer opens is seen by the structure check; only a repair
+    that reads blobs drops it, so that the next backup stores the tree again instead of
+    deduplicating against the damaged copy."""
+    src = _source(tmp_path / "src")
+    snap = backup_paths(repo, [str(src)], BackupOptions(source="s")).snapshot
+    inner = _tree_of(repo, snap, "src", "docs", "inner")
+    loc = repo.index.lookup(bytes.fromhex(inner))
+    assert loc is not None
+    _flip(_dir(repo) / pack_object_name(loc.pack), loc.offset + loc.stored // 2)
+    report = verify_repository(repo)
+    assert [i["path"] for i in report.damaged[snap.id]] == ["src/docs/inner"]
+    assert report.repair == [
+        "safehold repair index --read-data",
+        "safehold backup",
+        "safehold repair snapshots --forget",
+    ]
+    assert repair_index(repo, read_data=True).blobs_lost == 1
+    latest = backup_paths(repo, [str(src)], BackupOptions(source="s")).snapshot
+    repair_snapshots(repo, forget=True)
+    assert verify_repository(repo, read_data_percent=100).ok
+    out = tmp_path / "out"
+    assert restore_snapshot(repo, latest, str(out)).errors == []
+    assert (out / "src" / "docs" / "inner" / "leaf.txt").read_text() == "leaf\n"

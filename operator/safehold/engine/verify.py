@@ -302,6 +302,8 @@ def verify_repository(
 
 #: What verify says of a pack it found missing or short without reading it.
 _STRUCTURAL = ("pack named by the index is missing", "pack is truncated")
+#: What a damaged path's error says when its data is absent, not damaged.
+_LOST = ("is missing", "is truncated", "in no index")
 #: The step between the two repairs: a backup stores the lost data again where the source
 #: still has it (a snapshot that needed only that data is whole again).
 BACKUP_STEP = "safehold backup"
@@ -326,7 +328,14 @@ def repair_steps(report: VerifyReport) -> list[str]:
         return []
     index = any(name.startswith(INDEX) for name in report.objects)
     packs = {n: m for n, m in report.objects.items() if n.startswith(DATA)}
-    inside = any(not m.startswith(_STRUCTURAL) for m in packs.values())
+    # Damage inside a pack (a blob that does not open or match its id) is seen only by
+    # reading: a repair that reads headers would keep such a blob indexed, and the next
+    # backup would deduplicate against it again.
+    inside = any(not m.startswith(_STRUCTURAL) for m in packs.values()) or any(
+        not any(word in item["error"] for word in _LOST)
+        for items in report.damaged.values()
+        for item in items
+    )
     unreadable = any(name.startswith(SNAPSHOTS) for name in report.objects)
     steps: list[str] = []
     if index or packs or report.damaged:
