@@ -359,3 +359,27 @@ def test_writes_with_read_only_credentials_are_denied(backend: Any) -> None:
     if backend.store is not None:  # the cloud credentials may still read
         assert reader.get("existing") == b"data"
         assert names(reader) == ["existing"]
+
+
+# ---------------------------------------------------------------- server-side copy
+
+
+def test_copy_from_copies_inside_the_service_or_writes_nothing(backend: Any) -> None:
+    """``copy_from`` (wrapped, as the CLI opens storages): the object stores copy between
+    two prefixes of their bucket server side, byte for byte; the filesystem has no
+    server-side path and says so without writing; a missing source is NotFound."""
+    from safehold.storage import open_storage
+
+    data = payload(300_000, "copy")
+    source = backend.open()
+    source.put("data/ab/obj", data)
+    target = open_storage(backend.url(f"copy-{os.urandom(4).hex()}"), backend.options(), wrap=True)
+    backend.opened.append(target)
+    copied = target.copy_from(source, "data/ab/obj")
+    assert copied is (backend.store is not None)
+    if copied:
+        assert target.get("data/ab/obj") == data
+        with pytest.raises(NotFound):
+            target.copy_from(source, "data/ab/missing")
+    else:
+        assert names(target) == []

@@ -102,7 +102,7 @@ def _open_site(args: Namespace) -> Storage:
         options.update(read_options_dir(directory))
     options.update(_option_pairs(args.to_option))
     # The standard wrappers, as for the primary: a site's outage is ridden out within
-    # retry_seconds too (server-side copies reach the provider under them, storage/copy.py).
+    # retry_seconds too (server-side copies, Storage.copy_from, go through them as well).
     return open_storage(args.to, options, wrap=True)
 
 

@@ -43,7 +43,6 @@ from safehold.repo.snapshot import newest_per_source, source_filter
 from safehold.repo.tree import TreeNode
 from safehold.repo.walk import blobs_of, tree_loader, walk_trees
 from safehold.storage import AlreadyExists, NotFound, Storage, StorageError, TransientError
-from safehold.storage.copy import server_side_copy
 
 __all__ = [
     "KINDS",
@@ -554,7 +553,7 @@ class _Copier:
 
     def _once(self, name: str) -> _Arrived:
         expected = layout.object_id(name)
-        if self._server_side and server_side_copy(self.source, self.target, name):
+        if self._server_side and self.target.copy_from(self.source, name):
             # The bytes never passed through us: read them back at the site and check them.
             data = self.target.get(name)
             if object_hash(data) != expected:

@@ -39,7 +39,7 @@ from datetime import datetime
 from safehold.storage.errors import ObjectLockUnsupported
 from safehold.storage.retention import Retention
 
-__all__ = ["ObjectInfo", "Storage"]
+__all__ = ["ObjectInfo", "Storage", "innermost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,20 @@ class Storage(abc.ABC):
             "gs:// or azure:// for an immutable repository (docs/immutability.md)",
         )
 
+    def copy_from(self, source: Storage, name: str) -> bool:
+        """Copy object ``name`` of ``source`` (wrapped or not) to the same name here, inside
+        the service, without its bytes passing through this process: an optional capability
+        (S3 CopyObject, GCS objects.rewrite, Azure Copy Blob).
+
+        True: done. False, having written nothing: no server-side path between the two
+        (another provider, endpoint or account; credentials that may not read the source;
+        an object lock this storage must apply on write): stream through ``get`` and
+        ``create`` instead. A :class:`StorageError` otherwise (:class:`NotFound` when the
+        source object is missing). A copy replaces an object of that name, harmless for
+        content-addressed objects; callers verify it, since its bytes never passed through
+        them. Wrappers apply to it as to every operation. The default has no path."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections. The storage must not be used afterwards."""
 
@@ -142,3 +156,13 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def innermost(storage: Storage) -> Storage:
+    """The provider under any stack of wrappers (each wrapper keeps it in ``inner``)."""
+    for _ in range(32):
+        inner = storage.__dict__.get("inner")
+        if not isinstance(inner, Storage):
+            break
+        storage = inner
+    return storage

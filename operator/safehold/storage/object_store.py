@@ -6,6 +6,7 @@ has (``page_size``, the object lock), and implements the parts of the interface 
 no SDK: ``put`` and ``create`` are one upload, a zero-length ``get`` is a ``stat``, and
 ``list`` strips the prefix from the keys the provider lists. A provider implements
 ``_upload``, ``_read`` and ``_list`` with its SDK, plus ``stat``, ``delete`` and ``close``,
+optionally ``_copy_within`` (a server-side copy from another store of the same provider),
 and translates its SDK's errors itself.
 """
 
@@ -15,7 +16,7 @@ import abc
 from collections.abc import Iterator
 from datetime import datetime
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo, Storage, innermost
 from safehold.storage.errors import InvalidLocation
 from safehold.storage.options import option_int, option_retention
 from safehold.storage.registry import Location
@@ -54,6 +55,19 @@ class ObjectStore(Storage):
             self.stat(name)
             return b""
         return self._read(name, offset, length)
+
+    def copy_from(self, source: Storage, name: str) -> bool:
+        """A server-side copy between two stores of this provider (see ``Storage``): never
+        to a store that must lock what it writes, which a copy would not do."""
+        origin = innermost(source)
+        if type(origin) is not type(self) or self.retention is not None:
+            return False
+        return self._copy_within(origin, name)
+
+    def _copy_within(self, origin: ObjectStore, name: str) -> bool:
+        """Copy ``name`` from ``origin``, a store of the same provider, inside the service;
+        False when the two cannot (another endpoint or account, no read access)."""
+        return False
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix)

@@ -13,6 +13,7 @@ The SDK's own retries are off (``retry_total=0``): retrying is the job of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,8 @@ __all__ = ["AzureStorage", "open"]
 _OPTIONS = {"connection_string", "account_name", "account_key", "sas_token"}
 _MIB = 1024 * 1024
 _UPLOAD_THREADS = 4
+#: How long to wait for an asynchronous server-side copy (Copy Blob) to finish.
+COPY_TIMEOUT_S = 600.0
 _DENIED_CODES = {
     "AuthenticationFailed",
     "AuthorizationFailure",
@@ -193,6 +196,38 @@ class AzureStorage(ObjectStore):
                     name=name,
                 ) from exc
             raise self._error(exc, name, "delete") from exc
+
+    def _copy_within(self, origin: ObjectStore, name: str) -> bool:
+        """Copy Blob from ``origin``'s container in the same account: the request's Shared
+        Key authorises the source as well; another account (or SAS credentials) would need
+        a SAS on the source URL, so those stream instead."""
+        assert isinstance(origin, AzureStorage)
+        same_account = (
+            origin._container.url.rsplit("/", 1)[0] == self._container.url.rsplit("/", 1)[0]
+        )
+        shared_key = type(self._container.credential).__name__ in (
+            "StorageSharedKeyCredential",
+            "SharedKeyCredentialPolicy",
+        )
+        if not (same_account and shared_key):
+            return False
+        target = self._container.get_blob_client(self._key(name))
+        source = origin._container.get_blob_client(origin._key(name)).url
+        try:
+            status = target.start_copy_from_url(source).get("copy_status")
+            deadline = time.monotonic() + COPY_TIMEOUT_S
+            while status == "pending" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                status = target.get_blob_properties().copy.status
+        except ClientAuthenticationError:
+            return False
+        except AzureError as exc:
+            if int(getattr(exc, "status_code", None) or 0) == 403:
+                return False
+            raise self._error(exc, name, "copy") from exc
+        if status != "success":
+            raise TransientError(self.location, f"server-side copy ended as {status!r}", name=name)
+        return True
 
     def close(self) -> None:
         self._container.close()

@@ -198,6 +198,27 @@ class S3Storage(ObjectStore):
         except bce.BotoCoreError as exc:
             raise self._error(exc, name, "delete") from exc
 
+    def _copy_within(self, origin: ObjectStore, name: str) -> bool:
+        """CopyObject from ``origin``'s bucket at the same endpoint."""
+        assert isinstance(origin, S3Storage)
+        if origin.endpoint != self.endpoint:
+            return False
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(name),
+                CopySource={"Bucket": origin.bucket, "Key": origin._key(name)},
+            )
+        except bce.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status == 403 or code in ("AccessDenied", "EntityTooLarge", "NotImplemented"):
+                return False
+            raise self._error(exc, name, "copy") from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, "copy") from exc
+        return True
+
     def close(self) -> None:
         self._client.close()
 

@@ -45,6 +45,9 @@ class ForwardingStorage(Storage):
     def delete(self, name: str) -> None:
         self.inner.delete(name)
 
+    def copy_from(self, source: Storage, name: str) -> bool:
+        return self.inner.copy_from(source, name)
+
     def close(self) -> None:
         self.inner.close()
 

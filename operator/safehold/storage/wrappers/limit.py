@@ -46,6 +46,10 @@ class LimitedStorage(ForwardingStorage):
         with self._slots:
             self.inner.delete(name)
 
+    def copy_from(self, source: Storage, name: str) -> bool:
+        with self._slots:
+            return self.inner.copy_from(source, name)
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         items = self.inner.list(prefix)
         while True:

@@ -130,6 +130,9 @@ class MeteredStorage(ForwardingStorage):
     def delete(self, name: str) -> None:
         self._measure("delete", lambda: self.inner.delete(name))
 
+    def copy_from(self, source: Storage, name: str) -> bool:
+        return self._measure("copy", lambda: self.inner.copy_from(source, name))
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # One "list" operation per listing; its latency is the time to exhaust it.
         labels = (self.provider, "list")

@@ -176,6 +176,9 @@ class RetryingStorage(ForwardingStorage):
     def delete(self, name: str) -> None:
         self._call(lambda: self.inner.delete(name))
 
+    def copy_from(self, source: Storage, name: str) -> bool:
+        return self._call(lambda: self.inner.copy_from(source, name))
+
     def check_reachable(self) -> None:
         self._call(self.inner.check_reachable)
 
