@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
+from safehold.engine.prune import PruneOptions, prune_repository
 from safehold.engine.repair import REPAIRED_TAG, repair_index, repair_snapshots
-from safehold.repo import BLOB_DATA, Repository, Snapshot, pack_object_name
+from safehold.repo import (
+    BLOB_DATA,
+    LockConflict,
+    Repository,
+    RepositoryLock,
+    Snapshot,
+    pack_object_name,
+)
 from safehold.repo.pack import parse_pack
 from safehold.storage import open_storage
 
@@ -89,6 +100,23 @@ def test_the_good_blobs_of_a_damaged_pack_are_salvaged_and_it_stays_unindexed(
 
     backup_paths(repo, [str(src)], BackupOptions(source="s", type="full"))
     assert verify_repository(repo, read_data_percent=100).ok  # stored again: whole
+    # prune runs again, and deletes the damaged pack no index names any more
+    pruned = prune_repository(repo, PruneOptions(grace=timedelta(0)))
+    assert pruned.unindexed_deleted == 1
+    assert not (_dir(repo) / pack_object_name(pack)).exists()
+    assert verify_repository(repo, read_data_percent=100).ok
+
+
+def test_repairs_take_the_exclusive_lock(repo: Repository, tmp_path: Path) -> None:
+    backup_paths(repo, [str(_source(tmp_path / "src"))], BackupOptions(source="s"))
+    with RepositoryLock(repo, exclusive=False, operation="backup"):
+        with pytest.raises(LockConflict):
+            repair_index(repo)
+        with pytest.raises(LockConflict):
+            repair_snapshots(repo)
+        # a dry run takes a shared lock: it runs beside a backup
+        assert not repair_index(repo, dry_run=True).changed
+        assert repair_snapshots(repo, dry_run=True).items == []
 
 
 def test_a_damaged_index_object_is_superseded_and_its_packs_come_back(
