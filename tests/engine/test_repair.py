@@ -243,3 +243,20 @@ def test_a_damaged_tree_found_by_the_structure_check_asks_for_read_data(
     out = tmp_path / "out"
     assert restore_snapshot(repo, latest, str(out)).errors == []
     assert (out / "src" / "docs" / "inner" / "leaf.txt").read_text() == "leaf\n"
+
+
+def test_a_superseded_damaged_index_object_is_ignored(repo: Repository, tmp_path: Path) -> None:
+    """A damaged index object that the repaired index supersedes but that stays (an
+    object lock kept it) is no damage any more, and is not rewritten again."""
+    backup_paths(repo, [str(_source(tmp_path / "src"))], BackupOptions(source="s"))
+    name = next(iter(repo.storage.list("index/"))).name
+    _flip(_dir(repo) / name, 40)
+    kept = (_dir(repo) / name).read_bytes()
+    assert repair_index(repo).index_damaged
+    (_dir(repo) / name).write_bytes(kept)  # as if its object lock had kept it
+    fresh = Repository.open(repo.storage, "correct horse battery staple")
+    assert fresh.index_load.damaged == {}
+    assert verify_repository(fresh, read_data_percent=100).ok
+    again = repair_index(fresh)
+    assert not again.changed
+    assert (again.index_damaged, again.index_written, again.index_deleted) == ({}, 0, 1)

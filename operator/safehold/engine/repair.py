@@ -237,6 +237,10 @@ class _IndexRepair:
             self.infos[digest] = info
         self.report.index_read = len(self.infos)
         superseded = {old for f in self.files.values() for old in f.supersedes}
+        # A damaged object that a readable one supersedes is ignored (an earlier repair
+        # superseded it; an object lock may keep it): only deleted again, not rewritten.
+        for name in [n for n in self.report.index_damaged if object_id(n) in superseded]:
+            del self.report.index_damaged[name]
         for digest in sorted(self.files):
             if digest in superseded:
                 continue
