@@ -1,4 +1,5 @@
-"""Exit codes of the ``safehold`` command (documented in docs/cli.md)."""
+"""Exit codes of the ``safehold`` command (documented in docs/cli.md), and which error
+ends in which code (:func:`for_error`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = [
     "UNSUPPORTED",
     "USAGE",
     "WRONG_PASSWORD",
+    "for_error",
 ]
 
 OK = 0
@@ -27,3 +29,40 @@ LOCKED = 11
 WRONG_PASSWORD = 12
 UNSUPPORTED = 13  # repository format version or algorithm this safehold does not know
 INTERRUPTED = 130
+
+
+def for_error(exc: BaseException) -> int:
+    """The exit code a command ends with when ``exc`` stops it."""
+    from safehold import engine
+    from safehold.cli.context import UsageError
+    from safehold.repo.errors import (
+        CorruptObject,
+        LockConflict,
+        NoSuchSnapshot,
+        RepositoryError,
+        RepositoryExists,
+        RepositoryNotFound,
+        UnsupportedRepository,
+        WrongPassword,
+    )
+    from safehold.storage import InvalidLocation, MissingExtra, StorageError
+
+    table: list[tuple[type[BaseException], int]] = [
+        (UsageError, USAGE),
+        (InvalidLocation, USAGE),
+        (MissingExtra, USAGE),
+        (RepositoryNotFound, NO_REPOSITORY),
+        (LockConflict, LOCKED),
+        (WrongPassword, WRONG_PASSWORD),
+        (UnsupportedRepository, UNSUPPORTED),
+        (RepositoryExists, ERROR),
+        (NoSuchSnapshot, ERROR),
+        (CorruptObject, DAMAGED),
+        (RepositoryError, ERROR),
+        (StorageError, ERROR),
+    ]
+    for kind, code in table:
+        if isinstance(exc, kind):
+            return code
+    # Last: naming BackupError imports the backup engine, which the other commands never need.
+    return USAGE if isinstance(exc, engine.BackupError) else ERROR

@@ -542,11 +542,9 @@ def _around(
             code = commands.backup(args, hooked)
         except (UsageError, engine.BackupError, RepositoryError, StorageError, OSError) as exc:
             # Reported here, not by main, so that the summary carries the post hooks too.
-            from safehold.cli.main import _exit_code  # main imports this module
-
             message = str(exc)
             out.error(message)
-            code = _exit_code(exc)
+            code = exitcodes.for_error(exc)
             hooked.doc = {"ok": False, "error": message, "exit_code": code}
         except BaseException:
             post(hooked)  # interrupted: still undo what the pre hooks did

@@ -28,17 +28,8 @@ from safehold.cli.resources import register as register_resources
 from safehold.cli.snapshots import add_snapshots_parser
 from safehold.cli.validate import register as register_validate
 from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
-from safehold.repo.errors import (
-    CorruptObject,
-    LockConflict,
-    NoSuchSnapshot,
-    RepositoryError,
-    RepositoryExists,
-    RepositoryNotFound,
-    UnsupportedRepository,
-    WrongPassword,
-)
-from safehold.storage import InvalidLocation, MissingExtra, NotFound, StorageError
+from safehold.repo.errors import RepositoryError
+from safehold.storage import NotFound, StorageError
 
 __all__ = ["build_parser", "main"]
 
@@ -291,28 +282,6 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
                 _no_abbreviations(sub)
 
 
-def _exit_code(exc: BaseException) -> int:
-    table: list[tuple[type[BaseException], int]] = [
-        (UsageError, exitcodes.USAGE),
-        (InvalidLocation, exitcodes.USAGE),
-        (MissingExtra, exitcodes.USAGE),
-        (RepositoryNotFound, exitcodes.NO_REPOSITORY),
-        (LockConflict, exitcodes.LOCKED),
-        (WrongPassword, exitcodes.WRONG_PASSWORD),
-        (UnsupportedRepository, exitcodes.UNSUPPORTED),
-        (RepositoryExists, exitcodes.ERROR),
-        (NoSuchSnapshot, exitcodes.ERROR),
-        (CorruptObject, exitcodes.DAMAGED),
-        (RepositoryError, exitcodes.ERROR),
-        (StorageError, exitcodes.ERROR),
-    ]
-    for kind, code in table:
-        if isinstance(exc, kind):
-            return code
-    # Last: naming BackupError imports the backup engine, which the other commands never need.
-    return exitcodes.USAGE if isinstance(exc, engine.BackupError) else exitcodes.ERROR
-
-
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds: locks are released on the way out
 
@@ -372,13 +341,13 @@ def _run(
         out.error(message)
         out.summary({"ok": False, "error": message, "exit_code": exitcodes.ERROR})
         return exitcodes.ERROR
-    except engine.BackupError as exc:  # last, as in _exit_code: naming it loads the backup
+    except engine.BackupError as exc:  # last, as in for_error: naming it loads the backup
         return _failed(out, exc)
 
 
 def _failed(out: Output, exc: Exception) -> int:
     """Report a failure the user can act on: its message and its exit code."""
-    code = _exit_code(exc)
+    code = exitcodes.for_error(exc)
     message = str(exc)
     if isinstance(exc, NotFound):
         message += " (does the bucket or directory exist?)"
