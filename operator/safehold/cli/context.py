@@ -126,6 +126,25 @@ def secret_file_values(args: Namespace) -> list[str]:
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
+def location_url(text: str) -> str:
+    """A location as a person types it: a URL, or a local directory (``./repo``,
+    ``/srv/repo``, ``~/backups``), made into the ``file://`` URL of its absolute path.
+    Something that looks like a URL without ``//`` (restic's ``s3:host/bucket``) is refused
+    rather than taken for a directory of that name."""
+    if "://" in text:
+        return text
+    head = text.split("/", 1)[0]
+    if ":" in head:
+        scheme = head.split(":", 1)[0]
+        raise UsageError(
+            f"{text!r} is neither a URL nor a local path: write {scheme}://BUCKET/PREFIX "
+            "(s3://, gs://, azure://, file:///path) or a directory path such as ./repo"
+        )
+    from urllib.parse import quote
+
+    return "file://" + quote(str(Path(text).expanduser().absolute()), safe="/")
+
+
 def open_repo_storage(args: Namespace) -> Storage:
     # A command that opens a repository streams megabyte buffers: keep them in the heap.
     # (Not process-wide in main: the long-running operator has no such buffers, and
@@ -136,8 +155,8 @@ def open_repo_storage(args: Namespace) -> Storage:
     url = getattr(args, "repo", None) or os.environ.get("SAFEHOLD_REPOSITORY")
     if not url:
         raise UsageError(
-            "no repository given: pass --repo URL or set SAFEHOLD_REPOSITORY "
-            "(file:///path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix)"
+            "no repository given: pass --repo URL or set SAFEHOLD_REPOSITORY (a directory "
+            "path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix)"
         )
     options: dict[str, str] = {}
     directory = getattr(args, "options_dir", None) or os.environ.get("SAFEHOLD_OPTIONS_DIR")
@@ -146,7 +165,7 @@ def open_repo_storage(args: Namespace) -> Storage:
     options.update(_option_pairs(getattr(args, "option", None) or []))
     # The standard wrappers: transient failures (throttling, 5xx, resets) are retried with
     # backoff instead of failing a backup hours in; docs/storage.md describes the stack.
-    return open_storage(url, options, wrap=True)
+    return open_storage(location_url(url), options, wrap=True)
 
 
 def _read_file(path: str, what: str) -> str:

@@ -14,7 +14,7 @@ import os
 from argparse import Namespace
 
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, _option_pairs, open_repo, read_password
+from safehold.cli.context import UsageError, _option_pairs, location_url, open_repo, read_password
 from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
 
@@ -103,7 +103,7 @@ def _open_site(args: Namespace) -> Storage:
     options.update(_option_pairs(args.to_option))
     # The standard wrappers, as for the primary: a site's outage is ridden out within
     # retry_seconds too (server-side copies, Storage.copy_from, go through them as well).
-    return open_storage(args.to, options, wrap=True)
+    return open_storage(location_url(args.to), options, wrap=True)
 
 
 def replicate_command(args: Namespace, out: Output) -> int:

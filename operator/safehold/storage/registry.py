@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from safehold.storage.base import Storage
 from safehold.storage.errors import InvalidLocation, MissingExtra
@@ -75,7 +75,7 @@ def parse_location(url: str, options: Mapping[str, str] | None = None) -> Locati
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise InvalidLocation(url, "a file URL has an absolute path: file:///path/to/dir")
-        path = parts.path.rstrip("/") or "/"
+        path = unquote(parts.path).rstrip("/") or "/"  # file:///my%20repo is "/my repo"
         if not path.startswith("/"):
             raise InvalidLocation(url, "a file URL has an absolute path: file:///path/to/dir")
         return Location("file", path, "", dict(options or {}))
