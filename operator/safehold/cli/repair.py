@@ -118,12 +118,15 @@ def repair_index(args: Namespace, out: Output) -> int:
     from safehold.engine.repair import repair_index as run
 
     repo = open_repo(args, load_index=False)
-    report = _with_lock_wait(
-        args,
-        out,
-        "repair index",
-        lambda: run(repo, read_data=args.read_data, dry_run=args.dry_run),
-    )
+    with out.progress("repair index") as bar:
+        report = _with_lock_wait(
+            args,
+            out,
+            "repair index",
+            lambda: run(
+                repo, read_data=args.read_data, dry_run=args.dry_run, progress=bar.callback()
+            ),
+        )
     _print_index(out, report)
     out.summary({"ok": True, **report.summary()})
     return exitcodes.OK

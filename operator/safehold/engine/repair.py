@@ -41,6 +41,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold import __version__
+from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.repo.crypto import SealError, object_hash
 from safehold.repo.errors import CorruptObject, RepositoryError
 from safehold.repo.index import IndexFile, decode_index
@@ -206,8 +207,11 @@ class _PackBuilder:
 
 
 class _IndexRepair:
-    def __init__(self, repo: Repository, *, read_data: bool, dry_run: bool) -> None:
+    def __init__(
+        self, repo: Repository, *, read_data: bool, dry_run: bool, tracker: ProgressTracker
+    ) -> None:
         self.repo = repo
+        self.tracker = tracker
         self.read_data = read_data
         self.report = IndexRepairReport(dry_run=dry_run, read_data=read_data)
         self.files: dict[str, IndexFile] = {}
@@ -320,12 +324,19 @@ class _IndexRepair:
         report.packs = len(packs)
         report.packs_missing = sorted(p for p in self.old if p not in packs)
         order = sorted(packs)
+        # Progress counts packs; bytes when they are read whole (with --read-data).
+        self.tracker.files_total = len(order)
+        if self.read_data:
+            self.tracker.bytes_total = sum(packs.values())
         # A few packs at a time: the reads are small (headers), or whole packs of a
         # bounded size; the storage's clients are thread-safe.
         workers = 2 if self.read_data else 8
         with ThreadPoolExecutor(workers, thread_name_prefix="repair") as pool:
             results = pool.map(lambda p: self._check(p, packs[p]), order)
             for pack, result in zip(order, results, strict=True):
+                self.tracker.files_done += 1
+                if self.read_data:
+                    self.tracker.bytes_done += packs[pack]
                 if result is None:
                     continue
                 header, why = result
@@ -434,12 +445,20 @@ class _IndexRepair:
 
 
 def repair_index(
-    repo: Repository, *, read_data: bool = False, dry_run: bool = False
+    repo: Repository,
+    *,
+    read_data: bool = False,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> IndexRepairReport:
     """Rebuild ``repo``'s index from its packs (module docstring), under the exclusive
-    lock (a shared one for a dry run, which changes nothing)."""
-    with RepositoryLock(repo, exclusive=not dry_run, operation="repair index"):
-        return _IndexRepair(repo, read_data=read_data, dry_run=dry_run).run()
+    lock (a shared one for a dry run, which changes nothing). ``progress`` counts packs
+    checked (and, with ``read_data``, their bytes)."""
+    with (
+        RepositoryLock(repo, exclusive=not dry_run, operation="repair index"),
+        ProgressTracker("repair index", progress) as tracker,
+    ):
+        return _IndexRepair(repo, read_data=read_data, dry_run=dry_run, tracker=tracker).run()
 
 
 # ====================================================================== repair snapshots
