@@ -148,6 +148,17 @@ def test_backup_with_explicit_time_and_stdin(run: Run, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "db.sql").read_text() == dump
 
 
+def test_an_empty_standard_input_is_an_error_not_a_snapshot(run: Run) -> None:
+    """A failed ``pg_dump | safehold backup --stdin-name db.sql`` must not be saved as the
+    newest backup of the database."""
+    run("repo", "init")
+    done = run("backup", "--stdin-name", "db.sql", "--json", input="")
+    assert done.returncode == 2
+    assert "standard input was empty: no snapshot was saved" in done.stderr
+    assert _summary(run("snapshots", "--json"))["snapshots"] == []
+    assert _summary(run("verify", "--json"))["ok"] is True
+
+
 def test_no_repository_exits_10_and_says_how_to_create_one(run: Run) -> None:
     done = run("snapshots", "--json")
     assert done.returncode == 10

@@ -187,6 +187,13 @@ def backup_stream(
     with rare_gc(), ProgressTracker("backup", progress) as tracker:
         b = BackupPipeline(repo, options, tracker)
         tree = b.run_stream(stream, name)
+        if not b.counts["bytes_read"]:
+            # `pg_dump ... | safehold backup --stdin` whose producer failed: an empty
+            # snapshot saved as a success would be the newest "backup" of the database.
+            raise BackupError(
+                "standard input was empty: no snapshot was saved (did the command writing "
+                "to the pipe fail? check its exit status, e.g. with 'set -o pipefail')"
+            )
         snap = _snapshot(
             repo,
             b,
