@@ -260,9 +260,14 @@ def verify(args: Namespace, out: Output) -> int:
         out.progress("verify") as bar,
     ):
         report = engine.verify_repository(
-            repo, read_data_percent=args.read_data, progress=bar.callback()
+            repo,
+            read_data_percent=args.read_data,
+            read_data_subset=getattr(args, "read_data_subset", None),
+            progress=bar.callback(),
         )
     what = f"structure and {args.read_data:g}% of the data" if args.read_data else "structure"
+    if getattr(args, "read_data_subset", None):
+        what = "structure and part {}/{} of the data".format(*args.read_data_subset)
     out.print(
         f"checked {what}: {report.snapshots} snapshots, {report.packs} packs "
         f"({report.packs_read} read), {report.blobs} blobs"

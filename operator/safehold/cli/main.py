@@ -95,6 +95,18 @@ def _percent(value: str) -> float:
     return number
 
 
+def _subset(value: str) -> tuple[int, int]:
+    """``K/N`` of ``verify --read-data-subset``: part K (1 to N) of N."""
+    part, _, parts = value.partition("/")
+    try:
+        k, n = int(part), int(parts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not K/N (e.g. 3/10)") from exc
+    if not 1 <= k <= n <= 10_000:
+        raise argparse.ArgumentTypeError(f"{value!r}: K/N needs 1 <= K <= N <= 10000")
+    return k, n
+
+
 def _backup(args: argparse.Namespace, out: Output) -> int:
     """``safehold backup``: its patterns checked before any hook runs."""
     commands.read_patterns(args)
@@ -242,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PERCENT",
         help="also read back all data, or PERCENT of the packs at random",
+    )
+    verify.add_argument(
+        "--read-data-subset",
+        type=_subset,
+        default=None,
+        metavar="K/N",
+        help="also read back part K of N of the packs (by pack id, the same part every "
+        "time): checks 1/N to N/N together read every pack once",
     )
     verify.set_defaults(func=commands.verify)
     add_replicate_parser(sub, common)

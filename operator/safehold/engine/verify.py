@@ -4,10 +4,12 @@ Structure (always): every index object opens; every pack the index names exists
 and is long enough; every snapshot opens; every tree reachable from a snapshot
 is indexed and decodes; every chunk a file names is indexed, in an existing pack.
 
-Data (``read_data_percent``): read packs (all, or a random share), check each
-pack's bytes against its name, open its header and every blob, and check each
-blob against its id. Damaged blobs are then traced to the snapshots and file
-paths that use them, which is what the report lists.
+Data (``read_data_percent``, or ``read_data_subset``): read packs (all, a random share,
+or part K of N: the packs whose id, its first 32 bits read as a number, modulo N is K-1,
+so the N parts are disjoint, cover every pack and stay the same from run to run, as
+restic's ``--read-data-subset K/N``), check each pack's bytes against its name, open its
+header and every blob, and check each blob against its id. Damaged blobs are then traced
+to the snapshots and file paths that use them, which is what the report lists.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from safehold.storage import NotFound, StorageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["VerifyReport", "repair_steps", "verify_repository"]
+__all__ = ["VerifyReport", "in_subset", "repair_steps", "verify_repository"]
 
 _MAX_LISTED = 50
 
@@ -88,6 +90,7 @@ class VerifyReport:
             "bytes_read": self.bytes_read,
             "unreferenced_packs": self.unreferenced_packs,
             "damaged_objects": len(self.objects),
+            "objects": dict(list(self.objects.items())[:5]),
             "damaged_snapshots": len(self.damaged),
             "damaged": damaged,
             "repair": list(self.repair),
@@ -134,9 +137,13 @@ class _Verifier:
             elif ends.get(pack, 0) > size:
                 self.report.objects[name] = f"pack is truncated ({size} bytes)"
 
-    def read_data(self, percent: float, workers: int = 2) -> None:
+    def read_data(
+        self, percent: float, workers: int = 2, subset: tuple[int, int] | None = None
+    ) -> None:
         packs = sorted(p for p in self.repo.index.packs() if p in self.pack_sizes)
-        if percent < 100:
+        if subset is not None:
+            packs = [p for p in packs if in_subset(p, *subset)]
+        elif percent < 100:
             count = max(1, round(len(packs) * percent / 100)) if packs else 0
             packs = sorted(random.sample(packs, count))
         self.tracker.files_total = len(packs)
@@ -281,17 +288,27 @@ class _Verifier:
         return found
 
 
+def in_subset(pack: str, part: int, parts: int) -> bool:
+    """Whether the pack ``pack`` (its hex id) is in part ``part`` (1 to ``parts``) of
+    ``parts``: its first 32 bits as a number, modulo ``parts``, is ``part - 1``."""
+    return int(pack[:8], 16) % parts == part - 1
+
+
 def verify_repository(
     repo: Repository,
     *,
     read_data_percent: float | None = None,
+    read_data_subset: tuple[int, int] | None = None,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
-    """Check the repository; see the module docstring for what is checked."""
+    """Check the repository; see the module docstring for what is checked.
+    ``read_data_subset`` (part, parts) reads that part of the packs instead of a share."""
     with ProgressTracker("verify", progress) as tracker:
         v = _Verifier(repo, tracker)
         v.structure()
-        if read_data_percent:
+        if read_data_subset is not None:
+            v.read_data(100, subset=read_data_subset)
+        elif read_data_percent:
             v.read_data(read_data_percent)
         v.snapshots()
     for items in v.report.damaged.values():
