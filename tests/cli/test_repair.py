@@ -3,7 +3,8 @@ flipped in the middle), delete a pack, delete an index object, truncate a snapsh
 Each time ``verify`` reports it (exit code 4, naming the object) and says which repairs
 to run; running exactly those (``repair index``, a backup, ``repair snapshots``) and a new
 backup leaves a repository that ``verify --read-data`` finds clean and whose new snapshot
-restores byte for byte. On a real file repository, and on the S3 server of the test ground.
+restores byte for byte. On a real file repository, and on the test ground's S3, GCS and
+Azure servers (one or two kinds of damage each).
 """
 
 from __future__ import annotations
@@ -192,13 +193,22 @@ def test_verify_repair_backup_verify_restore_on_a_file_repository(
     heal(Location((tmp_path / "repo").as_uri(), {}), tmp_path, damage)
 
 
-@pytest.mark.parametrize("damage", ["flip-pack", "delete-index"])
-def test_verify_repair_backup_verify_restore_on_s3(
-    damage: str, tmp_path: Path, s3_store: Any
+@pytest.mark.parametrize(
+    ("provider", "damage"),
+    [
+        ("s3_store", "flip-pack"),
+        ("s3_store", "delete-index"),
+        ("gcs_store", "delete-pack"),
+        ("azure_store", "truncate-snapshot"),
+    ],
+)
+def test_verify_repair_backup_verify_restore_on_an_object_store(
+    provider: str, damage: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    store = request.getfixturevalue(provider)
     bucket = f"repair-{uuid.uuid4().hex[:12]}"
-    s3_store.make_bucket(bucket)
-    heal(Location(s3_store.url(bucket, "repo"), dict(s3_store.options)), tmp_path, damage)
+    store.make_bucket(bucket)
+    heal(Location(store.url(bucket, "repo"), dict(store.options)), tmp_path, damage)
 
 
 def test_data_the_source_no_longer_has_is_left_out_of_a_repaired_copy(tmp_path: Path) -> None:
