@@ -275,12 +275,32 @@ def test_keys_add_list_remove(run: Run) -> None:
     assert len(keys) == 2
     old_id = next(k["id"] for k in keys if k["current"])
     assert run("snapshots", SAFEHOLD_PASSWORD="second password").returncode == 0
+    own = run("repo", "key", "remove", old_id[:12])  # the key this password opens
+    assert own.returncode == 1
+    assert "is the one your password opened" in own.stderr
+    nothing = run("repo", "key", "remove", "zzzz")
+    assert nothing.returncode == 1
+    assert "no key id begins with 'zzzz'" in nothing.stderr
     removed = run("repo", "key", "remove", old_id[:12], SAFEHOLD_PASSWORD="second password")
     assert removed.returncode == 0, removed.stderr
     assert run("snapshots").returncode == 12
     last = run("repo", "key", "remove", new_id, SAFEHOLD_PASSWORD="second password")
     assert last.returncode == 1
     assert "last key" in last.stderr
+
+
+def test_a_snapshot_is_found_by_any_unique_id_prefix(run: Run, src: Path, tmp_path: Path) -> None:
+    run("repo", "init")
+    ids = [_summary(run("backup", str(src), "--json"))["snapshot"] for _ in range(2)]
+    assert ids[0] != ids[1]
+    short = ids[0][: next(n for n in range(1, 64) if ids[0][:n] != ids[1][:n])]
+    restored = run("restore", short, str(tmp_path / "out"), "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert _summary(restored)["snapshot"] == ids[0]
+    missing = run("restore", "ffffzz", str(tmp_path / "never"))
+    assert missing.returncode == 1
+    assert "no snapshot id begins with 'ffffzz'" in missing.stderr
+    assert "longer" not in missing.stderr
 
 
 def test_latest_of_an_unknown_source_is_a_clear_error(run: Run) -> None:

@@ -325,16 +325,28 @@ class Repository:
         ]
 
     def remove_key(self, key_id: str) -> str:
-        matches = [k for k in self.list_keys() if k.id.startswith(key_id)]
-        if len(matches) != 1:
+        keys = self.list_keys()
+        matches = [k for k in keys if k.id.startswith(key_id.lower())]
+        if not matches:
             raise RepositoryError(
-                f"{self.location}: key id {key_id!r} matches {len(matches)} keys; "
-                "give more of the id ('safehold repo key list' shows them)"
+                f"{self.location}: no key id begins with {key_id!r} "
+                "('safehold repo key list' shows them)"
             )
-        if len(self.list_keys()) <= 1:
+        if len(matches) > 1:
+            raise RepositoryError(
+                f"{self.location}: {key_id!r} begins {len(matches)} key ids; give more of "
+                "the id ('safehold repo key list' shows them)"
+            )
+        if len(keys) <= 1:
             raise RepositoryError(
                 f"{self.location}: refusing to remove the last key: the repository "
                 "could never be opened again; add another key first"
+            )
+        if matches[0].id == layout.object_id(self.key_name):
+            raise RepositoryError(
+                f"{self.location}: key {matches[0].id[:12]} is the one your password opened; "
+                "remove it with another key's password, so that a mistyped id cannot lock "
+                "you out"
             )
         self.storage.delete(layout.key_name(matches[0].id))
         return matches[0].id
@@ -498,15 +510,21 @@ class Repository:
         prefix = ref.lower()
         matches = [s for s in candidates if s.id.startswith(prefix)]
         damaged = sorted(n for n in errors if layout.object_id(n).startswith(prefix))
-        if damaged and len(ref) >= 4:
+        found = len(matches) + len(damaged)
+        if not found:
+            raise NoSuchSnapshot(
+                f"{self.location}: no snapshot id begins with {ref!r} "
+                "('safehold snapshots' lists them)"
+            )
+        if found > 1:
+            raise NoSuchSnapshot(
+                f"{self.location}: {ref!r} begins {found} snapshot ids; give a longer id "
+                "prefix ('safehold snapshots' lists them)"
+            )
+        if damaged:
             raise CorruptObject(
                 damaged[0],
                 f"{errors[damaged[0]].removeprefix(damaged[0] + ': ')}; snapshot {ref!r} "
                 "cannot be read: restore it from a replica, or pick another snapshot",
-            )
-        if len(matches) != 1 or len(ref) < 4:
-            raise NoSuchSnapshot(
-                f"{self.location}: snapshot {ref!r} matches {len(matches)} snapshots; give a "
-                "longer id prefix or 'latest' ('safehold snapshots' lists them)"
             )
         return matches[0]
