@@ -70,7 +70,8 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
         "--password-file",
         default=S,
         metavar="PATH",
-        help="read the password from this file (default: $SAFEHOLD_PASSWORD)",
+        help="read the password from this file (default: $SAFEHOLD_PASSWORD_FILE, else the "
+        "password itself in $SAFEHOLD_PASSWORD)",
     )
     if json_output:
         p.add_argument(
