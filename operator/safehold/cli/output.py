@@ -195,16 +195,26 @@ class _RichProgress(_ProgressSink):
             BarColumn,
             DownloadColumn,
             Progress,
+            ProgressColumn,
+            Task,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
+        from rich.text import Text
+
+        class Speed(ProgressColumn):
+            """Bytes per second in KiB/MiB/GiB, as the summaries count (rich's own column
+            counts in MB)."""
+
+            def render(self, task: Task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text("" if speed is None else f"{human_size(speed)}/s")
 
         self.bar = Progress(
             TextColumn(f"[bold]{title}[/]"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            DownloadColumn(binary_units=True),
+            Speed(),
             TextColumn("{task.fields[files]} files"),
             TimeRemainingColumn(),
             console=console,
