@@ -331,3 +331,17 @@ def test_help_and_version(run: Run) -> None:
     assert version.returncode == 0
     assert "safehold" in version.stdout
     assert run("backup", "--help").returncode == 0
+
+
+def test_a_prune_that_keeps_young_packs_says_why_and_how(run: Run, src: Path) -> None:
+    """The first prune after a forget usually frees nothing: its packs are younger than the
+    grace period. It says so, and names --grace."""
+    run("repo", "init")
+    run("backup", str(src))
+    (src / "b.bin").write_bytes(os.urandom(300_000))
+    run("backup", str(src))
+    assert run("forget", "--keep-last", "1").returncode == 0
+    done = run("prune")
+    assert done.returncode == 0, done.stderr
+    assert "younger than the grace period" in done.stdout
+    assert "--grace MINUTES" in done.stdout

@@ -348,7 +348,11 @@ def _print_prune(out: Output, r: PruneReport) -> None:
         f"{human_size(r.bytes_freed)} freed"
     )
     if r.kept_recent:
-        out.print(f"kept {r.kept_recent} pack(s) younger than the grace period")
+        out.print(
+            f"kept {r.kept_recent} pack(s) younger than the grace period, which a backup may "
+            "still be writing: a prune after that frees them (--grace MINUTES sets it; 0 "
+            "only when no backup can be running)"
+        )
     for name, until in sorted(r.locked.items())[:20]:
         out.warn(f"{name} is under an object lock until {until}: kept")
     if r.locked:
