@@ -13,7 +13,7 @@ import pytest
 
 from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
 from safehold.engine.prune import PruneOptions, prune_repository
-from safehold.engine.repair import REPAIRED_TAG, repair_index, repair_snapshots
+from safehold.engine.repair import REPAIRED_TAG, RepairError, repair_index, repair_snapshots
 from safehold.repo import (
     BLOB_DATA,
     LockConflict,
@@ -260,3 +260,29 @@ def test_a_superseded_damaged_index_object_is_ignored(repo: Repository, tmp_path
     again = repair_index(fresh)
     assert not again.changed
     assert (again.index_damaged, again.index_written, again.index_deleted) == ({}, 0, 1)
+
+
+def test_data_sealed_with_a_newer_key_is_not_taken_for_damage(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A key object older than a rotation cannot read what was written after it (format
+    section 5b; a recovery site that was not given the new key object). Neither repair
+    takes that for damage: both refuse, say why, and change nothing."""
+    password = "correct horse battery staple"
+    backup_paths(repo, [str(_source(tmp_path / "old"))], BackupOptions(source="old"))
+    old_key = repo.key_name
+    old_bytes = repo.storage.get(old_key)
+    repo.rotate_key(password, kdf_n=2**14)
+    backup_paths(repo, [str(_source(tmp_path / "new"))], BackupOptions(source="new"))
+    repo.storage.delete(repo.key_name)  # only the key from before the rotation is left
+    repo.storage.put(old_key, old_bytes)
+    stale = Repository.open(repo.storage, password)
+    assert len(stale.keys.data_keys) == 1
+    before = _listing(repo)
+    with pytest.raises(RepairError, match="data key version 2"):
+        repair_index(stale)
+    with pytest.raises(RepairError, match="data key version 2"):
+        repair_index(stale, read_data=True)
+    with pytest.raises(RepairError, match="data key version 2"):
+        repair_snapshots(stale, forget=True)
+    assert _listing(repo) == before

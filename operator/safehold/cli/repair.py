@@ -185,7 +185,7 @@ def _print_snapshots(out: Output, r: SnapshotRepairReport) -> None:
 
 
 def repair_snapshots(args: Namespace, out: Output) -> int:
-    from safehold.engine.repair import RepairError
+    from safehold.engine.repair import IndexFirst
     from safehold.engine.repair import repair_snapshots as run
 
     if args.dry_run and args.forget:
@@ -198,7 +198,7 @@ def repair_snapshots(args: Namespace, out: Output) -> int:
             "repair snapshots",
             lambda: run(repo, dry_run=args.dry_run, forget=args.forget),
         )
-    except RepairError as exc:
+    except IndexFirst as exc:
         out.error(str(exc))
         out.summary({"ok": False, "error": str(exc), "exit_code": exitcodes.DAMAGED})
         return exitcodes.DAMAGED

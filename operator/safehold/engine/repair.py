@@ -31,6 +31,7 @@ repaired copy, which readers ignore; running the repair again completes the work
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold import __version__
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo.crypto import SealError, object_hash
+from safehold.repo.crypto import MAX_KEY_VERSIONS, SealError, object_hash
 from safehold.repo.errors import CorruptObject, RepositoryError
 from safehold.repo.index import IndexFile, decode_index
 from safehold.repo.layout import (
@@ -74,6 +75,7 @@ from safehold.storage import NotFound, ObjectInfo, ObjectLocked
 
 __all__ = [
     "REPAIRED_TAG",
+    "IndexFirst",
     "IndexRepairReport",
     "RepairError",
     "SnapshotRepair",
@@ -100,6 +102,32 @@ _MAX_PATHS = 1000
 
 class RepairError(RepositoryError):
     """A repair cannot go on (the message says what to do first); nothing was changed."""
+
+
+class IndexFirst(RepairError):
+    """``repair snapshots`` refused: the index names data that is not there."""
+
+
+#: How a reader says that something is sealed with a data key version its key lacks.
+_NEWER_KEY = "which this key does not hold"
+
+
+def _check_key_version(repo: Repository, name: str, head: bytes) -> None:
+    """:class:`RepairError` when ``head`` (an object's or pack's first bytes) names a data
+    key version newer than the key that opened the repository holds (format section 5b):
+    such an object is not damaged, and a repair must not drop it or its data."""
+    if repo.aead.prefix_size == 0 or len(head) < 4:
+        return
+    version = int.from_bytes(head[:4], "little")
+    held = len(repo.keys.data_keys)
+    if held < version <= MAX_KEY_VERSIONS:
+        raise RepairError(
+            f"{repo.location}: {name} is sealed with data key version {version}, which the "
+            f"key that opened the repository does not hold (it holds 1 to {held}): the key "
+            "object predates a rotation, the data is not damaged. Open the repository with a "
+            "key object that holds it (at a recovery site: copy the primary's new key object "
+            "there, docs/replication.md), then run the repair again; nothing was changed"
+        )
 
 
 def _iso(moment: datetime) -> str:
@@ -229,6 +257,7 @@ class _IndexRepair:
         repo = self.repo
         for info in repo.storage.list(INDEX):
             digest = object_id(info.name)
+            data = b""
             try:
                 data = repo.storage.get(info.name)
                 if object_hash(data) != digest:
@@ -237,6 +266,7 @@ class _IndexRepair:
             except NotFound:
                 continue
             except CorruptObject as exc:
+                _check_key_version(repo, info.name, data)
                 self.report.index_damaged[info.name] = str(exc)
             self.infos[digest] = info
         self.report.index_read = len(self.infos)
@@ -279,6 +309,7 @@ class _IndexRepair:
             aead = repo.pack_aead(pack, data)
             header = parse_pack(repo.aead, data, name)
         except CorruptObject as exc:
+            _check_key_version(repo, name, data)
             why = why or str(exc).removeprefix(name + ": ")
         return data, aead, header, why
 
@@ -309,7 +340,10 @@ class _IndexRepair:
             try:
                 return self._header(pack, size), ""
             except CorruptObject as exc:
-                return None, str(exc).removeprefix(pack_object_name(pack) + ": ")
+                name = pack_object_name(pack)
+                if _NEWER_KEY in str(exc):
+                    _check_key_version(self.repo, name, self.repo.storage.get(name, 0, 4))
+                return None, str(exc).removeprefix(name + ": ")
         except NotFound:  # deleted while we looked: as if it had never been there
             return None
 
@@ -555,6 +589,9 @@ class _SnapshotRepair:
         repo = self.repo
         load = repo.load_index()
         sizes = {object_id(i.name): i.size for i in repo.storage.list(DATA)}
+        for name in sorted(load.damaged):  # not damaged: sealed with a newer key?
+            with contextlib.suppress(NotFound):
+                _check_key_version(repo, name, repo.storage.get(name, 0, 4))
         problems = [f"{n} cannot be read" for n in sorted(load.damaged)]
         ends: dict[str, int] = {}
         for _, loc in repo.index.items():
@@ -566,7 +603,7 @@ class _SnapshotRepair:
             elif end > size:
                 problems.append(f"{pack_object_name(pack)} is truncated")
         if problems:
-            raise RepairError(
+            raise IndexFirst(
                 f"{repo.location}: the index names data that is not there ({problems[0]}"
                 f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); run "
                 "'safehold repair index' first (then a backup), so that only data that is "
@@ -598,6 +635,11 @@ class _SnapshotRepair:
         try:
             nodes: list[TreeNode] = self.repo.load_tree(tree_id)  # type: ignore[assignment]
         except CorruptObject as exc:
+            if _NEWER_KEY in str(exc):  # not lost: this key cannot read it (format 5b)
+                loc = self.repo.index.lookup(bytes.fromhex(tree_id))
+                if loc is not None:
+                    name = pack_object_name(loc.pack)
+                    _check_key_version(self.repo, name, self.repo.storage.get(name, 0, 4))
             return None, str(exc)
         return nodes, ""
 
@@ -696,6 +738,9 @@ class _SnapshotRepair:
         modified = {object_id(i.name): i.modified for i in repo.storage.list(SNAPSHOTS)}
         snapshots = repo.snapshots(errors=report.unreadable)
         report.snapshots = len(snapshots)
+        for name in sorted(report.unreadable):  # not damaged: sealed with a newer key?
+            with contextlib.suppress(NotFound):
+                _check_key_version(repo, name, repo.storage.get(name, 0, 4))
         copies: dict[tuple[str, str], str] = {}  # (original, tree) -> existing repaired copy
         for snap in snapshots:
             original = snap.meta.get(META_ORIGINAL)
