@@ -345,3 +345,15 @@ def test_a_prune_that_keeps_young_packs_says_why_and_how(run: Run, src: Path) ->
     assert done.returncode == 0, done.stderr
     assert "younger than the grace period" in done.stdout
     assert "--grace MINUTES" in done.stdout
+
+
+def test_forget_reasons_name_snapshots_by_short_ids(run: Run, src: Path) -> None:
+    run("repo", "init")
+    ids = []
+    for hour in (1, 2):
+        done = run("backup", str(src), "--time", f"2026-03-01T0{hour}:00:00Z", "--json")
+        ids.append(_summary(done)["snapshot"])
+    listed = run("forget", "--keep-daily", "1", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert f"the newer {ids[1][:8]} stands for it" in listed.stdout
+    assert ids[1] not in listed.stdout  # never the whole 64 characters

@@ -314,7 +314,7 @@ def _print_forget(
             else:
                 action = "forget" if report.dry_run else "removed"
             when = item.snapshot.datetime.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-            why = (", " if item.keep else "; ").join(item.reasons)
+            why = _short_ids((", " if item.keep else "; ").join(item.reasons))
             out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {why}")
         kept = sum(1 for i in items if i.keep)
         verb = "to forget" if report.dry_run else "forgotten"
@@ -333,6 +333,14 @@ def _print_forget(
             f"snapshot {item.snapshot.id[:12]} is under an object lock until "
             f"{item.locked_until}: kept; forget it again after that"
         )
+
+
+def _short_ids(text: str) -> str:
+    """Snapshot ids in a reason as the listing shows them: their first 8 characters (the
+    JSON report keeps them whole)."""
+    import re
+
+    return re.sub(r"\b([0-9a-f]{8})[0-9a-f]{56}\b", r"\1", text)
 
 
 def _print_prune(out: Output, r: PruneReport) -> None:
