@@ -357,3 +357,13 @@ def test_forget_reasons_name_snapshots_by_short_ids(run: Run, src: Path) -> None
     assert listed.returncode == 0, listed.stderr
     assert f"the newer {ids[1][:8]} stands for it" in listed.stdout
     assert ids[1] not in listed.stdout  # never the whole 64 characters
+
+
+def test_snapshot_times_are_shown_in_local_time_with_the_zone(run: Run, src: Path) -> None:
+    run("repo", "init")
+    run("backup", str(src), "--time", "2026-07-01T10:00:00Z")
+    listed = run("snapshots", TZ="Europe/Berlin", COLUMNS="200")
+    assert listed.returncode == 0, listed.stderr
+    assert "2026-07-01 12:00:00 CEST" in listed.stdout
+    as_json = _summary(run("snapshots", "--json", TZ="Europe/Berlin"))
+    assert as_json["snapshots"][0]["time"].startswith("2026-07-01T10:00:00")  # UTC in JSON

@@ -80,7 +80,7 @@ def snapshots(args: Namespace, out: Output) -> int:
     for s in snaps:
         table.add_row(
             s.id[:12],
-            s.time[:19].replace("T", " "),
+            s.datetime.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),  # local, zone named
             s.source,
             s.type,
             ",".join(s.tags),
