@@ -1,10 +1,12 @@
-"""The progress bar counts bytes in the units the summaries use (KiB, MiB, GiB), not MB."""
+"""What the CLI prints for people: the progress bar counts bytes in the units the summaries
+use (KiB, MiB, GiB), not MB; long lists of problems end with how many more there were."""
 
 from __future__ import annotations
 
 import io
 import re
 
+import pytest
 from rich.console import Console
 
 from safehold.cli.output import _RichProgress
@@ -24,3 +26,19 @@ def test_the_bar_shows_binary_units_like_the_summaries() -> None:
     shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())
     assert "6.0/12.0 MiB" in shown
     assert not re.search(r"\d MB\b", shown)
+
+
+def test_the_first_twenty_problems_are_shown_and_the_rest_announced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from safehold.cli.output import Output
+
+    out = Output(json_mode=False)
+    out.warn_first([f"/data/f{i:02}: Permission denied" for i in range(30)], "files unread")
+    shown = capsys.readouterr().err
+    assert shown.count("Permission denied") == 20
+    assert "/data/f19" in shown
+    assert "/data/f20" not in shown
+    assert "... and 10 more: 30 files unread in all ('--json' lists every one)" in shown
+    out.warn_first(["only one"], "files unread")
+    assert "more" not in capsys.readouterr().err

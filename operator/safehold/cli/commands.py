@@ -213,13 +213,12 @@ def backup(args: Namespace, out: Output) -> int:
         f"added {human_size(s['bytes_new'])} ({human_size(s['bytes_stored'])} stored) "
         f"in {s['duration_s']:.1f} s"
     )
-    for err in result.errors[:20]:
-        out.warn(f"{err['path']}: {err['error']}")
+    out.warn_first([f"{e['path']}: {e['error']}" for e in result.errors], "files could not be read")
     code = exitcodes.PARTIAL if result.errors else exitcodes.OK
     doc = {
         "ok": not result.errors,
         **result.summary(),
-        "error_list": result.errors[:10],
+        "error_list": result.errors,
         "exit_code": code,
     }
     out.summary(doc)
@@ -239,14 +238,18 @@ def restore(args: Namespace, out: Output) -> int:
         f"restored snapshot {snap.id[:12]} to {args.target}: {result.files} files written, "
         f"{result.files_skipped} already complete, {human_size(result.bytes_written)}"
     )
-    for err in result.errors[:20]:
-        out.warn(f"{err['path']}: {err['error']}")
+    out.warn_first([f"{e['path']}: {e['error']}" for e in result.errors], "paths were not restored")
+    if result.errors:
+        out.warn(
+            f"{len(result.errors)} path(s) are missing or incomplete in {args.target}: run the "
+            "same restore again to complete them (complete files are skipped)"
+        )
     code = exitcodes.PARTIAL if result.errors else exitcodes.OK
     out.summary(
         {
             "ok": not result.errors,
             **result.summary(),
-            "error_list": result.errors[:10],
+            "error_list": result.errors,
             "exit_code": code,
         }
     )
@@ -281,8 +284,9 @@ def verify(args: Namespace, out: Output) -> int:
         out.warn(f"damaged object {name}: {message}")
     for snap_id, items in report.damaged.items():
         out.warn(f"snapshot {snap_id[:12]}: {len(items)} damaged path(s)")
-        for item in items[:20]:
-            out.warn(f"  {item['path'] or '/'}: {item['error']}")
+        out.warn_first(
+            [f"  {item['path'] or '/'}: {item['error']}" for item in items], "damaged paths"
+        )
     if report.ok:
         out.print("no errors were found")
     else:

@@ -145,6 +145,17 @@ class Output:
     def warn(self, message: str) -> None:
         self.err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
+    def warn_first(self, messages: list[str], what: str, limit: int = 20) -> None:
+        """Warn with the first ``limit`` messages, then how many more there were and where
+        they all are, never dropping the rest without a word."""
+        for message in messages[:limit]:
+            self.warn(message)
+        if len(messages) > limit:
+            self.warn(
+                f"... and {len(messages) - limit} more: {len(messages)} {what} in all "
+                "('--json' lists every one)"
+            )
+
     def progress(self, title: str) -> _ProgressSink:
         if self.quiet:
             return _ProgressSink()
