@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from argparse import Namespace
+from typing import Any
 
 import safehold.repo
 from safehold import engine
@@ -205,6 +206,7 @@ def backup(args: Namespace, out: Output) -> int:
             )
         else:
             result = engine.backup_paths(repo, args.paths, options, progress=bar.callback())
+        check = _check_snapshot(repo, result.snapshot) if getattr(args, "verify", False) else None
     s = result.snapshot.summary
     out.print(
         f"snapshot {result.snapshot.id[:12]} ({result.snapshot.type}) of {result.snapshot.source}"
@@ -215,14 +217,41 @@ def backup(args: Namespace, out: Output) -> int:
     )
     out.warn_first([f"{e['path']}: {e['error']}" for e in result.errors], "files could not be read")
     code = exitcodes.PARTIAL if result.errors else exitcodes.OK
+    if check is not None:
+        (out.print if check["ok"] else out.warn)(f"verify: {check['message']}")
+        code = code if check["ok"] else exitcodes.DAMAGED
     doc = {
-        "ok": not result.errors,
+        "ok": not result.errors and (check is None or check["ok"]),
         **result.summary(),
         "error_list": result.errors,
         "exit_code": code,
     }
+    if check is not None:
+        doc["verify"] = check
     out.summary(doc)
     return code
+
+
+def _check_snapshot(repo: safehold.repo.Repository, snapshot: Any) -> dict[str, Any]:
+    """``backup --verify``: the new snapshot's structure (engine.verify_snapshot), as the
+    summary's ``verify`` (ok, message, paths). Damage elsewhere in the repository does not
+    fail the backup; it is mentioned, for ``safehold verify`` to report."""
+    report = engine.verify_snapshot(repo, snapshot)
+    items = report.damaged.get(snapshot.id, [])
+    if items:
+        listed = "; ".join(f"{i['path'] or '/'}: {i['error']}" for i in items[:5])
+        message = (
+            f"snapshot {snapshot.id[:12]} is damaged: {len(items)} path(s) lost ({listed}); "
+            f"{report.repair_hint}"
+        )
+    else:
+        message = f"snapshot {snapshot.id[:12]}: index, trees and chunks are whole"
+        if report.objects:
+            message += (
+                f" ({len(report.objects)} damaged object(s) elsewhere in the repository: run "
+                "'safehold verify')"
+            )
+    return {"ok": not items, "message": message[:1500], "paths": [i["path"] for i in items[:5]]}
 
 
 def restore(args: Namespace, out: Output) -> int:

@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="read exclude patterns from FILE, one a line ('#' comments, blank lines skipped)",
     )
+    backup.add_argument(
+        "--verify",
+        action="store_true",
+        help="then check the new snapshot's structure (index, trees, every chunk indexed in "
+        "an existing pack); exit code 4 when it is damaged",
+    )
     add_meta_option(backup)
     add_hook_arguments(backup)
     backup.set_defaults(func=_backup)

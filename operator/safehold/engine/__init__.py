@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     )
     from safehold.engine.progress import ProgressCallback, ProgressEvent, ProgressTracker
     from safehold.engine.restore import RestoreOptions, RestoreResult, restore_snapshot
-    from safehold.engine.verify import VerifyReport, verify_repository
+    from safehold.engine.verify import VerifyReport, verify_repository, verify_snapshot
 
 __all__ = [
     "BackupError",
@@ -45,6 +45,7 @@ __all__ = [
     "backup_stream",
     "restore_snapshot",
     "verify_repository",
+    "verify_snapshot",
 ]
 
 __getattr__ = lazy_attributes(
@@ -54,6 +55,6 @@ __getattr__ = lazy_attributes(
         "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
         "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
         "restore": ("RestoreOptions", "RestoreResult", "restore_snapshot"),
-        "verify": ("VerifyReport", "verify_repository"),
+        "verify": ("VerifyReport", "verify_repository", "verify_snapshot"),
     },
 )

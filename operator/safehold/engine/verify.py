@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
-from safehold.repo import CorruptObject, Repository
+from safehold.repo import CorruptObject, Repository, Snapshot
 from safehold.repo.crypto import SealError, object_hash
 from safehold.repo.layout import DATA, INDEX, SNAPSHOTS, object_id, pack_object_name
 from safehold.repo.pack import decode_blob, parse_pack
@@ -32,7 +32,7 @@ from safehold.storage import NotFound, StorageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["VerifyReport", "in_subset", "repair_steps", "verify_repository"]
+__all__ = ["VerifyReport", "in_subset", "repair_steps", "verify_repository", "verify_snapshot"]
 
 _MAX_LISTED = 50
 
@@ -313,6 +313,23 @@ def verify_repository(
         v.snapshots()
     for items in v.report.damaged.values():
         del items[_MAX_LISTED * 20 :]
+    v.report.repair = repair_steps(v.report)
+    return v.report
+
+
+def verify_snapshot(repo: Repository, snapshot: Snapshot) -> VerifyReport:
+    """The structure check of one snapshot (``backup --verify``, a BackupPolicy's
+    ``verification.afterBackup``): every index object opens, every pack the index names
+    exists and is long enough, every tree of ``snapshot`` is indexed and decodes, and every
+    chunk its files name is indexed, in an existing pack. Reads no pack data: one listing
+    of the packs, the index, and the snapshot's trees."""
+    with ProgressTracker("verify", None) as tracker:
+        v = _Verifier(repo, tracker)
+        v.structure()
+        v.report.snapshots = 1
+        problems = v._tree(snapshot.tree, "")
+        if problems:
+            v.report.damaged[snapshot.id] = problems[: _MAX_LISTED * 20]
     v.report.repair = repair_steps(v.report)
     return v.report
 
