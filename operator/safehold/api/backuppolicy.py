@@ -8,9 +8,10 @@ retention Job that forgets the policy's snapshots the rules do not keep and prun
 data (docs/operator.md); ``status.lastRetention`` reports it. Then one replication Job per
 ``replicateTo`` site copies the policy's new snapshots there, followed by the site's own
 retention (docs/replication.md); ``status.replication`` reports each site.
-``verification`` and ``testRestore`` are validated and stored, but this version of the
-controller does not carry them out yet: until it does, run ``safehold verify`` on a
-schedule (a CronJob with the backup image).
+With ``verification.cron``, one verify Job per location of the policy (the primary and
+each ``replicateTo`` site) checks the repository on that schedule, reading a rotating part
+of the data (docs/verify.md); ``status.lastVerification`` and the ``Verified`` condition
+report it.
 
 Missed slots (the operator was down) follow CronJob's rule: if the latest missed slot
 is less than ``startingDeadlineSeconds`` old, one run is started for it, otherwise the
@@ -63,6 +64,8 @@ __all__ = [
     "Sources",
     "TestRestore",
     "Verification",
+    "VerificationCheck",
+    "VerificationState",
     "VolumeSnapshot",
     "VolumeSource",
 ]
@@ -330,15 +333,23 @@ class ReplicationTarget(ApiModel):
 
 
 class Verification(ApiModel):
-    """Checks that backups can be read back."""
+    """Checks that backups can be read back (docs/verify.md)."""
 
     after_backup: bool = True
-    """Check the new snapshot's structure (index, trees) at the end of each run."""
+    """Check each new snapshot's structure at the end of its backup Job (`safehold backup
+    --verify`: its trees and every chunk indexed in a pack that exists; no data is read):
+    the run's `status.sources[].verified`, and a damaged new snapshot fails its source
+    (SnapshotDamaged). Volume sources; database and resource sources are covered by `cron`."""
     cron: CronExpression | None = None
-    """A full check of the repository on this schedule (in the schedule's time zone)."""
+    """A check of the repository at every location of the policy (the primary and each
+    `replicateTo` site) on this schedule, in the time zone of `spec.schedule` (UTC without
+    one): a verify Job per location checks the structure (every index, pack, snapshot and
+    tree) and reads `readDataPercent` of the data. Not started while the policy is
+    suspended, nor at a location while a retention (prune) runs there."""
     read_data_percent: int = Field(default=0, ge=0, le=100)
-    """On each scheduled check, also read and decrypt this percentage of the stored data
-    (a different part each time)."""
+    """On each scheduled check, also read and decrypt this share of the stored packs: part
+    K of N = 100 / readDataPercent (rounded down) parts by pack id, K moving on by one per
+    check (kept in `status.verification`), so every pack is read once in N checks."""
 
 
 class TestRestore(ApiModel):
@@ -373,9 +384,11 @@ class BackupPolicySpec(ApiModel):
     hooks: Hooks | None = None
     """Commands to run around the backup."""
     verification: Verification | None = None
-    """Checks of the repository. Not run by the controller yet: run `safehold verify`."""
+    """Checks of the repository: `cron` schedules a verify Job per location
+    (docs/verify.md), reported in `status.lastVerification` and the `Verified` condition."""
     test_restore: TestRestore | None = None
-    """Regular restore tests. Not run by the controller yet."""
+    """Regular restore tests. Refused for now: this version of the operator does not carry
+    them out yet (docs/verify.md says how to test a restore by hand)."""
     job: JobSettings | None = None
     """Resources, deadline and placement of the backup Jobs."""
     concurrency_policy: ConcurrencyPolicy = "Forbid"
@@ -390,6 +403,20 @@ class BackupPolicySpec(ApiModel):
     """How many failed or partially failed BackupRuns to keep."""
     suspend: bool = False
     """Stop starting new runs; active runs continue."""
+
+    @model_validator(mode="after")
+    def _no_test_restore_yet(self) -> BackupPolicySpec:
+        """`testRestore` is refused: this version of the operator does not carry out
+        scheduled test restores yet, and a field accepted but ignored would be a false
+        promise."""
+        if self.test_restore is not None:
+            raise invalid(
+                "testRestore",
+                "scheduled test restores are not carried out by this version of the "
+                "operator: remove testRestore, and test a restore by hand with a "
+                "RestoreRequest into a scratch claim (docs/verify.md)",
+            )
+        return self
 
     @model_validator(mode="after")
     def _replicas_differ(self) -> BackupPolicySpec:
@@ -415,9 +442,57 @@ class CheckResult(ApiModel):
     result: Literal["Succeeded", "Failed"]
     """Whether everything checked out."""
     message: str = Field(default="", max_length=4096)
-    """What was checked, or what was wrong."""
+    """What was checked, or what was wrong: for a verification, per location, the damaged
+    packs, snapshots and paths, and the repair verify suggests (docs/repair.md)."""
     run: str | None = Field(default=None, max_length=253)
     """The BackupRun whose snapshot was tested."""
+    read_data_percent: int | None = Field(default=None, ge=0, le=100)
+    """A verification: the share of the data it was to read."""
+    subset: str | None = Field(default=None, max_length=32)
+    """A verification: the part of the packs it read, K/N (empty: structure only)."""
+    locations: list[VerificationCheck] = Field(default_factory=list, max_length=9)
+    """A verification: each location's check."""
+
+
+class VerificationCheck(ApiModel):
+    """One location's verify Job of a scheduled verification."""
+
+    location: str = Field(max_length=253)
+    """The BackupLocation checked (the primary or a recovery site)."""
+    job: str | None = Field(default=None, max_length=63)
+    """The verify Job."""
+    result: Literal["Running", "Succeeded", "Failed"] = "Running"
+    """Running until the Job ends."""
+    reason: str | None = Field(default=None, max_length=128)
+    """Why it failed, e.g. RepositoryDamaged, RepositoryLocked, WrongPassword."""
+    message: str = Field(default="", max_length=2048)
+    """What was checked, or what is damaged and which repair to run."""
+    completion_time: datetime | None = None
+    """When the Job ended."""
+    packs_read: int | None = Field(default=None, ge=0)
+    """Packs read and decrypted."""
+    bytes_read: int | None = Field(default=None, ge=0)
+    """Bytes read."""
+
+
+class VerificationState(ApiModel):
+    """Where the scheduled verification stands; kept in the status, so an operator restart
+    neither repeats a slot nor restarts the rotation."""
+
+    last_schedule_time: datetime | None = None
+    """The slot of the last check started (or skipped while one still ran)."""
+    next_schedule_time: datetime | None = None
+    """The next slot."""
+    next_subset: int = Field(default=1, ge=1, le=100)
+    """The part K of the packs the next check reads."""
+    parts: int = Field(default=1, ge=1, le=100)
+    """N, the number of parts (100 / readDataPercent, rounded down)."""
+    subset: str | None = Field(default=None, max_length=32)
+    """The part the current (or last) check reads, K/N."""
+    start_time: datetime | None = None
+    """When the current (or last) check started."""
+    checks: list[VerificationCheck] = Field(default_factory=list, max_length=9)
+    """The current (or last) check's Jobs, one per location."""
 
 
 class RetentionResult(ApiModel):
@@ -505,7 +580,10 @@ class BackupPolicyStatus(ApiModel):
     active_runs: list[LocalObjectReference] = Field(default_factory=list, max_length=64)
     """BackupRuns of this policy that have not finished."""
     last_verification: CheckResult | None = None
-    """The last repository check."""
+    """The last scheduled repository check (`spec.verification.cron`), once every
+    location's Job ended."""
+    verification: VerificationState | None = None
+    """The scheduled verification's state: its rotation and running Jobs."""
     last_test_restore: CheckResult | None = None
     """The last restore test."""
     last_retention: RetentionResult | None = None

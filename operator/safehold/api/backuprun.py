@@ -107,6 +107,10 @@ class SourceResult(ApiModel):
     """Things to look at, e.g. files that vanished while being read."""
     hooks: list[HookResult] = Field(default_factory=list, max_length=16)
     """The source's Job-side hooks (``sources[].hooks`` of the policy)."""
+    verified: bool | None = None
+    """The new snapshot's structure was checked at the end of the Job (the policy's
+    `verification.afterBackup`): true when its index entries, trees and chunks are whole;
+    false fails the source (reason SnapshotDamaged); empty when not checked."""
 
 
 class ReplicationResult(ApiModel):

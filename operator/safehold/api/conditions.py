@@ -21,6 +21,7 @@ __all__ = [
     "FAILED",
     "READY",
     "REPLICATED",
+    "VERIFIED",
     "Condition",
     "ConditionStatus",
     "Conditions",
@@ -39,6 +40,9 @@ READY = "Ready"
 #: A BackupRun's snapshots (or a BackupPolicy's newest successful run) reached every
 #: recovery site of ``replicateTo``.
 REPLICATED = "Replicated"
+#: A BackupPolicy's last scheduled verification (``spec.verification.cron``) found every
+#: location's repository intact.
+VERIFIED = "Verified"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

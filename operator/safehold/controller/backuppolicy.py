@@ -11,7 +11,10 @@ active runs (and so their Jobs) first. Runs the schedule created are pruned to
 never deleted by the operator. After each successful run, ``retention`` is applied by a
 Job (safehold.controller.retention) and reported in ``status.lastRetention``; then the
 snapshots are copied to every ``replicateTo`` site (safehold.controller.replication) and
-reported in ``status.replication`` and the ``Replicated`` condition. Backups go only to a
+reported in ``status.replication`` and the ``Replicated`` condition. With
+``verification.cron``, a verify Job per location checks the repositories on that schedule
+(safehold.controller.verification), reported in ``status.lastVerification`` and the
+``Verified`` condition. Backups go only to a
 location of role primary: a policy whose ``location`` is a recovery site is not Ready.
 """
 
@@ -42,6 +45,7 @@ from safehold.controller.retention import reconcile_retention
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import concurrency_action, decide, slots_between
 from safehold.controller.status import FINAL_PHASES
+from safehold.controller.verification import reconcile_verification
 
 __all__ = ["PLURAL", "reconcile"]
 
@@ -152,6 +156,9 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     reconcile_retention(rt, body, policy, status, runs, active)
     reconcile_replication(rt, body, policy, status, runs)
     notes: list[str] = []
+    verification_note = reconcile_verification(rt, body, policy, status)
+    if verification_note:
+        notes.append(verification_note)
     schedule = policy.spec.schedule
     if schedule is None:
         status.next_schedule_time = None

@@ -273,6 +273,9 @@ def _start_job(
     for tag in run.spec.tags:
         args += ["--tag", tag]
     args += pattern_args(claim)  # relative to the volume's root, SOURCE_MOUNT
+    check = policy.spec.verification
+    if check is not None and check.after_backup:
+        args.append("--verify")  # the new snapshot's structure, in the Job (docs/verify.md)
     # The hooks run in a container of their own, without the Secrets (docs/hooks.md); the
     # backup gets the same options for their number, timeout and on-error.
     hooks = job_hook_args(policy, claim)

@@ -21,6 +21,8 @@ __all__ = [
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
     "RUN_DURATION",
+    "VERIFICATION_FAILURES",
+    "VERIFICATION_LAST_SUCCESS",
     "serve",
 ]
 
@@ -101,6 +103,20 @@ REPLICATION_LAG = Gauge(
     "safehold_replication_lag_seconds",
     "How far the newest snapshot of the policy at a recovery site is behind the newest at "
     "the primary (0: the site holds the newest successful run)",
+    _SITE,
+    registry=REGISTRY,
+)
+
+VERIFICATION_LAST_SUCCESS = Gauge(
+    "safehold_verification_last_success_timestamp_seconds",
+    "When the last scheduled verification of the policy's repository at a location found "
+    "no damage (Unix time)",
+    _SITE,
+    registry=REGISTRY,
+)
+VERIFICATION_FAILURES = Counter(
+    "safehold_verification_failures",
+    "Scheduled verifications at a location that found damage or could not run",
     _SITE,
     registry=REGISTRY,
 )

@@ -220,6 +220,15 @@ def source_result(base: SourceResult, outcome: JobOutcome) -> SourceResult:
                 message=f"{doc['errors']} file(s) could not be read and are not in the "
                 "snapshot (see warnings): fix their permissions or the Job's user",
             )
+        check = doc.get("verify")
+        if isinstance(check, dict):  # backup --verify (verification.afterBackup)
+            result.verified = bool(check.get("ok"))
+            if not result.verified:
+                result.phase = "Failed"
+                result.error = ErrorDetail(
+                    reason="SnapshotDamaged",
+                    message=str(check.get("message") or "the new snapshot is damaged")[:4000],
+                )
         return result
     result.phase = "Failed" if outcome.state == "Failed" else "Succeeded"
     result.error = outcome.error
