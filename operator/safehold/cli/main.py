@@ -19,6 +19,7 @@ from safehold import __version__, engine
 from safehold.cli import commands, database, exitcodes, maintenance, repair
 from safehold.cli.context import UsageError
 from safehold.cli.hooks import add_hook_arguments, add_run_hooks_parser, backup_with_hooks
+from safehold.cli.inspect import register as register_inspect
 from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
 from safehold.cli.passwords import add_password_option
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     database.register(sub, common)
     register_resources(sub, common)
     register_validate(sub)
+    register_inspect(sub, common)
     _no_abbreviations(parser)
     return parser
 
