@@ -128,3 +128,44 @@ def test_scheduled_verification_records_success_then_names_a_damaged_pack(
     failures = metrics.REGISTRY.get_sample_value("safehold_verification_failures_total", labels)
     assert failures is not None
     assert failures >= 1
+
+
+def test_every_recovery_site_is_verified_with_the_primary(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    operator(pass_interval=1.0)
+    data = kit.make_claim(namespace, "data")
+    kit.write_data(data, seed=43, files=3)
+    kit.store_location(namespace, s3_store, "primary", password=PASSWORD)
+    kit.store_location(namespace, s3_store, "site", password=PASSWORD, role="recovery-site")
+    kit.policy(
+        namespace,
+        "pol",
+        "primary",
+        ["data"],
+        replicateTo=[{"name": "site"}],
+        verification={"cron": "* * * * *", "readDataPercent": 50, "afterBackup": False},
+    )
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    [source] = kit.get(namespace, "backuprun", "run-1")["status"]["sources"]
+    assert "verified" not in source  # afterBackup: false
+
+    def replicated() -> bool:
+        status = kit.get(namespace, "backuppolicy", "pol").get("status") or {}
+        sites = status.get("replication") or []
+        return bool(sites) and sites[0].get("phase") == "Succeeded"
+
+    namespace.cluster.wait_for(replicated, timeout=180, what="the copy to the site")
+    status = _check_after(namespace, kit, "pol", datetime.now(UTC))
+    last = status["lastVerification"]
+    assert last["result"] == "Succeeded", last
+    assert [c["location"] for c in last["locations"]] == ["primary", "site"]
+    assert all(c["result"] == "Succeeded" for c in last["locations"])
+    assert last["subset"] in ("1/2", "2/2")
+    # the rotation moved on: the next check reads the other part
+    nxt = status["verification"]["nextSubset"]
+    assert f"{3 - nxt}/2" == last["subset"]
+    site_job = namespace.get("job", last["locations"][1]["job"])
+    assert site_job is not None
+    assert site_job["metadata"]["labels"]["safehold.io/location"] == "site"
