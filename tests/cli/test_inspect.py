@@ -216,6 +216,10 @@ def test_diff_added_removed_changed_and_metadata(repo: Repo) -> None:
     ]
     assert summary["added"] == summary["removed"] == summary["changed"] == 1
     assert summary["metadata"] == 1
+    assert _lines(repo.run("diff", "latest~1", "latest")) == lines
+    too_far = repo.run("diff", "latest~2", "latest", check=False)
+    assert too_far.returncode == 1
+    assert b"only 2 snapshot(s)" in too_far.stderr
     same = _lines(repo.run("diff", repo.snaps[0], repo.snaps[0]))
     assert same == [
         "0 added, 0 removed, 0 changed, 0 metadata only, 0 type changed; 0 B added, 0 B removed"

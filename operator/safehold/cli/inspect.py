@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from argparse import Namespace
 from collections.abc import Iterator
@@ -32,13 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "run_cat", "run_diff", "run_find", "run_ls"]
 
+_BEFORE_LATEST = re.compile(r"latest~([0-9]{1,6})")
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``ls``, ``find``, ``diff`` and ``cat`` to the ``safehold`` parser."""
     ls = sub.add_parser("ls", parents=[common], help="list what a snapshot holds under a path")
-    ls.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
+    ls.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix), 'latest' or 'latest~N'")
     ls.add_argument(
         "path",
         nargs="?",
@@ -78,7 +80,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     diff = sub.add_parser("diff", parents=[common], help="what changed between two snapshots")
     diff.add_argument(
-        "snapshot1", metavar="SNAP1", help="the older snapshot: id (prefix) or 'latest'"
+        "snapshot1",
+        metavar="SNAP1",
+        help="the older snapshot: an id (prefix), 'latest' or 'latest~N' (N before it)",
     )
     diff.add_argument("snapshot2", metavar="SNAP2", help="the newer snapshot")
     _snapshot_filters(diff)
@@ -90,7 +94,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="a file of a snapshot to stdout, or a directory as a tar stream (restic's dump)",
     )
-    cat.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
+    cat.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix), 'latest' or 'latest~N'")
     cat.add_argument("path", metavar="PATH", help="a file or directory, e.g. /data/dir/file")
     cat.add_argument(
         "--archive",
@@ -111,6 +115,28 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _snapshot_filters(cat)
     _no_lock(cat)
     cat.set_defaults(func=run_cat)
+
+
+def _find_snapshot(repo: Repository, ref: str, args: Namespace) -> Snapshot:
+    """``latest``, ``latest~N`` (the Nth before the newest, of ``--source`` and with the
+    ``--tag``s: ``diff latest~1 latest``), or an id or unique id prefix."""
+    match = _BEFORE_LATEST.fullmatch(ref)
+    newest = repo.find_snapshot(
+        "latest" if match else ref, source=args.source, tags=args.tag
+    )  # (damage and an empty repository are reported as for 'latest')
+    if not match or not int(match.group(1)):
+        return newest
+    back = int(match.group(1))
+    snaps = repo.snapshots(source=args.source, tags=args.tag)
+    if back >= len(snaps):
+        from safehold.repo import NoSuchSnapshot
+
+        raise NoSuchSnapshot(
+            f"{ref}: there are only {len(snaps)} snapshot(s)"
+            + (f" of source {args.source!r}" if args.source else "")
+            + f", so the oldest is latest~{len(snaps) - 1}"
+        )
+    return snaps[-1 - back]
 
 
 def _snapshot_filters(p: argparse.ArgumentParser) -> None:
@@ -202,7 +228,7 @@ def run_ls(args: Namespace, out: Output) -> int:
 
     lines = _Lines(out.stdout)
     with _reading(args, "ls") as repo:
-        snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
+        snap = _find_snapshot(repo, args.snapshot, args)
         load = cached_loader(repo)
         path, node = resolve(load, snap, args.path)
         count = 0
@@ -227,7 +253,7 @@ def _find_snapshots(args: Namespace, repo: Repository, errors: dict[str, str]) -
     if args.snapshot:
         found: dict[str, Snapshot] = {}
         for ref in args.snapshot:
-            snap = repo.find_snapshot(ref, source=args.source, tags=args.tag)
+            snap = _find_snapshot(repo, ref, args)
             found[snap.id] = snap
         snaps = list(found.values())
     else:
@@ -309,8 +335,8 @@ def run_diff(args: Namespace, out: Output) -> int:
     lines = _Lines(out.stdout)
     totals = DiffTotals()
     with _reading(args, "diff") as repo:
-        old = repo.find_snapshot(args.snapshot1, source=args.source, tags=args.tag)
-        new = repo.find_snapshot(args.snapshot2, source=args.source, tags=args.tag)
+        old = _find_snapshot(repo, args.snapshot1, args)
+        new = _find_snapshot(repo, args.snapshot2, args)
         load = cached_loader(repo)
         try:
             for change in diff_trees(load, old.tree, new.tree, totals):
@@ -340,7 +366,7 @@ def run_cat(args: Namespace, out: Output) -> int:
     from safehold.engine.inspect import cached_loader, read_file, resolve, write_tar
 
     with _reading(args, "cat") as repo:
-        snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
+        snap = _find_snapshot(repo, args.snapshot, args)
         load = cached_loader(repo)
         path, node = resolve(load, snap, args.path)
         kind = node.get("type")
