@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import subprocess
 import sys
 import tarfile
@@ -322,3 +323,54 @@ def test_cat_a_symlink_or_a_missing_path(repo: Repo) -> None:
     assert done.returncode == 2
     assert b"symlink to docs/hello.txt" in done.stderr
     assert repo.run("cat", "latest", "/data/nope", check=False).returncode == 1
+
+
+def test_odd_names_hard_links_pipes_and_terminals(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    odd = os.fsencode(data) + b"/caf\xe9 new\nline"  # not UTF-8, with a newline
+    with open(odd, "wb") as f:
+        f.write(b"odd\n")
+    (data / "first").write_bytes(b"linked\n")
+    os.link(data / "first", data / "second")
+    for i in range(2000):
+        (data / f"many-{i:04d}").write_text("x")
+    r = Repo(tmp_path)
+    r.run("repo", "init")
+    r.backup()
+    listed = r.run("ls", "latest", "/data").stdout.split(b"\n")
+    assert b"/data/caf\xe9 new\\x0aline" in listed  # its bytes, one line
+    assert r.run("cat", "latest", "/data/caf\udce9 new\nline").stdout == b"odd\n"
+    # a hard link stays one inside the tar
+    with tarfile.open(fileobj=io.BytesIO(r.run("cat", "latest", "/data").stdout), mode="r|") as tar:
+        members = {m.name: m for m in tar}
+    assert members["data/second"].islnk()
+    assert members["data/second"].linkname == "data/first"
+    assert members["data/first"].isreg()
+    # a reader that goes away is no error
+    piped = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m safehold ls -lR latest | head -1'],
+        env=_env(tmp_path / "repo"),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert piped.stdout.startswith(b"drwx")  # (the listing is far longer than a pipe holds)
+    assert piped.stdout.endswith(b" /data\n")
+    assert b"error" not in piped.stderr.lower()
+    # a tar stream is not written to a terminal unless --force
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "safehold", "cat", "latest", "/data"],
+            env=_env(tmp_path / "repo"),
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert done.returncode == 2
+    assert b"not written to a terminal" in done.stderr
