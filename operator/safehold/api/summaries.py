@@ -1,0 +1,153 @@
+"""What each ``safehold --json`` command reports to the controller: the Job contract, typed.
+
+A Job's result is the last JSON line the CLI prints (and writes to its pod's termination
+message, trimmed to 4 KiB by whole items). These models name every key the controller
+reads from it, one model per command the operator runs. Every field has a default, so the
+partial summary of a failed command still parses; ``tests/controller/test_job_contract.py``
+runs the real commands and checks that their output carries every field declared here and
+that the controller's readers turn it into the status a user sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BackupSummary",
+    "ForgetSummary",
+    "JobSummary",
+    "PathError",
+    "PruneSummary",
+    "ReplicateSummary",
+    "RepositoryInfoSummary",
+    "RestoreSummary",
+    "SnapshotCheck",
+    "SnapshotItem",
+    "SnapshotsSummary",
+    "SourceNewest",
+    "TransferCounts",
+    "VerifySummary",
+]
+
+
+class _Summary(BaseModel):
+    """Keys the controller does not read are ignored; values are checked by type."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class JobSummary(_Summary):
+    """What every command reports."""
+
+    ok: bool = False
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class PathError(_Summary):
+    path: str = ""
+    error: str = ""
+
+
+class SnapshotCheck(_Summary):
+    """``backup --verify``: the new snapshot's structure (verification.afterBackup)."""
+
+    ok: bool = False
+    message: str = ""
+
+
+class BackupSummary(JobSummary):
+    """``safehold backup`` (and ``dump``): into ``BackupRun.status.sources[]``."""
+
+    snapshot: str | None = None
+    parent: str | None = None
+    type: str | None = None
+    total_files: int | None = Field(default=None, ge=0)
+    bytes_read: int | None = Field(default=None, ge=0)
+    bytes_new: int | None = Field(default=None, ge=0)
+    bytes_stored: int | None = Field(default=None, ge=0)
+    duration_s: float | None = None
+    errors: int = 0
+    error_list: list[PathError] = Field(default_factory=list)
+    verify: SnapshotCheck | None = None
+
+
+class RestoreSummary(JobSummary):
+    """``safehold restore``: into ``RestoreRequest.status``."""
+
+    files: int | None = Field(default=None, ge=0)
+    bytes_written: int | None = Field(default=None, ge=0)
+    files_skipped: int | None = Field(default=None, ge=0)
+
+
+class PruneSummary(_Summary):
+    bytes_freed: int | None = Field(default=None, ge=0)
+    deferred: str = ""
+
+
+class ForgetSummary(JobSummary):
+    """``safehold forget --prune``: into ``BackupPolicy.status.lastRetention``."""
+
+    keep: int | None = Field(default=None, ge=0)
+    removed: int | None = Field(default=None, ge=0)
+    locked: int | None = Field(default=None, ge=0)
+    prune: PruneSummary | None = None
+
+
+class TransferCounts(_Summary):
+    copied_bytes: int | None = Field(default=None, ge=0)
+
+
+class ReplicateSummary(JobSummary):
+    """``safehold replicate``: into ``BackupPolicy.status.replication[]``."""
+
+    total: TransferCounts = Field(default_factory=TransferCounts)
+    snapshots_copied: int | None = Field(default=None, ge=0)
+    site_newest: dict[str, str] = Field(default_factory=dict)
+    snapshots_failed: dict[str, str] = Field(default_factory=dict)
+
+
+class VerifySummary(JobSummary):
+    """``safehold verify``: into ``BackupPolicy.status.lastVerification``."""
+
+    snapshots: int | None = Field(default=None, ge=0)
+    packs: int | None = Field(default=None, ge=0)
+    packs_read: int | None = Field(default=None, ge=0)
+    bytes_read: int | None = Field(default=None, ge=0)
+    damaged_objects: int = 0
+    objects: dict[str, str] = Field(default_factory=dict)
+    damaged: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    repair_hint: str = ""
+
+
+class SourceNewest(_Summary):
+    source: str
+    count: int = 0
+    newest_time: str | None = None
+    newest_id: str | None = None
+
+
+class RepositoryInfoSummary(JobSummary):
+    """``safehold repo init --if-absent`` / ``repo info``: into ``BackupLocation.status``."""
+
+    repository: str | None = None
+    snapshots: int | None = Field(default=None, ge=0)
+    pack_bytes: int | None = Field(default=None, ge=0)
+    sources_newest: list[SourceNewest] = Field(default_factory=list)
+
+
+class SnapshotItem(_Summary):
+    id: str
+    source: str
+    time: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, str] = Field(default_factory=dict)
+
+
+class SnapshotsSummary(JobSummary):
+    """``safehold snapshots --latest``: a restore's snapshots resolved in a fresh cluster."""
+
+    snapshots: list[SnapshotItem] = Field(default_factory=list)
+    unreadable: list[str] = Field(default_factory=list)

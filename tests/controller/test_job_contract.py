@@ -1,0 +1,208 @@
+"""The contract between a Job and the controller, proved with the real ``safehold`` command.
+
+Each command the operator runs is run here as its Job runs it (``--json --termination-log``),
+on real file repositories. What it wrote to the termination log, the pod's view of the
+result, must (1) parse as its model in ``safehold.api.summaries``, (2) carry every field that
+model declares (so the controller never reads a key the CLI stopped writing), and (3) become,
+through the controller's own readers, the status a user reads: the same numbers the CLI
+printed. Before this test, the controller's tests fed it hand-written summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from safehold.api import BackupLocation, SourceResult
+from safehold.api.backuplocation import BackupLocationStatus
+from safehold.api.backuppolicy import RetentionResult, SiteReplication, VerificationCheck
+from safehold.api.summaries import (
+    BackupSummary,
+    ForgetSummary,
+    JobSummary,
+    ReplicateSummary,
+    RepositoryInfoSummary,
+    RestoreSummary,
+    SnapshotsSummary,
+    VerifySummary,
+)
+from safehold.controller import replication, verification
+from safehold.controller.backuplocation import _record_summary
+from safehold.controller.restoresources import parse_resolved
+from safehold.controller.retention import retention_result
+from safehold.controller.status import JobOutcome, parse_summary, source_result
+
+PASSWORD = "job contract password"
+#: Reported on failure only (``_failed`` in cli/main.py adds both).
+ON_FAILURE = {"error", "exit_code"}
+
+
+class Cli:
+    """The command as a Job runs it; returns what its termination log holds, parsed."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")},
+            "SAFEHOLD_REPOSITORY": (tmp / "repo").as_uri(),
+            "SAFEHOLD_PASSWORD": PASSWORD,
+        }
+
+    def __call__(self, *args: str, code: int = 0) -> dict[str, Any]:
+        log = self.tmp / "termination-log"
+        log.unlink(missing_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "safehold", *args, "--json", "--termination-log", str(log)],
+            env=self.env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        doc = parse_summary(log.read_text())
+        assert doc is not None, log.read_text()
+        return doc
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    args = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if isinstance(annotation, types.UnionType) or args:
+        return [m for a in args for m in _models_in(a)]
+    return []
+
+
+def emits_every_field(model: type[BaseModel], doc: dict[str, Any], where: str = "") -> None:
+    """Every field of ``model`` is a key of ``doc``, nested models included."""
+    missing = set(model.model_fields) - set(doc) - ON_FAILURE
+    assert not missing, f"{model.__name__}{where}: the CLI does not report {sorted(missing)}"
+    for name, field in model.model_fields.items():
+        for sub in _models_in(field.annotation):
+            value = doc.get(name)
+            if isinstance(value, dict) and sub is not JobSummary:
+                emits_every_field(sub, value, f"{where}.{name}")
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                emits_every_field(sub, value[0], f"{where}.{name}[0]")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    data = tmp_path / "data"
+    (data / "dir").mkdir(parents=True)
+    (data / "dir" / "a.txt").write_text("alpha\n" * 2000)
+    (data / "b.bin").write_bytes(os.urandom(200_000))
+    run = Cli(tmp_path)
+    run("repo", "init")
+    return run
+
+
+def test_backup_reports_what_a_runs_source_shows(cli: Cli) -> None:
+    doc = cli("backup", str(cli.tmp / "data"), "/proc/self/mem", "--source", "prod/app/data",
+              "--verify", code=3)  # fmt: skip
+    emits_every_field(BackupSummary, doc)
+    summary = BackupSummary.model_validate(doc)
+    shown = source_result(
+        SourceResult(name="data", kind="volume"), JobOutcome("Succeeded", summary=doc)
+    )
+    assert shown.snapshot_id == summary.snapshot
+    assert shown.type == "full"
+    assert shown.files == summary.total_files
+    assert shown.bytes_read == summary.bytes_read
+    assert shown.bytes_stored == summary.bytes_stored
+    assert shown.verified is True
+    assert shown.error is not None
+    assert shown.error.reason == "FilesUnreadable"
+    assert shown.warnings[0].startswith("/proc/self/mem: ")
+
+
+def test_restore_reports_what_a_restore_request_shows(cli: Cli) -> None:
+    cli("backup", str(cli.tmp / "data"))
+    doc = cli("restore", "latest", str(cli.tmp / "out"))
+    emits_every_field(RestoreSummary, doc)
+    assert RestoreSummary.model_validate(doc).files == 2
+
+
+def test_forget_and_prune_report_what_the_policys_retention_shows(cli: Cli) -> None:
+    for _ in range(3):
+        cli("backup", str(cli.tmp / "data"), "--source", "prod/app/data")
+    doc = cli("forget", "--source-prefix", "prod/app/", "--keep-last", "1", "--prune",
+              "--grace", "0")  # fmt: skip
+    emits_every_field(ForgetSummary, doc)
+    shown = retention_result(
+        RetentionResult(run="r1", result="Running"), JobOutcome("Succeeded", summary=doc)
+    )
+    assert (shown.result, shown.snapshots_kept, shown.snapshots_forgotten) == ("Succeeded", 1, 2)
+    assert shown.bytes_freed == ForgetSummary.model_validate(doc).prune.bytes_freed  # type: ignore[union-attr]
+
+
+def test_replicate_reports_what_the_policys_replication_shows(cli: Cli) -> None:
+    cli("backup", str(cli.tmp / "data"), "--source", "prod/app/data")
+    doc = cli("replicate", "--to", (cli.tmp / "site").as_uri(), "--source-prefix", "prod/app/")
+    emits_every_field(ReplicateSummary, doc)
+    state = SiteReplication(location="site", run="r1", attempts=1)
+    assert replication._finish(state, JobOutcome("Succeeded", summary=doc), "site") == "Succeeded"
+    assert state.snapshots_copied == 1
+    assert state.bytes_transferred == ReplicateSummary.model_validate(doc).total.copied_bytes
+    assert state.newest_snapshot_time is not None
+
+
+def test_verify_reports_what_the_policys_verification_shows(cli: Cli) -> None:
+    cli("backup", str(cli.tmp / "data"))
+    doc = cli("verify", "--read-data")
+    emits_every_field(VerifySummary, doc)
+    check = VerificationCheck(location="primary")
+    verification._finish(check, JobOutcome("Succeeded", summary=doc))
+    assert check.result == "Succeeded"
+    assert check.packs_read == VerifySummary.model_validate(doc).packs_read
+    pack = next(p for p in (cli.tmp / "repo" / "data").rglob("*") if p.is_file())
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    damaged = cli("verify", "--read-data", code=4)
+    emits_every_field(VerifySummary, damaged)
+    check = VerificationCheck(location="primary")
+    verification._finish(check, JobOutcome("Failed", summary=damaged))
+    assert check.result == "Failed"
+    assert pack.name[:12] in check.message
+    assert "repair index" in check.message
+
+
+def test_the_location_check_reports_what_a_backup_location_shows(cli: Cli) -> None:
+    cli("backup", str(cli.tmp / "data"), "--source", "prod/app/data")
+    doc = cli("repo", "info")
+    emits_every_field(RepositoryInfoSummary, doc)
+    info = RepositoryInfoSummary.model_validate(doc)
+    location = BackupLocation.model_validate(
+        {"metadata": {"name": "primary", "namespace": "prod"},
+         "spec": {"provider": "filesystem", "claimName": "backups",
+                  "repositoryPasswordSecretRef": {"name": "pw", "key": "pw"}}}
+    )  # fmt: skip
+    status = BackupLocationStatus()
+    _record_summary(status, location, doc)
+    assert status.repository_id == info.repository
+    assert status.snapshot_count == 1
+    assert [s.source for s in status.sources] == ["prod/app/data"]
+
+
+def test_snapshots_report_what_a_fresh_cluster_restore_resolves(cli: Cli) -> None:
+    cli("backup", str(cli.tmp / "data"), "--source", "prod/app/data", "--meta", "kind=volume")
+    doc = cli("snapshots", "--source-prefix", "prod/app/", "--latest")
+    emits_every_field(SnapshotsSummary, doc)
+    resolved = parse_resolved(doc)
+    assert [r.source for r in resolved] == ["prod/app/data"]
+    assert resolved[0].snapshot_id == SnapshotsSummary.model_validate(doc).snapshots[0].id
+
+
+def test_a_failed_command_reports_its_error_and_exit_code(cli: Cli) -> None:
+    cli.env["SAFEHOLD_PASSWORD"] = "not the password of this repository"
+    doc = cli("backup", str(cli.tmp / "data"), code=12)
+    failed = JobSummary.model_validate(doc)
+    assert (failed.ok, failed.exit_code) == (False, 12)
+    assert failed.error
+    assert PASSWORD not in json.dumps(doc)
