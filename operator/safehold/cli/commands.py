@@ -255,14 +255,28 @@ def _check_snapshot(repo: safehold.repo.Repository, snapshot: Any) -> dict[str, 
 
 
 def restore(args: Namespace, out: Output) -> int:
+    from safehold.engine.patterns import PatternError
+    from safehold.engine.restore_select import NothingSelected, Unmatched
+
     repo = open_repo(args)
     snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
-    options = engine.RestoreOptions(includes=args.include)
+    options = engine.RestoreOptions(includes=args.include, excludes=args.exclude)
     with (
         safehold.repo.RepositoryLock(repo, exclusive=False, operation="restore"),
         out.progress("restore") as bar,
     ):
-        result = engine.restore_snapshot(repo, snap, args.target, options, progress=bar.callback())
+        try:
+            result = engine.restore_snapshot(
+                repo, snap, args.target, options, progress=bar.callback()
+            )
+        except PatternError as exc:
+            raise UsageError(str(exc)) from None
+        except NothingSelected as exc:
+            out.error(f"snapshot {snap.id[:8]}: {exc}")
+            out.summary({"ok": False, "error": str(exc), "exit_code": exitcodes.ERROR})
+            return exitcodes.ERROR
+    for item in result.unmatched:
+        out.warn(Unmatched(**item).text())
     out.print(
         f"restored snapshot {snap.id[:12]} to {args.target}: {result.files} files written, "
         f"{result.files_skipped} already complete, {human_size(result.bytes_written)}"

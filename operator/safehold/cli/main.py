@@ -242,8 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--include",
         action="append",
         default=[],
-        metavar="PATH",
-        help="restore only this path of the snapshot (repeatable)",
+        metavar="PATTERN",
+        help="restore only the paths of the snapshot this matches, as 'safehold ls' shows "
+        "them (/data/dir/file) or relative (data/dir); globs and ** as in backup; a "
+        "directory with all it holds (repeatable)",
+    )
+    restore.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out the paths this matches, even when included (repeatable)",
     )
     restore.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
     restore.add_argument(

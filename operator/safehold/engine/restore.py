@@ -30,11 +30,12 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.engine.restore_parts import FILES_PER_OWNER, PartResult, Parts
+from safehold.engine.restore_select import NothingSelected, Selection, plan_selection
 from safehold.engine.safe_fs import (
     DIR_FLAGS,
     NEW_FILE_FLAGS,
@@ -51,7 +52,7 @@ from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
 from safehold.storage import StorageError
 
-__all__ = ["RestoreOptions", "RestoreResult", "restore_snapshot"]
+__all__ = ["NothingSelected", "RestoreOptions", "RestoreResult", "restore_snapshot"]
 
 _BATCH_BLOBS = 20000
 _BATCH_FILES = 5000
@@ -79,7 +80,10 @@ _SPECIAL_KINDS = {
 
 @dataclass
 class RestoreOptions:
+    #: Patterns of the paths inside the snapshot to restore, and to leave out (the backup's
+    #: language, :mod:`safehold.engine.restore_select`); none: everything.
     includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
     workers: int = 0  # threads decoding and writing; 0: one per available CPU
     fetchers: int = _FETCHERS  # reads in flight (shared out between processes)
     #: Most processes to use; 0: one per available CPU. More than one only for a restore
@@ -99,6 +103,8 @@ class RestoreResult:
     bytes_written: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     processes: int = 1  # that restored in parallel (restore_parts)
+    #: include patterns that matched nothing (others did), with the paths closest to each
+    unmatched: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -112,6 +118,7 @@ class RestoreResult:
             "bytes_written": self.bytes_written,
             "errors": len(self.errors),
             "processes": self.processes,
+            "unmatched_includes": self.unmatched,
         }
 
 
@@ -146,7 +153,7 @@ class _Dir:
 class _Frame:
     """A directory being walked: its entries not yet restored, and where they go."""
 
-    __slots__ = ("dir", "dir_no", "dups", "entries", "fresh", "rel")
+    __slots__ = ("dir", "dir_no", "dups", "entries", "fresh", "rel", "whole")
 
     def __init__(
         self,
@@ -156,6 +163,7 @@ class _Frame:
         fresh: bool,
         dir_no: int,
         dups: set[str] | None,
+        whole: bool,
     ) -> None:
         self.entries = entries
         self.dir = where
@@ -163,6 +171,7 @@ class _Frame:
         self.fresh = fresh
         self.dir_no = dir_no
         self.dups = dups
+        self.whole = whole  # everything in it is selected (or there is no selection)
 
 
 class _PendingFile:
@@ -203,18 +212,6 @@ class _PendingFile:
         self.meta_done = False
 
 
-def _wanted(rel: str, includes: list[str]) -> tuple[bool, bool]:
-    """(restore this node, descend into it)."""
-    if not includes:
-        return True, True
-    for inc in includes:
-        if rel == inc or rel.startswith(inc + "/"):
-            return True, True
-        if inc.startswith(rel + "/"):
-            return False, True
-    return False, False
-
-
 class _Restore:
     def __init__(
         self,
@@ -224,14 +221,15 @@ class _Restore:
         options: RestoreOptions,
         progress: ProgressTracker,
         parts: Parts,
+        selection: Selection | None = None,
     ) -> None:
         self.repo = repo
         self.parts = parts
+        self.selection = selection
         self.part, self.nparts = parts.part, parts.count
         self.target = target
         self.options = options
         self.progress = progress
-        self.includes = [i.strip("/") for i in options.includes if i.strip("/")]
         self.owners = os.geteuid() == 0 if options.owners is None else options.owners
         self.result = RestoreResult(snap)
         self.plan: dict[bytes, list[tuple[_PendingFile, int]]] = defaultdict(list)
@@ -369,7 +367,7 @@ class _Restore:
         a tree thousands of levels deep takes memory and a descriptor per level, no
         recursion."""
         stack: list[_Frame] = []
-        frame = self._open_tree(tree_id, self.root, "", fresh)
+        frame = self._open_tree(tree_id, self.root, "", fresh, self.selection is None)
         while frame is not None:
             child = self._walk_dir(frame)
             if child is not None:
@@ -379,7 +377,9 @@ class _Restore:
             self._release(frame.dir)
             frame = stack.pop() if stack else None
 
-    def _open_tree(self, tree_id: str, where: _Dir, rel: str, fresh: bool) -> _Frame | None:
+    def _open_tree(
+        self, tree_id: str, where: _Dir, rel: str, fresh: bool, whole: bool
+    ) -> _Frame | None:
         """Load the tree of directory ``where`` (or report it and let go of ``where``)."""
         self.dir_no += 1
         try:
@@ -394,6 +394,7 @@ class _Restore:
         # walk: on a cold cache each is a disk read that would otherwise stall the walk,
         # which feeds the workers.
         names: list[object] = []
+        selection = self.selection
         for node in nodes:
             names.append(node.get("name"))
             sub = node.get("subtree")
@@ -402,8 +403,9 @@ class _Restore:
                 and isinstance(sub, str)
                 and sub not in self.trees_ahead
                 and (
-                    not self.includes
-                    or _wanted(f"{rel}/{node.get('name')}".lstrip("/"), self.includes)[1]
+                    whole
+                    or selection is None
+                    or selection.decide(f"{rel}/{node.get('name')}".lstrip("/"), True, False)[0]
                 )
             ):
                 self.trees_ahead[sub] = self.tree_pool.submit(self.repo.load_tree, sub)
@@ -414,7 +416,7 @@ class _Restore:
                     where.path + _shown(name),
                     "the snapshot's directory holds this name more than once: none restored",
                 )
-        return _Frame(iter(enumerate(nodes)), where, rel, fresh, self.dir_no, dups)
+        return _Frame(iter(enumerate(nodes)), where, rel, fresh, self.dir_no, dups, whole)
 
     def _walk_dir(self, frame: _Frame) -> _Frame | None:
         """Restore the entries of ``frame`` in order, up to its next subdirectory: return
@@ -428,6 +430,8 @@ class _Restore:
         )
         part, nparts = self.part, self.nparts
         prefix = where.path
+        selection = None if frame.whole else self.selection
+        whole = True
         for position, node in frame.entries:
             try:
                 kind = node["type"]
@@ -442,18 +446,17 @@ class _Restore:
                 if dups is not None and name in dups:
                     continue  # reported once by _open_tree
                 node_rel = f"{rel}/{name}" if rel else name
-                restore = True
-                if self.includes:
-                    restore, descend = _wanted(node_rel, self.includes)
-                    if not (restore or descend):
+                if selection is not None:
+                    restore, whole = selection.decide(node_rel, kind == "dir", False)
+                    if not restore:
                         continue
+                elif self.selection is not None and self.selection.filter.excluded(node_rel):
+                    continue  # in a directory selected whole, an excluded entry
                 path = prefix + name
                 if kind == "dir":
-                    child = self._enter(where, name, path, node_rel, node, fresh, restore)
+                    child = self._enter(where, name, path, node_rel, node, fresh, whole)
                     if child is not None:
                         return child
-                    continue
-                if not restore:
                     continue
                 if kind == "file":
                     content = node.get("content")
@@ -490,9 +493,10 @@ class _Restore:
         rel: str,
         node: Node,
         fresh: bool,
-        restore: bool,
+        whole: bool,
     ) -> _Frame | None:
-        """Create (or open) the directory ``name`` of ``where``; its frame, to walk it."""
+        """Create (or open) the directory ``name`` of ``where``; its frame, to walk it
+        (``whole``: everything in it is selected)."""
         try:
             if fresh:
                 try:
@@ -509,12 +513,12 @@ class _Restore:
                 self._error(path, f"cannot create directory: {exc.strerror}")
             return None
         child = self._adopt(fd, path + "/", rel)
-        if restore and self.part == 0:
+        if self.part == 0:
             self.dirs.append((rel, path, node))
             self.result.dirs += 1
         sub = node.get("subtree")
         if isinstance(sub, str):
-            return self._open_tree(sub, child, rel, sub_fresh)
+            return self._open_tree(sub, child, rel, sub_fresh, whole)
         self._release(child)
         return None
 
@@ -557,7 +561,7 @@ class _Restore:
     ) -> None:
         size = int(node.get("size", 0))
         link = node.get("hardlink")
-        if isinstance(link, str) and (not self.includes or _wanted(link, self.includes)[0]):
+        if isinstance(link, str) and (self.selection is None or self.selection.selects(link)):
             self.hardlinks.append((where.rel, name, path, link, node))
             return
         dir_fd = where.fd
@@ -665,7 +669,7 @@ class _Restore:
         out by chunk id, and part 0 sets its size and metadata once every part is done.
         """
         link = node.get("hardlink")
-        if isinstance(link, str) and (not self.includes or _wanted(link, self.includes)[0]):
+        if isinstance(link, str) and (self.selection is None or self.selection.selects(link)):
             if self.part == 0:
                 self.hardlinks.append((where.rel, name, path, link, node))
             return
@@ -1143,8 +1147,13 @@ def restore_snapshot(
     options: RestoreOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> RestoreResult:
-    """Restore ``snap`` under ``target`` (created if missing)."""
+    """Restore ``snap`` under ``target`` (created if missing).
+
+    With ``options.includes``/``excludes``, only the selected entries are restored; a bad
+    pattern raises :class:`~safehold.engine.patterns.PatternError` and a selection of nothing
+    :class:`NothingSelected`, before ``target`` is touched."""
     options = options or RestoreOptions()
+    selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
     tune_malloc()
     fresh = _absent_or_empty(target)
     os.makedirs(target, exist_ok=True)
@@ -1152,15 +1161,17 @@ def restore_snapshot(
     parts = Parts(_process_count(repo, options, fresh))
     with rare_gc():
         if parts.fork():  # before any thread of the restore starts
-            _restore_part(repo, snap, target, options, parts, chown_always)
+            _restore_part(repo, snap, target, options, parts, chown_always, selection)
         with ProgressTracker("restore", progress) as tracker:
             summary = snap.summary
             tracker.files_total = int(summary.get("total_files", 0)) or None
             tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
             tracker.elsewhere = parts.progress_elsewhere
-            r = _Restore(repo, snap, target, options, tracker, parts)
+            r = _Restore(repo, snap, target, options, tracker, parts, selection)
             r.chown_always = chown_always
             r.result.processes = parts.count
+            if selection is not None:
+                r.result.unmatched = [asdict(u) for u in selection.unmatched]
             try:
                 r.walk(snap.tree, fresh)
                 r.finish()
@@ -1186,11 +1197,12 @@ def _restore_part(
     options: RestoreOptions,
     parts: Parts,
     chown_always: bool,
+    selection: Selection | None,
 ) -> NoReturn:
     """A child's share of the restore; it ends the process (see :meth:`Parts.exit`)."""
     tracker = ProgressTracker("restore", None)
     try:
-        r = _Restore(repo, snap, target, options, tracker, parts)
+        r = _Restore(repo, snap, target, options, tracker, parts, selection)
         r.chown_always = chown_always
         r.walk(snap.tree, True)
         r.drain()

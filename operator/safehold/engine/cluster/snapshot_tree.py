@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from safehold.engine.cluster.apply import Manifest, read_tree
 from safehold.engine.cluster.export import TREE_ROOT
-from safehold.engine.restore import RestoreOptions, restore_snapshot
+from safehold.engine.restore import NothingSelected, RestoreOptions, restore_snapshot
 from safehold.repo import Repository
 from safehold.repo.snapshot import Snapshot
 
@@ -31,7 +31,9 @@ def snapshot_tree(repo: Repository, snap: Snapshot) -> Iterator[str]:
     with tempfile.TemporaryDirectory(
         prefix="safehold-resources-", dir=os.environ.get("SAFEHOLD_TMPDIR")
     ) as tmp:
-        restore_snapshot(repo, snap, tmp, RestoreOptions(includes=[TREE_ROOT]))
+        # the top-level directory only ("resources" alone would match at any depth)
+        with contextlib.suppress(NothingSelected):  # said below, for what it means here
+            restore_snapshot(repo, snap, tmp, RestoreOptions(includes=["/" + TREE_ROOT]))
         root = os.path.join(tmp, TREE_ROOT)
         if not os.path.isdir(root):
             raise NotAResourceSnapshot(
