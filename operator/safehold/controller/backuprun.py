@@ -67,8 +67,6 @@ from safehold.controller.resources import plan_resources_source, start_resources
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import meta_args, original_claim, source_meta, volume_meta
-from safehold.controller.snapshots import SnapshotError, prepare_claim, snapshot_settings
-from safehold.controller.snapshots import cleanup as snapshot_cleanup
 from safehold.controller.sources import VolumeClaim, claim_node, pattern_args, resolve_volumes
 from safehold.controller.status import (
     FINAL_PHASES,
@@ -77,6 +75,8 @@ from safehold.controller.status import (
     run_phase,
     source_result,
 )
+from safehold.controller.volume_snapshots import SnapshotError, prepare_claim, snapshot_settings
+from safehold.controller.volume_snapshots import cleanup as snapshot_cleanup
 
 __all__ = ["PLURAL", "SCHEDULE_ANNOTATION", "SOURCE_MOUNT", "reconcile"]
 
