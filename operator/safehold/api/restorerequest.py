@@ -120,7 +120,13 @@ class RestoreRequestSpec(ApiModel):
     sources: list[str] = Field(default_factory=list, max_length=64)
     """Sources to restore, by name; empty means all sources of the backup."""
     paths: list[str] = Field(default_factory=list, max_length=256)
-    """Paths or glob patterns inside volume sources to restore; empty means everything."""
+    """Patterns of the paths to restore inside each volume source, relative to the
+    volume's root, in the backup's pattern language (docs/cli.md): ``*`` and ``?`` within
+    one name, ``**`` across directories; a pattern with ``/`` is anchored at the volume's
+    root (``dir/file``, ``/top``, ``logs/*.gz``), a single name matches at any depth
+    (``*.conf``); a matching directory is restored with all it holds, with the directories
+    leading to it. When nothing matches, the source fails without writing anything and
+    its message names the closest paths. Empty means everything."""
     resources: RestoreResourceFilter | None = None
     """Which manifests of the clusterResources source to restore."""
     namespace_mapping: dict[str, str] = Field(default_factory=dict)

@@ -81,7 +81,7 @@ from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import ClaimShape, claim_shape
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
 
-__all__ = ["PLURAL", "RESTORE_ROOT", "claim_manifest", "reconcile"]
+__all__ = ["PLURAL", "RESTORE_ROOT", "claim_manifest", "reconcile", "volume_pattern"]
 
 log = logging.getLogger(__name__)
 PLURAL = "restorerequests"
@@ -549,6 +549,21 @@ def claim_manifest(
     }
 
 
+def volume_pattern(path: str) -> str:
+    """A pattern of ``spec.paths`` (relative to the volume's root, the backup's language) as
+    the restore's ``--include`` inside the snapshot, where the volume is the top-level
+    ``volume`` directory: anchored patterns (with ``/``) below it, a single name at any depth
+    below it (``*.txt`` is ``volume/**/*.txt``)."""
+    while path.startswith("./"):
+        path = "/" + path[2:]
+    name = path.strip("/")
+    if not name:
+        return "volume"
+    if "/" in path.rstrip("/"):
+        return f"volume/{name}"
+    return f"volume/**/{name}"
+
+
 def _job_request(
     rt: Runtime,
     body: dict[str, Any],
@@ -559,7 +574,7 @@ def _job_request(
     _, tns, claim = item.target.split("/", 2)
     args = ["restore", item.snapshot_id or "", RESTORE_ROOT]
     for path in req.spec.paths:
-        args += ["--include", f"volume/{path.strip('/')}"]
+        args += ["--include", volume_pattern(path)]
     target = req.spec.target
     same_ns = tns == req.metadata.namespace
     request = JobRequest(
