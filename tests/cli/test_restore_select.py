@@ -148,6 +148,7 @@ def test_a_directory_comes_back_whole_with_its_parents_metadata(
         ("dat/docs", ["/data/docs/", "as far as / (the snapshot's root), which holds: data/"]),
         ("**/*.txx", ["/data/notes.txt"]),
         ("note.txt", ["/data/notes.txt"]),
+        ("data/[/x]", ["the pattern matches as far as /data,"]),  # printed as it is, not markup
     ],
 )
 def test_a_selection_of_nothing_fails_naming_the_closest_paths(

@@ -140,10 +140,12 @@ class Output:
                 self.warn(f"cannot write the termination log {self.termination_log}: {exc}")
 
     def error(self, message: str) -> None:
-        self.err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        console = self.err_console
+        console.print(f"[bold red]error:[/] {_plain(message)}", markup=True, highlight=False)
 
     def warn(self, message: str) -> None:
-        self.err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+        console = self.err_console
+        console.print(f"[yellow]warning:[/] {_plain(message)}", markup=True, highlight=False)
 
     def warn_first(self, messages: list[str], what: str, limit: int = 20) -> None:
         """Warn with the first ``limit`` messages, then how many more there were and where
@@ -259,3 +261,11 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def _plain(message: str) -> str:
+    """``message`` as text, not markup: a pattern or a file name such as ``[abc]`` or
+    ``x[/y]`` is printed as it is (and never makes rich fail)."""
+    from rich.markup import escape
+
+    return escape(message)
