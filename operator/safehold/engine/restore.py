@@ -1164,8 +1164,9 @@ def restore_snapshot(
             _restore_part(repo, snap, target, options, parts, chown_always, selection)
         with ProgressTracker("restore", progress) as tracker:
             summary = snap.summary
-            tracker.files_total = int(summary.get("total_files", 0)) or None
-            tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
+            if selection is None:  # a selection's totals are not known: none is shown
+                tracker.files_total = int(summary.get("total_files", 0)) or None
+                tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
             tracker.elsewhere = parts.progress_elsewhere
             r = _Restore(repo, snap, target, options, tracker, parts, selection)
             r.chown_always = chown_always
