@@ -166,7 +166,10 @@ def test_a_selection_of_nothing_fails_naming_the_closest_paths(
     (target / "kept").mkdir(parents=True)
     done = _run(env, "restore", snap, str(target), "--json", "--include", pattern)
     assert done.returncode == 1
-    assert _summary(done)["exit_code"] == 1
+    doc = _summary(done)
+    assert doc["exit_code"] == 1
+    assert [u["pattern"] for u in doc["unmatched_includes"]] == [pattern]
+    assert doc["unmatched_includes"][0]["closest"] or doc["unmatched_includes"][0]["holds"]
     assert os.listdir(target) == ["kept"]
 
 

@@ -255,6 +255,8 @@ def _check_snapshot(repo: safehold.repo.Repository, snapshot: Any) -> dict[str, 
 
 
 def restore(args: Namespace, out: Output) -> int:
+    from dataclasses import asdict
+
     from safehold.engine.patterns import PatternError
     from safehold.engine.restore_select import NothingSelected, Unmatched
 
@@ -273,7 +275,14 @@ def restore(args: Namespace, out: Output) -> int:
             raise UsageError(str(exc)) from None
         except NothingSelected as exc:
             out.error(f"snapshot {snap.id[:8]}: {exc}")
-            out.summary({"ok": False, "error": str(exc), "exit_code": exitcodes.ERROR})
+            out.summary(
+                {
+                    "ok": False,
+                    "error": str(exc),
+                    "unmatched_includes": [asdict(u) for u in exc.unmatched],
+                    "exit_code": exitcodes.ERROR,
+                }
+            )
             return exitcodes.ERROR
     for item in result.unmatched:
         out.warn(Unmatched(**item).text())

@@ -41,7 +41,12 @@ _CLOSE = 0.6  # how similar (difflib's ratio) a name must be to the pattern's to
 
 class NothingSelected(ValueError):
     """The include and exclude patterns select no entry of the snapshot; the message names
-    the closest paths that exist."""
+    the closest paths that exist (``unmatched``: the include patterns that matched nothing,
+    with them)."""
+
+    def __init__(self, message: str, unmatched: list[Unmatched] | None = None) -> None:
+        super().__init__(message)
+        self.unmatched = unmatched or []
 
 
 def normalize_pattern(pattern: str) -> str:
@@ -179,7 +184,7 @@ def plan_selection(
             message += "\ndirectories that cannot be read from the repository: " + ", ".join(
                 unreadable[:5]
             )
-        raise NothingSelected(message)
+        raise NothingSelected(message, selection.unmatched)
     return selection
 
 
