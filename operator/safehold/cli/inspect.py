@@ -308,7 +308,7 @@ def run_find(args: Namespace, out: Output) -> int:
         out.warn(f"{message} (the rest of that snapshot was not searched)")
     problems = len(errors) + len(damaged)
     code = exitcodes.DAMAGED if problems else exitcodes.OK
-    if not out.json:
+    if not out.json and not out.quiet:
         print(
             f"{matches} match(es) in {len(snaps)} snapshot(s)"
             + (f"; {problems} could not be read" if problems else ""),

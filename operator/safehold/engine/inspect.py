@@ -105,9 +105,10 @@ def root_node(snapshot: Snapshot) -> TreeNode:
     return {"name": "/", "type": "dir", "subtree": snapshot.tree}
 
 
-def cached_loader(repo: Repository, size: int = 4096) -> Loader:
+def cached_loader(repo: Repository, size: int = 256) -> Loader:
     """The repository's tree loader, remembering the last ``size`` trees (snapshots of one
-    source share most of theirs)."""
+    source share most of theirs; a few hundred trees of a large directory each stay well
+    within memory)."""
     load = tree_loader(repo)
     return lru_cache(maxsize=size)(load)
 
