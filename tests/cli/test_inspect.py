@@ -374,3 +374,40 @@ def test_odd_names_hard_links_pipes_and_terminals(tmp_path: Path) -> None:
         os.close(secondary)
     assert done.returncode == 2
     assert b"not written to a terminal" in done.stderr
+
+
+def test_diff_type_changes_and_whole_directories() -> None:
+    """A file that became a directory is ``T`` and what the directory holds is added; a
+    removed directory lists all it held; a directory whose mtime alone changed is ``U``."""
+    f = "f" * 64
+
+    def node(name: str, kind: str, **more: Any) -> TreeNode:
+        base: dict[str, Any] = {"name": name, "type": kind, "mode": 0o644, "mtime_ns": 1}
+        base.update(more)
+        return base  # type: ignore[return-value]
+
+    trees: dict[str, list[TreeNode]] = {
+        "old": [
+            node("x", "file", size=1, content=[f]),
+            node("gone", "dir", subtree="gone"),
+            node("same", "dir", subtree="same"),
+        ],
+        "gone": [node("a", "file", size=2, content=[f]), node("b", "dir", subtree="b")],
+        "b": [node("c", "symlink", target="a")],
+        "same": [node("s", "file", size=1, content=[f])],
+        "new": [
+            node("x", "dir", subtree="x"),
+            node("same", "dir", subtree="same", mtime_ns=2),
+        ],
+        "x": [node("y", "file", size=3, content=[f])],
+    }
+    changes = [(c.prefix, c.path) for c in diff_trees(trees.__getitem__, "old", "new")]
+    assert changes == [
+        ("-", "/gone"),
+        ("-", "/gone/a"),
+        ("-", "/gone/b"),
+        ("-", "/gone/b/c"),
+        ("U", "/same"),
+        ("T", "/x"),
+        ("+", "/x/y"),
+    ]
