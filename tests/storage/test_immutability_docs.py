@@ -1,6 +1,6 @@
 """Run the ``console`` session of docs/immutability.md on SeaweedFS, in a lock-enabled bucket.
 
-Same conventions as tests/engine/test_forget_docs.py: ``$ `` lines are commands run by
+Same conventions as e2e/testground/console_docs.py: ``$ `` lines are commands run by
 bash (``safehold`` is this checkout's CLI), the lines after each are its expected stdout,
 with ``<id>``, ``<size>``, ``<n>`` and ``<any>`` as placeholders.
 """
