@@ -302,6 +302,7 @@ def _full_statuses(now: datetime) -> dict[str, Any]:
         RestoreRequestStatus,
     )
     from safehold.api.backuppolicy import CheckResult
+    from safehold.api.checks import TestRestoreResult, TestRestoreSource, TestRestoreState
 
     def condition(type_: str, status: Any = "True") -> Condition:
         return Condition(
@@ -336,7 +337,35 @@ def _full_statuses(now: datetime) -> dict[str, Any]:
             last_success_time=now,
             active_runs=[LocalObjectReference(name="p-2")],
             last_verification=CheckResult(time=now, result="Succeeded", message="5% read"),
-            last_test_restore=CheckResult(time=now, result="Failed", message="x", run="p-1"),
+            last_test_restore=TestRestoreResult(
+                time=now,
+                result="Failed",
+                message="x",
+                run="p-1",
+                files=3,
+                bytes=10,
+                duration_seconds=1.5,
+                sources=[
+                    TestRestoreSource(
+                        source="data",
+                        kind="volume",
+                        run="p-1",
+                        snapshot="ab" * 32,
+                        job="p-test-data-1",
+                        claim="p-test-data-1",
+                        result="Failed",
+                        reason="RestoreMismatch",
+                        message="data: 1 difference(s) from the snapshot: a: missing",
+                        files=3,
+                        bytes=10,
+                        restore_seconds=1.5,
+                        completion_time=now,
+                    )
+                ],
+            ),
+            test_restore=TestRestoreState(
+                last_schedule_time=now, next_schedule_time=now, start_time=now, sources=[]
+            ),
         ),
         "BackupRun": BackupRunStatus(
             observed_generation=1,

@@ -26,12 +26,22 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from safehold.api.base import ApiModel
+from safehold.api.checks import (
+    CheckResult,
+    ScratchDatabaseServer,
+    TestRestore,
+    TestRestoreResult,
+    TestRestoreState,
+    Verification,
+    VerificationCheck,
+    VerificationState,
+)
 from safehold.api.conditions import Conditions
 from safehold.api.enums import BackupType
 from safehold.api.errors import invalid
 from safehold.api.jobs import JobSettings
 from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
-from safehold.api.references import LocalObjectReference
+from safehold.api.references import DatabaseCredentials, LocalObjectReference
 from safehold.api.selectors import LabelSelector
 from safehold.api.types import (
     CronExpression,
@@ -142,17 +152,6 @@ class VolumeSource(ApiModel):
         return self
 
 
-class DatabaseCredentials(ApiModel):
-    """A Secret with the user name and password a dump connects with."""
-
-    name: ResourceName
-    """The Secret's name."""
-    username_key: str = Field(default="username", max_length=253)
-    """The key holding the user name."""
-    password_key: str = Field(default="password", max_length=253)
-    """The key holding the password."""
-
-
 class DatabaseSource(ApiModel):
     """A database server whose databases are dumped (pg_dump, mysqldump) into the repository."""
 
@@ -168,6 +167,13 @@ class DatabaseSource(ApiModel):
     """The databases to dump; empty dumps all of them (with roles, for postgresql)."""
     credentials_secret_ref: DatabaseCredentials
     """Where the user name and password come from."""
+
+
+def _same_server(source: DatabaseSource, server: ScratchDatabaseServer) -> bool:
+    default = 5432 if source.engine == "postgresql" else 3306
+    return source.host.lower() == server.host.lower() and (source.port or default) == (
+        server.port or default
+    )
 
 
 class ClusterResourcesSource(ApiModel):
@@ -332,37 +338,6 @@ class ReplicationTarget(ApiModel):
     snapshot the site receives."""
 
 
-class Verification(ApiModel):
-    """Checks that backups can be read back (docs/verify.md)."""
-
-    after_backup: bool = True
-    """Check each new snapshot's structure at the end of its backup Job (`safehold backup
-    --verify`: its trees and every chunk indexed in a pack that exists; no data is read):
-    the run's `status.sources[].verified`, and a damaged new snapshot fails its source
-    (SnapshotDamaged). Volume sources; database and resource sources are covered by `cron`."""
-    cron: CronExpression | None = None
-    """A check of the repository at every location of the policy (the primary and each
-    `replicateTo` site) on this schedule, in the time zone of `spec.schedule` (UTC without
-    one): a verify Job per location checks the structure (every index, pack, snapshot and
-    tree) and reads `readDataPercent` of the data. Not started while the policy is
-    suspended, nor at a location while a retention (prune) runs there."""
-    read_data_percent: int = Field(default=0, ge=0, le=100)
-    """On each scheduled check, also read and decrypt this share of the stored packs: part
-    K of N = 100 / readDataPercent (rounded down) parts by pack id, K moving on by one per
-    check (kept in `status.verification`), so every pack is read once in N checks."""
-
-
-class TestRestore(ApiModel):
-    """Regularly restores the latest snapshot into a scratch volume and compares checksums."""
-
-    cron: CronExpression
-    """When to test (in the schedule's time zone)."""
-    sources: list[str] = Field(default_factory=list, max_length=64)
-    """The volume sources to test; empty means all of them."""
-    storage_class_name: str | None = Field(default=None, max_length=253)
-    """The StorageClass of the scratch volume; empty uses the cluster's default."""
-
-
 class BackupPolicySpec(ApiModel):
     """What to back up, when, how long to keep it, and where."""
 
@@ -387,8 +362,10 @@ class BackupPolicySpec(ApiModel):
     """Checks of the repository: `cron` schedules a verify Job per location
     (docs/verify.md), reported in `status.lastVerification` and the `Verified` condition."""
     test_restore: TestRestore | None = None
-    """Regular restore tests. Refused for now: this version of the operator does not carry
-    them out yet (docs/verify.md says how to test a restore by hand)."""
+    """Scheduled test restores: the newest snapshot of each volume source restored into a
+    scratch claim and compared file by file, each database dump checked (and restored into
+    a scratch database); reported in `status.lastTestRestore` and the `RestoreTested`
+    condition (docs/verify.md)."""
     job: JobSettings | None = None
     """Resources, deadline and placement of the backup Jobs."""
     concurrency_policy: ConcurrencyPolicy = "Forbid"
@@ -405,17 +382,38 @@ class BackupPolicySpec(ApiModel):
     """Stop starting new runs; active runs continue."""
 
     @model_validator(mode="after")
-    def _no_test_restore_yet(self) -> BackupPolicySpec:
-        """`testRestore` is refused: this version of the operator does not carry out
-        scheduled test restores yet, and a field accepted but ignored would be a false
-        promise."""
-        if self.test_restore is not None:
+    def _test_restore_fits(self) -> BackupPolicySpec:
+        """`testRestore.sources` name volume or database sources of the policy (any name
+        while a volume source selects claims by label: their names are the claims'), and a
+        scratch database server is never a server the policy backs up."""
+        test = self.test_restore
+        if test is None:
+            return self
+        by_selector = any(v.selector is not None for v in self.sources.volumes)
+        known = {v.name or v.claim_name for v in self.sources.volumes}
+        known |= {d.name for d in self.sources.databases}
+        for index, name in enumerate(test.sources):
+            if name not in known and not by_selector:
+                raise invalid(
+                    f"testRestore.sources[{index}]",
+                    f"{name!r} is not a volume or database source of this policy "
+                    f"(sources: {', '.join(sorted(n for n in known if n)) or 'none'})",
+                )
+        if not self.sources.volumes and not self.sources.databases:
             raise invalid(
                 "testRestore",
-                "scheduled test restores are not carried out by this version of the "
-                "operator: remove testRestore, and test a restore by hand with a "
-                "RestoreRequest into a scratch claim (docs/verify.md)",
+                "the policy has no volume or database source to test: cluster resources "
+                "are checked by verification",
             )
+        for index, server in enumerate(test.scratch_databases):
+            for source in self.sources.databases:
+                if source.engine == server.engine and _same_server(source, server):
+                    raise invalid(
+                        f"testRestore.scratchDatabases[{index}].host",
+                        f"{server.host} is the server of database source {source.name!r}: "
+                        "a test restore creates and drops databases, so name a separate "
+                        "scratch server",
+                    )
         return self
 
     @model_validator(mode="after")
@@ -432,67 +430,6 @@ class BackupPolicySpec(ApiModel):
                 )
             seen.add(target.name)
         return self
-
-
-class CheckResult(ApiModel):
-    """The outcome of the last verification or test restore."""
-
-    time: datetime
-    """When it finished."""
-    result: Literal["Succeeded", "Failed"]
-    """Whether everything checked out."""
-    message: str = Field(default="", max_length=4096)
-    """What was checked, or what was wrong: for a verification, per location, the damaged
-    packs, snapshots and paths, and the repair verify suggests (docs/repair.md)."""
-    run: str | None = Field(default=None, max_length=253)
-    """The BackupRun whose snapshot was tested."""
-    read_data_percent: int | None = Field(default=None, ge=0, le=100)
-    """A verification: the share of the data it was to read."""
-    subset: str | None = Field(default=None, max_length=32)
-    """A verification: the part of the packs it read, K/N (empty: structure only)."""
-    locations: list[VerificationCheck] = Field(default_factory=list, max_length=9)
-    """A verification: each location's check."""
-
-
-class VerificationCheck(ApiModel):
-    """One location's verify Job of a scheduled verification."""
-
-    location: str = Field(max_length=253)
-    """The BackupLocation checked (the primary or a recovery site)."""
-    job: str | None = Field(default=None, max_length=63)
-    """The verify Job."""
-    result: Literal["Running", "Succeeded", "Failed"] = "Running"
-    """Running until the Job ends."""
-    reason: str | None = Field(default=None, max_length=128)
-    """Why it failed, e.g. RepositoryDamaged, RepositoryLocked, WrongPassword."""
-    message: str = Field(default="", max_length=2048)
-    """What was checked, or what is damaged and which repair to run."""
-    completion_time: datetime | None = None
-    """When the Job ended."""
-    packs_read: int | None = Field(default=None, ge=0)
-    """Packs read and decrypted."""
-    bytes_read: int | None = Field(default=None, ge=0)
-    """Bytes read."""
-
-
-class VerificationState(ApiModel):
-    """Where the scheduled verification stands; kept in the status, so an operator restart
-    neither repeats a slot nor restarts the rotation."""
-
-    last_schedule_time: datetime | None = None
-    """The slot of the last check started (or skipped while one still ran)."""
-    next_schedule_time: datetime | None = None
-    """The next slot."""
-    next_subset: int = Field(default=1, ge=1, le=100)
-    """The part K of the packs the next check reads."""
-    parts: int = Field(default=1, ge=1, le=100)
-    """N, the number of parts (100 / readDataPercent, rounded down)."""
-    subset: str | None = Field(default=None, max_length=32)
-    """The part the current (or last) check reads, K/N."""
-    start_time: datetime | None = None
-    """When the current (or last) check started."""
-    checks: list[VerificationCheck] = Field(default_factory=list, max_length=9)
-    """The current (or last) check's Jobs, one per location."""
 
 
 class RetentionResult(ApiModel):
@@ -584,8 +521,11 @@ class BackupPolicyStatus(ApiModel):
     location's Job ended."""
     verification: VerificationState | None = None
     """The scheduled verification's state: its rotation and running Jobs."""
-    last_test_restore: CheckResult | None = None
-    """The last restore test."""
+    last_test_restore: TestRestoreResult | None = None
+    """The last scheduled test restore (`spec.testRestore.cron`), once every source's Job
+    ended."""
+    test_restore: TestRestoreState | None = None
+    """The scheduled test restore's state: its slot and running Jobs."""
     last_retention: RetentionResult | None = None
     """The last retention (forget and prune) after a successful run."""
     replication: list[SiteReplication] = Field(default_factory=list, max_length=8)

@@ -21,6 +21,7 @@ __all__ = [
     "FAILED",
     "READY",
     "REPLICATED",
+    "RESTORE_TESTED",
     "VERIFIED",
     "Condition",
     "ConditionStatus",
@@ -43,6 +44,9 @@ REPLICATED = "Replicated"
 #: A BackupPolicy's last scheduled verification (``spec.verification.cron``) found every
 #: location's repository intact.
 VERIFIED = "Verified"
+#: A BackupPolicy's last scheduled test restore (``spec.testRestore.cron``) restored and
+#: checked every tested source.
+RESTORE_TESTED = "RestoreTested"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

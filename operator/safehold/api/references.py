@@ -6,10 +6,17 @@ to a Job, so neither the operator's process nor any status ever holds their cont
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from safehold.api.base import ApiModel
 from safehold.api.types import ResourceName, SecretKey
 
-__all__ = ["LocalObjectReference", "SecretKeyReference", "SecretReference"]
+__all__ = [
+    "DatabaseCredentials",
+    "LocalObjectReference",
+    "SecretKeyReference",
+    "SecretReference",
+]
 
 
 class LocalObjectReference(ApiModel):
@@ -33,3 +40,14 @@ class SecretKeyReference(ApiModel):
     """The Secret's name."""
     key: SecretKey = "password"
     """The key inside the Secret whose value is used."""
+
+
+class DatabaseCredentials(ApiModel):
+    """A Secret with the user name and password a dump connects with."""
+
+    name: ResourceName
+    """The Secret's name."""
+    username_key: str = Field(default="username", max_length=253)
+    """The key holding the user name."""
+    password_key: str = Field(default="password", max_length=253)
+    """The key holding the password."""

@@ -14,7 +14,10 @@ snapshots are copied to every ``replicateTo`` site (safehold.controller.replicat
 reported in ``status.replication`` and the ``Replicated`` condition. With
 ``verification.cron``, a verify Job per location checks the repositories on that schedule
 (safehold.controller.verification), reported in ``status.lastVerification`` and the
-``Verified`` condition. Backups go only to a
+``Verified`` condition. With ``testRestore.cron``, the newest backup of each volume and
+database source is restored into scratch claims (and databases) and checked on that schedule
+(safehold.controller.testrestore), reported in ``status.lastTestRestore`` and the
+``RestoreTested`` condition. Backups go only to a
 location of role primary: a policy whose ``location`` is a recovery site is not Ready.
 """
 
@@ -45,6 +48,7 @@ from safehold.controller.retention import reconcile_retention
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import concurrency_action, decide, slots_between
 from safehold.controller.status import FINAL_PHASES
+from safehold.controller.testrestore import reconcile_test_restore
 from safehold.controller.verification import reconcile_verification
 
 __all__ = ["PLURAL", "reconcile"]
@@ -156,9 +160,12 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     reconcile_retention(rt, body, policy, status, runs, active)
     reconcile_replication(rt, body, policy, status, runs)
     notes: list[str] = []
-    verification_note = reconcile_verification(rt, body, policy, status)
-    if verification_note:
-        notes.append(verification_note)
+    for note in (
+        reconcile_verification(rt, body, policy, status),
+        reconcile_test_restore(rt, body, policy, status, runs),
+    ):
+        if note:
+            notes.append(note)
     schedule = policy.spec.schedule
     if schedule is None:
         status.next_schedule_time = None

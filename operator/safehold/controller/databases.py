@@ -26,6 +26,7 @@ from safehold.api import (
     SourceResult,
 )
 from safehold.api.backuppolicy import DatabaseSource
+from safehold.api.checks import ScratchDatabaseServer
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     COMPONENT_RESTORE,
@@ -47,11 +48,13 @@ __all__ = [
     "CREDENTIALS_DIR",
     "EXISTING",
     "MissingSource",
+    "connection_args",
     "database_restore_host",
     "database_restore_item",
     "database_restore_job",
     "plan_database_sources",
     "service_namespace",
+    "source_prefix",
     "start_database_backup",
 ]
 
@@ -62,11 +65,13 @@ EXISTING = {"Skip": "skip", "Overwrite": "overwrite", "Fail": "fail"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
-def _source_prefix(ns: str, policy: str, source: str) -> str:
+def source_prefix(ns: str, policy: str, source: str) -> str:
+    """The snapshots' source prefix of a database source (``PREFIX/db/NAME`` per database)."""
     return f"{ns}/{policy}/{source}"
 
 
-def _connection_args(d: DatabaseSource) -> tuple[list[str], Mount]:
+def connection_args(d: DatabaseSource | ScratchDatabaseServer) -> tuple[list[str], Mount]:
+    """The server's connection options, and the credentials Secret as a mount."""
     creds = d.credentials_secret_ref
     args = [d.engine, "--host", d.host]
     if d.port:
@@ -130,8 +135,8 @@ def start_database_backup(
         return
     ns = run.metadata.namespace or ""
     pname = policy.metadata.name or ""
-    conn, mount = _connection_args(d)
-    args = ["dump", *conn, "--source", _source_prefix(ns, pname, d.name)]
+    conn, mount = connection_args(d)
+    args = ["dump", *conn, "--source", source_prefix(ns, pname, d.name)]
     for db in d.databases:
         args += ["--database", db]
     args += ["--tag", f"run={run.metadata.name}"]
@@ -248,8 +253,8 @@ def database_restore_job(
         req.spec.policy_ref.name if req.spec.policy_ref else ""
     )
     d = _restorable(policy, pname, ns, item.source)
-    conn, mount = _connection_args(d)
-    args = ["restore-db", *conn, "--source", _source_prefix(ns, pname, d.name)]
+    conn, mount = connection_args(d)
+    args = ["restore-db", *conn, "--source", source_prefix(ns, pname, d.name)]
     if run_tag:
         args += ["--tag", f"run={run_tag}"]
     args += ["--existing", EXISTING[req.spec.existing_resource_policy]]

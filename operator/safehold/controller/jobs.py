@@ -15,6 +15,10 @@ the repository's mounts: the hooks' commands never have the repository password 
 storage credentials in reach. It shares only an ``emptyDir`` handover directory with the
 backup container, and the mounts the request names (the source, read-only); it has its
 own ``/tmp``. See :mod:`safehold.cli.hooks` for the handover.
+
+A test restore with the user's own check (``testRestore.check``) runs the Job's command as an
+init container and the user's image after it (:class:`CheckContainer`): same restricted
+security context, no Secret volume, only the mounts it names.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from safehold import __version__
 from safehold.api.jobs import JobSettings
 
 __all__ = [
+    "CHECK_CONTAINER",
     "COMPONENT_BACKUP",
     "COMPONENT_REPLICATE",
     "COMPONENT_RESTORE",
     "COMPONENT_RETENTION",
+    "COMPONENT_TEST_RESTORE",
     "COMPONENT_VALIDATE",
     "DEFAULT_IMAGE",
     "HOOKS_CONTAINER",
@@ -50,6 +56,7 @@ __all__ = [
     "OPTIONS_DIR",
     "PASSWORD_FILE",
     "TERMINATION_LOG",
+    "CheckContainer",
     "JobRequest",
     "Mount",
     "build_job",
@@ -74,6 +81,7 @@ COMPONENT_RESTORE = "restore"
 COMPONENT_RETENTION = "retention"
 COMPONENT_REPLICATE = "replicate"
 COMPONENT_VALIDATE = "validate"
+COMPONENT_TEST_RESTORE = "test-restore"
 
 #: Where the credentials Secret's keys appear as files (``safehold --options-dir``).
 OPTIONS_DIR = "/etc/safehold/storage"
@@ -86,6 +94,8 @@ JOB_CONTAINER = "safehold"
 #: A backup Job's hooks container, and the directory it shares with the backup container.
 HOOKS_CONTAINER = "hooks"
 HOOKS_HANDOVER_DIR = "/run/safehold/hooks"
+#: A test restore's own check, run after the Job's command (then an init container).
+CHECK_CONTAINER = "check"
 _UID = 65532  # the "nonroot" user of distroless images; any non-zero id works
 
 
@@ -119,6 +129,17 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class CheckContainer:
+    """A user's container that runs after the Job's command succeeded: it sees only the
+    mounts of the request named in ``mounts`` (name -> path, read-write), its own ``/tmp``,
+    and no Secret."""
+
+    image: str
+    command: Sequence[str]
+    mounts: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class JobRequest:
     """What differs between Jobs; :func:`build_job` adds everything else."""
 
@@ -149,6 +170,8 @@ class JobRequest:
     hooks: Sequence[str] = ()
     #: The names of ``mounts`` the hooks container sees too, always read-only.
     hook_mounts: Sequence[str] = ()
+    #: Run after the command (which becomes an init container): a test restore's check.
+    check: CheckContainer | None = None
 
 
 def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
@@ -228,6 +251,26 @@ def _hooks_container(req: JobRequest) -> dict[str, Any]:
     }
 
 
+def _check_container(req: JobRequest, check: CheckContainer) -> dict[str, Any]:
+    """The user's check: the request's mounts it names, read-write, and its own ``/tmp``."""
+    by_name = {m.name: m for m in req.mounts}
+    mounts: list[dict[str, Any]] = [{"name": "check-tmp", "mountPath": "/tmp"}]
+    for name, path in check.mounts.items():
+        mount: dict[str, Any] = {"name": name, "mountPath": path, "readOnly": False}
+        if by_name[name].sub_path:
+            mount["subPath"] = by_name[name].sub_path
+        mounts.append(mount)
+    return {
+        "name": CHECK_CONTAINER,
+        "image": check.image,
+        "command": list(check.command),
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+
+
 def build_job(req: JobRequest) -> dict[str, Any]:
     """The Job manifest for ``req``."""
     labels = {
@@ -294,8 +337,12 @@ def build_job(req: JobRequest) -> dict[str, Any]:
     containers = [container]
     if req.hooks:
         containers.append(_hooks_container(req))
+    inits: list[dict[str, Any]] = []
+    if req.check:
+        inits, containers = containers, [_check_container(req, req.check)]
+        volumes.append({"name": "check-tmp", "emptyDir": {}})
     if req.resources:
-        for c in containers:
+        for c in [*inits, *containers]:
             c["resources"] = dict(req.resources)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -310,6 +357,8 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "containers": containers,
         "volumes": volumes,
     }
+    if inits:
+        pod_spec["initContainers"] = inits
     if req.hooks:
         # explicit: the hooks must not see (or signal) the backup container's processes,
         # whose /proc/PID/root and environ would reach its Secret mounts

@@ -21,6 +21,9 @@ __all__ = [
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
     "RUN_DURATION",
+    "TEST_RESTORE_DURATION",
+    "TEST_RESTORE_FAILURES",
+    "TEST_RESTORE_LAST_SUCCESS",
     "VERIFICATION_FAILURES",
     "VERIFICATION_LAST_SUCCESS",
     "serve",
@@ -118,6 +121,26 @@ VERIFICATION_FAILURES = Counter(
     "safehold_verification_failures",
     "Scheduled verifications at a location that found damage or could not run",
     _SITE,
+    registry=REGISTRY,
+)
+_TESTED = ("namespace", "policy", "source")
+TEST_RESTORE_LAST_SUCCESS = Gauge(
+    "safehold_test_restore_last_success_timestamp_seconds",
+    "When the last scheduled test restore of the source restored and checked out (Unix time)",
+    _TESTED,
+    registry=REGISTRY,
+)
+TEST_RESTORE_DURATION = Gauge(
+    "safehold_test_restore_duration_seconds",
+    "How long the source's last successful test restore took, with the check of every file: "
+    "a measured recovery time",
+    _TESTED,
+    registry=REGISTRY,
+)
+TEST_RESTORE_FAILURES = Counter(
+    "safehold_test_restore_failures",
+    "Scheduled test restores of the source that failed or found a difference",
+    _TESTED,
     registry=REGISTRY,
 )
 

@@ -101,8 +101,13 @@ class JobOutcome:
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The terminated state of the pod's Job container (``safehold``; a backup's hooks
-    container ends first, and the kubelet lists containers by name), else of any."""
-    statuses = pod.get("status", {}).get("containerStatuses") or []
+    container ends first, and the kubelet lists containers by name; a test restore's runs
+    as an init container before the user's check), else of any."""
+    pstatus = pod.get("status", {})
+    statuses = [
+        *(pstatus.get("containerStatuses") or []),
+        *(pstatus.get("initContainerStatuses") or []),
+    ]
     ordered = sorted(statuses, key=lambda s: s.get("name") != JOB_CONTAINER)
     for status in ordered:
         term = (status.get("state") or {}).get("terminated")

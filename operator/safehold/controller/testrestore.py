@@ -1,0 +1,575 @@
+"""A BackupPolicy's ``testRestore.cron``: on that schedule, the newest backup of each tested
+source is restored and checked, and everything made for the test is deleted afterwards.
+
+**What is tested.** Each volume and database source of the policy (or those
+``testRestore.sources`` names), from the newest BackupRun in which that source succeeded.
+
+- A volume source: one Job restores its snapshot into a new scratch claim (StorageClass
+  ``testRestore.storageClassName``, the size of the source's claim) with
+  ``safehold restore --verify``, which reads every restored file back and compares it with
+  the snapshot (content, size, type of every entry). With ``testRestore.check``, the user's
+  image then runs with the scratch claim at ``/scratch`` (the restore is the Job's init
+  container, so the check sees a finished restore); it passes when it exits 0.
+- A database source: one Job checks the run's dumps end to end (``safehold restore-db
+  --check``) and, with a ``testRestore.scratchDatabases`` server for the engine, restores
+  each into a scratch database there, which the command drops afterwards.
+
+**Nothing is left behind.** The scratch claim is created after its Job, with the Job as
+its owner: deleting the Job (the operator does once it has read the outcome) makes the
+garbage collector delete the claim, so the operator needs no right to delete claims and a
+claim can never outlive its Job. A Job of this policy's tests that the status does not list
+as running (an operator stopped between creating it and writing the status) is deleted at
+the next reconcile, and every Job has a TTL.
+
+**State.** The slot started last and the running Jobs are kept in
+``status.testRestore``, so a restarted operator neither repeats a slot nor loses a Job;
+Job and claim names are derived from the policy, the source and the slot. When every Job
+has ended: ``status.lastTestRestore`` (files and bytes checked, the measured restore time),
+the ``RestoreTested`` condition, an Event, and the metrics
+``safehold_test_restore_last_success_timestamp_seconds``,
+``safehold_test_restore_duration_seconds`` and ``safehold_test_restore_failures_total``.
+A slot that comes while a test still runs is skipped; a test waits (its slot is kept)
+while a retention Job runs at the primary, and does not start while the policy is
+suspended.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from safehold.api import RESTORE_TESTED, BackupLocation, BackupPolicy, SourceResult, validate_spec
+from safehold.api.backuppolicy import BackupPolicyStatus, Schedule, ScheduleSlot
+from safehold.api.checks import (
+    ScratchDatabaseServer,
+    TestRestoreResult,
+    TestRestoreSource,
+    TestRestoreState,
+)
+from safehold.api.conditions import set_condition
+from safehold.controller import metrics
+from safehold.controller.common import now, parse_time
+from safehold.controller.databases import connection_args, source_prefix
+from safehold.controller.jobs import (
+    CHECK_CONTAINER,
+    COMPONENT_TEST_RESTORE,
+    JOB_CONTAINER,
+    LABEL_COMPONENT,
+    LABEL_POLICY,
+    LABEL_SOURCE,
+    CheckContainer,
+    JobRequest,
+    Mount,
+    build_job,
+    job_name,
+    label_value,
+    with_settings,
+)
+from safehold.controller.kube import ApiException
+from safehold.controller.repository import with_repository
+from safehold.controller.retention import active_retention_job
+from safehold.controller.runtime import Runtime
+from safehold.controller.schedule import decide
+from safehold.controller.status import JobOutcome, job_outcome
+
+__all__ = [
+    "RESTORE_ROOT",
+    "SCRATCH_MOUNT",
+    "Candidate",
+    "newest_backups",
+    "reconcile_test_restore",
+    "scratch_size",
+    "test_restore_schedule",
+]
+
+#: Where a test restore writes: the snapshot's ``volume`` directory is the scratch claim.
+RESTORE_ROOT = "/restore"
+#: Where the user's check sees the scratch claim.
+SCRATCH_MOUNT = "/scratch"
+_GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A source to test and the newest run in which it succeeded."""
+
+    name: str
+    kind: Literal["volume", "database"]
+    run: str
+    result: SourceResult
+
+
+def test_restore_schedule(policy: BackupPolicy) -> Schedule | None:
+    """``testRestore.cron`` as a one-slot schedule in the policy schedule's time zone."""
+    spec = policy.spec.test_restore
+    if spec is None:
+        return None
+    zone = policy.spec.schedule.time_zone if policy.spec.schedule else "UTC"
+    return Schedule(time_zone=zone, slots=[ScheduleSlot(cron=spec.cron)])
+
+
+def _results(run: Mapping[str, Any]) -> list[SourceResult]:
+    out = []
+    for doc in (run.get("status") or {}).get("sources") or []:
+        try:
+            out.append(SourceResult.model_validate(doc))
+        except ValidationError:
+            continue  # a result this version cannot read is not a candidate
+    return out
+
+
+def newest_backups(
+    policy: BackupPolicy, runs: Sequence[Mapping[str, Any]]
+) -> tuple[list[Candidate], list[str]]:
+    """Each tested source with the newest run in which it succeeded (by the run's
+    completion), in name order; and the names ``testRestore.sources`` lists that no run
+    has backed up successfully. A database source no longer in the policy is not tested
+    (its server and engine are unknown)."""
+    spec = policy.spec.test_restore
+    wanted = set(spec.sources) if spec else set()
+    databases = {d.name for d in policy.spec.sources.databases}
+    best: dict[str, tuple[datetime, Candidate]] = {}
+    for run in runs:
+        when = parse_time((run.get("status") or {}).get("completionTime"))
+        if when is None:
+            continue
+        for result in _results(run):
+            if result.phase != "Succeeded" or (wanted and result.name not in wanted):
+                continue
+            if result.kind == "volume" and result.snapshot_id:
+                kind: Literal["volume", "database"] = "volume"
+            elif result.kind == "database" and result.name in databases:
+                kind = "database"
+            else:
+                continue
+            held = best.get(result.name)
+            if held is None or when > held[0]:
+                name = run["metadata"]["name"]
+                best[result.name] = (when, Candidate(result.name, kind, name, result))
+    missing = sorted(wanted - set(best))
+    return [best[name][1] for name in sorted(best)], missing
+
+
+def scratch_size(source_claim: Mapping[str, Any] | None, bytes_read: int | None) -> str:
+    """The scratch claim's size: the source claim's request, else room for what the backup
+    read plus a fifth (at least 1 GiB)."""
+    if source_claim is not None:
+        size = ((source_claim.get("spec") or {}).get("resources") or {}).get("requests", {})
+        if size.get("storage"):
+            return str(size["storage"])
+    need = math.ceil((bytes_read or 0) * 1.2 / _GIB)
+    return f"{max(1, need)}Gi"
+
+
+def _source_claim(policy: BackupPolicy, source: str) -> str:
+    """The claim a volume source reads: its ``claimName``, else (a selector) its own name."""
+    for volume in policy.spec.sources.volumes:
+        if (volume.name or volume.claim_name) == source and volume.claim_name:
+            return volume.claim_name
+    return source
+
+
+def _claim_manifest(
+    name: str, policy: BackupPolicy, size: str, job: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The scratch claim, owned by its Job (deleted with it by the garbage collector)."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+    }
+    assert policy.spec.test_restore is not None
+    if policy.spec.test_restore.storage_class_name:
+        spec["storageClassName"] = policy.spec.test_restore.storage_class_name
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/managed-by": "safehold-operator",
+                LABEL_COMPONENT: COMPONENT_TEST_RESTORE,
+                LABEL_POLICY: label_value(policy.metadata.name or ""),
+            },
+            # no blockOwnerDeletion: that would need rights on the Job's finalizers
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def _request(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    location: BackupLocation,
+    entry: TestRestoreSource,
+    args: list[str],
+    mounts: list[Mount],
+    check: CheckContainer | None = None,
+) -> JobRequest:
+    request = JobRequest(
+        name=entry.job or "",
+        namespace=policy.metadata.namespace or "",
+        component=COMPONENT_TEST_RESTORE,
+        args=args,
+        labels={LABEL_POLICY: policy.metadata.name or "", LABEL_SOURCE: entry.source},
+        owner=body,
+        mounts=mounts,
+        image=rt.image,
+        check=check,
+    )
+    request = with_repository(request, location)
+    request = with_settings(request, rt.job_settings(policy.spec.job))
+    # A failed test is reported and tried again at the next slot, not by the Job.
+    return replace(request, backoff_limit=0)
+
+
+def _start_volume(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    location: BackupLocation,
+    entry: TestRestoreSource,
+    result: SourceResult,
+) -> None:
+    """The restore Job first, then its scratch claim (the Job's pod waits for it)."""
+    ns = policy.metadata.namespace or ""
+    spec = policy.spec.test_restore
+    assert spec is not None
+    assert entry.job
+    assert entry.snapshot
+    mounts = [
+        Mount(name="staging", path=RESTORE_ROOT, volume={"emptyDir": {}}, read_only=False),
+        Mount(
+            name="scratch",
+            path=f"{RESTORE_ROOT}/volume",
+            volume={"persistentVolumeClaim": {"claimName": entry.job}},
+            read_only=False,
+        ),
+    ]
+    check = None
+    if spec.check is not None:
+        check = CheckContainer(spec.check.image, spec.check.command, {"scratch": SCRATCH_MOUNT})
+    args = ["restore", entry.snapshot, RESTORE_ROOT, "--verify"]
+    rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts, check)))
+    job = rt.kube.get_job(ns, entry.job)
+    if job is None:
+        raise LookupError(f"the Job {entry.job} vanished right after it was created")
+    size = scratch_size(rt.kube.get_pvc(ns, _source_claim(policy, entry.source)), result.bytes_read)
+    rt.kube.create_pvc(ns, _claim_manifest(entry.job, policy, size, job))
+    entry.claim = entry.job
+
+
+def _scratch_server(policy: BackupPolicy, source: str) -> ScratchDatabaseServer | None:
+    spec = policy.spec.test_restore
+    d = next(d for d in policy.spec.sources.databases if d.name == source)
+    servers = spec.scratch_databases if spec else []
+    return next((s for s in servers if s.engine == d.engine), None)
+
+
+def _start_database(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    location: BackupLocation,
+    entry: TestRestoreSource,
+) -> None:
+    """One Job checks the run's dumps, and restores them into a scratch database when the
+    policy names a scratch server for the engine."""
+    ns = policy.metadata.namespace or ""
+    d = next(d for d in policy.spec.sources.databases if d.name == entry.source)
+    prefix = source_prefix(ns, policy.metadata.name or "", d.name)
+    args = ["restore-db", "--check", "--source", prefix, "--tag", f"run={entry.run}"]
+    mounts: list[Mount] = []
+    server = _scratch_server(policy, entry.source)
+    if server is None:
+        args.insert(1, d.engine)
+    else:
+        conn, mount = connection_args(server)
+        args = ["restore-db", *conn, "--scratch", *args[1:]]
+        mounts.append(mount)
+    rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts)))
+
+
+def _load_location(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
+    body = rt.kube.get_cr("backuplocations", ns, name)
+    if body is None or validate_spec("BackupLocation", body.get("spec")):
+        return None
+    return BackupLocation.model_validate(body)
+
+
+def _fail(entry: TestRestoreSource, reason: str, message: str) -> None:
+    entry.result = "Failed"
+    entry.reason = reason
+    entry.message = f"{entry.source}: {message}"[:2048]
+    entry.completion_time = now()
+
+
+def _start(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    state: TestRestoreState,
+    slot: datetime,
+    tested: tuple[list[Candidate], list[str]],
+) -> None:
+    ns = policy.metadata.namespace or ""
+    pname = policy.metadata.name or ""
+    minute = str(int(slot.timestamp() // 60))
+    candidates, missing = tested
+    state.start_time = now()
+    state.sources = []
+    location = _load_location(rt, ns, policy.spec.location.name)
+    for c in candidates:
+        entry = TestRestoreSource(
+            source=c.name,
+            kind=c.kind,
+            run=c.run,
+            snapshot=c.result.snapshot_id if c.kind == "volume" else None,
+            job=job_name(pname, "test", c.name, minute),
+            # never an empty message: the API client sends "" as null, which the schema refuses
+            message=f"{c.name}: testing the backup of run {c.run}",
+        )
+        state.sources.append(entry)
+        if location is None:
+            _fail(entry, "LocationNotFound", "the BackupLocation does not exist or is not valid")
+            continue
+        try:
+            if c.kind == "volume":
+                _start_volume(rt, body, policy, location, entry, c.result)
+            else:
+                _start_database(rt, body, policy, location, entry)
+        except (ApiException, LookupError) as exc:
+            reason = exc.reason if isinstance(exc, ApiException) else str(exc)
+            _fail(entry, "JobNotCreated", f"the test restore could not be started: {reason}")
+    for name in missing:
+        entry = TestRestoreSource(source=name, kind="volume", run="none", message=name)
+        _fail(entry, "NoBackup", "no run of this policy has backed this source up successfully")
+        state.sources.append(entry)
+
+
+def _container(pods: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    """The terminated state of container ``name`` (init or not) in the newest pod."""
+    for pod in reversed(pods):
+        pstatus = pod.get("status") or {}
+        for cs in [
+            *(pstatus.get("initContainerStatuses") or []),
+            *(pstatus.get("containerStatuses") or []),
+        ]:
+            if cs.get("name") == name and (cs.get("state") or {}).get("terminated"):
+                return dict(cs["state"]["terminated"])
+    return None
+
+
+def _seconds(term: Mapping[str, Any] | None) -> float | None:
+    if term is None:
+        return None
+    start, end = parse_time(term.get("startedAt")), parse_time(term.get("finishedAt"))
+    return max(0.0, (end - start).total_seconds()) if start and end else None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _problems(verify: Mapping[str, Any]) -> str:
+    problems = [p for p in verify.get("problems") or [] if isinstance(p, dict)]
+    total = int(verify.get("problems_total") or len(problems))
+    shown = "; ".join(f"{p.get('path') or '/'}: {p.get('error')}" for p in problems[:5])
+    more = f"; and {total - min(5, len(problems))} more" if total > min(5, len(problems)) else ""
+    return f"{total} difference(s) from the snapshot: {shown}{more}"
+
+
+def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence[Any]) -> None:
+    doc = outcome.summary or {}
+    verify = doc.get("verify") if isinstance(doc.get("verify"), dict) else None
+    entry.restore_seconds = _seconds(_container(pods, JOB_CONTAINER))
+    if verify is not None:
+        entry.files = int(verify.get("files") or 0)
+        entry.bytes = int(verify.get("bytes") or 0)
+    check = _container(pods, CHECK_CONTAINER)
+    if outcome.state == "Succeeded" and verify is not None:
+        entry.result = "Succeeded"
+        entry.reason = None
+        passed = "; your check passed" if check is not None else ""
+        entry.message = (
+            f"{entry.source}: restored snapshot {(entry.snapshot or '')[:12]} of run {entry.run} "
+            f"into a scratch claim: {entry.files} files ({_mib(entry.bytes or 0)}) match the "
+            f"snapshot{passed}"
+        )
+        entry.completion_time = parse_time(outcome.completion_time) or now()
+        return
+    if verify is not None and int(verify.get("problems_total") or 0) > 0:
+        _fail(entry, "RestoreMismatch", _problems(verify))
+    elif verify is not None and doc.get("ok") and check is not None and check.get("exitCode"):
+        tail = str(check.get("message") or "").strip().splitlines()[-1:] or ["no output"]
+        _fail(
+            entry,
+            "CheckFailed",
+            f"the restore matched the snapshot, but your check exited {check.get('exitCode')}: "
+            f"{tail[0][:500]}",
+        )
+    else:
+        error = outcome.error
+        why = error.message if error else "the test restore Job failed"
+        _fail(entry, error.reason if error else "Failed", why)
+
+
+def _finish_database(entry: TestRestoreSource, outcome: JobOutcome) -> None:
+    doc = outcome.summary or {}
+    checks = [c for c in doc.get("checks") or [] if isinstance(c, dict)]
+    entry.files = len(checks) or None
+    entry.bytes = sum(int(c.get("bytes") or 0) for c in checks) or None
+    if outcome.state == "Succeeded" and doc.get("ok", True):
+        entry.result = "Succeeded"
+        entry.reason = None
+        scratch = "; restored into a scratch database and dropped" if doc.get("scratch") else ""
+        entry.message = (
+            f"{entry.source}: the dumps of run {entry.run} are whole "
+            f"({entry.files or 0} dump(s), {_mib(entry.bytes or 0)}){scratch}"
+        )
+        entry.completion_time = parse_time(outcome.completion_time) or now()
+        return
+    error = outcome.error
+    _fail(entry, error.reason if error else "Failed", error.message if error else "failed")
+
+
+def _record(rt: Runtime, body: Mapping[str, Any], entry: TestRestoreSource) -> None:
+    meta = body.get("metadata", {})
+    labels = (meta.get("namespace", ""), meta.get("name", ""), entry.source)
+    if entry.result == "Succeeded":
+        when = entry.completion_time or now()
+        metrics.TEST_RESTORE_LAST_SUCCESS.labels(*labels).set(when.timestamp())
+        if entry.restore_seconds is not None:
+            metrics.TEST_RESTORE_DURATION.labels(*labels).set(entry.restore_seconds)
+    elif entry.result == "Failed":
+        metrics.TEST_RESTORE_FAILURES.labels(*labels).inc()
+        rt.kube.event(
+            body, "TestRestoreFailed", f"{entry.reason}: {entry.message}"[:1024], warning=True
+        )
+
+
+def _follow(rt: Runtime, body: Mapping[str, Any], state: TestRestoreState) -> bool:
+    """Follow the running Jobs; delete each once ended (its claim goes with it). True
+    while any still runs."""
+    ns = body["metadata"]["namespace"]
+    for entry in (e for e in state.sources if e.result == "Running"):
+        job = rt.kube.get_job(ns, entry.job) if entry.job else None
+        if job is None:
+            _fail(entry, "JobDeleted", f"the test restore Job {entry.job} is gone")
+        else:
+            pods = rt.kube.job_pods(ns, entry.job or "")
+            outcome = job_outcome(job, pods)
+            if outcome.state in ("Pending", "Running"):
+                continue
+            if entry.kind == "volume":
+                _finish_volume(entry, outcome, pods)
+            else:
+                _finish_database(entry, outcome)
+            rt.kube.delete_job(ns, entry.job or "")
+        _record(rt, body, entry)
+    return any(e.result == "Running" for e in state.sources)
+
+
+def _sweep(rt: Runtime, ns: str, policy: str, state: TestRestoreState) -> None:
+    """Delete this policy's test Jobs the status does not list as running (with their
+    claims): left by an operator stopped between creating a Job and writing the status."""
+    running = {e.job for e in state.sources if e.result == "Running"}
+    selector = f"{LABEL_COMPONENT}={COMPONENT_TEST_RESTORE},{LABEL_POLICY}={label_value(policy)}"
+    for job in rt.kube.list_jobs(ns, selector):
+        if job["metadata"]["name"] not in running:
+            rt.kube.delete_job(ns, job["metadata"]["name"])
+
+
+def _conclude(
+    rt: Runtime, body: Mapping[str, Any], state: TestRestoreState, status: BackupPolicyStatus
+) -> None:
+    """Every Job has ended: the outcome into ``lastTestRestore`` and ``RestoreTested``."""
+    failed = [e for e in state.sources if e.result != "Succeeded"]
+    ends = [e.completion_time for e in state.sources if e.completion_time]
+    durations = [e.restore_seconds for e in state.sources if e.restore_seconds is not None]
+    runs = sorted({e.run for e in state.sources if e.run != "none"})
+    message = "; ".join(e.message for e in (failed or state.sources))
+    status.last_test_restore = TestRestoreResult(
+        time=max(ends) if ends else now(),
+        result="Failed" if failed else "Succeeded",
+        message=message[:4096],
+        run=runs[-1] if runs else None,
+        files=sum(e.files or 0 for e in state.sources if e.kind == "volume"),
+        bytes=sum(e.bytes or 0 for e in state.sources),
+        duration_seconds=max(durations) if durations else None,
+        sources=[e.model_copy() for e in state.sources],
+    )
+    status.conditions = set_condition(
+        status.conditions,
+        RESTORE_TESTED,
+        "False" if failed else "True",
+        (failed[0].reason or "Failed") if failed else "RestoreTested",
+        message[:4096],
+        now=now(),
+        observed_generation=body["metadata"].get("generation"),
+    )
+    if not failed:
+        rt.kube.event(body, "RestoreTested", message[:1024])
+
+
+def reconcile_test_restore(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    status: BackupPolicyStatus,
+    runs: Sequence[Mapping[str, Any]],
+) -> str | None:
+    """Follow the running test into the status, or start one at a due slot. Returns a note
+    for the Ready condition (a skipped or waiting slot), or None. The caller writes the
+    status."""
+    schedule = test_restore_schedule(policy)
+    if schedule is None and status.test_restore is None:
+        return None
+    ns = policy.metadata.namespace or ""
+    state = status.test_restore = status.test_restore or TestRestoreState()
+    running = [e for e in state.sources if e.result == "Running"]
+    busy = _follow(rt, body, state)
+    if running and not busy:
+        _conclude(rt, body, state, status)
+    _sweep(rt, ns, policy.metadata.name or "", state)
+    if schedule is None:
+        if not busy:
+            status.test_restore = None  # cron removed: its last result stays
+        return None
+    current = now()
+    decision = decide(
+        schedule,
+        last_slot=state.last_schedule_time,
+        created=parse_time(body["metadata"].get("creationTimestamp")) or current,
+        now=current,
+        starting_deadline_seconds=None,
+    )
+    state.next_schedule_time = decision.next_time
+    if decision.slot is None or policy.spec.suspend:
+        if decision.slot is not None:
+            state.last_schedule_time = decision.slot  # suspended: the slot passes
+        return None
+    at = decision.slot.isoformat()
+    if busy:
+        state.last_schedule_time = decision.slot
+        return f"the test restore slot at {at} was skipped: the previous test still runs"
+    job = active_retention_job(rt, ns, policy.spec.location.name)
+    if job is not None:
+        return f"the test restore waits for retention Job {job}"
+    tested = newest_backups(policy, runs)
+    state.last_schedule_time = decision.slot
+    if not tested[0] and not tested[1]:
+        return f"the test restore slot at {at} was skipped: no source has a backup to test yet"
+    _start(rt, body, policy, state, decision.slot, tested)
+    if not any(e.result == "Running" for e in state.sources):
+        _conclude(rt, body, state, status)
+    return None
