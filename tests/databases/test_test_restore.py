@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from safehold.api.summaries import DatabaseTestSummary, DumpCheckSummary, ScratchRestoreSummary
 from testground.databases import DatabaseServer, drop_database, load_sample_data, table_contents
 
 REPO_PASSWORD = "repo password for test-restore tests"
@@ -68,6 +70,15 @@ def _server(request: pytest.FixtureRequest, engine: str) -> DatabaseServer:
 def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return doc
+
+
+def _emits_every_field(model: type[BaseModel], doc: dict[str, Any]) -> None:
+    """The Job contract: every field of the model the lead's controller reads is reported."""
+    assert set(model.model_fields) <= set(doc), sorted(set(model.model_fields) - set(doc))
+    for name in ("databases",):
+        sub = model.model_fields[name].annotation.__args__[0]  # type: ignore[union-attr]
+        for item in doc[name]:
+            assert set(sub.model_fields) <= set(item), sorted(set(sub.model_fields) - set(item))
 
 
 def _conn(server: DatabaseServer, tmp_path: Path) -> list[str]:
@@ -200,6 +211,11 @@ def test_scratch_restore_counts_tables_and_drops(
     assert scratch["dropped"] is True
     assert scratch["database"].startswith(f"safehold_test_{snapshot[:8]}_")
     assert scratch["seconds"] > 0
+    _emits_every_field(DumpCheckSummary, doc["check"])
+    _emits_every_field(ScratchRestoreSummary, scratch)
+    parsed = DatabaseTestSummary.model_validate(doc)
+    assert parsed.scratch is not None
+    assert parsed.scratch.databases[0].tables == 3
     (entry,) = scratch["databases"]
     assert entry["database"] == db
     assert entry["scratch_database"] == scratch["database"]
