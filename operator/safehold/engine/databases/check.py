@@ -181,8 +181,7 @@ def _check_pg_archive(chunks: Iterable[bytes], check: DumpCheck) -> None:
             return
     if "pg_restore" not in open_:
         check.error = (
-            f"the dump is damaged: pg_restore stopped reading before its end ({check.bytes} "
-            "bytes)"
+            f"the dump is damaged: pg_restore stopped reading before its end ({check.bytes} bytes)"
         )
 
 

@@ -113,6 +113,11 @@ def scratch_restore(
     A restore that fails is recorded in its :class:`ScratchRestore` and the next one runs;
     a dump of another engine than the server's is a :class:`DumpError` before anything.
     """
+    if all(item.database == "globals" for item in items):
+        raise DumpError(
+            "the snapshots hold only PostgreSQL's roles (globals), which a test restore "
+            "leaves out: choose a database's dump"
+        )
     result = ScratchResult()
     with DatabaseClient(conn) as client:
         result.leftovers_dropped = _drop_leftovers(client, clock())
