@@ -186,6 +186,18 @@ def test_check_passes_on_real_dump_and_fails_on_truncated(
     done = run("restore-db", "--check", "--snapshot", snapshot, "--json")
     assert done.returncode == 0
     assert _summary(done)["check"]["ok"] is True
+
+    # the repository's copy damaged (a byte flipped in every pack): exit 4, the object named
+    for pack in (tmp_path / "repo" / "data").rglob("*"):
+        if pack.is_file() and pack.stat().st_size > 4096:
+            with pack.open("r+b") as f:
+                f.seek(pack.stat().st_size // 2)
+                byte = f.read(1)
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([byte[0] ^ 0xFF]))
+    done = run("restore-db", "--check", "--snapshot", snapshot, "--json")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "the repository's copy is damaged: data/" in _summary(done)["check"]["error"]
     drop_database(server, db)
 
 
