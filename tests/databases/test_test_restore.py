@@ -327,3 +327,37 @@ def test_old_leftover_is_dropped_and_nothing_else(
         for name in (busy, recent, lookalike):
             drop_database(server, name)
         drop_database(server, db)
+
+
+def test_scratch_sigterm_mid_statement_on_mariadb(
+    mariadb_server: DatabaseServer, env: dict[str, str], run: Run, tmp_path: Path
+) -> None:
+    """The real mysql client stopped while the server runs the dump's large INSERTs: the
+    server's session is ended (KILL) so that the scratch database can be dropped."""
+    server = mariadb_server
+    db = f"mid_{tmp_path.name[-6:].replace('-', '_')}"
+    _dumped(run, server, tmp_path, db, rows=300_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safehold", "restore-db", "mysql", *_conn(server, tmp_path),
+         "--scratch", "--source", "t", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        probe = (
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE "
+            "'safehold\\_test\\_%' AND TABLE_NAME = 'events'"
+        )
+        while server.sql(probe).strip() in ("", "0"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the restore did not reach the large table"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert _scratch_databases(server) == []
+    drop_database(server, db)
