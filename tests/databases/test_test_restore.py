@@ -126,6 +126,21 @@ def _store_damaged(run: Run, snapshot: str, db: str, engine: str, keep: int) -> 
     assert done.returncode == 0, done.stderr
 
 
+def test_usage_errors_name_what_is_missing(run: Run) -> None:
+    for args, message in [
+        (["--check"], "needs --source PREFIX or --snapshot ID"),
+        (["--scratch", "--source", "t"], "needs ENGINE (postgresql or mysql) and --host"),
+        (["mysql", "--scratch", "--source", "t"], "needs --host"),
+        (["mysql", "--source", "t"], "needs --host"),
+        (["--snapshot", "abc", "--source", "t"], "--snapshot goes with --check or --scratch"),
+        (["--check", "--snapshot", "abc", "--source", "t"], "leave out --source"),
+        (["--check", "--source", "t", "--rename-to", "x"], "go with a restore, not a test"),
+    ]:
+        done = run("restore-db", *args, "--json")
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in _summary(done)["error"], args
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_check_passes_on_real_dump_and_fails_on_truncated(
     engine: str, request: pytest.FixtureRequest, run: Run, tmp_path: Path

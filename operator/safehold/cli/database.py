@@ -3,7 +3,9 @@
 ``dump postgresql|mysql`` runs pg_dump (custom format) / pg_dumpall --globals-only /
 mysqldump and streams each database into its own snapshot (source ``SOURCE/db/NAME``,
 plus ``SOURCE/globals`` for PostgreSQL roles when every database is dumped).
-``restore-db`` streams the newest matching snapshots back into pg_restore / mysql.
+``restore-db`` streams the newest matching snapshots back into pg_restore / mysql; its
+test restores are ``--check`` (each dump read to its end, no server) and ``--scratch``
+(each dump restored into a scratch database that is dropped afterwards).
 
 Database credentials come only from files (a mounted Secret): ``--db-user-file`` (or
 ``--db-user``, a user name is no secret) and ``--db-password-file``. There is no option
@@ -252,10 +254,7 @@ def _test_items(repo: Repository, args: Namespace) -> list[DatabaseSnapshot]:
     from safehold.engine.databases.restore import find_database_snapshots, snapshot_database
 
     if args.snapshot:
-        if args.source or args.database or args.tag:
-            raise UsageError("--snapshot picks the dump: leave out --source, --database, --tag")
         return [snapshot_database(repo.find_snapshot(args.snapshot))]
-    _required(args, "--source")
     return find_database_snapshots(repo, args.source.strip("/"), args.tag, args.database)
 
 
@@ -268,6 +267,10 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
 
     if args.existing != "fail" or args.rename_to or args.no_globals:
         raise UsageError("--existing, --rename-to and --no-globals go with a restore, not a test")
+    if args.snapshot and (args.source or args.database or args.tag):
+        raise UsageError("--snapshot picks the dump: leave out --source, --database and --tag")
+    if not args.snapshot and not args.source:
+        raise UsageError("restore-db --check/--scratch needs --source PREFIX or --snapshot ID")
     if args.scratch:
         _required(args, "", "--host")
     conn = _connection(args) if args.scratch else None
