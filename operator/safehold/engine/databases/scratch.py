@@ -9,7 +9,7 @@ database behind: every run first drops the scratch databases older than an hour 
 session is using. Databases whose names do not have that exact form are never touched.
 
 PostgreSQL dumps are restored with ``pg_restore --no-owner --no-acl`` (the scratch server
-need not have the roles), MySQL dumps with ``mysql`` into a database created utf8mb4.
+need not have the roles) into a database made from ``template0``, MySQL dumps with ``mysql`` into a database created utf8mb4.
 PostgreSQL's roles (``globals``) are server-wide, so they are never restored here.
 """
 
@@ -151,7 +151,8 @@ def _restore_one(
     started = time.monotonic()
     try:
         if conn.engine == "postgresql":
-            client.query(f"CREATE DATABASE {quoted}")
+            # template0: objects someone added to template1 must not clash with the dump's
+            client.query(f"CREATE DATABASE {quoted} TEMPLATE template0")
             tool, args = "pg_restore", ["--no-owner", "--no-acl", "-d", restore.scratch]
         else:
             client.query(
