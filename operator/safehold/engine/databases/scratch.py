@@ -9,7 +9,8 @@ database behind: every run first drops the scratch databases older than an hour 
 session is using. Databases whose names do not have that exact form are never touched.
 
 PostgreSQL dumps are restored with ``pg_restore --no-owner --no-acl`` (the scratch server
-need not have the roles) into a database made from ``template0``, MySQL dumps with ``mysql`` into a database created utf8mb4.
+need not have the roles) into a database made from ``template0``, MySQL dumps with
+``mysql`` into a database created utf8mb4.
 PostgreSQL's roles (``globals``) are server-wide, so they are never restored here.
 """
 
