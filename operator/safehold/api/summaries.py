@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BackupSummary",
+    "DatabaseDumpCheck",
+    "DatabaseTestSummary",
+    "DumpCheckSummary",
     "ForgetSummary",
     "JobSummary",
     "PathError",
@@ -23,6 +26,8 @@ __all__ = [
     "ReplicateSummary",
     "RepositoryInfoSummary",
     "RestoreSummary",
+    "ScratchDatabase",
+    "ScratchRestoreSummary",
     "SnapshotCheck",
     "SnapshotItem",
     "SnapshotsSummary",
@@ -151,3 +156,64 @@ class SnapshotsSummary(JobSummary):
 
     snapshots: list[SnapshotItem] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
+
+
+class DatabaseDumpCheck(_Summary):
+    """One database's dump, read to its end by ``restore-db --check``."""
+
+    database: str = ""
+    snapshot: str = ""
+    engine: str = ""  # postgresql or mysql (MariaDB too), as database.engine in snapshots
+    bytes: int = Field(default=0, ge=0)
+    objects: int = Field(default=0, ge=0)  # pg: table-of-contents entries; mysql: statements
+    tables: int = Field(default=0, ge=0)
+    ok: bool = False
+    error: str | None = None
+
+
+class DumpCheckSummary(_Summary):
+    """``restore-db --check``'s ``check`` key: totals over the databases, the first error."""
+
+    engine: str = ""
+    bytes: int = Field(default=0, ge=0)
+    objects: int = Field(default=0, ge=0)
+    tables: int = Field(default=0, ge=0)
+    ok: bool = False
+    error: str | None = None
+    databases: list[DatabaseDumpCheck] = Field(default_factory=list)
+
+
+class ScratchDatabase(_Summary):
+    """One dump restored into a scratch database by ``restore-db --scratch``."""
+
+    database: str = ""  # the dumped database
+    snapshot: str = ""
+    scratch_database: str = ""
+    tables: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+    dropped: bool = False
+    ok: bool = False
+    error: str | None = None
+
+
+class ScratchRestoreSummary(_Summary):
+    """``restore-db --scratch``'s ``scratch`` key: totals, the first error, each restore."""
+
+    database: str = ""  # the scratch databases' names, comma-separated
+    tables: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+    dropped: bool = False  # every scratch database is gone again
+    ok: bool = False
+    error: str | None = None
+    databases: list[ScratchDatabase] = Field(default_factory=list)
+    leftovers_dropped: list[str] = Field(default_factory=list)
+
+
+class DatabaseTestSummary(JobSummary):
+    """``safehold restore-db --check`` / ``--scratch``: a database source's test restore.
+
+    Exit code 4 with ``check.ok`` false: a dump is damaged or truncated; 1 with
+    ``scratch.ok`` false: a dump did not restore (``scratch.error`` says why)."""
+
+    check: DumpCheckSummary | None = None
+    scratch: ScratchRestoreSummary | None = None

@@ -3,7 +3,9 @@
 ``dump postgresql|mysql`` runs pg_dump (custom format) / pg_dumpall --globals-only /
 mysqldump and streams each database into its own snapshot (source ``SOURCE/db/NAME``,
 plus ``SOURCE/globals`` for PostgreSQL roles when every database is dumped).
-``restore-db`` streams the newest matching snapshots back into pg_restore / mysql.
+``restore-db`` streams the newest matching snapshots back into pg_restore / mysql; its
+test restores are ``--check`` (each dump read to its end, no server) and ``--scratch``
+(each dump restored into a scratch database that is dropped afterwards).
 
 Database credentials come only from files (a mounted Secret): ``--db-user-file`` (or
 ``--db-user``, a user name is no secret) and ``--db-password-file``. There is no option
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     # The commands import the engine when they run: every other command builds this
     # parser too, and needs none of it.
     from safehold.engine.databases.client import Connection, Engine
+    from safehold.engine.databases.restore import DatabaseSnapshot
+    from safehold.repo import Repository
 
 __all__ = ["register", "run_dump", "run_restore_db"]
 
@@ -37,9 +41,15 @@ _ENGINES: dict[str, Engine] = {
 }
 
 
-def _connection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("engine", choices=sorted(_ENGINES), help="the server type (mariadb means mysql)")
-    p.add_argument("--host", required=True, help="the database server's host name")
+def _connection_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The server and the snapshots; ``required=False`` leaves checking them to the command."""
+    p.add_argument(
+        "engine",
+        choices=sorted(_ENGINES),
+        nargs=None if required else "?",
+        help="the server type (mariadb means mysql)",
+    )
+    p.add_argument("--host", required=required, help="the database server's host name")
     p.add_argument("--port", type=int, help="its port (default 5432 / 3306)")
     p.add_argument("--db-user", metavar="NAME", help="the user to connect as")
     p.add_argument("--db-user-file", metavar="PATH", help="read the user name from this file")
@@ -57,7 +67,7 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--source",
-        required=True,
+        required=required,
         metavar="PREFIX",
         help="the snapshots' source prefix: PREFIX/db/NAME per database, PREFIX/globals",
     )
@@ -82,7 +92,25 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="restore database dumps (pg_restore, mysql) from the repository",
     )
-    _connection_options(restore)
+    _connection_options(restore, required=False)
+    restore.add_argument(
+        "--check",
+        action="store_true",
+        help="test restore without a server: read each dump to its end and check it is whole "
+        "(exit 4 when one is damaged or truncated)",
+    )
+    restore.add_argument(
+        "--scratch",
+        action="store_true",
+        help="test restore: restore each dump into a new scratch database on the server, "
+        "count its tables and drop it",
+    )
+    restore.add_argument(
+        "--snapshot",
+        metavar="ID",
+        help="with --check or --scratch: this one snapshot (id or unique prefix) instead of "
+        "the newest of each database under --source",
+    )
     restore.add_argument(
         "--existing",
         choices=["skip", "overwrite", "fail"],
@@ -175,11 +203,24 @@ def run_dump(args: Namespace, out: Output) -> int:
     return exitcodes.OK
 
 
+def _required(args: Namespace, *options: str) -> None:
+    """Options the parser leaves optional because ``--check`` needs none of them."""
+    missing = [o for o in options if not getattr(args, o.lstrip("-") or "engine")]
+    if missing:
+        names = " and ".join(o or "ENGINE (postgresql or mysql)" for o in missing)
+        raise UsageError(f"restore-db needs {names}")
+
+
 def run_restore_db(args: Namespace, out: Output) -> int:
     from safehold.engine.databases.client import DumpError
     from safehold.engine.databases.restore import find_database_snapshots, restore_databases
     from safehold.repo import RepositoryLock
 
+    if args.check or args.scratch:
+        return _run_test_restore(args, out)
+    if args.snapshot:
+        raise UsageError("--snapshot goes with --check or --scratch")
+    _required(args, "", "--host", "--source")
     conn = _connection(args)
     source = args.source.strip("/")
     repo = open_repo(args)
@@ -206,3 +247,71 @@ def run_restore_db(args: Namespace, out: Output) -> int:
         out.warn(warning)
     out.summary({"ok": True, **result.summary(), "exit_code": exitcodes.OK})
     return exitcodes.OK
+
+
+def _test_items(repo: Repository, args: Namespace) -> list[DatabaseSnapshot]:
+    """``--snapshot ID``, or the newest snapshot of each database under ``--source``."""
+    from safehold.engine.databases.restore import find_database_snapshots, snapshot_database
+
+    if args.snapshot:
+        return [snapshot_database(repo.find_snapshot(args.snapshot))]
+    return find_database_snapshots(repo, args.source.strip("/"), args.tag, args.database)
+
+
+def _run_test_restore(args: Namespace, out: Output) -> int:
+    """``restore-db --check`` and/or ``--scratch``: test restores that leave nothing behind."""
+    from safehold.engine.databases.check import check_dumps, checks_summary
+    from safehold.engine.databases.client import DumpError
+    from safehold.engine.databases.scratch import scratch_restore
+    from safehold.repo import RepositoryLock
+
+    if args.existing != "fail" or args.rename_to or args.no_globals:
+        raise UsageError("--existing, --rename-to and --no-globals go with a restore, not a test")
+    if args.snapshot and (args.source or args.database or args.tag):
+        raise UsageError("--snapshot picks the dump: leave out --source, --database and --tag")
+    if not args.snapshot and not args.source:
+        raise UsageError("restore-db --check/--scratch needs --source PREFIX or --snapshot ID")
+    if args.scratch:
+        _required(args, "", "--host")
+    conn = _connection(args) if args.scratch else None
+    repo = open_repo(args)
+    summary: dict[str, Any] = {}
+    code = exitcodes.OK
+    try:
+        with RepositoryLock(repo, exclusive=False, operation="restore"):
+            items = _test_items(repo, args)
+            if args.check:
+                checks = check_dumps(repo, items)
+                for c in checks:
+                    out.print(
+                        f"checked {c.database} (snapshot {c.snapshot[:12]}, {c.engine}): "
+                        f"{c.bytes} bytes, {c.objects} objects, {c.tables} tables: "
+                        + ("sound" if c.ok else f"DAMAGED: {c.error}")
+                    )
+                summary["check"] = checks_summary(checks)
+                if not summary["check"]["ok"]:
+                    code = exitcodes.DAMAGED
+            if conn is not None and code == exitcodes.OK:
+                result = scratch_restore(repo, conn, items)
+                for r in result.restores:
+                    out.print(
+                        f"restored {r.database} (snapshot {r.snapshot[:12]}) into the scratch "
+                        f"database {r.scratch}: {r.tables} tables in {r.seconds:.1f} s, "
+                        + ("dropped" if r.dropped else "NOT dropped")
+                        + (f"; FAILED: {r.error}" if r.error else "")
+                    )
+                for name in result.leftovers_dropped:
+                    out.warn(f"dropped the scratch database {name} an earlier run left behind")
+                for warning in result.warnings:
+                    out.warn(warning)
+                summary["scratch"] = result.summary()
+                if not result.ok:
+                    code = exitcodes.ERROR
+    except DumpError as exc:
+        return _failed(out, str(exc))
+    failed = [s["error"] for s in summary.values() if not s["ok"]]
+    if failed:
+        out.error(failed[0])
+    out.summary({"ok": not failed, "error": failed[0] if failed else None, **summary,
+                 "exit_code": code})  # fmt: skip
+    return code

@@ -28,6 +28,7 @@ __all__ = [
     "DumpError",
     "Engine",
     "StderrTail",
+    "tool_missing",
 ]
 
 Engine = Literal["postgresql", "mysql"]
@@ -42,6 +43,14 @@ _PACKAGES = {
 
 class DumpError(Exception):
     """A dump or restore failed; the message says which tool, why, and what to fix."""
+
+
+def tool_missing(tool: str, engine: Engine) -> DumpError:
+    """The error of a client tool that is not on PATH: names the package to install."""
+    return DumpError(
+        f"{tool} is not installed (not on PATH): install {_PACKAGES[engine]} "
+        "in the image that runs safehold"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,10 +186,7 @@ class DatabaseClient:
                 env=self._env,
             )
         except FileNotFoundError as exc:
-            raise DumpError(
-                f"{tool} is not installed (not on PATH): install {_PACKAGES[self.conn.engine]} "
-                "in the image that runs safehold"
-            ) from exc
+            raise tool_missing(tool, self.conn.engine) from exc
 
     def query(self, sql: str, database: str | None = None) -> list[str]:
         """Run one SQL statement through psql or mysql; the first column of each row."""

@@ -27,9 +27,13 @@ __all__ = [
     "DatabaseSnapshot",
     "ExistingPolicy",
     "RestoreDbResult",
+    "dump_file",
+    "feed_tool",
     "find_database_snapshots",
+    "read_chunks",
     "restore_databases",
     "snapshot_chunks",
+    "snapshot_database",
 ]
 
 ExistingPolicy = Literal["skip", "overwrite", "fail"]
@@ -68,6 +72,17 @@ def _tag(snap: Snapshot, key: str) -> str | None:
     return None
 
 
+def snapshot_database(snap: Snapshot) -> DatabaseSnapshot:
+    """``snap`` as a database's dump (the ``database`` tag names it), or a DumpError."""
+    name = _tag(snap, "database")
+    if name is None:
+        raise DumpError(
+            f"snapshot {snap.id[:12]} (source {snap.source}) is not a database dump: "
+            "'safehold snapshots' lists them"
+        )
+    return DatabaseSnapshot(name, snap)
+
+
 def find_database_snapshots(
     repo: Repository, prefix: str, tags: list[str], databases: list[str]
 ) -> list[DatabaseSnapshot]:
@@ -102,13 +117,17 @@ def find_database_snapshots(
     return [DatabaseSnapshot(n, newest[n]) for n in order]
 
 
-def snapshot_chunks(repo: Repository, snap: Snapshot) -> Iterator[bytes]:
-    """The bytes of the single file in a stream snapshot, chunk by chunk, verified."""
+def dump_file(repo: Repository, snap: Snapshot) -> tuple[str, list[bytes]]:
+    """The name and the chunk ids of the single file in a database dump's snapshot."""
     nodes = repo.load_tree(snap.tree)
     files = [n for n in nodes if n.get("type") == "file"]
     if len(files) != 1:
         raise DumpError(f"snapshot {snap.id[:12]} is not a database dump (one file expected)")
-    ids = [bytes.fromhex(c) for c in files[0].get("content", [])]
+    return str(files[0].get("name", "")), [bytes.fromhex(c) for c in files[0].get("content", [])]
+
+
+def read_chunks(repo: Repository, ids: list[bytes]) -> Iterator[bytes]:
+    """The chunks ``ids`` in order, a few read ahead in threads, each verified."""
     with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
         pending: list[Future[bytes]] = []
         for blob_id in ids:
@@ -119,7 +138,12 @@ def snapshot_chunks(repo: Repository, snap: Snapshot) -> Iterator[bytes]:
             yield fut.result()
 
 
-def _feed(
+def snapshot_chunks(repo: Repository, snap: Snapshot) -> Iterator[bytes]:
+    """The bytes of the single file in a stream snapshot, chunk by chunk, verified."""
+    return read_chunks(repo, dump_file(repo, snap)[1])
+
+
+def feed_tool(
     client: DatabaseClient,
     repo: Repository,
     item: DatabaseSnapshot,
@@ -190,7 +214,7 @@ def restore_databases(
                 if not globals_too or rename_to is not None or conn.engine != "postgresql":
                     continue
                 # roles that exist already make psql print an error and go on, as wanted
-                written, lines = _feed(
+                written, lines = feed_tool(
                     client,
                     repo,
                     item,
@@ -232,7 +256,7 @@ def restore_databases(
                     f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
                 )
                 tool, args = "mysql", [target]
-            written, lines = _feed(
+            written, lines = feed_tool(
                 client,
                 repo,
                 item,
