@@ -253,3 +253,96 @@ def test_failed_dump_fails_the_source(
     assert "password authentication failed" in message
     assert "no snapshot was written" in message
     assert wrong not in json.dumps(run)
+
+
+def test_scheduled_test_restore_checks_the_dumps_and_uses_a_scratch_server(
+    namespace: Namespace,
+    s3_store: RunningStore,
+    postgres_server: DatabaseServer,
+    mariadb_server: DatabaseServer,
+    operator: None,
+) -> None:
+    """`testRestore` with a PostgreSQL and a MariaDB source: both dumps of the newest run
+    are checked to their end, the PostgreSQL one is also restored into a scratch database
+    on a scratch server (here the same test server under another name), which is dropped;
+    the result is in `status.lastTestRestore`, with no password anywhere."""
+    servers = {"orders": postgres_server, "shop": mariadb_server}
+    dbname = {k: f"{k}_{str(namespace)[-6:].replace('-', '_')}" for k in servers}
+    for source, server in servers.items():
+        load_sample_data(server, dbname[source], rows=2_000)
+    _location(namespace, s3_store)
+    _wait(namespace, "backuplocation/primary", "Available")
+    secrets_ = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-db"},
+            "stringData": {"username": server.user, "password": server.password},
+        }
+        for name, server in servers.items()
+    ]
+    sources = [
+        {
+            "name": name,
+            "engine": server.engine,
+            "host": server.host,
+            "port": server.port,
+            "databases": [dbname[name]],
+            "credentialsSecretRef": {"name": f"{name}-db"},
+        }
+        for name, server in servers.items()
+    ]
+    scratch = {
+        "engine": "postgresql",
+        "host": "localhost",  # the same test server, by another name: not a source's
+        "port": postgres_server.port,
+        "credentialsSecretRef": {"name": "orders-db"},
+    }
+    namespace.apply(
+        [
+            *secrets_,
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupPolicy",
+                "metadata": {"name": "dbs"},
+                "spec": {
+                    "location": {"name": "primary"},
+                    "sources": {"databases": sources},
+                    "testRestore": {"cron": "* * * * *", "scratchDatabases": [scratch]},
+                },
+            },
+            {
+                "apiVersion": "safehold.io/v1alpha1",
+                "kind": "BackupRun",
+                "metadata": {"name": "dbs-now"},
+                "spec": {"policyRef": {"name": "dbs"}, "type": "full"},
+            },
+        ]
+    )
+    _wait(namespace, "backuprun/dbs-now", "Complete")
+
+    def tested() -> dict[str, Any] | None:
+        status = (namespace.get("backuppolicy", "dbs") or {}).get("status") or {}
+        last = status.get("lastTestRestore")
+        return status if last and last.get("run") == "dbs-now" else None
+
+    status = namespace.cluster.wait_for(tested, timeout=240, what="a test restore of dbs-now")
+    last = status["lastTestRestore"]
+    assert last["result"] == "Succeeded", last
+    by_source = {s["source"]: s for s in last["sources"]}
+    assert set(by_source) == {"orders", "shop"}
+    assert all(s["kind"] == "database" and s["files"] == 1 for s in by_source.values())
+    assert by_source["orders"]["bytes"] > 0
+    assert "restored into scratch database(s) safehold_test_" in by_source["orders"]["message"]
+    assert "(dropped)" in by_source["orders"]["message"]
+    assert "scratch" not in by_source["shop"]["message"]
+    assert by_source["orders"]["restoreSeconds"] > 0
+    left = postgres_server.sql(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'safehold_test_%'"
+    )
+    assert left.strip() == ""
+    shown = json.dumps(status) + namespace.kubectl("get", "events", "-o", "json").stdout
+    for server in servers.values():
+        assert server.password not in shown
+    for source, server in servers.items():
+        drop_database(server, dbname[source])

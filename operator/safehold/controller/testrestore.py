@@ -52,6 +52,7 @@ from safehold.api.checks import (
     TestRestoreState,
 )
 from safehold.api.conditions import set_condition
+from safehold.api.summaries import DatabaseTestSummary
 from safehold.controller import metrics
 from safehold.controller.common import now, parse_time
 from safehold.controller.databases import connection_args, source_prefix
@@ -424,22 +425,39 @@ def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence
 
 
 def _finish_database(entry: TestRestoreSource, outcome: JobOutcome) -> None:
-    doc = outcome.summary or {}
-    checks = [c for c in doc.get("checks") or [] if isinstance(c, dict)]
-    entry.files = len(checks) or None
-    entry.bytes = sum(int(c.get("bytes") or 0) for c in checks) or None
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    """The dumps' check (and scratch restore) from the Job's ``DatabaseTestSummary``."""
+    try:
+        doc = DatabaseTestSummary.model_validate(outcome.summary or {})
+    except ValidationError:
+        doc = DatabaseTestSummary()
+    check, scratch = doc.check, doc.scratch
+    if check is not None:
+        entry.files = len(check.databases)
+        entry.bytes = check.bytes
+    entry.restore_seconds = scratch.seconds if scratch is not None else None
+    if outcome.state == "Succeeded" and (check is None or check.ok):
         entry.result = "Succeeded"
         entry.reason = None
-        scratch = "; restored into a scratch database and dropped" if doc.get("scratch") else ""
-        entry.message = (
-            f"{entry.source}: the dumps of run {entry.run} are whole "
-            f"({entry.files or 0} dump(s), {_mib(entry.bytes or 0)}){scratch}"
+        what = (
+            f"{entry.files} dump(s), {_mib(entry.bytes or 0)}, {check.tables} tables"
+            if check is not None
+            else "checked"
         )
+        into = ""
+        if scratch is not None:
+            gone = "dropped" if scratch.dropped else "NOT dropped"
+            into = f"; restored into scratch database(s) {scratch.database} ({gone})"
+        entry.message = f"{entry.source}: the dumps of run {entry.run} are whole ({what}){into}"
         entry.completion_time = parse_time(outcome.completion_time) or now()
         return
-    error = outcome.error
-    _fail(entry, error.reason if error else "Failed", error.message if error else "failed")
+    if check is not None and not check.ok:
+        _fail(entry, "DumpDamaged", check.error or "a dump is damaged or truncated")
+    elif scratch is not None and not scratch.ok:
+        _fail(entry, "ScratchRestoreFailed", scratch.error or "a dump did not restore")
+    else:
+        error = outcome.error
+        why = error.message if error else "the test restore Job failed"
+        _fail(entry, error.reason if error else "Failed", why)
 
 
 def _record(rt: Runtime, body: Mapping[str, Any], entry: TestRestoreSource) -> None:
