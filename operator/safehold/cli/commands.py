@@ -258,7 +258,7 @@ def restore(args: Namespace, out: Output) -> int:
     from dataclasses import asdict
 
     from safehold.engine.patterns import PatternError
-    from safehold.engine.restore_select import NothingSelected, Unmatched
+    from safehold.engine.restore import NothingSelected, Unmatched
 
     repo = open_repo(args)
     snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
