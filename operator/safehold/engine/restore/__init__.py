@@ -1,4 +1,5 @@
-"""Restore: a snapshot (or selected paths of it) into a directory.
+"""Restore: a snapshot (or selected paths of it) into a directory, and the check that reads
+it back (``restore --verify``).
 
 One module per concern:
 
@@ -15,7 +16,8 @@ One module per concern:
   results);
 - :mod:`.parts`: one restore split over several processes (a measured speed win for many
   small files);
-- :mod:`.safe_fs`: file system operations that stay inside the target.
+- :mod:`.safe_fs`: file system operations that stay inside the target;
+- :mod:`.check`: :func:`verify_restored`, every restored entry read back and checked.
 
 A restore stays inside its target, whatever the target already holds and whatever the
 snapshot says, and it resumes: a file's metadata is set last, so a second run after a crash
@@ -24,16 +26,19 @@ skips the complete files and redoes the rest.
 
 from __future__ import annotations
 
+from safehold.engine.restore.check import RestoreCheck, verify_restored
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.run import restore_snapshot
 from safehold.engine.restore.select import NothingSelected, Selection, Unmatched, plan_selection
 
 __all__ = [
     "NothingSelected",
+    "RestoreCheck",
     "RestoreOptions",
     "RestoreResult",
     "Selection",
     "Unmatched",
     "plan_selection",
     "restore_snapshot",
+    "verify_restored",
 ]

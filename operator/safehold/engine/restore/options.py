@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safehold.repo import Snapshot
+
+if TYPE_CHECKING:
+    from safehold.engine.restore.check import RestoreCheck
 
 __all__ = ["FETCHERS", "RestoreOptions", "RestoreResult"]
 
@@ -25,6 +28,9 @@ class RestoreOptions:
     #: into a new (or empty) directory from a local (file://) repository.
     processes: int = 0
     owners: bool | None = None  # None: restore owners when running as root
+    #: Then read every restored file back and check it against the snapshot
+    #: (:mod:`safehold.engine.restore.check`): ``RestoreResult.check``.
+    verify: bool = False
 
 
 @dataclass
@@ -40,9 +46,11 @@ class RestoreResult:
     processes: int = 1  # that restored in parallel (restore.parts)
     #: include patterns that matched nothing (others did), with the paths closest to each
     unmatched: list[dict[str, Any]] = field(default_factory=list)
+    #: with ``RestoreOptions.verify``: what reading the restored files back found
+    check: RestoreCheck | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        doc = {
             "snapshot": self.snapshot.id,
             "source": self.snapshot.source,
             "files": self.files,
@@ -55,3 +63,6 @@ class RestoreResult:
             "processes": self.processes,
             "unmatched_includes": self.unmatched,
         }
+        if self.check is not None:
+            doc["verify"] = self.check.summary()
+        return doc

@@ -1,6 +1,7 @@
 """The entry point: :func:`restore_snapshot` plans the selection, decides how many processes
 restore (:mod:`~safehold.engine.restore.parts`), runs each part's
-:class:`~safehold.engine.restore.finish.Restore`."""
+:class:`~safehold.engine.restore.finish.Restore`, and with ``RestoreOptions.verify`` reads
+the result back (:mod:`~safehold.engine.restore.check`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import asdict
 from typing import NoReturn
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.restore import check
 from safehold.engine.restore.finish import Restore
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.parts import PartResult, Parts
@@ -49,7 +51,8 @@ def restore_snapshot(
 
     With ``options.includes``/``excludes``, only the selected entries are restored; a bad
     pattern raises :class:`~safehold.engine.patterns.PatternError` and a selection of nothing
-    :class:`NothingSelected`, before ``target`` is touched."""
+    :class:`NothingSelected`, before ``target`` is touched. With ``options.verify``, the
+    restored tree is then read back and checked against the snapshot (``result.check``)."""
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
     tune_malloc()
@@ -77,6 +80,8 @@ def restore_snapshot(
             finally:
                 parts.abandon()  # only after a failure are parts left
                 r.close()
+    if options.verify:
+        r.result.check = check.verify_restored(repo, snap, target, selection, progress)
     return r.result
 
 
