@@ -81,9 +81,10 @@ class FileWriter(RestoreState):
                 self.restored.add(rel)  # by another part: a hard link may point to it
             return
         size = int(node.get("size", 0))
+        ids = [bytes.fromhex(c) for c in content]  # a crafted tree fails here, before any write
         if not fresh and self._earlier_run(where, name, path, rel, node, size):
             return
-        count = len(content)
+        count = len(ids)
         if count != 1 and not shared:
             try:  # created here, at its size (or complete, when empty)
                 fd = os.open(name, NEW_FILE_FLAGS, 0o600, dir_fd=where.fd)
@@ -105,7 +106,7 @@ class FileWriter(RestoreState):
         pending = PendingFile(where, name, path, node, count + shared, size, count == 1)
         if shared and self.part == 0:
             self.deferred.append(pending)
-        self._plan_chunks(pending, content, shared)
+        self._plan_chunks(pending, ids, shared)
         self._planned(pending)
 
     def _earlier_run(
@@ -139,7 +140,7 @@ class FileWriter(RestoreState):
             return True
         return False
 
-    def _plan_chunks(self, pending: PendingFile, content: list[str], shared: bool) -> None:
+    def _plan_chunks(self, pending: PendingFile, ids: list[bytes], shared: bool) -> None:
         """Put the file's chunks (this part's share, when ``shared``) in the plan, at their
         offsets; a chunk in no index or chunks that do not add up fail the file (reported
         once: by part 0 when shared)."""
@@ -148,13 +149,12 @@ class FileWriter(RestoreState):
         plan = self.plan
         part, nparts = self.part, self.nparts
         report = not shared or part == 0
-        for hex_id in content:
-            blob_id = bytes.fromhex(hex_id)
+        for blob_id in ids:
             raw = raw_size(blob_id)
             if raw is None:
                 pending.failed = True
                 if report:
-                    self._error(pending.path, f"chunk {hex_id} is in no index: data lost")
+                    self._error(pending.path, f"chunk {blob_id.hex()} is in no index: data lost")
                 return
             if not shared or blob_id[0] % nparts == part:
                 plan[blob_id].append((pending, offset))
