@@ -28,7 +28,13 @@ if TYPE_CHECKING:
         backup_stream,
     )
     from safehold.engine.progress import ProgressCallback, ProgressEvent, ProgressTracker
-    from safehold.engine.restore import RestoreOptions, RestoreResult, restore_snapshot
+    from safehold.engine.restore import (
+        RestoreCheck,
+        RestoreOptions,
+        RestoreResult,
+        restore_snapshot,
+        verify_restored,
+    )
     from safehold.engine.verify import VerifyReport, verify_repository, verify_snapshot
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "ProgressCallback",
     "ProgressEvent",
     "ProgressTracker",
+    "RestoreCheck",
     "RestoreOptions",
     "RestoreResult",
     "VerifyReport",
@@ -45,6 +52,7 @@ __all__ = [
     "backup_stream",
     "restore_snapshot",
     "verify_repository",
+    "verify_restored",
     "verify_snapshot",
 ]
 
@@ -54,7 +62,13 @@ __getattr__ = lazy_attributes(
     {
         "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
         "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
-        "restore": ("RestoreOptions", "RestoreResult", "restore_snapshot"),
+        "restore": (
+            "RestoreCheck",
+            "RestoreOptions",
+            "RestoreResult",
+            "restore_snapshot",
+            "verify_restored",
+        ),
         "verify": ("VerifyReport", "verify_repository", "verify_snapshot"),
     },
 )

@@ -19,6 +19,7 @@ from safehold.engine.restore import RestoreCheck, plan_selection, verify_restore
 from safehold.engine.restore.check import LISTED_PROBLEMS
 from safehold.repo import ChunkerParams, Config, Repository, Snapshot
 from safehold.storage import open_storage
+from testground.objectstores import RunningStore
 
 from ..conftest import PASSWORD
 
@@ -168,12 +169,12 @@ def test_a_large_file_is_read_back_one_chunk_at_a_time(repo: Repository, tmp_pat
 
 
 def test_from_an_s3_repository(
-    s3_store: object, tmp_path: Path, tree_factory: Callable[..., Path]
+    s3_store: RunningStore, tmp_path: Path, tree_factory: Callable[..., Path]
 ) -> None:
     bucket = f"verify-{uuid.uuid4().hex[:12]}"
-    s3_store.make_bucket(bucket)  # type: ignore[attr-defined]
-    url = s3_store.url(bucket, "repo")  # type: ignore[attr-defined]
-    options = dict(s3_store.options)  # type: ignore[attr-defined]
+    s3_store.make_bucket(bucket)
+    url = s3_store.url(bucket, "repo")
+    options = dict(s3_store.options)
     config = Config.new(
         chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
         pack_size=512 * 1024,
