@@ -63,7 +63,8 @@ class FileWriter(RestoreState):
         snapshot). ``fresh``: nothing of an earlier run can be there. ``mine``: this part
         restores it (with several processes, see :mod:`safehold.engine.restore.parts`).
 
-        A hard link whose first name is selected waits for :meth:`finish`. With several
+        A hard link whose first name is selected waits for
+        :meth:`~safehold.engine.restore.finish.Restore.finish`. With several
         processes, the chunks of a file of several chunks are shared out by chunk id, and
         part 0 sets its size and metadata once every part is done (one step more than its
         chunks, so that no part counts it complete). Otherwise the file is this part's or
