@@ -123,9 +123,13 @@ def test_backup_reports_what_a_runs_source_shows(cli: Cli) -> None:
 
 def test_restore_reports_what_a_restore_request_shows(cli: Cli) -> None:
     cli("backup", str(cli.tmp / "data"))
-    doc = cli("restore", "latest", str(cli.tmp / "out"))
+    doc = cli("restore", "latest", str(cli.tmp / "out"), "--verify")
     emits_every_field(RestoreSummary, doc)
-    assert RestoreSummary.model_validate(doc).files == 2
+    summary = RestoreSummary.model_validate(doc)
+    assert summary.files == 2
+    assert summary.verify is not None
+    assert (summary.verify.files, summary.verify.problems_total) == (2, 0)
+    assert summary.verify.bytes == summary.bytes_written
 
 
 def test_forget_and_prune_report_what_the_policys_retention_shows(cli: Cli) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import safehold.engine.restore as restore_module
+import safehold.engine.restore.write as restore_module
 from safehold.engine import (
     BackupOptions,
     RestoreOptions,

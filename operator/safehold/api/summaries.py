@@ -25,6 +25,7 @@ __all__ = [
     "PruneSummary",
     "ReplicateSummary",
     "RepositoryInfoSummary",
+    "RestoreCheck",
     "RestoreSummary",
     "ScratchDatabase",
     "ScratchRestoreSummary",
@@ -79,12 +80,24 @@ class BackupSummary(JobSummary):
     verify: SnapshotCheck | None = None
 
 
+class RestoreCheck(_Summary):
+    """``restore --verify``: the restored files read back and checked against the snapshot
+    (the scheduled test restore reads it); ``problems`` lists the first 100 of
+    ``problems_total``."""
+
+    files: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    problems_total: int | None = Field(default=None, ge=0)
+    problems: list[PathError] = Field(default_factory=list)
+
+
 class RestoreSummary(JobSummary):
     """``safehold restore``: into ``RestoreRequest.status``."""
 
     files: int | None = Field(default=None, ge=0)
     bytes_written: int | None = Field(default=None, ge=0)
     files_skipped: int | None = Field(default=None, ge=0)
+    verify: RestoreCheck | None = None  # only with --verify
 
 
 class PruneSummary(_Summary):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safehold.repo
 from safehold import engine
@@ -30,6 +30,9 @@ from safehold.cli.meta import read_meta
 from safehold.cli.output import Output, human_size
 from safehold.cli.passwords import check_new_password
 from safehold.repo.layout import object_id
+
+if TYPE_CHECKING:
+    from safehold.engine.restore import RestoreCheck
 
 __all__ = [
     "backup",
@@ -258,11 +261,13 @@ def restore(args: Namespace, out: Output) -> int:
     from dataclasses import asdict
 
     from safehold.engine.patterns import PatternError
-    from safehold.engine.restore_select import NothingSelected, Unmatched
+    from safehold.engine.restore import NothingSelected, Unmatched
 
     repo = open_repo(args)
     snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
-    options = engine.RestoreOptions(includes=args.include, excludes=args.exclude)
+    options = engine.RestoreOptions(
+        includes=args.include, excludes=args.exclude, verify=args.verify
+    )
     with (
         safehold.repo.RepositoryLock(repo, exclusive=False, operation="restore"),
         out.progress("restore") as bar,
@@ -297,15 +302,35 @@ def restore(args: Namespace, out: Output) -> int:
             "same restore again to complete them (complete files are skipped)"
         )
     code = exitcodes.PARTIAL if result.errors else exitcodes.OK
+    if result.check is not None:
+        _show_check(result.check, out)
+        if code == exitcodes.OK and not result.check.ok:
+            code = exitcodes.DAMAGED
     out.summary(
         {
-            "ok": not result.errors,
+            "ok": code == exitcodes.OK,
             **result.summary(),
             "error_list": result.errors,
             "exit_code": code,
         }
     )
     return code
+
+
+def _show_check(check: RestoreCheck, out: Output, limit: int = 20) -> None:
+    """``restore --verify``: one line when all matches, else the first problems."""
+    read = f"{check.files} files ({human_size(check.bytes)})"
+    if check.ok:
+        out.print(f"verified {read} against the snapshot: all match")
+        return
+    out.warn(f"verified {read} against the snapshot: {check.problems_total} problem(s)")
+    for problem in check.problems[:limit]:
+        out.warn(f"  {problem['path']}: {problem['error']}")
+    if check.problems_total > limit:
+        out.warn(
+            f"... and {check.problems_total - limit} more ('--json' lists the first "
+            f"{len(check.problems)})"
+        )
 
 
 def verify(args: Namespace, out: Output) -> int:

@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="leave out the paths this matches, even when included (repeatable)",
     )
+    restore.add_argument(
+        "--verify",
+        action="store_true",
+        help="then read every restored file back and check it against the snapshot (size, "
+        "content, and that every selected entry is there with its type); exit code 4 when "
+        "anything differs",
+    )
     restore.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
     restore.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"

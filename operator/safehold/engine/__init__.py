@@ -1,10 +1,10 @@
 """The engine: the operations on top of ``repo``, one module or package each.
 
-``backup/`` (a tree or a stream into a snapshot), ``restore``, ``verify``, ``forget``,
-``prune``, ``replicate``, ``repair`` (index and snapshots); ``cluster/`` (Kubernetes
-manifests exported into snapshots and applied back) and ``databases/`` (logical dumps in
-and out); shared helpers in ``patterns``, ``progress``, ``retention``, ``safe_fs`` and
-``tuning``.
+``backup/`` (a tree or a stream into a snapshot), ``restore/`` (a snapshot into a directory,
+and the check that reads it back), ``verify``, ``forget``, ``prune``, ``replicate``,
+``repair`` (index and snapshots); ``cluster/`` (Kubernetes manifests exported into snapshots
+and applied back) and ``databases/`` (logical dumps in and out); shared helpers in
+``patterns``, ``progress``, ``retention`` and ``tuning``.
 
 Operations report progress through a callback of :class:`ProgressEvent` and
 return result objects whose ``summary()`` is what the CLI prints as JSON.
@@ -28,7 +28,13 @@ if TYPE_CHECKING:
         backup_stream,
     )
     from safehold.engine.progress import ProgressCallback, ProgressEvent, ProgressTracker
-    from safehold.engine.restore import RestoreOptions, RestoreResult, restore_snapshot
+    from safehold.engine.restore import (
+        RestoreCheck,
+        RestoreOptions,
+        RestoreResult,
+        restore_snapshot,
+        verify_restored,
+    )
     from safehold.engine.verify import VerifyReport, verify_repository, verify_snapshot
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "ProgressCallback",
     "ProgressEvent",
     "ProgressTracker",
+    "RestoreCheck",
     "RestoreOptions",
     "RestoreResult",
     "VerifyReport",
@@ -45,6 +52,7 @@ __all__ = [
     "backup_stream",
     "restore_snapshot",
     "verify_repository",
+    "verify_restored",
     "verify_snapshot",
 ]
 
@@ -54,7 +62,13 @@ __getattr__ = lazy_attributes(
     {
         "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
         "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
-        "restore": ("RestoreOptions", "RestoreResult", "restore_snapshot"),
+        "restore": (
+            "RestoreCheck",
+            "RestoreOptions",
+            "RestoreResult",
+            "restore_snapshot",
+            "verify_restored",
+        ),
         "verify": ("VerifyReport", "verify_repository", "verify_snapshot"),
     },
 )

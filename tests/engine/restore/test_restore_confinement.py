@@ -10,7 +10,7 @@ created, chmod'ed or touched (its tree, modes and mtimes are unchanged), the bad
 reported by name (the CLI exits with the partial code, 3), and everything else is restored
 byte for byte. Crafted trees are also restored with the tree decoder's checks bypassed, so
 the restore's own defences are tested, not only the decoder's; in one process and in two
-(:mod:`safehold.engine.restore_parts`)."""
+(:mod:`safehold.engine.restore.parts`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore
 from safehold.repo import BLOB_DATA, BLOB_TREE, BlobEncoder, BlobWriter, Repository, Snapshot
 from safehold.storage import open_storage
 
-from .conftest import PASSWORD
+from ..conftest import PASSWORD
 
 PARTIAL = 3
 Node = dict[str, Any]

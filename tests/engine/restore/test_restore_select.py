@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from safehold.engine import RestoreOptions, backup_paths, restore_snapshot
-from safehold.engine.restore_select import NothingSelected
+from safehold.engine.restore import NothingSelected
 from safehold.repo import Repository
 
 

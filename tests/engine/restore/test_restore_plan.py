@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safehold.engine.restore import _groups, _interleave
+from safehold.engine.restore.write import _groups, _interleave
 
 MiB = 1024 * 1024
 

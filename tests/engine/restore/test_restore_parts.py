@@ -1,5 +1,5 @@
 """A restore into a new directory from a local repository runs as several processes
-(safehold.engine.restore_parts): what they restore together must equal the source, what goes
+(safehold.engine.restore.parts): what they restore together must equal the source, what goes
 wrong in any of them must be reported, and no process may outlive the restore."""
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-import safehold.engine.restore as restore_module
+import safehold.engine.restore.finish as restore_module
+import safehold.engine.restore.run as restore_run
 from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
 from safehold.engine.progress import ProgressEvent
-from safehold.engine.restore_parts import FILES_PER_OWNER, PartFailed
+from safehold.engine.restore.parts import FILES_PER_OWNER, PartFailed
 from safehold.engine.tuning import available_cpus
 from safehold.repo import Repository, Snapshot, pack_object_name
 
-from .conftest import PASSWORD
+from ..conftest import PASSWORD
 
 
 def _make_source(root: Path, tree_factory: Callable[..., Path]) -> Path:
@@ -135,14 +136,14 @@ def test_a_bug_in_another_process_fails_the_restore_with_its_message(
     monkeypatch: pytest.MonkeyPatch,
     forks: list[int],
 ) -> None:
-    real = restore_module._Restore.drain
+    real = restore_module.Restore.drain
 
     def drain(self: Any) -> None:
         if self.part == 1:
             raise RuntimeError("bug in part one")
         real(self)
 
-    monkeypatch.setattr(restore_module._Restore, "drain", drain)
+    monkeypatch.setattr(restore_module.Restore, "drain", drain)
     with pytest.raises(PartFailed, match="part 1: RuntimeError: bug in part one"):
         restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
     _assert_reaped(forks)
@@ -157,14 +158,14 @@ def test_a_killed_process_fails_the_restore_and_the_next_run_finishes_it(
     forks: list[int],
     same_tree: Callable[..., None],
 ) -> None:
-    real = restore_module._Restore.drain
+    real = restore_module.Restore.drain
 
     def drain(self: Any) -> None:
         if self.part == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         real(self)
 
-    monkeypatch.setattr(restore_module._Restore, "drain", drain)
+    monkeypatch.setattr(restore_module.Restore, "drain", drain)
     out = tmp_path / "out"
     with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
         restore_snapshot(repo, snap, str(out), RestoreOptions(processes=2))
@@ -179,13 +180,13 @@ def test_a_killed_process_fails_the_restore_and_the_next_run_finishes_it(
 #: A restore that writes slowly enough to be stopped half-way, followed by what runs it.
 _SLOWLY = """
 import sys, time
-import safehold.engine.restore as r
+import safehold.engine.restore.finish as r
 
-real = r._Restore._write_chunks
+real = r.Restore._write_chunks
 def slow(self, *args):
     time.sleep(0.01)
     real(self, *args)
-r._Restore._write_chunks = slow
+r.Restore._write_chunks = slow
 """
 _SLOW_RESTORE = (
     _SLOWLY
@@ -283,7 +284,7 @@ def test_ctrl_c_stops_every_process_and_only_the_first_speaks_and_unlocks(
 def test_only_a_new_target_from_a_local_repository_is_split() -> None:
     local = SimpleNamespace(storage=SimpleNamespace(location="file:///backups"))
     remote = SimpleNamespace(storage=SimpleNamespace(location="s3://bucket/prefix"))
-    count: Callable[..., int] = restore_module._process_count
+    count: Callable[..., int] = restore_run._process_count
     assert count(local, RestoreOptions(processes=3), True) == 3
     assert count(local, RestoreOptions(processes=3), False) == 1
     assert count(remote, RestoreOptions(processes=3), True) == 1

@@ -13,10 +13,10 @@ restores only its *part*, decided without talking to the others:
   by all processes and a chunk that several files share is read once;
 - directories are created by whichever process comes first; part 0, this process, sets their
   metadata, and that of every file of several chunks, after the others have finished
-  (a file's metadata marks it complete, see :mod:`safehold.engine.restore`).
+  (a file's metadata marks it complete, see :mod:`safehold.engine.restore.write`).
 
 Every process opens the target itself and walks it with its own directory descriptors, as a
-single-process restore does (:mod:`safehold.engine.safe_fs`): no part ever resolves a path
+single-process restore does (:mod:`safehold.engine.restore.safe_fs`): no part ever resolves a path
 below the target, so none can be led out of it by a symlink another part, an earlier restore or
 the snapshot put there.
 

@@ -1,0 +1,118 @@
+"""The entry point: :func:`restore_snapshot` plans the selection, decides how many processes
+restore (:mod:`~safehold.engine.restore.parts`), runs each part's
+:class:`~safehold.engine.restore.finish.Restore`, and with ``RestoreOptions.verify`` reads
+the result back (:mod:`~safehold.engine.restore.check`)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import asdict
+from typing import NoReturn
+
+from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.restore import check
+from safehold.engine.restore.finish import Restore
+from safehold.engine.restore.options import RestoreOptions, RestoreResult
+from safehold.engine.restore.parts import PartResult, Parts
+from safehold.engine.restore.select import Selection, plan_selection
+from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
+from safehold.repo import Repository, Snapshot
+
+__all__ = ["restore_snapshot"]
+
+#: Processes by default, however many CPUs: each walks the whole snapshot and holds its own
+#: buffers, and beyond a few the disk, not the CPU, sets the pace.
+_MAX_PROCESSES = 4
+
+
+def _absent_or_empty(target: str) -> bool:
+    """True when nothing of an earlier run can be under ``target``: it does not exist or is
+    an empty directory. Then every file is new, which spares an ``lstat`` (and the checks
+    for an earlier, interrupted run) per file: a restore into a directory just created for
+    it (the usual case) is as fast as one into a path that did not exist."""
+    try:
+        with os.scandir(target) as it:
+            return next(it, None) is None
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False
+
+
+def restore_snapshot(
+    repo: Repository,
+    snap: Snapshot,
+    target: str,
+    options: RestoreOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> RestoreResult:
+    """Restore ``snap`` under ``target`` (created if missing).
+
+    With ``options.includes``/``excludes``, only the selected entries are restored; a bad
+    pattern raises :class:`~safehold.engine.patterns.PatternError` and a selection of nothing
+    :class:`NothingSelected`, before ``target`` is touched. With ``options.verify``, the
+    restored tree is then read back and checked against the snapshot (``result.check``)."""
+    options = options or RestoreOptions()
+    selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
+    tune_malloc()
+    fresh = _absent_or_empty(target)
+    os.makedirs(target, exist_ok=True)
+    chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)
+    parts = Parts(_process_count(repo, options, fresh))
+    with rare_gc():
+        if parts.fork():  # before any thread of the restore starts
+            _restore_part(repo, snap, target, options, parts, chown_always, selection)
+        with ProgressTracker("restore", progress) as tracker:
+            summary = snap.summary
+            if selection is None:  # a selection's totals are not known: none is shown
+                tracker.files_total = int(summary.get("total_files", 0)) or None
+                tracker.bytes_total = int(summary.get("total_bytes", 0)) or None
+            tracker.elsewhere = parts.progress_elsewhere
+            r = Restore(repo, snap, target, options, tracker, parts, selection)
+            r.chown_always = chown_always
+            r.result.processes = parts.count
+            if selection is not None:
+                r.result.unmatched = [asdict(u) for u in selection.unmatched]
+            try:
+                r.walk(snap.tree, fresh)
+                r.finish()
+            finally:
+                parts.abandon()  # only after a failure are parts left
+                r.close()
+    if options.verify:
+        r.result.check = check.verify_restored(repo, snap, target, selection, progress)
+    return r.result
+
+
+def _process_count(repo: Repository, options: RestoreOptions, fresh: bool) -> int:
+    """How many processes restore: one per CPU, at most :data:`_MAX_PROCESSES`, into a new
+    target from a local repository (an object store's client must not be shared by forked
+    processes, see restore.parts)."""
+    if not fresh or not hasattr(os, "fork") or not repo.storage.location.startswith("file:"):
+        return 1
+    return options.processes or min(available_cpus(), _MAX_PROCESSES)
+
+
+def _restore_part(
+    repo: Repository,
+    snap: Snapshot,
+    target: str,
+    options: RestoreOptions,
+    parts: Parts,
+    chown_always: bool,
+    selection: Selection | None,
+) -> NoReturn:
+    """A child's share of the restore; it ends the process (see :meth:`Parts.exit`)."""
+    tracker = ProgressTracker("restore", None)
+    try:
+        r = Restore(repo, snap, target, options, tracker, parts, selection)
+        r.chown_always = chown_always
+        r.walk(snap.tree, True)
+        r.drain()
+        r.close()
+    except BaseException as exc:  # noqa: BLE001 - reported by part 0
+        parts.exit(None, exc)
+    parts.publish(tracker.files_done, tracker.bytes_done)
+    res = r.result
+    parts.exit(PartResult(res.files, res.links, res.special, res.bytes_written, res.errors))

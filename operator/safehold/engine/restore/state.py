@@ -1,0 +1,257 @@
+"""What one restore process holds while it runs: the target's open directories, the files
+whose chunks are being written, the thread pools, and the metadata setters.
+
+:class:`RestoreState` is the base of the restore's three stages, each in its module:
+:mod:`~safehold.engine.restore.write` (a file's chunks, fetched and written),
+:mod:`~safehold.engine.restore.walk` (the snapshot's trees, walked into the target) and
+:mod:`~safehold.engine.restore.finish` (what needs every file: hard links, directories'
+metadata, the parts' results).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from safehold.engine.progress import ProgressTracker
+from safehold.engine.restore.options import RestoreOptions, RestoreResult
+from safehold.engine.restore.parts import Parts
+from safehold.engine.restore.safe_fs import chmod_entry, open_rel, raise_fd_limit
+from safehold.engine.restore.select import Selection
+from safehold.engine.tuning import available_cpus
+from safehold.repo import Node, Repository, Snapshot
+
+__all__ = ["MAX_READ", "Batch", "Dir", "PendingFile", "RestoreState"]
+
+MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers share a pack
+_MIN_READ = 1024 * 1024
+#: Opens a file this restore wrote to set its metadata (never blocks, never follows).
+_META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class Batch:
+    """Files planned together: the directories they are in stay open until every group of
+    chunks of the batch is written (``pending``: groups not done, plus one while the batch
+    is being submitted)."""
+
+    __slots__ = ("dirs", "pending")
+
+    def __init__(self) -> None:
+        self.dirs: list[Dir] = []
+        self.pending = 1
+
+
+class Dir:
+    """A directory of the target, open while the walk or the files being written in it
+    need it: its entries are created and changed relative to ``fd``, never through a path
+    (which a symlink could redirect). ``refs``: the walk's, plus one per batch with files
+    in it; the last to let go closes it."""
+
+    __slots__ = ("batch", "fd", "path", "refs", "rel")
+
+    def __init__(self, fd: int, path: str, rel: str) -> None:
+        self.fd = fd
+        self.path = path  # for messages: the target's path, ending in "/"
+        self.rel = rel  # in the snapshot: names joined by "/", "" for the target
+        self.refs = 1
+        self.batch: Batch | None = None
+
+
+class PendingFile:
+    """A file whose chunks are being written: the entry ``name`` of ``dir``. ``create``:
+    the writer of its only chunk creates it (most files are one chunk: this moves their
+    creation into the workers)."""
+
+    __slots__ = (
+        "create",
+        "dir",
+        "failed",
+        "meta_done",
+        "name",
+        "node",
+        "path",
+        "remaining",
+        "size",
+    )
+
+    def __init__(
+        self,
+        where: Dir,
+        name: str,
+        path: str,
+        node: Node,
+        remaining: int,
+        size: int,
+        create: bool,
+    ) -> None:
+        self.dir = where
+        self.name = name
+        self.path = path
+        self.node = node
+        self.remaining = remaining
+        self.size = size
+        self.create = create
+        self.failed = False
+        self.meta_done = False
+
+
+class RestoreState:
+    """One process's restore: what its stages share (see the module's docstring)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        snap: Snapshot,
+        target: str,
+        options: RestoreOptions,
+        progress: ProgressTracker,
+        parts: Parts,
+        selection: Selection | None = None,
+    ) -> None:
+        self.repo = repo
+        self.parts = parts
+        self.selection = selection
+        self.part, self.nparts = parts.part, parts.count
+        self.target = target
+        self.options = options
+        self.progress = progress
+        self.owners = os.geteuid() == 0 if options.owners is None else options.owners
+        self.result = RestoreResult(snap)
+        self.plan: dict[bytes, list[tuple[PendingFile, int]]] = defaultdict(list)
+        self.plan_uses = 0
+        self.batch_files: list[PendingFile] = []
+        self.dirs: list[tuple[str, str, Node]] = []  # rel, path, node
+        self.hardlinks: list[tuple[str, str, str, str, Node]] = []  # dir rel, name, path, link
+        self.restored: set[str] = set()
+        self.deferred: list[PendingFile] = []  # part 0: files of several chunks, with parts
+        self.dir_no = 0  # directories walked: with an entry's position, who restores it
+        self.lock = threading.Lock()
+        self.zero = bytes(repo.config.chunker.max_size)
+        # Batches run in the background while the walk plans the next one. A group of
+        # chunks is read by a fetch thread, then decoded and written by a worker; at most
+        # ``limit`` groups are in flight, which bounds memory.
+        workers = options.workers or max(1, available_cpus() // self.nparts)
+        fetchers = max(1, options.fetchers // self.nparts)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
+        self.fetch_pool = ThreadPoolExecutor(fetchers, thread_name_prefix="restore-fetch")
+        self.limit = fetchers + workers
+        # With parts, each reads less at a time, so that their buffers together take about
+        # what one process's take (measured: no slower, 20 MB less memory with two).
+        self.max_read = max(MAX_READ // self.nparts, _MIN_READ)
+        self.inflight = 0
+        self.idle = threading.Condition(self.lock)
+        self.crash: BaseException | None = None
+        self.tree_pool = ThreadPoolExecutor(2, thread_name_prefix="restore-trees")
+        self.trees_ahead: dict[str, Future[list[Node]]] = {}
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.umask = umask
+        # A new file belongs to our uid and gid, unless a directory it is created in is
+        # set-group-id: only in a fresh tree under a target without that bit is it safe to
+        # skip chown for files that are ours anyway.
+        self.chown_always = True
+        # The target (a path the caller chose, followed if it is a symlink) is the one path
+        # opened by name; everything under it is opened relative to it. It stays open to
+        # the end (two references: the walk's and this object's).
+        root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root = Dir(root_fd, target if target.endswith("/") else target + "/", "")
+        self.root.refs = 2
+        self.open_dirs: set[Dir] = {self.root}
+        self.batch = Batch()
+        # Directories a batch may hold open: with the batches in flight, well within the
+        # limit of open files (one file per directory is the worst case).
+        fd_limit = raise_fd_limit()
+        self.batch_dirs = max(16, fd_limit // (2 * (self.limit + 2)))
+        # Directories reopened at the end (metadata, hard links, files that parts shared):
+        # by their path in the snapshot, one component at a time, kept open while needed.
+        self.rel_fds: dict[str, int] = {}
+        self.rel_fds_max = max(64, fd_limit // 4)
+
+    # ------------------------------------------------------------ helpers
+    def _error(self, path: str, message: str) -> None:
+        with self.lock:
+            self.result.errors.append({"path": path, "error": message})
+
+    def _meta_fd(self, fd: int, path: str, node: Node) -> None:
+        """Owner, mode and times of a file or directory, through its own descriptor."""
+        try:
+            if self.owners:
+                os.fchown(fd, int(node.get("uid", -1)), int(node.get("gid", -1)))
+            os.fchmod(fd, int(node.get("mode", 0o644)) & 0o7777)
+            os.utime(fd, ns=(int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0))))
+        except OSError as exc:
+            self._error(path, f"metadata: {exc.strerror}")
+
+    def _meta_entry(self, where: Dir, name: str, path: str, node: Node, symlink: bool) -> None:
+        """Owner, mode and times of a symlink or special file, never following a symlink
+        (a symlink's own mode is not set: Linux has none to set)."""
+        dir_fd = where.fd
+        try:
+            if self.owners:
+                uid, gid = int(node.get("uid", -1)), int(node.get("gid", -1))
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            if not symlink:
+                chmod_entry(name, int(node.get("mode", 0o644)) & 0o7777, dir_fd)
+            times = (int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0)))
+            os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            self._error(path, f"metadata: {exc.strerror}")
+
+    def _file_meta(self, pending: PendingFile) -> None:
+        """A file's metadata once all its bytes are written (they mark it complete)."""
+        try:
+            fd = os.open(pending.name, _META_FLAGS, dir_fd=pending.dir.fd)
+        except OSError as exc:
+            self._error(pending.path, f"metadata: {exc.strerror}")
+            return
+        try:
+            self._meta_fd(fd, pending.path, pending.node)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ open directories
+    def _adopt(self, fd: int, path: str, rel: str) -> Dir:
+        where = Dir(fd, path, rel)
+        with self.lock:
+            self.open_dirs.add(where)
+        return where
+
+    def _release(self, where: Dir) -> None:
+        with self.lock:
+            self._release_locked(where)
+
+    def _release_locked(self, where: Dir) -> None:
+        where.refs -= 1
+        if where.refs == 0:
+            os.close(where.fd)
+            where.fd = -1
+            self.open_dirs.discard(where)
+
+    def _reopen(self, rel: str) -> int:
+        """The target's directory ``rel``, opened again after the walk let go of it (see
+        :func:`~safehold.engine.restore.safe_fs.open_rel`); the descriptor stays in
+        ``rel_fds`` until the next :meth:`_trim_rel_fds` or the end."""
+        return open_rel(self.root.fd, rel, self.rel_fds)
+
+    def _trim_rel_fds(self) -> None:
+        """Close the reopened directories when they are many (between two uses)."""
+        if len(self.rel_fds) > self.rel_fds_max:
+            self._close_rel_fds()
+
+    def _close_rel_fds(self) -> None:
+        fds, self.rel_fds = self.rel_fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def close(self) -> None:
+        self.tree_pool.shutdown(wait=True)
+        self.fetch_pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+        self._close_rel_fds()
+        for where in self.open_dirs:  # all of them after a failure, else the target
+            os.close(where.fd)
+            where.fd = -1
+        self.open_dirs = set()
