@@ -52,7 +52,7 @@ from safehold.api.checks import (
     TestRestoreState,
 )
 from safehold.api.conditions import set_condition
-from safehold.api.summaries import DatabaseTestSummary
+from safehold.api.summaries import DatabaseTestSummary, RestoreCheck, RestoreSummary
 from safehold.controller import metrics
 from safehold.controller.common import now, parse_time
 from safehold.controller.databases import connection_args, source_prefix
@@ -381,21 +381,26 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def _problems(verify: Mapping[str, Any]) -> str:
-    problems = [p for p in verify.get("problems") or [] if isinstance(p, dict)]
-    total = int(verify.get("problems_total") or len(problems))
-    shown = "; ".join(f"{p.get('path') or '/'}: {p.get('error')}" for p in problems[:5])
-    more = f"; and {total - min(5, len(problems))} more" if total > min(5, len(problems)) else ""
-    return f"{total} difference(s) from the snapshot: {shown}{more}"
+def _problems(check: RestoreCheck) -> str:
+    total = check.problems_total or len(check.problems)
+    shown = "; ".join(f"{p.path or '/'}: {p.error}" for p in check.problems[:5])
+    more = total - min(5, len(check.problems))
+    return f"{total} difference(s) from the snapshot: {shown}" + (
+        f"; and {more} more" if more > 0 else ""
+    )
 
 
 def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence[Any]) -> None:
-    doc = outcome.summary or {}
-    verify = doc.get("verify") if isinstance(doc.get("verify"), dict) else None
+    """The restore's check (and the user's) from the Job's ``RestoreSummary`` and pod."""
+    try:
+        doc = RestoreSummary.model_validate(outcome.summary or {})
+    except ValidationError:
+        doc = RestoreSummary()
+    verify = doc.verify
     entry.restore_seconds = _seconds(_container(pods, JOB_CONTAINER))
     if verify is not None:
-        entry.files = int(verify.get("files") or 0)
-        entry.bytes = int(verify.get("bytes") or 0)
+        entry.files = verify.files or 0
+        entry.bytes = verify.bytes or 0
     check = _container(pods, CHECK_CONTAINER)
     if outcome.state == "Succeeded" and verify is not None:
         entry.result = "Succeeded"
@@ -408,9 +413,9 @@ def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence
         )
         entry.completion_time = parse_time(outcome.completion_time) or now()
         return
-    if verify is not None and int(verify.get("problems_total") or 0) > 0:
+    if verify is not None and (verify.problems_total or verify.problems):
         _fail(entry, "RestoreMismatch", _problems(verify))
-    elif verify is not None and doc.get("ok") and check is not None and check.get("exitCode"):
+    elif verify is not None and doc.ok and check is not None and check.get("exitCode"):
         tail = str(check.get("message") or "").strip().splitlines()[-1:] or ["no output"]
         _fail(
             entry,
