@@ -1,7 +1,8 @@
 """The engine: the operations on top of ``repo``, one module or package each.
 
 ``backup/`` (a tree or a stream into a snapshot), ``restore``, ``verify``, ``forget``,
-``prune``, ``replicate``, ``repair`` (index and snapshots); ``cluster/`` (Kubernetes
+``prune``, ``replicate/``, ``repair/`` (index and snapshots), ``inspect/`` (``ls``,
+``find``, ``diff``, ``cat``); ``cluster/`` (Kubernetes
 manifests exported into snapshots and applied back) and ``databases/`` (logical dumps in
 and out); shared helpers in ``patterns``, ``progress``, ``retention``, ``safe_fs`` and
 ``tuning``.
