@@ -201,10 +201,10 @@ def test_bad_patterns_stop_the_backup_before_it_starts(repo: Repository, tmp_pat
 def test_the_pre_scan_counts_what_the_walk_stores(
     repo: Repository, tmp_path: Path, include: list[str], exclude: list[str]
 ) -> None:
-    """The ETA's totals come from the same scope rules as the walk (engine.backup.scope)."""
+    """The ETA's totals come from the same scope rules as the walk (engine.backup.walk)."""
     import threading
 
-    from safehold.engine.backup.scope import scan_totals
+    from safehold.engine.backup.walk import scan_totals
     from safehold.engine.patterns import compile_patterns
     from safehold.engine.progress import ProgressTracker
 

@@ -35,6 +35,7 @@ KILL_POINTS = 16
 DRIVER = r"""
 import os, signal, sys
 import safehold.engine.repair as repair
+import safehold.engine.repair.index as repair_index_module
 from safehold.repo import Repository
 from safehold.storage import open_storage
 from safehold.storage.wrappers.base import ForwardingStorage
@@ -42,7 +43,7 @@ from safehold.storage.wrappers.base import ForwardingStorage
 kind, nth = os.environ["SAFEHOLD_TEST_KILL"].split(":")
 nth = int(nth)
 calls = {"n": 0}
-repair._PACKS_PER_INDEX = 2  # several index objects: more points between them
+repair_index_module._PACKS_PER_INDEX = 2  # several index objects: more points between them
 
 class Killer(ForwardingStorage):
     def _tick(self, op, name):

@@ -1,9 +1,10 @@
 """The engine: the operations on top of ``repo``, one module or package each.
 
 ``backup/`` (a tree or a stream into a snapshot), ``restore/`` (a snapshot into a directory,
-and the check that reads it back), ``verify``, ``forget``, ``prune``, ``replicate``,
-``repair`` (index and snapshots); ``cluster/`` (Kubernetes manifests exported into snapshots
-and applied back) and ``databases/`` (logical dumps in and out); shared helpers in
+and the check that reads it back), ``verify``, ``forget``, ``prune``, ``replicate/``,
+``repair/`` (index and snapshots), ``inspect/`` (``ls``, ``find``, ``diff``, ``cat``);
+``cluster/`` (Kubernetes manifests exported into snapshots and applied back) and
+``databases/`` (logical dumps in and out, and their test restores); shared helpers in
 ``patterns``, ``progress``, ``retention`` and ``tuning``.
 
 Operations report progress through a callback of :class:`ProgressEvent` and

@@ -118,27 +118,10 @@ class Config:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Config:
+        """The config object's bytes, checked field by field (:class:`CorruptObject`
+        names the field; :class:`UnsupportedRepository` an unknown version or algorithm)."""
         name = f"{where}/config"
-        if len(data) > _MAX_CONFIG:
-            raise CorruptObject(name, f"is {len(data)} bytes, more than a config can be")
-        try:
-            doc = json.loads(data)
-            if not isinstance(doc, dict):
-                raise TypeError("not an object")
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise CorruptObject(name, f"not a JSON object ({exc})") from exc
-        if doc.get("format") != FORMAT_NAME:
-            raise UnsupportedRepository(
-                f"{where}: the config does not describe a Safehold repository "
-                f"(format {str(doc.get('format'))[:80]!r}); check the --repo URL"
-            )
-        version = doc.get("version")
-        if type(version) is not int or version not in SUPPORTED_VERSIONS:
-            raise UnsupportedRepository(
-                f"{where}: repository format version {repr(version)[:40]} is not supported by "
-                f"this safehold (it reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}); "
-                "upgrade safehold to a release that reads it"
-            )
+        doc, version = _document(data, where)
         field = ""
         try:
             field = "compression"
@@ -152,13 +135,7 @@ class Config:
                 "compression": compression.get("algorithm"),
                 "chunker": chunker.get("algorithm"),
             }
-            for key, value in found.items():
-                if value not in _KNOWN[key]:
-                    raise UnsupportedRepository(
-                        f"{where}: the repository uses {key} algorithm {str(value)[:80]!r}, "
-                        f"which this safehold does not know (it knows {', '.join(_KNOWN[key])}); "
-                        "upgrade safehold"
-                    )
+            _check_known(found, where)
             field = "id"
             repo_id = doc.get("id")
             if type(repo_id) is not str or not _HEX_ID.fullmatch(repo_id):
@@ -209,6 +186,43 @@ class Config:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptObject(name, f"field {field!r} is missing or invalid ({exc})") from exc
+
+
+def _document(data: bytes, where: str) -> tuple[dict[str, Any], int]:
+    """The config's JSON object and its format version, once both are known to be ours."""
+    name = f"{where}/config"
+    if len(data) > _MAX_CONFIG:
+        raise CorruptObject(name, f"is {len(data)} bytes, more than a config can be")
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise TypeError("not an object")
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CorruptObject(name, f"not a JSON object ({exc})") from exc
+    if doc.get("format") != FORMAT_NAME:
+        raise UnsupportedRepository(
+            f"{where}: the config does not describe a Safehold repository "
+            f"(format {str(doc.get('format'))[:80]!r}); check the --repo URL"
+        )
+    version = doc.get("version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise UnsupportedRepository(
+            f"{where}: repository format version {repr(version)[:40]} is not supported by "
+            f"this safehold (it reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}); "
+            "upgrade safehold to a release that reads it"
+        )
+    return doc, version
+
+
+def _check_known(found: dict[str, object], where: str) -> None:
+    """Refuse an algorithm (``found``: kind -> name) that this safehold does not know."""
+    for key, value in found.items():
+        if value not in _KNOWN[key]:
+            raise UnsupportedRepository(
+                f"{where}: the repository uses {key} algorithm {str(value)[:80]!r}, "
+                f"which this safehold does not know (it knows {', '.join(_KNOWN[key])}); "
+                "upgrade safehold"
+            )
 
 
 def _object(value: object) -> dict[str, Any]:

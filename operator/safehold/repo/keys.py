@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from safehold.repo import layout
 from safehold.repo.crypto import (
     AAD_KEY,
     MAX_KEY_VERSIONS,
@@ -200,7 +201,7 @@ def _text(doc: dict[str, Any], key: str) -> str:
 def parse_key_info(data: bytes, name: str) -> KeyInfo:
     doc = _parse(data, name)
     return KeyInfo(
-        id=name.rsplit("/", 1)[-1],
+        id=layout.object_id(name),
         created=_text(doc, "created"),
         hostname=_text(doc, "hostname"),
         username=_text(doc, "username"),

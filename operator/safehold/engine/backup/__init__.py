@@ -3,9 +3,15 @@
 - :mod:`.options`: what a backup is asked (:class:`BackupOptions`) and returns;
 - :mod:`.run`: the entry points :func:`backup_paths` and :func:`backup_stream`: the parent
   snapshot, the pre-scan, the pipeline, then the snapshot object;
-- :mod:`.pipeline`: the walk, the reads, the batches and the tree thread (see its docstring);
-- :mod:`.scope`: what include/exclude patterns keep, shared by the walk and the pre-scan;
-- :mod:`.read`: the readers the chunker pulls from.
+- :mod:`.pipeline`: the parts below wired together (see its docstring);
+- :mod:`.walk`: the one scope-aware walk, of the backup and of the ETA's pre-scan;
+- :mod:`.scope`: what include/exclude patterns keep of a directory;
+- :mod:`.meta`: a node's metadata from an lstat;
+- :mod:`.read`: reading files (small ones read ahead, big ones in their own threads);
+- :mod:`.chunks`: the chunk pool (hash, dedup, compress, seal) and its byte budget;
+- :mod:`.pending`: a file's content until its chunk ids are known;
+- :mod:`.trees`: the tree thread, which stores directories in post-order;
+- :mod:`.counts`: the summary's counts and the errors.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 from safehold import __version__
 from safehold.engine.backup.options import BackupError, BackupOptions, BackupResult
 from safehold.engine.backup.pipeline import BackupPipeline
-from safehold.engine.backup.scope import scan_totals
+from safehold.engine.backup.walk import scan_totals
 from safehold.engine.patterns import PatternError, compile_patterns
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.engine.tuning import rare_gc, tune_malloc

@@ -1,21 +1,17 @@
-"""What a backup keeps of a tree under include/exclude patterns, and the pre-scan.
+"""What a backup keeps of a tree under include/exclude patterns.
 
-The walk (:mod:`.pipeline`) and the ETA's pre-scan (:func:`scan_totals`) keep a
-directory's entries through the one helper :func:`in_scope`, so the totals count exactly
-what the walk stores.
+The walk (:mod:`.walk`), both the backup's and the ETA's pre-scan, keeps a directory's
+entries through :func:`in_scope`, so the totals count exactly what the backup stores.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import threading
 from collections.abc import Iterable, Iterator
 
 from safehold.engine.patterns import PathFilter
-from safehold.engine.progress import ProgressTracker
 
-__all__ = ["ALL", "NONE", "SOME", "in_scope", "is_dir", "scan_totals", "select_entries"]
+__all__ = ["ALL", "NONE", "SOME", "in_scope", "is_dir", "select_entries"]
 
 #: What the patterns leave of a directory's contents (with a PathFilter only).
 ALL = 0  # everything not excluded
@@ -65,49 +61,3 @@ def in_scope(
     listed = list(entries)
     for k, child in select_entries(filt, prefix, scope, ((e.name, is_dir(e)) for e in listed)):
         yield listed[k], child
-
-
-def scan_totals(
-    roots: Iterable[str],
-    progress: ProgressTracker,
-    stop: threading.Event,
-    filt: PathFilter | None = None,
-) -> None:
-    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads.
-
-    What is counted is what the walk keeps: the same scope rules (:func:`in_scope`), so
-    left-out directories are not read."""
-    files = 0
-    total = 0
-    top = SOME if filt is not None and filt.has_include else ALL
-    stack: list[tuple[str, str, int]] = []
-    for root in roots:
-        try:
-            st = os.lstat(root)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            stack.append((root, "", top))
-        elif stat.S_ISREG(st.st_mode):
-            files += 1
-            total += st.st_size
-    while stack and not stop.is_set():
-        path, prefix, scope = stack.pop()
-        if scope == NONE:
-            continue
-        try:
-            with os.scandir(path) as it:
-                for entry, child in in_scope(it, filt, prefix, scope):
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, f"{prefix}{entry.name}/", child))
-                        elif entry.is_file(follow_symlinks=False):
-                            files += 1
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    if not stop.is_set():
-        progress.files_total = files
-        progress.bytes_total = total

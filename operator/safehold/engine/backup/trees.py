@@ -1,0 +1,96 @@
+"""The tree thread: finishes directories in post-order, as their files' chunk ids
+become known (:class:`~.pending.PendingContent`), and stores their tree blobs."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from safehold.engine.backup.chunks import ChunkPool
+from safehold.engine.backup.pending import PendingContent
+from safehold.repo import BLOB_TREE, Node, encode_tree
+
+__all__ = ["DirJob", "TreeThread"]
+
+
+class DirJob:
+    """A directory waiting for its files' chunk ids before its tree blob can be stored.
+    Its nodes' ``subtree`` is the DirJob of a subdirectory until this one is stored."""
+
+    __slots__ = ("done", "id", "nodes")
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self.id: str | None = None
+        self.done = threading.Event()
+
+
+class TreeThread:
+    """Stores directories handed in by :meth:`add`, in that (post-)order. An error is
+    kept in :attr:`error` and raised to the walk at its next :meth:`add`."""
+
+    def __init__(self, chunks: ChunkPool) -> None:
+        self.chunks = chunks
+        self.repo = chunks.repo
+        self.writer = chunks.writer
+        self.dirs: queue.Queue[DirJob | None] = queue.Queue(maxsize=4096)
+        self.thread = threading.Thread(target=self._work, name="trees", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, nodes: list[Node]) -> DirJob:
+        """Queue a directory whose entries the walk has all seen (sends the walk's
+        current batch first: the tree thread will wait for its chunks)."""
+        self.chunks.flush()
+        job = DirJob(nodes)
+        if self.error is not None:
+            raise self.error
+        self.dirs.put(job)
+        return job
+
+    def stop(self) -> None:
+        self.dirs.put(None)
+        self.thread.join()
+
+    def _store(self, nodes: list[Node]) -> str:
+        data = encode_tree(nodes)
+        blob_id = self.repo.keys.blob_id(data)
+        if self.writer.claim(blob_id):
+            sealed, flags = self.chunks.encoder().encode(BLOB_TREE, blob_id, data)
+            self.writer.add(BLOB_TREE, blob_id, sealed, flags, len(data))
+        return blob_id.hex()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                job = self.dirs.get()
+                if job is None:
+                    return
+                kept = []
+                for node in job.nodes:
+                    content = node.get("content")
+                    if type(content) is PendingContent:
+                        ids = content.ids()
+                        if ids is None:
+                            continue  # unreadable: recorded as an error, left out
+                        node["content"] = ids
+                    kept.append(node)
+                job.nodes = kept
+                for node in job.nodes:
+                    sub = node.get("subtree")
+                    if isinstance(sub, DirJob):
+                        if sub.id is None:
+                            raise RuntimeError("a subdirectory finished after its parent")
+                        node["subtree"] = sub.id
+                job.id = self._store(job.nodes)
+                job.done.set()
+        except BaseException as exc:  # noqa: BLE001 - handed to the walker, which re-raises
+            self.error = exc
+            # Unblock anyone waiting, and keep draining so the walker never blocks forever.
+            while True:
+                job = self.dirs.get()
+                if job is None:
+                    return
+                job.done.set()

@@ -1,0 +1,372 @@
+"""The walk: a directory tree, under the include/exclude patterns, into nodes.
+
+One scope-aware walk serves the backup (:class:`Walker`) and the ETA's pre-scan
+(:func:`scan_totals`): both read a directory through :func:`listing`, which keeps what the
+patterns keep (:mod:`.scope`) and skips left-out directories without reading them, so the
+totals count exactly what the backup stores.
+
+The walker decides per file whether the parent snapshot's chunk list can be reused
+(incremental), has small files read ahead, hands big files to their own threads
+(:class:`~.read.FileReader`), and gives each finished directory to the tree thread
+(:class:`~.trees.TreeThread`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Generator, Iterable
+from concurrent.futures import Future
+
+from safehold.engine.backup.counts import BackupCounts
+from safehold.engine.backup.meta import Names, meta
+from safehold.engine.backup.pending import PendingContent
+from safehold.engine.backup.read import FileReader
+from safehold.engine.backup.scope import ALL, NONE, SOME, in_scope
+from safehold.engine.backup.trees import DirJob, TreeThread
+from safehold.engine.patterns import PathFilter
+from safehold.engine.progress import ProgressTracker
+from safehold.repo import CorruptObject, Node, Repository
+
+__all__ = ["Walker", "listing", "scan_totals", "top_scope"]
+
+_READ_AHEAD_BYTES = 2 * 1024 * 1024
+
+#: One directory's walk (:meth:`Walker._walk_dir`): yields its subdirectories' walks,
+#: is sent their jobs, returns its own.
+_DirWalk = Generator["_DirWalk", "DirJob | None", "DirJob | None"]
+
+
+def top_scope(filt: PathFilter | None) -> int:
+    """The scope of a backed-up root: with include patterns only what they match."""
+    return SOME if filt is not None and filt.has_include else ALL
+
+
+def listing(
+    path: str, filt: PathFilter | None, prefix: str, scope: int
+) -> tuple[list[os.DirEntry[str]], list[int] | None]:
+    """The entries of directory ``path`` that the walk keeps, sorted by name, and (with
+    patterns) the scope of each; ``prefix`` is its path relative to the backed-up root
+    plus ``/`` (empty at the root). Raises OSError when it cannot be read."""
+    if scope == NONE:
+        return [], None
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    if filt is None:
+        return entries, None
+    kept = list(in_scope(entries, filt, prefix, scope))
+    return [entry for entry, _ in kept], [child for _, child in kept]
+
+
+def scan_totals(
+    roots: Iterable[str],
+    progress: ProgressTracker,
+    stop: threading.Event,
+    filt: PathFilter | None = None,
+) -> None:
+    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads:
+    through :func:`listing`, the same scope rules as the backup's walk."""
+    files = 0
+    total = 0
+    top = top_scope(filt)
+    stack: list[tuple[str, str, int]] = []
+    for root in roots:
+        try:
+            st = os.lstat(root)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            stack.append((root, "", top))
+        elif stat.S_ISREG(st.st_mode):
+            files += 1
+            total += st.st_size
+    while stack and not stop.is_set():
+        path, prefix, scope = stack.pop()
+        try:
+            entries, scopes = listing(path, filt, prefix, scope)
+        except OSError:
+            continue
+        for k, entry in enumerate(entries):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    child = scopes[k] if scopes is not None else ALL
+                    stack.append((entry.path, f"{prefix}{entry.name}/", child))
+                elif entry.is_file(follow_symlinks=False):
+                    files += 1
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    if not stop.is_set():
+        progress.files_total = files
+        progress.bytes_total = total
+
+
+class Walker:
+    """Walks backed-up roots into nodes; files' contents are :class:`PendingContent`
+    until the tree thread stores their directory."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        reader: FileReader,
+        trees: TreeThread,
+        counts: BackupCounts,
+        progress: ProgressTracker,
+    ) -> None:
+        self.repo = repo
+        self.reader = reader
+        self.trees = trees
+        self.counts = counts
+        self.progress = progress
+        self.names = Names()
+        self.hardlinks: dict[tuple[int, int], tuple[str, list[str] | PendingContent]] = {}
+        self._trees_ahead: dict[str, Future[dict[str, Node]]] = {}
+        self.filter: PathFilter | None = None
+        self.root_len = 0  # len of the current root's name plus "/": rel[root_len:] is
+        # the path relative to the backed-up root, which patterns match
+
+    def walk_roots(self, roots: list[tuple[str, str]], parent_root: dict[str, Node]) -> DirJob:
+        """Walk ``(path, name)`` roots; the job of the snapshot's root directory."""
+        self.prefetch_parent_trees(parent_root)
+        nodes: list[Node] = []
+        scope = top_scope(self.filter)
+        for path, name in roots:
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                self.counts.error(path, exc)
+                continue
+            self.root_len = len(name) + 1
+            node = self._node(path, name, name, st, parent_root.get(name), scope=scope)
+            if node is not None:
+                nodes.append(node)
+        return self.trees.add(nodes)
+
+    def _node(
+        self,
+        path: str,
+        rel: str,
+        name: str,
+        st: os.stat_result,
+        parent: Node | None,
+        unchanged: bool | None = None,
+        scope: int = ALL,
+    ) -> Node | None:
+        node = meta(self.names, name, st)
+        kind = node["type"]
+        if kind == "dir":
+            job = self._walk(self._dir_node(node, path, rel, parent, scope))
+            if job is None:
+                return None
+            node["subtree"] = job
+        elif kind == "symlink":
+            try:
+                node["target"] = os.readlink(path)
+            except OSError as exc:
+                self.counts.error(path, exc)
+                return None
+        elif kind in ("dev", "chardev"):
+            node["rdev"] = st.st_rdev
+        elif kind == "file" and not self._file(path, rel, node, st, parent, unchanged):
+            return None
+        return node
+
+    def _file(
+        self,
+        path: str,
+        rel: str,
+        node: Node,
+        st: os.stat_result,
+        parent: Node | None,
+        unchanged: bool | None = None,
+    ) -> bool:
+        """``unchanged``: :meth:`_unchanged`'s answer when the caller has it already."""
+        size = st.st_size
+        node["size"] = size
+        counts = self.counts
+        counts["total_files"] += 1
+        counts["total_bytes"] += size
+        if st.st_blocks * 512 < size:
+            node["sparse"] = True
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                node["hardlink"] = first[0]
+                node["content"] = first[1]
+                counts["files_new" if parent is None else "files_unmodified"] += 1
+                self.progress.files_done += 1
+                self.progress.bytes_done += size
+                return True
+        if self._unchanged(parent, st) if unchanged is None else unchanged:
+            assert parent is not None
+            node["content"] = list(parent.get("content", []))
+            counts["files_unmodified"] += 1
+            self.progress.bytes_done += size
+        else:
+            category = "files_changed" if parent is not None else "files_new"
+            if size > self.reader.small:
+                # Big files are read and cut by their own threads, two at a time, while
+                # this thread walks on; the tree thread waits for their chunk lists.
+                node["content"] = PendingContent(future=self.reader.read_big(path, category))
+            else:
+                refs = self.reader.read_file(path, size)
+                if refs is None:
+                    return False
+                node["content"] = PendingContent(refs)
+            counts[category] += 1
+        if st.st_nlink > 1:
+            self.hardlinks[(st.st_dev, st.st_ino)] = (rel, node["content"])
+        self.progress.files_done += 1
+        return True
+
+    def _unchanged(self, parent: Node | None, st: os.stat_result) -> bool:
+        """The parent snapshot's chunk list is still right: same size, times and inode,
+        and every chunk is still in the repository."""
+        return (
+            parent is not None
+            and parent["type"] == "file"
+            and parent.get("size") == st.st_size
+            and parent.get("mtime_ns") == st.st_mtime_ns
+            and parent.get("ctime_ns") == st.st_ctime_ns
+            and parent.get("inode") == st.st_ino
+            and all(bytes.fromhex(c) in self.repo.index for c in parent.get("content", []))
+        )
+
+    # ------------------------------------------------------------ parent snapshot's trees
+    def _load_parent_tree(self, tree_id: object) -> dict[str, Node]:
+        if not isinstance(tree_id, str):
+            return {}
+        ahead = self._trees_ahead.pop(tree_id, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._read_parent_tree(tree_id)
+
+    def _read_parent_tree(self, tree_id: str) -> dict[str, Node]:
+        try:
+            return {n["name"]: n for n in self.repo.load_tree(tree_id)}
+        except CorruptObject:
+            return {}
+
+    def prefetch_parent_trees(self, parents: dict[str, Node]) -> None:
+        """Load the parent snapshot's subdirectory trees in reader threads, one level
+        ahead of the walk: each is a ranged read, a decryption and a JSON parse, which
+        otherwise stall the walk once per directory."""
+        for node in parents.values():
+            sub = node.get("subtree")
+            if node["type"] == "dir" and isinstance(sub, str) and sub not in self._trees_ahead:
+                self._trees_ahead[sub] = self.reader.readers.submit(self._read_parent_tree, sub)
+
+    # ------------------------------------------------------------ directories
+    def _dir_node(
+        self, node: Node, path: str, rel: str, parent: Node | None, scope: int
+    ) -> _DirWalk:
+        """Count the directory ``node`` and start its walk (see :meth:`_walk_dir`)."""
+        self.counts["dirs"] += 1
+        parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
+        return self._walk_dir(path, rel, parent_tree, scope)
+
+    @staticmethod
+    def _walk(top: _DirWalk) -> DirJob | None:
+        """Run a directory's walk and, depth first, those of the directories below it: an
+        explicit stack of suspended walks, so that the depth of a tree is bounded by
+        memory, not by Python's recursion limit (a tree 500 levels deep used to fail
+        every backup of its volume with RecursionError)."""
+        stack = [top]
+        result: DirJob | None = None
+        while True:
+            try:
+                child = stack[-1].send(result)
+            except StopIteration as done:
+                stack.pop()
+                result = done.value
+                if not stack:
+                    return result
+                continue
+            stack.append(child)
+            result = None
+
+    def _stat_entries(
+        self, entries: list[os.DirEntry[str]], scopes: list[int] | None
+    ) -> tuple[list[tuple[os.DirEntry[str], os.stat_result]], list[int]]:
+        """lstat each entry (one that fails is recorded and left out), with its scope."""
+        stats: list[tuple[os.DirEntry[str], os.stat_result]] = []
+        child_scopes: list[int] = []
+        for k, entry in enumerate(entries):
+            try:
+                stats.append((entry, entry.stat(follow_symlinks=False)))
+            except OSError as exc:
+                self.counts.error(entry.path, exc)
+                continue
+            child_scopes.append(scopes[k] if scopes is not None else ALL)
+        return stats, child_scopes
+
+    def _walk_dir(self, path: str, rel: str, parent_tree: object, scope: int = ALL) -> _DirWalk:
+        """The walk of one directory, a generator: it yields the walk of each
+        subdirectory for :meth:`_walk` to run and is sent back that subdirectory's job
+        (None: left out), and returns the directory's own job: None when it cannot be read
+        (recorded as an error) or, in scope ``SOME``, when nothing under it is included."""
+        prefix = rel[self.root_len :]
+        try:
+            entries, scopes = listing(path, self.filter, f"{prefix}/" if prefix else "", scope)
+        except OSError as exc:
+            self.counts.error(path, exc)
+            return None
+        parents = self._load_parent_tree(parent_tree) if scope != NONE else {}
+        self.prefetch_parent_trees(parents)
+        stats, child_scopes = self._stat_entries(entries, scopes)
+        # Small files that must be read are read ahead by reader threads, a window of
+        # bytes at a time: on a cold cache each read waits for the disk, and many
+        # waits overlap instead of queueing behind the walk.
+        small = self.reader.small
+        same = [
+            stat.S_ISREG(st.st_mode) and self._unchanged(parents.get(entry.name), st)
+            for entry, st in stats
+        ]
+        wanted = [
+            k
+            for k, (entry, st) in enumerate(stats)
+            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= small and not same[k]
+        ]
+        prefetched = self.reader.prefetched
+        nxt = 0
+        ahead = 0
+        nodes: list[Node] = []
+        for k, (entry, st) in enumerate(stats):
+            while nxt < len(wanted) and (ahead < _READ_AHEAD_BYTES or wanted[nxt] <= k):
+                want, want_st = stats[wanted[nxt]]
+                self.reader.prefetch(want.path, want_st.st_size)
+                ahead += want_st.st_size
+                nxt += 1
+            if entry.path in prefetched:
+                ahead -= st.st_size
+            node: Node | None
+            if stat.S_ISDIR(st.st_mode):  # walked by _walk, not by recursion
+                node = meta(self.names, entry.name, st)
+                job = yield self._dir_node(
+                    node,
+                    entry.path,
+                    f"{rel}/{entry.name}",
+                    parents.get(entry.name),
+                    child_scopes[k],
+                )
+                if job is None:
+                    continue
+                node["subtree"] = job
+            else:
+                node = self._node(
+                    entry.path,
+                    f"{rel}/{entry.name}",
+                    entry.name,
+                    st,
+                    parents.get(entry.name),
+                    same[k],
+                )
+                prefetched.pop(entry.path, None)
+            if node is not None:
+                nodes.append(node)
+        if scope == SOME and not nodes and len(rel) >= self.root_len:
+            self.counts["dirs"] -= 1  # not the root, and leads to no included path: left out
+            return None
+        return self.trees.add(nodes)
