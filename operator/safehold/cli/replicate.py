@@ -119,7 +119,7 @@ def replicate_command(args: Namespace, out: Output) -> int:
         raise UsageError("--source-prefix '': an empty prefix selects every source")
     repo = open_repo(args)
     site_storage = _open_site(args)
-    if site_storage.retention is not None:  # -O object_lock_*: the site's bucket must lock
+    if site_storage.object_lock is not None:  # -O object_lock_*: the site's bucket must lock
         site_storage.check_object_lock()
     if site_storage.location.rstrip("/") == repo.location.rstrip("/"):
         raise UsageError(f"--to {args.to}: that is the repository itself; give the site's URL")

@@ -14,9 +14,9 @@ The SDK's own retries are off (``retry_total=0``): retrying is the job of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -135,6 +135,11 @@ class AzureStorage(ObjectStore):
     """Block blobs under ``prefix/`` in one container. An object lock needs a container (or
     account) with version-level immutability support enabled."""
 
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "Unlocked",
+        "compliance": "Locked",
+    }
+
     def __init__(
         self,
         location: Location,
@@ -248,12 +253,10 @@ class AzureStorage(ObjectStore):
 
     # -- uploads
     def _lock_args(self, name: str) -> dict[str, Any]:
-        if self.retention is None or not self.retention.applies_to(name):
+        lock = self._lock_for(name)
+        if lock is None:
             return {}
-        policy = ImmutabilityPolicy(
-            expiry_time=self.retention.until(),
-            policy_mode=self.retention.provider_mode("azure"),
-        )
+        policy = ImmutabilityPolicy(expiry_time=lock[1], policy_mode=lock[0])
         return {"immutability_policy": policy}
 
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:

@@ -25,7 +25,7 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
-from safehold.storage.options import option_retention
+from safehold.storage.options import option_object_lock
 from safehold.storage.registry import Location
 
 __all__ = ["FilesystemStorage", "open"]
@@ -35,7 +35,7 @@ _TMP = ".tmp"
 
 def open(location: Location) -> FilesystemStorage:
     storage = FilesystemStorage(Path(location.bucket))
-    storage.set_retention(option_retention(location))  # refuses a lock: files cannot hold one
+    storage.set_object_lock(option_object_lock(location))  # refuses a lock: files cannot hold one
     return storage
 
 

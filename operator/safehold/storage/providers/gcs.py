@@ -14,9 +14,9 @@ Application Default Credentials, or ``anonymous=true`` for emulators and public 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import google.api_core.exceptions as gx
 import google.auth
@@ -110,6 +110,11 @@ class GCSStorage(ObjectStore):
     """Objects under ``prefix/`` in one bucket. An object lock needs a bucket with object
     retention enabled (``gcloud storage buckets create --enable-per-object-retention``)."""
 
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "Unlocked",
+        "compliance": "Locked",
+    }
+
     def __init__(
         self,
         location: Location,
@@ -174,7 +179,7 @@ class GCSStorage(ObjectStore):
         except gx.NotFound:
             return
         except gx.Forbidden as exc:
-            if self.retention is not None:  # retention or a hold: 403 until it expires
+            if self.object_lock is not None:  # retention or a hold: 403 until it expires
                 raise ObjectLocked(
                     self.location,
                     "the object is under a GCS retention or hold that has not expired",
@@ -225,9 +230,9 @@ class GCSStorage(ObjectStore):
     # -- uploads
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:
         blob = self._blob(name, len(data))
-        if self.retention is not None and self.retention.applies_to(name):
-            blob.retention.mode = self.retention.provider_mode("gs")
-            blob.retention.retain_until_time = self.retention.until()
+        lock = self._lock_for(name)
+        if lock is not None:
+            blob.retention.mode, blob.retention.retain_until_time = lock
         try:
             blob.upload_from_string(
                 data,

@@ -14,10 +14,10 @@ shared config/profile, container and instance roles). See docs/storage.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import boto3
 import botocore.exceptions as bce
@@ -142,6 +142,11 @@ class S3Storage(ObjectStore):
     """Objects under ``prefix/`` in one bucket. With an object lock (the bucket must have
     S3 Object Lock enabled, which turns versioning on) a delete removes every version."""
 
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "GOVERNANCE",
+        "compliance": "COMPLIANCE",
+    }
+
     def __init__(
         self, location: Location, client: S3Client, *, endpoint: str, multipart_threshold: int
     ) -> None:
@@ -187,7 +192,7 @@ class S3Storage(ObjectStore):
 
     def delete(self, name: str) -> None:
         try:
-            if self.retention is not None or self._lock_enabled_bucket():
+            if self.object_lock is not None or self._lock_enabled_bucket():
                 self._delete_versions(name, self._key(name))
                 return
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
@@ -255,12 +260,10 @@ class S3Storage(ObjectStore):
         return self._bucket_locks
 
     def _lock_args(self, name: str) -> dict[str, Any]:
-        if self.retention is None or not self.retention.applies_to(name):
+        lock = self._lock_for(name)
+        if lock is None:
             return {}
-        return {
-            "ObjectLockMode": self.retention.provider_mode("s3"),
-            "ObjectLockRetainUntilDate": self.retention.until(),
-        }
+        return {"ObjectLockMode": lock[0], "ObjectLockRetainUntilDate": lock[1]}
 
     def _retained(self, key: str, version: str) -> bool:
         """Whether a version's retention is still running: tells a refusal by the lock
