@@ -41,6 +41,11 @@ from safehold.storage.object_lock import ObjectLock
 
 __all__ = ["ObjectInfo", "Storage", "innermost"]
 
+_CANNOT_LOCK = (
+    "this provider cannot lock objects (object lock / retention); use s3://, gs:// or "
+    "azure:// for an immutable repository (docs/immutability.md)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -104,11 +109,7 @@ class Storage(abc.ABC):
         repository that records an object lock is never written unlocked by mistake.
         """
         if lock is not None:
-            raise ObjectLockUnsupported(
-                self.location,
-                "this provider cannot lock objects (object lock / retention); use s3://, "
-                "gs:// or azure:// for an immutable repository (docs/immutability.md)",
-            )
+            raise ObjectLockUnsupported(self.location, _CANNOT_LOCK)
         self.object_lock = None
 
     def check_reachable(self) -> None:
@@ -128,11 +129,7 @@ class Storage(abc.ABC):
         Raises :class:`ObjectLockUnsupported` with how to enable it (docs/immutability.md).
         The default refuses: a provider that can lock objects asks its bucket.
         """
-        raise ObjectLockUnsupported(
-            self.location,
-            "this provider cannot lock objects (object lock / retention); use s3://, "
-            "gs:// or azure:// for an immutable repository (docs/immutability.md)",
-        )
+        raise ObjectLockUnsupported(self.location, _CANNOT_LOCK)
 
     def copy_from(self, source: Storage, name: str) -> bool:
         """Copy object ``name`` of ``source`` (wrapped or not) to the same name here, inside

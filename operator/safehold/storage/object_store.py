@@ -2,7 +2,8 @@
 
 An :class:`ObjectStore` keeps objects under ``prefix/`` in one bucket (an Azure container):
 it maps object names to the store's keys and back, reads the options every cloud provider
-has (``page_size``, the object lock), and implements the parts of the interface that need
+has (``page_size``), keeps the object lock and gives each upload its provider's lock mode
+and retain-until time (``_lock_for``), and implements the parts of the interface that need
 no SDK: ``put`` and ``create`` are one upload, a zero-length ``get`` is a ``stat``, and
 ``list`` strips the prefix from the keys the provider lists. A provider implements
 ``_upload``, ``_read`` and ``_list`` with its SDK, plus ``stat``, ``delete`` and ``close``,
@@ -20,7 +21,7 @@ from typing import ClassVar
 from safehold.storage.base import ObjectInfo, Storage, innermost
 from safehold.storage.errors import InvalidLocation
 from safehold.storage.object_lock import ObjectLock
-from safehold.storage.options import option_int, option_object_lock
+from safehold.storage.options import option_int
 from safehold.storage.registry import Location
 
 __all__ = ["ObjectStore"]
@@ -39,7 +40,6 @@ class ObjectStore(Storage):
         self.endpoint = endpoint
         self.multipart_threshold = multipart_threshold
         self.page_size = option_int(location, "page_size", 1000)
-        self.set_object_lock(option_object_lock(location))
 
     def _key(self, name: str) -> str:
         """The object's key in the bucket: ``name`` under the prefix."""

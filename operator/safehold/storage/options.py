@@ -24,6 +24,7 @@ __all__ = [
     "option_int",
     "option_object_lock",
     "option_retry_seconds",
+    "option_timeouts",
     "redact_endpoint",
 ]
 
@@ -91,6 +92,13 @@ def option_float(location: Location, key: str, default: float) -> float:
     if value <= 0:
         raise InvalidLocation(location.url, f"option {key} must be a number of seconds > 0")
     return value
+
+
+def option_timeouts(location: Location) -> tuple[float, float]:
+    """Seconds to connect and seconds a read may stall (option ``timeout``, default 60;
+    connecting gets at most 10 s), as every cloud provider's client takes them."""
+    timeout = option_float(location, "timeout", 60.0)
+    return min(timeout, 10.0), timeout
 
 
 def option_bool(location: Location, key: str) -> bool:

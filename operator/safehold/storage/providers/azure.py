@@ -45,17 +45,15 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
 
 __all__ = ["AzureStorage", "open"]
 
-_OPTIONS = {"connection_string", "account_name", "account_key", "sas_token"}
 _MIB = 1024 * 1024
 _UPLOAD_THREADS = 4
 #: How long to wait for an asynchronous server-side copy (Copy Blob) to finish.
@@ -74,13 +72,12 @@ _IMMUTABLE_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
 
 
 def open(location: Location) -> AzureStorage:
-    check_options(location, _OPTIONS)
-    timeout = option_float(location, "timeout", 60.0)
+    connect_timeout, read_timeout = option_timeouts(location)
     threshold = option_int(location, "multipart_threshold", 8 * _MIB)
     settings: dict[str, Any] = {
         "retry_total": 0,
-        "connection_timeout": min(timeout, 10.0),
-        "read_timeout": timeout,
+        "connection_timeout": connect_timeout,
+        "read_timeout": read_timeout,
         "max_single_put_size": threshold,
         "max_block_size": threshold,
     }

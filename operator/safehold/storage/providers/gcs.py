@@ -41,18 +41,16 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
     option_bool,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
 
 __all__ = ["GCSStorage", "open"]
 
-_OPTIONS = {"project", "credentials_file", "anonymous"}
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
@@ -60,7 +58,6 @@ _POOL = 32  # connections per host, as for S3
 
 
 def open(location: Location) -> GCSStorage:
-    check_options(location, _OPTIONS)
     endpoint = location.options.get("endpoint") or None
     project = option(location, "project", "GOOGLE_CLOUD_PROJECT")
     credentials: Any
@@ -96,13 +93,13 @@ def open(location: Location) -> GCSStorage:
         client_options={"api_endpoint": endpoint} if endpoint else None,
         _http=session,
     )
-    timeout = option_float(location, "timeout", 60.0)
+    timeouts = option_timeouts(location)
     return GCSStorage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else "https://storage.googleapis.com",
         multipart_threshold=threshold - threshold % _CHUNK_UNIT,
-        timeout=(min(timeout, 10.0), timeout),
+        timeout=timeouts,
     )
 
 

@@ -38,11 +38,10 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
     option_bool,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
@@ -52,15 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Storage", "open"]
 
-_OPTIONS = {
-    "region",
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "profile",
-    "anonymous",
-    "addressing_style",
-}
 _MIB = 1024 * 1024
 _MIN_PART = 5 * _MIB  # S3's smallest part (all but the last)
 _MAX_PARTS = 10_000
@@ -90,18 +80,17 @@ _TRANSIENT = {
 
 
 def open(location: Location) -> S3Storage:
-    check_options(location, _OPTIONS)
     endpoint = option(location, "endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     region = option(location, "region", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
     style = location.options.get("addressing_style") or ("path" if endpoint else "auto")
     if style not in ("path", "virtual", "auto"):
         raise InvalidLocation(location.url, "option addressing_style must be path, virtual or auto")
-    timeout = option_float(location, "timeout", 60.0)
+    connect_timeout, read_timeout = option_timeouts(location)
     config = Config(
         region_name=region,
         s3={"addressing_style": style},  # type: ignore[arg-type]
-        connect_timeout=min(timeout, 10.0),
-        read_timeout=timeout,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         retries={"total_max_attempts": 1},
         max_pool_connections=32,
         signature_version=UNSIGNED if option_bool(location, "anonymous") else None,
