@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 from argparse import Namespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, parse_time_option
@@ -64,7 +64,9 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="TAG")
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``dump`` and ``restore-db`` to the ``safehold`` parser."""
     dump = sub.add_parser(
         "dump",

@@ -18,10 +18,10 @@ from safehold.cli.context import UsageError, _option_pairs, location_url, open_r
 from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
 
-__all__ = ["add_replicate_parser", "replicate_command"]
+__all__ = ["register", "replicate_command"]
 
 
-def add_replicate_parser(
+def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Register ``replicate`` on the main parser's subcommands."""
