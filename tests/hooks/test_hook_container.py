@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from safehold.cli import hooks
+from safehold.cli import backup_hooks, hook_container, hooks
 from safehold.cli.main import build_parser
 from safehold.cli.output import Output
 
@@ -145,7 +145,7 @@ def test_the_backup_side_does_not_wait_forever_for_a_hooks_container_that_never_
          "--pre-hook", "true", "--post-hook", "true", "--hook-timeout", "0.1"]
     )  # fmt: skip
     started = time.monotonic()
-    code = hooks.backup_with_hooks(args, Output(json_mode=True))
+    code = backup_hooks.backup_with_hooks(args, Output(json_mode=True))
     assert time.monotonic() - started < 30
     summary = _last_json(capsys.readouterr().out)
     assert code == 1
@@ -170,7 +170,7 @@ def test_the_hooks_side_runs_the_post_hooks_when_the_backup_container_is_gone(
          "--pre-hook", "echo pre", "--post-hook", "echo post"]
     )  # fmt: skip
     started = time.monotonic()
-    assert hooks.run_hooks_command(args, Output(json_mode=True)) == 0
+    assert hook_container.run_hooks_command(args, Output(json_mode=True)) == 0
     assert time.monotonic() - started < 30
     post = json.loads((handover / "post.json").read_text())
     assert [(h["name"], h["output"]) for h in post["hooks"]] == [("post-0", "post\n")]
@@ -190,7 +190,7 @@ def test_a_backup_container_that_starts_after_the_post_hooks_ran_makes_no_snapsh
          "--password-file", str(pod["password_file"]), "--json",
          "--hooks-handover", str(handover), "--pre-hook", "true", "--post-hook", "true"]
     )  # fmt: skip
-    assert hooks.backup_with_hooks(args, Output(json_mode=True)) == 1
+    assert backup_hooks.backup_with_hooks(args, Output(json_mode=True)) == 1
     summary = _last_json(capsys.readouterr().out)
     assert "snapshot" not in summary
     assert summary["hooks"][1]["name"] == "pre-1"
@@ -215,7 +215,7 @@ def test_a_tampered_handover_is_read_without_following_links_or_echoing_files(
          "--hooks-handover", str(handover), "--pre-hook", "true", "--post-hook", "true",
          "--hook-timeout", "0.1"]
     )  # fmt: skip
-    assert hooks.backup_with_hooks(args, Output(json_mode=True)) == 1
+    assert backup_hooks.backup_with_hooks(args, Output(json_mode=True)) == 1
     captured = capsys.readouterr()
     assert PASSWORD not in captured.out + captured.err
     summary = _last_json(captured.out)
@@ -229,7 +229,7 @@ def test_a_tampered_handover_is_read_without_following_links_or_echoing_files(
 
 def test_the_heartbeat_stops_with_the_backup(tmp_path: Path) -> None:
     args = _args(["backup", str(tmp_path), "--hooks-handover", str(tmp_path)])
-    handover = hooks._Handover(tmp_path, args)
+    handover = backup_hooks._Handover(tmp_path, args)
     with handover.heartbeat():
         deadline = time.monotonic() + 5
         while not (tmp_path / "backup-alive.json").exists() and time.monotonic() < deadline:

@@ -29,9 +29,9 @@ from safehold.engine.retention import RetentionPolicy
 from safehold.repo import ChunkerParams, Config, Repository, RepositoryLock
 from safehold.storage import (
     InvalidLocation,
+    ObjectLock,
     ObjectLocked,
     ObjectLockUnsupported,
-    Retention,
     open_storage,
 )
 from testground.objectstores import RunningStore
@@ -296,14 +296,18 @@ def test_azure_delete_refused_by_immutability_is_object_locked(azure_store: Runn
         storage.delete("data/x")
 
 
-def test_retention_values() -> None:
-    r = Retention("compliance", 30, exempt=("locks/",))
-    assert r.provider_mode("s3") == "COMPLIANCE"
-    assert r.provider_mode("gs") == "Locked"
-    assert r.provider_mode("azure") == "Locked"
+def test_object_lock_values() -> None:
+    from safehold.storage.providers.azure import AzureStorage
+    from safehold.storage.providers.gcs import GCSStorage
+    from safehold.storage.providers.s3 import S3Storage
+
+    r = ObjectLock("compliance", 30, exempt=("locks/",))
+    assert S3Storage.lock_mode_names[r.mode] == "COMPLIANCE"
+    assert GCSStorage.lock_mode_names[r.mode] == "Locked"
+    assert AzureStorage.lock_mode_names[r.mode] == "Locked"
     assert not r.applies_to("locks/abc")
     assert r.applies_to("data/ab/abc")
     written = datetime(2026, 1, 1, tzinfo=UTC)
     assert r.expires(written) == datetime(2026, 1, 31, tzinfo=UTC)
     with pytest.raises(ValueError, match="governance, compliance"):
-        Retention("strict", 1)
+        ObjectLock("strict", 1)

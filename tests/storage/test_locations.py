@@ -52,3 +52,16 @@ def test_redact_endpoint() -> None:
     assert redact_endpoint("http://127.0.0.1:10000/devstoreaccount1") == (
         "http://127.0.0.1:10000/devstoreaccount1"
     )
+
+
+def test_the_controller_and_api_copies_of_the_provider_names_match_the_registry() -> None:
+    """The controller may not import storage and the API models import nothing of Safehold,
+    so each keeps its own copy of the provider names; this keeps them in step."""
+    from typing import get_args
+
+    from safehold.api.backuplocation import LocationProvider
+    from safehold.controller.repository import _SCHEMES
+    from safehold.storage.registry import PROVIDERS
+
+    assert set(get_args(LocationProvider)) == {p.name for p in PROVIDERS}
+    assert {p.name: p.scheme for p in PROVIDERS if not p.directory} == _SCHEMES

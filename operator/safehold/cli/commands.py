@@ -40,7 +40,6 @@ __all__ = [
     "key_list",
     "key_remove",
     "key_rotate",
-    "operator",
     "repo_unlock",
     "restore",
     "verify",
@@ -125,28 +124,6 @@ def key_remove(args: Namespace, out: Output) -> int:
     removed = repo.remove_key(args.key_id)
     out.print(f"removed key {removed}")
     out.summary({"ok": True, "removed": removed})
-    return exitcodes.OK
-
-
-# ------------------------------------------------------------------ operator
-def operator(args: Namespace, out: Output) -> int:
-    """Run the kopf operator until it is stopped (SIGTERM, SIGINT)."""
-    try:
-        from safehold.controller import run
-    except ImportError as exc:  # kopf/kubernetes are the `operator` extra
-        raise UsageError(
-            f"the operator needs the operator extra: pip install 'safehold[operator]' ({exc})"
-        ) from exc
-    if args.all_namespaces and args.namespace:
-        raise UsageError("give --namespace NS... or --all-namespaces, not both")
-    if not args.all_namespaces and not args.namespace:
-        raise UsageError("say what to watch: --namespace NS (repeatable) or --all-namespaces")
-    run(
-        namespaces=args.namespace,
-        all_namespaces=args.all_namespaces,
-        metrics_port=args.metrics_port,
-        health_port=args.health_port,
-    )
     return exitcodes.OK
 
 

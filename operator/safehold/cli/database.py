@@ -74,7 +74,9 @@ def _connection_options(p: argparse.ArgumentParser, *, required: bool = True) ->
     p.add_argument("--tag", action="append", default=[], metavar="TAG")
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``dump`` and ``restore-db`` to the ``safehold`` parser."""
     dump = sub.add_parser(
         "dump",

@@ -1,6 +1,6 @@
 """``safehold ls``, ``find``, ``diff`` and ``cat``: looking inside snapshots (docs/cli.md).
 
-Registered into the main parser by :func:`register` (one line in ``cli/main.py``); the work
+Registered into the main parser by :func:`register` (listed in ``main.COMMANDS``); the work
 is done by :mod:`safehold.engine.inspect`. The listings are the commands' output, so they
 are printed with ``--quiet`` too; with ``--json`` each entry is one JSON line, and the
 summary is the last line as for every command. Each command holds a shared repository lock
@@ -37,7 +37,9 @@ _BEFORE_LATEST = re.compile(r"latest~([0-9]{1,6})")
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``ls``, ``find``, ``diff`` and ``cat`` to the ``safehold`` parser."""
     ls = sub.add_parser("ls", parents=[common], help="list what a snapshot holds under a path")
     ls.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix), 'latest' or 'latest~N'")

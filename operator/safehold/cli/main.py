@@ -1,8 +1,9 @@
 """The ``safehold`` command: argument parsing, dispatch, and errors to exit codes.
 
-Each command is a small function in :mod:`safehold.cli.commands`; this module
-only turns the command line into a call and any failure into a message that
-says what to do plus a documented exit code (docs/cli.md).
+Each module of :data:`COMMANDS` registers its commands (``register(sub, common)``: the
+parsers and their handlers); this module only builds the parser from them, turns the
+command line into a call and any failure into a message that says what to do plus a
+documented exit code (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -14,25 +15,63 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Protocol
 
 from safehold import __version__, engine
-from safehold.cli import commands, database, exitcodes, maintenance, repair
+from safehold.cli import (
+    backup_hooks,
+    database,
+    exitcodes,
+    hook_container,
+    inspect,
+    maintenance,
+    operator,
+    repair,
+    replicate,
+    repo_info,
+    resources,
+    restore,
+    snapshots,
+    validate,
+    verify,
+)
 from safehold.cli.context import UsageError
-from safehold.cli.hooks import add_hook_arguments, add_run_hooks_parser, backup_with_hooks
-from safehold.cli.inspect import register as register_inspect
-from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
-from safehold.cli.passwords import add_password_option
-from safehold.cli.replicate import add_replicate_parser
-from safehold.cli.repo_info import repo_info, repo_init
-from safehold.cli.resources import register as register_resources
-from safehold.cli.snapshots import add_snapshots_parser
-from safehold.cli.validate import register as register_validate
-from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL
 from safehold.repo.errors import RepositoryError
 from safehold.storage import NotFound, StorageError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+class _Commands(Protocol):
+    """A module of commands: ``register`` adds its parsers, each with its handler
+    (``set_defaults(func=...)``); ``common`` is the parent of the options every command
+    that opens a repository takes."""
+
+    def register(
+        self,
+        sub: argparse._SubParsersAction[argparse.ArgumentParser],
+        common: argparse.ArgumentParser,
+    ) -> None: ...
+
+
+#: Every module of commands, in the order ``safehold --help`` lists their commands.
+COMMANDS: tuple[_Commands, ...] = (
+    repo_info,
+    backup_hooks,
+    hook_container,
+    restore,
+    snapshots,
+    verify,
+    replicate,
+    operator,
+    maintenance,
+    repair,
+    database,
+    resources,
+    validate,
+    inspect,
+)
 
 
 def _common(json_output: bool = True) -> argparse.ArgumentParser:
@@ -86,35 +125,6 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _percent(value: str) -> float:
-    text = value.strip().rstrip("%")
-    try:
-        number = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a percentage (e.g. 10 or 10%)") from exc
-    if not 0 < number <= 100:
-        raise argparse.ArgumentTypeError(f"{value!r} must be above 0 and at most 100")
-    return number
-
-
-def _subset(value: str) -> tuple[int, int]:
-    """``K/N`` of ``verify --read-data-subset``: part K (1 to N) of N."""
-    part, _, parts = value.partition("/")
-    try:
-        k, n = int(part), int(parts)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not K/N (e.g. 3/10)") from exc
-    if not 1 <= k <= n <= 10_000:
-        raise argparse.ArgumentTypeError(f"{value!r}: K/N needs 1 <= K <= N <= 10000")
-    return k, n
-
-
-def _backup(args: argparse.Namespace, out: Output) -> int:
-    """``safehold backup``: its patterns checked before any hook runs."""
-    commands.read_patterns(args)
-    return backup_with_hooks(args, out)
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -125,194 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"safehold {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    repo = sub.add_parser("repo", help="create and manage repositories")
-    repo_sub = repo.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
-    init = repo_sub.add_parser("init", parents=[common], help="create a repository")
-    init.add_argument(
-        "--pack-size",
-        type=int,
-        default=16,
-        metavar="MiB",
-        help="target pack size in MiB (default 16)",
-    )
-    init.add_argument(
-        "--compression-level",
-        type=int,
-        default=DEFAULT_COMPRESSION_LEVEL,
-        metavar="N",
-        help=f"zstd level for new data (default {DEFAULT_COMPRESSION_LEVEL})",
-    )
-    init.add_argument(
-        "--if-absent",
-        action="store_true",
-        help="when a repository exists there already, open it (checking the password) "
-        "and report it like repo info instead of failing",
-    )
-    maintenance.add_init_options(init)
-    add_password_option(init)
-    init.set_defaults(func=repo_init)
-    info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
-    info.add_argument(
-        "--allow-empty",
-        action="store_true",
-        help="a reachable location without a repository is a success ('empty': true), "
-        "not exit code 10; a missing bucket or refused credentials still fail",
-    )
-    info.set_defaults(func=repo_info)
-    unlock = repo_sub.add_parser("unlock", parents=[common], help="remove stale locks")
-    unlock.add_argument(
-        "--remove-all",
-        action="store_true",
-        help="remove every lock, also live ones (only when nothing runs)",
-    )
-    unlock.set_defaults(func=commands.repo_unlock)
-    key = repo_sub.add_parser("key", help="add, list and remove passwords; rotate the data key")
-    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
-    add = key_sub.add_parser("add", parents=[common], help="add a password")
-    add.add_argument(
-        "--new-password-file",
-        metavar="PATH",
-        help="the new password (default: $SAFEHOLD_NEW_PASSWORD)",
-    )
-    add_password_option(add)
-    add.set_defaults(func=commands.key_add)
-    lst = key_sub.add_parser("list", parents=[common], help="list keys")
-    lst.set_defaults(func=commands.key_list)
-    rm = key_sub.add_parser("remove", parents=[common], help="remove a key by id")
-    rm.add_argument("key_id", metavar="ID")
-    rm.set_defaults(func=commands.key_remove)
-    rotate = key_sub.add_parser(
-        "rotate",
-        parents=[common],
-        help="new data key version for new writes (the repository's only key)",
-    )
-    rotate.set_defaults(func=commands.key_rotate)
-
-    backup = sub.add_parser("backup", parents=[common], help="back up paths or stdin")
-    backup.add_argument("paths", nargs="*", metavar="PATH")
-    backup.add_argument(
-        "--stdin-name", metavar="NAME", help="read the data from stdin and store it as file NAME"
-    )
-    backup.add_argument(
-        "--type",
-        choices=("full", "incremental", "differential"),
-        help="default: incremental when the source has a snapshot, else full",
-    )
-    backup.add_argument(
-        "--source", metavar="NAME", help="the source's name (default: the absolute paths, or NAME)"
-    )
-    backup.add_argument("--tag", action="append", default=[], metavar="TAG")
-    backup.add_argument("--time", metavar="ISO8601", help="the snapshot's time (default: now)")
-    backup.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="store only the paths under each PATH that match (repeatable; see docs/cli.md)",
-    )
-    backup.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave out the paths that match, e.g. 'cache/**' or '*.tmp' (repeatable)",
-    )
-    backup.add_argument(
-        "--exclude-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="read exclude patterns from FILE, one a line ('#' comments, blank lines skipped)",
-    )
-    backup.add_argument(
-        "--verify",
-        action="store_true",
-        help="then check the new snapshot's structure (index, trees, every chunk indexed in "
-        "an existing pack); exit code 4 when it is damaged",
-    )
-    add_meta_option(backup)
-    add_hook_arguments(backup)
-    backup.set_defaults(func=_backup)
-    add_run_hooks_parser(sub)
-
-    restore = sub.add_parser("restore", parents=[common], help="restore a snapshot")
-    restore.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
-    restore.add_argument("target", metavar="TARGET", help="directory to restore into")
-    restore.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="restore only the paths of the snapshot this matches, as 'safehold ls' shows "
-        "them (/data/dir/file) or relative (data/dir); globs and ** as in backup; a "
-        "directory with all it holds (repeatable)",
-    )
-    restore.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave out the paths this matches, even when included (repeatable)",
-    )
-    restore.add_argument(
-        "--verify",
-        action="store_true",
-        help="then read every restored file back and check it against the snapshot (size, "
-        "content, and that every selected entry is there with its type); exit code 4 when "
-        "anything differs",
-    )
-    restore.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
-    restore.add_argument(
-        "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"
-    )
-    restore.set_defaults(func=commands.restore)
-
-    add_snapshots_parser(sub, common)
-
-    verify = sub.add_parser("verify", parents=[common], help="check the repository")
-    verify.add_argument(
-        "--read-data",
-        nargs="?",
-        const=100.0,
-        type=_percent,
-        default=None,
-        metavar="PERCENT",
-        help="also read back all data, or PERCENT of the packs at random",
-    )
-    verify.add_argument(
-        "--read-data-subset",
-        type=_subset,
-        default=None,
-        metavar="K/N",
-        help="also read back part K of N of the packs (by pack id, the same part every "
-        "time): checks 1/N to N/N together read every pack once",
-    )
-    verify.set_defaults(func=commands.verify)
-    add_replicate_parser(sub, common)
-    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    operator.add_argument(
-        "--namespace",
-        action="append",
-        default=[],
-        metavar="NS",
-        help="watch this namespace (repeatable; glob patterns allowed)",
-    )
-    operator.add_argument(
-        "--all-namespaces", action="store_true", help="watch every namespace (cluster-wide)"
-    )
-    operator.add_argument(
-        "--metrics-port", type=int, default=8080, metavar="PORT", help="Prometheus /metrics"
-    )
-    operator.add_argument(
-        "--health-port", type=int, default=8081, metavar="PORT", help="liveness /healthz"
-    )
-    operator.set_defaults(func=commands.operator)
-    maintenance.register(sub, common)
-    repair.register(sub, common)
-    database.register(sub, common)
-    register_resources(sub, common)
-    register_validate(sub)
-    register_inspect(sub, common)
+    for module in COMMANDS:
+        module.register(sub, common)
     _no_abbreviations(parser)
     return parser
 

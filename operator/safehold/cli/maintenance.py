@@ -1,6 +1,6 @@
 """``safehold forget`` and ``safehold prune``: the repository's maintenance commands.
 
-Registered into the main parser by :func:`register` (one line in ``cli/main.py``), so the
+Registered into the main parser by :func:`register` (listed in ``main.COMMANDS``), so the
 commands live here, next to nothing else. ``forget`` applies retention rules and deletes
 snapshot objects only; ``prune`` (or ``forget --prune``) then removes the data no
 snapshot uses. See docs/retention.md and docs/prune.md.
@@ -116,7 +116,9 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``forget`` and ``prune`` to the main parser's subcommands."""
     f = sub.add_parser(
         "forget", parents=[common], help="remove snapshots by retention rules (see --dry-run)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from argparse import Namespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import open_repo
@@ -26,7 +26,9 @@ __all__ = ["register", "repair_index", "repair_snapshots"]
 _PRINTED = 20
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``repair index`` and ``repair snapshots`` to the main parser's subcommands."""
     repair = sub.add_parser(
         "repair", help="mend a damaged repository: rebuild the index, repair snapshots"

@@ -18,10 +18,10 @@ from safehold.cli.context import UsageError, _option_pairs, location_url, open_r
 from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
 
-__all__ = ["add_replicate_parser", "replicate_command"]
+__all__ = ["register", "replicate_command"]
 
 
-def add_replicate_parser(
+def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Register ``replicate`` on the main parser's subcommands."""
@@ -119,7 +119,7 @@ def replicate_command(args: Namespace, out: Output) -> int:
         raise UsageError("--source-prefix '': an empty prefix selects every source")
     repo = open_repo(args)
     site_storage = _open_site(args)
-    if site_storage.retention is not None:  # -O object_lock_*: the site's bucket must lock
+    if site_storage.object_lock is not None:  # -O object_lock_*: the site's bucket must lock
         site_storage.check_object_lock()
     if site_storage.location.rstrip("/") == repo.location.rstrip("/"):
         raise UsageError(f"--to {args.to}: that is the repository itself; give the site's URL")

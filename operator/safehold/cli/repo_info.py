@@ -1,4 +1,5 @@
-"""``safehold repo init`` and ``safehold repo info``: create a repository, or report one.
+"""``safehold repo``: its commands' options; ``repo init`` and ``repo info`` (create a
+repository, or report one) here, ``unlock`` and ``key`` in :mod:`safehold.cli.commands`.
 
 ``repo info --allow-empty`` is the recovery-site check: a reachable location without a
 repository yet is a success (``"empty": true``), while a missing bucket or refused
@@ -9,21 +10,22 @@ lock is fixed when a repository is created (docs/immutability.md).
 
 from __future__ import annotations
 
+import argparse
 from argparse import Namespace
 from typing import Any
 
 import safehold.repo
-from safehold.cli import exitcodes
+from safehold.cli import commands, exitcodes, maintenance
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output, human_size
-from safehold.cli.passwords import check_new_password
-from safehold.repo.config import ChunkerParams, Config
+from safehold.cli.passwords import add_password_option, check_new_password
+from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL, ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
 from safehold.repo.layout import DATA
 from safehold.storage import Storage
 
-__all__ = ["repo_info", "repo_init", "sources_newest"]
+__all__ = ["register", "repo_info", "repo_init", "sources_newest"]
 
 
 def _lock_text(mode: str | None, days: int) -> str:
@@ -192,3 +194,71 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
     )
     out.summary(doc)
     return exitcodes.OK
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """``safehold repo``: init, info, unlock, key add/list/remove/rotate."""
+    repo = sub.add_parser("repo", help="create and manage repositories")
+    repo_sub = repo.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", required=True)
+    init = repo_sub.add_parser("init", parents=[common], help="create a repository")
+    init.add_argument(
+        "--pack-size",
+        type=int,
+        default=16,
+        metavar="MiB",
+        help="target pack size in MiB (default 16)",
+    )
+    init.add_argument(
+        "--compression-level",
+        type=int,
+        default=DEFAULT_COMPRESSION_LEVEL,
+        metavar="N",
+        help=f"zstd level for new data (default {DEFAULT_COMPRESSION_LEVEL})",
+    )
+    init.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="when a repository exists there already, open it (checking the password) "
+        "and report it like repo info instead of failing",
+    )
+    maintenance.add_init_options(init)
+    add_password_option(init)
+    init.set_defaults(func=repo_init)
+    info = repo_sub.add_parser("info", parents=[common], help="show config and sizes")
+    info.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a reachable location without a repository is a success ('empty': true), "
+        "not exit code 10; a missing bucket or refused credentials still fail",
+    )
+    info.set_defaults(func=repo_info)
+    unlock = repo_sub.add_parser("unlock", parents=[common], help="remove stale locks")
+    unlock.add_argument(
+        "--remove-all",
+        action="store_true",
+        help="remove every lock, also live ones (only when nothing runs)",
+    )
+    unlock.set_defaults(func=commands.repo_unlock)
+    key = repo_sub.add_parser("key", help="add, list and remove passwords; rotate the data key")
+    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    add = key_sub.add_parser("add", parents=[common], help="add a password")
+    add.add_argument(
+        "--new-password-file",
+        metavar="PATH",
+        help="the new password (default: $SAFEHOLD_NEW_PASSWORD)",
+    )
+    add_password_option(add)
+    add.set_defaults(func=commands.key_add)
+    lst = key_sub.add_parser("list", parents=[common], help="list keys")
+    lst.set_defaults(func=commands.key_list)
+    rm = key_sub.add_parser("remove", parents=[common], help="remove a key by id")
+    rm.add_argument("key_id", metavar="ID")
+    rm.set_defaults(func=commands.key_remove)
+    rotate = key_sub.add_parser(
+        "rotate",
+        parents=[common],
+        help="new data key version for new writes (the repository's only key)",
+    )
+    rotate.set_defaults(func=commands.key_rotate)

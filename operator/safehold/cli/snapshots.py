@@ -15,10 +15,10 @@ from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, parse_time_option
 from safehold.cli.output import Output, human_size
 
-__all__ = ["add_snapshots_parser", "snapshot_item", "snapshots"]
+__all__ = ["register", "snapshot_item", "snapshots"]
 
 
-def add_snapshots_parser(
+def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("snapshots", parents=[common], help="list snapshots")

@@ -27,7 +27,10 @@ _GROUP = "safehold.io/"
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """``safehold validate`` (it opens no repository: not ``common``'s options)."""
     p = sub.add_parser(
         "validate",
         help="check Safehold manifests (files, directories or - for stdin) before applying them",

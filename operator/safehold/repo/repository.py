@@ -38,7 +38,7 @@ from safehold.repo.keys import (
 from safehold.repo.pack import BLOB_TREE, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
-from safehold.storage import AlreadyExists, NotFound, Retention, Storage
+from safehold.storage import AlreadyExists, NotFound, ObjectLock, Storage
 
 __all__ = ["IndexLoad", "Repository", "apply_object_lock"]
 
@@ -53,8 +53,8 @@ def apply_object_lock(storage: Storage, config: Config) -> None:
     that cannot lock objects refuses (docs/immutability.md).
     """
     if config.object_lock_mode:
-        storage.set_retention(
-            Retention(config.object_lock_mode, config.object_lock_days, exempt=(layout.LOCKS,))
+        storage.set_object_lock(
+            ObjectLock(config.object_lock_mode, config.object_lock_days, exempt=(layout.LOCKS,))
         )
 
 
@@ -93,7 +93,7 @@ class Repository(KeyRing):
         replication writes although the primary's config, copied there, records none."""
         if self.config.object_lock_mode:
             return self.config.object_lock_days
-        retention = self.storage.retention
+        retention = self.storage.object_lock
         return retention.days if retention is not None else 0
 
     # ------------------------------------------------------------ create and open

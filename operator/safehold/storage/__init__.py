@@ -17,8 +17,8 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
+from safehold.storage.object_lock import LOCK_MODES, ObjectLock
 from safehold.storage.registry import Location, open_storage, parse_location
-from safehold.storage.retention import LOCK_MODES, Retention
 
 __all__ = [
     "LOCK_MODES",
@@ -28,11 +28,11 @@ __all__ = [
     "MissingExtra",
     "NotFound",
     "ObjectInfo",
+    "ObjectLock",
     "ObjectLockUnsupported",
     "ObjectLocked",
     "PermanentError",
     "PermissionDenied",
-    "Retention",
     "Storage",
     "StorageError",
     "TransientError",

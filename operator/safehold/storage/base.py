@@ -37,9 +37,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from safehold.storage.errors import ObjectLockUnsupported
-from safehold.storage.retention import Retention
+from safehold.storage.object_lock import ObjectLock
 
 __all__ = ["ObjectInfo", "Storage", "innermost"]
+
+_CANNOT_LOCK = (
+    "this provider cannot lock objects (object lock / retention); use s3://, gs:// or "
+    "azure:// for an immutable repository (docs/immutability.md)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +68,8 @@ class Storage(abc.ABC):
     #: The location as a URL with any secret removed; used in every error message.
     location: str
     #: The object lock applied to what ``put``/``create`` write (None: none); see
-    #: :mod:`safehold.storage.retention` and docs/immutability.md.
-    retention: Retention | None = None
+    #: :mod:`safehold.storage.object_lock` and docs/immutability.md.
+    object_lock: ObjectLock | None = None
 
     @abc.abstractmethod
     def put(self, name: str, data: bytes) -> None:
@@ -97,19 +102,15 @@ class Storage(abc.ABC):
     def delete(self, name: str) -> None:
         """Remove the object. Removing a missing object is not an error."""
 
-    def set_retention(self, retention: Retention | None) -> None:
-        """Lock every object written from now on (except ``retention.exempt`` prefixes).
+    def set_object_lock(self, lock: ObjectLock | None) -> None:
+        """Lock every object written from now on (except ``lock.exempt`` prefixes).
 
         Providers that can enforce a lock override this; the default refuses, so a
         repository that records an object lock is never written unlocked by mistake.
         """
-        if retention is not None:
-            raise ObjectLockUnsupported(
-                self.location,
-                "this provider cannot lock objects (object lock / retention); use s3://, "
-                "gs:// or azure:// for an immutable repository (docs/immutability.md)",
-            )
-        self.retention = None
+        if lock is not None:
+            raise ObjectLockUnsupported(self.location, _CANNOT_LOCK)
+        self.object_lock = None
 
     def check_reachable(self) -> None:
         """Check that the location exists and these credentials may list it.
@@ -128,11 +129,7 @@ class Storage(abc.ABC):
         Raises :class:`ObjectLockUnsupported` with how to enable it (docs/immutability.md).
         The default refuses: a provider that can lock objects asks its bucket.
         """
-        raise ObjectLockUnsupported(
-            self.location,
-            "this provider cannot lock objects (object lock / retention); use s3://, "
-            "gs:// or azure:// for an immutable repository (docs/immutability.md)",
-        )
+        raise ObjectLockUnsupported(self.location, _CANNOT_LOCK)
 
     def copy_from(self, source: Storage, name: str) -> bool:
         """Copy object ``name`` of ``source`` (wrapped or not) to the same name here, inside

@@ -2,7 +2,8 @@
 
 An :class:`ObjectStore` keeps objects under ``prefix/`` in one bucket (an Azure container):
 it maps object names to the store's keys and back, reads the options every cloud provider
-has (``page_size``, the object lock), and implements the parts of the interface that need
+has (``page_size``), keeps the object lock and gives each upload its provider's lock mode
+and retain-until time (``_lock_for``), and implements the parts of the interface that need
 no SDK: ``put`` and ``create`` are one upload, a zero-length ``get`` is a ``stat``, and
 ``list`` strips the prefix from the keys the provider lists. A provider implements
 ``_upload``, ``_read`` and ``_list`` with its SDK, plus ``stat``, ``delete`` and ``close``,
@@ -13,20 +14,24 @@ and translates its SDK's errors itself.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import ClassVar
 
 from safehold.storage.base import ObjectInfo, Storage, innermost
 from safehold.storage.errors import InvalidLocation
-from safehold.storage.options import option_int, option_retention
+from safehold.storage.object_lock import ObjectLock
+from safehold.storage.options import option_int
 from safehold.storage.registry import Location
-from safehold.storage.retention import Retention
 
 __all__ = ["ObjectStore"]
 
 
 class ObjectStore(Storage):
     """Objects under ``prefix/`` in one bucket; the subclass talks to the server."""
+
+    #: The provider's names of the lock modes (``governance``, ``compliance``).
+    lock_mode_names: ClassVar[Mapping[str, str]]
 
     def __init__(self, location: Location, *, endpoint: str, multipart_threshold: int) -> None:
         self.location = location.url
@@ -35,7 +40,6 @@ class ObjectStore(Storage):
         self.endpoint = endpoint
         self.multipart_threshold = multipart_threshold
         self.page_size = option_int(location, "page_size", 1000)
-        self.set_retention(option_retention(location))
 
     def _key(self, name: str) -> str:
         """The object's key in the bucket: ``name`` under the prefix."""
@@ -60,7 +64,7 @@ class ObjectStore(Storage):
         """A server-side copy between two stores of this provider (see ``Storage``): never
         to a store that must lock what it writes, which a copy would not do."""
         origin = innermost(source)
-        if type(origin) is not type(self) or self.retention is not None:
+        if type(origin) is not type(self) or self.object_lock is not None:
             return False
         return self._copy_within(origin, name)
 
@@ -74,10 +78,18 @@ class ObjectStore(Storage):
         for key, size, modified in self._list(self.prefix + prefix):
             yield ObjectInfo(key[strip:], size, modified)
 
-    def set_retention(self, retention: Retention | None) -> None:
-        """Lock every later put and create with ``retention``: the provider sends the lock
+    def set_object_lock(self, lock: ObjectLock | None) -> None:
+        """Lock every later put and create with ``lock``: the provider sends the lock
         with the upload, and the bucket (container) must have object lock enabled."""
-        self.retention = retention
+        self.object_lock = lock
+
+    def _lock_for(self, name: str) -> tuple[str, datetime] | None:
+        """The provider's lock mode and the retain-until time to send with an upload of
+        ``name`` now; None when it goes up unlocked (no lock set, or an exempt name)."""
+        lock = self.object_lock
+        if lock is None or not lock.applies_to(name):
+            return None
+        return self.lock_mode_names[lock.mode], lock.until()
 
     # -- what the provider implements with its SDK, raising only storage errors
     @abc.abstractmethod

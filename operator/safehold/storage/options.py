@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from safehold.storage.errors import InvalidLocation
+from safehold.storage.object_lock import LOCK_MODES, ObjectLock
 from safehold.storage.registry import Location
-from safehold.storage.retention import LOCK_MODES, Retention
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -22,8 +22,9 @@ __all__ = [
     "option_bool",
     "option_float",
     "option_int",
-    "option_retention",
+    "option_object_lock",
     "option_retry_seconds",
+    "option_timeouts",
     "redact_endpoint",
 ]
 
@@ -93,6 +94,13 @@ def option_float(location: Location, key: str, default: float) -> float:
     return value
 
 
+def option_timeouts(location: Location) -> tuple[float, float]:
+    """Seconds to connect and seconds a read may stall (option ``timeout``, default 60;
+    connecting gets at most 10 s), as every cloud provider's client takes them."""
+    timeout = option_float(location, "timeout", 60.0)
+    return min(timeout, 10.0), timeout
+
+
 def option_bool(location: Location, key: str) -> bool:
     raw = location.options.get(key, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -113,7 +121,7 @@ def redact_endpoint(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?")[0]
 
 
-def option_retention(location: Location) -> Retention | None:
+def option_object_lock(location: Location) -> ObjectLock | None:
     """The object lock that options ``object_lock_mode`` and ``object_lock_days`` ask for.
 
     Both or neither: a mode without days (or days without a mode) is an error naming them.
@@ -128,7 +136,7 @@ def option_retention(location: Location) -> Retention | None:
             "options object_lock_mode (governance or compliance) and object_lock_days "
             "(an integer >= 1) go together: set both",
         )
-    return Retention(mode, option_int(location, "object_lock_days", 1), exempt=("locks/",))
+    return ObjectLock(mode, option_int(location, "object_lock_days", 1), exempt=("locks/",))
 
 
 def option_retry_seconds(location: Location) -> float | None:

@@ -1,9 +1,15 @@
-"""From a location URL to a storage: the scheme names the provider.
+"""The one registry of storage providers, and from a location URL to a storage.
 
-``file:///path``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` and
-``azure://container/prefix``. Providers are imported only when used, so a
-machine without an extra installed can still use the others; asking for one
-whose SDK is missing raises :class:`MissingExtra` naming the extra.
+Each :class:`Provider` says everything Safehold keys by provider: its name (as a
+BackupLocation's ``spec.provider`` says it, and its module under ``providers/``), its URL
+scheme (``file:///path``, ``s3://bucket/prefix``, ``gs://bucket/prefix``,
+``azure://container/prefix``), the options it takes besides the common ones, and the pip
+extra that brings its SDK. Every table by scheme or name is derived from :data:`PROVIDERS`.
+
+Providers are imported only when used, so a machine without an extra installed can still
+use the others; asking for one whose SDK is missing raises :class:`MissingExtra` naming the
+extra. (The controller, which may not import storage, keeps its own name-to-scheme map in
+``controller/repository.py``; the CRD's provider names are in ``api/backuplocation.py``.)
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from safehold.storage.base import Storage
 from safehold.storage.errors import InvalidLocation, MissingExtra
 
-__all__ = ["PROVIDERS", "Location", "open_storage", "parse_location"]
+__all__ = ["BY_SCHEME", "PROVIDERS", "Location", "Provider", "open_storage", "parse_location"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,6 @@ class Location:
     @property
     def url(self) -> str:
         """The URL, which never holds a secret: credentials travel only in ``options``."""
-        if self.scheme == "file":
-            return f"file://{self.bucket}{'/' + self.prefix if self.prefix else ''}"
         return f"{self.scheme}://{self.bucket}{'/' + self.prefix if self.prefix else ''}"
 
 
@@ -42,26 +46,90 @@ class _Factory(Protocol):
 
 
 @dataclass(frozen=True)
-class _Provider:
-    module: str
-    extra: str | None  # the pip extra that brings its SDK; None when built in
+class Provider:
+    """One storage provider; its module ``safehold.storage.providers.<name>`` exposes
+    ``open(location) -> Storage``."""
+
+    #: As a BackupLocation's ``spec.provider`` names it, and its module's name.
+    name: str
+    #: The URL scheme of its locations.
+    scheme: str
+    #: The pip extra that brings its SDK; None when built in.
+    extra: str | None
+    #: The options it takes besides ``COMMON_OPTIONS`` (an unknown one is refused); None:
+    #: options are not checked, the provider ignores those it does not use.
+    options: frozenset[str] | None
+    #: Its URL names a local directory (``file:///path``), not a bucket and prefix.
+    directory: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"safehold.storage.providers.{self.name}"
+
+    def open(self, location: Location) -> Storage:
+        """Import the provider (:class:`MissingExtra` without its SDK), check the location's
+        option names, open the storage, and set the object lock its options ask for (a
+        provider that cannot lock refuses one)."""
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            if self.extra is None:
+                raise
+            raise MissingExtra(
+                location.url,
+                f"the {location.scheme}:// provider needs an extra that is not installed "
+                f"({exc.name} is missing): pip install 'safehold[{self.extra}]'",
+            ) from exc
+        from safehold.storage.options import check_options, option_object_lock  # (import us)
+
+        if self.options is not None:
+            check_options(location, self.options)
+        factory: _Factory = module.open
+        storage = factory(location)
+        storage.set_object_lock(option_object_lock(location))
+        return storage
 
 
-#: scheme -> provider module (which exposes ``open(location) -> Storage``).
-PROVIDERS: Mapping[str, _Provider] = {
-    "file": _Provider("safehold.storage.providers.filesystem", None),
-    "s3": _Provider("safehold.storage.providers.s3", "s3"),
-    "gs": _Provider("safehold.storage.providers.gcs", "gcs"),
-    "azure": _Provider("safehold.storage.providers.azure", "azure"),
-}
+#: Every provider, in the order error messages list them.
+PROVIDERS: tuple[Provider, ...] = (
+    Provider("filesystem", "file", extra=None, options=None, directory=True),
+    Provider(
+        "s3",
+        "s3",
+        extra="s3",
+        options=frozenset(
+            {
+                "region",
+                "access_key_id",
+                "secret_access_key",
+                "session_token",
+                "profile",
+                "anonymous",
+                "addressing_style",
+            }
+        ),
+    ),
+    Provider(
+        "gcs", "gs", extra="gcs", options=frozenset({"project", "credentials_file", "anonymous"})
+    ),
+    Provider(
+        "azure",
+        "azure",
+        extra="azure",
+        options=frozenset({"connection_string", "account_name", "account_key", "sas_token"}),
+    ),
+)
+#: URL scheme -> provider.
+BY_SCHEME: Mapping[str, Provider] = {p.scheme: p for p in PROVIDERS}
 
 
 def parse_location(url: str, options: Mapping[str, str] | None = None) -> Location:
     """Split ``url`` into scheme, bucket (or directory) and prefix."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in PROVIDERS:
-        known = ", ".join(f"{s}://" for s in PROVIDERS)
+    provider = BY_SCHEME.get(scheme)
+    if provider is None:
+        known = ", ".join(f"{p.scheme}://" for p in PROVIDERS)
         raise InvalidLocation(
             _redact(url),
             f"unknown scheme {parts.scheme + '://' if parts.scheme else '(none)'}; "
@@ -72,13 +140,13 @@ def parse_location(url: str, options: Mapping[str, str] | None = None) -> Locati
             _redact(url),
             "credentials and query parameters do not belong in the URL; pass them as options",
         )
-    if scheme == "file":
+    if provider.directory:
         if parts.netloc not in ("", "localhost"):
             raise InvalidLocation(url, "a file URL has an absolute path: file:///path/to/dir")
         path = unquote(parts.path).rstrip("/") or "/"  # file:///my%20repo is "/my repo"
         if not path.startswith("/"):
             raise InvalidLocation(url, "a file URL has an absolute path: file:///path/to/dir")
-        return Location("file", path, "", dict(options or {}))
+        return Location(scheme, path, "", dict(options or {}))
     if not parts.netloc:
         raise InvalidLocation(url, f"no bucket or container: {scheme}://BUCKET/PREFIX")
     return Location(scheme, parts.netloc, parts.path.strip("/"), dict(options or {}))
@@ -96,19 +164,7 @@ def open_storage(
     from safehold.storage.options import option_retry_seconds  # (imports this module)
 
     retry_seconds = option_retry_seconds(location)  # checked even unwrapped: a typo fails early
-    provider = PROVIDERS[location.scheme]
-    try:
-        module = importlib.import_module(provider.module)
-    except ImportError as exc:
-        if provider.extra is None:
-            raise
-        raise MissingExtra(
-            location.url,
-            f"the {location.scheme}:// provider needs an extra that is not installed "
-            f"({exc.name} is missing): pip install 'safehold[{provider.extra}]'",
-        ) from exc
-    factory: _Factory = module.open
-    storage = factory(location)
+    storage = BY_SCHEME[location.scheme].open(location)
     if wrap:
         from safehold.storage.wrappers import RetryPolicy
         from safehold.storage.wrappers import wrap as standard_wrappers

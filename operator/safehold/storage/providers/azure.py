@@ -14,9 +14,9 @@ The SDK's own retries are off (``retry_total=0``): retrying is the job of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -45,17 +45,15 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
 
 __all__ = ["AzureStorage", "open"]
 
-_OPTIONS = {"connection_string", "account_name", "account_key", "sas_token"}
 _MIB = 1024 * 1024
 _UPLOAD_THREADS = 4
 #: How long to wait for an asynchronous server-side copy (Copy Blob) to finish.
@@ -74,13 +72,12 @@ _IMMUTABLE_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
 
 
 def open(location: Location) -> AzureStorage:
-    check_options(location, _OPTIONS)
-    timeout = option_float(location, "timeout", 60.0)
+    connect_timeout, read_timeout = option_timeouts(location)
     threshold = option_int(location, "multipart_threshold", 8 * _MIB)
     settings: dict[str, Any] = {
         "retry_total": 0,
-        "connection_timeout": min(timeout, 10.0),
-        "read_timeout": timeout,
+        "connection_timeout": connect_timeout,
+        "read_timeout": read_timeout,
         "max_single_put_size": threshold,
         "max_block_size": threshold,
     }
@@ -134,6 +131,11 @@ def open(location: Location) -> AzureStorage:
 class AzureStorage(ObjectStore):
     """Block blobs under ``prefix/`` in one container. An object lock needs a container (or
     account) with version-level immutability support enabled."""
+
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "Unlocked",
+        "compliance": "Locked",
+    }
 
     def __init__(
         self,
@@ -248,12 +250,10 @@ class AzureStorage(ObjectStore):
 
     # -- uploads
     def _lock_args(self, name: str) -> dict[str, Any]:
-        if self.retention is None or not self.retention.applies_to(name):
+        lock = self._lock_for(name)
+        if lock is None:
             return {}
-        policy = ImmutabilityPolicy(
-            expiry_time=self.retention.until(),
-            policy_mode=self.retention.provider_mode("azure"),
-        )
+        policy = ImmutabilityPolicy(expiry_time=lock[1], policy_mode=lock[0])
         return {"immutability_policy": policy}
 
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:

@@ -25,7 +25,6 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
-from safehold.storage.options import option_retention
 from safehold.storage.registry import Location
 
 __all__ = ["FilesystemStorage", "open"]
@@ -34,9 +33,7 @@ _TMP = ".tmp"
 
 
 def open(location: Location) -> FilesystemStorage:
-    storage = FilesystemStorage(Path(location.bucket))
-    storage.set_retention(option_retention(location))  # refuses a lock: files cannot hold one
-    return storage
+    return FilesystemStorage(Path(location.bucket))
 
 
 def _mtime(st: os.stat_result) -> datetime:

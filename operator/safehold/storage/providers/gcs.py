@@ -14,9 +14,9 @@ Application Default Credentials, or ``anonymous=true`` for emulators and public 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import google.api_core.exceptions as gx
 import google.auth
@@ -41,18 +41,16 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
     option_bool,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
 
 __all__ = ["GCSStorage", "open"]
 
-_OPTIONS = {"project", "credentials_file", "anonymous"}
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
@@ -60,7 +58,6 @@ _POOL = 32  # connections per host, as for S3
 
 
 def open(location: Location) -> GCSStorage:
-    check_options(location, _OPTIONS)
     endpoint = location.options.get("endpoint") or None
     project = option(location, "project", "GOOGLE_CLOUD_PROJECT")
     credentials: Any
@@ -96,19 +93,24 @@ def open(location: Location) -> GCSStorage:
         client_options={"api_endpoint": endpoint} if endpoint else None,
         _http=session,
     )
-    timeout = option_float(location, "timeout", 60.0)
+    timeouts = option_timeouts(location)
     return GCSStorage(
         location,
         client,
         endpoint=redact_endpoint(endpoint) if endpoint else "https://storage.googleapis.com",
         multipart_threshold=threshold - threshold % _CHUNK_UNIT,
-        timeout=(min(timeout, 10.0), timeout),
+        timeout=timeouts,
     )
 
 
 class GCSStorage(ObjectStore):
     """Objects under ``prefix/`` in one bucket. An object lock needs a bucket with object
     retention enabled (``gcloud storage buckets create --enable-per-object-retention``)."""
+
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "Unlocked",
+        "compliance": "Locked",
+    }
 
     def __init__(
         self,
@@ -174,7 +176,7 @@ class GCSStorage(ObjectStore):
         except gx.NotFound:
             return
         except gx.Forbidden as exc:
-            if self.retention is not None:  # retention or a hold: 403 until it expires
+            if self.object_lock is not None:  # retention or a hold: 403 until it expires
                 raise ObjectLocked(
                     self.location,
                     "the object is under a GCS retention or hold that has not expired",
@@ -225,9 +227,9 @@ class GCSStorage(ObjectStore):
     # -- uploads
     def _upload(self, name: str, data: bytes, *, create: bool) -> None:
         blob = self._blob(name, len(data))
-        if self.retention is not None and self.retention.applies_to(name):
-            blob.retention.mode = self.retention.provider_mode("gs")
-            blob.retention.retain_until_time = self.retention.until()
+        lock = self._lock_for(name)
+        if lock is not None:
+            blob.retention.mode, blob.retention.retain_until_time = lock
         try:
             blob.upload_from_string(
                 data,

@@ -14,10 +14,10 @@ shared config/profile, container and instance roles). See docs/storage.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import boto3
 import botocore.exceptions as bce
@@ -38,11 +38,10 @@ from safehold.storage.errors import (
 )
 from safehold.storage.object_store import ObjectStore
 from safehold.storage.options import (
-    check_options,
     option,
     option_bool,
-    option_float,
     option_int,
+    option_timeouts,
     redact_endpoint,
 )
 from safehold.storage.registry import Location
@@ -52,15 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Storage", "open"]
 
-_OPTIONS = {
-    "region",
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "profile",
-    "anonymous",
-    "addressing_style",
-}
 _MIB = 1024 * 1024
 _MIN_PART = 5 * _MIB  # S3's smallest part (all but the last)
 _MAX_PARTS = 10_000
@@ -90,18 +80,17 @@ _TRANSIENT = {
 
 
 def open(location: Location) -> S3Storage:
-    check_options(location, _OPTIONS)
     endpoint = option(location, "endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     region = option(location, "region", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
     style = location.options.get("addressing_style") or ("path" if endpoint else "auto")
     if style not in ("path", "virtual", "auto"):
         raise InvalidLocation(location.url, "option addressing_style must be path, virtual or auto")
-    timeout = option_float(location, "timeout", 60.0)
+    connect_timeout, read_timeout = option_timeouts(location)
     config = Config(
         region_name=region,
         s3={"addressing_style": style},  # type: ignore[arg-type]
-        connect_timeout=min(timeout, 10.0),
-        read_timeout=timeout,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         retries={"total_max_attempts": 1},
         max_pool_connections=32,
         signature_version=UNSIGNED if option_bool(location, "anonymous") else None,
@@ -141,6 +130,11 @@ def open(location: Location) -> S3Storage:
 class S3Storage(ObjectStore):
     """Objects under ``prefix/`` in one bucket. With an object lock (the bucket must have
     S3 Object Lock enabled, which turns versioning on) a delete removes every version."""
+
+    lock_mode_names: ClassVar[Mapping[str, str]] = {
+        "governance": "GOVERNANCE",
+        "compliance": "COMPLIANCE",
+    }
 
     def __init__(
         self, location: Location, client: S3Client, *, endpoint: str, multipart_threshold: int
@@ -187,7 +181,7 @@ class S3Storage(ObjectStore):
 
     def delete(self, name: str) -> None:
         try:
-            if self.retention is not None or self._lock_enabled_bucket():
+            if self.object_lock is not None or self._lock_enabled_bucket():
                 self._delete_versions(name, self._key(name))
                 return
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
@@ -255,12 +249,10 @@ class S3Storage(ObjectStore):
         return self._bucket_locks
 
     def _lock_args(self, name: str) -> dict[str, Any]:
-        if self.retention is None or not self.retention.applies_to(name):
+        lock = self._lock_for(name)
+        if lock is None:
             return {}
-        return {
-            "ObjectLockMode": self.retention.provider_mode("s3"),
-            "ObjectLockRetainUntilDate": self.retention.until(),
-        }
+        return {"ObjectLockMode": lock[0], "ObjectLockRetainUntilDate": lock[1]}
 
     def _retained(self, key: str, version: str) -> bool:
         """Whether a version's retention is still running: tells a refusal by the lock

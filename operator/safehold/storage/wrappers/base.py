@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from safehold.storage.base import ObjectInfo, Storage
-from safehold.storage.retention import Retention
+from safehold.storage.object_lock import ObjectLock
 
 __all__ = ["ForwardingStorage"]
 
@@ -20,7 +20,7 @@ class ForwardingStorage(Storage):
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
         self.location = inner.location
-        self.retention = inner.retention
+        self.object_lock = inner.object_lock
 
     @property
     def provider(self) -> str:
@@ -57,9 +57,9 @@ class ForwardingStorage(Storage):
     def check_object_lock(self) -> None:
         self.inner.check_object_lock()
 
-    def set_retention(self, retention: Retention | None) -> None:
-        self.inner.set_retention(retention)
-        self.retention = self.inner.retention
+    def set_object_lock(self, lock: ObjectLock | None) -> None:
+        self.inner.set_object_lock(lock)
+        self.object_lock = self.inner.object_lock
 
     def __getattr__(self, attribute: str) -> object:
         # Provider details (multipart_threshold, endpoint, ...) stay reachable through wrappers.

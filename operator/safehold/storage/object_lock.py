@@ -4,13 +4,17 @@ One small value shared by the three cloud providers: S3 Object Lock (a mode and 
 retain-until date per object version), GCS object retention (``Unlocked`` or ``Locked``
 mode with a retain-until time) and Azure version-level immutability (an
 ``Unlocked``/``Locked`` policy with an expiry). Each provider maps ``mode`` onto its own
-names (see :meth:`Retention.provider_mode`) and sets ``until(now)`` on every put and
-create, except for names under ``exempt`` prefixes: the repository exempts ``locks/``,
-the one kind of object it must delete in normal operation.
+names (``lock_mode_names`` of its class; :meth:`ObjectStore._lock_for
+<safehold.storage.object_store.ObjectStore._lock_for>`) and sets ``until(now)`` on every
+put and create, except for names under ``exempt`` prefixes: the repository exempts
+``locks/``, the one kind of object it must delete in normal operation.
+
+(Not the keep rules of ``forget``, which live in :mod:`safehold.engine.retention`: this
+module is about making written objects immutable, nothing else.)
 
 The setting reaches a storage either from the location options ``object_lock_mode`` and
 ``object_lock_days`` or from the repository config (the repository calls
-:meth:`safehold.storage.Storage.set_retention` when it opens), see docs/immutability.md.
+:meth:`safehold.storage.Storage.set_object_lock` when it opens), see docs/immutability.md.
 """
 
 from __future__ import annotations
@@ -18,21 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["LOCK_MODES", "Retention"]
+__all__ = ["LOCK_MODES", "ObjectLock"]
 
 #: ``governance``: privileged users may shorten or remove the lock (S3 governance bypass,
 #: GCS/Azure "unlocked" policies). ``compliance``: nobody can, not even the account owner.
 LOCK_MODES = ("governance", "compliance")
 
-_PROVIDER_MODES = {
-    "s3": {"governance": "GOVERNANCE", "compliance": "COMPLIANCE"},
-    "gs": {"governance": "Unlocked", "compliance": "Locked"},
-    "azure": {"governance": "Unlocked", "compliance": "Locked"},
-}
-
 
 @dataclass(frozen=True)
-class Retention:
+class ObjectLock:
     """Lock each written object for ``days`` days in ``mode``."""
 
     mode: str
@@ -55,6 +53,3 @@ class Retention:
     def expires(self, modified: datetime) -> datetime:
         """When the lock of an object written at ``modified`` ends (the earliest delete)."""
         return modified + timedelta(days=self.days)
-
-    def provider_mode(self, provider: str) -> str:
-        return _PROVIDER_MODES[provider][self.mode]
