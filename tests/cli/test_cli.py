@@ -367,3 +367,21 @@ def test_snapshot_times_are_shown_in_local_time_with_the_zone(run: Run, src: Pat
     assert "2026-07-01 12:00:00 CEST" in listed.stdout
     as_json = _summary(run("snapshots", "--json", TZ="Europe/Berlin"))
     assert as_json["snapshots"][0]["time"].startswith("2026-07-01T10:00:00")  # UTC in JSON
+
+
+def test_a_cut_summary_keeps_the_first_problems_of_a_nested_list() -> None:
+    """restore --verify's ``verify.problems`` in a full termination message: the first
+    problems stay (the operator names them), with the full count."""
+    problems = [{"path": f"/volume/dir/file{i:04}.bin", "error": "missing"} for i in range(300)]
+    doc = {
+        "ok": False,
+        "files": 300,
+        "verify": {"files": 300, "bytes": 10, "problems_total": 300, "problems": problems},
+    }
+    parsed = json.loads(fit_summary(doc))
+    verify = parsed["verify"]
+    assert verify["problems_total"] == 300
+    assert verify["problems_truncated"] == 300
+    assert 5 <= len(verify["problems"]) < 300
+    assert verify["problems"] == problems[: len(verify["problems"])]
+    assert len(fit_summary(doc).encode()) <= 4096

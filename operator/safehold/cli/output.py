@@ -36,7 +36,8 @@ def fit_summary(doc: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
 
     When the whole does not fit, every top-level list and mapping keeps as many whole
     items, from its start, as fit, taking turns (one item of each in turn, so a short
-    one stays whole), and a cut one gets ``<name>_truncated``: its full length. Only when
+    one stays whole), and a cut one gets ``<name>_truncated``: its full length; a list inside
+    a mapping that does not fit whole keeps its first items the same way. Only when
     even the scalars do not fit are the collections dropped (``"truncated": true``) and
     long strings shortened.
     """
@@ -76,6 +77,7 @@ def fit_summary(doc: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
             if len(_encode(trimmed).encode()) > limit:
                 if isinstance(kept, dict):
                     del kept[item[0]]
+                    _fit_nested_list(trimmed, kept, item, limit)
                 else:
                     kept.pop()
                 if complete:
@@ -86,6 +88,31 @@ def fit_summary(doc: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
             if complete:
                 turn.remove(key)
     return _encode(trimmed)
+
+
+def _fit_nested_list(
+    whole: dict[str, Any], kept: dict[str, Any], item: tuple[str, Any], limit: int
+) -> None:
+    """A mapping's list that does not fit whole (e.g. ``verify.problems``): as many of its
+    first items as fit, and ``<name>_truncated`` with its full length."""
+    name, value = item
+    if not isinstance(value, list) or not value:
+        return
+    kept[f"{name}_truncated"] = len(value)
+    low, high = 0, len(value)  # the longest prefix that fits: low fits, high + 1 does not
+    while low < high:
+        mid = (low + high + 1) // 2
+        kept[name] = value[:mid]
+        if len(_encode(whole).encode()) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    if low:
+        kept[name] = value[:low]
+    else:
+        kept.pop(name, None)
+        if len(_encode(whole).encode()) > limit:
+            del kept[f"{name}_truncated"]
 
 
 class Output:
