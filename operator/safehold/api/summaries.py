@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BackupHooksSummary",
     "BackupSummary",
     "ForgetSummary",
+    "HookReport",
     "JobSummary",
     "PathError",
     "PruneSummary",
@@ -72,6 +74,25 @@ class BackupSummary(JobSummary):
     errors: int = 0
     error_list: list[PathError] = Field(default_factory=list)
     verify: SnapshotCheck | None = None
+
+
+class HookReport(_Summary):
+    """One Job-side hook as the backup reports it (``safehold backup --pre-hook ...``)."""
+
+    name: str = "?"
+    phase: str = "pre"
+    exit_code: int | None = None
+    duration_seconds: float | None = None
+    timed_out: bool = False
+    output: str | None = None
+    on_error: str = "fail"
+    ok: bool = False
+
+
+class BackupHooksSummary(JobSummary):
+    """``safehold backup`` with Job-side hooks: into ``BackupRun.status.sources[].hooks``."""
+
+    hooks: list[HookReport] | None = None
 
 
 class RestoreSummary(JobSummary):

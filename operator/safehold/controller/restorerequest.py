@@ -39,15 +39,7 @@ from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
 from safehold.controller import metrics
-from safehold.controller.backuprun import combine_progress, read_progress
 from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
-from safehold.controller.databases import (
-    MissingSource,
-    database_restore_host,
-    database_restore_item,
-    database_restore_job,
-    service_namespace,
-)
 from safehold.controller.grants import Denial, check_grant
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
@@ -59,15 +51,8 @@ from safehold.controller.jobs import (
     job_name,
     with_settings,
 )
+from safehold.controller.progress import combine_progress, read_progress
 from safehold.controller.repository import with_repository
-from safehold.controller.resources import (
-    KIND as RESOURCES_KIND,
-)
-from safehold.controller.resources import (
-    resources_restore_item,
-    resources_restore_job,
-    resources_target_namespaces,
-)
 from safehold.controller.restoresources import (
     Origin,
     RestoreSource,
@@ -79,6 +64,21 @@ from safehold.controller.restoresources import (
 )
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import ClaimShape, claim_shape
+from safehold.controller.sources.databases import (
+    MissingSource,
+    database_restore_host,
+    database_restore_item,
+    database_restore_job,
+    service_namespace,
+)
+from safehold.controller.sources.resources import (
+    KIND as RESOURCES_KIND,
+)
+from safehold.controller.sources.resources import (
+    resources_restore_item,
+    resources_restore_job,
+    resources_target_namespaces,
+)
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
 
 __all__ = ["PLURAL", "RESTORE_ROOT", "claim_manifest", "reconcile", "volume_pattern"]

@@ -33,9 +33,9 @@ from safehold.controller.jobs import (
     job_name,
 )
 from safehold.controller.repository import with_repository
-from safehold.controller.resources import KIND as RESOURCES_KIND
-from safehold.controller.resources import SOURCE as RESOURCES_SOURCE
 from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
+from safehold.controller.sources.resources import KIND as RESOURCES_KIND
+from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
 
 __all__ = [
     "RESOLVE_SOURCE",

@@ -18,7 +18,6 @@ fails the source with ``SnapshotFailed`` or ``SnapshotTimeout``.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +36,7 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.kube import ApiException
 from safehold.controller.runtime import Runtime
-from safehold.controller.sources import VolumeClaim
+from safehold.controller.sources.claims import VolumeClaim, volume_source
 
 __all__ = [
     "DEFAULT_CLASS_ANNOTATION",
@@ -87,12 +86,8 @@ def _names(source: SourceResult) -> _Names:
 
 def snapshot_settings(policy: BackupPolicy, claim: VolumeClaim) -> VolumeSnapshot | None:
     """The ``snapshot`` settings of the policy's volume source that ``claim`` comes from."""
-    match = re.match(r"spec\.sources\.volumes\[(\d+)\]", claim.field)
-    if match is None:
-        return None
-    volumes = policy.spec.sources.volumes
-    index = int(match.group(1))
-    return volumes[index].snapshot if index < len(volumes) else None
+    volume = volume_source(policy, claim)
+    return volume.snapshot if volume is not None else None
 
 
 def _get_snapshot(rt: Runtime, ns: str, name: str) -> Json | None:
