@@ -38,7 +38,7 @@ from safehold.api import (
 )
 from safehold.api.backuplocation import SourceSnapshots
 from safehold.api.conditions import ConditionStatus
-from safehold.controller import metrics
+from safehold.controller import commands, metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_condition
 from safehold.controller.jobs import (
     COMPONENT_VALIDATE,
@@ -79,14 +79,9 @@ def check_args(location: BackupLocation, *, known: bool = False) -> list[str]:
     earlier check of the same spec found its repository, so this one must find it again
     rather than create a new one in its place (a wiped bucket is an alarm, not a start)."""
     if location.spec.role == "recovery-site":
-        return ["repo", "info", "--allow-empty"]
-    if known:
-        return ["repo", "info"]
-    args = ["repo", "init", "--if-absent"]
+        return commands.repo_check(create=False, allow_empty=True)
     days = location.spec.immutability_days
-    if days:
-        args += ["--object-lock-mode", LOCK_MODE, "--object-lock-days", str(days)]
-    return args
+    return commands.repo_check(create=not known, lock=(LOCK_MODE, days) if days else None)
 
 
 def _request(

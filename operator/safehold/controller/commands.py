@@ -30,6 +30,7 @@ __all__ = [
     "forget",
     "hook_options",
     "meta_options",
+    "prune_options",
     "replicate",
     "repo_check",
     "restore",
@@ -239,11 +240,9 @@ class KeepRules:
     tags: Sequence[str] = ()
 
 
-def forget(
-    prefix: str, keep: KeepRules, *, time_zone: str, prune_lock_wait: float | None = None
-) -> list[str]:
-    """``safehold forget`` of the sources under ``prefix``; with ``prune_lock_wait``, also
-    ``--prune --lock-wait S``."""
+def forget(prefix: str, keep: KeepRules, *, time_zone: str) -> list[str]:
+    """``safehold forget`` of the sources under ``prefix`` (:func:`prune_options` after it
+    also prunes)."""
     args = ["forget", "--source-prefix", prefix]
     counts = (
         ("--keep-last", keep.last),
@@ -258,10 +257,12 @@ def forget(
             args += [flag, str(count)]
     if keep.within:
         args += ["--keep-within", keep.within]  # one grammar: api.types.RetentionSpan
-    args += [*_repeat("--keep-tag", keep.tags), "--time-zone", time_zone]
-    if prune_lock_wait is not None:
-        args += ["--prune", "--lock-wait", f"{prune_lock_wait:g}"]
-    return args
+    return [*args, *_repeat("--keep-tag", keep.tags), "--time-zone", time_zone]
+
+
+def prune_options(lock_wait: float) -> list[str]:
+    """``forget``'s ``--prune``, waiting up to ``lock_wait`` seconds for the exclusive lock."""
+    return ["--prune", "--lock-wait", f"{lock_wait:g}"]
 
 
 def replicate(prefix: str) -> list[str]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from safehold import __version__
 from safehold.api.jobs import JobSettings
+from safehold.controller import commands
 
 __all__ = [
     "COMPONENT_BACKUP",
@@ -220,7 +221,7 @@ def _hooks_container(req: JobRequest) -> dict[str, Any]:
         "image": req.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["safehold"],
-        "args": ["run-hooks", "--handover", HOOKS_HANDOVER_DIR, *req.hooks],
+        "args": commands.run_hooks(HOOKS_HANDOVER_DIR, req.hooks),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",

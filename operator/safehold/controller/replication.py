@@ -52,7 +52,7 @@ from safehold.api.backuppolicy import (
     SiteReplication,
 )
 from safehold.api.conditions import ConditionStatus
-from safehold.controller import metrics
+from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time, write_status
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
@@ -71,16 +71,15 @@ from safehold.controller.retention import (
     newest_success,
     retention_request,
     retention_result,
-    source_prefix,
 )
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
     "MAX_ATTEMPTS",
     "backoff",
     "reconcile_replication",
-    "replicate_args",
     "site_problem",
 ]
 
@@ -94,13 +93,6 @@ _BACKUP_RUNS = "backupruns"
 def backoff(attempts: int) -> timedelta:
     """The wait before attempt ``attempts + 1``: 30 s, doubling, at most 10 min."""
     return timedelta(seconds=min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** max(0, attempts - 1)))
-
-
-def replicate_args(namespace: str, policy: str) -> list[str]:
-    """The ``safehold replicate`` arguments for one policy's snapshots (before ``--to``).
-
-    ``--only-newer`` keeps what the site's own retention forgot from coming back."""
-    return ["replicate", "--source-prefix", source_prefix(namespace, policy), "--only-newer"]
 
 
 def _same_storage(a: BackupLocation, b: BackupLocation) -> bool:
@@ -169,7 +161,7 @@ def _request(
         name=state.job or "",
         namespace=ns,
         component=COMPONENT_REPLICATE,
-        args=replicate_args(ns, pname),
+        args=commands.replicate(policy_prefix(ns, pname)),
         labels={
             LABEL_POLICY: pname,
             LABEL_RUN: state.run,

@@ -38,7 +38,7 @@ from safehold.api import (
 from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
-from safehold.controller import metrics
+from safehold.controller import commands, metrics
 from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.grants import Denial, check_grant
 from safehold.controller.jobs import (
@@ -60,10 +60,10 @@ from safehold.controller.restoresources import (
     repository_origin,
     resolve_job,
     run_origin,
-    snapshot_prefix,
 )
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import ClaimShape, claim_shape
+from safehold.controller.sources import policy_prefix
 from safehold.controller.sources.databases import (
     MissingSource,
     database_restore_host,
@@ -258,7 +258,7 @@ def _from_repository(
     assert req.spec.policy_ref is not None
     ns = req.metadata.namespace or ""
     pname = req.spec.policy_ref.name
-    prefix = snapshot_prefix(ns, pname)
+    prefix = policy_prefix(ns, pname)
     lname = (
         status.location
         or (req.spec.location_ref.name if req.spec.location_ref else None)
@@ -572,9 +572,8 @@ def _job_request(
     item: RestoredItem,
 ) -> JobRequest:
     _, tns, claim = item.target.split("/", 2)
-    args = ["restore", item.snapshot_id or "", RESTORE_ROOT]
-    for path in req.spec.paths:
-        args += ["--include", volume_pattern(path)]
+    include = [volume_pattern(path) for path in req.spec.paths]
+    args = commands.restore(item.snapshot_id or "", RESTORE_ROOT, include=include)
     target = req.spec.target
     same_ns = tns == req.metadata.namespace
     request = JobRequest(

@@ -24,6 +24,7 @@ from typing import Any
 from safehold.api import BackupLocation, RestoreRequest
 from safehold.api.enums import SourceKind
 from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.controller import commands
 from safehold.controller.common import parse_time
 from safehold.controller.jobs import (
     COMPONENT_RESTORE,
@@ -34,6 +35,7 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.repository import with_repository
 from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
+from safehold.controller.sources import policy_prefix
 from safehold.controller.sources.resources import KIND as RESOURCES_KIND
 from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
 
@@ -46,7 +48,6 @@ __all__ = [
     "resolve_job",
     "resolve_job_name",
     "run_origin",
-    "snapshot_prefix",
     "sources_from_snapshots",
 ]
 
@@ -77,11 +78,6 @@ class Origin:
     run: str | None  # the BackupRun, None when resolved from the repository
     described: str  # for messages: "BackupRun NAME" or "BackupLocation L under PREFIX"
     sources: Sequence[RestoreSource]
-
-
-def snapshot_prefix(namespace: str, policy: str) -> str:
-    """The source-name prefix of every snapshot of ``policy``, with its closing slash."""
-    return f"{namespace}/{policy}/"
 
 
 def run_origin(run: Mapping[str, Any]) -> Origin:
@@ -194,10 +190,10 @@ def resolve_job(
     ``location`` (at or before ``pointInTime``); its summary is the result."""
     assert req.spec.policy_ref is not None
     ns = req.metadata.namespace or ""
-    args = ["snapshots", "--source-prefix", snapshot_prefix(ns, req.spec.policy_ref.name)]
-    if req.spec.point_in_time is not None:
-        args += ["--before", req.spec.point_in_time.isoformat()]
-    args.append("--latest")
+    when = req.spec.point_in_time
+    args = commands.snapshots(
+        policy_prefix(ns, req.spec.policy_ref.name), before=when.isoformat() if when else None
+    )
     request = JobRequest(
         name=resolve_job_name(req.metadata.name or ""),
         namespace=ns,

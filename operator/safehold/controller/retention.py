@@ -28,7 +28,7 @@ from typing import Any
 
 from safehold.api import BackupLocation, BackupPolicy, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
-from safehold.controller import metrics
+from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time, running_jobs
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
@@ -47,6 +47,7 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
@@ -57,36 +58,22 @@ __all__ = [
     "retention_args",
     "retention_request",
     "retention_result",
-    "source_prefix",
 ]
-
-
-def source_prefix(namespace: str, policy: str) -> str:
-    """The beginning of every snapshot source name of ``policy`` (backuprun.py writes
-    ``<namespace>/<policy>/<source>``, databases ``.../<source>/<db>``)."""
-    return f"{namespace}/{policy}/"
 
 
 def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list[str]:
     """The ``safehold forget`` arguments of ``retention`` for the sources under ``prefix``."""
-    args = ["forget", "--source-prefix", prefix]
-    counts = (
-        ("--keep-last", retention.keep_last),
-        ("--keep-hourly", retention.keep_hourly),
-        ("--keep-daily", retention.keep_daily),
-        ("--keep-weekly", retention.keep_weekly),
-        ("--keep-monthly", retention.keep_monthly),
-        ("--keep-yearly", retention.keep_yearly),
+    keep = commands.KeepRules(
+        last=retention.keep_last or 0,
+        hourly=retention.keep_hourly or 0,
+        daily=retention.keep_daily or 0,
+        weekly=retention.keep_weekly or 0,
+        monthly=retention.keep_monthly or 0,
+        yearly=retention.keep_yearly or 0,
+        within=retention.keep_within,
+        tags=retention.keep_tags,
     )
-    for flag, count in counts:
-        if count:
-            args += [flag, str(count)]
-    if retention.keep_within:
-        args += ["--keep-within", retention.keep_within]  # one grammar: api.types.RetentionSpan
-    for tag in retention.keep_tags:
-        args += ["--keep-tag", tag]
-    args += ["--time-zone", time_zone]
-    return args
+    return commands.forget(prefix, keep, time_zone=time_zone)
 
 
 def _int(doc: Mapping[str, Any], key: str) -> int | None:
@@ -186,8 +173,8 @@ def retention_request(
     pname = policy.metadata.name or ""
     schedule = policy.spec.schedule
     zone = rules.time_zone or (schedule.time_zone if schedule else "UTC")
-    args = retention_args(rules, time_zone=zone, prefix=source_prefix(ns, pname))
-    args += ["--prune", "--lock-wait", f"{rt.retention_lock_wait:g}"]
+    args = retention_args(rules, time_zone=zone, prefix=policy_prefix(ns, pname))
+    args += commands.prune_options(rt.retention_lock_wait)
     lname = location.metadata.name or ""
     labels = {LABEL_POLICY: pname, LABEL_RUN: run, LABEL_LOCATION: lname}
     if site:

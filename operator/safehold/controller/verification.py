@@ -42,7 +42,7 @@ from safehold.api.backuppolicy import (
     VerificationState,
 )
 from safehold.api.conditions import set_condition
-from safehold.controller import metrics
+from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time
 from safehold.controller.jobs import (
     LABEL_LOCATION,
@@ -86,9 +86,7 @@ def rotate(part: int, parts: int) -> int:
 
 def verify_args(percent: int, part: int, parts: int) -> list[str]:
     """The ``safehold verify`` arguments of one check."""
-    if percent <= 0:
-        return ["verify"]
-    return ["verify", "--read-data-subset", f"{min(part, parts)}/{parts}"]
+    return commands.verify((min(part, parts), parts) if percent > 0 else None)
 
 
 def verify_schedule(policy: BackupPolicy) -> Schedule | None:
