@@ -15,6 +15,7 @@ from typing import Any
 from safehold.api import BackupLocation, BackupPolicy, RestoreRequest
 from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.api.summaries import SnapshotsSummary
 from safehold.controller.commands import meta_options
 from safehold.controller.jobs import build_job, with_settings
 from safehold.controller.restorerequest import claim_manifest
@@ -217,7 +218,7 @@ def test_the_real_cli_output_maps_to_sources(tmp_path: Path) -> None:
     doc = run(
         "snapshots", "--source-prefix", PREFIX, "--before", "2026-01-01T01:30:00Z", "--latest"
     )
-    sources = sources_from_snapshots(PREFIX, parse_resolved(doc))
+    sources = sources_from_snapshots(PREFIX, parse_resolved(SnapshotsSummary.model_validate(doc)))
     assert [(s.name, s.kind, s.run_tag) for s in sources] == [("data", "volume", "r1")]
     assert claim_shape(sources[0].meta).size == "3Gi"
     assert claim_shape(sources[0].meta).labels == {"app": "web", "tier": "db"}

@@ -20,10 +20,12 @@ __all__ = [
     "ForgetSummary",
     "HookReport",
     "JobSummary",
+    "ObjectLock",
     "PathError",
     "PruneSummary",
     "ReplicateSummary",
     "RepositoryInfoSummary",
+    "RepositoryInitSummary",
     "RestoreSummary",
     "SnapshotCheck",
     "SnapshotItem",
@@ -144,24 +146,40 @@ class VerifySummary(JobSummary):
 
 
 class SourceNewest(_Summary):
-    source: str
+    source: str = ""
     count: int = 0
     newest_time: str | None = None
     newest_id: str | None = None
 
 
+class ObjectLock(_Summary):
+    mode: str | None = None
+    days: int | None = Field(default=None, ge=0)
+
+
 class RepositoryInfoSummary(JobSummary):
     """``safehold repo init --if-absent`` / ``repo info``: into ``BackupLocation.status``."""
 
+    location: str | None = None
+    empty: bool = False
+    object_lock: ObjectLock | None = None
     repository: str | None = None
     snapshots: int | None = Field(default=None, ge=0)
     pack_bytes: int | None = Field(default=None, ge=0)
     sources_newest: list[SourceNewest] = Field(default_factory=list)
 
 
+class RepositoryInitSummary(RepositoryInfoSummary):
+    """``safehold repo init --if-absent``: also whether it created the repository."""
+
+    initialized: bool = False
+
+
 class SnapshotItem(_Summary):
-    id: str
-    source: str
+    """One snapshot; an entry without an id or a source is passed over by its reader."""
+
+    id: str = ""
+    source: str = ""
     time: str | None = None
     tags: list[str] = Field(default_factory=list)
     meta: dict[str, str] = Field(default_factory=dict)
@@ -172,3 +190,5 @@ class SnapshotsSummary(JobSummary):
 
     snapshots: list[SnapshotItem] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
+    #: Set when the termination message cut ``snapshots``: the list's full length.
+    snapshots_truncated: int | None = Field(default=None, ge=0)

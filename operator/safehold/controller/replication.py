@@ -52,6 +52,7 @@ from safehold.api.backuppolicy import (
     SiteReplication,
 )
 from safehold.api.conditions import ConditionStatus
+from safehold.api.summaries import ReplicateSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time, write_status
 from safehold.controller.jobs import (
@@ -177,18 +178,8 @@ def _request(
     return replace(request, backoff_limit=0)
 
 
-def _int(doc: Mapping[str, Any], *path: str) -> int | None:
-    value: Any = doc
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
-
-
-def _site_newest(doc: Mapping[str, Any]) -> datetime | None:
-    newest = doc.get("site_newest")
-    if not isinstance(newest, Mapping):
-        return None
-    times = [t for t in (parse_time(v) for v in newest.values() if isinstance(v, str)) if t]
+def _site_newest(doc: ReplicateSummary) -> datetime | None:
+    times = [t for t in (parse_time(v) for v in doc.site_newest.values()) if t]
     return max(times) if times else None
 
 
@@ -206,15 +197,14 @@ def _hint(reason: str, site: str) -> str:
 
 def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
     """``state`` with the outcome of its ended replication Job; returns the new phase."""
-    doc = outcome.summary or {}
+    doc = outcome.read(ReplicateSummary)
     state.completion_time = parse_time(outcome.completion_time) or now()
     state.next_attempt_time = None
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    if outcome.succeeded:
         state.phase = "Succeeded"
         state.reason = None
-        state.bytes_transferred = _int(doc, "total", "copied_bytes")
-        copied = doc.get("snapshots_copied")
-        state.snapshots_copied = copied if isinstance(copied, int) else _int(doc, "copied")
+        state.bytes_transferred = doc.total.copied_bytes
+        state.snapshots_copied = doc.snapshots_copied
         state.last_success_time = state.completion_time
         state.newest_snapshot_time = _site_newest(doc) or state.newest_snapshot_time
         state.message = (
@@ -224,8 +214,8 @@ def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
         return state.phase
     state.phase = "Failed"
     error = outcome.error
-    damaged = doc.get("snapshots_failed")
-    if isinstance(damaged, Mapping) and damaged:
+    damaged = doc.snapshots_failed
+    if damaged:
         reason = "PrimaryDamaged"
         cause = "; ".join(f"{str(k)[:12]}: {v}" for k, v in list(damaged.items())[:5])
     else:

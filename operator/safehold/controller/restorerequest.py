@@ -38,6 +38,7 @@ from safehold.api import (
 from safehold.api.enums import RunPhase
 from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.api.summaries import RestoreSummary, SnapshotsSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.grants import Denial, check_grant
@@ -226,7 +227,7 @@ def _resolved(
     if outcome.state in ("Pending", "Running"):
         why = f": {outcome.waiting}" if outcome.waiting else ""
         raise _Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name}){why}")
-    doc = outcome.summary or {}
+    doc = outcome.read(SnapshotsSummary)
     snaps = parse_resolved(doc)
     if outcome.state == "Failed" and not snaps:
         error = outcome.error or ErrorDetail(reason="Error", message="the Job failed")
@@ -235,12 +236,12 @@ def _resolved(
             f"the Job {request.name} that lists the snapshots on BackupLocation {lname} "
             f"failed: {error.message}",
         )
-    for name in doc.get("unreadable") or []:
+    for name in doc.unreadable:
         status.warnings.append(f"snapshot {name} on BackupLocation {lname} is unreadable")
-    if doc.get("snapshots_truncated"):
+    if doc.snapshots_truncated:
         status.warnings.append(
             f"the resolve Job's report was cut to fit a termination message: "
-            f"{doc['snapshots_truncated']} snapshot(s) are not listed, their sources not restored"
+            f"{doc.snapshots_truncated} snapshot(s) are not listed, their sources not restored"
         )
     return snaps
 
@@ -662,22 +663,22 @@ def _advance(
             rt.kube.create_job(build_job(request))
         return None
     outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
-    doc = outcome.summary or {}
+    doc = outcome.read(RestoreSummary)
     if outcome.state in ("Pending", "Running"):
         item.phase = outcome.state
         if outcome.waiting:
             item.error = ErrorDetail(reason="PodNotStarting", message=outcome.waiting[:4000])
         return read_progress(rt, request.namespace, request.name, outcome.running_pod)
-    item.files = doc.get("files")
-    item.bytes = doc.get("bytes_written")
-    item.skipped = doc.get("files_skipped")
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    item.files = doc.files
+    item.bytes = doc.bytes_written
+    item.skipped = doc.files_skipped
+    if outcome.succeeded:
         item.phase = "Succeeded"
         item.error = None
     else:
         item.phase = "Failed"
         item.error = outcome.error or ErrorDetail(
-            reason="Error", message=str(doc.get("error") or "the restore failed")
+            reason="Error", message=doc.error or "the restore failed"
         )
     return None
 

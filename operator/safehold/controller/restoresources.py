@@ -24,6 +24,7 @@ from typing import Any
 from safehold.api import BackupLocation, RestoreRequest
 from safehold.api.enums import SourceKind
 from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.api.summaries import SnapshotsSummary
 from safehold.controller import commands
 from safehold.controller.common import parse_time
 from safehold.controller.jobs import (
@@ -98,24 +99,20 @@ def run_origin(run: Mapping[str, Any]) -> Origin:
     )
 
 
-def parse_resolved(summary: Mapping[str, Any]) -> list[ResolvedSnapshot]:
+def parse_resolved(summary: SnapshotsSummary) -> list[ResolvedSnapshot]:
     """The snapshots of a ``safehold snapshots --json`` summary (entries without an id or
     a source are left out)."""
-    out: list[ResolvedSnapshot] = []
-    for s in summary.get("snapshots") or []:
-        if not isinstance(s, dict) or not s.get("id") or not s.get("source"):
-            continue
-        meta = s.get("meta") if isinstance(s.get("meta"), dict) else {}
-        out.append(
-            ResolvedSnapshot(
-                source=str(s["source"]),
-                snapshot_id=str(s["id"]),
-                time=parse_time(s.get("time")),
-                tags=[str(t) for t in s.get("tags") or []][:64],
-                meta={str(k): str(v) for k, v in (meta or {}).items()},
-            )
+    return [
+        ResolvedSnapshot(
+            source=s.source,
+            snapshot_id=s.id,
+            time=parse_time(s.time),
+            tags=s.tags[:64],
+            meta=dict(s.meta),
         )
-    return out
+        for s in summary.snapshots
+        if s.id and s.source
+    ]
 
 
 def _run_tag(tags: Iterable[str]) -> str | None:

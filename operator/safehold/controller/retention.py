@@ -28,6 +28,7 @@ from typing import Any
 
 from safehold.api import BackupLocation, BackupPolicy, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
+from safehold.api.summaries import ForgetSummary, PruneSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time, running_jobs
 from safehold.controller.jobs import (
@@ -76,11 +77,6 @@ def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list
     return commands.forget(prefix, keep, time_zone=time_zone)
 
 
-def _int(doc: Mapping[str, Any], key: str) -> int | None:
-    value = doc.get(key)
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -101,14 +97,13 @@ def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionRes
         )[:4096]
         return result
     result.completion_time = parse_time(outcome.completion_time) or now()
-    doc = outcome.summary or {}
-    result.snapshots_kept = _int(doc, "keep")
-    result.snapshots_forgotten = _int(doc, "removed")
-    result.snapshots_locked = _int(doc, "locked")
-    prune = doc.get("prune") if isinstance(doc.get("prune"), dict) else {}
-    assert isinstance(prune, dict)
-    result.bytes_freed = _int(prune, "bytes_freed")
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    doc = outcome.read(ForgetSummary)
+    prune = doc.prune or PruneSummary()
+    result.snapshots_kept = doc.keep
+    result.snapshots_forgotten = doc.removed
+    result.snapshots_locked = doc.locked
+    result.bytes_freed = prune.bytes_freed
+    if outcome.succeeded:
         result.result = "Succeeded"
         result.reason = None
         kept, gone = result.snapshots_kept, result.snapshots_forgotten
@@ -123,8 +118,8 @@ def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionRes
                 f"{result.snapshots_locked} snapshot(s) stay under their object lock until it "
                 "expires"
             )
-        if prune.get("deferred"):
-            parts.append(str(prune["deferred"]))
+        if prune.deferred:
+            parts.append(prune.deferred)
         result.message = "; ".join(parts)[:4096]
         return result
     result.result = "Failed"
