@@ -18,7 +18,7 @@ from safehold.api.restorerequest import ResolvedSnapshot
 from safehold.api.summaries import SnapshotsSummary
 from safehold.controller.commands import meta_options
 from safehold.controller.jobs import build_job, with_settings
-from safehold.controller.restorerequest import claim_manifest
+from safehold.controller.restoreplan import claim_manifest
 from safehold.controller.restoresources import (
     RestoreSource,
     parse_resolved,

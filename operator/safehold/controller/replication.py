@@ -48,7 +48,6 @@ from safehold.api import (
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
     ReplicationTarget,
-    RetentionResult,
     SiteReplication,
 )
 from safehold.api.conditions import ConditionStatus
@@ -69,9 +68,9 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository, with_site
 from safehold.controller.retention import (
+    follow_site_retention,
     newest_success,
-    retention_request,
-    retention_result,
+    start_site_retention,
 )
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import policy_prefix
@@ -259,75 +258,6 @@ def _start(
         state.message = f"the replication Job could not be created: {exc.reason}"[:4096]
 
 
-def _site_rules(policy: BackupPolicy, target: ReplicationTarget) -> Any:
-    return target.retention or policy.spec.retention
-
-
-def _start_site_retention(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    site: BackupLocation,
-    target: ReplicationTarget,
-    state: SiteReplication,
-) -> None:
-    rules = _site_rules(policy, target)
-    if rules is None:
-        state.retention = None
-        return
-    name = job_name(policy.metadata.name or "", "retention", state.location, state.run)
-    state.retention = RetentionResult(
-        run=state.run,
-        job=name,
-        result="Running",
-        start_time=now(),
-        message="forgetting and pruning",
-    )
-    request = retention_request(rt, body, policy, site, rules, name=name, run=state.run, site=True)
-    try:
-        rt.kube.create_job(build_job(request))
-    except ApiException as exc:
-        state.retention.result = "Failed"
-        state.retention.reason = "JobNotCreated"
-        state.retention.completion_time = now()
-        state.retention.message = f"the site's retention Job could not be created: {exc.reason}"
-
-
-def _follow_site_retention(
-    rt: Runtime, body: Mapping[str, Any], ns: str, state: SiteReplication
-) -> bool:
-    """Follow the site's running retention Job; True while it runs."""
-    last = state.retention
-    if last is None or last.result != "Running" or not last.job:
-        return False
-    job = rt.kube.get_job(ns, last.job)
-    if job is None:
-        last.result = "Failed"
-        last.reason = "JobDeleted"
-        last.completion_time = now()
-        last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
-    else:
-        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
-    done = state.retention
-    assert done is not None
-    if done.result == "Running":
-        return True
-    if done.result == "Failed":
-        rt.kube.event(
-            body,
-            "SiteRetentionFailed",
-            f"retention at recovery site {state.location}: {done.reason}: {done.message}",
-            warning=True,
-        )
-    else:
-        rt.kube.event(
-            body,
-            "SiteRetentionApplied",
-            f"retention at recovery site {state.location}: {done.message}",
-        )
-    return False
-
-
 def _record_end(
     rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, state: SiteReplication
 ) -> None:
@@ -350,7 +280,7 @@ def _step(
 ) -> SiteReplication:
     """Advance one site's replication by what the cluster shows now."""
     ns = policy.metadata.namespace or ""
-    if state is not None and _follow_site_retention(rt, body, ns, state):
+    if state is not None and follow_site_retention(rt, body, ns, state):
         return state  # no copy to a site while its retention holds the exclusive lock
     site = _load_location(rt, ns, target.name)
     if state is not None and state.phase == "Running" and state.job:
@@ -367,7 +297,7 @@ def _step(
             phase = _finish(state, outcome, target.name)
             _record_end(rt, body, policy, state)
             if phase == "Succeeded" and site is not None:
-                _start_site_retention(rt, body, policy, site, target, state)
+                start_site_retention(rt, body, policy, site, target, state)
             return state
     if state is None or state.run != newest:
         state = SiteReplication(

@@ -27,7 +27,13 @@ from dataclasses import replace
 from typing import Any
 
 from safehold.api import BackupLocation, BackupPolicy, validate_spec
-from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
+from safehold.api.backuppolicy import (
+    BackupPolicyStatus,
+    ReplicationTarget,
+    Retention,
+    RetentionResult,
+    SiteReplication,
+)
 from safehold.api.summaries import ForgetSummary, PruneSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import now, parse_time, running_jobs
@@ -53,12 +59,14 @@ from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
     "active_retention_job",
+    "follow_site_retention",
     "newest_success",
     "reconcile_retention",
     "record_retention",
     "retention_args",
     "retention_request",
     "retention_result",
+    "start_site_retention",
 ]
 
 
@@ -298,3 +306,75 @@ def reconcile_retention(
     )
     status.last_retention = _start(rt, body, policy, location, result)
     record_retention(rt, body, status.last_retention)
+
+
+# ------------------------------------------------ at a recovery site, after a copy
+
+
+def _site_rules(policy: BackupPolicy, target: ReplicationTarget) -> Retention | None:
+    return target.retention or policy.spec.retention
+
+
+def start_site_retention(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    site: BackupLocation,
+    target: ReplicationTarget,
+    state: SiteReplication,
+) -> None:
+    rules = _site_rules(policy, target)
+    if rules is None:
+        state.retention = None
+        return
+    name = job_name(policy.metadata.name or "", "retention", state.location, state.run)
+    state.retention = RetentionResult(
+        run=state.run,
+        job=name,
+        result="Running",
+        start_time=now(),
+        message="forgetting and pruning",
+    )
+    request = retention_request(rt, body, policy, site, rules, name=name, run=state.run, site=True)
+    try:
+        rt.kube.create_job(build_job(request))
+    except ApiException as exc:
+        state.retention.result = "Failed"
+        state.retention.reason = "JobNotCreated"
+        state.retention.completion_time = now()
+        state.retention.message = f"the site's retention Job could not be created: {exc.reason}"
+
+
+def follow_site_retention(
+    rt: Runtime, body: Mapping[str, Any], ns: str, state: SiteReplication
+) -> bool:
+    """Follow the site's running retention Job; True while it runs."""
+    last = state.retention
+    if last is None or last.result != "Running" or not last.job:
+        return False
+    job = rt.kube.get_job(ns, last.job)
+    if job is None:
+        last.result = "Failed"
+        last.reason = "JobDeleted"
+        last.completion_time = now()
+        last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
+    else:
+        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
+    done = state.retention
+    assert done is not None
+    if done.result == "Running":
+        return True
+    if done.result == "Failed":
+        rt.kube.event(
+            body,
+            "SiteRetentionFailed",
+            f"retention at recovery site {state.location}: {done.reason}: {done.message}",
+            warning=True,
+        )
+    else:
+        rt.kube.event(
+            body,
+            "SiteRetentionApplied",
+            f"retention at recovery site {state.location}: {done.message}",
+        )
+    return False
