@@ -229,19 +229,14 @@ def _hooks_container(req: JobRequest) -> dict[str, Any]:
     }
 
 
-def build_job(req: JobRequest) -> dict[str, Any]:
-    """The Job manifest for ``req``."""
-    labels = {
-        "app.kubernetes.io/name": "safehold",
-        "app.kubernetes.io/part-of": "safehold",
-        "app.kubernetes.io/version": label_value(__version__),
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_COMPONENT: req.component,
-        **{k: label_value(v) for k, v in req.labels.items()},
-    }
+def _container_files(
+    req: JobRequest,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The volumes, mounts and options of the Job container: ``/tmp``, the location's
+    Secrets as files, the request's mounts, the hooks' handover directory."""
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    args = list(req.args)
+    args: list[str] = []
     if req.credentials_secret:
         volumes.append(
             {"name": "storage-options", "secret": {"secretName": req.credentials_secret}}
@@ -276,28 +271,13 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         volumes.append({"name": "hooks-handover", "emptyDir": {"sizeLimit": "1Mi"}})
         mounts.append({"name": "hooks-handover", "mountPath": HOOKS_HANDOVER_DIR})
         args += ["--hooks-handover", HOOKS_HANDOVER_DIR]
-    args += ["--json", "--termination-log", TERMINATION_LOG]
-    container: dict[str, Any] = {
-        "name": JOB_CONTAINER,
-        "image": req.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["safehold"],
-        "args": args,
-        "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "SAFEHOLD_TMPDIR", "value": "/tmp"},
-        ],
-        "volumeMounts": mounts,
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": _container_security(),
-    }
-    containers = [container]
-    if req.hooks:
-        containers.append(_hooks_container(req))
-    if req.resources:
-        for c in containers:
-            c["resources"] = dict(req.resources)
+    return volumes, mounts, args
+
+
+def _pod_spec(
+    req: JobRequest, containers: list[dict[str, Any]], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The pod: no API token (unless a ServiceAccount is named), non-root, placed."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -327,6 +307,43 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         pod_spec["tolerations"] = [dict(t) for t in req.tolerations]
     if req.priority_class_name:
         pod_spec["priorityClassName"] = req.priority_class_name
+    return pod_spec
+
+
+def build_job(req: JobRequest) -> dict[str, Any]:
+    """The Job manifest for ``req``."""
+    labels = {
+        "app.kubernetes.io/name": "safehold",
+        "app.kubernetes.io/part-of": "safehold",
+        "app.kubernetes.io/version": label_value(__version__),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: req.component,
+        **{k: label_value(v) for k, v in req.labels.items()},
+    }
+    volumes, mounts, options = _container_files(req)
+    args = [*req.args, *options, "--json", "--termination-log", TERMINATION_LOG]
+    container: dict[str, Any] = {
+        "name": JOB_CONTAINER,
+        "image": req.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["safehold"],
+        "args": args,
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "SAFEHOLD_TMPDIR", "value": "/tmp"},
+        ],
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+    containers = [container]
+    if req.hooks:
+        containers.append(_hooks_container(req))
+    if req.resources:
+        for c in containers:
+            c["resources"] = dict(req.resources)
+    pod_spec = _pod_spec(req, containers, volumes)
     metadata: dict[str, Any] = {"name": req.name, "namespace": req.namespace, "labels": labels}
     if req.owner is not None:
         metadata["ownerReferences"] = [_owner_reference(req.owner)]
