@@ -43,7 +43,6 @@ from safehold.api import (
     ReplicationResult,
     find_condition,
     set_condition,
-    validate_spec,
 )
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
@@ -53,7 +52,7 @@ from safehold.api.backuppolicy import (
 from safehold.api.conditions import ConditionStatus
 from safehold.api.summaries import ReplicateSummary
 from safehold.controller import commands, metrics
-from safehold.controller.common import now, parse_time, write_status
+from safehold.controller.common import load_location, now, parse_time, write_status
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
     LABEL_LOCATION,
@@ -131,13 +130,6 @@ def site_problem(
             "prefix or provider",
         )
     return None
-
-
-def _load_location(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
-    body = rt.kube.get_cr("backuplocations", ns, name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None
-    return BackupLocation.model_validate(body)
 
 
 def _available(location: BackupLocation) -> tuple[ConditionStatus, str]:
@@ -282,7 +274,7 @@ def _step(
     ns = policy.metadata.namespace or ""
     if state is not None and follow_site_retention(rt, body, ns, state):
         return state  # no copy to a site while its retention holds the exclusive lock
-    site = _load_location(rt, ns, target.name)
+    site = load_location(rt.kube, ns, target.name)
     if state is not None and state.phase == "Running" and state.job:
         job = rt.kube.get_job(ns, state.job)
         if job is None:  # created-and-lost (a restart) or deleted while it ran
@@ -417,7 +409,7 @@ def reconcile_replication(
         return
     newest = newest_success(runs) or status.last_successful_run
     ns = policy.metadata.namespace or ""
-    primary = _load_location(rt, ns, policy.spec.location.name)
+    primary = load_location(rt.kube, ns, policy.spec.location.name)
     if newest is None or primary is None:
         return
     before = {s.location: (s.phase, s.reason) for s in status.replication}

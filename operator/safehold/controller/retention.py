@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from safehold.api import BackupLocation, BackupPolicy, validate_spec
+from safehold.api import BackupLocation, BackupPolicy
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
     ReplicationTarget,
@@ -36,7 +36,7 @@ from safehold.api.backuppolicy import (
 )
 from safehold.api.summaries import ForgetSummary, PruneSummary
 from safehold.controller import commands, metrics
-from safehold.controller.common import now, parse_time, running_jobs
+from safehold.controller.common import load_location, now, parse_time, running_jobs
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
     COMPONENT_RETENTION,
@@ -150,14 +150,6 @@ def newest_success(runs: Sequence[Mapping[str, Any]]) -> str | None:
     return max(dated)[1] if dated else None
 
 
-def _location(rt: Runtime, policy: BackupPolicy) -> BackupLocation | None:
-    ns = policy.metadata.namespace or ""
-    body = rt.kube.get_cr("backuplocations", ns, policy.spec.location.name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None  # the location's own status (and the runs) say what is wrong
-    return BackupLocation.model_validate(body)
-
-
 def retention_request(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -268,7 +260,7 @@ def reconcile_retention(
         if job is None:
             # created-and-lost (a restart between recording and creating) or deleted
             # while it ran: start it again under the same name
-            location = _location(rt, policy)
+            location = load_location(rt.kube, ns, policy.spec.location.name)
             if policy.spec.retention is None or location is None:
                 last.result = "Failed"
                 last.reason = "JobDeleted"
@@ -294,7 +286,7 @@ def reconcile_retention(
     replicating = f"{LABEL_POLICY}={label_value(pname)},{LABEL_COMPONENT}={COMPONENT_REPLICATE}"
     if running_jobs(rt.kube, ns, replicating):
         return  # a replication holds the primary's shared lock: forget would only wait
-    location = _location(rt, policy)
+    location = load_location(rt.kube, ns, policy.spec.location.name)
     if location is None:
         return
     result = RetentionResult(

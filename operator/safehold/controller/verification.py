@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from safehold.api import VERIFIED, BackupLocation, BackupPolicy, validate_spec
+from safehold.api import VERIFIED, BackupLocation, BackupPolicy
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
     CheckResult,
@@ -44,7 +44,7 @@ from safehold.api.backuppolicy import (
 from safehold.api.conditions import set_condition
 from safehold.api.summaries import VerifySummary
 from safehold.controller import commands, metrics
-from safehold.controller.common import now, parse_time
+from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import (
     LABEL_LOCATION,
     LABEL_POLICY,
@@ -140,13 +140,6 @@ def _finish(check: VerificationCheck, outcome: JobOutcome) -> None:
     check.reason = (error.reason if error else "Error")[:128]
     fallback = error.message if error else "the verify Job failed"
     check.message = check_message(check.location, reported, fallback)[:2048]
-
-
-def _load(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
-    body = rt.kube.get_cr("backuplocations", ns, name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None
-    return BackupLocation.model_validate(body)
 
 
 def _request(
@@ -280,7 +273,7 @@ def _start(
             message=f"{lname}: checking {state.subset or 'the structure'}",
         )
         state.checks.append(check)
-        location = _load(rt, ns, lname)
+        location = load_location(rt.kube, ns, lname)
         if location is None:
             check.result = "Failed"
             check.reason = "LocationNotFound"
