@@ -41,20 +41,16 @@ from safehold.controller import commands, metrics
 from safehold.controller.common import Stop, field_errors_message, now, write_status
 from safehold.controller.grants import Denial
 from safehold.controller.jobs import (
-    COMPONENT_RESTORE,
-    LABEL_RESTORE,
-    LABEL_SOURCE,
     JobRequest,
     Mount,
     build_job,
-    job_name,
     with_settings,
 )
 from safehold.controller.progress import combine_progress, read_progress
-from safehold.controller.repository import with_repository
 from safehold.controller.restoreplan import plan_restore, restore_denial
 from safehold.controller.restoresources import Origin, Wait, find_origin, policy_name
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import restore_job
 from safehold.controller.sources.databases import MissingSource, database_restore_job
 from safehold.controller.sources.resources import resources_restore_job
 from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
@@ -134,27 +130,19 @@ def _job_request(
     include = [volume_pattern(path) for path in req.spec.paths]
     args = commands.restore(item.snapshot_id or "", RESTORE_ROOT, include=include)
     target = req.spec.target
-    same_ns = tns == req.metadata.namespace
-    request = JobRequest(
-        name=job_name(req.metadata.name or "", item.source),
-        namespace=tns,
-        component=COMPONENT_RESTORE,
-        args=args,
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
-        owner=body if same_ns else None,  # owner references cannot cross namespaces
-        mounts=[
-            Mount(name="staging", path=RESTORE_ROOT, volume={"emptyDir": {}}, read_only=False),
-            Mount(
-                name="target",
-                path=f"{RESTORE_ROOT}/volume",
-                volume={"persistentVolumeClaim": {"claimName": claim}},
-                read_only=False,
-                sub_path=(target.path.strip("/") or None) if target else None,
-            ),
-        ],
-        image=rt.image,
+    mounts = [
+        Mount(name="staging", path=RESTORE_ROOT, volume={"emptyDir": {}}, read_only=False),
+        Mount(
+            name="target",
+            path=f"{RESTORE_ROOT}/volume",
+            volume={"persistentVolumeClaim": {"claimName": claim}},
+            read_only=False,
+            sub_path=(target.path.strip("/") or None) if target else None,
+        ),
+    ]
+    return restore_job(
+        rt.image, body, req, location, item.source, args, namespace=tns, mounts=mounts
     )
-    return with_repository(request, location)
 
 
 def _phase(items: list[RestoredItem]) -> RunPhase:

@@ -40,18 +40,14 @@ from safehold.api.summaries import SnapshotsSummary
 from safehold.controller import commands
 from safehold.controller.common import Stop, parse_time
 from safehold.controller.jobs import (
-    COMPONENT_RESTORE,
-    LABEL_RESTORE,
-    LABEL_SOURCE,
     JobRequest,
     build_job,
     job_name,
     with_settings,
 )
-from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
-from safehold.controller.sources import policy_prefix
+from safehold.controller.sources import policy_prefix, restore_job
 from safehold.controller.sources.resources import KIND as RESOURCES_KIND
 from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
 from safehold.controller.status import FINAL_PHASES, job_outcome
@@ -210,18 +206,16 @@ def resolve_job(
     args = commands.snapshots(
         policy_prefix(ns, req.spec.policy_ref.name), before=when.isoformat() if when else None
     )
-    request = JobRequest(
-        name=resolve_job_name(req.metadata.name or ""),
-        namespace=ns,
-        component=COMPONENT_RESTORE,
-        args=args,
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: RESOLVE_SOURCE},
-        owner=body,
-        image=image,
+    return restore_job(
+        image,
+        body,
+        req,
+        location,
+        RESOLVE_SOURCE,
+        args,
         active_deadline_seconds=600,
         backoff_limit=2,
     )
-    return with_repository(request, location)
 
 
 # ------------------------------------------------ finding the origin of a request

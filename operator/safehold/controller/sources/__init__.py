@@ -15,12 +15,27 @@ named by :func:`source_name`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from safehold.api import BackupLocation, BackupPolicy, BackupRun, ErrorDetail, SourceResult
+from safehold.api import (
+    BackupLocation,
+    BackupPolicy,
+    BackupRun,
+    ErrorDetail,
+    RestoreRequest,
+    SourceResult,
+)
 from safehold.api.enums import SourceKind as SourceKindName
-from safehold.controller.jobs import Mount
+from safehold.controller.jobs import (
+    COMPONENT_RESTORE,
+    LABEL_RESTORE,
+    LABEL_SOURCE,
+    JobRequest,
+    Mount,
+    job_name,
+)
+from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 
 __all__ = [
@@ -29,6 +44,7 @@ __all__ = [
     "SourceFailed",
     "SourceKind",
     "policy_prefix",
+    "restore_job",
     "source_name",
 ]
 
@@ -128,3 +144,41 @@ class SourceKind(Protocol):
     def finished(self, ctx: RunContext, source: SourceResult) -> None:
         """The source's Job has ended: clean up what ``backup_job`` made for it."""
         ...
+
+
+def restore_job(
+    image: str,
+    body: Mapping[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    source: str,
+    args: Sequence[str],
+    *,
+    namespace: str | None = None,
+    mounts: Sequence[Mount] = (),
+    service_account_name: str | None = None,
+    active_deadline_seconds: int | None = None,
+    backoff_limit: int | None = None,
+) -> JobRequest:
+    """Every Job of a RestoreRequest (a source's, or the resolve Job): named after the
+    request and ``source`` and labelled with both, reading ``location``'s repository, in
+    ``namespace`` (the request's by default) and owned by the request only in its own
+    namespace (owner references cannot cross namespaces)."""
+    own = req.metadata.namespace or ""
+    where = namespace or own
+    request = JobRequest(
+        name=job_name(req.metadata.name or "", source),
+        namespace=where,
+        component=COMPONENT_RESTORE,
+        args=args,
+        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: source},
+        owner=body if where == own else None,
+        mounts=mounts,
+        image=image,
+        service_account_name=service_account_name,
+    )
+    if active_deadline_seconds is not None:
+        request = replace(request, active_deadline_seconds=active_deadline_seconds)
+    if backoff_limit is not None:
+        request = replace(request, backoff_limit=backoff_limit)
+    return with_repository(request, location)

@@ -27,17 +27,13 @@ from safehold.api import (
 from safehold.api.backuppolicy import DatabaseSource
 from safehold.controller import commands
 from safehold.controller.jobs import (
-    COMPONENT_RESTORE,
-    LABEL_RESTORE,
-    LABEL_SOURCE,
     JobRequest,
     Mount,
     job_name,
 )
-from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import source_meta
-from safehold.controller.sources import BackupJob, RunContext, source_name
+from safehold.controller.sources import BackupJob, RunContext, restore_job, source_name
 
 __all__ = [
     "CREDENTIALS_DIR",
@@ -228,14 +224,4 @@ def database_restore_job(
         run=run_tag,
         existing=EXISTING[req.spec.existing_resource_policy],
     )
-    request = JobRequest(
-        name=job_name(req.metadata.name or "", item.source),
-        namespace=ns,
-        component=COMPONENT_RESTORE,
-        args=args,
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
-        owner=body,
-        mounts=[mount],
-        image=rt.image,
-    )
-    return with_repository(request, location)
+    return restore_job(rt.image, body, req, location, item.source, args, mounts=[mount])

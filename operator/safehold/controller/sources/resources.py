@@ -22,16 +22,12 @@ from safehold.api import (
 )
 from safehold.controller import commands
 from safehold.controller.jobs import (
-    COMPONENT_RESTORE,
-    LABEL_RESTORE,
-    LABEL_SOURCE,
     JobRequest,
     job_name,
 )
-from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import source_meta
-from safehold.controller.sources import BackupJob, RunContext
+from safehold.controller.sources import BackupJob, RunContext, restore_job
 from safehold.controller.sources.claims import selector_string
 
 __all__ = [
@@ -185,15 +181,13 @@ def resources_restore_job(
 ) -> JobRequest:
     """The apply Job of ``item``, in the request's namespace (where its ServiceAccount is)."""
     filt = req.spec.resources
-    request = JobRequest(
-        name=job_name(req.metadata.name or "", item.source),
-        namespace=req.metadata.namespace or "",
-        component=COMPONENT_RESTORE,
-        args=_apply_args(req, item),
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
-        owner=body,
-        image=rt.image,
-        active_deadline_seconds=3600,
+    return restore_job(
+        rt.image,
+        body,
+        req,
+        location,
+        item.source,
+        _apply_args(req, item),
         service_account_name=filt.service_account_name if filt else None,
+        active_deadline_seconds=3600,
     )
-    return with_repository(request, location)
