@@ -56,6 +56,7 @@ __all__ = [
     "build_job",
     "job_name",
     "label_value",
+    "owner_reference",
     "with_settings",
 ]
 
@@ -169,16 +170,18 @@ def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
     )
 
 
-def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    """An owner reference to ``owner``; ``controller``: also as its controller, blocking
+    its deletion until the owned object is gone (which needs update rights on the
+    owner's finalizers: the operator's own Jobs only)."""
     meta = owner["metadata"]
-    return {
+    ref = {
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
         "name": meta["name"],
         "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
     }
+    return ref | ({"controller": True, "blockOwnerDeletion": True} if controller else {})
 
 
 def _affinity(node_name: str) -> dict[str, Any]:
@@ -346,7 +349,7 @@ def build_job(req: JobRequest) -> dict[str, Any]:
     pod_spec = _pod_spec(req, containers, volumes)
     metadata: dict[str, Any] = {"name": req.name, "namespace": req.namespace, "labels": labels}
     if req.owner is not None:
-        metadata["ownerReferences"] = [_owner_reference(req.owner)]
+        metadata["ownerReferences"] = [owner_reference(req.owner)]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

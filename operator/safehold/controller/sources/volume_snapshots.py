@@ -33,6 +33,7 @@ from safehold.controller.jobs import (
     LABEL_SOURCE,
     MANAGED_BY,
     label_value,
+    owner_reference,
 )
 from safehold.controller.kube import ApiException
 from safehold.controller.runtime import Runtime
@@ -146,17 +147,6 @@ def _pick_class(
     return str(chosen["metadata"]["name"]), ""
 
 
-def _owner(obj: Mapping[str, Any]) -> Json:
-    # no blockOwnerDeletion: it would need update rights on the owner's finalizers
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
-
-
 def _labels(run: str, source: str) -> dict[str, str]:
     return {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -176,7 +166,7 @@ def _create_snapshot(
             "name": name,
             "namespace": ns,
             "labels": _labels(body["metadata"]["name"], source),
-            "ownerReferences": [_owner(body)],
+            "ownerReferences": [owner_reference(body, controller=False)],
         },
         "spec": {
             "volumeSnapshotClassName": klass,
@@ -220,7 +210,7 @@ def _create_clone(
             "name": name,
             "namespace": ns,
             "labels": _labels(body["metadata"]["name"], snapshot["metadata"]["name"]),
-            "ownerReferences": [_owner(snapshot)],
+            "ownerReferences": [owner_reference(snapshot, controller=False)],
         },
         "spec": clone_spec,
     }
