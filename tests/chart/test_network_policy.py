@@ -137,7 +137,8 @@ def test_jobs_in_every_watched_namespace_get_dns_and_job_egress_only(render: Any
 
 
 def test_the_job_label_is_the_one_the_controller_sets() -> None:
-    from safehold.controller import jobs, resources
+    from safehold.controller import jobs
+    from safehold.controller.sources import resources
 
     assert {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY} == JOB_PODS
     assert (jobs.LABEL_SOURCE, resources.SOURCE) == ("safehold.io/source", "resources")

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from safehold.api import RestoreRequest
-from safehold.controller.databases import service_namespace
 from safehold.controller.grants import allowed_sources
-from safehold.controller.resources import (
+from safehold.controller.sources.databases import service_namespace
+from safehold.controller.sources.resources import (
     _apply_args,
     resources_restore_item,
     resources_target_namespaces,

@@ -25,6 +25,7 @@ from safehold.api import BackupLocation, SourceResult
 from safehold.api.backuplocation import BackupLocationStatus
 from safehold.api.backuppolicy import RetentionResult, SiteReplication, VerificationCheck
 from safehold.api.summaries import (
+    BackupHooksSummary,
     BackupSummary,
     ForgetSummary,
     JobSummary,
@@ -36,6 +37,7 @@ from safehold.api.summaries import (
 )
 from safehold.controller import replication, verification
 from safehold.controller.backuplocation import _record_summary
+from safehold.controller.job_hooks import record_job_hooks
 from safehold.controller.restoresources import parse_resolved
 from safehold.controller.retention import retention_result
 from safehold.controller.status import JobOutcome, parse_summary, source_result
@@ -43,6 +45,8 @@ from safehold.controller.status import JobOutcome, parse_summary, source_result
 PASSWORD = "job contract password"
 #: Reported on failure only (``_failed`` in cli/main.py adds both).
 ON_FAILURE = {"error", "exit_code"}
+#: Keys the termination message's trimming adds (``LIST_truncated``) when it cut a list.
+WHEN_CUT = {"snapshots_truncated"}
 
 
 class Cli:
@@ -80,7 +84,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def emits_every_field(model: type[BaseModel], doc: dict[str, Any], where: str = "") -> None:
     """Every field of ``model`` is a key of ``doc``, nested models included."""
-    missing = set(model.model_fields) - set(doc) - ON_FAILURE
+    missing = set(model.model_fields) - set(doc) - ON_FAILURE - WHEN_CUT
     assert not missing, f"{model.__name__}{where}: the CLI does not report {sorted(missing)}"
     for name, field in model.model_fields.items():
         for sub in _models_in(field.annotation):
@@ -119,6 +123,17 @@ def test_backup_reports_what_a_runs_source_shows(cli: Cli) -> None:
     assert shown.error is not None
     assert shown.error.reason == "FilesUnreadable"
     assert shown.warnings[0].startswith("/proc/self/mem: ")
+
+
+def test_backup_hooks_report_what_a_sources_hooks_show(cli: Cli) -> None:
+    doc = cli("backup", str(cli.tmp / "data"), "--pre-hook", "true", "--post-hook", "false",
+              code=1)  # fmt: skip
+    emits_every_field(BackupHooksSummary, doc)
+    source = SourceResult(name="data", kind="volume", phase="Succeeded", snapshot_id="abc")
+    record_job_hooks(source, doc)
+    assert [(h.phase, h.succeeded) for h in source.hooks] == [("pre", True), ("post", False)]
+    assert source.error is not None
+    assert source.error.reason == "HookFailed"
 
 
 def test_restore_reports_what_a_restore_request_shows(cli: Cli) -> None:
@@ -188,7 +203,7 @@ def test_the_location_check_reports_what_a_backup_location_shows(cli: Cli) -> No
                   "repositoryPasswordSecretRef": {"name": "pw", "key": "pw"}}}
     )  # fmt: skip
     status = BackupLocationStatus()
-    _record_summary(status, location, doc)
+    _record_summary(status, location, info)
     assert status.repository_id == info.repository
     assert status.snapshot_count == 1
     assert [s.source for s in status.sources] == ["prod/app/data"]
@@ -198,7 +213,7 @@ def test_snapshots_report_what_a_fresh_cluster_restore_resolves(cli: Cli) -> Non
     cli("backup", str(cli.tmp / "data"), "--source", "prod/app/data", "--meta", "kind=volume")
     doc = cli("snapshots", "--source-prefix", "prod/app/", "--latest")
     emits_every_field(SnapshotsSummary, doc)
-    resolved = parse_resolved(doc)
+    resolved = parse_resolved(SnapshotsSummary.model_validate(doc))
     assert [r.source for r in resolved] == ["prod/app/data"]
     assert resolved[0].snapshot_id == SnapshotsSummary.model_validate(doc).snapshots[0].id
 

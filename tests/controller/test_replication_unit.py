@@ -10,16 +10,17 @@ from typing import Any
 
 from safehold.api import BackupLocation
 from safehold.api.backuppolicy import SiteReplication
+from safehold.controller import commands
 from safehold.controller.backuplocation import check_args
 from safehold.controller.jobs import JobRequest, build_job
 from safehold.controller.replication import (
     MAX_ATTEMPTS,
     _finish,
     backoff,
-    replicate_args,
     site_problem,
 )
 from safehold.controller.repository import with_repository, with_site
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome
 
 
@@ -55,7 +56,7 @@ def test_the_replication_job_opens_both_locations_each_with_its_own_secrets() ->
         name="rep",
         namespace="prod",
         component="replicate",
-        args=replicate_args("prod", "db"),
+        args=commands.replicate(policy_prefix("prod", "db")),
         labels={},
         owner=None,
     )

@@ -15,8 +15,10 @@ from typing import Any
 from safehold.api import BackupLocation, BackupPolicy, RestoreRequest
 from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.api.summaries import SnapshotsSummary
+from safehold.controller.commands import meta_options
 from safehold.controller.jobs import build_job, with_settings
-from safehold.controller.restorerequest import claim_manifest
+from safehold.controller.restoreplan import claim_manifest
 from safehold.controller.restoresources import (
     RestoreSource,
     parse_resolved,
@@ -29,12 +31,11 @@ from safehold.controller.restoresources import (
 from safehold.controller.snapshotmeta import (
     ClaimShape,
     claim_shape,
-    meta_args,
     original_claim,
     source_meta,
     volume_meta,
 )
-from safehold.controller.sources import VolumeClaim
+from safehold.controller.sources.claims import VolumeClaim
 
 PREFIX = "prod/app/"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -100,7 +101,7 @@ def test_empty_values_and_oversized_labels_are_left_out() -> None:
     claim = {"metadata": {"name": "d", "labels": {f"k{i}": "v" * 60 for i in range(20)}}}
     meta = volume_meta(claim)
     assert meta == {"source.kind": "volume", "claim.name": "d"}
-    assert meta_args({"b": "2", "a": "1", "c": ""}) == ["--meta", "a=1", "--meta", "b=2"]
+    assert meta_options({"b": "2", "a": "1", "c": ""}) == ["--meta", "a=1", "--meta", "b=2"]
     assert source_meta("app", "data") == {"policy.name": "app", "source.name": "data"}
 
 
@@ -209,7 +210,7 @@ def test_the_real_cli_output_maps_to_sources(tmp_path: Path) -> None:
     data.mkdir()
     (data / "f").write_text("x")
     run("repo", "init")
-    meta = meta_args({**source_meta("app", "data"), **volume_meta(_claim())})
+    meta = meta_options({**source_meta("app", "data"), **volume_meta(_claim())})
     for hour in (1, 2):
         run("backup", str(data), "--source", "prod/app/data", "--tag", f"run=r{hour}",
             "--time", f"2026-01-01T0{hour}:00:00Z", *meta)  # fmt: skip
@@ -217,7 +218,7 @@ def test_the_real_cli_output_maps_to_sources(tmp_path: Path) -> None:
     doc = run(
         "snapshots", "--source-prefix", PREFIX, "--before", "2026-01-01T01:30:00Z", "--latest"
     )
-    sources = sources_from_snapshots(PREFIX, parse_resolved(doc))
+    sources = sources_from_snapshots(PREFIX, parse_resolved(SnapshotsSummary.model_validate(doc)))
     assert [(s.name, s.kind, s.run_tag) for s in sources] == [("data", "volume", "r1")]
     assert claim_shape(sources[0].meta).size == "3Gi"
     assert claim_shape(sources[0].meta).labels == {"app": "web", "tier": "db"}

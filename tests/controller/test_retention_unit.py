@@ -17,9 +17,9 @@ from safehold.controller.retention import (
     reconcile_retention,
     retention_args,
     retention_result,
-    source_prefix,
 )
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome
 
 NS = "prod"
@@ -29,7 +29,7 @@ def test_forget_arguments_of_a_retention() -> None:
     retention = Retention.model_validate(
         {"keepLast": 3, "keepDaily": 7, "keepWeekly": 0, "keepWithin": "12h", "keepTags": ["a"]}
     )
-    assert source_prefix(NS, "app") == "prod/app/"
+    assert policy_prefix(NS, "app") == "prod/app/"
     assert retention_args(retention, time_zone="Europe/Berlin", prefix="prod/app/") == [
         "forget", "--source-prefix", "prod/app/", "--keep-last", "3", "--keep-daily", "7",
         "--keep-within", "12h", "--keep-tag", "a", "--time-zone", "Europe/Berlin",

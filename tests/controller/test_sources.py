@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from safehold.api.selectors import LabelSelector
-from safehold.controller.sources import claim_node, selector_string
+from safehold.controller.sources.claims import claim_node, selector_string
 
 
 def test_selector_in_the_api_query_form() -> None:

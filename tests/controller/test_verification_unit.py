@@ -14,6 +14,7 @@ import pytest
 from safehold.api import BackupLocation, BackupPolicy, SourceResult, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.conditions import find_condition
+from safehold.api.summaries import VerifySummary
 from safehold.controller import metrics, verification
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome, source_result
@@ -44,7 +45,7 @@ def test_the_message_names_the_pack_the_snapshot_and_the_repair() -> None:
         "damaged": {"0123456789abcdef": {"files": 2, "paths": ["a/b", "c"]}},
         "repair_hint": "to repair, run 'safehold repair index --read-data'; see docs/repair.md",
     }
-    text = check_message("loc", doc, "x")
+    text = check_message("loc", VerifySummary.model_validate(doc), "x")
     assert text.startswith("loc: data/ab/abcd: pack holds damaged blobs; 1 more damaged")
     assert "snapshot 0123456789ab: 2 damaged path(s) a/b, c" in text
     assert "'safehold repair index --read-data'" in text

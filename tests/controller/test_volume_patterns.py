@@ -8,9 +8,11 @@ from typing import Any
 
 from safehold.api import BackupLocation, BackupPolicy, BackupRun
 from safehold.cli.main import build_parser
-from safehold.controller import backuprun
+from safehold.controller import backuprun, commands
 from safehold.controller.limits import Limits
-from safehold.controller.sources import VolumeClaim, pattern_args, resolve_volumes
+from safehold.controller.sources import RunContext
+from safehold.controller.sources.claims import VolumeClaim, resolve_volumes
+from safehold.controller.sources.volumes import VolumeSources
 
 INCLUDE = ["db/**", "*.conf"]
 EXCLUDE = ["cache/**", "*.tmp", "-odd name"]
@@ -83,8 +85,10 @@ def test_resolved_claims_carry_their_sources_patterns() -> None:
     assert (claims["data"].include, claims["data"].exclude) == (tuple(INCLUDE), tuple(EXCLUDE))
     assert (claims["plain"].include, claims["plain"].exclude) == ((), ())
     assert claims["web-1"].exclude == ("tmp",)
-    assert pattern_args(claims["plain"]) == []
-    assert pattern_args(claims["web-1"]) == ["--exclude=tmp"]
+    plain = commands.backup("/v", source="s", type="full", run="r", exclude=claims["plain"].exclude)
+    assert [a for a in plain if a.startswith("--exclude")] == []
+    web = commands.backup("/v", source="s", type="full", run="r", exclude=claims["web-1"].exclude)
+    assert [a for a in web if a.startswith("--exclude")] == ["--exclude=tmp"]
 
 
 def _job_args(claim: VolumeClaim) -> list[str]:
@@ -94,9 +98,13 @@ def _job_args(claim: VolumeClaim) -> list[str]:
     )
     run = _run()
     body = run.model_dump(mode="json", by_alias=True, exclude_none=True)
-    source = backuprun._plan(rt, run, _policy(), [claim])[0]  # type: ignore[arg-type]
+    ctx = RunContext(rt, body, run, _policy(), _location())  # type: ignore[arg-type]
+    volumes = VolumeSources([claim])
+    source = backuprun._plan(ctx, {"volume": volumes})[0]
     assert source.warnings == []  # patterns are applied: nothing to warn about
-    backuprun._start_job(rt, body, run, _policy(), _location(), source, claim)  # type: ignore[arg-type]
+    job = volumes.backup_job(ctx, source)
+    assert job is not None
+    backuprun._create_backup_job(ctx, source, job)
     (job,) = kube.jobs
     args: list[str] = job["spec"]["template"]["spec"]["containers"][0]["args"]
     return args

@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client
 
 from safehold.api.backuppolicy import Hook
-from safehold.controller.hooks import (
+from safehold.controller.exec_hooks import (
     DISABLED,
     EXEC_HOOKS_ANNOTATION,
     OUTPUT_LIMIT,

@@ -8,13 +8,9 @@ from typing import Any
 from kubernetes import client
 
 from safehold.api import BackupPolicy, BackupRunStatus, SourceResult
-from safehold.controller.hooks import (
-    finish_pod_hooks,
-    job_hook_args,
-    record_job_hooks,
-    start_pod_hooks,
-)
-from safehold.controller.sources import VolumeClaim
+from safehold.controller.exec_hooks import finish_pod_hooks, start_pod_hooks
+from safehold.controller.job_hooks import job_hook_args, record_job_hooks
+from safehold.controller.sources.claims import VolumeClaim
 
 
 def _policy(**spec: Any) -> BackupPolicy:

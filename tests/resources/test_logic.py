@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from safehold.api import BackupPolicy, BackupRun, RestoreRequest
-from safehold.controller.resources import (
+from safehold.api import BackupPolicy, BackupRun, RestoreRequest, SourceResult
+from safehold.controller.sources import RunContext
+from safehold.controller.sources.resources import (
+    ResourcesSource,
     _apply_args,
-    _export_args,
-    plan_resources_source,
     resources_restore_item,
 )
 from safehold.engine.cluster.apply import Manifest, apply_order, map_namespace
@@ -174,6 +174,22 @@ def test_export_job_arguments() -> None:
         labelSelector={"matchLabels": {"app": "web"}},
         includeClusterScoped=True,
     )
+    ctx = _run_context(policy)
+    source = SourceResult(name="resources", kind="clusterResources")
+    args = list(ResourcesSource().backup_job(ctx, source).args)
+    assert args[:3] == ["export-resources", "--source", "shop/pol/resources"]
+    assert "--include-secrets" not in args, "Secrets only when the policy says so"
+    for pair in (["--namespace", "shop"], ["--exclude-resources", "events"],
+                 ["--selector", "app=web"], ["--type", "full"]):  # fmt: skip
+        i = args.index(pair[0])
+        assert args[i : i + 2] == pair
+    assert "--cluster-scoped" in args
+    (result,) = ResourcesSource().plan(ctx, set())
+    assert result.phase == "Pending"
+    assert result.job is not None
+
+
+def _run_context(policy: BackupPolicy) -> RunContext:
     run = BackupRun.model_validate(
         {
             "apiVersion": "safehold.io/v1alpha1",
@@ -182,21 +198,11 @@ def test_export_job_arguments() -> None:
             "spec": {"policyRef": {"name": "pol"}, "type": "full"},
         }
     )
-    args = _export_args(policy, run)
-    assert args[:3] == ["export-resources", "--source", "shop/pol/resources"]
-    assert "--include-secrets" not in args, "Secrets only when the policy says so"
-    for pair in (["--namespace", "shop"], ["--exclude-resources", "events"],
-                 ["--selector", "app=web"], ["--type", "full"]):  # fmt: skip
-        i = args.index(pair[0])
-        assert args[i : i + 2] == pair
-    assert "--cluster-scoped" in args
-    (result,) = plan_resources_source(policy, set(), "r1")
-    assert result.phase == "Pending"
-    assert result.job is not None
+    return RunContext(None, {}, run, policy, None)  # type: ignore[arg-type]
 
 
 def test_a_source_without_service_account_fails_and_says_what_to_do() -> None:
-    (result,) = plan_resources_source(_policy(), set(), "r1")
+    (result,) = ResourcesSource().plan(_run_context(_policy()), set())
     assert result.phase == "Failed"
     assert result.error is not None
     assert result.error.reason == "ServiceAccountRequired"

@@ -8,7 +8,7 @@ import pytest
 
 from safehold.api.backuppolicy import VolumeSnapshot
 from safehold.controller.kube import ApiException
-from safehold.controller.volume_snapshots import DEFAULT_CLASS_ANNOTATION, _pick_class
+from safehold.controller.sources.volume_snapshots import DEFAULT_CLASS_ANNOTATION, _pick_class
 
 DRIVER = "csi.example.com"
 

@@ -15,16 +15,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BackupHooksSummary",
     "BackupSummary",
     "DatabaseDumpCheck",
     "DatabaseTestSummary",
     "DumpCheckSummary",
     "ForgetSummary",
+    "HookReport",
     "JobSummary",
+    "ObjectLock",
     "PathError",
     "PruneSummary",
     "ReplicateSummary",
     "RepositoryInfoSummary",
+    "RepositoryInitSummary",
     "RestoreCheck",
     "RestoreSummary",
     "ScratchDatabase",
@@ -91,6 +95,25 @@ class RestoreCheck(_Summary):
     problems: list[PathError] = Field(default_factory=list)
 
 
+class HookReport(_Summary):
+    """One Job-side hook as the backup reports it (``safehold backup --pre-hook ...``)."""
+
+    name: str = "?"
+    phase: str = "pre"
+    exit_code: int | None = None
+    duration_seconds: float | None = None
+    timed_out: bool = False
+    output: str | None = None
+    on_error: str = "fail"
+    ok: bool = False
+
+
+class BackupHooksSummary(JobSummary):
+    """``safehold backup`` with Job-side hooks: into ``BackupRun.status.sources[].hooks``."""
+
+    hooks: list[HookReport] | None = None
+
+
 class RestoreSummary(JobSummary):
     """``safehold restore``: into ``RestoreRequest.status``."""
 
@@ -141,24 +164,40 @@ class VerifySummary(JobSummary):
 
 
 class SourceNewest(_Summary):
-    source: str
+    source: str = ""
     count: int = 0
     newest_time: str | None = None
     newest_id: str | None = None
 
 
+class ObjectLock(_Summary):
+    mode: str | None = None
+    days: int | None = Field(default=None, ge=0)
+
+
 class RepositoryInfoSummary(JobSummary):
     """``safehold repo init --if-absent`` / ``repo info``: into ``BackupLocation.status``."""
 
+    location: str | None = None
+    empty: bool = False
+    object_lock: ObjectLock | None = None
     repository: str | None = None
     snapshots: int | None = Field(default=None, ge=0)
     pack_bytes: int | None = Field(default=None, ge=0)
     sources_newest: list[SourceNewest] = Field(default_factory=list)
 
 
+class RepositoryInitSummary(RepositoryInfoSummary):
+    """``safehold repo init --if-absent``: also whether it created the repository."""
+
+    initialized: bool = False
+
+
 class SnapshotItem(_Summary):
-    id: str
-    source: str
+    """One snapshot; an entry without an id or a source is passed over by its reader."""
+
+    id: str = ""
+    source: str = ""
     time: str | None = None
     tags: list[str] = Field(default_factory=list)
     meta: dict[str, str] = Field(default_factory=dict)
@@ -169,6 +208,8 @@ class SnapshotsSummary(JobSummary):
 
     snapshots: list[SnapshotItem] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
+    #: Set when the termination message cut ``snapshots``: the list's full length.
+    snapshots_truncated: int | None = Field(default=None, ge=0)
 
 
 class DatabaseDumpCheck(_Summary):

@@ -38,7 +38,8 @@ from safehold.api import (
 )
 from safehold.api.backuplocation import SourceSnapshots
 from safehold.api.conditions import ConditionStatus
-from safehold.controller import metrics
+from safehold.api.summaries import RepositoryInfoSummary, RepositoryInitSummary
+from safehold.controller import commands, metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_condition
 from safehold.controller.jobs import (
     COMPONENT_VALIDATE,
@@ -79,14 +80,9 @@ def check_args(location: BackupLocation, *, known: bool = False) -> list[str]:
     earlier check of the same spec found its repository, so this one must find it again
     rather than create a new one in its place (a wiped bucket is an alarm, not a start)."""
     if location.spec.role == "recovery-site":
-        return ["repo", "info", "--allow-empty"]
-    if known:
-        return ["repo", "info"]
-    args = ["repo", "init", "--if-absent"]
+        return commands.repo_check(create=False, allow_empty=True)
     days = location.spec.immutability_days
-    if days:
-        args += ["--object-lock-mode", LOCK_MODE, "--object-lock-days", str(days)]
-    return args
+    return commands.repo_check(create=not known, lock=(LOCK_MODE, days) if days else None)
 
 
 def _request(
@@ -120,28 +116,28 @@ def _request(
 
 
 def _record_summary(
-    status: BackupLocationStatus, location: BackupLocation, doc: dict[str, Any]
+    status: BackupLocationStatus, location: BackupLocation, doc: RepositoryInfoSummary
 ) -> None:
     """What a successful check reported, into ``status``."""
-    status.repository_id = doc.get("repository")
-    status.snapshot_count = doc.get("snapshots")
-    status.bytes_stored = doc.get("pack_bytes")
+    status.repository_id = doc.repository
+    status.snapshot_count = doc.snapshots
+    status.bytes_stored = doc.pack_bytes
     status.sources = []
-    for entry in doc.get("sources_newest") or []:
+    for entry in doc.sources_newest:
         try:
             status.sources.append(
                 SourceSnapshots(
-                    source=entry["source"],
-                    snapshots=entry.get("count") or 0,
-                    newest_time=entry.get("newest_time"),
-                    newest_snapshot=entry.get("newest_id"),
+                    source=entry.source,
+                    snapshots=entry.count,
+                    newest_time=parse_time(entry.newest_time),
+                    newest_snapshot=entry.newest_id,
                 )
             )
-        except (KeyError, TypeError, ValueError):
+        except ValueError:
             continue  # one odd entry does not hide the others
-    lock = doc.get("object_lock") if isinstance(doc.get("object_lock"), dict) else None
+    lock = doc.object_lock
     if lock:
-        status.immutability_days = int(lock.get("days") or 0) or None
+        status.immutability_days = lock.days or None
     elif location.spec.role == "recovery-site" and location.spec.immutability_days:
         # the site's config is the primary's; its replication Jobs lock what they write
         status.immutability_days = location.spec.immutability_days
@@ -168,17 +164,17 @@ def _changed(known: str, found: Any) -> str:
     )
 
 
-def _found(location: BackupLocation, doc: dict[str, Any]) -> tuple[str, str]:
+def _found(location: BackupLocation, doc: RepositoryInitSummary) -> tuple[str, str]:
     """The Available condition's reason and message after a successful check."""
-    where = doc.get("location")
-    if doc.get("empty"):
+    where = doc.location
+    if doc.empty:
         return (
             "AwaitingReplication",
             f"{where} is reachable and empty: the first replication of a policy that names "
             "this recovery site creates the repository there",
         )
-    verb = "created" if doc.get("initialized") else "found"
-    message = f"{verb} repository {str(doc.get('repository'))[:16]} at {where}"
+    verb = "created" if doc.initialized else "found"
+    message = f"{verb} repository {str(doc.repository)[:16]} at {where}"
     if location.spec.role == "recovery-site":
         message += " (recovery site: written by replication, read by restores)"
     days = location.spec.immutability_days
@@ -218,13 +214,14 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         finished = parse_time(outcome.completion_time) or current
         if status.last_validation_time is None or finished > status.last_validation_time:
             status.last_validation_time = finished
-            doc = outcome.summary or {}
+            doc = outcome.read(RepositoryInitSummary)
             # the repository the check was told to find again (a label of its Job)
             known = latest["metadata"]["labels"].get(_KNOWN)
-            found = str(doc.get("repository") or "")
-            if outcome.state == "Succeeded" and doc.get("ok") and known and found[:32] != known:
+            found = doc.repository or ""
+            ok = outcome.state == "Succeeded" and doc.ok
+            if ok and known and found[:32] != known:
                 _set(rt, body, status, "False", "RepositoryChanged", _changed(known, found))
-            elif outcome.state == "Succeeded" and doc.get("ok"):
+            elif ok:
                 _record_summary(status, location, doc)
                 if status.bytes_stored is not None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)

@@ -7,16 +7,14 @@ passes read each Job's outcome and, every ~10 s, its pod's progress line. When e
 source is final the run gets its final phase, the ``Complete`` condition, an Event and
 its metrics; a final run is never touched again.
 
-Database sources are dumped by Jobs of their own (safehold.controller.databases); a
-clusterResources source is one export Job (safehold.controller.resources).
+Database sources are dumped by Jobs of their own (safehold.controller.sources.databases); a
+clusterResources source is one export Job (safehold.controller.sources.resources).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from safehold.api import (
@@ -41,33 +39,28 @@ from safehold.controller.common import (
     parse_time,
     write_status,
 )
-from safehold.controller.databases import plan_database_sources, start_database_backup
-from safehold.controller.hooks import (
-    finish_pod_hooks,
-    job_hook_args,
-    record_job_hooks,
-    start_pod_hooks,
-)
+from safehold.controller.exec_hooks import finish_pod_hooks, start_pod_hooks
+from safehold.controller.job_hooks import record_job_hooks
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
     LABEL_POLICY,
     LABEL_RUN,
     LABEL_SOURCE,
     JobRequest,
-    Mount,
     build_job,
     job_name,
     with_settings,
 )
-from safehold.controller.kube import ApiException
 from safehold.controller.limits import apply_limits
-from safehold.controller.progress import last_progress_event, to_progress
+from safehold.controller.progress import combine_progress, read_progress
 from safehold.controller.repository import with_repository
-from safehold.controller.resources import plan_resources_source, start_resources_backup
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.snapshotmeta import meta_args, original_claim, source_meta, volume_meta
-from safehold.controller.sources import VolumeClaim, claim_node, pattern_args, resolve_volumes
+from safehold.controller.sources import BackupJob, RunContext, SourceFailed, SourceKind
+from safehold.controller.sources.claims import resolve_volumes
+from safehold.controller.sources.databases import DatabaseSources
+from safehold.controller.sources.resources import ResourcesSource
+from safehold.controller.sources.volumes import SOURCE_MOUNT, VolumeSources
 from safehold.controller.status import (
     FINAL_PHASES,
     complete_conditions,
@@ -75,8 +68,6 @@ from safehold.controller.status import (
     run_phase,
     source_result,
 )
-from safehold.controller.volume_snapshots import SnapshotError, prepare_claim, snapshot_settings
-from safehold.controller.volume_snapshots import cleanup as snapshot_cleanup
 
 __all__ = ["PLURAL", "SCHEDULE_ANNOTATION", "SOURCE_MOUNT", "reconcile"]
 
@@ -84,9 +75,6 @@ log = logging.getLogger(__name__)
 PLURAL = "backupruns"
 #: Set by the schedule on the runs it creates: the slot the run is for.
 SCHEDULE_ANNOTATION = "safehold.io/schedule-time"
-#: Where the source claim is mounted (read-only) in the backup Job; the snapshot's top
-#: directory is therefore ``volume``.
-SOURCE_MOUNT = "/data/volume"
 
 
 def _transition(
@@ -212,149 +200,173 @@ def _load(rt: Runtime, body: dict[str, Any]) -> tuple[BackupRun, BackupPolicy, B
     return run, policy, location
 
 
-def _plan(
-    rt: Runtime, run: BackupRun, policy: BackupPolicy, claims: list[VolumeClaim]
-) -> list[SourceResult]:
-    ns = run.metadata.namespace or ""
-    name = run.metadata.name or ""
-    wanted = set(run.spec.sources)
-    known = {c.source for c in claims} | {d.name for d in policy.spec.sources.databases}
-    if policy.spec.sources.cluster_resources is not None:
-        known.add("resources")
+def _kinds(ctx: RunContext) -> dict[str, SourceKind]:
+    """Every source kind, by the ``kind`` of its results (volumes resolved as of now)."""
+    kinds: list[SourceKind] = [
+        VolumeSources(resolve_volumes(ctx.rt.kube, ctx.policy)),
+        DatabaseSources(),
+        ResourcesSource(),
+    ]
+    return {k.kind: k for k in kinds}
+
+
+def _plan(ctx: RunContext, kinds: dict[str, SourceKind]) -> list[SourceResult]:
+    """One result per source the run backs up; a name in spec.sources the policy does not
+    have stops the run."""
+    wanted = set(ctx.run.spec.sources)
+    known = set().union(*(k.names(ctx) for k in kinds.values()))
     unknown = sorted(wanted - known)
     if unknown:
         raise Stop(
             "SourceNotFound",
-            f"spec.sources: {', '.join(unknown)} not in BackupPolicy {policy.metadata.name} "
+            f"spec.sources: {', '.join(unknown)} not in BackupPolicy {ctx.policy_name} "
             f"(its sources: {', '.join(sorted(known)) or 'none'}): fix the names",
         )
-    out: list[SourceResult] = []
-    for c in claims:
-        if wanted and c.source not in wanted:
-            continue
-        result = SourceResult(name=c.source, kind="volume", job=job_name(name, c.source))
-        if rt.kube.get_pvc(ns, c.claim) is None:
-            result.phase = "Failed"
-            result.job = None
-            result.error = ErrorDetail(
-                reason="ClaimNotFound",
-                message=f"BackupPolicy {policy.metadata.name} {c.field}: PersistentVolumeClaim "
-                f"{c.claim!r} does not exist in namespace {ns}: create it or fix the name",
-            )
-        out.append(result)
-    out += plan_database_sources(policy, wanted, name)
-    out += plan_resources_source(policy, wanted, name)
-    apply_limits(rt.limits, policy, out)
+    out = [result for kind in kinds.values() for result in kind.plan(ctx, wanted)]
+    apply_limits(ctx.rt.limits, ctx.policy, out)
     return out
 
 
-def _start_job(
-    rt: Runtime,
-    body: dict[str, Any],
-    run: BackupRun,
-    policy: BackupPolicy,
-    location: BackupLocation,
-    source: SourceResult,
-    claim: VolumeClaim,
-) -> None:
-    ns = run.metadata.namespace or ""
-    pvc = rt.kube.get_pvc(ns, claim.claim)
-    node = claim_node(pvc, rt.kube.list_pods(ns)) if pvc else None
-    args = [
-        "backup",
-        SOURCE_MOUNT,
-        "--source",
-        f"{ns}/{policy.metadata.name}/{source.name}",
-        "--type",
-        run.spec.type,
-        "--tag",
-        f"run={run.metadata.name}",
-    ]
-    for tag in run.spec.tags:
-        args += ["--tag", tag]
-    args += pattern_args(claim)  # relative to the volume's root, SOURCE_MOUNT
-    check = policy.spec.verification
-    if check is not None and check.after_backup:
-        args.append("--verify")  # the new snapshot's structure, in the Job (docs/verify.md)
-    # The hooks run in a container of their own, without the Secrets (docs/hooks.md); the
-    # backup gets the same options for their number, timeout and on-error.
-    hooks = job_hook_args(policy, claim)
-    args += hooks
-    # what a fresh cluster needs to re-create the claim, read from the ORIGINAL claim
-    # (``claim.claim`` may be a snapshot clone)
-    original = original_claim(policy, claim)
-    source_pvc = pvc if original == claim.claim else rt.kube.get_pvc(ns, original)
-    meta = source_meta(policy.metadata.name or "", source.name)
-    meta |= volume_meta(source_pvc or {"metadata": {"name": original}})
-    args += meta_args(meta)
+def _create_backup_job(ctx: RunContext, source: SourceResult, job: BackupJob) -> None:
+    """Every backup Job, whatever its source kind: name, labels, owner, repository and the
+    policy's ``spec.job`` over the chart's ``jobDefaults``."""
     request = JobRequest(
-        name=source.job or job_name(run.metadata.name or "", source.name),
-        namespace=ns,
+        name=source.job or job_name(ctx.run_name, source.name),
+        namespace=ctx.namespace,
         component=COMPONENT_BACKUP,
-        args=args,
+        args=job.args,
         labels={
-            LABEL_RUN: run.metadata.name or "",
+            LABEL_RUN: ctx.run_name,
             LABEL_SOURCE: source.name,
-            LABEL_POLICY: policy.metadata.name or "",
+            LABEL_POLICY: ctx.policy_name,
         },
-        owner=body,
-        mounts=[
-            Mount(
-                name="source",
-                path=SOURCE_MOUNT,
-                volume={"persistentVolumeClaim": {"claimName": claim.claim, "readOnly": True}},
-                read_only=True,
-            )
-        ],
-        image=rt.image,
-        node_name=node,
-        hooks=hooks,
-        hook_mounts=["source"],
+        owner=ctx.body,
+        mounts=job.mounts,
+        image=ctx.rt.image,
+        node_name=job.node_name,
+        hooks=job.hooks,
+        hook_mounts=job.hook_mounts,
+        service_account_name=job.service_account_name,
     )
-    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
-    rt.kube.create_job(build_job(request))
+    if job.active_deadline_seconds is not None:
+        request = replace(request, active_deadline_seconds=job.active_deadline_seconds)
+    if job.backoff_limit is not None:
+        request = replace(request, backoff_limit=job.backoff_limit)
+    request = with_repository(request, ctx.location)
+    request = with_settings(request, ctx.rt.job_settings(ctx.policy.spec.job))
+    ctx.rt.kube.create_job(build_job(request))
 
 
-def read_progress(rt: Runtime, ns: str, job: str, pod: str | None) -> Progress | None:
-    """The job's latest progress, reading its pod's log at most every ``rt.progress_interval``."""
-    cached = rt.progress.get(job)
-    if pod is None:
-        return cached
-    last = rt.progress_read.get(job, 0.0)
-    if time.monotonic() - last < rt.progress_interval and cached is not None:
-        return cached
-    rt.progress_read[job] = time.monotonic()
+def _waiting(rt: Runtime, ns: str, location: BackupLocation) -> str | None:
+    """Why the run cannot start yet (the location not checked, a retention Job holding
+    the repository's exclusive lock), or None; an unavailable location stops it."""
+    name = location.metadata.name or ""
+    available = find_condition((location.status.conditions if location.status else []), AVAILABLE)
+    if available is None or available.status == "Unknown":
+        return f"waiting for BackupLocation {name} to be checked"
+    if available.status == "False":
+        raise Stop(
+            "LocationUnavailable",
+            f"BackupLocation {name} is not available ({available.reason}: {available.message})",
+        )
+    retention = active_retention_job(rt, ns, name)
+    if retention is not None:
+        # its forget/prune hold the exclusive lock a backup cannot join
+        return (
+            f"waiting for retention Job {retention} (forget and prune) on "
+            f"BackupLocation {name} to finish"
+        )
+    return None
+
+
+def _start_run(
+    ctx: RunContext, kinds: dict[str, SourceKind], status: BackupRunStatus
+) -> dict[str, Any]:
+    """Plan the run and record its sources with their Jobs' names before any Job exists
+    (a restarted operator finds them by name); the body with that status."""
+    status.sources = _plan(ctx, kinds)
+    status.location = ctx.location.metadata.name
+    status.start_time = now()
+    metrics.RUNS_STARTED.labels(ctx.namespace, ctx.policy_name).inc()
+    status.phase = run_phase(status.sources) if status.sources else "Failed"
+    if not status.sources:
+        raise Stop(
+            "NoSources",
+            "no source of the policy matched: check spec.sources and the policy's selectors",
+        )
+    write_status(ctx.rt.kube, PLURAL, ctx.body, status)
+    status_doc = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {**ctx.body, "status": status_doc}
+
+
+def _start_source(ctx: RunContext, kind: SourceKind | None, source: SourceResult) -> None:
+    """Create the Job of a Pending source (unless its kind is not ready yet)."""
     try:
-        tail = rt.kube.read_log(ns, pod, 20)
-    except (ApiException, OSError) as exc:
-        log.debug("no log of pod %s/%s: %s", ns, pod, exc)
-        return cached
-    event = last_progress_event(tail)
-    if event is not None:
-        rt.progress[job] = to_progress(event, now())
-    return rt.progress.get(job)
+        if kind is None:
+            raise ctx.gone(source.name)
+        job = kind.backup_job(ctx, source)
+    except SourceFailed as failed:
+        source.phase = "Failed"
+        source.error = failed.detail
+        return
+    if job is not None:
+        _create_backup_job(ctx, source, job)
 
 
-def combine_progress(parts: list[Progress], at: datetime) -> Progress | None:
-    if not parts:
+def _advance(
+    ctx: RunContext, kinds: dict[str, SourceKind], status: BackupRunStatus, i: int
+) -> Progress | None:
+    """Start source ``i``'s Job, or read its outcome into the status; its progress."""
+    rt, ns, source = ctx.rt, ctx.namespace, status.sources[i]
+    if source.phase not in ("Pending", "Running") or not source.job:
         return None
-    done = sum(p.bytes_done for p in parts)
-    totals = [p.bytes_total for p in parts]
-    total = sum(t for t in totals if t is not None) if all(t is not None for t in totals) else None
-    etas = [p.eta for p in parts if p.eta is not None]
-    return Progress(
-        bytes_done=done,
-        bytes_total=total,
-        files_done=sum(p.files_done for p in parts),
-        percent=max(0, min(100, int(done * 100 / total))) if total else None,
-        eta=max(etas) if etas else None,
-        update_time=at,
-    )
+    job = rt.kube.get_job(ns, source.job)
+    if job is None:
+        if source.phase == "Running":
+            source.phase = "Failed"
+            source.error = ErrorDetail(
+                reason="JobDeleted",
+                message=f"Job {source.job} was deleted while it ran: start a new BackupRun",
+            )
+        else:
+            _start_source(ctx, kinds.get(source.kind), source)
+        return None
+    outcome = job_outcome(job, rt.kube.job_pods(ns, source.job))
+    status.sources[i] = source_result(source, outcome)
+    record_job_hooks(status.sources[i], outcome.summary)
+    if outcome.state == "Running":
+        return read_progress(rt, ns, source.job, outcome.running_pod)
+    if outcome.state in ("Succeeded", "Failed"):
+        kind = kinds.get(source.kind)
+        if kind is not None:
+            kind.finished(ctx, source)
+        rt.progress.pop(source.job, None)
+        rt.progress_read.pop(source.job, None)
+    return None
+
+
+def _totals(status: BackupRunStatus, progress: list[Progress]) -> None:
+    """The run's phase, bytes and progress from its sources."""
+    status.phase = run_phase(status.sources)
+    status.bytes_read = sum(s.bytes_read or 0 for s in status.sources) or None
+    status.bytes_stored = sum(s.bytes_stored or 0 for s in status.sources) or None
+    if status.phase not in FINAL_PHASES:
+        status.progress = combine_progress(progress, now()) or status.progress
+    elif status.phase == "Succeeded":
+        total = status.bytes_read or 0
+        status.progress = Progress(
+            bytes_done=total,
+            bytes_total=total,
+            files_done=sum(s.files or 0 for s in status.sources),
+            percent=100,
+            update_time=now(),
+        )
+    else:
+        status.progress = None
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     meta = body["metadata"]
-    ns = meta["namespace"]
     status = BackupRunStatus.model_validate(body.get("status") or {})
     if status.phase in FINAL_PHASES:
         return
@@ -363,120 +375,22 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         run, policy, location = _load(rt, body)
         if status.schedule_time is None:
             status.schedule_time = parse_time(meta.get("annotations", {}).get(SCHEDULE_ANNOTATION))
-        claims = {c.source: c for c in resolve_volumes(rt.kube, policy)}
+        ctx = RunContext(rt, body, run, policy, location)
+        kinds = _kinds(ctx)
         if not status.sources:
-            available = find_condition(
-                (location.status.conditions if location.status else []), AVAILABLE
-            )
-            if available is None or available.status == "Unknown":
+            waiting = _waiting(rt, ctx.namespace, location)
+            if waiting is not None:
                 status.phase = "Pending"
                 status.location = location.metadata.name
-                _transition(rt, body, status, old)
-                return
-            if available.status == "False":
-                raise Stop(
-                    "LocationUnavailable",
-                    f"BackupLocation {location.metadata.name} is not available "
-                    f"({available.reason}: {available.message})",
-                )
-            retention = active_retention_job(rt, ns, location.metadata.name or "")
-            if retention is not None:
-                # its forget/prune hold the exclusive lock a backup cannot join
-                status.phase = "Pending"
-                status.location = location.metadata.name
-                waiting = (
-                    f"waiting for retention Job {retention} (forget and prune) on "
-                    f"BackupLocation {location.metadata.name} to finish"
-                )
                 _transition(rt, body, status, old, waiting)
                 return
-            status.sources = _plan(rt, run, policy, list(claims.values()))
-            status.location = location.metadata.name
-            status.start_time = now()
-            metrics.RUNS_STARTED.labels(ns, policy.metadata.name or "").inc()
-            status.phase = run_phase(status.sources) if status.sources else "Failed"
-            if not status.sources:
-                raise Stop(
-                    "NoSources",
-                    "no source of the policy matched: check spec.sources and the policy's "
-                    "selectors",
-                )
-            # record the Job names before creating the Jobs (a restart finds them by name)
-            write_status(rt.kube, PLURAL, body, status)
-            body = {
-                **body,
-                "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
-            }
+            body = _start_run(ctx, kinds, status)
+            ctx = RunContext(rt, body, run, policy, location)
         start_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
-        progress: list[Progress] = []
-        for i, source in enumerate(status.sources):
-            if source.phase not in ("Pending", "Running") or not source.job:
-                continue
-            job = rt.kube.get_job(ns, source.job)
-            if job is None:
-                if source.phase == "Running":
-                    source.phase = "Failed"
-                    source.error = ErrorDetail(
-                        reason="JobDeleted",
-                        message=f"Job {source.job} was deleted while it ran: start a new BackupRun",
-                    )
-                    continue
-                if source.kind == "database":
-                    start_database_backup(rt, body, run, policy, location, source)
-                    continue
-                if source.kind == "clusterResources":
-                    start_resources_backup(rt, body, run, policy, location, source)
-                    continue
-                claim = claims.get(source.name)
-                if claim is None:
-                    source.phase = "Failed"
-                    source.error = ErrorDetail(
-                        reason="SourceNotFound",
-                        message=f"source {source.name} is no longer in BackupPolicy "
-                        f"{policy.metadata.name}",
-                    )
-                    continue
-                try:
-                    mounted = prepare_claim(rt, body, policy, source, claim)
-                except SnapshotError as exc:
-                    source.phase = "Failed"
-                    source.error = ErrorDetail(reason=exc.reason, message=exc.message)
-                    continue
-                if mounted is None:  # the snapshot is not ready yet
-                    continue
-                _start_job(rt, body, run, policy, location, source, replace(claim, claim=mounted))
-                continue
-            outcome = job_outcome(job, rt.kube.job_pods(ns, source.job))
-            status.sources[i] = source_result(source, outcome)
-            record_job_hooks(status.sources[i], outcome.summary)
-            if outcome.state == "Running":
-                p = read_progress(rt, ns, source.job, outcome.running_pod)
-                if p is not None:
-                    progress.append(p)
-            elif outcome.state in ("Succeeded", "Failed"):
-                if source.name in claims and snapshot_settings(policy, claims[source.name]):
-                    snapshot_cleanup(rt, ns, source)
-                rt.progress.pop(source.job, None)
-                rt.progress_read.pop(source.job, None)
+        advanced = (_advance(ctx, kinds, status, i) for i in range(len(status.sources)))
+        progress = [p for p in advanced if p is not None]
         finish_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
-        status.phase = run_phase(status.sources)
-        status.bytes_read = sum(s.bytes_read or 0 for s in status.sources) or None
-        status.bytes_stored = sum(s.bytes_stored or 0 for s in status.sources) or None
-        if status.phase in FINAL_PHASES:
-            total = status.bytes_read or 0
-            status.progress = (
-                Progress(
-                    bytes_done=total,
-                    bytes_total=total,
-                    files_done=sum(s.files or 0 for s in status.sources),
-                    percent=100,
-                    update_time=now(),
-                )
-                if status.phase == "Succeeded"
-                else None
-            )
-        else:
-            status.progress = combine_progress(progress, now()) or status.progress
+        _totals(status, progress)
         _transition(rt, body, status, old)
     except Stop as stop:
         _fail(rt, body, status, stop.reason, stop.message)

@@ -15,11 +15,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from safehold.api import (
+    BackupLocation,
     BackupLocationStatus,
     BackupPolicyStatus,
     FieldError,
     find_condition,
     set_condition,
+    validate_spec,
 )
 from safehold.api.conditions import ConditionStatus
 from safehold.controller.kube import Kube
@@ -28,6 +30,7 @@ __all__ = [
     "Stop",
     "dump_status",
     "field_errors_message",
+    "load_location",
     "not_primary_message",
     "now",
     "parse_time",
@@ -149,3 +152,12 @@ def not_primary_message(location: str, role: str) -> str:
         "a location of role primary (a recovery site is written by replication); to fail "
         "over to it, change its role to primary (docs/disaster-recovery.md)"
     )
+
+
+def load_location(kube: Kube, ns: str, name: str) -> BackupLocation | None:
+    """The BackupLocation ``name``, or None when it is missing or its spec is not valid
+    (its own status says what is wrong)."""
+    body = kube.get_cr("backuplocations", ns, name)
+    if body is None or validate_spec("BackupLocation", body.get("spec")):
+        return None
+    return BackupLocation.model_validate(body)

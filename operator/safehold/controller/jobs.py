@@ -31,6 +31,7 @@ from typing import Any
 
 from safehold import __version__
 from safehold.api.jobs import JobSettings
+from safehold.controller import commands
 
 __all__ = [
     "CHECK_CONTAINER",
@@ -62,6 +63,7 @@ __all__ = [
     "build_job",
     "job_name",
     "label_value",
+    "owner_reference",
     "with_settings",
 ]
 
@@ -191,16 +193,18 @@ def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
     )
 
 
-def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    """An owner reference to ``owner``; ``controller``: also as its controller, blocking
+    its deletion until the owned object is gone (which needs update rights on the
+    owner's finalizers: the operator's own Jobs only)."""
     meta = owner["metadata"]
-    return {
+    ref = {
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
         "name": meta["name"],
         "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
     }
+    return ref | ({"controller": True, "blockOwnerDeletion": True} if controller else {})
 
 
 def _affinity(node_name: str) -> dict[str, Any]:
@@ -243,7 +247,7 @@ def _hooks_container(req: JobRequest) -> dict[str, Any]:
         "image": req.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["safehold"],
-        "args": ["run-hooks", "--handover", HOOKS_HANDOVER_DIR, *req.hooks],
+        "args": commands.run_hooks(HOOKS_HANDOVER_DIR, req.hooks),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -271,19 +275,14 @@ def _check_container(req: JobRequest, check: CheckContainer) -> dict[str, Any]:
     }
 
 
-def build_job(req: JobRequest) -> dict[str, Any]:
-    """The Job manifest for ``req``."""
-    labels = {
-        "app.kubernetes.io/name": "safehold",
-        "app.kubernetes.io/part-of": "safehold",
-        "app.kubernetes.io/version": label_value(__version__),
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_COMPONENT: req.component,
-        **{k: label_value(v) for k, v in req.labels.items()},
-    }
+def _container_files(
+    req: JobRequest,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The volumes, mounts and options of the Job container: ``/tmp``, the location's
+    Secrets as files, the request's mounts, the hooks' handover directory."""
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    args = list(req.args)
+    args: list[str] = []
     if req.credentials_secret:
         volumes.append(
             {"name": "storage-options", "secret": {"secretName": req.credentials_secret}}
@@ -318,7 +317,57 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         volumes.append({"name": "hooks-handover", "emptyDir": {"sizeLimit": "1Mi"}})
         mounts.append({"name": "hooks-handover", "mountPath": HOOKS_HANDOVER_DIR})
         args += ["--hooks-handover", HOOKS_HANDOVER_DIR]
-    args += ["--json", "--termination-log", TERMINATION_LOG]
+    return volumes, mounts, args
+
+
+def _pod_spec(
+    req: JobRequest, containers: list[dict[str, Any]], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The pod: no API token (unless a ServiceAccount is named), non-root, placed."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": _UID,
+            "runAsGroup": _UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if req.hooks:
+        # explicit: the hooks must not see (or signal) the backup container's processes,
+        # whose /proc/PID/root and environ would reach its Secret mounts
+        pod_spec["shareProcessNamespace"] = False
+        volumes.append({"name": "hooks-tmp", "emptyDir": {}})
+    if req.service_account_name:
+        pod_spec["serviceAccountName"] = req.service_account_name
+        pod_spec["automountServiceAccountToken"] = True
+    if req.node_name:
+        pod_spec["affinity"] = _affinity(req.node_name)
+    elif req.node_selector:
+        pod_spec["nodeSelector"] = dict(req.node_selector)
+    if req.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in req.tolerations]
+    if req.priority_class_name:
+        pod_spec["priorityClassName"] = req.priority_class_name
+    return pod_spec
+
+
+def build_job(req: JobRequest) -> dict[str, Any]:
+    """The Job manifest for ``req``."""
+    labels = {
+        "app.kubernetes.io/name": "safehold",
+        "app.kubernetes.io/part-of": "safehold",
+        "app.kubernetes.io/version": label_value(__version__),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: req.component,
+        **{k: label_value(v) for k, v in req.labels.items()},
+    }
+    volumes, mounts, options = _container_files(req)
+    args = [*req.args, *options, "--json", "--termination-log", TERMINATION_LOG]
     container: dict[str, Any] = {
         "name": JOB_CONTAINER,
         "image": req.image,
@@ -344,40 +393,12 @@ def build_job(req: JobRequest) -> dict[str, Any]:
     if req.resources:
         for c in [*inits, *containers]:
             c["resources"] = dict(req.resources)
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": _UID,
-            "runAsGroup": _UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": containers,
-        "volumes": volumes,
-    }
+    pod_spec = _pod_spec(req, containers, volumes)
     if inits:
         pod_spec["initContainers"] = inits
-    if req.hooks:
-        # explicit: the hooks must not see (or signal) the backup container's processes,
-        # whose /proc/PID/root and environ would reach its Secret mounts
-        pod_spec["shareProcessNamespace"] = False
-        volumes.append({"name": "hooks-tmp", "emptyDir": {}})
-    if req.service_account_name:
-        pod_spec["serviceAccountName"] = req.service_account_name
-        pod_spec["automountServiceAccountToken"] = True
-    if req.node_name:
-        pod_spec["affinity"] = _affinity(req.node_name)
-    elif req.node_selector:
-        pod_spec["nodeSelector"] = dict(req.node_selector)
-    if req.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in req.tolerations]
-    if req.priority_class_name:
-        pod_spec["priorityClassName"] = req.priority_class_name
     metadata: dict[str, Any] = {"name": req.name, "namespace": req.namespace, "labels": labels}
     if req.owner is not None:
-        metadata["ownerReferences"] = [_owner_reference(req.owner)]
+        metadata["ownerReferences"] = [owner_reference(req.owner)]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

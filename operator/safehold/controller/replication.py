@@ -43,17 +43,16 @@ from safehold.api import (
     ReplicationResult,
     find_condition,
     set_condition,
-    validate_spec,
 )
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
     ReplicationTarget,
-    RetentionResult,
     SiteReplication,
 )
 from safehold.api.conditions import ConditionStatus
-from safehold.controller import metrics
-from safehold.controller.common import now, parse_time, write_status
+from safehold.api.summaries import ReplicateSummary
+from safehold.controller import commands, metrics
+from safehold.controller.common import load_location, now, parse_time, write_status
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
     LABEL_LOCATION,
@@ -68,19 +67,18 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository, with_site
 from safehold.controller.retention import (
+    follow_site_retention,
     newest_success,
-    retention_request,
-    retention_result,
-    source_prefix,
+    start_site_retention,
 )
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
     "MAX_ATTEMPTS",
     "backoff",
     "reconcile_replication",
-    "replicate_args",
     "site_problem",
 ]
 
@@ -94,13 +92,6 @@ _BACKUP_RUNS = "backupruns"
 def backoff(attempts: int) -> timedelta:
     """The wait before attempt ``attempts + 1``: 30 s, doubling, at most 10 min."""
     return timedelta(seconds=min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** max(0, attempts - 1)))
-
-
-def replicate_args(namespace: str, policy: str) -> list[str]:
-    """The ``safehold replicate`` arguments for one policy's snapshots (before ``--to``).
-
-    ``--only-newer`` keeps what the site's own retention forgot from coming back."""
-    return ["replicate", "--source-prefix", source_prefix(namespace, policy), "--only-newer"]
 
 
 def _same_storage(a: BackupLocation, b: BackupLocation) -> bool:
@@ -141,13 +132,6 @@ def site_problem(
     return None
 
 
-def _load_location(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
-    body = rt.kube.get_cr("backuplocations", ns, name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None
-    return BackupLocation.model_validate(body)
-
-
 def _available(location: BackupLocation) -> tuple[ConditionStatus, str]:
     cond = find_condition(location.status.conditions if location.status else [], AVAILABLE)
     if cond is None:
@@ -169,7 +153,7 @@ def _request(
         name=state.job or "",
         namespace=ns,
         component=COMPONENT_REPLICATE,
-        args=replicate_args(ns, pname),
+        args=commands.replicate(policy_prefix(ns, pname)),
         labels={
             LABEL_POLICY: pname,
             LABEL_RUN: state.run,
@@ -185,18 +169,8 @@ def _request(
     return replace(request, backoff_limit=0)
 
 
-def _int(doc: Mapping[str, Any], *path: str) -> int | None:
-    value: Any = doc
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
-
-
-def _site_newest(doc: Mapping[str, Any]) -> datetime | None:
-    newest = doc.get("site_newest")
-    if not isinstance(newest, Mapping):
-        return None
-    times = [t for t in (parse_time(v) for v in newest.values() if isinstance(v, str)) if t]
+def _site_newest(doc: ReplicateSummary) -> datetime | None:
+    times = [t for t in (parse_time(v) for v in doc.site_newest.values()) if t]
     return max(times) if times else None
 
 
@@ -214,15 +188,14 @@ def _hint(reason: str, site: str) -> str:
 
 def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
     """``state`` with the outcome of its ended replication Job; returns the new phase."""
-    doc = outcome.summary or {}
+    doc = outcome.read(ReplicateSummary)
     state.completion_time = parse_time(outcome.completion_time) or now()
     state.next_attempt_time = None
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    if outcome.succeeded:
         state.phase = "Succeeded"
         state.reason = None
-        state.bytes_transferred = _int(doc, "total", "copied_bytes")
-        copied = doc.get("snapshots_copied")
-        state.snapshots_copied = copied if isinstance(copied, int) else _int(doc, "copied")
+        state.bytes_transferred = doc.total.copied_bytes
+        state.snapshots_copied = doc.snapshots_copied
         state.last_success_time = state.completion_time
         state.newest_snapshot_time = _site_newest(doc) or state.newest_snapshot_time
         state.message = (
@@ -232,8 +205,8 @@ def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
         return state.phase
     state.phase = "Failed"
     error = outcome.error
-    damaged = doc.get("snapshots_failed")
-    if isinstance(damaged, Mapping) and damaged:
+    damaged = doc.snapshots_failed
+    if damaged:
         reason = "PrimaryDamaged"
         cause = "; ".join(f"{str(k)[:12]}: {v}" for k, v in list(damaged.items())[:5])
     else:
@@ -277,75 +250,6 @@ def _start(
         state.message = f"the replication Job could not be created: {exc.reason}"[:4096]
 
 
-def _site_rules(policy: BackupPolicy, target: ReplicationTarget) -> Any:
-    return target.retention or policy.spec.retention
-
-
-def _start_site_retention(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    site: BackupLocation,
-    target: ReplicationTarget,
-    state: SiteReplication,
-) -> None:
-    rules = _site_rules(policy, target)
-    if rules is None:
-        state.retention = None
-        return
-    name = job_name(policy.metadata.name or "", "retention", state.location, state.run)
-    state.retention = RetentionResult(
-        run=state.run,
-        job=name,
-        result="Running",
-        start_time=now(),
-        message="forgetting and pruning",
-    )
-    request = retention_request(rt, body, policy, site, rules, name=name, run=state.run, site=True)
-    try:
-        rt.kube.create_job(build_job(request))
-    except ApiException as exc:
-        state.retention.result = "Failed"
-        state.retention.reason = "JobNotCreated"
-        state.retention.completion_time = now()
-        state.retention.message = f"the site's retention Job could not be created: {exc.reason}"
-
-
-def _follow_site_retention(
-    rt: Runtime, body: Mapping[str, Any], ns: str, state: SiteReplication
-) -> bool:
-    """Follow the site's running retention Job; True while it runs."""
-    last = state.retention
-    if last is None or last.result != "Running" or not last.job:
-        return False
-    job = rt.kube.get_job(ns, last.job)
-    if job is None:
-        last.result = "Failed"
-        last.reason = "JobDeleted"
-        last.completion_time = now()
-        last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
-    else:
-        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
-    done = state.retention
-    assert done is not None
-    if done.result == "Running":
-        return True
-    if done.result == "Failed":
-        rt.kube.event(
-            body,
-            "SiteRetentionFailed",
-            f"retention at recovery site {state.location}: {done.reason}: {done.message}",
-            warning=True,
-        )
-    else:
-        rt.kube.event(
-            body,
-            "SiteRetentionApplied",
-            f"retention at recovery site {state.location}: {done.message}",
-        )
-    return False
-
-
 def _record_end(
     rt: Runtime, body: Mapping[str, Any], policy: BackupPolicy, state: SiteReplication
 ) -> None:
@@ -368,9 +272,9 @@ def _step(
 ) -> SiteReplication:
     """Advance one site's replication by what the cluster shows now."""
     ns = policy.metadata.namespace or ""
-    if state is not None and _follow_site_retention(rt, body, ns, state):
+    if state is not None and follow_site_retention(rt, body, ns, state):
         return state  # no copy to a site while its retention holds the exclusive lock
-    site = _load_location(rt, ns, target.name)
+    site = load_location(rt.kube, ns, target.name)
     if state is not None and state.phase == "Running" and state.job:
         job = rt.kube.get_job(ns, state.job)
         if job is None:  # created-and-lost (a restart) or deleted while it ran
@@ -385,7 +289,7 @@ def _step(
             phase = _finish(state, outcome, target.name)
             _record_end(rt, body, policy, state)
             if phase == "Succeeded" and site is not None:
-                _start_site_retention(rt, body, policy, site, target, state)
+                start_site_retention(rt, body, policy, site, target, state)
             return state
     if state is None or state.run != newest:
         state = SiteReplication(
@@ -505,7 +409,7 @@ def reconcile_replication(
         return
     newest = newest_success(runs) or status.last_successful_run
     ns = policy.metadata.namespace or ""
-    primary = _load_location(rt, ns, policy.spec.location.name)
+    primary = load_location(rt.kube, ns, policy.spec.location.name)
     if newest is None or primary is None:
         return
     before = {s.location: (s.phase, s.reason) for s in status.replication}

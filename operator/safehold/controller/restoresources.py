@@ -12,41 +12,58 @@ database source ``NS/POLICY/SOURCE/db/DATABASE`` and ``NS/POLICY/SOURCE/globals`
 clusterResources source ``NS/POLICY/resources``. The metadata recorded at backup time
 (safehold.controller.snapshotmeta) says the kind and the source's name where present;
 older snapshots without it are mapped by the shape of their source name.
+
+:func:`find_origin` is the lookup: the run (``backupRunRef``, or the newest of
+``policyRef`` at or before ``pointInTime``), else the resolve Job's result; :class:`Wait`
+while the run or the resolve Job has not finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from safehold.api import BackupLocation, RestoreRequest
-from safehold.api.enums import SourceKind
-from safehold.api.restorerequest import ResolvedSnapshot
-from safehold.controller.common import parse_time
-from safehold.controller.jobs import (
-    COMPONENT_RESTORE,
-    LABEL_RESTORE,
-    LABEL_SOURCE,
-    JobRequest,
-    job_name,
+from safehold.api import (
+    BackupLocation,
+    BackupPolicy,
+    BackupRun,
+    ErrorDetail,
+    RestoreRequest,
+    RestoreRequestStatus,
 )
-from safehold.controller.repository import with_repository
-from safehold.controller.resources import KIND as RESOURCES_KIND
-from safehold.controller.resources import SOURCE as RESOURCES_SOURCE
+from safehold.api.enums import SourceKind
+from safehold.api.jobs import JobSettings
+from safehold.api.restorerequest import ResolvedSnapshot
+from safehold.api.summaries import SnapshotsSummary
+from safehold.controller import commands
+from safehold.controller.common import Stop, parse_time
+from safehold.controller.jobs import (
+    JobRequest,
+    build_job,
+    job_name,
+    with_settings,
+)
+from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
+from safehold.controller.sources import policy_prefix, restore_job
+from safehold.controller.sources.resources import KIND as RESOURCES_KIND
+from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
+from safehold.controller.status import FINAL_PHASES, job_outcome
 
 __all__ = [
     "RESOLVE_SOURCE",
     "Origin",
     "RestoreSource",
+    "Wait",
+    "find_origin",
     "parse_resolved",
+    "policy_name",
     "repository_origin",
     "resolve_job",
     "resolve_job_name",
     "run_origin",
-    "snapshot_prefix",
     "sources_from_snapshots",
 ]
 
@@ -79,11 +96,6 @@ class Origin:
     sources: Sequence[RestoreSource]
 
 
-def snapshot_prefix(namespace: str, policy: str) -> str:
-    """The source-name prefix of every snapshot of ``policy``, with its closing slash."""
-    return f"{namespace}/{policy}/"
-
-
 def run_origin(run: Mapping[str, Any]) -> Origin:
     """The sources with a snapshot in a BackupRun's status."""
     name = str(run["metadata"]["name"])
@@ -102,24 +114,20 @@ def run_origin(run: Mapping[str, Any]) -> Origin:
     )
 
 
-def parse_resolved(summary: Mapping[str, Any]) -> list[ResolvedSnapshot]:
+def parse_resolved(summary: SnapshotsSummary) -> list[ResolvedSnapshot]:
     """The snapshots of a ``safehold snapshots --json`` summary (entries without an id or
     a source are left out)."""
-    out: list[ResolvedSnapshot] = []
-    for s in summary.get("snapshots") or []:
-        if not isinstance(s, dict) or not s.get("id") or not s.get("source"):
-            continue
-        meta = s.get("meta") if isinstance(s.get("meta"), dict) else {}
-        out.append(
-            ResolvedSnapshot(
-                source=str(s["source"]),
-                snapshot_id=str(s["id"]),
-                time=parse_time(s.get("time")),
-                tags=[str(t) for t in s.get("tags") or []][:64],
-                meta={str(k): str(v) for k, v in (meta or {}).items()},
-            )
+    return [
+        ResolvedSnapshot(
+            source=s.source,
+            snapshot_id=s.id,
+            time=parse_time(s.time),
+            tags=s.tags[:64],
+            meta=dict(s.meta),
         )
-    return out
+        for s in summary.snapshots
+        if s.id and s.source
+    ]
 
 
 def _run_tag(tags: Iterable[str]) -> str | None:
@@ -194,19 +202,212 @@ def resolve_job(
     ``location`` (at or before ``pointInTime``); its summary is the result."""
     assert req.spec.policy_ref is not None
     ns = req.metadata.namespace or ""
-    args = ["snapshots", "--source-prefix", snapshot_prefix(ns, req.spec.policy_ref.name)]
-    if req.spec.point_in_time is not None:
-        args += ["--before", req.spec.point_in_time.isoformat()]
-    args.append("--latest")
-    request = JobRequest(
-        name=resolve_job_name(req.metadata.name or ""),
-        namespace=ns,
-        component=COMPONENT_RESTORE,
-        args=args,
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: RESOLVE_SOURCE},
-        owner=body,
-        image=image,
+    when = req.spec.point_in_time
+    args = commands.snapshots(
+        policy_prefix(ns, req.spec.policy_ref.name), before=when.isoformat() if when else None
+    )
+    return restore_job(
+        image,
+        body,
+        req,
+        location,
+        RESOLVE_SOURCE,
+        args,
         active_deadline_seconds=600,
         backoff_limit=2,
     )
-    return with_repository(request, location)
+
+
+# ------------------------------------------------ finding the origin of a request
+
+
+class Wait(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _find_run(
+    rt: Runtime, req: RestoreRequest, status: RestoreRequestStatus
+) -> dict[str, Any] | None:
+    """The BackupRun to restore from; None when policyRef matches no run (the snapshots
+    are then resolved from the repository)."""
+    ns = req.metadata.namespace or ""
+    if status.backup_run:  # resolved on an earlier pass: keep it
+        run = rt.kube.get_cr("backupruns", ns, status.backup_run)
+        if run is None:
+            raise Stop(
+                "BackupRunNotFound",
+                f"BackupRun {status.backup_run} was deleted while it was restored from",
+            )
+        return run
+    if req.spec.backup_run_ref is not None:
+        name = req.spec.backup_run_ref.name
+        run = rt.kube.get_cr("backupruns", ns, name)
+        if run is None:
+            raise Stop(
+                "BackupRunNotFound",
+                f"spec.backupRunRef.name: BackupRun {name!r} does not exist in namespace {ns}: "
+                "name an existing run (kubectl get backupruns)",
+            )
+        phase = (run.get("status") or {}).get("phase")
+        if phase not in FINAL_PHASES:
+            raise Wait(f"waiting for BackupRun {name} to finish (it is {phase or 'Pending'})")
+        return run
+    assert req.spec.policy_ref is not None
+    policy = req.spec.policy_ref.name
+    limit = req.spec.point_in_time
+    best: tuple[str, dict[str, Any]] | None = None
+    for run in rt.kube.list_cr("backupruns", ns):
+        st = run.get("status") or {}
+        if run.get("spec", {}).get("policyRef", {}).get("name") != policy:
+            continue
+        if st.get("phase") not in ("Succeeded", "PartiallyFailed"):
+            continue
+        done = parse_time(st.get("completionTime"))
+        if done is None or (limit is not None and done > limit):
+            continue
+        if best is None or done.isoformat() > best[0]:
+            best = (done.isoformat(), run)
+    return best[1] if best else None
+
+
+def _location(rt: Runtime, ns: str, name: str | None, whose: str) -> BackupLocation:
+    lbody = rt.kube.get_cr("backuplocations", ns, name) if name else None
+    if lbody is None:
+        raise Stop(
+            "LocationNotFound",
+            f"BackupLocation {name!r} ({whose}) does not exist in namespace {ns}: create it "
+            "or set spec.locationRef",
+        )
+    return BackupLocation.model_validate(lbody)
+
+
+def _from_run(
+    rt: Runtime, req: RestoreRequest, run: dict[str, Any]
+) -> tuple[Origin, BackupLocation]:
+    ns = req.metadata.namespace or ""
+    run_name = run["metadata"]["name"]
+    BackupRun.model_validate({k: v for k, v in run.items() if k != "status"})
+    lname = (req.spec.location_ref.name if req.spec.location_ref else None) or (
+        (run.get("status") or {}).get("location")
+    )
+    location = _location(rt, ns, lname, f"of BackupRun {run_name}, or spec.locationRef")
+    return run_origin(run), location
+
+
+def _resolved(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+) -> list[ResolvedSnapshot]:
+    """The newest snapshots of the policy on ``location``, from the resolve Job (created
+    on the first pass, found by its name after a restart). Raises Wait while it runs."""
+    request = with_settings(resolve_job(rt.image, body, req, location), settings)
+    lname = location.metadata.name or ""
+    job = rt.kube.get_job(request.namespace, request.name)
+    if job is None:
+        rt.kube.create_job(build_job(request))
+        raise Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name})")
+    outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
+    if outcome.state in ("Pending", "Running"):
+        why = f": {outcome.waiting}" if outcome.waiting else ""
+        raise Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name}){why}")
+    doc = outcome.read(SnapshotsSummary)
+    snaps = parse_resolved(doc)
+    if outcome.state == "Failed" and not snaps:
+        error = outcome.error or ErrorDetail(reason="Error", message="the Job failed")
+        raise Stop(
+            error.reason,
+            f"the Job {request.name} that lists the snapshots on BackupLocation {lname} "
+            f"failed: {error.message}",
+        )
+    for name in doc.unreadable:
+        status.warnings.append(f"snapshot {name} on BackupLocation {lname} is unreadable")
+    if doc.snapshots_truncated:
+        status.warnings.append(
+            f"the resolve Job's report was cut to fit a termination message: "
+            f"{doc.snapshots_truncated} snapshot(s) are not listed, their sources not restored"
+        )
+    return snaps
+
+
+def _from_repository(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+    record: Callable[[], None],
+) -> tuple[Origin, BackupLocation]:
+    """No BackupRun matches: the snapshots come from the repository (resolve Job), and
+    its result goes into status before anything is planned."""
+    assert req.spec.policy_ref is not None
+    ns = req.metadata.namespace or ""
+    pname = req.spec.policy_ref.name
+    prefix = policy_prefix(ns, pname)
+    lname = (
+        status.location
+        or (req.spec.location_ref.name if req.spec.location_ref else None)
+        or (policy.spec.location.name if policy else None)
+    )
+    if not lname:
+        raise Stop(
+            "LocationRequired",
+            f"no BackupRun of BackupPolicy {pname!r} exists in namespace {ns} and neither does "
+            "the policy, so the location holding its snapshots is unknown: set "
+            "spec.locationRef to that BackupLocation",
+        )
+    location = _location(rt, ns, lname, "spec.locationRef, or the policy's spec.location")
+    if not status.resolved_snapshots:
+        snaps = _resolved(rt, body, req, location, settings, status)
+        if not snaps:
+            when = (
+                f" at or before {req.spec.point_in_time.isoformat()}"
+                if req.spec.point_in_time
+                else ""
+            )
+            raise Stop(
+                "NoBackupFound",
+                f"BackupPolicy {pname!r} has no BackupRun in namespace {ns} and BackupLocation "
+                f"{lname} has no snapshot under {prefix}{when}: check spec.policyRef, "
+                "spec.locationRef and spec.pointInTime",
+            )
+        status.location = lname
+        status.resolved_snapshots = snaps
+        record()  # recorded before planning
+    return repository_origin(pname, prefix, lname, status.resolved_snapshots), location
+
+
+def find_origin(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    settings: JobSettings | None,
+    status: RestoreRequestStatus,
+    record: Callable[[], None],
+) -> tuple[Origin, BackupLocation]:
+    """Where the snapshots come from: a BackupRun, or (policyRef, no run) the repository."""
+    run = None if status.resolved_snapshots else _find_run(rt, req, status)
+    if run is not None:
+        origin, location = _from_run(rt, req, run)
+    else:
+        origin, location = _from_repository(rt, body, req, policy, settings, status, record)
+    status.backup_run = origin.run
+    status.location = location.metadata.name
+    return origin, location
+
+
+def policy_name(rt: Runtime, req: RestoreRequest, status: RestoreRequestStatus) -> str:
+    """The policy whose snapshots are restored: policyRef's, else the BackupRun's."""
+    if req.spec.policy_ref is not None:
+        return req.spec.policy_ref.name
+    ns = req.metadata.namespace or ""
+    name = status.backup_run or (req.spec.backup_run_ref.name if req.spec.backup_run_ref else "")
+    run = rt.kube.get_cr("backupruns", ns, name) if name else None
+    return str(((run or {}).get("spec") or {}).get("policyRef", {}).get("name", ""))

@@ -26,10 +26,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from safehold.api import BackupLocation, BackupPolicy, validate_spec
-from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
-from safehold.controller import metrics
-from safehold.controller.common import now, parse_time, running_jobs
+from safehold.api import BackupLocation, BackupPolicy
+from safehold.api.backuppolicy import (
+    BackupPolicyStatus,
+    ReplicationTarget,
+    Retention,
+    RetentionResult,
+    SiteReplication,
+)
+from safehold.api.summaries import ForgetSummary, PruneSummary
+from safehold.controller import commands, metrics
+from safehold.controller.common import load_location, now, parse_time, running_jobs
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
     COMPONENT_RETENTION,
@@ -47,51 +54,35 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
+from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
     "active_retention_job",
+    "follow_site_retention",
     "newest_success",
     "reconcile_retention",
     "record_retention",
     "retention_args",
     "retention_request",
     "retention_result",
-    "source_prefix",
+    "start_site_retention",
 ]
-
-
-def source_prefix(namespace: str, policy: str) -> str:
-    """The beginning of every snapshot source name of ``policy`` (backuprun.py writes
-    ``<namespace>/<policy>/<source>``, databases ``.../<source>/<db>``)."""
-    return f"{namespace}/{policy}/"
 
 
 def retention_args(retention: Retention, *, time_zone: str, prefix: str) -> list[str]:
     """The ``safehold forget`` arguments of ``retention`` for the sources under ``prefix``."""
-    args = ["forget", "--source-prefix", prefix]
-    counts = (
-        ("--keep-last", retention.keep_last),
-        ("--keep-hourly", retention.keep_hourly),
-        ("--keep-daily", retention.keep_daily),
-        ("--keep-weekly", retention.keep_weekly),
-        ("--keep-monthly", retention.keep_monthly),
-        ("--keep-yearly", retention.keep_yearly),
+    keep = commands.KeepRules(
+        last=retention.keep_last or 0,
+        hourly=retention.keep_hourly or 0,
+        daily=retention.keep_daily or 0,
+        weekly=retention.keep_weekly or 0,
+        monthly=retention.keep_monthly or 0,
+        yearly=retention.keep_yearly or 0,
+        within=retention.keep_within,
+        tags=retention.keep_tags,
     )
-    for flag, count in counts:
-        if count:
-            args += [flag, str(count)]
-    if retention.keep_within:
-        args += ["--keep-within", retention.keep_within]  # one grammar: api.types.RetentionSpan
-    for tag in retention.keep_tags:
-        args += ["--keep-tag", tag]
-    args += ["--time-zone", time_zone]
-    return args
-
-
-def _int(doc: Mapping[str, Any], key: str) -> int | None:
-    value = doc.get(key)
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
+    return commands.forget(prefix, keep, time_zone=time_zone)
 
 
 def _size(n: float) -> str:
@@ -114,14 +105,13 @@ def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionRes
         )[:4096]
         return result
     result.completion_time = parse_time(outcome.completion_time) or now()
-    doc = outcome.summary or {}
-    result.snapshots_kept = _int(doc, "keep")
-    result.snapshots_forgotten = _int(doc, "removed")
-    result.snapshots_locked = _int(doc, "locked")
-    prune = doc.get("prune") if isinstance(doc.get("prune"), dict) else {}
-    assert isinstance(prune, dict)
-    result.bytes_freed = _int(prune, "bytes_freed")
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    doc = outcome.read(ForgetSummary)
+    prune = doc.prune or PruneSummary()
+    result.snapshots_kept = doc.keep
+    result.snapshots_forgotten = doc.removed
+    result.snapshots_locked = doc.locked
+    result.bytes_freed = prune.bytes_freed
+    if outcome.succeeded:
         result.result = "Succeeded"
         result.reason = None
         kept, gone = result.snapshots_kept, result.snapshots_forgotten
@@ -136,8 +126,8 @@ def retention_result(base: RetentionResult, outcome: JobOutcome) -> RetentionRes
                 f"{result.snapshots_locked} snapshot(s) stay under their object lock until it "
                 "expires"
             )
-        if prune.get("deferred"):
-            parts.append(str(prune["deferred"]))
+        if prune.deferred:
+            parts.append(prune.deferred)
         result.message = "; ".join(parts)[:4096]
         return result
     result.result = "Failed"
@@ -160,14 +150,6 @@ def newest_success(runs: Sequence[Mapping[str, Any]]) -> str | None:
     return max(dated)[1] if dated else None
 
 
-def _location(rt: Runtime, policy: BackupPolicy) -> BackupLocation | None:
-    ns = policy.metadata.namespace or ""
-    body = rt.kube.get_cr("backuplocations", ns, policy.spec.location.name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None  # the location's own status (and the runs) say what is wrong
-    return BackupLocation.model_validate(body)
-
-
 def retention_request(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -186,8 +168,8 @@ def retention_request(
     pname = policy.metadata.name or ""
     schedule = policy.spec.schedule
     zone = rules.time_zone or (schedule.time_zone if schedule else "UTC")
-    args = retention_args(rules, time_zone=zone, prefix=source_prefix(ns, pname))
-    args += ["--prune", "--lock-wait", f"{rt.retention_lock_wait:g}"]
+    args = retention_args(rules, time_zone=zone, prefix=policy_prefix(ns, pname))
+    args += commands.prune_options(rt.retention_lock_wait)
     lname = location.metadata.name or ""
     labels = {LABEL_POLICY: pname, LABEL_RUN: run, LABEL_LOCATION: lname}
     if site:
@@ -278,7 +260,7 @@ def reconcile_retention(
         if job is None:
             # created-and-lost (a restart between recording and creating) or deleted
             # while it ran: start it again under the same name
-            location = _location(rt, policy)
+            location = load_location(rt.kube, ns, policy.spec.location.name)
             if policy.spec.retention is None or location is None:
                 last.result = "Failed"
                 last.reason = "JobDeleted"
@@ -304,7 +286,7 @@ def reconcile_retention(
     replicating = f"{LABEL_POLICY}={label_value(pname)},{LABEL_COMPONENT}={COMPONENT_REPLICATE}"
     if running_jobs(rt.kube, ns, replicating):
         return  # a replication holds the primary's shared lock: forget would only wait
-    location = _location(rt, policy)
+    location = load_location(rt.kube, ns, policy.spec.location.name)
     if location is None:
         return
     result = RetentionResult(
@@ -316,3 +298,75 @@ def reconcile_retention(
     )
     status.last_retention = _start(rt, body, policy, location, result)
     record_retention(rt, body, status.last_retention)
+
+
+# ------------------------------------------------ at a recovery site, after a copy
+
+
+def _site_rules(policy: BackupPolicy, target: ReplicationTarget) -> Retention | None:
+    return target.retention or policy.spec.retention
+
+
+def start_site_retention(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    site: BackupLocation,
+    target: ReplicationTarget,
+    state: SiteReplication,
+) -> None:
+    rules = _site_rules(policy, target)
+    if rules is None:
+        state.retention = None
+        return
+    name = job_name(policy.metadata.name or "", "retention", state.location, state.run)
+    state.retention = RetentionResult(
+        run=state.run,
+        job=name,
+        result="Running",
+        start_time=now(),
+        message="forgetting and pruning",
+    )
+    request = retention_request(rt, body, policy, site, rules, name=name, run=state.run, site=True)
+    try:
+        rt.kube.create_job(build_job(request))
+    except ApiException as exc:
+        state.retention.result = "Failed"
+        state.retention.reason = "JobNotCreated"
+        state.retention.completion_time = now()
+        state.retention.message = f"the site's retention Job could not be created: {exc.reason}"
+
+
+def follow_site_retention(
+    rt: Runtime, body: Mapping[str, Any], ns: str, state: SiteReplication
+) -> bool:
+    """Follow the site's running retention Job; True while it runs."""
+    last = state.retention
+    if last is None or last.result != "Running" or not last.job:
+        return False
+    job = rt.kube.get_job(ns, last.job)
+    if job is None:
+        last.result = "Failed"
+        last.reason = "JobDeleted"
+        last.completion_time = now()
+        last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
+    else:
+        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
+    done = state.retention
+    assert done is not None
+    if done.result == "Running":
+        return True
+    if done.result == "Failed":
+        rt.kube.event(
+            body,
+            "SiteRetentionFailed",
+            f"retention at recovery site {state.location}: {done.reason}: {done.message}",
+            warning=True,
+        )
+    else:
+        rt.kube.event(
+            body,
+            "SiteRetentionApplied",
+            f"retention at recovery site {state.location}: {done.message}",
+        )
+    return False

@@ -12,13 +12,12 @@ recorded (no host, no credentials).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from safehold.api.backuppolicy import BackupPolicy
-from safehold.controller.sources import VolumeClaim
+from safehold.controller.sources.claims import VolumeClaim, volume_source
 
 __all__ = [
     "CLAIM_ACCESS_MODES",
@@ -32,7 +31,6 @@ __all__ = [
     "SOURCE_NAME",
     "ClaimShape",
     "claim_shape",
-    "meta_args",
     "original_claim",
     "source_meta",
     "volume_meta",
@@ -50,15 +48,6 @@ CLAIM_LABELS: Final = "claim.labels"
 #: The repository's limit on a meta value (format section 9); a longer one (labels of a
 #: claim with very many labels) is left out rather than failing the backup.
 MAX_VALUE = 1024
-
-
-def meta_args(meta: Mapping[str, str]) -> list[str]:
-    """``--meta KEY=VALUE`` for every non-empty value, in key order (stable Job specs)."""
-    out: list[str] = []
-    for key, value in sorted(meta.items()):
-        if value:
-            out += ["--meta", f"{key}={value}"]
-    return out
 
 
 def source_meta(policy: str, source: str) -> dict[str, str]:
@@ -89,11 +78,8 @@ def original_claim(policy: BackupPolicy, claim: VolumeClaim) -> str:
     """The claim the policy names for ``claim``'s source, even when ``claim.claim`` is a
     snapshot clone: a ``claimName`` source's claim, else (a selector's) the source's name,
     which is its claim's name."""
-    match = re.match(r"spec\.sources\.volumes\[(\d+)\]\.claimName$", claim.field)
-    volumes = policy.spec.sources.volumes
-    if match is not None and int(match.group(1)) < len(volumes):
-        return volumes[int(match.group(1))].claim_name or claim.source
-    return claim.source
+    volume = volume_source(policy, claim)
+    return (volume.claim_name if volume is not None else None) or claim.source
 
 
 @dataclass(frozen=True)

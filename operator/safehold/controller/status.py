@@ -10,13 +10,17 @@ the last JSON line or the last text line is used instead.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
+
+from pydantic import ValidationError
 
 from safehold.api import COMPLETE, FAILED, Condition, ErrorDetail, SourceResult, set_condition
-from safehold.api.enums import RunPhase
+from safehold.api.enums import BackupType, RunPhase
+from safehold.api.summaries import BackupSummary, JobSummary
 from safehold.controller.jobs import JOB_CONTAINER
 
 __all__ = [
@@ -31,6 +35,8 @@ __all__ = [
     "source_result",
 ]
 
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=JobSummary)
 FINAL_PHASES = frozenset({"Succeeded", "PartiallyFailed", "Failed"})
 JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
@@ -98,6 +104,20 @@ class JobOutcome:
     running_pod: str | None = None
     warnings: list[str] = field(default_factory=list)
 
+    def read(self, model: type[S]) -> S:
+        """The summary as ``model`` (api.summaries): every field defaulted without one,
+        or when it does not parse (logged)."""
+        try:
+            return model.model_validate(self.summary or {})
+        except ValidationError as exc:
+            log.warning("a Job's summary does not parse as %s: %s", model.__name__, exc)
+            return model()
+
+    @property
+    def succeeded(self) -> bool:
+        """The Job succeeded and its summary, if any, says ``ok``."""
+        return self.state == "Succeeded" and (self.summary is None or self.read(JobSummary).ok)
+
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The terminated state of the pod's Job container (``safehold``; a backup's hooks
@@ -153,10 +173,9 @@ def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
         out.state = "Failed"
         out.completion_time = conds["Failed"].get("lastTransitionTime")
         job_reason = conds["Failed"].get("reason") or "Failed"
-        if summary is not None and summary.get("error"):
-            out.error = ErrorDetail(
-                reason=error_reason(summary.get("exit_code")), message=str(summary["error"])
-            )
+        reported = out.read(JobSummary)
+        if reported.error:
+            out.error = ErrorDetail(reason=error_reason(reported.exit_code), message=reported.error)
         elif job_reason == "DeadlineExceeded":
             out.error = ErrorDetail(
                 reason="DeadlineExceeded",
@@ -181,11 +200,6 @@ def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
     return out
 
 
-def _int(doc: Mapping[str, Any], key: str) -> int | None:
-    value = doc.get(key)
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
-
-
 def source_result(base: SourceResult, outcome: JobOutcome) -> SourceResult:
     """``base`` (name, kind, job) updated with what the Job reported."""
     result = base.model_copy(deep=True)
@@ -200,44 +214,45 @@ def source_result(base: SourceResult, outcome: JobOutcome) -> SourceResult:
         result.completion_time = datetime.fromisoformat(
             outcome.completion_time.replace("Z", "+00:00")
         )
-    doc = outcome.summary or {}
-    if doc.get("snapshot"):
-        result.snapshot_id = str(doc["snapshot"])
-        result.parent_snapshot_id = doc.get("parent") or None
-        kind = doc.get("type")
-        if kind in ("full", "incremental", "differential"):
-            result.type = kind
-        result.files = _int(doc, "total_files")
-        result.bytes_read = _int(doc, "bytes_read")
-        result.bytes_new = _int(doc, "bytes_new")
-        result.bytes_stored = _int(doc, "bytes_stored")
-        duration = doc.get("duration_s")
-        result.duration_seconds = float(duration) if isinstance(duration, int | float) else None
-        errors = doc.get("error_list") or []
-        # the controller's own warnings (e.g. SnapshotUnsupported) stay, the Job's follow
-        read = [f"{e.get('path')}: {e.get('error')}" for e in errors]
-        result.warnings = [*base.warnings, *read][:32]
-        result.phase = "Succeeded"
-        result.error = None
-        if doc.get("errors"):
-            result.error = ErrorDetail(
-                reason="FilesUnreadable",
-                message=f"{doc['errors']} file(s) could not be read and are not in the "
-                "snapshot (see warnings): fix their permissions or the Job's user",
-            )
-        check = doc.get("verify")
-        if isinstance(check, dict):  # backup --verify (verification.afterBackup)
-            result.verified = bool(check.get("ok"))
-            if not result.verified:
-                result.phase = "Failed"
-                result.error = ErrorDetail(
-                    reason="SnapshotDamaged",
-                    message=str(check.get("message") or "the new snapshot is damaged")[:4000],
-                )
+    doc = outcome.read(BackupSummary)
+    if doc.snapshot:
+        _record_backup(result, base, doc)
         return result
     result.phase = "Failed" if outcome.state == "Failed" else "Succeeded"
     result.error = outcome.error
     return result
+
+
+def _record_backup(result: SourceResult, base: SourceResult, doc: BackupSummary) -> None:
+    """What a backup Job that made a snapshot reported, into ``result``."""
+    result.snapshot_id = doc.snapshot
+    result.parent_snapshot_id = doc.parent or None
+    if doc.type in ("full", "incremental", "differential"):
+        result.type = cast(BackupType, doc.type)
+    result.files = doc.total_files
+    result.bytes_read = doc.bytes_read
+    result.bytes_new = doc.bytes_new
+    result.bytes_stored = doc.bytes_stored
+    result.duration_seconds = doc.duration_s
+    # the controller's own warnings (e.g. SnapshotUnsupported) stay, the Job's follow
+    read = [f"{e.path}: {e.error}" for e in doc.error_list]
+    result.warnings = [*base.warnings, *read][:32]
+    result.phase = "Succeeded"
+    result.error = None
+    if doc.errors:
+        result.error = ErrorDetail(
+            reason="FilesUnreadable",
+            message=f"{doc.errors} file(s) could not be read and are not in the "
+            "snapshot (see warnings): fix their permissions or the Job's user",
+        )
+    if doc.verify is not None:  # backup --verify (verification.afterBackup)
+        result.verified = doc.verify.ok
+        if not result.verified:
+            result.phase = "Failed"
+            result.error = ErrorDetail(
+                reason="SnapshotDamaged",
+                message=(doc.verify.message or "the new snapshot is damaged")[:4000],
+            )
 
 
 def run_phase(sources: Sequence[SourceResult]) -> RunPhase:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from safehold.api import RESTORE_TESTED, BackupLocation, BackupPolicy, SourceResult, validate_spec
+from safehold.api import RESTORE_TESTED, BackupLocation, BackupPolicy, SourceResult
 from safehold.api.backuppolicy import BackupPolicyStatus, Schedule, ScheduleSlot
 from safehold.api.checks import (
     ScratchDatabaseServer,
@@ -53,9 +53,8 @@ from safehold.api.checks import (
 )
 from safehold.api.conditions import set_condition
 from safehold.api.summaries import DatabaseTestSummary, RestoreCheck, RestoreSummary
-from safehold.controller import metrics
-from safehold.controller.common import now, parse_time
-from safehold.controller.databases import connection_args, source_prefix
+from safehold.controller import commands, metrics
+from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import (
     CHECK_CONTAINER,
     COMPONENT_TEST_RESTORE,
@@ -69,6 +68,7 @@ from safehold.controller.jobs import (
     build_job,
     job_name,
     label_value,
+    owner_reference,
     with_settings,
 )
 from safehold.controller.kube import ApiException
@@ -76,6 +76,8 @@ from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import decide
+from safehold.controller.sources import source_name
+from safehold.controller.sources.databases import server_connection
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
@@ -186,7 +188,7 @@ def _claim_manifest(
     assert policy.spec.test_restore is not None
     if policy.spec.test_restore.storage_class_name:
         spec["storageClassName"] = policy.spec.test_restore.storage_class_name
-    meta = job["metadata"]
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job["metadata"]}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -197,10 +199,9 @@ def _claim_manifest(
                 LABEL_COMPONENT: COMPONENT_TEST_RESTORE,
                 LABEL_POLICY: label_value(policy.metadata.name or ""),
             },
-            # no blockOwnerDeletion: that would need rights on the Job's finalizers
-            "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-            ],
+            # not as controller: blocking the Job's deletion would need rights on its
+            # finalizers
+            "ownerReferences": [owner_reference(owner, controller=False)],
         },
         "spec": spec,
     }
@@ -259,7 +260,7 @@ def _start_volume(
     check = None
     if spec.check is not None:
         check = CheckContainer(spec.check.image, spec.check.command, {"scratch": SCRATCH_MOUNT})
-    args = ["restore", entry.snapshot, RESTORE_ROOT, "--verify"]
+    args = commands.restore(entry.snapshot, RESTORE_ROOT, verify=True)
     rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts, check)))
     job = rt.kube.get_job(ns, entry.job)
     if job is None:
@@ -287,24 +288,15 @@ def _start_database(
     policy names a scratch server for the engine."""
     ns = policy.metadata.namespace or ""
     d = next(d for d in policy.spec.sources.databases if d.name == entry.source)
-    prefix = source_prefix(ns, policy.metadata.name or "", d.name)
-    args = ["restore-db", "--check", "--source", prefix, "--tag", f"run={entry.run}"]
+    source = source_name(ns, policy.metadata.name or "", d.name)
     mounts: list[Mount] = []
     server = _scratch_server(policy, entry.source)
-    if server is None:
-        args.insert(1, d.engine)
-    else:
-        conn, mount = connection_args(server)
-        args = ["restore-db", *conn, "--scratch", *args[1:]]
+    scratch = None
+    if server is not None:
+        scratch, mount = server_connection(server)
         mounts.append(mount)
+    args = commands.restore_db_check(d.engine, source=source, run=entry.run, scratch=scratch)
     rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts)))
-
-
-def _load_location(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
-    body = rt.kube.get_cr("backuplocations", ns, name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None
-    return BackupLocation.model_validate(body)
 
 
 def _fail(entry: TestRestoreSource, reason: str, message: str) -> None:
@@ -328,7 +320,7 @@ def _start(
     candidates, missing = tested
     state.start_time = now()
     state.sources = []
-    location = _load_location(rt, ns, policy.spec.location.name)
+    location = load_location(rt.kube, ns, policy.spec.location.name)
     for c in candidates:
         entry = TestRestoreSource(
             source=c.name,

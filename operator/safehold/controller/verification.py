@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from safehold.api import VERIFIED, BackupLocation, BackupPolicy, validate_spec
+from safehold.api import VERIFIED, BackupLocation, BackupPolicy
 from safehold.api.backuppolicy import (
     BackupPolicyStatus,
     CheckResult,
@@ -42,8 +42,9 @@ from safehold.api.backuppolicy import (
     VerificationState,
 )
 from safehold.api.conditions import set_condition
-from safehold.controller import metrics
-from safehold.controller.common import now, parse_time
+from safehold.api.summaries import VerifySummary
+from safehold.controller import commands, metrics
+from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import (
     LABEL_LOCATION,
     LABEL_POLICY,
@@ -86,9 +87,7 @@ def rotate(part: int, parts: int) -> int:
 
 def verify_args(percent: int, part: int, parts: int) -> list[str]:
     """The ``safehold verify`` arguments of one check."""
-    if percent <= 0:
-        return ["verify"]
-    return ["verify", "--read-data-subset", f"{min(part, parts)}/{parts}"]
+    return commands.verify((min(part, parts), parts) if percent > 0 else None)
 
 
 def verify_schedule(policy: BackupPolicy) -> Schedule | None:
@@ -100,68 +99,47 @@ def verify_schedule(policy: BackupPolicy) -> Schedule | None:
     return Schedule(time_zone=zone, slots=[ScheduleSlot(cron=spec.cron)])
 
 
-def _int(doc: Mapping[str, Any], key: str) -> int | None:
-    value = doc.get(key)
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
-
-
-def check_message(location: str, doc: Mapping[str, Any] | None, fallback: str) -> str:
+def check_message(location: str, doc: VerifySummary | None, fallback: str) -> str:
     """What one location's verify found, from its JSON summary: the damaged objects
     (packs, index and snapshot objects), the damaged snapshots with their first paths,
     and the repair verify suggests."""
-    if not doc:
+    if doc is None:
         return f"{location}: {fallback}"
-    if doc.get("ok"):
-        read = _int(doc, "packs_read") or 0
+    if doc.ok:
         return (
-            f"{location}: no errors ({_int(doc, 'snapshots') or 0} snapshots, "
-            f"{_int(doc, 'packs') or 0} packs, {read} read)"
+            f"{location}: no errors ({doc.snapshots or 0} snapshots, "
+            f"{doc.packs or 0} packs, {doc.packs_read or 0} read)"
         )
-    parts: list[str] = []
-    objects = doc.get("objects") if isinstance(doc.get("objects"), dict) else {}
-    assert isinstance(objects, dict)
-    for name, why in list(objects.items())[:5]:
-        parts.append(f"{name}: {why}")
-    count = _int(doc, "damaged_objects") or 0
-    if count > len(objects):
-        parts.append(f"{count - len(objects)} more damaged object(s)")
-    damaged = doc.get("damaged") if isinstance(doc.get("damaged"), dict) else {}
-    assert isinstance(damaged, dict)
-    for sid, item in list(damaged.items())[:5]:
-        item = item if isinstance(item, dict) else {}
+    parts = [f"{name}: {why}" for name, why in list(doc.objects.items())[:5]]
+    if doc.damaged_objects > len(doc.objects):
+        parts.append(f"{doc.damaged_objects - len(doc.objects)} more damaged object(s)")
+    for sid, item in list(doc.damaged.items())[:5]:
         paths = ", ".join(str(p) or "/" for p in (item.get("paths") or [])[:3])
         parts.append(f"snapshot {str(sid)[:12]}: {item.get('files', '?')} damaged path(s) {paths}")
-    if not parts and doc.get("error"):
-        parts.append(str(doc["error"]))
-    hint = str(doc.get("repair_hint") or "")
+    if not parts and doc.error:
+        parts.append(doc.error)
     text = f"{location}: " + "; ".join(parts or [fallback])
-    if hint:
-        text += f"; {hint} (against BackupLocation {location}'s repository)"
+    if doc.repair_hint:
+        text += f"; {doc.repair_hint} (against BackupLocation {location}'s repository)"
     return text
 
 
 def _finish(check: VerificationCheck, outcome: JobOutcome) -> None:
-    doc = outcome.summary or {}
+    doc = outcome.read(VerifySummary)
+    reported = doc if outcome.summary else None
     check.completion_time = parse_time(outcome.completion_time) or now()
-    check.packs_read = _int(doc, "packs_read")
-    check.bytes_read = _int(doc, "bytes_read")
-    if outcome.state == "Succeeded" and doc.get("ok", True):
+    check.packs_read = doc.packs_read
+    check.bytes_read = doc.bytes_read
+    if outcome.succeeded:
         check.result = "Succeeded"
         check.reason = None
-        check.message = check_message(check.location, doc, "no errors")[:2048]
+        check.message = check_message(check.location, reported, "no errors")[:2048]
         return
     check.result = "Failed"
     error = outcome.error
     check.reason = (error.reason if error else "Error")[:128]
     fallback = error.message if error else "the verify Job failed"
-    check.message = check_message(check.location, doc or None, fallback)[:2048]
-
-
-def _load(rt: Runtime, ns: str, name: str) -> BackupLocation | None:
-    body = rt.kube.get_cr("backuplocations", ns, name)
-    if body is None or validate_spec("BackupLocation", body.get("spec")):
-        return None
-    return BackupLocation.model_validate(body)
+    check.message = check_message(check.location, reported, fallback)[:2048]
 
 
 def _request(
@@ -295,7 +273,7 @@ def _start(
             message=f"{lname}: checking {state.subset or 'the structure'}",
         )
         state.checks.append(check)
-        location = _load(rt, ns, lname)
+        location = load_location(rt.kube, ns, lname)
         if location is None:
             check.result = "Failed"
             check.reason = "LocationNotFound"

@@ -18,7 +18,6 @@ fails the source with ``SnapshotFailed`` or ``SnapshotTimeout``.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,10 +33,11 @@ from safehold.controller.jobs import (
     LABEL_SOURCE,
     MANAGED_BY,
     label_value,
+    owner_reference,
 )
 from safehold.controller.kube import ApiException
 from safehold.controller.runtime import Runtime
-from safehold.controller.sources import VolumeClaim
+from safehold.controller.sources.claims import VolumeClaim, volume_source
 
 __all__ = [
     "DEFAULT_CLASS_ANNOTATION",
@@ -87,12 +87,8 @@ def _names(source: SourceResult) -> _Names:
 
 def snapshot_settings(policy: BackupPolicy, claim: VolumeClaim) -> VolumeSnapshot | None:
     """The ``snapshot`` settings of the policy's volume source that ``claim`` comes from."""
-    match = re.match(r"spec\.sources\.volumes\[(\d+)\]", claim.field)
-    if match is None:
-        return None
-    volumes = policy.spec.sources.volumes
-    index = int(match.group(1))
-    return volumes[index].snapshot if index < len(volumes) else None
+    volume = volume_source(policy, claim)
+    return volume.snapshot if volume is not None else None
 
 
 def _get_snapshot(rt: Runtime, ns: str, name: str) -> Json | None:
@@ -151,17 +147,6 @@ def _pick_class(
     return str(chosen["metadata"]["name"]), ""
 
 
-def _owner(obj: Mapping[str, Any]) -> Json:
-    # no blockOwnerDeletion: it would need update rights on the owner's finalizers
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
-
-
 def _labels(run: str, source: str) -> dict[str, str]:
     return {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -181,7 +166,7 @@ def _create_snapshot(
             "name": name,
             "namespace": ns,
             "labels": _labels(body["metadata"]["name"], source),
-            "ownerReferences": [_owner(body)],
+            "ownerReferences": [owner_reference(body, controller=False)],
         },
         "spec": {
             "volumeSnapshotClassName": klass,
@@ -225,7 +210,7 @@ def _create_clone(
             "name": name,
             "namespace": ns,
             "labels": _labels(body["metadata"]["name"], snapshot["metadata"]["name"]),
-            "ownerReferences": [_owner(snapshot)],
+            "ownerReferences": [owner_reference(snapshot, controller=False)],
         },
         "spec": clone_spec,
     }

@@ -24,16 +24,15 @@ kubelet (docs/development.md: the test ground's pod runner has none).
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from safehold.api.backuppolicy import BackupPolicy, Hook
-from safehold.api.backuprun import BackupRunStatus, HookResult, SourceResult
+from safehold.api.backuprun import BackupRunStatus, HookResult
 from safehold.api.reports import ErrorDetail
-from safehold.controller.sources import VolumeClaim, selector_string
+from safehold.controller.sources.claims import selector_string
 
 __all__ = [
     "DISABLED",
@@ -43,9 +42,7 @@ __all__ = [
     "HookRun",
     "StreamFn",
     "finish_pod_hooks",
-    "job_hook_args",
     "opted_in",
-    "record_job_hooks",
     "run_hooks",
     "run_pod_hook",
     "start_pod_hooks",
@@ -279,82 +276,6 @@ def run_hooks(
             if phase == "pre":
                 break
     return HookRun(results=results, failed=failed)
-
-
-# ------------------------------------------------------------ wiring into a BackupRun
-
-
-def job_hook_args(policy: BackupPolicy, claim: VolumeClaim) -> list[str]:
-    """The ``safehold backup`` options for the Job-side hooks of the volume source that
-    ``claim`` comes from (``spec.sources.volumes[].hooks``); empty without hooks."""
-    match = re.match(r"spec\.sources\.volumes\[(\d+)\]", claim.field)
-    volumes = policy.spec.sources.volumes
-    if match is None or int(match.group(1)) >= len(volumes):
-        return []
-    hooks = volumes[int(match.group(1))].hooks
-    if hooks is None or not (hooks.pre_backup or hooks.post_backup):
-        return []
-    args: list[str] = []
-    for command in hooks.pre_backup:
-        args += ["--pre-hook", command]
-    for command in hooks.post_backup:
-        args += ["--post-hook", command]
-    return [
-        *args,
-        "--hook-timeout",
-        str(hooks.timeout_seconds),
-        "--hook-on-error",
-        hooks.on_error.lower(),
-    ]
-
-
-def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) -> None:
-    """Copy the hook results of a backup Job's summary into ``source``: each hook into
-    ``hooks``, a failed Continue hook into ``warnings``, and a failed Fail hook into the
-    source's error (reason ``HookFailed``; a snapshot made before a failed post hook is
-    kept and named)."""
-    raw = (summary or {}).get("hooks")
-    if not isinstance(raw, list):
-        return
-    source.hooks = []
-    failed: HookResult | None = None
-    for item in raw[:16]:
-        if not isinstance(item, dict):
-            continue
-        on_error: Literal["Fail", "Continue"] = (
-            "Continue" if item.get("on_error") == "continue" else "Fail"
-        )
-        hook = HookResult(
-            name=str(item.get("name", "?"))[:253],
-            phase="post" if item.get("phase") == "post" else "pre",
-            exit_code=item.get("exit_code") if isinstance(item.get("exit_code"), int) else None,
-            duration_seconds=max(0.0, float(item.get("duration_seconds") or 0.0)),
-            timed_out=bool(item.get("timed_out")),
-            # no empty strings: the API client sends "" in a patch as null
-            output=str(item.get("output") or "")[-1000:] or None,
-            on_error=on_error,
-            succeeded=bool(item.get("ok")),
-        )
-        source.hooks.append(hook)
-        if hook.succeeded:
-            continue
-        why = "timed out" if hook.timed_out else f"exit code {hook.exit_code}"
-        if on_error == "Continue":
-            source.warnings.append(f"{hook.phase} hook {hook.name} failed ({why}), continued")
-        elif failed is None:
-            failed = hook
-    if failed is not None:
-        why = "timed out" if failed.timed_out else f"exit code {failed.exit_code}"
-        kept = f"; snapshot {source.snapshot_id[:12]} was saved" if source.snapshot_id else ""
-        # The hook's output stays in status.sources[].hooks (scrubbed of secrets by the
-        # Job): the error message also goes into Events, which more people can read.
-        source.error = ErrorDetail(
-            reason="HookFailed",
-            message=f"{failed.phase} hook {failed.name} of the backup Job failed ({why}){kept}"
-            + ("; its output is in status.sources[].hooks" if failed.output else ""),
-        )
-        if source.phase not in ("Pending", "Running"):
-            source.phase = "Succeeded" if source.snapshot_id else "Failed"
 
 
 def _run_policy_hooks(

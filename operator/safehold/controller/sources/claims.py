@@ -7,14 +7,23 @@ be mounted on that pod's node, so the Job is pinned there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from safehold.api.backuppolicy import BackupPolicy
+from safehold.api.backuppolicy import BackupPolicy, VolumeSource
 from safehold.api.selectors import LabelSelector
 from safehold.controller.kube import Kube
 
-__all__ = ["VolumeClaim", "claim_node", "pattern_args", "resolve_volumes", "selector_string"]
+__all__ = [
+    "VolumeClaim",
+    "claim_node",
+    "resolve_volumes",
+    "selector_string",
+    "volume_source",
+]
+
+_FIELD = re.compile(r"spec\.sources\.volumes\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,13 @@ class VolumeClaim:
     exclude: tuple[str, ...] = ()
 
 
-def pattern_args(claim: VolumeClaim) -> list[str]:
-    """The ``safehold backup`` options for the claim's include and exclude patterns. Each
-    is one ``--option=PATTERN`` argument, so that a pattern starting with ``-`` stays a
-    pattern."""
-    return [f"--include={p}" for p in claim.include] + [f"--exclude={p}" for p in claim.exclude]
+def volume_source(policy: BackupPolicy, claim: VolumeClaim) -> VolumeSource | None:
+    """The policy's volume source that ``claim`` comes from (by ``claim.field``)."""
+    match = _FIELD.match(claim.field)
+    volumes = policy.spec.sources.volumes
+    if match is None or int(match.group(1)) >= len(volumes):
+        return None
+    return volumes[int(match.group(1))]
 
 
 def selector_string(selector: LabelSelector) -> str:

@@ -14,12 +14,11 @@ server and the credentials; without it (or its source) the item fails saying whi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from safehold.api import (
     BackupLocation,
     BackupPolicy,
-    BackupRun,
     ErrorDetail,
     RestoredItem,
     RestoreRequest,
@@ -27,61 +26,48 @@ from safehold.api import (
 )
 from safehold.api.backuppolicy import DatabaseSource
 from safehold.api.checks import ScratchDatabaseServer
+from safehold.controller import commands
 from safehold.controller.jobs import (
-    COMPONENT_BACKUP,
-    COMPONENT_RESTORE,
-    LABEL_POLICY,
-    LABEL_RESTORE,
-    LABEL_RUN,
-    LABEL_SOURCE,
     JobRequest,
     Mount,
-    build_job,
     job_name,
-    with_settings,
 )
-from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
-from safehold.controller.snapshotmeta import meta_args, source_meta
+from safehold.controller.snapshotmeta import source_meta
+from safehold.controller.sources import BackupJob, RunContext, restore_job, source_name
 
 __all__ = [
     "CREDENTIALS_DIR",
     "EXISTING",
+    "DatabaseSources",
     "MissingSource",
-    "connection_args",
     "database_restore_host",
     "database_restore_item",
     "database_restore_job",
-    "plan_database_sources",
+    "server_connection",
     "service_namespace",
-    "source_prefix",
-    "start_database_backup",
 ]
 
 #: Where the database credentials Secret's two keys appear as files in the Job.
 CREDENTIALS_DIR = "/etc/safehold/database"
 #: RestoreRequest.spec.existingResourcePolicy as ``safehold restore-db --existing``.
-EXISTING = {"Skip": "skip", "Overwrite": "overwrite", "Fail": "fail"}
+EXISTING: dict[str, commands.Existing] = {"Skip": "skip", "Overwrite": "overwrite", "Fail": "fail"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
-def source_prefix(ns: str, policy: str, source: str) -> str:
-    """The snapshots' source prefix of a database source (``PREFIX/db/NAME`` per database)."""
-    return f"{ns}/{policy}/{source}"
-
-
-def connection_args(d: DatabaseSource | ScratchDatabaseServer) -> tuple[list[str], Mount]:
-    """The server's connection options, and the credentials Secret as a mount."""
+def server_connection(
+    d: DatabaseSource | ScratchDatabaseServer,
+) -> tuple[commands.DatabaseConnection, Mount]:
+    """Where a Job connects to ``d`` (a source's server or a test restore's scratch
+    server), and its credentials Secret as a mount (two files)."""
     creds = d.credentials_secret_ref
-    args = [d.engine, "--host", d.host]
-    if d.port:
-        args += ["--port", str(d.port)]
-    args += [
-        "--db-user-file",
-        f"{CREDENTIALS_DIR}/username",
-        "--db-password-file",
-        f"{CREDENTIALS_DIR}/password",
-    ]
+    connection = commands.DatabaseConnection(
+        engine=d.engine,
+        host=d.host,
+        port=d.port,
+        user_file=f"{CREDENTIALS_DIR}/username",
+        password_file=f"{CREDENTIALS_DIR}/password",
+    )
     mount = Mount(
         name="database-credentials",
         path=CREDENTIALS_DIR,
@@ -96,65 +82,49 @@ def connection_args(d: DatabaseSource | ScratchDatabaseServer) -> tuple[list[str
         },
         read_only=True,
     )
-    return args, mount
+    return connection, mount
 
 
 def _target(d: DatabaseSource) -> str:
     return f"{d.engine}://{d.host}:{d.port or _DEFAULT_PORTS[d.engine]}"
 
 
-def plan_database_sources(policy: BackupPolicy, wanted: set[str], run: str) -> list[SourceResult]:
-    """One Pending source result (with its Job's name) per database source of the run."""
-    return [
-        SourceResult(name=d.name, kind="database", job=job_name(run, d.name))
-        for d in policy.spec.sources.databases
-        if not wanted or d.name in wanted
-    ]
-
-
 def _database(policy: BackupPolicy, name: str) -> DatabaseSource | None:
     return next((d for d in policy.spec.sources.databases if d.name == name), None)
 
 
-def start_database_backup(
-    rt: Runtime,
-    body: dict[str, Any],
-    run: BackupRun,
-    policy: BackupPolicy,
-    location: BackupLocation,
-    source: SourceResult,
-) -> None:
-    """Create the Job that dumps ``source``; a source gone from the policy fails."""
-    d = _database(policy, source.name)
-    if d is None:
-        source.phase = "Failed"
-        source.error = ErrorDetail(
-            reason="SourceNotFound",
-            message=f"source {source.name} is no longer in BackupPolicy {policy.metadata.name}",
+class DatabaseSources:
+    """The policy's database sources: one ``safehold dump`` Job each."""
+
+    kind: Final = "database"
+
+    def names(self, ctx: RunContext) -> set[str]:
+        return {d.name for d in ctx.policy.spec.sources.databases}
+
+    def plan(self, ctx: RunContext, wanted: set[str]) -> list[SourceResult]:
+        return [
+            SourceResult(name=d.name, kind="database", job=job_name(ctx.run_name, d.name))
+            for d in ctx.policy.spec.sources.databases
+            if not wanted or d.name in wanted
+        ]
+
+    def backup_job(self, ctx: RunContext, source: SourceResult) -> BackupJob:
+        d = _database(ctx.policy, source.name)
+        if d is None:
+            raise ctx.gone(source.name)
+        conn, mount = server_connection(d)
+        args = commands.dump(
+            conn,
+            source=ctx.source_name(d.name),
+            databases=d.databases,
+            run=ctx.run_name,
+            tags=ctx.run.spec.tags,
+            meta=source_meta(ctx.policy_name, d.name),
         )
-        return
-    ns = run.metadata.namespace or ""
-    pname = policy.metadata.name or ""
-    conn, mount = connection_args(d)
-    args = ["dump", *conn, "--source", source_prefix(ns, pname, d.name)]
-    for db in d.databases:
-        args += ["--database", db]
-    args += ["--tag", f"run={run.metadata.name}"]
-    for tag in run.spec.tags:
-        args += ["--tag", tag]
-    args += meta_args(source_meta(pname, d.name))
-    request = JobRequest(
-        name=source.job or job_name(run.metadata.name or "", source.name),
-        namespace=ns,
-        component=COMPONENT_BACKUP,
-        args=args,
-        labels={LABEL_RUN: run.metadata.name or "", LABEL_SOURCE: source.name, LABEL_POLICY: pname},
-        owner=body,
-        mounts=[mount],
-        image=rt.image,
-    )
-    request = with_settings(with_repository(request, location), rt.job_settings(policy.spec.job))
-    rt.kube.create_job(build_job(request))
+        return BackupJob(args=args, mounts=[mount])
+
+    def finished(self, ctx: RunContext, source: SourceResult) -> None:
+        return None
 
 
 class MissingSource(Exception):
@@ -253,19 +223,11 @@ def database_restore_job(
         req.spec.policy_ref.name if req.spec.policy_ref else ""
     )
     d = _restorable(policy, pname, ns, item.source)
-    conn, mount = connection_args(d)
-    args = ["restore-db", *conn, "--source", source_prefix(ns, pname, d.name)]
-    if run_tag:
-        args += ["--tag", f"run={run_tag}"]
-    args += ["--existing", EXISTING[req.spec.existing_resource_policy]]
-    request = JobRequest(
-        name=job_name(req.metadata.name or "", item.source),
-        namespace=ns,
-        component=COMPONENT_RESTORE,
-        args=args,
-        labels={LABEL_RESTORE: req.metadata.name or "", LABEL_SOURCE: item.source},
-        owner=body,
-        mounts=[mount],
-        image=rt.image,
+    conn, mount = server_connection(d)
+    args = commands.restore_db(
+        conn,
+        source=source_name(ns, pname, d.name),
+        run=run_tag,
+        existing=EXISTING[req.spec.existing_resource_policy],
     )
-    return with_repository(request, location)
+    return restore_job(rt.image, body, req, location, item.source, args, mounts=[mount])
