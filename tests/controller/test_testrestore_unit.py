@@ -9,7 +9,7 @@ from typing import Any
 
 from safehold.api import BackupPolicy, validate_spec
 from safehold.controller.jobs import CheckContainer, JobRequest, Mount, build_job
-from safehold.controller.testrestore import newest_backups, scratch_size
+from safehold.controller.testrestore_jobs import newest_backups, scratch_size
 
 NS = "prod"
 

@@ -19,7 +19,15 @@ from croniter import croniter
 from safehold.api.backuppolicy import Schedule
 from safehold.api.enums import BackupType
 
-__all__ = ["Decision", "concurrency_action", "decide", "next_slot", "slots_between"]
+__all__ = [
+    "CheckSlot",
+    "Decision",
+    "check_slot",
+    "concurrency_action",
+    "decide",
+    "next_slot",
+    "slots_between",
+]
 
 _STRENGTH = {"full": 3, "differential": 2, "incremental": 1}
 _MAX_SLOTS = 10_000  # a year of minutes would be too many to count one by one
@@ -87,6 +95,34 @@ def decide(
     ):
         return Decision(None, None, skipped + 1, upcoming)
     return Decision(slot, kind, skipped, upcoming)
+
+
+@dataclass(frozen=True)
+class CheckSlot:
+    """A periodic check's slot (a verification, a test restore): only the latest missed
+    slot runs, and while suspended a due slot passes unused."""
+
+    due: datetime | None  # start the check for this slot now
+    passed: datetime | None  # this slot came while suspended: remember it as used
+    next_time: datetime | None  # the next slot after now
+
+
+def check_slot(
+    schedule: Schedule,
+    *,
+    last_slot: datetime | None,
+    created: datetime,
+    now: datetime,
+    suspended: bool,
+) -> CheckSlot:
+    """The slot decision of a periodic check (no starting deadline: a late check still
+    runs, once)."""
+    decision = decide(
+        schedule, last_slot=last_slot, created=created, now=now, starting_deadline_seconds=None
+    )
+    if decision.slot is not None and suspended:
+        return CheckSlot(None, decision.slot, decision.next_time)
+    return CheckSlot(decision.slot, None, decision.next_time)
 
 
 def concurrency_action(policy: str, active_runs: int) -> str:

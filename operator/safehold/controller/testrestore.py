@@ -30,30 +30,26 @@ the ``RestoreTested`` condition, an Event, and the metrics
 ``safehold_test_restore_duration_seconds`` and ``safehold_test_restore_failures_total``.
 A slot that comes while a test still runs is skipped; a test waits (its slot is kept)
 while a retention Job runs at the primary, and does not start while the policy is
-suspended.
+suspended. What is tested and the Jobs that test it are in
+:mod:`safehold.controller.testrestore_jobs`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import ValidationError
-
-from safehold.api import RESTORE_TESTED, BackupLocation, BackupPolicy, SourceResult
-from safehold.api.backuppolicy import BackupPolicyStatus, Schedule, ScheduleSlot
+from safehold.api import RESTORE_TESTED, BackupPolicy
+from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.checks import (
-    ScratchDatabaseServer,
     TestRestoreResult,
     TestRestoreSource,
     TestRestoreState,
 )
 from safehold.api.conditions import set_condition
 from safehold.api.summaries import DatabaseTestSummary, RestoreCheck, RestoreSummary
-from safehold.controller import commands, metrics
+from safehold.controller import metrics
 from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import (
     CHECK_CONTAINER,
@@ -61,242 +57,23 @@ from safehold.controller.jobs import (
     JOB_CONTAINER,
     LABEL_COMPONENT,
     LABEL_POLICY,
-    LABEL_SOURCE,
-    CheckContainer,
-    JobRequest,
-    Mount,
-    build_job,
     job_name,
     label_value,
-    owner_reference,
-    with_settings,
 )
 from safehold.controller.kube import ApiException
-from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import decide
-from safehold.controller.sources import source_name
-from safehold.controller.sources.databases import server_connection
+from safehold.controller.schedule import check_slot
 from safehold.controller.status import JobOutcome, job_outcome
+from safehold.controller.testrestore_jobs import (
+    Candidate,
+    newest_backups,
+    start_database_test,
+    start_volume_test,
+    test_restore_schedule,
+)
 
-__all__ = [
-    "RESTORE_ROOT",
-    "SCRATCH_MOUNT",
-    "Candidate",
-    "newest_backups",
-    "reconcile_test_restore",
-    "scratch_size",
-    "test_restore_schedule",
-]
-
-#: Where a test restore writes: the snapshot's ``volume`` directory is the scratch claim.
-RESTORE_ROOT = "/restore"
-#: Where the user's check sees the scratch claim.
-SCRATCH_MOUNT = "/scratch"
-_GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A source to test and the newest run in which it succeeded."""
-
-    name: str
-    kind: Literal["volume", "database"]
-    run: str
-    result: SourceResult
-
-
-def test_restore_schedule(policy: BackupPolicy) -> Schedule | None:
-    """``testRestore.cron`` as a one-slot schedule in the policy schedule's time zone."""
-    spec = policy.spec.test_restore
-    if spec is None:
-        return None
-    zone = policy.spec.schedule.time_zone if policy.spec.schedule else "UTC"
-    return Schedule(time_zone=zone, slots=[ScheduleSlot(cron=spec.cron)])
-
-
-def _results(run: Mapping[str, Any]) -> list[SourceResult]:
-    out = []
-    for doc in (run.get("status") or {}).get("sources") or []:
-        try:
-            out.append(SourceResult.model_validate(doc))
-        except ValidationError:
-            continue  # a result this version cannot read is not a candidate
-    return out
-
-
-def newest_backups(
-    policy: BackupPolicy, runs: Sequence[Mapping[str, Any]]
-) -> tuple[list[Candidate], list[str]]:
-    """Each tested source with the newest run in which it succeeded (by the run's
-    completion), in name order; and the names ``testRestore.sources`` lists that no run
-    has backed up successfully. A database source no longer in the policy is not tested
-    (its server and engine are unknown)."""
-    spec = policy.spec.test_restore
-    wanted = set(spec.sources) if spec else set()
-    databases = {d.name for d in policy.spec.sources.databases}
-    best: dict[str, tuple[datetime, Candidate]] = {}
-    for run in runs:
-        when = parse_time((run.get("status") or {}).get("completionTime"))
-        if when is None:
-            continue
-        for result in _results(run):
-            if result.phase != "Succeeded" or (wanted and result.name not in wanted):
-                continue
-            if result.kind == "volume" and result.snapshot_id:
-                kind: Literal["volume", "database"] = "volume"
-            elif result.kind == "database" and result.name in databases:
-                kind = "database"
-            else:
-                continue
-            held = best.get(result.name)
-            if held is None or when > held[0]:
-                name = run["metadata"]["name"]
-                best[result.name] = (when, Candidate(result.name, kind, name, result))
-    missing = sorted(wanted - set(best))
-    return [best[name][1] for name in sorted(best)], missing
-
-
-def scratch_size(source_claim: Mapping[str, Any] | None, bytes_read: int | None) -> str:
-    """The scratch claim's size: the source claim's request, else room for what the backup
-    read plus a fifth (at least 1 GiB)."""
-    if source_claim is not None:
-        size = ((source_claim.get("spec") or {}).get("resources") or {}).get("requests", {})
-        if size.get("storage"):
-            return str(size["storage"])
-    need = math.ceil((bytes_read or 0) * 1.2 / _GIB)
-    return f"{max(1, need)}Gi"
-
-
-def _source_claim(policy: BackupPolicy, source: str) -> str:
-    """The claim a volume source reads: its ``claimName``, else (a selector) its own name."""
-    for volume in policy.spec.sources.volumes:
-        if (volume.name or volume.claim_name) == source and volume.claim_name:
-            return volume.claim_name
-    return source
-
-
-def _claim_manifest(
-    name: str, policy: BackupPolicy, size: str, job: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The scratch claim, owned by its Job (deleted with it by the garbage collector)."""
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": size}},
-    }
-    assert policy.spec.test_restore is not None
-    if policy.spec.test_restore.storage_class_name:
-        spec["storageClassName"] = policy.spec.test_restore.storage_class_name
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job["metadata"]}
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "app.kubernetes.io/managed-by": "safehold-operator",
-                LABEL_COMPONENT: COMPONENT_TEST_RESTORE,
-                LABEL_POLICY: label_value(policy.metadata.name or ""),
-            },
-            # not as controller: blocking the Job's deletion would need rights on its
-            # finalizers
-            "ownerReferences": [owner_reference(owner, controller=False)],
-        },
-        "spec": spec,
-    }
-
-
-def _request(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    location: BackupLocation,
-    entry: TestRestoreSource,
-    args: list[str],
-    mounts: list[Mount],
-    check: CheckContainer | None = None,
-) -> JobRequest:
-    request = JobRequest(
-        name=entry.job or "",
-        namespace=policy.metadata.namespace or "",
-        component=COMPONENT_TEST_RESTORE,
-        args=args,
-        labels={LABEL_POLICY: policy.metadata.name or "", LABEL_SOURCE: entry.source},
-        owner=body,
-        mounts=mounts,
-        image=rt.image,
-        check=check,
-    )
-    request = with_repository(request, location)
-    request = with_settings(request, rt.job_settings(policy.spec.job))
-    # A failed test is reported and tried again at the next slot, not by the Job.
-    return replace(request, backoff_limit=0)
-
-
-def _start_volume(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    location: BackupLocation,
-    entry: TestRestoreSource,
-    result: SourceResult,
-) -> None:
-    """The restore Job first, then its scratch claim (the Job's pod waits for it)."""
-    ns = policy.metadata.namespace or ""
-    spec = policy.spec.test_restore
-    assert spec is not None
-    assert entry.job
-    assert entry.snapshot
-    mounts = [
-        Mount(name="staging", path=RESTORE_ROOT, volume={"emptyDir": {}}, read_only=False),
-        Mount(
-            name="scratch",
-            path=f"{RESTORE_ROOT}/volume",
-            volume={"persistentVolumeClaim": {"claimName": entry.job}},
-            read_only=False,
-        ),
-    ]
-    check = None
-    if spec.check is not None:
-        check = CheckContainer(spec.check.image, spec.check.command, {"scratch": SCRATCH_MOUNT})
-    args = commands.restore(entry.snapshot, RESTORE_ROOT, verify=True)
-    rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts, check)))
-    job = rt.kube.get_job(ns, entry.job)
-    if job is None:
-        raise LookupError(f"the Job {entry.job} vanished right after it was created")
-    size = scratch_size(rt.kube.get_pvc(ns, _source_claim(policy, entry.source)), result.bytes_read)
-    rt.kube.create_pvc(ns, _claim_manifest(entry.job, policy, size, job))
-    entry.claim = entry.job
-
-
-def _scratch_server(policy: BackupPolicy, source: str) -> ScratchDatabaseServer | None:
-    spec = policy.spec.test_restore
-    d = next(d for d in policy.spec.sources.databases if d.name == source)
-    servers = spec.scratch_databases if spec else []
-    return next((s for s in servers if s.engine == d.engine), None)
-
-
-def _start_database(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    location: BackupLocation,
-    entry: TestRestoreSource,
-) -> None:
-    """One Job checks the run's dumps, and restores them into a scratch database when the
-    policy names a scratch server for the engine."""
-    ns = policy.metadata.namespace or ""
-    d = next(d for d in policy.spec.sources.databases if d.name == entry.source)
-    source = source_name(ns, policy.metadata.name or "", d.name)
-    mounts: list[Mount] = []
-    server = _scratch_server(policy, entry.source)
-    scratch = None
-    if server is not None:
-        scratch, mount = server_connection(server)
-        mounts.append(mount)
-    args = commands.restore_db_check(d.engine, source=source, run=entry.run, scratch=scratch)
-    rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts)))
+__all__ = ["reconcile_test_restore"]
 
 
 def _fail(entry: TestRestoreSource, reason: str, message: str) -> None:
@@ -337,9 +114,9 @@ def _start(
             continue
         try:
             if c.kind == "volume":
-                _start_volume(rt, body, policy, location, entry, c.result)
+                start_volume_test(rt, body, policy, location, entry, c.result)
             else:
-                _start_database(rt, body, policy, location, entry)
+                start_database_test(rt, body, policy, location, entry)
         except (ApiException, LookupError) as exc:
             reason = exc.reason if isinstance(exc, ApiException) else str(exc)
             _fail(entry, "JobNotCreated", f"the test restore could not be started: {reason}")
@@ -384,10 +161,7 @@ def _problems(check: RestoreCheck) -> str:
 
 def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence[Any]) -> None:
     """The restore's check (and the user's) from the Job's ``RestoreSummary`` and pod."""
-    try:
-        doc = RestoreSummary.model_validate(outcome.summary or {})
-    except ValidationError:
-        doc = RestoreSummary()
+    doc = outcome.read(RestoreSummary)
     verify = doc.verify
     entry.restore_seconds = _seconds(_container(pods, JOB_CONTAINER))
     if verify is not None:
@@ -423,10 +197,7 @@ def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence
 
 def _finish_database(entry: TestRestoreSource, outcome: JobOutcome) -> None:
     """The dumps' check (and scratch restore) from the Job's ``DatabaseTestSummary``."""
-    try:
-        doc = DatabaseTestSummary.model_validate(outcome.summary or {})
-    except ValidationError:
-        doc = DatabaseTestSummary()
+    doc = outcome.read(DatabaseTestSummary)
     check, scratch = doc.check, doc.scratch
     if check is not None:
         entry.files = len(check.databases)
@@ -561,30 +332,29 @@ def reconcile_test_restore(
             status.test_restore = None  # cron removed: its last result stays
         return None
     current = now()
-    decision = decide(
+    slot = check_slot(
         schedule,
         last_slot=state.last_schedule_time,
         created=parse_time(body["metadata"].get("creationTimestamp")) or current,
         now=current,
-        starting_deadline_seconds=None,
+        suspended=policy.spec.suspend,
     )
-    state.next_schedule_time = decision.next_time
-    if decision.slot is None or policy.spec.suspend:
-        if decision.slot is not None:
-            state.last_schedule_time = decision.slot  # suspended: the slot passes
+    state.next_schedule_time = slot.next_time
+    state.last_schedule_time = slot.passed or state.last_schedule_time
+    if slot.due is None:
         return None
-    at = decision.slot.isoformat()
+    at = slot.due.isoformat()
     if busy:
-        state.last_schedule_time = decision.slot
+        state.last_schedule_time = slot.due
         return f"the test restore slot at {at} was skipped: the previous test still runs"
     job = active_retention_job(rt, ns, policy.spec.location.name)
     if job is not None:
         return f"the test restore waits for retention Job {job}"
     tested = newest_backups(policy, runs)
-    state.last_schedule_time = decision.slot
+    state.last_schedule_time = slot.due
     if not tested[0] and not tested[1]:
         return f"the test restore slot at {at} was skipped: no source has a backup to test yet"
-    _start(rt, body, policy, state, decision.slot, tested)
+    _start(rt, body, policy, state, slot.due, tested)
     if not any(e.result == "Running" for e in state.sources):
         _conclude(rt, body, state, status)
     return None

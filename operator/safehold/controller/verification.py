@@ -57,7 +57,7 @@ from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import decide
+from safehold.controller.schedule import check_slot
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
@@ -313,31 +313,29 @@ def reconcile_verification(
             status.verification = None  # cron removed: its last result stays
         return None
     current = now()
-    created = parse_time(body["metadata"].get("creationTimestamp")) or current
-    decision = decide(
+    slot = check_slot(
         schedule,
         last_slot=state.last_schedule_time,
-        created=created,
+        created=parse_time(body["metadata"].get("creationTimestamp")) or current,
         now=current,
-        starting_deadline_seconds=None,
+        suspended=policy.spec.suspend,
     )
-    state.next_schedule_time = decision.next_time
-    if decision.slot is None or policy.spec.suspend:
-        if decision.slot is not None:
-            state.last_schedule_time = decision.slot  # suspended: the slot passes
+    state.next_schedule_time = slot.next_time
+    state.last_schedule_time = slot.passed or state.last_schedule_time
+    if slot.due is None:
         return None
     if busy:
-        state.last_schedule_time = decision.slot
+        state.last_schedule_time = slot.due
         return (
-            f"the verification slot at {decision.slot.isoformat()} was skipped: the "
-            "previous check still runs"
+            f"the verification slot at {slot.due.isoformat()} was skipped: the previous "
+            "check still runs"
         )
     ns = policy.metadata.namespace or ""
     for lname in _locations(policy):
         job = active_retention_job(rt, ns, lname)
         if job is not None:
             return f"the verification waits for retention Job {job} at {lname}"
-    state.last_schedule_time = decision.slot
+    state.last_schedule_time = slot.due
     assert policy.spec.verification is not None
-    _start(rt, body, policy, status, decision.slot, policy.spec.verification.read_data_percent)
+    _start(rt, body, policy, status, slot.due, policy.spec.verification.read_data_percent)
     return None
