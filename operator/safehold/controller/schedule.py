@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -20,11 +21,11 @@ from safehold.api.backuppolicy import Schedule
 from safehold.api.enums import BackupType
 
 __all__ = [
-    "CheckSlot",
     "Decision",
-    "check_slot",
+    "SlotState",
     "concurrency_action",
     "decide",
+    "due_check",
     "next_slot",
     "slots_between",
 ]
@@ -97,32 +98,31 @@ def decide(
     return Decision(slot, kind, skipped, upcoming)
 
 
-@dataclass(frozen=True)
-class CheckSlot:
-    """A periodic check's slot (a verification, a test restore): only the latest missed
-    slot runs, and while suspended a due slot passes unused."""
+class SlotState(Protocol):
+    """The status of a periodic check (a verification, a test restore)."""
 
-    due: datetime | None  # start the check for this slot now
-    passed: datetime | None  # this slot came while suspended: remember it as used
-    next_time: datetime | None  # the next slot after now
+    last_schedule_time: datetime | None
+    next_schedule_time: datetime | None
 
 
-def check_slot(
-    schedule: Schedule,
-    *,
-    last_slot: datetime | None,
-    created: datetime,
-    now: datetime,
-    suspended: bool,
-) -> CheckSlot:
-    """The slot decision of a periodic check (no starting deadline: a late check still
-    runs, once)."""
+def due_check(
+    schedule: Schedule, state: SlotState, *, created: datetime, now: datetime, suspended: bool
+) -> datetime | None:
+    """The slot of a periodic check due at ``now`` (only the latest missed one, however
+    late), or None. Sets ``state.next_schedule_time``; a slot due while ``suspended``
+    passes (it becomes ``state.last_schedule_time``). The caller records a slot it uses."""
     decision = decide(
-        schedule, last_slot=last_slot, created=created, now=now, starting_deadline_seconds=None
+        schedule,
+        last_slot=state.last_schedule_time,
+        created=created,
+        now=now,
+        starting_deadline_seconds=None,
     )
+    state.next_schedule_time = decision.next_time
     if decision.slot is not None and suspended:
-        return CheckSlot(None, decision.slot, decision.next_time)
-    return CheckSlot(decision.slot, None, decision.next_time)
+        state.last_schedule_time = decision.slot
+        return None
+    return decision.slot
 
 
 def concurrency_action(policy: str, active_runs: int) -> str:

@@ -63,7 +63,7 @@ from safehold.controller.jobs import (
 from safehold.controller.kube import ApiException
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import check_slot
+from safehold.controller.schedule import due_check
 from safehold.controller.status import JobOutcome, job_outcome
 from safehold.controller.testrestore_jobs import (
     Candidate,
@@ -331,30 +331,27 @@ def reconcile_test_restore(
         if not busy:
             status.test_restore = None  # cron removed: its last result stays
         return None
-    current = now()
-    slot = check_slot(
+    slot = due_check(
         schedule,
-        last_slot=state.last_schedule_time,
-        created=parse_time(body["metadata"].get("creationTimestamp")) or current,
-        now=current,
+        state,
+        created=parse_time(body["metadata"].get("creationTimestamp")) or now(),
+        now=now(),
         suspended=policy.spec.suspend,
     )
-    state.next_schedule_time = slot.next_time
-    state.last_schedule_time = slot.passed or state.last_schedule_time
-    if slot.due is None:
+    if slot is None:
         return None
-    at = slot.due.isoformat()
+    at = slot.isoformat()
     if busy:
-        state.last_schedule_time = slot.due
+        state.last_schedule_time = slot
         return f"the test restore slot at {at} was skipped: the previous test still runs"
     job = active_retention_job(rt, ns, policy.spec.location.name)
     if job is not None:
         return f"the test restore waits for retention Job {job}"
     tested = newest_backups(policy, runs)
-    state.last_schedule_time = slot.due
+    state.last_schedule_time = slot
     if not tested[0] and not tested[1]:
         return f"the test restore slot at {at} was skipped: no source has a backup to test yet"
-    _start(rt, body, policy, state, slot.due, tested)
+    _start(rt, body, policy, state, slot, tested)
     if not any(e.result == "Running" for e in state.sources):
         _conclude(rt, body, state, status)
     return None

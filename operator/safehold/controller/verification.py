@@ -57,7 +57,7 @@ from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import check_slot
+from safehold.controller.schedule import due_check
 from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = [
@@ -312,22 +312,19 @@ def reconcile_verification(
         if not busy:
             status.verification = None  # cron removed: its last result stays
         return None
-    current = now()
-    slot = check_slot(
+    slot = due_check(
         schedule,
-        last_slot=state.last_schedule_time,
-        created=parse_time(body["metadata"].get("creationTimestamp")) or current,
-        now=current,
+        state,
+        created=parse_time(body["metadata"].get("creationTimestamp")) or now(),
+        now=now(),
         suspended=policy.spec.suspend,
     )
-    state.next_schedule_time = slot.next_time
-    state.last_schedule_time = slot.passed or state.last_schedule_time
-    if slot.due is None:
+    if slot is None:
         return None
     if busy:
-        state.last_schedule_time = slot.due
+        state.last_schedule_time = slot
         return (
-            f"the verification slot at {slot.due.isoformat()} was skipped: the previous "
+            f"the verification slot at {slot.isoformat()} was skipped: the previous "
             "check still runs"
         )
     ns = policy.metadata.namespace or ""
@@ -335,7 +332,7 @@ def reconcile_verification(
         job = active_retention_job(rt, ns, lname)
         if job is not None:
             return f"the verification waits for retention Job {job} at {lname}"
-    state.last_schedule_time = slot.due
+    state.last_schedule_time = slot
     assert policy.spec.verification is not None
-    _start(rt, body, policy, status, slot.due, policy.spec.verification.read_data_percent)
+    _start(rt, body, policy, status, slot, policy.spec.verification.read_data_percent)
     return None
