@@ -21,9 +21,9 @@ slot is skipped and counted in the ``Ready`` condition's message.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from safehold.api.base import ApiModel
 from safehold.api.checks import (
@@ -43,10 +43,16 @@ from safehold.api.jobs import JobSettings
 from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
 from safehold.api.references import DatabaseCredentials, LocalObjectReference
 from safehold.api.selectors import LabelSelector
+from safehold.api.sources import (
+    ClusterResourcesSource,
+    DatabaseSource,
+    JobHooks,
+    Sources,
+    VolumeSnapshot,
+    VolumeSource,
+)
 from safehold.api.types import (
     CronExpression,
-    Duration,
-    NamespaceName,
     ResourceName,
     RetentionSpan,
     SourceName,
@@ -82,156 +88,12 @@ __all__ = [
 
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
 
-_NAMESPACE_OR_ALL = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
-_RESOURCE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-_NamespaceOrAll = Annotated[str, Field(max_length=63, pattern=_NAMESPACE_OR_ALL)]
-_ResourceType = Annotated[str, Field(max_length=253, pattern=_RESOURCE)]
-#: A path pattern of a volume source (rules: docs/cli.md, `safehold backup`); the backup Job
-#: checks the rest, an empty pattern is refused here already.
-_PathPattern = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-class VolumeSnapshot(ApiModel):
-    """Freeze the volume with a CSI VolumeSnapshot and read a clone of it."""
-
-    volume_snapshot_class_name: str | None = Field(default=None, max_length=253)
-    """The VolumeSnapshotClass to use; empty uses the cluster's default for the driver.
-    Without any class, the live volume is read and the run notes it in the source result."""
-    ready_timeout: Duration = "10m"
-    """How long to wait for the snapshot to become ready to use before the source fails."""
-
-
-class JobHooks(ApiModel):
-    """Shell commands run inside the backup Job (``safehold backup --pre-hook/--post-hook``):
-    the pre hooks before the source is read, the post hooks after, also when the backup
-    failed. They run in the safehold image, as the Job's user, with the source mounted
-    read-only at ``/data/volume``; see docs/hooks.md."""
-
-    pre_backup: list[str] = Field(default_factory=list, max_length=8)
-    """Command lines run with ``sh -c`` before the backup, in order."""
-    post_backup: list[str] = Field(default_factory=list, max_length=8)
-    """Command lines run with ``sh -c`` after the backup, in order."""
-    timeout_seconds: int = Field(default=60, ge=1, le=3600)
-    """How long each command may take before it is killed."""
-    on_error: Literal["Fail", "Continue"] = "Fail"
-    """Fail: a failed pre hook fails the source without a snapshot, a failed post hook fails
-    the source; Continue: the failure is recorded as a warning."""
-
-
-class VolumeSource(ApiModel):
-    """PersistentVolumeClaims of the policy's namespace: one by name, or all that match."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["claimName"]}, {"required": ["selector"]}]}
-    )
-
-    name: SourceName | None = None
-    """The source's name in results and restores. Defaults to the claim's name; with a
-    selector, each matching claim becomes a source named after the claim."""
-    claim_name: ResourceName | None = None
-    """The PersistentVolumeClaim to back up. Set this or selector."""
-    selector: LabelSelector | None = None
-    """Back up every PersistentVolumeClaim whose labels match. Set this or claimName."""
-    include: list[_PathPattern] = Field(default_factory=list, max_length=256)
-    """Glob patterns of paths to back up (relative to the volume's root); empty means all."""
-    exclude: list[_PathPattern] = Field(default_factory=list, max_length=256)
-    """Glob patterns of paths to leave out, e.g. ``cache/**`` or ``*.tmp``."""
-    snapshot: VolumeSnapshot | None = None
-    """Read a crash-consistent CSI snapshot instead of the live volume."""
-    hooks: JobHooks | None = None
-    """Shell commands run inside this source's backup Job, before and after it reads."""
-
-    @model_validator(mode="after")
-    def _claim_or_selector(self) -> VolumeSource:
-        """Each volume source sets exactly one of `claimName` and `selector`."""
-        if (self.claim_name is None) == (self.selector is None):
-            raise invalid(
-                "claimName",
-                "set exactly one of claimName (one claim) and selector (claims by label)",
-            )
-        return self
-
-
-class DatabaseSource(ApiModel):
-    """A database server whose databases are dumped (pg_dump, mysqldump) into the repository."""
-
-    name: SourceName
-    """The source's name in results and restores."""
-    engine: Literal["postgresql", "mysql"]
-    """The server type; mysql also covers MariaDB."""
-    host: str = Field(min_length=1, max_length=253)
-    """The server's host name, e.g. ``db.prod.svc``."""
-    port: int | None = Field(default=None, ge=1, le=65535)
-    """The server's port; defaults to 5432 for postgresql and 3306 for mysql."""
-    databases: list[str] = Field(default_factory=list, max_length=256)
-    """The databases to dump; empty dumps all of them (with roles, for postgresql)."""
-    credentials_secret_ref: DatabaseCredentials
-    """Where the user name and password come from."""
-
 
 def _same_server(source: DatabaseSource, server: ScratchDatabaseServer) -> bool:
     default = 5432 if source.engine == "postgresql" else 3306
     return source.host.lower() == server.host.lower() and (source.port or default) == (
         server.port or default
     )
-
-
-class ClusterResourcesSource(ApiModel):
-    """Resource manifests (Deployments, ConfigMaps, ...) exported as YAML."""
-
-    include_namespaces: list[_NamespaceOrAll] = Field(default_factory=list, max_length=256)
-    """Namespaces to export; empty means the policy's own, ``*`` all (the operator
-    then needs cluster-wide read access)."""
-    exclude_namespaces: list[NamespaceName] = Field(default_factory=list, max_length=256)
-    """Namespaces to leave out, e.g. ``kube-system``."""
-    include_resources: list[_ResourceType] = Field(default_factory=list, max_length=256)
-    """Resource types as ``plural.group`` (``deployments.apps``, ``configmaps``); empty: all."""
-    exclude_resources: list[_ResourceType] = Field(default_factory=list, max_length=256)
-    """Resource types to leave out, e.g. ``events``, ``secrets``."""
-    label_selector: LabelSelector | None = None
-    """Only objects whose labels match."""
-    include_cluster_scoped: bool = False
-    """Also export the cluster-scoped objects the namespaced ones use
-    (CustomResourceDefinitions, StorageClasses, ClusterRoles)."""
-    include_secrets: bool = False
-    """Also export Secrets (left out unless set)."""
-    service_account_name: ResourceName | None = None
-    """The ServiceAccount (in the policy's namespace) the export Job runs as: it needs
-    ``get`` and ``list`` on the selected types in the selected namespaces. Required: the
-    operator hands out no API rights itself (docs/cluster-resources.md)."""
-
-
-class Sources(ApiModel):
-    """What to back up; at least one source."""
-
-    volumes: list[VolumeSource] = Field(default_factory=list, max_length=64)
-    """PersistentVolumeClaims, by name or label selector."""
-    databases: list[DatabaseSource] = Field(default_factory=list, max_length=32)
-    """Database servers to dump."""
-    cluster_resources: ClusterResourcesSource | None = None
-    """Resource manifests, as the source named ``resources``."""
-
-    @model_validator(mode="after")
-    def _not_empty_and_unique(self) -> Sources:
-        """A policy has at least one source, and source names are unique."""
-        if not self.volumes and not self.databases and self.cluster_resources is None:
-            raise invalid(
-                "volumes", "the policy backs up nothing: add volumes, databases or clusterResources"
-            )
-        seen: dict[str, str] = {}
-        names = [(f"volumes[{i}]", v.name or v.claim_name) for i, v in enumerate(self.volumes)]
-        names += [(f"databases[{i}]", d.name) for i, d in enumerate(self.databases)]
-        for where, name in names:
-            if name is None:
-                continue
-            if name in seen:
-                raise invalid(
-                    f"{where}.name",
-                    f"source name {name!r} is already used by {seen[name]}: give each a "
-                    "unique name",
-                )
-            seen[name] = where
-        return self
 
 
 class Hook(ApiModel):

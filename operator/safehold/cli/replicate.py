@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 from argparse import Namespace
+from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, _option_pairs, location_url, open_repo, read_password
 from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from safehold.engine.replicate import ReplicateResult
 
 __all__ = ["register", "replicate_command"]
 
@@ -106,9 +110,38 @@ def _open_site(args: Namespace) -> Storage:
     return open_storage(location_url(args.to), options, wrap=True)
 
 
+def _print_table(out: Output, result: ReplicateResult) -> None:
+    """What was copied, object kind by kind, and the total."""
+    from safehold.engine.replicate import KINDS
+
+    verb = "would copy" if result.dry_run else "copied"
+    table = out.new_table("objects", verb, "bytes", "server-side", "skipped", "bytes skipped")
+    for kind in KINDS:
+        c = result.counts[kind]
+        table.add_row(
+            kind,
+            str(c.copied),
+            human_size(c.copied_bytes),
+            str(c.server_side),
+            str(c.skipped),
+            human_size(c.skipped_bytes),
+        )
+    total = result.total()
+    table.add_row(
+        "total",
+        str(total.copied),
+        human_size(total.copied_bytes),
+        str(total.server_side),
+        str(total.skipped),
+        human_size(total.skipped_bytes),
+    )
+    if not out.quiet:
+        out.table(table)
+
+
 def replicate_command(args: Namespace, out: Output) -> int:
     # Imported here, when the command runs: every command builds this parser.
-    from safehold.engine.replicate import KINDS, ReplicateOptions, replicate
+    from safehold.engine.replicate import ReplicateOptions, replicate
     from safehold.repo import RepositoryLock
 
     if args.newest is not None and args.newest < 1:
@@ -157,29 +190,9 @@ def replicate_command(args: Namespace, out: Output) -> int:
             progress=bar.callback(),
             lock=lambda site: RepositoryLock(site, exclusive=False, operation="replicate"),
         )
+    _print_table(out, result)
     verb = "would copy" if result.dry_run else "copied"
-    table = out.new_table("objects", verb, "bytes", "server-side", "skipped", "bytes skipped")
-    for kind in KINDS:
-        c = result.counts[kind]
-        table.add_row(
-            kind,
-            str(c.copied),
-            human_size(c.copied_bytes),
-            str(c.server_side),
-            str(c.skipped),
-            human_size(c.skipped_bytes),
-        )
     total = result.total()
-    table.add_row(
-        "total",
-        str(total.copied),
-        human_size(total.copied_bytes),
-        str(total.server_side),
-        str(total.skipped),
-        human_size(total.skipped_bytes),
-    )
-    if not out.quiet:
-        out.table(table)
     created = " (new site)" if result.site_created else ""
     out.print(
         f"{result.target}{created}: {verb} {len(result.snapshots_copied)} of "

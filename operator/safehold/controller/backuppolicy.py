@@ -125,15 +125,13 @@ def _create_run(rt: Runtime, policy: BackupPolicy, slot_iso: str, minute: int, k
     return name
 
 
-def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
+def _runs(
+    rt: Runtime, body: dict[str, Any], status: BackupPolicyStatus
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The policy's BackupRuns and the active ones; the active ones and the newest success
+    into ``status`` (and the last-success metric)."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    status = BackupPolicyStatus.model_validate(body.get("status") or {})
-    errors = validate_spec("BackupPolicy", body.get("spec"))
-    if errors:
-        _ready(rt, body, status, "False", "InvalidSpec", field_errors_message(errors))
-        return
-    policy = BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
     runs = [
         r
         for r in rt.kube.list_cr("backupruns", ns)
@@ -152,6 +150,84 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         status.last_successful_run = newest["metadata"]["name"]
         status.last_success_time = when
         metrics.LAST_SUCCESS.labels(ns, name).set(when.timestamp())
+    return runs, active
+
+
+def _schedule_runs(
+    rt: Runtime,
+    body: dict[str, Any],
+    policy: BackupPolicy,
+    status: BackupPolicyStatus,
+    active: list[dict[str, Any]],
+    notes: list[str],
+) -> str:
+    """Start the run of a due slot (by the concurrency policy); the Ready message."""
+    schedule = policy.spec.schedule
+    if schedule is None:
+        status.next_schedule_time = None
+        return "no schedule: runs are made by hand (kubectl create a BackupRun)"
+    if policy.spec.suspend:
+        status.next_schedule_time = None
+        return "suspended: no new runs start; active runs continue"
+    ns = body["metadata"]["namespace"]
+    current = now()
+    created = parse_time(body["metadata"].get("creationTimestamp")) or current
+    decision = decide(
+        schedule,
+        last_slot=status.last_schedule_time,
+        created=created,
+        now=current,
+        starting_deadline_seconds=policy.spec.starting_deadline_seconds,
+    )
+    status.next_schedule_time = decision.next_time
+    if decision.skipped:
+        notes.append(
+            f"{decision.skipped} missed slot(s) were skipped (operator down or run held "
+            "back; see startingDeadlineSeconds)"
+        )
+    if decision.slot is None and decision.skipped:
+        # every missed slot is past its deadline: remember the newest so it is not
+        # counted again
+        due = slots_between(schedule, status.last_schedule_time or created, current)
+        if due:
+            status.last_schedule_time = due[-1][0]
+    if decision.slot is not None and decision.type is not None:
+        action = concurrency_action(policy.spec.concurrency_policy, len(active))
+        if action == "hold":
+            notes.append(
+                f"the slot at {decision.slot.isoformat()} is held back: "
+                f"{', '.join(r['metadata']['name'] for r in active)} still running "
+                "(concurrencyPolicy Forbid)"
+            )
+        else:
+            if action == "replace":
+                for r in active:
+                    rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
+            run = _create_run(
+                rt,
+                policy,
+                decision.slot.isoformat(),
+                int(decision.slot.timestamp() // 60),
+                decision.type,
+            )
+            rt.kube.event(
+                body, "RunCreated", f"created BackupRun {run} for {decision.slot.isoformat()}"
+            )
+            status.last_schedule_time = decision.slot
+    nxt = status.next_schedule_time
+    return f"scheduled; next run at {nxt.isoformat() if nxt else 'never'}"
+
+
+def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
+    """One pass over a policy: validity, its runs, the follow-up work after them
+    (retention, replication, verification, test restores), the schedule, the history."""
+    status = BackupPolicyStatus.model_validate(body.get("status") or {})
+    errors = validate_spec("BackupPolicy", body.get("spec"))
+    if errors:
+        _ready(rt, body, status, "False", "InvalidSpec", field_errors_message(errors))
+        return
+    policy = BackupPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
+    runs, active = _runs(rt, body, status)
     problem = _problems(rt, policy)
     if problem is not None:
         status.next_schedule_time = None
@@ -159,76 +235,16 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         return
     reconcile_retention(rt, body, policy, status, runs, active)
     reconcile_replication(rt, body, policy, status, runs)
-    notes: list[str] = []
-    for note in (
-        reconcile_verification(rt, body, policy, status),
-        reconcile_test_restore(rt, body, policy, status, runs),
-    ):
-        if note:
-            notes.append(note)
-    schedule = policy.spec.schedule
-    if schedule is None:
-        status.next_schedule_time = None
-        message = "no schedule: runs are made by hand (kubectl create a BackupRun)"
-    elif policy.spec.suspend:
-        status.next_schedule_time = None
-        message = "suspended: no new runs start; active runs continue"
-    else:
-        current = now()
-        created = parse_time(meta.get("creationTimestamp")) or current
-        decision = decide(
-            schedule,
-            last_slot=status.last_schedule_time,
-            created=created,
-            now=current,
-            starting_deadline_seconds=policy.spec.starting_deadline_seconds,
+    notes = [
+        note
+        for note in (
+            reconcile_verification(rt, body, policy, status),
+            reconcile_test_restore(rt, body, policy, status, runs),
         )
-        status.next_schedule_time = decision.next_time
-        if decision.skipped:
-            notes.append(
-                f"{decision.skipped} missed slot(s) were skipped (operator down or run held "
-                "back; see startingDeadlineSeconds)"
-            )
-        if decision.slot is None and decision.skipped:
-            # every missed slot is past its deadline: remember the newest so it is not
-            # counted again
-
-            due = slots_between(schedule, status.last_schedule_time or created, current)
-            if due:
-                status.last_schedule_time = due[-1][0]
-        if decision.slot is not None and decision.type is not None:
-            action = concurrency_action(policy.spec.concurrency_policy, len(active))
-            if action == "hold":
-                notes.append(
-                    f"the slot at {decision.slot.isoformat()} is held back: "
-                    f"{', '.join(r['metadata']['name'] for r in active)} still running "
-                    "(concurrencyPolicy Forbid)"
-                )
-            else:
-                if action == "replace":
-                    for r in active:
-                        rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
-                run = _create_run(
-                    rt,
-                    policy,
-                    decision.slot.isoformat(),
-                    int(decision.slot.timestamp() // 60),
-                    decision.type,
-                )
-                rt.kube.event(
-                    body, "RunCreated", f"created BackupRun {run} for {decision.slot.isoformat()}"
-                )
-                status.last_schedule_time = decision.slot
-        nxt = status.next_schedule_time
-        message = f"scheduled; next run at {nxt.isoformat() if nxt else 'never'}"
+        if note
+    ]
+    message = _schedule_runs(rt, body, policy, status, active, notes)
     _prune(rt, policy, runs)
-    _ready(
-        rt,
-        body,
-        status,
-        "True",
-        "Scheduled"
-        if schedule and not policy.spec.suspend
-        else ("Suspended" if policy.spec.suspend else "Manual"),
-        "; ".join([message, *notes]),
-    )
+    schedule = policy.spec.schedule
+    reason = "Suspended" if policy.spec.suspend else ("Scheduled" if schedule else "Manual")
+    _ready(rt, body, status, "True", reason, "; ".join([message, *notes]))

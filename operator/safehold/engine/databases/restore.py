@@ -182,6 +182,44 @@ def feed_tool(
     return written, tail.lines()
 
 
+def _restore_globals(
+    client: DatabaseClient, repo: Repository, conn: Connection, item: DatabaseSnapshot
+) -> tuple[int, list[str]]:
+    """PostgreSQL's roles and tablespaces through psql: roles that exist already make psql
+    print an error and go on, as wanted. The bytes fed and the first errors."""
+    written, lines = feed_tool(
+        client,
+        repo,
+        item,
+        "psql",
+        ["-X", "-q", "-d", "postgres"],
+        f"psql (roles and tablespaces) on the {conn.where}",
+    )
+    return written, [ln for ln in lines if "ERROR" in ln][:10]
+
+
+def _prepare_target(
+    client: DatabaseClient, conn: Connection, target: str, *, exists: bool, renamed: bool
+) -> tuple[str, list[str]]:
+    """Drop ``target`` when it exists (the overwrite), create it where the tool does not,
+    and the tool with its arguments that restores into it."""
+    quoted = client.quote_ident(target)
+    if conn.engine == "postgresql":
+        maintenance = "template1" if target == "postgres" else "postgres"
+        if exists:
+            # FORCE (PostgreSQL 13+) ends the sessions still connected to it: an overwrite
+            # must not fail because the application is still up
+            client.query(f"DROP DATABASE {quoted} WITH (FORCE)", maintenance)
+        if not renamed:
+            return "pg_restore", ["--create", "--clean", "--if-exists", "-d", maintenance]
+        client.query(f"CREATE DATABASE {quoted}")
+        return "pg_restore", ["--no-owner", "-d", target]
+    if exists:
+        client.query(f"DROP DATABASE {quoted}")
+    client.query(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    return "mysql", [target]
+
+
 def restore_databases(
     repo: Repository,
     conn: Connection,
@@ -213,16 +251,8 @@ def restore_databases(
             if item.database == "globals":
                 if not globals_too or rename_to is not None or conn.engine != "postgresql":
                     continue
-                # roles that exist already make psql print an error and go on, as wanted
-                written, lines = feed_tool(
-                    client,
-                    repo,
-                    item,
-                    "psql",
-                    ["-X", "-q", "-d", "postgres"],
-                    f"psql (roles and tablespaces) on the {conn.where}",
-                )
-                result.warnings += [ln for ln in lines if "ERROR" in ln][:10]
+                written, errors = _restore_globals(client, repo, conn, item)
+                result.warnings += errors
                 result.bytes_written += written
                 result.restored.append(
                     {"database": "globals", "snapshot": item.snapshot.id, "bytes": written}
@@ -236,26 +266,9 @@ def restore_databases(
                     "to restore into it"
                 )
                 continue
-            quoted = client.quote_ident(target)
-            if conn.engine == "postgresql":
-                maintenance = "template1" if target == "postgres" else "postgres"
-                if target in present:
-                    # FORCE (PostgreSQL 13+) ends the sessions still connected to it: an
-                    # overwrite must not fail because the application is still up
-                    client.query(f"DROP DATABASE {quoted} WITH (FORCE)", maintenance)
-                if rename_to is None:
-                    args = ["--create", "--clean", "--if-exists", "-d", maintenance]
-                else:
-                    client.query(f"CREATE DATABASE {quoted}")
-                    args = ["--no-owner", "-d", target]
-                tool = "pg_restore"
-            else:
-                if target in present:
-                    client.query(f"DROP DATABASE {quoted}")
-                client.query(
-                    f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
-                tool, args = "mysql", [target]
+            tool, args = _prepare_target(
+                client, conn, target, exists=target in present, renamed=rename_to is not None
+            )
             written, lines = feed_tool(
                 client,
                 repo,
