@@ -213,7 +213,8 @@ def test_the_safehold_cli_accepts_the_rendered_arguments(render: Any, variant: s
     values = {**VARIANTS[variant], "metrics": {"port": 9090}, "health": {"port": 9091}}
     container = operator_container(render(values))
     args = build_parser().parse_args(container["args"])
-    assert args.func.__name__ == "operator"
+    assert args.command == "operator"
+    assert args.func.__name__ == "run_operator"
     assert (args.metrics_port, args.health_port) == (9090, 9091)
     assert args.all_namespaces == (variant == "defaults")
     assert args.namespace == values.get("watchNamespaces", [])
