@@ -18,8 +18,8 @@ source is restored and checked, and everything made for the test is deleted afte
 its owner: deleting the Job (the operator does once it has read the outcome) makes the
 garbage collector delete the claim, so the operator needs no right to delete claims and a
 claim can never outlive its Job. A Job of this policy's tests that the status does not list
-as running (an operator stopped between creating it and writing the status) is deleted at
-the next reconcile, and every Job has a TTL.
+as running (an operator stopped between creating it and writing the status) is deleted when
+the current test ends or before the next starts, and every Job has a TTL.
 
 **State.** The slot started last and the running Jobs are kept in
 ``status.testRestore``, so a restarted operator neither repeats a slot nor loses a Job;
@@ -267,7 +267,8 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: TestRestoreState) -> bo
 
 def _sweep(rt: Runtime, ns: str, policy: str, state: TestRestoreState) -> None:
     """Delete this policy's test Jobs the status does not list as running (with their
-    claims): left by an operator stopped between creating a Job and writing the status."""
+    claims): left by an operator stopped between creating a Job and writing the status.
+    Run when a test ends and before one starts, not on every pass (one list call)."""
     running = {e.job for e in state.sources if e.result == "Running"}
     selector = f"{LABEL_COMPONENT}={COMPONENT_TEST_RESTORE},{LABEL_POLICY}={label_value(policy)}"
     for job in rt.kube.list_jobs(ns, selector):
@@ -326,7 +327,7 @@ def reconcile_test_restore(
     busy = _follow(rt, body, state)
     if running and not busy:
         _conclude(rt, body, state, status)
-    _sweep(rt, ns, policy.metadata.name or "", state)
+        _sweep(rt, ns, policy.metadata.name or "", state)
     if schedule is None:
         if not busy:
             status.test_restore = None  # cron removed: its last result stays
@@ -351,6 +352,7 @@ def reconcile_test_restore(
     state.last_schedule_time = slot
     if not tested[0] and not tested[1]:
         return f"the test restore slot at {at} was skipped: no source has a backup to test yet"
+    _sweep(rt, ns, policy.metadata.name or "", state)
     _start(rt, body, policy, state, slot, tested)
     if not any(e.result == "Running" for e in state.sources):
         _conclude(rt, body, state, status)
