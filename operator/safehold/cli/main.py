@@ -20,6 +20,7 @@ from typing import Protocol
 from safehold import __version__, engine
 from safehold.cli import (
     backup_hooks,
+    completion,
     database,
     exitcodes,
     hook_container,
@@ -71,6 +72,7 @@ COMMANDS: tuple[_Commands, ...] = (
     resources,
     validate,
     inspect,
+    completion,
 )
 
 
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMANDS:
         module.register(sub, common)
+    parser.set_defaults(parser=parser)  # for `safehold completion`, which reads every command
     _no_abbreviations(parser)
     return parser
 
