@@ -385,3 +385,21 @@ def test_a_cut_summary_keeps_the_first_problems_of_a_nested_list() -> None:
     assert 5 <= len(verify["problems"]) < 300
     assert verify["problems"] == problems[: len(verify["problems"])]
     assert len(fit_summary(doc).encode()) <= 4096
+
+
+def test_no_color_and_NO_COLOR_print_plain_text(run: Run, src: Path, env: dict[str, str]) -> None:
+    """A styled terminal table (FORCE_COLOR stands in for a terminal) carries escape
+    sequences; --no-color, or NO_COLOR set, prints the same table as plain text."""
+    env.pop("NO_COLOR", None)
+    run("repo", "init")
+    run("backup", str(src))
+    styled = run("snapshots", FORCE_COLOR="1")
+    assert styled.returncode == 0, styled.stderr
+    assert "\x1b[" in styled.stdout
+    for plain in (
+        run("snapshots", "--no-color", FORCE_COLOR="1"),
+        run("snapshots", FORCE_COLOR="1", NO_COLOR="1"),
+    ):
+        assert plain.returncode == 0, plain.stderr
+        assert "\x1b[" not in plain.stdout
+        assert str(src) in plain.stdout

@@ -124,6 +124,12 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
             "progress as JSON lines on stderr",
         )
     p.add_argument("-q", "--quiet", action="store_true", default=S, help="no progress output")
+    p.add_argument(
+        "--no-color",
+        action="store_true",
+        default=S,
+        help="plain text: no colours or other escape sequences (also when $NO_COLOR is set)",
+    )
     return p
 
 
@@ -170,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=bool(getattr(args, "quiet", False)),
         termination_log=getattr(args, "termination_log", None)
         or os.environ.get("SAFEHOLD_TERMINATION_LOG"),
+        color=not (getattr(args, "no_color", False) or os.environ.get("NO_COLOR")),
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     func: Callable[[argparse.Namespace, Output], int] = args.func

@@ -123,8 +123,10 @@ class Output:
         quiet: bool = False,
         stdout: TextIO | None = None,
         termination_log: str | None = None,
+        color: bool = True,
     ):
         self.json = json_mode
+        self.color = color
         self.termination_log = termination_log
         self.quiet = quiet
         self.stdout = stdout or sys.stdout
@@ -132,11 +134,11 @@ class Output:
 
     @cached_property
     def console(self) -> Console:
-        return _console(self.stdout)
+        return _console(self.stdout, self.color)
 
     @cached_property
     def err_console(self) -> Console:
-        return _console(self.stderr)
+        return _console(self.stderr, self.color)
 
     def new_table(self, *headers: str) -> Table:
         """A table with these column headers, for :meth:`table`."""
@@ -195,12 +197,17 @@ class Output:
         return _RichProgress(title, self.err_console)
 
 
-def _console(stream: TextIO) -> Console:
+def _console(stream: TextIO, color: bool = True) -> Console:
     from rich.console import Console
 
-    # Off a terminal (logs, pods) lines are not wrapped at 80 columns.
+    # Off a terminal (logs, pods) lines are not wrapped at 80 columns. Without colour (the
+    # --no-color option, $NO_COLOR) no escape sequence at all is written, not even bold.
     return Console(
-        file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200
+        file=stream,
+        highlight=False,
+        soft_wrap=True,
+        width=None if stream.isatty() else 200,
+        color_system="auto" if color else None,
     )
 
 
