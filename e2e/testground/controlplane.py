@@ -36,6 +36,7 @@ __all__ = [
     "install_crds",
     "kubectl_binary",
     "load_state",
+    "restart_apiserver",
     "restart_controller_manager",
     "up",
 ]
@@ -375,6 +376,23 @@ def restart_controller_manager(state: ClusterState, *, timeout: float = 60.0) ->
             return GC_SYNCED.encode() in f.read()
 
     _wait(state, "kube-controller-manager", gc_synced, timeout, "the garbage collector to sync")
+
+
+def restart_apiserver(state: ClusterState, *, timeout: float = 60.0) -> None:
+    """Stop kube-apiserver and start it again (same port, same etcd), waiting for /readyz.
+
+    Every watch of every client breaks meanwhile: what an operator must survive when its
+    apiserver is upgraded or restarted.
+    """
+    binaries = build.cached_binaries(state.version)
+    if binaries is None:
+        raise StartError(f"the control-plane binaries {state.version} are no longer cached")
+    old = state.pids.get("kube-apiserver")
+    if old is not None:
+        processes.stop_pid(old, state.directory)
+    _start(state, "kube-apiserver", _apiserver_argv(state, binaries.apiserver))
+    api = state.api()
+    _wait(state, "kube-apiserver", lambda: _apiserver_ready(api), timeout, "/readyz")
 
 
 def up(

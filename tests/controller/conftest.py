@@ -46,7 +46,7 @@ def operator(
     runners: list[KopfRunner] = []
 
     def start(**settings: Any) -> KopfRunner:
-        """``settings``: Runtime fields, e.g. ``pass_interval=1.0``."""
+        """``settings``: Runtime fields, e.g. ``poll_interval=1.0``."""
         kube = Kube(cluster.api_client(), log_reader=log_reader(cluster))
         set_runtime(Runtime(kube, **settings))
         runner = KopfRunner(

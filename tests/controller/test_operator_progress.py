@@ -17,7 +17,7 @@ PARTS = 12
 def test_progress_is_reported_while_the_backup_runs(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    operator(pass_interval=0.5, progress_interval=0.5)
+    operator(poll_interval=0.5, progress_interval=0.5)
     data = kit.make_claim(namespace, "big", size="1Gi")
     # 384 MiB of incompressible data: a backup of several seconds (192 MiB took only ~2 s
     # once the engine got faster, close to the controller's progress interval)

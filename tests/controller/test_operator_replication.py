@@ -384,7 +384,7 @@ def test_a_run_started_during_a_replication_backs_up_at_once_and_is_copied_after
     """Replication holds shared locks: a run that starts while it copies (as a schedule
     slot would) backs up at once; the primary's retention (exclusive) waits for the copy,
     and the new run's own replication follows."""
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data", size="1Gi")
     kit.write_data(data, seed=71, files=10, size=16 * 1024 * 1024)  # a copy of seconds
     kit.store_location(namespace, s3_store, "primary", password=PASSWORD)
@@ -434,7 +434,7 @@ def test_a_run_started_during_a_replication_backs_up_at_once_and_is_copied_after
 def test_a_wiped_primary_is_reported_and_never_silently_re_created(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     bucket = kit.store_location(
         namespace, s3_store, "primary", password=PASSWORD, validationInterval="5s"
     )

@@ -72,7 +72,7 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 def test_a_scheduled_test_restore_checks_every_file_then_names_a_damaged_one(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data")
     files = kit.write_data(data, seed=51, files=6)
     bucket = kit.store_location(namespace, s3_store, password=PASSWORD)
@@ -137,7 +137,7 @@ def test_a_scheduled_test_restore_checks_every_file_then_names_a_damaged_one(
 def test_a_restarted_operator_finishes_its_test_and_removes_a_left_over_one(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    runner = operator(pass_interval=1.0)
+    runner = operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data")
     files = kit.write_data(data, seed=53, files=40, size=256 * 1024)
     kit.store_location(namespace, s3_store, password=PASSWORD)
@@ -162,6 +162,7 @@ def test_a_restarted_operator_finishes_its_test_and_removes_a_left_over_one(
             "metadata": {
                 "name": "pol-test-left-over",
                 "labels": {
+                    "app.kubernetes.io/managed-by": "safehold-operator",
                     "app.kubernetes.io/component": "test-restore",
                     "safehold.io/policy": "pol",
                 },
@@ -203,7 +204,7 @@ def test_a_restarted_operator_finishes_its_test_and_removes_a_left_over_one(
         }
     )
 
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
 
     def finished() -> dict[str, Any] | None:
         status = kit.get(namespace, "backuppolicy", "pol").get("status") or {}

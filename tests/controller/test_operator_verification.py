@@ -54,7 +54,7 @@ def _events(namespace: Namespace, reason: str) -> list[dict[str, Any]]:
 def test_scheduled_verification_records_success_then_names_a_damaged_pack(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data")
     kit.write_data(data, seed=41, files=4)
     bucket = kit.store_location(namespace, s3_store, password=PASSWORD)
@@ -133,7 +133,7 @@ def test_scheduled_verification_records_success_then_names_a_damaged_pack(
 def test_every_recovery_site_is_verified_with_the_primary(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data")
     kit.write_data(data, seed=43, files=3)
     kit.store_location(namespace, s3_store, "primary", password=PASSWORD)

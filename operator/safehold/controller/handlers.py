@@ -1,11 +1,13 @@
-"""The kopf registration: watch the four kinds, reconcile on every event and on a timer.
+"""The kopf registration: watch the four kinds and the operator's Jobs; reconcile through
+the work queue.
 
 kopf's ``on.event`` handlers write nothing to the objects (no annotations, no
-finalizers), so the operator writes only ``status``. Each event stores the object and
-reconciles it at once; a periodic pass every ``Runtime.pass_interval`` (3 s) re-reads and
-reconciles every known object, which drives what no event announces: Jobs finishing,
-progress, schedule slots, validation intervals. A lock per object keeps the event and
-the pass from reconciling the same object at the same time.
+finalizers), so the operator writes only ``status``. Each watch event updates the cache
+(safehold.controller.cache) and makes its object, and the objects it concerns, due in the
+work queue (safehold.controller.queue); a reconcile reads the cache and, through
+safehold.controller.wakeups, puts its object back for the next time that matters. There
+is no pass over everything: an idle policy is looked at at its next slot, and a failed
+reconcile is retried with a back-off from 1 second to 5 minutes.
 
 ``kopf run -m safehold.controller.handlers`` (and :func:`safehold.controller.run`) loads
 this module.
@@ -16,15 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
 from safehold.api import GROUP, VERSION
 from safehold.controller import backuplocation, backuppolicy, backuprun, restorerequest
+from safehold.controller.cache import Cache
+from safehold.controller.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from safehold.controller.kube import load_config
-from safehold.controller.runtime import Runtime, runtime, set_runtime
+from safehold.controller.runtime import Key, Runtime, runtime, set_runtime
 from safehold.controller.status import FINAL_PHASES
+from safehold.controller.wakeups import next_look, related
 
 __all__ = ["reconcile_key", "reset"]
 
@@ -37,55 +43,77 @@ _RECONCILERS: dict[str, Callable[[Runtime, dict[str, Any]], None]] = {
     restorerequest.PLURAL: restorerequest.reconcile,
 }
 _FINISHED_KINDS = (backuprun.PLURAL, restorerequest.PLURAL)
+#: How many reconciles run at once (each in a thread: the Kubernetes client blocks).
+WORKERS = 8
+_FIRST_RETRY, _MAX_RETRY = 1.0, 300.0
 
 
-def reconcile_key(rt: Runtime, key: tuple[str, str, str]) -> None:
-    """Reconcile one object by (plural, namespace, name), reading it fresh first."""
+def reconcile_key(rt: Runtime, key: Key) -> float | None:
+    """Reconcile one object by (plural, namespace, name), as the cache has it; returns
+    the seconds until it needs another look (None: only on an event)."""
     plural, ns, name = key
-    cached = rt.objects.get(key)
-    if cached is None:
+    body = rt.kube.get_cr(plural, ns, name)
+    if body is None:
+        return None
+    if plural in _FINISHED_KINDS and (body.get("status") or {}).get("phase") in FINAL_PHASES:
+        return None  # final: nothing more to do, no API call
+    try:
+        _RECONCILERS[plural](rt, body)
+    except Exception:
+        failures = rt.failures[key] = rt.failures.get(key, 0) + 1
+        delay = min(_MAX_RETRY, _FIRST_RETRY * 2.0 ** min(failures - 1, 16))
+        log.exception("reconciling %s %s/%s failed; retrying in %.0f s", plural, ns, name, delay)
+        return delay
+    rt.failures.pop(key, None)
+    latest = rt.kube.get_cr(plural, ns, name) or body
+    cache = rt.kube.cache
+    if cache is None:
+        return None
+    wait: float | None = next_look(cache, plural, latest, rt.poll_interval)
+    return wait
+
+
+async def _work(rt: Runtime, executor: ThreadPoolExecutor, key: Key) -> None:
+    loop = asyncio.get_running_loop()
+    delay = await loop.run_in_executor(executor, reconcile_key, rt, key)
+    if delay is not None:
+        rt.queue.add(key, delay)
+
+
+def _watched(plural: str, event: kopf.RawEvent) -> None:
+    """A watch event: the cache updated, the object and those it concerns made due."""
+    rt = runtime()
+    cache = rt.kube.cache
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    meta = obj.get("metadata") or {}
+    key = (plural, str(meta.get("namespace")), str(meta.get("name")))
+    if cache is None:
         return
-    if plural in _FINISHED_KINDS and (cached.get("status") or {}).get("phase") in FINAL_PHASES:
-        return  # final: nothing more to do, no API call
-    with rt.exclusive(key) as mine:
-        if not mine:
-            return
-        try:
-            body = rt.kube.get_cr(plural, ns, name)
-            if body is None:
-                rt.objects.pop(key, None)
-                return
-            rt.objects[key] = body
-            _RECONCILERS[plural](rt, body)
-        except Exception:
-            log.exception(
-                "reconciling %s %s/%s failed; retrying on the next pass", plural, ns, name
-            )
+    if event.get("type") == "DELETED":
+        cache.drop(*key)
+        rt.queue.forget(key)
+        rt.failures.pop(key, None)
+    else:
+        cache.watched(plural, obj)
+        if plural in _RECONCILERS:
+            rt.queue.add(key)
+    for other in related(cache, plural, obj):
+        rt.queue.add(other)
 
 
 def _on_event(plural: str) -> None:
     @kopf.on.event(GROUP, VERSION, plural)
-    def handler(event: kopf.RawEvent, **_: Any) -> None:
-        obj: dict[str, Any] = dict(event.get("object") or {})
-        meta = obj.get("metadata") or {}
-        key = (plural, str(meta.get("namespace")), str(meta.get("name")))
-        if event.get("type") == "DELETED":
-            runtime().objects.pop(key, None)
-            return
-        runtime().objects[key] = dict(obj)
-        reconcile_key(runtime(), key)
+    async def handler(event: kopf.RawEvent, **_: Any) -> None:
+        _watched(plural, event)
 
 
 for _plural in _RECONCILERS:
     _on_event(_plural)
 
 
-async def _periodic(rt: Runtime) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(rt.pass_interval)
-        for key in list(rt.objects):
-            await loop.run_in_executor(None, reconcile_key, rt, key)
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def _job_event(event: kopf.RawEvent, **_: Any) -> None:
+    _watched("jobs", event)
 
 
 @kopf.on.login()
@@ -122,14 +150,24 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.execution.max_workers = 8
     load_config()
     rt = runtime()  # a runtime set before start (tests: another log reader) is kept
-    memo["safehold_pass"] = asyncio.create_task(_periodic(rt))
+    rt.kube.cache = Cache([*_RECONCILERS, "jobs"])
+    executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reconcile")
+
+    async def work(key: Key) -> None:
+        await _work(rt, executor, key)
+
+    memo["safehold_queue"] = asyncio.create_task(rt.queue.run(work, workers=WORKERS))
+    memo["safehold_executor"] = executor
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("safehold_pass")
+    task = memo.get("safehold_queue")
     if task is not None:
         task.cancel()
+    executor = memo.get("safehold_executor")
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def reset() -> None:

@@ -17,7 +17,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from safehold.api import GROUP, VERSION
-from safehold.controller.jobs import JOB_CONTAINER
+from safehold.controller.cache import Cache
+from safehold.controller.jobs import JOB_CONTAINER, LABEL_MANAGED_BY, MANAGED_BY
 
 __all__ = ["ApiException", "Kube", "LogReader", "load_config"]
 
@@ -40,10 +41,20 @@ def load_config() -> None:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
 
 
+#: The label every Job of the operator carries, so that its Jobs are watched and cached.
+JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
 class Kube:
-    """Calls on one ``ApiClient``; 404 becomes None where absence is a normal answer."""
+    """Calls on one ``ApiClient``; 404 becomes None where absence is a normal answer.
+
+    With a :class:`~safehold.controller.cache.Cache` (the running operator sets one, fed by
+    its watches), reads of the kinds it holds are answered from memory and writes update
+    it; without one every read asks the apiserver.
+    """
 
     def __init__(self, api: Any | None = None, log_reader: LogReader | None = None) -> None:
+        self.cache: Cache | None = None
         self.api = api or client.ApiClient()
         # Typed as Any: the calls take and return plain JSON dicts here.
         self.custom: Any = client.CustomObjectsApi(self.api)
@@ -52,7 +63,31 @@ class Kube:
         self.read_log: LogReader = log_reader or self._read_log_api
 
     # ------------------------------------------------------------ custom resources
+    def _cached(self, plural: str, namespace: str) -> Cache | None:
+        """The cache, seeded for the namespace, when it holds ``plural``; else None."""
+        cache = self.cache
+        if cache is None or not cache.holds(plural, namespace):
+            return None
+        if not cache.seeded(plural, namespace):
+            if plural == "jobs":
+                listing = self.api.sanitize_for_serialization(
+                    self.batch.list_namespaced_job(namespace, label_selector=JOB_SELECTOR)
+                )
+            else:
+                listing = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural
+                )
+            cache.seed(plural, namespace, listing)
+        return cache
+
+    def _remember(self, plural: str, obj: Any) -> None:
+        if self.cache is not None and plural in self.cache.plurals and isinstance(obj, dict):
+            self.cache.put(plural, obj)
+
     def get_cr(self, plural: str, namespace: str, name: str) -> Json | None:
+        cache = self._cached(plural, namespace)
+        if cache is not None:
+            return cache.get(plural, namespace, name)
         try:
             obj: Json = self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
@@ -64,6 +99,9 @@ class Kube:
             raise
 
     def list_cr(self, plural: str, namespace: str, selector: str | None = None) -> list[Json]:
+        cache = self._cached(plural, namespace)
+        if cache is not None:
+            return cache.select(plural, namespace, selector)
         kw = {"label_selector": selector} if selector else {}
         items: list[Json] = self.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, **kw
@@ -76,6 +114,7 @@ class Kube:
             obj: Json = self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, body
             )
+            self._remember(plural, obj)
             return obj
         except ApiException as exc:
             if exc.status == 409:
@@ -90,13 +129,16 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.cache is not None:
+            self.cache.drop(plural, namespace, name)
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Json) -> None:
         """Merge-patch ``status`` (the only part of a resource the operator writes)."""
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            obj = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, {"status": status}
             )
+            self._remember(plural, obj)
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
@@ -105,7 +147,8 @@ class Kube:
     def create_job(self, manifest: Json) -> bool:
         """Create the Job; False when one of that name exists (it is then adopted)."""
         try:
-            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            job = self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            self._remember("jobs", self.api.sanitize_for_serialization(job))
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -113,9 +156,15 @@ class Kube:
             raise
 
     def get_job(self, namespace: str, name: str) -> Json | None:
+        cache = self._cached("jobs", namespace)
+        if cache is not None:
+            return cache.get("jobs", namespace, name)
         return self._read(self.batch.read_namespaced_job, name, namespace)
 
     def list_jobs(self, namespace: str, selector: str) -> list[Json]:
+        cache = self._cached("jobs", namespace)
+        if cache is not None:
+            return cache.select("jobs", namespace, selector)
         jobs = self.batch.list_namespaced_job(namespace, label_selector=selector)
         out: list[Json] = self.api.sanitize_for_serialization(jobs)["items"]
         return out
@@ -126,6 +175,8 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.cache is not None:
+            self.cache.drop("jobs", namespace, name)
 
     def job_pods(self, namespace: str, job: str) -> list[Json]:
         """The Job's pods, newest last."""

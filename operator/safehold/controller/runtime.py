@@ -1,5 +1,5 @@
-"""What every handler shares in one operator process: the API door, the Job image, and
-a lock per object so that an event and the periodic pass never reconcile it at once.
+"""What every handler shares in one operator process: the API door (and its watch
+cache), the work queue, the Job image and the installation's settings.
 
 Nothing here is state that must survive a restart: that lives in the cluster (Jobs
 found by name and labels, and the status of each resource).
@@ -10,11 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,6 +20,7 @@ from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
 from safehold.controller.limits import Limits, limits_from_env
 from safehold.controller.progress import PROGRESS_INTERVAL
+from safehold.controller.queue import WorkQueue
 
 __all__ = [
     "Runtime",
@@ -35,6 +32,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+Key = tuple[str, str, str]  # (plural, namespace, name)
 
 
 def job_defaults_from_env() -> JobSettings | None:
@@ -75,8 +73,9 @@ class Runtime:
     kube: Kube
     image: str = field(default_factory=lambda: os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE))
     job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
-    #: Seconds between two periodic passes over every object.
-    pass_interval: float = 3.0
+    #: Seconds between two looks at an object with work in flight (a run that has not
+    #: ended, a policy or location whose Job runs): safehold.controller.wakeups.
+    poll_interval: float = 3.0
     #: Whether policies' exec hooks may run (docs/hooks.md); off unless the chart enables it.
     exec_hooks: bool = field(default_factory=exec_hooks_from_env)
     #: The ServiceAccounts and database hosts policies may name (the chart's policyLimits).
@@ -85,14 +84,14 @@ class Runtime:
     retention_lock_wait: float = field(default_factory=retention_lock_wait_from_env)
     #: Seconds between two reads of a running Job's log for progress.
     progress_interval: float = PROGRESS_INTERVAL
-    #: Latest body of every watched object, by (plural, namespace, name).
-    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    #: What to reconcile next, and when (fed by watch events and by reconciles).
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    #: Reconciles in a row that raised, per object (for the retry back-off).
+    failures: dict[Key, int] = field(default_factory=dict)
     #: When each running Job's log was last read for progress (monotonic seconds).
     progress_read: dict[str, float] = field(default_factory=dict)
     #: The latest progress read per running Job.
     progress: dict[str, Progress] = field(default_factory=dict)
-    _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def job_settings(self, policy_job: JobSettings | None) -> JobSettings | None:
         """The policy's ``spec.job`` over the operator's defaults, field by field."""
@@ -102,18 +101,6 @@ class Runtime:
         if policy_job is not None:
             merged.update(policy_job.model_dump(by_alias=True, exclude_unset=True))
         return JobSettings.model_validate(merged)
-
-    @contextmanager
-    def exclusive(self, key: tuple[str, str, str]) -> Iterator[bool]:
-        """Yields True when this caller holds the object's lock, False when another does."""
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        got = lock.acquire(blocking=False)
-        try:
-            yield got
-        finally:
-            if got:
-                lock.release()
 
 
 _current: Runtime | None = None

@@ -1,0 +1,61 @@
+"""The operator loses its watch streams (the apiserver restarts) in the middle of a run:
+the run still ends, once, and later events are seen again (issue 17: correctness does
+not depend on the timing of events)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from testground import controlplane
+from testground.kube import Namespace
+from testground.objectstores import RunningStore
+
+
+def _jobs_of(namespace: Namespace, run: str) -> list[str]:
+    out = namespace.kubectl("get", "jobs", "-l", f"safehold.io/run={run}", "-o", "json").stdout
+    return [j["metadata"]["name"] for j in json.loads(out)["items"]]
+
+
+def _events(namespace: Namespace, name: str, reason: str) -> int:
+    items = json.loads(namespace.kubectl("get", "events", "-o", "json").stdout)["items"]
+    return sum(
+        e.get("count") or 1
+        for e in items
+        if e["involvedObject"]["name"] == name and e["reason"] == reason
+    )
+
+
+def test_a_run_survives_an_apiserver_restart(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    state = namespace.cluster.local
+    if state is None:
+        pytest.fail("this test restarts the apiserver: it needs the test ground's cluster")
+    operator()
+    data_dir = kit.make_claim(namespace, "data")
+    kit.write_data(data_dir, seed=3, files=40)
+    kit.store_location(namespace, s3_store)
+    namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
+    kit.policy(namespace, "pol", "loc", ["data"])
+    namespace.wait_condition("backuppolicy", "pol", "Ready", timeout=60)
+
+    kit.backup_run(namespace, "during", "pol")
+    namespace.cluster.wait_for(
+        lambda: _jobs_of(namespace, "during") or None, timeout=60, what="the run's Job"
+    )
+    controlplane.restart_apiserver(state)  # every watch breaks, events are lost meanwhile
+
+    kit.kubectl_wait(namespace, "backuprun/during", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "during")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert len(_jobs_of(namespace, "during")) == 1
+    assert _events(namespace, "during", "Succeeded") == 1
+
+    # the watches came back: a run created now gets its Job and ends
+    kit.backup_run(namespace, "after", "pol")
+    kit.kubectl_wait(namespace, "backuprun/after", "Complete", timeout=180)
+    assert kit.get(namespace, "backuprun", "after")["status"]["phase"] == "Succeeded"
+    assert _events(namespace, "after", "Succeeded") == 1
