@@ -125,7 +125,7 @@ def test_snapshot_backup_is_crash_consistent_and_cleaned_up(
     operator: Any,
     guide: dict[str, dict[str, Any]],
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     _location(namespace, s3_store)
     namespace.apply(guide["PersistentVolumeClaim"])
     live = _claim_dir(namespace, "app-data")
@@ -181,7 +181,7 @@ def test_without_a_class_for_the_driver_the_live_claim_is_read_with_a_warning(
     operator: Any,
     guide: dict[str, dict[str, Any]],
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     _location(namespace, s3_store)
     claim = copy.deepcopy(guide["PersistentVolumeClaim"])
     del claim["spec"]["storageClassName"]  # the default local-path class: no snapshot class
@@ -207,7 +207,7 @@ def test_failed_and_timed_out_snapshots_fail_their_source_with_the_reason(
     operator: Any,
     guide: dict[str, dict[str, Any]],
 ) -> None:
-    operator(pass_interval=1.0)
+    operator(poll_interval=1.0)
     _location(namespace, s3_store)
     for name, annotation, value in (
         ("broken", FAIL_ANNOTATION, "disk array refused the snapshot"),
