@@ -108,3 +108,15 @@ def test_events_concern_the_policy_of_a_run_the_policies_of_a_location_and_a_job
     assert related(cache, "jobs", job("u", ended=False, kind="BackupRun")) == [
         ("backupruns", "a", "p")
     ]
+
+
+def test_a_location_is_checked_again_after_a_backup_to_it_ended() -> None:
+    cache = Cache(["jobs", "backupruns"])
+    location = body("l", lastValidationTime=iso(NOW - timedelta(minutes=2)))
+    location["spec"] = {"validationInterval": "1h"}
+    run = body("r", phase="Succeeded", location="l", completionTime=iso(NOW - timedelta(minutes=1)))
+    assert related(cache, "backupruns", run) == [("backuplocations", "a", "l")]
+    cache.watched("backupruns", run)
+    wait = next_look(cache, "backuplocations", location, 3.0)
+    assert wait is not None
+    assert 3 * 60 <= wait <= 3 * 60 + 1  # REFRESH_GAP (5 min) after the last check

@@ -137,6 +137,8 @@ class BackupLocationStatus(ApiModel):
     """Bytes the repository occupies in storage (after deduplication and compression)."""
     snapshot_count: int | None = Field(default=None, ge=0)
     """Snapshots in the repository."""
+    size: str | None = Field(default=None, max_length=32)
+    """``bytesStored`` for people, e.g. ``1.2 GiB`` (the Size column of ``kubectl get``)."""
     sources: list[SourceSnapshots] = Field(default_factory=list, max_length=256)
     """Per source, how many snapshots the repository holds and the newest: what a new
     cluster can restore from here without any BackupRun (the first entries, by name, when
@@ -163,8 +165,9 @@ class BackupLocation(CustomResource):
                 '.status.conditions[?(@.type=="Available")].status',
                 "Whether the location was reached",
             ),
-            PrinterColumn("Stored", "integer", ".status.bytesStored", "Bytes stored"),
-            PrinterColumn("Snapshots", "integer", ".status.snapshotCount", "Snapshots", priority=1),
+            PrinterColumn("Size", "string", ".status.size", "Stored size of the repository"),
+            PrinterColumn("Snapshots", "integer", ".status.snapshotCount", "Snapshots"),
+            PrinterColumn("Stored", "integer", ".status.bytesStored", "Bytes stored", priority=1),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Age"),
         ),
     )

@@ -30,6 +30,7 @@ from safehold.cli import (
     repair,
     replicate,
     repo_info,
+    report,
     resources,
     restore,
     snapshots,
@@ -72,6 +73,7 @@ COMMANDS: tuple[_Commands, ...] = (
     resources,
     validate,
     inspect,
+    report,
     completion,
 )
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from safehold.engine.forget import ForgetItem, ForgetReport
     from safehold.engine.retention import RetentionPolicy
 
-__all__ = ["add_init_options", "forget", "init_lock_settings", "prune", "register"]
+__all__ = ["add_init_options", "forget", "init_lock_settings", "load_policy", "prune", "register"]
 
 T = TypeVar("T")
 #: Seconds between two tries for the repository lock under ``--lock-wait``.
@@ -242,6 +242,11 @@ def _policy(body: Any, where: str) -> RetentionPolicy:
         return RetentionPolicy.model_validate(body)
     except ValidationError as exc:
         raise UsageError(f"{where}: {_validation(exc)}") from exc
+
+
+def load_policy(path: str, flag: str) -> RetentionPolicy:
+    """A retention policy file (YAML or JSON, as a BackupPolicy's ``retention``)."""
+    return _policy(_load(path, flag), f"{flag} {path}")
 
 
 def _policies(args: Namespace) -> tuple[RetentionPolicy | None, dict[str, RetentionPolicy]]:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
+from safehold.units import human_size
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -286,15 +288,6 @@ class _RichProgress(_ProgressSink):
             )
 
         return update
-
-
-def human_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ... ``3.2 TiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _plain(message: str) -> str:

@@ -4,7 +4,9 @@ The operator never connects to storage itself. A Job with the location's Secrets
 mounted as files checks it, and its JSON summary (repository id, snapshots per source,
 bytes, object lock) or error (a wrong key, a missing bucket, a bucket that cannot lock)
 comes back through the termination message. The check is repeated every
-``validationInterval`` and whenever the spec changes (a new generation).
+``validationInterval``, whenever the spec changes (a new generation), and after a backup
+to the location ended (so ``size`` and ``snapshotCount`` follow the backups), at most
+every :data:`REFRESH_GAP`.
 
 What the Job runs depends on the ``role``:
 
@@ -26,6 +28,7 @@ read-only: nothing is created from it).
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.api import (
@@ -53,9 +56,10 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.repository import LOCK_MODE, with_repository
 from safehold.controller.runtime import Runtime
-from safehold.controller.status import job_outcome
+from safehold.controller.status import FINAL_PHASES, job_outcome
+from safehold.units import human_size
 
-__all__ = ["PLURAL", "check_args", "reconcile"]
+__all__ = ["PLURAL", "REFRESH_GAP", "backed_up_since", "check_args", "reconcile"]
 
 PLURAL = "backuplocations"
 _GENERATION = "safehold.io/generation"
@@ -122,6 +126,7 @@ def _record_summary(
     status.repository_id = doc.repository
     status.snapshot_count = doc.snapshots
     status.bytes_stored = doc.pack_bytes
+    status.size = human_size(doc.pack_bytes) if doc.pack_bytes is not None else None
     status.sources = []
     for entry in doc.sources_newest:
         try:
@@ -181,6 +186,22 @@ def _found(location: BackupLocation, doc: RepositoryInitSummary) -> tuple[str, s
     if days:
         message += f"; every object is locked for {days} day(s) ({LOCK_MODE})"
     return "Validated", message
+
+
+#: The shortest time between two checks that follow backups.
+REFRESH_GAP = timedelta(minutes=5)
+
+
+def backed_up_since(runs: list[dict[str, Any]], location: str, since: datetime) -> bool:
+    """Whether a run to ``location`` ended after ``since`` (its figures are then stale)."""
+    for run in runs:
+        status = run.get("status") or {}
+        if status.get("location") != location or status.get("phase") not in FINAL_PHASES:
+            continue
+        ended = parse_time(status.get("completionTime"))
+        if ended is not None and ended > since:
+            return True
+    return False
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
@@ -244,6 +265,10 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         and status.observed_generation == gen
         and last is not None
         and current - last < interval
+        and not (
+            current - last >= REFRESH_GAP
+            and backed_up_since(rt.kube.list_cr("backupruns", ns), name, last)
+        )
     ):
         return
     known = status.repository_id if status.observed_generation == gen else None

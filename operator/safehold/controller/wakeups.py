@@ -8,7 +8,8 @@ object needs another look without any event:
   progress, its pods' state, volume snapshots becoming ready); an ended one: never;
 - a BackupLocation or BackupPolicy with a Job of its own running: every ``poll_interval``
   (a pod that cannot start shows in no Job event);
-- a BackupLocation otherwise: at its next ``validationInterval``;
+- a BackupLocation otherwise: at its next ``validationInterval``, or sooner when a backup
+  to it ended since its last check (``backuplocation.REFRESH_GAP`` after that check);
 - a BackupPolicy otherwise: at the earliest of its next schedule slot, next verification,
   next test restore and next replication attempt; every :data:`NOT_READY_RETRY` seconds
   while it is not Ready (a claim it names may be created);
@@ -16,8 +17,8 @@ object needs another look without any event:
   (the reconcile reads the watch cache).
 
 :func:`related` names the other objects an event concerns: a BackupRun's policy (its
-active runs, its last success, what follows a success), the policies that name a
-BackupLocation, and the owner of a Job.
+active runs, its last success, what follows a success) and, once it ended, its location
+(its size), the policies that name a BackupLocation, and the owner of a Job.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from safehold.api import GROUP, KINDS, BackupLocationSpec
 from safehold.api.types import parse_duration
+from safehold.controller import backuplocation
 from safehold.controller.cache import Cache
 from safehold.controller.common import now, parse_time
 from safehold.controller.status import FINAL_PHASES
@@ -90,16 +92,21 @@ def _policy_times(status: Mapping[str, Any]) -> list[datetime | None]:
     return times
 
 
-def _location_time(body: Mapping[str, Any], current: datetime) -> float | None:
+def _location_time(cache: Cache, body: Mapping[str, Any], current: datetime) -> float | None:
     status = _status(body)
     last = parse_time(status.get("lastValidationTime"))
     if last is None:
         return None
     interval = (body.get("spec") or {}).get("validationInterval") or _DEFAULT_INTERVAL
     try:
-        return _seconds_until([last + parse_duration(interval)], current)
+        due = [last + parse_duration(interval)]
     except ValueError:
         return None  # an invalid spec waits for a change
+    meta = body.get("metadata") or {}
+    runs = cache.select("backupruns", str(meta.get("namespace")))
+    if backuplocation.backed_up_since(runs, str(meta.get("name")), last):
+        due.append(last + backuplocation.REFRESH_GAP)
+    return _seconds_until(due, current)
 
 
 def next_look(cache: Cache, plural: str, body: Mapping[str, Any], poll: float) -> float | None:
@@ -111,7 +118,7 @@ def next_look(cache: Cache, plural: str, body: Mapping[str, Any], poll: float) -
         return poll
     current = now()
     if plural == "backuplocations":
-        wait = _location_time(body, current)
+        wait = _location_time(cache, body, current)
     elif not _ready(status):
         wait = NOT_READY_RETRY
     else:
@@ -136,7 +143,11 @@ def related(cache: Cache, plural: str, body: Mapping[str, Any]) -> list[Key]:
     ns = str(meta.get("namespace"))
     if plural == "backupruns":
         policy = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
-        return [("backuppolicies", ns, policy)] if policy else []
+        out: list[Key] = [("backuppolicies", ns, policy)] if policy else []
+        status = _status(body)
+        if status.get("phase") in FINAL_PHASES and status.get("location"):
+            out.append(("backuplocations", ns, str(status["location"])))
+        return out
     if plural == "backuplocations":
         return _policies_naming(cache, ns, str(meta.get("name")))
     if plural == "jobs":
