@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
+from safehold.controller import metrics
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
+
+
+def _metric(name: str, labels: dict[str, str]) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
 
 
 def _sources(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -43,6 +48,16 @@ def test_backup_incremental_and_restore_on_s3(
     assert src["bytesStored"] >= total  # random data: compression gains nothing
     assert first["status"]["progress"]["percent"] == 100
     assert first["status"]["location"] == "loc"
+    assert src["cpuSeconds"] > 0  # what the Job measured about itself
+    assert src["peakMemoryBytes"] > 10 * 2**20
+
+    # the per-source metrics count what the status says
+    labels = {"namespace": str(namespace), "policy": "pol", "source": "data"}
+    assert _metric("safehold_backup_sources_total", {**labels, "result": "Succeeded"}) == 1
+    assert _metric("safehold_backup_source_files_total", labels) == len(original)
+    assert _metric("safehold_backup_source_read_bytes_total", labels) == total
+    assert _metric("safehold_backup_source_stored_bytes_total", labels) == src["bytesStored"]
+    assert _metric("safehold_backup_source_cpu_seconds_total", labels) == src["cpuSeconds"]
 
     # a second run reads and stores only the change
     (data_dir / "dir0/file0.bin").write_bytes(b"changed" * 1000)
@@ -67,6 +82,11 @@ def test_backup_incremental_and_restore_on_s3(
     assert item["target"] == f"persistentvolumeclaim/{namespace}/restored"
     assert item["files"] == len(original)
     assert kit.read_tree(kit.claim_dir(namespace, "restored")) == original
+    ns_label = {"namespace": str(namespace)}
+    assert _metric("safehold_restores_started_total", ns_label) == 1
+    assert _metric("safehold_restores_total", {**ns_label, "result": "Succeeded"}) == 1
+    assert _metric("safehold_restore_bytes_total", ns_label) == item["bytes"]
+    assert _metric("safehold_restore_duration_seconds_count", ns_label) == 1
 
     # the existing-data rule: Fail refuses an existing claim before writing anything
     kit.restore_request(

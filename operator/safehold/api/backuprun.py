@@ -97,6 +97,12 @@ class SourceResult(ApiModel):
     """Bytes added to storage (compressed, encrypted)."""
     duration_seconds: float | None = Field(default=None, ge=0)
     """How long the backup of this source took."""
+    errors: int | None = Field(default=None, ge=0)
+    """Items the backup could not read and skipped (the first are in `warnings`)."""
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    """CPU seconds the Job's command used, its children (dump tools, hooks) included."""
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
+    """The Job's peak resident memory (of its largest process), as the command measured it."""
     start_time: datetime | None = None
     """When the source's Job started."""
     completion_time: datetime | None = None

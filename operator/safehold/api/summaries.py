@@ -49,11 +49,14 @@ class _Summary(BaseModel):
 
 
 class JobSummary(_Summary):
-    """What every command reports."""
+    """What every command reports, with what it cost: the CPU seconds of the process and
+    its children (pg_dump, mysqldump, hooks) and the peak resident memory of the largest."""
 
     ok: bool = False
     exit_code: int | None = None
     error: str | None = None
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
 
 
 class PathError(_Summary):

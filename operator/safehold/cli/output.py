@@ -158,6 +158,9 @@ class Output:
             self.console.print(renderable)
 
     def summary(self, doc: dict[str, Any]) -> None:
+        """The command's JSON summary (stdout with --json, the termination log), with what
+        the command cost (:func:`usage`)."""
+        doc = {**doc, **usage()}
         if self.json:
             self.stdout.write(_encode(doc) + "\n")  # complete: only the copy below is cut
             self.stdout.flush()
@@ -288,6 +291,20 @@ class _RichProgress(_ProgressSink):
             )
 
         return update
+
+
+def usage() -> dict[str, Any]:
+    """CPU seconds of this process and its waited-for children, and the peak resident
+    memory of the largest of them (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return {
+        "cpu_seconds": round(cpu, 3),
+        "peak_memory_bytes": max(own.ru_maxrss, children.ru_maxrss) * 1024,
+    }
 
 
 def _plain(message: str) -> str:

@@ -246,6 +246,9 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 _record_summary(status, location, doc)
                 if status.bytes_stored is not None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
+                if status.snapshot_count is not None:
+                    metrics.LOCATION_SNAPSHOTS.labels(ns, name).set(status.snapshot_count)
+                metrics.LOCATION_LAST_VALIDATION.labels(ns, name).set(finished.timestamp())
                 _set(rt, body, status, "True", *_found(location, doc))
             else:
                 err = outcome.error

@@ -102,6 +102,7 @@ def _transition(
     if phase not in FINAL_PHASES:
         return
     labels = (ns, policy)
+    metrics.record_sources(ns, policy, status.sources)
     if phase == "Succeeded":
         metrics.RUNS_SUCCEEDED.labels(*labels).inc()
         metrics.LAST_SUCCESS.labels(*labels).set((status.completion_time or now()).timestamp())

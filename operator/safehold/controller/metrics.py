@@ -7,13 +7,21 @@ transition is only made when the stored status does not show it yet.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
     "BYTES_STORED",
     "LAST_SUCCESS",
+    "LOCATION_LAST_VALIDATION",
+    "LOCATION_SNAPSHOTS",
     "REGISTRY",
     "RESTORES",
+    "RESTORES_STARTED",
+    "RESTORE_BYTES",
+    "RESTORE_DURATION",
     "RETENTIONS",
     "RETENTION_BYTES_FREED",
     "RETENTION_FORGOTTEN",
@@ -21,11 +29,21 @@ __all__ = [
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
     "RUN_DURATION",
+    "SOURCES",
+    "SOURCE_BYTES_NEW",
+    "SOURCE_BYTES_READ",
+    "SOURCE_BYTES_STORED",
+    "SOURCE_CPU",
+    "SOURCE_DURATION",
+    "SOURCE_ERRORS",
+    "SOURCE_FILES",
+    "SOURCE_PEAK_MEMORY",
     "TEST_RESTORE_DURATION",
     "TEST_RESTORE_FAILURES",
     "TEST_RESTORE_LAST_SUCCESS",
     "VERIFICATION_FAILURES",
     "VERIFICATION_LAST_SUCCESS",
+    "record_sources",
     "serve",
 ]
 
@@ -63,10 +81,90 @@ BYTES_STORED = Gauge(
     ("namespace", "location"),
     registry=REGISTRY,
 )
+_SOURCE = (*_RUN, "source")
+SOURCES = Counter(
+    "safehold_backup_sources",
+    "Sources of BackupRuns that ended, by result (Succeeded, Failed, Skipped)",
+    (*_SOURCE, "result"),
+    registry=REGISTRY,
+)
+SOURCE_FILES = Counter(
+    "safehold_backup_source_files", "Files the source's backups saved", _SOURCE, registry=REGISTRY
+)
+SOURCE_BYTES_READ = Counter(
+    "safehold_backup_source_read_bytes",
+    "Bytes the source's backups read",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_BYTES_NEW = Counter(
+    "safehold_backup_source_new_bytes",
+    "Bytes the source's backups found new (before compression)",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_BYTES_STORED = Counter(
+    "safehold_backup_source_stored_bytes",
+    "Bytes the source's backups added to the repository (compressed, encrypted)",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_ERRORS = Counter(
+    "safehold_backup_source_errors",
+    "Items the source's backups could not read and skipped (a run then partially fails)",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_DURATION = Gauge(
+    "safehold_backup_source_duration_seconds",
+    "How long the source's last backup took",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_CPU = Counter(
+    "safehold_backup_source_cpu_seconds",
+    "CPU seconds the source's backup Jobs used, as each Job measured itself",
+    _SOURCE,
+    registry=REGISTRY,
+)
+SOURCE_PEAK_MEMORY = Gauge(
+    "safehold_backup_source_peak_memory_bytes",
+    "Peak resident memory of the source's last backup Job, as it measured itself",
+    _SOURCE,
+    registry=REGISTRY,
+)
+LOCATION_SNAPSHOTS = Gauge(
+    "safehold_location_snapshots",
+    "Snapshots in the repository at a BackupLocation, at its last check",
+    ("namespace", "location"),
+    registry=REGISTRY,
+)
+LOCATION_LAST_VALIDATION = Gauge(
+    "safehold_location_last_validation_timestamp_seconds",
+    "When the BackupLocation was last checked successfully (Unix time)",
+    ("namespace", "location"),
+    registry=REGISTRY,
+)
+RESTORES_STARTED = Counter(
+    "safehold_restores_started", "RestoreRequests that started", ("namespace",), registry=REGISTRY
+)
 RESTORES = Counter(
     "safehold_restores",
-    "RestoreRequests finished, by result",
+    "RestoreRequests finished, by result (Succeeded, PartiallyFailed, Failed)",
     ("namespace", "result"),
+    registry=REGISTRY,
+)
+RESTORE_DURATION = Histogram(
+    "safehold_restore_duration_seconds",
+    "Time from a RestoreRequest's start to its end",
+    ("namespace",),
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+    registry=REGISTRY,
+)
+RESTORE_BYTES = Counter(
+    "safehold_restore_bytes",
+    "Bytes RestoreRequests wrote",
+    ("namespace",),
     registry=REGISTRY,
 )
 
@@ -143,6 +241,28 @@ TEST_RESTORE_FAILURES = Counter(
     _TESTED,
     registry=REGISTRY,
 )
+
+
+def record_sources(namespace: str, policy: str, sources: Iterable[Any]) -> None:
+    """Count each source of a run that ended (``BackupRun.status.sources[]`` entries)."""
+    for s in sources:
+        labels = (namespace, policy, s.name)
+        SOURCES.labels(*labels, s.phase).inc()
+        for counter, value in (
+            (SOURCE_FILES, s.files),
+            (SOURCE_BYTES_READ, s.bytes_read),
+            (SOURCE_BYTES_NEW, s.bytes_new),
+            (SOURCE_BYTES_STORED, s.bytes_stored),
+            (SOURCE_CPU, s.cpu_seconds),
+        ):
+            if value:
+                counter.labels(*labels).inc(value)
+        if s.errors:
+            SOURCE_ERRORS.labels(*labels).inc(s.errors)
+        if s.duration_seconds is not None:
+            SOURCE_DURATION.labels(*labels).set(s.duration_seconds)
+        if s.peak_memory_bytes is not None:
+            SOURCE_PEAK_MEMORY.labels(*labels).set(s.peak_memory_bytes)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from the pod IP

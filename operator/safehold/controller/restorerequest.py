@@ -89,8 +89,22 @@ def _write(
         rt.kube.event(
             body, reason or phase, message, warning=phase in ("Failed", "PartiallyFailed")
         )
-        if final:
-            metrics.RESTORES.labels(meta["namespace"], phase).inc()
+        _count(meta["namespace"], status, old, phase)
+
+
+def _count(ns: str, status: RestoreRequestStatus, old: RunPhase | None, phase: str) -> None:
+    """The restore metrics of a phase change (each change is written once)."""
+    if phase == "Running" or (phase in FINAL_PHASES and old in (None, "Pending")):
+        metrics.RESTORES_STARTED.labels(ns).inc()
+    if phase not in FINAL_PHASES:
+        return
+    metrics.RESTORES.labels(ns, phase).inc()
+    written = sum(item.bytes or 0 for item in status.restored)
+    if written:
+        metrics.RESTORE_BYTES.labels(ns).inc(written)
+    if status.start_time and status.completion_time:
+        seconds = (status.completion_time - status.start_time).total_seconds()
+        metrics.RESTORE_DURATION.labels(ns).observe(max(0.0, seconds))
 
 
 def _policy(rt: Runtime, ns: str, name: str) -> BackupPolicy | None:

@@ -234,6 +234,9 @@ def _record_backup(result: SourceResult, base: SourceResult, doc: BackupSummary)
     result.bytes_new = doc.bytes_new
     result.bytes_stored = doc.bytes_stored
     result.duration_seconds = doc.duration_s
+    result.errors = doc.errors or None
+    result.cpu_seconds = doc.cpu_seconds
+    result.peak_memory_bytes = doc.peak_memory_bytes
     # the controller's own warnings (e.g. SnapshotUnsupported) stay, the Job's follow
     read = [f"{e.path}: {e.error}" for e in doc.error_list]
     result.warnings = [*base.warnings, *read][:32]
