@@ -29,11 +29,14 @@ lint: venv
 	MYPYPATH=e2e $(VENV)/bin/mypy e2e/testground
 	$(VENV)/bin/lint-imports
 	$(PY) -m safehold.api.crdgen --check
+	$(PY) charts/render_dashboard.py --check
 
 # Regenerate the CRDs (crds/, charts/safehold/crds/) and docs/resources.md from the models,
-# then deploy/safehold.yaml (which holds the CRDs) from the chart.
+# the Grafana dashboard from charts/render_dashboard.py, then deploy/safehold.yaml (which
+# holds the CRDs) from the chart.
 crds: venv
 	$(PY) -m safehold.api.crdgen
+	$(PY) charts/render_dashboard.py
 	$(PY) charts/render_manifest.py
 
 # requirements.lock: the image's Python dependencies (pyproject.toml's with the extras the

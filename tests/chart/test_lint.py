@@ -18,6 +18,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "service-monitor": {"serviceMonitor": {"enabled": True}},
+    "grafana-dashboard": {"grafanaDashboard": {"enabled": True}},
     "no-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "op"}},
 }
 
