@@ -147,7 +147,17 @@ def test_queued_gives_the_message_sets_the_gauge_and_lists_the_queue() -> None:
         == 1
     )
     assert queue_keys(rt) == [("backupruns", "ns", "next"), ("backupruns", "ns", "late")]
+    # once the queue is empty, the gauge shows 0
+    cache[("backupruns", "ns", "next")]["status"] = {"phase": "Succeeded", "sources": [{}]}
+    assert queued(rt, cache[("backupruns", "ns", "late")], _policy(None), status) is None
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "safehold_backup_runs_queued", {"namespace": "ns", "location": "loc"}
+        )
+        == 0
+    )
     # without any limit nothing waits, and the gauge is empty
+    cache[("backupruns", "ns", "next")]["status"] = {}
     del cache[("backuplocations", "ns", "loc")]
     assert queued(rt, cache[("backupruns", "ns", "late")], _policy(None), status) is None
     assert (

@@ -174,15 +174,24 @@ def _cache(rt: Runtime, body: Mapping[str, Any] | None = None) -> dict[Key, Mapp
     return objects
 
 
-def _record_depth(decisions: Mapping[Key, Admission]) -> None:
-    """The queue depth per location, into the ``safehold_backup_runs_queued`` gauge."""
+#: The locations the queue-depth gauge has shown, so that an emptied queue shows 0.
+_shown: set[Location] = set()
+
+
+def _record_depth(decisions: Mapping[Key, Admission] | None) -> None:
+    """The queue depth per location, into the ``safehold_backup_runs_queued`` gauge
+    (None: no limits, so no queue and no gauge)."""
+    if decisions is None:
+        metrics.RUNS_QUEUED.clear()
+        _shown.clear()
+        return
     depth: dict[Location, int] = {}
     for d in decisions.values():
         if not d.admitted and d.location is not None:
             depth[d.location] = depth.get(d.location, 0) + 1
-    metrics.RUNS_QUEUED.clear()
-    for (ns, location), count in depth.items():
-        metrics.RUNS_QUEUED.labels(ns, location).set(count)
+    _shown.update(depth)
+    for where in list(_shown):
+        metrics.RUNS_QUEUED.labels(*where).set(depth.get(where, 0))
 
 
 def starting_deadline(policy: BackupPolicy, status: BackupRunStatus) -> datetime | None:
@@ -203,7 +212,7 @@ def queued(
     objects = _cache(rt, body)
     limits = location_limits(objects)
     if rt.max_concurrent_runs is None and not limits:
-        metrics.RUNS_QUEUED.clear()
+        _record_depth(None)
         return None
     meta = body["metadata"]
     key = ("backupruns", meta["namespace"], meta["name"])
