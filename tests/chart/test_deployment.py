@@ -231,6 +231,12 @@ def test_retention_lock_wait_reaches_the_operator(render: Any) -> None:
     assert env["SAFEHOLD_RETENTION_LOCK_WAIT"] == "30"
 
 
+def test_the_cluster_wide_run_limit_reaches_the_operator(render: Any) -> None:
+    assert env_of(operator_container(render({})))["SAFEHOLD_MAX_CONCURRENT_RUNS"] == "0"
+    env = env_of(operator_container(render({"maxConcurrentRuns": 4})))
+    assert env["SAFEHOLD_MAX_CONCURRENT_RUNS"] == "4"
+
+
 def test_the_chart_passes_the_limits_to_the_operator(render: Any, of_kind: Any) -> None:
     def env(values: dict[str, Any]) -> dict[str, str]:
         [deployment] = of_kind(render(values), "Deployment")

@@ -80,6 +80,10 @@ class BackupLocationSpec(ApiModel):
     (docs/immutability.md)."""
     validation_interval: Duration = "1h"
     """How often the controller re-checks that the location is reachable."""
+    max_concurrent_runs: int | None = Field(default=None, ge=1, le=10000)
+    """How many BackupRuns writing here may run at once (a run's Jobs, one per source,
+    count as one run); more wait in order of creation, phase Pending with reason Queued.
+    Empty: no limit but the operator's cluster-wide one (the chart's maxConcurrentRuns)."""
 
     @model_validator(mode="after")
     def _bucket_or_claim(self) -> BackupLocationSpec:

@@ -19,6 +19,7 @@ from typing import Any
 
 from safehold.api import (
     AVAILABLE,
+    COMPLETE,
     BackupLocation,
     BackupPolicy,
     BackupRun,
@@ -27,10 +28,11 @@ from safehold.api import (
     Progress,
     SourceResult,
     find_condition,
+    set_condition,
     validate_spec,
 )
 from safehold.api.enums import RunPhase
-from safehold.controller import metrics
+from safehold.controller import admission, metrics
 from safehold.controller.common import (
     Stop,
     field_errors_message,
@@ -83,8 +85,10 @@ def _transition(
     status: BackupRunStatus,
     old: RunPhase | None,
     waiting: str | None = None,
+    reason: str | None = None,
 ) -> None:
-    """Write the status; on a phase change post an Event and, once final, count metrics."""
+    """Write the status; on a phase change post an Event and, once final, count metrics.
+    ``reason`` (with ``waiting``): why a run has not started, on its Complete condition."""
     meta = body["metadata"]
     ns = meta["namespace"]
     policy = body.get("spec", {}).get("policyRef", {}).get("name", "")
@@ -95,10 +99,20 @@ def _transition(
     status.conditions = complete_conditions(
         status.conditions, phase, message, now=now(), generation=meta.get("generation")
     )
+    if reason is not None:
+        status.conditions = set_condition(
+            status.conditions,
+            COMPLETE,
+            "False",
+            reason,
+            message,
+            now=now(),
+            observed_generation=meta.get("generation"),
+        )
     write_status(rt.kube, PLURAL, body, status)
     if phase == old:
         return
-    rt.kube.event(body, phase, message, warning=phase in ("Failed", "PartiallyFailed"))
+    rt.kube.event(body, reason or phase, message, warning=phase in ("Failed", "PartiallyFailed"))
     if phase not in FINAL_PHASES:
         return
     labels = (ns, policy)
@@ -380,10 +394,11 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         kinds = _kinds(ctx)
         if not status.sources:
             waiting = _waiting(rt, ctx.namespace, location)
-            if waiting is not None:
+            queue = admission.queued(rt, body, policy, status) if waiting is None else None
+            if waiting is not None or queue is not None:
                 status.phase = "Pending"
                 status.location = location.metadata.name
-                _transition(rt, body, status, old, waiting)
+                _transition(rt, body, status, old, waiting or queue, queue and admission.QUEUED)
                 return
             body = _start_run(ctx, kinds, status)
             ctx = RunContext(rt, body, run, policy, location)

@@ -24,7 +24,13 @@ from typing import Any
 import kopf
 
 from safehold.api import GROUP, VERSION
-from safehold.controller import backuplocation, backuppolicy, backuprun, restorerequest
+from safehold.controller import (
+    admission,
+    backuplocation,
+    backuppolicy,
+    backuprun,
+    restorerequest,
+)
 from safehold.controller.cache import Cache
 from safehold.controller.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from safehold.controller.kube import load_config
@@ -99,6 +105,11 @@ def _watched(plural: str, event: kopf.RawEvent) -> None:
             rt.queue.add(key)
     for other in related(cache, plural, obj):
         rt.queue.add(other)
+    if plural == "backupruns" and (
+        event.get("type") == "DELETED" or (obj.get("status") or {}).get("phase") in FINAL_PHASES
+    ):
+        for waiting in admission.queue_keys(rt):  # a place in the run queue came free
+            rt.queue.add(waiting)
 
 
 def _on_event(plural: str) -> None:

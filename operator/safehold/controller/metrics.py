@@ -26,6 +26,7 @@ __all__ = [
     "RETENTION_BYTES_FREED",
     "RETENTION_FORGOTTEN",
     "RUNS_FAILED",
+    "RUNS_QUEUED",
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
     "RUN_DURATION",
@@ -60,6 +61,13 @@ RUNS_FAILED = Counter(
     "safehold_backup_runs_failed",
     "BackupRuns that failed or partially failed",
     _RUN,
+    registry=REGISTRY,
+)
+RUNS_QUEUED = Gauge(
+    "safehold_backup_runs_queued",
+    "BackupRuns waiting in the queue for a free place under the concurrency limits, by the "
+    "location they will write to",
+    ("namespace", "location"),
     registry=REGISTRY,
 )
 RUN_DURATION = Histogram(

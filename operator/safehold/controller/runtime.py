@@ -26,6 +26,7 @@ __all__ = [
     "Runtime",
     "exec_hooks_from_env",
     "job_defaults_from_env",
+    "max_concurrent_runs_from_env",
     "retention_lock_wait_from_env",
     "runtime",
     "set_runtime",
@@ -68,6 +69,23 @@ def exec_hooks_from_env() -> bool:
     return os.environ.get("SAFEHOLD_EXEC_HOOKS", "").strip().lower() == "true"
 
 
+def max_concurrent_runs_from_env() -> int | None:
+    """``$SAFEHOLD_MAX_CONCURRENT_RUNS``: how many BackupRuns may run at once in the whole
+    cluster (the chart's ``maxConcurrentRuns``; :mod:`safehold.controller.admission`);
+    empty or 0: no limit."""
+    raw = os.environ.get("SAFEHOLD_MAX_CONCURRENT_RUNS", "").strip()
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        value = -1
+    if value < 0:
+        log.warning(
+            "ignoring SAFEHOLD_MAX_CONCURRENT_RUNS=%r: give a whole number, 0: no limit", raw
+        )
+        return None
+    return value or None
+
+
 @dataclass
 class Runtime:
     kube: Kube
@@ -92,6 +110,8 @@ class Runtime:
     progress_read: dict[str, float] = field(default_factory=dict)
     #: The latest progress read per running Job.
     progress: dict[str, Progress] = field(default_factory=dict)
+    #: How many BackupRuns may run at once in the whole cluster; None: no limit.
+    max_concurrent_runs: int | None = field(default_factory=max_concurrent_runs_from_env)
 
     def job_settings(self, policy_job: JobSettings | None) -> JobSettings | None:
         """The policy's ``spec.job`` over the operator's defaults, field by field."""
