@@ -36,6 +36,7 @@ class Snap:
     time: datetime
     source: str = "db"
     tags: frozenset[str] = frozenset()
+    host: str | None = None
 
 
 def snaps_at(*times: str, source: str = "db") -> list[Snap]:
