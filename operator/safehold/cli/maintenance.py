@@ -317,7 +317,8 @@ def _print_forget(
                 action = "forget" if report.dry_run else "removed"
             when = item.snapshot.datetime.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
             why = _short_ids((", " if item.keep else "; ").join(item.reasons))
-            out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {why}")
+            host = f"  host {item.snapshot.host}" if item.snapshot.host else ""
+            out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}{host}  {why}")
         kept = sum(1 for i in items if i.keep)
         verb = "to forget" if report.dry_run else "forgotten"
         out.print(f"{source}: {kept} kept, {len(items) - kept} {verb}")
