@@ -1,5 +1,13 @@
 """What the CLI prints: the JSON summary line, progress as JSON lines or a rich bar.
 
+What is printed at which verbosity is decided here, and only here (:class:`Output`'s
+``level``): ``-q`` (:data:`QUIET`) prints errors, warnings and what a command is asked
+for (a listing, a file) but no progress and no summary lines; the default
+(:data:`NORMAL`) adds progress on a terminal and the summary lines; ``-v``
+(:data:`VERBOSE`) and ``-vv`` (:data:`VERY_VERBOSE`) add the engine's per-file events
+(:data:`FILE_EVENTS`: backup's new and changed files, restore's written ones). ``--json``
+output is the same at every level: the summary on stdout, progress on stderr unless ``-q``.
+
 With ``--json`` stdout holds exactly one JSON object, complete, on its last line,
 and progress events go to stderr as JSON lines. The copy written to ``--termination-log``
 (a pod's termination message, which Kubernetes cuts at 4 KiB) is trimmed by
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
@@ -22,9 +31,32 @@ if TYPE_CHECKING:
 
     from safehold.engine import ProgressEvent
 
-__all__ = ["MAX_SUMMARY", "Output", "fit_summary", "human_size"]
+__all__ = [
+    "FILE_EVENTS",
+    "MAX_SUMMARY",
+    "NORMAL",
+    "QUIET",
+    "VERBOSE",
+    "VERY_VERBOSE",
+    "Output",
+    "fit_summary",
+    "human_size",
+]
 
 MAX_SUMMARY = 4000
+
+#: Verbosity levels: ``-q``, none, ``-v``, ``-vv``.
+QUIET, NORMAL, VERBOSE, VERY_VERBOSE = -1, 0, 1, 2
+#: The level from which each per-file event of the engine (``ProgressTracker.file``) is
+#: printed, one line each: ``new       /data/a.txt`` (backup: the path read; restore: the
+#: path written, in the target).
+FILE_EVENTS = {
+    "new": VERBOSE,  # backup: a file the parent snapshot does not have
+    "changed": VERBOSE,  # backup: a file read again because it changed
+    "unchanged": VERY_VERBOSE,  # backup: a file whose parent's chunks were reused
+    "restored": VERBOSE,  # restore: a file written
+    "skipped": VERY_VERBOSE,  # restore: a file already complete in the target
+}
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -120,7 +152,7 @@ class Output:
         self,
         *,
         json_mode: bool,
-        quiet: bool = False,
+        level: int = NORMAL,
         stdout: TextIO | None = None,
         termination_log: str | None = None,
         color: bool = True,
@@ -128,9 +160,16 @@ class Output:
         self.json = json_mode
         self.color = color
         self.termination_log = termination_log
-        self.quiet = quiet
+        #: :data:`QUIET`, :data:`NORMAL`, :data:`VERBOSE` or :data:`VERY_VERBOSE`
+        self.level = level
         self.stdout = stdout or sys.stdout
         self.stderr = sys.stderr
+        self._lines = threading.Lock()
+
+    @property
+    def quiet(self) -> bool:
+        """``-q``: no progress, no summary lines."""
+        return self.level < NORMAL
 
     @cached_property
     def console(self) -> Console:
@@ -147,9 +186,27 @@ class Output:
         return Table(*headers)
 
     def print(self, text: str = "") -> None:
-        """Human output; suppressed with --json (stdout then holds only the summary)."""
+        """A summary line; suppressed with --json (stdout then holds only the summary)
+        and with -q."""
         if not self.json and not self.quiet:
             self.console.print(text, markup=False)
+
+    def file_events(self) -> Callable[[str, str], None] | None:
+        """The engine's per-file callback (``ProgressTracker.file``) printing the events
+        this level shows (:data:`FILE_EVENTS`) to stdout, one line each; None when it
+        shows none (always with --json), so that the engine reports nothing."""
+        shown = {event for event, level in FILE_EVENTS.items() if level <= self.level}
+        if self.json or not shown:
+            return None
+        width = max(map(len, FILE_EVENTS))
+
+        def line(event: str, path: str) -> None:
+            if event in shown:
+                with self._lines:  # from the engine's threads
+                    self.stdout.write(f"{event:<{width}} {_printable(path)}\n")
+                    self.stdout.flush()
+
+        return line
 
     def table(self, renderable: Any) -> None:
         if not self.json:
@@ -295,6 +352,13 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def _printable(path: str) -> str:
+    """A path as one line of text: control characters and bytes that are not UTF-8 (kept
+    by ``surrogateescape``) as ``\\xNN``."""
+    escaped = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in escaped)
 
 
 def _plain(message: str) -> str:
