@@ -54,6 +54,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from safehold.repo.snapshot import belongs_to
+
 __all__ = [
     "EMPTY_POLICY_REASON",
     "NEWEST_REASON",
@@ -384,7 +386,7 @@ def _decide_hosts(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]:
         return _decide_source(policy, group)
     decisions: dict[str, list[tuple[str, Decision[S]]]] = defaultdict(list)
     for host in hosts:
-        series = [snap for snap in group if snap.host in (host, None)]
+        series = [snap for snap in group if belongs_to(snap.host, host)]
         for decision in _decide_source(policy, series):
             decisions[decision.snapshot.id].append((host, decision))
     merged: list[Decision[S]] = []

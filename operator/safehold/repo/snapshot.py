@@ -21,6 +21,7 @@ __all__ = [
     "META_MAX_VALUE",
     "SNAPSHOT_TYPES",
     "Snapshot",
+    "belongs_to",
     "check_host",
     "check_meta",
     "decode_snapshot",
@@ -93,11 +94,16 @@ class Snapshot:
         return datetime.fromisoformat(self.time.replace("Z", "+00:00"))
 
     def of_host(self, host: str | None) -> bool:
-        """Whether the snapshot belongs to ``host`` (None: any host): the one host rule
-        (format section 9) of the parent choice, ``latest``, ``--host`` filters and
-        retention. A snapshot without a host belongs to every host, so that the snapshots
-        written before hosts existed stay a source's parents and retention series."""
-        return host is None or self.host is None or self.host == host
+        """Whether the snapshot belongs to ``host`` (None: any host): :func:`belongs_to`."""
+        return belongs_to(self.host, host)
+
+
+def belongs_to(snapshot_host: str | None, host: str | None) -> bool:
+    """Whether a snapshot of ``snapshot_host`` belongs to ``host`` (None: any host): the one
+    host rule (format section 9) of the parent choice, ``latest``, ``--host`` filters and
+    retention's series. A snapshot without a host belongs to every host, so that the
+    snapshots written before hosts existed stay a source's parents and retention series."""
+    return host is None or snapshot_host is None or snapshot_host == host
 
 
 def encode_snapshot(aead: AESGCM | Sealer, snap: Snapshot) -> bytes:
@@ -180,7 +186,9 @@ def _host(value: object) -> str:
     try:
         return check_host(value)
     except ValueError:
-        raise ValueError("field 'host' is not a non-empty string without NUL") from None
+        raise ValueError(
+            f"field 'host' is not a non-empty string of at most {MAX_STRING} characters without NUL"
+        ) from None
 
 
 def parse_time(value: object) -> datetime:
