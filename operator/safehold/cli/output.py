@@ -165,6 +165,7 @@ class Output:
         self.stdout = stdout or sys.stdout
         self.stderr = sys.stderr
         self._lines = threading.Lock()
+        self._bar: _RichProgress | None = None
 
     @property
     def quiet(self) -> bool:
@@ -201,10 +202,17 @@ class Output:
         width = max(map(len, FILE_EVENTS))
 
         def line(event: str, path: str) -> None:
-            if event in shown:
-                with self._lines:  # from the engine's threads
-                    self.stdout.write(f"{event:<{width}} {_printable(path)}\n")
-                    self.stdout.flush()
+            if event not in shown:
+                return
+            text = f"{event:<{width}} {_printable(path)}"
+            bar = self._bar
+            if bar is not None and bar.bar.live.is_started and self.stdout.isatty():
+                # the terminal the bar is drawn on: printed above it, not through it
+                bar.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+                return
+            with self._lines:  # from the engine's threads
+                self.stdout.write(text + "\n")
+                self.stdout.flush()
 
         return line
 
@@ -251,7 +259,8 @@ class Output:
             return _JsonProgress(self.stderr)
         if not self.stderr.isatty():
             return _ProgressSink()
-        return _RichProgress(title, self.err_console)
+        self._bar = _RichProgress(title, self.err_console)
+        return self._bar
 
 
 def _console(stream: TextIO, color: bool = True) -> Console:
