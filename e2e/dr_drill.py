@@ -732,9 +732,12 @@ def _failover(
 def _run_cli_block(name: str, cwd: Path, env: dict[str, str]) -> str:
     """Run a shell block of the runbook with bash in ``cwd``; its output, or raise."""
     bin_dir = str(Path(sys.executable).parent)
+    import safehold  # the code under test (a worktree's too), not the editable install's
+
     full = {
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONPATH": str(Path(safehold.__file__).parents[1]),
         **env,
     }
     done = subprocess.run(

@@ -39,7 +39,7 @@ def _complete(tmp_path: Path, *words: str) -> list[str]:
 def test_bash_completes_commands_subcommands_and_options(tmp_path: Path) -> None:
     assert _complete(tmp_path, "res") == ["restore", "restore-db"]
     assert _complete(tmp_path, "repo", "key", "r") == ["remove", "rotate"]
-    assert _complete(tmp_path, "restore", "--ver") == ["--verify"]
+    assert _complete(tmp_path, "restore", "--veri") == ["--verify"]
     assert "--read-data-subset" in _complete(tmp_path, "verify", "--")
     # options before the command do not lose the command's place
     assert _complete(tmp_path, "--json", "repo", "") == ["info", "init", "key", "unlock"]

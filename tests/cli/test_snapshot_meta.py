@@ -137,7 +137,7 @@ def test_dump_gives_every_snapshot_its_database_meta(
     load_sample_data(server, db, rows=100)
     password = tmp_path / "db-password"
     password.write_text(server.password)
-    conn = ["--host", server.host, "--port", str(server.port), "--db-user", server.user]
+    conn = ["--db-host", server.host, "--db-port", str(server.port), "--db-user", server.user]
     conn += ["--db-password-file", str(password)]
     done = run(
         "dump",

@@ -33,6 +33,7 @@ def test_backup(verify: bool, hooks: HookOptions | None) -> None:
     args = commands.backup(
         "/data/volume",
         source="ns/pol/data",
+        host="ns",
         type="incremental",
         run="r1",
         tags=["team=a"],
@@ -43,8 +44,8 @@ def test_backup(verify: bool, hooks: HookOptions | None) -> None:
         meta={"policy.name": "pol", "claim.size": "", "source.name": "data"},
     )
     got = parse(args)
-    assert (got.command, got.paths, got.source, got.type) == (
-        "backup", ["/data/volume"], "ns/pol/data", "incremental"
+    assert (got.command, got.paths, got.source, got.host, got.type) == (
+        "backup", ["/data/volume"], "ns/pol/data", "ns", "incremental"
     )  # fmt: skip
     assert got.tag == ["run=r1", "team=a"]
     assert (got.include, got.exclude, got.verify) == (["db/**", "-odd"], ["*.tmp"], verify)
@@ -69,10 +70,16 @@ def test_dump(port: int | None) -> None:
     connection = DatabaseConnection("mysql", "db", port, "/c/u", "/c/p")
     got = parse(
         commands.dump(
-            connection, source="ns/pol/db", databases=["a", "b"], run="r1", meta={"k": "v"}
+            connection,
+            source="ns/pol/db",
+            host="ns",
+            databases=["a", "b"],
+            run="r1",
+            meta={"k": "v"},
         )
     )
-    assert (got.command, got.engine, got.host, got.port) == ("dump", "mysql", "db", port)
+    assert (got.command, got.engine, got.db_host, got.db_port) == ("dump", "mysql", "db", port)
+    assert got.host == "ns"  # the snapshots' host; --db-host is the server's
     assert (got.db_user_file, got.db_password_file) == ("/c/u", "/c/p")
     assert (got.source, got.database, got.tag, got.meta) == (
         "ns/pol/db", ["a", "b"], ["run=r1"], [("k", "v")]
@@ -83,7 +90,7 @@ def test_dump(port: int | None) -> None:
 @pytest.mark.parametrize("existing", ["skip", "overwrite", "fail"])
 def test_restore_db(run: str | None, existing: commands.Existing) -> None:
     got = parse(commands.restore_db(CONNECTION, source="ns/pol/db", run=run, existing=existing))
-    assert (got.command, got.engine, got.host, got.port) == (
+    assert (got.command, got.engine, got.db_host, got.db_port) == (
         "restore-db", "postgresql", "pg.db.svc", 5433
     )  # fmt: skip
     assert (got.source, got.tag, got.existing) == (
@@ -106,6 +113,7 @@ def test_export_resources(selection: ResourceSelection) -> None:
         commands.export_resources(
             selection,
             source="ns/pol/resources",
+            host="ns",
             cluster_scoped=True,
             include_secrets=False,
             type="full",
@@ -113,8 +121,8 @@ def test_export_resources(selection: ResourceSelection) -> None:
             tags=["x=y"],
         )
     )
-    assert (got.command, got.source, got.type, got.tag) == (
-        "export-resources", "ns/pol/resources", "full", ["run=r1", "x=y"]
+    assert (got.command, got.source, got.host, got.type, got.tag) == (
+        "export-resources", "ns/pol/resources", "ns", "full", ["run=r1", "x=y"]
     )  # fmt: skip
     assert (got.cluster_scoped, got.include_secrets) == (True, False)
     assert got.namespace == list(selection.namespaces)
@@ -166,7 +174,7 @@ def test_restore_db_check(scratch: DatabaseConnection | None) -> None:
     )  # fmt: skip
     assert (got.source, got.tag) == ("ns/pol/db", ["run=r1"])
     if scratch is not None:
-        assert (got.host, got.port, got.db_password_file) == (
+        assert (got.db_host, got.db_port, got.db_password_file) == (
             "pg.db.svc",
             5433,
             scratch.password_file,

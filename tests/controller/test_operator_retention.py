@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from safehold.repo import Repository
+from safehold.repo.layout import snapshot_name
 from safehold.repo.locks import RepositoryLock
 from safehold.storage import open_storage
 from testground.kube import Namespace
@@ -27,6 +28,20 @@ def _snapshots(store: RunningStore, bucket: str) -> dict[str, list[str]]:
     for snap in sorted(_repository(store, bucket).snapshots(), key=lambda s: s.datetime):
         out.setdefault(snap.source, []).append(snap.id)
     return out
+
+
+def _strip_hosts(store: RunningStore, bucket: str, ids: list[str]) -> list[str]:
+    """Rewrite the snapshots ``ids`` as the code before hosts wrote them (no host); the ids
+    with the rewritten ones in their place."""
+    repo = _repository(store, bucket)
+    renamed: dict[str, str] = {}
+    with RepositoryLock(repo, exclusive=True, operation="test"):
+        for snap in repo.snapshots():
+            if snap.id in ids:
+                old, snap.host = snap.id, None
+                renamed[old] = repo.save_snapshot(snap)
+                repo.storage.delete(snapshot_name(old))
+    return [renamed.get(i, i) for i in ids]
 
 
 def _snapshot_id(namespace: Namespace, kit: Any, run: str) -> str:
@@ -77,6 +92,16 @@ def test_retention_keeps_the_newest_snapshots_of_the_policy_only(
     for i in range(1, 5):
         kit.write_data(data, seed=20 + i, files=3)
         ids.append(_backup(namespace, kit, f"run-{i}", "pol"))
+        if i == 2:
+            # As if runs 1 and 2 had been made before snapshots had hosts: the next backup
+            # is an incremental of them and retention keeps one series (format section 9).
+            assert _retention_of(namespace, kit, "pol", "run-2")["result"] == "Succeeded"
+            ids = _strip_hosts(s3_store, bucket, ids)
+    third = {s.id: s for s in _repository(s3_store, bucket).snapshots()}[ids[2]]
+    assert (third.parent, third.host) == (ids[1], str(namespace))
+    source = kit.get(namespace, "backuprun", "run-3")["status"]["sources"][0]
+    args = namespace.get("job", source["job"])["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--host") + 1] == str(namespace)  # a stable host, not the pod's
     last = _retention_of(namespace, kit, "pol", "run-4")
     assert last["result"] == "Succeeded", last
     assert last["snapshotsKept"] == 2

@@ -85,9 +85,13 @@ def test_resolved_claims_carry_their_sources_patterns() -> None:
     assert (claims["data"].include, claims["data"].exclude) == (tuple(INCLUDE), tuple(EXCLUDE))
     assert (claims["plain"].include, claims["plain"].exclude) == ((), ())
     assert claims["web-1"].exclude == ("tmp",)
-    plain = commands.backup("/v", source="s", type="full", run="r", exclude=claims["plain"].exclude)
+    plain = commands.backup(
+        "/v", source="s", host="ns", type="full", run="r", exclude=claims["plain"].exclude
+    )
     assert [a for a in plain if a.startswith("--exclude")] == []
-    web = commands.backup("/v", source="s", type="full", run="r", exclude=claims["web-1"].exclude)
+    web = commands.backup(
+        "/v", source="s", host="ns", type="full", run="r", exclude=claims["web-1"].exclude
+    )
     assert [a for a in web if a.startswith("--exclude")] == ["--exclude=tmp"]
 
 

@@ -70,9 +70,9 @@ def _password_file(tmp_path: Path, password: str) -> Path:
 
 def _conn_args(server: DatabaseServer, password_file: Path) -> list[str]:
     return [
-        "--host",
+        "--db-host",
         server.host,
-        "--port",
+        "--db-port",
         str(server.port),
         "--db-user",
         server.user,
@@ -286,10 +286,10 @@ def test_dump_failing_after_output_leaves_no_snapshot(
 
 def test_password_is_not_an_argument(postgres_server: DatabaseServer, run: Run) -> None:
     """There is no option that takes a database password."""
-    done = run("dump", "postgresql", "--host", "h", "--db-user", "u", "--source", "s")
+    done = run("dump", "postgresql", "--db-host", "h", "--db-user", "u", "--source", "s")
     assert done.returncode == 2
     assert "--db-password-file" in done.stderr
-    done = run("dump", "postgresql", "--host", "h", "--db-password", "x", "--source", "s")
+    done = run("dump", "postgresql", "--db-host", "h", "--db-password", "x", "--source", "s")
     assert done.returncode == 2
 
 

@@ -85,7 +85,7 @@ def _conn(server: DatabaseServer, tmp_path: Path) -> list[str]:
     pw = tmp_path / "db-password"
     pw.write_text(server.password + "\n")
     pw.chmod(0o600)
-    return ["--host", server.host, "--port", str(server.port), "--db-user", server.user,
+    return ["--db-host", server.host, "--db-port", str(server.port), "--db-user", server.user,
             "--db-password-file", str(pw)]  # fmt: skip
 
 
@@ -129,9 +129,9 @@ def _store_damaged(run: Run, snapshot: str, db: str, engine: str, keep: int) -> 
 def test_usage_errors_name_what_is_missing(run: Run) -> None:
     for args, message in [
         (["--check"], "needs --source PREFIX or --snapshot ID"),
-        (["--scratch", "--source", "t"], "needs ENGINE (postgresql or mysql) and --host"),
-        (["mysql", "--scratch", "--source", "t"], "needs --host"),
-        (["mysql", "--source", "t"], "needs --host"),
+        (["--scratch", "--source", "t"], "needs ENGINE (postgresql or mysql) and --db-host"),
+        (["mysql", "--scratch", "--source", "t"], "needs --db-host"),
+        (["mysql", "--source", "t"], "needs --db-host"),
         (["--snapshot", "abc", "--source", "t"], "--snapshot goes with --check or --scratch"),
         (["--check", "--snapshot", "abc", "--source", "t"], "leave out --source"),
         (["--check", "--source", "t", "--rename-to", "x"], "go with a restore, not a test"),

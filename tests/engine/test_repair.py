@@ -162,7 +162,8 @@ def test_a_lost_directory_becomes_empty_and_a_lost_root_leaves_nothing(
     repo: Repository, tmp_path: Path
 ) -> None:
     src = _source(tmp_path / "src")
-    snap = backup_paths(repo, [str(src)], BackupOptions(source="s", tags=["nightly"])).snapshot
+    options = BackupOptions(source="s", tags=["nightly"], host="web-1")
+    snap = backup_paths(repo, [str(src)], options).snapshot
     inner = _tree_of(repo, snap, "src", "docs", "inner")
     other = _source(tmp_path / "other")
     gone = backup_paths(repo, [str(other)], BackupOptions(source="o")).snapshot
@@ -179,6 +180,7 @@ def test_a_lost_directory_becomes_empty_and_a_lost_root_leaves_nothing(
     report = repair_snapshots(repo)
     copy = repo.find_snapshot(next(i.repaired for i in report.items if i.snapshot.id == snap.id))
     assert copy.tags == ["nightly", REPAIRED_TAG]
+    assert copy.host == "web-1"  # still its host's parent and retention series
     assert copy.meta["repair.original"] == snap.id
     assert copy.time == snap.time
     assert not next(i for i in report.items if i.snapshot.id == gone.id).repaired

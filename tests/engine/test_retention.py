@@ -6,7 +6,7 @@ Each test builds a small history by hand and asserts what a person reading a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -36,6 +36,7 @@ class Snap:
     time: datetime
     source: str = "db"
     tags: frozenset[str] = frozenset()
+    host: str | None = None
 
 
 def snaps_at(*times: str, source: str = "db") -> list[Snap]:
@@ -540,3 +541,37 @@ def test_bad_policies_name_the_field_and_the_fix(
 
 def test_keep_within_is_normalised() -> None:
     assert RetentionPolicy(keep_within=" 1y6mo ").keep_within == "1y6mo"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_each_host_is_decided_as_if_alone_with_the_snapshots_without_a_host(seed: int) -> None:
+    """Hosts never affect each other: a host's snapshot is decided as in the series of that
+    host's snapshots and those without a host (which are of every host), and one without a
+    host is kept when any host's series keeps it."""
+    import random
+
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    snaps = [
+        Snap(f"s{i:02d}", start + timedelta(hours=rng.randrange(24 * 60)), "db",
+             host=rng.choice(["a", "b", "c", None]))
+        for i in range(rng.randrange(1, 25))
+    ]  # fmt: skip
+    policy = RetentionPolicy(keep_last=rng.randrange(1, 4), keep_daily=rng.randrange(0, 5))
+    decided = {d.snapshot.id: d.keep for d in apply_policy(policy, snaps)}
+    hosts = {s.host for s in snaps} - {None}
+    alone = {
+        host: {
+            d.snapshot.id: d.keep
+            for d in apply_policy(policy, [s for s in snaps if s.host in (host, None)])
+        }
+        for host in hosts
+    }
+    for snap in snaps:
+        if snap.host is not None:
+            assert decided[snap.id] == alone[snap.host][snap.id]
+        elif hosts:
+            assert decided[snap.id] == any(alone[h][snap.id] for h in hosts)
+    if not hosts:  # no host anywhere: one series, as if all were of one host
+        one = [replace(s, host="x") for s in snaps]
+        assert decided == {d.snapshot.id: d.keep for d in apply_policy(policy, one)}

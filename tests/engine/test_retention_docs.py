@@ -30,6 +30,7 @@ class Snap:
     time: datetime
     source: str
     tags: frozenset[str]
+    host: str | None = None
 
 
 def examples() -> list[Any]:
@@ -59,6 +60,7 @@ def snapshot(snap_id: str, value: Any) -> Snap:
         time=moment,
         source=spec.get("source", "default"),
         tags=frozenset(spec.get("tags", [])),
+        host=spec.get("host"),
     )
 
 

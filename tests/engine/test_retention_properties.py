@@ -31,6 +31,7 @@ class Snap:
     time: datetime
     source: str
     tags: frozenset[str]
+    host: str | None = None
 
 
 # ------------------------------------------------------------------ the reference

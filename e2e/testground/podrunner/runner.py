@@ -69,6 +69,7 @@ class Runner:
             "PATH": os.pathsep.join([str(venv_bin), *SYSTEM_PATH]),
             "VIRTUAL_ENV": str(venv_bin.parent),
             "LANG": "C.UTF-8",
+            **_source_path(),
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": port,
             "KUBERNETES_SERVICE_PORT_HTTPS": port,
@@ -244,6 +245,16 @@ class Runner:
             created = ", ".join(sorted(map(str, self.ctx.mount_roots)))
             log.info("mount points created on the host (left in place): %s", created)
         log.info("pod runner stopped")
+
+
+def _source_path() -> dict[str, str]:
+    """``PYTHONPATH`` for the pods: the source root of the safehold this runner imports, so
+    that Jobs run the code under test (a worktree's, given by the session's PYTHONPATH)
+    rather than the checkout the environment's editable install names."""
+    spec = importlib.util.find_spec("safehold")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    return {"PYTHONPATH": str(Path(next(iter(spec.submodule_search_locations))).parent.absolute())}
 
 
 def _environment_dirs(venv_bin: Path) -> tuple[Path, ...]:

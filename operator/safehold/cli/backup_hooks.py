@@ -31,6 +31,7 @@ from safehold.cli.hooks import (
     run_phase,
     write_handover,
 )
+from safehold.cli.hosts import add_host_option
 from safehold.cli.meta import add_meta_option
 from safehold.cli.output import Output
 from safehold.repo.errors import RepositoryError
@@ -57,6 +58,7 @@ def register(
         "--source", metavar="NAME", help="the source's name (default: the absolute paths, or NAME)"
     )
     backup.add_argument("--tag", action="append", default=[], metavar="TAG")
+    add_host_option(backup)
     backup.add_argument("--time", metavar="ISO8601", help="the snapshot's time (default: now)")
     backup.add_argument(
         "--include",
@@ -115,9 +117,10 @@ class _HookedOutput(Output):
     def __init__(self, out: Output) -> None:
         super().__init__(
             json_mode=out.json,
-            quiet=out.quiet,
+            level=out.level,
             stdout=out.stdout,
             termination_log=out.termination_log,
+            color=out.color,
         )
         self.hooks: list[HookResult] = []
         self.doc: dict[str, Any] | None = None

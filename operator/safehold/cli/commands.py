@@ -174,6 +174,7 @@ def backup(args: Namespace, out: Output) -> int:
         include=args.include,
         exclude=args.exclude,
         meta=read_meta(args),
+        host=args.host,
     )
     repo = open_repo(args)
     with (
@@ -185,7 +186,9 @@ def backup(args: Namespace, out: Output) -> int:
                 repo, sys.stdin.buffer, args.stdin_name, options, progress=bar.callback()
             )
         else:
-            result = engine.backup_paths(repo, args.paths, options, progress=bar.callback())
+            result = engine.backup_paths(
+                repo, args.paths, options, progress=bar.callback(), on_file=out.file_events()
+            )
         check = _check_snapshot(repo, result.snapshot) if getattr(args, "verify", False) else None
     s = result.snapshot.summary
     out.print(
@@ -241,7 +244,7 @@ def restore(args: Namespace, out: Output) -> int:
     from safehold.engine.restore import NothingSelected, Unmatched
 
     repo = open_repo(args)
-    snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag)
+    snap = repo.find_snapshot(args.snapshot, source=args.source, tags=args.tag, host=args.host)
     options = engine.RestoreOptions(
         includes=args.include, excludes=args.exclude, verify=args.verify
     )
@@ -251,7 +254,7 @@ def restore(args: Namespace, out: Output) -> int:
     ):
         try:
             result = engine.restore_snapshot(
-                repo, snap, args.target, options, progress=bar.callback()
+                repo, snap, args.target, options, progress=bar.callback(), on_file=out.file_events()
             )
         except PatternError as exc:
             raise UsageError(str(exc)) from None

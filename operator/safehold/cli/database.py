@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, parse_time_option
+from safehold.cli.hosts import add_host_filter, add_host_option
 from safehold.cli.meta import add_meta_option, read_meta
 from safehold.cli.output import Output
 
@@ -49,8 +50,13 @@ def _connection_options(p: argparse.ArgumentParser, *, required: bool = True) ->
         nargs=None if required else "?",
         help="the server type (mariadb means mysql)",
     )
-    p.add_argument("--host", required=required, help="the database server's host name")
-    p.add_argument("--port", type=int, help="its port (default 5432 / 3306)")
+    p.add_argument(
+        "--db-host",
+        required=required,
+        metavar="HOST",
+        help="the database server's host name (--host is the snapshots' host)",
+    )
+    p.add_argument("--db-port", type=int, metavar="PORT", help="its port (default 5432 / 3306)")
     p.add_argument("--db-user", metavar="NAME", help="the user to connect as")
     p.add_argument("--db-user-file", metavar="PATH", help="read the user name from this file")
     p.add_argument(
@@ -85,6 +91,7 @@ def register(
     )
     _connection_options(dump)
     dump.add_argument("--time", metavar="ISO8601", help="the snapshots' time (default: now)")
+    add_host_option(dump)
     add_meta_option(
         dump, adds="source.kind=database, database.engine and database.name to each snapshot"
     )
@@ -95,6 +102,7 @@ def register(
         help="restore database dumps (pg_restore, mysql) from the repository",
     )
     _connection_options(restore, required=False)
+    add_host_filter(restore, "the newest dumps of this host (default: of any host)")
     restore.add_argument(
         "--check",
         action="store_true",
@@ -157,9 +165,9 @@ def _connection(args: Namespace) -> Connection:
             "SAFEHOLD_DB_PASSWORD_FILE); a password is never taken as an argument"
         )
     password = _read_secret_file(path, "database password")
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a TCP port (1 to 65535)")
-    return Connection(_ENGINES[args.engine], args.host, user, password, args.port)
+    if args.db_port is not None and not 1 <= args.db_port <= 65535:
+        raise UsageError(f"--db-port {args.db_port} is not a TCP port (1 to 65535)")
+    return Connection(_ENGINES[args.engine], args.db_host, user, password, args.db_port)
 
 
 def _failed(out: Output, message: str) -> int:
@@ -185,6 +193,7 @@ def run_dump(args: Namespace, out: Output) -> int:
         tags=args.tag,
         time=parse_time_option(args.time, "--time"),
         meta=read_meta(args),
+        host=args.host,
     )
     repo = open_repo(args)
     try:
@@ -207,7 +216,7 @@ def run_dump(args: Namespace, out: Output) -> int:
 
 def _required(args: Namespace, *options: str) -> None:
     """Options the parser leaves optional because ``--check`` needs none of them."""
-    missing = [o for o in options if not getattr(args, o.lstrip("-") or "engine")]
+    missing = [o for o in options if not getattr(args, o.lstrip("-").replace("-", "_") or "engine")]
     if missing:
         names = " and ".join(o or "ENGINE (postgresql or mysql)" for o in missing)
         raise UsageError(f"restore-db needs {names}")
@@ -222,13 +231,13 @@ def run_restore_db(args: Namespace, out: Output) -> int:
         return _run_test_restore(args, out)
     if args.snapshot:
         raise UsageError("--snapshot goes with --check or --scratch")
-    _required(args, "", "--host", "--source")
+    _required(args, "", "--db-host", "--source")
     conn = _connection(args)
     source = args.source.strip("/")
     repo = open_repo(args)
     try:
         with RepositoryLock(repo, exclusive=False, operation="restore"):
-            items = find_database_snapshots(repo, source, args.tag, args.database)
+            items = find_database_snapshots(repo, source, args.tag, args.database, args.host)
             result = restore_databases(
                 repo,
                 conn,
@@ -257,7 +266,7 @@ def _test_items(repo: Repository, args: Namespace) -> list[DatabaseSnapshot]:
 
     if args.snapshot:
         return [snapshot_database(repo.find_snapshot(args.snapshot))]
-    return find_database_snapshots(repo, args.source.strip("/"), args.tag, args.database)
+    return find_database_snapshots(repo, args.source.strip("/"), args.tag, args.database, args.host)
 
 
 def _run_test_restore(args: Namespace, out: Output) -> int:
@@ -274,7 +283,7 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
     if not args.snapshot and not args.source:
         raise UsageError("restore-db --check/--scratch needs --source PREFIX or --snapshot ID")
     if args.scratch:
-        _required(args, "", "--host")
+        _required(args, "", "--db-host")
     conn = _connection(args) if args.scratch else None
     repo = open_repo(args)
     summary: dict[str, Any] = {}

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
+from safehold.cli.hosts import add_host_filter
 from safehold.cli.output import Output, human_size
 
 if TYPE_CHECKING:
@@ -124,18 +125,19 @@ def _find_snapshot(repo: Repository, ref: str, args: Namespace) -> Snapshot:
     ``--tag``s: ``diff latest~1 latest``), or an id or unique id prefix."""
     match = _BEFORE_LATEST.fullmatch(ref)
     newest = repo.find_snapshot(
-        "latest" if match else ref, source=args.source, tags=args.tag
+        "latest" if match else ref, source=args.source, tags=args.tag, host=args.host
     )  # (damage and an empty repository are reported as for 'latest')
     if not match or not int(match.group(1)):
         return newest
     back = int(match.group(1))
-    snaps = repo.snapshots(source=args.source, tags=args.tag)
+    snaps = repo.snapshots(source=args.source, tags=args.tag, host=args.host)
     if back >= len(snaps):
         from safehold.repo import NoSuchSnapshot
 
         raise NoSuchSnapshot(
             f"{ref}: there are only {len(snaps)} snapshot(s)"
             + (f" of source {args.source!r}" if args.source else "")
+            + (f" of host {args.host!r}" if args.host else "")
             + f", so the oldest is latest~{len(snaps) - 1}"
         )
     return snaps[-1 - back]
@@ -146,6 +148,7 @@ def _snapshot_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="with 'latest': this tag"
     )
+    add_host_filter(p, "with 'latest' (find: only): this host's")
 
 
 def _no_lock(p: argparse.ArgumentParser) -> None:
@@ -259,7 +262,7 @@ def _find_snapshots(args: Namespace, repo: Repository, errors: dict[str, str]) -
             found[snap.id] = snap
         snaps = list(found.values())
     else:
-        snaps = repo.snapshots(source=args.source, tags=args.tag, errors=errors)
+        snaps = repo.snapshots(source=args.source, tags=args.tag, host=args.host, errors=errors)
     snaps.sort(key=lambda s: (s.datetime, s.id), reverse=True)  # newest first
     return snaps
 

@@ -38,7 +38,7 @@ from safehold.cli import (
     verify,
 )
 from safehold.cli.context import UsageError
-from safehold.cli.output import Output
+from safehold.cli.output import QUIET, VERY_VERBOSE, Output
 from safehold.repo.errors import RepositoryError
 from safehold.storage import NotFound, StorageError
 
@@ -125,7 +125,22 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
             help="print one JSON summary as the last line of stdout; "
             "progress as JSON lines on stderr",
         )
-    p.add_argument("-q", "--quiet", action="store_true", default=S, help="no progress output")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=S,
+        help="print only errors, warnings and what the command is for (a listing): no "
+        "progress, no summary lines; the exit code and --json output stay the same",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=S,
+        help="more detail: each new or changed file a backup reads, each file a restore "
+        "writes; -vv also the unchanged and skipped ones",
+    )
     p.add_argument(
         "--no-color",
         action="store_true",
@@ -173,9 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     json_mode = bool(getattr(args, "json", False))
+    quiet, verbose = bool(getattr(args, "quiet", False)), int(getattr(args, "verbose", 0))
+    if quiet and verbose:
+        print("safehold: error: -q/--quiet and -v/--verbose go against each other", file=sys.stderr)
+        return exitcodes.USAGE
     out = Output(
         json_mode=json_mode,
-        quiet=bool(getattr(args, "quiet", False)),
+        level=QUIET if quiet else min(verbose, VERY_VERBOSE),
         termination_log=getattr(args, "termination_log", None)
         or os.environ.get("SAFEHOLD_TERMINATION_LOG"),
         color=not (getattr(args, "no_color", False) or os.environ.get("NO_COLOR")),

@@ -321,6 +321,7 @@ def _print_forget(
             else:
                 action = "forget" if report.dry_run else "removed"
             when = item.snapshot.datetime.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+            # (a source with two or more hosts: each reason names its host)
             why = _short_ids((", " if item.keep else "; ").join(item.reasons))
             out.print(f"  {action:<7} {item.snapshot.id[:8]}  {when}  {why}")
         kept = sum(1 for i in items if i.keep)

@@ -1,5 +1,13 @@
 """What the CLI prints: the JSON summary line, progress as JSON lines or a rich bar.
 
+What is printed at which verbosity is decided here, and only here (:class:`Output`'s
+``level``): ``-q`` (:data:`QUIET`) prints errors, warnings and what a command is asked
+for (a listing, a file) but no progress and no summary lines; the default
+(:data:`NORMAL`) adds progress on a terminal and the summary lines; ``-v``
+(:data:`VERBOSE`) and ``-vv`` (:data:`VERY_VERBOSE`) add the engine's per-file events
+(:data:`FILE_EVENTS`: backup's new and changed files, restore's written ones). ``--json``
+output is the same at every level: the summary on stdout, progress on stderr unless ``-q``.
+
 With ``--json`` stdout holds exactly one JSON object, complete, on its last line,
 and progress events go to stderr as JSON lines. The copy written to ``--termination-log``
 (a pod's termination message, which Kubernetes cuts at 4 KiB) is trimmed by
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
@@ -24,9 +33,32 @@ if TYPE_CHECKING:
 
     from safehold.engine import ProgressEvent
 
-__all__ = ["MAX_SUMMARY", "Output", "fit_summary", "human_size"]
+__all__ = [
+    "FILE_EVENTS",
+    "MAX_SUMMARY",
+    "NORMAL",
+    "QUIET",
+    "VERBOSE",
+    "VERY_VERBOSE",
+    "Output",
+    "fit_summary",
+    "human_size",
+]
 
 MAX_SUMMARY = 4000
+
+#: Verbosity levels: ``-q``, none, ``-v``, ``-vv``.
+QUIET, NORMAL, VERBOSE, VERY_VERBOSE = -1, 0, 1, 2
+#: The level from which each per-file event of the engine (``ProgressTracker.file``) is
+#: printed, one line each: ``new       /data/a.txt`` (backup: the path read; restore: the
+#: path written, in the target).
+FILE_EVENTS = {
+    "new": VERBOSE,  # backup: a file the parent snapshot does not have
+    "changed": VERBOSE,  # backup: a file read again because it changed
+    "unchanged": VERY_VERBOSE,  # backup: a file whose parent's chunks were reused
+    "restored": VERBOSE,  # restore: a file written
+    "skipped": VERY_VERBOSE,  # restore: a file already complete in the target
+}
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -122,7 +154,7 @@ class Output:
         self,
         *,
         json_mode: bool,
-        quiet: bool = False,
+        level: int = NORMAL,
         stdout: TextIO | None = None,
         termination_log: str | None = None,
         color: bool = True,
@@ -130,9 +162,17 @@ class Output:
         self.json = json_mode
         self.color = color
         self.termination_log = termination_log
-        self.quiet = quiet
+        #: :data:`QUIET`, :data:`NORMAL`, :data:`VERBOSE` or :data:`VERY_VERBOSE`
+        self.level = level
         self.stdout = stdout or sys.stdout
         self.stderr = sys.stderr
+        self._lines = threading.Lock()
+        self._bar: _RichProgress | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """``-q``: no progress, no summary lines."""
+        return self.level < NORMAL
 
     @cached_property
     def console(self) -> Console:
@@ -149,9 +189,34 @@ class Output:
         return Table(*headers)
 
     def print(self, text: str = "") -> None:
-        """Human output; suppressed with --json (stdout then holds only the summary)."""
+        """A summary line; suppressed with --json (stdout then holds only the summary)
+        and with -q."""
         if not self.json and not self.quiet:
             self.console.print(text, markup=False)
+
+    def file_events(self) -> Callable[[str, str], None] | None:
+        """The engine's per-file callback (``ProgressTracker.file``) printing the events
+        this level shows (:data:`FILE_EVENTS`) to stdout, one line each; None when it
+        shows none (always with --json), so that the engine reports nothing."""
+        shown = {event for event, level in FILE_EVENTS.items() if level <= self.level}
+        if self.json or not shown:
+            return None
+        width = max(map(len, FILE_EVENTS))
+
+        def line(event: str, path: str) -> None:
+            if event not in shown:
+                return
+            text = f"{event:<{width}} {_printable(path)}"
+            bar = self._bar
+            if bar is not None and bar.bar.live.is_started and self.stdout.isatty():
+                # the terminal the bar is drawn on: printed above it, not through it
+                bar.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+                return
+            with self._lines:  # from the engine's threads
+                self.stdout.write(text + "\n")
+                self.stdout.flush()
+
+        return line
 
     def table(self, renderable: Any) -> None:
         if not self.json:
@@ -199,7 +264,8 @@ class Output:
             return _JsonProgress(self.stderr)
         if not self.stderr.isatty():
             return _ProgressSink()
-        return _RichProgress(title, self.err_console)
+        self._bar = _RichProgress(title, self.err_console)
+        return self._bar
 
 
 def _console(stream: TextIO, color: bool = True) -> Console:
@@ -305,6 +371,13 @@ def usage() -> dict[str, Any]:
         "cpu_seconds": round(cpu, 3),
         "peak_memory_bytes": max(own.ru_maxrss, children.ru_maxrss) * 1024,
     }
+
+
+def _printable(path: str) -> str:
+    """A path as one line of text: control characters and bytes that are not UTF-8 (kept
+    by ``surrogateescape``) as ``\\xNN``."""
+    escaped = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in escaped)
 
 
 def _plain(message: str) -> str:

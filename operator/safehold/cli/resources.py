@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
+from safehold.cli.hosts import add_host_filter, add_host_option
 from safehold.cli.meta import add_meta_option, read_meta
 from safehold.cli.output import Output
 
@@ -82,6 +83,7 @@ def register(
     exp.add_argument("--source", default=_DEFAULT_SOURCE, metavar="NAME", help="the source name")
     exp.add_argument("--tag", action="append", default=[], metavar="TAG")
     exp.add_argument("--type", choices=("full", "incremental", "differential"))
+    add_host_option(exp)
     add_meta_option(exp, adds="source.kind=clusterResources")
     _cluster_options(exp)
     exp.set_defaults(func=export_resources_command)
@@ -94,6 +96,7 @@ def register(
     )
     app.add_argument("snapshot", metavar="SNAPSHOT", help="an id (prefix) or 'latest'")
     app.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
+    add_host_filter(app)
     _selection(app, restore=True)
     app.add_argument("--name", action="append", default=[], metavar="NAME", help="object names")
     app.add_argument(
@@ -129,6 +132,7 @@ def register(
     diff.add_argument("old", metavar="SNAPSHOT1")
     diff.add_argument("new", metavar="SNAPSHOT2")
     diff.add_argument("--source", metavar="NAME", help="with 'latest': of this source")
+    add_host_filter(diff)
     diff.add_argument(
         "--show-secrets", action="store_true", help="also show changed Secret contents"
     )
@@ -167,7 +171,9 @@ def export_resources_command(args: Namespace, out: Output) -> int:
     meta = read_meta(args, {"source.kind": "clusterResources"})
     api = _connect(args)
     repo = open_repo(args)
-    backup = BackupOptions(source=args.source, type=args.type, tags=args.tag, meta=meta)
+    backup = BackupOptions(
+        source=args.source, type=args.type, tags=args.tag, meta=meta, host=args.host
+    )
     try:
         with RepositoryLock(repo, exclusive=False, operation="backup"):
             result = export_resources(api, repo, opts, backup)
@@ -232,7 +238,7 @@ def apply_resources(args: Namespace, out: Output) -> int:
     api = _connect(args)
     repo = open_repo(args)
     source = args.source or (_DEFAULT_SOURCE if args.snapshot == "latest" else None)
-    snap = repo.find_snapshot(args.snapshot, source=source)
+    snap = repo.find_snapshot(args.snapshot, source=source, host=args.host)
 
     def show(a: ApplyAction) -> None:
         verb = {"create": "create", "update": "update", "skip": "skip (exists)", "fail": "FAILED"}
@@ -279,8 +285,12 @@ def diff_resources(args: Namespace, out: Output) -> int:
 
     repo = open_repo(args)
     source = args.source or _DEFAULT_SOURCE
-    old = repo.find_snapshot(args.old, source=source if args.old == "latest" else None)
-    new = repo.find_snapshot(args.new, source=source if args.new == "latest" else None)
+    old = repo.find_snapshot(
+        args.old, source=source if args.old == "latest" else None, host=args.host
+    )
+    new = repo.find_snapshot(
+        args.new, source=source if args.new == "latest" else None, host=args.host
+    )
     try:
         with (
             RepositoryLock(repo, exclusive=False, operation="restore"),

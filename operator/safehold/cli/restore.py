@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from safehold.cli import commands
+from safehold.cli.hosts import add_host_filter
 
 __all__ = ["register"]
 
@@ -42,4 +43,5 @@ def register(
     restore.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"
     )
+    add_host_filter(restore)
     restore.set_defaults(func=commands.restore)

@@ -13,6 +13,7 @@ from typing import Any
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo, parse_time_option
+from safehold.cli.hosts import add_host_filter
 from safehold.cli.output import Output, human_size
 
 __all__ = ["register", "snapshot_item", "snapshots"]
@@ -32,6 +33,7 @@ def register(
         "(repeatable; ORed with --source)",
     )
     p.add_argument("--tag", action="append", default=[], metavar="TAG")
+    add_host_filter(p, "only snapshots of this host (and those without a host, older than hosts)")
     p.add_argument(
         "--before",
         metavar="ISO8601",
@@ -51,6 +53,7 @@ def snapshot_item(s: Any) -> dict[str, Any]:
         "id": s.id,
         "time": s.time,
         "source": s.source,
+        "host": s.host,
         "type": s.type,
         "tags": s.tags,
         "parent": s.parent,
@@ -71,17 +74,18 @@ def snapshots(args: Namespace, out: Output) -> int:
     errors: dict[str, str] = {}
     snaps = [
         s
-        for s in repo.snapshots(tags=args.tag, errors=errors)
+        for s in repo.snapshots(tags=args.tag, host=args.host, errors=errors)
         if selected(s.source) and (before is None or s.datetime <= before)
     ]
     if args.latest:  # one per source, by source name
         snaps = list(newest_per_source(snaps).values())
-    table = out.new_table("id", "time", "source", "type", "tags", "files", "size", "added")
+    table = out.new_table("id", "time", "source", "host", "type", "tags", "files", "size", "added")
     for s in snaps:
         table.add_row(
             s.id[:12],
             s.datetime.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),  # local, zone named
             s.source,
+            s.host or "-",  # written before hosts existed: of every host
             s.type,
             ",".join(s.tags),
             str(s.summary.get("total_files", "")),

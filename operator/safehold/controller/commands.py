@@ -99,6 +99,7 @@ def backup(
     path: str,
     *,
     source: str,
+    host: str,
     type: BackupType,
     run: str,
     tags: Sequence[str] = (),
@@ -108,8 +109,11 @@ def backup(
     hooks: Sequence[str] = (),
     meta: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``safehold backup`` of a mounted volume; ``hooks`` are :func:`hook_options`' output."""
-    args = ["backup", path, "--source", source, "--type", type, *tag_options(run, tags)]
+    """``safehold backup`` of a mounted volume; ``hooks`` are :func:`hook_options`' output.
+    ``host``: the snapshot's host (every Job's pod has a new host name: the default would
+    split the source into one series per run), see ``RunContext.snapshot_host``."""
+    args = ["backup", path, "--source", source, "--host", host, "--type", type]
+    args += tag_options(run, tags)
     args += [f"--include={p}" for p in include] + [f"--exclude={p}" for p in exclude]
     if verify:
         args.append("--verify")  # the new snapshot's structure, in the Job (docs/verify.md)
@@ -127,9 +131,9 @@ class DatabaseConnection:
     password_file: str
 
     def options(self) -> list[str]:
-        args: list[str] = [self.engine, "--host", self.host]
+        args: list[str] = [self.engine, "--db-host", self.host]
         if self.port:
-            args += ["--port", str(self.port)]
+            args += ["--db-port", str(self.port)]
         return [*args, "--db-user-file", self.user_file, "--db-password-file", self.password_file]
 
 
@@ -137,13 +141,16 @@ def dump(
     connection: DatabaseConnection,
     *,
     source: str,
+    host: str,
     databases: Sequence[str],
     run: str,
     tags: Sequence[str] = (),
     meta: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``safehold dump``: one snapshot per database (and PostgreSQL's globals)."""
-    args = ["dump", *connection.options(), "--source", source, *_repeat("--database", databases)]
+    """``safehold dump``: one snapshot per database (and PostgreSQL's globals), of ``host``
+    (as for :func:`backup`)."""
+    args = ["dump", *connection.options(), "--source", source, "--host", host]
+    args += _repeat("--database", databases)
     return args + tag_options(run, tags) + meta_options(meta or {})
 
 
@@ -196,6 +203,7 @@ def export_resources(
     selection: ResourceSelection,
     *,
     source: str,
+    host: str,
     cluster_scoped: bool,
     include_secrets: bool,
     type: BackupType,
@@ -203,8 +211,9 @@ def export_resources(
     tags: Sequence[str] = (),
     meta: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``safehold export-resources``: the selected objects as one snapshot."""
-    args = ["export-resources", "--source", source, *selection.options()]
+    """``safehold export-resources``: the selected objects as one snapshot, of ``host``
+    (as for :func:`backup`)."""
+    args = ["export-resources", "--source", source, "--host", host, *selection.options()]
     if cluster_scoped:
         args.append("--cluster-scoped")
     if include_secrets:

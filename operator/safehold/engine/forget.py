@@ -46,6 +46,7 @@ class ForgetItem:
             "id": s.id,
             "time": s.time,
             "source": s.source,
+            "host": s.host,
             "tags": s.tags,
             "keep": self.keep,
             "reasons": list(self.reasons),
@@ -92,7 +93,9 @@ def _decide(
     default: RetentionPolicy | None,
 ) -> list[ForgetItem]:
     by_id = {s.id: s for s in snapshots}
-    facts = [SnapshotFacts(s.id, s.datetime, s.source, frozenset(s.tags)) for s in snapshots]
+    facts = [
+        SnapshotFacts(s.id, s.datetime, s.source, frozenset(s.tags), s.host) for s in snapshots
+    ]
     decisions = apply_policies(policies, facts, default=default)
     return [ForgetItem(by_id[d.snapshot.id], d.keep, d.reasons) for d in decisions]
 

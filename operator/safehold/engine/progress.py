@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ProgressCallback", "ProgressEvent", "ProgressTracker"]
+__all__ = ["FileCallback", "ProgressCallback", "ProgressEvent", "ProgressTracker"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+#: ``(event, path)`` for each file an operation handles: backup's ``new``, ``changed``,
+#: ``unchanged``; restore's ``restored``, ``skipped``. Called from the operation's threads.
+FileCallback = Callable[[str, str], None]
 
 
 class ProgressTracker:
@@ -45,10 +48,16 @@ class ProgressTracker:
     enough for reporting; exact totals come from the operation's own summary)."""
 
     def __init__(
-        self, operation: str, callback: ProgressCallback | None, interval: float = 0.5
+        self,
+        operation: str,
+        callback: ProgressCallback | None,
+        interval: float = 0.5,
+        on_file: FileCallback | None = None,
     ) -> None:
         self.operation = operation
         self.callback = callback
+        #: told of each file (:data:`FileCallback`), for ``-v``; None: nobody asks
+        self.on_file = on_file
         self.interval = interval
         self.files_done = 0
         self.bytes_done = 0
@@ -72,6 +81,11 @@ class ProgressTracker:
             self._thread.join()
         if self.callback is not None and exc[0] is None:
             self.callback(self.event(final=True))
+
+    def file(self, event: str, path: str) -> None:
+        """Tell ``on_file`` of a file handled (``new``, ``restored``, ...)."""
+        if self.on_file is not None:
+            self.on_file(event, path)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -8,7 +8,10 @@ command, its ``--dry-run``) shows those reasons to a person and removes only wha
 this module says goes. ``docs/retention.md`` states the rules with examples that
 the test suite runs; in short:
 
-* Snapshots are grouped by ``source``; groups never affect each other.
+* Snapshots are grouped by ``source`` and ``host`` (restic's grouping); groups never
+  affect each other. A snapshot without a host (written before hosts existed) belongs to
+  every host's group of its source, and is kept when any of them keeps it: the snapshots
+  of a source that one operator or machine kept writing stay one series, as before.
 * Within a source, snapshots are ordered by time, ties broken by id, so the result
   does not depend on the order they were listed in.
 * ``keep_last N`` keeps the N newest snapshots.
@@ -51,6 +54,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from safehold.repo.snapshot import belongs_to
+
 __all__ = [
     "EMPTY_POLICY_REASON",
     "NEWEST_REASON",
@@ -85,6 +90,11 @@ class SnapshotInfo(Protocol):
     @property
     def tags(self) -> Set[str]: ...
 
+    @property
+    def host(self) -> str | None:
+        """The host of the snapshot; None: of every host (written before hosts existed)."""
+        ...
+
 
 S = TypeVar("S", bound=SnapshotInfo)
 
@@ -94,13 +104,14 @@ class SnapshotFacts:
     """A ready-made ``SnapshotInfo``, for callers whose snapshot objects differ.
 
     The repository's ``Snapshot`` keeps its time as text and its tags as a list;
-    ``SnapshotFacts(s.id, s.datetime, s.source, frozenset(s.tags))`` adapts one.
+    ``SnapshotFacts(s.id, s.datetime, s.source, frozenset(s.tags), s.host)`` adapts one.
     """
 
     id: str
     time: datetime
     source: str
     tags: frozenset[str] = frozenset()
+    host: str | None = None
 
 
 class RetentionInputError(ValueError):
@@ -358,9 +369,38 @@ def apply_policies(
         if policy is None:
             decisions = [Decision(snap, True, (NO_POLICY_REASON,)) for snap in group]
         else:
-            decisions = _decide_source(policy, group)
+            decisions = _decide_hosts(policy, group)
         decided.update((decision.snapshot.id, decision) for decision in decisions)
     return [decided[snap.id] for snap in listed]
+
+
+def _decide_hosts(policy: RetentionPolicy, group: list[S]) -> list[Decision[S]]:
+    """The decisions for one source's snapshots, each host's series decided on its own.
+
+    A snapshot without a host is in every host's series (and, when no snapshot has a
+    host, they are one series as before hosts existed): it is kept when any series keeps
+    it. With more than one host, a reason names its host: ``last 3 (host web-1)``.
+    """
+    hosts = sorted({snap.host for snap in group if snap.host is not None})
+    if len(hosts) <= 1:
+        return _decide_source(policy, group)
+    decisions: dict[str, list[tuple[str, Decision[S]]]] = defaultdict(list)
+    for host in hosts:
+        series = [snap for snap in group if belongs_to(snap.host, host)]
+        for decision in _decide_source(policy, series):
+            decisions[decision.snapshot.id].append((host, decision))
+    merged: list[Decision[S]] = []
+    for snap in group:
+        per_host = decisions[snap.id]
+        keep = any(d.keep for _, d in per_host)
+        reasons = tuple(
+            f"{reason} (host {host})"
+            for host, d in per_host
+            if d.keep == keep
+            for reason in d.reasons
+        )
+        merged.append(Decision(snap, keep, reasons))
+    return merged
 
 
 def _check(snap: SnapshotInfo, policy: RetentionPolicy | None, seen: set[str]) -> None:

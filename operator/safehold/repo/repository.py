@@ -343,28 +343,36 @@ class Repository(KeyRing):
         *,
         source: str | None = None,
         tags: Iterable[str] = (),
+        host: str | None = None,
         errors: dict[str, str] | None = None,
     ) -> list[Snapshot]:
-        """Snapshots, oldest first, with the given source and all the given tags."""
+        """Snapshots, oldest first, with the given source, all the given tags and of the
+        given host (:meth:`Snapshot.of_host`: a snapshot without a host is of every host)."""
         wanted = set(tags)
         found = [
             s
             for s in self.iter_snapshots(errors)
-            if (source is None or s.source == source) and wanted <= set(s.tags)
+            if (source is None or s.source == source) and wanted <= set(s.tags) and s.of_host(host)
         ]
         found.sort(key=lambda s: (s.datetime, s.id))
         return found
 
     def find_snapshot(
-        self, ref: str, *, source: str | None = None, tags: Iterable[str] = ()
+        self,
+        ref: str,
+        *,
+        source: str | None = None,
+        tags: Iterable[str] = (),
+        host: str | None = None,
     ) -> Snapshot:
-        """Resolve ``latest`` (newest matching) or an id or unique id prefix.
+        """Resolve ``latest`` (the newest of ``source``, with all ``tags``, of ``host``) or
+        an id or unique id prefix (among the snapshots these filters select).
 
         An unreadable snapshot object is never passed over: ``latest`` cannot tell whether
         it is the newest, and an id may be its. Both raise :class:`CorruptObject` naming
         it, so that a restore never silently brings back older data."""
         errors: dict[str, str] = {}
-        candidates = self.snapshots(source=source, tags=tags, errors=errors)
+        candidates = self.snapshots(source=source, tags=tags, host=host, errors=errors)
         if ref == "latest":
             if errors:
                 name, message = sorted(errors.items())[0]
@@ -377,6 +385,7 @@ class Repository(KeyRing):
                 )
             if not candidates:
                 what = f" of source {source!r}" if source else ""
+                what += f" of host {host!r}" if host is not None else ""
                 raise NoSuchSnapshot(
                     f"{self.location}: no snapshot{what}"
                     f"{' with tags ' + ','.join(tags) if tags else ''}; "

@@ -21,6 +21,8 @@ __all__ = [
     "META_MAX_VALUE",
     "SNAPSHOT_TYPES",
     "Snapshot",
+    "belongs_to",
+    "check_host",
     "check_meta",
     "decode_snapshot",
     "encode_snapshot",
@@ -78,12 +80,30 @@ class Snapshot:
     #: What a fresh cluster needs to re-create the source (``claim.size``, ``source.kind``,
     #: ...; format section 9); checked by :func:`check_meta`. Old snapshots have none.
     meta: dict[str, str] = field(default_factory=dict)
+    #: The host the snapshot belongs to (``backup --host``, by default the machine's host
+    #: name; format section 9): a source's incrementals and retention series are kept
+    #: per host. None (unset) on snapshots written before the field existed: such a
+    #: snapshot belongs to every host (:meth:`of_host`). ``hostname`` is the machine that
+    #: wrote the snapshot, shown and never compared.
+    host: str | None = None
     #: the object's hash; set when read or written, not stored inside it
     id: str = ""
 
     @property
     def datetime(self) -> datetime:
         return datetime.fromisoformat(self.time.replace("Z", "+00:00"))
+
+    def of_host(self, host: str | None) -> bool:
+        """Whether the snapshot belongs to ``host`` (None: any host): :func:`belongs_to`."""
+        return belongs_to(self.host, host)
+
+
+def belongs_to(snapshot_host: str | None, host: str | None) -> bool:
+    """Whether a snapshot of ``snapshot_host`` belongs to ``host`` (None: any host): the one
+    host rule (format section 9) of the parent choice, ``latest``, ``--host`` filters and
+    retention's series. A snapshot without a host belongs to every host, so that the
+    snapshots written before hosts existed stay a source's parents and retention series."""
+    return host is None or snapshot_host is None or snapshot_host == host
 
 
 def encode_snapshot(aead: AESGCM | Sealer, snap: Snapshot) -> bytes:
@@ -92,6 +112,10 @@ def encode_snapshot(aead: AESGCM | Sealer, snap: Snapshot) -> bytes:
     doc["meta"] = check_meta(snap.meta)
     if not doc["meta"]:
         del doc["meta"]  # the object stays as it was before meta existed
+    if snap.host is None:
+        del doc["host"]
+    else:
+        check_host(snap.host)
     return seal(aead, AAD_SNAPSHOT, json.dumps(doc, sort_keys=True).encode())
 
 
@@ -120,6 +144,17 @@ def _strings(doc: dict[str, Any], key: str) -> list[str]:
     return value
 
 
+def check_host(host: object) -> str:
+    """``host`` when it is a snapshot's host (format section 9: a non-empty string of at
+    most 4096 characters without NUL); :class:`ValueError` otherwise."""
+    if type(host) is not str or not host or len(host) > MAX_STRING or "\x00" in host:
+        raise ValueError(
+            f"a host must be a non-empty string of at most {MAX_STRING} characters without "
+            f"NUL, not {host!r:.100}"
+        )
+    return host
+
+
 def _id(value: object, key: str) -> str:
     if type(value) is not str or not _ID.fullmatch(value):
         raise ValueError(f"field {key!r} is not an id of 64 hex digits")
@@ -145,6 +180,15 @@ def _summary(value: object) -> dict[str, Any]:
         elif item is not None and kind is not bool:
             raise ValueError(f"summary {key!r} is not a number or a string")
     return value
+
+
+def _host(value: object) -> str:
+    try:
+        return check_host(value)
+    except ValueError:
+        raise ValueError(
+            f"field 'host' is not a non-empty string of at most {MAX_STRING} characters without NUL"
+        ) from None
 
 
 def parse_time(value: object) -> datetime:
@@ -198,6 +242,7 @@ def decode_snapshot(aead: AESGCM | Sealer, data: bytes, name: str) -> Snapshot:
             summary=_summary(doc.get("summary", {})),
             version=version,
             meta=meta,
+            host=None if doc.get("host") is None else _host(doc["host"]),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(name, f"snapshot is malformed ({exc})") from exc

@@ -94,6 +94,16 @@ class RunContext:
     def source_name(self, source: str) -> str:
         return source_name(self.namespace, self.policy_name, source)
 
+    @property
+    def snapshot_host(self) -> str:
+        """The ``--host`` of the run's snapshots: the namespace (docs/operator.md, snapshot
+        hosts). A Job's pod has a new random host name each run, which would make every
+        backup a full one and every snapshot a retention series of its own; the
+        namespace is stable, known without any API call, and the same in a rebuilt
+        cluster that re-applies the policies, so its first backups are incrementals of the
+        old ones."""
+        return self.namespace
+
     def gone(self, source: str) -> SourceFailed:
         """The failure of a source the policy no longer has."""
         return SourceFailed(

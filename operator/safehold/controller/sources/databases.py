@@ -116,6 +116,7 @@ class DatabaseSources:
         args = commands.dump(
             conn,
             source=ctx.source_name(d.name),
+            host=ctx.snapshot_host,
             databases=d.databases,
             run=ctx.run_name,
             tags=ctx.run.spec.tags,

@@ -90,6 +90,7 @@ class ResourcesSource:
         args = commands.export_resources(
             selection,
             source=ctx.source_name(SOURCE),
+            host=ctx.snapshot_host,
             cluster_scoped=spec.include_cluster_scoped,
             include_secrets=spec.include_secrets,
             type=ctx.run.spec.type,

@@ -97,6 +97,7 @@ def _backup_job(ctx: RunContext, source: SourceResult, claim: VolumeClaim) -> Ba
     args = commands.backup(
         SOURCE_MOUNT,
         source=ctx.source_name(source.name),
+        host=ctx.snapshot_host,
         type=ctx.run.spec.type,
         run=ctx.run_name,
         tags=ctx.run.spec.tags,

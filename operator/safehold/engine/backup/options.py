@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,14 @@ class BackupOptions:
     exclude: list[str] = field(default_factory=list)
     #: The snapshot's metadata (format section 9: what re-creates the source elsewhere).
     meta: dict[str, str] = field(default_factory=dict)
+    #: The host the snapshot belongs to (format section 9); None: this machine's host
+    #: name. The parent is the newest snapshot of the same source and host.
+    host: str | None = None
+
+    @property
+    def snapshot_host(self) -> str:
+        """``host``, or this machine's host name."""
+        return self.host or socket.gethostname()
 
 
 @dataclass
@@ -45,6 +54,7 @@ class BackupResult:
             "source": s.source,
             "type": s.type,
             "parent": s.parent,
+            "host": s.host,
             "time": s.time,
             **s.summary,
         }

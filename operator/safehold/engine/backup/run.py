@@ -14,7 +14,7 @@ from safehold.engine.backup.options import BackupError, BackupOptions, BackupRes
 from safehold.engine.backup.pipeline import BackupPipeline
 from safehold.engine.backup.walk import scan_totals
 from safehold.engine.patterns import PatternError, compile_patterns
-from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.progress import FileCallback, ProgressCallback, ProgressTracker
 from safehold.engine.tuning import rare_gc, tune_malloc
 from safehold.repo import (
     CorruptObject,
@@ -24,6 +24,7 @@ from safehold.repo import (
     check_meta,
 )
 from safehold.repo.locks import check_lock
+from safehold.repo.snapshot import check_host
 
 __all__ = ["backup_paths", "backup_stream"]
 
@@ -34,9 +35,11 @@ def _now_iso(when: datetime | None = None) -> str:
 
 
 def _choose_parent(
-    repo: Repository, source: str, requested: str | None
+    repo: Repository, source: str, requested: str | None, host: str
 ) -> tuple[str, Snapshot | None]:
-    history = [s for s in repo.snapshots(source=source) if s.type != "stdin"]
+    """The snapshot's type and parent: the newest snapshot of the same source and host
+    (one written before hosts existed is of every host, format section 9)."""
+    history = [s for s in repo.snapshots(source=source, host=host) if s.type != "stdin"]
     if requested == "full":
         return "full", None
     if requested == "differential":
@@ -48,9 +51,10 @@ def _choose_parent(
 
 
 def _check_meta(options: BackupOptions) -> None:
-    """Refuse bad metadata before any work: it would make an unreadable snapshot."""
+    """Refuse bad metadata or host before any work: it would make an unreadable snapshot."""
     try:
         check_meta(options.meta)
+        check_host(options.snapshot_host)
     except ValueError as exc:
         raise BackupError(str(exc)) from None
 
@@ -82,6 +86,7 @@ def _snapshot(
         tree=tree,
         paths=paths,
         hostname=socket.gethostname(),
+        host=options.snapshot_host,
         tags=sorted(set(options.tags)),
         parent=parent.id if parent else None,
         program=f"safehold {__version__}",
@@ -98,8 +103,10 @@ def backup_paths(
     paths: list[str],
     options: BackupOptions | None = None,
     progress: ProgressCallback | None = None,
+    on_file: FileCallback | None = None,
 ) -> BackupResult:
-    """Back up files and directory trees into a new snapshot."""
+    """Back up files and directory trees into a new snapshot; ``on_file`` hears of each
+    file: ``new``, ``changed`` (read) or ``unchanged`` (the parent's chunks reused)."""
     options = options or BackupOptions()
     if not paths:
         raise BackupError("no paths to back up")
@@ -121,7 +128,7 @@ def backup_paths(
         seen[name] = p
         roots.append((p, name))
     source = options.source or ",".join(abspaths)
-    kind, parent = _choose_parent(repo, source, options.type)
+    kind, parent = _choose_parent(repo, source, options.type, options.snapshot_host)
     parent_root: dict[str, Node] = {}
     if parent is not None:
         try:
@@ -130,7 +137,7 @@ def backup_paths(
             parent_root = {}
     started = time.monotonic()
     tune_malloc()
-    with rare_gc(), ProgressTracker("backup", progress) as tracker:
+    with rare_gc(), ProgressTracker("backup", progress, on_file=on_file) as tracker:
         stop = threading.Event()
         scanner = threading.Thread(
             target=scan_totals, args=(abspaths, tracker, stop, filt), name="scan", daemon=True

@@ -196,6 +196,7 @@ class Walker:
                 node["hardlink"] = first[0]
                 node["content"] = first[1]
                 counts["files_new" if parent is None else "files_unmodified"] += 1
+                self.progress.file("new" if parent is None else "unchanged", path)
                 self.progress.files_done += 1
                 self.progress.bytes_done += size
                 return True
@@ -203,6 +204,7 @@ class Walker:
             assert parent is not None
             node["content"] = list(parent.get("content", []))
             counts["files_unmodified"] += 1
+            self.progress.file("unchanged", path)
             self.progress.bytes_done += size
         else:
             category = "files_changed" if parent is not None else "files_new"
@@ -216,6 +218,7 @@ class Walker:
                     return False
                 node["content"] = PendingContent(refs)
             counts[category] += 1
+            self.progress.file("changed" if parent is not None else "new", path)
         if st.st_nlink > 1:
             self.hardlinks[(st.st_dev, st.st_ino)] = (rel, node["content"])
         self.progress.files_done += 1

@@ -70,6 +70,8 @@ class DumpOptions:
     #: Metadata every snapshot gets; the dump adds ``source.kind``, ``database.engine`` and
     #: ``database.name`` (the database, or ``globals``) to each.
     meta: dict[str, str] = field(default_factory=dict)
+    #: The snapshots' host (format section 9); None: this machine's host name.
+    host: str | None = None
 
 
 def dump_meta(options: DumpOptions, engine: str, database: str) -> dict[str, str]:
@@ -200,6 +202,7 @@ def dump_databases(
                     tags=[*tags, "database=" + GLOBALS],
                     time=options.time,
                     meta=dump_meta(options, conn.engine, GLOBALS),
+                    host=options.host,
                 ),
                 progress=progress,
             )
@@ -231,6 +234,7 @@ def dump_databases(
                     tags=[*tags, f"database={db}"],
                     time=options.time,
                     meta=dump_meta(options, conn.engine, db),
+                    host=options.host,
                 ),
                 progress=progress,
             )

@@ -84,12 +84,17 @@ def snapshot_database(snap: Snapshot) -> DatabaseSnapshot:
 
 
 def find_database_snapshots(
-    repo: Repository, prefix: str, tags: list[str], databases: list[str]
+    repo: Repository,
+    prefix: str,
+    tags: list[str],
+    databases: list[str],
+    host: str | None = None,
 ) -> list[DatabaseSnapshot]:
-    """The newest snapshot of each database (and globals) under ``prefix`` with ``tags``."""
+    """The newest snapshot of each database (and globals) under ``prefix`` with ``tags``
+    (and of ``host``, when given)."""
     wanted = set(tags)
     newest: dict[str, Snapshot] = {}
-    for snap in repo.snapshots():
+    for snap in repo.snapshots(host=host):
         if not snap.source.startswith(prefix + "/") or not wanted <= set(snap.tags):
             continue
         name = _tag(snap, "database")

@@ -367,6 +367,7 @@ class _SnapshotRepair:
             summary=self._summary(snap, item),
             version=snap.version,
             meta=meta,
+            host=snap.host,  # the copy stays in its host's chain and retention series
         )
 
 

@@ -84,6 +84,7 @@ class Restore(TreeWalk):
                 os.close(fd)
             result.files += 1
             self.progress.files_done += 1
+            self.progress.file("restored", pending.path)
         self.deferred = []
 
     def _hardlink(self, dir_rel: str, name: str, path: str, link: str, node: Node) -> None:
@@ -124,6 +125,7 @@ class Restore(TreeWalk):
                 )
                 self.result.files += 1
                 self.progress.files_done += 1
+                self.progress.file("restored", path)
             except OSError as exc:
                 self._error(path, f"cannot create hard link: {exc.strerror}")
             return

@@ -10,7 +10,7 @@ import stat
 from dataclasses import asdict
 from typing import NoReturn
 
-from safehold.engine.progress import ProgressCallback, ProgressTracker
+from safehold.engine.progress import FileCallback, ProgressCallback, ProgressTracker
 from safehold.engine.restore import check
 from safehold.engine.restore.finish import Restore
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
@@ -46,8 +46,10 @@ def restore_snapshot(
     target: str,
     options: RestoreOptions | None = None,
     progress: ProgressCallback | None = None,
+    on_file: FileCallback | None = None,
 ) -> RestoreResult:
-    """Restore ``snap`` under ``target`` (created if missing).
+    """Restore ``snap`` under ``target`` (created if missing); ``on_file`` hears of each
+    file ``restored`` (written) or ``skipped`` (complete from an earlier run).
 
     With ``options.includes``/``excludes``, only the selected entries are restored; a bad
     pattern raises :class:`~safehold.engine.patterns.PatternError` and a selection of nothing
@@ -62,8 +64,8 @@ def restore_snapshot(
     parts = Parts(_process_count(repo, options, fresh))
     with rare_gc():
         if parts.fork():  # before any thread of the restore starts
-            _restore_part(repo, snap, target, options, parts, chown_always, selection)
-        with ProgressTracker("restore", progress) as tracker:
+            _restore_part(repo, snap, target, options, parts, chown_always, selection, on_file)
+        with ProgressTracker("restore", progress, on_file=on_file) as tracker:
             summary = snap.summary
             if selection is None:  # a selection's totals are not known: none is shown
                 tracker.files_total = int(summary.get("total_files", 0)) or None
@@ -102,9 +104,11 @@ def _restore_part(
     parts: Parts,
     chown_always: bool,
     selection: Selection | None,
+    on_file: FileCallback | None,
 ) -> NoReturn:
-    """A child's share of the restore; it ends the process (see :meth:`Parts.exit`)."""
-    tracker = ProgressTracker("restore", None)
+    """A child's share of the restore; it ends the process (see :meth:`Parts.exit`). Its
+    ``on_file`` lines go to the output it shares with part 0, whole lines each."""
+    tracker = ProgressTracker("restore", None, on_file=on_file)
     try:
         r = Restore(repo, snap, target, options, tracker, parts, selection)
         r.chown_always = chown_always

@@ -103,6 +103,7 @@ class FileWriter(RestoreState):
             with self.lock:
                 self.result.files += 1
                 self.progress.files_done += 1
+            self.progress.file("restored", path)
             return
         pending = PendingFile(where, name, path, node, count + shared, size, count == 1)
         if shared and self.part == 0:
@@ -132,6 +133,7 @@ class FileWriter(RestoreState):
             self.result.files_skipped += 1
             self.progress.files_done += 1
             self.progress.bytes_done += size
+            self.progress.file("skipped", path)
             self.restored.add(rel)
             return True
         try:
@@ -255,6 +257,7 @@ class FileWriter(RestoreState):
         with self.lock:
             self.result.files += 1
             self.progress.files_done += 1
+        self.progress.file("restored", pending.path)
 
     def _fetch_group(
         self,
@@ -344,6 +347,8 @@ class FileWriter(RestoreState):
                     if last and pending.meta_done:  # _create set the metadata: count it here
                         self.result.files += 1
                         self.progress.files_done += 1
+                if last and pending.meta_done:
+                    self.progress.file("restored", pending.path)
                 if last and not pending.meta_done:
                     self._done(pending)
 
