@@ -65,12 +65,19 @@ def test_openshift_variant_leaves_the_uid_to_the_platform(render: Any) -> None:
     assert sc == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def test_one_replica_recreated_running_safehold_operator(render: Any) -> None:
+def test_two_replicas_electing_a_leader_running_safehold_operator(render: Any) -> None:
     objects = render()
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     container = operator_container(objects)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SAFEHOLD_LEADER_LEASE"]["value"] == "safehold-leader"
+    assert env["SAFEHOLD_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    [term] = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # (the PodDisruptionBudget needs policy/v1, which helm template without a cluster lacks)
     assert container["image"] == "ghcr.io/safehold/safehold:0.1.0"
     assert "command" not in container  # the image's entrypoint is `safehold`
     assert container["args"][0] == "operator"

@@ -33,7 +33,7 @@ def test_manifest_is_up_to_date_with_the_chart() -> None:
 
 def test_check_mode_names_a_stale_file_and_the_fix(tmp_path: Path) -> None:
     stale = tmp_path / "safehold.yaml"
-    stale.write_text(DEPLOY.read_text().replace("replicas: 1", "replicas: 2"))
+    stale.write_text(DEPLOY.read_text().replace("replicas: 2", "replicas: 1"))
     argv = [sys.executable, str(SCRIPT), "--check", "--output", str(stale)]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 1

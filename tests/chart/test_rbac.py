@@ -46,6 +46,14 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
 EXEC: frozenset[tuple[str, str, str]] = frozenset(
     ("", "pods/exec", verb) for verb in ("create", "get")
 )
+#: The leader election's Role, in the release's namespace only (docs/operator.md).
+LEADER: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("coordination.k8s.io", "leases:safehold-leader", "get"),
+        ("coordination.k8s.io", "leases:safehold-leader", "update"),
+        ("coordination.k8s.io", "leases", "create"),
+    }
+)
 CLUSTER_ONLY: frozenset[tuple[str, str, str]] = frozenset(
     (group, resource, verb)
     for group, resource in (
@@ -62,13 +70,21 @@ def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     for rule in role.get("rules", []):
         assert not rule.get("nonResourceURLs"), f"{role['metadata']['name']}: {rule}"
         names = rule.get("resourceNames") or []
-        if names:  # only the grant ConfigMap, only get
-            assert rule == {
-                "apiGroups": [""],
-                "resources": ["configmaps"],
-                "resourceNames": ["safehold-restore-grant"],
-                "verbs": ["get"],
-            }, f"{role['metadata']['name']}: {rule}"
+        if names:  # only the grant ConfigMap (get), only the leader Lease (get, update)
+            assert rule in (
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": ["safehold-restore-grant"],
+                    "verbs": ["get"],
+                },
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "resourceNames": ["safehold-leader"],
+                    "verbs": ["get", "update"],
+                },
+            ), f"{role['metadata']['name']}: {rule}"
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
@@ -97,14 +113,36 @@ def test_no_role_grants_secrets_or_wildcards(render: Any, variant: str) -> None:
             assert_no_wildcards_or_secrets(triples(obj))
 
 
+def _watch_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings of the watched namespaces (not the leader election's)."""
+    return [
+        o
+        for o in objects
+        if o["kind"] == kind and not o["metadata"]["name"].endswith("-leader-election")
+    ]
+
+
+def test_leader_election_may_hold_its_lease_in_its_namespace_only(render: Any) -> None:
+    for values in ({}, {"watchNamespaces": ["team-a"]}):
+        objects = render(values)
+        [role] = [o for o in objects if o["metadata"]["name"] == "safehold-leader-election"
+                  and o["kind"] == "Role"]  # fmt: skip
+        assert role["metadata"]["namespace"] == "safehold-system"
+        assert triples(role) == LEADER
+        [binding] = [o for o in objects if o["kind"] == "RoleBinding"
+                     and o["metadata"]["name"] == "safehold-leader-election"]  # fmt: skip
+        assert binding["roleRef"]["name"] == "safehold-leader-election"
+        assert binding["metadata"]["namespace"] == "safehold-system"
+
+
 def test_all_namespaces_one_cluster_role_with_exactly_the_contract(
     render: Any, of_kind: Any
 ) -> None:
     objects = render()
     [role] = of_kind(objects, "ClusterRole")
     assert triples(role) == CONTRACT | CLUSTER_ONLY
-    assert of_kind(objects, "Role") == []
-    assert of_kind(objects, "RoleBinding") == []
+    assert _watch_roles(objects, "Role") == []
+    assert _watch_roles(objects, "RoleBinding") == []
     [binding] = of_kind(objects, "ClusterRoleBinding")
     [account] = of_kind(objects, "ServiceAccount")
     assert binding["roleRef"] == {
@@ -125,11 +163,11 @@ def test_namespaced_a_role_per_namespace_and_cluster_wide_only_crds(
     render: Any, of_kind: Any
 ) -> None:
     objects = render({"watchNamespaces": ["team-a", "team-b"]})
-    roles = of_kind(objects, "Role")
+    roles = _watch_roles(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert triples(role) == CONTRACT
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = _watch_roles(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     [account] = of_kind(objects, "ServiceAccount")
     for binding in bindings:
@@ -169,7 +207,7 @@ def test_exec_is_granted_only_when_exec_hooks_are_enabled(render: Any, of_kind: 
     assert not triples(default) & EXEC
     [enabled] = of_kind(render({"execHooks": {"enabled": True}}), "ClusterRole")
     assert triples(enabled) == CONTRACT | CLUSTER_ONLY | EXEC
-    for role in of_kind(
+    for role in _watch_roles(
         render({"execHooks": {"enabled": True}, "watchNamespaces": ["team-a"]}), "Role"
     ):
         assert triples(role) == CONTRACT | EXEC

@@ -138,3 +138,8 @@ namespace a restore targets exists. */}}
   resources: ["volumesnapshotclasses"]
   verbs: ["get", "list", "watch"]
 {{- end -}}
+
+{{- /* The Lease the replicas elect their leader with. */}}
+{{- define "safehold.leaseName" -}}
+{{ include "safehold.fullname" . }}-leader
+{{- end }}

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 __all__ = [
     "BYTES_STORED",
     "LAST_SUCCESS",
+    "LEADER",
     "LOCATION_LAST_VALIDATION",
     "LOCATION_SNAPSHOTS",
     "REGISTRY",
@@ -271,6 +272,13 @@ def record_sources(namespace: str, policy: str, sources: Iterable[Any]) -> None:
             SOURCE_DURATION.labels(*labels).set(s.duration_seconds)
         if s.peak_memory_bytes is not None:
             SOURCE_PEAK_MEMORY.labels(*labels).set(s.peak_memory_bytes)
+
+
+LEADER = Gauge(
+    "safehold_leader",
+    "1 when this replica holds the leader Lease and acts, 0 while it waits (standby)",
+    registry=REGISTRY,
+)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from the pod IP

@@ -1,10 +1,17 @@
-"""``safehold operator``: serve metrics, then run kopf with a liveness endpoint until stopped."""
+"""``safehold operator``: serve metrics, lead (when the chart runs several replicas, see
+safehold.controller.leader), then run kopf with a liveness endpoint until stopped."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safehold.controller.leader import Elector
 
 __all__ = ["run"]
 
@@ -31,9 +38,58 @@ def run(
     if metrics_port >= 0:
         port = metrics.serve(metrics_port, bind)
         logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", bind, port)
-    kopf.run(
-        standalone=True,
-        clusterwide=all_namespaces,
-        namespaces=list(namespaces),
-        liveness_endpoint=f"http://{bind}:{health_port}/healthz" if health_port >= 0 else None,
-    )
+    elector = _lead(bind, health_port)
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=all_namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=f"http://{bind}:{health_port}/healthz" if health_port >= 0 else None,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
+            metrics.LEADER.set(0)
+
+
+def _lead(bind: str, health_port: int) -> Elector | None:
+    """With leader election configured, wait to lead, answering /healthz meanwhile (kopf's
+    own liveness endpoint takes the port over once this replica leads)."""
+    from safehold.controller import metrics
+    from safehold.controller.kube import load_config
+    from safehold.controller.leader import elector_from_env
+
+    elector = elector_from_env()
+    if elector is None:
+        return None
+    metrics.LEADER.set(0)
+    standby = _health_server(bind, health_port) if health_port >= 0 else None
+    load_config()
+    try:
+        elector.acquire()
+    finally:
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()
+    metrics.LEADER.set(1)
+    return elector
+
+
+def _health_server(bind: str, port: int) -> ThreadingHTTPServer:
+    """A standby's /healthz: alive, waiting to lead."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path.split("?")[0] == "/healthz"
+            body = b'{"standby": true}' if ok else b"not found"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # probes every few seconds: quiet
+            return
+
+    server = ThreadingHTTPServer((bind, port), Health)
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
