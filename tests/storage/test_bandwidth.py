@@ -1,7 +1,7 @@
 """The bandwidth throttle: the token bucket's arithmetic with an injected clock (rates,
 bursts, fairness across threads), and the wrapper's accounting of object bodies.
 
-The limit measured end to end against a real object store is tests/cli/test_bandwidth_measured.py.
+The limit measured end to end against a real object store is tests/cli/test_bandwidth.py.
 """
 
 from __future__ import annotations
