@@ -7,6 +7,7 @@ from argparse import Namespace
 
 import pytest
 
+from safehold.api import BackupLocation
 from safehold.cli.main import build_parser
 from safehold.controller import commands
 from safehold.controller.commands import (
@@ -15,6 +16,8 @@ from safehold.controller.commands import (
     KeepRules,
     ResourceSelection,
 )
+from safehold.controller.jobs import JobRequest
+from safehold.controller.repository import with_repository, with_site
 
 
 def parse(args: list[str]) -> Namespace:
@@ -232,3 +235,83 @@ def test_repo_check(create: bool, allow_empty: bool, lock: tuple[str, int] | Non
         assert (got.object_lock_mode, got.object_lock_days) == (lock or (None, 0))
     else:
         assert got.allow_empty is allow_empty
+
+
+@pytest.mark.parametrize(
+    ("upload", "download"), [(512, 2048), (None, 100), (64, None), (None, None)]
+)
+def test_limit_options(upload: int | None, download: int | None) -> None:
+    got = parse([*commands.verify(), *commands.limit_options(upload, download)])
+    assert limits(got) == (upload, download)
+    if upload is None and download is None:
+        assert commands.limit_options(upload, download) == []
+
+
+def limits(got: Namespace) -> tuple[int | None, int | None]:
+    """The parsed limits (the common options are absent from the namespace when not given)."""
+    return getattr(got, "limit_upload", None), getattr(got, "limit_download", None)
+
+
+def _location(name: str, role: str = "primary", **bandwidth: int) -> BackupLocation:
+    return BackupLocation.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {
+                "provider": "s3",
+                "bucket": name,
+                "role": role,
+                "repositoryPasswordSecretRef": {"name": f"{name}-pw"},
+                **({"bandwidth": bandwidth} if bandwidth else {}),
+            },
+        }
+    )
+
+
+def _request(args: list[str]) -> JobRequest:
+    return JobRequest(name="j", namespace="ns", component="c", args=args, labels={}, owner=None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        commands.backup("/data", source="ns/p/data", type="full", run="r"),
+        commands.restore("abc", "/target"),
+        commands.forget("ns/p/", KeepRules(last=1), time_zone="UTC") + commands.prune_options(1),
+        commands.verify((1, 4)),
+        commands.restore_db_check("postgresql", source="ns/p/db", run="r"),
+        commands.repo_check(create=True),
+    ],
+    ids=["backup", "restore", "retention", "verify", "test-restore", "location-check"],
+)
+def test_every_job_of_a_location_carries_its_bandwidth_limits(args: list[str]) -> None:
+    """Every Job that opens a location's repository does it through ``with_repository``,
+    which passes the location's ``spec.bandwidth``; unlimited, no option at all."""
+    limited = with_repository(_request(args), _location("a", uploadKiBps=300, downloadKiBps=900))
+    assert limits(parse(list(limited.args))) == (300, 900)
+    reads = parse(list(with_repository(_request(args), _location("b", downloadKiBps=5)).args))
+    assert limits(reads) == (None, 5)
+    free = with_repository(_request(args), _location("c"))
+    assert not any(a.startswith("--limit-") for a in free.args)
+
+
+@pytest.mark.parametrize(
+    ("primary", "site", "expected"),
+    [
+        ({"uploadKiBps": 100, "downloadKiBps": 200}, {"uploadKiBps": 300}, (300, 200)),
+        ({"uploadKiBps": 100, "downloadKiBps": 200}, {}, (None, 200)),
+        ({}, {"uploadKiBps": 300, "downloadKiBps": 400}, (300, None)),
+        ({"uploadKiBps": 100}, {"downloadKiBps": 400}, (None, None)),
+    ],
+)
+def test_a_replication_reads_at_the_primarys_limit_and_writes_at_the_sites(
+    primary: dict[str, int], site: dict[str, int], expected: tuple[int | None, int | None]
+) -> None:
+    request = _request(commands.replicate("ns/p/"))
+    job = with_site(
+        with_repository(request, _location("a", **primary)),
+        _location("dr", "recovery-site", **site),
+    )
+    got = parse(list(job.args))
+    assert limits(got) == expected
+    assert got.to == "s3://dr"
+    assert job.args[:4] == ["replicate", "--source-prefix", "ns/p/", "--only-newer"]

@@ -1,7 +1,9 @@
 """The storage test tier: one ``backend`` fixture, parametrised over the four providers.
 
 A test that takes ``backend`` runs once per provider, with the provider's name in its id
-(``test_roundtrip[s3]``). Servers start lazily, so ``-k filesystem`` starts none.
+(``test_roundtrip[s3]``). Servers start lazily, so ``-k filesystem`` starts none. One more
+backend, ``s3-throttled``, is S3 inside the bandwidth throttle (``ThrottledStorage``) with
+a limit set: a wrapper keeps every guarantee of what it wraps.
 
 Server gaps: ``GAPS`` maps (test function, backend) to the documented reason a server fails
 that case; the case is then ``xfail(strict=True)`` for that backend only, so it still runs,
@@ -20,10 +22,14 @@ from typing import Any
 import pytest
 
 from safehold.storage import Storage, open_storage
+from safehold.storage.wrappers import Bandwidth, ThrottledStorage, TokenBucket
 from testground.objectstores import RunningStore
 
-BACKENDS = ("filesystem", "s3", "gcs", "azure")
+BACKENDS = ("filesystem", "s3", "gcs", "azure", "s3-throttled")
 BUCKET = "conformance"
+#: The throttled backend's limit per direction: low enough that its calls wait, high
+#: enough that the suite's few hundred MiB take seconds.
+THROTTLE_BYTES_PER_SECOND = 16 * 1024 * 1024
 
 GAPS: dict[tuple[str, str], str] = {
     ("test_a_name_may_also_prefix_other_names", "filesystem"): (
@@ -48,6 +54,7 @@ class Target:
     store: RunningStore | None  # None for the filesystem
     root: Path  # the filesystem backend's directory
     opened: list[Storage] = field(default_factory=list)
+    bandwidth: Bandwidth | None = None  # the throttle around every storage opened
 
     def url(self, prefix: str) -> str:
         if self.store is None:
@@ -61,6 +68,11 @@ class Target:
     def open(self, prefix: str | None = None, **overrides: str) -> Storage:
         """A storage at ``prefix`` (a fresh unique one by default) with ``overrides``."""
         storage = open_storage(self.url(prefix or fresh_prefix()), self.options(**overrides))
+        return self._opened(storage)
+
+    def _opened(self, storage: Storage) -> Storage:
+        if self.bandwidth is not None:
+            storage = ThrottledStorage(storage, self.bandwidth)
         self.opened.append(storage)
         return storage
 
@@ -72,9 +84,7 @@ class Target:
             (self.root / prefix).chmod(0o555)
             return open_storage(self.url(prefix))
         options = self.store.readonly_options or self.store.options
-        storage = open_storage(self.url(prefix), options)
-        self.opened.append(storage)
-        return storage
+        return self._opened(open_storage(self.url(prefix), options))
 
 
 def fresh_prefix() -> str:
@@ -97,13 +107,17 @@ def backend(
     request: pytest.FixtureRequest, _filesystem_root: Path, _prepared: dict[str, RunningStore]
 ) -> Iterator[Target]:
     name: str = request.param
+    provider = name.removesuffix("-throttled")
     store: RunningStore | None = None
-    if name != "filesystem":
-        store = request.getfixturevalue(f"{name}_store")
-        if name not in _prepared:
+    if provider != "filesystem":
+        store = request.getfixturevalue(f"{provider}_store")
+        if provider not in _prepared:
             store.make_bucket(BUCKET)
-            _prepared[name] = store
+            _prepared[provider] = store
     target = Target(name, store, _filesystem_root)
+    if provider != name:
+        rate = THROTTLE_BYTES_PER_SECOND
+        target.bandwidth = Bandwidth(upload=TokenBucket(rate), download=TokenBucket(rate))
     yield target
     for storage in target.opened:
         storage.close()

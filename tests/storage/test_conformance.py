@@ -1,7 +1,8 @@
 """The storage conformance suite: every guarantee in ``safehold.storage.base``, per provider.
 
 Each test takes the ``backend`` fixture and so runs on the filesystem, SeaweedFS (S3),
-fake-gcs-server (GCS) and Azurite (Azure); ids name the backend (``test_roundtrip[s3-small]``).
+fake-gcs-server (GCS) and Azurite (Azure), and on SeaweedFS through the bandwidth throttle
+with a limit set (``s3-throttled``); ids name the backend (``test_roundtrip[s3-small]``).
 Server gaps are strict expected failures for that server only (``GAPS`` in conftest.py).
 """
 

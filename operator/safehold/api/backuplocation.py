@@ -23,6 +23,7 @@ __all__ = [
     "BackupLocation",
     "BackupLocationSpec",
     "BackupLocationStatus",
+    "BandwidthLimits",
     "LocationProvider",
     "LocationRole",
     "SourceSnapshots",
@@ -30,6 +31,19 @@ __all__ = [
 
 LocationProvider = Literal["s3", "gcs", "azure", "filesystem"]
 LocationRole = Literal["primary", "recovery-site"]
+
+
+class BandwidthLimits(ApiModel):
+    """How fast the Jobs that reach a location may move data, in KiB/s (1 KiB = 1024 bytes),
+    each Job on its own: the ``safehold`` command's ``--limit-upload`` and
+    ``--limit-download`` (docs/cli.md)."""
+
+    upload_ki_bps: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """Writing to the location (a backup's packs, a replication's copies to a recovery
+    site, a prune's rewritten packs), at most this many KiB/s; empty: unlimited."""
+    download_ki_bps: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """Reading from the location (a restore, a test restore, `verify`'s data reads, a
+    replication from this primary), at most this many KiB/s; empty: unlimited."""
 
 
 class BackupLocationSpec(ApiModel):
@@ -78,6 +92,13 @@ class BackupLocationSpec(ApiModel):
     primary's repository records the lock when it is created (a repository created
     without it is refused), a recovery site's replication Jobs lock what they write
     (docs/immutability.md)."""
+    bandwidth: BandwidthLimits | None = None
+    """Bandwidth limits of each Job that reaches the location, on its own (Jobs running at
+    once do not share them): backup, restore, retention, verify, test restore, and
+    replication (a recovery site's upload limit for writing to it, the primary's download
+    limit for reading from it; server-side copies are not limited). A limit holds on
+    average over the objects a Job moves: each object goes at the link's speed once its
+    turn has come. Empty: unlimited."""
     validation_interval: Duration = "1h"
     """How often the controller re-checks that the location is reachable."""
     max_concurrent_runs: int | None = Field(default=None, ge=1, le=10000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from argparse import Namespace
+from argparse import ArgumentTypeError, Namespace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,10 +19,13 @@ from safehold.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from safehold.repo import Repository
+    from safehold.storage.wrappers import Bandwidth
 
 __all__ = [
     "OPTION_FILE_ALIASES",
     "UsageError",
+    "bandwidth",
+    "kib_per_second",
     "open_repo",
     "open_repo_storage",
     "parse_time_option",
@@ -33,6 +36,11 @@ __all__ = [
 
 class UsageError(Exception):
     """The command line or environment is incomplete; exit code 2."""
+
+
+#: The environment forms of ``--limit-upload`` and ``--limit-download`` (KiB/s).
+_LIMIT_UPLOAD_ENV = "SAFEHOLD_LIMIT_UPLOAD"
+_LIMIT_DOWNLOAD_ENV = "SAFEHOLD_LIMIT_DOWNLOAD"
 
 
 def _option_pairs(items: list[str]) -> dict[str, str]:
@@ -165,7 +173,38 @@ def open_repo_storage(args: Namespace) -> Storage:
     options.update(_option_pairs(getattr(args, "option", None) or []))
     # The standard wrappers: transient failures (throttling, 5xx, resets) are retried with
     # backoff instead of failing a backup hours in; docs/storage.md describes the stack.
-    return open_storage(location_url(url), options, wrap=True)
+    return open_storage(location_url(url), options, wrap=True, bandwidth=bandwidth(args))
+
+
+def kib_per_second(text: str) -> int:
+    """A bandwidth limit as typed (``--limit-upload 512``): whole KiB/s, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ArgumentTypeError(f"{text!r} is not a whole number of KiB/s of at least 1")
+    return value
+
+
+def bandwidth(args: Namespace) -> Bandwidth | None:
+    """The bandwidth limits of this command (``--limit-upload``, ``--limit-download`` or
+    their environment variables), as the process's shared buckets: every storage the
+    command opens (replication's repository and site) draws from the same two. Lock
+    objects are exempt: their refresh must never wait behind pack uploads."""
+    from safehold.repo.layout import LOCKS
+    from safehold.storage.wrappers import shared_bandwidth
+
+    limits: list[int | None] = []
+    for attr, env in (("limit_upload", _LIMIT_UPLOAD_ENV), ("limit_download", _LIMIT_DOWNLOAD_ENV)):
+        value: int | None = getattr(args, attr, None)
+        if value is None and os.environ.get(env):
+            try:
+                value = kib_per_second(os.environ[env])
+            except ArgumentTypeError as exc:
+                raise UsageError(f"{env}: {exc}") from exc
+        limits.append(None if value is None else value * 1024)
+    return shared_bandwidth(limits[0], limits[1], exempt=(LOCKS,))
 
 
 def _read_file(path: str, what: str) -> str:

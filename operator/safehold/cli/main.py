@@ -37,7 +37,7 @@ from safehold.cli import (
     validate,
     verify,
 )
-from safehold.cli.context import UsageError
+from safehold.cli.context import UsageError, kib_per_second
 from safehold.cli.output import QUIET, VERY_VERBOSE, Output
 from safehold.repo.errors import RepositoryError
 from safehold.storage import NotFound, StorageError
@@ -116,6 +116,22 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
         metavar="PATH",
         help="read the password from this file (default: $SAFEHOLD_PASSWORD_FILE, else the "
         "password itself in $SAFEHOLD_PASSWORD)",
+    )
+    p.add_argument(
+        "--limit-upload",
+        type=kib_per_second,
+        default=S,
+        metavar="KIB",
+        help="upload (write to storage) at most KIB KiB/s, 1 KiB = 1024 bytes "
+        "(default: $SAFEHOLD_LIMIT_UPLOAD, else unlimited)",
+    )
+    p.add_argument(
+        "--limit-download",
+        type=kib_per_second,
+        default=S,
+        metavar="KIB",
+        help="download (read from storage) at most KIB KiB/s, 1 KiB = 1024 bytes "
+        "(default: $SAFEHOLD_LIMIT_DOWNLOAD, else unlimited)",
     )
     if json_output:
         p.add_argument(

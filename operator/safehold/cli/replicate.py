@@ -15,7 +15,14 @@ from argparse import Namespace
 from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
-from safehold.cli.context import UsageError, _option_pairs, location_url, open_repo, read_password
+from safehold.cli.context import (
+    UsageError,
+    _option_pairs,
+    bandwidth,
+    location_url,
+    open_repo,
+    read_password,
+)
 from safehold.cli.output import Output, human_size
 from safehold.storage import Storage, open_storage
 
@@ -107,7 +114,8 @@ def _open_site(args: Namespace) -> Storage:
     options.update(_option_pairs(args.to_option))
     # The standard wrappers, as for the primary: a site's outage is ridden out within
     # retry_seconds too (server-side copies, Storage.copy_from, go through them as well).
-    return open_storage(location_url(args.to), options, wrap=True)
+    # Within the command's bandwidth limits too: the same buckets as the repository's.
+    return open_storage(location_url(args.to), options, wrap=True, bandwidth=bandwidth(args))
 
 
 def _print_table(out: Output, result: ReplicateResult) -> None:

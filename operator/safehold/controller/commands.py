@@ -4,7 +4,8 @@ A Job's command is the CLI's contract with the operator, so it is written in one
 with typed parameters, and ``tests/controller/test_commands.py`` parses every line these
 functions can produce with the real ``safehold.cli.main.build_parser()``. What every Job
 adds after the command (``--repo``, ``--options-dir``, ``--password-file``, ``--json``,
-``--termination-log``, a recovery site's ``--to ...``) is added by
+``--termination-log``, a recovery site's ``--to ...``, a location's bandwidth limits
+from :func:`limit_options`) is added by
 safehold.controller.jobs and safehold.controller.repository, not here.
 
 Options that take a pattern are written ``--option=VALUE``, so a value starting with ``-``
@@ -29,6 +30,7 @@ __all__ = [
     "export_resources",
     "forget",
     "hook_options",
+    "limit_options",
     "meta_options",
     "prune_options",
     "replicate",
@@ -93,6 +95,13 @@ def hook_options(hooks: HookOptions | None) -> list[str]:
 def run_hooks(handover: str, hooks: Sequence[str]) -> list[str]:
     """The hooks container's command: ``hooks`` are :func:`hook_options`' output."""
     return ["run-hooks", "--handover", handover, *hooks]
+
+
+def limit_options(upload: int | None, download: int | None) -> list[str]:
+    """A location's bandwidth limits in KiB/s (``--limit-upload``, ``--limit-download``;
+    None: unlimited), which every Job that reaches the location passes."""
+    args = ["--limit-upload", str(upload)] if upload is not None else []
+    return args + (["--limit-download", str(download)] if download is not None else [])
 
 
 def backup(

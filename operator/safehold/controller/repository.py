@@ -5,16 +5,20 @@ Nothing here reads a Secret: the Job gets the credentials Secret mounted whole (
 a file, read by ``--options-dir``) and the password key mounted as one file.
 
 A Job opens one location as its repository (:func:`with_repository`: ``--repo``,
-``--option``, ``--options-dir``, ``--password-file``) and, for replication, a second
-one as the recovery site (:func:`with_site`: ``--to``, ``--to-option``,
-``--to-options-dir``, ``--to-password-file``), each with its own Secrets and mounts.
+``--option``, ``--options-dir``, ``--password-file``, and the location's bandwidth limits
+``--limit-upload``, ``--limit-download``) and, for replication, a second one as the
+recovery site (:func:`with_site`: ``--to``, ``--to-option``, ``--to-options-dir``,
+``--to-password-file``, and the site's upload limit in place of the primary's), each with
+its own Secrets and mounts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from safehold.api import BackupLocation
+from safehold.controller import commands
 from safehold.controller.jobs import JobRequest, Mount
 
 __all__ = [
@@ -104,6 +108,9 @@ def repository_access(location: BackupLocation, *, site_locks: bool = False) -> 
     options = _options(location) + (lock_options(location) if site_locks else [])
     for option in options:
         args += ["--option", option]
+    limits = location.spec.bandwidth
+    if limits is not None:
+        args += commands.limit_options(limits.upload_ki_bps, limits.download_ki_bps)
     creds = location.spec.credentials_secret_ref
     return RepositoryAccess(
         args=args,
@@ -133,9 +140,12 @@ def with_repository(
 def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
     """``req`` (a ``safehold replicate``) writing to recovery site ``site``: its URL,
     options and object lock, its credentials Secret and password key as files of their
-    own, next to the primary's."""
+    own, next to the primary's. The Job writes to the site and reads from the primary,
+    so the site's upload limit replaces the primary's (the primary's download limit
+    stays): the command has one limit per direction."""
     spec = site.spec
-    args = ["--to", location_url(site, SITE_MOUNT)]
+    upload = spec.bandwidth.upload_ki_bps if spec.bandwidth else None
+    args = ["--to", location_url(site, SITE_MOUNT), *commands.limit_options(upload, None)]
     for option in _options(site) + lock_options(site):
         args += ["--to-option", option]
     mounts = _claim(site, "site-repository", SITE_MOUNT)
@@ -162,4 +172,20 @@ def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
         )
     )
     args += ["--to-password-file", f"{_SITE_PASSWORD_DIR}/password"]
-    return replace(req, args=[*req.args, *args], mounts=[*req.mounts, *mounts])
+    return replace(
+        req, args=[*_without_upload_limit(req.args), *args], mounts=[*req.mounts, *mounts]
+    )
+
+
+def _without_upload_limit(args: Sequence[str]) -> list[str]:
+    """``args`` without a ``--limit-upload N`` (the primary's, in a replication Job)."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--limit-upload":
+            skip = True
+        else:
+            out.append(arg)
+    return out

@@ -17,11 +17,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from safehold.storage.base import Storage
 from safehold.storage.errors import InvalidLocation, MissingExtra
+
+if TYPE_CHECKING:
+    from safehold.storage.wrappers import Bandwidth
 
 __all__ = ["BY_SCHEME", "PROVIDERS", "Location", "Provider", "open_storage", "parse_location"]
 
@@ -153,13 +156,20 @@ def parse_location(url: str, options: Mapping[str, str] | None = None) -> Locati
 
 
 def open_storage(
-    url: str, options: Mapping[str, str] | None = None, *, wrap: bool = False
+    url: str,
+    options: Mapping[str, str] | None = None,
+    *,
+    wrap: bool = False,
+    bandwidth: Bandwidth | None = None,
 ) -> Storage:
     """Open the storage that ``url`` names, with provider ``options``.
 
     With ``wrap=True`` the storage comes inside the standard wrappers (retries with backoff,
-    a concurrency limit, Prometheus metrics): see :func:`safehold.storage.wrappers.wrap`.
+    a concurrency limit, Prometheus metrics, and the ``bandwidth`` throttle when given):
+    see :func:`safehold.storage.wrappers.wrap`.
     """
+    if bandwidth is not None and not wrap:
+        raise ValueError("a bandwidth throttle is one of the standard wrappers: wrap=True")
     location = parse_location(url, options)
     from safehold.storage.options import option_retry_seconds  # (imports this module)
 
@@ -169,9 +179,8 @@ def open_storage(
         from safehold.storage.wrappers import RetryPolicy
         from safehold.storage.wrappers import wrap as standard_wrappers
 
-        if retry_seconds is None:
-            return standard_wrappers(storage)
-        return standard_wrappers(storage, retry=RetryPolicy(budget=retry_seconds))
+        retry = None if retry_seconds is None else RetryPolicy(budget=retry_seconds)
+        return standard_wrappers(storage, retry=retry, bandwidth=bandwidth)
     return storage
 
 

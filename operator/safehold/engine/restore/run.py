@@ -18,6 +18,7 @@ from safehold.engine.restore.parts import PartResult, Parts
 from safehold.engine.restore.select import Selection, plan_selection
 from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import Repository, Snapshot
+from safehold.storage.wrappers.bandwidth import download_limited
 
 __all__ = ["restore_snapshot"]
 
@@ -90,8 +91,11 @@ def restore_snapshot(
 def _process_count(repo: Repository, options: RestoreOptions, fresh: bool) -> int:
     """How many processes restore: one per CPU, at most :data:`_MAX_PROCESSES`, into a new
     target from a local repository (an object store's client must not be shared by forked
-    processes, see restore.parts)."""
+    processes, see restore.parts) whose reads no bandwidth limit holds back (its bucket is
+    one process's: forked parts would each get the whole limit)."""
     if not fresh or not hasattr(os, "fork") or not repo.storage.location.startswith("file:"):
+        return 1
+    if download_limited(repo.storage):
         return 1
     return options.processes or min(available_cpus(), _MAX_PROCESSES)
 

@@ -1,0 +1,193 @@
+"""``--limit-upload`` / ``--limit-download`` (KiB/s, like restic): the options and their
+environment forms, and the limit measured on a real object store.
+
+The measured test is a correctness test of the limiter (issue #17 asks that a limited
+backup stay within 10 % of its limit): a backup to SeaweedFS and a restore from it, each
+timed around the command (``main``, in this process, so that an interpreter's start does
+not blur the figures), once limited and once not. The bytes moved over the limited
+command's whole time must not exceed the limit by more than 10 %, and over the time the
+limit added (limited minus unlimited) must not fall short of it by more than 10 %.
+docs/performance.md quotes the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from safehold.cli.context import bandwidth
+from safehold.cli.main import build_parser, main
+from safehold.storage import open_storage
+from safehold.storage.wrappers import ThrottledStorage
+from testground.objectstores import RunningStore
+
+PASSWORD = "bandwidth test password"
+KIB = 1024
+
+
+def parse(*args: str) -> Namespace:
+    return build_parser().parse_args(args)
+
+
+# ---------------------------------------------------------------- the options
+
+
+@pytest.mark.parametrize("command", [["snapshots"], ["backup", "/data"], ["restore", "a", "b"]])
+def test_every_repository_command_takes_both_limits(command: list[str]) -> None:
+    got = parse(*command, "--limit-upload", "512", "--limit-download", "2048")
+    assert (got.limit_upload, got.limit_download) == (512, 2048)
+    before = parse("--limit-upload", "64", *command)  # a global option: also before
+    assert before.limit_upload == 64
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "fast", ""])
+def test_a_limit_is_a_whole_number_of_kib_per_second(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["snapshots", "--limit-upload", value]) == 2
+    assert "KiB/s of at least 1" in capsys.readouterr().err
+
+
+def test_help_says_the_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backup", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--limit-upload KIB upload (write to storage) at most KIB KiB/s" in text
+    assert "--limit-download KIB download (read from storage) at most KIB KiB/s" in text
+
+
+def test_limits_become_the_process_buckets_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEHOLD_LIMIT_UPLOAD", raising=False)
+    monkeypatch.delenv("SAFEHOLD_LIMIT_DOWNLOAD", raising=False)
+    assert bandwidth(parse("snapshots")) is None
+    limits = bandwidth(parse("snapshots", "--limit-upload", "100"))
+    assert limits is not None
+    assert limits.upload is not None
+    assert (limits.upload.rate, limits.download) == (100 * KIB, None)
+    assert limits.exempt == ("locks/",)  # lock refreshes never wait behind packs
+    monkeypatch.setenv("SAFEHOLD_LIMIT_DOWNLOAD", "300")
+    both = bandwidth(parse("snapshots", "--limit-upload", "100"))
+    assert both is not None
+    assert both.download is not None
+    assert both.download.rate == 300 * KIB
+    assert both.upload is limits.upload  # one bucket per direction for the whole process
+
+
+def test_the_option_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEHOLD_LIMIT_UPLOAD", "10")
+    limits = bandwidth(parse("snapshots", "--limit-upload", "20"))
+    assert limits is not None
+    assert limits.upload is not None
+    assert limits.upload.rate == 20 * KIB
+
+
+def test_a_wrong_environment_value_is_a_usage_error(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")},
+        "SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(),
+        "SAFEHOLD_LIMIT_DOWNLOAD": "lots",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "safehold", "snapshots"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "SAFEHOLD_LIMIT_DOWNLOAD: 'lots' is not a whole number of KiB/s" in done.stderr
+
+
+def test_the_command_opens_its_repository_throttled(tmp_path: Path) -> None:
+    from safehold.cli.context import open_repo_storage
+
+    args = parse("-r", str(tmp_path), "snapshots", "--limit-download", "5")
+    storage = open_repo_storage(args)
+    assert isinstance(storage, ThrottledStorage)
+    assert storage.bandwidth.download is not None
+    assert storage.bandwidth.download.rate == 5 * KIB
+
+
+# ---------------------------------------------------------------- measured
+
+
+LIMIT_KIB = 1024
+DATA_BYTES = 4 * 1024 * 1024
+
+
+class Repo:
+    """A repository on the S3 server and the command run against it, in this process
+    (``main``): what is timed is the command, not an interpreter starting."""
+
+    def __init__(self, store: RunningStore, bucket: str, prefix: str) -> None:
+        self.url = store.url(bucket, prefix)
+        self.options = dict(store.options)
+
+    def run(self, *args: str) -> float:
+        """Run ``safehold ARGS`` to success; the seconds it took, measured around it."""
+        opts = [f"--option={k}={v}" for k, v in self.options.items()]
+        start = time.monotonic()
+        code = main([*args, "--repo", self.url, *opts, "--json", "-q"])
+        seconds = time.monotonic() - start
+        assert code == 0
+        return seconds
+
+    def stored(self) -> int:
+        """Bytes of every object but locks: what a backup wrote, what a restore reads."""
+        with open_storage(self.url, self.options) as storage:
+            return sum(i.size for i in storage.list("") if not i.name.startswith("locks/"))
+
+
+def test_a_limited_backup_and_restore_stay_within_ten_percent_of_the_limit(
+    s3_store: RunningStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [k for k in os.environ if k.startswith("SAFEHOLD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    bucket = f"bandwidth-{uuid.uuid4().hex[:12]}"
+    s3_store.make_bucket(bucket)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "random.bin").write_bytes(os.urandom(DATA_BYTES))  # incompressible
+    limited, free = Repo(s3_store, bucket, "limited"), Repo(s3_store, bucket, "free")
+    for repo in (limited, free):
+        repo.run("repo", "init")
+    initialised = limited.stored()
+    limit = LIMIT_KIB * KIB
+
+    free_backup = free.run("backup", str(data))
+    limited_backup = limited.run("backup", str(data), "--limit-upload", str(LIMIT_KIB))
+    uploaded = limited.stored() - initialised
+    free_restore = free.run("restore", "latest", str(tmp_path / "free"))
+    limited_restore = limited.run(
+        "restore", "latest", str(tmp_path / "limited"), "--limit-download", str(LIMIT_KIB)
+    )
+    downloaded = limited.stored()  # config, keys, index, snapshot, pack: each read once
+    [restored] = (tmp_path / "limited").rglob("random.bin")
+    assert restored.read_bytes() == (data / "random.bin").read_bytes()
+
+    figures = {
+        "upload": (uploaded, limited_backup, free_backup),
+        "download": (downloaded, limited_restore, free_restore),
+    }
+    for direction, (moved, seconds, unlimited) in figures.items():
+        # The rate while the limit holds lies between these two: the first counts the
+        # command's own work as time of the transfer, the second none of it (a restore
+        # writes while it waits). So: the first at most 10 % above the limit, the second
+        # at most 10 % below it.
+        whole = moved / seconds
+        added = moved / (seconds - unlimited)
+        print(
+            f"{direction}: limit {LIMIT_KIB} KiB/s, {moved / KIB:.0f} KiB in {seconds:.2f} s "
+            f"({unlimited:.2f} s unlimited): {whole / KIB:.0f} KiB/s over the command, "
+            f"{added / KIB:.0f} KiB/s over the time the limit added"
+        )
+        assert whole <= 1.10 * limit, direction
+        assert added >= 0.90 * limit, direction
