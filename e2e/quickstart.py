@@ -160,10 +160,13 @@ def install_operator(
     """``helm install`` the chart and wait until the operator's Deployment is Available.
 
     Pods of the test ground share the host's network, so the metrics and health ports are
-    free ports rather than the chart's 8080 and 8081. Returns (metrics port, health port).
+    free ports rather than the chart's 8080 and 8081, and one replica runs (two would bind
+    the same ports; tests/controller/test_operator_failover.py proves the election with two
+    operator processes on ports of their own). Returns (metrics port, health port).
     """
     metrics_port, health_port = processes.free_ports(2)
     values: dict[str, Any] = {
+        "replicaCount": 1,
         "metrics": {"port": metrics_port},
         "health": {"port": health_port},
     }

@@ -29,11 +29,16 @@ Install = Callable[[str, str, dict[str, Any]], str]
 
 
 def image_values() -> dict[str, Any]:
-    """The test image ($SAFEHOLD_TEST_IMAGE) as chart values; never pulled on the test ground."""
+    """The test image ($SAFEHOLD_TEST_IMAGE) as chart values; never pulled on the test ground.
+    One replica: the test ground's pods share the host's network, so two would bind the
+    same ports (the election is tested with two processes, test_operator_failover.py)."""
     repository, _, tag = IMAGE.rpartition(":")
     if not repository or "/" in tag:
         repository, tag = IMAGE, "latest"
-    return {"image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}}
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "replicaCount": 1,
+    }
 
 
 def helm_run(helm: str, cluster: Cluster, *args: str, values: dict[str, Any] | None = None) -> str:

@@ -206,7 +206,8 @@ def helm_install(helm: str, cluster: Cluster) -> Iterator[Any]:
     def _install(release: str, namespace: str, values: dict[str, Any]) -> str:
         out = _helm(
             helm, cluster, "install", release, str(CHART), "--namespace", namespace,
-            values={"image": image, **values} if image else values,
+            # one replica: the test ground's pods share the host's network and ports
+            values={"replicaCount": 1, **({"image": image} if image else {}), **values},
         )  # fmt: skip
         releases.append((release, namespace))
         return out

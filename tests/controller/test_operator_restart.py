@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +30,10 @@ def _free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, namespace: Namespace, log: Path) -> None:
+    def __init__(self, namespace: Namespace, log: Path, env: dict[str, str] | None = None) -> None:
         self.namespace = namespace
         self.log = log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
@@ -42,6 +44,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.namespace.cluster.kubeconfig),
             "SAFEHOLD_IMAGE": os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"),
+            **self.env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -122,3 +125,95 @@ def test_killed_operator_picks_the_run_up_and_records_it_once(
     assert "safehold_backup_last_success_timestamp_seconds{" in metrics
     assert "safehold_location_bytes_stored{" in metrics
     assert op.get("/healthz", op.health_port)
+
+
+# ------------------------------------------------------------------ high availability
+LEASE = "safehold-test-leader"
+
+
+def _holder(namespace: Namespace) -> str | None:
+    lease = namespace.get("lease", LEASE) or {}
+    return (lease.get("spec") or {}).get("holderIdentity") or None
+
+
+def _leads(op: OperatorProcess) -> float | None:
+    """The replica's ``safehold_leader`` gauge, None until it serves its metrics."""
+    try:
+        text = op.get("/metrics", op.metrics_port)
+    except OSError:
+        return None
+    line = next((x for x in text.splitlines() if x.startswith("safehold_leader ")), None)
+    return float(line.split()[1]) if line else None
+
+
+def _replica(namespace: Namespace, tmp_path: Path, name: str) -> OperatorProcess:
+    """One replica as the chart runs it: electing its leader on a Lease in its namespace."""
+    env = {
+        "SAFEHOLD_LEADER_LEASE": LEASE,
+        "SAFEHOLD_POD_NAMESPACE": str(namespace),
+        "SAFEHOLD_POD_NAME": name,
+    }
+    return OperatorProcess(namespace, tmp_path / f"{name}.log", env)
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed_mid_run(
+    namespace: Namespace, s3_store: RunningStore, tmp_path: Path, kit: Any
+) -> None:
+    """Two replicas; the leader is SIGKILLed while a run's Job runs: the standby takes the
+    Lease within its duration, the run completes, one Job, one Succeeded Event. A leader that
+    stops cleanly hands the Lease over at once."""
+    from safehold.controller.leader import LEASE_SECONDS, RETRY_SECONDS
+
+    cluster = namespace.cluster
+    a, b = _replica(namespace, tmp_path, "op-a"), _replica(namespace, tmp_path, "op-b")
+    try:
+        a.start()
+        cluster.wait_for(lambda: _holder(namespace) == "op-a", timeout=60, what="op-a to lead")
+        b.start()
+        cluster.wait_for(lambda: _leads(b) == 0.0, timeout=60, what="op-b to wait as a standby")
+        assert "standby" in b.get("/healthz", b.health_port)  # its probes pass meanwhile
+
+        data = kit.make_claim(namespace, "data")
+        kit.write_data(data, seed=8, files=40, size=512 * 1024)
+        kit.store_location(namespace, s3_store)
+        kit.policy(namespace, "pol", "loc", ["data"])
+        namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
+        kit.backup_run(namespace, "run", "pol")
+
+        def job_recorded() -> str | None:
+            run = namespace.get("backuprun", "run") or {}
+            sources = (run.get("status") or {}).get("sources") or []
+            return sources[0].get("job") if sources else None
+
+        job = cluster.wait_for(job_recorded, timeout=60, what="the run's Job name")
+        killed = time.monotonic()
+        a.kill()
+        cluster.wait_for(lambda: _holder(namespace) == "op-b", timeout=60, what="op-b to take over")
+        takeover = time.monotonic() - killed
+        assert takeover < LEASE_SECONDS + 3 * RETRY_SECONDS + 5, takeover
+
+        kit.kubectl_wait(namespace, "backuprun/run", "Complete", timeout=180)
+        run = kit.get(namespace, "backuprun", "run")
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        jobs = json.loads(
+            namespace.kubectl("get", "jobs", "-l", "safehold.io/run=run", "-o", "json").stdout
+        )["items"]
+        assert [j["metadata"]["name"] for j in jobs] == [job]
+        events = json.loads(namespace.kubectl("get", "events", "-o", "json").stdout)["items"]
+        succeeded = [
+            e for e in events
+            if e["involvedObject"]["name"] == "run" and e["reason"] == "Succeeded"
+        ]  # fmt: skip
+        assert sum(e.get("count", 1) for e in succeeded) == 1
+        assert _leads(b) == 1.0
+
+        # a clean stop (a rolling update) releases the Lease: no wait for it to expire
+        a.start()
+        cluster.wait_for(lambda: _leads(a) == 0.0, timeout=60, what="op-a to wait as a standby")
+        stopped = time.monotonic()
+        b.stop()
+        cluster.wait_for(lambda: _holder(namespace) == "op-a", timeout=30, what="op-a to lead")
+        assert time.monotonic() - stopped < LEASE_SECONDS, "the Lease was not released"
+    finally:
+        a.stop()
+        b.stop()

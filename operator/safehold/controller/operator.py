@@ -59,12 +59,14 @@ def _lead(bind: str, health_port: int) -> Elector | None:
     from safehold.controller.kube import load_config
     from safehold.controller.leader import elector_from_env
 
+    if not os.environ.get("SAFEHOLD_LEADER_LEASE", "").strip():
+        return None
+    load_config()  # before the elector makes its API client
     elector = elector_from_env()
     if elector is None:
         return None
     metrics.LEADER.set(0)
     standby = _health_server(bind, health_port) if health_port >= 0 else None
-    load_config()
     try:
         elector.acquire()
     finally:
