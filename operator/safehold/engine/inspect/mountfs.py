@@ -294,7 +294,7 @@ class SnapshotFS:
     def readdir(self, path: str) -> list[str]:
         """The names a directory holds (without ``.`` and ``..``)."""
         names = split_path(path)
-        if len(names) <= 1 or (names[0] == "ids" and len(names) == 1):
+        if len(names) <= 1:  # the root, snapshots, ids
             self.refresh()
         if not names:
             return list(TOP)
