@@ -21,7 +21,7 @@ import signal
 import subprocess
 import threading
 from argparse import Namespace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +90,12 @@ class _Operations:
 
     use_ns = True  # times as integer nanoseconds, as the trees hold them
 
-    def __init__(self, fs: SnapshotFS) -> None:
+    def __init__(self, fs: SnapshotFS, on_mounted: Callable[[], None]) -> None:
         self.fs = fs
+        self.on_mounted = on_mounted
+
+    def init(self, path: str) -> None:
+        self.on_mounted()
 
     def getattr(self, path: str, fh: int | None = None) -> Attributes:
         return self.fs.getattr(path)
@@ -177,7 +181,7 @@ def run_mount(args: Namespace, out: Output) -> int:
     from safehold.engine.inspect.mountfs import SnapshotFS
     from safehold.repo import RepositoryLock
 
-    mountpoint = os.path.abspath(args.mountpoint)
+    mountpoint = os.path.realpath(args.mountpoint)  # as fusermount3 resolves it
     if not os.path.isdir(mountpoint):
         raise UsageError(f"{args.mountpoint}: the mount point must be an existing directory")
     if os.path.ismount(mountpoint):
@@ -188,27 +192,33 @@ def run_mount(args: Namespace, out: Output) -> int:
         if not args.no_lock:
             stack.enter_context(RepositoryLock(repo, exclusive=False, operation="mount"))
         fs = SnapshotFS(repo)
-        count = len(fs.listing.by_id)
-        if not out.json and not out.quiet:
-            out.stderr.write(
-                f"{count} snapshot(s) of {repo.location} mounted read-only at {mountpoint}; "
-                f"Ctrl-C or 'fusermount3 -u {mountpoint}' unmounts\n"
-            )
-            out.stderr.flush()
+
+        def mounted() -> None:
+            if not out.json and not out.quiet:
+                out.stderr.write(
+                    f"{len(fs.listing.by_id)} snapshot(s) of {repo.location} mounted "
+                    f"read-only at {mountpoint}; Ctrl-C or 'fusermount3 -u {mountpoint}' "
+                    "unmounts\n"
+                )
+                out.stderr.flush()
+
         with _unmount_on_signal(mountpoint):
             # mfusepy sets SIGINT to its default around libfuse's loop, for libfuse's
             # handler to take; keep the handler above instead.
             setattr(fuse, "signal", _keep_handler)  # noqa: B010 - a module of Any
-            fuse.FUSE(
-                _Operations(fs),
-                mountpoint,
-                foreground=True,
-                nothreads=True,  # one thread: no request waits on another's lock
-                ro=True,
-                use_ino=True,  # the file system's inode numbers: hard links share theirs
-                fsname="safehold",
-                subtype="safehold",
-            )
+            try:
+                fuse.FUSE(
+                    _Operations(fs, mounted),
+                    mountpoint,
+                    foreground=True,
+                    nothreads=True,  # one thread: no request waits on another's lock
+                    ro=True,
+                    use_ino=True,  # the file system's inode numbers: hard links share theirs
+                    fsname="safehold",
+                    subtype="safehold",
+                )
+            except RuntimeError as exc:  # libfuse's status; it printed why to stderr
+                raise OSError(f"{mountpoint}: FUSE could not mount or serve it ({exc})") from exc
         count = len(fs.listing.by_id)
     out.summary({"ok": True, "mountpoint": mountpoint, "snapshots": count})
     return exitcodes.OK
