@@ -52,7 +52,7 @@ lock:
 	  CUSTOM_COMPILE_COMMAND="make lock" \
 	  $(LOCK_TOOLS)/bin/pip-compile --quiet $(ARGS) --generate-hashes --allow-unsafe \
 	  --strip-extras --build-deps-for=wheel --extra=s3 --extra=gcs --extra=azure \
-	  --extra=operator --no-emit-index-url \
+	  --extra=operator --extra=mount --no-emit-index-url \
 	  --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 # The dependency vulnerability scan of requirements.lock (pip-audit, OSV). Says plainly that

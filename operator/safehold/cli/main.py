@@ -26,6 +26,7 @@ from safehold.cli import (
     hook_container,
     inspect,
     maintenance,
+    mount,
     operator,
     repair,
     replicate,
@@ -73,6 +74,7 @@ COMMANDS: tuple[_Commands, ...] = (
     resources,
     validate,
     inspect,
+    mount,
     report,
     completion,
 )

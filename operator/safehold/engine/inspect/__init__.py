@@ -15,7 +15,9 @@ the ``ls``, ``find``, ``diff`` and ``cat`` commands (docs/cli.md, "Inspection"):
   id) is skipped without being read, and no data blob is read;
 * :func:`read_file` yields a file's bytes blob by blob, each blob authenticated and
   checked against its id (:meth:`Repository.read_blob`); :func:`write_tar` writes a
-  directory as a tar stream.
+  directory as a tar stream;
+* :class:`~safehold.engine.inspect.mountfs.SnapshotFS` (not imported here) is the
+  read-only file system of ``mount``, built on the above.
 
 Every walk is iterative (an explicit stack): trees thousands of levels deep work.
 """
