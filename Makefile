@@ -91,7 +91,7 @@ bench: deps venv
 # The operator at 1,000 BackupPolicies on the test ground (docs/performance.md, "Operator at
 # scale"): about ten minutes. ARGS="--policies 100" for a quick run.
 bench-operator: deps venv cluster
-	$(PY) bench/run.py --only operator --operator-args "$(ARGS)"
+	$(PY) bench/run.py --only operator --operator-args="$(ARGS)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

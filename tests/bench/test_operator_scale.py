@@ -1,14 +1,18 @@
 """The operator benchmark's arithmetic: the apiserver's counters read right, turned into rates,
 the operator's share told apart from everything else, and the targets judged on the figures.
 
-The benchmark itself (bench/operator_scale.py) needs a test ground, the chart and minutes even
-at 20 policies; these checks need none of it.
+The benchmark itself (bench/operator_scale.py) needs a test ground, the chart and about two
+and a half minutes even at 20 policies; these checks need none of it, and the last one checks
+that bench/run.py starts it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import run
 from operator_figures import (
     Figures,
     median,
@@ -97,3 +101,16 @@ def test_table_names_each_figure_and_what_polls() -> None:
     assert "| 180.50 | GET backuppolicies |" in text
     assert "| idle traffic <= 2 requests/s | NOT MET |" in text
     assert "- run bench-00/burst-0: phase Succeeded, 2 Jobs, 1 Events" in text
+
+
+def test_run_py_starts_the_entry_only_when_asked(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``--only operator`` runs bench/operator_scale.py (its --help here: no cluster needed);
+    the default run leaves it out (it needs a test ground and minutes)."""
+    assert "operator" not in run.SCRIPTS
+    code = run.main(["--only", "operator", "--operator-args=--help", f"--results-dir={tmp_path}"])
+    assert code == 0
+    out = capfd.readouterr().out
+    assert "--policies" in out
+    assert "--source" in out
