@@ -6,7 +6,8 @@ once by ``make cluster``) and a SeaweedFS, ``helm install``s charts/safehold as 
 many replicas as the chart defines), and creates 20 namespaces, each with the two Secrets, one
 BackupLocation (one bucket shared by all, a prefix per namespace), one claim ``data`` holding
 4 KiB, and ``--policies / 20`` BackupPolicies backing up that claim on a daily schedule
-(03:00 UTC, so no run starts by itself). Then it measures:
+(03:00 UTC, so no run starts by itself). The operator runs the code of ``--source`` (default:
+the safehold this script imports). Then it measures:
 
 * **ready**: seconds from the first policy's creation until every policy is ``Ready``;
 * **memory**: the RSS of the operator pod's processes (the pod runner runs a pod as local
@@ -18,12 +19,13 @@ BackupLocation (one bucket shared by all, a prefix per namespace), one claim ``d
   in requests/s; also per verb and resource, which tells what still polls;
 * **BackupRun to Job**: five BackupRuns created by hand one after the other, the seconds until
   each one's Job exists (median);
-* **50 runs at once**: 50 BackupRuns of 50 policies created together; all must end
+* **50 runs at once** (``--runs``): BackupRuns of 50 policies created together; all must end
   ``Succeeded`` with exactly one Job and one ``Succeeded`` Event each; seconds until all end.
 
 It prints a table, checks the targets of issue 17 (idle traffic <= 2 requests/s, memory
 < 150 MB, latency < 1 s median) and writes the figures as JSON (``--json``; run.py passes
-``bench/results/operator.json``). ``--policies 100`` gives a quick version.
+``bench/results/operator.json``). ``--policies 100`` gives a quick version. The arithmetic and
+the table are in operator_figures.py; docs/performance.md ("Operator at scale") has the results.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-
 
 import quickstart  # e2e/quickstart.py: the chart's install, as the end-to-end tests do it
 from operator_figures import Figures, Totals, median, operator_share, rates, request_totals, table
