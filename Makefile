@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: all deps venv lint crds lock audit test e2e cluster quickstart dr-drill bench clean
+.PHONY: all deps venv lint crds lock audit test e2e cluster quickstart dr-drill bench bench-operator clean
 
 all: test
 
@@ -90,6 +90,11 @@ dr-drill: deps venv cluster
 
 bench: deps venv
 	$(PY) bench/run.py $(ARGS)
+
+# The operator at 1,000 BackupPolicies on the test ground (docs/performance.md, "Operator at
+# scale"): about ten minutes. ARGS="--policies 100" for a quick run.
+bench-operator: deps venv cluster
+	$(PY) bench/run.py --only operator --operator-args="$(ARGS)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
