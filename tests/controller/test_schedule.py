@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from safehold.api.backuppolicy import Schedule
-from safehold.controller.schedule import concurrency_action, decide, next_slot, slots_between
+from safehold.controller.schedule import (
+    concurrency_action,
+    decide,
+    expected_interval,
+    next_slot,
+    slots_between,
+)
 
 
 def _schedule(tz: str, *slots: tuple[str, str]) -> Schedule:
@@ -102,3 +108,11 @@ def test_a_held_back_slot_starts_later_unless_its_deadline_passed() -> None:
     late = decide(s, last_slot=last, created=last, now=after_run, starting_deadline_seconds=600)
     assert late.slot is None
     assert late.skipped == 1
+
+
+def test_the_expected_interval_is_the_longest_gap_of_the_schedule() -> None:
+    after = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday
+    hourly = _schedule("UTC", ("0 * * * *", "incremental"))
+    weekdays = _schedule("UTC", ("0 2 * * 1-5", "incremental"))
+    assert expected_interval(hourly, after) == 3600
+    assert expected_interval(weekdays, after) == 3 * 86400  # Friday 02:00 to Monday 02:00

@@ -76,6 +76,9 @@ def _set(
     message: str,
 ) -> None:
     status.phase = {"True": "Available", "False": "Unavailable"}.get(state, "Pending")  # type: ignore[assignment]
+    if state in ("True", "False"):
+        meta = body["metadata"]
+        metrics.LOCATION_AVAILABLE.labels(meta["namespace"], meta["name"]).set(state == "True")
     write_condition(rt.kube, PLURAL, body, status, AVAILABLE, state, reason, message)
 
 

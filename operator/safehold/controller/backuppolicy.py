@@ -23,6 +23,7 @@ location of role primary: a policy whose ``location`` is a recovery site is not 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from safehold.api import (
@@ -32,6 +33,7 @@ from safehold.api import (
     LocalObjectReference,
     validate_spec,
 )
+from safehold.api.backuppolicy import Schedule
 from safehold.api.conditions import ConditionStatus
 from safehold.controller import metrics
 from safehold.controller.backuprun import SCHEDULE_ANNOTATION
@@ -46,7 +48,12 @@ from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY,
 from safehold.controller.replication import reconcile_replication
 from safehold.controller.retention import reconcile_retention
 from safehold.controller.runtime import Runtime
-from safehold.controller.schedule import concurrency_action, decide, slots_between
+from safehold.controller.schedule import (
+    concurrency_action,
+    decide,
+    expected_interval,
+    slots_between,
+)
 from safehold.controller.status import FINAL_PHASES
 from safehold.controller.testrestore import reconcile_test_restore
 from safehold.controller.verification import reconcile_verification
@@ -132,6 +139,14 @@ def _runs(
     into ``status`` (and the last-success metric)."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
+    run_counters = (
+        metrics.RUNS_STARTED,
+        metrics.RUNS_SUCCEEDED,
+        metrics.RUNS_FAILED,
+        metrics.RUNS_PARTIALLY_FAILED,
+    )
+    for counter in run_counters:
+        counter.labels(ns, name)  # at 0 from the start, so increase() sees the first run
     runs = [
         r
         for r in rt.kube.list_cr("backupruns", ns)
@@ -151,6 +166,17 @@ def _runs(
         status.last_success_time = when
         metrics.LAST_SUCCESS.labels(ns, name).set(when.timestamp())
     return runs, active
+
+
+def _schedule_metrics(
+    ns: str, name: str, schedule: Schedule, next_time: datetime | None, current: datetime
+) -> None:
+    """The policy's next slot and expected interval, for the alerts (docs/monitoring.md)."""
+    if next_time is not None:
+        metrics.NEXT_SLOT.labels(ns, name).set(next_time.timestamp())
+    interval = expected_interval(schedule, current)
+    if interval is not None:
+        metrics.EXPECTED_INTERVAL.labels(ns, name).set(interval)
 
 
 def _schedule_runs(
@@ -180,6 +206,7 @@ def _schedule_runs(
         starting_deadline_seconds=policy.spec.starting_deadline_seconds,
     )
     status.next_schedule_time = decision.next_time
+    _schedule_metrics(ns, body["metadata"]["name"], schedule, decision.next_time, current)
     if decision.skipped:
         notes.append(
             f"{decision.skipped} missed slot(s) were skipped (operator down or run held "

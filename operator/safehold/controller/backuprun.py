@@ -122,6 +122,8 @@ def _transition(
         metrics.LAST_SUCCESS.labels(*labels).set((status.completion_time or now()).timestamp())
     else:
         metrics.RUNS_FAILED.labels(*labels).inc()
+    if phase == "PartiallyFailed":
+        metrics.RUNS_PARTIALLY_FAILED.labels(*labels).inc()
     if status.start_time and status.completion_time:
         seconds = (status.completion_time - status.start_time).total_seconds()
         metrics.RUN_DURATION.labels(*labels).observe(max(0.0, seconds))

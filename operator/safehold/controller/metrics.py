@@ -14,10 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 __all__ = [
     "BYTES_STORED",
+    "EXPECTED_INTERVAL",
     "LAST_SUCCESS",
     "LEADER",
+    "LOCATION_AVAILABLE",
     "LOCATION_LAST_VALIDATION",
     "LOCATION_SNAPSHOTS",
+    "NEXT_SLOT",
     "REGISTRY",
     "RESTORES",
     "RESTORES_STARTED",
@@ -27,6 +30,7 @@ __all__ = [
     "RETENTION_BYTES_FREED",
     "RETENTION_FORGOTTEN",
     "RUNS_FAILED",
+    "RUNS_PARTIALLY_FAILED",
     "RUNS_QUEUED",
     "RUNS_STARTED",
     "RUNS_SUCCEEDED",
@@ -71,6 +75,12 @@ RUNS_QUEUED = Gauge(
     ("namespace", "location"),
     registry=REGISTRY,
 )
+RUNS_PARTIALLY_FAILED = Counter(
+    "safehold_backup_runs_partially_failed",
+    "BackupRuns that partially failed (some sources saved, some not); also counted as failed",
+    _RUN,
+    registry=REGISTRY,
+)
 RUN_DURATION = Histogram(
     "safehold_backup_run_duration_seconds",
     "Time from a run's start to its end",
@@ -82,6 +92,26 @@ LAST_SUCCESS = Gauge(
     "safehold_backup_last_success_timestamp_seconds",
     "When the policy's newest successful run completed (Unix time)",
     _RUN,
+    registry=REGISTRY,
+)
+EXPECTED_INTERVAL = Gauge(
+    "safehold_backup_policy_expected_interval_seconds",
+    "The longest gap between two of the policy's next scheduled slots (from its schedule): "
+    "how old its newest successful run may be before a slot was missed",
+    _RUN,
+    registry=REGISTRY,
+)
+NEXT_SLOT = Gauge(
+    "safehold_backup_policy_next_slot_timestamp_seconds",
+    "When the policy's next scheduled run is due (Unix time); in the past for long: the "
+    "operator is not reconciling",
+    _RUN,
+    registry=REGISTRY,
+)
+LOCATION_AVAILABLE = Gauge(
+    "safehold_location_available",
+    "1 when the last check of the BackupLocation reached its repository, 0 when it did not",
+    ("namespace", "location"),
     registry=REGISTRY,
 )
 BYTES_STORED = Gauge(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,7 @@ __all__ = [
     "concurrency_action",
     "decide",
     "due_check",
+    "expected_interval",
     "next_slot",
     "slots_between",
 ]
@@ -53,6 +55,19 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime | None:
     tz = ZoneInfo(schedule.time_zone)
     times = [_iter(s.cron, after, tz).get_next(datetime).astimezone(UTC) for s in schedule.slots]
     return min(times) if times else None
+
+
+def expected_interval(schedule: Schedule, after: datetime, slots: int = 16) -> float | None:
+    """The longest gap in seconds between the next ``slots`` slots after ``after``: how old
+    the newest successful run may be when every slot runs (weekday-only schedules give the
+    weekend's gap)."""
+    times = [after]
+    for _ in range(slots):
+        following = next_slot(schedule, times[-1])
+        if following is None:
+            return None
+        times.append(following)
+    return max((b - a).total_seconds() for a, b in pairwise(times[1:]))
 
 
 def slots_between(
