@@ -6,10 +6,13 @@ make SafeholdLocationUnavailable and SafeholdBackupFailed fire, as Prometheus's 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +88,35 @@ def _wait_firing(port: int, labels: dict[str, str], timeout: float = 120) -> dic
     raise AssertionError(f"no firing alert {labels}; firing: {_firing(port)}")
 
 
+def _query(port: int, expr: str) -> list[Any]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        answer = json.load(r)
+    assert answer["status"] == "success", (expr, answer)
+    result: list[Any] = answer["data"]["result"]
+    return result
+
+
+def _dashboard_queries_answer(port: int, metrics_port: int) -> None:
+    """The Grafana dashboard's queries (charts/render_dashboard.py) run on this Prometheus:
+    every one parses, and each whose metrics the operator exports by now returns data."""
+    sys.path.insert(0, str(ALERTS.parents[2]))
+    import render_dashboard
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        exported = r.read().decode()
+    answered = []
+    for panel in render_dashboard.PANELS:
+        for expr, _legend in panel.queries:
+            names = set(re.findall(r"\bsafehold_[a-z_]+", expr))
+            result = _query(port, expr)
+            if all(re.search(rf"^{n}[{{ ]", exported, re.M) for n in names):
+                assert result, f"{panel.title}: {expr} returned no data"
+                answered.append(panel.title)
+    assert "Runs ended per hour" in answered  # the failed run
+    assert "Time since the last check of each location" not in answered  # never validated
+
+
 def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any, tmp_path: Path
 ) -> None:
@@ -115,5 +147,6 @@ def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
         failed = _wait_firing(port, {"alertname": "SafeholdBackupFailed", "policy": "pol"})
         assert failed["labels"]["severity"] == "critical"
         assert f"{namespace}/pol" in failed["annotations"]["summary"]
+        _dashboard_queries_answer(port, metrics_port)
     finally:
         prometheus.close()
