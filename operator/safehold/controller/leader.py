@@ -89,6 +89,7 @@ class Elector:
         self.api = self.api or client.CoordinationV1Api()
         self._stop = threading.Event()
         self._leading = threading.Event()
+        self._mine: dict[str, Any] | None = None  # the Lease as this replica last wrote it
 
     @property
     def leading(self) -> bool:
@@ -124,20 +125,25 @@ class Elector:
         A write that lost a race (409) or any API error counts as not leading."""
         now = self.clock()
         try:
-            lease = self._read()
+            # renewing, the Lease as last written will do: if anyone changed it since, its
+            # resourceVersion no longer matches and the write fails (409), then it is read
+            lease, self._mine = self._mine or self._read(), None
             if lease is None:
                 body = {"metadata": {"name": self.name}, "spec": self._spec(None, now)}
-                self.api.create_namespaced_lease(self.namespace, body)
+                self._keep(self.api.create_namespaced_lease(self.namespace, body))
                 return True
             if decide(lease.get("spec") or {}, self.identity, now) == "wait":
                 return False
             lease["spec"] = self._spec(lease, now)  # resourceVersion kept: a race is a 409
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self._keep(self.api.replace_namespaced_lease(self.name, self.namespace, lease))
             return True
         except ApiException as exc:
             if exc.status not in (404, 409):
                 log.warning("leader election: Lease %s: %s", self.name, exc.reason)
             return False
+
+    def _keep(self, written: Any) -> None:
+        self._mine = self.api.api_client.sanitize_for_serialization(written)
 
     def acquire(self) -> None:
         """Block until this replica leads, then renew in the background."""
