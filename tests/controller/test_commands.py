@@ -274,7 +274,7 @@ def _request(args: list[str]) -> JobRequest:
 @pytest.mark.parametrize(
     "args",
     [
-        commands.backup("/data", source="ns/p/data", type="full", run="r"),
+        commands.backup("/data", source="ns/p/data", host="ns", type="full", run="r"),
         commands.restore("abc", "/target"),
         commands.forget("ns/p/", KeepRules(last=1), time_zone="UTC") + commands.prune_options(1),
         commands.verify((1, 4)),

@@ -311,6 +311,14 @@ def _start_run(
             "NoSources",
             "no source of the policy matched: check spec.sources and the policy's selectors",
         )
+    # out of the queue (or never in it): the Complete condition no longer says Queued
+    status.conditions = complete_conditions(
+        status.conditions,
+        status.phase,
+        _summary(status),
+        now=now(),
+        generation=ctx.body["metadata"].get("generation"),
+    )
     write_status(ctx.rt.kube, PLURAL, ctx.body, status)
     status_doc = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return {**ctx.body, "status": status_doc}
