@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from safehold.cli import commands
+from safehold.cli.audit import audited
 
 __all__ = ["register"]
 
@@ -42,4 +43,4 @@ def register(
     restore.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"
     )
-    restore.set_defaults(func=commands.restore)
+    restore.set_defaults(func=audited("restore", commands.restore))
