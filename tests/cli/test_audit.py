@@ -1,5 +1,5 @@
 """The audit trail through the real command: each operation on a repository appends one
-record (format section 13), prune keeps them, ``audit --since`` filters, and verify reports
+record (format section 15), prune keeps them, ``audit --since`` filters, and verify reports
 a changed or a deleted record with a non-zero exit code."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import json
 import logging
 
 from safehold.cli.audit import CAUSE_ENV
-from safehold.controller.audit_log import AUDIT_LOGGER, JsonLines, log_action
+from safehold.controller.audit_log import AUDIT_LOGGER, JsonLines, kind_of, log_action
 from safehold.controller.jobs import JobRequest, build_job
 
 OWNER = {
@@ -50,3 +50,8 @@ def test_a_job_names_the_resource_that_caused_it() -> None:
         "name": "nightly",
         "uid": "1234-uid",
     }
+
+
+def test_a_plural_names_its_kind() -> None:
+    assert kind_of("backupruns") == "BackupRun"
+    assert kind_of("restorerequests") == "RestoreRequest"

@@ -1,5 +1,5 @@
 """The audit trail on each object store, through the real command: records are written
-once, prune keeps them, and a deleted record is reported by verify (format section 13)."""
+once, prune keeps them, and a deleted record is reported by verify (format section 15)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The audit trail from the command line: ``safehold audit`` lists the records, and
 :func:`audited` wraps a command so that it appends its record when it ends (one line per
-command where it is registered). Format: section 13 of docs/design/repository-format.md.
+command where it is registered). Format: section 15 of docs/design/repository-format.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["AUDIT_LOGGER", "FINAL_PHASES", "JsonLines", "log_action"]
+__all__ = ["AUDIT_LOGGER", "FINAL_PHASES", "JsonLines", "kind_of", "log_action"]
 
 AUDIT_LOGGER = "safehold.audit"
 #: The phases a run ends in: recording one is an action worth a line (api.enums.RunPhase).
@@ -23,6 +23,13 @@ class JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return record.getMessage()
+
+
+def kind_of(plural: str) -> str:
+    """The kind of a custom resource's plural (``backupruns`` -> ``BackupRun``)."""
+    from safehold.api import KINDS
+
+    return next((k for k, m in KINDS.items() if m.crd.plural == plural), plural)
 
 
 def _stderr_lines() -> logging.Handler:

@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from safehold.api import GROUP, VERSION
-from safehold.controller.audit_log import FINAL_PHASES, log_action
+from safehold.controller.audit_log import FINAL_PHASES, kind_of, log_action
 from safehold.controller.cache import Cache
 from safehold.controller.jobs import JOB_CONTAINER, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -116,7 +116,7 @@ class Kube:
                 GROUP, VERSION, namespace, plural, body
             )
             self._remember(plural, obj)
-            log_action(str(obj.get("kind", plural)), obj, "created")
+            log_action(kind_of(plural), obj, "created")
             return obj
         except ApiException as exc:
             if exc.status == 409:
@@ -131,7 +131,7 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        log_action(plural, {"metadata": {"namespace": namespace, "name": name}}, "deleted")
+        log_action(kind_of(plural), {"metadata": {"namespace": namespace, "name": name}}, "deleted")
         if self.cache is not None:
             self.cache.drop(plural, namespace, name)
 
@@ -147,7 +147,7 @@ class Kube:
                 raise
             return
         if status.get("phase") in FINAL_PHASES:
-            log_action(str(obj.get("kind", plural)), obj, "phase", phase=status["phase"])
+            log_action(kind_of(plural), obj, "phase", phase=status["phase"])
 
     # ------------------------------------------------------------ jobs and pods
     def create_job(self, manifest: Json) -> bool:

@@ -1,4 +1,4 @@
-"""Audit records: sealed, write-once, chained objects under ``audit/`` (format section 13).
+"""Audit records: sealed, write-once, chained objects under ``audit/`` (format section 15).
 
 Each record says who did what to the repository, when, and with which result; it names
 the record its writer saw last (``previous``), so a deleted record leaves a dangling
@@ -16,6 +16,7 @@ from datetime import datetime
 
 from safehold.repo.crypto import Sealer, SealError, object_hash, open_sealed, seal
 from safehold.repo.errors import CorruptObject
+from safehold.repo.layout import AUDIT, audit_name, object_id
 from safehold.storage import AlreadyExists, NotFound, Storage
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "write_record",
 ]
 
-#: The prefix of audit objects (format section 3 and 13).
-AUDIT = "audit/"
 AAD_AUDIT = b"safehold/v1/audit"
 _HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_STRING = 4096
@@ -38,7 +37,7 @@ _MAX_STRING = 4096
 
 @dataclass
 class AuditRecord:
-    """One operation on the repository (format section 13)."""
+    """One operation on the repository (format section 15)."""
 
     operation: str
     started: str
@@ -77,7 +76,7 @@ def _text(value: object, key: str) -> str:
 
 def decode_record(aead: Sealer, data: bytes, name: str) -> AuditRecord:
     """The record in ``data``; :class:`CorruptObject` when it fails authentication (it was
-    changed) or breaks section 13."""
+    changed) or breaks section 15."""
     try:
         doc = json.loads(open_sealed(aead, AAD_AUDIT, data))
     except SealError as exc:
@@ -114,7 +113,7 @@ def decode_record(aead: Sealer, data: bytes, name: str) -> AuditRecord:
         )
     except (ValueError, TypeError) as exc:
         raise CorruptObject(name, f"audit record is malformed ({exc})") from exc
-    record.id = name.rsplit("/", 1)[-1]
+    record.id = object_id(name)
     return record
 
 
@@ -125,7 +124,7 @@ def read_records(
     checks goes to ``errors`` (name -> message)."""
     records: list[AuditRecord] = []
     for info in storage.list(AUDIT):
-        digest = info.name.rsplit("/", 1)[-1]
+        digest = object_id(info.name)
         if not _HEX.fullmatch(digest):
             continue
         try:
@@ -151,7 +150,7 @@ def write_record(storage: Storage, aead: Sealer, record: AuditRecord) -> str:
     data = encode_record(aead, record)
     record.id = object_hash(data)
     with contextlib.suppress(AlreadyExists):  # the same bytes are there (content-addressed)
-        storage.create(AUDIT + record.id, data)
+        storage.create(audit_name(record.id), data)
     return record.id
 
 
@@ -160,10 +159,10 @@ def check_chain(storage: Storage, aead: Sealer) -> dict[str, str]:
     are malformed (changed), and references to records that are gone (deleted)."""
     errors: dict[str, str] = {}
     records = read_records(storage, aead, errors)
-    present = {r.id for r in records} | {name.rsplit("/", 1)[-1] for name in errors}
+    present = {r.id for r in records} | {object_id(name) for name in errors}
     for record in records:
         if record.previous and record.previous not in present:
-            errors[AUDIT + record.previous] = (
+            errors[audit_name(record.previous)] = (
                 f"audit record is missing (deleted?): record {record.id[:12]} "
                 f"({record.operation}, {record.ended}) names it as its previous one"
             )
