@@ -71,7 +71,8 @@ def _cause() -> dict[str, str]:
 
 def audited(operation: str, func: Handler) -> Handler:
     """``func`` that appends an audit record to the repository it opened when it ends, ok
-    or failed. A record that cannot be written is a warning, never the command's failure."""
+    or failed (not with ``--dry-run``, which changes nothing). A record that cannot be
+    written is a warning, never the command's failure."""
 
     def run(args: argparse.Namespace, out: Output) -> int:
         summaries: list[dict[str, Any]] = []
@@ -95,7 +96,7 @@ def audited(operation: str, func: Handler) -> Handler:
             context.OPENED.reset(opened)
             out.summary = original  # type: ignore[method-assign]
             doc = summaries[-1] if summaries else {}
-            if repos:
+            if repos and not getattr(args, "dry_run", False):  # a dry run changes nothing
                 _write(out, repos[0], operation, started, code, error or doc.get("error"), doc)
 
     run.__name__ = getattr(func, "__name__", operation)
