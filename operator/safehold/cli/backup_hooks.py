@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from safehold import engine
 from safehold.cli import commands, exitcodes, hooks
+from safehold.cli.audit import audited
 from safehold.cli.context import UsageError, secret_file_values
 from safehold.cli.hooks import (
     HookResult,
@@ -89,7 +90,7 @@ def register(
     )
     add_meta_option(backup)
     add_hook_arguments(backup)
-    backup.set_defaults(func=_backup)
+    backup.set_defaults(func=audited("backup", _backup))
 
 
 def _backup(args: Namespace, out: Output) -> int:

@@ -7,6 +7,7 @@ or a prompt on a terminal.
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import os
 import sys
@@ -32,6 +33,10 @@ __all__ = [
     "read_options_dir",
     "read_password",
 ]
+
+
+#: Repositories this command opened (for its audit record: safehold.cli.audit).
+OPENED: contextvars.ContextVar[list[Repository]] = contextvars.ContextVar("opened")
 
 
 class UsageError(Exception):
@@ -250,7 +255,9 @@ def open_repo(args: Namespace, *, load_index: bool = True) -> Repository:
     # Read the config first: a missing or unsupported repository is reported before
     # anyone is asked for a password.
     Repository.read_config(storage)
-    return Repository.open(storage, read_password(args), load_index=load_index)
+    repo = Repository.open(storage, read_password(args), load_index=load_index)
+    OPENED.get([]).append(repo)
+    return repo
 
 
 def parse_time_option(value: str | None, option: str) -> datetime | None:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from safehold import __version__, engine
 from safehold.cli import (
+    audit,
     backup_hooks,
     completion,
     database,
@@ -74,6 +75,7 @@ COMMANDS: tuple[_Commands, ...] = (
     resources,
     validate,
     inspect,
+    audit,
     mount,
     report,
     completion,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from safehold.cli import exitcodes
+from safehold.cli.audit import audited
 from safehold.cli.context import UsageError, open_repo
 from safehold.cli.output import Output, human_size
 from safehold.engine.prune import (
@@ -182,7 +183,7 @@ def register(
     f.add_argument("--report", metavar="PATH", help="write every decision as a JSON list to PATH")
     _prune_options(f)
     _lock_options(f)
-    f.set_defaults(func=forget)
+    f.set_defaults(func=audited("forget", forget))
 
     p = sub.add_parser("prune", parents=[common], help="remove data no snapshot uses")
     p.add_argument(
@@ -190,7 +191,7 @@ def register(
     )
     _prune_options(p)
     _lock_options(p)
-    p.set_defaults(func=prune)
+    p.set_defaults(func=audited("prune", prune))
 
 
 def add_init_options(init: argparse.ArgumentParser) -> None:

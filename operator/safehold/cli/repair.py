@@ -13,6 +13,7 @@ from argparse import Namespace
 from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
+from safehold.cli.audit import audited
 from safehold.cli.context import open_repo
 from safehold.cli.maintenance import _lock_options, _with_lock_wait
 from safehold.cli.output import Output
@@ -49,7 +50,7 @@ def register(
         "--dry-run", action="store_true", help="report what would change; change nothing"
     )
     _lock_options(index)
-    index.set_defaults(func=repair_index)
+    index.set_defaults(func=audited("repair index", repair_index))
     snaps = repair_sub.add_parser(
         "snapshots",
         parents=[common],
@@ -67,7 +68,7 @@ def register(
         "nothing left, and snapshot objects that cannot be read",
     )
     _lock_options(snaps)
-    snaps.set_defaults(func=repair_snapshots)
+    snaps.set_defaults(func=audited("repair snapshots", repair_snapshots))
 
 
 def _print_index(out: Output, r: IndexRepairReport) -> None:

@@ -15,6 +15,7 @@ from argparse import Namespace
 from typing import TYPE_CHECKING
 
 from safehold.cli import exitcodes
+from safehold.cli.audit import audited
 from safehold.cli.context import (
     UsageError,
     _option_pairs,
@@ -100,7 +101,7 @@ def register(
     p.add_argument(
         "--dry-run", action="store_true", help="report what would be copied; write nothing"
     )
-    p.set_defaults(func=replicate_command)
+    p.set_defaults(func=audited("replicate", replicate_command))
 
 
 def _open_site(args: Namespace) -> Storage:

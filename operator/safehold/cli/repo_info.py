@@ -16,6 +16,7 @@ from typing import Any
 
 import safehold.repo
 from safehold.cli import commands, exitcodes, maintenance
+from safehold.cli.audit import audited
 from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
 from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output, human_size
@@ -250,15 +251,15 @@ def register(
         help="the new password (default: $SAFEHOLD_NEW_PASSWORD)",
     )
     add_password_option(add)
-    add.set_defaults(func=commands.key_add)
+    add.set_defaults(func=audited("key add", commands.key_add))
     lst = key_sub.add_parser("list", parents=[common], help="list keys")
     lst.set_defaults(func=commands.key_list)
     rm = key_sub.add_parser("remove", parents=[common], help="remove a key by id")
     rm.add_argument("key_id", metavar="ID")
-    rm.set_defaults(func=commands.key_remove)
+    rm.set_defaults(func=audited("key remove", commands.key_remove))
     rotate = key_sub.add_parser(
         "rotate",
         parents=[common],
         help="new data key version for new writes (the repository's only key)",
     )
-    rotate.set_defaults(func=commands.key_rotate)
+    rotate.set_defaults(func=audited("key rotate", commands.key_rotate))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from safehold.cli import commands
+from safehold.cli.audit import audited
 from safehold.cli.hosts import add_host_filter
 
 __all__ = ["register"]
@@ -44,4 +45,4 @@ def register(
         "--tag", action="append", default=[], metavar="TAG", help="with 'latest': having this tag"
     )
     add_host_filter(restore)
-    restore.set_defaults(func=commands.restore)
+    restore.set_defaults(func=audited("restore", commands.restore))

@@ -24,6 +24,7 @@ security context, no Secret volume, only the mounts it names.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -356,6 +357,13 @@ def _pod_spec(
     return pod_spec
 
 
+def _cause(owner: Mapping[str, Any]) -> str:
+    """The custom resource that caused a Job, as ``safehold.cli.audit`` reads it."""
+    meta = owner.get("metadata") or {}
+    keys = ("namespace", "name", "uid")
+    return json.dumps({"kind": owner.get("kind", ""), **{k: meta.get(k, "") for k in keys}})
+
+
 def build_job(req: JobRequest) -> dict[str, Any]:
     """The Job manifest for ``req``."""
     labels = {
@@ -383,6 +391,8 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _container_security(),
     }
+    if req.owner is not None:  # the audit record names the resource that caused the Job
+        container["env"].append({"name": "SAFEHOLD_AUDIT_CAUSE", "value": _cause(req.owner)})
     containers = [container]
     if req.hooks:
         containers.append(_hooks_container(req))

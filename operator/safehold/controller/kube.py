@@ -17,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from safehold.api import GROUP, VERSION
+from safehold.controller.audit_log import FINAL_PHASES, kind_of, log_action
 from safehold.controller.cache import Cache
 from safehold.controller.jobs import JOB_CONTAINER, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -115,6 +116,7 @@ class Kube:
                 GROUP, VERSION, namespace, plural, body
             )
             self._remember(plural, obj)
+            log_action(kind_of(plural), obj, "created")
             return obj
         except ApiException as exc:
             if exc.status == 409:
@@ -129,6 +131,7 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        log_action(kind_of(plural), {"metadata": {"namespace": namespace, "name": name}}, "deleted")
         if self.cache is not None:
             self.cache.drop(plural, namespace, name)
 
@@ -142,13 +145,18 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
+            return
+        if status.get("phase") in FINAL_PHASES:
+            log_action(kind_of(plural), obj, "phase", phase=status["phase"])
 
     # ------------------------------------------------------------ jobs and pods
     def create_job(self, manifest: Json) -> bool:
         """Create the Job; False when one of that name exists (it is then adopted)."""
         try:
             job = self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
-            self._remember("jobs", self.api.sanitize_for_serialization(job))
+            created: Json = self.api.sanitize_for_serialization(job)
+            self._remember("jobs", created)
+            log_action("Job", created, "created")
             return True
         except ApiException as exc:
             if exc.status == 409:

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.repo import CorruptObject, Repository, Snapshot
+from safehold.repo.audit import check_chain
 from safehold.repo.crypto import SealError, object_hash
-from safehold.repo.layout import DATA, INDEX, SNAPSHOTS, object_id, pack_object_name
+from safehold.repo.layout import AUDIT, DATA, INDEX, SNAPSHOTS, object_id, pack_object_name
 from safehold.repo.pack import decode_blob, parse_pack
 from safehold.repo.tree import TreeNode
 from safehold.repo.walk import blobs_of, subtree_of, tree_loader
@@ -56,6 +57,12 @@ class VerifyReport:
     def repair_hint(self) -> str:
         """One sentence saying which repair to run (empty when nothing is damaged)."""
         if not self.repair:
+            if any(name.startswith(AUDIT) for name in self.objects):
+                return (
+                    "the audit trail was changed or a record deleted: no repair rewrites it "
+                    "(records are write-once); find out who had write access (see "
+                    "docs/monitoring.md, Audit trail)"
+                )
             return ""
         said = [
             f"a new '{step}' of each affected source" if step == BACKUP_STEP else f"'{step}'"
@@ -311,6 +318,7 @@ def verify_repository(
         elif read_data_percent:
             v.read_data(read_data_percent)
         v.snapshots()
+        v.report.objects.update(check_chain(repo.storage, repo.aead))  # format section 15
     for items in v.report.damaged.values():
         del items[_MAX_LISTED * 20 :]
     v.report.repair = repair_steps(v.report)

@@ -9,6 +9,7 @@ Normative description: section 3 ("Object names and layout") of
     index/<hash>              index objects (section 8)
     snapshots/<hash>          snapshot objects (section 9)
     locks/<hash>              lock objects (section 11)
+    audit/<hash>              audit records (section 15)
 
 ``<hash>`` is an object's id: hex(BLAKE3(stored bytes)). Code that names, lists or parses
 object names uses these constants and functions, never a literal ``"data/"`` or a
@@ -18,12 +19,14 @@ object names uses these constants and functions, never a literal ``"data/"`` or 
 from __future__ import annotations
 
 __all__ = [
+    "AUDIT",
     "CONFIG",
     "DATA",
     "INDEX",
     "KEYS",
     "LOCKS",
     "SNAPSHOTS",
+    "audit_name",
     "index_name",
     "key_name",
     "lock_name",
@@ -41,6 +44,7 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 LOCKS = "locks/"
+AUDIT = "audit/"
 
 
 def object_id(name: str) -> str:
@@ -67,6 +71,10 @@ def snapshot_name(snapshot_id: str) -> str:
 
 def lock_name(lock_id: str) -> str:
     return LOCKS + lock_id
+
+
+def audit_name(record_id: str) -> str:
+    return AUDIT + record_id
 
 
 def object_name(kind: str, object_id: str) -> str:
