@@ -43,7 +43,7 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from safehold.engine.inspect.paths import cached_loader, root_node, split_path
+from safehold.engine.inspect.paths import TYPE_BITS, cached_loader, root_node, split_path
 from safehold.repo.errors import RepositoryError
 from safehold.repo.pack import BLOB_DATA
 from safehold.repo.walk import blobs_of, subtree_of
@@ -68,16 +68,6 @@ REFRESH_EVERY = 1.0
 #: A path's attributes as the binding takes them: ``st_mode``, ``st_ino``, ``st_nlink``,
 #: ``st_size``, ``st_uid``, ``st_gid``, ``st_mtime``/``st_atime``/``st_ctime`` (ns).
 Attributes = dict[str, int]
-
-_TYPE_BITS = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "fifo": stat.S_IFIFO,
-    "socket": stat.S_IFSOCK,
-    "dev": stat.S_IFBLK,
-    "chardev": stat.S_IFCHR,
-}
 
 
 def source_dir_name(source: str) -> str:
@@ -276,7 +266,7 @@ class SnapshotFS:
             size = 0
         mtime = int(node.get("mtime_ns", _ns(snap)))
         attrs = {
-            "st_mode": _TYPE_BITS.get(kind, stat.S_IFREG) | (int(node.get("mode", 0o755)) & 0o7777),
+            "st_mode": TYPE_BITS.get(kind, stat.S_IFREG) | (int(node.get("mode", 0o755)) & 0o7777),
             "st_ino": _inode(snap.id, key),
             "st_nlink": {"file": int(node.get("links", 1)), "dir": 2}.get(kind, 1),
             "st_size": size,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from safehold.repo.snapshot import Snapshot
 
 __all__ = [
+    "TYPE_BITS",
     "Loader",
     "NoSuchPath",
     "cached_loader",
@@ -193,7 +194,8 @@ def entry_dict(path: str, node: TreeNode) -> dict[str, Any]:
     return doc
 
 
-_TYPE_BITS = {
+#: A tree entry's type as the bits of ``st_mode`` (ls -l and the mounted file system).
+TYPE_BITS = {
     "file": stat.S_IFREG,
     "dir": stat.S_IFDIR,
     "symlink": stat.S_IFLNK,
@@ -206,4 +208,4 @@ _TYPE_BITS = {
 
 def filemode(kind: str, mode: int) -> str:
     """``-rw-r--r--``, ``drwxr-xr-x``, ``lrwxrwxrwx``... as ``ls -l`` writes them."""
-    return stat.filemode(_TYPE_BITS.get(kind, 0) | (mode & 0o7777))
+    return stat.filemode(TYPE_BITS.get(kind, 0) | (mode & 0o7777))
