@@ -289,3 +289,29 @@ def test_a_backup_that_ends_while_a_replication_starts_is_copied_not_called_dama
     assert len(result.snapshots_copied) == 2
     site = Repository.open(_site(tmp_path / "site"), PASSWORD)
     assert verify_repository(site, read_data_percent=100).ok
+
+
+def test_only_newer_compares_within_one_host(repo: Repository, tmp_path: Path) -> None:
+    """Two hosts back up a source of the same name (format section 9: a series is a source
+    on one host). Host a's newer snapshot at the site must not hold back host b's older one,
+    which the site has never had; within host a, the older snapshot the site forgot stays
+    forgotten."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(20_000))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def snap(host: str, hours: int) -> str:
+        options = BackupOptions(source="db", host=host, time=start + timedelta(hours=hours))
+        return backup_paths(repo, [str(src)], options).snapshot.id
+
+    a_old, a_new = snap("a", 0), snap("a", 2)
+    replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(sources=["db"]))
+    _site(tmp_path / "site").delete(f"snapshots/{a_old}")
+    b_old = snap("b", 1)  # older than a's newest at the site, but the only one of host b
+
+    result = replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(only_newer=True))
+    assert result.snapshots_copied == [b_old]
+    assert result.snapshots_older == [a_old]
+    replica = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    assert sorted(s.id for s in replica.snapshots(source="db")) == sorted([a_new, b_old])

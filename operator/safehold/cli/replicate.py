@@ -82,8 +82,8 @@ def register(
     p.add_argument(
         "--only-newer",
         action="store_true",
-        help="skip snapshots older than the site's newest of the same source (keeps what "
-        "the site's own retention removed from coming back)",
+        help="skip snapshots older than the site's newest of the same source and host (keeps "
+        "what the site's own retention removed from coming back)",
     )
     p.add_argument(
         "--jobs", type=int, default=4, metavar="N", help="parallel transfers (default 4)"

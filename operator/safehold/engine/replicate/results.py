@@ -25,8 +25,8 @@ class ReplicateOptions:
     ``sources`` (exact names) and ``source_prefixes`` (beginnings of names, such as the
     operator's ``namespace/policy/``) and ``tags`` filter the primary's snapshots (any of the
     sources or prefixes, all of the tags); ``newest`` then keeps the newest N of each
-    source; ``only_newer`` skips a snapshot older than the site's newest of its source (so a
-    site's own retention is not undone by the next run).
+    source; ``only_newer`` skips a snapshot older than the site's newest of its source and
+    host (so a site's own retention is not undone by the next run).
     """
 
     sources: list[str] = field(default_factory=list)

@@ -118,25 +118,30 @@ def _wanted(
     result: ReplicateResult,
 ) -> list[Snapshot]:
     """The selected snapshots that the site lacks (and, with ``only_newer``, that are not
-    older than its newest of their source); the others are counted in ``result``."""
+    older than its newest of their source and host); the others are counted in ``result``."""
     errors: dict[str, str] = {}
     selected = select_snapshots(source.iter_snapshots(errors), options)
     for name, message in errors.items():
         result.snapshots_failed[layout.object_id(name)] = message
     result.selected = len(selected)
     present = {layout.object_id(info.name): info.size for info in target.list(layout.SNAPSHOTS)}
-    newest_at_site: dict[str, Any] = {}
+    # A series is a source on one host (format section 9): one host's newer snapshot must
+    # not hold back another host's snapshot of a source of the same name.
+    newest_at_site: dict[tuple[str, str | None], Any] = {}
     if options.only_newer and site is not None:
         for s in site.iter_snapshots():
-            if s.source not in newest_at_site or s.datetime > newest_at_site[s.source]:
-                newest_at_site[s.source] = s.datetime
+            series = (s.source, s.host)
+            if series not in newest_at_site or s.datetime > newest_at_site[series]:
+                newest_at_site[series] = s.datetime
     wanted: list[Snapshot] = []
     for snap in selected:
         if snap.id in present:
             result.snapshots_present.append(snap.id)
             result.counts["snapshots"].skipped += 1
             result.counts["snapshots"].skipped_bytes += present[snap.id]
-        elif snap.source in newest_at_site and snap.datetime < newest_at_site[snap.source]:
+        elif (snap.source, snap.host) in newest_at_site and snap.datetime < newest_at_site[
+            (snap.source, snap.host)
+        ]:
             result.snapshots_older.append(snap.id)
         else:
             wanted.append(snap)
