@@ -118,3 +118,11 @@ def test_the_locks_and_the_age_of_the_oldest(run: Run, tmp_path: Path) -> None:
     assert "exclusive lock by prune on gone pid 7" in text.stdout
     assert _summary(run("repo", "unlock", "--json"))["removed"] == 1
     assert _summary(run("repo", "info", "--json"))["oldest_lock_age_seconds"] == 0
+    # A lock nobody can read (another key's) blocks for good: its age is its object's.
+    repo.storage.create("locks/" + "ab" * 32, b"not a lock of this repository")
+    [obj] = (tmp_path / "repo" / "locks").rglob("*")
+    os.utime(obj, (left.timestamp(), left.timestamp()))
+    doc = _summary(run("repo", "info", "--json"))
+    assert doc["locks"] == 1
+    assert 7200 <= doc["oldest_lock_age_seconds"] < 7300
+    assert _summary(run("repo", "unlock", "--json"))["remaining"] == 1  # not stale

@@ -24,7 +24,7 @@ from safehold.cli.output import Output, human_size
 from safehold.cli.passwords import add_password_option, check_new_password
 from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL, ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
-from safehold.repo.layout import DATA
+from safehold.repo.layout import DATA, LOCKS
 from safehold.repo.locks import LockInfo
 from safehold.storage import Storage
 
@@ -118,13 +118,20 @@ def sources_newest(snaps: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def oldest_lock_age(locks: list[LockInfo], now: datetime) -> int:
+def oldest_lock_age(repo: safehold.repo.Repository, locks: list[LockInfo], now: datetime) -> int:
     """Seconds since the oldest lock was written or last refreshed (0: no lock). A live
     lock is refreshed every few minutes, so an age beyond the stale age is a lock that a
-    killed process left behind (``safehold repo unlock`` removes it)."""
+    killed process left behind (``safehold repo unlock`` removes it). A lock that cannot be
+    read (another repository's key, damaged) counts as held and never goes stale: its age
+    is its object's, from the listing."""
     if not locks:
         return 0
-    return max(0, int((now - min(lock.time for lock in locks)).total_seconds()))
+    written: dict[str, datetime | None] = {}
+    if not all(lock.readable for lock in locks):
+        written = {info.name: info.modified for info in repo.storage.list(LOCKS)}
+    oldest = min((written.get(lock.name) if not lock.readable else None) or lock.time
+                 for lock in locks)  # fmt: skip
+    return max(0, int((now - oldest).total_seconds()))
 
 
 def _empty(args: Namespace, out: Output, storage: Storage) -> int:
@@ -194,7 +201,7 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         "data_key_version": repo.aead.key_version,
         "locks": len(locks),
         # the alert on locks left behind (SafeholdRepositoryLockedLong) reads this
-        "oldest_lock_age_seconds": oldest_lock_age(locks, checked),
+        "oldest_lock_age_seconds": oldest_lock_age(repo, locks, checked),
     }
     if initialized is not None:
         doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
