@@ -175,7 +175,7 @@ class BackupLocationStatus(ApiModel):
     oldest_lock_age_seconds: int | None = Field(default=None, ge=0)
     """At ``lastValidationTime``, seconds since the oldest lock was written or refreshed
     (0: no lock). A live lock is refreshed every 5 minutes; one older than 30 minutes was
-    left by a killed Job: ``safehold repo unlock`` removes it (docs/monitoring.md)."""
+    left by a killed Job, or cannot be read (docs/monitoring.md, SafeholdRepositoryLockedLong)."""
 
 
 class BackupLocation(CustomResource):

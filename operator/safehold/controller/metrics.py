@@ -189,7 +189,7 @@ OLDEST_LOCK_AGE = Gauge(
     "safehold_location_oldest_lock_age_seconds",
     "At the BackupLocation's last check, seconds since the oldest lock in its repository was "
     "written or refreshed (0: no lock); a live lock is refreshed every 5 minutes, so more than "
-    "1800 is a lock a killed Job left behind",
+    "1800 is a lock a killed Job left behind, or one that cannot be read",
     ("namespace", "location"),
     registry=REGISTRY,
 )
