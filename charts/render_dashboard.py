@@ -61,6 +61,10 @@ PANELS: tuple[Panel, ...] = (
         ("sum by (namespace, policy, source) (safehold_backup_source_stored_bytes_total)",
          "{{namespace}}/{{policy}}/{{source}}"),
     ), "What each source's backups added to the repository (compressed, encrypted)"),
+    Panel("Backups", "Runs waiting in the queue", "timeseries", "short", (
+        ("safehold_backup_runs_queued", _BY_LOCATION),
+    ), "BackupRuns waiting for a place under the concurrency limits, by the location they "
+       "write to (only with limits set)"),
     Panel("Storage", "Repository size", "timeseries", "bytes", (
         ("safehold_location_bytes_stored", _BY_LOCATION),
     )),
@@ -70,6 +74,9 @@ PANELS: tuple[Panel, ...] = (
     Panel("Storage", "Time since the last check of each location", "stat", "s", (
         ("time() - safehold_location_last_validation_timestamp_seconds", _BY_LOCATION),
     )),
+    Panel("Storage", "Oldest lock at the last check", "stat", "s", (
+        ("safehold_location_oldest_lock_age_seconds", _BY_LOCATION),
+    ), "Over 30 minutes: a lock a killed Job left behind (safehold repo unlock)"),
     Panel("Recovery", "Restores ended", "stat", "short", (
         ("sum by (namespace, result) (safehold_restores_total)", "{{namespace}} {{result}}"),
     )),

@@ -18,7 +18,8 @@ import pytest
 
 from safehold.cli.output import MAX_SUMMARY
 from safehold.engine import BackupOptions, backup_paths
-from safehold.repo import Repository
+from safehold.repo import Repository, RepositoryLock
+from safehold.repo.crypto import AAD_LOCK, seal
 from safehold.storage import open_storage
 
 PASSWORD = "repo info password"
@@ -93,3 +94,35 @@ def test_sources_newest_and_object_lock(run: Run, tmp_path: Path) -> None:
         human.stdout
     )
     assert "object lock  no object lock" in human.stdout
+
+
+def test_the_locks_and_the_age_of_the_oldest(run: Run, tmp_path: Path) -> None:
+    """What the location check reports for SafeholdRepositoryLockedLong: the count of locks
+    and the age of the oldest, 0 without any; the text lists each lock."""
+    created = _summary(run("repo", "init", "--if-absent", "--json"))
+    assert (created["locks"], created["oldest_lock_age_seconds"]) == (0, 0)
+    assert _summary(run("repo", "info", "--json"))["oldest_lock_age_seconds"] == 0
+    repo = Repository.open(open_storage((tmp_path / "repo").as_uri()), PASSWORD)
+    with RepositoryLock(repo, exclusive=False, operation="backup"):
+        doc = _summary(run("repo", "info", "--json"))
+        assert doc["locks"] == 1
+        assert doc["oldest_lock_age_seconds"] < 60
+    left = datetime.now(UTC) - timedelta(hours=2)
+    stale = {"exclusive": True, "time": left.isoformat().replace("+00:00", "Z"),
+             "hostname": "gone", "pid": 7, "operation": "prune"}  # fmt: skip
+    repo.save_object("locks", seal(repo.aead, AAD_LOCK, json.dumps(stale).encode()))
+    doc = _summary(run("repo", "info", "--json"))
+    assert doc["locks"] == 1
+    assert 7200 <= doc["oldest_lock_age_seconds"] < 7300
+    text = run("repo", "info")
+    assert "exclusive lock by prune on gone pid 7" in text.stdout
+    assert _summary(run("repo", "unlock", "--json"))["removed"] == 1
+    assert _summary(run("repo", "info", "--json"))["oldest_lock_age_seconds"] == 0
+    # A lock nobody can read (another key's) blocks for good: its age is its object's.
+    repo.storage.create("locks/" + "ab" * 32, b"not a lock of this repository")
+    [obj] = (tmp_path / "repo" / "locks").rglob("*")
+    os.utime(obj, (left.timestamp(), left.timestamp()))
+    doc = _summary(run("repo", "info", "--json"))
+    assert doc["locks"] == 1
+    assert 7200 <= doc["oldest_lock_age_seconds"] < 7300
+    assert _summary(run("repo", "unlock", "--json"))["remaining"] == 1  # not stale

@@ -1,20 +1,31 @@
-"""Safehold's alerts end to end: a real Prometheus (the Debian package's binary) scrapes the
-operator's /metrics every second and evaluates charts/safehold/files/alerts.yaml (with every
-``for:`` at 0s) every second; a location with a wrong secret key and a run that fails on it
-make SafeholdLocationUnavailable and SafeholdBackupFailed fire, as Prometheus's API reports."""
+"""Safehold's alerts and dashboard end to end: a real Prometheus (the Debian package's
+binary) scrapes the operator's /metrics every second and evaluates
+charts/safehold/files/alerts.yaml (with every ``for:`` at 0s) every second.
+
+- A location with a wrong secret key and a run that fails on it make
+  SafeholdLocationUnavailable and SafeholdBackupFailed fire, as Prometheus's API reports, and
+  a real Alertmanager (Debian package) delivers them to a webhook receiver in the test.
+- Two runs (one queued), their replication, a scheduled verification and test restore, a
+  restore and a lock a killed Job left: every query of the Grafana dashboard returns data,
+  the figures are those in status, and SafeholdRepositoryLockedLong fires on the lock's age
+  as the location's check measured it.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +33,9 @@ import pytest
 import yaml
 
 from safehold.controller import metrics
+from safehold.repo import Repository
+from safehold.repo.crypto import AAD_LOCK, seal
+from safehold.storage import open_storage
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
 
@@ -34,16 +48,48 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prometheus(tmp_path: Path, metrics_port: int) -> Iterator[int]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing: run e2e/install-deps (Debian package prometheus)")
+def _binary(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: run e2e/install-deps (Debian package {package})")
+    return found
+
+
+@contextmanager
+def _server(args: list[str], log: Path, port: int) -> Iterator[None]:
+    """A server process, logging to ``log``, once its ``/-/ready`` on ``port`` answers;
+    stopped after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{args[0]} did not start: {log.read_text()}") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def _prometheus(
+    tmp_path: Path, metrics_port: int, alertmanager: int | None = None
+) -> Iterator[int]:
+    """Prometheus scraping the operator every second and evaluating the alerts every second
+    (every ``for:`` at 0s), sending them to ``alertmanager`` (a port) if given."""
+    binary = _binary("prometheus", "prometheus")
     rules = yaml.safe_load(ALERTS.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
             rule["for"] = "0s"  # the test-only rendering: fire on the first evaluation
     (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(rules))
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "alerts.yaml")],
         "scrape_configs": [
@@ -53,20 +99,71 @@ def _prometheus(tmp_path: Path, metrics_port: int) -> Iterator[int]:
             }
         ],
     }
+    if alertmanager is not None:
+        targets = [f"127.0.0.1:{alertmanager}"]
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+    args = [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with _server(args, tmp_path / "prometheus.log", port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+
+class _Webhook(ThreadingHTTPServer):
+    """Alertmanager's webhook receiver: keeps every notification it is sent."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        webhook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                webhook.notifications.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def alert(self, labels: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+        """The first firing alert notified with ``labels``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for note in list(self.notifications):
+                for alert in note["alerts"]:
+                    if alert["status"] == "firing" and labels.items() <= alert["labels"].items():
+                        return dict(alert)
+            time.sleep(0.5)
+        raise AssertionError(f"no notification of {labels}: {self.notifications}")
+
+
+@contextmanager
+def _alertmanager(tmp_path: Path, webhook: _Webhook) -> Iterator[int]:
+    """Alertmanager (the Debian package's binary, no cluster peers) routing every alert at
+    once to ``webhook``, as docs/monitoring.md's example route does to a real receiver."""
+    binary = _binary("prometheus-alertmanager", "prometheus-alertmanager")
+    config = {
+        "route": {"receiver": "webhook", "group_by": ["alertname", "namespace"],
+                  "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook.url}]}],
+    }  # fmt: skip
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = _free_port()
+    args = [binary, f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]  # fmt: skip
+    with _server(args, tmp_path / "alertmanager.log", port):
+        yield port
 
 
 def _firing(port: int) -> list[dict[str, Any]]:
@@ -97,32 +194,41 @@ def _query(port: int, expr: str) -> list[Any]:
     return result
 
 
-def _dashboard_queries_answer(port: int, metrics_port: int) -> None:
-    """The Grafana dashboard's queries (charts/render_dashboard.py) run on this Prometheus:
-    every one parses, and each whose metrics the operator exports by now returns data."""
+def _answers(port: int, expr: str, namespace: Namespace) -> list[dict[str, Any]]:
+    """The series of ``expr`` that belong to this test's namespace (the operator's registry
+    is the process's: other tests' series may be there too)."""
+    return [r for r in _query(port, expr) if r["metric"].get("namespace") == str(namespace)]
+
+
+def _value(port: int, expr: str, namespace: Namespace) -> float:
+    [series] = _answers(port, expr, namespace)
+    return float(series["value"][1])
+
+
+def _every_panel_answers(port: int, namespace: Namespace) -> None:
+    """Every query of the Grafana dashboard (charts/render_dashboard.py, as the committed
+    JSON holds it) returns data of this namespace from this Prometheus."""
     sys.path.insert(0, str(ALERTS.parents[2]))
     import render_dashboard
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-        exported = r.read().decode()
-    answered = []
-    for panel in render_dashboard.PANELS:
-        for expr, _legend in panel.queries:
-            names = set(re.findall(r"\bsafehold_[a-z_]+", expr))
-            result = _query(port, expr)
-            if all(re.search(rf"^{n}[{{ ]", exported, re.M) for n in names):
-                assert result, f"{panel.title}: {expr} returned no data"
-                answered.append(panel.title)
-    assert "Runs ended per hour" in answered  # the failed run
+    panels = json.loads(render_dashboard.DASHBOARD.read_text())["panels"]
+    queried = [(p["title"], t["expr"]) for p in panels for t in p.get("targets") or []]
+    assert len(queried) == sum(len(p.queries) for p in render_dashboard.PANELS)
+    empty = [(title, expr) for title, expr in queried if not _answers(port, expr, namespace)]
+    assert not empty, f"panels without data: {empty}"
 
 
 def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any, tmp_path: Path
 ) -> None:
+    """SafeholdLocationUnavailable and SafeholdBackupFailed fire in Prometheus, and reach a
+    real Alertmanager's webhook receiver with their labels and annotations."""
     metrics_port = metrics.serve(0, "127.0.0.1")
-    prometheus = _prometheus(tmp_path, metrics_port)
-    port = next(prometheus)
-    try:
+    webhook = _Webhook()
+    with (
+        _alertmanager(tmp_path, webhook) as alertmanager,
+        _prometheus(tmp_path, metrics_port, alertmanager) as port,
+    ):
         operator()
         kit.make_claim(namespace, "data")
         creds = {
@@ -146,6 +252,151 @@ def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
         failed = _wait_firing(port, {"alertname": "SafeholdBackupFailed", "policy": "pol"})
         assert failed["labels"]["severity"] == "critical"
         assert f"{namespace}/pol" in failed["annotations"]["summary"]
-        _dashboard_queries_answer(port, metrics_port)
-    finally:
-        prometheus.close()
+
+        # Both reach the receiver through Alertmanager, labels and annotations intact.
+        for alertname, notes in (("SafeholdLocationUnavailable", located["annotations"]),
+                                 ("SafeholdBackupFailed", failed["annotations"])):  # fmt: skip
+            sent = webhook.alert({"alertname": alertname, "namespace": str(namespace)})
+            assert sent["annotations"]["summary"] == notes["summary"]
+            assert sent["annotations"]["description"] == notes["description"]
+            assert sent["annotations"]["runbook_url"] == notes["runbook_url"]
+            assert sent["labels"]["severity"] == "critical"
+        assert webhook.alert({"alertname": "SafeholdBackupFailed"})["labels"]["policy"] == "pol"
+
+
+PASSWORD = "dashboard test password"
+
+
+def _stale_lock(store: RunningStore, bucket: str, age: timedelta) -> None:
+    """A lock as a Job killed ``age`` ago leaves it: written once, never refreshed."""
+    repo = Repository.open(open_storage(store.url(bucket, "repo"), dict(store.options)), PASSWORD)
+    written = (datetime.now(UTC) - age).isoformat().replace("+00:00", "Z")
+    doc = {"exclusive": True, "time": written, "hostname": "gone", "pid": 7, "operation": "prune"}
+    repo.save_object("locks", seal(repo.aead, AAD_LOCK, json.dumps(doc).encode()))
+
+
+def _policy_status(namespace: Namespace, kit: Any, check: Any, what: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = kit.get(namespace, "backuppolicy", "pol").get("status") or {}
+        return status if check(status) else None
+
+    found: dict[str, Any] = namespace.cluster.wait_for(done, timeout=240, what=what)
+    return found
+
+
+def _replicated(status: dict[str, Any]) -> bool:
+    sites = status.get("replication") or []
+    return bool(sites) and sites[0].get("run") == "run-2" and sites[0].get("phase") == "Succeeded"
+
+
+def _checked(status: dict[str, Any]) -> bool:
+    verified = (status.get("lastVerification") or {}).get("result") == "Succeeded"
+    tested = (status.get("lastTestRestore") or {}).get("result") == "Succeeded"
+    return verified and tested
+
+
+def test_every_dashboard_panel_shows_data_and_a_stale_lock_fires(
+    namespace: Namespace,
+    s3_store: RunningStore,
+    gcs_store: RunningStore,
+    operator: Any,
+    kit: Any,
+    tmp_path: Path,
+) -> None:
+    """One of everything the dashboard shows: two runs (one queued behind the other under a
+    limit of one), their replication to a recovery site, a scheduled verification and test
+    restore, a restore, and a lock a killed Job left in the primary. Every panel's query
+    answers, the figures are the ones in status, and SafeholdRepositoryLockedLong fires on
+    the location check's exact lock age."""
+    metrics_port = metrics.serve(0, "127.0.0.1")
+    with _prometheus(tmp_path, metrics_port) as port:
+        operator(poll_interval=1.0, max_concurrent_runs=1)
+        data = kit.make_claim(namespace, "data")
+        kit.write_data(data, seed=61, files=4)
+        bucket = kit.store_location(namespace, s3_store, "primary", password=PASSWORD)
+        kit.store_location(namespace, gcs_store, "site", password=PASSWORD, role="recovery-site")
+        namespace.wait_condition("backuplocation", "primary", "Available", timeout=120)
+        # A lock left two hours ago; a new spec (generation) makes the operator check again.
+        _stale_lock(s3_store, bucket, timedelta(hours=2))
+        namespace.kubectl("patch", "backuplocation", "primary", "--type=merge",
+                          "-p", json.dumps({"spec": {"validationInterval": "2h"}}))  # fmt: skip
+        replicated = {"replicateTo": [{"name": "site"}]}
+        kit.policy(namespace, "pol", "primary", ["data"], **replicated)
+        kit.backup_run(namespace, "run-1", "pol")
+        kit.backup_run(namespace, "run-2", "pol")  # queued until run-1 ends
+        for run in ("run-1", "run-2"):
+            kit.kubectl_wait(namespace, f"backuprun/{run}", "Complete", timeout=180)
+        _policy_status(namespace, kit, _replicated, "run-2 at the site")
+        # The scheduled checks, once the site holds a repository to verify.
+        scheduled = time.time()
+        kit.policy(namespace, "pol", "primary", ["data"], **replicated,
+                   verification={"cron": "* * * * *", "readDataPercent": 100},
+                   testRestore={"cron": "* * * * *"})  # fmt: skip
+        kit.restore_request(
+            namespace, "back", backupRunRef={"name": "run-2"}, target={"claimName": "restored"}
+        )
+        kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+        _policy_status(namespace, kit, _checked, "a verification and a test restore")
+        location = kit.get(namespace, "backuplocation", "primary")["status"]
+        assert location["locks"] == 1, location
+        assert location["oldestLockAgeSeconds"] >= 7200, location
+
+        locked = _wait_firing(
+            port, {"alertname": "SafeholdRepositoryLockedLong", "location": "primary"}
+        )
+        assert locked["labels"]["namespace"] == str(namespace)
+        time.sleep(3)  # the last figures scraped
+        _every_panel_answers(port, namespace)
+
+        _recovery_figures(
+            port, namespace, kit, scheduled, lock_age=location["oldestLockAgeSeconds"]
+        )
+
+
+def _recovery_figures(
+    port: int, namespace: Namespace, kit: Any, scheduled: float, *, lock_age: int
+) -> None:
+    """The figures Prometheus holds are the ones status shows."""
+
+    def one(metric: str, selector: str = "") -> float:
+        return _value(port, f'{metric}{{namespace="{namespace}"{selector}}}', namespace)
+
+    def none(expr: str) -> bool:
+        return not _answers(port, expr, namespace)
+
+    status = kit.get(namespace, "backuppolicy", "pol")["status"]
+    assert one("safehold_location_oldest_lock_age_seconds", ', location="primary"') == lock_age
+    assert one("safehold_location_oldest_lock_age_seconds", ', location="site"') == 0
+    queued = f'safehold_backup_runs_queued{{namespace="{namespace}"}}'
+    assert _value(port, f"max_over_time({queued}[10m])", namespace) == 1  # run-2 waited
+    assert _value(port, queued, namespace) == 0
+    # replication: every copy succeeded, the site holds the newest run (no lag)
+    site = ', policy="pol", location="site"'
+    assert one("safehold_replications_total", site + ', result="Succeeded"') >= 1
+    assert none('safehold_replications_total{result!="Succeeded"}')
+    assert one("safehold_replication_lag_seconds", site) == 0
+    moved = one("safehold_replication_bytes_transferred_total", site)
+    # (run-1's copy may have taken run-2's snapshot too, leaving run-2's nothing to copy)
+    assert moved >= status["replication"][0]["bytesTransferred"]
+    assert moved > 0
+    # verification: a success at both locations since it was scheduled, no failure
+    assert [c["location"] for c in status["lastVerification"]["locations"]] == ["primary", "site"]
+    for where in ("primary", "site"):
+        verified = one(
+            "safehold_verification_last_success_timestamp_seconds", f', location="{where}"'
+        )
+        assert verified >= scheduled
+    assert none("safehold_verification_failures_total > 0")
+    # test restore: the measured recovery time is the one status shows
+    source = ', policy="pol", source="data"'
+
+    def measured() -> bool | None:
+        """(A test every minute: the next one may have ended since, not yet scraped.)"""
+        tested = kit.get(namespace, "backuppolicy", "pol")["status"]["lastTestRestore"]
+        duration = one("safehold_test_restore_duration_seconds", source)
+        return duration == tested["durationSeconds"] or None
+
+    namespace.cluster.wait_for(measured, timeout=10, what="the test restore's duration")
+    assert one("safehold_test_restore_last_success_timestamp_seconds", source) >= scheduled
+    assert none("safehold_test_restore_failures_total > 0")
+    assert one("safehold_restores_total", ', result="Succeeded"') == 1

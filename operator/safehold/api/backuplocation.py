@@ -170,6 +170,12 @@ class BackupLocationStatus(ApiModel):
     there are more than a check can report)."""
     immutability_days: int | None = Field(default=None, ge=0)
     """The object lock in force: days each written object stays locked (empty: none)."""
+    locks: int | None = Field(default=None, ge=0)
+    """Locks in the repository at ``lastValidationTime``."""
+    oldest_lock_age_seconds: int | None = Field(default=None, ge=0)
+    """At ``lastValidationTime``, seconds since the oldest lock was written or refreshed
+    (0: no lock). A live lock is refreshed every 5 minutes; one older than 30 minutes was
+    left by a killed Job, or cannot be read (docs/monitoring.md, SafeholdRepositoryLockedLong)."""
 
 
 class BackupLocation(CustomResource):

@@ -188,6 +188,9 @@ class RepositoryInfoSummary(JobSummary):
     snapshots: int | None = Field(default=None, ge=0)
     pack_bytes: int | None = Field(default=None, ge=0)
     sources_newest: list[SourceNewest] = Field(default_factory=list)
+    locks: int | None = Field(default=None, ge=0)
+    #: Seconds since the oldest lock was written or refreshed, at the check (0: no lock).
+    oldest_lock_age_seconds: int | None = Field(default=None, ge=0)
 
 
 class RepositoryInitSummary(RepositoryInfoSummary):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from argparse import Namespace
+from datetime import UTC, datetime
 from typing import Any
 
 import safehold.repo
@@ -23,10 +24,11 @@ from safehold.cli.output import Output, human_size
 from safehold.cli.passwords import add_password_option, check_new_password
 from safehold.repo.config import DEFAULT_COMPRESSION_LEVEL, ChunkerParams, Config
 from safehold.repo.errors import RepositoryNotFound
-from safehold.repo.layout import DATA
+from safehold.repo.layout import DATA, LOCKS
+from safehold.repo.locks import LockInfo
 from safehold.storage import Storage
 
-__all__ = ["register", "repo_info", "repo_init", "sources_newest"]
+__all__ = ["oldest_lock_age", "register", "repo_info", "repo_init", "sources_newest"]
 
 
 def _lock_text(mode: str | None, days: int) -> str:
@@ -90,6 +92,8 @@ def repo_init(args: Namespace, out: Output) -> int:
             "pack_bytes": 0,
             "object_lock": _object_lock(config),
             "sources_newest": [],
+            "locks": 0,
+            "oldest_lock_age_seconds": 0,
         }
     )
     return exitcodes.OK
@@ -114,6 +118,22 @@ def sources_newest(snaps: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def oldest_lock_age(repo: safehold.repo.Repository, locks: list[LockInfo], now: datetime) -> int:
+    """Seconds since the oldest lock was written or last refreshed (0: no lock). A live
+    lock is refreshed every few minutes, so an age beyond the stale age is a lock that a
+    killed process left behind (``safehold repo unlock`` removes it). A lock that cannot be
+    read (another repository's key, damaged) counts as held and never goes stale: its age
+    is its object's, from the listing."""
+    if not locks:
+        return 0
+    written: dict[str, datetime | None] = {}
+    if not all(lock.readable for lock in locks):
+        written = {info.name: info.modified for info in repo.storage.list(LOCKS)}
+    oldest = min((written.get(lock.name) if not lock.readable else None) or lock.time
+                 for lock in locks)  # fmt: skip
+    return max(0, int((now - oldest).total_seconds()))
+
+
 def _empty(args: Namespace, out: Output, storage: Storage) -> int:
     """``repo info --allow-empty`` where there is no config: reachable and empty is fine."""
     storage.check_reachable()  # a missing bucket or refused credentials fail here
@@ -125,7 +145,15 @@ def _empty(args: Namespace, out: Output, storage: Storage) -> int:
         )
     out.print(f"{storage.location}: reachable, no repository yet")
     out.summary(
-        {"ok": True, "empty": True, "location": storage.location, "snapshots": 0, "pack_bytes": 0}
+        {
+            "ok": True,
+            "empty": True,
+            "location": storage.location,
+            "snapshots": 0,
+            "pack_bytes": 0,
+            "locks": 0,
+            "oldest_lock_age_seconds": 0,
+        }
     )
     return exitcodes.OK
 
@@ -144,6 +172,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         packs += 1
         pack_bytes += info.size
     snaps = repo.snapshots()
+    locks = safehold.repo.list_locks(repo)
+    checked = datetime.now(UTC)
     c = repo.config
     doc: dict[str, Any] = {
         "ok": True,
@@ -169,7 +199,9 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         "keys": len(repo.list_keys()),
         # what new data is sealed with (format section 5b; always 1 in format version 1)
         "data_key_version": repo.aead.key_version,
-        "locks": len(safehold.repo.list_locks(repo)),
+        "locks": len(locks),
+        # the alert on locks left behind (SafeholdRepositoryLockedLong) reads this
+        "oldest_lock_age_seconds": oldest_lock_age(repo, locks, checked),
     }
     if initialized is not None:
         doc["initialized"] = initialized  # whether this run created it (repo init --if-absent)
@@ -193,6 +225,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         f"keys         {doc['keys']}, data key version {doc['data_key_version']}, "
         f"locks {doc['locks']}"
     )
+    for lock in sorted(locks, key=lambda lock: lock.time):
+        out.print(f"  {lock.describe(checked)}")
     out.summary(doc)
     return exitcodes.OK
 

@@ -3,7 +3,9 @@
 The operator never connects to storage itself. A Job with the location's Secrets
 mounted as files checks it, and its JSON summary (repository id, snapshots per source,
 bytes, object lock) or error (a wrong key, a missing bucket, a bucket that cannot lock)
-comes back through the termination message. The check is repeated every
+comes back through the termination message, with the count of locks in the repository
+and the age of the oldest (``safehold_location_oldest_lock_age_seconds``; a lock older than
+the stale age was left by a killed Job). The check is repeated every
 ``validationInterval``, whenever the spec changes (a new generation), and after a backup
 to the location ended (so ``size`` and ``snapshotCount`` follow the backups), at most
 every :data:`REFRESH_GAP`.
@@ -130,6 +132,8 @@ def _record_summary(
     status.snapshot_count = doc.snapshots
     status.bytes_stored = doc.pack_bytes
     status.size = human_size(doc.pack_bytes) if doc.pack_bytes is not None else None
+    status.locks = doc.locks
+    status.oldest_lock_age_seconds = doc.oldest_lock_age_seconds
     status.sources = []
     for entry in doc.sources_newest:
         try:
@@ -218,6 +222,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     location = BackupLocation.model_validate(body)
     if status.bytes_stored is not None:  # also after a restart, before the next check
         metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
+    if status.oldest_lock_age_seconds is not None:
+        metrics.OLDEST_LOCK_AGE.labels(ns, name).set(status.oldest_lock_age_seconds)
     selector = f"{LABEL_LOCATION}={label_value(name)},{LABEL_COMPONENT}={COMPONENT_VALIDATE}"
     every = rt.kube.list_jobs(ns, selector)
     jobs = [j for j in every if j["metadata"]["labels"].get(_GENERATION) == str(gen)]
@@ -251,6 +257,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                     metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
                 if status.snapshot_count is not None:
                     metrics.LOCATION_SNAPSHOTS.labels(ns, name).set(status.snapshot_count)
+                if status.oldest_lock_age_seconds is not None:
+                    metrics.OLDEST_LOCK_AGE.labels(ns, name).set(status.oldest_lock_age_seconds)
                 metrics.LOCATION_LAST_VALIDATION.labels(ns, name).set(finished.timestamp())
                 _set(rt, body, status, "True", *_found(location, doc))
             else:

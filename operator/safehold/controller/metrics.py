@@ -21,6 +21,7 @@ __all__ = [
     "LOCATION_LAST_VALIDATION",
     "LOCATION_SNAPSHOTS",
     "NEXT_SLOT",
+    "OLDEST_LOCK_AGE",
     "REGISTRY",
     "RESTORES",
     "RESTORES_STARTED",
@@ -181,6 +182,14 @@ LOCATION_SNAPSHOTS = Gauge(
 LOCATION_LAST_VALIDATION = Gauge(
     "safehold_location_last_validation_timestamp_seconds",
     "When the BackupLocation was last checked successfully (Unix time)",
+    ("namespace", "location"),
+    registry=REGISTRY,
+)
+OLDEST_LOCK_AGE = Gauge(
+    "safehold_location_oldest_lock_age_seconds",
+    "At the BackupLocation's last check, seconds since the oldest lock in its repository was "
+    "written or refreshed (0: no lock); a live lock is refreshed every 5 minutes, so more than "
+    "1800 is a lock a killed Job left behind, or one that cannot be read",
     ("namespace", "location"),
     registry=REGISTRY,
 )
