@@ -1,0 +1,124 @@
+"""The pure parts of the issue-19 benchmark: the small-files data set, the server's request
+counters, the fresh file system (and its fallback), and the targets they feed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import freshfs
+import smallset
+from traffic import Traffic, parse_metrics
+
+# A trimmed exposition of SeaweedFS 4.x (`weed mini -metricsPort`), as scraped in a bench run.
+_METRICS = """\
+# HELP SeaweedFS_s3_request_total Counter of s3 requests.
+# TYPE SeaweedFS_s3_request_total counter
+SeaweedFS_s3_request_total{bucket="",code="200",type="LIST"} 1
+SeaweedFS_s3_request_total{bucket="",code="403",type="LIST"} 1
+SeaweedFS_s3_request_total{bucket="bench",code="200",type="GET"} 2
+SeaweedFS_s3_request_total{bucket="bench",code="404",type="GET"} 3
+SeaweedFS_s3_request_total{bucket="bench",code="200",type="LIST"} 1
+SeaweedFS_s3_request_total{bucket="bench",code="200",type="PUT"} 2
+SeaweedFS_s3_request_total{bucket="bench",code="204",type="DELETE"} 1
+SeaweedFS_s3_request_total{bucket="bench",code="200",type="POST"} 1.5e+01
+SeaweedFS_s3_request_seconds_count{bucket="bench",type="PUT"} 2
+SeaweedFS_s3_bucket_traffic_received_bytes_total{bucket="bench"} 5000
+SeaweedFS_s3_bucket_traffic_received_bytes_total{bucket="other"} 10
+SeaweedFS_s3_bucket_traffic_sent_bytes_total{bucket="bench"} 4096
+SeaweedFS_s3_in_flight_requests{type="PUT"} 0
+"""
+
+
+def test_request_counts_are_summed_by_kind_over_buckets_and_codes() -> None:
+    counted = parse_metrics(_METRICS)
+    assert counted.requests == {"LIST": 3, "GET": 5, "PUT": 2, "DELETE": 1, "POST": 15}
+    assert counted.total_requests == 26
+    assert (counted.bytes_up, counted.bytes_down) == (5010, 4096)
+
+
+def test_one_commands_traffic_is_the_difference_of_two_readings() -> None:
+    before = Traffic(requests={"GET": 5, "PUT": 2}, bytes_up=100, bytes_down=50)
+    after = Traffic(requests={"GET": 5, "PUT": 7, "LIST": 1}, bytes_up=900, bytes_down=60)
+    command = after - before
+    assert command.requests == {"PUT": 5, "LIST": 1}  # kinds it did not use are left out
+    assert (command.bytes_up, command.bytes_down) == (800, 10)
+    assert command.describe() == "PUT 5, LIST 1; 0.0 MB up, 0.0 MB down"
+    assert parse_metrics("# nothing counted yet\n") == Traffic()
+
+
+def test_the_small_files_set_has_the_stated_shape(tmp_path: Path) -> None:
+    data = smallset.generate(tmp_path / "set", scale=0.002, seed=3)
+    files = data.manifest.v1.files
+    assert len(files) == 200 == smallset.file_count(0.002)
+    assert smallset.file_count(1.0) == 100_000
+    directories = {path.split("/")[0] for path in files}
+    assert len(directories) == smallset.DIRECTORIES == 100
+    sizes = [entry.size for entry in files.values()]
+    assert min(sizes) >= 0
+    assert max(sizes) <= 2048
+    assert len(set(sizes)) > 150  # spread over the range, not a few fixed sizes
+    for path, entry in files.items():
+        assert (data.path("v1") / path).stat().st_size == entry.size
+    assert data.manifest.v2 == data.manifest.v1  # the second backup is an unchanged re-run
+    assert not data.manifest.changes.modified
+
+
+def test_the_small_files_set_is_reproducible_and_seeded(tmp_path: Path) -> None:
+    first = smallset.generate(tmp_path / "a", scale=0.002, seed=3).manifest.v1
+    again = smallset.generate(tmp_path / "b", scale=0.002, seed=3).manifest.v1
+    other = smallset.generate(tmp_path / "c", scale=0.002, seed=4).manifest.v1
+    assert first == again
+    assert first != other
+
+
+def test_the_small_files_set_is_cached(tmp_path: Path) -> None:
+    made = smallset.ensure(0.001, seed=3, cache=tmp_path)
+    marker = made.path("v1") / "marker"
+    marker.write_text("from the first call")
+    assert smallset.ensure(0.001, seed=3, cache=tmp_path).root == made.root
+    assert marker.exists()  # found, not generated again
+
+
+def test_without_root_the_bench_falls_back_to_a_directory_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "part"
+    with freshfs.fresh(root, 1 << 30, euid=lambda: 1000) as fs:
+        assert fs.kind == "directory"
+        assert "NOT a fresh file system" in fs.note
+        assert "not root" in fs.note
+        assert "not root" in fs.describe()
+        assert list(Path(fs.path).iterdir()) == []
+        (Path(fs.path) / "work").write_text("x")
+    assert not Path(fs.path).exists()  # removed afterwards
+
+
+def test_a_given_directory_is_used_and_named(tmp_path: Path) -> None:
+    with freshfs.fresh(tmp_path / "part", 1 << 30, given=tmp_path / "mine") as fs:
+        assert fs.path == str(tmp_path / "mine" / "part")
+        assert "given with --fs" in fs.describe()
+    assert (tmp_path / "mine").exists()
+    assert not (tmp_path / "mine" / "part").exists()
+
+
+def test_image_size_has_room_and_a_floor() -> None:
+    assert freshfs.image_bytes(0) == 1 << 30
+    assert freshfs.image_bytes(10 << 30, 2 << 30) >= 18 << 30
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_as_root_a_fresh_ext4_is_mounted_and_removed(tmp_path: Path) -> None:
+    root = tmp_path / "part"
+    try:
+        with freshfs.fresh(root, 256 << 20) as fs:
+            if fs.kind != "ext4 image":  # a container without loop devices
+                pytest.skip(fs.note)
+            assert Path(fs.path) in freshfs.mounted_under(root)
+            assert "nodiscard" in fs.describe()
+            assert "discard" not in fs.mount_options.split(",")
+            (Path(fs.path) / "file").write_bytes(b"x" * 4096)
+            assert os.statvfs(fs.path).f_blocks * os.statvfs(fs.path).f_frsize < 300 << 20
+    finally:
+        assert not freshfs.mounted_under(root)
+    assert not root.exists()  # image and mount point deleted
