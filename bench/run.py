@@ -58,14 +58,18 @@ def _allocated(manifest: dataset.VersionManifest) -> int:
     return sum(max(-(-e.size // 4096), 1) * 4096 for e in manifest.files.values())
 
 
-def image_size(data: dataset.DataSet, tools: int, rounds: int) -> int:
-    """The fresh file system's size for a part: the working copy, every round's repository
-    (at most the data, uncompressed) and every round's restore, which are all kept until the
-    part ends."""
+def image_size(data: dataset.DataSet, tools: int, rounds: int) -> tuple[int, int]:
+    """The fresh file system's size and inodes for a part: the working copy, every round's
+    repository (at most the data, uncompressed) and every round's restore, which are all kept
+    until the part ends; inodes for the files and directories of all those copies, with a
+    fifth more and 50,000 for repositories, caches and the S3 server's files."""
     m = data.manifest
     v1, v2 = _allocated(m.v1), _allocated(m.v2)
     repos = tools * rounds * (m.v1.total_bytes + m.changes.edited_bytes)
-    return freshfs.image_bytes(max(v1, v2), tools * rounds * v2, repos)
+    entries = max(len(m.v1.files), len(m.v2.files))
+    entries += len({str(Path(p).parent) for p in m.v2.files})
+    inodes = int((1 + tools * rounds) * entries * 1.2) + 50_000
+    return freshfs.image_bytes(max(v1, v2), tools * rounds * v2, repos), inodes
 
 
 def _parts(args: argparse.Namespace) -> list[Part]:
@@ -109,8 +113,8 @@ def _object_store(fs: freshfs.FileSystem) -> tuple[Any, ObjectStore]:
 
 def run_part(args: argparse.Namespace, part: Part, work: Path) -> tuple[report.Results, bool]:
     """Run one part on its own fresh file system; (its results, whether it failed)."""
-    size = image_size(part.data, len(part.tools), args.rounds)
-    with freshfs.fresh(work / part.name, size, args.fs) as fs:
+    size, inodes = image_size(part.data, len(part.tools), args.rounds)
+    with freshfs.fresh(work / part.name, size, inodes, args.fs) as fs:
         log(f"{part.name}: working on {fs.describe()}")
         server, store = _object_store(fs) if part.on_s3 else (None, None)
         try:

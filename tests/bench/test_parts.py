@@ -84,7 +84,7 @@ def test_the_small_files_set_is_cached(tmp_path: Path) -> None:
 
 def test_without_root_the_bench_falls_back_to_a_directory_and_says_so(tmp_path: Path) -> None:
     root = tmp_path / "part"
-    with freshfs.fresh(root, 1 << 30, euid=lambda: 1000) as fs:
+    with freshfs.fresh(root, 1 << 30, 10_000, euid=lambda: 1000) as fs:
         assert fs.kind == "directory"
         assert "NOT a fresh file system" in fs.note
         assert "not root" in fs.note
@@ -95,7 +95,7 @@ def test_without_root_the_bench_falls_back_to_a_directory_and_says_so(tmp_path: 
 
 
 def test_a_given_directory_is_used_and_named(tmp_path: Path) -> None:
-    with freshfs.fresh(tmp_path / "part", 1 << 30, given=tmp_path / "mine") as fs:
+    with freshfs.fresh(tmp_path / "part", 1 << 30, 10_000, given=tmp_path / "mine") as fs:
         assert fs.path == str(tmp_path / "mine" / "part")
         assert "given with --fs" in fs.describe()
     assert (tmp_path / "mine").exists()
@@ -111,14 +111,25 @@ def test_image_size_has_room_and_a_floor() -> None:
 def test_as_root_a_fresh_ext4_is_mounted_and_removed(tmp_path: Path) -> None:
     root = tmp_path / "part"
     try:
-        with freshfs.fresh(root, 256 << 20) as fs:
+        with freshfs.fresh(root, 256 << 20, 70_000) as fs:
             if fs.kind != "ext4 image":  # a container without loop devices
                 pytest.skip(fs.note)
             assert Path(fs.path) in freshfs.mounted_under(root)
             assert "nodiscard" in fs.describe()
             assert "discard" not in fs.mount_options.split(",")
             (Path(fs.path) / "file").write_bytes(b"x" * 4096)
-            assert os.statvfs(fs.path).f_blocks * os.statvfs(fs.path).f_frsize < 300 << 20
+            stat = os.statvfs(fs.path)
+            assert stat.f_blocks * stat.f_frsize < 300 << 20
+            assert stat.f_files > 69_000  # about the inodes asked for (mkfs rounds to groups)
     finally:
         assert not freshfs.mounted_under(root)
     assert not root.exists()  # image and mount point deleted
+
+
+def test_the_image_has_inodes_for_every_restore_of_many_small_files(tmp_path: Path) -> None:
+    import run
+
+    data = smallset.generate(tmp_path / "set", scale=0.01, seed=3)  # 1,000 files
+    size, inodes = run.image_size(data, tools=2, rounds=3)
+    assert inodes >= 7 * 1_100  # the working copy and six restores, files and directories
+    assert size >= 7 * 1_000 * 4096  # every file takes at least a block
