@@ -35,6 +35,7 @@ __all__ = [
     "markdown",
     "ratios",
     "run_markdown",
+    "spread",
 ]
 
 STEPS = ("init", "full", "incremental", "restore")
@@ -204,11 +205,19 @@ def _header(results: Results) -> list[str]:
     ]
 
 
+def spread(rounds: list[Step]) -> str:
+    """(slowest - fastest) / median of the rounds' times, as a percentage ("" for one round)."""
+    if len(rounds) < 2:
+        return ""
+    times = [r.seconds for r in rounds]
+    return f"{(max(times) - min(times)) / median_round(rounds).seconds:.0%}"
+
+
 def _step_table(results: Results) -> list[str]:
     lines = [
         "| tool | step | time (s) | MB/s | CPU user+sys (s) | peak RSS (MB) "
-        "| repository after (MB) | others' CPU (cores) | rounds (s) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        "| repository after (MB) | others' CPU (cores) | rounds (s) | spread |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
     for tool in results.tools:
         for name, step in tool.steps.items():
@@ -222,7 +231,7 @@ def _step_table(results: Results) -> list[str]:
                 f"| {tool.name} | {label} | {step.seconds:.2f} | {rate} "
                 f"| {step.user_seconds + step.system_seconds:.1f} | {memory} "
                 f"| {_mb(step.repo_bytes)} | {step.others_cpu_seconds / step.seconds:.2f} "
-                f"| {rounds} |"
+                f"| {rounds} | {spread(tool.rounds.get(name, []))} |"
             )
     return lines
 
@@ -276,13 +285,16 @@ def markdown(results: Results, header: bool = True) -> str:
         + ("yes." if results.cache_dropped else "NO (not permitted; reads may come from RAM)."),
         "",
         "Timed steps ran in rounds (every tool once per round); each row is the tool's median"
-        " round, and the last column lists every round's time.",
+        " round, then every round's time and their spread ((slowest - fastest) / median).",
         "",
         *_step_table(results),
         *_traffic_table(results),
     ]
     lines += ["", "Versions and settings:", ""]
     lines += [f"- {t.name}: {t.version}; {t.settings}" for t in results.tools]
+    if results.finished:
+        took = (results.finished - results.started).total_seconds()
+        lines.append(f"- this part took {took / 60:.1f} min")
     lines += [f"- {name}: not run ({why})" for name, why in results.skipped.items()]
     ours = results.tool("safehold")
     others = [t for t in results.tools if t.name != "safehold" and t.restore_verified]

@@ -133,3 +133,23 @@ def test_the_image_has_inodes_for_every_restore_of_many_small_files(tmp_path: Pa
     size, inodes = run.image_size(data, tools=2, rounds=3)
     assert inodes >= 7 * 1_100  # the working copy and six restores, files and directories
     assert size >= 7 * 1_000 * 4096  # every file takes at least a block
+
+
+def test_the_spread_of_the_rounds_is_reported() -> None:
+    import report
+
+    def step(seconds: float) -> report.Step:
+        return report.Step(
+            seconds=seconds,
+            mb_per_s=None,
+            user_seconds=0,
+            system_seconds=0,
+            peak_rss_bytes=0,
+            repo_bytes=0,
+            repo_allocated_bytes=0,
+            others_cpu_seconds=0,
+            cache_dropped=True,
+        )
+
+    assert report.spread([step(2.0), step(1.0), step(1.5)]) == "67%"
+    assert report.spread([step(1.0)]) == ""
