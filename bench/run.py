@@ -125,7 +125,7 @@ def run_part(args: argparse.Namespace, part: Part, work: Path) -> tuple[report.R
         finally:
             if server is not None:
                 server.stop()
-        if args.keep:
+        if args.keep and (Path(fs.path) / "logs").is_dir():
             kept = work / f"{part.name}-logs"
             shutil.copytree(Path(fs.path) / "logs", kept, dirs_exist_ok=True)
             log(f"kept the tools' logs in {kept}")
