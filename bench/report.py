@@ -292,10 +292,10 @@ def markdown(results: Results, header: bool = True) -> str:
     ]
     lines += ["", "Versions and settings:", ""]
     lines += [f"- {t.name}: {t.version}; {t.settings}" for t in results.tools]
+    lines += [f"- {name}: not run ({why})" for name, why in results.skipped.items()]
     if results.finished:
         took = (results.finished - results.started).total_seconds()
         lines.append(f"- this part took {took / 60:.1f} min")
-    lines += [f"- {name}: not run ({why})" for name, why in results.skipped.items()]
     ours = results.tool("safehold")
     others = [t for t in results.tools if t.name != "safehold" and t.restore_verified]
     if ours and others:
