@@ -88,6 +88,10 @@ quickstart: deps venv cluster
 dr-drill: deps venv cluster
 	@$(PY) e2e/dr_drill.py $(ARGS)
 
+# Safehold against restic (and borg) on fresh loop-mounted ext4 file systems: the mixed data set
+# locally and on S3 (SeaweedFS), 100,000 small files locally and on S3, then the storage, prune
+# and replication benchmarks (docs/performance.md). Runs as root to mount; under 20 minutes at
+# scale 1. ARGS="--scale 0.05" for a quick run, ARGS="--only s3" for one part.
 bench: deps venv
 	$(PY) bench/run.py $(ARGS)
 

@@ -21,6 +21,7 @@ the results instead of silently slowing a tool down.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -172,6 +173,11 @@ def run_measured(command: Command, log_prefix: Path, timeout: float) -> Measurem
         sampler.start()
         try:
             proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM of the harness: the tool must not outlive it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             timer.cancel()
             sampler.stop()

@@ -5,7 +5,11 @@ other tool's time divided by Safehold's (2.0 = Safehold took half the time); for
 and peak memory they are Safehold's value divided by the other's (0.8 = Safehold needs 20 % less).
 CPU time is shown beside the wall-time speeds because it is far less disturbed by other processes
 on a shared machine (it still ignores how well a tool uses both cores).
-The targets come from issue 4 and compare against restic.
+The targets come from issue 19 and compare against restic in the same run.
+
+A run has parts (the mixed data set on local repositories and on S3, the many small files on
+both); each part's record is one :class:`Results`, and :func:`run_markdown` puts the parts'
+sections and one table of every target together.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from freshfs import FileSystem
+from traffic import KINDS, Traffic
 
 __all__ = [
     "STEPS",
@@ -27,6 +34,8 @@ __all__ = [
     "evaluate_targets",
     "markdown",
     "ratios",
+    "run_markdown",
+    "spread",
 ]
 
 STEPS = ("init", "full", "incremental", "restore")
@@ -46,6 +55,7 @@ class Step(BaseModel):
     others_cpu_seconds: float
     cache_dropped: bool
     summary: dict[str, Any] | None = None  # the tool's own JSON summary, where it prints one
+    traffic: Traffic | None = None  # object-store requests and bytes (S3 parts only)
 
 
 class ToolRun(BaseModel):
@@ -80,6 +90,11 @@ class Target(BaseModel):
 
 
 class Results(BaseModel):
+    part: str = "engine"  # engine | s3 | smallfiles-local | smallfiles-s3
+    title: str = "Mixed data set, local repositories"
+    #: What the second backup is: "incremental" (after v2's changes) or "unchanged re-run".
+    second_backup: str = "incremental"
+    filesystem: FileSystem | None = None
     started: datetime
     finished: datetime | None = None
     host: dict[str, str]
@@ -104,6 +119,14 @@ def _cpu(step: Step) -> float:
     return max(step.user_seconds + step.system_seconds, 0.01)  # GNU time's resolution
 
 
+def _backup_requests(run: ToolRun) -> int | None:
+    """Object-store requests of the full and the second backup (median rounds) together."""
+    counts = [run.steps[s].traffic for s in ("full", "incremental") if s in run.steps]
+    if len(counts) < 2 or any(t is None for t in counts):
+        return None
+    return sum(t.total_requests for t in counts if t is not None)
+
+
 def ratios(ours: ToolRun, other: ToolRun) -> dict[str, float]:
     """Safehold relative to ``other``, per measure (see the module docstring for direction)."""
     out: dict[str, float] = {}
@@ -118,24 +141,47 @@ def ratios(ours: ToolRun, other: ToolRun) -> dict[str, float]:
         out["repository size"] = ours.steps["incremental"].repo_bytes / theirs
     if other.peak_rss_bytes:
         out["peak RSS"] = ours.peak_rss_bytes / other.peak_rss_bytes
+    mine, theirs_requests = _backup_requests(ours), _backup_requests(other)
+    if mine is not None and theirs_requests:
+        out["requests per backup"] = mine / theirs_requests
     return out
 
 
-# (measure in ratios(), name, whether the ratio meets the target, the target as text)
-_TARGETS: tuple[tuple[str, str, Callable[[float], bool], str], ...] = (
-    ("full speed", "full backup speed", lambda r: r >= 1.5, ">= 1.5x restic"),
-    ("incremental speed", "incremental backup speed", lambda r: r >= 1.5, ">= 1.5x restic"),
-    ("restore speed", "restore speed", lambda r: r >= 2.0, ">= 2x restic"),
-    ("repository size", "repository size (v1 + v2)", lambda r: r <= 1.0, "<= restic"),
-    ("peak RSS", "peak RSS", lambda r: r <= 1.0, "<= restic"),
-)
+def _at_least(limit: float) -> tuple[Callable[[float], bool], str]:
+    return (lambda r: r >= limit), f">= {limit:g}x restic"
+
+
+def _at_most(limit: float, text: str) -> tuple[Callable[[float], bool], str]:
+    return (lambda r: r <= limit), text
+
+
+def _targets_of(results: Results) -> list[tuple[str, str, Callable[[float], bool], str]]:
+    """The targets of issue 19 that apply to this part: (ratio key, name, test, required)."""
+    small = results.part.startswith("smallfiles")
+    second = results.second_backup
+    out = [
+        ("full speed", "full backup speed", *_at_least(2.0)),
+        (
+            "incremental speed",
+            f"{second} speed" if small else "incremental backup speed",
+            *_at_least(2.0),
+        ),
+        ("restore speed", "restore speed", *_at_least(2.0 if small else 2.5)),
+        ("repository size", "repository size (after both backups)", *_at_most(0.95, "<= 0.95x")),
+        ("peak RSS", "peak memory (summed PSS)", *_at_most(1.0, "<= restic")),
+    ]
+    if any(s.traffic for t in results.tools for s in t.steps.values()):
+        out.append(
+            ("requests per backup", "object-store requests per backup", *_at_most(1.0, "<= restic"))
+        )
+    return out
 
 
 def evaluate_targets(results: Results) -> list[Target]:
     ours, restic = results.tool("safehold"), results.tool("restic")
     measured = ratios(ours, restic) if ours and restic else {}
     targets = []
-    for key, name, predicate, required in _TARGETS:
+    for key, name, predicate, required in _targets_of(results):
         value = measured.get(key)
         status: Literal["MET", "NOT MET", "NOT MEASURED"] = (
             "NOT MEASURED" if value is None else "MET" if predicate(value) else "NOT MET"
@@ -148,25 +194,30 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f}"
 
 
-def markdown(results: Results) -> str:
-    d = results.dataset
-    lines = [
+def _header(results: Results) -> list[str]:
+    h = results.host
+    return [
         f"# Safehold engine benchmark, {results.started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {results.host.get('cpus', '?')} CPUs ({results.host.get('cpu', '?')}), "
-        f"Linux {results.host.get('kernel', '?')}, Python {results.host.get('python', '?')}.",
-        f"Data set: scale {d.scale:g}, seed {d.seed} (generator v{d.generator_version}): "
-        f"v1 {_mb(d.v1_bytes)} MB in {d.v1_files:,} files; v2 {_mb(d.v2_bytes)} MB in "
-        f"{d.v2_files:,} files, {_mb(d.edited_bytes)} MB of new content.",
-        "Page cache dropped before every timed step: "
-        + ("yes." if results.cache_dropped else "NO (not permitted; reads may come from RAM)."),
+        f"Machine: {h.get('cpus', '?')} CPUs ({h.get('cpu', '?')}), "
+        f"Linux {h.get('kernel', '?')}, Python {h.get('python', '?')}.",
         "",
-        "Timed steps ran in rounds (every tool once per round); each row is the tool's median"
-        " round, and the last column lists every round's time.",
-        "",
+    ]
+
+
+def spread(rounds: list[Step]) -> str:
+    """(slowest - fastest) / median of the rounds' times, as a percentage ("" for one round)."""
+    if len(rounds) < 2:
+        return ""
+    times = [r.seconds for r in rounds]
+    return f"{(max(times) - min(times)) / median_round(rounds).seconds:.0%}"
+
+
+def _step_table(results: Results) -> list[str]:
+    lines = [
         "| tool | step | time (s) | MB/s | CPU user+sys (s) | peak RSS (MB) "
-        "| repository after (MB) | others' CPU (cores) | rounds (s) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        "| repository after (MB) | others' CPU (cores) | rounds (s) | spread |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
     for tool in results.tools:
         for name, step in tool.steps.items():
@@ -175,39 +226,125 @@ def markdown(results: Results) -> str:
             memory = _mb(step.peak_rss_bytes)
             if step.processes > 1:
                 memory += f" ({step.processes} processes)"
+            label = results.second_backup if name == "incremental" else name
             lines.append(
-                f"| {tool.name} | {name} | {step.seconds:.2f} | {rate} "
+                f"| {tool.name} | {label} | {step.seconds:.2f} | {rate} "
                 f"| {step.user_seconds + step.system_seconds:.1f} | {memory} "
                 f"| {_mb(step.repo_bytes)} | {step.others_cpu_seconds / step.seconds:.2f} "
-                f"| {rounds} |"
+                f"| {rounds} | {spread(tool.rounds.get(name, []))} |"
             )
+    return lines
+
+
+def _traffic_table(results: Results) -> list[str]:
+    """Requests by kind and bytes per step (median round), where the server counted them."""
+    rows = [
+        (tool.name, name, step.traffic)
+        for tool in results.tools
+        for name, step in tool.steps.items()
+        if step.traffic is not None
+    ]
+    if not rows:
+        return []
+    kinds = [*KINDS, *sorted({k for _, _, t in rows for k in t.requests} - set(KINDS))]
+    lines = [
+        "",
+        "Object-store requests and bytes per step (median round; counted by the S3 server; "
+        "GET includes HEAD, which SeaweedFS counts as GET):",
+        "",
+        "| tool | step | " + " | ".join(kinds) + " | requests | MB up | MB down |",
+        "|---|---|" + "--:|" * (len(kinds) + 3),
+    ]
+    for tool, name, t in rows:
+        label = results.second_backup if name == "incremental" else name
+        counts = " | ".join(f"{t.requests.get(k, 0):,}" for k in kinds)
+        lines.append(
+            f"| {tool} | {label} | {counts} | {t.total_requests:,} "
+            f"| {_mb(t.bytes_up)} | {_mb(t.bytes_down)} |"
+        )
+    return lines
+
+
+def markdown(results: Results, header: bool = True) -> str:
+    """One part's section (with the run's header unless ``header`` is False)."""
+    d = results.dataset
+    fs = results.filesystem.describe() if results.filesystem else "not recorded"
+    lines = _header(results) if header else []
+    second = (
+        f"v2 {_mb(d.v2_bytes)} MB in {d.v2_files:,} files, {_mb(d.edited_bytes)} MB of new content"
+        if results.second_backup == "incremental"
+        else "the second backup sees the same files unchanged"
+    )
+    lines += [
+        f"## {results.title}",
+        "",
+        f"Data set: scale {d.scale:g}, seed {d.seed} (generator v{d.generator_version}): "
+        f"v1 {_mb(d.v1_bytes)} MB in {d.v1_files:,} files; {second}.",
+        f"File system of the timed steps: {fs}.",
+        "Page cache dropped before every timed step: "
+        + ("yes." if results.cache_dropped else "NO (not permitted; reads may come from RAM)."),
+        "",
+        "Timed steps ran in rounds (every tool once per round); each row is the tool's median"
+        " round, then every round's time and their spread ((slowest - fastest) / median).",
+        "",
+        *_step_table(results),
+        *_traffic_table(results),
+    ]
     lines += ["", "Versions and settings:", ""]
     lines += [f"- {t.name}: {t.version}; {t.settings}" for t in results.tools]
     lines += [f"- {name}: not run ({why})" for name, why in results.skipped.items()]
+    if results.finished:
+        took = (results.finished - results.started).total_seconds()
+        lines.append(f"- this part took {took / 60:.1f} min")
     ours = results.tool("safehold")
     others = [t for t in results.tools if t.name != "safehold" and t.restore_verified]
     if ours and others:
         table = {t.name: ratios(ours, t) for t in others}
-        keys = list(next(iter(table.values())))
+        keys = list(dict.fromkeys(k for r in table.values() for k in r))
         lines += [
             "",
             "Safehold relative to the others (speed and CPU time: their time / Safehold's,"
-            " higher is better; size and RSS: Safehold's / theirs, lower is better):",
+            " higher is better; size, RSS and requests: Safehold's / theirs, lower is better):",
             "",
             "| measure | " + " | ".join(f"vs {n}" for n in table) + " |",
             "|---|" + "--:|" * len(table),
         ]
         for key in keys:
             cells = " | ".join(f"{table[n][key]:.2f}x" if key in table[n] else "" for n in table)
-            lines.append(f"| {key} | {cells} |")
-    lines += ["", "Targets (issue 4):", "", "| target | required | measured | status |"]
+            shown = key.replace("incremental", results.second_backup)
+            lines.append(f"| {shown} | {cells} |")
+    lines += ["", "Targets (issue 19):", "", "| target | required | measured | status |"]
     lines.append("|---|---|--:|---|")
-    for target in results.targets:
-        value = f"{target.measured:.2f}x" if target.measured is not None else "-"
-        lines.append(f"| {target.name} | {target.required} | {value} | **{target.status}** |")
+    lines += _target_rows(results, with_part=False)
     if results.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results.notes]
     return "\n".join(lines) + "\n"
+
+
+def _target_rows(results: Results, with_part: bool) -> list[str]:
+    rows = []
+    for target in results.targets:
+        value = f"{target.measured:.2f}x" if target.measured is not None else "-"
+        part = f"{results.title} | " if with_part else ""
+        rows.append(f"| {part}{target.name} | {target.required} | {value} | **{target.status}** |")
+    return rows
+
+
+def run_markdown(parts: list[Results]) -> str:
+    """The whole run: every part's section, then every target in one table."""
+    if not parts:
+        return "No part of the engine benchmark ran.\n"
+    sections = [markdown(part, header=False) for part in parts]
+    lines = [
+        "## All targets (issue 19: ratios to restic in the same run)",
+        "",
+        "| part | target | required | measured | status |",
+        "|---|---|---|--:|---|",
+    ]
+    for part in parts:
+        lines += _target_rows(part, with_part=True)
+    head = "\n".join(_header(parts[0]))
+    return head + "\n" + "\n".join(sections) + "\n" + "\n".join(lines) + "\n"
 
 
 def disturbed_steps(results: Results) -> list[str]:

@@ -1,323 +1,203 @@
-"""`make bench`: Safehold's backup engine against restic and borg, on the same data, in one run.
+"""`make bench`: Safehold's backup engine against restic (and borg), on the same data, in one run.
 
-The procedure is the same for every tool, step by step, so no tool gets a warmer cache or a
-friendlier file system state than another:
+The engine benchmark has parts, each on a fresh file system made for it (``freshfs.py``), each
+with the procedure of ``engine.py`` (tools alternating, medians of three rounds, every restore
+verified against the data set's manifest):
 
-1. one working copy of the data set's v1 is made (``cp -a``);
-2. each tool initialises its repository, then backs up the working copy in full;
-3. the working copy is changed in place to v2 (files rewritten, added and deleted; unchanged
-   files keep their inode and times, as on a real volume), and checked against v2's manifest;
-4. each tool makes its incremental backup of the working copy;
-5. each tool restores that snapshot; the restore is checked file by file against v2's checksums
-   and a mismatch fails the run.
+- ``engine``: the mixed data set (``dataset.py``, ~1 GiB at scale 1) on local repositories,
+  restic, borg and Safehold: full, incremental, restore;
+- ``s3``: the same with restic's and Safehold's repositories on one local S3 server (SeaweedFS),
+  by default at a smaller scale (``--s3-scale``), with the requests and bytes the server counted
+  per command (``traffic.py``);
+- ``smallfiles``: 100,000 files of 0 to 2 KiB in 100 directories (``smallset.py``): full,
+  unchanged re-run and restore, on a local repository and on S3, restic against Safehold.
 
-Steps 2, 4 and 5 run in rounds (``--rounds``, default 3): every tool once per round, each full
-backup into a new repository, each incremental from a copy of the tool's state after its full
-backup (repository and caches), each restore into a new directory. The report gives each
-tool's median round and lists every round.
-
-Before every timed step the page cache is dropped (when permitted: we are root here). For each
-command the wall time, CPU time and peak RSS of the tool's process (``os.wait4``) are recorded,
-and the repository's size after it. Results go to ``bench/results/`` as JSON and Markdown.
-
-After the engine benchmark, ``bench/storage.py`` (the storage throughput benchmark) runs when it
-exists, unless ``--only engine``.
+The report (``report.py``) has a section per part and one table of the targets of issue 19.
+Results go to ``bench/results/`` as JSON and Markdown. After the engine benchmark, the other
+benchmarks (``storage.py``, ``prune.py``, ``replicate.py``) run unless ``--only`` names one.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 import dataset
+import freshfs
 import report
-import treecheck
-from measure import CommandFailed, disk_usage, drop_caches, run_measured
-from tools import TOOLS, Tool, ToolUnavailable
+import smallset
+from engine import Bench, ObjectStore, Part, log
+from tools import TOOLS, S3Location, ToolUnavailable
+from traffic import start_counted_s3
 
 __all__ = ["main"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 _WORK_MARK = ".safehold-bench-work"
+#: The parts of the engine benchmark, in the order they run (``--only smallfiles`` runs both
+#: small-files parts).
+PARTS = ("engine", "s3", "smallfiles")
+#: The S3 part's default scale: restic's S3 restore is slow enough that scale 1 would take
+#: most of ``make bench``'s time budget (docs/performance.md).
+S3_SCALE = 0.3
+_PAIR = ("restic", "safehold")  # the small-files parts compare these two
 
 
-_START = time.monotonic()
+def _allocated(manifest: dataset.VersionManifest) -> int:
+    """Bytes the version takes on ext4 (4 KiB blocks, one inode's worth for an empty file)."""
+    return sum(max(-(-e.size // 4096), 1) * 4096 for e in manifest.files.values())
 
 
-def _log(message: str) -> None:
-    print(f"bench [{time.monotonic() - _START:5.0f} s]: {message}", file=sys.stderr, flush=True)
+def image_size(data: dataset.DataSet, tools: int, rounds: int) -> tuple[int, int]:
+    """The fresh file system's size and inodes for a part: the working copy, every round's
+    repository (at most the data, uncompressed) and every round's restore, which are all kept
+    until the part ends; inodes for the files and directories of all those copies, with a
+    fifth more and 50,000 for repositories, caches and the S3 server's files."""
+    m = data.manifest
+    v1, v2 = _allocated(m.v1), _allocated(m.v2)
+    repos = tools * rounds * (m.v1.total_bytes + m.changes.edited_bytes)
+    entries = max(len(m.v1.files), len(m.v2.files))
+    entries += len({str(Path(p).parent) for p in m.v2.files})
+    inodes = int((1 + tools * rounds) * entries * 1.2) + 50_000
+    return freshfs.image_bytes(max(v1, v2), tools * rounds * v2, repos), inodes
 
 
-def _host() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": str(os.cpu_count()),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "hostname": platform.node(),
-    }
-
-
-def apply_v2(data: dataset.DataSet, source: Path) -> None:
-    """Change the working copy from v1 to v2 in place, as an application would.
-
-    Modified files are rewritten through the existing inode (mtime and ctime change, the inode
-    stays); unchanged files are not touched at all.
-    """
-    changes = data.manifest.changes
-    for path in changes.deleted:
-        (source / path).unlink()
-    for path in [*changes.modified, *changes.added]:
-        (source / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data.path("v2") / path, source / path)
-
-
-class Bench:
-    """One run of the engine benchmark: the work directory, the tools and the results so far."""
-
-    def __init__(self, args: argparse.Namespace, data: dataset.DataSet, work: Path) -> None:
-        self.args = args
-        self.data = data
-        self.work = work
-        self.source = work / "source"
-        self.tools: list[Tool] = []
-        self.failed: dict[str, str] = {}  # tool -> the command that failed, and why
-        self.restored: list[Path] = []  # verified restores, deleted once all tools restored
-        self.mismatches: dict[str, str] = {}  # tool -> how its restore differs from the source
-        m = data.manifest
-        self.results = report.Results(
-            started=datetime.now(UTC),
-            host=_host(),
-            dataset=report.DataSetInfo(
-                scale=m.scale,
-                seed=m.seed,
-                generator_version=m.generator_version,
-                v1_bytes=m.v1.total_bytes,
-                v1_files=len(m.v1.files),
-                v2_bytes=m.v2.total_bytes,
-                v2_files=len(m.v2.files),
-                edited_bytes=m.changes.edited_bytes,
-            ),
-            cache_dropped=True,
-            tools=[],
+def _parts(args: argparse.Namespace) -> list[Part]:
+    wanted = [args.only] if args.only in PARTS else list(PARTS)
+    chosen = args.tools.split(",") if args.tools else list(TOOLS)
+    # restic against Safehold, where borg cannot go (S3: it says so) or would only add time.
+    pair = [n for n in chosen if n in _PAIR]
+    parts: list[Part] = []
+    if "engine" in wanted:
+        data = dataset.ensure(args.scale, args.seed)
+        parts.append(
+            Part("engine", "Mixed data set, local repositories", data, False, True, chosen)
         )
+    if "s3" in wanted:
+        scale = args.s3_scale or min(args.scale, S3_SCALE)
+        data = dataset.ensure(scale, args.seed)
+        parts.append(Part("s3", "Mixed data set, repositories on S3", data, True, True, chosen))
+    if "smallfiles" in wanted:
+        data = smallset.ensure(args.smallfiles_scale or args.scale, args.seed)
+        for on_s3, where in ((False, "a local repository"), (True, "S3")):
+            name = "smallfiles-s3" if on_s3 else "smallfiles-local"
+            title = f"Many small files, {where}"
+            parts.append(Part(name, title, data, on_s3, False, chosen if on_s3 else pair))
+    return parts
 
-    def select_tools(self, names: list[str], explicit: bool) -> None:
-        for name in names:
-            tool = TOOLS[name](self.work / name)
-            try:
-                version = tool.version()
-            except ToolUnavailable as e:
-                if explicit:
-                    raise
-                _log(f"{name} skipped: {e}")
-                self.results.skipped[name] = str(e)
-                continue
-            self.tools.append(tool)
-            self.results.tools.append(
-                report.ToolRun(name=name, version=version, settings=tool.settings)
-            )
 
-    def _run(self, tool: Tool, step: str, round_no: int = 0) -> None:
-        if tool.name in self.failed:
-            return
-        basis = {
-            "full": self.results.dataset.v1_bytes,
-            "incremental": self.results.dataset.v2_bytes,
-            "restore": self.results.dataset.v2_bytes,
-        }.get(step)
-        target = self.work / "restore" / f"{tool.name}-{round_no}"
-        if step == "init":
-            command = tool.init()
-        elif step == "full":
-            command = tool.full(self.source)
-        elif step == "incremental":
-            command = tool.incremental(self.source)
-        else:
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            command = tool.restore(target)
-        dropped = True
-        if basis is not None:  # a timed step
-            dropped = drop_caches() if self.args.drop_caches else False
-        self.results.cache_dropped &= dropped
+def _object_store(fs: freshfs.FileSystem) -> tuple[Any, ObjectStore]:
+    """Start the part's S3 server (its data on the part's file system) with one bucket."""
+    store, counter = start_counted_s3(Path(fs.path) / "s3-server")
+    store.make_bucket("bench")
+    options = store.options
+    location = S3Location(
+        endpoint=store.endpoint,
+        bucket="bench",
+        access_key_id=options["access_key_id"],
+        secret_access_key=options["secret_access_key"],
+        region=options["region"],
+    )
+    return store, ObjectStore(location=location, client=store.s3_client(), counter=counter)
+
+
+def run_part(args: argparse.Namespace, part: Part, work: Path) -> tuple[report.Results, bool]:
+    """Run one part on its own fresh file system; (its results, whether it failed)."""
+    size, inodes = image_size(part.data, len(part.tools), args.rounds)
+    with freshfs.fresh(work / part.name, size, inodes, args.fs) as fs:
+        log(f"{part.name}: working on {fs.describe()}")
+        server, store = _object_store(fs) if part.on_s3 else (None, None)
         try:
-            log = self.work / "logs" / f"{tool.name}-{step}-{round_no}"
-            measured = run_measured(command, log, 3600)
-            summary = tool.record(step, measured.stdout)
-        except (CommandFailed, RuntimeError) as e:
-            _log(f"{tool.name} {step} FAILED: {e}")
-            self.failed[tool.name] = f"{step} failed: {e}"
-            return
-        apparent, allocated = disk_usage(tool.repo)
-        result = report.Step(
-            seconds=measured.seconds,
-            mb_per_s=basis / 1e6 / measured.seconds if basis is not None else None,
-            user_seconds=measured.user_seconds,
-            system_seconds=measured.system_seconds,
-            peak_rss_bytes=measured.peak_rss_bytes,
-            processes=measured.processes,
-            repo_bytes=apparent,
-            repo_allocated_bytes=allocated,
-            others_cpu_seconds=measured.others_cpu_seconds,
-            cache_dropped=dropped,
-            summary=summary,
-        )
-        run = next(r for r in self.results.tools if r.name == tool.name)
-        if step in report.TIMED:
-            run.rounds.setdefault(step, []).append(result)
-            run.steps[step] = report.median_round(run.rounds[step])
-        else:
-            run.steps[step] = result
-        rate = f", {result.mb_per_s:.1f} MB/s" if result.mb_per_s is not None else ""
-        _log(
-            f"{tool.name} {step} (round {round_no + 1}): {result.seconds:.2f} s{rate}, "
-            f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB, repo {apparent / 1e6:.1f} MB"
-        )
-        if step == "restore":
-            try:
-                root = treecheck.locate(target, self.source, self.data.manifest.v2)
-                treecheck.verify(root, self.data.manifest.v2)
-            except treecheck.RestoreMismatch as e:  # fails the run, after the other tools
-                _log(f"{tool.name} restore FAILED: {e}")
-                self.mismatches[tool.name] = str(e)
-                return
-            run.restore_verified = tool.name not in self.mismatches  # every round so far
-            _log(f"{tool.name} restore verified: every file equals the source")
-            # Deleted only after every tool restored: freeing 25k inodes right before the
-            # next tool's restore would hand it the file system's allocator cost.
-            self.restored.append(target)
-
-    def run(self) -> None:
-        """Every timed step in rounds, every tool once per round, so that a busy moment of
-        the machine falls on one round of one tool rather than decides a ratio."""
-        rounds = self.args.rounds
-        _log(f"copying v1 to the working copy {self.source}")
-        subprocess.run(["cp", "-a", f"{self.data.path('v1')}/.", str(self.source)], check=True)
-        for n in range(rounds):
-            for tool in self.tools:
-                if n:  # a full backup into a new, empty repository each round
-                    _reset(tool.workdir)
-                self._run(tool, "init", n)
-                self._run(tool, "full", n)
-        for tool in self.tools:  # the state every incremental round starts from
-            _copy_tree(tool.workdir, _after_full(tool.workdir))
-        _log("changing the working copy to v2")
-        apply_v2(self.data, self.source)
-        treecheck.verify(self.source, self.data.manifest.v2)
-        for n in range(rounds):
-            for tool in self.tools:
-                if n:
-                    _reset(tool.workdir)
-                    _copy_tree(_after_full(tool.workdir), tool.workdir)
-                self._run(tool, "incremental", n)
-        for n in range(rounds):
-            for tool in self.tools:
-                self._run(tool, "restore", n)
-        for target in self.restored:
-            shutil.rmtree(target, ignore_errors=True)
-
-    def finish(self) -> report.Results:
-        results = self.results
-        results.finished = datetime.now(UTC)
-        for name, why in self.failed.items():
-            results.notes.append(f"{name} FAILED, its figures are incomplete: {why}")
-        for name, why in self.mismatches.items():
-            results.notes.append(f"{name}: RESTORE MISMATCH, its figures are invalid: {why}")
-        results.targets = report.evaluate_targets(results)
-        if not results.cache_dropped:
-            results.notes.append(
-                "The page cache was not dropped before every timed step"
-                + (" (--no-drop-caches)" if not self.args.drop_caches else " (needs root)")
-                + ": tools may have read from RAM."
-            )
-        busy = report.disturbed_steps(results)
-        if busy:
-            results.notes.append(
-                "Other processes competed for the CPU during "
-                + ", ".join(busy)
-                + ": those figures are noisy (slower than on an idle machine)."
-            )
-        return results
+            bench = Bench(args, part, fs, store)
+            bench.select_tools(explicit=bool(args.tools) and not part.on_s3)
+            bench.run()
+            results = bench.finish()
+        finally:
+            if server is not None:
+                server.stop()
+        if args.keep and (Path(fs.path) / "logs").is_dir():
+            kept = work / f"{part.name}-logs"
+            shutil.copytree(Path(fs.path) / "logs", kept, dirs_exist_ok=True)
+            log(f"kept the tools' logs in {kept}")
+    for name, why in {**bench.failed, **bench.mismatches}.items():
+        log(f"FAILED: {name}: {why}")
+    return results, bool(bench.failed or bench.mismatches)
 
 
-def _after_full(workdir: Path) -> Path:
-    return workdir.with_name(workdir.name + "-after-full")
-
-
-def _reset(workdir: Path) -> None:
-    """Empty a tool's directory (repository, caches, home) for a new round."""
-    shutil.rmtree(workdir)
-    (workdir / "home").mkdir(parents=True)
-
-
-def _copy_tree(source: Path, dest: Path) -> None:
-    if dest.exists():
-        shutil.rmtree(dest)
-    subprocess.run(["cp", "-a", str(source), str(dest)], check=True)
-
-
-def _write(results: report.Results, directory: Path) -> tuple[Path, Path]:
+def _write(parts: list[report.Results], directory: Path) -> Path:
+    """Every part as JSON (``<part>-<time>-scale-<s>.json``, ``latest-<part>.json``; the first
+    part also as ``latest.json``) and the whole report as Markdown (``latest.md``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"engine-{results.started:%Y%m%dT%H%M%SZ}-scale-{results.dataset.scale:g}"
-    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    json_path.write_text(results.model_dump_json(indent=2))
-    md_path.write_text(report.markdown(results))
-    shutil.copyfile(json_path, directory / "latest.json")
+    for n, results in enumerate(parts):
+        stem = f"{results.part}-{results.started:%Y%m%dT%H%M%SZ}-scale-{results.dataset.scale:g}"
+        (directory / f"{stem}.json").write_text(results.model_dump_json(indent=2))
+        shutil.copyfile(directory / f"{stem}.json", directory / f"latest-{results.part}.json")
+        if n == 0:
+            shutil.copyfile(directory / f"{stem}.json", directory / "latest.json")
+    first = parts[0]
+    md_path = directory / f"engine-{first.started:%Y%m%dT%H%M%SZ}-scale-{first.dataset.scale:g}.md"
+    md_path.write_text(report.run_markdown(parts))
     shutil.copyfile(md_path, directory / "latest.md")
-    return json_path, md_path
+    return md_path
 
 
-def run_engine(args: argparse.Namespace) -> int:
-    _log(f"data set at scale {args.scale:g}, seed {args.seed} (generated once, then cached)")
-    data = dataset.ensure(args.scale, args.seed)
-    work: Path = args.workdir or dataset.cache_root().parent / "bench-work"
+def _prepare_workdir(work: Path) -> bool:
+    """Empty the work directory (only a benchmark's: it bears the mark), unmounting file
+    systems a killed run left behind; False when it is someone else's directory."""
     if work.exists() and any(work.iterdir()) and not (work / _WORK_MARK).exists():
-        _log(f"--workdir {work} is not empty and not a benchmark's: choose an empty directory")
-        return 2
+        log(f"--workdir {work} is not empty and not a benchmark's: choose an empty directory")
+        return False
+    for mountpoint in sorted(freshfs.mounted_under(work), reverse=True):
+        log(f"unmounting {mountpoint}, left behind by an earlier run")
+        freshfs.unmount(mountpoint)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / _WORK_MARK).touch()  # lets the next run wipe this directory safely
-    bench = Bench(args, data, work)
-    names = args.tools.split(",") if args.tools else list(TOOLS)
-    unknown = [n for n in names if n not in TOOLS]
+    return True
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    chosen = args.tools.split(",") if args.tools else list(TOOLS)
+    unknown = [n for n in chosen if n not in TOOLS]
     if unknown:
-        _log(f"unknown tool(s) {', '.join(unknown)} in --tools; choose from {', '.join(TOOLS)}")
+        log(f"unknown tool(s) {', '.join(unknown)} in --tools; choose from {', '.join(TOOLS)}")
         return 2
+    work: Path = args.workdir or dataset.cache_root().parent / "bench-work"
+    if not _prepare_workdir(work):
+        return 2
+    log(f"data sets at scale {args.scale:g}, seed {args.seed} (generated once, then cached)")
+    done: list[report.Results] = []
+    failed = False
     try:
-        bench.select_tools(names, explicit=bool(args.tools))
+        for part in _parts(args):
+            results, part_failed = run_part(args, part, work)
+            done.append(results)
+            failed |= part_failed
     except ToolUnavailable as e:
-        _log(f"--tools asks for a tool that cannot run: {e}")
+        log(f"--tools asks for a tool that cannot run: {e}")
         return 2
-    bench.run()
-    results = bench.finish()
-    json_path, md_path = _write(results, args.results_dir)
-    print(report.markdown(results))
-    _log(f"results: {json_path} and {md_path}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        _log(f"kept the work directory {work}")
-    for name, why in {**bench.failed, **bench.mismatches}.items():
-        _log(f"FAILED: {name}: {why}")
-    return 1 if bench.failed or bench.mismatches else 0
+    finally:
+        if done:
+            md_path = _write(done, args.results_dir)
+            print(report.run_markdown(done))
+            log(f"results: {md_path} and latest-<part>.json beside it")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so file systems are unmounted and servers stopped on SIGTERM
 
 
 #: The other benchmarks, each a script of its own beside this one, run after the engine's.
@@ -335,7 +215,7 @@ def run_script(name: str, extra: str, results_dir: Path) -> int:
     if name != "storage" and "--json" not in extra:
         results_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--json", str(results_dir / f"{name}.json")]
-    _log(f"running {script.name} {extra}")
+    log(f"running {script.name} {extra}")
     return subprocess.run(argv, check=False).returncode
 
 
@@ -347,7 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         "--tools", help=f"comma-separated subset of {','.join(TOOLS)} (default: all that run)"
     )
     parser.add_argument(
-        "--only", choices=("engine", *SCRIPTS, *ON_REQUEST), help="run one benchmark only"
+        "--only", choices=(*PARTS, *SCRIPTS, *ON_REQUEST), help="run one benchmark (part) only"
+    )
+    parser.add_argument(
+        "--s3-scale", type=float, help=f"the S3 part's scale (default: --scale, at most {S3_SCALE})"
+    )
+    parser.add_argument(
+        "--smallfiles-scale", type=float, help="the small-files parts' scale (default: --scale)"
+    )
+    parser.add_argument(
+        "--fs", type=Path, help="work in this directory instead of a fresh file system per part"
     )
     parser.add_argument("--workdir", type=Path, help="default: $SAFEHOLD_CACHE/bench-work")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -369,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    signal.signal(signal.SIGTERM, _interrupt)
     code = 0
-    if args.only in (None, "engine"):
+    if args.only in (None, *PARTS):
         code = run_engine(args)
     for name in SCRIPTS:
         if args.only in (None, name):

@@ -11,6 +11,10 @@ Every tool runs with its own defaults, so each is measured the way a user would 
   cache finds the unchanged files);
 - Safehold: ``safehold backup --type full``, then ``--type incremental``.
 
+A tool's repository is a local directory, or with an :class:`S3Location` a prefix of a bucket
+on the benchmark's S3 server (restic's ``s3:`` repository, Safehold's ``s3://`` location; borg
+has no object-store backend and is left out there).
+
 Every tool keeps its caches (restic's cache directory, borg's files and chunks caches, whatever
 Safehold keeps) in a directory of its own inside the benchmark's work directory, so no run sees
 another run's state. Passwords are fixed benchmark values, passed through the environment.
@@ -23,12 +27,13 @@ import shutil
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from measure import Command
 
-__all__ = ["TOOLS", "Borg", "Restic", "Safehold", "Tool", "ToolUnavailable"]
+__all__ = ["TOOLS", "Borg", "Restic", "S3Location", "Safehold", "Tool", "ToolUnavailable"]
 
 PASSWORD = "bench-password-not-secret"
 
@@ -37,17 +42,31 @@ class ToolUnavailable(RuntimeError):
     """The tool is not installed or does not work yet; the message says what is missing."""
 
 
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket of an S3 server, and the credentials that may write it."""
+
+    endpoint: str  # http://127.0.0.1:PORT
+    bucket: str
+    access_key_id: str
+    secret_access_key: str
+    region: str = "us-east-1"
+
+
 class Tool(ABC):
     """One tool with its repository, cache directory and the state between its commands."""
 
     name: ClassVar[str]
     settings: ClassVar[str]  # the choices made for it, as printed in the report
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, s3: S3Location | None = None) -> None:
         self.workdir = workdir
         self.repo = workdir / "repo"
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
+        self.s3 = s3
+        #: The repository's prefix in the bucket (with ``s3``): unique per work directory.
+        self.prefix = "-".join(workdir.parts[-2:])
 
     def base_env(self) -> dict[str, str]:
         return {
@@ -108,17 +127,24 @@ class Restic(Tool):
     name = "restic"
     settings = "repository v2, compression auto (default), incremental with --parent"
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
+    def __init__(self, workdir: Path, s3: S3Location | None = None) -> None:
+        super().__init__(workdir, s3)
         self.snapshots: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **self.base_env(),
             "RESTIC_REPOSITORY": str(self.repo),
             "RESTIC_PASSWORD": PASSWORD,
             "RESTIC_CACHE_DIR": str(self.home / "restic-cache"),
         }
+        if self.s3 is not None:
+            s3 = self.s3
+            env["RESTIC_REPOSITORY"] = f"s3:{s3.endpoint}/{s3.bucket}/{self.prefix}"
+            env["AWS_ACCESS_KEY_ID"] = s3.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+            env["AWS_DEFAULT_REGION"] = s3.region
+        return env
 
     def version(self) -> str:
         return _version(["restic", "version"])
@@ -162,6 +188,8 @@ class Borg(Tool):
         }
 
     def version(self) -> str:
+        if self.s3 is not None:
+            raise ToolUnavailable("borg has no object-store backend")
         return _version(["borg", "--version"])
 
     def init(self) -> Command:
@@ -182,17 +210,30 @@ class Safehold(Tool):
     name = "safehold"
     settings = "defaults; --type full, then --type incremental; --json --quiet (summary only)"
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
+    def __init__(self, workdir: Path, s3: S3Location | None = None) -> None:
+        super().__init__(workdir, s3)
         # The CLI of the checkout's own environment, next to the interpreter running this.
         self.exe = str(Path(sys.executable).parent / "safehold")
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **self.base_env(),
             "SAFEHOLD_REPOSITORY": self.repo.as_uri(),
             "SAFEHOLD_PASSWORD": PASSWORD,
         }
+        if self.s3 is not None:
+            options = self.home / "s3-options"  # one file per option, as a mounted Secret
+            options.mkdir(exist_ok=True)
+            for key, value in (
+                ("endpoint", self.s3.endpoint),
+                ("region", self.s3.region),
+                ("access_key_id", self.s3.access_key_id),
+                ("secret_access_key", self.s3.secret_access_key),
+            ):
+                (options / key).write_text(value)
+            env["SAFEHOLD_REPOSITORY"] = f"s3://{self.s3.bucket}/{self.prefix}"
+            env["SAFEHOLD_OPTIONS_DIR"] = str(options)
+        return env
 
     def version(self) -> str:
         if not Path(self.exe).exists():

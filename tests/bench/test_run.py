@@ -153,3 +153,46 @@ def test_rounds_repeat_every_timed_step_and_report_the_median(tmp_path: Path) ->
         assert r["summary"]["files_unmodified"] > 0
         assert r["summary"]["type"] == "incremental"
     assert "| rounds (s) |" in (tmp_path / "results/latest.md").read_text()
+
+
+def test_the_s3_part_counts_requests_and_bytes_per_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """restic and Safehold back up to one local SeaweedFS; the server's counters give each
+    command's requests and bytes, and the targets include requests per backup."""
+    args = [a for a in _args(tmp_path, "restic,borg,safehold") if not a.startswith("--only")]
+    assert run.main([*args, "--only=s3", "--rounds=1"]) == 0
+    results = json.loads((tmp_path / "results/latest-s3.json").read_text())
+    assert results["part"] == "s3"
+    assert [t["name"] for t in results["tools"]] == ["restic", "safehold"]
+    assert "borg" in results["skipped"]  # no object-store backend
+    for tool in results["tools"]:
+        assert tool["restore_verified"], tool["name"]
+        full, restore = tool["steps"]["full"]["traffic"], tool["steps"]["restore"]["traffic"]
+        assert full["requests"]["PUT"] > 0, tool["name"]
+        assert full["bytes_up"] > tool["steps"]["full"]["repo_bytes"] / 2, tool["name"]
+        assert restore["bytes_down"] > 0, tool["name"]
+        assert tool["steps"]["full"]["repo_bytes"] > 0  # sized from the bucket's listing
+    names = [t["name"] for t in results["targets"]]
+    assert "object-store requests per backup" in names
+    assert results["filesystem"]["kind"] in ("ext4 image", "directory")
+    printed = capsys.readouterr().out
+    assert "| restic | full | " in printed
+    assert "requests per backup" in printed
+
+
+def test_the_small_files_parts_run_an_unchanged_rerun_locally_and_on_s3(tmp_path: Path) -> None:
+    args = [a for a in _args(tmp_path, "restic,safehold") if not a.startswith("--only")]
+    assert run.main([*args, "--only=smallfiles", "--rounds=1"]) == 0
+    for part in ("smallfiles-local", "smallfiles-s3"):
+        results = json.loads((tmp_path / f"results/latest-{part}.json").read_text())
+        assert results["second_backup"] == "unchanged re-run"
+        assert results["dataset"]["v1_files"] == 200  # 100,000 x 0.002
+        for tool in results["tools"]:
+            assert tool["restore_verified"], (part, tool["name"])
+        safehold = results["tools"][1]["steps"]["incremental"]["summary"]
+        assert safehold["files_unmodified"] == 200
+    markdown = (tmp_path / "results/latest.md").read_text()
+    assert "## Many small files, a local repository" in markdown
+    assert "## Many small files, S3" in markdown
+    assert "| Many small files, S3 | unchanged re-run speed |" in markdown

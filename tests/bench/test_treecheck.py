@@ -10,7 +10,7 @@ import pytest
 
 import dataset
 import treecheck
-from run import apply_v2
+from engine import apply_v2
 
 
 @pytest.fixture
