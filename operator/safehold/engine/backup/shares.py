@@ -74,6 +74,9 @@ class _Worker:
         """Sends replies in order; its own thread, so that the receiving thread never
         blocks on a full pipe while the worker blocks sending to it."""
         while (msg := self.outbox.get()) is not None:
+            if msg[0] == "task":  # with its parent tree, read ahead (see hand_out)
+                ahead: Future[bytes | None] | None = msg[-1]
+                msg = (*msg[:-1], ahead.result() if ahead is not None else None)
             try:
                 self.replies.send(msg)
             except OSError:
@@ -210,7 +213,14 @@ class Shares:
             if self.error is not None:
                 job.done.set()
                 return job
-            self.waiting.append(("task", share, path, rel, parent_tree, root_len))
+            # The share's parent tree is read now, in a reader thread, and sent with the
+            # task: the worker does not wait for it when it starts the share.
+            ahead = (
+                self.reader.readers.submit(self._tree, parent_tree)
+                if isinstance(parent_tree, str)
+                else None
+            )
+            self.waiting.append(("task", share, path, rel, parent_tree, root_len, ahead))
             self._dispatch()
         return job
 

@@ -18,7 +18,8 @@ Messages (pickled over two pipes: ``out`` to the main process, ``replies`` back)
   ``("tree", tree_id)``, ``("big", token, path, category)``,
   ``("done", share, tree_id | None, counts, errors, hardlink keys)``,
   ``("failed", share, message)``;
-* replies: ``("task", share, path, rel, parent_tree, root_len)``, ``("tree", tree_id,
+* replies: ``("task", share, path, rel, parent_tree, root_len, its JSON | None)``,
+  ``("tree", tree_id,
   JSON bytes | None)``, ``("big", token, chunk ids | None)``, ``("stop",)``.
 """
 
@@ -95,7 +96,7 @@ class Link:
             self.events = []
 
     def ask_tree(self, tree_id: str) -> None:
-        if tree_id not in self.asked:
+        if tree_id not in self.asked and tree_id not in self.trees:
             self.asked.add(tree_id)
             self.out.send(("tree", tree_id))
 
@@ -122,7 +123,10 @@ class Link:
         elif kind == "big":
             self.big.pop(msg[1]).set_result(msg[2])
         elif kind == "task":
-            self.tasks.append(msg[1:])
+            share, path, rel, parent_tree, root_len, tree = msg[1:]
+            if isinstance(parent_tree, str):
+                self.trees[parent_tree] = tree
+            self.tasks.append((share, path, rel, parent_tree, root_len))
         elif kind == "stop":
             self.stopping = True
 
