@@ -11,7 +11,9 @@
 - :mod:`.chunks`: the chunk pool (hash, dedup, compress, seal) and its byte budget;
 - :mod:`.pending`: a file's content until its chunk ids are known;
 - :mod:`.trees`: the tree thread, which stores directories in post-order;
-- :mod:`.counts`: the summary's counts and the errors.
+- :mod:`.counts`: the summary's counts and the errors;
+- :mod:`.shares`: worker processes walking directories the main walk hands out, their
+  blobs packed by the main process's one writer; :mod:`.worker`: a worker's side.
 """
 
 from __future__ import annotations

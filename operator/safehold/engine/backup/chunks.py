@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from safehold.engine.backup.pending import BATCH_BYTES, BATCH_COUNT, Batch
+from safehold.engine.backup.pending import BATCH_BYTES, BATCH_COUNT, Batch, ChunkRef
 from safehold.repo import BLOB_DATA, BlobEncoder, BlobWriter, Repository
 
 __all__ = ["ChunkPool"]
@@ -71,7 +71,7 @@ class ChunkPool:
         finally:
             self.budget.release(nbytes)
 
-    def add(self, view: memoryview | bytes) -> tuple[Batch, int]:
+    def add(self, view: memoryview | bytes) -> ChunkRef:
         """Put a chunk of the walk into the current batch (sent when full)."""
         if self.writer.error is not None:  # a pack failed for good: stop reading now
             raise self.writer.error

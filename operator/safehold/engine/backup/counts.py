@@ -15,7 +15,13 @@ class BackupCounts(dict[str, int]):
     __slots__ = ("_big_failed", "_big_lock", "_big_read", "errors")
 
     def __init__(self) -> None:
-        super().__init__(
+        super().__init__()
+        self._big_lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to zero, without errors (a walk starting over)."""
+        self.update(
             files_new=0,
             files_changed=0,
             files_unmodified=0,
@@ -25,7 +31,6 @@ class BackupCounts(dict[str, int]):
             total_files=0,
         )
         self.errors: list[dict[str, str]] = []
-        self._big_lock = threading.Lock()
         self._big_read = 0
         self._big_failed: list[str] = []
 

@@ -25,6 +25,9 @@ class BackupOptions:
     tags: list[str] = field(default_factory=list)
     time: datetime | None = None
     workers: int = 0  # threads compressing and sealing chunks; 0: one per available CPU
+    #: Worker processes walking directories (engine.backup.shares); 0: one per available
+    #: CPU when there are two or more; 1: none, all in this process.
+    processes: int = 0
     #: Patterns (engine.patterns) of paths under each backed-up directory, relative to it:
     #: only matching files are stored (and the directories leading to them); empty: all.
     include: list[str] = field(default_factory=list)

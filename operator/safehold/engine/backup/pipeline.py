@@ -2,6 +2,9 @@
 
 Built so that both cores stay busy and memory stays bounded, from these parts:
 
+* with two CPUs or more, **worker processes** (:mod:`.shares`, :mod:`.worker`) walk
+  whole directories handed out by the main walk, each in one thread, and send their
+  blobs to the main process's one pack writer;
 * the **walk** (:mod:`.walk`, the main thread) goes through the tree under the patterns,
   decides per file whether the parent's chunk list can be reused (incremental), and has
   changed files read (:mod:`.read`): small ones read ahead by reader threads, big ones
@@ -30,6 +33,7 @@ from safehold.engine.backup.counts import BackupCounts
 from safehold.engine.backup.options import BackupOptions
 from safehold.engine.backup.pending import ChunkRef, PendingContent
 from safehold.engine.backup.read import FileReader, full_reader
+from safehold.engine.backup.shares import Shares
 from safehold.engine.backup.trees import DirJob, TreeThread
 from safehold.engine.backup.walk import Walker
 from safehold.engine.patterns import PathFilter
@@ -69,12 +73,54 @@ class BackupPipeline:
 
     def run(self, roots: list[tuple[str, str]], parent_root: dict[str, Node]) -> str:
         """Back up ``(path, name)`` roots; return the root tree id."""
+        shares = self._start_shares()
         self.trees.start()
         try:
             root = self.walker.walk_roots(roots, parent_root)
+            if shares is not None:
+                root = self._join_shares(shares, roots, parent_root, root)
+        except BaseException:
+            if shares is not None:
+                shares.abort()
+            raise
         finally:
             self._stop_workers()
         return self._finish(root)
+
+    def _start_shares(self) -> Shares | None:
+        """Fork the worker processes (before any thread of the pipeline starts)."""
+        n = self.options.processes
+        if n == 0:
+            n = available_cpus()
+            n = n if n > 1 else 0
+        if n <= 1 or not hasattr(os, "fork"):
+            return None
+        shares = Shares(self.repo, self.writer, self.reader, self.progress, n)
+        shares.start(self.walker.filter)
+        self.walker.shares = shares
+        return shares
+
+    def _join_shares(
+        self,
+        shares: Shares,
+        roots: list[tuple[str, str]],
+        parent_root: dict[str, Node],
+        root: DirJob,
+    ) -> DirJob:
+        """Wait for the workers and add up their counts. A hard link between two shares
+        (or a share and the main walk) is stored by its first path in walk order, which
+        only one walk knows: then the tree is walked again in this process (every blob is
+        stored already, so the second walk only reads)."""
+        self.walker.shares = None
+        shares.close()
+        shares.merge(self.counts, self.walker.hardlinks)
+        if not shares.crossing:
+            return root
+        self.counts.reset()
+        self.walker.hardlinks = {}
+        self.progress.files_done = 0
+        self.progress.bytes_done = 0
+        return self.walker.walk_roots(roots, parent_root)
 
     def run_stream(self, stream: BinaryIO, name: str) -> str:
         """Back up ``stream`` as one file ``name``; return the root tree id."""

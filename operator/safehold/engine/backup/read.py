@@ -115,6 +115,18 @@ class FileReader:
                 self.no_atime = False  # O_NOATIME needs ownership; plain open from now on
         return os.open(path, flags)
 
+    #: The walk asks for small files this far ahead of it (:meth:`prefetch`).
+    ahead_bytes = 2 * 1024 * 1024
+    ahead_files = 1 << 62
+
+    def is_ahead(self, path: str) -> bool:
+        """Whether ``path`` was asked for by :meth:`prefetch`, and not read yet."""
+        return path in self.prefetched
+
+    def drop(self, path: str) -> None:
+        """Forget what was read ahead of ``path`` (the walk is past it)."""
+        self.prefetched.pop(path, None)
+
     def prefetch(self, path: str, size: int) -> None:
         """Have a reader thread read the small file ``path`` for :meth:`read_file`."""
         self.prefetched[path] = self.readers.submit(self._read_small, path, size)

@@ -17,12 +17,15 @@ class DirJob:
     """A directory waiting for its files' chunk ids before its tree blob can be stored.
     Its nodes' ``subtree`` is the DirJob of a subdirectory until this one is stored."""
 
-    __slots__ = ("done", "id", "nodes")
+    __slots__ = ("done", "id", "nodes", "share")
 
     def __init__(self, nodes: list[Node]) -> None:
         self.nodes = nodes
         self.id: str | None = None
         self.done = threading.Event()
+        #: walked by a worker process (:mod:`.shares`): its id comes when ``done`` is set,
+        #: and stays None when the directory could not be read
+        self.share = False
 
 
 class TreeThread:
@@ -62,6 +65,21 @@ class TreeThread:
             self.writer.add(BLOB_TREE, blob_id, sealed, flags, len(data))
         return blob_id.hex()
 
+    @staticmethod
+    def _subtree_known(node: Node) -> bool:
+        """Put a subdirectory's tree id in its node; False: it is left out (a share
+        whose directory could not be read, or a worker that failed)."""
+        sub = node.get("subtree")
+        if isinstance(sub, DirJob):
+            if sub.share:
+                sub.done.wait()
+            if sub.id is None:
+                if sub.share:
+                    return False
+                raise RuntimeError("a subdirectory finished after its parent")
+            node["subtree"] = sub.id
+        return True
+
     def _work(self) -> None:
         try:
             while True:
@@ -77,13 +95,7 @@ class TreeThread:
                             continue  # unreadable: recorded as an error, left out
                         node["content"] = ids
                     kept.append(node)
-                job.nodes = kept
-                for node in job.nodes:
-                    sub = node.get("subtree")
-                    if isinstance(sub, DirJob):
-                        if sub.id is None:
-                            raise RuntimeError("a subdirectory finished after its parent")
-                        node["subtree"] = sub.id
+                job.nodes = [node for node in kept if self._subtree_known(node)]
                 job.id = self._store(job.nodes)
                 job.done.set()
         except BaseException as exc:  # noqa: BLE001 - handed to the walker, which re-raises

@@ -18,6 +18,7 @@ import stat
 import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 from safehold.engine.backup.counts import BackupCounts
 from safehold.engine.backup.meta import Names, meta
@@ -29,9 +30,14 @@ from safehold.engine.patterns import PathFilter
 from safehold.engine.progress import ProgressTracker
 from safehold.repo import CorruptObject, Node, Repository
 
-__all__ = ["Walker", "listing", "scan_totals", "top_scope"]
+if TYPE_CHECKING:
+    from safehold.engine.backup.shares import Shares
 
-_READ_AHEAD_BYTES = 2 * 1024 * 1024
+__all__ = ["SHARE_MIN_DIRS", "Walker", "listing", "scan_totals", "top_scope"]
+
+#: A directory with at least this many subdirectories has them walked by the worker
+#: processes, when there are (:mod:`.shares`).
+SHARE_MIN_DIRS = 4
 
 #: One directory's walk (:meth:`Walker._walk_dir`): yields its subdirectories' walks,
 #: is sent their jobs, returns its own.
@@ -123,6 +129,8 @@ class Walker:
         self.hardlinks: dict[tuple[int, int], tuple[str, list[str] | PendingContent]] = {}
         self._trees_ahead: dict[str, Future[dict[str, Node]]] = {}
         self.filter: PathFilter | None = None
+        #: the worker processes, when directories are handed out (:mod:`.shares`)
+        self.shares: Shares | None = None
         self.root_len = 0  # len of the current root's name plus "/": rel[root_len:] is
         # the path relative to the backed-up root, which patterns match
 
@@ -305,6 +313,30 @@ class Walker:
             child_scopes.append(scopes[k] if scopes is not None else ALL)
         return stats, child_scopes
 
+    def _to_read(
+        self, stats: list[tuple[os.DirEntry[str], os.stat_result]], parents: dict[str, Node]
+    ) -> tuple[list[bool], list[int]]:
+        """Which entries are unchanged files (the parent's chunks reused), and the places
+        of the small files to read."""
+        small = self.reader.small
+        same = [
+            stat.S_ISREG(st.st_mode) and self._unchanged(parents.get(entry.name), st)
+            for entry, st in stats
+        ]
+        wanted = [
+            k
+            for k, (entry, st) in enumerate(stats)
+            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= small and not same[k]
+        ]
+        return same, wanted
+
+    def _share(self, path: str, rel: str, parent: Node | None) -> DirJob:
+        """Have a worker process walk the directory ``path`` (see :mod:`.shares`)."""
+        assert self.shares is not None
+        self.counts["dirs"] += 1
+        parent_tree = parent.get("subtree") if parent and parent["type"] == "dir" else None
+        return self.shares.hand_out(path, rel, parent_tree, self.root_len)
+
     def _walk_dir(self, path: str, rel: str, parent_tree: object, scope: int = ALL) -> _DirWalk:
         """The walk of one directory, a generator: it yields the walk of each
         subdirectory for :meth:`_walk` to run and is sent back that subdirectory's job
@@ -319,34 +351,40 @@ class Walker:
         parents = self._load_parent_tree(parent_tree) if scope != NONE else {}
         self.prefetch_parent_trees(parents)
         stats, child_scopes = self._stat_entries(entries, scopes)
-        # Small files that must be read are read ahead by reader threads, a window of
-        # bytes at a time: on a cold cache each read waits for the disk, and many
-        # waits overlap instead of queueing behind the walk.
-        small = self.reader.small
-        same = [
-            stat.S_ISREG(st.st_mode) and self._unchanged(parents.get(entry.name), st)
-            for entry, st in stats
-        ]
-        wanted = [
-            k
-            for k, (entry, st) in enumerate(stats)
-            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= small and not same[k]
-        ]
-        prefetched = self.reader.prefetched
+        # Small files that must be read are read ahead (by reader threads, or by the
+        # kernel in a worker process), a window at a time: on a cold cache each read
+        # waits for the disk, and many waits overlap instead of queueing behind the walk.
+        same, wanted = self._to_read(stats, parents)
+        share_out = self.shares is not None and (
+            sum(stat.S_ISDIR(st.st_mode) for _, st in stats) >= SHARE_MIN_DIRS
+        )
+        reader = self.reader
         nxt = 0
-        ahead = 0
+        ahead = 0  # bytes and files asked for ahead, not read yet
+        files_ahead = 0
         nodes: list[Node] = []
         for k, (entry, st) in enumerate(stats):
-            while nxt < len(wanted) and (ahead < _READ_AHEAD_BYTES or wanted[nxt] <= k):
+            while nxt < len(wanted) and (
+                (ahead < reader.ahead_bytes and files_ahead < reader.ahead_files)
+                or wanted[nxt] <= k
+            ):
                 want, want_st = stats[wanted[nxt]]
-                self.reader.prefetch(want.path, want_st.st_size)
+                reader.prefetch(want.path, want_st.st_size)
                 ahead += want_st.st_size
+                files_ahead += 1
                 nxt += 1
-            if entry.path in prefetched:
+            if reader.is_ahead(entry.path):
                 ahead -= st.st_size
+                files_ahead -= 1
             node: Node | None
             if stat.S_ISDIR(st.st_mode):  # walked by _walk, not by recursion
                 node = meta(self.names, entry.name, st)
+                if share_out and child_scopes[k] == ALL:
+                    node["subtree"] = self._share(
+                        entry.path, f"{rel}/{entry.name}", parents.get(entry.name)
+                    )
+                    nodes.append(node)
+                    continue
                 job = yield self._dir_node(
                     node,
                     entry.path,
@@ -366,7 +404,7 @@ class Walker:
                     parents.get(entry.name),
                     same[k],
                 )
-                prefetched.pop(entry.path, None)
+                reader.drop(entry.path)
             if node is not None:
                 nodes.append(node)
         if scope == SOME and not nodes and len(rel) >= self.root_len:

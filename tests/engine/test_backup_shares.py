@@ -1,0 +1,149 @@
+"""Backups with worker processes (engine.backup.shares): the same snapshot as in one
+process, errors with their paths, and a failed or killed worker fails only the backup."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.engine.conftest import PASSWORD
+
+from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
+from safehold.engine.backup import worker
+from safehold.engine.backup.read import FileReader
+from safehold.engine.backup.shares import ShareError
+from safehold.engine.backup.walk import SHARE_MIN_DIRS
+from safehold.repo import Repository
+from safehold.storage import open_storage
+
+SERIAL = BackupOptions(source="app", type="full", processes=1)
+SHARED = BackupOptions(source="app", type="full", processes=2)
+
+
+def _many_dirs(root: Path, dirs: int = 2 * SHARE_MIN_DIRS, seed: int = 3) -> Path:
+    """A root with enough subdirectories to be handed out, files of every size class."""
+    rnd = random.Random(seed)
+    (root / "top").mkdir(parents=True)
+    (root / "top" / "alone.txt").write_text("at the top\n")
+    for d in range(dirs):
+        sub = root / "top" / f"d{d:02d}"
+        (sub / "nested" / "deeper").mkdir(parents=True)
+        for f in range(30):
+            size = rnd.randint(0, 2048)
+            (sub / f"f{f:03d}").write_bytes(
+                rnd.randbytes(size) if f % 3 else (b"text " * size)[:size]
+            )
+        (sub / "nested" / "deeper" / "leaf").write_text(f"leaf {d}\n")
+        os.symlink("f001", sub / "link")
+    (root / "top" / "d03" / "big.bin").write_bytes(rnd.randbytes(700_000))  # a big file
+    (root / "top" / "d00" / "same-as-d01").write_bytes((root / "top" / "d01" / "f001").read_bytes())
+    for dirpath, _, files in os.walk(root):  # settle the atimes a first listing changes
+        for name in files:
+            Path(dirpath, name).read_bytes() if not os.path.islink(Path(dirpath, name)) else None
+    return root / "top"
+
+
+def _tree(repo: Repository, src: Path, options: BackupOptions) -> tuple[str, dict[str, object]]:
+    result = backup_paths(repo, [str(src)], options)
+    assert result.errors == []
+    return result.snapshot.tree, result.snapshot.summary
+
+
+def test_worker_processes_store_the_same_tree_as_one_process(
+    repo: Repository, tmp_path: Path, same_tree: Callable[..., None]
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    _tree(repo, src, SERIAL)  # the first backup's listings settle directory atimes
+    serial, serial_summary = _tree(repo, src, SERIAL)
+    shared, shared_summary = _tree(repo, src, SHARED)
+    assert shared == serial
+    for key in ("total_files", "total_bytes", "dirs", "files_new", "errors"):
+        assert shared_summary[key] == serial_summary[key], key
+    snap = backup_paths(repo, [str(src)], SHARED).snapshot
+    restore_snapshot(repo, snap, str(tmp_path / "out"))
+    same_tree(src, tmp_path / "out" / "top", check_times=False)
+    assert verify_repository(repo, read_data_percent=100).ok
+
+
+def test_an_unchanged_rerun_in_worker_processes_reuses_every_file(
+    repo: Repository, tmp_path: Path
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    _tree(repo, src, SERIAL)
+    again = backup_paths(repo, [str(src)], BackupOptions(source="app", processes=2))
+    summary = again.snapshot.summary
+    assert summary["files_unmodified"] == summary["total_files"]
+    assert summary["files_new"] == summary["files_changed"] == summary["bytes_read"] == 0
+    serial = backup_paths(repo, [str(src)], BackupOptions(source="app", processes=1))
+    assert again.snapshot.tree == serial.snapshot.tree
+
+
+def test_a_hard_link_between_shares_is_kept_as_in_one_process(
+    repo: Repository, tmp_path: Path, same_tree: Callable[..., None]
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    os.link(src / "d05" / "f002", src / "d01" / "link-to-d05")
+    _tree(repo, src, SERIAL)
+    serial, _ = _tree(repo, src, SERIAL)
+    shared, summary = _tree(repo, src, SHARED)
+    assert shared == serial  # walked again in one process: the first path is d01's
+    assert summary["total_files"] == summary["files_new"]
+    snap = backup_paths(repo, [str(src)], SHARED).snapshot
+    restore_snapshot(repo, snap, str(tmp_path / "out"))
+    out = tmp_path / "out" / "top"
+    assert os.stat(out / "d01" / "link-to-d05").st_ino == os.stat(out / "d05" / "f002").st_ino
+
+
+def test_a_file_a_worker_cannot_read_is_reported_with_its_path(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    bad = str(src / "d04" / "f007")
+    real_open = FileReader.open
+
+    def open_or_fail(self: FileReader, path: str) -> int:
+        if path == bad:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(self, path)
+
+    monkeypatch.setattr(FileReader, "open", open_or_fail)  # inherited by the forked workers
+    result = backup_paths(repo, [str(src)], SHARED)
+    assert result.errors == [{"path": bad, "error": "Permission denied"}]
+    serial = backup_paths(repo, [str(src)], SERIAL)
+    assert serial.errors == result.errors
+    for key in ("errors", "total_files", "files_new"):
+        assert result.snapshot.summary[key] == serial.snapshot.summary[key], key
+    assert result.snapshot.tree == serial.snapshot.tree
+
+
+@pytest.mark.parametrize("how", ["raises", "killed"])
+def test_a_failing_worker_fails_the_backup_and_the_next_one_works(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    doomed = str(src / "d02")
+    real_walk = worker.ShareWalker.walk_share
+
+    def walk_share(self: worker.ShareWalker, path: str, rel: str, parent: object) -> object:
+        if path == doomed:
+            if how == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("disk on fire")
+        return real_walk(self, path, rel, parent)
+
+    monkeypatch.setattr(worker.ShareWalker, "walk_share", walk_share)
+    with pytest.raises(ShareError) as failed:
+        backup_paths(repo, [str(src)], SHARED)
+    assert doomed in str(failed.value)
+    assert ("disk on fire" if how == "raises" else "ended unexpectedly") in str(failed.value)
+    assert repo.snapshots() == []
+    monkeypatch.undo()
+    # the next backup is the next command: a new process, which reads the index anew
+    again = Repository.open(open_storage((tmp_path / "repo").as_uri()), PASSWORD)
+    result = backup_paths(again, [str(src)], SHARED)
+    assert result.errors == []
+    assert verify_repository(again, read_data_percent=100).ok
