@@ -25,7 +25,7 @@ class RestoreOptions:
     workers: int = 0  # threads decoding and writing; 0: one per available CPU
     fetchers: int = FETCHERS  # reads in flight (shared out between processes)
     #: Most processes to use; 0: one per available CPU. More than one only for a restore
-    #: into a new (or empty) directory from a local (file://) repository.
+    #: into a new (or empty) directory without a download limit.
     processes: int = 0
     owners: bool | None = None  # None: restore owners when running as root
     #: Then read every restored file back and check it against the snapshot

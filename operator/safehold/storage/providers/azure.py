@@ -136,6 +136,7 @@ class AzureStorage(ObjectStore):
         "governance": "Unlocked",
         "compliance": "Locked",
     }
+    connections: ClassVar[tuple[str, ...]] = ("_container",)
 
     def __init__(
         self,

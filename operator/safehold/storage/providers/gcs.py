@@ -111,6 +111,7 @@ class GCSStorage(ObjectStore):
         "governance": "Unlocked",
         "compliance": "Locked",
     }
+    connections: ClassVar[tuple[str, ...]] = ("_client", "_bucket")
 
     def __init__(
         self,

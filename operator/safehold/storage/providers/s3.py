@@ -135,6 +135,7 @@ class S3Storage(ObjectStore):
         "governance": "GOVERNANCE",
         "compliance": "COMPLIANCE",
     }
+    connections: ClassVar[tuple[str, ...]] = ("_client",)
 
     def __init__(
         self, location: Location, client: S3Client, *, endpoint: str, multipart_threshold: int
