@@ -18,6 +18,7 @@ from safehold.engine.restore.parts import PartResult, Parts
 from safehold.engine.restore.select import Selection, plan_selection
 from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import Repository, Snapshot
+from safehold.repo.prefetch import prefetch_trees
 from safehold.storage.wrappers.bandwidth import download_limited
 
 __all__ = ["restore_snapshot"]
@@ -58,6 +59,8 @@ def restore_snapshot(
     restored tree is then read back and checked against the snapshot (``result.check``)."""
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
+    if not repo.storage.location.startswith("file:"):
+        prefetch_trees(repo, snap.tree)  # a request per tree is a round trip per directory
     tune_malloc()
     fresh = _absent_or_empty(target)
     os.makedirs(target, exist_ok=True)
