@@ -5,9 +5,10 @@ Blobs are appended to the current pack, which is a temporary file (in
 ``SAFEHOLD_TMPDIR`` or the system's temporary directory; in memory when there is
 none): it lives in the page cache, not in the process's memory, so a pack costs
 memory only while it is uploaded (as restic does). A full pack goes to
-the uploader thread; while one pack uploads, the next fills, and a worker that
-fills it waits (holding the pack lock) until the upload slot is free: that bounds
-memory to about two packs and pushes back on the readers. Index objects are
+the uploader threads (one to a local repository, two to an object store); while they
+upload, the next fills, and a worker that fills it waits (holding the pack lock) until an
+upload slot is free: that bounds memory to about one pack more than the uploads in flight
+and pushes back on the readers. Index objects are
 written only for packs already stored (packs, then index: format section 10),
 every ``index_every`` packs and at :meth:`flush`.
 
@@ -43,6 +44,13 @@ from safehold.repo.repository import Repository
 
 __all__ = ["BlobWriter", "WriterStats"]
 
+#: Packs uploading at once, unless the caller says: one to a local repository (a second adds
+#: only memory); two to an object store, where a pack is one request (see
+#: ``storage.object_store.MULTIPART_THRESHOLD``) that waits on a round trip as well as on the
+#: transfer, so a second keeps the link busy. Each costs a pack's memory while it uploads.
+_UPLOADS_LOCAL = 1
+_UPLOADS_REMOTE = 2
+
 
 class WriterStats:
     """Counters of what was written (read by the progress reporter)."""
@@ -60,7 +68,7 @@ class BlobWriter:
         self,
         repo: Repository,
         *,
-        max_uploads: int = 1,
+        max_uploads: int | None = None,
         index_every: int = 8,
         pack_size: int | None = None,
     ) -> None:
@@ -75,6 +83,9 @@ class BlobWriter:
         self._size = len(self._key.prefix)
         self._entries: list[PackBlob] = []
         self._pack_size = pack_size or repo.config.pack_size
+        if max_uploads is None:
+            local = repo.storage.location.startswith("file:")
+            max_uploads = _UPLOADS_LOCAL if local else _UPLOADS_REMOTE
         self._slots = threading.BoundedSemaphore(max_uploads)
         self._pool = ThreadPoolExecutor(max_uploads, thread_name_prefix="pack-upload")
         self._futures: list[Future[None]] = []

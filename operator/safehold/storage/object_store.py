@@ -27,7 +27,13 @@ from safehold.storage.object_lock import ObjectLock
 from safehold.storage.options import option_int
 from safehold.storage.registry import BY_SCHEME, Location
 
-__all__ = ["ObjectStore"]
+__all__ = ["MULTIPART_THRESHOLD", "ObjectStore"]
+
+#: Objects up to this size go up in one request (option ``multipart_threshold``): above a
+#: pack's 16 MiB, so that a pack is one PUT, not four requests (S3: create, two parts,
+#: complete) or three (GCS's resumable upload, Azure's blocks). Requests are billed, and a
+#: backup to S3 sent 62 where restic sent 25 (docs/performance.md, issue 19).
+MULTIPART_THRESHOLD = 32 * 1024 * 1024
 
 
 class ObjectStore(Storage):
