@@ -59,7 +59,7 @@ def restore_snapshot(
     restored tree is then read back and checked against the snapshot (``result.check``)."""
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
-    if not repo.storage.location.startswith("file:"):
+    if selection is None and not repo.storage.location.startswith("file:"):
         prefetch_trees(repo, snap.tree)  # a request per tree is a round trip per directory
     tune_malloc()
     fresh = _absent_or_empty(target)
