@@ -57,6 +57,14 @@ def _trees(repo: Repository, root: str) -> set[str]:
     return found
 
 
+def test_trees_and_file_data_are_in_packs_of_their_own(repo: Repository, snap: Snapshot) -> None:
+    types: dict[str, set[int]] = {}
+    for _, loc in repo.index.items():
+        types.setdefault(loc.pack, set()).add(loc.type)
+    assert all(len(kinds) == 1 for kinds in types.values())
+    assert {BLOB_TREE} in types.values()
+
+
 def test_every_tree_is_read_ahead_in_few_requests(repo: Repository, snap: Snapshot) -> None:
     trees = _trees(repo, snap.tree)
     assert len(trees) > 35
