@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from safehold.controller import metrics
-from safehold.repo import Repository, pack_object_name
+from safehold.repo import BLOB_DATA, Repository, pack_object_name
 from safehold.storage import open_storage
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
@@ -112,7 +112,8 @@ def test_a_scheduled_test_restore_checks_every_file_then_names_a_damaged_one(
     # Flip bytes in the middle of the pack in the bucket: one file's data is damaged.
     storage = open_storage(s3_store.url(bucket, "repo"), dict(s3_store.options))
     repo = Repository.open(storage, PASSWORD)
-    name = pack_object_name(sorted(repo.index.packs())[0])
+    # a pack of file data (trees have packs of their own)
+    name = pack_object_name(min(loc.pack for _, loc in repo.index.items() if loc.type == BLOB_DATA))
     blob = bytearray(storage.get(name))
     for i in range(len(blob) // 2, len(blob) // 2 + 16):
         blob[i] ^= 0xFF

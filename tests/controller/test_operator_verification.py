@@ -12,7 +12,7 @@ from typing import Any
 from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.conditions import find_condition
 from safehold.controller import metrics
-from safehold.repo import Repository, pack_object_name
+from safehold.repo import BLOB_DATA, Repository, pack_object_name
 from safehold.storage import open_storage
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
@@ -106,7 +106,7 @@ def test_scheduled_verification_records_success_then_names_a_damaged_pack(
 
     # Flip bytes in the middle of a pack in the bucket.
     repo = _repository(s3_store, bucket)
-    pack = sorted(repo.index.packs())[0]
+    pack = min(loc.pack for _, loc in repo.index.items() if loc.type == BLOB_DATA)  # not trees
     name = pack_object_name(pack)
     blob = bytearray(repo.storage.get(name))
     for i in range(len(blob) // 2, len(blob) // 2 + 16):

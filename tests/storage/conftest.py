@@ -62,7 +62,8 @@ class Target:
         return self.store.url(BUCKET, prefix)
 
     def options(self, **overrides: str) -> dict[str, str]:
-        base = dict(self.store.options) if self.store else {}
+        # Parts of 8 MiB (the default is 32 MiB): the multipart cases stay small and quick.
+        base = {**self.store.options, "multipart_threshold": str(8 << 20)} if self.store else {}
         return {**base, **overrides}
 
     def open(self, prefix: str | None = None, **overrides: str) -> Storage:

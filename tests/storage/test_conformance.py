@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from safehold.storage import AlreadyExists, NotFound, ObjectInfo, PermissionDenied, Storage
+from safehold.storage.base import innermost
 
 MIB = 1024 * 1024
 LISTING_OBJECTS = 2500
@@ -384,3 +385,22 @@ def test_copy_from_copies_inside_the_service_or_writes_nothing(backend: Any) -> 
             target.copy_from(source, "data/ab/missing")
     else:
         assert names(target) == []
+
+
+# ---------------------------------------------------------------- a forked process's storage
+
+
+def test_reopen_gives_new_connections_and_keeps_the_objects(backend: Any) -> None:
+    """What a forked restore part does first (Storage.reopen): new SDK clients, the same
+    objects, location and object lock."""
+    storage: Storage = backend.open()
+    storage.put("kept", b"before")
+    provider = innermost(storage)
+    clients = {a: provider.__dict__[a] for a in getattr(provider, "connections", ())}
+    lock, location = storage.object_lock, storage.location
+    storage.reopen()
+    assert all(provider.__dict__[a] is not old for a, old in clients.items())
+    assert (storage.object_lock, storage.location) == (lock, location)
+    assert storage.get("kept") == b"before"
+    storage.put("after", b"x")
+    assert names(storage) == ["after", "kept"]

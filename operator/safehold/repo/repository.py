@@ -26,7 +26,7 @@ from safehold.repo.errors import (
     UnsupportedRepository,
     WrongPassword,
 )
-from safehold.repo.index import Index, IndexFile, decode_index, encode_index
+from safehold.repo.index import BlobLocation, Index, IndexFile, decode_index, encode_index
 from safehold.repo.keyring import OPENED_WITH, KeyRing
 from safehold.repo.keys import (
     KeyObject,
@@ -81,6 +81,8 @@ class Repository(KeyRing):
         self._pack_keys: dict[str, AESGCM] = {}
         self.index = Index()
         self.index_load = IndexLoad()
+        #: Plain tree blobs read ahead, by tree id (:mod:`safehold.repo.prefetch`).
+        self.tree_cache: dict[str, bytes] = {}
 
     @property
     def location(self) -> str:
@@ -295,16 +297,28 @@ class Repository(KeyRing):
         return aead
 
     def read_blob(self, blob_id: bytes, expected_type: int | None = None) -> bytes:
-        loc = self.index.lookup(blob_id)
-        if loc is None:
-            raise CorruptObject(blob_id.hex(), "blob is in no index object")
-        if expected_type is not None and loc.type != expected_type:
-            raise CorruptObject(blob_id.hex(), f"blob has type {loc.type}, not {expected_type}")
+        loc = self.locate(blob_id, expected_type)
         name = layout.pack_object_name(loc.pack)
         try:
             sealed = self.storage.get(name, loc.offset, loc.stored)
         except NotFound as exc:
             raise CorruptObject(name, f"pack holding blob {blob_id.hex()} is missing") from exc
+        return self.open_blob(blob_id, loc, sealed)
+
+    def locate(self, blob_id: bytes, expected_type: int | None = None) -> BlobLocation:
+        """Where the blob is, from the index; :class:`CorruptObject` when it is in none or
+        not of ``expected_type``."""
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise CorruptObject(blob_id.hex(), "blob is in no index object")
+        if expected_type is not None and loc.type != expected_type:
+            raise CorruptObject(blob_id.hex(), f"blob has type {loc.type}, not {expected_type}")
+        return loc
+
+    def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
+        """The plain bytes of the blob at ``loc``, from its ``sealed`` bytes as read from
+        its pack: authenticated, decompressed and checked against its id."""
+        name = layout.pack_object_name(loc.pack)
         try:
             aead = self.pack_aead(loc.pack)
             data = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
@@ -315,7 +329,12 @@ class Repository(KeyRing):
         return data
 
     def load_tree(self, tree_id: str) -> list[Node]:
-        return decode_tree(self.read_blob(bytes.fromhex(tree_id), BLOB_TREE), f"tree {tree_id}")
+        """The tree's nodes: from :attr:`tree_cache` when read ahead
+        (:func:`safehold.repo.prefetch.prefetch_trees`), else read from its pack."""
+        data = self.tree_cache.get(tree_id)
+        if data is None:
+            data = self.read_blob(bytes.fromhex(tree_id), BLOB_TREE)
+        return decode_tree(data, f"tree {tree_id}")
 
     # ------------------------------------------------------------ snapshots
     def save_snapshot(self, snap: Snapshot) -> str:

@@ -1,13 +1,17 @@
 """Writing blobs: dedup, gather into packs, upload in the background, index as we go.
 
 Thread-safe: worker threads call :meth:`BlobWriter.claim` then :meth:`BlobWriter.add`.
-Blobs are appended to the current pack, which is a temporary file (in
+Blobs are appended to the current pack of their type: tree blobs go in packs of their own,
+as restic's do, so that a snapshot's trees lie together in a few packs and reading them ahead
+(:mod:`safehold.repo.prefetch`) takes a few requests, not one per pack that a tree landed in.
+A pack being filled is a temporary file (in
 ``SAFEHOLD_TMPDIR`` or the system's temporary directory; in memory when there is
 none): it lives in the page cache, not in the process's memory, so a pack costs
 memory only while it is uploaded (as restic does). A full pack goes to
-the uploader thread; while one pack uploads, the next fills, and a worker that
-fills it waits (holding the pack lock) until the upload slot is free: that bounds
-memory to about two packs and pushes back on the readers. Index objects are
+the uploader threads (one to a local repository, two to an object store); while they
+upload, the next fills, and a worker that fills it waits (holding the pack lock) until an
+upload slot is free: that bounds memory to about one pack more than the uploads in flight
+and pushes back on the readers. Index objects are
 written only for packs already stored (packs, then index: format section 10),
 every ``index_every`` packs and at :meth:`flush`.
 
@@ -43,6 +47,13 @@ from safehold.repo.repository import Repository
 
 __all__ = ["BlobWriter", "WriterStats"]
 
+#: Packs uploading at once, unless the caller says: one to a local repository (a second adds
+#: only memory); two to an object store, where a pack is one request (see
+#: ``storage.object_store.MULTIPART_THRESHOLD``) that waits on a round trip as well as on the
+#: transfer, so a second keeps the link busy. Each costs a pack's memory while it uploads.
+_UPLOADS_LOCAL = 1
+_UPLOADS_REMOTE = 2
+
 
 class WriterStats:
     """Counters of what was written (read by the progress reporter)."""
@@ -55,12 +66,26 @@ class WriterStats:
         self.index_objects = 0
 
 
+class _OpenPack:
+    """A pack being filled: its buffer (starting with its subkey's prefix), subkey, size
+    and entries."""
+
+    __slots__ = ("buf", "entries", "key", "size")
+
+    def __init__(self, buf: BinaryIO, key: PackKey) -> None:
+        self.buf = buf
+        self.key = key
+        buf.write(key.prefix)
+        self.size = len(key.prefix)
+        self.entries: list[PackBlob] = []
+
+
 class BlobWriter:
     def __init__(
         self,
         repo: Repository,
         *,
-        max_uploads: int = 1,
+        max_uploads: int | None = None,
         index_every: int = 8,
         pack_size: int | None = None,
     ) -> None:
@@ -69,12 +94,12 @@ class BlobWriter:
         self._pending_lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._pack_lock = threading.Lock()
-        self._buf: BinaryIO = self._new_buffer()
-        self._key: PackKey = repo.aead.new_pack_key()
-        self._buf.write(self._key.prefix)
-        self._size = len(self._key.prefix)
-        self._entries: list[PackBlob] = []
+        #: The pack being filled, per blob type (started by the first blob of the type).
+        self._open: dict[int, _OpenPack] = {}
         self._pack_size = pack_size or repo.config.pack_size
+        if max_uploads is None:
+            local = repo.storage.location.startswith("file:")
+            max_uploads = _UPLOADS_LOCAL if local else _UPLOADS_REMOTE
         self._slots = threading.BoundedSemaphore(max_uploads)
         self._pool = ThreadPoolExecutor(max_uploads, thread_name_prefix="pack-upload")
         self._futures: list[Future[None]] = []
@@ -106,10 +131,11 @@ class BlobWriter:
     def add(
         self, blob_type: int, blob_id: bytes, sealed: EncodedBlob, flags: int, raw: int
     ) -> None:
-        """Add a claimed, encoded blob to the current pack; may block while a pack uploads."""
+        """Add a claimed, encoded blob to the current pack of its type; may block while a
+        pack uploads."""
         if self._error is not None:
             raise self._error
-        key = self._key
+        key = (self._open.get(blob_type) or self._start(blob_type)).key
         if isinstance(sealed, Unsealed):
             nonce, ciphertext = seal_parts(key.aead, sealed.aad, sealed.body)
         elif key.prefix:  # sealed already, but not under this pack's subkey: a bug
@@ -117,25 +143,32 @@ class BlobWriter:
         else:
             nonce, ciphertext = sealed
         with self._pack_lock:
-            if isinstance(sealed, Unsealed) and key is not self._key:
+            pack = self._open.get(blob_type) or self._start_locked(blob_type)
+            if isinstance(sealed, Unsealed) and key is not pack.key:
                 # sealed for a pack that was handed off meanwhile: seal under this one's key
-                nonce, ciphertext = seal_parts(self._key.aead, sealed.aad, sealed.body)
-            offset = self._size
-            self._buf.write(nonce)
-            self._buf.write(ciphertext)
+                nonce, ciphertext = seal_parts(pack.key.aead, sealed.aad, sealed.body)
+            offset = pack.size
+            pack.buf.write(nonce)
+            pack.buf.write(ciphertext)
             stored = len(nonce) + len(ciphertext)
-            self._size += stored
-            self._entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
+            pack.size += stored
+            pack.entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
             self.stats.blobs_new += 1
             self.stats.raw_new += raw
-            if self._size >= self._pack_size:
-                self._submit_locked()
+            if pack.size >= self._pack_size:
+                self._submit_locked(blob_type)
 
-    def _submit_locked(self) -> None:
-        buf, entries, key = self._buf, self._entries, self._key
-        self._buf, self._entries, self._key = self._new_buffer(), [], self.repo.aead.new_pack_key()
-        self._buf.write(self._key.prefix)
-        self._size = len(self._key.prefix)
+    def _start(self, blob_type: int) -> _OpenPack:
+        with self._pack_lock:
+            return self._open.get(blob_type) or self._start_locked(blob_type)
+
+    def _start_locked(self, blob_type: int) -> _OpenPack:
+        pack = self._open[blob_type] = _OpenPack(self._new_buffer(), self.repo.aead.new_pack_key())
+        return pack
+
+    def _submit_locked(self, blob_type: int) -> None:
+        pack = self._open.pop(blob_type)  # the type's next blob starts the next one
+        buf, entries, key = pack.buf, pack.entries, pack.key
         self._slots.acquire()
         if self._error is not None:  # a pack failed for good: upload no other
             self._slots.release()
@@ -190,8 +223,8 @@ class BlobWriter:
     def flush(self) -> None:
         """Upload the last partial pack, wait for every upload, write the last index object."""
         with self._pack_lock:
-            if self._entries:
-                self._submit_locked()
+            for blob_type in [t for t, pack in self._open.items() if pack.entries]:
+                self._submit_locked(blob_type)
             futures = list(self._futures)
         for fut in futures:
             fut.result()
@@ -202,4 +235,6 @@ class BlobWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._buf.close()
+        for pack in self._open.values():
+            pack.buf.close()
+        self._open = {}

@@ -145,6 +145,15 @@ class Storage(abc.ABC):
         them. Wrappers apply to it as to every operation. The default has no path."""
         return False
 
+    def reopen(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
+        """Give this process connections of its own, as if the storage had just been opened.
+
+        A process made with ``fork`` calls it before its first request (a forked restore,
+        :mod:`safehold.engine.restore.parts`): an SDK client's pooled connections are
+        sockets the parent shares, and two processes talking on one socket mix up their
+        replies. Only the child's copy changes; the parent keeps its connections. Settings
+        (object lock, options) stay. The default holds no connections: nothing to do."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections. The storage must not be used afterwards."""
 

@@ -8,12 +8,15 @@ no SDK: ``put`` and ``create`` are one upload, a zero-length ``get`` is a ``stat
 ``list`` strips the prefix from the keys the provider lists. A provider implements
 ``_upload``, ``_read`` and ``_list`` with its SDK, plus ``stat``, ``delete`` and ``close``,
 optionally ``_copy_within`` (a server-side copy from another store of the same provider),
-and translates its SDK's errors itself.
+and translates its SDK's errors itself. It names the attributes that hold its SDK's clients in
+``connections``: ``reopen`` (in a forked process) takes fresh ones from a store opened anew
+from the same location and options.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import ClassVar
@@ -22,9 +25,15 @@ from safehold.storage.base import ObjectInfo, Storage, innermost
 from safehold.storage.errors import InvalidLocation
 from safehold.storage.object_lock import ObjectLock
 from safehold.storage.options import option_int
-from safehold.storage.registry import Location
+from safehold.storage.registry import BY_SCHEME, Location
 
-__all__ = ["ObjectStore"]
+__all__ = ["MULTIPART_THRESHOLD", "ObjectStore"]
+
+#: Objects up to this size go up in one request (option ``multipart_threshold``): above a
+#: pack's 16 MiB, so that a pack is one PUT, not four requests (S3: create, two parts,
+#: complete) or three (GCS's resumable upload, Azure's blocks). Requests are billed, and a
+#: backup to S3 sent 62 where restic sent 25 (docs/performance.md, issue 19).
+MULTIPART_THRESHOLD = 32 * 1024 * 1024
 
 
 class ObjectStore(Storage):
@@ -32,8 +41,11 @@ class ObjectStore(Storage):
 
     #: The provider's names of the lock modes (``governance``, ``compliance``).
     lock_mode_names: ClassVar[Mapping[str, str]]
+    #: The attributes that hold the SDK's clients (and their pooled connections).
+    connections: ClassVar[tuple[str, ...]]
 
     def __init__(self, location: Location, *, endpoint: str, multipart_threshold: int) -> None:
+        self.opened_from = location
         self.location = location.url
         self.prefix = f"{location.prefix}/" if location.prefix else ""
         #: The server, for messages (never a credential).
@@ -59,6 +71,14 @@ class ObjectStore(Storage):
             self.stat(name)
             return b""
         return self._read(name, offset, length)
+
+    def reopen(self) -> None:
+        """New SDK clients, from the provider's ``open`` with the same location and options
+        (credentials are looked up again, as at the first open); everything else stays."""
+        module = importlib.import_module(BY_SCHEME[self.opened_from.scheme].module)
+        fresh = module.open(self.opened_from)
+        for attribute in self.connections:
+            setattr(self, attribute, getattr(fresh, attribute))
 
     def copy_from(self, source: Storage, name: str) -> bool:
         """A server-side copy between two stores of this provider (see ``Storage``): never

@@ -186,7 +186,7 @@ def test_from_an_s3_repository(
     result = restore_snapshot(
         again, snap, str(tmp_path / "out"), RestoreOptions(verify=True, processes=2)
     )
-    assert result.processes == 1  # an object store's restore is not split
+    assert result.processes == 2  # an object store's restore is split too
     assert result.errors == []
     assert result.check is not None
     assert result.check.ok, result.check

@@ -1,4 +1,4 @@
-"""A restore into a new directory from a local repository runs as several processes
+"""A restore into a new directory runs as several processes
 (safehold.engine.restore.parts): what they restore together must equal the source, what goes
 wrong in any of them must be reported, and no process may outlive the restore."""
 
@@ -281,13 +281,14 @@ def test_ctrl_c_stops_every_process_and_only_the_first_speaks_and_unlocks(
     same_tree(source, out / "src")
 
 
-def test_only_a_new_target_from_a_local_repository_is_split() -> None:
+def test_only_a_new_target_is_split_from_a_local_repository_or_an_object_store() -> None:
     local = SimpleNamespace(storage=SimpleNamespace(location="file:///backups"))
     remote = SimpleNamespace(storage=SimpleNamespace(location="s3://bucket/prefix"))
     count: Callable[..., int] = restore_run._process_count
     assert count(local, RestoreOptions(processes=3), True) == 3
     assert count(local, RestoreOptions(processes=3), False) == 1
-    assert count(remote, RestoreOptions(processes=3), True) == 1
+    assert count(remote, RestoreOptions(processes=3), True) == 3  # each child reopens it
+    assert count(remote, RestoreOptions(processes=3), False) == 1
     assert count(local, RestoreOptions(), True) == min(available_cpus(), 4)
 
 

@@ -24,6 +24,7 @@ from safehold.repo import (
     check_meta,
 )
 from safehold.repo.locks import check_lock
+from safehold.repo.prefetch import prefetch_trees
 from safehold.repo.snapshot import check_host
 
 __all__ = ["backup_paths", "backup_stream"]
@@ -131,6 +132,8 @@ def backup_paths(
     kind, parent = _choose_parent(repo, source, options.type, options.snapshot_host)
     parent_root: dict[str, Node] = {}
     if parent is not None:
+        if not repo.storage.location.startswith("file:"):  # not a request per directory
+            prefetch_trees(repo, parent.tree)
         try:
             parent_root = {n["name"]: n for n in repo.load_tree(parent.tree)}
         except CorruptObject:

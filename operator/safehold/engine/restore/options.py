@@ -11,9 +11,7 @@ from safehold.repo import Snapshot
 if TYPE_CHECKING:
     from safehold.engine.restore.check import RestoreCheck
 
-__all__ = ["FETCHERS", "RestoreOptions", "RestoreResult"]
-
-FETCHERS = 4  # reads in flight
+__all__ = ["RestoreOptions", "RestoreResult"]
 
 
 @dataclass
@@ -23,9 +21,10 @@ class RestoreOptions:
     includes: list[str] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
     workers: int = 0  # threads decoding and writing; 0: one per available CPU
-    fetchers: int = FETCHERS  # reads in flight (shared out between processes)
+    #: Reads in flight (shared out between processes); 0: as suits the storage (state.py).
+    fetchers: int = 0
     #: Most processes to use; 0: one per available CPU. More than one only for a restore
-    #: into a new (or empty) directory from a local (file://) repository.
+    #: into a new (or empty) directory without a download limit.
     processes: int = 0
     owners: bool | None = None  # None: restore owners when running as root
     #: Then read every restored file back and check it against the snapshot

@@ -2,9 +2,9 @@
 
 A restore of many small files spends most of its time in Python code that holds the GIL
 (walking trees, planning, one ``open``/``write``/``utime`` per file): threads cannot use a
-second CPU for it. So a restore into a new directory from a local repository runs as one
-process per available CPU. Every process walks the whole snapshot, in the same order, and
-restores only its *part*, decided without talking to the others:
+second CPU for it. So a restore into a new directory runs as one process per available CPU.
+Every process walks the whole snapshot, in the same order, and restores only its *part*,
+decided without talking to the others:
 
 - the files, symlinks and special files of a directory belong to one part (runs of
   :data:`FILES_PER_OWNER` entries of a directory alternate between parts), so two processes
@@ -26,8 +26,11 @@ with ``os._exit``, never through the caller's code (which would, say, release th
 repository lock); a child that fails makes the restore fail with its message. A child dies
 with part 0 (``PR_SET_PDEATHSIG``) and at once on SIGINT or SIGTERM.
 
-Object stores are not split this way: their SDK clients hold connections that a forked
-child must not share, and such restores wait on the network rather than on the GIL.
+Restores from object stores are split the same way: an SDK client's pooled connections are
+sockets a forked child must not share, so each child first reopens the storage
+(:meth:`~safehold.storage.Storage.reopen`: new clients from the same location and options)
+and never sends a request on a connection of part 0's. A restore with a download limit keeps
+one process: the limit's token bucket is one process's.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from safehold.engine.restore.parts import PartResult, Parts
 from safehold.engine.restore.select import Selection, plan_selection
 from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
 from safehold.repo import Repository, Snapshot
+from safehold.repo.prefetch import prefetch_trees
 from safehold.storage.wrappers.bandwidth import download_limited
 
 __all__ = ["restore_snapshot"]
@@ -58,6 +59,8 @@ def restore_snapshot(
     restored tree is then read back and checked against the snapshot (``result.check``)."""
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
+    if selection is None and not repo.storage.location.startswith("file:"):
+        prefetch_trees(repo, snap.tree)  # a request per tree is a round trip per directory
     tune_malloc()
     fresh = _absent_or_empty(target)
     os.makedirs(target, exist_ok=True)
@@ -90,12 +93,11 @@ def restore_snapshot(
 
 def _process_count(repo: Repository, options: RestoreOptions, fresh: bool) -> int:
     """How many processes restore: one per CPU, at most :data:`_MAX_PROCESSES`, into a new
-    target from a local repository (an object store's client must not be shared by forked
-    processes, see restore.parts) whose reads no bandwidth limit holds back (its bucket is
-    one process's: forked parts would each get the whole limit)."""
-    if not fresh or not hasattr(os, "fork") or not repo.storage.location.startswith("file:"):
-        return 1
-    if download_limited(repo.storage):
+    target whose reads no bandwidth limit holds back (its bucket is one process's: forked
+    parts would each get the whole limit, and the limit, not the CPU, sets the pace). Each
+    child reopens the storage (``Storage.reopen``), so object stores fork as local
+    repositories do."""
+    if not fresh or not hasattr(os, "fork") or download_limited(repo.storage):
         return 1
     return options.processes or min(available_cpus(), _MAX_PROCESSES)
 
@@ -114,6 +116,7 @@ def _restore_part(
     ``on_file`` lines go to the output it shares with part 0, whole lines each."""
     tracker = ProgressTracker("restore", None, on_file=on_file)
     try:
+        repo.storage.reopen()  # before any request: never one on the parent's connections
         r = Restore(repo, snap, target, options, tracker, parts, selection)
         r.chown_always = chown_always
         r.walk(snap.tree, True)

@@ -27,6 +27,16 @@ __all__ = ["MAX_READ", "Batch", "Dir", "PendingFile", "RestoreState"]
 
 MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers share a pack
 _MIN_READ = 1024 * 1024
+#: Reads in flight (shared out between the parts): a local disk answers at once, an object
+#: store after a round trip, so more wait at a time (SeaweedFS, two parts: 16 in all 1.62 s,
+#: 8 in all 1.81 s; issue 19 in docs/performance.md).
+_FETCHERS_LOCAL = 4
+_FETCHERS_REMOTE = 16
+#: Blobs one read asks for at most: from a local repository few, so that the small files of a
+#: pack are written by several workers; from an object store as many as ``MAX_READ`` holds,
+#: since every request is a round trip (and is billed): 217 -> 87 requests for the bench data.
+_MAX_GROUP_LOCAL = 48
+_MAX_GROUP_REMOTE = 1024
 #: Opens a file this restore wrote to set its metadata (never blocks, never follows).
 _META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -133,13 +143,17 @@ class RestoreState:
         # chunks is read by a fetch thread, then decoded and written by a worker; at most
         # ``limit`` groups are in flight, which bounds memory.
         workers = options.workers or max(1, available_cpus() // self.nparts)
-        fetchers = max(1, options.fetchers // self.nparts)
+        local = repo.storage.location.startswith("file:")
+        fetchers = options.fetchers or (_FETCHERS_LOCAL if local else _FETCHERS_REMOTE)
+        fetchers = max(1, fetchers // self.nparts)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
         self.fetch_pool = ThreadPoolExecutor(fetchers, thread_name_prefix="restore-fetch")
         self.limit = fetchers + workers
-        # With parts, each reads less at a time, so that their buffers together take about
-        # what one process's take (measured: no slower, 20 MB less memory with two).
-        self.max_read = max(MAX_READ // self.nparts, _MIN_READ)
+        # With parts, each reads less at a time from a local repository, so that their
+        # buffers together take about what one process's take (measured: no slower, 20 MB
+        # less memory with two); from an object store a request costs a round trip.
+        self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else MAX_READ
+        self.max_group = _MAX_GROUP_LOCAL if local else _MAX_GROUP_REMOTE
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None

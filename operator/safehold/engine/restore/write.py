@@ -36,8 +36,9 @@ __all__ = ["FileWriter"]
 _BATCH_BLOBS = 20000
 _BATCH_FILES = 5000
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing another request
-_MAX_GROUP = 48  # blobs per read: many small files in one pack are written in parallel
+_MAX_GROUP = 48  # blobs per read by default (state.py's tuning decides)
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
+_STRIPE = 4 * 1024 * 1024  # the parts share out a pack's chunks of shared files in stripes
 _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
 _Blob = tuple[bytes, int, int, int, int, int]
@@ -149,6 +150,7 @@ class FileWriter(RestoreState):
         once: by part 0 when shared)."""
         offset = 0
         raw_size = self.repo.index.raw_size
+        owner = self._owner
         plan = self.plan
         part, nparts = self.part, self.nparts
         report = not shared or part == 0
@@ -159,7 +161,7 @@ class FileWriter(RestoreState):
                 if report:
                     self._error(pending.path, f"chunk {blob_id.hex()} is in no index: data lost")
                 return
-            if not shared or blob_id[0] % nparts == part:
+            if not shared or owner(blob_id, nparts) == part:
                 plan[blob_id].append((pending, offset))
                 self.plan_uses += 1
             offset += raw
@@ -189,6 +191,16 @@ class FileWriter(RestoreState):
             self.run_batch()
 
     # ------------------------------------------------------------ data
+    def _owner(self, blob_id: bytes, nparts: int) -> int:
+        """The part that reads and writes a chunk of a file the parts share: by where the
+        chunk lies, in stripes of :data:`_STRIPE` bytes of its pack, so that a part's chunks
+        of a pack lie together and it reads them in few requests (shared out by chunk id,
+        neighbours alternated between parts, and each part read every other chunk). A chunk
+        that several files share is still read by one part."""
+        loc = self.repo.index.lookup(blob_id)
+        assert loc is not None  # the caller checked
+        return (int(loc.pack[:8], 16) + loc.offset // _STRIPE) % nparts
+
     def run_batch(self) -> None:
         """Submit the planned chunks, pack by pack, to the pool.
 
@@ -209,7 +221,7 @@ class FileWriter(RestoreState):
         groups = [
             (pack, group)
             for pack, blobs in by_pack.items()
-            for group in _groups(sorted(blobs, key=lambda b: b[3]), self.max_read)
+            for group in _groups(sorted(blobs, key=lambda b: b[3]), self.max_read, self.max_group)
         ]
         for pack, group in _interleave(groups):
             with self.idle:
@@ -425,7 +437,9 @@ class FileWriter(RestoreState):
             self._raise_crash()
 
 
-def _groups(blobs: list[_Blob], max_read: int = MAX_READ) -> Iterator[list[_Blob]]:
+def _groups(
+    blobs: list[_Blob], max_read: int = MAX_READ, max_group: int = _MAX_GROUP
+) -> Iterator[list[_Blob]]:
     """Split a pack's needed blobs (sorted by offset) into ranges worth one read each."""
     group: list[_Blob] = []
     for blob in blobs:
@@ -435,7 +449,7 @@ def _groups(blobs: list[_Blob], max_read: int = MAX_READ) -> Iterator[list[_Blob
             if (
                 blob[3] - prev_end > _GAP
                 or blob[3] + blob[4] - start > max_read
-                or len(group) >= _MAX_GROUP
+                or len(group) >= max_group
             ):
                 yield group
                 group = []

@@ -43,7 +43,7 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
-from safehold.storage.object_store import ObjectStore
+from safehold.storage.object_store import MULTIPART_THRESHOLD, ObjectStore
 from safehold.storage.options import (
     option,
     option_int,
@@ -54,7 +54,6 @@ from safehold.storage.registry import Location
 
 __all__ = ["AzureStorage", "open"]
 
-_MIB = 1024 * 1024
 _UPLOAD_THREADS = 4
 #: How long to wait for an asynchronous server-side copy (Copy Blob) to finish.
 COPY_TIMEOUT_S = 600.0
@@ -73,7 +72,7 @@ _IMMUTABLE_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
 
 def open(location: Location) -> AzureStorage:
     connect_timeout, read_timeout = option_timeouts(location)
-    threshold = option_int(location, "multipart_threshold", 8 * _MIB)
+    threshold = option_int(location, "multipart_threshold", MULTIPART_THRESHOLD)
     settings: dict[str, Any] = {
         "retry_total": 0,
         "connection_timeout": connect_timeout,
@@ -136,6 +135,7 @@ class AzureStorage(ObjectStore):
         "governance": "Unlocked",
         "compliance": "Locked",
     }
+    connections: ClassVar[tuple[str, ...]] = ("_container",)
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ from safehold.storage.errors import (
     StorageError,
     TransientError,
 )
-from safehold.storage.object_store import ObjectStore
+from safehold.storage.object_store import MULTIPART_THRESHOLD, ObjectStore
 from safehold.storage.options import (
     option,
     option_bool,
@@ -52,7 +52,6 @@ from safehold.storage.registry import Location
 __all__ = ["GCSStorage", "open"]
 
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-_MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
 _POOL = 32  # connections per host, as for S3
 
@@ -81,7 +80,9 @@ def open(location: Location) -> GCSStorage:
                 "credentials JSON, or anonymous=true for an emulator",
             ) from exc
         project = project or found
-    threshold = option_int(location, "multipart_threshold", 8 * _MIB, minimum=_CHUNK_UNIT)
+    threshold = option_int(
+        location, "multipart_threshold", MULTIPART_THRESHOLD, minimum=_CHUNK_UNIT
+    )
     # requests' default pool (10) is smaller than the thread pools above us use; a full pool
     # drops connections and logs a warning per request.
     session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
@@ -111,6 +112,7 @@ class GCSStorage(ObjectStore):
         "governance": "Unlocked",
         "compliance": "Locked",
     }
+    connections: ClassVar[tuple[str, ...]] = ("_client", "_bucket")
 
     def __init__(
         self,

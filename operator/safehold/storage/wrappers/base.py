@@ -51,6 +51,9 @@ class ForwardingStorage(Storage):
     def close(self) -> None:
         self.inner.close()
 
+    def reopen(self) -> None:
+        self.inner.reopen()
+
     def check_reachable(self) -> None:
         self.inner.check_reachable()
 

@@ -1,0 +1,109 @@
+"""A snapshot's trees read ahead in few requests, for repositories on object stores.
+
+Walking a snapshot reads its trees one blob, one request, at a time: on an object store that
+is a round trip per directory, and a restore in several processes pays it in every process.
+:func:`prefetch_trees` reads the trees under a root level by level: each level's tree blobs,
+grouped by pack, in one ranged read per run of blobs that lie close together, several reads in
+flight; every blob is authenticated and checked against its id
+(:meth:`~safehold.repo.repository.Repository.open_blob`). The plain trees go into the
+repository's ``tree_cache``, where :meth:`~safehold.repo.repository.Repository.load_tree`
+finds them (a forked restore's parts inherit it). A blob that cannot be read is left out: its
+walk reads it as before and reports it there.
+
+The cache holds at most ``budget`` bytes of plain trees (about 200 bytes per file); beyond it
+the rest is read as before.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from safehold.repo import layout
+from safehold.repo.errors import CorruptObject
+from safehold.repo.index import BlobLocation
+from safehold.repo.pack import BLOB_TREE
+from safehold.repo.repository import Repository
+from safehold.repo.tree import decode_tree
+from safehold.storage import StorageError
+
+__all__ = ["prefetch_trees"]
+
+#: Plain tree bytes kept at most (64 MiB: about 300,000 files).
+BUDGET = 64 * 1024 * 1024
+#: Read across gaps up to this size rather than send another request, and at most this much
+#: per read.
+_GAP = 1024 * 1024
+_MAX_READ = 8 * 1024 * 1024
+_THREADS = 8
+
+_Wanted = tuple[bytes, BlobLocation]
+
+
+def prefetch_trees(repo: Repository, root: str, budget: int = BUDGET) -> int:
+    """Read the trees under ``root`` (itself included) into ``repo.tree_cache``, until it
+    holds ``budget`` bytes; return how many trees were read."""
+    level, read, held = [root], 0, sum(map(len, repo.tree_cache.values()))
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="tree-prefetch") as pool:
+        while level and held < budget:
+            wanted: list[_Wanted] = []
+            for tree in dict.fromkeys(level):
+                loc = repo.index.lookup(bytes.fromhex(tree))
+                if loc is not None and loc.type == BLOB_TREE and tree not in repo.tree_cache:
+                    wanted.append((bytes.fromhex(tree), loc))
+            level = []
+            for found in pool.map(lambda run: _read_run(repo, run), _runs(wanted)):
+                for blob_id, data in found:
+                    tree = blob_id.hex()
+                    try:
+                        nodes = decode_tree(data, f"tree {tree}")
+                    except CorruptObject:
+                        continue  # reported by the walk, which reads it again
+                    repo.tree_cache[tree] = data
+                    held += len(data)
+                    read += 1
+                    level += [str(n["subtree"]) for n in nodes if n.get("type") == "dir"]
+    return read
+
+
+def _runs(wanted: list[_Wanted]) -> Iterator[list[_Wanted]]:
+    """The wanted blobs by pack, in runs worth one read each."""
+    by_pack: dict[str, list[_Wanted]] = defaultdict(list)
+    for item in wanted:
+        by_pack[item[1].pack].append(item)
+    for items in by_pack.values():
+        items.sort(key=lambda item: item[1].offset)
+        run: list[_Wanted] = []
+        for item in items:
+            if run:
+                start = run[0][1].offset
+                end = run[-1][1].offset + run[-1][1].stored
+                loc = item[1]
+                if loc.offset - end > _GAP or loc.offset + loc.stored - start > _MAX_READ:
+                    yield run
+                    run = []
+            run.append(item)
+        if run:
+            yield run
+
+
+def _read_run(repo: Repository, run: list[_Wanted]) -> list[tuple[bytes, bytes]]:
+    """The plain trees of one run; those that cannot be read or opened are left out."""
+    first, last = run[0][1], run[-1][1]
+    start = first.offset
+    try:
+        data = repo.storage.get(
+            layout.pack_object_name(first.pack), start, last.offset + last.stored - start
+        )
+    except StorageError:
+        return []
+    view = memoryview(data)
+    out: list[tuple[bytes, bytes]] = []
+    for blob_id, loc in run:
+        sealed = view[loc.offset - start : loc.offset - start + loc.stored]
+        try:
+            out.append((blob_id, repo.open_blob(blob_id, loc, sealed)))
+        except CorruptObject:
+            continue
+    return out

@@ -1,0 +1,183 @@
+"""A restore from an object store (SeaweedFS's S3) runs as several processes, as one from a
+local repository does (safehold.engine.restore.parts): each child reopens the storage, so no
+request goes out on a connection of part 0's; what they restore together equals the source;
+a damaged pack and a child that cannot start are reported; a download limit keeps one
+process."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
+from safehold.engine.restore.parts import PartFailed
+from safehold.repo import Config, Repository, Snapshot, pack_object_name
+from safehold.storage import Storage, StorageError, open_storage
+from safehold.storage.base import innermost
+from safehold.storage.providers.s3 import S3Storage
+from safehold.storage.wrappers import ForwardingStorage, shared_bandwidth
+from testground.objectstores import RunningStore
+
+from ..conftest import PASSWORD, SMALL_CHUNKER
+from .test_restore_parts import _make_source
+
+
+class _Clients(ForwardingStorage):
+    """Notes, in ``log``, which process read a pack through which SDK client."""
+
+    def __init__(self, inner: Storage, log: Path) -> None:
+        super().__init__(inner)
+        self.log = log
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if name.startswith("data/"):
+            client = id(innermost(self.inner).__dict__["_client"])
+            with self.log.open("a") as f:
+                f.write(json.dumps([os.getpid(), client]) + "\n")
+        return super().get(name, offset, length)
+
+
+@pytest.fixture
+def s3_url(s3_store: RunningStore) -> str:
+    bucket = f"parts-{uuid.uuid4().hex[:12]}"
+    s3_store.make_bucket(bucket)
+    return s3_store.url(bucket, "repo")
+
+
+@pytest.fixture
+def source(tmp_path: Path, tree_factory: Callable[..., Path]) -> Path:
+    return _make_source(tmp_path / "src", tree_factory)
+
+
+@pytest.fixture
+def snap(s3_store: RunningStore, s3_url: str, source: Path) -> Snapshot:
+    config = Config.new(chunker=SMALL_CHUNKER, pack_size=512 * 1024)
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    repo = Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    snap = backup_paths(repo, [str(source)], BackupOptions(source="app")).snapshot
+    storage.close()
+    return snap
+
+
+@pytest.fixture
+def reopened(s3_store: RunningStore, s3_url: str, snap: Snapshot) -> Iterator[Repository]:
+    """The repository (holding ``snap``) opened anew, as a restore command opens it."""
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    yield Repository.open(storage, PASSWORD)
+    storage.close()
+
+
+def test_processes_restore_every_byte_mode_and_link_with_clients_of_their_own(
+    reopened: Repository,
+    snap: Snapshot,
+    source: Path,
+    tmp_path: Path,
+    same_tree: Callable[..., None],
+) -> None:
+    log = tmp_path / "clients.jsonl"
+    reopened.storage = _Clients(reopened.storage, log)
+    parent_client = id(innermost(reopened.storage).__dict__["_client"])
+    result = restore_snapshot(reopened, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    assert result.errors == []
+    assert result.processes == 2
+    same_tree(source, tmp_path / "out" / "src")
+    reads = [json.loads(line) for line in log.read_text().splitlines()]
+    by_pid: dict[int, set[int]] = {}
+    for pid, client in reads:
+        by_pid.setdefault(pid, set()).add(client)
+    assert len(by_pid) == 2, "both processes read packs"
+    child = by_pid.keys() - {os.getpid()}
+    assert parent_client not in by_pid[child.pop()], "a child used part 0's client"
+    # part 0 still works on its own connections
+    assert reopened.load_tree(snap.tree)
+
+
+def test_a_damaged_pack_is_reported_with_its_file(
+    reopened: Repository, snap: Snapshot, source: Path, tmp_path: Path
+) -> None:
+    node = next(
+        n for n in reopened.load_tree(_subtree(reopened, snap)) if n["name"] == "random.bin"
+    )
+    # a chunk of the big file that the child (part 1) writes: shared out by chunk id
+    chunk = next(bytes.fromhex(c) for c in node["content"] if bytes.fromhex(c)[0] % 2 == 1)
+    loc = reopened.index.lookup(chunk)
+    assert loc is not None
+    name = pack_object_name(loc.pack)
+    data = bytearray(reopened.storage.get(name))
+    data[loc.offset + 10] ^= 0x01
+    reopened.storage.put(name, bytes(data))
+
+    out = tmp_path / "out"
+    result = restore_snapshot(reopened, snap, str(out), RestoreOptions(processes=2))
+    assert result.processes == 2
+    assert [e["path"] for e in result.errors] == [str(out / "src" / "random.bin")]
+    assert "is damaged" in result.errors[0]["error"]
+    assert (out / "src" / "text.log").read_bytes() == (source / "text.log").read_bytes()
+
+
+def test_a_child_that_cannot_reopen_the_storage_fails_the_restore_with_its_message(
+    reopened: Repository, snap: Snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = os.getpid()
+    real = S3Storage.reopen
+
+    def reopen(self: S3Storage) -> None:
+        if os.getpid() != parent:
+            raise StorageError(self.location, "no credentials in the child")
+        real(self)
+
+    monkeypatch.setattr(S3Storage, "reopen", reopen)
+    with pytest.raises(PartFailed, match=r"part 1: .*no credentials in the child"):
+        restore_snapshot(reopened, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+
+
+def test_a_download_limit_keeps_one_process(
+    s3_store: RunningStore,
+    s3_url: str,
+    snap: Snapshot,
+    source: Path,
+    tmp_path: Path,
+    same_tree: Callable[..., None],
+) -> None:
+    """The limit's token bucket is one process's: forked parts would each get the whole
+    rate. (A generous rate: this checks the split, not the throttle.)"""
+    bandwidth = shared_bandwidth(None, 1 << 30)
+    storage = open_storage(s3_url, s3_store.options, wrap=True, bandwidth=bandwidth)
+    repo = Repository.open(storage, PASSWORD)
+    result = restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    storage.close()
+    assert result.errors == []
+    assert result.processes == 1
+    same_tree(source, tmp_path / "out" / "src")
+
+
+def test_reopen_gives_the_storage_new_clients_and_keeps_its_settings(
+    s3_store: RunningStore, s3_url: str
+) -> None:
+    storage = open_storage(
+        s3_url, {**s3_store.options, "object_lock_mode": "governance", "object_lock_days": "1"}
+    )
+    provider = innermost(storage)
+    assert isinstance(provider, S3Storage)
+    before, lock = provider.__dict__["_client"], provider.object_lock
+    wrapped = open_storage(s3_url, s3_store.options, wrap=True)
+    wrapped.put("x", b"1")
+    inner_before = innermost(wrapped).__dict__["_client"]
+    wrapped.reopen()
+    assert innermost(wrapped).__dict__["_client"] is not inner_before
+    assert wrapped.get("x") == b"1"
+    storage.reopen()
+    assert provider.__dict__["_client"] is not before
+    assert provider.object_lock == lock
+    storage.close()
+    wrapped.close()
+
+
+def _subtree(repo: Repository, snap: Snapshot) -> str:
+    node = next(n for n in repo.load_tree(snap.tree) if n["name"] == "src")
+    return str(node["subtree"])

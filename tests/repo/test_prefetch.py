@@ -1,0 +1,102 @@
+"""Trees read ahead (safehold.repo.prefetch): every tree under the root in a few ranged reads,
+checked like any blob; a damaged one left to the walk, which reports it; a budget honoured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from safehold.engine import BackupOptions, backup_paths
+from safehold.repo import BLOB_TREE, ChunkerParams, Config, CorruptObject, Repository, Snapshot
+from safehold.repo.prefetch import prefetch_trees
+from safehold.storage import Storage, open_storage
+from safehold.storage.wrappers import ForwardingStorage
+
+PASSWORD = "prefetch"
+
+
+class _Counting(ForwardingStorage):
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.gets = 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.gets += 1
+        return super().get(name, offset, length)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    config = Config.new(
+        chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
+        pack_size=512 * 1024,
+    )
+    storage = _Counting(open_storage((tmp_path / "repo").as_uri()))
+    yield Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    storage.close()
+
+
+@pytest.fixture
+def snap(repo: Repository, tmp_path: Path) -> Snapshot:
+    src = tmp_path / "src"
+    for a in range(6):
+        for b in range(5):
+            leaf = src / f"a{a}" / f"b{b}"
+            leaf.mkdir(parents=True)
+            (leaf / "f").write_bytes(bytes([a, b]) * 5000)
+    return backup_paths(repo, [str(src)], BackupOptions(source="t")).snapshot
+
+
+def _trees(repo: Repository, root: str) -> set[str]:
+    found, level = set(), [root]
+    while level:
+        found.update(level)
+        level = [str(n["subtree"]) for t in level for n in repo.load_tree(t) if n["type"] == "dir"]
+    return found
+
+
+def test_trees_and_file_data_are_in_packs_of_their_own(repo: Repository, snap: Snapshot) -> None:
+    types: dict[str, set[int]] = {}
+    for _, loc in repo.index.items():
+        types.setdefault(loc.pack, set()).add(loc.type)
+    assert all(len(kinds) == 1 for kinds in types.values())
+    assert {BLOB_TREE} in types.values()
+
+
+def test_every_tree_is_read_ahead_in_few_requests(repo: Repository, snap: Snapshot) -> None:
+    trees = _trees(repo, snap.tree)
+    assert len(trees) > 35
+    storage = repo.storage
+    assert isinstance(storage, _Counting)
+    storage.gets = 0
+    assert prefetch_trees(repo, snap.tree) == len(trees)
+    assert storage.gets < len(trees) // 4  # a ranged read per pack and level
+    assert set(repo.tree_cache) == trees
+    storage.gets = 0
+    assert _trees(repo, snap.tree) == trees
+    assert storage.gets == 0  # the walk reads none again
+
+
+def test_a_damaged_tree_is_left_to_the_walk_which_reports_it(
+    repo: Repository, snap: Snapshot, tmp_path: Path
+) -> None:
+    top = next(n for n in repo.load_tree(snap.tree) if n["type"] == "dir")
+    sub = str(next(n for n in repo.load_tree(str(top["subtree"])) if n["name"] == "a2")["subtree"])
+    loc = repo.locate(bytes.fromhex(sub), BLOB_TREE)
+    pack = tmp_path / "repo" / "data" / loc.pack[:2] / loc.pack
+    data = bytearray(pack.read_bytes())
+    data[loc.offset + 5] ^= 0x01
+    pack.write_bytes(bytes(data))
+    prefetch_trees(repo, snap.tree)
+    assert sub not in repo.tree_cache
+    assert str(top["subtree"]) in repo.tree_cache
+    with pytest.raises(CorruptObject, match="is damaged"):
+        repo.load_tree(sub)
+
+
+def test_the_budget_stops_the_read_ahead(repo: Repository, snap: Snapshot) -> None:
+    read = prefetch_trees(repo, snap.tree, budget=1)
+    assert read == 1  # the root, then the budget is spent
+    assert list(repo.tree_cache) == [snap.tree]
