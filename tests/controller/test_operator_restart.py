@@ -146,6 +146,13 @@ def _leads(op: OperatorProcess) -> float | None:
     return float(line.split()[1]) if line else None
 
 
+def _standby_health(op: OperatorProcess) -> bool:
+    try:
+        return "standby" in op.get("/healthz", op.health_port)
+    except OSError:
+        return False
+
+
 def _replica(namespace: Namespace, tmp_path: Path, name: str) -> OperatorProcess:
     """One replica as the chart runs it: electing its leader on a Lease in its namespace."""
     env = {
@@ -171,7 +178,8 @@ def test_the_standby_takes_over_when_the_leader_is_killed_mid_run(
         cluster.wait_for(lambda: _holder(namespace) == "op-a", timeout=60, what="op-a to lead")
         b.start()
         cluster.wait_for(lambda: _leads(b) == 0.0, timeout=60, what="op-b to wait as a standby")
-        assert "standby" in b.get("/healthz", b.health_port)  # its probes pass meanwhile
+        # its probes pass meanwhile (the standby's /healthz opens just after its /metrics)
+        cluster.wait_for(lambda: _standby_health(b), timeout=30, what="op-b's standby /healthz")
 
         data = kit.make_claim(namespace, "data")
         kit.write_data(data, seed=8, files=40, size=512 * 1024)

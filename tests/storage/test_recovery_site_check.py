@@ -76,6 +76,8 @@ def test_an_empty_reachable_location_is_a_success(backend: Target) -> None:
         "location": url,
         "snapshots": 0,
         "pack_bytes": 0,
+        "locks": 0,
+        "oldest_lock_age_seconds": 0,
     }
     # without the flag it is still "no repository here" (exit code 10)
     plain = _run(backend.options(), url, "repo", "info")
