@@ -18,7 +18,9 @@ from safehold.engine.backup.read import FileReader
 from safehold.engine.backup.shares import ShareError
 from safehold.engine.backup.walk import SHARE_MIN_DIRS
 from safehold.repo import Repository
-from safehold.storage import open_storage
+from safehold.repo.prefetch import prefetch_trees
+from safehold.storage import Storage, open_storage
+from safehold.storage.wrappers import ForwardingStorage
 
 SERIAL = BackupOptions(source="app", type="full", processes=1)
 SHARED = BackupOptions(source="app", type="full", processes=2)
@@ -80,6 +82,31 @@ def test_an_unchanged_rerun_in_worker_processes_reuses_every_file(
     assert summary["files_new"] == summary["files_changed"] == summary["bytes_read"] == 0
     serial = backup_paths(repo, [str(src)], BackupOptions(source="app", processes=1))
     assert again.snapshot.tree == serial.snapshot.tree
+
+
+class _CountingGets(ForwardingStorage):
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.names: list[str] = []
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.names.append(name)
+        return super().get(name, offset, length)
+
+
+def test_the_parent_trees_sent_to_workers_come_from_the_read_ahead(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """On an object store the backup reads the parent's trees ahead (run.py); the trees the
+    main process sends its workers must come from there, not a request per directory."""
+    src = _many_dirs(tmp_path / "src")
+    parent = backup_paths(repo, [str(src)], SERIAL).snapshot
+    assert prefetch_trees(repo, parent.tree) > 0
+    counting = _CountingGets(repo.storage)
+    repo.storage = counting
+    again = backup_paths(repo, [str(src)], BackupOptions(source="app", processes=2))
+    assert again.snapshot.summary["files_unmodified"] == again.snapshot.summary["total_files"]
+    assert [n for n in counting.names if n.startswith("data/")] == []  # no pack read at all
 
 
 def test_a_hard_link_between_shares_is_kept_as_in_one_process(

@@ -328,13 +328,15 @@ class Repository(KeyRing):
             raise CorruptObject(name, f"blob {blob_id.hex()} does not match its id")
         return data
 
-    def load_tree(self, tree_id: str) -> list[Node]:
-        """The tree's nodes: from :attr:`tree_cache` when read ahead
+    def tree_bytes(self, tree_id: str) -> bytes:
+        """The tree blob's plain bytes: from :attr:`tree_cache` when read ahead
         (:func:`safehold.repo.prefetch.prefetch_trees`), else read from its pack."""
         data = self.tree_cache.get(tree_id)
-        if data is None:
-            data = self.read_blob(bytes.fromhex(tree_id), BLOB_TREE)
-        return decode_tree(data, f"tree {tree_id}")
+        return data if data is not None else self.read_blob(bytes.fromhex(tree_id), BLOB_TREE)
+
+    def load_tree(self, tree_id: str) -> list[Node]:
+        """The tree's nodes (:meth:`tree_bytes`, decoded)."""
+        return decode_tree(self.tree_bytes(tree_id), f"tree {tree_id}")
 
     # ------------------------------------------------------------ snapshots
     def save_snapshot(self, snap: Snapshot) -> str:

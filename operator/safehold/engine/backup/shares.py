@@ -43,7 +43,7 @@ from safehold.engine.backup.read import FileReader
 from safehold.engine.backup.trees import DirJob
 from safehold.engine.patterns import PathFilter
 from safehold.engine.progress import ProgressTracker
-from safehold.repo import BLOB_TREE, BlobWriter, CorruptObject, Repository
+from safehold.repo import BlobWriter, CorruptObject, Repository
 
 __all__ = ["ShareError", "Shares"]
 
@@ -271,7 +271,7 @@ class Shares:
 
     def _tree(self, tree_id: str) -> bytes | None:
         try:
-            return self.repo.read_blob(bytes.fromhex(tree_id), BLOB_TREE)
+            return self.repo.tree_bytes(tree_id)  # read ahead for object stores (run.py)
         except (CorruptObject, ValueError):
             return None
 
