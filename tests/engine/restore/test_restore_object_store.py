@@ -181,3 +181,53 @@ def test_reopen_gives_the_storage_new_clients_and_keeps_its_settings(
 def _subtree(repo: Repository, snap: Snapshot) -> str:
     node = next(n for n in repo.load_tree(snap.tree) if n["name"] == "src")
     return str(node["subtree"])
+
+
+class _Ranges(ForwardingStorage):
+    """Notes, in ``log``, every byte range of a pack that any process read."""
+
+    def __init__(self, inner: Storage, log: Path) -> None:
+        super().__init__(inner)
+        self.log = log
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = super().get(name, offset, length)
+        if name.startswith("data/"):
+            with self.log.open("a") as f:
+                f.write(json.dumps([os.getpid(), len(data)]) + "\n")
+        return data
+
+
+def test_the_parts_read_each_their_own_small_files_not_the_whole_pack(
+    s3_store: RunningStore, s3_url: str, tmp_path: Path, same_tree: Callable[..., None]
+) -> None:
+    """Small files are owned by where their chunk lies: the two parts together download
+    about the packs' size, not twice it (owned by directory runs, their blobs alternated
+    within a pack and each part's reads spanned the other's)."""
+    src = tmp_path / "many"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(600):
+            (src / f"d{d}" / f"f{i:03d}").write_bytes(os.urandom(200 + (i * 37) % 7800))
+    # one pack of ~10 MB: stripes of 4 MiB share it between the parts
+    config = Config.new(chunker=SMALL_CHUNKER, pack_size=16 * 1024 * 1024)
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    snap = backup_paths(
+        Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(src)], BackupOptions()
+    ).snapshot
+    storage.close()
+
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    repo = Repository.open(storage, PASSWORD)
+    packs = sum(info.size for info in storage.list("data/"))
+    log = tmp_path / "ranges.jsonl"
+    repo.storage = _Ranges(repo.storage, log)
+    result = restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    storage.close()
+    assert result.errors == []
+    assert result.processes == 2
+    same_tree(src, tmp_path / "out" / "many")
+    reads = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len({pid for pid, _ in reads}) == 2, "both processes read packs"
+    downloaded = sum(size for _, size in reads)
+    assert downloaded <= 1.15 * packs, f"{downloaded} bytes read for {packs} bytes of packs"

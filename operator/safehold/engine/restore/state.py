@@ -154,6 +154,11 @@ class RestoreState:
         # less memory with two); from an object store a request costs a round trip.
         self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else MAX_READ
         self.max_group = _MAX_GROUP_LOCAL if local else _MAX_GROUP_REMOTE
+        #: From an object store, parts own one-chunk files by where their chunk lies (the
+        #: stripes of FileWriter._owner), so that each reads only its own share of a pack;
+        #: owned by runs of a directory's entries, their blobs alternate within a pack and
+        #: every part's reads span the other's (twice the bytes downloaded).
+        self.own_by_stripe = not local and self.nparts > 1
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None

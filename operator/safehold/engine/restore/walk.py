@@ -127,14 +127,19 @@ class TreeWalk(FileWriter):
             frame.dir_no,
             frame.dups,
         )
-        part, nparts = self.part, self.nparts
+        part, nparts, by_stripe = self.part, self.nparts, self.own_by_stripe
         prefix = where.path
         selection = None if frame.whole else self.selection
         whole = True
         for position, node in frame.entries:
             try:
                 kind = node["type"]
-                mine = nparts == 1 or (dir_no + position // FILES_PER_OWNER) % nparts == part
+                if nparts == 1:
+                    mine = True
+                elif by_stripe and kind == "file" and len(node.get("content", ())) == 1:
+                    mine = self._file_owner(node["content"][0], dir_no, position) == part
+                else:
+                    mine = (dir_no + position // FILES_PER_OWNER) % nparts == part
                 if not (mine or kind == "dir" or part == 0 or len(node.get("content", ())) > 1):
                     continue  # another part's, and nothing part 0 notes: the quickest way out
                 name = node["name"]
@@ -171,6 +176,18 @@ class TreeWalk(FileWriter):
                     what = node.get("name") if isinstance(node, dict) else None
                     self._error(prefix + shown(what), f"malformed entry in snapshot ({exc})")
         return None
+
+    def _file_owner(self, chunk: object, dir_no: int, position: int) -> int:
+        """The part that restores a file of one chunk from an object store: the chunk's
+        (:meth:`_owner`); a chunk id that is malformed or in no index by the directory run,
+        so that exactly one part reports it."""
+        try:
+            blob_id = bytes.fromhex(chunk) if isinstance(chunk, str) else b""
+        except ValueError:
+            blob_id = b""
+        if blob_id and self.repo.index.lookup(blob_id) is not None:
+            return self._owner(blob_id, self.nparts)
+        return (dir_no + position // FILES_PER_OWNER) % self.nparts
 
     def _enter(
         self,
