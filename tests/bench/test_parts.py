@@ -114,8 +114,9 @@ def test_as_root_a_fresh_ext4_is_mounted_and_removed(tmp_path: Path) -> None:
     root = tmp_path / "part"
     try:
         with freshfs.fresh(root, 256 << 20, 70_000) as fs:
-            if fs.kind != "ext4 image":  # a container without loop devices
-                pytest.skip(fs.note)
+            # as root (CI runs as root) the bench must get its ext4: a fallback here means
+            # every figure of the bench was taken on the file system the issue distrusts
+            assert fs.kind == "ext4 image", fs.note
             assert Path(fs.path) in freshfs.mounted_under(root)
             assert "nodiscard" in fs.describe()
             assert "discard" not in fs.mount_options.split(",")
