@@ -26,8 +26,8 @@ from safehold.repo import (
     Repository,
 )
 from safehold.repo.crypto import SUBKEY_PREFIX
-from safehold.repo.keys import SCRYPT_N, SCRYPT_N_ENV, parse_key_object
-from safehold.repo.layout import pack_object_name
+from safehold.repo.keys import SCRYPT_N, SCRYPT_N_ENV, SCRYPT_P, parse_key_object
+from safehold.repo.layout import key_name, pack_object_name
 from safehold.repo.pack import parse_pack
 from safehold.repo.snapshot import decode_snapshot
 from safehold.storage import Storage, open_storage
@@ -182,14 +182,29 @@ def test_a_version_1_repository_is_read_verified_and_stays_version_1(tmp_path: P
 
 
 # --------------------------------------------------------------------------- keys
-def test_a_new_key_costs_scrypt_2_to_the_17(
+def test_a_new_key_costs_scrypt_2_to_the_15_times_4_in_32_mib(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(SCRYPT_N_ENV, raising=False)
     repo = Repository.init(storage, PASSWORD, Config.new())
     key = parse_key_object(storage.get(repo.key_name), repo.key_name)
-    assert (key.n, key.r, key.p) == (SCRYPT_N, 8, 1)
-    assert key.n >= 2**17
+    assert (key.n, key.r, key.p) == (SCRYPT_N, 8, SCRYPT_P) == (2**15, 8, 4)
+    # A quarter of the memory of the earlier N=2^17, p=1, for the same block work.
+    assert 128 * key.n * key.r == 32 * 1024 * 1024
+    assert key.n * key.r * key.p == 2**17 * 8 * 1
+
+
+def test_a_key_made_with_the_earlier_cost_still_opens_the_repository(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys made before the cost changed (N=2^17, r=8, p=1: 128 MiB) stay valid."""
+    monkeypatch.delenv(SCRYPT_N_ENV, raising=False)
+    repo = Repository.init(storage, PASSWORD, Config.new())
+    old = key_name(repo.add_key("the earlier passphrase", kdf_n=2**17))
+    key = parse_key_object(storage.get(old), old)
+    assert (key.n, key.r, key.p) == (2**17, 8, 1)
+    reopened = Repository.open(storage, "the earlier passphrase")
+    assert reopened.config.id == repo.config.id
 
 
 def test_a_short_password_is_refused_for_new_keys_unless_insecure(tmp_path: Path) -> None:

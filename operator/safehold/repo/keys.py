@@ -4,7 +4,7 @@ Several key objects can open one repository; adding a password writes a new one,
 removing deletes one, and no data is ever re-encrypted (format section 5). A rotation
 (section 5b) adds a data key version to the payload of the key object it rewrites.
 
-New keys cost scrypt N=2^17 (128 MiB, about half a second) and need a password of at
+New keys cost scrypt N=2^15, r=8, p=4 (32 MiB, about 0.3 s) and need a password of at
 least :data:`MIN_PASSWORD_LENGTH` characters unless the caller says it accepts less.
 """
 
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_SCRYPT_WORK",
     "MIN_PASSWORD_LENGTH",
     "SCRYPT_N",
+    "SCRYPT_P",
     "KeyInfo",
     "KeyObject",
     "KeyOpenFailed",
@@ -48,17 +49,20 @@ __all__ = [
     "parse_key_info",
     "parse_key_object",
     "password_problem",
-    "scrypt_n",
+    "scrypt_cost",
     "unseal_key",
 ]
 
-#: scrypt's cost for new keys: 2^17 with r=8 takes 128 MiB and about half a second, so a
-#: guess at a password costs an attacker that much too (format section 5).
-SCRYPT_N = 2**17
+#: scrypt's cost for new keys: N=2^15, r=8, p=4 takes 32 MiB and about 0.3 s, so a guess at
+#: a password costs an attacker that much too (format section 5). The same block work
+#: (n*r*p = 2^20) as N=2^17, p=1, which OWASP lists as equivalent, for a quarter of the
+#: memory: 128 MiB per derivation was the floor of every command's memory (issue 19).
+SCRYPT_N = 2**15
 SCRYPT_R = 8
-SCRYPT_P = 1
+SCRYPT_P = 4
 MIN_SCRYPT_N = 2**14
-#: Tests only: a cheaper N for the keys they make (at least MIN_SCRYPT_N, a power of two),
+#: Tests only: a cheaper N, with p=1, for the keys they make (at least MIN_SCRYPT_N, a power
+#: of two),
 #: so that every command of a test suite does not pay half a second to open a repository.
 #: Outside the ``SAFEHOLD_`` names on purpose: tests hand their commands a clean
 #: ``SAFEHOLD_*`` environment, and this must survive that (tests/conftest.py sets it).
@@ -67,14 +71,18 @@ SCRYPT_N_ENV = "TEST_SAFEHOLD_SCRYPT_N"
 MIN_PASSWORD_LENGTH = 12
 
 
-def scrypt_n() -> int:
-    """The scrypt N for a new key: :data:`SCRYPT_N`, or the tests' cheaper one."""
+def scrypt_cost(n: int | None = None) -> tuple[int, int]:
+    """The scrypt N and p for a new key: :data:`SCRYPT_N` and :data:`SCRYPT_P`, or a
+    cheaper cost for tests: the ``n`` a test passes, or the one its environment names
+    (:data:`SCRYPT_N_ENV`), with p=1."""
+    if n:
+        return n, 1
     value = os.environ.get(SCRYPT_N_ENV, "")
     if value.isdigit():
         n = int(value)
         if MIN_SCRYPT_N <= n <= SCRYPT_N and not n & (n - 1):
-            return n
-    return SCRYPT_N
+            return n, 1
+    return SCRYPT_N, SCRYPT_P
 
 
 def password_problem(password: str) -> str | None:
@@ -116,8 +124,8 @@ def make_key_object(
     n: int | None = None,
 ) -> bytes:
     """Seal the master keys under ``password``; returns the key object's bytes.
-    ``n`` defaults to :func:`scrypt_n`."""
-    n = n or scrypt_n()
+    The scrypt cost is :func:`scrypt_cost`'s: tests pass a cheaper ``n``."""
+    n, p = scrypt_cost(n)
     salt = os.urandom(32)
     fields: dict[str, object] = {
         "repository": repository_id,
@@ -142,12 +150,12 @@ def make_key_object(
             "algorithm": "scrypt",
             "n": n,
             "r": SCRYPT_R,
-            "p": SCRYPT_P,
+            "p": p,
             "salt": base64.b64encode(salt).decode(),
         },
         "cipher": "aes-256-gcm",
         "data": base64.b64encode(
-            seal(_kek(password, salt, n, SCRYPT_R, SCRYPT_P), AAD_KEY, payload)
+            seal(_kek(password, salt, n, SCRYPT_R, p), AAD_KEY, payload)
         ).decode(),
     }
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
@@ -157,7 +165,7 @@ def make_key_object(
 #: asking for more is refused as damaged before anything is derived (format section 5).
 MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 #: The most work (n·r·p, in scrypt's block operations) one derivation may take: 4 times
-#: what the writers' default (2^17, r=8) costs.
+#: what the writers' default (2^15, r=8, p=4; before, 2^17, r=8, p=1) costs.
 MAX_SCRYPT_WORK = 2**22
 _MAX_KEY_OBJECT = 64 * 1024
 #: The sealed payload: room for MAX_KEY_VERSIONS data keys in base64 and the rest.
