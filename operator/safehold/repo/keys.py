@@ -61,9 +61,9 @@ SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 4
 MIN_SCRYPT_N = 2**14
-#: Tests only: a cheaper N, with p=1, for the keys they make (at least MIN_SCRYPT_N, a power
-#: of two),
-#: so that every command of a test suite does not pay half a second to open a repository.
+#: Tests only: a cheaper N, with p=1, for the keys they make (at least MIN_SCRYPT_N, a
+#: power of two), so that every command of a test suite does not pay a third of a second
+#: to open a repository.
 #: Outside the ``SAFEHOLD_`` names on purpose: tests hand their commands a clean
 #: ``SAFEHOLD_*`` environment, and this must survive that (tests/conftest.py sets it).
 SCRYPT_N_ENV = "TEST_SAFEHOLD_SCRYPT_N"
