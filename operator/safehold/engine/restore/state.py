@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
+from safehold.engine.ahead import TreesAhead
 from safehold.engine.progress import ProgressTracker
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.parts import Parts
@@ -163,7 +164,7 @@ class RestoreState:
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None
         self.tree_pool = ThreadPoolExecutor(2, thread_name_prefix="restore-trees")
-        self.trees_ahead: dict[str, Future[list[Node]]] = {}
+        self.trees_ahead = TreesAhead(self.tree_pool, repo.load_tree)
         self.euid, self.egid = os.geteuid(), os.getegid()
         umask = os.umask(0o022)
         os.umask(umask)

@@ -82,17 +82,17 @@ class TreeWalk(FileWriter):
         """Load the tree of directory ``where`` (or report it and let go of ``where``)."""
         self.dir_no += 1
         try:
-            ahead = self.trees_ahead.pop(tree_id, None)
-            nodes = ahead.result() if ahead is not None else self.repo.load_tree(tree_id)
+            nodes = self.trees_ahead.take(tree_id)
         except CorruptObject as exc:
             if self.part == 0:  # every part reads it; one message is enough
                 self._error(where.path, f"directory cannot be read from the repository: {exc}")
             self._release(where)
             return None
-        # The subdirectories' trees are loaded in the background, one level ahead of the
-        # walk: on a cold cache each is a disk read that would otherwise stall the walk,
-        # which feeds the workers.
+        # The subdirectories' trees are loaded in the background, a few ahead of the walk
+        # (engine/ahead.py): on a cold cache each is a read that would otherwise
+        # stall the walk, which feeds the workers.
         names: list[object] = []
+        subs: list[str] = []
         selection = self.selection
         for node in nodes:
             names.append(node.get("name"))
@@ -100,14 +100,14 @@ class TreeWalk(FileWriter):
             if (
                 node.get("type") == "dir"
                 and isinstance(sub, str)
-                and sub not in self.trees_ahead
                 and (
                     whole
                     or selection is None
                     or selection.decide(f"{rel}/{node.get('name')}".lstrip("/"), True, False)[0]
                 )
             ):
-                self.trees_ahead[sub] = self.tree_pool.submit(self.repo.load_tree, sub)
+                subs.append(sub)
+        self.trees_ahead.want(subs)
         dups = _duplicates(names)
         if dups and self.part == 0:
             for name in sorted(dups):
