@@ -124,12 +124,37 @@ def decode_index(aead: AESGCM | Sealer, data: bytes, name: str) -> IndexFile:
     return IndexFile(packs, supersedes)
 
 
+#: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,
+#: raw) in fields of these widths, low to high. One int object per blob instead of a tuple
+#: and four ints takes 44 bytes instead of 200 (100,000 blobs: 15 MB less), and a lookup
+#: touches one object, so a forked worker or restore part copies fewer pages of it.
+
+
+def _entry(number: int, blob_type: int, flags: int, offset: int, stored: int, raw: int) -> int:
+    return (
+        (((((number << 8 | blob_type) << 8 | flags) << 32 | offset) << 32) | stored) << 32
+    ) | raw
+
+
+def _fields(entry: int) -> tuple[int, int, int, int, int, int]:
+    """(pack number, type, flags, offset, stored, raw) of an :func:`_entry`."""
+    m32 = 0xFFFFFFFF
+    return (
+        entry >> 112,
+        entry >> 104 & 0xFF,
+        entry >> 96 & 0xFF,
+        entry >> 64 & m32,
+        entry >> 32 & m32,
+        entry & m32,
+    )
+
+
 class Index:
     """The merged, in-memory index of a repository; thread-safe for adds and lookups."""
 
     def __init__(self) -> None:
-        # blob id -> (pack number, type, flags, offset, stored, raw)
-        self._blobs: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        # blob id -> _entry(pack number, type, flags, offset, stored, raw)
+        self._blobs: dict[bytes, int] = {}
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -150,7 +175,7 @@ class Index:
             table = self._blobs
             for blob_type, flags, offset, stored, raw, blob_id in blobs:
                 if blob_id not in table:
-                    table[blob_id] = (number, blob_type, flags, offset, stored, raw)
+                    table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
 
     def add_file(self, index: IndexFile) -> None:
         for pack, blobs in index.packs.items():
@@ -160,16 +185,17 @@ class Index:
         entry = self._blobs.get(blob_id)
         if entry is None:
             return None
-        number, t, f, o, s, r = entry
+        number, t, f, o, s, r = _fields(entry)
         return BlobLocation(self._packs[number], t, f, o, s, r)
 
     def raw_size(self, blob_id: bytes) -> int | None:
         entry = self._blobs.get(blob_id)
-        return None if entry is None else entry[5]
+        return None if entry is None else entry & 0xFFFFFFFF
 
     def packs(self) -> list[str]:
         return list(self._packs)
 
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
-        for blob_id, (number, t, f, o, s, r) in list(self._blobs.items()):
+        for blob_id, entry in list(self._blobs.items()):
+            number, t, f, o, s, r = _fields(entry)
             yield blob_id, BlobLocation(self._packs[number], t, f, o, s, r)

@@ -1,0 +1,51 @@
+"""The in-memory index keeps each blob's location packed in one int (repo/index.py): what a
+lookup returns must be exactly what was added, at every field's full width."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safehold.repo.index import BlobLocation, Index
+from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
+
+U32 = st.integers(0, 2**32 - 1)
+
+
+@given(
+    blobs=st.lists(
+        st.tuples(
+            st.sampled_from([BLOB_DATA, BLOB_TREE]), st.sampled_from([0, FLAG_ZSTD]), U32, U32, U32
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    packs=st.integers(1, 300),
+)
+def test_a_lookup_returns_what_was_added(
+    blobs: list[tuple[int, int, int, int, int]], packs: int
+) -> None:
+    index = Index()
+    expected: dict[bytes, BlobLocation] = {}
+    for n in range(packs):  # pack numbers past one byte
+        pack = f"{n:064x}"
+        added = []
+        for i, (t, f, o, s, r) in enumerate(blobs):
+            blob_id = n.to_bytes(16, "big") + i.to_bytes(16, "big")
+            added.append(PackBlob(t, f, o, s, r, blob_id))
+            expected[blob_id] = BlobLocation(pack, t, f, o, s, r)
+        index.add_pack(pack, added)
+    assert len(index) == len(expected)
+    for blob_id, loc in expected.items():
+        assert index.lookup(blob_id) == loc
+        assert index.raw_size(blob_id) == loc.raw
+    assert dict(index.items()) == expected
+
+
+def test_the_first_location_of_a_blob_stays() -> None:
+    index = Index()
+    blob = bytes(32)
+    index.add_pack("a" * 64, [PackBlob(BLOB_DATA, 0, 0, 10, 20, blob)])
+    index.add_pack("b" * 64, [PackBlob(BLOB_DATA, FLAG_ZSTD, 5, 6, 7, blob)])
+    assert index.lookup(blob) == BlobLocation("a" * 64, BLOB_DATA, 0, 0, 10, 20)
+    assert index.lookup(bytes(31) + b"\x01") is None
