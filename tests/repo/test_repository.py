@@ -27,7 +27,8 @@ from safehold.repo import (
 )
 from safehold.repo.crypto import AAD_LOCK, object_hash, seal
 from safehold.repo.index import IndexFile
-from safehold.storage import Storage, open_storage
+from safehold.repo.pack import PackBlob
+from safehold.storage import ObjectInfo, Storage, open_storage
 
 PW = "first password"
 
@@ -146,6 +147,34 @@ def test_superseded_index_objects_are_ignored(storage: Storage) -> None:
     load = Repository.open(storage, PW).index_load
     assert old_id not in load.loaded
     assert len(load.loaded) == 1
+
+
+@pytest.mark.parametrize("order", ["listed first", "listed last"])
+def test_a_superseded_index_object_leaves_nothing_in_the_index(
+    storage: Storage, order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index objects are merged as they are read: one that supersedes an object merged
+    before it (listed earlier) must take that object's entries out again."""
+    repo = _init(storage)
+    stale, fresh = os.urandom(32), os.urandom(32)
+    old_id, _ = repo.write_index(IndexFile({"a" * 64: [PackBlob(BLOB_DATA, 0, 0, 10, 10, stale)]}))
+    new_id, _ = repo.write_index(
+        IndexFile({"b" * 64: [PackBlob(BLOB_DATA, 0, 0, 20, 20, fresh)]}, supersedes=[old_id])
+    )
+    listed = storage.list
+    first = old_id if order == "listed first" else new_id
+
+    def in_order(prefix: str) -> list[ObjectInfo]:
+        infos = list(listed(prefix))
+        return sorted(infos, key=lambda i: not i.name.endswith(first))
+
+    monkeypatch.setattr(storage, "list", in_order)
+    opened = Repository.open(storage, PW)
+    assert opened.index_load.loaded == [new_id]
+    assert opened.index.lookup(stale) is None
+    loc = opened.index.lookup(fresh)
+    assert loc is not None
+    assert (loc.pack, loc.stored) == ("b" * 64, 20)
 
 
 def test_shared_locks_coexist_and_exclusive_locks_conflict(storage: Storage) -> None:

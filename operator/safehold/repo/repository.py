@@ -240,34 +240,55 @@ class Repository(KeyRing):
         return digest
 
     def load_index(self) -> IndexLoad:
+        """Read every index object into one :class:`Index`, leaving out those another
+        supersedes (format section 8). Each object is merged as soon as it is decoded, so
+        only one object's entries are ever held twice (decoded, and in the index); in the
+        rare case that an object supersedes one merged before it (a crash between a
+        rewrite and its deletions), the index is merged again without it."""
         result = IndexLoad()
-        files: dict[str, IndexFile] = {}
+        index = Index()
+        superseded: set[str] = set()
         for info in self.storage.list(layout.INDEX):
             digest = layout.object_id(info.name)
-            try:
-                data = self.storage.get(info.name)
-                if object_hash(data) != digest:
-                    raise CorruptObject(info.name, "bytes do not match the object's name")
-                files[digest] = decode_index(self.aead, data, info.name)
-            except CorruptObject as exc:
-                result.damaged[info.name] = str(exc)
-            except NotFound:
+            f = self._read_index_object(info.name, digest, result)
+            if f is None:
                 continue
-        superseded = {old for f in files.values() for old in f.supersedes}
+            superseded.update(f.supersedes)
+            if digest not in superseded:
+                index.add_file(f)
+                result.loaded.append(digest)
+        if superseded & set(result.loaded):
+            index = Index()
+            loaded, result.loaded = result.loaded, []
+            for digest in loaded:
+                if digest in superseded:
+                    continue
+                f = self._read_index_object(layout.index_name(digest), digest, result)
+                if f is not None:
+                    index.add_file(f)
+                    result.loaded.append(digest)
         # A damaged object that a readable one supersedes is ignored like any superseded
         # one: 'repair index' superseded it, and an object lock may keep it a while.
         for name in [n for n in result.damaged if layout.object_id(n) in superseded]:
             del result.damaged[name]
         for message in result.damaged.values():
             log.warning("skipping damaged index object %s", message)
-        index = Index()
-        for digest, f in files.items():
-            if digest not in superseded:
-                index.add_file(f)
-                result.loaded.append(digest)
         self.index = index
         self.index_load = result
         return result
+
+    def _read_index_object(self, name: str, digest: str, result: IndexLoad) -> IndexFile | None:
+        """One index object, decoded; None when it is gone, or damaged (noted in ``result``)."""
+        try:
+            data = self.storage.get(name)
+            if object_hash(data) != digest:
+                raise CorruptObject(name, "bytes do not match the object's name")
+            return decode_index(self.aead, data, name)
+        except CorruptObject as exc:
+            result.damaged[name] = str(exc)
+        except NotFound:
+            pass
+        return None
 
     def write_index(self, index_file: IndexFile) -> tuple[str, int]:
         """Store an index object; return its id and size."""
