@@ -3,10 +3,20 @@ lookup returns must be exactly what was added, at every field's full width."""
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safehold.repo.index import BlobLocation, Index
+from safehold.repo import MasterKeys
+from safehold.repo.index import (
+    BlobLocation,
+    Index,
+    IndexBody,
+    IndexFile,
+    decode_index,
+    encode_index,
+)
 from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
 
 U32 = st.integers(0, 2**32 - 1)
@@ -49,3 +59,32 @@ def test_the_first_location_of_a_blob_stays() -> None:
     index.add_pack("b" * 64, [PackBlob(BLOB_DATA, FLAG_ZSTD, 5, 6, 7, blob)])
     assert index.lookup(blob) == BlobLocation("a" * 64, BLOB_DATA, 0, 0, 10, 20)
     assert index.lookup(bytes(31) + b"\x01") is None
+
+
+def test_an_index_object_merges_into_the_index_as_its_file_does() -> None:
+    """Loading a repository merges index objects' entries straight from their bytes
+    (IndexBody.merge_into): the same index as decoding the object's file first."""
+    keys = MasterKeys.generate()
+    aead = keys.aead()
+    packs = {
+        f"{p:064x}": [
+            PackBlob(
+                BLOB_DATA if i % 3 else BLOB_TREE,
+                FLAG_ZSTD * (i % 2),
+                i * 100,
+                i + 1,
+                2**32 - 1 - i,
+                os.urandom(32),
+            )
+            for i in range(50)
+        ]
+        for p in range(4)
+    }
+    data = encode_index(aead, IndexFile(packs, supersedes=["c" * 64]))
+    body = IndexBody(aead, data, "index/x")
+    assert body.supersedes == ["c" * 64]
+    direct, through_file = Index(), Index()
+    body.merge_into(direct)
+    through_file.add_file(decode_index(aead, data, "index/x"))
+    assert dict(direct.items()) == dict(through_file.items())
+    assert len(direct) == 200

@@ -11,7 +11,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -20,7 +20,7 @@ from safehold.repo.crypto import AAD_INDEX, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
 from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
 
-__all__ = ["BlobLocation", "Index", "IndexFile", "decode_index", "encode_index"]
+__all__ = ["BlobLocation", "Index", "IndexBody", "IndexFile", "decode_index", "encode_index"]
 
 _MAGIC = b"SHIX"
 _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
@@ -67,61 +67,90 @@ def encode_index(aead: AESGCM | Sealer, index: IndexFile) -> bytes:
 
 
 def decode_index(aead: AESGCM | Sealer, data: bytes, name: str) -> IndexFile:
-    """An index object's content; :class:`CorruptObject` naming it and what is wrong.
+    """An index object's content; :class:`CorruptObject` naming it and what is wrong."""
+    return IndexBody(aead, data, name).file()
+
+
+class IndexBody:
+    """An index object, authenticated, decompressed and checked whole, its entries not yet
+    decoded: :meth:`file` makes the :class:`IndexFile`, :meth:`merge_into` adds them to an
+    :class:`Index` one at a time (loading a repository's index makes no list of them).
 
     Every count is checked against the bytes left before anything is allocated for it,
     and the type and flags of all entries of a pack are checked at once (byte slices),
     so a hostile object costs no more memory than its own size and no Python per entry.
+    Raises :class:`CorruptObject` naming the object and what is wrong.
     """
-    try:
-        sealed = open_sealed(aead, AAD_INDEX, data)
-    except SealError as exc:
-        raise CorruptObject(name, "index object fails authentication") from exc
-    try:
-        size = zstandard.frame_content_size(sealed)
-        if not 0 <= size <= _MAX_BODY:  # writers always record the size (-1: unknown)
-            raise CorruptObject(name, f"index object claims an unusable size ({size} bytes)")
-        body = zstandard.ZstdDecompressor().decompress(sealed, max_output_size=_MAX_BODY)
-    except zstandard.ZstdError as exc:
-        raise CorruptObject(name, f"index object does not decompress ({exc})") from exc
-    field = "magic"
-    try:
-        if body[:4] != _MAGIC or body[4] != 1:
-            raise ValueError("bad magic or version")
-        field = "supersedes"
-        pos = 5
-        (count,) = _U32.unpack_from(body, pos)
-        pos += 4
-        if pos + 32 * count > len(body):
-            raise ValueError(f"{count} ids do not fit in the object")
-        supersedes = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(count)]
-        pos += 32 * count
-        field = "packs"
-        (npacks,) = _U32.unpack_from(body, pos)
-        pos += 4
-        if pos + 36 * npacks > len(body):
-            raise ValueError(f"{npacks} packs do not fit in the object")
-        packs: dict[str, list[PackBlob]] = {}
-        for _ in range(npacks):
-            pack = body[pos : pos + 32].hex()
-            field = f"pack {pack}"
-            (nblobs,) = _U32.unpack_from(body, pos + 32)
-            pos += 36
-            end = pos + nblobs * _ENTRY.size
-            if end > len(body):
-                raise ValueError("truncated")
-            if body[pos : end : _ENTRY.size].translate(None, _TYPES):
-                raise ValueError("an entry has an unknown blob type")
-            if body[pos + 1 : end : _ENTRY.size].translate(None, _FLAGS):
-                raise ValueError("an entry has unknown blob flags")
-            packs[pack] = list(map(PackBlob._make, _ENTRY.iter_unpack(body[pos:end])))
-            pos = end
-        field = "end"
-        if pos != len(body):
-            raise ValueError("trailing bytes")
-    except (ValueError, IndexError, struct.error) as exc:
-        raise CorruptObject(name, f"index object is malformed at {field} ({exc})") from exc
-    return IndexFile(packs, supersedes)
+
+    __slots__ = ("_body", "_spans", "supersedes")
+
+    def __init__(self, aead: AESGCM | Sealer, data: bytes, name: str) -> None:
+        try:
+            sealed = open_sealed(aead, AAD_INDEX, data)
+        except SealError as exc:
+            raise CorruptObject(name, "index object fails authentication") from exc
+        try:
+            size = zstandard.frame_content_size(sealed)
+            if not 0 <= size <= _MAX_BODY:  # writers always record the size (-1: unknown)
+                raise CorruptObject(name, f"index object claims an unusable size ({size} bytes)")
+            body = zstandard.ZstdDecompressor().decompress(sealed, max_output_size=_MAX_BODY)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(name, f"index object does not decompress ({exc})") from exc
+        self._body = body
+        #: (pack, first entry's offset, end) for each pack, in the object's order.
+        self._spans: list[tuple[str, int, int]] = []
+        self.supersedes: list[str] = []
+        field = "magic"
+        try:
+            if body[:4] != _MAGIC or body[4] != 1:
+                raise ValueError("bad magic or version")
+            field = "supersedes"
+            pos = 5
+            (count,) = _U32.unpack_from(body, pos)
+            pos += 4
+            if pos + 32 * count > len(body):
+                raise ValueError(f"{count} ids do not fit in the object")
+            self.supersedes = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(count)]
+            pos += 32 * count
+            field = "packs"
+            (npacks,) = _U32.unpack_from(body, pos)
+            pos += 4
+            if pos + 36 * npacks > len(body):
+                raise ValueError(f"{npacks} packs do not fit in the object")
+            for _ in range(npacks):
+                pack = body[pos : pos + 32].hex()
+                field = f"pack {pack}"
+                (nblobs,) = _U32.unpack_from(body, pos + 32)
+                pos += 36
+                end = pos + nblobs * _ENTRY.size
+                if end > len(body):
+                    raise ValueError("truncated")
+                if body[pos : end : _ENTRY.size].translate(None, _TYPES):
+                    raise ValueError("an entry has an unknown blob type")
+                if body[pos + 1 : end : _ENTRY.size].translate(None, _FLAGS):
+                    raise ValueError("an entry has unknown blob flags")
+                self._spans.append((pack, pos, end))
+                pos = end
+            field = "end"
+            if pos != len(body):
+                raise ValueError("trailing bytes")
+        except (ValueError, IndexError, struct.error) as exc:
+            raise CorruptObject(name, f"index object is malformed at {field} ({exc})") from exc
+
+    def file(self) -> IndexFile:
+        body = self._body
+        packs = {
+            pack: list(map(PackBlob._make, _ENTRY.iter_unpack(body[pos:end])))
+            for pack, pos, end in self._spans
+        }
+        return IndexFile(packs, self.supersedes)
+
+    def merge_into(self, index: Index) -> None:
+        """Add every entry to ``index`` (a blob it knows keeps its first location)."""
+        view = memoryview(self._body)
+        for pack, pos, end in self._spans:
+            # Plain tuples in PackBlob's field order: no object per entry is kept.
+            index.add_pack(pack, cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end])))
 
 
 #: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,

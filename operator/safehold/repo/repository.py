@@ -26,7 +26,7 @@ from safehold.repo.errors import (
     UnsupportedRepository,
     WrongPassword,
 )
-from safehold.repo.index import BlobLocation, Index, IndexFile, decode_index, encode_index
+from safehold.repo.index import BlobLocation, Index, IndexBody, IndexFile, encode_index
 from safehold.repo.keyring import OPENED_WITH, KeyRing
 from safehold.repo.keys import (
     KeyObject,
@@ -241,21 +241,21 @@ class Repository(KeyRing):
 
     def load_index(self) -> IndexLoad:
         """Read every index object into one :class:`Index`, leaving out those another
-        supersedes (format section 8). Each object is merged as soon as it is decoded, so
-        only one object's entries are ever held twice (decoded, and in the index); in the
+        supersedes (format section 8). Each object is merged as soon as it is read; in the
         rare case that an object supersedes one merged before it (a crash between a
-        rewrite and its deletions), the index is merged again without it."""
+        rewrite and its deletions), the index is merged again without it. Entries go from an
+        object's bytes into the index one at a time, never through lists of them."""
         result = IndexLoad()
         index = Index()
         superseded: set[str] = set()
         for info in self.storage.list(layout.INDEX):
             digest = layout.object_id(info.name)
-            f = self._read_index_object(info.name, digest, result)
-            if f is None:
+            body = self._read_index_object(info.name, digest, result)
+            if body is None:
                 continue
-            superseded.update(f.supersedes)
+            superseded.update(body.supersedes)
             if digest not in superseded:
-                index.add_file(f)
+                body.merge_into(index)
                 result.loaded.append(digest)
         if superseded & set(result.loaded):
             index = Index()
@@ -263,9 +263,9 @@ class Repository(KeyRing):
             for digest in loaded:
                 if digest in superseded:
                     continue
-                f = self._read_index_object(layout.index_name(digest), digest, result)
-                if f is not None:
-                    index.add_file(f)
+                body = self._read_index_object(layout.index_name(digest), digest, result)
+                if body is not None:
+                    body.merge_into(index)
                     result.loaded.append(digest)
         # A damaged object that a readable one supersedes is ignored like any superseded
         # one: 'repair index' superseded it, and an object lock may keep it a while.
@@ -277,13 +277,13 @@ class Repository(KeyRing):
         self.index_load = result
         return result
 
-    def _read_index_object(self, name: str, digest: str, result: IndexLoad) -> IndexFile | None:
-        """One index object, decoded; None when it is gone, or damaged (noted in ``result``)."""
+    def _read_index_object(self, name: str, digest: str, result: IndexLoad) -> IndexBody | None:
+        """One index object, checked; None when it is gone, or damaged (noted in ``result``)."""
         try:
             data = self.storage.get(name)
             if object_hash(data) != digest:
                 raise CorruptObject(name, "bytes do not match the object's name")
-            return decode_index(self.aead, data, name)
+            return IndexBody(self.aead, data, name)
         except CorruptObject as exc:
             result.damaged[name] = str(exc)
         except NotFound:
