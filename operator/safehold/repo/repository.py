@@ -27,6 +27,7 @@ from safehold.repo.errors import (
     WrongPassword,
 )
 from safehold.repo.index import BlobLocation, Index, IndexBody, IndexFile, encode_index
+from safehold.repo.index_reads import IndexReads
 from safehold.repo.keyring import OPENED_WITH, KeyRing
 from safehold.repo.keys import (
     KeyObject,
@@ -143,7 +144,28 @@ class Repository(KeyRing):
 
     @classmethod
     def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
+        """Open the repository with ``password``. The index objects are read in the
+        background meanwhile (repo/index_reads.py): their round trips overlap the key's
+        derivation."""
         config, data = cls.read_config(storage)
+        reads = IndexReads(storage) if load_index else None
+        try:
+            return cls._open(storage, password, config, data, reads)
+        finally:
+            if reads is not None:
+                reads.close()
+
+    @classmethod
+    def _open(
+        cls,
+        storage: Storage,
+        password: str,
+        config: Config,
+        data: bytes,
+        reads: IndexReads | None,
+    ) -> Repository:
+        """:meth:`open`'s work; ``reads``: the index objects being read, or None to open
+        without loading the index. Tries the keys, cheapest first."""
         apply_object_lock(storage, config)
         config_hash = object_hash(data)
         names = [info.name for info in storage.list(layout.KEYS)]
@@ -181,12 +203,12 @@ class Repository(KeyRing):
         candidates.sort(key=lambda k: (k.name != remembered, k.cost))
         tried = {k.name for k in candidates}
         for key in candidates:
-            repo = cls._try_key(storage, config, config_hash, key, password, load_index)
+            repo = cls._try_key(storage, config, config_hash, key, password, reads)
             if repo is not None:
                 return repo
         if remembered in tried and len(names) > 1:
             OPENED_WITH.pop((storage.location, config_hash), None)
-            return cls.open(storage, password, load_index=load_index)
+            return cls._open(storage, password, config, data, reads)
         if damaged and not candidates:
             first, message = next(iter(damaged.items()))
             raise CorruptObject(
@@ -210,7 +232,7 @@ class Repository(KeyRing):
         config_hash: str,
         key: KeyObject,
         password: str,
-        load_index: bool,
+        reads: IndexReads | None,
     ) -> Repository | None:
         """The repository opened with ``key``, or None when the password is not its."""
         try:
@@ -225,8 +247,8 @@ class Repository(KeyRing):
             )
         OPENED_WITH[(storage.location, config_hash)] = key.name
         repo = cls(storage, config, keys, key.name)
-        if load_index:
-            repo.load_index()
+        if reads is not None:
+            repo.load_index(reads)
         return repo
 
     # ------------------------------------------------------------ objects
@@ -239,18 +261,25 @@ class Repository(KeyRing):
             self.storage.create(name, data)
         return digest
 
-    def load_index(self) -> IndexLoad:
+    def load_index(self, reads: IndexReads | None = None) -> IndexLoad:
         """Read every index object into one :class:`Index`, leaving out those another
         supersedes (format section 8). Each object is merged as soon as it is read; in the
         rare case that an object supersedes one merged before it (a crash between a
         rewrite and its deletions), the index is merged again without it. Entries go from an
-        object's bytes into the index one at a time, never through lists of them."""
+        object's bytes into the index one at a time, never through lists of them. The
+        objects are read in the background (``reads``, or reads started here)."""
+        if reads is None:
+            reads = IndexReads(self.storage)
+            try:
+                return self.load_index(reads)
+            finally:
+                reads.close()
         result = IndexLoad()
         index = Index()
         superseded: set[str] = set()
-        for info in self.storage.list(layout.INDEX):
-            digest = layout.object_id(info.name)
-            body = self._read_index_object(info.name, digest, result)
+        for name, data in reads.objects():
+            digest = layout.object_id(name)
+            body = None if data is None else self._index_body(name, data, digest, result)
             if body is None:
                 continue
             superseded.update(body.supersedes)
@@ -281,13 +310,20 @@ class Repository(KeyRing):
         """One index object, checked; None when it is gone, or damaged (noted in ``result``)."""
         try:
             data = self.storage.get(name)
+        except NotFound:
+            return None
+        return self._index_body(name, data, digest, result)
+
+    def _index_body(
+        self, name: str, data: bytes, digest: str, result: IndexLoad
+    ) -> IndexBody | None:
+        """The index object ``name``'s bytes, checked; None when damaged (noted in ``result``)."""
+        try:
             if object_hash(data) != digest:
                 raise CorruptObject(name, "bytes do not match the object's name")
             return IndexBody(self.aead, data, name)
         except CorruptObject as exc:
             result.damaged[name] = str(exc)
-        except NotFound:
-            pass
         return None
 
     def write_index(self, index_file: IndexFile) -> tuple[str, int]:

@@ -1,0 +1,117 @@
+"""Opening a repository reads its index objects in background threads (repo/index_reads.py):
+the reads overlap the key's derivation and each other, and the index is the same as read
+one by one, also when an object disappears between the listing and its read."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import safehold.repo.repository as repository_module
+from safehold.repo import BLOB_DATA, Config, Repository
+from safehold.repo.index import IndexFile
+from safehold.repo.pack import PackBlob
+from safehold.storage import NotFound, Storage, open_storage
+from safehold.storage.wrappers.base import ForwardingStorage
+
+PASSWORD = "index reads password"
+OBJECTS = 12
+
+
+class _SlowIndexReads(ForwardingStorage):
+    """An object store's round trip for index objects (fault injection: 20 ms each), with a
+    record of when reads started and how many were in flight at once."""
+
+    def __init__(self, inner: Storage, events: list[str], gone: str = "") -> None:
+        super().__init__(inner)
+        self.events = events
+        self.gone = gone
+        self.in_flight = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if not name.startswith("index/"):
+            return super().get(name, offset, length)
+        with self.lock:
+            self.events.append("index read")
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.02)
+            if name == self.gone:
+                raise NotFound(self.location, "no such object", name=name)
+            return super().get(name, offset, length)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> tuple[Path, dict[bytes, str], list[str]]:
+    """A repository with OBJECTS index objects of one pack and blob each."""
+    root = tmp_path / "repo"
+    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new(), kdf_n=2**14)
+    blobs: dict[bytes, str] = {}
+    names: list[str] = []
+    for i in range(OBJECTS):
+        blob, pack = os.urandom(32), f"{i:064x}"
+        digest, _ = repo.write_index(IndexFile({pack: [PackBlob(BLOB_DATA, 0, 0, 10, 10, blob)]}))
+        blobs[blob] = pack
+        names.append(f"index/{digest}")
+    return root, blobs, names
+
+
+def test_index_objects_are_read_while_the_key_is_derived_and_in_parallel(
+    written: tuple[Path, dict[bytes, str], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, blobs, _ = written
+    events: list[str] = []
+    unseal = repository_module.unseal_key
+
+    def recorded_unseal(*args: object, **kwargs: object) -> object:
+        events.append("derive starts")
+        time.sleep(0.1)  # a slower machine's scrypt: the reads must not wait for it
+        try:
+            return unseal(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            events.append("derive ends")
+
+    monkeypatch.setattr(repository_module, "unseal_key", recorded_unseal)
+    storage = _SlowIndexReads(open_storage(root.as_uri()), events)
+    repo = Repository.open(storage, PASSWORD)
+    assert events.index("index read") < events.index("derive ends")
+    assert storage.most >= 2
+    assert len(repo.index_load.loaded) == OBJECTS
+    for blob, pack in blobs.items():
+        loc = repo.index.lookup(blob)
+        assert loc is not None
+        assert loc.pack == pack
+    # Every thread is gone once the open returns (a backup forks its workers next).
+    assert not [t for t in threading.enumerate() if t.name.startswith("index-reads")]
+
+
+def test_an_index_object_gone_since_the_listing_is_left_out(
+    written: tuple[Path, dict[bytes, str], list[str]],
+) -> None:
+    root, _, names = written
+    gone = names[3]
+    storage = _SlowIndexReads(open_storage(root.as_uri()), [], gone=gone)
+    repo = Repository.open(storage, PASSWORD)
+    assert len(repo.index_load.loaded) == OBJECTS - 1
+    assert gone.removeprefix("index/") not in repo.index_load.loaded
+    assert repo.index_load.damaged == {}
+    assert len(repo.index) == OBJECTS - 1
+
+
+def test_a_wrong_password_leaves_no_read_running(
+    written: tuple[Path, dict[bytes, str], list[str]],
+) -> None:
+    root, _, _ = written
+    with pytest.raises(repository_module.WrongPassword):
+        Repository.open(_SlowIndexReads(open_storage(root.as_uri()), []), "not the password")
+    assert not [t for t in threading.enumerate() if t.name.startswith("index-reads")]
