@@ -20,46 +20,47 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-
-from safehold.repo import Node
+from typing import Generic, TypeVar
 
 __all__ = ["TREES_AHEAD", "TreesAhead"]
+
+#: What loading a tree gives: its nodes (the restore), or its nodes by name (a backup's
+#: parent tree).
+T = TypeVar("T")
 
 #: Trees loading or loaded ahead of the walk at most: enough to keep two loader threads
 #: busy while the walk writes a directory, few enough that their entries stay small.
 TREES_AHEAD = 16
 
 
-class _Entry:
+class _Entry(Generic[T]):
     __slots__ = ("future", "tree_id")
 
     def __init__(self, tree_id: str) -> None:
         self.tree_id = tree_id
-        self.future: Future[list[Node]] | None = None
+        self.future: Future[T] | None = None
 
 
-class TreesAhead:
+class TreesAhead(Generic[T]):
     """The trees the walk will want, in its order; the first ``limit`` of them loading."""
 
-    def __init__(
-        self, pool: Executor, load: Callable[[str], list[Node]], limit: int = TREES_AHEAD
-    ) -> None:
+    def __init__(self, pool: Executor, load: Callable[[str], T], limit: int = TREES_AHEAD) -> None:
         self._pool = pool
         self._load = load
         self._limit = limit
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[_Entry[T]] = deque()
         self._queued: Counter[str] = Counter()
         self._loading = 0  # entries of the queue with a future
 
     def want(self, tree_ids: Sequence[str]) -> None:
         """The walk will next want ``tree_ids``, in this order, before anything queued."""
-        self._queue.extendleft(_Entry(t) for t in reversed(tree_ids))
+        self._queue.extendleft(_Entry[T](t) for t in reversed(tree_ids))
         self._queued.update(tree_ids)
         self._fill()
 
-    def take(self, tree_id: str) -> list[Node]:
-        """The tree ``tree_id``'s entries: loaded ahead, or now. Raises what loading raises."""
-        entry: _Entry | None = None
+    def take(self, tree_id: str) -> T:
+        """The tree ``tree_id``, loaded ahead or now. Raises what loading raises."""
+        entry: _Entry[T] | None = None
         if self._queued[tree_id]:
             while True:  # the walk went past the entries before it
                 head = self._queue.popleft()

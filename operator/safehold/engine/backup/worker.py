@@ -268,11 +268,9 @@ class ShareWalker(Walker):
 
     link: Link
 
-    def prefetch_parent_trees(self, parents: dict[str, Node]) -> None:
-        for node in parents.values():
-            sub = node.get("subtree")
-            if node["type"] == "dir" and isinstance(sub, str):
-                self.link.ask_tree(sub)
+    def prefetch_parent_trees(self, subtrees: list[str]) -> None:
+        for sub in subtrees:
+            self.link.ask_tree(sub)
 
     def _load_parent_tree(self, tree_id: object) -> dict[str, Node]:
         if not isinstance(tree_id, str):

@@ -164,7 +164,7 @@ class RestoreState:
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None
         self.tree_pool = ThreadPoolExecutor(2, thread_name_prefix="restore-trees")
-        self.trees_ahead = TreesAhead(self.tree_pool, repo.load_tree)
+        self.trees_ahead: TreesAhead[list[Node]] = TreesAhead(self.tree_pool, repo.load_tree)
         self.euid, self.egid = os.geteuid(), os.getegid()
         umask = os.umask(0o022)
         os.umask(umask)
