@@ -1,9 +1,10 @@
-"""Opening a repository reads its index objects in background threads (repo/index_reads.py):
+"""Opening a repository reads its index objects in background threads (repo/object_reads.py):
 the reads overlap the key's derivation and each other, and the index is the same as read
 one by one, also when an object disappears between the listing and its read."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import safehold.repo.repository as repository_module
+from safehold.engine import BackupOptions, backup_paths
 from safehold.repo import BLOB_DATA, Config, Repository
 from safehold.repo.index import IndexFile
 from safehold.repo.pack import PackBlob
@@ -92,7 +94,7 @@ def test_index_objects_are_read_while_the_key_is_derived_and_in_parallel(
         assert loc is not None
         assert loc.pack == pack
     # Every thread is gone once the open returns (a backup forks its workers next).
-    assert not [t for t in threading.enumerate() if t.name.startswith("index-reads")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("object-reads")]
 
 
 def test_an_index_object_gone_since_the_listing_is_left_out(
@@ -114,4 +116,45 @@ def test_a_wrong_password_leaves_no_read_running(
     root, _, _ = written
     with pytest.raises(repository_module.WrongPassword):
         Repository.open(_SlowIndexReads(open_storage(root.as_uri()), []), "not the password")
-    assert not [t for t in threading.enumerate() if t.name.startswith("index-reads")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("object-reads")]
+
+
+class _SlowSnapshotReads(ForwardingStorage):
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.in_flight = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if not name.startswith("snapshots/"):
+            return super().get(name, offset, length)
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.02)
+            return super().get(name, offset, length)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_snapshots_are_read_in_parallel_and_an_early_stop_leaves_no_thread(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "repo"
+    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new(), kdf_n=2**14)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("some data")
+    for i in range(10):
+        backup_paths(repo, [str(src)], BackupOptions(source=f"s{i}", processes=1))
+    storage = _SlowSnapshotReads(open_storage(root.as_uri()))
+    opened = Repository.open(storage, PASSWORD, load_index=False)
+    assert sorted(s.source for s in opened.snapshots()) == sorted(f"s{i}" for i in range(10))
+    assert storage.most >= 2
+    first = next(opened.iter_snapshots())  # the caller stops after one
+    assert first.source.startswith("s")
+    gc.collect()  # (the generator is closed when dropped; this makes sure it is)
+    assert not [t for t in threading.enumerate() if t.name.startswith("object-reads")]

@@ -27,7 +27,6 @@ from safehold.repo.errors import (
     WrongPassword,
 )
 from safehold.repo.index import BlobLocation, Index, IndexBody, IndexFile, encode_index
-from safehold.repo.index_reads import IndexReads
 from safehold.repo.keyring import OPENED_WITH, KeyRing
 from safehold.repo.keys import (
     KeyObject,
@@ -36,6 +35,7 @@ from safehold.repo.keys import (
     parse_key_object,
     unseal_key,
 )
+from safehold.repo.object_reads import ObjectReads
 from safehold.repo.pack import BLOB_TREE, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
@@ -145,10 +145,10 @@ class Repository(KeyRing):
     @classmethod
     def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
         """Open the repository with ``password``. The index objects are read in the
-        background meanwhile (repo/index_reads.py): their round trips overlap the key's
+        background meanwhile (repo/object_reads.py): their round trips overlap the key's
         derivation."""
         config, data = cls.read_config(storage)
-        reads = IndexReads(storage) if load_index else None
+        reads = ObjectReads(storage, layout.INDEX) if load_index else None
         try:
             return cls._open(storage, password, config, data, reads)
         finally:
@@ -162,7 +162,7 @@ class Repository(KeyRing):
         password: str,
         config: Config,
         data: bytes,
-        reads: IndexReads | None,
+        reads: ObjectReads | None,
     ) -> Repository:
         """:meth:`open`'s work; ``reads``: the index objects being read, or None to open
         without loading the index. Tries the keys, cheapest first."""
@@ -232,7 +232,7 @@ class Repository(KeyRing):
         config_hash: str,
         key: KeyObject,
         password: str,
-        reads: IndexReads | None,
+        reads: ObjectReads | None,
     ) -> Repository | None:
         """The repository opened with ``key``, or None when the password is not its."""
         try:
@@ -261,7 +261,7 @@ class Repository(KeyRing):
             self.storage.create(name, data)
         return digest
 
-    def load_index(self, reads: IndexReads | None = None) -> IndexLoad:
+    def load_index(self, reads: ObjectReads | None = None) -> IndexLoad:
         """Read every index object into one :class:`Index`, leaving out those another
         supersedes (format section 8). Each object is merged as soon as it is read; in the
         rare case that an object supersedes one merged before it (a crash between a
@@ -269,7 +269,7 @@ class Repository(KeyRing):
         object's bytes into the index one at a time, never through lists of them. The
         objects are read in the background (``reads``, or reads started here)."""
         if reads is None:
-            reads = IndexReads(self.storage)
+            reads = ObjectReads(self.storage, layout.INDEX)
             try:
                 return self.load_index(reads)
             finally:
@@ -401,20 +401,26 @@ class Repository(KeyRing):
         return snap.id
 
     def iter_snapshots(self, errors: dict[str, str] | None = None) -> Iterator[Snapshot]:
-        for info in self.storage.list(layout.SNAPSHOTS):
-            digest = layout.object_id(info.name)
-            if not _HEX.match(digest):
-                continue
-            try:
-                data = self.storage.get(info.name)
-                if object_hash(data) != digest:
-                    raise CorruptObject(info.name, "bytes do not match the object's name")
-                yield decode_snapshot(self.aead, data, info.name)
-            except CorruptObject as exc:
-                if errors is not None:
-                    errors[info.name] = str(exc)
-            except NotFound:
-                continue
+        """Every snapshot, in listing order, read in the background (repo/object_reads.py);
+        a damaged one is left out and noted in ``errors``."""
+        reads = ObjectReads(
+            self.storage, layout.SNAPSHOTS, lambda name: bool(_HEX.match(layout.object_id(name)))
+        )
+        try:
+            for name, data in reads.objects():
+                if data is None:  # forgotten since the listing
+                    continue
+                try:
+                    if object_hash(data) != layout.object_id(name):
+                        raise CorruptObject(name, "bytes do not match the object's name")
+                    snap = decode_snapshot(self.aead, data, name)
+                except CorruptObject as exc:
+                    if errors is not None:
+                        errors[name] = str(exc)
+                    continue
+                yield snap
+        finally:
+            reads.close()
 
     def snapshots(
         self,
