@@ -4,11 +4,14 @@ Walking a snapshot reads its trees one blob, one request, at a time: on an objec
 is a round trip per directory, and a restore in several processes pays it in every process.
 :func:`prefetch_trees` reads the trees under a root level by level: each level's tree blobs,
 grouped by pack, in one ranged read per run of blobs that lie close together, several reads in
-flight; every blob is authenticated and checked against its id
-(:meth:`~safehold.repo.repository.Repository.open_blob`). The plain trees go into the
-repository's ``tree_cache``, where :meth:`~safehold.repo.repository.Repository.load_tree`
-finds them (a forked restore's parts inherit it). A blob that cannot be read is left out: its
-walk reads it as before and reports it there.
+flight; a later level's run that lies within bytes an earlier level read is taken from them
+(a pack of trees holds the children before their parent: the root's read, from the pack's
+start, often holds every tree, and the pack is read once); every blob is authenticated and
+checked against its id (:meth:`~safehold.repo.repository.Repository.open_blob`). The plain
+trees go into the repository's ``tree_cache``, where
+:meth:`~safehold.repo.repository.Repository.load_tree` finds them (a forked restore's parts
+inherit it). A blob that cannot be read is left out: its walk reads it as before and reports
+it there.
 
 The cache holds at most ``budget`` bytes of plain trees (about 200 bytes per file); beyond it
 the rest is read as before.

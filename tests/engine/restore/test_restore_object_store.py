@@ -103,7 +103,7 @@ def test_a_damaged_pack_is_reported_with_its_file(
     node = next(
         n for n in reopened.load_tree(_subtree(reopened, snap)) if n["name"] == "random.bin"
     )
-    # a chunk of the big file that the child (part 1) writes: shared out by chunk id
+    # a chunk of the big file, whichever part writes it (the parts share its packs)
     chunk = next(bytes.fromhex(c) for c in node["content"] if bytes.fromhex(c)[0] % 2 == 1)
     loc = reopened.index.lookup(chunk)
     assert loc is not None

@@ -66,7 +66,7 @@ class FileWriter(RestoreState):
 
         A hard link whose first name is selected waits for
         :meth:`~safehold.engine.restore.finish.Restore.finish`. With several
-        processes, the chunks of a file of several chunks are shared out by chunk id, and
+        processes, the chunks of a file of several chunks are shared out by stripe, and
         part 0 sets its size and metadata once every part is done (one step more than its
         chunks, so that no part counts it complete). Otherwise the file is this part's or
         not; a file of one chunk is created by the worker that writes it, a larger or empty
