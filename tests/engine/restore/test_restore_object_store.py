@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,3 +242,43 @@ def test_the_parts_read_each_pack_once_in_one_request(
     assert len(reads) - len(data_reads) == len(tree_packs), reads
     downloaded = sum(r[1] for r in reads)
     assert downloaded <= packs, f"{downloaded} bytes read for {packs} bytes of packs"
+
+
+def test_a_part_killed_while_it_downloads_a_pack_fails_the_restore_and_a_rerun_finishes_it(
+    s3_store: RunningStore,
+    s3_url: str,
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    same_tree: Callable[..., None],
+) -> None:
+    """A part that owns whole packs and dies reading one (the OOM killer, say) must not
+    leave a restore that looks complete: it fails with which part died, and the next run
+    into the same target restores what is missing. (Packs of 64 KiB: dozens, so part 1
+    surely owns some.)"""
+    config = Config.new(chunker=SMALL_CHUNKER, pack_size=64 * 1024)
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    snap = backup_paths(
+        Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(source)], BackupOptions()
+    ).snapshot
+    storage.close()
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    reopened = Repository.open(storage, PASSWORD)
+    assert len(list(storage.list("data/"))) > 20
+    parent = os.getpid()
+    real = S3Storage.get
+
+    def get(self: S3Storage, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if os.getpid() != parent and name.startswith("data/"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, name, offset, length)
+
+    monkeypatch.setattr(S3Storage, "get", get)
+    out = tmp_path / "out"
+    with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
+        restore_snapshot(reopened, snap, str(out), RestoreOptions(processes=2))
+    monkeypatch.undo()
+    result = restore_snapshot(reopened, snap, str(out))
+    storage.close()
+    assert result.errors == []
+    same_tree(source, out / "src")
