@@ -1,5 +1,6 @@
-"""Trees read ahead (safehold.repo.prefetch): every tree under the root in a few ranged reads,
-checked like any blob; a damaged one left to the walk, which reports it; a budget honoured."""
+"""Trees read ahead (safehold.repo.prefetch): every tree under the root in a few ranged reads
+(a pack of trees read once for every level), checked like any blob; a damaged one left to
+the walk, which reports it; a budget honoured."""
 
 from __future__ import annotations
 
@@ -77,6 +78,22 @@ def test_every_tree_is_read_ahead_in_few_requests(repo: Repository, snap: Snapsh
     storage.gets = 0
     assert _trees(repo, snap.tree) == trees
     assert storage.gets == 0  # the walk reads none again
+
+
+def test_a_pack_of_trees_is_read_once_for_every_level(repo: Repository, snap: Snapshot) -> None:
+    """Four levels of trees in one pack (the children before their parent, the root last):
+    one request, from the pack's start (its prefix comes with it), serves every level; the
+    repository is opened anew, so no pack's key is known beforehand."""
+    packs = {loc.pack for _, loc in repo.index.items() if loc.type == BLOB_TREE}
+    assert len(packs) == 1
+    trees = _trees(repo, snap.tree)
+    reopened = Repository.open(repo.storage, PASSWORD)
+    storage = reopened.storage
+    assert isinstance(storage, _Counting)
+    storage.gets = 0
+    assert prefetch_trees(reopened, snap.tree) == len(trees)
+    assert storage.gets == 1
+    assert set(reopened.tree_cache) == trees
 
 
 def test_a_damaged_tree_is_left_to_the_walk_which_reports_it(

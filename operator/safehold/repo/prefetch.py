@@ -4,11 +4,14 @@ Walking a snapshot reads its trees one blob, one request, at a time: on an objec
 is a round trip per directory, and a restore in several processes pays it in every process.
 :func:`prefetch_trees` reads the trees under a root level by level: each level's tree blobs,
 grouped by pack, in one ranged read per run of blobs that lie close together, several reads in
-flight; every blob is authenticated and checked against its id
-(:meth:`~safehold.repo.repository.Repository.open_blob`). The plain trees go into the
-repository's ``tree_cache``, where :meth:`~safehold.repo.repository.Repository.load_tree`
-finds them (a forked restore's parts inherit it). A blob that cannot be read is left out: its
-walk reads it as before and reports it there.
+flight; a later level's run that lies within bytes an earlier level read is taken from them
+(a pack of trees holds the children before their parent: the root's read, from the pack's
+start, often holds every tree, and the pack is read once); every blob is authenticated and
+checked against its id (:meth:`~safehold.repo.repository.Repository.open_blob`). The plain
+trees go into the repository's ``tree_cache``, where
+:meth:`~safehold.repo.repository.Repository.load_tree` finds them (a forked restore's parts
+inherit it). A blob that cannot be read is left out: its walk reads it as before and reports
+it there.
 
 The cache holds at most ``budget`` bytes of plain trees (about 200 bytes per file); beyond it
 the rest is read as before.
@@ -36,6 +39,10 @@ BUDGET = 64 * 1024 * 1024
 #: per read.
 _GAP = 1024 * 1024
 _MAX_READ = 8 * 1024 * 1024
+#: The bytes of each pack read so far, by pack: a later level's run that lies within them is
+#: taken from there, not read again (a tree pack holds the children before their parent, so
+#: the read for the root, from the pack's start, often holds every tree below it).
+_Held = dict[str, tuple[int, bytes]]
 _THREADS = 8
 
 _Wanted = tuple[bytes, BlobLocation]
@@ -45,6 +52,7 @@ def prefetch_trees(repo: Repository, root: str, budget: int = BUDGET) -> int:
     """Read the trees under ``root`` (itself included) into ``repo.tree_cache``, until it
     holds ``budget`` bytes; return how many trees were read."""
     level, read, held = [root], 0, sum(map(len, repo.tree_cache.values()))
+    spans: _Held = {}
     with ThreadPoolExecutor(_THREADS, thread_name_prefix="tree-prefetch") as pool:
         while level and held < budget:
             wanted: list[_Wanted] = []
@@ -53,7 +61,7 @@ def prefetch_trees(repo: Repository, root: str, budget: int = BUDGET) -> int:
                 if loc is not None and loc.type == BLOB_TREE and tree not in repo.tree_cache:
                     wanted.append((bytes.fromhex(tree), loc))
             level = []
-            for found in pool.map(lambda run: _read_run(repo, run), _runs(wanted)):
+            for found in pool.map(lambda run: _read_run(repo, run, spans), _runs(wanted)):
                 for blob_id, data in found:
                     tree = blob_id.hex()
                     try:
@@ -88,17 +96,28 @@ def _runs(wanted: list[_Wanted]) -> Iterator[list[_Wanted]]:
             yield run
 
 
-def _read_run(repo: Repository, run: list[_Wanted]) -> list[tuple[bytes, bytes]]:
-    """The plain trees of one run; those that cannot be read or opened are left out."""
+def _read_run(repo: Repository, run: list[_Wanted], spans: _Held) -> list[tuple[bytes, bytes]]:
+    """The plain trees of one run; those that cannot be read or opened are left out. A pack
+    is read from its start when the run begins within :data:`_GAP` of it: its prefix (format
+    version 2: its subkey) comes in the same request, not one of its own."""
     first, last = run[0][1], run[-1][1]
-    start = first.offset
-    try:
-        data = repo.storage.get(
-            layout.pack_object_name(first.pack), start, last.offset + last.stored - start
-        )
-    except StorageError:
-        return []
+    end = last.offset + last.stored
+    span = spans.get(first.pack)
+    if span is not None and span[0] <= first.offset and end <= span[0] + len(span[1]):
+        start, data = span
+    else:
+        start = 0 if first.offset <= _GAP else first.offset
+        try:
+            data = repo.storage.get(layout.pack_object_name(first.pack), start, end - start)
+        except StorageError:
+            return []
+        spans[first.pack] = (start, data)
     view = memoryview(data)
+    if start == 0:
+        try:  # the pack's key from the prefix at hand
+            repo.pack_aead(first.pack, view)
+        except CorruptObject:
+            return []
     out: list[tuple[bytes, bytes]] = []
     for blob_id, loc in run:
         sealed = view[loc.offset - start : loc.offset - start + loc.stored]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
 from safehold.engine.restore.parts import PartFailed
-from safehold.repo import Config, Repository, Snapshot, pack_object_name
+from safehold.repo import BLOB_TREE, Config, Repository, Snapshot, pack_object_name
 from safehold.storage import Storage, StorageError, open_storage
 from safehold.storage.base import innermost
 from safehold.storage.providers.s3 import S3Storage
@@ -103,7 +104,7 @@ def test_a_damaged_pack_is_reported_with_its_file(
     node = next(
         n for n in reopened.load_tree(_subtree(reopened, snap)) if n["name"] == "random.bin"
     )
-    # a chunk of the big file that the child (part 1) writes: shared out by chunk id
+    # a chunk of the big file, whichever part writes it (the parts share its packs)
     chunk = next(bytes.fromhex(c) for c in node["content"] if bytes.fromhex(c)[0] % 2 == 1)
     loc = reopened.index.lookup(chunk)
     assert loc is not None
@@ -194,23 +195,26 @@ class _Ranges(ForwardingStorage):
         data = super().get(name, offset, length)
         if name.startswith("data/"):
             with self.log.open("a") as f:
-                f.write(json.dumps([os.getpid(), len(data)]) + "\n")
+                f.write(json.dumps([os.getpid(), len(data), name[-6:], offset]) + "\n")
         return data
 
 
-def test_the_parts_read_each_their_own_small_files_not_the_whole_pack(
+def test_the_parts_read_each_pack_once_in_one_request(
     s3_store: RunningStore, s3_url: str, tmp_path: Path, same_tree: Callable[..., None]
 ) -> None:
-    """Small files are owned by where their chunk lies: the two parts together download
-    about the packs' size, not twice it (owned by directory runs, their blobs alternated
-    within a pack and each part's reads spanned the other's)."""
+    """What a bill shows: a restore in two processes sends one GET per pack of data and one
+    per pack of trees, and downloads no more than the packs hold. Small files are owned
+    by the pack their chunk lies in, and a pack is read whole, once, by its part (owned by
+    directory runs, their blobs alternated within a pack and each part's reads spanned the
+    other's: twice the bytes; in batches of 5,000 files, reads of 4 MiB and 1,024 blobs, a
+    pack took many GETs)."""
     src = tmp_path / "many"
     for d in range(4):
         (src / f"d{d}").mkdir(parents=True)
         for i in range(600):
             (src / f"d{d}" / f"f{i:03d}").write_bytes(os.urandom(200 + (i * 37) % 7800))
-    # one pack of ~10 MB: stripes of 4 MiB share it between the parts
-    config = Config.new(chunker=SMALL_CHUNKER, pack_size=16 * 1024 * 1024)
+    # ~10 MB of files in packs of ~2 MiB: both parts have packs to read
+    config = Config.new(chunker=SMALL_CHUNKER, pack_size=2 * 1024 * 1024)
     storage = open_storage(s3_url, s3_store.options, wrap=True)
     snap = backup_paths(
         Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(src)], BackupOptions()
@@ -219,7 +223,8 @@ def test_the_parts_read_each_their_own_small_files_not_the_whole_pack(
 
     storage = open_storage(s3_url, s3_store.options, wrap=True)
     repo = Repository.open(storage, PASSWORD)
-    packs = sum(info.size for info in storage.list("data/"))
+    infos = list(storage.list("data/"))
+    packs = sum(info.size for info in infos)
     log = tmp_path / "ranges.jsonl"
     repo.storage = _Ranges(repo.storage, log)
     result = restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
@@ -228,6 +233,52 @@ def test_the_parts_read_each_their_own_small_files_not_the_whole_pack(
     assert result.processes == 2
     same_tree(src, tmp_path / "out" / "many")
     reads = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len({pid for pid, _ in reads}) == 2, "both processes read packs"
-    downloaded = sum(size for _, size in reads)
-    assert downloaded <= 1.15 * packs, f"{downloaded} bytes read for {packs} bytes of packs"
+    assert len({r[0] for r in reads}) == 2, "both processes read packs"
+    tree_packs = {loc.pack[-6:] for _, loc in repo.index.items() if loc.type == BLOB_TREE}
+    data_reads = [r for r in reads if r[2] not in tree_packs]
+    data_packs = len(infos) - len(tree_packs)
+    assert len(data_reads) == data_packs, f"{data_reads}: GETs for {data_packs} data packs"
+    # the trees: their pack read once, from its start (the root lies last), for every level
+    assert len(reads) - len(data_reads) == len(tree_packs), reads
+    downloaded = sum(r[1] for r in reads)
+    assert downloaded <= packs, f"{downloaded} bytes read for {packs} bytes of packs"
+
+
+def test_a_part_killed_while_it_downloads_a_pack_fails_the_restore_and_a_rerun_finishes_it(
+    s3_store: RunningStore,
+    s3_url: str,
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    same_tree: Callable[..., None],
+) -> None:
+    """A part that owns whole packs and dies reading one (the OOM killer, say) must not
+    leave a restore that looks complete: it fails with which part died, and the next run
+    into the same target restores what is missing. (Packs of 64 KiB: dozens, so part 1
+    surely owns some.)"""
+    config = Config.new(chunker=SMALL_CHUNKER, pack_size=64 * 1024)
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    snap = backup_paths(
+        Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(source)], BackupOptions()
+    ).snapshot
+    storage.close()
+    storage = open_storage(s3_url, s3_store.options, wrap=True)
+    reopened = Repository.open(storage, PASSWORD)
+    assert len(list(storage.list("data/"))) > 20
+    parent = os.getpid()
+    real = S3Storage.get
+
+    def get(self: S3Storage, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if os.getpid() != parent and name.startswith("data/"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, name, offset, length)
+
+    monkeypatch.setattr(S3Storage, "get", get)
+    out = tmp_path / "out"
+    with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
+        restore_snapshot(reopened, snap, str(out), RestoreOptions(processes=2))
+    monkeypatch.undo()
+    result = restore_snapshot(reopened, snap, str(out))
+    storage.close()
+    assert result.errors == []
+    same_tree(source, out / "src")

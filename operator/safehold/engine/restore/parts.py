@@ -10,9 +10,10 @@ decided without talking to the others:
   :data:`FILES_PER_OWNER` entries of a directory alternate between parts), so two processes
   seldom create files in one directory at the same time; from an object store a file of one
   chunk belongs instead to the part that owns its chunk's stripe of the pack (as below), so
-  that each part downloads only its own share of a pack;
-- the chunks of a file of several chunks are shared out by chunk id, so a big file is written
-  by all processes and a chunk that several files share is read once;
+  that each pack is downloaded by one part, once;
+- the chunks of a file of several chunks are shared out by where they lie, in stripes of their
+  pack (4 MiB of a local repository's, the whole pack of an object store's), so a big file is
+  written by all processes and a chunk that several files share is read once;
 - directories are created by whichever process comes first; part 0, this process, sets their
   metadata, and that of every file of several chunks, after the others have finished
   (a file's metadata marks it complete, see :mod:`safehold.engine.restore.write`).

@@ -29,15 +29,24 @@ __all__ = ["MAX_READ", "Batch", "Dir", "PendingFile", "RestoreState"]
 MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers share a pack
 _MIN_READ = 1024 * 1024
 #: Reads in flight (shared out between the parts): a local disk answers at once, an object
-#: store after a round trip, so more wait at a time (SeaweedFS, two parts: 16 in all 1.62 s,
-#: 8 in all 1.81 s; issue 19 in docs/performance.md).
+#: store after a round trip, so more wait at a time. With reads of 4 MiB, 16 in all beat 8
+#: (SeaweedFS, two parts: 1.62 s against 1.81 s); with reads of whole packs 8 are as fast
+#: (mixed set 1.31 s against 1.34 s, small files 9.6 s against 9.3 s, same GETs) and hold
+#: 4 packs less per part in memory (session 9 in docs/performance.md).
 _FETCHERS_LOCAL = 4
-_FETCHERS_REMOTE = 16
-#: Blobs one read asks for at most: from a local repository few, so that the small files of a
-#: pack are written by several workers; from an object store as many as ``MAX_READ`` holds,
-#: since every request is a round trip (and is billed): 217 -> 87 requests for the bench data.
+_FETCHERS_REMOTE = 8
+#: Blobs one read asks for at most, from a local repository: few, so that the small files of
+#: a pack are written by several workers. From an object store there is no such cap: a read
+#: takes every needed blob of its range (the whole pack, when all of it is needed), since
+#: every request is a round trip and is billed (session 9 in docs/performance.md).
 _MAX_GROUP_LOCAL = 48
-_MAX_GROUP_REMOTE = 1024
+_MAX_GROUP_REMOTE = 1 << 30
+#: Files and chunk uses planned before a batch's reads start. Reads never span two batches,
+#: so from an object store a batch is large: with batches of 5,000 files every pack the
+#: 100,000 small files lie in was read in several pieces (179 GETs, 116 MB downloaded for
+#: 80 MB of packs; with these 21 GETs, 80 MB). Memory: a pending file is ~200 bytes.
+BATCH_FILES_LOCAL, BATCH_BLOBS_LOCAL = 5000, 20000
+BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE = 100_000, 200_000
 #: Opens a file this restore wrote to set its metadata (never blocks, never follows).
 _META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -152,9 +161,16 @@ class RestoreState:
         self.limit = fetchers + workers
         # With parts, each reads less at a time from a local repository, so that their
         # buffers together take about what one process's take (measured: no slower, 20 MB
-        # less memory with two); from an object store a request costs a round trip.
-        self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else MAX_READ
+        # less memory with two). From an object store a read takes up to a whole pack (a
+        # request is a round trip; a pack ends with the blob that takes it past its size),
+        # and the parts own a pack's chunks in stripes of that size: each pack is read
+        # once, by one part, in one request.
+        pack_read = max(MAX_READ, repo.config.pack_size + repo.config.chunker.max_size)
+        self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else pack_read
+        self.stripe = MAX_READ if local else pack_read
         self.max_group = _MAX_GROUP_LOCAL if local else _MAX_GROUP_REMOTE
+        self.batch_files_max = BATCH_FILES_LOCAL if local else BATCH_FILES_REMOTE
+        self.batch_blobs_max = BATCH_BLOBS_LOCAL if local else BATCH_BLOBS_REMOTE
         #: From an object store, parts own one-chunk files by where their chunk lies (the
         #: stripes of FileWriter._owner), so that each reads only its own share of a pack;
         #: owned by runs of a directory's entries, their blobs alternate within a pack and

@@ -33,12 +33,12 @@ from safehold.storage import StorageError
 
 __all__ = ["FileWriter"]
 
-_BATCH_BLOBS = 20000
-_BATCH_FILES = 5000
 _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing another request
+#: A read whose first blob lies this close to the pack's start begins at byte 0: the pack's
+#: prefix (format version 2: its subkey) comes with it, not in a request of its own.
+_HEAD = 64 * 1024
 _MAX_GROUP = 48  # blobs per read by default (state.py's tuning decides)
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
-_STRIPE = 4 * 1024 * 1024  # the parts share out a pack's chunks of shared files in stripes
 _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
 _Blob = tuple[bytes, int, int, int, int, int]
@@ -66,7 +66,7 @@ class FileWriter(RestoreState):
 
         A hard link whose first name is selected waits for
         :meth:`~safehold.engine.restore.finish.Restore.finish`. With several
-        processes, the chunks of a file of several chunks are shared out by chunk id, and
+        processes, the chunks of a file of several chunks are shared out by stripe, and
         part 0 sets its size and metadata once every part is done (one step more than its
         chunks, so that no part counts it complete). Otherwise the file is this part's or
         not; a file of one chunk is created by the worker that writes it, a larger or empty
@@ -184,8 +184,8 @@ class FileWriter(RestoreState):
             batch.dirs.append(where)
         self.batch_files.append(pending)
         if (
-            self.plan_uses >= _BATCH_BLOBS
-            or len(self.batch_files) >= _BATCH_FILES
+            self.plan_uses >= self.batch_blobs_max
+            or len(self.batch_files) >= self.batch_files_max
             or len(batch.dirs) >= self.batch_dirs
         ):
             self.run_batch()
@@ -193,13 +193,14 @@ class FileWriter(RestoreState):
     # ------------------------------------------------------------ data
     def _owner(self, blob_id: bytes, nparts: int) -> int:
         """The part that reads and writes a chunk of a file the parts share: by where the
-        chunk lies, in stripes of :data:`_STRIPE` bytes of its pack, so that a part's chunks
-        of a pack lie together and it reads them in few requests (shared out by chunk id,
-        neighbours alternated between parts, and each part read every other chunk). A chunk
-        that several files share is still read by one part."""
+        chunk lies, in stripes of ``self.stripe`` bytes of its pack (from an object store a
+        whole pack), so that a part's chunks of a pack lie together and it reads them in few
+        requests (shared out by chunk id, neighbours alternated between parts, and each part
+        read every other chunk). A chunk that several files share is still read by one
+        part."""
         loc = self.repo.index.lookup(blob_id)
         assert loc is not None  # the caller checked
-        return (int(loc.pack[:8], 16) + loc.offset // _STRIPE) % nparts
+        return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
 
     def run_batch(self) -> None:
         """Submit the planned chunks, pack by pack, to the pool.
@@ -280,10 +281,12 @@ class FileWriter(RestoreState):
     ) -> None:
         """Stage one: read a group's byte range, then hand it to a worker (stage two)."""
         start = group[0][3]
+        if start <= _HEAD:
+            start = 0
         end = group[-1][3] + group[-1][4]
         try:
             data = self.repo.storage.get(pack_object_name(pack), start, end - start)
-            self.pool.submit(self._write_group, pack, group, plan, memoryview(data), batch)
+            self.pool.submit(self._write_group, pack, group, plan, memoryview(data), start, batch)
         except StorageError as exc:
             for blob_id, *_ in group:
                 self._fail(plan[blob_id], f"pack {pack} cannot be read: {exc}")
@@ -297,11 +300,13 @@ class FileWriter(RestoreState):
         group: list[_Blob],
         plan: dict[bytes, list[tuple[PendingFile, int]]],
         data: memoryview,
+        start: int,
         batch: Batch,
     ) -> None:
-        """Stage two: authenticate, decode, check and write a group's chunks."""
+        """Stage two: authenticate, decode, check and write a group's chunks (``data``
+        begins at byte ``start`` of the pack)."""
         try:
-            self._write_chunks(pack, group, plan, data, group[0][3])
+            self._write_chunks(pack, group, plan, data, start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
             self._group_done(batch, exc)
         else:
