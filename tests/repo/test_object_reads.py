@@ -24,23 +24,26 @@ PASSWORD = "index reads password"
 OBJECTS = 12
 
 
-class _SlowIndexReads(ForwardingStorage):
-    """An object store's round trip for index objects (fault injection: 20 ms each), with a
-    record of when reads started and how many were in flight at once."""
+class _SlowReads(ForwardingStorage):
+    """An object store's round trip for the objects under ``prefix`` (fault injection: 20 ms
+    each), with a record of when reads started and how many were in flight at once."""
 
-    def __init__(self, inner: Storage, events: list[str], gone: str = "") -> None:
+    def __init__(
+        self, inner: Storage, events: list[str], gone: str = "", prefix: str = "index/"
+    ) -> None:
         super().__init__(inner)
         self.events = events
         self.gone = gone
+        self.prefix = prefix
         self.in_flight = 0
         self.most = 0
         self.lock = threading.Lock()
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        if not name.startswith("index/"):
+        if not name.startswith(self.prefix):
             return super().get(name, offset, length)
         with self.lock:
-            self.events.append("index read")
+            self.events.append(f"{self.prefix.rstrip('/')} read")
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         try:
@@ -84,7 +87,7 @@ def test_index_objects_are_read_while_the_key_is_derived_and_in_parallel(
             events.append("derive ends")
 
     monkeypatch.setattr(repository_module, "unseal_key", recorded_unseal)
-    storage = _SlowIndexReads(open_storage(root.as_uri()), events)
+    storage = _SlowReads(open_storage(root.as_uri()), events)
     repo = Repository.open(storage, PASSWORD)
     assert events.index("index read") < events.index("derive ends")
     assert storage.most >= 2
@@ -102,7 +105,7 @@ def test_an_index_object_gone_since_the_listing_is_left_out(
 ) -> None:
     root, _, names = written
     gone = names[3]
-    storage = _SlowIndexReads(open_storage(root.as_uri()), [], gone=gone)
+    storage = _SlowReads(open_storage(root.as_uri()), [], gone=gone)
     repo = Repository.open(storage, PASSWORD)
     assert len(repo.index_load.loaded) == OBJECTS - 1
     assert gone.removeprefix("index/") not in repo.index_load.loaded
@@ -115,29 +118,8 @@ def test_a_wrong_password_leaves_no_read_running(
 ) -> None:
     root, _, _ = written
     with pytest.raises(repository_module.WrongPassword):
-        Repository.open(_SlowIndexReads(open_storage(root.as_uri()), []), "not the password")
+        Repository.open(_SlowReads(open_storage(root.as_uri()), []), "not the password")
     assert not [t for t in threading.enumerate() if t.name.startswith("object-reads")]
-
-
-class _SlowSnapshotReads(ForwardingStorage):
-    def __init__(self, inner: Storage) -> None:
-        super().__init__(inner)
-        self.in_flight = 0
-        self.most = 0
-        self.lock = threading.Lock()
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        if not name.startswith("snapshots/"):
-            return super().get(name, offset, length)
-        with self.lock:
-            self.in_flight += 1
-            self.most = max(self.most, self.in_flight)
-        try:
-            time.sleep(0.02)
-            return super().get(name, offset, length)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
 
 
 def test_snapshots_are_read_in_parallel_and_an_early_stop_leaves_no_thread(
@@ -150,7 +132,7 @@ def test_snapshots_are_read_in_parallel_and_an_early_stop_leaves_no_thread(
     (src / "f").write_text("some data")
     for i in range(10):
         backup_paths(repo, [str(src)], BackupOptions(source=f"s{i}", processes=1))
-    storage = _SlowSnapshotReads(open_storage(root.as_uri()))
+    storage = _SlowReads(open_storage(root.as_uri()), [], prefix="snapshots/")
     opened = Repository.open(storage, PASSWORD, load_index=False)
     assert sorted(s.source for s in opened.snapshots()) == sorted(f"s{i}" for i in range(10))
     assert storage.most >= 2
