@@ -18,7 +18,7 @@ import pytest
 
 from safehold.cli.output import MAX_SUMMARY
 from safehold.engine import BackupOptions, backup_paths
-from safehold.repo import Repository, RepositoryLock
+from safehold.repo import Repository, RepositoryLock, RepositoryNotFound
 from safehold.repo.crypto import AAD_LOCK, seal
 from safehold.storage import open_storage
 
@@ -126,3 +126,37 @@ def test_the_locks_and_the_age_of_the_oldest(run: Run, tmp_path: Path) -> None:
     assert doc["locks"] == 1
     assert 7200 <= doc["oldest_lock_age_seconds"] < 7300
     assert _summary(run("repo", "unlock", "--json"))["remaining"] == 1  # not stale
+
+
+def test_a_repository_created_during_the_site_check_is_reported_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The recovery-site check (``--allow-empty``) reads the config, finds none, then lists
+    the location. A ``repo init`` landing between the two must not make the location look
+    like leftovers without a repository: the check reads the config again and reports the
+    repository (seen in CI: a BackupLocation checked while ``repo init`` ran was held as
+    "holds objects (such as config) but no repository")."""
+    from safehold.cli import main
+
+    url = (tmp_path / "site").as_uri()
+    (tmp_path / "site").mkdir()
+    real = Repository.read_config
+    calls: list[int] = []
+
+    def init_after_the_first_read(storage: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the read finds nothing, then ``repo init`` lands
+            with pytest.raises(RepositoryNotFound):
+                real(storage)
+            Repository.init(open_storage(url), PASSWORD, kdf_n=2**14)
+            raise RepositoryNotFound(f"{url}: there is no repository here")
+        return real(storage)
+
+    monkeypatch.setattr(Repository, "read_config", staticmethod(init_after_the_first_read))
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    code = main(["repo", "info", "--allow-empty", "--repo", url, "--json"])
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0, doc
+    assert doc["empty"] is False
+    assert doc["snapshots"] == 0
+    assert len(calls) >= 2

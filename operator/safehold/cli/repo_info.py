@@ -134,11 +134,19 @@ def oldest_lock_age(repo: safehold.repo.Repository, locks: list[LockInfo], now: 
     return max(0, int((now - oldest).total_seconds()))
 
 
-def _empty(args: Namespace, out: Output, storage: Storage) -> int:
-    """``repo info --allow-empty`` where there is no config: reachable and empty is fine."""
+def _empty(args: Namespace, out: Output, storage: Storage) -> int | None:
+    """``repo info --allow-empty`` where there was no config: reachable and empty is fine.
+    None: a repository was created between the config read and the listing (``repo init``
+    or a replication running meanwhile), so the caller reports on it instead."""
     storage.check_reachable()  # a missing bucket or refused credentials fail here
     leftover = next(iter(storage.list("")), None)
     if leftover is not None:
+        try:
+            safehold.repo.Repository.read_config(storage)
+        except RepositoryNotFound:
+            pass
+        else:
+            return None
         raise RepositoryNotFound(
             f"{storage.location}: holds objects (such as {leftover.name}) but no repository "
             "config; it is not an empty location: check --repo, or use another prefix"
@@ -164,7 +172,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         try:
             safehold.repo.Repository.read_config(storage)
         except RepositoryNotFound:
-            return _empty(args, out, storage)
+            if (code := _empty(args, out, storage)) is not None:
+                return code
     repo = open_repo(args)
     packs = 0
     pack_bytes = 0
