@@ -11,6 +11,7 @@ import stat
 
 from safehold.engine.restore.parts import PartResult
 from safehold.engine.restore.safe_fs import clear
+from safehold.engine.restore.state import FileMeta
 from safehold.engine.restore.walk import TreeWalk
 from safehold.repo import Node
 
@@ -45,7 +46,7 @@ class Restore(TreeWalk):
             # its subdirectories came after it in the walk, so they are done: so is it
             del self.rel_fds[rel]
             try:
-                self._meta_fd(fd, path, node)
+                self._meta_fd(fd, path, FileMeta(node))
             finally:
                 os.close(fd)
         self._close_rel_fds()
@@ -76,7 +77,7 @@ class Restore(TreeWalk):
                 continue
             try:
                 os.ftruncate(fd, pending.size)  # a file ending in a hole, or all holes
-                self._meta_fd(fd, pending.path, pending.node)
+                self._meta_fd(fd, pending.path, pending.meta)
             except OSError as exc:
                 self._error(pending.path, f"cannot create file: {exc.strerror}")
                 continue

@@ -79,6 +79,23 @@ class Dir:
         self.batch: Batch | None = None
 
 
+class FileMeta:
+    """What setting a restored file's (or directory's) metadata takes from its node: the
+    node itself is ~1 KB once decoded, and a restore from an object store plans up to
+    100,000 files before its reads start, so pending files that kept their nodes held a
+    snapshot's worth of them (100 MB for 100,000 small files)."""
+
+    __slots__ = ("atime_ns", "gid", "mode", "mtime_ns", "sparse", "uid")
+
+    def __init__(self, node: Node) -> None:
+        self.mode = int(node.get("mode", 0o644)) & 0o7777
+        self.uid = int(node.get("uid", -1))
+        self.gid = int(node.get("gid", -1))
+        self.atime_ns = int(node.get("atime_ns", 0))
+        self.mtime_ns = int(node.get("mtime_ns", 0))
+        self.sparse = bool(node.get("sparse"))
+
+
 class PendingFile:
     """A file whose chunks are being written: the entry ``name`` of ``dir``. ``create``:
     the writer of its only chunk creates it (most files are one chunk: this moves their
@@ -88,9 +105,9 @@ class PendingFile:
         "create",
         "dir",
         "failed",
+        "meta",
         "meta_done",
         "name",
-        "node",
         "path",
         "remaining",
         "size",
@@ -101,7 +118,7 @@ class PendingFile:
         where: Dir,
         name: str,
         path: str,
-        node: Node,
+        meta: FileMeta,
         remaining: int,
         size: int,
         create: bool,
@@ -109,7 +126,7 @@ class PendingFile:
         self.dir = where
         self.name = name
         self.path = path
-        self.node = node
+        self.meta = meta
         self.remaining = remaining
         self.size = size
         self.create = create
@@ -213,13 +230,13 @@ class RestoreState:
         with self.lock:
             self.result.errors.append({"path": path, "error": message})
 
-    def _meta_fd(self, fd: int, path: str, node: Node) -> None:
+    def _meta_fd(self, fd: int, path: str, meta: FileMeta) -> None:
         """Owner, mode and times of a file or directory, through its own descriptor."""
         try:
             if self.owners:
-                os.fchown(fd, int(node.get("uid", -1)), int(node.get("gid", -1)))
-            os.fchmod(fd, int(node.get("mode", 0o644)) & 0o7777)
-            os.utime(fd, ns=(int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0))))
+                os.fchown(fd, meta.uid, meta.gid)
+            os.fchmod(fd, meta.mode)
+            os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
         except OSError as exc:
             self._error(path, f"metadata: {exc.strerror}")
 
@@ -246,7 +263,7 @@ class RestoreState:
             self._error(pending.path, f"metadata: {exc.strerror}")
             return
         try:
-            self._meta_fd(fd, pending.path, pending.node)
+            self._meta_fd(fd, pending.path, pending.meta)
         finally:
             os.close(fd)
 

@@ -25,7 +25,14 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from safehold.engine.restore.safe_fs import NEW_FILE_FLAGS, clear
-from safehold.engine.restore.state import MAX_READ, Batch, Dir, PendingFile, RestoreState
+from safehold.engine.restore.state import (
+    MAX_READ,
+    Batch,
+    Dir,
+    FileMeta,
+    PendingFile,
+    RestoreState,
+)
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
@@ -93,7 +100,7 @@ class FileWriter(RestoreState):
                 try:
                     os.ftruncate(fd, size)
                     if not count:
-                        self._meta_fd(fd, path, node)
+                        self._meta_fd(fd, path, FileMeta(node))
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -106,7 +113,7 @@ class FileWriter(RestoreState):
                 self.progress.files_done += 1
             self.progress.file("restored", path)
             return
-        pending = PendingFile(where, name, path, node, count + shared, size, count == 1)
+        pending = PendingFile(where, name, path, FileMeta(node), count + shared, size, count == 1)
         if shared and self.part == 0:
             self.deferred.append(pending)
         self._plan_chunks(pending, ids, shared)
@@ -385,25 +392,25 @@ class FileWriter(RestoreState):
         """Create a file of one chunk, write it and set its metadata through one file
         descriptor, in a worker (one lookup, in its directory's descriptor: a new entry,
         never anything that was there, a symlink least of all)."""
-        node = pending.node
-        mode = int(node.get("mode", 0o644)) & 0o7777
+        meta = pending.meta
+        mode = meta.mode
         fd = os.open(pending.name, NEW_FILE_FLAGS, mode & 0o777, dir_fd=pending.dir.fd)
         try:
             if zero:
                 os.ftruncate(fd, pending.size)
-            elif node.get("sparse"):
+            elif meta.sparse:
                 self._write_sparse(fd, plain, 0)
                 os.ftruncate(fd, pending.size)
             else:
                 os.write(fd, plain)
             try:
-                uid, gid = int(node.get("uid", -1)), int(node.get("gid", -1))
+                uid, gid = meta.uid, meta.gid
                 if self.owners and (self.chown_always or uid != self.euid or gid != self.egid):
                     os.fchown(fd, uid, gid)
                 # the mode open() gave (umask applied), unless chown cleared set-id bits
                 if mode != mode & 0o777 & ~self.umask:
                     os.fchmod(fd, mode)
-                os.utime(fd, ns=(int(node.get("atime_ns", 0)), int(node.get("mtime_ns", 0))))
+                os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
             except OSError as exc:
                 self._error(pending.path, f"metadata: {exc.strerror}")
             pending.meta_done = True
@@ -417,7 +424,7 @@ class FileWriter(RestoreState):
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | create
         fd = os.open(pending.name, flags, 0o600, dir_fd=pending.dir.fd)
         try:
-            if pending.node.get("sparse"):
+            if pending.meta.sparse:
                 self._write_sparse(fd, plain, offset)
             else:
                 os.pwrite(fd, plain, offset)
