@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 
 from safehold.engine import BackupOptions, backup_paths
-from safehold.repo import BLOB_TREE, ChunkerParams, Config, CorruptObject, Repository, Snapshot
-from safehold.repo.prefetch import prefetch_trees
+from safehold.repo import (
+    BLOB_TREE,
+    ChunkerParams,
+    Config,
+    CorruptObject,
+    Node,
+    Repository,
+    Snapshot,
+)
+from safehold.repo.prefetch import prefetch_trees, subtrees
+from safehold.repo.tree import encode_tree
 from safehold.storage import Storage, open_storage
 from safehold.storage.wrappers import ForwardingStorage
 
@@ -117,3 +126,20 @@ def test_the_budget_stops_the_read_ahead(repo: Repository, snap: Snapshot) -> No
     read = prefetch_trees(repo, snap.tree, budget=1)
     assert read == 1  # the root, then the budget is spent
     assert list(repo.tree_cache) == [snap.tree]
+
+
+def test_subtrees_are_found_in_the_bytes_and_never_in_a_name() -> None:
+    """The read-ahead finds subtree ids without decoding a tree: every directory's, and none
+    from a name or a link target that spells a subtree key (JSON escapes its quotes)."""
+    real, fake = "ab" * 32, "cd" * 32
+    trap = f'x,"subtree":"{fake}"'
+    nodes: list[Node] = [
+        {"name": "dir-b", "type": "dir", "mode": 0o755, "subtree": real},
+        {"name": "dir-a", "type": "dir", "mode": 0o755, "subtree": fake[::-1]},
+        {"name": trap, "type": "file", "mode": 0o644, "size": 0, "content": []},
+        {"name": "link", "type": "symlink", "mode": 0o777, "target": "{" + trap[2:]},
+    ]
+    data = encode_tree(nodes)
+    assert fake.encode() in data  # the trap is in the bytes
+    assert subtrees(data) == [fake[::-1], real]  # in the tree's (name) order
+    assert subtrees(encode_tree([])) == []
