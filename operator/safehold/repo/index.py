@@ -224,6 +224,11 @@ class Index:
     def packs(self) -> list[str]:
         return list(self._packs)
 
+    def pack_number(self, pack: str) -> int:
+        """The pack's place in the order the index met packs: the packs one backup wrote
+        have consecutive numbers (KeyError: a pack in no index)."""
+        return self._pack_numbers[pack]
+
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
         for blob_id, entry in list(self._blobs.items()):
             number, t, f, o, s, r = _fields(entry)

@@ -204,7 +204,7 @@ def test_the_parts_read_each_pack_once_in_one_request(
 ) -> None:
     """What a bill shows: a restore in two processes sends one GET per pack of data and one
     per pack of trees, and downloads no more than the packs hold; and what the clock shows:
-    the two parts read as many packs each, give or take one. Small files are owned
+    the two parts read about as many packs each. Small files are owned
     by the pack their chunk lies in, and a pack is read whole, once, by its part (owned by
     directory runs, their blobs alternated within a pack and each part's reads spanned the
     other's: twice the bytes; in batches of 5,000 files, reads of 4 MiB and 1,024 blobs, a
@@ -239,10 +239,11 @@ def test_the_parts_read_each_pack_once_in_one_request(
     data_reads = [r for r in reads if r[2] not in tree_packs]
     data_packs = len(infos) - len(tree_packs)
     assert len(data_reads) == data_packs, f"{data_reads}: GETs for {data_packs} data packs"
-    # the packs go to the parts in turn: neither waits on the other's share (by the pack's
-    # hash, one part once got 2 of 11 packs and the other 9)
+    # the parts take the packs in turn (by their number in the index, where a pack of trees
+    # may fall between two of data): neither waits long on the other (by the pack's hash,
+    # one part once got 2 of 11 packs and the other 9)
     per_part = [sum(1 for r in data_reads if r[0] == pid) for pid in {r[0] for r in reads}]
-    assert max(per_part) - min(per_part) <= 1, per_part
+    assert max(per_part) - min(per_part) <= 1 + len(tree_packs), per_part
     # the trees: their pack read once, from its start (the root lies last), for every level
     assert len(reads) - len(data_reads) == len(tree_packs), reads
     downloaded = sum(r[1] for r in reads)

@@ -193,8 +193,6 @@ class RestoreState:
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
-        #: From an object store, the part of each pack met so far (FileWriter._owner).
-        self.pack_turns: dict[str, int] | None = {} if self.own_by_stripe else None
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None

@@ -207,19 +207,16 @@ class FileWriter(RestoreState):
 
         From a local repository, by stripes of ``self.stripe`` bytes of its pack: a pack's
         stripes alternate between the parts. From an object store a pack is one stripe,
-        read whole, and the packs go to the parts in turn, in the order the walk first
-        needs them (every part walks the same entries in the same order, so all agree
-        without a word): by the pack's hash, a restore of 11 packs gave one part 2 and the
-        other 9, and took twice as long as a balanced one."""
+        read whole, and the parts take the packs in turn by their number in the index
+        (``Index.pack_number``: the packs a backup wrote have consecutive numbers, and every
+        part has the index it inherited, so all agree without a word, whatever each could
+        read of the trees): by the pack's hash, a restore of 11 packs gave one part 2 and
+        the other 9, and took twice as long as a balanced one."""
         loc = self.repo.index.lookup(blob_id)
         assert loc is not None  # the caller checked
-        turns = self.pack_turns
-        if turns is None:
-            return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
-        owner = turns.get(loc.pack)
-        if owner is None:
-            owner = turns[loc.pack] = len(turns) % nparts
-        return owner
+        if self.own_by_stripe:
+            return self.repo.index.pack_number(loc.pack) % nparts
+        return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
 
     def run_batch(self) -> None:
         """Submit the planned chunks, pack by pack, to the pool.
