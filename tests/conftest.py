@@ -8,5 +8,9 @@ suite runs do not each pay for it. Tests that check the real cost clear this var
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TEST_SAFEHOLD_SCRYPT_N", str(2**14))
+# The commands the tests run keep their local cache (docs/cli.md, "Local cache") in a
+# directory of this run's, never in the home directory of whoever runs the tests.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="safehold-tests-xdg-cache-")

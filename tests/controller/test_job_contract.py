@@ -1,11 +1,12 @@
 """The contract between a Job and the controller, proved with the real ``safehold`` command.
 
-Each command the operator runs is run here as its Job runs it (``--json --termination-log``),
-on real file repositories. What it wrote to the termination log, the pod's view of the
-result, must (1) parse as its model in ``safehold.api.summaries``, (2) carry every field that
-model declares (so the controller never reads a key the CLI stopped writing), and (3) become,
-through the controller's own readers, the status a user reads: the same numbers the CLI
-printed. Before this test, the controller's tests fed it hand-written summaries."""
+Each command the operator runs is run here as its Job runs it (``--no-cache --json
+--termination-log``), on real file repositories. What it wrote to the termination log, the
+pod's view of the result, must (1) parse as its model in ``safehold.api.summaries``, (2)
+carry every field that model declares (so the controller never reads a key the CLI stopped
+writing), and (3) become, through the controller's own readers, the status a user reads: the
+same numbers the CLI printed. Before this test, the controller's tests fed it hand-written
+summaries."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class Cli:
         log = self.tmp / "termination-log"
         log.unlink(missing_ok=True)
         done = subprocess.run(
-            [sys.executable, "-m", "safehold", *args, "--json", "--termination-log", str(log)],
+            [sys.executable, "-m", "safehold", *args,
+             "--no-cache", "--json", "--termination-log", str(log)],
             env=self.env, capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == code, done.stderr

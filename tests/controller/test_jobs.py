@@ -135,6 +135,7 @@ def test_secrets_only_by_reference_as_read_only_files() -> None:
     assert "addressing_style=path" in args
     assert "--json" in args
     assert "--termination-log" in args
+    assert "--no-cache" in args  # a new pod each run: a local cache would be thrown away
     assert {"name": "HOME", "value": "/tmp"} in container["env"]
 
 

@@ -314,7 +314,7 @@ def _show_check(check: RestoreCheck, out: Output, limit: int = 20) -> None:
 
 
 def verify(args: Namespace, out: Output) -> int:
-    repo = open_repo(args, load_index=False)
+    repo = open_repo(args, load_index=False, cache=False)  # checks storage, not copies
     with (
         safehold.repo.RepositoryLock(repo, exclusive=False, operation="verify"),
         out.progress("verify") as bar,

@@ -26,6 +26,7 @@ __all__ = [
     "OPTION_FILE_ALIASES",
     "UsageError",
     "bandwidth",
+    "cache_dir",
     "kib_per_second",
     "open_repo",
     "open_repo_storage",
@@ -248,14 +249,39 @@ def read_password(
     raise UsageError(f"no {what}: set {env}, or pass {flag} PATH (or set {file_env})")
 
 
-def open_repo(args: Namespace, *, load_index: bool = True) -> Repository:
+def cache_dir(args: Namespace, storage: Storage) -> Path | None:
+    """Where this command keeps its local cache of the repository's index, snapshots and
+    packs of trees (repo/local_cache.py, docs/cli.md "Local cache"); None: no cache.
+
+    ``--no-cache``, or a repository on a local file system (a copy would be as far away
+    as the original), has none. Else ``--cache-dir``, ``$SAFEHOLD_CACHE_DIR``,
+    ``$XDG_CACHE_HOME/safehold/repositories``, ``~/.cache/safehold/repositories``."""
+    if getattr(args, "no_cache", False) or storage.location.startswith("file:"):
+        return None
+    chosen = getattr(args, "cache_dir", None) or os.environ.get("SAFEHOLD_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "safehold" / "repositories"
+
+
+def open_repo(args: Namespace, *, load_index: bool = True, cache: bool = True) -> Repository:
+    """The repository of ``--repo``, opened with the password; ``cache``: with the local
+    cache (:func:`cache_dir`). The commands that check what storage holds (``verify``,
+    ``repair``) open it without: they must read the objects themselves, never a copy."""
     from safehold.repo import Repository  # (the crypto) not needed to parse arguments
 
     storage = open_repo_storage(args)
     # Read the config first: a missing or unsupported repository is reported before
     # anyone is asked for a password.
-    Repository.read_config(storage)
-    repo = Repository.open(storage, read_password(args), load_index=load_index)
+    config = Repository.read_config(storage)
+    repo = Repository.open(
+        storage,
+        read_password(args),
+        load_index=load_index,
+        cache_dir=cache_dir(args, storage) if cache else None,
+        config=config,
+    )
     OPENED.get([]).append(repo)
     return repo
 

@@ -137,6 +137,20 @@ def _common(json_output: bool = True) -> argparse.ArgumentParser:
         help="download (read from storage) at most KIB KiB/s, 1 KiB = 1024 bytes "
         "(default: $SAFEHOLD_LIMIT_DOWNLOAD, else unlimited)",
     )
+    p.add_argument(
+        "--cache-dir",
+        default=S,
+        metavar="DIR",
+        help="keep the local cache of index, snapshots and trees of repositories on object "
+        "storage in DIR (default: $SAFEHOLD_CACHE_DIR, else $XDG_CACHE_HOME/safehold/"
+        "repositories, else ~/.cache/safehold/repositories)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        default=S,
+        help="use no local cache: read everything from the repository, write nothing locally",
+    )
     if json_output:
         p.add_argument(
             "--json",

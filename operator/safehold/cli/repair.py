@@ -120,7 +120,7 @@ def _print_index(out: Output, r: IndexRepairReport) -> None:
 def repair_index(args: Namespace, out: Output) -> int:
     from safehold.engine.repair import repair_index as run
 
-    repo = open_repo(args, load_index=False)
+    repo = open_repo(args, load_index=False, cache=False)  # repairs storage, not copies
     with out.progress("repair index") as bar:
         report = _with_lock_wait(
             args,
@@ -193,7 +193,7 @@ def repair_snapshots(args: Namespace, out: Output) -> int:
 
     if args.dry_run and args.forget:
         args.forget = False  # a dry run removes nothing; it says what --forget would
-    repo = open_repo(args, load_index=False)
+    repo = open_repo(args, load_index=False, cache=False)  # repairs storage, not copies
     try:
         report = _with_lock_wait(
             args,

@@ -375,7 +375,9 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         **{k: label_value(v) for k, v in req.labels.items()},
     }
     volumes, mounts, options = _container_files(req)
-    args = [*req.args, *options, "--json", "--termination-log", TERMINATION_LOG]
+    # --no-cache: a Job's pod is new each run, so a local cache would be written and thrown
+    # away (and fill the pod's /tmp); docs/cli.md "Local cache".
+    args = [*req.args, *options, "--no-cache", "--json", "--termination-log", TERMINATION_LOG]
     container: dict[str, Any] = {
         "name": JOB_CONTAINER,
         "image": req.image,

@@ -186,6 +186,8 @@ class Index:
         self._blobs: dict[bytes, int] = {}
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
+        #: Numbers of the packs that hold a tree blob (trees have packs of their own).
+        self._tree_packs: set[int] = set()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -202,9 +204,13 @@ class Index:
                 self._packs.append(pack)
                 self._pack_numbers[pack] = number
             table = self._blobs
+            types = 0
             for blob_type, flags, offset, stored, raw, blob_id in blobs:
+                types |= 1 << blob_type
                 if blob_id not in table:
                     table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
+            if types & 1 << BLOB_TREE:
+                self._tree_packs.add(number)
 
     def add_file(self, index: IndexFile) -> None:
         for pack, blobs in index.packs.items():
@@ -223,6 +229,10 @@ class Index:
 
     def packs(self) -> list[str]:
         return list(self._packs)
+
+    def tree_packs(self) -> set[str]:
+        """The packs that hold a tree blob (the local cache keeps them)."""
+        return {self._packs[number] for number in self._tree_packs}
 
     def pack_number(self, pack: str) -> int:
         """The pack's place in the order the index met packs: the packs one backup wrote

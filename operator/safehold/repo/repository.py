@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -35,6 +36,7 @@ from safehold.repo.keys import (
     parse_key_object,
     unseal_key,
 )
+from safehold.repo.local_cache import LocalCache
 from safehold.repo.object_reads import ObjectReads
 from safehold.repo.pack import BLOB_TREE, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
@@ -84,6 +86,8 @@ class Repository(KeyRing):
         self.index_load = IndexLoad()
         #: Plain tree blobs read ahead, by tree id (:mod:`safehold.repo.prefetch`).
         self.tree_cache: dict[str, bytes] = {}
+        #: The local cache around the storage, when opened with one (repo/local_cache.py).
+        self.cache = storage if isinstance(storage, LocalCache) else None
 
     @property
     def location(self) -> str:
@@ -143,14 +147,26 @@ class Repository(KeyRing):
         return cls(storage, config, keys, key_name)
 
     @classmethod
-    def open(cls, storage: Storage, password: str, *, load_index: bool = True) -> Repository:
+    def open(
+        cls,
+        storage: Storage,
+        password: str,
+        *,
+        load_index: bool = True,
+        cache_dir: Path | None = None,
+        config: tuple[Config, bytes] | None = None,
+    ) -> Repository:
         """Open the repository with ``password``. The index objects are read in the
         background meanwhile (repo/object_reads.py): their round trips overlap the key's
-        derivation."""
-        config, data = cls.read_config(storage)
+        derivation. ``cache_dir``: keep a local cache of the objects every command reads
+        again in ``cache_dir/<repository id>`` (repo/local_cache.py). ``config``: the config
+        and its bytes when the caller has read them (:meth:`read_config`)."""
+        parsed, data = config or cls.read_config(storage)
+        if cache_dir is not None:
+            storage = LocalCache(storage, cache_dir / parsed.id)
         reads = ObjectReads(storage, layout.INDEX) if load_index else None
         try:
-            return cls._open(storage, password, config, data, reads)
+            return cls._open(storage, password, parsed, data, reads)
         finally:
             if reads is not None:
                 reads.close()
@@ -304,6 +320,8 @@ class Repository(KeyRing):
             log.warning("skipping damaged index object %s", message)
         self.index = index
         self.index_load = result
+        if self.cache is not None:
+            self.cache.keep_packs(index.tree_packs())
         return result
 
     def _read_index_object(self, name: str, digest: str, result: IndexLoad) -> IndexBody | None:

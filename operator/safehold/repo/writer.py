@@ -39,10 +39,11 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from safehold.repo import layout
 from safehold.repo.crypto import PackKey, seal_parts
 from safehold.repo.index import IndexFile
 from safehold.repo.locks import check_lock
-from safehold.repo.pack import EncodedBlob, PackBlob, Unsealed, pack_trailer
+from safehold.repo.pack import BLOB_TREE, EncodedBlob, PackBlob, Unsealed, pack_trailer
 from safehold.repo.repository import Repository
 
 __all__ = ["BlobWriter", "WriterStats"]
@@ -194,6 +195,9 @@ class BlobWriter:
             buf.close()
             size = len(data)
             pack = self.repo.save_object("data", data)
+            if self.repo.cache is not None and entries[0].type == BLOB_TREE:
+                # the next backup compares against these trees: keep them locally
+                self.repo.cache.remember(layout.pack_object_name(pack), data)
             del data
             self.repo.index.add_pack(pack, entries)
             with self._pending_lock:

@@ -1,0 +1,276 @@
+"""A local copy of the repository objects every command reads again: the local cache.
+
+On an object store, each command would otherwise download, every time, every index
+object (to open the repository), every snapshot object (to list or pick one) and the
+packs of trees of the parent snapshot (an incremental backup compares against them; a
+restore, ``ls`` and ``diff`` walk them). These objects are content-addressed (their name
+is hex(BLAKE3(bytes)), format section 3), so a copy is valid for as long as the object
+exists, and checking a copy against its name is cheap. :class:`LocalCache` is a storage
+wrapper around the repository's storage that serves ``get`` of those objects from a
+directory, and keeps what it downloads or what this process writes:
+
+* ``index/*`` and ``snapshots/*``: every one, by name;
+* packs of trees: the packs the loaded index says hold a tree blob
+  (:meth:`keep_packs`), and the packs of trees this process writes (:meth:`remember`).
+  A ranged read of such a pack downloads it whole, once, and serves ranges from the file.
+
+What keeps the copies right, and never lets the cache fail a command:
+
+* A copy is checked against its name before its first use in a process; a copy that does
+  not match is deleted and the object read from storage again.
+* Files are written to a temporary name and renamed: processes sharing a cache (two
+  commands, a restore's parts) never see half a file.
+* A listing of ``index/`` or ``snapshots/`` drops the copies of objects it no longer
+  shows (forgotten or pruned from another host); :meth:`keep_packs` drops packs that are
+  no longer packs of trees of the index; ``delete`` drops the copy of what it deletes.
+* A cache that cannot be written (a full disk, no permission) is left alone with one
+  warning: the command goes on reading storage.
+
+The copies are the stored objects, encrypted as in the repository. Layout:
+``<cache dir>/<repository id>/{index,snapshots,data}/<id>``, and a ``CACHEDIR.TAG`` in
+the cache directory so that backup tools skip it. docs/cli.md ("Local cache") describes
+where it is and when commands use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from safehold.repo import layout
+from safehold.repo.crypto import object_hash
+from safehold.storage import Storage
+from safehold.storage.base import ObjectInfo
+from safehold.storage.wrappers import ForwardingStorage
+
+__all__ = ["CACHEDIR_TAG", "LocalCache"]
+
+log = logging.getLogger(__name__)
+
+#: The Cache Directory Tagging Specification's file (https://bford.info/cachedir/).
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by safehold.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+#: The kinds kept, by the name prefix of their objects, as directories of the cache.
+_KINDS = {layout.INDEX: "index", layout.SNAPSHOTS: "snapshots", layout.DATA: "data"}
+#: Temporary files older than this are left by a killed process: removed.
+_STALE_TMP_SECONDS = 3600
+_TMP = ".tmp-"
+
+
+class LocalCache(ForwardingStorage):
+    """``inner`` (a repository's storage) with the objects named above kept in ``directory``
+    (the cache directory of this repository: ``<cache dir>/<repository id>``)."""
+
+    def __init__(self, inner: Storage, directory: Path) -> None:
+        super().__init__(inner)
+        self.directory = directory
+        #: Ids of the packs kept: the packs of trees (:meth:`keep_packs`, :meth:`remember`).
+        self._packs: set[str] = set()
+        #: Paths checked against their names in this process.
+        self._checked: set[str] = set()
+        #: One download per object at a time: the others wait for its copy.
+        self._downloads: dict[str, threading.Lock] = {}
+        self._downloads_lock = threading.Lock()
+        self._writable = True
+        self._setup()
+
+    def _setup(self) -> None:
+        try:
+            # encrypted copies, yet nobody else's business: the user's alone, as restic's
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for kind in _KINDS.values():
+                (self.directory / kind).mkdir(mode=0o700, parents=True, exist_ok=True)
+            tag = self.directory.parent / "CACHEDIR.TAG"
+            if not tag.exists():
+                self._write(tag, CACHEDIR_TAG.encode())
+        except OSError as exc:
+            self._unwritable(exc)
+
+    def _unwritable(self, exc: OSError) -> None:
+        if self._writable:
+            self._writable = False
+            log.warning(
+                "the local cache %s cannot be written (%s); going on without it",
+                self.directory,
+                exc.strerror or exc,
+            )
+
+    # ------------------------------------------------------------ which objects
+    def _path(self, name: str) -> Path | None:
+        """The copy's path when ``name`` is kept here, else None."""
+        for prefix, kind in _KINDS.items():
+            if name.startswith(prefix):
+                object_id = layout.object_id(name)
+                if kind == "data" and object_id not in self._packs:
+                    return None
+                return self.directory / kind / object_id
+        return None
+
+    def keep_packs(self, packs: Iterable[str]) -> None:
+        """Keep these packs (the packs of trees of the index just loaded) from now on, and
+        drop the copies of packs not among them (pruned, or no longer in the index)."""
+        self._packs = set(packs)
+        self._sweep(self.directory / "data", self._packs)
+
+    def remember(self, name: str, data: bytes) -> None:
+        """Keep a pack this process has just written (a pack of trees): the next backup
+        compares against its trees without downloading it."""
+        self._packs.add(layout.object_id(name))
+        path = self._path(name)
+        if path is not None:
+            self._store(path, data)
+
+    # ------------------------------------------------------------ storage operations
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        if path is None or not self._writable:
+            return self.inner.get(name, offset, length)
+        data = self._read(path, offset, length)
+        if data is not None:
+            return data
+        lock = self._download_lock(name)
+        with lock:
+            data = self._read(path, offset, length)  # another thread's download
+            if data is None:
+                whole = self.inner.get(name)
+                self._store(path, whole)
+                end = len(whole) if length is None else offset + length
+                data = whole if offset == 0 and end >= len(whole) else whole[offset:end]
+        with self._downloads_lock:
+            self._downloads.pop(name, None)
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        self.inner.put(name, data)
+        self._keep_written(name, data)
+
+    def create(self, name: str, data: bytes) -> None:
+        self.inner.create(name, data)
+        self._keep_written(name, data)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+        path = self._path(name)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self._checked.discard(str(path))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        kind = _KINDS.get(prefix)
+        if kind is None or kind == "data":
+            yield from self.inner.list(prefix)
+            return
+        listed: set[str] = set()
+        for info in self.inner.list(prefix):
+            listed.add(layout.object_id(info.name))
+            yield info
+        # Only after a whole listing: what it did not show is gone from the repository.
+        self._sweep(self.directory / kind, listed)
+
+    # ------------------------------------------------------------ files
+    def _keep_written(self, name: str, data: bytes) -> None:
+        if name.startswith(layout.DATA):
+            return  # a pack of trees is kept by remember(): only the writer knows its blobs
+        path = self._path(name)
+        if path is not None and self._writable:
+            self._store(path, data)
+
+    def _download_lock(self, name: str) -> threading.Lock:
+        with self._downloads_lock:
+            return self._downloads.setdefault(name, threading.Lock())
+
+    def _read(self, path: Path, offset: int, length: int | None) -> bytes | None:
+        """The copy's bytes from ``offset``, checked against its name once per process;
+        None when there is no copy, or a damaged one (then deleted)."""
+        key = str(path)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if key not in self._checked:
+                whole = _read_all(fd)
+                if object_hash(whole) != path.name:
+                    log.warning("the local cache's copy %s is damaged: read again", path)
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                    return None
+                self._checked.add(key)
+                if offset == 0 and length is None:
+                    return whole
+                return whole[offset : None if length is None else offset + length]
+            if length is None:
+                length = os.fstat(fd).st_size - offset
+            return os.pread(fd, max(length, 0), offset)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _store(self, path: Path, data: bytes) -> None:
+        """Keep ``data`` as the copy at ``path`` when it matches its name (bytes that do not
+        are damaged in storage: the caller, which checks them too, reports it)."""
+        if not self._writable or object_hash(data) != path.name:
+            return
+        try:
+            self._write(path, data)
+        except OSError as exc:
+            self._unwritable(exc)
+            return
+        self._checked.add(str(path))
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f"{_TMP}{path.name[:16]}-{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _sweep(self, directory: Path, keep: set[str]) -> None:
+        """Delete the copies in ``directory`` whose ids are not in ``keep``, and temporary
+        files a killed process left."""
+        if not self._writable:
+            return
+        now = time.time()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.name.startswith(_TMP):
+                    if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                        os.unlink(entry.path)
+                elif entry.name not in keep:
+                    os.unlink(entry.path)
+                    self._checked.discard(entry.path)
+            except OSError:
+                continue
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
