@@ -12,7 +12,7 @@ import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from safehold.repo.crypto import Sealer, SealError, object_hash, open_sealed, seal
 from safehold.repo.errors import CorruptObject
@@ -26,6 +26,7 @@ __all__ = [
     "check_chain",
     "decode_record",
     "encode_record",
+    "newest_record",
     "read_records",
     "write_record",
 ]
@@ -33,6 +34,8 @@ __all__ = [
 AAD_AUDIT = b"safehold/v1/audit"
 _HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_STRING = 4096
+#: Write times in a listing this close to the newest may be as new (a second's resolution).
+_SAME_TIME = timedelta(seconds=1)
 
 
 @dataclass
@@ -128,12 +131,7 @@ def read_records(
         if not _HEX.fullmatch(digest):
             continue
         try:
-            data = storage.get(info.name)
-            if object_hash(data) != digest:
-                raise CorruptObject(
-                    info.name, "audit record was changed: its bytes do not match its name"
-                )
-            records.append(decode_record(aead, data, info.name))
+            records.append(_read_record(storage, aead, info.name))
         except CorruptObject as exc:
             if errors is not None:
                 errors[info.name] = str(exc)
@@ -143,10 +141,44 @@ def read_records(
     return records
 
 
+def newest_record(storage: Storage, aead: Sealer) -> str:
+    """The id of the newest record ("" when there is none), read from as few objects as
+    the listing allows: a record is written when its operation ends, so the newest one is
+    among those the listing shows written last. Their write times may have a resolution
+    of a second (S3), so the records written within a second of the last are read and
+    ordered as readers order them (``ended``, then id); the trail's other records, one per
+    command ever run, are not read (they once were: a GET each, at the end of every
+    command). A damaged record that is newest is named all the same: it is there, which is
+    all the chain says (:func:`check_chain` reports it as damaged, not as missing)."""
+    listed = [i for i in storage.list(AUDIT) if _HEX.fullmatch(object_id(i.name))]
+    if not listed:
+        return ""
+    times = [i.modified for i in listed if i.modified is not None]
+    if len(times) == len(listed):
+        last = max(times)
+        listed = [i for i in listed if i.modified and last - i.modified <= _SAME_TIME]
+    if len(listed) == 1:
+        return object_id(listed[0].name)
+    records: list[AuditRecord] = []
+    for info in listed:
+        with contextlib.suppress(CorruptObject, NotFound):
+            records.append(_read_record(storage, aead, info.name))
+    if not records:
+        return max(object_id(i.name) for i in listed)
+    return max(records, key=lambda r: (r.datetime, r.id)).id
+
+
+def _read_record(storage: Storage, aead: Sealer, name: str) -> AuditRecord:
+    data = storage.get(name)
+    if object_hash(data) != object_id(name):
+        raise CorruptObject(name, "audit record was changed: its bytes do not match its name")
+    return decode_record(aead, data, name)
+
+
 def write_record(storage: Storage, aead: Sealer, record: AuditRecord) -> str:
-    """Chain ``record`` to the newest record there is and write it once; its id."""
-    existing = read_records(storage, aead)
-    record.previous = existing[-1].id if existing else ""
+    """Chain ``record`` to the newest record there is (:func:`newest_record`) and write it
+    once; its id."""
+    record.previous = newest_record(storage, aead)
     data = encode_record(aead, record)
     record.id = object_hash(data)
     with contextlib.suppress(AlreadyExists):  # the same bytes are there (content-addressed)
