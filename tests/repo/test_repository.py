@@ -29,6 +29,7 @@ from safehold.repo.crypto import AAD_LOCK, object_hash, seal
 from safehold.repo.index import IndexFile
 from safehold.repo.pack import PackBlob
 from safehold.storage import ObjectInfo, Storage, open_storage
+from safehold.storage.wrappers import ForwardingStorage
 
 PW = "first password"
 
@@ -191,6 +192,25 @@ def test_shared_locks_coexist_and_exclusive_locks_conflict(storage: Storage) -> 
     ):
         RepositoryLock(other, exclusive=False, operation="backup").acquire()
     assert list_locks(repo) == []
+
+
+def test_taking_a_lock_reads_only_the_others(storage: Storage) -> None:
+    """Each command takes a lock: it reads the others' (to see a conflict), never its own
+    back (a GET per command on an object store, for what it already knows)."""
+    read: list[str] = []
+
+    class Reads(ForwardingStorage):
+        def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+            read.append(name)
+            return super().get(name, offset, length)
+
+    _init(storage)
+    repo = Repository.open(Reads(storage), PW)
+    read.clear()
+    with RepositoryLock(repo, exclusive=False, operation="backup") as first:
+        assert [n for n in read if n.startswith("locks/")] == []
+        with RepositoryLock(repo, exclusive=False, operation="restore"):
+            assert [n for n in read if n.startswith("locks/")] == [first.name]
 
 
 def _stale_lock(repo: Repository, exclusive: bool) -> str:

@@ -156,9 +156,13 @@ def _read_lock(repo: Repository, name: str) -> LockInfo | None:
         return LockInfo(name, True, datetime.now(UTC), "", 0, "unreadable", readable=False)
 
 
-def list_locks(repo: Repository) -> list[LockInfo]:
+def list_locks(repo: Repository, *, besides: str = "") -> list[LockInfo]:
+    """Every lock in the repository but ``besides`` (the lock the caller has just written:
+    it knows what that says without reading it back)."""
     found = []
     for info in repo.storage.list(LOCKS):
+        if info.name == besides:
+            continue
         lock = _read_lock(repo, info.name)
         if lock is not None:
             found.append(lock)
@@ -214,8 +218,8 @@ class RepositoryLock:
         self.name = self._write()
         self._written = written
         conflicts = []
-        for lock in list_locks(self.repo):
-            if lock.name == self.name or lock.stale():
+        for lock in list_locks(self.repo, besides=self.name):
+            if lock.stale():
                 continue
             if self.exclusive or lock.exclusive:
                 conflicts.append(lock)
