@@ -138,6 +138,8 @@ def test_subtrees_are_found_in_the_bytes_and_never_in_a_name() -> None:
         {"name": "dir-a", "type": "dir", "mode": 0o755, "subtree": fake[::-1]},
         {"name": trap, "type": "file", "mode": 0o644, "size": 0, "content": []},
         {"name": "link", "type": "symlink", "mode": 0o777, "target": "{" + trap[2:]},
+        # a backslash before the quote: encoded \\\" (the quote still escaped)
+        {"name": "\\" + trap[1:], "type": "file", "mode": 0o644, "size": 0, "content": []},
     ]
     data = encode_tree(nodes)
     assert fake.encode() in data  # the trap is in the bytes
