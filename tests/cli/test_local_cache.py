@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pytest
 
 from safehold.cli.main import main
-from safehold.repo import layout
+from safehold.repo import layout, local_cache
 from safehold.repo.crypto import object_hash
 from safehold.repo.local_cache import CACHEDIR_TAG, LocalCache
 from safehold.storage import Storage, open_storage
@@ -244,7 +244,7 @@ def test_a_repository_on_a_local_file_system_has_no_cache(
 
 
 def test_concurrent_reads_of_one_pack_download_it_once(
-    repo: Repo, source: Path, tmp_path: Path
+    repo: Repo, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo.run("backup", str(source), "--no-cache")
     [pack] = _tree_packs(repo)
@@ -268,4 +268,28 @@ def test_concurrent_reads_of_one_pack_download_it_once(
     assert _Counting.gets["data"] == 1
     assert all(got[i] == whole[i * 10 : i * 10 + 100] for i in range(16))
     assert cache.get(name, len(whole) - 5, 100) == whole[-5:]  # a range past the end
+
+    # the next command (a new process: a new LocalCache) finds the copy and checks it
+    # once, however many threads read it first
+    checks: list[Path] = []
+    real_hash = local_cache._file_hash
+
+    def counted_hash(path: Path) -> str | None:
+        checks.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(local_cache, "_file_hash", counted_hash)
+    later = LocalCache(counting, tmp_path / "direct" / "repository-id")
+    later.keep_packs({pack})
+    _Counting.gets.clear()
+    got.clear()
+    threads = [threading.Thread(target=lambda i=i: got.update({i: later.get(name, i, 9)}))
+               for i in range(16)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(got[i] == whole[i : i + 9] for i in range(16))
+    assert len(checks) == 1
+    assert _Counting.gets["data"] == 0
     cache.close()

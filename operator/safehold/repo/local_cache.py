@@ -43,6 +43,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import blake3
+
 from safehold.repo import layout
 from safehold.repo.crypto import object_hash
 from safehold.storage import Storage
@@ -134,20 +136,21 @@ class LocalCache(ForwardingStorage):
         path = self._path(name)
         if path is None or not self._writable:
             return self.inner.get(name, offset, length)
-        data = self._read(path, offset, length)
-        if data is not None:
-            return data
-        lock = self._download_lock(name)
-        with lock:
-            data = self._read(path, offset, length)  # another thread's download
-            if data is None:
-                whole = self.inner.get(name)
-                self._store(path, whole)
-                end = len(whole) if length is None else offset + length
-                data = whole if offset == 0 and end >= len(whole) else whole[offset:end]
-        with self._downloads_lock:
-            self._downloads.pop(name, None)
-        return data
+        whole = None
+        if str(path) not in self._checked:
+            # once per object and process, whatever the number of threads asking: check the
+            # copy, or download the object whole and keep it
+            with self._download_lock(name):
+                if str(path) not in self._checked:
+                    whole = self._check_or_fetch(name, path)
+            with self._downloads_lock:
+                self._downloads.pop(name, None)
+        if whole is not None:
+            end = len(whole) if length is None else offset + length
+            return whole if offset == 0 and end >= len(whole) else whole[offset:end]
+        data = _pread(path, offset, length)
+        # None: no copy after all (removed by another process meanwhile, or not writable)
+        return self.inner.get(name, offset, length) if data is None else data
 
     def put(self, name: str, data: bytes) -> None:
         self.inner.put(name, data)
@@ -189,33 +192,20 @@ class LocalCache(ForwardingStorage):
         with self._downloads_lock:
             return self._downloads.setdefault(name, threading.Lock())
 
-    def _read(self, path: Path, offset: int, length: int | None) -> bytes | None:
-        """The copy's bytes from ``offset``, checked against its name once per process;
-        None when there is no copy, or a damaged one (then deleted)."""
-        key = str(path)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
+    def _check_or_fetch(self, name: str, path: Path) -> bytes | None:
+        """Check the copy at ``path`` against its name (None: it is good), or download the
+        object and keep it (its bytes). A damaged copy is deleted and downloaded again."""
+        digest = _file_hash(path)
+        if digest == path.name:
+            self._checked.add(str(path))
             return None
-        try:
-            if key not in self._checked:
-                whole = _read_all(fd)
-                if object_hash(whole) != path.name:
-                    log.warning("the local cache's copy %s is damaged: read again", path)
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-                    return None
-                self._checked.add(key)
-                if offset == 0 and length is None:
-                    return whole
-                return whole[offset : None if length is None else offset + length]
-            if length is None:
-                length = os.fstat(fd).st_size - offset
-            return os.pread(fd, max(length, 0), offset)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        if digest is not None:
+            log.warning("the local cache's copy %s is damaged: read again", path)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        whole = self.inner.get(name)
+        self._store(path, whole)
+        return whole
 
     def _store(self, path: Path, data: bytes) -> None:
         """Keep ``data`` as the copy at ``path`` when it matches its name (bytes that do not
@@ -263,14 +253,30 @@ class LocalCache(ForwardingStorage):
                 continue
 
 
-def _read_all(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    chunks: list[bytes] = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+def _file_hash(path: Path) -> str | None:
+    """hex(BLAKE3) of the file's bytes, read a MiB at a time; None when it cannot be read."""
+    hasher = blake3.blake3(max_threads=1)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                hasher.update(chunk)
+    except OSError:
+        return None
+    return hasher.hexdigest()
+
+
+def _pread(path: Path, offset: int, length: int | None) -> bytes | None:
+    """``length`` bytes of the file from ``offset`` (to its end when None); None when it
+    cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if length is None:
+            length = os.fstat(fd).st_size - offset
+        return os.pread(fd, max(length, 0), offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
