@@ -293,3 +293,28 @@ def test_concurrent_reads_of_one_pack_download_it_once(
     assert len(checks) == 1
     assert _Counting.gets["data"] == 0
     cache.close()
+
+
+def test_the_tree_read_ahead_fills_the_cache_not_memory(
+    repo: Repo, source: Path, tmp_path: Path
+) -> None:
+    """With a local cache, a restore's read-ahead puts the packs of trees in it (one GET
+    each) and keeps no plain tree in memory; the walk then reads no tree from the bucket."""
+    from safehold.repo import Repository
+    from safehold.repo.prefetch import prefetch_trees
+
+    repo.run("backup", str(source), "--no-cache")
+    counting = _Counting(repo.storage())
+    _Counting.gets = Counter()
+    opened = Repository.open(counting, PASSWORD, cache_dir=tmp_path / "fresh")
+    [snap] = opened.snapshots()
+    _Counting.gets.clear()
+    assert prefetch_trees(opened, snap.tree) > 10  # every directory's tree was read
+    assert opened.tree_cache == {}
+    assert _Counting.gets["data"] == len(opened.index.tree_packs())
+    _Counting.gets.clear()
+    todo = [snap.tree]
+    while todo:
+        todo += [n["subtree"] for n in opened.load_tree(todo.pop()) if n.get("subtree")]
+    assert _Counting.gets["data"] == 0
+    counting.close()
