@@ -429,3 +429,30 @@ def test_a_target_entry_that_cannot_be_replaced_is_reported_and_the_rest_restore
     assert "Is a directory" in _errors(result)[f"{target}/src/file"]
     assert (target / "src" / "file" / "mine").read_bytes() == b"kept\n"
     assert (target / "src" / "other").read_bytes() == b"other\n"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_hard_link_is_linked_to_a_file_with_other_links_and_written_out_otherwise(
+    crafter: Crafter, tmp_path: Path, processes: int
+) -> None:
+    """A restore remembers only the files whose nodes count other links (the first name of
+    a hard link has them): a hard link to one of them is linked, and one to a file that
+    says it has no other link (a crafted or foreign snapshot) is written from its own
+    content, never left out."""
+    nodes = [
+        crafter.file("first", b"linked\n", links=2),
+        crafter.file("second", b"linked\n", links=2, hardlink="data/first"),
+        crafter.file("alone", b"alone\n", links=1),
+        crafter.file("claims", b"alone\n", links=1, hardlink="data/alone"),
+    ]
+    repo, snap = crafter.snapshot([crafter.dir("data", nodes)])
+    target = tmp_path / "target"
+
+    result = restore_snapshot(repo, snap, str(target), RestoreOptions(processes=processes))
+
+    assert _errors(result) == {}
+    data = target / "data"
+    assert os.stat(data / "second").st_ino == os.stat(data / "first").st_ino
+    assert (data / "second").read_bytes() == b"linked\n"
+    assert os.stat(data / "claims").st_ino != os.stat(data / "alone").st_ino
+    assert (data / "claims").read_bytes() == (data / "alone").read_bytes() == b"alone\n"

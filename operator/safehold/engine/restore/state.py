@@ -161,6 +161,8 @@ class RestoreState:
         self.batch_files: list[PendingFile] = []
         self.dirs: list[tuple[str, str, Node]] = []  # rel, path, node
         self.hardlinks: list[tuple[str, str, str, str, Node]] = []  # dir rel, name, path, link
+        #: Snapshot paths of the files with other links restored (or complete) so far: a
+        #: hard link to one of them is linked to it, else written from its own content.
         self.restored: set[str] = set()
         self.deferred: list[PendingFile] = []  # part 0: files of several chunks, with parts
         self.dir_no = 0  # directories walked: with an entry's position, who restores it

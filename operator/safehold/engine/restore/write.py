@@ -85,8 +85,11 @@ class FileWriter(RestoreState):
             return
         content = node.get("content", [])
         shared = self.nparts > 1 and len(content) > 1
+        # Only a file with other links can be a hard link's first name: the names of the
+        # others would be a set of every file's path (10 MB per 100,000 files), never read.
+        linked = node.get("links", 2) != 1
         if not (mine or shared):
-            if self.part == 0:
+            if self.part == 0 and linked:
                 self.restored.add(rel)  # by another part: a hard link may point to it
             return
         size = int(node.get("size", 0))
@@ -106,7 +109,8 @@ class FileWriter(RestoreState):
             except OSError as exc:
                 self._error(path, f"cannot create file: {exc.strerror}")
                 return
-        self.restored.add(rel)
+        if linked:
+            self.restored.add(rel)
         if not count:
             with self.lock:
                 self.result.files += 1
@@ -142,7 +146,8 @@ class FileWriter(RestoreState):
             self.progress.files_done += 1
             self.progress.bytes_done += size
             self.progress.file("skipped", path)
-            self.restored.add(rel)
+            if node.get("links", 2) != 1:  # (see file(): a hard link's first name)
+                self.restored.add(rel)
             return True
         try:
             clear(name, dir_fd)
