@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -318,3 +319,25 @@ def test_the_tree_read_ahead_fills_the_cache_not_memory(
         todo += [n["subtree"] for n in opened.load_tree(todo.pop()) if n.get("subtree")]
     assert _Counting.gets["data"] == 0
     counting.close()
+
+
+def test_the_caches_of_repositories_unused_for_a_month_are_deleted(
+    repo: Repo, source: Path
+) -> None:
+    days = 24 * 3600
+    old, recent = repo.cache / ("a" * 64), repo.cache / ("b" * 64)
+    mine = repo.cache / "not-a-repository"
+    for directory in (old, recent, mine):
+        (directory / "index").mkdir(parents=True)
+        (directory / "index" / "copy").write_bytes(b"x")
+    now = time.time()
+    os.utime(old, (now, now - (local_cache.UNUSED_DAYS + 1) * days))
+    os.utime(recent, (now, now - (local_cache.UNUSED_DAYS - 1) * days))
+    os.utime(mine, (now, now - 400 * days))
+    repo.run("snapshots")
+    assert not old.exists()
+    assert (recent / "index" / "copy").exists()
+    assert (mine / "index" / "copy").exists()  # not a cache of ours: never touched
+    # and the repository just used is marked as used
+    [used] = [p for p in repo.cache.iterdir() if len(p.name) == 64 and p not in (recent,)]
+    assert used.stat().st_mtime > now - 60

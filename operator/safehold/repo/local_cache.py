@@ -25,6 +25,8 @@ What keeps the copies right, and never lets the cache fail a command:
   no longer packs of trees of the index; ``delete`` drops the copy of what it deletes.
 * A cache that cannot be written (a full disk, no permission) is left alone with one
   warning: the command goes on reading storage.
+* The caches of other repositories that no command opened for :data:`UNUSED_DAYS` are
+  deleted when a repository's cache is opened.
 
 The copies are the stored objects, encrypted as in the repository. Layout:
 ``<cache dir>/<repository id>/{index,snapshots,data}/<id>``, and a ``CACHEDIR.TAG`` in
@@ -37,7 +39,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -51,7 +55,7 @@ from safehold.storage import Storage
 from safehold.storage.base import ObjectInfo
 from safehold.storage.wrappers import ForwardingStorage
 
-__all__ = ["CACHEDIR_TAG", "LocalCache"]
+__all__ = ["CACHEDIR_TAG", "UNUSED_DAYS", "LocalCache"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,9 @@ _KINDS = {layout.INDEX: "index", layout.SNAPSHOTS: "snapshots", layout.DATA: "da
 #: Temporary files older than this are left by a killed process: removed.
 _STALE_TMP_SECONDS = 3600
 _TMP = ".tmp-"
+#: The cache of a repository no command has opened for this many days is deleted.
+UNUSED_DAYS = 30
+_REPOSITORY_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class LocalCache(ForwardingStorage):
@@ -94,8 +101,32 @@ class LocalCache(ForwardingStorage):
             tag = self.directory.parent / "CACHEDIR.TAG"
             if not tag.exists():
                 self._write(tag, CACHEDIR_TAG.encode())
+            os.utime(self.directory)  # used now: see _drop_unused
         except OSError as exc:
             self._unwritable(exc)
+            return
+        self._drop_unused()
+
+    def _drop_unused(self) -> None:
+        """Delete the caches of other repositories that no command used for
+        :data:`UNUSED_DAYS` (a repository deleted, moved, or backed up from elsewhere now):
+        without this they would stay on the disk for ever."""
+        limit = time.time() - UNUSED_DAYS * 86400
+        try:
+            entries = list(os.scandir(self.directory.parent))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if (
+                    _REPOSITORY_ID.fullmatch(entry.name)
+                    and entry.path != str(self.directory)
+                    and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < limit
+                ):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:
+                continue
 
     def _unwritable(self, exc: OSError) -> None:
         if self._writable:
