@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from safehold.api import BackupLocation
 from safehold.api.jobs import JobSettings
-from safehold.controller.jobs import JobRequest, Mount, with_settings
+from safehold.controller.jobs import JobRequest, Mount, build_job, with_settings
 from safehold.controller.progress import last_progress_event
 from safehold.controller.repository import repository_access, with_repository
 from safehold.controller.status import last_json_object, parse_summary
@@ -101,3 +101,17 @@ def test_summary_and_progress_read_the_last_matching_line() -> None:
     assert last_progress_event(log) == {"event": "progress", "bytes_done": 2}
     assert parse_summary(None) is None
     assert parse_summary('{"ok": false, "error": "x"}\ntail') == {"ok": False, "error": "x"}
+
+
+def test_every_field_of_a_toleration_reaches_the_pod_tolerationseconds_too() -> None:
+    """Every field of a toleration is carried to the Job's pod, tolerationSeconds too (the
+    CRD accepts it; a NoExecute taint evicts the pod after that long, not at once)."""
+    toleration = {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 600,
+    }
+    settings = JobSettings.model_validate({"tolerations": [toleration]})
+    job = build_job(with_settings(_request(), settings))
+    assert job["spec"]["template"]["spec"]["tolerations"] == [toleration]
