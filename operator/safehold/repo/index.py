@@ -27,6 +27,7 @@ _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
 _U32 = struct.Struct("<I")
 _TYPES = bytes((BLOB_DATA, BLOB_TREE))
 _FLAGS = bytes((0, FLAG_ZSTD))
+_TREE = bytes((BLOB_TREE,))
 #: The largest index body read (zstd's frame header says the size before it is made):
 #: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
 _MAX_BODY = 1 << 30
@@ -150,7 +151,11 @@ class IndexBody:
         view = memoryview(self._body)
         for pack, pos, end in self._spans:
             # Plain tuples in PackBlob's field order: no object per entry is kept.
-            index.add_pack(pack, cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end])))
+            index.add_pack(
+                pack,
+                cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end])),
+                holds_trees=_TREE in self._body[pos : end : _ENTRY.size],
+            )
 
 
 #: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,
@@ -196,7 +201,15 @@ class Index:
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
 
-    def add_pack(self, pack: str, blobs: Iterable[PackBlob]) -> None:
+    def add_pack(
+        self, pack: str, blobs: Iterable[PackBlob], *, holds_trees: bool | None = None
+    ) -> None:
+        """Add the pack's blobs (a blob already known keeps its first location).
+        ``holds_trees``: whether a blob is a tree, when the caller knows it without a look
+        at each entry (loading an index object: a byte scan); else found here."""
+        if holds_trees is None:
+            blobs = list(blobs)
+            holds_trees = any(blob[0] == BLOB_TREE for blob in blobs)
         with self._lock:
             number = self._pack_numbers.get(pack)
             if number is None:
@@ -204,12 +217,10 @@ class Index:
                 self._packs.append(pack)
                 self._pack_numbers[pack] = number
             table = self._blobs
-            types = 0
             for blob_type, flags, offset, stored, raw, blob_id in blobs:
-                types |= 1 << blob_type
                 if blob_id not in table:
                     table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
-            if types & 1 << BLOB_TREE:
+            if holds_trees:
                 self._tree_packs.add(number)
 
     def add_file(self, index: IndexFile) -> None:

@@ -216,7 +216,7 @@ class LocalCache(ForwardingStorage):
         if name.startswith(layout.DATA):
             return  # a pack of trees is kept by remember(): only the writer knows its blobs
         path = self._path(name)
-        if path is not None and self._writable:
+        if path is not None:
             self._store(path, data)
 
     def _download_lock(self, name: str) -> threading.Lock:

@@ -51,6 +51,13 @@ BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE = 100_000, 200_000
 _META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def has_other_links(node: Node) -> bool:
+    """Whether the file's node counts other links (or says nothing of them): only such a
+    file can be a hard link's first name, so only its path is remembered in ``restored``
+    (a set of every file's path would cost 10 MB per 100,000 files, never read)."""
+    return bool(node.get("links", 2) != 1)
+
+
 class Batch:
     """Files planned together: the directories they are in stay open until every group of
     chunks of the batch is written (``pending``: groups not done, plus one while the batch
@@ -161,8 +168,9 @@ class RestoreState:
         self.batch_files: list[PendingFile] = []
         self.dirs: list[tuple[str, str, Node]] = []  # rel, path, node
         self.hardlinks: list[tuple[str, str, str, str, Node]] = []  # dir rel, name, path, link
-        #: Snapshot paths of the files with other links restored (or complete) so far: a
-        #: hard link to one of them is linked to it, else written from its own content.
+        #: Snapshot paths of the files with other links (:func:`has_other_links`) restored
+        #: or complete so far: a hard link to one of them is linked to it, else written
+        #: from its own content.
         self.restored: set[str] = set()
         self.deferred: list[PendingFile] = []  # part 0: files of several chunks, with parts
         self.dir_no = 0  # directories walked: with an entry's position, who restores it

@@ -32,6 +32,7 @@ from safehold.engine.restore.state import (
     FileMeta,
     PendingFile,
     RestoreState,
+    has_other_links,
 )
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
@@ -85,9 +86,7 @@ class FileWriter(RestoreState):
             return
         content = node.get("content", [])
         shared = self.nparts > 1 and len(content) > 1
-        # Only a file with other links can be a hard link's first name: the names of the
-        # others would be a set of every file's path (10 MB per 100,000 files), never read.
-        linked = node.get("links", 2) != 1
+        linked = has_other_links(node)
         if not (mine or shared):
             if self.part == 0 and linked:
                 self.restored.add(rel)  # by another part: a hard link may point to it
@@ -146,7 +145,7 @@ class FileWriter(RestoreState):
             self.progress.files_done += 1
             self.progress.bytes_done += size
             self.progress.file("skipped", path)
-            if node.get("links", 2) != 1:  # (see file(): a hard link's first name)
+            if has_other_links(node):
                 self.restored.add(rel)
             return True
         try:
