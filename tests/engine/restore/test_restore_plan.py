@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from safehold.engine.restore.state import Dir, FileMeta, PendingFile, Uses, add_use, uses_of
 from safehold.engine.restore.write import _groups, _interleave
 
 MiB = 1024 * 1024
@@ -43,3 +45,50 @@ def test_a_smaller_read_limit_splits_sooner() -> None:
     chunks = [_blob(i * MiB, MiB) for i in range(4)]
     assert [len(g) for g in _groups(chunks)] == [4]
     assert [len(g) for g in _groups(chunks, 2 * MiB)] == [2, 2]
+
+
+def _pending(name: str) -> PendingFile:
+    return PendingFile(Dir(-1, "/t/", ""), name, FileMeta({}), 1, 0, True)
+
+
+def test_a_chunk_planned_once_at_offset_0_is_held_bare_and_later_uses_keep_their_offsets() -> None:
+    a, b, c = _pending("a"), _pending("b"), _pending("c")
+    plan: dict[bytes, Uses] = {}
+    add_use(plan, b"x", a, 0)
+    assert plan[b"x"] is a  # no list, no tuple: the common case costs one reference
+    assert uses_of(plan[b"x"]) == [(a, 0)]
+    add_use(plan, b"x", b, 0)
+    add_use(plan, b"x", a, 300_000)
+    assert uses_of(plan[b"x"]) == [(a, 0), (b, 0), (a, 300_000)]
+    add_use(plan, b"y", c, 65_536)  # first use not at 0
+    assert uses_of(plan[b"y"]) == [(c, 65_536)]
+    assert b.path == "/t/b"
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {},
+        {"mode": 0o104755, "uid": 4_294_967_294, "gid": 0, "sparse": True},
+        {"mode": 0o600, "uid": -1, "gid": -1, "atime_ns": -86_400 * 10**9, "mtime_ns": 2**62},
+    ],
+)
+def test_file_metadata_packed_for_a_pending_file_reads_back_as_the_node_says(
+    node: dict[str, object],
+) -> None:
+    meta = FileMeta(node)  # type: ignore[arg-type]
+    expected = (
+        int(node.get("mode", 0o644)) & 0o7777,  # type: ignore[call-overload]
+        node.get("uid", -1),
+        node.get("gid", -1),
+        node.get("atime_ns", 0),
+        node.get("mtime_ns", 0),
+        bool(node.get("sparse")),
+    )
+    assert meta.fields() == expected
+    assert (meta.mode, meta.sparse) == (expected[0], expected[5])
+
+
+def test_metadata_out_of_range_is_a_malformed_entry_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="metadata out of range"):
+        FileMeta({"uid": 2**64})  # type: ignore[arg-type]

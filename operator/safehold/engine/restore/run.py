@@ -16,7 +16,7 @@ from safehold.engine.restore.finish import Restore
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.parts import PartResult, Parts
 from safehold.engine.restore.select import Selection, plan_selection
-from safehold.engine.tuning import available_cpus, rare_gc, tune_malloc
+from safehold.engine.tuning import available_cpus, rare_gc, release_free_memory, tune_malloc
 from safehold.repo import Repository, Snapshot
 from safehold.repo.prefetch import prefetch_trees
 from safehold.storage.wrappers.bandwidth import download_limited
@@ -66,6 +66,8 @@ def restore_snapshot(
     os.makedirs(target, exist_ok=True)
     chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)
     parts = Parts(_process_count(repo, options, fresh))
+    if parts.count > 1:
+        release_free_memory()  # before the fork: else every child shares, then copies, it
     with rare_gc():
         if parts.fork():  # before any thread of the restore starts
             _restore_part(repo, snap, target, options, parts, chown_always, selection, on_file)

@@ -11,8 +11,8 @@ metadata, the parts' results).
 from __future__ import annotations
 
 import os
+import struct
 import threading
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from safehold.engine.ahead import TreesAhead
@@ -24,7 +24,7 @@ from safehold.engine.restore.select import Selection
 from safehold.engine.tuning import available_cpus
 from safehold.repo import Node, Repository, Snapshot
 
-__all__ = ["MAX_READ", "Batch", "Dir", "PendingFile", "RestoreState"]
+__all__ = ["MAX_READ", "Batch", "Dir", "PendingFile", "RestoreState", "Uses", "add_use", "uses_of"]
 
 MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers share a pack
 _MIN_READ = 1024 * 1024
@@ -49,6 +49,8 @@ BATCH_FILES_LOCAL, BATCH_BLOBS_LOCAL = 5000, 20000
 BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE = 100_000, 200_000
 #: Opens a file this restore wrote to set its metadata (never blocks, never follows).
 _META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: :class:`FileMeta`: mode, uid, gid, atime_ns, mtime_ns, sparse
+_META = struct.Struct("<Iqqqq?")
 
 
 def has_other_links(node: Node) -> bool:
@@ -86,21 +88,42 @@ class Dir:
         self.batch: Batch | None = None
 
 
-class FileMeta:
-    """What setting a restored file's (or directory's) metadata takes from its node: the
-    node itself is ~1 KB once decoded, and a restore from an object store plans up to
-    100,000 files before its reads start, so pending files that kept their nodes held a
-    snapshot's worth of them (100 MB for 100,000 small files)."""
+class FileMeta(bytes):
+    """What setting a restored file's (or directory's) metadata takes from its node, packed
+    into one ``bytes``: a restore from an object store plans up to 100,000 files before its
+    reads start, so what a pending file keeps is paid that many times. The node itself is
+    ~1 KB once decoded (pending files that kept it held 100 MB for 100,000 small files); an
+    object with a slot per field still held ~200 bytes with its ints; packed, ~70 bytes.
+    :meth:`fields` unpacks them all at once, the properties one each."""
 
-    __slots__ = ("atime_ns", "gid", "mode", "mtime_ns", "sparse", "uid")
+    __slots__ = ()
 
-    def __init__(self, node: Node) -> None:
-        self.mode = int(node.get("mode", 0o644)) & 0o7777
-        self.uid = int(node.get("uid", -1))
-        self.gid = int(node.get("gid", -1))
-        self.atime_ns = int(node.get("atime_ns", 0))
-        self.mtime_ns = int(node.get("mtime_ns", 0))
-        self.sparse = bool(node.get("sparse"))
+    def __new__(cls, node: Node) -> FileMeta:
+        try:
+            packed = _META.pack(
+                int(node.get("mode", 0o644)) & 0o7777,
+                int(node.get("uid", -1)),
+                int(node.get("gid", -1)),
+                int(node.get("atime_ns", 0)),
+                int(node.get("mtime_ns", 0)),
+                bool(node.get("sparse")),
+            )
+        except struct.error as exc:  # only a crafted tree: reported as a malformed entry
+            raise ValueError(f"metadata out of range: {exc}") from None
+        return super().__new__(cls, packed)
+
+    def fields(self) -> tuple[int, int, int, int, int, bool]:
+        """mode, uid, gid, atime_ns, mtime_ns, sparse"""
+        mode, uid, gid, atime_ns, mtime_ns, sparse = _META.unpack(self)
+        return mode, uid, gid, atime_ns, mtime_ns, sparse
+
+    @property
+    def mode(self) -> int:
+        return int(_META.unpack(self)[0])
+
+    @property
+    def sparse(self) -> bool:
+        return bool(_META.unpack(self)[5])
 
 
 class PendingFile:
@@ -115,7 +138,6 @@ class PendingFile:
         "meta",
         "meta_done",
         "name",
-        "path",
         "remaining",
         "size",
     )
@@ -124,7 +146,6 @@ class PendingFile:
         self,
         where: Dir,
         name: str,
-        path: str,
         meta: FileMeta,
         remaining: int,
         size: int,
@@ -132,13 +153,40 @@ class PendingFile:
     ) -> None:
         self.dir = where
         self.name = name
-        self.path = path
         self.meta = meta
         self.remaining = remaining
         self.size = size
         self.create = create
         self.failed = False
         self.meta_done = False
+
+    @property
+    def path(self) -> str:
+        """For messages and progress: made when asked, not kept (a string per planned
+        file)."""
+        return self.dir.path + self.name
+
+
+#: What the plan holds for a chunk: the one file that needs it, at offset 0 (most chunks:
+#: a list and a tuple for each would cost ~190 bytes per planned file), or every file and
+#: offset that needs it (:func:`uses_of`).
+Uses = PendingFile | list[tuple[PendingFile, int]]
+
+
+def uses_of(entry: Uses) -> list[tuple[PendingFile, int]]:
+    """The files and offsets a chunk is written at, from its entry in the plan."""
+    return entry if isinstance(entry, list) else [(entry, 0)]
+
+
+def add_use(plan: dict[bytes, Uses], blob_id: bytes, pending: PendingFile, offset: int) -> None:
+    """Plan the chunk ``blob_id`` to be written into ``pending`` at ``offset``."""
+    entry = plan.get(blob_id)
+    if entry is None:
+        plan[blob_id] = pending if offset == 0 else [(pending, offset)]
+    elif isinstance(entry, list):
+        entry.append((pending, offset))
+    else:
+        plan[blob_id] = [(entry, 0), (pending, offset)]
 
 
 class RestoreState:
@@ -163,7 +211,7 @@ class RestoreState:
         self.progress = progress
         self.owners = os.geteuid() == 0 if options.owners is None else options.owners
         self.result = RestoreResult(snap)
-        self.plan: dict[bytes, list[tuple[PendingFile, int]]] = defaultdict(list)
+        self.plan: dict[bytes, Uses] = {}
         self.plan_uses = 0
         self.batch_files: list[PendingFile] = []
         self.dirs: list[tuple[str, str, Node]] = []  # rel, path, node
@@ -240,11 +288,12 @@ class RestoreState:
 
     def _meta_fd(self, fd: int, path: str, meta: FileMeta) -> None:
         """Owner, mode and times of a file or directory, through its own descriptor."""
+        mode, uid, gid, atime_ns, mtime_ns, _ = meta.fields()
         try:
             if self.owners:
-                os.fchown(fd, meta.uid, meta.gid)
-            os.fchmod(fd, meta.mode)
-            os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(atime_ns, mtime_ns))
         except OSError as exc:
             self._error(path, f"metadata: {exc.strerror}")
 

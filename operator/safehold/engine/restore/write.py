@@ -32,7 +32,10 @@ from safehold.engine.restore.state import (
     FileMeta,
     PendingFile,
     RestoreState,
+    Uses,
+    add_use,
     has_other_links,
+    uses_of,
 )
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
@@ -51,7 +54,7 @@ _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
 _Blob = tuple[bytes, int, int, int, int, int]
 #: Uses of chunks in files: per chunk id, the files and offsets it is written at.
-_Plan = dict[bytes, list[tuple[PendingFile, int]]]
+_Plan = dict[bytes, Uses]
 
 
 class FileWriter(RestoreState):
@@ -116,7 +119,7 @@ class FileWriter(RestoreState):
                 self.progress.files_done += 1
             self.progress.file("restored", path)
             return
-        pending = PendingFile(where, name, path, FileMeta(node), count + shared, size, count == 1)
+        pending = PendingFile(where, name, FileMeta(node), count + shared, size, count == 1)
         if shared and self.part == 0:
             self.deferred.append(pending)
         self._plan_chunks(pending, ids, shared)
@@ -173,7 +176,7 @@ class FileWriter(RestoreState):
                     self._error(pending.path, f"chunk {blob_id.hex()} is in no index: data lost")
                 return
             if not shared or owner(blob_id, nparts) == part:
-                plan[blob_id].append((pending, offset))
+                add_use(plan, blob_id, pending, offset)
                 self.plan_uses += 1
             offset += raw
         if offset != pending.size:
@@ -229,7 +232,7 @@ class FileWriter(RestoreState):
         walk, the reads and the writes overlap without a batch ever waiting for its
         slowest read, and memory stays bounded.
         """
-        plan, self.plan, self.plan_uses = self.plan, defaultdict(list), 0
+        plan, self.plan, self.plan_uses = self.plan, {}, 0
         batch, self.batch = self.batch, Batch()
         self.batch_files = []
         by_pack: dict[str, list[_Blob]] = defaultdict(list)
@@ -296,7 +299,7 @@ class FileWriter(RestoreState):
         self,
         pack: str,
         group: list[_Blob],
-        plan: dict[bytes, list[tuple[PendingFile, int]]],
+        plan: _Plan,
         batch: Batch,
     ) -> None:
         """Stage one: read a group's byte range, then hand it to a worker (stage two)."""
@@ -309,7 +312,7 @@ class FileWriter(RestoreState):
             self.pool.submit(self._write_group, pack, group, plan, memoryview(data), start, batch)
         except StorageError as exc:
             for blob_id, *_ in group:
-                self._fail(plan[blob_id], f"pack {pack} cannot be read: {exc}")
+                self._fail(uses_of(plan[blob_id]), f"pack {pack} cannot be read: {exc}")
             self._group_done(batch)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
             self._group_done(batch, exc)
@@ -318,7 +321,7 @@ class FileWriter(RestoreState):
         self,
         pack: str,
         group: list[_Blob],
-        plan: dict[bytes, list[tuple[PendingFile, int]]],
+        plan: _Plan,
         data: memoryview,
         start: int,
         batch: Batch,
@@ -336,7 +339,7 @@ class FileWriter(RestoreState):
         self,
         pack: str,
         group: list[_Blob],
-        plan: dict[bytes, list[tuple[PendingFile, int]]],
+        plan: _Plan,
         data: memoryview,
         start: int,
     ) -> None:
@@ -344,11 +347,11 @@ class FileWriter(RestoreState):
             aead = self.repo.pack_aead(pack, data if start == 0 else None)
         except CorruptObject as exc:
             for blob_id, *_ in group:
-                self._fail(plan[blob_id], f"chunk {blob_id.hex()} cannot be read ({exc})")
+                self._fail(uses_of(plan[blob_id]), f"chunk {blob_id.hex()} cannot be read ({exc})")
             return
         id_of = self.repo.keys.blob_id
         for blob_id, blob_type, flags, offset, stored, raw in group:
-            uses = plan[blob_id]
+            uses = uses_of(plan[blob_id])
             sealed = data[offset - start : offset - start + stored]
             try:
                 if len(sealed) != stored or blob_type != BLOB_DATA:
@@ -393,25 +396,23 @@ class FileWriter(RestoreState):
         """Create a file of one chunk, write it and set its metadata through one file
         descriptor, in a worker (one lookup, in its directory's descriptor: a new entry,
         never anything that was there, a symlink least of all)."""
-        meta = pending.meta
-        mode = meta.mode
+        mode, uid, gid, atime_ns, mtime_ns, sparse = pending.meta.fields()
         fd = os.open(pending.name, NEW_FILE_FLAGS, mode & 0o777, dir_fd=pending.dir.fd)
         try:
             if zero:
                 os.ftruncate(fd, pending.size)
-            elif meta.sparse:
+            elif sparse:
                 self._write_sparse(fd, plain, 0)
                 os.ftruncate(fd, pending.size)
             else:
                 os.write(fd, plain)
             try:
-                uid, gid = meta.uid, meta.gid
                 if self.owners and (self.chown_always or uid != self.euid or gid != self.egid):
                     os.fchown(fd, uid, gid)
                 # the mode open() gave (umask applied), unless chown cleared set-id bits
                 if mode != mode & 0o777 & ~self.umask:
                     os.fchmod(fd, mode)
-                os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
+                os.utime(fd, ns=(atime_ns, mtime_ns))
             except OSError as exc:
                 self._error(pending.path, f"metadata: {exc.strerror}")
             pending.meta_done = True
