@@ -104,7 +104,7 @@ def test_malformed_number_option() -> None:
 @pytest.mark.parametrize(
     ("url", "sdk", "extra"),
     [
-        ("s3://bucket/prefix", "boto3", "s3"),
+        ("s3://bucket/prefix", "botocore", "s3"),
         ("gs://bucket/prefix", "google.cloud", "gcs"),
         ("azure://container/prefix", "azure.storage.blob", "azure"),
     ],

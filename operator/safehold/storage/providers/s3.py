@@ -1,14 +1,18 @@
-"""The S3 provider (boto3): Amazon S3 or any S3-compatible endpoint.
+"""The S3 provider (botocore): Amazon S3 or any S3-compatible endpoint.
 
 Objects above ``multipart_threshold`` go up as a multipart upload whose parts are sent in
 parallel; nothing is visible until CompleteMultipartUpload, so puts stay atomic. ``create``
 sends ``If-None-Match: *`` on PutObject and on CompleteMultipartUpload: the server decides
 atomically, and the losers get 412 (:class:`AlreadyExists`).
 
-boto3's own retries are switched off (one attempt per call): retrying is the job of
+botocore's own retries are switched off (one attempt per call): retrying is the job of
 :mod:`safehold.storage.wrappers.retry`, so there is one retry policy and one budget.
-Credentials come from the options, else from boto3's default chain (``AWS_*`` environment,
-shared config/profile, container and instance roles). See docs/storage.md.
+Credentials come from the options, else from botocore's default chain (``AWS_*``
+environment, shared config/profile, container and instance roles). See docs/storage.md.
+
+botocore, not boto3: boto3 adds resources and s3transfer, which this provider does not use
+and every command would import (0.03-0.1 s). And the client's data loader is told that S3
+is the one service it will be asked for (:class:`_S3Loader`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import boto3
 import botocore.exceptions as bce
+import botocore.session
 from botocore import UNSIGNED
 from botocore.config import Config
+from botocore.loaders import Loader
 
 from safehold.storage.base import ObjectInfo
 from safehold.storage.errors import (
@@ -103,13 +108,17 @@ def open(location: Location) -> S3Storage:
             location.url, "options access_key_id and secret_access_key go together: set both"
         )
     try:
-        session = boto3.session.Session(
-            aws_access_key_id=key_id or None,
-            aws_secret_access_key=secret or None,
-            aws_session_token=location.options.get("session_token") or None,
-            profile_name=location.options.get("profile") or None,
+        session = botocore.session.Session()
+        loader = session.get_component("data_loader")
+        session.register_component("data_loader", _S3Loader(loader.search_paths))
+        if location.options.get("profile"):
+            session.set_config_variable("profile", location.options["profile"])
+        if key_id and secret:
+            session.set_credentials(key_id, secret, location.options.get("session_token") or None)
+        connect = cast(
+            "Callable[[], S3Client]",
+            partial(session.create_client, "s3", endpoint_url=endpoint or None, config=config),
         )
-        connect = partial(session.client, "s3", endpoint_url=endpoint or None, config=config)
         client = connect()
     except bce.ProfileNotFound as exc:
         raise InvalidLocation(
@@ -128,6 +137,19 @@ def open(location: Location) -> S3Storage:
             location, "multipart_threshold", MULTIPART_THRESHOLD, minimum=_MIN_PART
         ),
     )
+
+
+class _S3Loader(Loader):
+    """botocore's data loader for a session that makes S3 clients only. The stock loader
+    lists every service's directory (400 of them) for each kind of model a client loads,
+    three times per client: 0.02 s with a warm page cache, 0.1 s with a cold one, in every
+    command."""
+
+    def __init__(self, search_paths: list[str]) -> None:
+        super().__init__(extra_search_paths=search_paths, include_default_search_paths=False)
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
 
 
 class S3Storage(ObjectStore):
@@ -228,7 +250,7 @@ class S3Storage(ObjectStore):
         self._client.close()
 
     def reopen(self) -> None:
-        """A new client from the same boto3 session: a session holds no connection, and its
+        """A new client from the same botocore session: a session holds no connection, and its
         loaded service model and credentials make this ten times quicker than a new open."""
         if self._connect is None:
             super().reopen()
