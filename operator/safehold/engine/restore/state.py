@@ -44,7 +44,8 @@ _MAX_GROUP_REMOTE = 1 << 30
 #: Files and chunk uses planned before a batch's reads start. Reads never span two batches,
 #: so from an object store a batch is large: with batches of 5,000 files every pack the
 #: 100,000 small files lie in was read in several pieces (179 GETs, 116 MB downloaded for
-#: 80 MB of packs; with these 21 GETs, 80 MB). Memory: a pending file is ~200 bytes.
+#: 80 MB of packs; with these 21 GETs, 80 MB). Memory: a planned file of one chunk holds ~350
+#: bytes (its entry, name, size, packed metadata, chunk id and plan slot; tracemalloc).
 BATCH_FILES_LOCAL, BATCH_BLOBS_LOCAL = 5000, 20000
 BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE = 100_000, 200_000
 #: Opens a file this restore wrote to set its metadata (never blocks, never follows).
