@@ -27,6 +27,7 @@ __all__ = [
     "UsageError",
     "bandwidth",
     "cache_dir",
+    "cache_root",
     "kib_per_second",
     "open_repo",
     "open_repo_storage",
@@ -258,6 +259,13 @@ def cache_dir(args: Namespace, storage: Storage) -> Path | None:
     ``$XDG_CACHE_HOME/safehold/repositories``, ``~/.cache/safehold/repositories``."""
     if getattr(args, "no_cache", False) or storage.location.startswith("file:"):
         return None
+    return cache_root(args)
+
+
+def cache_root(args: Namespace) -> Path:
+    """The directory of the local caches (one per repository): ``--cache-dir``, else
+    ``$SAFEHOLD_CACHE_DIR``, ``$XDG_CACHE_HOME/safehold/repositories``,
+    ``~/.cache/safehold/repositories``."""
     chosen = getattr(args, "cache_dir", None) or os.environ.get("SAFEHOLD_CACHE_DIR")
     if chosen:
         return Path(chosen).expanduser()

@@ -21,6 +21,7 @@ from safehold import __version__, engine
 from safehold.cli import (
     audit,
     backup_hooks,
+    cache,
     completion,
     database,
     exitcodes,
@@ -76,6 +77,7 @@ COMMANDS: tuple[_Commands, ...] = (
     validate,
     inspect,
     audit,
+    cache,
     mount,
     report,
     completion,

@@ -45,6 +45,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
@@ -55,7 +56,14 @@ from safehold.storage import Storage
 from safehold.storage.base import ObjectInfo
 from safehold.storage.wrappers import ForwardingStorage
 
-__all__ = ["CACHEDIR_TAG", "UNUSED_DAYS", "LocalCache"]
+__all__ = [
+    "CACHEDIR_TAG",
+    "UNUSED_DAYS",
+    "CachedRepository",
+    "LocalCache",
+    "cached_repositories",
+    "remove_unused",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +119,7 @@ class LocalCache(ForwardingStorage):
         """Delete the caches of other repositories that no command used for
         :data:`UNUSED_DAYS` (a repository deleted, moved, or backed up from elsewhere now):
         without this they would stay on the disk for ever."""
-        limit = time.time() - UNUSED_DAYS * 86400
-        try:
-            entries = list(os.scandir(self.directory.parent))
-        except OSError:
-            return
-        for entry in entries:
-            try:
-                if (
-                    _REPOSITORY_ID.fullmatch(entry.name)
-                    and entry.path != str(self.directory)
-                    and entry.is_dir(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < limit
-                ):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            except OSError:
-                continue
+        remove_unused(self.directory.parent, UNUSED_DAYS, keep=self.directory)
 
     def _unwritable(self, exc: OSError) -> None:
         if self._writable:
@@ -311,3 +304,67 @@ def _pread(path: Path, offset: int, length: int | None) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- the caches of a directory
+
+
+@dataclass(frozen=True)
+class CachedRepository:
+    """The cache of one repository in a cache directory. ``last_used``: when a command
+    last opened it (the directory's mtime, set at each open); ``size``: its files' bytes."""
+
+    id: str
+    path: Path
+    last_used: float
+    size: int
+
+
+def cached_repositories(cache_dir: Path) -> list[CachedRepository]:
+    """The repositories' caches in ``cache_dir``, most recently used first (none when it
+    does not exist). Only directories named like a repository id are caches."""
+    found = [
+        CachedRepository(entry.name, Path(entry.path), last_used, _size(Path(entry.path)))
+        for entry, last_used in _caches(cache_dir)
+    ]
+    return sorted(found, key=lambda c: c.last_used, reverse=True)
+
+
+def remove_unused(
+    cache_dir: Path, max_age_days: float, *, keep: Path | None = None
+) -> list[CachedRepository]:
+    """Delete the caches in ``cache_dir`` that no command opened for ``max_age_days``
+    (except ``keep``); return them, with the bytes each held."""
+    limit = time.time() - max_age_days * 86400
+    removed: list[CachedRepository] = []
+    for entry, last_used in _caches(cache_dir):
+        if last_used >= limit or (keep is not None and entry.path == str(keep)):
+            continue
+        path = Path(entry.path)
+        size = _size(path)
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(CachedRepository(entry.name, path, last_used, size))
+    return removed
+
+
+def _caches(cache_dir: Path) -> Iterator[tuple[os.DirEntry[str], float]]:
+    try:
+        entries = list(os.scandir(cache_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if _REPOSITORY_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                yield entry, entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
