@@ -16,7 +16,13 @@ from safehold.engine.restore.finish import Restore
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.parts import PartResult, Parts
 from safehold.engine.restore.select import Selection, plan_selection
-from safehold.engine.tuning import available_cpus, rare_gc, release_free_memory, tune_malloc
+from safehold.engine.tuning import (
+    PACK_READS_MAPPED,
+    available_cpus,
+    rare_gc,
+    release_free_memory,
+    tune_malloc,
+)
 from safehold.repo import Repository, Snapshot
 from safehold.repo.prefetch import prefetch_trees
 from safehold.storage.wrappers.bandwidth import download_limited
@@ -59,9 +65,13 @@ def restore_snapshot(
     restored tree is then read back and checked against the snapshot (``result.check``)."""
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
-    if selection is None and not repo.storage.location.startswith("file:"):
+    remote = not repo.storage.location.startswith("file:")
+    if selection is None and remote:
         prefetch_trees(repo, snap.tree)  # a request per tree is a round trip per directory
-    tune_malloc()
+    if remote:  # whole packs are read: mapped, each goes back when freed
+        tune_malloc(mmap_threshold=PACK_READS_MAPPED)
+    else:
+        tune_malloc()
     fresh = _absent_or_empty(target)
     os.makedirs(target, exist_ok=True)
     chown_always = not fresh or bool(os.stat(target).st_mode & stat.S_ISGID)

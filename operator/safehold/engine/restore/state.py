@@ -30,11 +30,13 @@ MAX_READ = 4 * 1024 * 1024  # at most this much per read, so several workers sha
 _MIN_READ = 1024 * 1024
 #: Reads in flight (shared out between the parts): a local disk answers at once, an object
 #: store after a round trip, so more wait at a time. With reads of 4 MiB, 16 in all beat 8
-#: (SeaweedFS, two parts: 1.62 s against 1.81 s); with reads of whole packs 8 are as fast
-#: (mixed set 1.31 s against 1.34 s, small files 9.6 s against 9.3 s, same GETs) and hold
-#: 4 packs less per part in memory (session 9 in docs/performance.md).
+#: (SeaweedFS, two parts: 1.62 s against 1.81 s); with reads of whole packs 8 were as fast
+#: (mixed set 1.31 s against 1.34 s, small files 9.6 s against 9.3 s, same GETs) and 4 are
+#: too, holding two packs less per part (with the packs mapped, engine/tuning.py: mixed set
+#: at 0.3, 174-181 MB instead of 231-237 MB, 1.47-1.62 s against 1.50-1.67 s; sessions 9
+#: and 12 in docs/performance.md).
 _FETCHERS_LOCAL = 4
-_FETCHERS_REMOTE = 8
+_FETCHERS_REMOTE = 4
 #: Blobs one read asks for at most, from a local repository: few, so that the small files of
 #: a pack are written by several workers. From an object store there is no such cap: a read
 #: takes every needed blob of its range (the whole pack, when all of it is needed), since
