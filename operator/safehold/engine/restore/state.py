@@ -97,7 +97,7 @@ class FileMeta(bytes):
     reads start, so what a pending file keeps is paid that many times. The node itself is
     ~1 KB once decoded (pending files that kept it held 100 MB for 100,000 small files); an
     object with a slot per field still held ~200 bytes with its ints; packed, ~70 bytes.
-    :meth:`fields` unpacks them all at once, the properties one each."""
+    :meth:`fields` unpacks them all at once."""
 
     __slots__ = ()
 
@@ -119,10 +119,6 @@ class FileMeta(bytes):
         """mode, uid, gid, atime_ns, mtime_ns, sparse"""
         mode, uid, gid, atime_ns, mtime_ns, sparse = _META.unpack(self)
         return mode, uid, gid, atime_ns, mtime_ns, sparse
-
-    @property
-    def mode(self) -> int:
-        return int(_META.unpack(self)[0])
 
     @property
     def sparse(self) -> bool:
