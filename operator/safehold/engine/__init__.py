@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         BackupError,
         BackupOptions,
         BackupResult,
+        Prescan,
         backup_paths,
         backup_stream,
     )
@@ -42,6 +43,7 @@ __all__ = [
     "BackupError",
     "BackupOptions",
     "BackupResult",
+    "Prescan",
     "ProgressCallback",
     "ProgressEvent",
     "ProgressTracker",
@@ -61,7 +63,14 @@ __getattr__ = lazy_attributes(
     __name__,
     globals(),
     {
-        "backup": ("BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"),
+        "backup": (
+            "BackupError",
+            "BackupOptions",
+            "BackupResult",
+            "Prescan",
+            "backup_paths",
+            "backup_stream",
+        ),
         "progress": ("ProgressCallback", "ProgressEvent", "ProgressTracker"),
         "restore": (
             "RestoreCheck",

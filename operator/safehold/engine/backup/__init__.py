@@ -2,7 +2,9 @@
 
 - :mod:`.options`: what a backup is asked (:class:`BackupOptions`) and returns;
 - :mod:`.run`: the entry points :func:`backup_paths` and :func:`backup_stream`: the parent
-  snapshot, the pre-scan, the pipeline, then the snapshot object;
+  snapshot, the pipeline, then the snapshot object;
+- :mod:`.prescan`: an lstat walk ahead of the backup, started before the repository opens:
+  it warms the kernel's cache while the key derives, and counts the ETA's totals;
 - :mod:`.pipeline`: the parts below wired together (see its docstring);
 - :mod:`.walk`: the one scope-aware walk, of the backup and of the ETA's pre-scan;
 - :mod:`.scope`: what include/exclude patterns keep of a directory;
@@ -19,6 +21,14 @@
 from __future__ import annotations
 
 from safehold.engine.backup.options import BackupError, BackupOptions, BackupResult
+from safehold.engine.backup.prescan import Prescan
 from safehold.engine.backup.run import backup_paths, backup_stream
 
-__all__ = ["BackupError", "BackupOptions", "BackupResult", "backup_paths", "backup_stream"]
+__all__ = [
+    "BackupError",
+    "BackupOptions",
+    "BackupResult",
+    "Prescan",
+    "backup_paths",
+    "backup_stream",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -12,7 +11,7 @@ from typing import Any, BinaryIO
 from safehold import __version__
 from safehold.engine.backup.options import BackupError, BackupOptions, BackupResult
 from safehold.engine.backup.pipeline import BackupPipeline
-from safehold.engine.backup.walk import scan_totals
+from safehold.engine.backup.prescan import Prescan
 from safehold.engine.patterns import PatternError, compile_patterns
 from safehold.engine.progress import FileCallback, ProgressCallback, ProgressTracker
 from safehold.engine.tuning import rare_gc, tune_malloc
@@ -105,9 +104,12 @@ def backup_paths(
     options: BackupOptions | None = None,
     progress: ProgressCallback | None = None,
     on_file: FileCallback | None = None,
+    prescan: Prescan | None = None,
 ) -> BackupResult:
     """Back up files and directory trees into a new snapshot; ``on_file`` hears of each
-    file: ``new``, ``changed`` (read) or ``unchanged`` (the parent's chunks reused)."""
+    file: ``new``, ``changed`` (read) or ``unchanged`` (the parent's chunks reused).
+    ``prescan``: the pre-scan of the same paths, started before the repository opened
+    (:mod:`.prescan`); it is stopped here, or reports the ETA's totals."""
     options = options or BackupOptions()
     if not paths:
         raise BackupError("no paths to back up")
@@ -141,26 +143,26 @@ def backup_paths(
     started = time.monotonic()
     tune_malloc()
     with rare_gc(), ProgressTracker("backup", progress, on_file=on_file) as tracker:
-        stop = threading.Event()
-        scanner = threading.Thread(
-            target=scan_totals, args=(abspaths, tracker, stop, filt), name="scan", daemon=True
-        )
         estimate = parent.summary if parent is not None else {}
+        counting = False
         if estimate.get("total_files") and estimate.get("total_bytes") is not None:
             # An incremental's totals are close to its parent's: that estimate spares a
-            # second walk of the whole tree (an lstat per file, competing with the backup).
+            # whole pre-scan (an lstat per file, competing with the backup).
             tracker.files_total = int(estimate["total_files"])
             tracker.bytes_total = int(estimate["total_bytes"])
         elif progress is not None:
-            scanner.start()
+            counting = True
+            prescan = prescan or Prescan(abspaths, filt).start()
+            prescan.report_to(tracker)
+        if prescan is not None and not counting:
+            prescan.stop()  # it warmed the cache while the repository opened: enough
         b = BackupPipeline(repo, options, tracker)
         b.filter = filt
         try:
             tree = b.run(roots, parent_root)
         finally:
-            stop.set()
-            if scanner.is_alive():
-                scanner.join()
+            if prescan is not None:
+                prescan.stop()
         tracker.files_total = b.counts["total_files"]
         tracker.bytes_total = b.counts["total_bytes"]
         snap = _snapshot(

@@ -66,13 +66,13 @@ def listing(
 
 
 def scan_totals(
-    roots: Iterable[str],
-    progress: ProgressTracker,
-    stop: threading.Event,
-    filt: PathFilter | None = None,
-) -> None:
-    """Count files and bytes ahead of the backup, for the ETA. Only lstat, no reads:
-    through :func:`listing`, the same scope rules as the backup's walk."""
+    roots: Iterable[str], stop: threading.Event, filt: PathFilter | None = None
+) -> tuple[int, int] | None:
+    """The files and bytes the backup will find, for the ETA (None when ``stop`` was set
+    before the walk's end). Only lstat, no reads: through :func:`listing`, the same scope
+    rules as the backup's walk, and in its order (depth first, by name), so that what it
+    brings into the kernel's cache first is what the backup's walk reads first
+    (:mod:`.prescan`)."""
     files = 0
     total = 0
     top = top_scope(filt)
@@ -87,25 +87,26 @@ def scan_totals(
         elif stat.S_ISREG(st.st_mode):
             files += 1
             total += st.st_size
+    stack.reverse()
     while stack and not stop.is_set():
         path, prefix, scope = stack.pop()
         try:
             entries, scopes = listing(path, filt, prefix, scope)
         except OSError:
             continue
+        subdirs: list[tuple[str, str, int]] = []
         for k, entry in enumerate(entries):
             try:
                 if entry.is_dir(follow_symlinks=False):
                     child = scopes[k] if scopes is not None else ALL
-                    stack.append((entry.path, f"{prefix}{entry.name}/", child))
+                    subdirs.append((entry.path, f"{prefix}{entry.name}/", child))
                 elif entry.is_file(follow_symlinks=False):
                     files += 1
                     total += entry.stat(follow_symlinks=False).st_size
             except OSError:
                 continue
-    if not stop.is_set():
-        progress.files_total = files
-        progress.bytes_total = total
+        stack.extend(reversed(subdirs))
+    return None if stack else (files, total)  # stopped before the end: no totals
 
 
 class Walker:
