@@ -2,11 +2,11 @@
 environment forms, and the limit measured on a real object store.
 
 The measured test is a correctness test of the limiter (issue #17 asks that a limited
-backup stay within 10 % of its limit): a backup to SeaweedFS and a restore from it, each
-timed around the command (``main``, in this process, so that an interpreter's start does
-not blur the figures), once limited and once not. The bytes moved over the limited
-command's whole time must not exceed the limit by more than 10 %, and over the time the
-limit added (limited minus unlimited) must not fall short of it by more than 10 %.
+backup stay within 10 % of its limit): a limited backup to SeaweedFS and a limited restore
+from it, each timed around the command (``main``, in this process, so that an
+interpreter's start does not blur the figures). The bytes moved over the command's whole
+time must not exceed the limit by more than 10 %; and the waits the limiter imposed must
+add up to no more than the bytes' time at the limit: it holds back no more than it must.
 docs/performance.md quotes the figures.
 """
 
@@ -25,7 +25,7 @@ import pytest
 from safehold.cli.context import bandwidth
 from safehold.cli.main import build_parser, main
 from safehold.storage import open_storage
-from safehold.storage.wrappers import ThrottledStorage
+from safehold.storage.wrappers import ThrottledStorage, TokenBucket
 from testground.objectstores import RunningStore
 
 PASSWORD = "bandwidth test password"
@@ -151,45 +151,55 @@ def test_a_limited_backup_and_restore_stay_within_ten_percent_of_the_limit(
     for name in [k for k in os.environ if k.startswith("SAFEHOLD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    held: list[float] = []  # every wait the buckets imposed, as they computed it
+    reserve = TokenBucket.reserve
+
+    def recording(self: TokenBucket, size: int) -> float:
+        wait = reserve(self, size)
+        held.append(wait)
+        return wait
+
+    monkeypatch.setattr(TokenBucket, "reserve", recording)
     bucket = f"bandwidth-{uuid.uuid4().hex[:12]}"
     s3_store.make_bucket(bucket)
     data = tmp_path / "data"
     data.mkdir()
     (data / "random.bin").write_bytes(os.urandom(DATA_BYTES))  # incompressible
-    limited, free = Repo(s3_store, bucket, "limited"), Repo(s3_store, bucket, "free")
-    for repo in (limited, free):
-        repo.run("repo", "init")
+    limited = Repo(s3_store, bucket, "limited")
+    limited.run("repo", "init")
     initialised = limited.stored()
     limit = LIMIT_KIB * KIB
 
-    free_backup = free.run("backup", str(data))
-    limited_backup = limited.run("backup", str(data), "--limit-upload", str(LIMIT_KIB))
+    held.clear()
+    backup = limited.run("backup", str(data), "--limit-upload", str(LIMIT_KIB))
+    backup_held = sum(held)
     uploaded = limited.stored() - initialised
-    free_restore = free.run("restore", "latest", str(tmp_path / "free"))
-    limited_restore = limited.run(
+    held.clear()
+    restore = limited.run(
         "restore", "latest", str(tmp_path / "limited"), "--limit-download", str(LIMIT_KIB)
     )
+    restore_held = sum(held)
     downloaded = limited.stored()  # config, keys, index, snapshot, pack: each read once
     [restored] = (tmp_path / "limited").rglob("random.bin")
     assert restored.read_bytes() == (data / "random.bin").read_bytes()
 
     figures = {
-        "upload": (uploaded, limited_backup, free_backup),
-        "download": (downloaded, limited_restore, free_restore),
+        "upload": (uploaded, backup, backup_held),
+        "download": (downloaded, restore, restore_held),
     }
-    for direction, (moved, seconds, unlimited) in figures.items():
-        # The rate while the limit holds lies between these two: the first counts the
-        # command's own work as time of the transfer, the second none of it (a restore
-        # writes while it waits). So: the first at most 10 % above the limit (what the
-        # issue asks), the second not far below it (the limiter does not hold back more:
-        # 10 % on a quiet machine, measured in docs/performance.md; 25 % here, since on a
-        # loaded test machine the command's own work slows down between the two runs).
+    for direction, (moved, seconds, waited) in figures.items():
         whole = moved / seconds
-        added = moved / (seconds - unlimited)
+        at_limit = moved / limit  # the seconds the bytes take at exactly the limit
         print(
-            f"{direction}: limit {LIMIT_KIB} KiB/s, {moved / KIB:.0f} KiB in {seconds:.2f} s "
-            f"({unlimited:.2f} s unlimited): {whole / KIB:.0f} KiB/s over the command, "
-            f"{added / KIB:.0f} KiB/s over the time the limit added"
+            f"{direction}: limit {LIMIT_KIB} KiB/s, {moved / KIB:.0f} KiB in {seconds:.2f} s: "
+            f"{whole / KIB:.0f} KiB/s over the command; the limiter held it {waited:.2f} s "
+            f"of the {at_limit:.2f} s the bytes take at the limit"
         )
+        # The limit holds: over the whole command, at most 10 % above it (what the issue
+        # asks; the command's own work only lowers this rate).
         assert whole <= 1.10 * limit, direction
-        assert added >= 0.75 * limit, direction
+        # And it holds back no more than it must: its waits add up to no more than the
+        # bytes' time at the limit (less by its starting credit and by the time the
+        # command's own work earned), and to most of it (that work takes well under half).
+        # The waits are the bucket's arithmetic, so a loaded machine does not move them.
+        assert 0.5 * at_limit <= waited <= 1.01 * at_limit, direction
