@@ -119,13 +119,16 @@ def test_empty_prefix_is_refused(repo: Path) -> None:
     assert sum(_sources(repo).values()) == 15
 
 
-def _hold_shared_lock(repo: Path, seconds: float) -> threading.Thread:
-    """A backup's shared lock, held by this process for ``seconds``."""
+def _hold_shared_lock(
+    repo: Path, seconds: float, done: threading.Event | None = None
+) -> threading.Thread:
+    """A backup's shared lock, held by this process for ``seconds`` (less if ``done`` is
+    set first)."""
     r = Repository.open(open_storage(repo.as_uri()), PASSWORD)
     lock = RepositoryLock(r, exclusive=False, operation="backup").acquire()
 
     def release() -> None:
-        time.sleep(seconds)
+        (done or threading.Event()).wait(seconds)
         lock.release()
 
     thread = threading.Thread(target=release)
@@ -134,11 +137,16 @@ def _hold_shared_lock(repo: Path, seconds: float) -> threading.Thread:
 
 
 def test_without_lock_wait_a_held_lock_fails_at_once(repo: Path) -> None:
-    holder = _hold_shared_lock(repo, 3)
+    """Held for a minute: a forget that waited would take that long and then succeed. A
+    loaded machine's slow start-up cannot make it look either way."""
+    finished = threading.Event()
+    holder = _hold_shared_lock(repo, 60, finished)
     started = time.monotonic()
     done = _run(repo, "forget", "--keep-last", "1", "--json", check=False)
-    assert time.monotonic() - started < 3
+    took = time.monotonic() - started
+    finished.set()
     holder.join()
+    assert took < 30
     assert done.returncode == 11
     assert "locked" in str(_summary(done)["error"])
     assert sum(_sources(repo).values()) == 15
