@@ -43,6 +43,7 @@ from safehold.engine.backup.read import FileReader
 from safehold.engine.backup.trees import DirJob
 from safehold.engine.patterns import PathFilter
 from safehold.engine.progress import ProgressTracker
+from safehold.engine.tuning import release_free_memory
 from safehold.repo import BlobWriter, CorruptObject, Repository
 
 __all__ = ["ShareError", "Shares"]
@@ -116,6 +117,9 @@ class Shares:
         """Fork the workers (call before the pipeline starts threads of its own)."""
         events = self.progress.on_file is not None
         gc.collect()
+        # The heap's free pages (the index load's, the parent trees' read-ahead's) would be
+        # inherited, resident, by every worker: given back first (engine/tuning.py).
+        release_free_memory()
         gc.freeze()  # the workers' collector leaves the inherited objects' pages shared
         try:
             for _ in range(self.processes):
