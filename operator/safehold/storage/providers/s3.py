@@ -139,17 +139,55 @@ def open(location: Location) -> S3Storage:
     )
 
 
+#: The services whose entries the session's endpoints document keeps (:class:`_S3Loader`):
+#: S3, and those botocore's credential chain makes clients for (assumed roles and web
+#: identity, as in a pod with IRSA: STS; SSO profiles: SSO and SSO OIDC).
+ENDPOINT_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc"})
+
+
 class _S3Loader(Loader):
-    """botocore's data loader for a session that makes S3 clients only. The stock loader
-    lists every service's directory (400 of them) for each kind of model a client loads,
-    three times per client: 0.02 s with a warm page cache, 0.1 s with a cold one, in every
-    command."""
+    """botocore's data loader for a session that makes S3 clients only.
+
+    * The stock loader lists every service's directory (400 of them) for each kind of model
+      a client loads, three times per client: 0.02 s with a warm page cache, 0.1 s with a
+      cold one, in every command.
+    * botocore's endpoints document names every service in every partition (1.2 MB of JSON);
+      decoded, it held 7 MB in every process that made a client, for as long as the
+      session lived (each part of a restore from S3 kept one). Only the entries of
+      :data:`ENDPOINT_SERVICES` are kept: for those services the session resolves every
+      region of every partition as before (tests/storage/test_s3_endpoints.py)."""
+
+    _cache: dict[Any, Any]  # botocore's instance_cache
+    _trimmed: dict[str, Any] | None = None
 
     def __init__(self, search_paths: list[str]) -> None:
         super().__init__(extra_search_paths=search_paths, include_default_search_paths=False)
 
     def list_available_services(self, type_name: str) -> list[str]:
         return ["s3"]
+
+    def load_data_with_path(self, name: str) -> tuple[Any, str]:
+        data, path = super().load_data_with_path(name)
+        if name != "endpoints" or data is self._trimmed:
+            return data, path
+        trimmed = only_services(data, ENDPOINT_SERVICES)
+        # The loader keeps what it loaded (botocore's instance_cache, in self._cache): keep
+        # the trimmed document there instead, so that the whole one is freed.
+        for key, value in list(self._cache.items()):
+            if isinstance(value, tuple) and value and value[0] is data:
+                self._cache[key] = (trimmed, path)
+        self._trimmed = trimmed
+        return trimmed, path
+
+
+def only_services(endpoints: dict[str, Any], services: frozenset[str]) -> dict[str, Any]:
+    """botocore's endpoints document with each partition's ``services`` cut to ``services``
+    (everything else, the partitions' regions and defaults included, as it was)."""
+    partitions = [
+        {**part, "services": {k: v for k, v in part.get("services", {}).items() if k in services}}
+        for part in endpoints.get("partitions", [])
+    ]
+    return {**endpoints, "partitions": partitions}
 
 
 class S3Storage(ObjectStore):
