@@ -37,10 +37,11 @@ from safehold.engine.restore.state import (
     has_other_links,
     uses_of,
 )
+from safehold.engine.restore.stream import PackRange, PackStream, WholeRange
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
-from safehold.storage import StorageError
+from safehold.storage import StorageError, close_stream
 
 __all__ = ["FileWriter"]
 
@@ -307,12 +308,23 @@ class FileWriter(RestoreState):
         if start <= _HEAD:
             start = 0
         end = group[-1][3] + group[-1][4]
+        name = pack_object_name(pack)
+        if self.stream_ahead:  # from an object store: decoded as it arrives (stream.py)
+            pieces = self.repo.storage.get_stream(name, start, end - start)
+            stream = PackStream(pieces, self.stream_ahead)
+            try:
+                self.pool.submit(self._write_group, pack, group, plan, stream, start, batch)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+                close_stream(pieces)
+                self._group_done(batch, exc)
+                return
+            stream.fill()  # errors are the worker's to report (PackStream.take)
+            return
         try:
-            data = self.repo.storage.get(pack_object_name(pack), start, end - start)
-            self.pool.submit(self._write_group, pack, group, plan, memoryview(data), start, batch)
+            data = WholeRange(memoryview(self.repo.storage.get(name, start, end - start)))
+            self.pool.submit(self._write_group, pack, group, plan, data, start, batch)
         except StorageError as exc:
-            for blob_id, *_ in group:
-                self._fail(uses_of(plan[blob_id]), f"pack {pack} cannot be read: {exc}")
+            self._unread(pack, group, plan, exc)
             self._group_done(batch)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
             self._group_done(batch, exc)
@@ -322,7 +334,7 @@ class FileWriter(RestoreState):
         pack: str,
         group: list[_Blob],
         plan: _Plan,
-        data: memoryview,
+        data: PackRange,
         start: int,
         batch: Batch,
     ) -> None:
@@ -331,8 +343,10 @@ class FileWriter(RestoreState):
         try:
             self._write_chunks(pack, group, plan, data, start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+            data.close()
             self._group_done(batch, exc)
         else:
+            data.close()
             self._group_done(batch)
 
     def _write_chunks(
@@ -340,19 +354,27 @@ class FileWriter(RestoreState):
         pack: str,
         group: list[_Blob],
         plan: _Plan,
-        data: memoryview,
+        data: PackRange,
         start: int,
     ) -> None:
         try:  # format version 2: the pack's own subkey, from its first bytes
-            aead = self.repo.pack_aead(pack, data if start == 0 else None)
+            head = data.take(0, self.repo.aead.prefix_size) if start == 0 else None
+            aead = self.repo.pack_aead(pack, head)
         except CorruptObject as exc:
             for blob_id, *_ in group:
                 self._fail(uses_of(plan[blob_id]), f"chunk {blob_id.hex()} cannot be read ({exc})")
             return
+        except StorageError as exc:  # a stream that failed before the first blob
+            self._unread(pack, group, plan, exc)
+            return
         id_of = self.repo.keys.blob_id
-        for blob_id, blob_type, flags, offset, stored, raw in group:
+        for i, (blob_id, blob_type, flags, offset, stored, raw) in enumerate(group):
             uses = uses_of(plan[blob_id])
-            sealed = data[offset - start : offset - start + stored]
+            try:
+                sealed = data.take(offset - start, stored)
+            except StorageError as exc:  # the stream broke (retried already): the rest fail
+                self._unread(pack, group[i:], plan, exc)
+                return
             try:
                 if len(sealed) != stored or blob_type != BLOB_DATA:
                     raise ValueError("pack is shorter than the index says")
@@ -391,6 +413,11 @@ class FileWriter(RestoreState):
                     self.progress.file("restored", pending.path)
                 if last and not pending.meta_done:
                     self._done(pending)
+
+    def _unread(self, pack: str, group: list[_Blob], plan: _Plan, exc: StorageError) -> None:
+        """The files of a group's chunks fail: the pack could not be read."""
+        for blob_id, *_ in group:
+            self._fail(uses_of(plan[blob_id]), f"pack {pack} cannot be read: {exc}")
 
     def _create(self, pending: PendingFile, plain: bytes, zero: bool) -> None:
         """Create a file of one chunk, write it and set its metadata through one file
