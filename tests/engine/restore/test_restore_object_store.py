@@ -216,10 +216,12 @@ class _Ranges(ForwardingStorage):
 
     def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         got = 0
-        for piece in self.inner.get_stream(name, offset, length):  # a restore's pack reads
-            got += len(piece)
-            yield piece
-        self._note(name, offset, got)
+        try:
+            for piece in self.inner.get_stream(name, offset, length):  # a restore's pack reads
+                got += len(piece)
+                yield piece
+        finally:  # read to its end, or closed once its last blob was taken
+            self._note(name, offset, got)
 
     def _note(self, name: str, offset: int, size: int) -> None:
         if name.startswith("data/"):

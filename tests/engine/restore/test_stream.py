@@ -1,12 +1,11 @@
-"""PackStream (engine/restore/stream.py): a pack's range handed from the thread that reads
-its body to the worker that decodes its blobs. Pure logic with two threads: the bytes each
-take gives, the bound on what waits between the two, a blob larger than the bound, a body
-that fails part-way, and a worker that stops early."""
+"""PackStream (engine/restore/stream.py): a pack's range as its body arrives, read by the
+worker that decodes its blobs. Pure logic: the bytes each take gives wherever the pieces
+end, that pieces are pulled only when a blob needs them and let go once passed, a blob
+across many pieces, a body that fails part-way, and a worker that stops early."""
 
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -37,80 +36,67 @@ class Body:
             self.closed = True
 
 
-def _start(body: Body, ahead: int) -> tuple[PackStream, threading.Thread]:
+def _opened(body: Body) -> PackStream:
+    """As the fetch thread hands it over: its first piece read."""
     pieces = iter(body)
-    stream = PackStream(pieces, ahead)
-    thread = threading.Thread(target=stream.fill, daemon=True)
-    thread.start()
-    return stream, thread
+    return PackStream(pieces, next(pieces, b""))
 
 
 def test_every_take_gives_its_bytes_wherever_the_pieces_end() -> None:
     rng = random.Random(7)
     data = rng.randbytes(300 * KIB)
     for piece in (1, 1000, 4 * KIB, 64 * KIB, 400 * KIB):
-        stream, thread = _start(Body(data, piece), ahead=32 * KIB)
+        body = Body(data, piece)
+        stream = _opened(body)
         offset = 0
         while offset < len(data):
             offset += rng.randrange(0, 3 * KIB)  # gaps between blobs: skipped
             length = rng.randrange(1, 20 * KIB)
             assert bytes(stream.take(offset, length)) == data[offset : offset + length]
             offset += length
+            # pulled only as far as the blob needed, and nothing before it kept
+            assert body.read <= max(offset, piece) + piece
+            assert stream._queued <= length + 2 * piece
         stream.close()
-        thread.join(5)
-        assert not thread.is_alive()
+        assert body.closed
 
 
-def test_what_waits_for_a_slow_worker_stays_within_the_bound() -> None:
-    data = bytes(range(256)) * (4 * KIB)  # 1 MiB
-    body = Body(data, 16 * KIB)
-    stream, thread = _start(body, ahead=64 * KIB)
-    taken = 0
-    for offset in range(0, len(data), 8 * KIB):
-        assert bytes(stream.take(offset, 8 * KIB)) == data[offset : offset + 8 * KIB]
-        taken = offset  # bytes before this offset may be dropped, not the take's own
-        threading.Event().wait(0.002)  # a worker slower than the body
-        assert body.read - taken <= 64 * KIB + 8 * KIB + 16 * KIB  # bound, the take, a piece
-    thread.join(5)
-    assert body.read == len(data)
-    assert body.closed
-
-
-def test_a_blob_larger_than_the_bound_is_read_whole() -> None:
+def test_a_blob_across_many_pieces_is_whole() -> None:
     data = random.Random(1).randbytes(200 * KIB)
-    stream, thread = _start(Body(data, 4 * KIB), ahead=16 * KIB)
+    stream = _opened(Body(data, 4 * KIB))
     assert bytes(stream.take(10, 150 * KIB)) == data[10 : 10 + 150 * KIB]
     assert bytes(stream.take(160 * KIB, 40 * KIB)) == data[160 * KIB :]
-    thread.join(5)
-    assert not thread.is_alive()
 
 
 def test_a_body_that_fails_part_way_gives_what_came_and_then_its_error() -> None:
     data = random.Random(2).randbytes(100 * KIB)
     body = Body(data, 10 * KIB, fail_at=55 * KIB)
-    stream, thread = _start(body, ahead=1 * KIB)
+    stream = _opened(body)
     assert bytes(stream.take(0, 50 * KIB)) == data[: 50 * KIB]
     with pytest.raises(TransientError, match="connection reset"):
         stream.take(50 * KIB, 10 * KIB)
-    thread.join(5)
-    assert not thread.is_alive()
     assert body.closed
 
 
-def test_a_worker_that_stops_early_stops_the_reading_and_closes_the_body() -> None:
+def test_a_worker_that_stops_early_closes_the_body_unread() -> None:
     data = bytes(10 * 1024 * KIB)
     body = Body(data, 64 * KIB)
-    stream, thread = _start(body, ahead=128 * KIB)
+    stream = _opened(body)
     assert len(stream.take(0, 10)) == 10
     stream.close()
-    thread.join(5)
-    assert not thread.is_alive(), "the fetch thread still waits to hand over the rest"
     assert body.closed
-    assert body.read < len(data) // 2  # it stopped reading; it did not drain the body
+    assert body.read == 64 * KIB  # the first piece, no more
 
 
 def test_a_range_past_the_bodys_end_gives_what_there_is() -> None:
-    stream, thread = _start(Body(b"abcdef", 4), ahead=2)
+    stream = _opened(Body(b"abcdef", 4))
     assert bytes(stream.take(4, 10)) == b"ef"
+    assert bytes(stream.take(6, 10)) == b""
     assert bytes(WholeRange(memoryview(b"abcdef")).take(4, 10)) == b"ef"
-    thread.join(5)
+
+
+def test_offsets_that_go_back_are_a_bug_said_so() -> None:
+    stream = _opened(Body(bytes(100), 10))
+    stream.take(50, 10)
+    with pytest.raises(ValueError, match="offsets must grow"):
+        stream.take(0, 10)

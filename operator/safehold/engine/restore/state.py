@@ -49,9 +49,6 @@ _MAX_GROUP_REMOTE = 1 << 30
 #: 80 MB of packs; with these 21 GETs, 80 MB). Memory: a planned file of one chunk holds ~350
 #: bytes (its entry, name, size, packed metadata, chunk id and plan slot; tracemalloc).
 BATCH_FILES_LOCAL, BATCH_BLOBS_LOCAL = 5000, 20000
-#: Bytes of a pack read from an object store that may wait for the worker writing its
-#: blobs (engine/restore/stream.py; session 14 in docs/performance.md).
-STREAM_AHEAD = 4 * 1024 * 1024
 BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE = 100_000, 200_000
 #: Opens a file this restore wrote to set its metadata (never blocks, never follows).
 _META_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -253,10 +250,9 @@ class RestoreState:
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
-        #: From an object store a range is decoded and written as it arrives, at most this
-        #: far behind the download (engine/restore/stream.py); 0: read whole (a local
-        #: repository's reads are quick and small).
-        self.stream_ahead = 0 if local else STREAM_AHEAD
+        #: From an object store a range is decoded and written as its body arrives
+        #: (engine/restore/stream.py); a local repository's reads are quick and small.
+        self.streams = not local
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None

@@ -50,6 +50,11 @@ _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing anoth
 #: prefix (format version 2: its subkey) comes with it, not in a request of its own.
 _HEAD = 64 * 1024
 _MAX_GROUP = 48  # blobs per read by default (state.py's tuning decides)
+#: From an object store, a range of more blobs than this is decoded as its body arrives
+#: (engine/restore/stream.py): its files take long to create, and the range would be held
+#: whole meanwhile. Fewer, larger blobs are written in milliseconds: read whole, their
+#: download runs ahead of the writes (session 14 in docs/performance.md).
+STREAM_MIN_BLOBS = 64
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
@@ -309,16 +314,19 @@ class FileWriter(RestoreState):
             start = 0
         end = group[-1][3] + group[-1][4]
         name = pack_object_name(pack)
-        if self.stream_ahead:  # from an object store: decoded as it arrives (stream.py)
+        if self.streams and len(group) > STREAM_MIN_BLOBS:  # decoded as it arrives (stream.py)
             pieces = self.repo.storage.get_stream(name, start, end - start)
-            stream = PackStream(pieces, self.stream_ahead)
             try:
-                self.pool.submit(self._write_group, pack, group, plan, stream, start, batch)
+                first = next(pieces, b"")  # the round trip, here rather than in a worker
+                self.pool.submit(
+                    self._write_group, pack, group, plan, PackStream(pieces, first), start, batch
+                )
+            except StorageError as exc:
+                self._unread(pack, group, plan, exc)
+                self._group_done(batch)
             except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
                 close_stream(pieces)
                 self._group_done(batch, exc)
-                return
-            stream.fill()  # errors are the worker's to report (PackStream.take)
             return
         try:
             data = WholeRange(memoryview(self.repo.storage.get(name, start, end - start)))
