@@ -101,6 +101,41 @@ def test_get_range(backend: Any, offset: int, length: int | None, expect: slice)
     assert storage.get("obj", offset, length) == data[expect]
 
 
+@pytest.mark.parametrize(
+    ("offset", "length", "expect"),
+    [
+        (0, None, slice(0, None)),
+        (100, 3 * MIB, slice(100, 3 * MIB + 100)),
+        (MIB - 1, 2, slice(MIB - 1, MIB + 1)),
+        (4 * MIB - 10, 100, slice(4 * MIB - 10, None)),  # runs past the end
+        (4 * MIB, 10, slice(4 * MIB, 4 * MIB)),  # starts at the end: nothing
+        (5 * MIB, None, slice(4 * MIB, 4 * MIB)),  # starts past the end: nothing
+        (0, 0, slice(0, 0)),
+    ],
+    ids=["whole", "inside", "across-a-piece", "past-end", "at-end", "beyond", "zero"],
+)
+def test_get_stream_gives_what_get_gives(
+    backend: Any, offset: int, length: int | None, expect: slice
+) -> None:
+    storage = backend.open()
+    data = payload(4 * MIB, "stream")
+    storage.put("obj", data)
+    pieces = list(storage.get_stream("obj", offset, length))
+    assert b"".join(pieces) == data[expect] == storage.get("obj", offset, length)
+    assert all(pieces), "no empty pieces"
+
+
+def test_a_stream_closed_early_leaves_the_storage_working(backend: Any) -> None:
+    storage = backend.open()
+    data = payload(3 * MIB, "early")
+    storage.put("obj", data)
+    for _ in range(40):  # more than a connection pool holds, were they not given back
+        stream = storage.get_stream("obj")
+        assert next(stream)
+        stream.close()
+    assert storage.get("obj") == data
+
+
 def test_get_range_of_multipart_object(backend: Any) -> None:
     storage = backend.open()
     part = max(threshold(storage), MIB)
@@ -120,6 +155,8 @@ def test_missing_object_is_not_found(backend: Any) -> None:
         lambda: storage.get("missing"),
         lambda: storage.get("missing", 10, 10),
         lambda: storage.get("missing", 0, 0),
+        lambda: b"".join(storage.get_stream("missing")),
+        lambda: b"".join(storage.get_stream("missing", 10, 10)),
         lambda: storage.stat("missing"),
     ):
         with pytest.raises(NotFound) as caught:

@@ -176,6 +176,13 @@ class LocalCache(ForwardingStorage):
         # None: no copy after all (removed by another process meanwhile, or not writable)
         return self.inner.get(name, offset, length) if data is None else data
 
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """What this cache keeps comes from :meth:`get` (whole); the rest streams on."""
+        if self._path(name) is None or not self._writable:
+            yield from self.inner.get_stream(name, offset, length)
+        else:
+            yield self.get(name, offset, length)
+
     def put(self, name: str, data: bytes) -> None:
         self.inner.put(name, data)
         self._keep_written(name, data)

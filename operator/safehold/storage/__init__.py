@@ -4,7 +4,7 @@ The public surface is this module: :func:`open_storage`, the :class:`Storage`
 interface, :class:`ObjectInfo` and the errors. See ``docs/storage.md``.
 """
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo, Storage, close_stream
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -36,6 +36,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "TransientError",
+    "close_stream",
     "open_storage",
     "parse_location",
 ]

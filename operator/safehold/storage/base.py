@@ -20,6 +20,10 @@ Guarantees every provider gives (the conformance suite in
   prefix: ``list("data/a")`` also yields ``data/ab``.
 * **Idempotent delete.** Deleting a missing object is not an error.
 
+One optional capability has a default that every provider gets: ``get_stream``, ``get``'s
+bytes in pieces as they arrive. A provider whose SDK streams a response body (S3) overrides
+it; the others read the range whole and hand it over as one piece.
+
 Errors (from :mod:`safehold.storage.errors`): :class:`NotFound`,
 :class:`AlreadyExists`, :class:`PermissionDenied`, :class:`TransientError`
 (retry it), :class:`PermanentError`. No SDK exception escapes a provider.
@@ -39,7 +43,7 @@ from datetime import datetime
 from safehold.storage.errors import ObjectLockUnsupported
 from safehold.storage.object_lock import ObjectLock
 
-__all__ = ["ObjectInfo", "Storage", "innermost"]
+__all__ = ["ObjectInfo", "Storage", "close_stream", "innermost"]
 
 _CANNOT_LOCK = (
     "this provider cannot lock objects (object lock / retention); use s3://, gs:// or "
@@ -89,6 +93,20 @@ class Storage(abc.ABC):
         A range that runs past the end returns the bytes up to the end.
         Raises :class:`NotFound` when the object does not exist.
         """
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """``get``'s bytes in pieces, as they arrive: joined, the same bytes ``get`` returns.
+
+        For a reader that consumes a large range piece by piece (a restore decodes a pack's
+        blobs as its body arrives, engine/restore/stream.py): it then holds a piece at a time,
+        not the whole range. Raises what ``get`` raises, from the first ``next``; a failure
+        part-way raises a :class:`StorageError` too. The caller reads it to the end or closes
+        it (which releases the connection). No piece is empty: an empty range yields none.
+        The default reads the range whole, in one piece.
+        """
+        data = self.get(name, offset, length)
+        if data:
+            yield data
 
     @abc.abstractmethod
     def stat(self, name: str) -> ObjectInfo:
@@ -172,3 +190,11 @@ def innermost(storage: Storage) -> Storage:
             break
         storage = inner
     return storage
+
+
+def close_stream(pieces: Iterator[bytes]) -> None:
+    """Close a :meth:`Storage.get_stream` iterator (a generator: its ``finally`` releases
+    the connection) whether or not it was read to the end."""
+    closer = getattr(pieces, "close", None)
+    if closer is not None:
+        closer()

@@ -15,13 +15,31 @@ from pathlib import Path
 
 import pytest
 
-from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
+from safehold.engine import (
+    BackupOptions,
+    RestoreOptions,
+    RestoreResult,
+    backup_paths,
+    restore_snapshot,
+)
 from safehold.engine.restore.parts import PartFailed
 from safehold.repo import BLOB_TREE, Config, Repository, Snapshot, pack_object_name
-from safehold.storage import Storage, StorageError, open_storage
+from safehold.storage import (
+    PermanentError,
+    Storage,
+    StorageError,
+    TransientError,
+    open_storage,
+)
 from safehold.storage.base import innermost
 from safehold.storage.providers.s3 import S3Storage
-from safehold.storage.wrappers import ForwardingStorage, shared_bandwidth
+from safehold.storage.wrappers import (
+    ForwardingStorage,
+    LimitedStorage,
+    RetryingStorage,
+    RetryPolicy,
+    shared_bandwidth,
+)
 from testground.objectstores import RunningStore
 
 from ..conftest import PASSWORD, SMALL_CHUNKER
@@ -193,10 +211,22 @@ class _Ranges(ForwardingStorage):
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         data = super().get(name, offset, length)
+        self._note(name, offset, len(data))
+        return data
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        got = 0
+        try:
+            for piece in self.inner.get_stream(name, offset, length):  # a restore's pack reads
+                got += len(piece)
+                yield piece
+        finally:  # read to its end, or closed once its last blob was taken
+            self._note(name, offset, got)
+
+    def _note(self, name: str, offset: int, size: int) -> None:
         if name.startswith("data/"):
             with self.log.open("a") as f:
-                f.write(json.dumps([os.getpid(), len(data), name[-6:], offset]) + "\n")
-        return data
+                f.write(json.dumps([os.getpid(), size, name[-6:], offset]) + "\n")
 
 
 def test_the_parts_read_each_pack_once_in_one_request(
@@ -279,7 +309,16 @@ def test_a_part_killed_while_it_downloads_a_pack_fails_the_restore_and_a_rerun_f
             os.kill(os.getpid(), signal.SIGKILL)
         return real(self, name, offset, length)
 
+    def get_stream(
+        self: S3Storage, name: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        if os.getpid() != parent and name.startswith("data/"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_stream(self, name, offset, length)
+
+    real_stream = S3Storage.get_stream
     monkeypatch.setattr(S3Storage, "get", get)
+    monkeypatch.setattr(S3Storage, "get_stream", get_stream)
     out = tmp_path / "out"
     with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
         restore_snapshot(reopened, snap, str(out), RestoreOptions(processes=2))
@@ -288,3 +327,94 @@ def test_a_part_killed_while_it_downloads_a_pack_fails_the_restore_and_a_rerun_f
     storage.close()
     assert result.errors == []
     same_tree(source, out / "src")
+
+
+# ---------------------------------------------------------------- packs read as they arrive
+
+
+class _BreakingStreams(ForwardingStorage):
+    """Streams packs in pieces of 16 KiB and breaks each pack's first stream after
+    ``after`` bytes, with ``error``: a connection that drops part-way through a body."""
+
+    def __init__(self, inner: Storage, after: int, error: type[StorageError]) -> None:
+        super().__init__(inner)
+        self.after, self.error = after, error
+        self.broken: set[str] = set()
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        sent = 0
+        for piece in self.inner.get_stream(name, offset, length):
+            for at in range(0, len(piece), 16 * 1024):
+                if name.startswith("data/") and name not in self.broken and sent >= self.after:
+                    self.broken.add(name)
+                    raise self.error(self.location, "connection reset by peer", name=name)
+                sent += len(piece[at : at + 16 * 1024])
+                yield piece[at : at + 16 * 1024]
+
+
+def _restore_through(
+    s3_store: RunningStore,
+    s3_url: str,
+    snap: Snapshot,
+    out: Path,
+    breaker: Callable[[Storage], _BreakingStreams],
+) -> tuple[RestoreResult, _BreakingStreams, RetryingStorage]:
+    """Restore ``snap`` in one process through retry( limit( breaker( S3 ) ) )."""
+    breaking = breaker(open_storage(s3_url, s3_store.options))
+    retrying = RetryingStorage(
+        LimitedStorage(breaking, 16), RetryPolicy(attempts=3, base_delay=0.01)
+    )
+    repo = Repository.open(retrying, PASSWORD)
+    result = restore_snapshot(repo, snap, str(out), RestoreOptions(processes=1))
+    retrying.close()
+    return result, breaking, retrying
+
+
+def test_a_pack_whose_download_breaks_part_way_is_resumed_where_it_broke(
+    s3_store: RunningStore,
+    s3_url: str,
+    snap: Snapshot,
+    source: Path,
+    tmp_path: Path,
+    same_tree: Callable[..., None],
+) -> None:
+    result, breaking, retrying = _restore_through(
+        s3_store,
+        s3_url,
+        snap,
+        tmp_path / "out",
+        lambda inner: _BreakingStreams(inner, 100 * 1024, TransientError),
+    )
+    assert result.errors == []
+    assert breaking.broken, "no pack's download broke: the test proves nothing"
+    assert retrying.retries == len(breaking.broken)
+    same_tree(source, tmp_path / "out" / "src")
+
+
+def test_a_pack_that_cannot_be_read_part_way_fails_only_the_files_it_holds(
+    s3_store: RunningStore, s3_url: str, snap: Snapshot, source: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result, breaking, _ = _restore_through(
+        s3_store,
+        s3_url,
+        snap,
+        out,
+        lambda inner: _BreakingStreams(inner, 100 * 1024, PermanentError),
+    )
+    assert breaking.broken
+    assert result.errors, "a pack broke for good, and no file says so"
+    for error in result.errors:
+        assert "cannot be read" in error["error"]
+        assert "connection reset" in error["error"]
+    # a file that failed fails under each of its names (hard links are one file)
+    failed = {
+        (source / Path(e["path"]).relative_to(out / "src")).stat().st_ino for e in result.errors
+    }
+    restored = 0
+    for path in source.rglob("*"):
+        copy = out / "src" / path.relative_to(source)
+        if path.is_file() and not path.is_symlink() and path.stat().st_ino not in failed:
+            assert copy.read_bytes() == path.read_bytes(), copy
+            restored += 1
+    assert restored > 10  # the other packs' files were restored

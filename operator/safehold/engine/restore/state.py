@@ -250,6 +250,9 @@ class RestoreState:
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
+        #: From an object store a range is decoded and written as its body arrives
+        #: (engine/restore/stream.py); a local repository's reads are quick and small.
+        self.streams = not local
         self.inflight = 0
         self.idle = threading.Condition(self.lock)
         self.crash: BaseException | None = None

@@ -37,10 +37,11 @@ from safehold.engine.restore.state import (
     has_other_links,
     uses_of,
 )
+from safehold.engine.restore.stream import PackRange, PackStream, WholeRange
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
 from safehold.repo.pack import decode_blob
-from safehold.storage import StorageError
+from safehold.storage import StorageError, close_stream
 
 __all__ = ["FileWriter"]
 
@@ -49,6 +50,11 @@ _GAP = 1024 * 1024  # read across gaps up to this size rather than issuing anoth
 #: prefix (format version 2: its subkey) comes with it, not in a request of its own.
 _HEAD = 64 * 1024
 _MAX_GROUP = 48  # blobs per read by default (state.py's tuning decides)
+#: From an object store, a range of more blobs than this is decoded as its body arrives
+#: (engine/restore/stream.py): its files take long to create, and the range would be held
+#: whole meanwhile. Fewer, larger blobs are written in milliseconds: read whole, their
+#: download runs ahead of the writes (session 14 in docs/performance.md).
+STREAM_MIN_BLOBS = 64
 _SPARSE_PIECE = 64 * 1024  # holes are punched at this granularity in sparse files
 _T = TypeVar("_T")
 #: A chunk to fetch: id, blob type, flags, offset and length in its pack, plain length.
@@ -307,12 +313,26 @@ class FileWriter(RestoreState):
         if start <= _HEAD:
             start = 0
         end = group[-1][3] + group[-1][4]
+        name = pack_object_name(pack)
+        if self.streams and len(group) > STREAM_MIN_BLOBS:  # decoded as it arrives (stream.py)
+            pieces = self.repo.storage.get_stream(name, start, end - start)
+            try:
+                first = next(pieces, b"")  # the round trip, here rather than in a worker
+                self.pool.submit(
+                    self._write_group, pack, group, plan, PackStream(pieces, first), start, batch
+                )
+            except StorageError as exc:
+                self._unread(pack, group, plan, exc)
+                self._group_done(batch)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+                close_stream(pieces)
+                self._group_done(batch, exc)
+            return
         try:
-            data = self.repo.storage.get(pack_object_name(pack), start, end - start)
-            self.pool.submit(self._write_group, pack, group, plan, memoryview(data), start, batch)
+            data = WholeRange(memoryview(self.repo.storage.get(name, start, end - start)))
+            self.pool.submit(self._write_group, pack, group, plan, data, start, batch)
         except StorageError as exc:
-            for blob_id, *_ in group:
-                self._fail(uses_of(plan[blob_id]), f"pack {pack} cannot be read: {exc}")
+            self._unread(pack, group, plan, exc)
             self._group_done(batch)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
             self._group_done(batch, exc)
@@ -322,7 +342,7 @@ class FileWriter(RestoreState):
         pack: str,
         group: list[_Blob],
         plan: _Plan,
-        data: memoryview,
+        data: PackRange,
         start: int,
         batch: Batch,
     ) -> None:
@@ -331,8 +351,10 @@ class FileWriter(RestoreState):
         try:
             self._write_chunks(pack, group, plan, data, start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
+            data.close()
             self._group_done(batch, exc)
         else:
+            data.close()
             self._group_done(batch)
 
     def _write_chunks(
@@ -340,19 +362,27 @@ class FileWriter(RestoreState):
         pack: str,
         group: list[_Blob],
         plan: _Plan,
-        data: memoryview,
+        data: PackRange,
         start: int,
     ) -> None:
         try:  # format version 2: the pack's own subkey, from its first bytes
-            aead = self.repo.pack_aead(pack, data if start == 0 else None)
+            head = data.take(0, self.repo.aead.prefix_size) if start == 0 else None
+            aead = self.repo.pack_aead(pack, head)
         except CorruptObject as exc:
             for blob_id, *_ in group:
                 self._fail(uses_of(plan[blob_id]), f"chunk {blob_id.hex()} cannot be read ({exc})")
             return
+        except StorageError as exc:  # a stream that failed before the first blob
+            self._unread(pack, group, plan, exc)
+            return
         id_of = self.repo.keys.blob_id
-        for blob_id, blob_type, flags, offset, stored, raw in group:
+        for i, (blob_id, blob_type, flags, offset, stored, raw) in enumerate(group):
             uses = uses_of(plan[blob_id])
-            sealed = data[offset - start : offset - start + stored]
+            try:
+                sealed = data.take(offset - start, stored)
+            except StorageError as exc:  # the stream broke (retried already): the rest fail
+                self._unread(pack, group[i:], plan, exc)
+                return
             try:
                 if len(sealed) != stored or blob_type != BLOB_DATA:
                     raise ValueError("pack is shorter than the index says")
@@ -391,6 +421,11 @@ class FileWriter(RestoreState):
                     self.progress.file("restored", pending.path)
                 if last and not pending.meta_done:
                     self._done(pending)
+
+    def _unread(self, pack: str, group: list[_Blob], plan: _Plan, exc: StorageError) -> None:
+        """The files of a group's chunks fail: the pack could not be read."""
+        for blob_id, *_ in group:
+            self._fail(uses_of(plan[blob_id]), f"pack {pack} cannot be read: {exc}")
 
     def _create(self, pending: PendingFile, plain: bytes, zero: bool) -> None:
         """Create a file of one chunk, write it and set its metadata through one file

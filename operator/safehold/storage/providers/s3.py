@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["S3Storage", "open"]
 
 _MIB = 1024 * 1024
+#: Bytes per piece of :meth:`S3Storage.get_stream`: what one read of the socket asks for.
+STREAM_PIECE = 1024 * 1024
 _MIN_PART = 5 * _MIB  # S3's smallest part (all but the last)
 _MAX_PARTS = 10_000
 _UPLOAD_THREADS = 4
@@ -217,16 +219,41 @@ class S3Storage(ObjectStore):
         self._bucket_locks: bool | None = None
 
     def _read(self, name: str, offset: int, length: int | None) -> bytes:
+        body = self._body(name, offset, length)
+        if body is None:
+            return b""
+        try:
+            return cast("bytes", body.read())
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, "get") from exc
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The response body as it arrives, in pieces of :data:`STREAM_PIECE` bytes."""
+        if length == 0:
+            self.get(name, offset, length)  # nothing to read, but a missing object is NotFound
+            return
+        body = self._body(name, offset, length)
+        if body is None:
+            return
+        try:
+            yield from body.iter_chunks(STREAM_PIECE)
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, name, "get") from exc
+        finally:
+            body.close()
+
+    def _body(self, name: str, offset: int, length: int | None) -> Any:
+        """The GetObject response's body for a non-empty range; None when the range starts
+        past the object's end."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             args["Range"] = f"bytes={offset}-{end}"
         try:
-            response = self._client.get_object(**args)
-            return response["Body"].read()
+            return self._client.get_object(**args)["Body"]
         except bce.ClientError as exc:
             if _code(exc) == "InvalidRange":  # the object exists; the range starts past its end
-                return b""
+                return None
             raise self._error(exc, name, "get") from exc
         except bce.BotoCoreError as exc:
             raise self._error(exc, name, "get") from exc
@@ -464,6 +491,10 @@ class S3Storage(ObjectStore):
                 "no S3 credentials found: set options access_key_id and secret_access_key, "
                 "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or anonymous=true",
                 name=name,
+            )
+        if isinstance(exc, bce.IncompleteReadError):
+            return TransientError(
+                self.location, f"{op} failed: the response ended early {where}", name=name
             )
         if isinstance(exc, bce.ConnectionError | bce.HTTPClientError):
             return TransientError(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from safehold.storage.base import Storage
@@ -159,6 +159,15 @@ class ThrottledStorage(ForwardingStorage):
         if bucket is not None and self.bandwidth.applies_to(name):
             bucket.take(len(data))
         return data
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        bucket = self.bandwidth.download
+        if bucket is None or not self.bandwidth.applies_to(name):
+            yield from self.inner.get_stream(name, offset, length)
+            return
+        for piece in self.inner.get_stream(name, offset, length):
+            bucket.take(len(piece))
+            yield piece
 
 
 def download_limited(storage: Storage) -> bool:

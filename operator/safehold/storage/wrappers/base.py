@@ -36,6 +36,10 @@ class ForwardingStorage(Storage):
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.get(name, offset, length)
 
+    # get_stream is not forwarded: a wrapper that changes ``get`` (a test's fault injection)
+    # would be bypassed. Storage's default reads through this wrapper's ``get``; each
+    # wrapper that passes a stream on overrides get_stream itself.
+
     def stat(self, name: str) -> ObjectInfo:
         return self.inner.stat(name)
 

@@ -2,7 +2,7 @@
 
 Object stores throttle (S3's 503 SlowDown) and connection pools are finite; a semaphore in
 front of the storage keeps a thread pool of any size within ``limit`` concurrent requests.
-A listing holds a slot only while it fetches, not while the caller consumes it.
+A listing or a stream holds a slot only while it fetches, not while the caller consumes it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.base import ObjectInfo, Storage, close_stream
 from safehold.storage.wrappers.base import ForwardingStorage
 
 __all__ = ["LimitedStorage"]
@@ -49,6 +49,18 @@ class LimitedStorage(ForwardingStorage):
     def copy_from(self, source: Storage, name: str) -> bool:
         with self._slots:
             return self.inner.copy_from(source, name)
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        pieces = self.inner.get_stream(name, offset, length)
+        try:
+            while True:
+                with self._slots:
+                    piece = next(pieces, None)
+                if piece is None:
+                    return
+                yield piece
+        finally:
+            close_stream(pieces)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         items = self.inner.list(prefix)

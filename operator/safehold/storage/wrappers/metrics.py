@@ -133,6 +133,25 @@ class MeteredStorage(ForwardingStorage):
     def copy_from(self, source: Storage, name: str) -> bool:
         return self._measure("copy", lambda: self.inner.copy_from(source, name))
 
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        # One "get" operation, its bytes counted as they arrive; its latency is the time to
+        # read it to the end (as a listing's).
+        labels = (self.provider, "get")
+        start = time.perf_counter()
+        received = 0
+        try:
+            for piece in self.inner.get_stream(name, offset, length):
+                received += len(piece)
+                yield piece
+        except StorageError as exc:
+            self._failed(labels, exc)
+            raise
+        finally:
+            self.metrics.seconds.labels(*labels).observe(time.perf_counter() - start)
+            if received:
+                self.metrics.bytes.labels(*labels).inc(received)
+        self.metrics.operations.labels(*labels, "ok").inc()
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # One "list" operation per listing; its latency is the time to exhaust it.
         labels = (self.provider, "list")

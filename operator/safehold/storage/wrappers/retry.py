@@ -15,6 +15,8 @@ Two operations need more than "call again":
   the same bytes mean our earlier attempt won, and the call succeeds.
 * ``list`` resumes after the last name it yielded instead of starting again, so a caller
   never sees a name twice.
+* ``get_stream`` resumes at the first byte it has not yielded: a connection that breaks
+  part-way through a pack costs the rest of the pack, and the caller sees each byte once.
 """
 
 from __future__ import annotations
@@ -170,6 +172,9 @@ class RetryingStorage(ForwardingStorage):
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(lambda: self.inner.get(name, offset, length))
 
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return _resumed(self, name, offset, length)
+
     def stat(self, name: str) -> ObjectInfo:
         return self._call(lambda: self.inner.stat(name))
 
@@ -212,6 +217,40 @@ class RetryingStorage(ForwardingStorage):
             attempt += 1
             self.retries += 1
             self.policy.sleep(pause)
+
+
+def _resumed(
+    storage: RetryingStorage, name: str, offset: int, length: int | None
+) -> Iterator[bytes]:
+    """:meth:`RetryingStorage.get_stream`: the range read again from the first byte not
+    yet yielded after each transient failure, within one call's budget."""
+    done = 0
+    started, deadline = storage._deadline()
+    attempt = 1
+    while True:
+        rest = None if length is None else length - done
+        if rest == 0:
+            return
+        try:
+            for piece in storage.inner.get_stream(name, offset + done, rest):
+                storage.answered = True
+                done += len(piece)
+                yield piece
+            storage.answered = True
+            return
+        except TransientError as exc:
+            pause = storage.policy.delay(attempt)
+            if storage.policy.gives_up(attempt, pause, deadline):
+                if done == 0 and attempt == 1:
+                    raise
+                lead = f"read failed after {done} bytes: " if done else ""
+                raise _gave_up(exc, attempt, started, lead) from exc
+        except StorageError:
+            storage.answered = True
+            raise
+        attempt += 1
+        storage.retries += 1
+        storage.policy.sleep(pause)
 
 
 def _gave_up(exc: TransientError, attempts: int, started: float, lead: str = "") -> TransientError:
