@@ -158,6 +158,11 @@ def test_metrics_count_a_stream_as_one_get_with_its_bytes(fs: Storage) -> None:
     assert value("safehold_storage_operations_total", outcome="NotFound") == 1
     assert value("safehold_storage_bytes_total") == 5000
     assert value("safehold_storage_operation_seconds_count") == 2
+    closed = storage.get_stream("obj")  # closed after a piece: it had what it needed
+    assert next(closed) == DATA[:1000]
+    closed.close()
+    assert value("safehold_storage_operations_total", outcome="ok") == 2
+    assert value("safehold_storage_bytes_total") == 6000
 
 
 def test_the_throttle_counts_every_piece(fs: Storage) -> None:

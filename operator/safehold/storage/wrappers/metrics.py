@@ -136,21 +136,28 @@ class MeteredStorage(ForwardingStorage):
     def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         # One "get" operation, its bytes counted as they arrive; its latency is the time to
         # read it to the end (as a listing's).
+        # A stream the caller closes before its end (it had what it needed) counts as ok.
         labels = (self.provider, "get")
         start = time.perf_counter()
         received = 0
+        ok = True
         try:
             for piece in self.inner.get_stream(name, offset, length):
                 received += len(piece)
                 yield piece
         except StorageError as exc:
+            ok = False
             self._failed(labels, exc)
+            raise
+        except Exception:
+            ok = False  # not the storage's answer (as for the other operations): not counted
             raise
         finally:
             self.metrics.seconds.labels(*labels).observe(time.perf_counter() - start)
             if received:
                 self.metrics.bytes.labels(*labels).inc(received)
-        self.metrics.operations.labels(*labels, "ok").inc()
+            if ok:
+                self.metrics.operations.labels(*labels, "ok").inc()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # One "list" operation per listing; its latency is the time to exhaust it.
