@@ -192,7 +192,7 @@ def innermost(storage: Storage) -> Storage:
     return storage
 
 
-def close_stream(pieces: Iterator[bytes]) -> None:
+def close_stream(pieces: Iterator[object]) -> None:
     """Close a :meth:`Storage.get_stream` iterator (a generator: its ``finally`` releases
     the connection) whether or not it was read to the end."""
     closer = getattr(pieces, "close", None)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage, close_stream
 from safehold.storage.wrappers.base import ForwardingStorage
 
 __all__ = ["LimitedStorage"]
+
+T = TypeVar("T")
 
 
 class LimitedStorage(ForwardingStorage):
@@ -51,22 +54,20 @@ class LimitedStorage(ForwardingStorage):
             return self.inner.copy_from(source, name)
 
     def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        pieces = self.inner.get_stream(name, offset, length)
+        return self._one_at_a_time(self.inner.get_stream(name, offset, length))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._one_at_a_time(self.inner.list(prefix))
+
+    def _one_at_a_time(self, items: Iterator[T]) -> Iterator[T]:
+        """``items`` (a listing's pages, a stream's pieces), a slot held while each is
+        fetched, not while the caller has it; closed when the caller stops early."""
         try:
             while True:
                 with self._slots:
-                    piece = next(pieces, None)
-                if piece is None:
+                    item = next(items, None)
+                if item is None:
                     return
-                yield piece
+                yield item
         finally:
-            close_stream(pieces)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        items = self.inner.list(prefix)
-        while True:
-            with self._slots:
-                info = next(items, None)
-            if info is None:
-                return
-            yield info
+            close_stream(items)

@@ -172,9 +172,6 @@ class RetryingStorage(ForwardingStorage):
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(lambda: self.inner.get(name, offset, length))
 
-    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return _resumed(self, name, offset, length)
-
     def stat(self, name: str) -> ObjectInfo:
         return self._call(lambda: self.inner.stat(name))
 
@@ -192,65 +189,68 @@ class RetryingStorage(ForwardingStorage):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         last: str | None = None
+
+        def rest() -> Iterator[ObjectInfo]:
+            nonlocal last
+            for info in self.inner.list(prefix):
+                if last is not None and info.name <= last:
+                    continue  # already yielded before the failure
+                last = info.name
+                yield info
+
+        def lead() -> str:
+            return f"list failed{f' after {last!r}' if last is not None else ''}: "
+
+        return self._resuming(rest, lambda: last is not None, lead)
+
+    def get_stream(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        done = 0
+
+        def rest() -> Iterator[bytes]:
+            nonlocal done
+            left = None if length is None else length - done
+            if left == 0:
+                return
+            for piece in self.inner.get_stream(name, offset + done, left):
+                done += len(piece)
+                yield piece
+
+        def lead() -> str:
+            return f"read failed after {done} bytes: " if done else ""
+
+        return self._resuming(rest, lambda: done > 0, lead)
+
+    def _resuming(
+        self,
+        rest: Callable[[], Iterator[T]],
+        yielded: Callable[[], bool],
+        lead: Callable[[], str],
+    ) -> Iterator[T]:
+        """What ``rest()`` yields, called again after each transient failure to go on from
+        where the last call stopped (a listing after its last name, a stream at its first
+        byte not yet given), within one call's budget. ``yielded``: whether anything was;
+        ``lead``: what the error says it was doing when retrying gives up."""
         started, deadline = self._deadline()
         attempt = 1
         while True:
             try:
-                for info in self.inner.list(prefix):
-                    if last is not None and info.name <= last:
-                        continue  # already yielded before the failure
-                    last = info.name
+                for item in rest():
                     self.answered = True
-                    yield info
+                    yield item
                 self.answered = True
                 return
             except TransientError as exc:
                 pause = self.policy.delay(attempt)
                 if self.policy.gives_up(attempt, pause, deadline):
-                    if last is None and attempt == 1:
+                    if attempt == 1 and not yielded():
                         raise
-                    after = f" after {last!r}" if last is not None else ""
-                    raise _gave_up(exc, attempt, started, f"list failed{after}: ") from exc
+                    raise _gave_up(exc, attempt, started, lead()) from exc
             except StorageError:
                 self.answered = True
                 raise
             attempt += 1
             self.retries += 1
             self.policy.sleep(pause)
-
-
-def _resumed(
-    storage: RetryingStorage, name: str, offset: int, length: int | None
-) -> Iterator[bytes]:
-    """:meth:`RetryingStorage.get_stream`: the range read again from the first byte not
-    yet yielded after each transient failure, within one call's budget."""
-    done = 0
-    started, deadline = storage._deadline()
-    attempt = 1
-    while True:
-        rest = None if length is None else length - done
-        if rest == 0:
-            return
-        try:
-            for piece in storage.inner.get_stream(name, offset + done, rest):
-                storage.answered = True
-                done += len(piece)
-                yield piece
-            storage.answered = True
-            return
-        except TransientError as exc:
-            pause = storage.policy.delay(attempt)
-            if storage.policy.gives_up(attempt, pause, deadline):
-                if done == 0 and attempt == 1:
-                    raise
-                lead = f"read failed after {done} bytes: " if done else ""
-                raise _gave_up(exc, attempt, started, lead) from exc
-        except StorageError:
-            storage.answered = True
-            raise
-        attempt += 1
-        storage.retries += 1
-        storage.policy.sleep(pause)
 
 
 def _gave_up(exc: TransientError, attempts: int, started: float, lead: str = "") -> TransientError:
