@@ -348,14 +348,13 @@ class FileWriter(RestoreState):
     ) -> None:
         """Stage two: authenticate, decode, check and write a group's chunks (``data``
         begins at byte ``start`` of the pack)."""
+        crash: BaseException | None = None
         try:
             self._write_chunks(pack, group, plan, data, start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the walking thread
-            data.close()
-            self._group_done(batch, exc)
-        else:
-            data.close()
-            self._group_done(batch)
+            crash = exc
+        data.close()  # a stream's response, read to its last blob or not
+        self._group_done(batch, crash)
 
     def _write_chunks(
         self,
