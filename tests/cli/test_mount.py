@@ -58,7 +58,8 @@ class Repo:
     def mount(self, mountpoint: Path) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "safehold", *self.location, "--json", "mount", str(mountpoint)],
-            env=_env(self.tmp),
+            # SIGABRT then prints every thread's stack (see _ended): where a hang waits.
+            env={**_env(self.tmp), "PYTHONFAULTHANDLER": "1"},
             cwd=self.tmp,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -104,6 +105,17 @@ def unmount_after() -> Iterator[list[tuple[Path, subprocess.Popen[str]]]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _ended(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The output of a mount that ended within ``timeout``; else the test fails with the
+    stack of every thread of it (SIGABRT through faulthandler)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"safehold mount had not ended {timeout:.0f} s after the unmount:\n{err}{out}")
 
 
 def _wait_mounted(mountpoint: Path, proc: subprocess.Popen[str]) -> None:
@@ -185,7 +197,7 @@ def _mount_and_check(
         proc.send_signal(signal.SIGINT)
     else:
         subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
-    out, err = proc.communicate(timeout=60)
+    out, err = _ended(proc, timeout=60)
     assert proc.returncode == 0, err
     summary = json.loads(out.splitlines()[-1])
     assert summary.pop("cpu_seconds") >= 0  # what the command cost, as every summary says

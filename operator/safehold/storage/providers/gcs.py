@@ -7,9 +7,12 @@ when its upload finalises, so puts are atomic either way. ``create`` passes
 (:class:`AlreadyExists`).
 
 The client's own retries are off (``retry=None`` on every call): retrying is the job of
-:mod:`safehold.storage.wrappers.retry`. Credentials: ``credentials_file`` (a service-account
-or other credentials JSON), else ``GOOGLE_APPLICATION_CREDENTIALS`` and the rest of
-Application Default Credentials, or ``anonymous=true`` for emulators and public buckets.
+:mod:`safehold.storage.wrappers.retry`. Only a read on a kept-alive connection the server
+had closed is sent again at once (:class:`_DroppedConnectionRetry`).
+
+Credentials: ``credentials_file`` (a service-account or other credentials JSON), else
+``GOOGLE_APPLICATION_CREDENTIALS`` and the rest of Application Default Credentials, or
+``anonymous=true`` for emulators and public buckets.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 from google.resumable_media import DataCorruption
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 from safehold.storage.base import ObjectInfo
 from safehold.storage.errors import (
@@ -54,6 +59,34 @@ __all__ = ["GCSStorage", "open"]
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _CHUNK_UNIT = 256 * 1024  # resumable chunks are multiples of 256 KiB
 _POOL = 32  # connections per host, as for S3
+
+
+class _DroppedConnectionRetry(Retry):
+    """Sends a GET or HEAD once more, at once, when its connection broke before any answer.
+
+    A server may close a kept-alive connection whenever it likes; the client notices only
+    when it sends the next request on it (reset, or closed without a response).
+    fake-gcs-server does so after every 416. Go's HTTP client resends such a request by
+    itself; requests does not, and :mod:`~safehold.storage.wrappers.retry` would spend a
+    retry and a backoff on what is no outage. Every other error (a refused connection, a
+    timeout, a broken upload) is raised as requests raises it without retries, for that
+    wrapper to judge."""
+
+    def increment(  # type: ignore[no-untyped-def]
+        self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None
+    ):
+        resend = isinstance(error, ProtocolError) and method in ("GET", "HEAD")
+        policy = self if resend else _NO_RETRY
+        return Retry.increment(policy, method, url, response, error, _pool, _stacktrace)
+
+
+#: What requests does by default: no retry of any kind.
+_NO_RETRY = Retry(0, read=False)
+#: One resend, and only of a request whose connection broke: never for a status (a 429 or
+#: 503 with Retry-After is the retry wrapper's to wait for).
+_RESEND = _DroppedConnectionRetry(
+    total=1, connect=0, read=1, redirect=0, status=0, other=0, respect_retry_after_header=False
+)
 
 
 def open(location: Location) -> GCSStorage:
@@ -87,7 +120,9 @@ def open(location: Location) -> GCSStorage:
     # drops connections and logs a warning per request.
     session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
     for scheme in ("https://", "http://"):
-        session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=_POOL))
+        session.mount(
+            scheme, HTTPAdapter(pool_connections=4, pool_maxsize=_POOL, max_retries=_RESEND)
+        )
     client = storage.Client(
         project=project or "safehold",  # only bucket-level calls need it; we make none
         credentials=credentials,
