@@ -15,7 +15,7 @@ from tests.engine.conftest import PASSWORD
 from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verify_repository
 from safehold.engine.backup import worker
 from safehold.engine.backup.read import FileReader
-from safehold.engine.backup.shares import ShareError
+from safehold.engine.backup.shares import ShareError, Shares
 from safehold.engine.backup.walk import SHARE_MIN_DIRS, Walker
 from safehold.repo import Node, Repository
 from safehold.repo.prefetch import prefetch_trees
@@ -146,6 +146,54 @@ def test_a_hard_link_between_shares_is_kept_as_in_one_process(
     restore_snapshot(repo, snap, str(tmp_path / "out"))
     out = tmp_path / "out" / "top"
     assert os.stat(out / "d01" / "link-to-d05").st_ino == os.stat(out / "d05" / "f002").st_ino
+
+
+def _log_opens(monkeypatch: pytest.MonkeyPatch, log: Path) -> Callable[[], list[str]]:
+    """Record every file the backup opens, in this process and its forked workers."""
+    real_open = FileReader.open
+
+    def open_and_log(self: FileReader, path: str) -> int:
+        with open(log, "a") as out:  # one short append per line: whole lines from any process
+            out.write(path + "\n")
+        return real_open(self, path)
+
+    monkeypatch.setattr(FileReader, "open", open_and_log)
+    return lambda: log.read_text().splitlines() if log.exists() else []
+
+
+def test_the_walk_after_a_crossing_hard_link_reads_no_file_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    os.link(src / "d05" / "f002", src / "d01" / "link-to-d05")
+    _tree(repo, src, SERIAL)  # settles the new link's atime, as in the test above
+    serial, _ = _tree(repo, src, SERIAL)
+    opened = _log_opens(monkeypatch, tmp_path / "opened.log")
+    shared, summary = _tree(repo, src, SHARED)
+    assert shared == serial
+    nonempty = [p for p in opened() if os.path.getsize(p)]
+    assert sorted(set(nonempty)) == sorted(nonempty), "a file was read by both walks"
+    assert summary["bytes_read"] == summary["total_bytes"]  # the first walk's counts
+    assert summary["files_new"] == summary["total_files"]
+
+
+def test_a_file_changed_between_the_two_walks_is_stored_as_the_second_saw_it(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _many_dirs(tmp_path / "src")
+    os.link(src / "d05" / "f002", src / "d01" / "link-to-d05")
+    changed = src / "d07" / "f004"
+    real_merge = Shares.merge
+
+    def merge_then_change(self: Shares, *args: object) -> None:
+        real_merge(self, *args)  # the workers are done: the first walk has seen the file
+        changed.write_bytes(b"written between the walks\n")
+
+    monkeypatch.setattr(Shares, "merge", merge_then_change)
+    snap = backup_paths(repo, [str(src)], SHARED).snapshot
+    restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "top" / "d07" / "f004").read_bytes() == changed.read_bytes()
+    assert verify_repository(repo, read_data_percent=100).ok
 
 
 def test_a_file_a_worker_cannot_read_is_reported_with_its_path(

@@ -109,18 +109,37 @@ class BackupPipeline:
     ) -> DirJob:
         """Wait for the workers and add up their counts. A hard link between two shares
         (or a share and the main walk) is stored by its first path in walk order, which
-        only one walk knows: then the tree is walked again in this process (every blob is
-        stored already, so the second walk only reads)."""
+        only one walk knows: then the tree is walked again in this process
+        (:meth:`_walk_again`)."""
         self.walker.shares = None
         shares.close()
         shares.merge(self.counts, self.walker.hardlinks)
         if not shares.crossing:
             return root
+        return self._walk_again(roots, root)
+
+    def _walk_again(self, roots: list[tuple[str, str]], first: DirJob) -> DirJob:
+        """Walk ``roots`` again in this process with the first walk's tree as the parent:
+        a file whose size, times and inode are as the first walk saw them keeps the chunks
+        it stored (nothing is read twice; a file changed in between is read again), and the
+        hard links are grouped in the one walk order. The counts stay the first walk's
+        (what was new, changed or unchanged against the real parent, and the bytes read);
+        the errors are the second walk's, whose tree the snapshot names."""
+        first.done.wait()  # every chunk and tree of the first walk is known (or it failed)
+        if self.trees.error is not None:
+            raise self.trees.error
+        assert first.id is not None
+        self.writer.flush()  # its trees are stored: the walk reads them as a parent's
+        parents = {node["name"]: node for node in self.repo.load_tree(first.id)}
+        self.counts.merge_big()
+        counts = dict(self.counts)
         self.counts.reset()
         self.walker.hardlinks = {}
         self.progress.files_done = 0
         self.progress.bytes_done = 0
-        return self.walker.walk_roots(roots, parent_root)
+        root = self.walker.walk_roots(roots, parents)
+        self.counts.update(counts)
+        return root
 
     def run_stream(self, stream: BinaryIO, name: str) -> str:
         """Back up ``stream`` as one file ``name``; return the root tree id."""

@@ -16,8 +16,9 @@ thread waits for), its counts and errors, and the hard-link keys (device, inode)
 files with more than one link. Hard links are stored as a link to the first path in
 walk order: when the same key turns up in two shares (or in a share and the main
 process's walk), that order is not known to either, and :meth:`Shares.crossed` tells
-the pipeline to walk again in one process (the blobs are stored already; the second
-walk only reads).
+the pipeline to walk again in one process, against the first walk's tree as the parent
+(the second walk only compares metadata: it reads no file the first walk read, unless the
+file changed in between).
 
 A worker that fails or is killed fails the backup (:attr:`Shares.error`), with the
 path of the share it was walking; nothing is saved that names its blobs, so the
