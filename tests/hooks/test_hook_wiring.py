@@ -91,6 +91,17 @@ def test_continue_hook_failure_is_a_warning() -> None:
     assert source.warnings == ["pre hook pre-0 failed (exit code 3), continued"]
 
 
+def test_a_summary_read_again_adds_no_warning_twice() -> None:
+    """The pod has ended and reported while its Job still runs: the controller reads the
+    source again (the full suite once saw the warning twice in the status)."""
+    source = SourceResult(name="db", kind="volume", phase="Running")
+    summary = {"hooks": [_summary_hook("pre", 3, "continue")]}
+    record_job_hooks(source, summary)
+    record_job_hooks(source, summary)
+    assert source.warnings == ["pre hook pre-0 failed (exit code 3), continued"]
+    assert len(source.hooks or []) == 1
+
+
 class _Core:
     def __init__(self) -> None:
         self.connect_get_namespaced_pod_exec = client.CoreV1Api(

@@ -57,7 +57,8 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
     """Copy the hook results of a backup Job's summary into ``source``: each hook into
     ``hooks``, a failed Continue hook into ``warnings``, and a failed Fail hook into the
     source's error (reason ``HookFailed``; a snapshot made before a failed post hook is
-    kept and named)."""
+    kept and named). Reading the same summary again changes nothing: the pod can have
+    ended (and reported) while its Job is still running, and the source is read again."""
     reported = BackupHooksSummary.model_validate(summary or {}).hooks
     if reported is None:
         return
@@ -68,8 +69,9 @@ def record_job_hooks(source: SourceResult, summary: Mapping[str, Any] | None) ->
         if hook.succeeded:
             continue
         why = "timed out" if hook.timed_out else f"exit code {hook.exit_code}"
-        if hook.on_error == "Continue":
-            source.warnings.append(f"{hook.phase} hook {hook.name} failed ({why}), continued")
+        warning = f"{hook.phase} hook {hook.name} failed ({why}), continued"
+        if hook.on_error == "Continue" and warning not in source.warnings:
+            source.warnings.append(warning)  # once: a Job is read again until it is done
         elif failed is None:
             failed = hook
     if failed is not None:
