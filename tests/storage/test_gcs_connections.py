@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import pytest
 
@@ -84,10 +85,10 @@ class Dropper:
                 )
 
 
-def _read_head(reader: object) -> tuple[str, dict[str, str]] | None:
+def _read_head(reader: BinaryIO) -> tuple[str, dict[str, str]] | None:
     lines: list[str] = []
     while True:
-        line = reader.readline()  # type: ignore[attr-defined]
+        line = reader.readline()
         if not line:
             return None
         if line in (b"\r\n", b"\n"):
