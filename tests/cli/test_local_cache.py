@@ -95,7 +95,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def _copies(cache: Path, kind: str) -> set[str]:
-    [repository] = [p for p in cache.iterdir() if p.is_dir()]
+    [repository] = [p for p in cache.iterdir() if len(p.name) == 64]
     return {p.name for p in (repository / kind).iterdir()}
 
 
@@ -128,7 +128,7 @@ def test_a_second_backup_reads_no_index_snapshot_or_tree_from_the_bucket(
             layout.object_id(i.name) for i in storage.list(layout.SNAPSHOTS)
         }
     assert (repo.cache / "CACHEDIR.TAG").read_text() == CACHEDIR_TAG
-    [repository] = [p for p in repo.cache.iterdir() if p.is_dir()]
+    [repository] = [p for p in repo.cache.iterdir() if len(p.name) == 64]
     assert repository.stat().st_mode & 0o077 == 0  # the user's alone
 
     (source / "d3" / "f7.txt").write_bytes(b"changed")
@@ -164,7 +164,7 @@ def test_a_damaged_copy_is_read_again_and_the_command_succeeds(
     repo: Repo, source: Path, counted: Counter[str], tmp_path: Path
 ) -> None:
     repo.run("backup", str(source))
-    [repository] = [p for p in repo.cache.iterdir() if p.is_dir()]
+    [repository] = [p for p in repo.cache.iterdir() if len(p.name) == 64]
     damaged = [
         *(repository / "data").iterdir(),
         *(repository / "index").iterdir(),

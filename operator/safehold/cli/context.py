@@ -20,6 +20,7 @@ from safehold.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from safehold.repo import Repository
+    from safehold.repo.early_key import EarlyKey
     from safehold.storage.wrappers import Bandwidth
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "bandwidth",
     "cache_dir",
     "cache_root",
+    "early_key",
+    "given_password",
     "kib_per_second",
     "open_repo",
     "open_repo_storage",
@@ -160,13 +163,8 @@ def location_url(text: str) -> str:
     return "file://" + quote(str(Path(text).expanduser().absolute()), safe="/")
 
 
-def open_repo_storage(args: Namespace) -> Storage:
-    # A command that opens a repository streams megabyte buffers: keep them in the heap.
-    # (Not process-wide in main: the long-running operator has no such buffers, and
-    # would only keep freed memory it does not need.)
-    from safehold.engine.tuning import tune_malloc  # (ctypes) not needed to parse arguments
-
-    tune_malloc()
+def _repo_location(args: Namespace) -> tuple[str, dict[str, str]]:
+    """The repository's location URL and its storage options (``--options-dir``, ``-o``)."""
     url = getattr(args, "repo", None) or os.environ.get("SAFEHOLD_REPOSITORY")
     if not url:
         raise UsageError(
@@ -178,9 +176,20 @@ def open_repo_storage(args: Namespace) -> Storage:
     if directory:
         options.update(read_options_dir(directory))
     options.update(_option_pairs(getattr(args, "option", None) or []))
+    return location_url(url), options
+
+
+def open_repo_storage(args: Namespace) -> Storage:
+    # A command that opens a repository streams megabyte buffers: keep them in the heap.
+    # (Not process-wide in main: the long-running operator has no such buffers, and
+    # would only keep freed memory it does not need.)
+    from safehold.engine.tuning import tune_malloc  # (ctypes) not needed to parse arguments
+
+    tune_malloc()
+    url, options = _repo_location(args)
     # The standard wrappers: transient failures (throttling, 5xx, resets) are retried with
     # backoff instead of failing a backup hours in; docs/storage.md describes the stack.
-    return open_storage(location_url(url), options, wrap=True, bandwidth=bandwidth(args))
+    return open_storage(url, options, wrap=True, bandwidth=bandwidth(args))
 
 
 def kib_per_second(text: str) -> int:
@@ -223,6 +232,19 @@ def _read_file(path: str, what: str) -> str:
     if not password:
         raise UsageError(f"the {what} file {path} is empty")
     return password
+
+
+def given_password(args: Namespace) -> str | None:
+    """The password when it is given without a prompt (``--password-file``,
+    ``SAFEHOLD_PASSWORD_FILE``, ``SAFEHOLD_PASSWORD``), else None; a file that cannot be
+    read is None too (:func:`read_password` reports it)."""
+    path = getattr(args, "password_file", None) or os.environ.get("SAFEHOLD_PASSWORD_FILE")
+    if path:
+        try:
+            return _read_file(path, "password")
+        except UsageError:
+            return None
+    return os.environ.get("SAFEHOLD_PASSWORD") or None
 
 
 def read_password(
@@ -279,19 +301,38 @@ def open_repo(args: Namespace, *, load_index: bool = True, cache: bool = True) -
     ``repair``) open it without: they must read the objects themselves, never a copy."""
     from safehold.repo import Repository  # (the crypto) not needed to parse arguments
 
-    storage = open_repo_storage(args)
-    # Read the config first: a missing or unsupported repository is reported before
-    # anyone is asked for a password.
-    config = Repository.read_config(storage)
-    repo = Repository.open(
-        storage,
-        read_password(args),
-        load_index=load_index,
-        cache_dir=cache_dir(args, storage) if cache else None,
-        config=config,
-    )
+    early = early_key(args, given_password(args)) if cache else None
+    try:
+        storage = open_repo_storage(args)
+        # Read the config first: a missing or unsupported repository is reported before
+        # anyone is asked for a password.
+        config = Repository.read_config(storage)
+        repo = Repository.open(
+            storage,
+            read_password(args),
+            load_index=load_index,
+            cache_dir=cache_dir(args, storage) if cache else None,
+            config=config,
+            early=early,
+        )
+    finally:
+        if early is not None:
+            early.close()
     OPENED.get([]).append(repo)
     return repo
+
+
+def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
+    """For a repository with a local cache: the derivation of the key that opened it last,
+    started now (with ``password``; None: none is started), which remembers the key that
+    opens it or that ``repo init`` makes (repo/early_key.py)."""
+    from safehold.repo.early_key import EarlyKey
+
+    url, options = _repo_location(args)
+    if getattr(args, "no_cache", False) or url.startswith("file:"):
+        return None
+    # The endpoint too: two servers can each hold a repository at the same bucket URL.
+    return EarlyKey(cache_root(args), f"{url} {options.get('endpoint', '')}", password)
 
 
 def parse_time_option(value: str | None, option: str) -> datetime | None:

@@ -18,7 +18,13 @@ from typing import Any
 import safehold.repo
 from safehold.cli import commands, exitcodes, maintenance
 from safehold.cli.audit import audited
-from safehold.cli.context import UsageError, open_repo, open_repo_storage, read_password
+from safehold.cli.context import (
+    UsageError,
+    early_key,
+    open_repo,
+    open_repo_storage,
+    read_password,
+)
 from safehold.cli.maintenance import init_lock_settings
 from safehold.cli.output import Output, human_size
 from safehold.cli.passwords import add_password_option, check_new_password
@@ -75,7 +81,7 @@ def repo_init(args: Namespace, out: Output) -> int:
         pack_size=args.pack_size * 1024 * 1024,
         **lock,
     )
-    repo = safehold.repo.Repository.init(storage, password, config)
+    repo = safehold.repo.Repository.init(storage, password, config, early=early_key(args, None))
     out.print(f"created repository {repo.config.id[:16]} at {storage.location}")
     if config.object_lock_mode:
         locked = _lock_text(config.object_lock_mode, config.object_lock_days)

@@ -30,8 +30,9 @@ What keeps the copies right, and never lets the cache fail a command:
 
 The copies are the stored objects, encrypted as in the repository. Layout:
 ``<cache dir>/<repository id>/{index,snapshots,data}/<id>``, and a ``CACHEDIR.TAG`` in
-the cache directory so that backup tools skip it. docs/cli.md ("Local cache") describes
-where it is and when commands use it.
+the cache directory so that backup tools skip it. :mod:`~safehold.repo.early_key` adds
+``<cache dir>/<repository id>/key`` and ``<cache dir>/locations/``. docs/cli.md ("Local
+cache") describes where it is and when commands use it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from safehold.storage.wrappers import ForwardingStorage
 
 __all__ = [
     "CACHEDIR_TAG",
+    "LOCATIONS",
     "UNUSED_DAYS",
     "CachedRepository",
     "LocalCache",
@@ -73,6 +75,9 @@ CACHEDIR_TAG = (
     "# This file is a cache directory tag created by safehold.\n"
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
+#: The directory of pointers from a location to the id of the repository last opened there
+#: (repo/early_key.py); the repository's cache directory holds the key that opened it.
+LOCATIONS = "locations"
 #: The kinds kept, by the name prefix of their objects, as directories of the cache.
 _KINDS = {layout.INDEX: "index", layout.SNAPSHOTS: "snapshots", layout.DATA: "data"}
 #: Temporary files older than this are left by a killed process: removed.
@@ -352,7 +357,22 @@ def remove_unused(
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
             removed.append(CachedRepository(entry.name, path, last_used, size))
+    if removed:
+        _drop_locations_of(cache_dir, {c.id for c in removed})
     return removed
+
+
+def _drop_locations_of(cache_dir: Path, ids: set[str]) -> None:
+    """Delete the pointers from locations to the repositories ``ids`` (repo/early_key.py),
+    whose caches, with the key each remembered, were just deleted."""
+    try:
+        pointers = list(os.scandir(cache_dir / LOCATIONS))
+    except OSError:
+        return
+    for pointer in pointers:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if Path(pointer.path).read_text().strip() in ids:
+                os.unlink(pointer.path)
 
 
 def _caches(cache_dir: Path) -> Iterator[tuple[os.DirEntry[str], float]]:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safehold.repo import layout
 from safehold.repo.config import Config
 from safehold.repo.crypto import MasterKeys, Sealer, SealError, object_hash
+from safehold.repo.early_key import EarlyKey, Unsealed
 from safehold.repo.errors import (
     CorruptObject,
     NoSuchSnapshot,
@@ -123,7 +124,10 @@ class Repository(KeyRing):
         config: Config | None = None,
         *,
         kdf_n: int | None = None,
+        early: EarlyKey | None = None,
     ) -> Repository:
+        """Create a repository with one key object, sealed by ``password``; ``early``
+        remembers it for the next open (repo/early_key.py)."""
         config = config or Config.new()
         data = config.to_bytes()
         if any(True for _ in storage.list(layout.KEYS)):
@@ -144,6 +148,8 @@ class Repository(KeyRing):
         except AlreadyExists as exc:
             storage.delete(key_name)
             raise RepositoryExists(f"{storage.location}: a repository already exists here") from exc
+        if early is not None:
+            early.opened(config.id, key_name, key)
         return cls(storage, config, keys, key_name)
 
     @classmethod
@@ -155,21 +161,28 @@ class Repository(KeyRing):
         load_index: bool = True,
         cache_dir: Path | None = None,
         config: tuple[Config, bytes] | None = None,
+        early: EarlyKey | None = None,
     ) -> Repository:
         """Open the repository with ``password``. The index objects are read in the
         background meanwhile (repo/object_reads.py): their round trips overlap the key's
         derivation. ``cache_dir``: keep a local cache of the objects every command reads
         again in ``cache_dir/<repository id>`` (repo/local_cache.py). ``config``: the config
-        and its bytes when the caller has read them (:meth:`read_config`)."""
-        parsed, data = config or cls.read_config(storage)
-        if cache_dir is not None:
-            storage = LocalCache(storage, cache_dir / parsed.id)
-        reads = ObjectReads(storage, layout.INDEX) if load_index else None
+        and its bytes when the caller has read them (:meth:`read_config`). ``early``: the
+        derivation the caller started before opening the storage (repo/early_key.py),
+        which also remembers the key that opens."""
         try:
-            return cls._open(storage, password, parsed, data, reads)
+            parsed, data = config or cls.read_config(storage)
+            if cache_dir is not None:
+                storage = LocalCache(storage, cache_dir / parsed.id)
+            reads = ObjectReads(storage, layout.INDEX) if load_index else None
+            try:
+                return cls._open(storage, password, parsed, data, reads, early)
+            finally:
+                if reads is not None:
+                    reads.close()
         finally:
-            if reads is not None:
-                reads.close()
+            if early is not None:
+                early.close()
 
     @classmethod
     def _open(
@@ -179,9 +192,11 @@ class Repository(KeyRing):
         config: Config,
         data: bytes,
         reads: ObjectReads | None,
+        early: EarlyKey | None = None,
     ) -> Repository:
         """:meth:`open`'s work; ``reads``: the index objects being read, or None to open
-        without loading the index. Tries the keys, cheapest first."""
+        without loading the index. Takes the early key when the repository holds it, else
+        tries the keys, cheapest first."""
         apply_object_lock(storage, config)
         config_hash = object_hash(data)
         names = [info.name for info in storage.list(layout.KEYS)]
@@ -189,16 +204,23 @@ class Repository(KeyRing):
             raise CorruptObject(
                 f"{storage.location}/keys", "the repository has no key objects; it cannot be opened"
             )
+        taken = early.take(names) if early is not None else None
+        if taken is not None:  # the repository holds the very bytes it was derived from
+            key, unsealed = taken
+            return cls._opened(storage, config, config_hash, key, unsealed, reads)
         remembered = OPENED_WITH.get((storage.location, config_hash))
         if remembered in names:  # the key that opened it before, in this process: first
             names.remove(remembered)
             names.insert(0, remembered)
         candidates: list[KeyObject] = []
+        raw: dict[str, bytes] = {}
         damaged: dict[str, str] = {}
         unsupported: list[str] = []
         # Parse every key first (cheap), then derive the cheapest first: a key object
         # someone wrote with a high (still allowed) cost does not slow every open down.
         for position, name in enumerate(names):
+            if early is not None and name == early.refused:
+                continue  # derived already: the password does not open it
             try:
                 key_data = storage.get(name)
                 if object_hash(key_data) != layout.object_id(name):
@@ -214,17 +236,23 @@ class Repository(KeyRing):
                 unsupported.append(str(exc))
                 continue
             candidates.append(key)
+            raw[name] = key_data
             if position == 0 and name == remembered:
                 break  # try it alone first; the others only when it no longer opens
         candidates.sort(key=lambda k: (k.name != remembered, k.cost))
         tried = {k.name for k in candidates}
         for key in candidates:
-            repo = cls._try_key(storage, config, config_hash, key, password, reads)
-            if repo is not None:
-                return repo
+            try:
+                unsealed = unseal_key(key, password)
+            except KeyOpenFailed:
+                continue
+            repo = cls._opened(storage, config, config_hash, key, unsealed, reads)
+            if early is not None:
+                early.opened(config.id, key.name, raw[key.name])
+            return repo
         if remembered in tried and len(names) > 1:
             OPENED_WITH.pop((storage.location, config_hash), None)
-            return cls._open(storage, password, config, data, reads)
+            return cls._open(storage, password, config, data, reads, early)
         if damaged and not candidates:
             first, message = next(iter(damaged.items()))
             raise CorruptObject(
@@ -241,20 +269,18 @@ class Repository(KeyRing):
         )
 
     @classmethod
-    def _try_key(
+    def _opened(
         cls,
         storage: Storage,
         config: Config,
         config_hash: str,
         key: KeyObject,
-        password: str,
+        unsealed: Unsealed,
         reads: ObjectReads | None,
-    ) -> Repository | None:
-        """The repository opened with ``key``, or None when the password is not its."""
-        try:
-            keys, repo_id, sealed_config_hash = unseal_key(key, password)
-        except KeyOpenFailed:
-            return None
+    ) -> Repository:
+        """The repository opened with ``key``, which the password unsealed: checked against
+        the config, with its index loaded from ``reads``."""
+        keys, repo_id, sealed_config_hash = unsealed
         if repo_id != config.id or sealed_config_hash != config_hash:
             raise CorruptObject(
                 f"{storage.location}/config",
