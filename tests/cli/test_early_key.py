@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from argparse import Namespace
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from safehold.cli.context import early_key
 from safehold.cli.main import main
 from safehold.repo import Repository, layout
 from safehold.repo import keys as keys_module
@@ -218,3 +220,22 @@ def test_cleaning_the_cache_drops_the_remembered_key(repo: Repo) -> None:
     assert not (repo.cache / repository_id).exists()
     assert list((repo.cache / LOCATIONS).iterdir()) == []
     assert repo.run("snapshots")["keys"] == 1  # and the next command opens as before
+
+
+def test_two_servers_with_a_bucket_of_one_name_are_two_locations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AZURE_STORAGE_ACCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def pointer(*options: str) -> Path:
+        args = Namespace(repo="s3://backups/cluster", option=list(options), cache_dir=tmp_path)
+        early = early_key(args, None)
+        assert early is not None
+        return early.pointer
+
+    one, other = pointer("endpoint=http://a:9000"), pointer("endpoint=http://b:9000")
+    assert one != other
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://a:9000")
+    assert pointer() == one  # the endpoint from the environment is the same server
+    assert early_key(Namespace(repo=str(tmp_path / "repo")), None) is None  # no local cache

@@ -331,8 +331,15 @@ def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
     url, options = _repo_location(args)
     if getattr(args, "no_cache", False) or url.startswith("file:"):
         return None
-    # The endpoint too: two servers can each hold a repository at the same bucket URL.
-    return EarlyKey(cache_root(args), f"{url} {options.get('endpoint', '')}", password)
+    # What tells two repositories at one URL apart: two servers (S3's endpoint, also from
+    # the environment) or two Azure accounts can each have a bucket of that name. Told
+    # apart wrongly, a command would only derive a key it then does not use.
+    env = os.environ
+    server = (
+        options.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    )
+    account = options.get("account_name") or env.get("AZURE_STORAGE_ACCOUNT")
+    return EarlyKey(cache_root(args), f"{url} {server or ''} {account or ''}", password)
 
 
 def parse_time_option(value: str | None, option: str) -> datetime | None:

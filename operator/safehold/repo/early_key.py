@@ -66,7 +66,8 @@ class EarlyKey:
 
     def __init__(self, cache_dir: Path, location: str, password: str | None) -> None:
         self._cache_dir = cache_dir
-        self._pointer = cache_dir / LOCATIONS / blake3.blake3(location.encode()).hexdigest()[:32]
+        #: The file that names the repository last opened at ``location``.
+        self.pointer = cache_dir / LOCATIONS / blake3.blake3(location.encode()).hexdigest()[:32]
         self._password = password
         #: The remembered key object (None: nothing usable is remembered).
         self.key: KeyObject | None = None
@@ -82,7 +83,7 @@ class EarlyKey:
         if password is None:
             return
         try:
-            repository_id = self._pointer.read_text().strip()
+            repository_id = self.pointer.read_text().strip()
             if not _REPOSITORY_ID.fullmatch(repository_id):
                 return
             data = (self._cache_dir / repository_id / KEY_FILE).read_bytes()
@@ -123,8 +124,8 @@ class EarlyKey:
             directory = self._cache_dir / repository_id
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write(directory / KEY_FILE, data)
-            self._pointer.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(self._pointer, repository_id.encode())
+            self.pointer.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write(self.pointer, repository_id.encode())
         except OSError as exc:
             log.debug("cannot remember the key in %s: %s", self._cache_dir, exc)
 
