@@ -28,11 +28,8 @@ before it returns, so that a backup forks its workers from a process of one thre
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import secrets
 import threading
 from collections.abc import Collection
 from pathlib import Path
@@ -43,7 +40,7 @@ from safehold.repo import layout
 from safehold.repo.crypto import MasterKeys, object_hash
 from safehold.repo.errors import RepositoryError
 from safehold.repo.keys import KeyObject, KeyOpenFailed, parse_key_object, unseal_key
-from safehold.repo.local_cache import LOCATIONS
+from safehold.repo.local_cache import LOCATIONS, write_whole
 
 __all__ = ["KEY_FILE", "EarlyKey", "Unsealed"]
 
@@ -123,9 +120,9 @@ class EarlyKey:
         try:
             directory = self._cache_dir / repository_id
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(directory / KEY_FILE, data)
+            write_whole(directory / KEY_FILE, data, 0o600)
             self.pointer.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(self.pointer, repository_id.encode())
+            write_whole(self.pointer, repository_id.encode(), 0o600)
         except OSError as exc:
             log.debug("cannot remember the key in %s: %s", self._cache_dir, exc)
 
@@ -133,17 +130,3 @@ class EarlyKey:
         """Wait for the derivation, if one runs."""
         if self._thread is not None:
             self._thread.join()
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole (a temporary name, then a rename), readable by its owner only."""
-    tmp = path.with_name(f".tmp-{path.name[:16]}-{secrets.token_hex(4)}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

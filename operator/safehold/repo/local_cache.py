@@ -65,6 +65,7 @@ __all__ = [
     "LocalCache",
     "cached_repositories",
     "remove_unused",
+    "write_whole",
 ]
 
 log = logging.getLogger(__name__)
@@ -257,15 +258,7 @@ class LocalCache(ForwardingStorage):
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f"{_TMP}{path.name[:16]}-{secrets.token_hex(4)}")
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_whole(path, data)
 
     def _sweep(self, directory: Path, keep: set[str]) -> None:
         """Delete the copies in ``directory`` whose ids are not in ``keep``, and temporary
@@ -287,6 +280,20 @@ class LocalCache(ForwardingStorage):
                     self._checked.discard(entry.path)
             except OSError:
                 continue
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write ``path`` whole: a temporary name, then a rename, so that processes sharing the
+    cache never see half a file. ``mode``: before the umask."""
+    tmp = path.with_name(f"{_TMP}{path.name[:16]}-{secrets.token_hex(4)}")
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _file_hash(path: Path) -> str | None:
