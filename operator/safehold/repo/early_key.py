@@ -76,9 +76,8 @@ class EarlyKey:
         self._load()
 
     def _load(self) -> None:
-        password = self._password
-        if password is None:
-            return
+        """Read the remembered key (so that :meth:`opened` writes only what changed) and,
+        with a password, start deriving it."""
         try:
             repository_id = self.pointer.read_text().strip()
             if not _REPOSITORY_ID.fullmatch(repository_id):
@@ -89,8 +88,10 @@ class EarlyKey:
             log.debug("no remembered key for this location: %s", exc)
             return
         self._repository_id = repository_id
+        if self._password is None:
+            return
         self._thread = threading.Thread(
-            target=self._derive, args=(self.key, password), name="early-key", daemon=True
+            target=self._derive, args=(self.key, self._password), name="early-key", daemon=True
         )
         self._thread.start()
 
