@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -206,12 +207,22 @@ def test_a_site_that_cannot_be_written_fails_the_replication_never_the_run(
         namespace, s3_store, "site", password="another password", role="recovery-site"
     )
     kit.store_location(namespace, s3_store, "other-primary", password=PASSWORD)
-    # A bucket that holds another repository is never overwritten.
-    taken = kit.store_location(
-        namespace, s3_store, "taken", password=PASSWORD, role="recovery-site"
-    )
+    # A bucket that holds another repository is never overwritten. The repository is made
+    # before its BackupLocation, so that the location's check never lists it half made
+    # (keys written, config not yet) and reports "no repository" instead.
+    taken = f"b-{secrets.token_hex(4)}"
+    s3_store.make_bucket(taken)
     init = _safehold(s3_store, taken, "repo", "init", "-q")
     assert init.returncode == 0, init.stderr
+    kit.store_location(
+        namespace,
+        s3_store,
+        "taken",
+        bucket=taken,
+        make_bucket=False,
+        password=PASSWORD,
+        role="recovery-site",
+    )
     # A site whose credentials Secret was never created.
     namespace.apply(
         {
