@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from safehold.cli import exitcodes
 from safehold.repo import BLOB_TREE, BlobEncoder, BlobWriter, Repository
 from safehold.repo.crypto import AAD_INDEX, AAD_SNAPSHOT, object_hash, seal
 from safehold.storage import open_storage
@@ -164,22 +165,33 @@ def _key_doc(url: str) -> tuple[str, dict[str, Any]]:
     return name, json.loads(storage.get(name))
 
 
+_SCRYPT = {"algorithm": "scrypt", "n": 2**15, "r": 8, "p": 1}
+
+
 @pytest.mark.parametrize(
     "kdf",
     [
-        {"n": 1e400},
-        {"n": 2**22},  # 4 GiB of scrypt memory
-        {"n": 2**15, "r": 1024},
-        {"n": "32768"},
-        {"n": 3 * 2**14},
+        {"memory_kib": 1e400},
+        {"memory_kib": 2**22},  # 4 GiB of Argon2id memory
+        {"memory_kib": 2**18, "iterations": 8},  # 256 MiB, but 2 GiB written
+        {"memory_kib": 4096},  # cheaper than any key a writer makes
+        {"iterations": "3"},
+        {"lanes": 0},
+        {"lanes": 64},
         {"salt": "not base64!"},
+        {**_SCRYPT, "n": 2**22},  # 4 GiB of scrypt memory
+        {**_SCRYPT, "r": 1024},
+        {**_SCRYPT, "n": 3 * 2**14},
     ],
 )
 def test_a_hostile_key_object_is_skipped_and_named_when_alone(
     run: Run, repo_url: str, two_snapshots: tuple[str, str], kdf: dict[str, Any]
 ) -> None:
     name, doc = _key_doc(repo_url)
-    doc["kdf"] = {**doc["kdf"], **kdf}
+    if kdf.get("algorithm") == "scrypt":  # fields of its own, the key's salt
+        doc["kdf"] = {"salt": doc["kdf"]["salt"], **kdf}
+    else:
+        doc["kdf"] = {**doc["kdf"], **kdf}
     hostile = json.dumps(doc).encode()
     storage = open_storage(repo_url)
     hostile_name = f"keys/{object_hash(hostile)}"
@@ -193,6 +205,22 @@ def test_a_hostile_key_object_is_skipped_and_named_when_alone(
     assert hostile_name in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == DAMAGED
+
+
+def test_a_key_of_an_unknown_derivation_says_to_upgrade(
+    run: Run, repo_url: str, two_snapshots: tuple[str, str]
+) -> None:
+    """A key object a later version made (another ``kdf.algorithm``) is not damage."""
+    name, doc = _key_doc(repo_url)
+    doc["kdf"]["algorithm"] = "argon2d"
+    later = json.dumps(doc).encode()
+    storage = open_storage(repo_url)
+    storage.put(f"keys/{object_hash(later)}", later)
+    storage.delete(name)
+    done = run("snapshots")
+    assert done.returncode == exitcodes.UNSUPPORTED
+    assert "key derivation 'argon2d'" in done.stderr
+    assert "upgrade safehold" in done.stderr
 
 
 def test_an_index_with_a_huge_supersedes_count_is_damaged_not_a_memory_error(

@@ -48,7 +48,7 @@ class _Counting(ForwardingStorage):
 class Repo:
     """A repository in a bucket of its own, and ``safehold`` run against it in this process;
     ``threads_at_open`` holds the names of the threads alive as each command opened its
-    storage, ``derivations`` the scrypt derivations each command made."""
+    storage, ``derivations`` the key derivations each command made."""
 
     def __init__(self, store: RunningStore, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         bucket = f"early-{uuid.uuid4().hex[:12]}"

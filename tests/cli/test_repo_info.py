@@ -148,7 +148,7 @@ def test_a_repository_created_during_the_site_check_is_reported_not_refused(
         if len(calls) == 1:  # the read finds nothing, then ``repo init`` lands
             with pytest.raises(RepositoryNotFound):
                 real(storage)
-            Repository.init(open_storage(url), PASSWORD, kdf_n=2**14)
+            Repository.init(open_storage(url), PASSWORD)
             raise RepositoryNotFound(f"{url}: there is no repository here")
         return real(storage)
 

@@ -49,7 +49,7 @@ def repo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     data.mkdir()
     (data / "f.txt").write_text("same bytes\n")
     url = (root / "repo").as_uri()
-    repo = Repository.init(open_storage(url), PASSWORD, kdf_n=2**14)
+    repo = Repository.init(open_storage(url), PASSWORD)
     for source in [*SOURCES, "other/policy/vol"]:
         for day, when in enumerate(DAYS):
             options = BackupOptions(

@@ -23,7 +23,7 @@ PASSWORD = "correct horse battery staple"
 def make_repo(path: Path, *, pack_size: int = 512 * 1024) -> Repository:
     storage = open_storage(path.as_uri())
     config = Config.new(chunker=SMALL_CHUNKER, pack_size=pack_size)
-    return Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    return Repository.init(storage, PASSWORD, config)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_round_trip_on_a_real_object_store(
         chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
         pack_size=512 * 1024,
     )
-    repo = Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    repo = Repository.init(storage, PASSWORD, config)
     src = tree_factory(tmp_path / "src", big=600_000)
     first = backup_paths(repo, [str(src)], BackupOptions(source="vol")).snapshot
     (src / "docs" / "note-9.txt").write_text("changed on the volume")

@@ -62,7 +62,7 @@ def _one(store: RunningStore, src: Path, report: dict[str, Any]) -> None:
         chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
         pack_size=512 * 1024,
     )
-    Repository.init(open_storage(url, store.options), PASSWORD, config, kdf_n=2**14)
+    Repository.init(open_storage(url, store.options), PASSWORD, config)
     with TcpProxy(int(store.endpoint.rsplit(":", 1)[1])) as proxy:
         storage = open_storage(url, _through(store, proxy), wrap=True)  # the defaults
         assert isinstance(storage, RetryingStorage)

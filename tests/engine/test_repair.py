@@ -274,7 +274,7 @@ def test_data_sealed_with_a_newer_key_is_not_taken_for_damage(
     backup_paths(repo, [str(_source(tmp_path / "old"))], BackupOptions(source="old"))
     old_key = repo.key_name
     old_bytes = repo.storage.get(old_key)
-    repo.rotate_key(password, kdf_n=2**14)
+    repo.rotate_key(password)
     backup_paths(repo, [str(_source(tmp_path / "new"))], BackupOptions(source="new"))
     repo.storage.delete(repo.key_name)  # only the key from before the rotation is left
     repo.storage.put(old_key, old_bytes)

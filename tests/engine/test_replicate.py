@@ -149,7 +149,7 @@ def test_resume_after_packs_arrived_copies_them_again_never(
 
 def test_refuses_a_site_that_holds_another_repository(repo: Repository, tmp_path: Path) -> None:
     other = Repository.init(
-        _site(tmp_path / "other"), PASSWORD, Config.new(chunker=ChunkerParams()), kdf_n=2**14
+        _site(tmp_path / "other"), PASSWORD, Config.new(chunker=ChunkerParams())
     )
     with pytest.raises(ReplicationError) as err:
         replicate(repo, other.storage, PASSWORD)
@@ -232,7 +232,7 @@ def test_a_site_with_another_password_for_the_same_keys(repo: Repository, tmp_pa
     _history(repo, tmp_path / "src")
     replicate(repo, _site(tmp_path / "site"), PASSWORD, ReplicateOptions(newest=1))
     site = Repository.open(_site(tmp_path / "site"), PASSWORD)
-    site.add_key("site password", kdf_n=2**14)
+    site.add_key("site password")
     result = replicate(repo, _site(tmp_path / "site"), "site password")
     assert len(result.snapshots_copied) == 6
     assert result.counts["keys"].copied == 0
@@ -265,7 +265,7 @@ def test_the_command_reports_and_exits_as_documented(
     assert "6 of 9 selected snapshot(s), 3 already there" in table
 
     other = tmp_path / "other"
-    Repository.init(_site(other), "another", Config.new(chunker=ChunkerParams()), kdf_n=2**14)
+    Repository.init(_site(other), "another", Config.new(chunker=ChunkerParams()))
     assert main(["replicate", "--to", other.as_uri(), "--json"]) == 1
     captured = capsys.readouterr()
     assert f"{other.as_uri()}: holds another repository" in captured.err

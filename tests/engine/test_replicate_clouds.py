@@ -157,7 +157,7 @@ def test_server_side_copy_between_two_buckets_of_one_provider(
         chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
         pack_size=512 * 1024,
     )
-    repo = Repository.init(open_storage(url, options), PASSWORD, config, kdf_n=2**14)
+    repo = Repository.init(open_storage(url, options), PASSWORD, config)
     src = tree_factory(tmp_path / "src", big=900_000)
     backup_paths(repo, [str(src)], BackupOptions(source="vol"))
 

@@ -75,8 +75,8 @@ def test_a_rotation_at_the_primary_reaches_the_site_with_the_next_replication(
 
 
 def test_the_keys_of_another_repository_are_never_adopted(tmp_path: Path) -> None:
-    one = Repository.init(open_storage((tmp_path / "one").as_uri()), PASSWORD, kdf_n=2**14)
-    other = Repository.init(open_storage((tmp_path / "two").as_uri()), PASSWORD, kdf_n=2**14)
+    one = Repository.init(open_storage((tmp_path / "one").as_uri()), PASSWORD)
+    other = Repository.init(open_storage((tmp_path / "two").as_uri()), PASSWORD)
     with pytest.raises(RepositoryError, match="not a replica"):
         one.adopt_rotation(PASSWORD, other.keys.rotated())
     assert one.adopt_rotation(PASSWORD, one.keys) is None  # nothing newer: nothing written

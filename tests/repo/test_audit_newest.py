@@ -43,7 +43,7 @@ def _record(n: int) -> AuditRecord:
 
 def test_a_long_trail_is_not_read_to_add_a_record(tmp_path: Path) -> None:
     storage = _Counting(open_storage((tmp_path / "repo").as_uri()))
-    repo = Repository.init(storage, PASSWORD, Config.new(), kdf_n=2**14)
+    repo = Repository.init(storage, PASSWORD, Config.new())
     ids = [write_record(storage, repo.aead, _record(n)) for n in range(30)]
     # the trail ages: record n was written an hour ago plus n minutes
     for n, record_id in enumerate(ids):
@@ -61,7 +61,7 @@ def test_records_of_one_second_still_form_a_chain(s3_store: RunningStore) -> Non
     s3_store.make_bucket("audit-newest")
     url = s3_store.url("audit-newest", f"repo-{os.getpid()}-{time.monotonic_ns()}")
     storage = _Counting(open_storage(url, s3_store.options))
-    repo = Repository.init(storage, PASSWORD, Config.new(), kdf_n=2**14)
+    repo = Repository.init(storage, PASSWORD, Config.new())
     ids: list[str] = []
     for n in range(5):  # back to back: several in one second of S3's LastModified
         time.sleep(0.002)  # (the records' own times are in milliseconds)

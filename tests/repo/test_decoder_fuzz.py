@@ -61,7 +61,7 @@ AEAD = KEYS.aead()
 CONFIG = Config.new()
 CONFIG_BYTES = CONFIG.to_bytes()
 KEY_BYTES = make_key_object(
-    "pw", KEYS, repository_id=CONFIG.id, config_hash=object_hash(CONFIG_BYTES), n=2**14
+    "pw", KEYS, repository_id=CONFIG.id, config_hash=object_hash(CONFIG_BYTES)
 )
 #: Most Python memory one decode may take: far more than any of these small objects needs,
 #: far less than a hostile count would allocate (4 G ids of 32 bytes).
@@ -193,7 +193,7 @@ PAYLOAD_DOC = {
     "chunker_seed": KEYS.chunker_seed,
 }
 KEY = parse_key_object(KEY_BYTES, "keys/x")
-KEK = _kek("pw", KEY.salt, KEY.n, KEY.r, KEY.p)
+KEK = _kek("pw", KEY.kdf)
 
 
 @settings(max_examples=60, deadline=2000)

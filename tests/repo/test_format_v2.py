@@ -26,7 +26,8 @@ from safehold.repo import (
     Repository,
 )
 from safehold.repo.crypto import SUBKEY_PREFIX
-from safehold.repo.keys import SCRYPT_N, SCRYPT_N_ENV, SCRYPT_P, parse_key_object
+from safehold.repo.kdf import CHEAP_KDF_ENV, Argon2id, Scrypt
+from safehold.repo.keys import parse_key_object
 from safehold.repo.layout import key_name, pack_object_name
 from safehold.repo.pack import parse_pack
 from safehold.repo.snapshot import decode_snapshot
@@ -182,29 +183,43 @@ def test_a_version_1_repository_is_read_verified_and_stays_version_1(tmp_path: P
 
 
 # --------------------------------------------------------------------------- keys
-def test_a_new_key_costs_scrypt_2_to_the_15_times_4_in_32_mib(
+def test_a_new_key_costs_argon2id_at_rfc_9106s_second_recommended_option(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(SCRYPT_N_ENV, raising=False)
+    monkeypatch.delenv(CHEAP_KDF_ENV, raising=False)
     repo = Repository.init(storage, PASSWORD, Config.new())
+    doc = json.loads(storage.get(repo.key_name))
+    assert doc["kdf"]["algorithm"] == "argon2id"
+    # 64 MiB, 3 passes, 4 lanes (RFC 9106, section 4); a 32-byte salt of its own.
+    assert {k: v for k, v in doc["kdf"].items() if k != "salt"} == {
+        "algorithm": "argon2id",
+        "memory_kib": 65536,
+        "iterations": 3,
+        "lanes": 4,
+    }
     key = parse_key_object(storage.get(repo.key_name), repo.key_name)
-    assert (key.n, key.r, key.p) == (SCRYPT_N, 8, SCRYPT_P) == (2**15, 8, 4)
-    # A quarter of the memory of the earlier N=2^17, p=1, for the same block work.
-    assert 128 * key.n * key.r == 32 * 1024 * 1024
-    assert key.n * key.r * key.p == 2**17 * 8 * 1
+    assert isinstance(key.kdf, Argon2id)
+    assert len(key.kdf.salt) == 32
+    assert Repository.open(storage, PASSWORD).config.id == repo.config.id
 
 
-def test_a_key_made_with_the_earlier_cost_still_opens_the_repository(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("n", "p"),
+    [(2**17, 1), (2**15, 4)],
+    ids=["scrypt-2^17-before-2026-12-05", "scrypt-2^15x4-before-2026-12-06"],
+)
+def test_a_key_made_with_an_earlier_scrypt_cost_still_opens_the_repository(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, n: int, p: int
 ) -> None:
-    """Keys made before the cost changed (N=2^17, r=8, p=1: 128 MiB) stay valid."""
-    monkeypatch.delenv(SCRYPT_N_ENV, raising=False)
+    """Keys made before new keys moved to Argon2id stay valid."""
+    monkeypatch.delenv(CHEAP_KDF_ENV, raising=False)
     repo = Repository.init(storage, PASSWORD, Config.new())
-    old = key_name(repo.add_key("the earlier passphrase", kdf_n=2**17))
-    key = parse_key_object(storage.get(old), old)
-    assert (key.n, key.r, key.p) == (2**17, 8, 1)
+    old = key_name(repo.add_key("the earlier passphrase", kdf=Scrypt(n=n, r=8, p=p)))
+    doc = json.loads(storage.get(old))
+    assert (doc["kdf"]["algorithm"], doc["kdf"]["n"], doc["kdf"]["p"]) == ("scrypt", n, p)
     reopened = Repository.open(storage, "the earlier passphrase")
     assert reopened.config.id == repo.config.id
+    assert reopened.key_name == old
 
 
 def test_a_short_password_is_refused_for_new_keys_unless_insecure(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ class _SlowReads(ForwardingStorage):
 def written(tmp_path: Path) -> tuple[Path, dict[bytes, str], list[str]]:
     """A repository with OBJECTS index objects of one pack and blob each."""
     root = tmp_path / "repo"
-    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new(), kdf_n=2**14)
+    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new())
     blobs: dict[bytes, str] = {}
     names: list[str] = []
     for i in range(OBJECTS):
@@ -80,7 +80,7 @@ def test_index_objects_are_read_while_the_key_is_derived_and_in_parallel(
 
     def recorded_unseal(*args: object, **kwargs: object) -> object:
         events.append("derive starts")
-        time.sleep(0.1)  # a slower machine's scrypt: the reads must not wait for it
+        time.sleep(0.1)  # a slower machine's derivation: the reads must not wait for it
         try:
             return unseal(*args, **kwargs)  # type: ignore[arg-type]
         finally:
@@ -126,7 +126,7 @@ def test_snapshots_are_read_in_parallel_and_an_early_stop_leaves_no_thread(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "repo"
-    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new(), kdf_n=2**14)
+    repo = Repository.init(open_storage(root.as_uri()), PASSWORD, Config.new())
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("some data")

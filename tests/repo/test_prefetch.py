@@ -44,7 +44,7 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
         pack_size=512 * 1024,
     )
     storage = _Counting(open_storage((tmp_path / "repo").as_uri()))
-    yield Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    yield Repository.init(storage, PASSWORD, config)
     storage.close()
 
 

@@ -40,7 +40,7 @@ def storage(tmp_path: Path) -> Storage:
 
 
 def _init(storage: Storage) -> Repository:
-    return Repository.init(storage, PW, kdf_n=2**14)
+    return Repository.init(storage, PW)
 
 
 def test_a_wrong_password_is_refused_clearly(storage: Storage) -> None:
@@ -63,7 +63,7 @@ def test_init_twice_is_refused(storage: Storage) -> None:
 def test_keys_can_be_added_listed_and_removed_without_touching_data(storage: Storage) -> None:
     repo = _init(storage)
     data_before = sorted(i.name for i in storage.list("data/"))
-    new_id = repo.add_key("second password", kdf_n=2**14)
+    new_id = repo.add_key("second password")
     assert len(repo.list_keys()) == 2
     again = Repository.open(storage, "second password")
     assert again.keys == repo.keys
@@ -255,4 +255,4 @@ def test_config_cannot_be_created_where_keys_exist(storage: Storage) -> None:
     _init(storage)
     storage.delete("config")
     with pytest.raises(RepositoryExists):
-        Repository.init(storage, PW, Config.new(), kdf_n=2**14)
+        Repository.init(storage, PW, Config.new())

@@ -20,7 +20,7 @@ PW = "host password"
 def repo(tmp_path: Path) -> Repository:
     from safehold.storage import open_storage
 
-    return Repository.init(open_storage((tmp_path / "repo").as_uri()), PW, kdf_n=2**14)
+    return Repository.init(open_storage((tmp_path / "repo").as_uri()), PW)
 
 
 def _doc(**fields: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ PW = "meta password"
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.init(open_storage((tmp_path / "repo").as_uri()), PW, kdf_n=2**14)
+    return Repository.init(open_storage((tmp_path / "repo").as_uri()), PW)
 
 
 def _snap(source: str = "ns/pol/vol", time: str = "2026-11-01T00:00:00Z", **kw: Any) -> Snapshot:

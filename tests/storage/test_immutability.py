@@ -83,7 +83,7 @@ def test_lock_options_are_checked_and_file_urls_refuse_a_lock(tmp_path: Path) ->
     storage = open_storage(tmp_path.as_uri())
     config = Config.new(object_lock_mode="governance", object_lock_days=3)
     with pytest.raises(ObjectLockUnsupported, match=r"immutability\.md"):
-        Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+        Repository.init(storage, PASSWORD, config)
 
 
 def test_a_repository_on_a_lock_enabled_bucket_backs_up_restores_forgets_and_prunes(
@@ -178,7 +178,7 @@ def test_prune_never_tries_to_delete_a_locked_object_and_reports_it(
         object_lock_mode="governance",
         object_lock_days=1,
     )
-    repo = Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    repo = Repository.init(storage, PASSWORD, config)
     orphan = repo.save_object("data", os.urandom(5000))  # a pack no index names
     deletes: list[str] = []
     real_delete = repo.storage.delete

@@ -173,7 +173,7 @@ def test_a_lock_is_deleted_with_a_short_budget_after_a_failure_and_the_failure_s
     its lock (issue 15): the lock goes stale by itself; the error that ended it is kept."""
     outage = Outage(fs, clock, until=0)
     storage = _answered(RetryingStorage(outage, RetryPolicy(sleep=clock.sleep)))
-    repo = Repository.init(storage, "retry budget password", kdf_n=2**14)
+    repo = Repository.init(storage, "retry budget password")
     started = 0.0
     lock = RepositoryLock(repo, exclusive=False, operation="backup")
     with pytest.raises(RuntimeError, match="the backup failed"), lock:  # noqa: PT012

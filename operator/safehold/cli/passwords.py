@@ -1,7 +1,7 @@
 """The password rule for new keys (``repo init``, ``repo key add``): docs/cli.md.
 
 A key object is only as strong as its password: anyone who can read the bucket can
-try passwords against it offline, each guess costing one scrypt derivation. So a new
+try passwords against it offline, each guess costing one key derivation (Argon2id, 64 MiB). So a new
 key needs at least :data:`~safehold.repo.keys.MIN_PASSWORD_LENGTH` characters, unless
 ``--insecure-password`` says the user knows better (a test, a throw-away repository).
 Passwords of existing keys are never checked: opening a repository keeps working.

@@ -2,12 +2,13 @@
 repository at the same location last time (kept in the local cache).
 
 A command on an object store imports the SDK and makes its client (0.15-0.25 s for S3),
-reads the config and lists the key objects, and only then derives the key with scrypt (about
-0.3 s, which releases the GIL). Yet scrypt needs nothing from the storage but the key
-object's salt and cost. When the local cache remembers the key object that opened the
-repository at this location, and the password was given without a prompt, :class:`EarlyKey`
-starts that derivation in a thread before the storage is opened, and the open takes its
-result instead of deriving (docs/performance.md, "The key derived while the storage opens").
+reads the config and lists the key objects, and only then derives the key (Argon2id, about
+0.1 s; scrypt, 0.3 s, for keys made before 2026-12-06; both release the GIL). Yet the
+derivation needs nothing from the storage but the key object's salt and cost. When the local
+cache remembers the key object that opened the repository at this location, and the password
+was given without a prompt, :class:`EarlyKey` starts that derivation in a thread before the
+storage is opened, and the open takes its result instead of deriving (docs/performance.md,
+"The key derived while the storage opens").
 
 Nothing remembered is trusted that the repository does not confirm. The result is used only
 when the repository's listing of ``keys/`` holds an object of the remembered key's name,

@@ -13,6 +13,7 @@ from safehold.repo import layout
 from safehold.repo.config import Config
 from safehold.repo.crypto import MasterKeys, Sealer, object_hash
 from safehold.repo.errors import RepositoryError, UnsupportedRepository
+from safehold.repo.kdf import Kdf
 from safehold.repo.keys import KeyInfo, make_key_object, parse_key_info
 from safehold.storage import Storage
 
@@ -43,20 +44,23 @@ class KeyRing:
         @staticmethod
         def read_config(storage: Storage) -> tuple[Config, bytes]: ...
 
-    def add_key(self, password: str, *, kdf_n: int | None = None) -> str:
+    def add_key(self, password: str, *, kdf: Kdf | None = None) -> str:
+        """Add a key object that opens the repository with ``password``; returns its id.
+        ``kdf``: the derivation with its salt (a new key's when None; tests make the keys
+        of earlier versions with it)."""
         _, data = self.read_config(self.storage)
         key = make_key_object(
             password,
             self.keys,
             repository_id=self.config.id,
             config_hash=object_hash(data),
-            n=kdf_n,
+            kdf=kdf,
         )
         name = layout.key_name(object_hash(key))
         self.storage.create(name, key)
         return layout.object_id(name)
 
-    def rotate_key(self, password: str, *, kdf_n: int | None = None) -> tuple[str, int]:
+    def rotate_key(self, password: str) -> tuple[str, int]:
         """Add a data key version (format section 5b): what is written from now on is
         sealed with it; what exists stays readable under its own version. The key object
         that opened the repository (``password`` is its password) is replaced by one that
@@ -88,7 +92,7 @@ class KeyRing:
                 "then add them again ('safehold repo key add')"
             )
         keys = self.keys.rotated()
-        name = self._replace_key(password, keys, kdf_n=kdf_n)
+        name = self._replace_key(password, keys)
         return layout.object_id(name), len(keys.data_keys)
 
     def adopt_rotation(self, password: str, keys: MasterKeys) -> str | None:
@@ -113,12 +117,12 @@ class KeyRing:
             )
         return layout.object_id(self._replace_key(password, keys))
 
-    def _replace_key(self, password: str, keys: MasterKeys, *, kdf_n: int | None = None) -> str:
+    def _replace_key(self, password: str, keys: MasterKeys) -> str:
         """Write a key object holding ``keys`` under ``password``, then delete the one that
         opened the repository; from now on this object seals with the newest version."""
         _, data = self.read_config(self.storage)
         key = make_key_object(
-            password, keys, repository_id=self.config.id, config_hash=object_hash(data), n=kdf_n
+            password, keys, repository_id=self.config.id, config_hash=object_hash(data)
         )
         name = layout.key_name(object_hash(key))
         # The new key first: a crash between the two leaves two keys, never none.

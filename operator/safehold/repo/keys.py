@@ -1,11 +1,12 @@
-"""Key objects: the master keys wrapped by a key derived from a password with scrypt.
+"""Key objects: the master keys wrapped by a key derived from a password.
 
 Several key objects can open one repository; adding a password writes a new one,
 removing deletes one, and no data is ever re-encrypted (format section 5). A rotation
 (section 5b) adds a data key version to the payload of the key object it rewrites.
 
-New keys cost scrypt N=2^15, r=8, p=4 (32 MiB, about 0.3 s) and need a password of at
-least :data:`MIN_PASSWORD_LENGTH` characters unless the caller says it accepts less.
+The derivation is the key object's ``kdf`` (repo/kdf.py): Argon2id for new keys, scrypt
+for keys made before 2026-12-06. New keys need a password of at least
+:data:`MIN_PASSWORD_LENGTH` characters unless the caller says it accepts less.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import base64
 import binascii
 import getpass
 import json
-import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from safehold.repo import layout
 from safehold.repo.crypto import (
@@ -34,13 +33,10 @@ from safehold.repo.crypto import (
     seal,
 )
 from safehold.repo.errors import CorruptObject, UnsupportedRepository
+from safehold.repo.kdf import Kdf, new_kdf, parse_kdf
 
 __all__ = [
-    "MAX_SCRYPT_MEMORY",
-    "MAX_SCRYPT_WORK",
     "MIN_PASSWORD_LENGTH",
-    "SCRYPT_N",
-    "SCRYPT_P",
     "KeyInfo",
     "KeyObject",
     "KeyOpenFailed",
@@ -49,40 +45,11 @@ __all__ = [
     "parse_key_info",
     "parse_key_object",
     "password_problem",
-    "scrypt_cost",
     "unseal_key",
 ]
 
-#: scrypt's cost for new keys: N=2^15, r=8, p=4 takes 32 MiB and about 0.3 s, so a guess at
-#: a password costs an attacker that much too (format section 5). The same block work
-#: (n*r*p = 2^20) as N=2^17, p=1, which OWASP lists as equivalent, for a quarter of the
-#: memory: 128 MiB per derivation was the floor of every command's memory (issue 19).
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 4
-MIN_SCRYPT_N = 2**14
-#: Tests only: a cheaper N, with p=1, for the keys they make (at least MIN_SCRYPT_N, a
-#: power of two), so that every command of a test suite does not pay a third of a second
-#: to open a repository.
-#: Outside the ``SAFEHOLD_`` names on purpose: tests hand their commands a clean
-#: ``SAFEHOLD_*`` environment, and this must survive that (tests/conftest.py sets it).
-SCRYPT_N_ENV = "TEST_SAFEHOLD_SCRYPT_N"
 #: Passwords of new keys shorter than this are refused unless the caller accepts them.
 MIN_PASSWORD_LENGTH = 12
-
-
-def scrypt_cost(n: int | None = None) -> tuple[int, int]:
-    """The scrypt N and p for a new key: :data:`SCRYPT_N` and :data:`SCRYPT_P`, or a
-    cheaper cost for tests: the ``n`` a test passes, or the one its environment names
-    (:data:`SCRYPT_N_ENV`), with p=1."""
-    if n:
-        return n, 1
-    value = os.environ.get(SCRYPT_N_ENV, "")
-    if value.isdigit():
-        n = int(value)
-        if MIN_SCRYPT_N <= n <= SCRYPT_N and not n & (n - 1):
-            return n, 1
-    return SCRYPT_N, SCRYPT_P
 
 
 def password_problem(password: str) -> str | None:
@@ -110,9 +77,8 @@ class KeyInfo:
     username: str
 
 
-def _kek(password: str, salt: bytes, n: int, r: int, p: int) -> AESGCM:
-    kdf = Scrypt(salt=salt, length=32, n=n, r=r, p=p)
-    return AESGCM(kdf.derive(password.encode()))
+def _kek(password: str, kdf: Kdf) -> AESGCM:
+    return AESGCM(kdf.derive(password))
 
 
 def make_key_object(
@@ -121,12 +87,12 @@ def make_key_object(
     *,
     repository_id: str,
     config_hash: str,
-    n: int | None = None,
+    kdf: Kdf | None = None,
 ) -> bytes:
-    """Seal the master keys under ``password``; returns the key object's bytes.
-    The scrypt cost is :func:`scrypt_cost`'s: tests pass a cheaper ``n``."""
-    n, p = scrypt_cost(n)
-    salt = os.urandom(32)
+    """Seal the master keys under ``password``; returns the key object's bytes. ``kdf``:
+    the derivation, with its salt (:func:`~safehold.repo.kdf.new_kdf`'s when None; tests
+    pass others to make the keys of earlier versions)."""
+    kdf = kdf or new_kdf()
     fields: dict[str, object] = {
         "repository": repository_id,
         "config": config_hash,
@@ -146,27 +112,13 @@ def make_key_object(
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "hostname": socket.gethostname(),
         "username": username,
-        "kdf": {
-            "algorithm": "scrypt",
-            "n": n,
-            "r": SCRYPT_R,
-            "p": p,
-            "salt": base64.b64encode(salt).decode(),
-        },
+        "kdf": kdf.to_json(),
         "cipher": "aes-256-gcm",
-        "data": base64.b64encode(
-            seal(_kek(password, salt, n, SCRYPT_R, p), AAD_KEY, payload)
-        ).decode(),
+        "data": base64.b64encode(seal(_kek(password, kdf), AAD_KEY, payload)).decode(),
     }
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
 
-#: The most memory one key derivation may take (scrypt needs 128·n·r bytes): a key object
-#: asking for more is refused as damaged before anything is derived (format section 5).
-MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
-#: The most work (n·r·p, in scrypt's block operations) one derivation may take: 4 times
-#: what the writers' default (2^15, r=8, p=4; before, 2^17, r=8, p=1) costs.
-MAX_SCRYPT_WORK = 2**22
 _MAX_KEY_OBJECT = 64 * 1024
 #: The sealed payload: room for MAX_KEY_VERSIONS data keys in base64 and the rest.
 _MAX_SEALED_PAYLOAD = 16 * 1024
@@ -177,16 +129,13 @@ class KeyObject:
     """A parsed key object: what derivation it asks for, checked, and the sealed payload."""
 
     name: str
-    n: int
-    r: int
-    p: int
-    salt: bytes
+    kdf: Kdf
     sealed: bytes
 
     @property
     def cost(self) -> int:
         """The work its derivation takes, to try the cheapest first."""
-        return self.n * self.r * self.p
+        return self.kdf.cost
 
 
 def _parse(data: bytes, name: str) -> dict[str, Any]:
@@ -229,51 +178,31 @@ def _b64(value: object, field: str, low: int, high: int) -> bytes:
 
 
 def parse_key_object(data: bytes, name: str) -> KeyObject:
-    """Check a key object's fields and its scrypt cost, without deriving anything.
+    """Check a key object's fields and its derivation's cost, without deriving anything.
 
-    :class:`CorruptObject` (naming the object and the field) when it is malformed or asks
-    for more than :data:`MAX_SCRYPT_MEMORY` or :data:`MAX_SCRYPT_WORK`;
-    :class:`UnsupportedRepository` for a KDF or cipher this version does not know."""
+    :class:`CorruptObject` (naming the object and the field) when it is malformed or its
+    cost is out of bounds (repo/kdf.py); :class:`UnsupportedRepository` for a KDF or
+    cipher this version does not know."""
     doc = _parse(data, name)
-    kdf = doc.get("kdf")
-    if type(kdf) is not dict:
-        raise CorruptObject(name, "key object misses or mangles field 'kdf'")
-    algorithm, cipher = kdf.get("algorithm"), doc.get("cipher")
-    if algorithm != "scrypt" or cipher != "aes-256-gcm":
+    kdf = parse_kdf(doc.get("kdf"), name)
+    cipher = doc.get("cipher")
+    if cipher != "aes-256-gcm":
         raise UnsupportedRepository(
-            f"{name}: key uses {str(algorithm)[:40]}/{str(cipher)[:40]}, which this safehold "
-            "does not know; upgrade safehold"
-        )
-    params = {}
-    for field in ("n", "r", "p"):
-        value = kdf.get(field)
-        if type(value) is not int or not 1 <= value <= 2**32:
-            raise CorruptObject(name, f"key object field 'kdf.{field}' is not a positive integer")
-        params[field] = value
-    n, r, p = params["n"], params["r"], params["p"]
-    if n < MIN_SCRYPT_N or n & (n - 1):
-        raise CorruptObject(
-            name, f"key object field 'kdf.n' ({n}) is not a power of two of at least 2^14"
-        )
-    if 128 * n * r > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
-        raise CorruptObject(
-            name,
-            f"key object asks for scrypt n={n} r={r} p={p}: more than the "
-            f"{MAX_SCRYPT_MEMORY >> 20} MiB of memory and the work a key may take",
+            f"{name}: key uses the cipher {str(cipher)[:40]!r}, which this safehold does "
+            "not know; upgrade safehold"
         )
     try:
-        salt = _b64(kdf.get("salt"), "kdf.salt", 16, 64)
         sealed = _b64(doc.get("data"), "data", SEAL_OVERHEAD, _MAX_SEALED_PAYLOAD)
     except ValueError as exc:
         raise CorruptObject(name, f"key object {exc}") from exc
-    return KeyObject(name, n, r, p, salt, sealed)
+    return KeyObject(name, kdf, sealed)
 
 
 def unseal_key(key: KeyObject, password: str) -> tuple[MasterKeys, str, str]:
     """Derive the key's KEK and open its payload: (master keys, repository id, config
     hash); :class:`KeyOpenFailed` when the password is not this key's."""
     try:
-        plain = open_sealed(_kek(password, key.salt, key.n, key.r, key.p), AAD_KEY, key.sealed)
+        plain = open_sealed(_kek(password, key.kdf), AAD_KEY, key.sealed)
     except SealError as exc:
         raise KeyOpenFailed(key.name) from exc
     try:

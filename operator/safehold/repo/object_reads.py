@@ -1,14 +1,14 @@
 """Every object of a kind (index objects, snapshots) read in background threads, a
 bounded number ahead of their decoding.
 
-Opening a repository derives the key (a third of a second of scrypt, which releases the
-GIL) and then reads every index object; listing snapshots reads every snapshot. Read one
-after another, each is a round trip: on an object store tens of milliseconds, times the
-number of objects (a backup writes an index object per eight packs, and a snapshot).
-:class:`ObjectReads` lists the prefix and starts the reads at once (for the index: as the
-open begins, so they overlap the key's derivation), 8 at a time; :meth:`objects` yields
-each object's bytes in listing order. Nothing here can decrypt: the bytes are checked and
-decoded by the caller, with the key.
+Opening a repository derives the key (a tenth of a second of Argon2id, a third of scrypt for
+keys made before 2026-12-06; both release the GIL) and then reads every index object;
+listing snapshots reads every snapshot. Read one after another, each is a round trip: on an
+object store tens of milliseconds, times the number of objects (a backup writes an index
+object per eight packs, and a snapshot). :class:`ObjectReads` lists the prefix and starts
+the reads at once (for the index: as the open begins, so they overlap the key's derivation),
+8 at a time; :meth:`objects` yields each object's bytes in listing order. Nothing here can
+decrypt: the bytes are checked and decoded by the caller, with the key.
 
 Threads: started by :class:`ObjectReads`, all joined by :meth:`close` (the open ends with
 it), so a backup that forks its workers after opening forks a process with one thread.

@@ -123,7 +123,6 @@ class Repository(KeyRing):
         password: str,
         config: Config | None = None,
         *,
-        kdf_n: int | None = None,
         early: EarlyKey | None = None,
     ) -> Repository:
         """Create a repository with one key object, sealed by ``password``; ``early``
@@ -138,7 +137,7 @@ class Repository(KeyRing):
         apply_object_lock(storage, config)
         keys = MasterKeys.generate()
         key = make_key_object(
-            password, keys, repository_id=config.id, config_hash=object_hash(data), n=kdf_n
+            password, keys, repository_id=config.id, config_hash=object_hash(data)
         )
         key_name = layout.key_name(object_hash(key))
         # The key first: a config without a key would be a repository nobody can open.

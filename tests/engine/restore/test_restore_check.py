@@ -179,7 +179,7 @@ def test_from_an_s3_repository(
         chunker=ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024),
         pack_size=512 * 1024,
     )
-    repo = Repository.init(open_storage(url, options), PASSWORD, config, kdf_n=2**14)
+    repo = Repository.init(open_storage(url, options), PASSWORD, config)
     src = tree_factory(tmp_path / "src", big=600_000)
     snap = backup_paths(repo, [str(src)], BackupOptions(source="vol")).snapshot
     again = Repository.open(open_storage(url, options), PASSWORD)

@@ -77,7 +77,7 @@ def source(tmp_path: Path, tree_factory: Callable[..., Path]) -> Path:
 def snap(s3_store: RunningStore, s3_url: str, source: Path) -> Snapshot:
     config = Config.new(chunker=SMALL_CHUNKER, pack_size=512 * 1024)
     storage = open_storage(s3_url, s3_store.options, wrap=True)
-    repo = Repository.init(storage, PASSWORD, config, kdf_n=2**14)
+    repo = Repository.init(storage, PASSWORD, config)
     snap = backup_paths(repo, [str(source)], BackupOptions(source="app")).snapshot
     storage.close()
     return snap
@@ -248,7 +248,7 @@ def test_the_parts_read_each_pack_once_in_one_request(
     config = Config.new(chunker=SMALL_CHUNKER, pack_size=2 * 1024 * 1024)
     storage = open_storage(s3_url, s3_store.options, wrap=True)
     snap = backup_paths(
-        Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(src)], BackupOptions()
+        Repository.init(storage, PASSWORD, config), [str(src)], BackupOptions()
     ).snapshot
     storage.close()
 
@@ -295,7 +295,7 @@ def test_a_part_killed_while_it_downloads_a_pack_fails_the_restore_and_a_rerun_f
     config = Config.new(chunker=SMALL_CHUNKER, pack_size=64 * 1024)
     storage = open_storage(s3_url, s3_store.options, wrap=True)
     snap = backup_paths(
-        Repository.init(storage, PASSWORD, config, kdf_n=2**14), [str(source)], BackupOptions()
+        Repository.init(storage, PASSWORD, config), [str(source)], BackupOptions()
     ).snapshot
     storage.close()
     storage = open_storage(s3_url, s3_store.options, wrap=True)

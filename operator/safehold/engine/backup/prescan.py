@@ -3,11 +3,12 @@
 It has two uses:
 
 * **A warm cache.** The CLI starts it before the repository opens. Opening derives the key
-  with scrypt (a third of a second, without the GIL). Meanwhile the pre-scan reads the
-  tree's directories and inodes into the kernel's cache, so the backup's walk finds them
-  there. With a cold cache, seven runs each, alternating: an incremental backup of the
-  bench's mixed set 1.84 -> 1.72 s (medians), 100,000 small files unchanged 1.77 -> 1.54 s
-  (docs/performance.md, "The pre-scan (session 13)").
+  (Argon2id, a tenth of a second; scrypt, a third, for keys made before 2026-12-06; both
+  without the GIL). Meanwhile the pre-scan reads the tree's directories and inodes into the
+  kernel's cache, so the backup's walk finds them there. With a cold cache, seven runs each,
+  alternating: an incremental backup of the bench's mixed set 1.84 -> 1.72 s (medians),
+  100,000 small files unchanged 1.77 -> 1.54 s (docs/performance.md, "The pre-scan (session
+  13)").
 * **The ETA's totals.** A backup with a progress display and no parent to estimate from
   lets it finish and reports its counts (:func:`~.walk.scan_totals`: the walk's own scope
   rules).
