@@ -1,5 +1,5 @@
 """``python -m safehold``: the same as the ``safehold`` command."""
 
-from safehold.cli import main
+from safehold.cli.start import main
 
 raise SystemExit(main())

@@ -69,7 +69,7 @@ class Repo:
             self.derivations += 1
             return real_kek(*args)
 
-        monkeypatch.setattr("safehold.cli.context.open_storage", counting)
+        monkeypatch.setattr("safehold.storage.open_storage", counting)
         monkeypatch.setattr(keys_module, "_kek", kek)
 
     def run(
@@ -232,10 +232,13 @@ def test_two_servers_with_a_bucket_of_one_name_are_two_locations(
         args = Namespace(repo="s3://backups/cluster", option=list(options), cache_dir=tmp_path)
         early = early_key(args, None)
         assert early is not None
-        return early.pointer
+        assert early.memory is not None
+        return early.memory.pointer
 
     one, other = pointer("endpoint=http://a:9000"), pointer("endpoint=http://b:9000")
     assert one != other
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://a:9000")
     assert pointer() == one  # the endpoint from the environment is the same server
-    assert early_key(Namespace(repo=str(tmp_path / "repo")), None) is None  # no local cache
+    local = early_key(Namespace(repo=str(tmp_path / "repo")), None)
+    assert local is not None
+    assert local.memory is None  # its keys are read from its directory, nothing remembered

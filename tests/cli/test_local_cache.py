@@ -49,7 +49,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     def counting(*args: Any, **kwargs: Any) -> Storage:
         return _Counting(open_storage(*args, **kwargs))
 
-    monkeypatch.setattr("safehold.cli.context.open_storage", counting)
+    monkeypatch.setattr("safehold.storage.open_storage", counting)
     _Counting.gets = Counter()
     return _Counting.gets
 

@@ -136,7 +136,7 @@ def test_a_repository_created_during_the_site_check_is_reported_not_refused(
     like leftovers without a repository: the check reads the config again and reports the
     repository (seen in CI: a BackupLocation checked while ``repo init`` ran was held as
     "holds objects (such as config) but no repository")."""
-    from safehold.cli import main
+    from safehold.cli.main import main
 
     url = (tmp_path / "site").as_uri()
     (tmp_path / "site").mkdir()

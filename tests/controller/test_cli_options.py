@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from safehold.cli import main
 from safehold.cli.context import read_options_dir
+from safehold.cli.main import main
 
 
 def test_options_dir_reads_files_maps_aliases_and_skips_secret_links(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_the_error_names_the_failed_upload_not_the_failed_lock_removal(
         if op == "delete" and name.startswith("locks/")
         else None
     )
-    monkeypatch.setattr("safehold.cli.context.open_storage", lambda *a, **k: storage)
+    monkeypatch.setattr("safehold.storage.open_storage", lambda *a, **k: storage)
     monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
     src = _source(tmp_path / "src", megabytes=4)
     code = main(["backup", "--repo", "file:///unused", str(src)])

@@ -184,7 +184,7 @@ def test_forget_done_but_prune_locked_reports_both(
 ) -> None:
     """A backup takes its shared lock between forget and prune: the snapshots are
     forgotten, prune fails on the lock, and the summary says both (exit code 11)."""
-    from safehold.cli import main
+    from safehold.cli.main import main
     from safehold.engine import forget as forget_module
 
     real = forget_module.forget_snapshots

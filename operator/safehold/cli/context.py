@@ -15,12 +15,12 @@ from argparse import ArgumentTypeError, Namespace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from safehold.storage import Storage, open_storage
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from safehold.repo import Repository
     from safehold.repo.early_key import EarlyKey
+    from safehold.storage import Storage
     from safehold.storage.wrappers import Bandwidth
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "parse_time_option",
     "read_options_dir",
     "read_password",
+    "start_early_key",
 ]
 
 
@@ -184,6 +185,7 @@ def open_repo_storage(args: Namespace) -> Storage:
     # (Not process-wide in main: the long-running operator has no such buffers, and
     # would only keep freed memory it does not need.)
     from safehold.engine.tuning import tune_malloc  # (ctypes) not needed to parse arguments
+    from safehold.storage import open_storage  # (the providers' registry) nor this
 
     tune_malloc()
     url, options = _repo_location(args)
@@ -301,7 +303,13 @@ def open_repo(args: Namespace, *, load_index: bool = True, cache: bool = True) -
     ``repair``) open it without: they must read the objects themselves, never a copy."""
     from safehold.repo import Repository  # (the crypto) not needed to parse arguments
 
-    early = early_key(args, given_password(args)) if cache else None
+    if cache:
+        early = early_key(args, given_password(args))
+    else:  # checks what storage holds: reads its keys itself
+        started = take_started_key()
+        if started is not None:
+            started[2].close()
+        early = None
     try:
         storage = open_repo_storage(args)
         # Read the config first: a missing or unsupported repository is reported before
@@ -323,13 +331,68 @@ def open_repo(args: Namespace, *, load_index: bool = True, cache: bool = True) -
 
 
 def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
-    """For a repository with a local cache: the derivation of the key that opened it last,
-    started now (with ``password``; None: none is started), which remembers the key that
-    opens it or that ``repo init`` makes (repo/early_key.py)."""
+    """The derivation of the key this command will most likely open the repository with,
+    started now with ``password`` (None: none is started) unless the entry point started
+    it already (:func:`start_early_key`); None when there is nothing to derive early.
+
+    * A repository in a directory: its cheapest key object, read from the directory.
+    * On an object store, with a local cache: the key that opened it last at this
+      location, which also remembers the key that opens it or that ``repo init`` makes.
+
+    The open uses the result only when the repository holds that very key object
+    (repo/early_key.py)."""
     from safehold.repo.early_key import EarlyKey
 
+    where = _early_location(args)
+    started = take_started_key()
+    if started is not None:
+        if started[:2] == (where, password):
+            return started[2]
+        started[2].close()  # not this command's: never fork with its thread running
+    if where is None:
+        return None
+    if where.startswith("file:"):
+        return EarlyKey.local(Path(where.removeprefix("file:")), password)
+    return EarlyKey.remembered(cache_root(args), where, password)
+
+
+#: The derivation the entry point started (cli/start.py): its location, its password and
+#: itself, for :func:`early_key` to take when the command opens that repository with it.
+_STARTED: list[tuple[str | None, str | None, EarlyKey]] = []
+
+
+def take_started_key() -> tuple[str | None, str | None, EarlyKey] | None:
+    """The derivation the entry point started, if any, once: its location, password and
+    itself. A command that does not use it closes it."""
+    return _STARTED.pop() if _STARTED else None
+
+
+def start_early_key(args: Namespace) -> None:
+    """Start deriving the key early, from the options read before the command's modules
+    load (``args``: the options every command takes), when the password comes without a
+    prompt. A command line this cannot read starts nothing."""
+    password = given_password(args)
+    if password is None:
+        return
+    try:
+        early = early_key(args, password)
+    except UsageError:
+        return
+    if early is not None:
+        _STARTED.append((_early_location(args), password, early))
+
+
+def _early_location(args: Namespace) -> str | None:
+    """Where :func:`early_key` finds the key: ``file:<keys directory>`` for a repository in
+    a directory; else the location as the local cache names it, or None without one."""
     url, options = _repo_location(args)
-    if getattr(args, "no_cache", False) or url.startswith("file:"):
+    if url.startswith("file:"):
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            return None  # opening it reports why
+        return f"file:{Path(path) / 'keys'}"
+    if getattr(args, "no_cache", False):
         return None
     # What tells two repositories at one URL apart: two servers (S3's endpoint, also from
     # the environment) or two Azure accounts can each have a bucket of that name. Told
@@ -339,7 +402,7 @@ def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
         options.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     )
     account = options.get("account_name") or env.get("AZURE_STORAGE_ACCOUNT")
-    return EarlyKey(cache_root(args), f"{url} {server or ''} {account or ''}", password)
+    return f"{url} {server or ''} {account or ''}"
 
 
 def parse_time_option(value: str | None, option: str) -> datetime | None:

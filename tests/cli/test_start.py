@@ -1,0 +1,187 @@
+"""The entry point starts deriving the key before the commands load (cli/start.py,
+docs/performance.md "The key derived while the commands load").
+
+Each test runs the real entry point in a new interpreter (this test process has long
+loaded every module), against a real repository in a directory, with the key derivation
+wrapped to record when and where it ran: the thread, whether the commands' modules were
+loaded yet, and how many derivations the command made.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.cli import exitcodes
+
+PASSWORD = "start test password"
+OTHER_PASSWORD = "another start test password"
+
+#: Runs ``safehold.cli.start.main`` on argv, recording every derivation; prints the exit
+#: code and the records as the last line of stderr.
+PROBE = """
+import json, sys, threading
+from safehold.repo import keys
+real = keys._kek
+derived = []
+def kek(password, kdf):
+    derived.append({
+        "thread": threading.current_thread().name,
+        "commands_loaded": "safehold.cli.main" in sys.modules,
+        "salt": kdf.salt.hex(),
+    })
+    return real(password, kdf)
+keys._kek = kek
+from safehold.cli.start import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "derived": derived}), file=sys.stderr)
+"""
+
+
+def _env(repo: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
+    return {**env, "SAFEHOLD_REPOSITORY": repo.as_uri(), **extra}
+
+
+def _run(repo: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
+    """(exit code, derivations, stderr) of ``safehold args`` through the entry point."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        env=_env(repo, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return report["code"], report["derived"], done.stderr
+
+
+def _safehold(repo: Path, *args: str, password: str = PASSWORD) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "safehold", *args],
+        env=_env(repo, SAFEHOLD_PASSWORD=password),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    _safehold(repo, "repo", "init", "-q")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("early\n")
+    _safehold(repo, "backup", "-q", str(data))
+    return repo
+
+
+def _salt(key_file: Path) -> str:
+    return base64.b64decode(json.loads(key_file.read_bytes())["kdf"]["salt"]).hex()
+
+
+def test_the_key_is_derived_while_the_commands_load_and_the_open_uses_it(repo: Path) -> None:
+    code, derived, err = _run(repo, "snapshots", "--json", SAFEHOLD_PASSWORD=PASSWORD)
+    assert code == 0, err
+    # One derivation, in the early thread, started before the commands' modules loaded;
+    # the open took its result instead of deriving again.
+    assert derived == [
+        {"thread": "early-key", "commands_loaded": False, "salt": derived[0]["salt"]}
+    ]
+
+
+def test_a_password_file_after_the_command_name_starts_it_too(repo: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    code, derived, err = _run(repo, "snapshots", "--password-file", str(secret))
+    assert code == 0, err
+    assert [(d["thread"], d["commands_loaded"]) for d in derived] == [("early-key", False)]
+
+
+def test_a_wrong_password_is_derived_once_and_refused(repo: Path) -> None:
+    code, derived, err = _run(repo, "snapshots", SAFEHOLD_PASSWORD="not the password at all")
+    assert code == exitcodes.WRONG_PASSWORD, err
+    assert "opens none of the repository's 1 key(s)" in err
+    assert [d["thread"] for d in derived] == ["early-key"]  # the open did not try it again
+
+
+def test_with_two_keys_the_open_derives_only_what_the_early_key_did_not(
+    repo: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-password"
+    other.write_text(OTHER_PASSWORD)
+    _safehold(repo, "repo", "key", "add", "-q", "--new-password-file", str(other))
+    keys = sorted((repo / "keys").iterdir())
+    assert len(keys) == 2
+    first = _salt(keys[0])  # of one cost: the early key is the first by name
+    for password in (PASSWORD, OTHER_PASSWORD):
+        code, derived, err = _run(repo, "snapshots", SAFEHOLD_PASSWORD=password)
+        assert code == 0, err
+        assert derived[0]["thread"] == "early-key"
+        assert derived[0]["salt"] == first
+        opened_by_first = len(derived) == 1
+        # The early key's result is used when it opens; else the open derives the other
+        # key, never the early one again.
+        assert len(derived) in (1, 2)
+        assert len({d["salt"] for d in derived}) == len(derived)
+        assert opened_by_first == (derived[-1]["salt"] == first)
+
+
+def test_a_command_line_the_early_start_cannot_read_is_reported_by_the_command(
+    repo: Path,
+) -> None:
+    code, derived, err = _run(
+        repo, "snapshots", "--limit-upload", "abc", SAFEHOLD_PASSWORD=PASSWORD
+    )
+    assert code == exitcodes.USAGE
+    assert "argument --limit-upload: 'abc' is not a whole number of KiB/s" in err
+    assert derived == []
+
+
+def test_a_command_that_opens_no_repository_still_ends_cleanly(repo: Path) -> None:
+    """The derivation started for nothing is waited for before the process exits."""
+    code, derived, err = _run(repo, "cache", "--json", SAFEHOLD_PASSWORD=PASSWORD)
+    assert code == 0, err
+    assert [d["thread"] for d in derived] == ["early-key"]
+
+
+def test_without_a_password_nothing_is_derived_early(repo: Path) -> None:
+    code, derived, err = _run(repo, "snapshots")
+    assert code == exitcodes.USAGE, err
+    assert "SAFEHOLD_PASSWORD" in err
+    assert derived == []
+
+
+def test_the_early_start_loads_no_command_and_no_storage_for_a_directory(repo: Path) -> None:
+    probe = (
+        "import json, sys\n"
+        "from safehold.cli import context\n"
+        "from safehold.cli.start import _start_deriving\n"
+        "_start_deriving(['restore', 'latest', '/tmp/nowhere'])\n"
+        "print(json.dumps([len(context._STARTED), sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=_env(repo, SAFEHOLD_PASSWORD=PASSWORD),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    started, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert started == 1
+    assert {"safehold.repo.kdf", "safehold.repo.early_key"} <= set(loaded)
+    heavy = {"safehold.cli.main", "safehold.repo.repository", "safehold.storage", "zstandard"}
+    assert sorted(heavy & set(loaded)) == []
