@@ -12,6 +12,7 @@ import getpass
 import os
 import sys
 from argparse import ArgumentTypeError, Namespace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ __all__ = [
     "bandwidth",
     "cache_dir",
     "cache_root",
+    "close_started_key",
     "early_key",
     "given_password",
     "kib_per_second",
@@ -306,9 +308,7 @@ def open_repo(args: Namespace, *, load_index: bool = True, cache: bool = True) -
     if cache:
         early = early_key(args, given_password(args))
     else:  # checks what storage holds: reads its keys itself
-        started = take_started_key()
-        if started is not None:
-            started[2].close()
+        close_started_key()
         early = None
     try:
         storage = open_repo_storage(args)
@@ -343,12 +343,13 @@ def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
     (repo/early_key.py)."""
     from safehold.repo.early_key import EarlyKey
 
+    global _started
     where = _early_location(args)
-    started = take_started_key()
+    started, _started = _started, None
     if started is not None:
-        if started[:2] == (where, password):
-            return started[2]
-        started[2].close()  # not this command's: never fork with its thread running
+        if (started.where, started.password) == (where, password):
+            return started.early
+        started.early.close()  # not this command's: never fork with its thread running
     if where is None:
         return None
     if where.startswith("file:"):
@@ -356,15 +357,27 @@ def early_key(args: Namespace, password: str | None) -> EarlyKey | None:
     return EarlyKey.remembered(cache_root(args), where, password)
 
 
-#: The derivation the entry point started (cli/start.py): its location, its password and
-#: itself, for :func:`early_key` to take when the command opens that repository with it.
-_STARTED: list[tuple[str | None, str | None, EarlyKey]] = []
+@dataclass(frozen=True)
+class _Started:
+    """A derivation the entry point started (cli/start.py): where its key came from and
+    the password it derives with, which the command's open must share to take it."""
+
+    where: str | None
+    password: str
+    early: EarlyKey
 
 
-def take_started_key() -> tuple[str | None, str | None, EarlyKey] | None:
-    """The derivation the entry point started, if any, once: its location, password and
-    itself. A command that does not use it closes it."""
-    return _STARTED.pop() if _STARTED else None
+_started: _Started | None = None
+
+
+def close_started_key() -> None:
+    """Wait for the derivation the entry point started and let it go, if no command took
+    it (a command that opens no repository, or checks its keys itself): a process must
+    not fork with its thread running, nor exit in the middle of it."""
+    global _started
+    if _started is not None:
+        _started.early.close()
+        _started = None
 
 
 def start_early_key(args: Namespace) -> None:
@@ -378,8 +391,9 @@ def start_early_key(args: Namespace) -> None:
         early = early_key(args, password)
     except UsageError:
         return
+    global _started
     if early is not None:
-        _STARTED.append((_early_location(args), password, early))
+        _started = _Started(_early_location(args), password, early)
 
 
 def _early_location(args: Namespace) -> str | None:

@@ -38,9 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     finally:
-        started = context.take_started_key()  # a command that never opened its repository
-        if started is not None:
-            started[2].close()
+        context.close_started_key()  # a command that never opened its repository
 
 
 def _start_deriving(args: list[str]) -> None:
