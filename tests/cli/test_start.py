@@ -50,29 +50,27 @@ def _env(repo: Path, **extra: str) -> dict[str, str]:
     return {**env, "SAFEHOLD_REPOSITORY": repo.as_uri(), **extra}
 
 
-def _run(repo: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
-    """(exit code, derivations, stderr) of ``safehold args`` through the entry point."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
+def _python(repo: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python argv`` in a new interpreter, against ``repo``."""
+    return subprocess.run(
+        [sys.executable, *argv],
         env=_env(repo, **env),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def _run(repo: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
+    """(exit code, derivations, stderr) of ``safehold args`` through the entry point."""
+    done = _python(repo, "-c", PROBE, *args, **env)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     return report["code"], report["derived"], done.stderr
 
 
 def _safehold(repo: Path, *args: str, password: str = PASSWORD) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "safehold", *args],
-        env=_env(repo, SAFEHOLD_PASSWORD=password),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _python(repo, "-m", "safehold", *args, SAFEHOLD_PASSWORD=password)
     assert done.returncode == 0, done.stderr
 
 
@@ -171,14 +169,7 @@ def test_the_early_start_loads_no_command_and_no_storage_for_a_directory(repo: P
         "_start_deriving(['restore', 'latest', '/tmp/nowhere'])\n"
         "print(json.dumps([context._started is not None, sorted(sys.modules)]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=_env(repo, SAFEHOLD_PASSWORD=PASSWORD),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _python(repo, "-c", probe, SAFEHOLD_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr
     started, loaded = json.loads(done.stdout.splitlines()[-1])
     assert started is True
