@@ -222,6 +222,46 @@ def test_a_key_made_with_an_earlier_scrypt_cost_still_opens_the_repository(
     assert reopened.key_name == old
 
 
+def test_a_scrypt_key_is_moved_to_argon2id_by_adding_a_key_and_removing_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/cli.md, ``repo init``: ``repo key add`` with a new password, then ``repo key
+    remove`` of the old key with it. The fixture's one key is scrypt (format version 1)."""
+    monkeypatch.delenv(CHEAP_KDF_ENV, raising=False)
+    repo_dir = tmp_path / "v1"
+    shutil.copytree(FIXTURE, repo_dir)
+    [old] = [p.name for p in (repo_dir / "keys").iterdir()]
+    assert json.loads((repo_dir / "keys" / old).read_bytes())["kdf"]["algorithm"] == "scrypt"
+    new_password = tmp_path / "new-password"
+    new_password.write_text("the new argon2id passphrase\n")
+    env = {"TEST_SAFEHOLD_CHEAP_KDF": ""}  # the real cost of a new key
+    added = _cli(
+        repo_dir, "repo", "key", "add", "--new-password-file", str(new_password),
+        password=FIXTURE_PASSWORD, **env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    removed = _cli(
+        repo_dir, "repo", "key", "remove", old[:12], password="the new argon2id passphrase", **env
+    )
+    assert removed.returncode == 0, removed.stderr
+    [new] = [p.name for p in (repo_dir / "keys").iterdir()]
+    kdf = json.loads((repo_dir / "keys" / new).read_bytes())["kdf"]
+    assert (kdf["algorithm"], kdf["memory_kib"], kdf["iterations"], kdf["lanes"]) == (
+        "argon2id",
+        65536,
+        3,
+        4,
+    )
+    out = tmp_path / "out"
+    restored = _cli(
+        repo_dir, "restore", "latest", str(out), "--json", password="the new argon2id passphrase"
+    )
+    _summary(restored)
+    for path, digest in FIXTURE_FILES.items():
+        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest
+    assert _cli(repo_dir, "snapshots", password=FIXTURE_PASSWORD).returncode == 12
+
+
 def test_a_short_password_is_refused_for_new_keys_unless_insecure(tmp_path: Path) -> None:
     repo_dir = tmp_path / "repo"
     short = _cli(repo_dir, "repo", "init", password="elevenchars")
