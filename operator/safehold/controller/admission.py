@@ -15,7 +15,7 @@ waits for on the worst day, and it should not queue behind routine backups.
 
 :func:`decide` is the pure decision over the watch cache's runs, policies and locations;
 :func:`queued` is what the BackupRun reconciler calls before its Jobs are created, and
-:func:`queue_keys` what a finished run wakes.
+:func:`queue_keys` what a run that ends, or a new run, wakes.
 """
 
 from __future__ import annotations
@@ -243,6 +243,7 @@ def queued(
 def queue_keys(rt: Runtime) -> list[Key]:
     """The keys of every BackupRun that has not started, oldest first: the runs waiting in
     the queue and those it has just admitted. When a run ends, these are the runs that
-    may start or move up; looking at them again updates their positions."""
+    may start or move up; when a new run joins, the queue they wait in grew. Looking at
+    them again updates their positions and the queue's length."""
     runs = [r for r in runs_from_cache(_cache(rt)) if not r.running]
     return [r.key for r in sorted(runs, key=_order)]

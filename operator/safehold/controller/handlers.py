@@ -105,11 +105,19 @@ def _watched(plural: str, event: kopf.RawEvent) -> None:
             rt.queue.add(key)
     for other in related(cache, plural, obj):
         rt.queue.add(other)
-    if plural == "backupruns" and (
-        event.get("type") == "DELETED" or (obj.get("status") or {}).get("phase") in FINAL_PHASES
-    ):
-        for waiting in admission.queue_keys(rt):  # a place in the run queue came free
+    if plural == "backupruns" and _queue_changed(event.get("type"), obj):
+        for waiting in admission.queue_keys(rt):  # their positions or the queue's length moved
             rt.queue.add(waiting)
+
+
+def _queue_changed(kind: str | None, run: dict[str, Any]) -> bool:
+    """Whether a run's event changes the run queue: a place came free (the run ended or
+    was deleted), or a new run joined the queue, which lengthens every queued run's
+    "position P of N". A startup's listing (no type) changes nothing."""
+    status = run.get("status") or {}
+    if kind == "DELETED" or status.get("phase") in FINAL_PHASES:
+        return True
+    return kind == "ADDED" and not status.get("sources")
 
 
 def _on_event(plural: str) -> None:
