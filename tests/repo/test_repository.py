@@ -114,7 +114,7 @@ def test_config_records_algorithms_and_chunker_by_name(storage: Storage) -> None
     assert doc["format"] == "safehold-repository"
     assert doc["version"] == 2
     assert doc["cipher"] == "aes-256-gcm"
-    assert doc["compression"]["algorithm"] == "zstd"
+    assert doc["compression"]["algorithm"] == "zstd-dict"  # zstd, with dictionaries
     assert doc["chunker"]["algorithm"] == "fastcdc-2020"
     assert doc["chunker"]["avg_size"] > 0
     assert "key" not in json.dumps(doc).lower().replace("keyed", "")

@@ -41,11 +41,20 @@ from typing import Any
 
 from safehold.repo.blobset import CompactIdSet
 from safehold.repo.crypto import SEAL_OVERHEAD, SealError, object_hash
+from safehold.repo.dictionary import Dictionary
 from safehold.repo.errors import CorruptObject, RepositoryError
 from safehold.repo.index import Index, IndexFile, decode_index
 from safehold.repo.layout import DATA, INDEX, index_name, object_id, pack_object_name
 from safehold.repo.locks import RepositoryLock, list_locks
-from safehold.repo.pack import HEADER_ENTRY, PackBlob, decode_blob, pack_trailer, reseal_blob
+from safehold.repo.pack import (
+    BLOB_DICT,
+    FLAG_DICT,
+    HEADER_ENTRY,
+    PackBlob,
+    decode_blob,
+    open_dictionary,
+)
+from safehold.repo.repacker import Repacker
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import SnapshotTreeError, tree_loader, used_blobs
@@ -251,6 +260,8 @@ class _Prune:
                     # The copy the index resolves to; any copy when that pack is missing.
                     if where is None or where.pack == pack or where.pack not in self.packs:
                         live_blobs.append(b)
+            if any(b.flags & FLAG_DICT for b in live_blobs):  # they need their dictionary
+                live_blobs += [b for b in blobs if b.type == BLOB_DICT]
             stored = sum(b.stored for b in blobs) or 1
             unused = 1 - sum(b.stored for b in live_blobs) / stored
             if unused == 0:
@@ -278,22 +289,13 @@ class _Prune:
         """Copy the used blobs of the packs to repack into new packs; return the new packs."""
         repo = self.repo
         written: dict[str, list[PackBlob]] = {}
-        key = repo.aead.new_pack_key()  # version 2: a subkey per new pack (section 5a)
-        buf = bytearray(key.prefix)
-        out: list[PackBlob] = []
 
-        def finish() -> None:
-            nonlocal buf, out, key
-            if not out:
-                return
-            data = bytes(buf) + pack_trailer(key.aead, out)
-            pack = repo.save_object("data", data)
-            written[pack] = out
+        def save(entries: list[PackBlob], data: bytes) -> None:
+            written[repo.save_object("data", data)] = entries
             self.report.packs_written += 1
             self.report.bytes_written += len(data)
-            key = repo.aead.new_pack_key()
-            buf, out = bytearray(key.prefix), []
 
+        repacker = Repacker(repo, save)
         for pack, blobs in sorted(plan.repack.items()):
             name = pack_object_name(pack)
             data = repo.storage.get(name)
@@ -303,45 +305,52 @@ class _Prune:
                     "name); prune stops before deleting anything: run 'safehold verify "
                     "--read-data'"
                 )
+            dictionary: Dictionary | None = None
             for b in blobs:
                 sealed = data[b.offset : b.offset + b.stored]
                 try:
                     source = repo.pack_aead(pack, data)
-                    plain = decode_blob(source, b.type, b.id, b.flags, b.raw, sealed)
-                    if key.prefix:  # a new subkey: seal again (same length)
-                        sealed = reseal_blob(source, key.aead, b.type, b.id, sealed)
+                    if b.flags & FLAG_DICT and dictionary is None:
+                        where = repo.index.dictionary_of(pack)
+                        if where is None:
+                            raise ValueError("its pack holds no dictionary")
+                        dictionary = open_dictionary(source, data, where, repo.keys.blob_id)
+                    plain = decode_blob(source, b.type, b.id, b.flags, b.raw, sealed, dictionary)
+                    if repo.keys.blob_id(plain) != b.id:
+                        raise ValueError("it does not match its id")
+                    repacker.add(source, b, sealed, dictionary)
                 except (ValueError, SealError, CorruptObject) as exc:
                     raise PruneError(
                         f"{repo.location}: blob {b.id.hex()} in pack {name} is damaged "
                         f"({exc}); prune stops before deleting anything"
                     ) from exc
-                if repo.keys.blob_id(plain) != b.id:
-                    raise PruneError(
-                        f"{repo.location}: blob {b.id.hex()} in pack {name} does not match "
-                        "its id; prune stops before deleting anything"
-                    )
-                out.append(PackBlob(b.type, b.flags, len(buf), b.stored, b.raw, b.id))
-                buf += sealed
-                if len(buf) >= repo.config.pack_size:
-                    finish()
             self.report.packs_repacked += 1
             self.report.bytes_repacked += self.packs[pack].size
-        finish()
+        repacker.finish()
         return written
 
     def _repacked_size(self, plan: _Plan) -> int:
         """The bytes :meth:`repack` would write: the same packing, without the data."""
+        index = self.repo.index
         prefix = self.repo.aead.prefix_size
-        total = count = 0
-        size = prefix
-        for _, blobs in sorted(plan.repack.items()):
+        total = 0
+        lanes: dict[bytes | None, list[int]] = {}  # lane -> [bytes, blobs]
+        for pack, blobs in sorted(plan.repack.items()):
+            where = index.dictionary_of(pack)
             for b in blobs:
-                size += b.stored
-                count += 1
-                if size >= self.repo.config.pack_size:
-                    total += size + count * HEADER_ENTRY.size + SEAL_OVERHEAD + 4
-                    size, count = prefix, 0
-        if count:
+                if b.type == BLOB_DICT:
+                    continue
+                lane = where.id if b.flags & FLAG_DICT and where is not None else None
+                state = lanes.get(lane)
+                if state is None:
+                    lead = where.stored if lane is not None and where is not None else 0
+                    state = lanes[lane] = [prefix + lead, 1 if lead else 0]
+                state[0] += b.stored
+                state[1] += 1
+                if state[0] >= self.repo.config.pack_size:
+                    total += state[0] + state[1] * HEADER_ENTRY.size + SEAL_OVERHEAD + 4
+                    del lanes[lane]
+        for size, count in lanes.values():
             total += size + count * HEADER_ENTRY.size + SEAL_OVERHEAD + 4
         return total
 

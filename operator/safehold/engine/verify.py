@@ -24,8 +24,9 @@ from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.repo import CorruptObject, Repository, Snapshot
 from safehold.repo.audit import check_chain
 from safehold.repo.crypto import SealError, object_hash
+from safehold.repo.dictionary import Dictionary
 from safehold.repo.layout import AUDIT, DATA, INDEX, SNAPSHOTS, object_id, pack_object_name
-from safehold.repo.pack import decode_blob, parse_pack
+from safehold.repo.pack import decode_blob, open_dictionary, parse_pack
 from safehold.repo.tree import TreeNode
 from safehold.repo.walk import blobs_of, subtree_of, tree_loader
 from safehold.storage import NotFound, StorageError
@@ -182,6 +183,7 @@ class _Verifier:
         except CorruptObject as exc:
             self.report.objects[name] = str(exc)
             header = {}
+        dictionary = self._dictionary(pack, view, aead) if aead is not None else None
         for blob_id, loc in expected.items():
             entry = header.get(blob_id)
             if header and (
@@ -193,12 +195,28 @@ class _Verifier:
                 sealed = view[loc.offset : loc.offset + loc.stored]
                 if aead is None:
                     raise ValueError("the pack's subkey prefix is damaged")
-                plain = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+                plain = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed, dictionary)
                 if repo.keys.blob_id(plain) != blob_id:
                     raise ValueError("content does not match its id")
             except (SealError, ValueError) as exc:
                 self.bad_blobs[blob_id] = f"damaged in pack {pack} ({exc or 'authentication'})"
                 self.report.objects.setdefault(name, "pack holds damaged blobs")
+
+    def _dictionary(self, pack: str, view: memoryview, aead: AESGCM) -> Dictionary | None:
+        """The pack's own copy of its dictionary, checked (a damaged copy is reported, and
+        another pack's copy stands in for it); None when the pack holds none."""
+        where = self.repo.index.dictionary_of(pack)
+        if where is None:
+            return None
+        try:
+            return open_dictionary(aead, view, where, self.repo.keys.blob_id)
+        except (SealError, ValueError) as exc:
+            name = pack_object_name(pack)
+            self.report.objects[name] = f"pack's dictionary is damaged ({exc or 'authentication'})"
+        try:
+            return self.repo.dictionary(where.id)
+        except CorruptObject:
+            return None
 
     def _pack_blobs(self, pack: str) -> list[tuple[bytes, Any]]:
         if not hasattr(self, "_by_pack"):

@@ -40,7 +40,7 @@ _KNOWN = {
     "hash": ("blake3",),
     "id_hash": ("blake3-keyed",),
     "cipher": ("aes-256-gcm",),
-    "compression": ("zstd",),
+    "compression": ("zstd", "zstd-dict"),
     "chunker": ("fastcdc-2020",),
 }
 
@@ -72,6 +72,10 @@ class Config:
     #: Object lock (docs/immutability.md): "governance" or "compliance", and days; None: off.
     object_lock_mode: str | None = None
     object_lock_days: int = 0
+    #: Whether backups may store blobs compressed with a dictionary (compression
+    #: algorithm ``zstd-dict``, format section 6): new repositories do; a repository made
+    #: before dictionaries (``zstd``) never does, so older Safehold can still read it.
+    dictionaries: bool = False
 
     @classmethod
     def new(
@@ -82,6 +86,7 @@ class Config:
         pack_size: int = 16 * 1024 * 1024,
         object_lock_mode: str | None = None,
         object_lock_days: int = 0,
+        dictionaries: bool = True,
     ) -> Config:
         return cls(
             id=os.urandom(32).hex(),
@@ -91,6 +96,7 @@ class Config:
             pack_size=pack_size,
             object_lock_mode=object_lock_mode,
             object_lock_days=object_lock_days,
+            dictionaries=dictionaries,
         )
 
     def to_bytes(self) -> bytes:
@@ -102,7 +108,10 @@ class Config:
             "hash": "blake3",
             "id_hash": "blake3-keyed",
             "cipher": "aes-256-gcm",
-            "compression": {"algorithm": "zstd", "level": self.compression_level},
+            "compression": {
+                "algorithm": "zstd-dict" if self.dictionaries else "zstd",
+                "level": self.compression_level,
+            },
             "chunker": {
                 "algorithm": self.chunker.algorithm,
                 "min_size": self.chunker.min_size,
@@ -183,6 +192,7 @@ class Config:
                 version=version,
                 object_lock_mode=mode,
                 object_lock_days=days,
+                dictionaries=found["compression"] == "zstd-dict",
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptObject(name, f"field {field!r} is missing or invalid ({exc})") from exc

@@ -18,16 +18,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo.crypto import AAD_INDEX, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
-from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
+from safehold.repo.pack import BLOB_DICT, BLOB_TREE, BLOB_TYPES, FLAGS, PackBlob
 
 __all__ = ["BlobLocation", "Index", "IndexBody", "IndexFile", "decode_index", "encode_index"]
 
 _MAGIC = b"SHIX"
 _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
 _U32 = struct.Struct("<I")
-_TYPES = bytes((BLOB_DATA, BLOB_TREE))
-_FLAGS = bytes((0, FLAG_ZSTD))
+_TYPES = bytes(BLOB_TYPES)
+_FLAGS = bytes(FLAGS)
 _TREE = bytes((BLOB_TREE,))
+_DICT = bytes((BLOB_DICT,))
 #: The largest index body read (zstd's frame header says the size before it is made):
 #: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
 _MAX_BODY = 1 << 30
@@ -151,11 +152,12 @@ class IndexBody:
         view = memoryview(self._body)
         for pack, pos, end in self._spans:
             # Plain tuples in PackBlob's field order: no object per entry is kept.
-            index.add_pack(
-                pack,
-                cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end])),
-                holds_trees=_TREE in self._body[pos : end : _ENTRY.size],
-            )
+            types = self._body[pos : end : _ENTRY.size]
+            entries = cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end]))
+            if _DICT in types:  # rare: one pack of small files in many
+                index.add_pack(pack, entries)
+            else:
+                index.add_pack(pack, entries, holds_trees=_TREE in types, holds_dict=False)
 
 
 #: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,
@@ -193,6 +195,8 @@ class Index:
         self._pack_numbers: dict[str, int] = {}
         #: Numbers of the packs that hold a tree blob (trees have packs of their own).
         self._tree_packs: set[int] = set()
+        #: The dictionary of each pack that holds one: (id, offset, stored, raw).
+        self._pack_dicts: dict[int, tuple[bytes, int, int, int]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -202,14 +206,22 @@ class Index:
         return blob_id in self._blobs
 
     def add_pack(
-        self, pack: str, blobs: Iterable[PackBlob], *, holds_trees: bool | None = None
+        self,
+        pack: str,
+        blobs: Iterable[PackBlob],
+        *,
+        holds_trees: bool | None = None,
+        holds_dict: bool | None = None,
     ) -> None:
         """Add the pack's blobs (a blob already known keeps its first location).
-        ``holds_trees``: whether a blob is a tree, when the caller knows it without a look
-        at each entry (loading an index object: a byte scan); else found here."""
-        if holds_trees is None:
+        ``holds_trees``, ``holds_dict``: whether a blob is a tree, a dictionary, when the
+        caller knows it without a look at each entry (loading an index object: a byte
+        scan); else found here."""
+        dictionary = None
+        if holds_trees is None or holds_dict is None:
             blobs = list(blobs)
             holds_trees = any(blob[0] == BLOB_TREE for blob in blobs)
+            dictionary = next((blob for blob in blobs if blob[0] == BLOB_DICT), None)
         with self._lock:
             number = self._pack_numbers.get(pack)
             if number is None:
@@ -222,6 +234,9 @@ class Index:
                     table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
             if holds_trees:
                 self._tree_packs.add(number)
+            if dictionary is not None:
+                _, _, offset, stored, raw, blob_id = dictionary
+                self._pack_dicts[number] = (blob_id, offset, stored, raw)
 
     def add_file(self, index: IndexFile) -> None:
         for pack, blobs in index.packs.items():
@@ -237,6 +252,24 @@ class Index:
     def raw_size(self, blob_id: bytes) -> int | None:
         entry = self._blobs.get(blob_id)
         return None if entry is None else entry & 0xFFFFFFFF
+
+    def dictionary_of(self, pack: str) -> PackBlob | None:
+        """``pack``'s own dictionary, as its entry in the pack (format section 7); None
+        when it holds none."""
+        number = self._pack_numbers.get(pack)
+        found = None if number is None else self._pack_dicts.get(number)
+        if found is None:
+            return None
+        blob_id, offset, stored, raw = found
+        return PackBlob(BLOB_DICT, 0, offset, stored, raw, blob_id)
+
+    def dictionary_copies(self, dict_id: bytes) -> list[tuple[str, PackBlob]]:
+        """Every pack that holds dictionary ``dict_id``, with its entry there."""
+        return [
+            (self._packs[number], PackBlob(BLOB_DICT, 0, offset, stored, raw, found))
+            for number, (found, offset, stored, raw) in list(self._pack_dicts.items())
+            if found == dict_id
+        ]
 
     def packs(self) -> list[str]:
         return list(self._packs)

@@ -147,6 +147,30 @@ class LocalCache(ForwardingStorage):
                 return self.directory / kind / object_id
         return None
 
+    def dictionary(self, dict_id: str) -> bytes | None:
+        """The sealed copy of dictionary ``dict_id`` kept here (:meth:`keep_dictionary`),
+        or None: the next backup of a source compresses with its parent's dictionary
+        without a request for it."""
+        try:
+            return (self.directory / "dictionaries" / dict_id).read_bytes()
+        except OSError:
+            return None
+
+    def keep_dictionary(self, dict_id: str, sealed: bytes) -> None:
+        """Keep a dictionary, sealed as an object of the repository (the cache holds
+        nothing in plain text). A few KiB each, one per source's chain of backups."""
+        if self._writable:
+            directory = self.directory / "dictionaries"
+            try:
+                directory.mkdir(mode=0o700, exist_ok=True)
+            except OSError as exc:
+                self._unwritable(exc)
+                return
+            try:  # named by its id, not its hash: the opening checks it (seal and id)
+                self._write(directory / dict_id, sealed)
+            except OSError as exc:
+                self._unwritable(exc)
+
     def keep_packs(self, packs: Iterable[str]) -> None:
         """Keep these packs (the packs of trees of the index just loaded) from now on, and
         drop the copies of packs not among them (pruned, or no longer in the index)."""

@@ -2,7 +2,9 @@
 
 A pack is ``blob_1 .. blob_n || sealed header || u32 header length``. The header
 lists every blob (type, flags, stored and raw length, id), so a pack describes
-itself and the index can always be rebuilt from the packs. In format version 2 the
+itself and the index can always be rebuilt from the packs. A pack holding blobs
+compressed with a dictionary (:mod:`safehold.repo.dictionary`) holds the dictionary
+too, as its first blob. In format version 2 the
 pack starts with its subkey prefix (``u32 key version || salt``, section 5a), and
 its blobs and header are sealed under that pack's own subkey.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from typing import NamedTuple, TypeAlias
 
 import zstandard
@@ -26,11 +29,16 @@ from safehold.repo.crypto import (
     seal,
     seal_parts,
 )
+from safehold.repo.dictionary import DICT_MAX_BLOB, MAX_DICT_SIZE, Dictionary
 from safehold.repo.errors import CorruptObject
 
 __all__ = [
     "BLOB_DATA",
+    "BLOB_DICT",
     "BLOB_TREE",
+    "BLOB_TYPES",
+    "FLAGS",
+    "FLAG_DICT",
     "FLAG_ZSTD",
     "HEADER_ENTRY",
     "BlobEncoder",
@@ -39,6 +47,7 @@ __all__ = [
     "Unsealed",
     "build_pack",
     "decode_blob",
+    "open_dictionary",
     "pack_key",
     "pack_trailer",
     "parse_pack",
@@ -48,7 +57,12 @@ __all__ = [
 
 BLOB_DATA = 0x01
 BLOB_TREE = 0x02
+BLOB_DICT = 0x03  # a compression dictionary (format section 6)
+BLOB_TYPES = (BLOB_DATA, BLOB_TREE, BLOB_DICT)
 FLAG_ZSTD = 0x01
+FLAG_DICT = 0x02  # compressed with the dictionary of its pack; only with FLAG_ZSTD
+#: The flags a blob may have: none, zstd, zstd with the pack's dictionary.
+FLAGS = (0, FLAG_ZSTD, FLAG_ZSTD | FLAG_DICT)
 HEADER_ENTRY = struct.Struct("<BBII32s")  # type, flags, stored length, raw length, id
 _TRAILER = struct.Struct("<I")
 _SAMPLE = 64 * 1024
@@ -85,15 +99,20 @@ class BlobEncoder:
     """Compresses (when worth it) and seals blobs. One per thread: zstd contexts are not shared.
 
     With the sealer of a version-2 repository it only compresses: the writer seals each
-    blob under the subkey of the pack it adds it to (one HKDF per pack, not per blob)."""
+    blob under the subkey of the pack it adds it to (one HKDF per pack, not per blob).
+    With a ``dictionary``, data blobs up to ``DICT_MAX_BLOB`` bytes are compressed with it
+    (flags ``FLAG_ZSTD | FLAG_DICT``); the writer must put them in packs holding it."""
 
-    def __init__(self, aead: AESGCM | Sealer, level: int) -> None:
+    def __init__(
+        self, aead: AESGCM | Sealer, level: int, dictionary: Dictionary | None = None
+    ) -> None:
         if isinstance(aead, Sealer):
             self._aead: AESGCM | None = aead.new_pack_key().aead if aead.version < 2 else None
         else:
             self._aead = aead
         self._zstd = zstandard.ZstdCompressor(level=level, write_content_size=True)
         self._probe = zstandard.ZstdCompressor(level=1)
+        self._dict = dictionary.compressor(level) if dictionary is not None else None
 
     def encode(
         self, blob_type: int, blob_id: bytes, data: bytes | memoryview
@@ -109,9 +128,12 @@ class BlobEncoder:
                 sample = data[:_SAMPLE]
                 worth = len(self._probe.compress(sample)) < _SAMPLE * _SAMPLE_MIN_GAIN
             if worth:
-                packed = self._zstd.compress(data)
+                if self._dict is not None and blob_type == BLOB_DATA and size <= DICT_MAX_BLOB:
+                    packed, zstd = self._dict.compress(data), FLAG_ZSTD | FLAG_DICT
+                else:
+                    packed, zstd = self._zstd.compress(data), FLAG_ZSTD
                 if len(packed) < size:
-                    body, flags = packed, FLAG_ZSTD
+                    body, flags = packed, zstd
         if self._aead is None:
             return Unsealed(blob_aad(blob_type, blob_id), body), flags
         return seal_parts(self._aead, blob_aad(blob_type, blob_id), body), flags
@@ -141,12 +163,14 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-def _decompress_unsized(body: bytes | memoryview, raw: int) -> bytes:
+def _decompress_unsized(
+    dctx: zstandard.ZstdDecompressor, body: bytes | memoryview, raw: int
+) -> bytes:
     """Decompress a frame that does not state its size (Safehold never writes one; only a
     damaged or foreign blob has it) in pieces, stopping past ``raw`` bytes, so that memory
     follows what the frame really holds rather than what the header claims."""
     out = bytearray()
-    for piece in _decompressor().read_to_iter(body, write_size=64 * 1024):
+    for piece in dctx.read_to_iter(body, write_size=64 * 1024):
         out += piece
         if len(out) > raw:
             break
@@ -154,20 +178,32 @@ def _decompress_unsized(body: bytes | memoryview, raw: int) -> bytes:
 
 
 def decode_blob(
-    aead: AESGCM, blob_type: int, blob_id: bytes, flags: int, raw: int, sealed: bytes | memoryview
+    aead: AESGCM,
+    blob_type: int,
+    blob_id: bytes,
+    flags: int,
+    raw: int,
+    sealed: bytes | memoryview,
+    dictionary: Dictionary | None = None,
 ) -> bytes:
-    """Open and decompress one blob; raise :class:`SealError` or :class:`ValueError` on damage."""
+    """Open and decompress one blob (``dictionary``: its pack's, for a blob flagged
+    ``FLAG_DICT``); raise :class:`SealError` or :class:`ValueError` on damage."""
     body = open_sealed(aead, blob_aad(blob_type, blob_id), sealed)
-    if flags & ~FLAG_ZSTD:
+    if flags not in FLAGS:
         raise ValueError(f"unknown blob flags {flags:#x}")
     if flags & FLAG_ZSTD:
+        dctx = _decompressor()
+        if flags & FLAG_DICT:
+            if dictionary is None:
+                raise ValueError("it needs its pack's dictionary, which cannot be read")
+            dctx = dictionary.decompressor()
         try:
             # zstd allocates the size its frame header claims: refuse one that is not ``raw``
             claimed = zstandard.frame_content_size(body)
             if claimed == raw:
-                body = _decompressor().decompress(body)
+                body = dctx.decompress(body)
             elif claimed == -1:
-                body = _decompress_unsized(body, raw)
+                body = _decompress_unsized(dctx, body, raw)
             else:
                 raise ValueError(f"blob's compressed frame does not hold {raw} bytes")
         except zstandard.ZstdError as exc:
@@ -175,6 +211,19 @@ def decode_blob(
     if len(body) != raw:
         raise ValueError(f"blob is {len(body)} bytes, the header says {raw}")
     return body
+
+
+def open_dictionary(
+    aead: AESGCM, data: bytes | memoryview, where: PackBlob, id_of: Callable[[bytes], bytes]
+) -> Dictionary:
+    """The dictionary at ``where`` in a pack's ``data`` (``id_of``: the repository's blob
+    id), authenticated and checked against its id; :class:`SealError` or
+    :class:`ValueError` when it is damaged."""
+    sealed = memoryview(data)[where.offset : where.offset + where.stored]
+    plain = decode_blob(aead, BLOB_DICT, where.id, 0, where.raw, sealed)
+    if id_of(plain) != where.id:
+        raise ValueError("the pack's dictionary does not match its id")
+    return Dictionary(where.id, plain)
 
 
 def pack_trailer(aead: AESGCM, blobs: list[PackBlob]) -> bytes:
@@ -212,12 +261,17 @@ def parse_pack_header(
     entries: list[PackBlob] = []
     offset = prefix
     for blob_type, flags, stored, raw, blob_id in HEADER_ENTRY.iter_unpack(header):
-        if blob_type not in (BLOB_DATA, BLOB_TREE) or flags & ~FLAG_ZSTD:
+        n = len(entries)
+        if blob_type not in BLOB_TYPES or flags not in FLAGS:
             raise CorruptObject(
-                name, f"pack header entry {len(entries)} has type {blob_type}, flags {flags:#x}"
+                name, f"pack header entry {n} has type {blob_type}, flags {flags:#x}"
             )
         if stored < SEAL_OVERHEAD:
-            raise CorruptObject(name, f"pack header entry {len(entries)} is {stored} bytes")
+            raise CorruptObject(name, f"pack header entry {n} is {stored} bytes")
+        if blob_type == BLOB_DICT and (n or flags or raw > MAX_DICT_SIZE):
+            raise CorruptObject(name, f"pack header entry {n} is a dictionary out of place")
+        if flags & FLAG_DICT and (blob_type != BLOB_DATA or not n or entries[0].type != BLOB_DICT):
+            raise CorruptObject(name, f"pack header entry {n} needs a dictionary the pack lacks")
         entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
         offset += stored
     if offset + hlen + _TRAILER.size != pack_size:

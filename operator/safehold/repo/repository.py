@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo import layout
 from safehold.repo.config import Config
-from safehold.repo.crypto import MasterKeys, Sealer, SealError, object_hash
+from safehold.repo.crypto import MasterKeys, Sealer, SealError, blob_aad, object_hash
+from safehold.repo.dictionary import Dictionary
 from safehold.repo.early_key import EarlyKey, Unsealed
 from safehold.repo.errors import (
     CorruptObject,
@@ -39,7 +40,7 @@ from safehold.repo.keys import (
 )
 from safehold.repo.local_cache import LocalCache
 from safehold.repo.object_reads import ObjectReads
-from safehold.repo.pack import BLOB_TREE, decode_blob, pack_key
+from safehold.repo.pack import BLOB_DICT, BLOB_TREE, FLAG_DICT, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
 from safehold.storage import AlreadyExists, NotFound, ObjectLock, Storage
@@ -83,6 +84,8 @@ class Repository(KeyRing):
         #: (version 2: a subkey per pack and object, format section 5a).
         self.aead = Sealer(config.version, keys.data_keys)
         self._pack_keys: dict[str, AESGCM] = {}
+        #: Dictionaries read (by blob id): a restore reads each once (format section 7).
+        self._dictionaries: dict[bytes, Dictionary] = {}
         self.index = Index()
         self.index_load = IndexLoad()
         #: Plain tree blobs read ahead, by tree id (:mod:`safehold.repo.prefetch`).
@@ -415,13 +418,78 @@ class Repository(KeyRing):
             raise CorruptObject(blob_id.hex(), f"blob has type {loc.type}, not {expected_type}")
         return loc
 
+    def pack_dictionary(self, pack: str) -> Dictionary:
+        """The dictionary of ``pack``, for its blobs flagged ``FLAG_DICT`` (format section
+        7): read from the pack itself once per process, else from any other copy the index
+        names (the same id is the same bytes). :class:`CorruptObject` when the pack holds
+        none or no copy reads."""
+        name = layout.pack_object_name(pack)
+        where = self.index.dictionary_of(pack)
+        if where is None:
+            raise CorruptObject(name, "pack holds no dictionary")
+        found = self._dictionaries.get(where.id)
+        if found is None:
+            try:
+                sealed = self.storage.get(name, where.offset, where.stored)
+                loc = BlobLocation(pack, *where[:5])
+                found = Dictionary(where.id, self.open_blob(where.id, loc, sealed))
+            except (CorruptObject, NotFound):  # another pack's copy
+                found = self.dictionary(where.id)
+            self._dictionaries[where.id] = found
+        return found
+
+    def dictionary(self, dict_id: bytes) -> Dictionary:
+        """The dictionary ``dict_id``: from the local cache when it has it, else from
+        wherever the index has it (then kept in the cache), read once per process;
+        :class:`CorruptObject` when it is in no index or does not read."""
+        found = self._dictionaries.get(dict_id)
+        if found is None:
+            found = self._cached_dictionary(dict_id)
+        if found is None:
+            found = Dictionary(dict_id, self._read_dictionary(dict_id))
+            self.remember_dictionary(found)
+        self._dictionaries[dict_id] = found
+        return found
+
+    def _read_dictionary(self, dict_id: bytes) -> bytes:
+        """The bytes of the first copy of a dictionary that reads (format section 7)."""
+        try:
+            return self.read_blob(dict_id, BLOB_DICT)
+        except CorruptObject as exc:
+            first = exc
+        for pack, where in self.index.dictionary_copies(dict_id):
+            loc = BlobLocation(pack, *where[:5])
+            try:
+                name = layout.pack_object_name(pack)
+                return self.open_blob(dict_id, loc, self.storage.get(name, loc.offset, loc.stored))
+            except (CorruptObject, NotFound):
+                continue
+        raise first
+
+    def _cached_dictionary(self, dict_id: bytes) -> Dictionary | None:
+        sealed = self.cache.dictionary(dict_id.hex()) if self.cache is not None else None
+        if sealed is None:
+            return None
+        try:
+            data = self.aead.open_object(blob_aad(BLOB_DICT, dict_id), sealed)
+        except SealError:
+            return None
+        return Dictionary(dict_id, data) if self.keys.blob_id(data) == dict_id else None
+
+    def remember_dictionary(self, dictionary: Dictionary) -> None:
+        """Keep ``dictionary`` in the local cache (sealed), for the next backup."""
+        if self.cache is not None:
+            sealed = self.aead.seal_object(blob_aad(BLOB_DICT, dictionary.id), dictionary.data)
+            self.cache.keep_dictionary(dictionary.id.hex(), sealed)
+
     def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """The plain bytes of the blob at ``loc``, from its ``sealed`` bytes as read from
         its pack: authenticated, decompressed and checked against its id."""
         name = layout.pack_object_name(loc.pack)
+        dictionary = self.pack_dictionary(loc.pack) if loc.flags & FLAG_DICT else None
         try:
             aead = self.pack_aead(loc.pack)
-            data = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed)
+            data = decode_blob(aead, loc.type, blob_id, loc.flags, loc.raw, sealed, dictionary)
         except (SealError, ValueError) as exc:
             raise CorruptObject(name, f"blob {blob_id.hex()} is damaged ({exc})") from exc
         if self.keys.blob_id(data) != blob_id:

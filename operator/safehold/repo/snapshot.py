@@ -86,6 +86,10 @@ class Snapshot:
     #: snapshot belongs to every host (:meth:`of_host`). ``hostname`` is the machine that
     #: wrote the snapshot, shown and never compared.
     host: str | None = None
+    #: The compression dictionary the backup used (its blob id; format section 9), which
+    #: the next backup of the source uses again. None: none (a small backup, a stream, a
+    #: repository without dictionaries, or a snapshot older than dictionaries).
+    dictionary: str | None = None
     #: the object's hash; set when read or written, not stored inside it
     id: str = ""
 
@@ -116,6 +120,8 @@ def encode_snapshot(aead: AESGCM | Sealer, snap: Snapshot) -> bytes:
         del doc["host"]
     else:
         check_host(snap.host)
+    if snap.dictionary is None:
+        del doc["dictionary"]
     return seal(aead, AAD_SNAPSHOT, json.dumps(doc, sort_keys=True).encode())
 
 
@@ -243,6 +249,7 @@ def decode_snapshot(aead: AESGCM | Sealer, data: bytes, name: str) -> Snapshot:
             version=version,
             meta=meta,
             host=None if doc.get("host") is None else _host(doc["host"]),
+            dictionary=_id(doc["dictionary"], "dictionary") if "dictionary" in doc else None,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(name, f"snapshot is malformed ({exc})") from exc

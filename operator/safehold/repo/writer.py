@@ -1,9 +1,11 @@
 """Writing blobs: dedup, gather into packs, upload in the background, index as we go.
 
 Thread-safe: worker threads call :meth:`BlobWriter.claim` then :meth:`BlobWriter.add`.
-Blobs are appended to the current pack of their type: tree blobs go in packs of their own,
+Blobs are appended to the current pack of their *lane*: tree blobs go in packs of their own,
 as restic's do, so that a snapshot's trees lie together in a few packs and reading them ahead
-(:mod:`safehold.repo.prefetch`) takes a few requests, not one per pack that a tree landed in.
+(:mod:`safehold.repo.prefetch`) takes a few requests, not one per pack that a tree landed in;
+and data blobs compressed with a dictionary go in packs of that dictionary, which holds it as
+its first blob (format section 7).
 A pack being filled is a temporary file (in
 ``SAFEHOLD_TMPDIR`` or the system's temporary directory; in memory when there is
 none): it lives in the page cache, not in the process's memory, so a pack costs
@@ -40,10 +42,19 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safehold.repo import layout
-from safehold.repo.crypto import PackKey, seal_parts
+from safehold.repo.crypto import PackKey, blob_aad, seal_parts
+from safehold.repo.dictionary import Dictionary
 from safehold.repo.index import IndexFile
 from safehold.repo.locks import check_lock
-from safehold.repo.pack import BLOB_TREE, EncodedBlob, PackBlob, Unsealed, pack_trailer
+from safehold.repo.pack import (
+    BLOB_DICT,
+    BLOB_TREE,
+    FLAG_DICT,
+    EncodedBlob,
+    PackBlob,
+    Unsealed,
+    pack_trailer,
+)
 from safehold.repo.repository import Repository
 
 __all__ = ["BlobWriter", "WriterStats"]
@@ -67,6 +78,11 @@ class WriterStats:
         self.index_objects = 0
 
 
+#: The pack a blob goes to: its type, and for a blob compressed with a dictionary the
+#: dictionary's id.
+_Lane = tuple[int, bytes | None]
+
+
 class _OpenPack:
     """A pack being filled: its buffer (starting with its subkey's prefix), subkey, size
     and entries."""
@@ -80,6 +96,17 @@ class _OpenPack:
         self.size = len(key.prefix)
         self.entries: list[PackBlob] = []
 
+    def append(
+        self, blob_type: int, flags: int, nonce: bytes, ciphertext: bytes, raw: int, blob_id: bytes
+    ) -> int:
+        """Write a sealed blob at the end; return its stored size."""
+        self.buf.write(nonce)
+        self.buf.write(ciphertext)
+        stored = len(nonce) + len(ciphertext)
+        self.entries.append(PackBlob(blob_type, flags, self.size, stored, raw, blob_id))
+        self.size += stored
+        return stored
+
 
 class BlobWriter:
     def __init__(
@@ -89,14 +116,19 @@ class BlobWriter:
         max_uploads: int | None = None,
         index_every: int = 8,
         pack_size: int | None = None,
+        dictionary: Dictionary | None = None,
     ) -> None:
+        """``dictionary``: the one that blobs flagged ``FLAG_DICT`` were compressed with,
+        unless :meth:`add` names another."""
         self.repo = repo
+        self.dictionary = dictionary
+        self._remembered: set[bytes] = set()
         self.stats = WriterStats()
         self._pending_lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._pack_lock = threading.Lock()
-        #: The pack being filled, per blob type (started by the first blob of the type).
-        self._open: dict[int, _OpenPack] = {}
+        #: The pack being filled, per lane (started by the lane's first blob).
+        self._open: dict[_Lane, _OpenPack] = {}
         self._pack_size = pack_size or repo.config.pack_size
         if max_uploads is None:
             local = repo.storage.location.startswith("file:")
@@ -130,13 +162,27 @@ class BlobWriter:
             return True
 
     def add(
-        self, blob_type: int, blob_id: bytes, sealed: EncodedBlob, flags: int, raw: int
+        self,
+        blob_type: int,
+        blob_id: bytes,
+        sealed: EncodedBlob,
+        flags: int,
+        raw: int,
+        dictionary: Dictionary | None = None,
     ) -> None:
-        """Add a claimed, encoded blob to the current pack of its type; may block while a
-        pack uploads."""
+        """Add a claimed, encoded blob to the current pack of its lane; may block while a
+        pack uploads. A blob flagged ``FLAG_DICT`` was compressed with ``dictionary``
+        (by default the writer's)."""
         if self._error is not None:
             raise self._error
-        key = (self._open.get(blob_type) or self._start(blob_type)).key
+        if flags & FLAG_DICT:
+            dictionary = dictionary or self.dictionary
+            if dictionary is None:
+                raise ValueError("a blob compressed with a dictionary needs that dictionary")
+            lane: _Lane = (blob_type, dictionary.id)
+        else:
+            lane, dictionary = (blob_type, None), None
+        key = (self._open.get(lane) or self._start(lane, dictionary)).key
         if isinstance(sealed, Unsealed):
             nonce, ciphertext = seal_parts(key.aead, sealed.aad, sealed.body)
         elif key.prefix:  # sealed already, but not under this pack's subkey: a bug
@@ -144,31 +190,32 @@ class BlobWriter:
         else:
             nonce, ciphertext = sealed
         with self._pack_lock:
-            pack = self._open.get(blob_type) or self._start_locked(blob_type)
+            pack = self._open.get(lane) or self._start_locked(lane, dictionary)
             if isinstance(sealed, Unsealed) and key is not pack.key:
                 # sealed for a pack that was handed off meanwhile: seal under this one's key
                 nonce, ciphertext = seal_parts(pack.key.aead, sealed.aad, sealed.body)
-            offset = pack.size
-            pack.buf.write(nonce)
-            pack.buf.write(ciphertext)
-            stored = len(nonce) + len(ciphertext)
-            pack.size += stored
-            pack.entries.append(PackBlob(blob_type, flags, offset, stored, raw, blob_id))
+            pack.append(blob_type, flags, nonce, ciphertext, raw, blob_id)
             self.stats.blobs_new += 1
             self.stats.raw_new += raw
             if pack.size >= self._pack_size:
-                self._submit_locked(blob_type)
+                self._submit_locked(lane)
 
-    def _start(self, blob_type: int) -> _OpenPack:
+    def _start(self, lane: _Lane, dictionary: Dictionary | None) -> _OpenPack:
         with self._pack_lock:
-            return self._open.get(blob_type) or self._start_locked(blob_type)
+            return self._open.get(lane) or self._start_locked(lane, dictionary)
 
-    def _start_locked(self, blob_type: int) -> _OpenPack:
-        pack = self._open[blob_type] = _OpenPack(self._new_buffer(), self.repo.aead.new_pack_key())
+    def _start_locked(self, lane: _Lane, dictionary: Dictionary | None) -> _OpenPack:
+        pack = self._open[lane] = _OpenPack(self._new_buffer(), self.repo.aead.new_pack_key())
+        if dictionary is not None:  # a dictionary's pack holds it first (format section 7)
+            sealed = seal_parts(pack.key.aead, blob_aad(BLOB_DICT, dictionary.id), dictionary.data)
+            pack.append(BLOB_DICT, 0, *sealed, len(dictionary.data), dictionary.id)
+            if dictionary.id not in self._remembered:  # the next backup uses it again
+                self._remembered.add(dictionary.id)
+                self.repo.remember_dictionary(dictionary)
         return pack
 
-    def _submit_locked(self, blob_type: int) -> None:
-        pack = self._open.pop(blob_type)  # the type's next blob starts the next one
+    def _submit_locked(self, lane: _Lane) -> None:
+        pack = self._open.pop(lane)  # the lane's next blob starts the next one
         buf, entries, key = pack.buf, pack.entries, pack.key
         self._slots.acquire()
         if self._error is not None:  # a pack failed for good: upload no other
@@ -227,8 +274,8 @@ class BlobWriter:
     def flush(self) -> None:
         """Upload the last partial pack, wait for every upload, write the last index object."""
         with self._pack_lock:
-            for blob_type in [t for t, pack in self._open.items() if pack.entries]:
-                self._submit_locked(blob_type)
+            for lane in [lane for lane, pack in self._open.items() if pack.entries]:
+                self._submit_locked(lane)
             futures = list(self._futures)
         for fut in futures:
             fut.result()

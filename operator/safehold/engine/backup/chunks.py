@@ -51,7 +51,8 @@ class ChunkPool:
         """This thread's encoder (its compressor is not thread-safe)."""
         enc: BlobEncoder | None = getattr(self._local, "encoder", None)
         if enc is None:
-            enc = BlobEncoder(self.repo.aead, self.repo.config.compression_level)
+            level = self.repo.config.compression_level
+            enc = BlobEncoder(self.repo.aead, level, self.writer.dictionary)
             self._local.encoder = enc
         return enc
 

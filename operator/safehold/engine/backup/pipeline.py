@@ -40,6 +40,7 @@ from safehold.engine.patterns import PathFilter
 from safehold.engine.progress import ProgressTracker
 from safehold.engine.tuning import available_cpus
 from safehold.repo import BlobWriter, Node, Repository
+from safehold.repo.dictionary import Dictionary
 
 __all__ = ["BackupPipeline"]
 
@@ -47,11 +48,18 @@ __all__ = ["BackupPipeline"]
 class BackupPipeline:
     """One backup's parts, wired together; :meth:`run` or :meth:`run_stream` once."""
 
-    def __init__(self, repo: Repository, options: BackupOptions, progress: ProgressTracker) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions,
+        progress: ProgressTracker,
+        dictionary: Dictionary | None = None,
+    ) -> None:
+        """``dictionary``: the one small data blobs are compressed with (:mod:`.dictionary`)."""
         self.repo = repo
         self.options = options
         self.progress = progress
-        self.writer = BlobWriter(repo)
+        self.writer = BlobWriter(repo, dictionary=dictionary)
         self.counts = BackupCounts()
         self.chunks = ChunkPool(repo, self.writer, options.workers or available_cpus())
         self.reader = FileReader(repo, self.chunks, self.counts, progress)

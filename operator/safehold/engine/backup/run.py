@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from safehold import __version__
+from safehold.engine.backup.dictionary import choose_dictionary
 from safehold.engine.backup.options import BackupError, BackupOptions, BackupResult
 from safehold.engine.backup.pipeline import BackupPipeline
 from safehold.engine.backup.prescan import Prescan
@@ -79,6 +80,8 @@ def _snapshot(
         "duration_s": round(time.monotonic() - started, 3),
         "errors": len(b.errors),
     }
+    # the next backup of the source uses it again, if it is stored (some pack holds it)
+    used = b.writer.dictionary
     snap = Snapshot(
         time=_now_iso(options.time),
         source=source,
@@ -92,6 +95,7 @@ def _snapshot(
         program=f"safehold {__version__}",
         summary=summary,
         meta=dict(options.meta),
+        dictionary=used.id.hex() if used is not None and used.id in repo.index else None,
     )
     check_lock(repo)  # a lost lock: prune may have removed what the snapshot names
     repo.save_snapshot(snap)
@@ -156,7 +160,8 @@ def backup_paths(
             prescan.report_to(tracker)
         if prescan is not None and not counting:
             prescan.stop()  # it warmed the cache while the repository opened: enough
-        b = BackupPipeline(repo, options, tracker)
+        dictionary = choose_dictionary(repo, parent, abspaths, filt)
+        b = BackupPipeline(repo, options, tracker, dictionary)
         b.filter = filt
         try:
             tree = b.run(roots, parent_root)

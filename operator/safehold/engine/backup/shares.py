@@ -142,7 +142,7 @@ class Shares:
                     w.replies.close()
                 out_r.close()
                 rep_w.close()
-                worker.serve(self.repo, out_w, rep_r, filt, events)
+                worker.serve(self.repo, out_w, rep_r, filt, events, self.writer.dictionary)
                 code = 0
             finally:
                 os._exit(code)

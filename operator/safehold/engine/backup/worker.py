@@ -51,6 +51,7 @@ from safehold.repo import (
     decode_tree,
     encode_tree,
 )
+from safehold.repo.dictionary import Dictionary
 
 __all__ = ["Task", "serve"]
 
@@ -134,13 +135,15 @@ class Link:
 class ShareChunks(ChunkPool):
     """Hash, deduplicate and compress in the calling thread; blobs go to the :class:`Link`."""
 
-    def __init__(self, repo: Repository, link: Link) -> None:  # no pool, no writer
+    def __init__(
+        self, repo: Repository, link: Link, dictionary: Dictionary | None
+    ) -> None:  # no pool, no writer: the main process's writer knows ``dictionary`` too
         self.repo = repo
         self.link = link
         self.keys = repo.keys
         self.index = repo.index
         self.sent: set[bytes] = set()
-        self.enc = BlobEncoder(repo.aead, repo.config.compression_level)
+        self.enc = BlobEncoder(repo.aead, repo.config.compression_level, dictionary)
 
     def add(self, view: memoryview | bytes) -> ChunkRef:
         return self.store(BLOB_DATA, view).hex()
@@ -293,15 +296,17 @@ def serve(
     replies: Connection,
     filt: PathFilter | None,
     events: bool,
+    dictionary: Dictionary | None,
 ) -> None:
-    """The worker's life: walk the shares it is sent until told to stop."""
+    """The worker's life: walk the shares it is sent until told to stop (small data
+    blobs compressed with ``dictionary``, the backup's)."""
     link = Link(out, replies, events)
     progress = ProgressTracker("backup", None)
     if link.events is not None:
         progress.on_file = lambda event, path: link.events.append((event, path))  # type: ignore[union-attr]
     link.progress = progress
     counts = BackupCounts()
-    chunks = ShareChunks(repo, link)
+    chunks = ShareChunks(repo, link, dictionary)
     walker = ShareWalker(
         repo,
         ShareReader(repo, chunks, counts, progress, link),

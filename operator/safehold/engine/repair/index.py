@@ -13,18 +13,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safehold.engine.progress import ProgressCallback, ProgressTracker
 from safehold.engine.repair.shared import HEX, NEWER_KEY, check_key_version, delete_object
 from safehold.repo.crypto import SealError, object_hash
+from safehold.repo.dictionary import Dictionary
 from safehold.repo.errors import CorruptObject
 from safehold.repo.index import IndexFile, decode_index
 from safehold.repo.layout import DATA, INDEX, index_name, object_id, pack_object_name
 from safehold.repo.locks import RepositoryLock
 from safehold.repo.pack import (
+    BLOB_DICT,
+    FLAG_DICT,
     PackBlob,
     decode_blob,
-    pack_trailer,
+    open_dictionary,
     parse_pack,
     parse_pack_header,
-    reseal_blob,
 )
+from safehold.repo.repacker import Repacker
 from safehold.repo.repository import Repository
 from safehold.storage import NotFound, ObjectInfo
 
@@ -106,34 +109,26 @@ class _PackBuilder:
         self.written: dict[str, list[PackBlob]] = {}
         #: ids of the blobs salvaged (also in a dry run, which writes nothing)
         self.ids: set[bytes] = set()
-        self._new()
+        self._repacker = Repacker(repo, self._save)
 
-    def _new(self) -> None:
-        self.key = self.repo.aead.new_pack_key()  # version 2: a subkey per pack (5a)
-        self.buf = bytearray(self.key.prefix)
-        self.out: list[PackBlob] = []
+    def add(
+        self,
+        source: AESGCM,
+        blob: PackBlob,
+        sealed: bytes | memoryview,
+        dictionary: Dictionary | None,
+    ) -> None:
+        self._repacker.add(source, blob, sealed, dictionary)
 
-    def add(self, source: AESGCM, blob: PackBlob, sealed: bytes | memoryview) -> None:
-        if self.key.prefix:  # another pack's subkey: open and seal again (same length)
-            sealed = reseal_blob(source, self.key.aead, blob.type, blob.id, sealed)
-        self.out.append(
-            PackBlob(blob.type, blob.flags, len(self.buf), blob.stored, blob.raw, blob.id)
-        )
-        self.buf += sealed
-        self.ids.add(blob.id)
-        self.report.blobs_salvaged += 1
-        if len(self.buf) >= self.repo.config.pack_size:
-            self.finish()
+    def _save(self, entries: list[PackBlob], data: bytes) -> None:
+        self.ids.update(b.id for b in entries)
+        self.report.blobs_salvaged += sum(b.type != BLOB_DICT for b in entries)
+        if not self.report.dry_run:
+            self.written[self.repo.save_object("data", data)] = entries
+        self.report.packs_written += 1
 
     def finish(self) -> None:
-        if not self.out:
-            return
-        if not self.report.dry_run:
-            data = bytes(self.buf) + pack_trailer(self.key.aead, self.out)
-            pack = self.repo.save_object("data", data)
-            self.written[pack] = self.out
-        self.report.packs_written += 1
-        self._new()
+        self._repacker.finish()
 
 
 class _IndexRepair:
@@ -215,16 +210,35 @@ class _IndexRepair:
             why = why or str(exc).removeprefix(name + ": ")
         return data, aead, header, why
 
-    def _blob_ok(self, aead: AESGCM | None, data: bytes, b: PackBlob) -> bool:
+    def _blob_ok(
+        self, aead: AESGCM | None, data: bytes, b: PackBlob, dictionary: Dictionary | None
+    ) -> bool:
         if aead is None or b.offset + b.stored > len(data):
             return False
         try:
-            plain = decode_blob(
-                aead, b.type, b.id, b.flags, b.raw, memoryview(data)[b.offset : b.offset + b.stored]
-            )
+            sealed = memoryview(data)[b.offset : b.offset + b.stored]
+            plain = decode_blob(aead, b.type, b.id, b.flags, b.raw, sealed, dictionary)
         except (SealError, ValueError):
             return False
         return self.repo.keys.blob_id(plain) == b.id
+
+    def _dictionary(
+        self, aead: AESGCM | None, data: bytes, blobs: list[PackBlob]
+    ) -> Dictionary | None:
+        """The dictionary that a pack read whole holds (its first blob, format section 7),
+        when it reads; else another pack's copy of it; None when the pack holds none."""
+        where = blobs[0] if blobs and blobs[0].type == BLOB_DICT else None
+        if where is None or not any(b.flags & FLAG_DICT for b in blobs):
+            return None
+        if aead is not None and where.offset + where.stored <= len(data):
+            try:
+                return open_dictionary(aead, data, where, self.repo.keys.blob_id)
+            except (SealError, ValueError):
+                pass
+        try:
+            return self.repo.dictionary(where.id)
+        except CorruptObject:
+            return None
 
     def _check(self, pack: str, size: int) -> tuple[list[PackBlob] | None, str] | None:
         """(the pack's blobs, "") when it is good; (its header or None, why) when it is
@@ -235,7 +249,8 @@ class _IndexRepair:
             if self.read_data or pack not in self.old:
                 data, aead, header, why = self._whole(pack)
                 if not why and header is not None and self.read_data:
-                    bad = [b for b in header if not self._blob_ok(aead, data, b)]
+                    dictionary = self._dictionary(aead, data, header)
+                    bad = [b for b in header if not self._blob_ok(aead, data, b, dictionary)]
                     if bad:
                         why = f"{len(bad)} blob(s) are damaged"
                 return header, why
@@ -304,9 +319,11 @@ class _IndexRepair:
                 aead: AESGCM | None = self.repo.pack_aead(pack, data)
             except CorruptObject:
                 aead = None
+            dictionary = self._dictionary(aead, data, sorted(blobs, key=lambda b: b.offset))
             for b in wanted:
-                if aead is not None and self._blob_ok(aead, data, b):
-                    builder.add(aead, b, memoryview(data)[b.offset : b.offset + b.stored])
+                if aead is not None and self._blob_ok(aead, data, b, dictionary):
+                    sealed = memoryview(data)[b.offset : b.offset + b.stored]
+                    builder.add(aead, b, sealed, dictionary)
                     available.add(b.id)
         builder.finish()
 

@@ -18,6 +18,7 @@ or holds an earlier run, and whether the restore is one process or several.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections import defaultdict
@@ -40,7 +41,8 @@ from safehold.engine.restore.state import (
 from safehold.engine.restore.stream import PackRange, PackStream, WholeRange
 from safehold.repo import BLOB_DATA, CorruptObject, Node, pack_object_name
 from safehold.repo.crypto import SealError
-from safehold.repo.pack import decode_blob
+from safehold.repo.dictionary import Dictionary
+from safehold.repo.pack import FLAG_DICT, decode_blob
 from safehold.storage import StorageError, close_stream
 
 __all__ = ["FileWriter"]
@@ -374,6 +376,12 @@ class FileWriter(RestoreState):
         except StorageError as exc:  # a stream that failed before the first blob
             self._unread(pack, group, plan, exc)
             return
+        dictionary: Dictionary | None = None
+        if any(blob[2] & FLAG_DICT for blob in group):
+            # read once per process (format section 7); when it cannot be, its blobs fail
+            # below, each naming the pack
+            with contextlib.suppress(CorruptObject, StorageError):
+                dictionary = self.repo.pack_dictionary(pack)
         id_of = self.repo.keys.blob_id
         for i, (blob_id, blob_type, flags, offset, stored, raw) in enumerate(group):
             uses = uses_of(plan[blob_id])
@@ -385,7 +393,7 @@ class FileWriter(RestoreState):
             try:
                 if len(sealed) != stored or blob_type != BLOB_DATA:
                     raise ValueError("pack is shorter than the index says")
-                plain = decode_blob(aead, blob_type, blob_id, flags, raw, sealed)
+                plain = decode_blob(aead, blob_type, blob_id, flags, raw, sealed, dictionary)
                 if id_of(plain) != blob_id:
                     raise ValueError("content does not match its id")
             except (SealError, ValueError) as exc:
