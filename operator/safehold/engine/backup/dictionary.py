@@ -6,7 +6,7 @@ stores the bench's 100,000 small files in 10 % fewer bytes (docs/performance.md,
 "Compression dictionaries"). A backup uses one dictionary for all its small data blobs:
 its parent's when the parent has one (an incremental costs no training, and its packs
 hold the same dictionary), else one trained here, before the workers fork, on a sample
-taken breadth first (a few files from each directory, under the backup's patterns: an
+taken breadth first (up to 32 files from each directory, under the backup's patterns: an
 excluded file never reaches a dictionary). With too few small files (a database dump,
 a volume of big files) there is no dictionary.
 """
@@ -28,7 +28,7 @@ __all__ = ["choose_dictionary", "sample_files"]
 #: The sample: at most this many files, bytes, files per directory, directories listed.
 SAMPLE_FILES = 512
 SAMPLE_BYTES = 1024 * 1024
-PER_DIRECTORY = 8
+PER_DIRECTORY = 32
 MAX_DIRECTORIES = 1024
 #: The smallest file sampled (the encoder does not compress below 64 bytes).
 MIN_FILE = 64
