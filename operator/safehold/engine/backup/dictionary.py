@@ -27,7 +27,7 @@ __all__ = ["choose_dictionary", "sample_files"]
 
 #: The sample: at most this many files, bytes, files per directory, directories listed.
 SAMPLE_FILES = 512
-SAMPLE_BYTES = 1024 * 1024
+SAMPLE_BYTES = 512 * 1024
 PER_DIRECTORY = 32
 MAX_DIRECTORIES = 1024
 #: The smallest file sampled (the encoder does not compress below 64 bytes).
