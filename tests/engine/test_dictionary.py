@@ -5,6 +5,7 @@ and the dictionary is kept in each pack whose blobs need it."""
 from __future__ import annotations
 
 import random
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verif
 from safehold.engine.forget import forget_snapshots
 from safehold.engine.prune import PruneOptions, prune_repository
 from safehold.engine.repair import repair_index
+from safehold.engine.replicate import replicate
 from safehold.engine.retention import RetentionPolicy
 from safehold.repo import ChunkerParams, Config, Repository
 from safehold.repo.layout import pack_object_name
@@ -222,3 +224,22 @@ def test_a_repository_made_before_dictionaries_stores_none(tmp_path: Path) -> No
     assert b'"zstd"' in repo.storage.get("config")
     assert backup_paths(repo, [str(src)]).snapshot.dictionary is None
     assert not any(b.flags & FLAG_DICT for blobs in _packs(repo).values() for b in blobs)
+
+
+def test_a_replica_holds_every_packs_dictionary_and_restores_alone(tmp_path: Path) -> None:
+    src = small_files(tmp_path / "src", 800, seed=12)
+    repo = _repo(tmp_path / "repo")
+    backup_paths(repo, [str(src)])
+    assert sum(any(b.flags & FLAG_DICT for b in blobs) for blobs in _packs(repo).values()) >= 2
+
+    replicate(repo, open_storage((tmp_path / "site").as_uri()), PASSWORD)
+    shutil.rmtree(tmp_path / "repo")  # the primary is gone
+    replica = Repository.open(open_storage((tmp_path / "site").as_uri()), PASSWORD)
+    for pack in replica.index.packs():  # the site's index names each pack's dictionary
+        blobs = parse_pack(replica.aead, replica.storage.get(pack_object_name(pack)), pack)
+        if any(b.flags & FLAG_DICT for b in blobs):
+            assert replica.index.dictionary_of(pack) == blobs[0]
+    assert verify_repository(replica, read_data_percent=100).ok
+    out = tmp_path / "out"
+    assert restore_snapshot(replica, replica.find_snapshot("latest"), str(out)).errors == []
+    _same(src, out)

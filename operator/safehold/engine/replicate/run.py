@@ -312,13 +312,18 @@ def _packs_needed(
 
 
 def _pack_entries(index: Index, packs: set[str]) -> dict[str, list[PackBlob]]:
-    """The primary's index entries of ``packs``, to write the site's fresh index objects."""
+    """The primary's index entries of ``packs``, to write the site's fresh index objects:
+    each blob where the index has it, and each pack's own dictionary (the index keeps one
+    location per blob, and a dictionary is in every pack of its blobs: format section 7)."""
     entries: dict[str, list[PackBlob]] = {p: [] for p in packs}
     for blob_id, loc in index.items():
         group = entries.get(loc.pack)
         if group is not None:
             group.append(PackBlob(loc.type, loc.flags, loc.offset, loc.stored, loc.raw, blob_id))
-    for group in entries.values():
+    for pack, group in entries.items():
+        dictionary = index.dictionary_of(pack)
+        if dictionary is not None and all(b.offset != dictionary.offset for b in group):
+            group.append(dictionary)
         group.sort(key=lambda b: b.offset)
     return entries
 
