@@ -73,6 +73,7 @@ def test_sources_newest_and_object_lock(run: Run, tmp_path: Path) -> None:
     info = _summary(run("repo", "info", "--json", "--termination-log", str(log)))
     assert info["object_lock"] is None
     assert info["empty"] is False
+    assert info["dictionaries"] is True  # a new repository's compression is zstd-dict
     assert info["sources_newest"] == [
         {"source": s, "count": 3, "newest_time": newest[s][0], "newest_id": newest[s][1]}
         for s in SOURCES
@@ -94,6 +95,7 @@ def test_sources_newest_and_object_lock(run: Run, tmp_path: Path) -> None:
         human.stdout
     )
     assert "object lock  no object lock" in human.stdout
+    assert "compression  zstd level 1 with dictionaries;" in human.stdout
 
 
 def test_the_locks_and_the_age_of_the_oldest(run: Run, tmp_path: Path) -> None:

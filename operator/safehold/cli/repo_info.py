@@ -203,6 +203,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
             "max": c.chunker.max_size,
         },
         "compression_level": c.compression_level,
+        # small files compressed with a dictionary (format sections 4 and 6)
+        "dictionaries": c.dictionaries,
         "pack_size": c.pack_size,
         "object_lock": _object_lock(c),
         "snapshots": len(snaps),
@@ -227,7 +229,8 @@ def repo_info(args: Namespace, out: Output, *, initialized: bool | None = None) 
         f"chunker      FastCDC min {human_size(c.chunker.min_size)}"
         f" avg {human_size(c.chunker.avg_size)} max {human_size(c.chunker.max_size)}"
     )
-    out.print(f"compression  zstd level {c.compression_level}; AES-256-GCM; BLAKE3")
+    dictionaries = " with dictionaries" if c.dictionaries else ""
+    out.print(f"compression  zstd level {c.compression_level}{dictionaries}; AES-256-GCM; BLAKE3")
     out.print(f"object lock  {_lock_text(c.object_lock_mode, c.object_lock_days)}")
     out.print(f"snapshots    {len(snaps)} of {len(doc['sources'])} source(s)")
     for entry in doc["sources_newest"]:
