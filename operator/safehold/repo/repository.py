@@ -430,12 +430,28 @@ class Repository(KeyRing):
         found = self._dictionaries.get(where.id)
         if found is None:
             try:
-                sealed = self.storage.get(name, where.offset, where.stored)
-                loc = BlobLocation(pack, *where[:5])
-                found = Dictionary(where.id, self.open_blob(where.id, loc, sealed))
+                found = self.open_pack_dictionary(
+                    pack, self.storage.get(name, where.offset, where.stored)
+                )
             except (CorruptObject, NotFound):  # another pack's copy
                 found = self.dictionary(where.id)
-            self._dictionaries[where.id] = found
+        return found
+
+    def has_dictionary(self, dict_id: bytes) -> bool:
+        """Whether this process has read dictionary ``dict_id`` already."""
+        return dict_id in self._dictionaries
+
+    def open_pack_dictionary(self, pack: str, sealed: bytes | memoryview) -> Dictionary:
+        """``pack``'s dictionary from its ``sealed`` bytes as read from the pack (a caller
+        that reads the start of the pack anyway spares the request), checked and kept for
+        the process; :class:`CorruptObject` when it is damaged."""
+        where = self.index.dictionary_of(pack)
+        if where is None:
+            raise CorruptObject(layout.pack_object_name(pack), "pack holds no dictionary")
+        found = Dictionary(
+            where.id, self.open_blob(where.id, BlobLocation(pack, *where[:5]), sealed)
+        )
+        self._dictionaries[where.id] = found
         return found
 
     def dictionary(self, dict_id: bytes) -> Dictionary:

@@ -378,10 +378,18 @@ class FileWriter(RestoreState):
             return
         dictionary: Dictionary | None = None
         if any(blob[2] & FLAG_DICT for blob in group):
-            # read once per process (format section 7); when it cannot be, its blobs fail
-            # below, each naming the pack
-            with contextlib.suppress(CorruptObject, StorageError):
-                dictionary = self.repo.pack_dictionary(pack)
+            # Read once per process (format section 7): from this range when it holds it
+            # (it leads the pack, and a range that starts within _HEAD starts at 0), else
+            # in a read of its own. When it cannot be read, its blobs fail below, each
+            # naming the pack.
+            where = self.repo.index.dictionary_of(pack)
+            if start == 0 and where is not None and not self.repo.has_dictionary(where.id):
+                with contextlib.suppress(CorruptObject, StorageError):
+                    sealed = data.take(where.offset, where.stored)
+                    dictionary = self.repo.open_pack_dictionary(pack, sealed)
+            if dictionary is None:
+                with contextlib.suppress(CorruptObject, StorageError):
+                    dictionary = self.repo.pack_dictionary(pack)
         id_of = self.repo.keys.blob_id
         for i, (blob_id, blob_type, flags, offset, stored, raw) in enumerate(group):
             uses = uses_of(plan[blob_id])
