@@ -2,7 +2,7 @@
 trained on a sample of the small files about to be stored.
 
 Small files compress poorly one by one; a dictionary trained on a few hundred of them
-stores the bench's 100,000 small files in 10 % fewer bytes (docs/performance.md,
+stores the bench's 100,000 small files in 9 % less room (docs/performance.md,
 "Compression dictionaries"). A backup uses one dictionary for all its small data blobs:
 its parent's when the parent has one (an incremental costs no training, and its packs
 hold the same dictionary), else one trained here, before the workers fork, on a sample
