@@ -224,7 +224,11 @@ class Bench:
             processes=measured.processes,
             repo_bytes=apparent,
             repo_allocated_bytes=allocated,
-            others_cpu_seconds=measured.others_cpu_seconds,
+            # The S3 server's CPU is the tool's doing; it is reported with the requests.
+            others_cpu_seconds=max(
+                measured.others_cpu_seconds - (traffic.server_cpu_seconds if traffic else 0.0),
+                0.0,
+            ),
             cache_dropped=dropped,
             summary=summary,
             traffic=traffic,

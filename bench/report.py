@@ -250,17 +250,18 @@ def _traffic_table(results: Results) -> list[str]:
     lines = [
         "",
         "Object-store requests and bytes per step (median round; counted by the S3 server; "
-        "GET includes HEAD, which SeaweedFS counts as GET):",
+        "GET includes HEAD, which SeaweedFS counts as GET), and the CPU time the server spent "
+        "meanwhile, on the tools' cores (not counted in others' CPU):",
         "",
-        "| tool | step | " + " | ".join(kinds) + " | requests | MB up | MB down |",
-        "|---|---|" + "--:|" * (len(kinds) + 3),
+        "| tool | step | " + " | ".join(kinds) + " | requests | MB up | MB down | server CPU (s) |",
+        "|---|---|" + "--:|" * (len(kinds) + 4),
     ]
     for tool, name, t in rows:
         label = results.second_backup if name == "incremental" else name
         counts = " | ".join(f"{t.requests.get(k, 0):,}" for k in kinds)
         lines.append(
             f"| {tool} | {label} | {counts} | {t.total_requests:,} "
-            f"| {_mb(t.bytes_up)} | {_mb(t.bytes_down)} |"
+            f"| {_mb(t.bytes_up)} | {_mb(t.bytes_down)} | {t.server_cpu_seconds:.2f} |"
         )
     return lines
 

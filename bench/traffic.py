@@ -10,6 +10,12 @@ time). Nothing sits between the tools and the server, so counting costs them not
 SeaweedFS counts HEAD requests as GET (its handlers share the label), so the kinds reported are
 PUT, GET (including HEAD), LIST and DELETE; a request of another kind would appear under its
 own label. Requests that failed (4xx, 5xx) are counted too: they cost money as well.
+
+The server's own CPU time (``process_cpu_seconds_total``) is read with the counters. On the
+benchmark's machine the server shares the tools' cores: what it spends storing or serving a
+tool's bytes is time that tool cannot use, and it narrows every ratio (docs/performance.md,
+"Where an S3 step's time goes"). A real bucket's servers do not run on the machine that backs
+up, so the report gives this figure beside the requests.
 """
 
 from __future__ import annotations
@@ -34,14 +40,17 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 _REQUESTS = "SeaweedFS_s3_request_total"
 _UP = "SeaweedFS_s3_bucket_traffic_received_bytes_total"
 _DOWN = "SeaweedFS_s3_bucket_traffic_sent_bytes_total"
+_CPU = "process_cpu_seconds_total"
 
 
 class Traffic(BaseModel):
-    """Requests by kind and bytes each way (up: to the server) of one command, or totals."""
+    """Requests by kind and bytes each way (up: to the server) of one command, or totals;
+    and the CPU time the server spent meanwhile."""
 
     requests: dict[str, int] = {}
     bytes_up: int = 0
     bytes_down: int = 0
+    server_cpu_seconds: float = 0.0
 
     @property
     def total_requests(self) -> int:
@@ -57,26 +66,35 @@ class Traffic(BaseModel):
             },
             bytes_up=self.bytes_up - before.bytes_up,
             bytes_down=self.bytes_down - before.bytes_down,
+            server_cpu_seconds=round(self.server_cpu_seconds - before.server_cpu_seconds, 2),
         )
 
     def describe(self) -> str:
-        """``PUT 12, GET 3; 4.2 MB up, 0.0 MB down``."""
+        """``PUT 12, GET 3; 4.2 MB up, 0.0 MB down; server CPU 1.23 s``."""
         kinds = [k for k in KINDS if k in self.requests] + sorted(
             k for k in self.requests if k not in KINDS
         )
         counts = ", ".join(f"{k} {self.requests[k]:,}" for k in kinds) or "none"
-        return f"{counts}; {self.bytes_up / 1e6:,.1f} MB up, {self.bytes_down / 1e6:,.1f} MB down"
+        return (
+            f"{counts}; {self.bytes_up / 1e6:,.1f} MB up, {self.bytes_down / 1e6:,.1f} MB down; "
+            f"server CPU {self.server_cpu_seconds:.2f} s"
+        )
 
 
 def parse_metrics(text: str) -> Traffic:
-    """The S3 counters of a Prometheus text exposition, summed over buckets and status codes."""
+    """The S3 counters of a Prometheus text exposition, summed over buckets and status codes,
+    and the server process's CPU seconds."""
     requests: dict[str, int] = {}
     up = down = 0
+    cpu = 0.0
     for line in text.splitlines():
         match = _LINE.match(line)
         if match is None:
             continue
         name = match["name"]
+        if name == _CPU:
+            cpu = float(match["value"])
+            continue
         if name not in (_REQUESTS, _UP, _DOWN):
             continue
         value = int(float(match["value"]))
@@ -88,7 +106,7 @@ def parse_metrics(text: str) -> Traffic:
             up += value
         else:
             down += value
-    return Traffic(requests=requests, bytes_up=up, bytes_down=down)
+    return Traffic(requests=requests, bytes_up=up, bytes_down=down, server_cpu_seconds=cpu)
 
 
 class Counter:

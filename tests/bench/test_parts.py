@@ -31,6 +31,9 @@ SeaweedFS_s3_bucket_traffic_received_bytes_total{bucket="bench"} 5000
 SeaweedFS_s3_bucket_traffic_received_bytes_total{bucket="other"} 10
 SeaweedFS_s3_bucket_traffic_sent_bytes_total{bucket="bench"} 4096
 SeaweedFS_s3_in_flight_requests{type="PUT"} 0
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.34
 """
 
 
@@ -39,15 +42,24 @@ def test_request_counts_are_summed_by_kind_over_buckets_and_codes() -> None:
     assert counted.requests == {"LIST": 3, "GET": 5, "PUT": 2, "DELETE": 1, "POST": 15}
     assert counted.total_requests == 26
     assert (counted.bytes_up, counted.bytes_down) == (5010, 4096)
+    assert counted.server_cpu_seconds == 12.34
 
 
 def test_one_commands_traffic_is_the_difference_of_two_readings() -> None:
-    before = Traffic(requests={"GET": 5, "PUT": 2}, bytes_up=100, bytes_down=50)
-    after = Traffic(requests={"GET": 5, "PUT": 7, "LIST": 1}, bytes_up=900, bytes_down=60)
+    before = Traffic(
+        requests={"GET": 5, "PUT": 2}, bytes_up=100, bytes_down=50, server_cpu_seconds=10.5
+    )
+    after = Traffic(
+        requests={"GET": 5, "PUT": 7, "LIST": 1},
+        bytes_up=900,
+        bytes_down=60,
+        server_cpu_seconds=12.25,
+    )
     command = after - before
     assert command.requests == {"PUT": 5, "LIST": 1}  # kinds it did not use are left out
     assert (command.bytes_up, command.bytes_down) == (800, 10)
-    assert command.describe() == "PUT 5, LIST 1; 0.0 MB up, 0.0 MB down"
+    assert command.server_cpu_seconds == 1.75
+    assert command.describe() == "PUT 5, LIST 1; 0.0 MB up, 0.0 MB down; server CPU 1.75 s"
     assert parse_metrics("# nothing counted yet\n") == Traffic()
 
 
@@ -160,7 +172,11 @@ def _results(part: str, requests: tuple[int, int] | None) -> report.Results:
     """Safehold twice as fast as restic everywhere, with the given backup requests each."""
 
     def step(seconds: float, count: int | None) -> report.Step:
-        traffic = None if count is None else Traffic(requests={"PUT": count})
+        traffic = (
+            None
+            if count is None
+            else Traffic(requests={"PUT": count}, server_cpu_seconds=seconds / 4)
+        )
         return report.Step(
             seconds=seconds,
             mb_per_s=None,
@@ -221,3 +237,6 @@ def test_the_targets_of_issue_19_depend_on_the_part() -> None:
     markdown = report.run_markdown(both)
     assert "## All targets" in markdown
     assert "object-store requests per backup | <= restic | 0.50x | **MET** |" in markdown
+    # The server's CPU time per step, beside its requests (a quarter of each step here).
+    assert "| safehold | full | 10 | 0 | 0 | 0 | 10 | 0.0 | 0.0 | 0.47 |" in markdown
+    assert "| restic | full | 20 | 0 | 0 | 0 | 20 | 0.0 | 0.0 | 1.10 |" in markdown
