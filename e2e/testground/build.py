@@ -126,15 +126,20 @@ def source_version(*, refresh: bool = False) -> str:
         built = sorted(cache_root().glob("kubernetes-*/kube-controller-manager"))
         if built:
             return built[-1].parent.name.removeprefix("kubernetes-")
-    _prepare_apt()
-    version = None if refresh else _showsrc_version()
-    if version is None:
-        _run_logged(
-            ["apt-get", *_apt_options(), "update", "-qq"],
-            step="apt-get update (private deb-src list)",
-            log=_apt_dir() / "update.log",
-        )
-        version = _showsrc_version()
+    # apt's own lock fails a second updater at once (two test workers collecting on a fresh
+    # machine): ours makes it wait for the first, whose lists it then reads
+    _apt_dir().mkdir(parents=True, exist_ok=True)
+    with (_apt_dir() / "update.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prepare_apt()
+        version = None if refresh else _showsrc_version()
+        if version is None:
+            _run_logged(
+                ["apt-get", *_apt_options(), "update", "-qq"],
+                step="apt-get update (private deb-src list)",
+                log=_apt_dir() / "update.log",
+            )
+            version = _showsrc_version()
     if version is None:
         raise BuildError(
             "apt-cache showsrc kubernetes found nothing: is deb.debian.org reachable? "
