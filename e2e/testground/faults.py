@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.body import Body
 from safehold.storage.errors import StorageError, TransientError
 from safehold.storage.wrappers.base import ForwardingStorage
 
@@ -110,12 +111,12 @@ class FaultyStorage(ForwardingStorage):
                 self.location, f"injected fault after {operation} reached the storage", name=name
             )
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         active = self._enter("put", name)
         self.inner.put(name, data)
         self._leave("put", name, active)
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         active = self._enter("create", name)
         self.inner.create(name, data)
         self._leave("create", name, active)

@@ -9,15 +9,24 @@ Server gaps are strict expected failures for that server only (``GAPS`` in conft
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
-from safehold.storage import AlreadyExists, NotFound, ObjectInfo, PermissionDenied, Storage
+from safehold.storage import (
+    AlreadyExists,
+    FileBody,
+    NotFound,
+    ObjectInfo,
+    PermissionDenied,
+    Storage,
+)
 from safehold.storage.base import innermost
 
 MIB = 1024 * 1024
@@ -70,6 +79,31 @@ def test_roundtrip(backend: Any, size: str) -> None:
     assert storage.get("obj") == data
     assert storage.stat("obj") == ObjectInfo("obj", length)
     assert list(storage.list()) == [ObjectInfo("obj", length)]
+
+
+@pytest.mark.parametrize("staged", ["file", "memory"])
+@pytest.mark.parametrize("size", ["empty", "pack", "multipart"])
+def test_a_file_body_stores_the_files_bytes(
+    backend: Any, size: str, staged: str, tmp_path: Path
+) -> None:
+    """A pack staged in a file (or in memory, where no temporary file could be made) is
+    stored as those bytes by put and create, and the file stays usable for the caller."""
+    storage = backend.open()
+    length = {"empty": 0, "pack": 16 * MIB + 12345, "multipart": 2 * threshold(storage) + 77}
+    data = payload(length[size], size)
+    file: BinaryIO = (
+        open(tmp_path / "staged", "w+b")  # noqa: SIM115 - closed below, as the writer does
+        if staged == "file"
+        else io.BytesIO()
+    )
+    with file:
+        file.write(data)
+        file.seek(7)  # where the caller left it does not matter
+        storage.put("put", FileBody(file, len(data)))
+        storage.create("create", FileBody(file, len(data)))
+    assert storage.get("put") == data
+    assert storage.get("create") == data
+    assert storage.stat("create") == ObjectInfo("create", len(data))
 
 
 def test_put_replaces_whole_object(backend: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from safehold.storage import (
     AlreadyExists,
+    Body,
+    FileBody,
     NotFound,
     ObjectInfo,
     PermanentError,
@@ -106,6 +109,59 @@ def test_retried_create_still_loses_to_someone_else(fs: Storage) -> None:
     with pytest.raises(AlreadyExists):
         RetryingStorage(faulty, policy).create("lock", b"mine")
     assert fs.get("lock") == b"theirs"
+
+
+class _DropsFirstUpload(ForwardingStorage):
+    """Reads part of the first upload's file and fails, as a connection dropped mid-send
+    would: the file is left part-read."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.creates = 0
+
+    def create(self, name: str, data: Body) -> None:
+        self.creates += 1
+        if self.creates == 1:
+            assert isinstance(data, FileBody)
+            data.stream().read(3 * 1024 * 1024)
+            raise TransientError(self.location, "connection reset during the upload")
+        super().create(name, data)
+
+
+def test_a_retried_file_body_is_sent_whole_again(
+    object_store_factory: Callable[[str], RunningStore], tmp_path: Path
+) -> None:
+    """A pack staged in a file, its first upload to S3 cut off part-way: the retry sends
+    the whole file from its start, and the object holds exactly the file's bytes."""
+    store = object_store_factory("s3")
+    store.make_bucket("resend")
+    s3 = open_storage(store.url("resend", "repo"), store.options)
+    dropping = _DropsFirstUpload(s3)
+    policy, _ = no_sleep_policy()
+    data = bytes(range(256)) * (40 * 1024)  # 10 MiB
+    with open(tmp_path / "pack", "w+b") as file:
+        file.write(data)
+        RetryingStorage(dropping, policy).create("data/pack", FileBody(file, len(data)))
+    assert dropping.creates == 2
+    assert s3.get("data/pack") == data
+
+
+def test_a_file_body_whose_answer_was_lost_is_recognised_as_ours(
+    fs: Storage, tmp_path: Path
+) -> None:
+    """The lost-answer check of a retried create compares the stored object with the
+    file's bytes, and another's object of that name still refuses."""
+    faulty = FaultyStorage(fs).fail_after("create", nth=1)
+    policy, _ = no_sleep_policy()
+    with open(tmp_path / "pack", "w+b") as file:
+        file.write(b"pack bytes" * 1000)
+        RetryingStorage(faulty, policy).create("data/pack", FileBody(file, 10_000))
+        fs.create("data/theirs", b"other bytes")
+        faulty = FaultyStorage(fs).fail("create", nth=1)
+        with pytest.raises(AlreadyExists):
+            RetryingStorage(faulty, policy).create("data/theirs", FileBody(file, 10_000))
+    assert fs.get("data/pack") == b"pack bytes" * 1000
+    assert fs.get("data/theirs") == b"other bytes"
 
 
 class _BreaksListing(ForwardingStorage):
@@ -230,9 +286,11 @@ def test_metrics_count_operations_bytes_errors_and_latency(fs: Storage) -> None:
     storage = MeteredStorage(fs, registry)
     storage.put("obj", b"0123456789")
     assert storage.get("obj") == b"0123456789"
+    with io.BytesIO(b"abcde") as file:  # a file body counts its size, as bytes do
+        storage.create("staged", FileBody(file, 5))
     with pytest.raises(NotFound):
         storage.get("missing")
-    assert [i.name for i in storage.list()] == ["obj"]
+    assert [i.name for i in storage.list()] == ["obj", "staged"]
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"provider": "file", **labels})
@@ -243,6 +301,7 @@ def test_metrics_count_operations_bytes_errors_and_latency(fs: Storage) -> None:
     assert value("safehold_storage_operations_total", operation="list", outcome="ok") == 1
     assert value("safehold_storage_errors_total", operation="get", error="NotFound") == 1
     assert value("safehold_storage_bytes_total", operation="put") == 10
+    assert value("safehold_storage_bytes_total", operation="create") == 5
     assert value("safehold_storage_bytes_total", operation="get") == 10
     assert value("safehold_storage_operation_seconds_count", operation="get") == 2
 

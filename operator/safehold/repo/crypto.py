@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -105,9 +105,15 @@ def open_sealed(aead: AESGCM | Sealer, aad: bytes, sealed: bytes | memoryview) -
         raise SealError("authentication failed") from exc
 
 
-def object_hash(data: bytes | memoryview) -> str:
-    """The name-giving hash of an object's stored bytes: hex BLAKE3, no key."""
-    return blake3.blake3(data, max_threads=1).hexdigest()
+def object_hash(data: bytes | memoryview | Iterable[bytes | memoryview]) -> str:
+    """The name-giving hash of an object's stored bytes: hex BLAKE3, no key. The bytes may
+    come in pieces (an object staged in a file)."""
+    if isinstance(data, bytes | memoryview):
+        return blake3.blake3(data, max_threads=1).hexdigest()
+    hasher = blake3.blake3(max_threads=1)
+    for piece in data:
+        hasher.update(piece)
+    return hasher.hexdigest()
 
 
 @dataclass(frozen=True)

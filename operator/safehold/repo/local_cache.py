@@ -53,7 +53,7 @@ import blake3
 
 from safehold.repo import layout
 from safehold.repo.crypto import object_hash
-from safehold.storage import Storage
+from safehold.storage import Body, Storage, body_bytes
 from safehold.storage.base import ObjectInfo
 from safehold.storage.wrappers import ForwardingStorage
 
@@ -213,11 +213,11 @@ class LocalCache(ForwardingStorage):
         else:
             yield self.get(name, offset, length)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         self.inner.put(name, data)
         self._keep_written(name, data)
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         self.inner.create(name, data)
         self._keep_written(name, data)
 
@@ -242,12 +242,12 @@ class LocalCache(ForwardingStorage):
         self._sweep(self.directory / kind, listed)
 
     # ------------------------------------------------------------ files
-    def _keep_written(self, name: str, data: bytes) -> None:
+    def _keep_written(self, name: str, data: Body) -> None:
         if name.startswith(layout.DATA):
             return  # a pack of trees is kept by remember(): only the writer knows its blobs
         path = self._path(name)
         if path is not None:
-            self._store(path, data)
+            self._store(path, body_bytes(data))
 
     def _download_lock(self, name: str) -> threading.Lock:
         with self._downloads_lock:

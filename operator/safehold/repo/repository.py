@@ -43,7 +43,7 @@ from safehold.repo.object_reads import ObjectReads
 from safehold.repo.pack import BLOB_DICT, BLOB_TREE, FLAG_DICT, decode_blob, pack_key
 from safehold.repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from safehold.repo.tree import Node, decode_tree
-from safehold.storage import AlreadyExists, NotFound, ObjectLock, Storage
+from safehold.storage import AlreadyExists, Body, FileBody, NotFound, ObjectLock, Storage
 
 __all__ = ["IndexLoad", "Repository", "apply_object_lock"]
 
@@ -296,9 +296,10 @@ class Repository(KeyRing):
         return repo
 
     # ------------------------------------------------------------ objects
-    def save_object(self, kind: str, data: bytes) -> str:
-        """Write an immutable object under ``kind/<hash>``; return the hash."""
-        digest = object_hash(data)
+    def save_object(self, kind: str, data: Body) -> str:
+        """Write an immutable object under ``kind/<hash>``; return the hash. A
+        :class:`FileBody` (a pack staged in a file) is hashed and stored from its file."""
+        digest = object_hash(data.pieces() if isinstance(data, FileBody) else data)
         name = layout.object_name(kind, digest)
         # AlreadyExists: the same bytes are there already (content-addressed).
         with contextlib.suppress(AlreadyExists):

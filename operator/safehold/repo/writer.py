@@ -8,8 +8,10 @@ and data blobs compressed with a dictionary go in packs of that dictionary, whic
 its first blob (format section 7).
 A pack being filled is a temporary file (in
 ``SAFEHOLD_TMPDIR`` or the system's temporary directory; in memory when there is
-none): it lives in the page cache, not in the process's memory, so a pack costs
-memory only while it is uploaded (as restic does). A full pack goes to
+none): it lives in the page cache, not in the process's memory, and it is stored from
+that file (``storage.FileBody``: copied in the kernel to a local repository, sent in pieces
+to S3), so a pack costs memory only where a provider's client reads it whole (GCS,
+Azure). A full pack goes to
 the uploader threads (one to a local repository, two to an object store); while they
 upload, the next fills, and a worker that fills it waits (holding the pack lock) until an
 upload slot is free: that bounds memory to about one pack more than the uploads in flight
@@ -56,6 +58,7 @@ from safehold.repo.pack import (
     pack_trailer,
 )
 from safehold.repo.repository import Repository
+from safehold.storage import FileBody
 
 __all__ = ["BlobWriter", "WriterStats"]
 
@@ -232,20 +235,20 @@ class BlobWriter:
 
     def _upload(self, buf: BinaryIO, entries: list[PackBlob], aead: AESGCM) -> None:
         try:
-            if self._error is not None:
-                buf.close()
-                return  # flush() and add() raise the first error
-            check_lock(self.repo)
-            buf.write(pack_trailer(aead, entries))
-            buf.seek(0)
-            data = buf.read()
-            buf.close()
-            size = len(data)
-            pack = self.repo.save_object("data", data)
-            if self.repo.cache is not None and entries[0].type == BLOB_TREE:
-                # the next backup compares against these trees: keep them locally
-                self.repo.cache.remember(layout.pack_object_name(pack), data)
-            del data
+            with buf:
+                if self._error is not None:
+                    return  # flush() and add() raise the first error
+                check_lock(self.repo)
+                buf.write(pack_trailer(aead, entries))
+                buf.flush()
+                size = buf.tell()
+                # stored from its file (hashed, then copied or sent in pieces), never read
+                # whole into memory: see storage/body.py
+                body = FileBody(buf, size)
+                pack = self.repo.save_object("data", body)
+                if self.repo.cache is not None and entries[0].type == BLOB_TREE:
+                    # the next backup compares against these trees: keep them locally
+                    self.repo.cache.remember(layout.pack_object_name(pack), body.read())
             self.repo.index.add_pack(pack, entries)
             with self._pending_lock:
                 for e in entries:

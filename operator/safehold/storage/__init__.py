@@ -1,10 +1,12 @@
 """The storage layer: objects at a location on a filesystem, S3, GCS or Azure Blob.
 
 The public surface is this module: :func:`open_storage`, the :class:`Storage`
-interface, :class:`ObjectInfo` and the errors. See ``docs/storage.md``.
+interface, what it stores (:data:`Body`: bytes or a :class:`FileBody`), :class:`ObjectInfo`
+and the errors. See ``docs/storage.md``.
 """
 
 from safehold.storage.base import ObjectInfo, Storage, close_stream
+from safehold.storage.body import Body, FileBody, body_bytes
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -23,6 +25,8 @@ from safehold.storage.registry import Location, open_storage, parse_location
 __all__ = [
     "LOCK_MODES",
     "AlreadyExists",
+    "Body",
+    "FileBody",
     "InvalidLocation",
     "Location",
     "MissingExtra",
@@ -36,6 +40,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "TransientError",
+    "body_bytes",
     "close_stream",
     "open_storage",
     "parse_location",

@@ -20,6 +20,11 @@ Guarantees every provider gives (the conformance suite in
   prefix: ``list("data/a")`` also yields ``data/ab``.
 * **Idempotent delete.** Deleting a missing object is not an error.
 
+``put`` and ``create`` take :data:`~safehold.storage.body.Body`: bytes, or a
+:class:`~safehold.storage.body.FileBody` (a pack staged in a file), which a provider sends
+from the file where it can and reads whole where it cannot; either way the stored object
+holds the same bytes.
+
 One optional capability has a default that every provider gets: ``get_stream``, ``get``'s
 bytes in pieces as they arrive. A provider whose SDK streams a response body (S3) overrides
 it; the others read the range whole and hand it over as one piece.
@@ -40,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from safehold.storage.body import Body
 from safehold.storage.errors import ObjectLockUnsupported
 from safehold.storage.object_lock import ObjectLock
 
@@ -76,11 +82,11 @@ class Storage(abc.ABC):
     object_lock: ObjectLock | None = None
 
     @abc.abstractmethod
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         """Store ``data`` under ``name``, replacing any object of that name, atomically."""
 
     @abc.abstractmethod
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         """Store ``data`` under ``name`` only if no object has that name.
 
         Raises :class:`AlreadyExists` otherwise. Atomic across processes and hosts.

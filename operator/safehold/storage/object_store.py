@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from safehold.storage.base import ObjectInfo, Storage, innermost
+from safehold.storage.body import Body
 from safehold.storage.errors import InvalidLocation
 from safehold.storage.object_lock import ObjectLock
 from safehold.storage.options import option_int
@@ -60,10 +61,10 @@ class ObjectStore(Storage):
         return self.prefix + name
 
     # -- the interface
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         self._upload(name, data, create=False)
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         self._upload(name, data, create=True)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -113,8 +114,9 @@ class ObjectStore(Storage):
 
     # -- what the provider implements with its SDK, raising only storage errors
     @abc.abstractmethod
-    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
-        """Write the object atomically; with ``create``, only if absent (else AlreadyExists)."""
+    def _upload(self, name: str, data: Body, *, create: bool) -> None:
+        """Write the object atomically; with ``create``, only if absent (else AlreadyExists).
+        A :class:`FileBody` is sent from its file where the SDK can read one."""
 
     @abc.abstractmethod
     def _read(self, name: str, offset: int, length: int | None) -> bytes:

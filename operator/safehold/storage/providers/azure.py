@@ -32,6 +32,7 @@ from azure.core.exceptions import (
 )
 
 from safehold.storage.base import ObjectInfo
+from safehold.storage.body import Body, body_bytes
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -271,7 +272,8 @@ class AzureStorage(ObjectStore):
         policy = ImmutabilityPolicy(expiry_time=lock[1], policy_mode=lock[0])
         return {"immutability_policy": policy}
 
-    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+    def _upload(self, name: str, body: Body, *, create: bool) -> None:
+        data = body_bytes(body)  # one request: the client would read a file whole anyway
         blob = self._key(name)
         try:
             self._container.upload_blob(

@@ -34,6 +34,7 @@ from urllib3.exceptions import ProtocolError
 from urllib3.util.retry import Retry
 
 from safehold.storage.base import ObjectInfo
+from safehold.storage.body import Body, body_bytes
 from safehold.storage.errors import (
     AlreadyExists,
     NotFound,
@@ -262,7 +263,8 @@ class GCSStorage(ObjectStore):
             )
 
     # -- uploads
-    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+    def _upload(self, name: str, body: Body, *, create: bool) -> None:
+        data = body_bytes(body)  # one request: the client would read a file whole anyway
         blob = self._blob(name, len(data))
         lock = self._lock_for(name)
         if lock is not None:

@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.loaders import Loader
 
 from safehold.storage.base import ObjectInfo
+from safehold.storage.body import Body, FileBody, body_range, body_size
 from safehold.storage.errors import (
     AlreadyExists,
     InvalidLocation,
@@ -398,14 +399,16 @@ class S3Storage(ObjectStore):
                 raise
 
     # -- uploads
-    def _upload(self, name: str, data: bytes, *, create: bool) -> None:
+    def _upload(self, name: str, data: Body, *, create: bool) -> None:
         key = self._key(name)
         op = "create" if create else "put"
         condition: dict[str, Any] = {"IfNoneMatch": "*"} if create else {}
         lock = self._lock_args(name)
         try:
-            if len(data) <= self.multipart_threshold:
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition, **lock)
+            if body_size(data) <= self.multipart_threshold:
+                # a file body is read by botocore in pieces (its checksums, then the send)
+                body = data.stream() if isinstance(data, FileBody) else data
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition, **lock)
             else:
                 self._multipart(key, data, condition, lock)
         except bce.ClientError as exc:
@@ -418,10 +421,11 @@ class S3Storage(ObjectStore):
             raise self._error(exc, name, op) from exc
 
     def _multipart(
-        self, key: str, data: bytes, condition: dict[str, Any], lock: dict[str, Any]
+        self, key: str, body: Body, condition: dict[str, Any], lock: dict[str, Any]
     ) -> None:
-        part_size = max(self.multipart_threshold, -(-len(data) // _MAX_PARTS))
-        offsets = range(0, len(data), part_size)
+        size = body_size(body)
+        part_size = max(self.multipart_threshold, -(-size // _MAX_PARTS))
+        offsets = range(0, size, part_size)
         upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **lock)
         upload_id = upload["UploadId"]
 
@@ -431,7 +435,7 @@ class S3Storage(ObjectStore):
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data[start : start + part_size],
+                Body=body_range(body, start, part_size),
             )
             return {"PartNumber": number, "ETag": part["ETag"]}
 

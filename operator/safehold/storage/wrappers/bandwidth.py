@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from safehold.storage.base import Storage
+from safehold.storage.body import Body, body_size
 from safehold.storage.wrappers.base import ForwardingStorage
 
 __all__ = [
@@ -145,12 +146,12 @@ class ThrottledStorage(ForwardingStorage):
         if bucket is not None and self.bandwidth.applies_to(name):
             bucket.take(size)
 
-    def put(self, name: str, data: bytes) -> None:
-        self._send(name, len(data))
+    def put(self, name: str, data: Body) -> None:
+        self._send(name, body_size(data))
         self.inner.put(name, data)
 
-    def create(self, name: str, data: bytes) -> None:
-        self._send(name, len(data))
+    def create(self, name: str, data: Body) -> None:
+        self._send(name, body_size(data))
         self.inner.create(name, data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

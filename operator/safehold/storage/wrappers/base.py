@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.body import Body
 from safehold.storage.object_lock import ObjectLock
 
 __all__ = ["ForwardingStorage"]
@@ -27,10 +28,10 @@ class ForwardingStorage(Storage):
         """The URL scheme of the innermost storage: file, s3, gs or azure."""
         return self.location.split("://", 1)[0]
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         self.inner.put(name, data)
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         self.inner.create(name, data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

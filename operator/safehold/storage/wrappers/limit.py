@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage, close_stream
+from safehold.storage.body import Body
 from safehold.storage.wrappers.base import ForwardingStorage
 
 __all__ = ["LimitedStorage"]
@@ -29,11 +30,11 @@ class LimitedStorage(ForwardingStorage):
         self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         with self._slots:
             self.inner.put(name, data)
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         with self._slots:
             self.inner.create(name, data)
 

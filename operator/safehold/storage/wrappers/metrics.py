@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.body import Body, body_size
 from safehold.storage.errors import StorageError
 from safehold.storage.wrappers.base import ForwardingStorage
 
@@ -115,11 +116,11 @@ class MeteredStorage(ForwardingStorage):
         self.metrics.operations.labels(*labels, kind).inc()
         self.metrics.errors.labels(*labels, kind).inc()
 
-    def put(self, name: str, data: bytes) -> None:
-        self._measure("put", lambda: self.inner.put(name, data), len(data))
+    def put(self, name: str, data: Body) -> None:
+        self._measure("put", lambda: self.inner.put(name, data), body_size(data))
 
-    def create(self, name: str, data: bytes) -> None:
-        self._measure("create", lambda: self.inner.create(name, data), len(data))
+    def create(self, name: str, data: Body) -> None:
+        self._measure("create", lambda: self.inner.create(name, data), body_size(data))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._measure("get", lambda: self.inner.get(name, offset, length))

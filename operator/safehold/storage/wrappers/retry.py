@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from safehold.storage.base import ObjectInfo, Storage
+from safehold.storage.body import Body, body_bytes
 from safehold.storage.errors import AlreadyExists, NotFound, StorageError, TransientError
 from safehold.storage.wrappers.base import ForwardingStorage
 
@@ -143,10 +144,10 @@ class RetryingStorage(ForwardingStorage):
             self.retries += 1
             self.policy.sleep(pause)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Body) -> None:
         self._call(lambda: self.inner.put(name, data))
 
-    def create(self, name: str, data: bytes) -> None:
+    def create(self, name: str, data: Body) -> None:
         failed_before = False
 
         def attempt() -> None:
@@ -163,9 +164,9 @@ class RetryingStorage(ForwardingStorage):
 
         self._call(attempt)
 
-    def _holds(self, name: str, data: bytes) -> bool:
+    def _holds(self, name: str, data: Body) -> bool:
         try:
-            return self._call(lambda: self.inner.get(name)) == data
+            return self._call(lambda: self.inner.get(name)) == body_bytes(data)
         except NotFound:
             return False
 
