@@ -314,3 +314,26 @@ def test_open_storage_with_standard_wrappers(tmp_path: Path) -> None:
     assert storage.location == tmp_path.as_uri()
     stacked = wrap(open_storage(tmp_path.as_uri()), concurrency=2, registry=CollectorRegistry())
     assert [i.name for i in stacked.list()] == ["a/b"]
+
+
+def test_a_backup_uploads_as_many_packs_at_once_as_its_provider_takes(
+    tmp_path: Path, object_store_factory: Callable[[str], RunningStore]
+) -> None:
+    """The provider's uploads in flight reach the pack writer through every wrapper: one
+    to a directory, six to S3 (packs sent from their files), four to GCS and Azure."""
+    from safehold.repo import BlobWriter, Repository
+
+    store = object_store_factory("s3")
+    store.make_bucket("inflight")
+    expected = {tmp_path.as_uri(): 1, store.url("inflight", "repo"): 6}
+    for url, uploads in expected.items():
+        storage = wrap(open_storage(url, store.options if url.startswith("s3") else None))
+        assert storage.uploads_in_flight == uploads
+        repo = Repository.init(storage, "a long enough password")
+        writer = BlobWriter(repo)
+        assert writer._pool._max_workers == uploads
+        writer.close()
+    from safehold.storage.providers.azure import AzureStorage
+    from safehold.storage.providers.gcs import GCSStorage
+
+    assert GCSStorage.uploads_in_flight == AzureStorage.uploads_in_flight == 4

@@ -12,7 +12,7 @@ none): it lives in the page cache, not in the process's memory, and it is stored
 that file (``storage.FileBody``: copied in the kernel to a local repository, sent in pieces
 to S3), so a pack costs memory only where a provider's client reads it whole (GCS,
 Azure). A full pack goes to
-the uploader threads (one to a local repository, two to an object store); while they
+the uploader threads (as many as the storage's ``uploads_in_flight``); while they
 upload, the next fills, and a worker that fills it waits (holding the pack lock) until an
 upload slot is free: that bounds memory to about one pack more than the uploads in flight
 and pushes back on the readers. Index objects are
@@ -62,12 +62,6 @@ from safehold.storage import FileBody
 
 __all__ = ["BlobWriter", "WriterStats"]
 
-#: Packs uploading at once, unless the caller says: one to a local repository (a second adds
-#: only memory); two to an object store, where a pack is one request (see
-#: ``storage.object_store.MULTIPART_THRESHOLD``) that waits on a round trip as well as on the
-#: transfer, so a second keeps the link busy. Each costs a pack's memory while it uploads.
-_UPLOADS_LOCAL = 1
-_UPLOADS_REMOTE = 2
 
 
 class WriterStats:
@@ -133,9 +127,8 @@ class BlobWriter:
         #: The pack being filled, per lane (started by the lane's first blob).
         self._open: dict[_Lane, _OpenPack] = {}
         self._pack_size = pack_size or repo.config.pack_size
-        if max_uploads is None:
-            local = repo.storage.location.startswith("file:")
-            max_uploads = _UPLOADS_LOCAL if local else _UPLOADS_REMOTE
+        if max_uploads is None:  # the provider's (storage.base.Storage.uploads_in_flight)
+            max_uploads = repo.storage.uploads_in_flight
         self._slots = threading.BoundedSemaphore(max_uploads)
         self._pool = ThreadPoolExecutor(max_uploads, thread_name_prefix="pack-upload")
         self._futures: list[Future[None]] = []

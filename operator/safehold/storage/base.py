@@ -80,6 +80,10 @@ class Storage(abc.ABC):
     #: The object lock applied to what ``put``/``create`` write (None: none); see
     #: :mod:`safehold.storage.object_lock` and docs/immutability.md.
     object_lock: ObjectLock | None = None
+    #: How many packs a backup uploads at once (``repo/writer.py``): one where a write is a
+    #: local copy; more where each waits on a round trip and one connection's rate
+    #: (docs/performance.md, "Uploads in flight per provider").
+    uploads_in_flight: int = 1
 
     @abc.abstractmethod
     def put(self, name: str, data: Body) -> None:

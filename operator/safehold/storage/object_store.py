@@ -44,6 +44,10 @@ class ObjectStore(Storage):
     lock_mode_names: ClassVar[Mapping[str, str]]
     #: The attributes that hold the SDK's clients (and their pooled connections).
     connections: ClassVar[tuple[str, ...]]
+    #: A pack upload waits on a round trip and on one connection's rate: four at once keep
+    #: a distant bucket's link busy. Each holds its pack in memory where the client reads a
+    #: file body whole (GCS, Azure); S3 sends from the file and takes more.
+    uploads_in_flight = 4
 
     def __init__(self, location: Location, *, endpoint: str, multipart_threshold: int) -> None:
         self.opened_from = location

@@ -202,6 +202,9 @@ class S3Storage(ObjectStore):
         "compliance": "COMPLIANCE",
     }
     connections: ClassVar[tuple[str, ...]] = ("_client",)
+    #: Packs are sent from their files (storage/body.py), so more in flight cost no memory;
+    #: restic's S3 backend keeps five connections.
+    uploads_in_flight = 6
 
     def __init__(
         self,

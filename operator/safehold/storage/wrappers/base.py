@@ -22,6 +22,7 @@ class ForwardingStorage(Storage):
         self.inner = inner
         self.location = inner.location
         self.object_lock = inner.object_lock
+        self.uploads_in_flight = inner.uploads_in_flight
 
     @property
     def provider(self) -> str:
