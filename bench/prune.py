@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 url, options = store.url("prune", "repo"), dict(store.options)
             else:
                 url, options = (work / "repo").as_uri(), {}
-            repo = Repository.init(open_storage(url, options), PASSWORD, Config.new(), kdf_n=2**14)
+            repo = Repository.init(open_storage(url, options), PASSWORD, Config.new())
             data = work / "data"
             data.mkdir()
             size = args.mib * MIB // args.files
