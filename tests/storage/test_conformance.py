@@ -99,8 +99,8 @@ def test_a_file_body_stores_the_files_bytes(
     with file:
         file.write(data)
         file.seek(7)  # where the caller left it does not matter
-        storage.put("put", FileBody(file, len(data)))
-        storage.create("create", FileBody(file, len(data)))
+        storage.put("put", FileBody(file))
+        storage.create("create", FileBody(file))
     assert storage.get("put") == data
     assert storage.get("create") == data
     assert storage.stat("create") == ObjectInfo("create", len(data))

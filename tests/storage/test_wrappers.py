@@ -141,7 +141,7 @@ def test_a_retried_file_body_is_sent_whole_again(
     data = bytes(range(256)) * (40 * 1024)  # 10 MiB
     with open(tmp_path / "pack", "w+b") as file:
         file.write(data)
-        RetryingStorage(dropping, policy).create("data/pack", FileBody(file, len(data)))
+        RetryingStorage(dropping, policy).create("data/pack", FileBody(file))
     assert dropping.creates == 2
     assert s3.get("data/pack") == data
 
@@ -155,11 +155,11 @@ def test_a_file_body_whose_answer_was_lost_is_recognised_as_ours(
     policy, _ = no_sleep_policy()
     with open(tmp_path / "pack", "w+b") as file:
         file.write(b"pack bytes" * 1000)
-        RetryingStorage(faulty, policy).create("data/pack", FileBody(file, 10_000))
+        RetryingStorage(faulty, policy).create("data/pack", FileBody(file))
         fs.create("data/theirs", b"other bytes")
         faulty = FaultyStorage(fs).fail("create", nth=1)
         with pytest.raises(AlreadyExists):
-            RetryingStorage(faulty, policy).create("data/theirs", FileBody(file, 10_000))
+            RetryingStorage(faulty, policy).create("data/theirs", FileBody(file))
     assert fs.get("data/pack") == b"pack bytes" * 1000
     assert fs.get("data/theirs") == b"other bytes"
 
@@ -287,7 +287,7 @@ def test_metrics_count_operations_bytes_errors_and_latency(fs: Storage) -> None:
     storage.put("obj", b"0123456789")
     assert storage.get("obj") == b"0123456789"
     with io.BytesIO(b"abcde") as file:  # a file body counts its size, as bytes do
-        storage.create("staged", FileBody(file, 5))
+        storage.create("staged", FileBody(file))
     with pytest.raises(NotFound):
         storage.get("missing")
     assert [i.name for i in storage.list()] == ["obj", "staged"]

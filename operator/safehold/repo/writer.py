@@ -63,7 +63,6 @@ from safehold.storage import FileBody
 __all__ = ["BlobWriter", "WriterStats"]
 
 
-
 class WriterStats:
     """Counters of what was written (read by the progress reporter)."""
 
@@ -234,10 +233,10 @@ class BlobWriter:
                 check_lock(self.repo)
                 buf.write(pack_trailer(aead, entries))
                 buf.flush()
-                size = buf.tell()
                 # stored from its file (hashed, then copied or sent in pieces), never read
                 # whole into memory: see storage/body.py
-                body = FileBody(buf, size)
+                body = FileBody(buf)
+                size = body.size
                 pack = self.repo.save_object("data", body)
                 if self.repo.cache is not None and entries[0].type == BLOB_TREE:
                     # the next backup compares against these trees: keep them locally

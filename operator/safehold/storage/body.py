@@ -25,15 +25,15 @@ PIECE = 1024 * 1024
 
 
 class FileBody:
-    """The first ``size`` bytes of ``file`` (a regular file, or a ``BytesIO`` when no
-    temporary file could be made). The caller keeps the file open until the write returns,
-    and closes it."""
+    """All the bytes of ``file`` (a regular file, or a ``BytesIO`` when no temporary file
+    could be made), as they are when the body is made: the caller flushes what it wrote
+    first, keeps the file open and unchanged until the write returns, then closes it."""
 
     __slots__ = ("file", "size")
 
-    def __init__(self, file: BinaryIO, size: int) -> None:
+    def __init__(self, file: BinaryIO) -> None:
         self.file = file
-        self.size = size
+        self.size = file.seek(0, io.SEEK_END)
 
     def __repr__(self) -> str:
         return f"FileBody({self.size} bytes)"
@@ -73,8 +73,7 @@ class FileBody:
         return self.read_range(0, self.size)
 
     def stream(self) -> BinaryIO:
-        """The file, rewound to its start, for a client that reads a file object itself
-        (it must not read past ``size``: the caller's file holds nothing more)."""
+        """The file, rewound to its start, for a client that reads a file object itself."""
         self.file.seek(0)
         return self.file
 
