@@ -58,7 +58,7 @@ from safehold.repo.repacker import Repacker
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import SnapshotTreeError, tree_loader, used_blobs
-from safehold.storage import NotFound, ObjectInfo, ObjectLocked
+from safehold.storage import FileBody, NotFound, ObjectInfo, ObjectLocked
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -290,10 +290,10 @@ class _Prune:
         repo = self.repo
         written: dict[str, list[PackBlob]] = {}
 
-        def save(entries: list[PackBlob], data: bytes) -> None:
-            written[repo.save_object("data", data)] = entries
+        def save(entries: list[PackBlob], pack: FileBody) -> None:
+            written[repo.save_object("data", pack)] = entries
             self.report.packs_written += 1
-            self.report.bytes_written += len(data)
+            self.report.bytes_written += pack.size
 
         repacker = Repacker(repo, save)
         for pack, blobs in sorted(plan.repack.items()):

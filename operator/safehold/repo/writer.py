@@ -34,9 +34,6 @@ way, before the next pack.
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -58,6 +55,7 @@ from safehold.repo.pack import (
     pack_trailer,
 )
 from safehold.repo.repository import Repository
+from safehold.repo.staging import staging_file
 from safehold.storage import FileBody
 
 __all__ = ["BlobWriter", "WriterStats"]
@@ -141,13 +139,6 @@ class BlobWriter:
         """The first upload failure: nothing more is uploaded after it."""
         return self._error
 
-    @staticmethod
-    def _new_buffer() -> BinaryIO:
-        try:
-            return tempfile.TemporaryFile(dir=os.environ.get("SAFEHOLD_TMPDIR") or None)
-        except OSError:
-            return io.BytesIO()
-
     def claim(self, blob_id: bytes) -> bool:
         """True when the caller must store this blob; False when it is stored or being stored."""
         with self._pending_lock:
@@ -200,7 +191,7 @@ class BlobWriter:
             return self._open.get(lane) or self._start_locked(lane, dictionary)
 
     def _start_locked(self, lane: _Lane, dictionary: Dictionary | None) -> _OpenPack:
-        pack = self._open[lane] = _OpenPack(self._new_buffer(), self.repo.aead.new_pack_key())
+        pack = self._open[lane] = _OpenPack(staging_file(), self.repo.aead.new_pack_key())
         if dictionary is not None:  # a dictionary's pack holds it first (format section 7)
             sealed = seal_parts(pack.key.aead, blob_aad(BLOB_DICT, dictionary.id), dictionary.data)
             pack.append(BLOB_DICT, 0, *sealed, len(dictionary.data), dictionary.id)

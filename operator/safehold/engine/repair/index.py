@@ -29,7 +29,7 @@ from safehold.repo.pack import (
 )
 from safehold.repo.repacker import Repacker
 from safehold.repo.repository import Repository
-from safehold.storage import NotFound, ObjectInfo
+from safehold.storage import FileBody, NotFound, ObjectInfo
 
 __all__ = ["IndexRepairReport", "repair_index"]
 
@@ -120,11 +120,11 @@ class _PackBuilder:
     ) -> None:
         self._repacker.add(source, blob, sealed, dictionary)
 
-    def _save(self, entries: list[PackBlob], data: bytes) -> None:
+    def _save(self, entries: list[PackBlob], pack: FileBody) -> None:
         self.ids.update(b.id for b in entries)
         self.report.blobs_salvaged += sum(b.type != BLOB_DICT for b in entries)
         if not self.report.dry_run:
-            self.written[self.repo.save_object("data", data)] = entries
+            self.written[self.repo.save_object("data", pack)] = entries
         self.report.packs_written += 1
 
     def finish(self) -> None:
