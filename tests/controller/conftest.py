@@ -3,8 +3,12 @@ KopfRunner) against the test ground, and helpers to make locations, claims and d
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import secrets
+import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,25 +47,48 @@ def operator(
     """Start the operator for the test's namespace (``operator()``); stopped at the end."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
     monkeypatch.setenv("SAFEHOLD_IMAGE", os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"))
-    runners: list[KopfRunner] = []
+    runners: list[tuple[KopfRunner, Runtime]] = []
 
     def start(**settings: Any) -> KopfRunner:
         """``settings``: Runtime fields, e.g. ``poll_interval=1.0``."""
         kube = Kube(cluster.api_client(), log_reader=log_reader(cluster))
-        set_runtime(Runtime(kube, **settings))
+        rt = Runtime(kube, **settings)
+        set_runtime(rt)
         runner = KopfRunner(
             ["run", "--standalone", "--namespace", str(namespace), "-m", handlers.__name__],
             timeout=60,
         )
         runner.__enter__()
-        runners.append(runner)
+        runners.append((runner, rt))
         return runner
 
     yield start
-    for runner in runners:
+    for runner, rt in runners:
         if runner._thread.is_alive():  # stopped by the test already otherwise
-            runner.__exit__(None, None, None)
+            try:
+                runner.__exit__(None, None, None)
+            except Exception as exc:
+                if runner._thread.is_alive():
+                    raise AssertionError(f"{exc}\n{still_running(runner, rt)}") from exc
+                raise
     handlers.reset()
+
+
+def still_running(runner: KopfRunner, rt: Runtime) -> str:
+    """What an operator that does not stop is doing: its thread's stack and the stacks of
+    the tasks left in its event loop (a task that swallows kopf's one cancellation keeps
+    the operator running)."""
+    out = io.StringIO()
+    frame = sys._current_frames().get(runner._thread.ident or -1)
+    if frame is not None:
+        out.write("the operator's thread:\n")
+        out.write("".join(traceback.format_stack(frame)))
+    loop = rt.queue._loop
+    if loop is not None:
+        for task in asyncio.all_tasks(loop):
+            out.write(f"\ntask {task.get_name()}:\n")
+            task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 def stop(runner: KopfRunner) -> None:

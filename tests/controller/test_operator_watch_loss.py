@@ -5,7 +5,6 @@ not depend on the timing of events)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -50,12 +49,20 @@ def test_a_run_survives_an_apiserver_restart(
     controlplane.restart_apiserver(state)  # every watch breaks, events are lost meanwhile
     # While the restarted apiserver registers the CRDs, a watch of them can get a 404, which
     # kopf takes as fatal: the operator exits, and in a cluster its pod is restarted. The
-    # test plays the kubelet's part: an operator that exited is started again.
-    time.sleep(10)
-    if not runner._thread.is_alive():
-        operator()
+    # test plays the kubelet's part: an operator that has exited is started again.
+    runners = [runner]
 
-    kit.kubectl_wait(namespace, "backuprun/during", "Complete", timeout=180)
+    def completed() -> bool | None:
+        if not runners[-1]._thread.is_alive():
+            runners.append(operator())
+        conditions = (kit.get(namespace, "backuprun", "during").get("status") or {}).get(
+            "conditions"
+        ) or []
+        return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions) or None
+
+    namespace.cluster.wait_for(
+        completed, timeout=180, interval=1.0, what="the run's Complete condition"
+    )
     run = kit.get(namespace, "backuprun", "during")
     assert run["status"]["phase"] == "Succeeded", run["status"]
     assert len(_jobs_of(namespace, "during")) == 1

@@ -64,3 +64,29 @@ def test_run_hands_out_due_keys_without_overlap() -> None:
 
     seen = asyncio.run(scenario())
     assert sorted(seen) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_a_cancelled_queue_stops_even_when_a_key_arrives_at_the_same_moment() -> None:
+    """kopf stops an operator by cancelling each task once and waiting for it. A queue that
+    swallowed that cancellation (``asyncio.wait_for`` on Python 3.11 returns the result
+    instead when its inner wait finished in the same turn) kept the operator running
+    forever, with its watches stopped: runs never ended and the process never exited."""
+
+    async def scenario() -> bool:
+        queue: WorkQueue[str] = WorkQueue()
+
+        async def work(key: str) -> None:
+            pass
+
+        runner = asyncio.create_task(queue.run(work, workers=1))
+        queue.add("later", 60)  # the queue waits with a timeout: a key is due in a minute
+        for _ in range(3):
+            await asyncio.sleep(0)
+        queue.add("a")  # wakes the wait ...
+        runner.cancel()  # ... in the same turn as the stop
+        done, _pending = await asyncio.wait({runner}, timeout=2)
+        if not done:
+            runner.cancel()
+        return runner in done and runner.cancelled()
+
+    assert asyncio.run(scenario()), "the queue went on running after it was cancelled"

@@ -175,7 +175,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     async def work(key: Key) -> None:
         await _work(rt, executor, key)
 
-    memo["safehold_queue"] = asyncio.create_task(rt.queue.run(work, workers=WORKERS))
+    memo["safehold_queue"] = asyncio.create_task(
+        rt.queue.run(work, workers=WORKERS), name="safehold work queue"
+    )
     memo["safehold_executor"] = executor
 
 

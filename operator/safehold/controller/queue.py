@@ -135,8 +135,11 @@ class WorkQueue(Generic[K]):
                     task.add_done_callback(tasks.discard)
                 if keys:
                     continue
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes in
+                # the turn its wait ends, and kopf cancels the queue only once when it stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ready.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._ready.wait()
         finally:
             for task in tasks:
                 task.cancel()
