@@ -88,3 +88,21 @@ def test_an_index_object_merges_into_the_index_as_its_file_does() -> None:
     through_file.add_file(decode_index(aead, data, "index/x"))
     assert dict(direct.items()) == dict(through_file.items())
     assert len(direct) == 200
+    assert direct.pack_loads() == through_file.pack_loads()
+
+
+def test_a_packs_load_is_the_blobs_located_in_it_and_where_its_last_blob_ends() -> None:
+    """What a parallel restore shares packs out by (engine/restore/parts.py): a blob another
+    pack already holds is not counted again, and a pack of trees costs nothing to restore."""
+    index = Index()
+    ids = [i.to_bytes(32, "big") for i in range(6)]
+    index.add_pack("a" * 64, [PackBlob(BLOB_DATA, 0, 0, 100, 100, ids[0]),
+                              PackBlob(BLOB_DATA, 0, 100, 50, 90, ids[1])])  # fmt: skip
+    index.add_pack("b" * 64, [PackBlob(BLOB_DATA, 0, 0, 10, 10, ids[1]),  # known: in "a"
+                              PackBlob(BLOB_DATA, 0, 10, 30, 30, ids[2]),
+                              PackBlob(BLOB_DATA, 0, 40, 20, 20, ids[3])])  # fmt: skip
+    index.add_pack("c" * 64, [PackBlob(BLOB_TREE, 0, 0, 70, 300, ids[4])])
+    assert index.pack_loads() == [(2, 150), (2, 60), (0, 0)]
+    # an index file met later that lists "a" again (after a repair) adds only what is new
+    index.add_pack("a" * 64, [PackBlob(BLOB_DATA, 0, 150, 10, 10, ids[5])])
+    assert index.pack_loads()[0] == (3, 160)

@@ -197,6 +197,9 @@ class Index:
         self._tree_packs: set[int] = set()
         #: The dictionary of each pack that holds one: (id, offset, stored, raw).
         self._pack_dicts: dict[int, tuple[bytes, int, int, int]] = {}
+        #: Per pack number: the blobs the index locates in it, and where its last blob ends.
+        self._pack_blobs: list[int] = []
+        self._pack_ends: list[int] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -228,10 +231,17 @@ class Index:
                 number = len(self._packs)
                 self._packs.append(pack)
                 self._pack_numbers[pack] = number
+                self._pack_blobs.append(0)
+                self._pack_ends.append(0)
             table = self._blobs
+            known = len(table)
+            offset = stored = 0
             for blob_type, flags, offset, stored, raw, blob_id in blobs:
                 if blob_id not in table:
                     table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
+            # counted without a step per blob: the load of an index is a hot loop
+            self._pack_blobs[number] += len(table) - known
+            self._pack_ends[number] = max(self._pack_ends[number], offset + stored)
             if holds_trees:
                 self._tree_packs.add(number)
             if dictionary is not None:
@@ -282,6 +292,17 @@ class Index:
         """The pack's place in the order the index met packs: the packs one backup wrote
         have consecutive numbers (KeyError: a pack in no index)."""
         return self._pack_numbers[pack]
+
+    def pack_loads(self) -> list[tuple[int, int]]:
+        """Per pack number: how many blobs the index locates in the pack, and how many
+        bytes it spans (to the end of its last blob, as listed in order). What restoring
+        its blobs costs, as a parallel restore shares packs out (engine/restore/parts.py);
+        0 blobs for a pack of trees or dictionaries only."""
+        with self._lock:
+            return [
+                (0, 0) if number in self._tree_packs else (blobs, end)
+                for number, (blobs, end) in enumerate(zip(self._pack_blobs, self._pack_ends))
+            ]
 
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
         for blob_id, entry in list(self._blobs.items()):

@@ -14,6 +14,8 @@ decided without talking to the others:
 - the chunks of a file of several chunks are shared out by where they lie, in stripes of their
   pack (4 MiB of a local repository's, the whole pack of an object store's), so a big file is
   written by all processes and a chunk that several files share is read once;
+- an object store's packs are shared out by what restoring them costs (:func:`share_packs`),
+  not in turn: a pack of small text files holds twice the files of one of random bytes;
 - directories are created by whichever process comes first; part 0, this process, sets their
   metadata, and that of every file of several chunks, after the others have finished
   (a file's metadata marks it complete, see :mod:`safehold.engine.restore.write`).
@@ -48,12 +50,35 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-__all__ = ["FILES_PER_OWNER", "PartFailed", "PartResult", "Parts"]
+__all__ = ["BLOB_COST", "FILES_PER_OWNER", "PartFailed", "PartResult", "Parts", "share_packs"]
 
 #: Consecutive entries of a directory that go to the same part.
 FILES_PER_OWNER = 256
+#: What restoring one blob costs beside its bytes, in bytes: creating a file (open, write,
+#: utime, close of a new entry) takes about as long as decoding and writing 16 KiB.
+BLOB_COST = 16 * 1024
 _SLOT = struct.Struct("<qq")  # files done, bytes done: one slot per part in shared memory
 _PR_SET_PDEATHSIG = 1
+
+
+def share_packs(loads: list[tuple[int, int]], count: int) -> list[int]:
+    """The part that restores each pack (by pack number), from what the index holds of
+    each (``Index.pack_loads``: blobs, bytes): in the packs' order, each to the part with
+    the least cost so far. Every part computes the same answer from the index it inherited.
+
+    In turn, a part could get twice the files of the other: a backup's packs of small text
+    files hold 30,000-37,000 blobs, those of random bytes 15,000-17,000, and with four packs
+    one part had both large ones (session 20 in docs/performance.md). In the packs' order,
+    the packs one backup wrote (consecutive numbers) stay shared out evenly as they come,
+    whichever of them a snapshot uses: after any pack, the parts' costs differ by at most
+    one pack's."""
+    costs = [0] * max(1, count)
+    owners: list[int] = []
+    for blobs, size in loads:
+        part = costs.index(min(costs))
+        owners.append(part)
+        costs[part] += blobs * BLOB_COST + size
+    return owners
 
 
 @dataclass

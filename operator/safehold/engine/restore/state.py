@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from safehold.engine.ahead import TreesAhead
 from safehold.engine.progress import ProgressTracker
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
-from safehold.engine.restore.parts import Parts
+from safehold.engine.restore.parts import Parts, share_packs
 from safehold.engine.restore.safe_fs import chmod_entry, open_rel, raise_fd_limit
 from safehold.engine.restore.select import Selection
 from safehold.engine.tuning import available_cpus
@@ -250,6 +250,8 @@ class RestoreState:
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
+        #: Then the part of each pack, by number (parts.share_packs).
+        self.pack_parts = share_packs(repo.index.pack_loads(), self.nparts) if self.own_by_stripe else []
         #: From an object store a range is decoded and written as its body arrives
         #: (engine/restore/stream.py); a local repository's reads are quick and small.
         self.streams = not local

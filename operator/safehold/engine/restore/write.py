@@ -222,15 +222,17 @@ class FileWriter(RestoreState):
 
         From a local repository, by stripes of ``self.stripe`` bytes of its pack: a pack's
         stripes alternate between the parts. From an object store a pack is one stripe,
-        read whole, and the parts take the packs in turn by their number in the index
-        (``Index.pack_number``: the packs a backup wrote have consecutive numbers, and every
-        part has the index it inherited, so all agree without a word, whatever each could
-        read of the trees): by the pack's hash, a restore of 11 packs gave one part 2 and
-        the other 9, and took twice as long as a balanced one."""
+        read whole, and the parts share the packs out by their cost
+        (:func:`~safehold.engine.restore.parts.share_packs`, by their numbers in the index:
+        every part has the index it inherited, so all agree without a word, whatever each
+        could read of the trees): by the pack's hash, a restore of 11 packs gave one part 2
+        and the other 9, and took twice as long as a balanced one."""
+        if nparts == 1:
+            return 0
         loc = self.repo.index.lookup(blob_id)
         assert loc is not None  # the caller checked
         if self.own_by_stripe:
-            return self.repo.index.pack_number(loc.pack) % nparts
+            return self.pack_parts[self.repo.index.pack_number(loc.pack)]
         return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
 
     def run_batch(self) -> None:
