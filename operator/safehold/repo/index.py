@@ -259,6 +259,14 @@ class Index:
         number, t, f, o, s, r = _fields(entry)
         return BlobLocation(self._packs[number], t, f, o, s, r)
 
+    def pack_number_of(self, blob_id: bytes) -> int | None:
+        """The number of the pack that holds the blob, or None: its place in the order the
+        index met packs (the packs one backup wrote have consecutive numbers; the place in
+        :meth:`pack_loads`). A look-up that makes nothing: a parallel restore asks it of
+        every file."""
+        entry = self._blobs.get(blob_id)
+        return None if entry is None else entry >> 112
+
     def raw_size(self, blob_id: bytes) -> int | None:
         entry = self._blobs.get(blob_id)
         return None if entry is None else entry & 0xFFFFFFFF
@@ -287,11 +295,6 @@ class Index:
     def tree_packs(self) -> set[str]:
         """The packs that hold a tree blob (the local cache keeps them)."""
         return {self._packs[number] for number in self._tree_packs}
-
-    def pack_number(self, pack: str) -> int:
-        """The pack's place in the order the index met packs: the packs one backup wrote
-        have consecutive numbers (KeyError: a pack in no index)."""
-        return self._pack_numbers[pack]
 
     def pack_loads(self) -> list[tuple[int, int]]:
         """Per pack number: how many blobs the index locates in the pack, and how many

@@ -229,10 +229,12 @@ class FileWriter(RestoreState):
         and the other 9, and took twice as long as a balanced one."""
         if nparts == 1:
             return 0
+        if self.own_by_stripe:
+            number = self.repo.index.pack_number_of(blob_id)
+            assert number is not None  # the caller checked
+            return self.pack_parts[number]
         loc = self.repo.index.lookup(blob_id)
         assert loc is not None  # the caller checked
-        if self.own_by_stripe:
-            return self.pack_parts[self.repo.index.pack_number(loc.pack)]
         return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
 
     def run_batch(self) -> None:
