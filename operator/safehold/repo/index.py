@@ -304,7 +304,9 @@ class Index:
         with self._lock:
             return [
                 (0, 0) if number in self._tree_packs else (blobs, end)
-                for number, (blobs, end) in enumerate(zip(self._pack_blobs, self._pack_ends))
+                for number, (blobs, end) in enumerate(
+                    zip(self._pack_blobs, self._pack_ends, strict=True)
+                )
             ]
 
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:

@@ -276,7 +276,9 @@ def test_the_parts_read_each_pack_once_in_one_request(
         pack[-6:]: blobs * BLOB_COST + size
         for pack, (blobs, size) in zip(repo.index.packs(), repo.index.pack_loads(), strict=True)
     }
-    per_part = [sum(costs[r[2]] for r in data_reads if r[0] == pid) for pid in {r[0] for r in reads}]
+    per_part = [
+        sum(costs[r[2]] for r in data_reads if r[0] == pid) for pid in {r[0] for r in reads}
+    ]
     assert max(per_part) - min(per_part) <= max(costs.values()), per_part
     # the trees: their pack read once, from its start (the root lies last), for every level
     assert len(reads) - len(data_reads) == len(tree_packs), reads

@@ -348,7 +348,9 @@ def test_packs_go_to_the_part_with_the_least_work_so_far() -> None:
     mib = 1024 * 1024
     loads = [(16_936, 16 * mib), (37_327, 16 * mib), (0, 0), (30_491, 13 * mib), (15_025, 14 * mib)]
     owners = share_packs(loads, 2)
-    files = [sum(b for (b, _), o in zip(loads, owners, strict=True) if o == part) for part in (0, 1)]
+    files = [
+        sum(b for (b, _), o in zip(loads, owners, strict=True) if o == part) for part in (0, 1)
+    ]
     assert max(files) / min(files) < 1.25, files
     in_turn = [sum(b for n, (b, _) in enumerate(loads) if n % 2 == part) for part in (0, 1)]
     assert max(in_turn) / min(in_turn) > 2  # what it replaces

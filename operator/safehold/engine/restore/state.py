@@ -251,7 +251,9 @@ class RestoreState:
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
         #: Then the part of each pack, by number (parts.share_packs).
-        self.pack_parts = share_packs(repo.index.pack_loads(), self.nparts) if self.own_by_stripe else []
+        self.pack_parts = (
+            share_packs(repo.index.pack_loads(), self.nparts) if self.own_by_stripe else []
+        )
         #: From an object store a range is decoded and written as its body arrives
         #: (engine/restore/stream.py); a local repository's reads are quick and small.
         self.streams = not local
