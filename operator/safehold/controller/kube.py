@@ -7,6 +7,7 @@ here that reads a Secret.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from safehold.controller.audit_log import FINAL_PHASES, kind_of, log_action
 from safehold.controller.cache import Cache
 from safehold.controller.jobs import JOB_CONTAINER, LABEL_MANAGED_BY, MANAGED_BY
 
-__all__ = ["ApiException", "Kube", "LogReader", "load_config"]
+__all__ = ["REQUEST_TIMEOUT", "ApiException", "Kube", "LogReader", "TimedApi", "load_config"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -44,6 +45,30 @@ def load_config() -> None:
 
 #: The label every Job of the operator carries, so that its Jobs are watched and cached.
 JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+#: Seconds to connect, and to wait for an answer, on every call. The kubernetes client has
+#: none: a request sent on a connection to an apiserver that went away without closing it
+#: (a failed-over control plane, a dropped route) waited forever, and held a reconcile
+#: worker and its object's place in the work queue with it. Now it fails and is retried
+#: with the reconcile's back-off. The apiserver ends a request itself after 60 s.
+REQUEST_TIMEOUT = (10.0, 90.0)
+
+
+class TimedApi:
+    """An API group of the kubernetes client whose calls carry a timeout: ``timeout``
+    (seconds in all, or to connect and to answer), else :data:`REQUEST_TIMEOUT`.
+
+    Exec streams (``connect_*``) keep their bound methods: ``kubernetes.stream`` needs one,
+    and a hook's stream has its own timeout (controller/exec_hooks.py)."""
+
+    def __init__(self, api: Any, timeout: float | tuple[float, float] | None = None) -> None:
+        self._api = api
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._api, name)
+        if name.startswith("connect_") or not callable(attr):
+            return attr
+        return functools.partial(attr, _request_timeout=self._timeout or REQUEST_TIMEOUT)
 
 
 class Kube:
@@ -58,9 +83,9 @@ class Kube:
         self.cache: Cache | None = None
         self.api = api or client.ApiClient()
         # Typed as Any: the calls take and return plain JSON dicts here.
-        self.custom: Any = client.CustomObjectsApi(self.api)
-        self.core: Any = client.CoreV1Api(self.api)
-        self.batch: Any = client.BatchV1Api(self.api)
+        self.custom: Any = TimedApi(client.CustomObjectsApi(self.api))
+        self.core: Any = TimedApi(client.CoreV1Api(self.api))
+        self.batch: Any = TimedApi(client.BatchV1Api(self.api))
         self.read_log: LogReader = log_reader or self._read_log_api
 
     # ------------------------------------------------------------ custom resources

@@ -7,7 +7,10 @@ client-go's leader election does, and ``kubectl get lease -n NAMESPACE`` shows t
 
 The leader renews every :data:`RETRY_SECONDS`; if it cannot renew for :data:`RENEW_SECONDS`
 (the apiserver unreachable, the Lease taken), it stops acting at once by exiting, so that two
-replicas never act together for longer than that; its pod restarts as a standby. A leader
+replicas never act together for longer than that; its pod restarts as a standby. That check
+runs in a thread of its own, and each Lease call times out: a renewal that hangs on a
+connection the apiserver never answers cannot keep a replica leading after a standby took
+the Lease. A leader
 that stops cleanly (SIGTERM, a rolling update) releases the Lease, so a standby takes over
 within :data:`RETRY_SECONDS` instead of waiting for it to expire.
 
@@ -29,6 +32,9 @@ from typing import Any, Literal
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from safehold.controller.kube import TimedApi
 
 __all__ = [
     "LEASE_SECONDS",
@@ -45,8 +51,10 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
 #: How long the leader tries to renew before it gives up leading.
 RENEW_SECONDS = 10.0
-#: How often the leader renews and a standby looks.
+#: How often the leader renews and a standby looks; also each Lease call's timeout.
 RETRY_SECONDS = 2.0
+#: How often the leader checks that its last renewal is recent enough.
+_WATCH_SECONDS = 0.5
 
 Action = Literal["take", "renew", "wait"]
 
@@ -86,8 +94,9 @@ class Elector:
     on_lost: Callable[[], None] = lambda: os._exit(1)
 
     def __post_init__(self) -> None:
-        self.api = self.api or client.CoordinationV1Api()
+        self.api = self.api or TimedApi(client.CoordinationV1Api(), RETRY_SECONDS)
         self._stop = threading.Event()
+        self._renewed = 0.0  # monotonic time of the last renewal
         self._leading = threading.Event()
         self._mine: dict[str, Any] | None = None  # the Lease as this replica last wrote it
 
@@ -122,7 +131,7 @@ class Elector:
 
     def try_once(self) -> bool:
         """One look: take or renew the Lease if this replica may; whether it leads now.
-        A write that lost a race (409) or any API error counts as not leading."""
+        A write that lost a race (409), any API error and no answer count as not leading."""
         now = self.clock()
         try:
             # renewing, the Lease as last written will do: if anyone changed it since, its
@@ -141,6 +150,9 @@ class Elector:
             if exc.status not in (404, 409):
                 log.warning("leader election: Lease %s: %s", self.name, exc.reason)
             return False
+        except (HTTPError, OSError) as exc:  # no answer: refused, timed out, reset
+            log.warning("leader election: Lease %s: %s", self.name, type(exc).__name__)
+            return False
 
     def _keep(self, written: Any) -> None:
         self._mine = self.api.api_client.sanitize_for_serialization(written)
@@ -151,16 +163,22 @@ class Elector:
         while not self.try_once():
             if self._stop.wait(RETRY_SECONDS):
                 raise SystemExit(0)
+        self._renewed = time.monotonic()
         self._leading.set()
         log.info("leading (Lease %s/%s, as %s)", self.namespace, self.name, self.identity)
         threading.Thread(target=self._renew, name="lease-renewal", daemon=True).start()
+        threading.Thread(target=self._watch, name="lease-watch", daemon=True).start()
 
     def _renew(self) -> None:
-        last = time.monotonic()
         while not self._stop.wait(RETRY_SECONDS):
             if self.try_once():
-                last = time.monotonic()
-            elif time.monotonic() - last > RENEW_SECONDS:
+                self._renewed = time.monotonic()
+
+    def _watch(self) -> None:
+        """Stop leading once no renewal succeeded for :data:`RENEW_SECONDS`, whether the
+        renewals fail or one hangs."""
+        while not self._stop.wait(_WATCH_SECONDS):
+            if time.monotonic() - self._renewed > RENEW_SECONDS:
                 log.critical(
                     "lost the Lease %s/%s (not renewed for %.0f s): stopping so that only "
                     "one replica acts",
@@ -169,6 +187,7 @@ class Elector:
                     RENEW_SECONDS,
                 )
                 self._leading.clear()
+                self._stop.set()
                 self.on_lost()
                 return
 
