@@ -131,3 +131,15 @@ def test_an_apiserver_that_refuses_connections_is_no_lease() -> None:
     api = TimedApi(client.CoordinationV1Api(client.ApiClient(conf)), 1.0)
     elector = leader.Elector("lease", "ns", "me", api=api)
     assert elector.try_once() is False
+
+
+def test_a_leader_that_cannot_reach_the_apiserver_at_its_stop_lets_the_lease_expire() -> None:
+    lost = threading.Event()
+    elector = leader.Elector("lease", "ns", "me", api=_Leases(), on_lost=lost.set)
+    elector.acquire()
+    conf = client.Configuration()
+    conf.host = "http://127.0.0.1:9"
+    conf.retries = 0
+    elector.api = TimedApi(client.CoordinationV1Api(client.ApiClient(conf)), 1.0)
+    elector.release()  # no exception out of a clean stop
+    assert not elector.leading

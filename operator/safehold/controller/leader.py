@@ -205,6 +205,8 @@ class Elector:
                 log.info("released the Lease %s/%s", self.namespace, self.name)
         except ApiException as exc:
             log.warning("could not release the Lease %s: %s", self.name, exc.reason)
+        except (HTTPError, OSError) as exc:  # it expires instead
+            log.warning("could not release the Lease %s: %s", self.name, type(exc).__name__)
 
 
 def elector_from_env() -> Elector | None:
