@@ -300,7 +300,7 @@ class Index:
         """Per pack number: how many blobs the index locates in the pack, and how many
         bytes it spans (to the end of its last blob, as listed in order). What restoring
         its blobs costs, as a parallel restore shares packs out (engine/restore/parts.py);
-        0 blobs for a pack of trees or dictionaries only."""
+        (0, 0) for a pack of trees, whose restore writes no file."""
         with self._lock:
             return [
                 (0, 0) if number in self._tree_packs else (blobs, end)

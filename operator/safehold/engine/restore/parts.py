@@ -69,9 +69,9 @@ def share_packs(loads: list[tuple[int, int]], count: int) -> list[int]:
     In turn, a part could get twice the files of the other: a backup's packs of small text
     files hold 30,000-37,000 blobs, those of random bytes 15,000-17,000, and with four packs
     one part had both large ones (session 20 in docs/performance.md). In the packs' order,
-    the packs one backup wrote (consecutive numbers) stay shared out evenly as they come,
-    whichever of them a snapshot uses: after any pack, the parts' costs differ by at most
-    one pack's."""
+    the packs one backup wrote (consecutive numbers) are shared out evenly as they come:
+    after any pack the parts' costs differ by at most the largest pack's, so over any run
+    of consecutive packs (what one snapshot mostly uses) by at most twice that."""
     costs = [0] * max(1, count)
     owners: list[int] = []
     for blobs, size in loads:
