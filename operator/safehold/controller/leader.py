@@ -10,9 +10,8 @@ The leader renews every :data:`RETRY_SECONDS`; if it cannot renew for :data:`REN
 replicas never act together for longer than that; its pod restarts as a standby. That check
 runs in a thread of its own, and each Lease call times out: a renewal that hangs on a
 connection the apiserver never answers cannot keep a replica leading after a standby took
-the Lease. A leader
-that stops cleanly (SIGTERM, a rolling update) releases the Lease, so a standby takes over
-within :data:`RETRY_SECONDS` instead of waiting for it to expire.
+the Lease. A leader that stops cleanly (SIGTERM, a rolling update) releases the Lease, so a
+standby takes over within :data:`RETRY_SECONDS` instead of waiting for it to expire.
 
 Jobs and state live in the cluster, so a new leader adopts the runs in flight (their Jobs are
 found by name) and records each once. :func:`decide` is the pure rule, tested alone.
