@@ -6,9 +6,8 @@ a real socket and the real kubernetes client, with the timeouts shortened."""
 
 from __future__ import annotations
 
-import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import urllib3
@@ -17,32 +16,6 @@ from kubernetes import client
 import safehold.controller.kube as kube_module
 from safehold.controller import leader
 from safehold.controller.kube import Kube, TimedApi
-
-
-@pytest.fixture
-def silent_apiserver() -> Iterator[str]:
-    """An address that accepts connections and reads requests, and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 def _kube(host: str) -> Kube:

@@ -61,6 +61,13 @@ class ApiResource:
         return base + (f"/{name}" if name else "")
 
 
+#: Seconds to connect, and to wait for an answer, on every call. The kubernetes client has
+#: none: a call sent on a connection to an apiserver that went away without closing it waited
+#: until the Job's deadline (6 hours by default). The apiserver ends a request itself after
+#: 60 s.
+REQUEST_TIMEOUT = (10.0, 90.0)
+
+
 class KubeApi:
     """Raw REST calls through a ``kubernetes.client.ApiClient``."""
 
@@ -78,6 +85,7 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         method_, url, headers, payload, _ = self.client.param_serialize(
             method,
@@ -88,10 +96,16 @@ class KubeApi:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self.client.call_api(method_, url, header_params=headers, body=payload)
+            response = self.client.call_api(
+                method_, url, header_params=headers, body=payload, _request_timeout=REQUEST_TIMEOUT
+            )
             data = response.read()
         except ApiException as exc:
             raise KubeError(exc.status or 0, _reason(exc.body, exc.status, exc.reason)) from None
+        except (HTTPError, OSError) as exc:  # refused, timed out, reset
+            raise KubeError(
+                0, f"no answer from the apiserver to {method} {path} ({type(exc).__name__})"
+            ) from None
         if not 200 <= response.status < 300:
             raise KubeError(response.status, _reason(data, response.status, response.reason))
         return json.loads(data) if data else {}
