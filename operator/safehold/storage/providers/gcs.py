@@ -8,7 +8,9 @@ when its upload finalises, so puts are atomic either way. ``create`` passes
 
 The client's own retries are off (``retry=None`` on every call): retrying is the job of
 :mod:`safehold.storage.wrappers.retry`. Only a read on a kept-alive connection the server
-had closed is sent again at once (:class:`_DroppedConnectionRetry`).
+had closed is sent again at once (:class:`_DroppedConnectionRetry`). Every request is one
+the provider made: the client's background look-up of bucket metadata is off
+(:func:`_without_bucket_metadata`).
 
 Credentials: ``credentials_file`` (a service-account or other credentials JSON), else
 ``GOOGLE_APPLICATION_CREDENTIALS`` and the rest of Application Default Credentials, or
@@ -130,6 +132,7 @@ def open(location: Location) -> GCSStorage:
         client_options={"api_endpoint": endpoint} if endpoint else None,
         _http=session,
     )
+    _without_bucket_metadata(client)
     timeouts = option_timeouts(location)
     return GCSStorage(
         location,
@@ -138,6 +141,21 @@ def open(location: Location) -> GCSStorage:
         multipart_threshold=threshold - threshold % _CHUNK_UNIT,
         timeout=timeouts,
     )
+
+
+def _without_bucket_metadata(client: storage.Client) -> None:
+    """Turn off the client's bucket metadata cache (google-cloud-storage 3.17 and later).
+
+    On its first call about an object, the client starts a thread that reads the bucket's
+    metadata (``GET /storage/v1/b/BUCKET``), for OpenTelemetry span attributes Safehold
+    does not record. That is one more request per process, on the session's connections,
+    from a thread nobody waits for; and it asks for ``storage.buckets.get``, which an
+    object-level role (the least privilege docs/storage.md asks for) does not grant. The
+    library's switch is an environment variable
+    (``DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA``); a provider must not change the
+    process's environment, and every use of the cache is skipped when it is None."""
+    if getattr(client, "_bucket_metadata_cache", None) is not None:
+        client._bucket_metadata_cache = None
 
 
 class GCSStorage(ObjectStore):
