@@ -14,12 +14,16 @@ all: test
 deps:
 	@e2e/install-deps
 
-# The Python environment: safehold with every extra and the dev tools.
+# The Python environment: safehold with every extra and the dev tools. The packages the
+# image ships come at the versions requirements.lock pins (its hashes dropped: an editable
+# install cannot be hashed), so the tests run what the image runs, and a new upstream
+# release changes nothing until `make lock` takes it in.
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[all,dev]'
+	@sed -E -e '/^ *(#|--hash|$$)/d' -e 's/ *\\$$//' requirements.lock > $(VENV)/constraints.txt
+	@$(PY) -m pip install -q -e '.[all,dev]' -c $(VENV)/constraints.txt
 	@touch $@
 
 lint: venv
