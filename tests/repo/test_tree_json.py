@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from safehold.repo.errors import CorruptObject
 from safehold.repo.tree import _loads, decode_tree, encode_tree
 
+from .test_decoder_fuzz import NODE
+
 _INTS = st.integers(min_value=-(2**80), max_value=2**80)
 _TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=20)
 _JSON = st.recursive(
@@ -73,23 +75,9 @@ def test_what_msgspec_refuses_is_read_by_json(data: bytes) -> None:
 
 
 def _node(name: str, content: list[str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "file",
-        "mode": 0o644,
-        "uid": 1000,
-        "gid": 1000,
-        "user": "u",
-        "group": "g",
-        "mtime_ns": -(2**63),
-        "atime_ns": 2**63 - 1,
-        "ctime_ns": 0,
-        "inode": 2**64 - 1,
-        "dev": 2**63,
-        "links": 1,
-        "size": 12,
-        "content": content,
-    }
+    """A file node with every integer at an end of its range."""
+    ends = {"mtime_ns": -(2**63), "atime_ns": 2**63 - 1, "inode": 2**64 - 1, "dev": 2**63}
+    return {**NODE, **ends, "name": name, "content": content}
 
 
 def test_a_tree_with_names_that_are_not_utf8_round_trips() -> None:
