@@ -87,7 +87,8 @@ class TcpProxy:
         self.outage_over.set()
 
     def outage_after(self, *, bytes_up: int, seconds: float) -> None:
-        """An outage of ``seconds`` that starts once ``bytes_up`` more bytes went upstream."""
+        """An outage of ``seconds`` that starts once ``bytes_up`` more bytes came from
+        clients: the read that crosses the threshold starts it and is not forwarded."""
         with self._lock:
             self._trigger = (self.bytes_up + bytes_up, seconds)
             self.outage_over.clear()
@@ -137,9 +138,9 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                target.sendall(data)
-                if up:
+                if up:  # counted before it is sent: an answer to it finds the outage begun
                     self._count(len(data))
+                target.sendall(data)
         except OSError:
             pass
         with self._lock:  # the first pump to stop closes the connection (if not reset)
