@@ -103,7 +103,8 @@ def test_a_packs_load_is_the_blobs_located_in_it_and_where_its_last_blob_ends() 
                               PackBlob(BLOB_DATA, 0, 40, 20, 20, ids[3])])  # fmt: skip
     index.add_pack("c" * 64, [PackBlob(BLOB_TREE, 0, 0, 70, 300, ids[4])])
     assert index.pack_loads() == [(2, 150), (2, 60), (0, 0)]
-    assert [index.pack_number_of(i) for i in ids] == [0, 0, 1, 1, 2, None]
+    places = [index.pack_place(i) for i in ids]
+    assert places == [(0, 0), (0, 100), (1, 10), (1, 40), (2, 0), None]
     # an index file met later that lists "a" again (after a repair) adds only what is new
     index.add_pack("a" * 64, [PackBlob(BLOB_DATA, 0, 150, 10, 10, ids[5])])
     assert index.pack_loads()[0] == (3, 160)

@@ -259,13 +259,13 @@ class Index:
         number, t, f, o, s, r = _fields(entry)
         return BlobLocation(self._packs[number], t, f, o, s, r)
 
-    def pack_number_of(self, blob_id: bytes) -> int | None:
-        """The number of the pack that holds the blob, or None: its place in the order the
-        index met packs (the packs one backup wrote have consecutive numbers; the place in
-        :meth:`pack_loads`). A look-up that makes nothing: a parallel restore asks it of
-        every file."""
+    def pack_place(self, blob_id: bytes) -> tuple[int, int] | None:
+        """The number of the pack that holds the blob and the blob's offset in it, or None.
+        The number is the pack's place in the order the index met packs (the packs one
+        backup wrote have consecutive numbers; the place in :meth:`pack_loads`). A look-up
+        that makes only a tuple: a parallel restore asks it of every file."""
         entry = self._blobs.get(blob_id)
-        return None if entry is None else entry >> 112
+        return None if entry is None else (entry >> 112, entry >> 64 & 0xFFFFFFFF)
 
     def raw_size(self, blob_id: bytes) -> int | None:
         entry = self._blobs.get(blob_id)

@@ -236,21 +236,21 @@ class RestoreState:
         # With parts, each reads less at a time from a local repository, so that their
         # buffers together take about what one process's take (measured: no slower, 20 MB
         # less memory with two). From an object store a read takes up to a whole pack (a
-        # request is a round trip; a pack ends with the blob that takes it past its size),
-        # and the parts own a pack's chunks in stripes of that size: each pack is read
-        # once, by one part, in one request.
+        # request is a round trip; a pack ends with the blob that takes it past its size):
+        # a part reads each piece of a pack it owns (parts.share_packs) in one request, and
+        # both halves in one when it owns both.
         pack_read = max(MAX_READ, repo.config.pack_size + repo.config.chunker.max_size)
         self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else pack_read
-        self.stripe = MAX_READ if local else pack_read
+        self.stripe = MAX_READ
         self.max_group = _MAX_GROUP_LOCAL if local else _MAX_GROUP_REMOTE
         self.batch_files_max = BATCH_FILES_LOCAL if local else BATCH_FILES_REMOTE
         self.batch_blobs_max = BATCH_BLOBS_LOCAL if local else BATCH_BLOBS_REMOTE
         #: From an object store, parts own one-chunk files by where their chunk lies (the
-        #: stripes of FileWriter._owner), so that each reads only its own share of a pack;
+        #: pieces of FileWriter._owner), so that each reads only its own share of a pack;
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
-        #: Then the part of each pack, by number (parts.share_packs).
+        #: Then the part of each piece of each pack, by pack number (parts.share_packs).
         self.pack_parts = (
             share_packs(repo.index.pack_loads(), self.nparts) if self.own_by_stripe else []
         )

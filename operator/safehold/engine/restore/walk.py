@@ -179,15 +179,16 @@ class TreeWalk(FileWriter):
 
     def _file_owner(self, chunk: object, dir_no: int, position: int) -> int:
         """The part that restores a file of one chunk from an object store: the one its
-        chunk's pack went to (``pack_parts``, as :meth:`_owner`); a chunk id that is
-        malformed or in no index by the directory run, so that exactly one part reports it."""
+        chunk's piece of the pack went to (``pack_parts``, as :meth:`_owner`); a chunk id
+        that is malformed or in no index by the directory run, so that exactly one part
+        reports it."""
         try:
             blob_id = bytes.fromhex(chunk) if isinstance(chunk, str) else b""
         except ValueError:
             blob_id = b""
-        number = self.repo.index.pack_number_of(blob_id) if blob_id else None
-        if number is not None:
-            return self.pack_parts[number]
+        place = self.repo.index.pack_place(blob_id) if blob_id else None
+        if place is not None:
+            return self.pack_parts[place[0]].owner(place[1])
         return (dir_no + position // FILES_PER_OWNER) % self.nparts
 
     def _enter(

@@ -221,8 +221,8 @@ class FileWriter(RestoreState):
         part.
 
         From a local repository, by stripes of ``self.stripe`` bytes of its pack: a pack's
-        stripes alternate between the parts. From an object store a pack is one stripe,
-        read whole, and the parts share the packs out by their cost
+        stripes alternate between the parts. From an object store by the halves of the
+        packs, which the parts share out by their cost
         (:func:`~safehold.engine.restore.parts.share_packs`, by their numbers in the index:
         every part has the index it inherited, so all agree without a word, whatever each
         could read of the trees): by the pack's hash, a restore of 11 packs gave one part 2
@@ -230,9 +230,9 @@ class FileWriter(RestoreState):
         if nparts == 1:
             return 0
         if self.own_by_stripe:
-            number = self.repo.index.pack_number_of(blob_id)
-            assert number is not None  # the caller checked
-            return self.pack_parts[number]
+            place = self.repo.index.pack_place(blob_id)
+            assert place is not None  # the caller checked
+            return self.pack_parts[place[0]].owner(place[1])
         loc = self.repo.index.lookup(blob_id)
         assert loc is not None  # the caller checked
         return (int(loc.pack[:8], 16) + loc.offset // self.stripe) % nparts
@@ -320,6 +320,12 @@ class FileWriter(RestoreState):
             start = 0
         end = group[-1][3] + group[-1][4]
         name = pack_object_name(pack)
+        if start and self.nparts > 1:
+            # A part that owns only a later piece of the pack needs its subkey prefix
+            # (format section 5a): one small read, here rather than in a worker. A failure
+            # is reported where the key is used.
+            with contextlib.suppress(CorruptObject, StorageError):
+                self.repo.pack_aead(pack)
         if self.streams and len(group) > STREAM_MIN_BLOBS:  # decoded as it arrives (stream.py)
             pieces = self.repo.storage.get_stream(name, start, end - start)
             try:
