@@ -12,11 +12,11 @@ decided without talking to the others:
   chunk belongs instead to the part that owns its chunk's stripe of the pack (as below), so
   that each byte of a pack is downloaded by one part, once;
 - the chunks of a file of several chunks are shared out by where they lie, in stripes of their
-  pack (4 MiB of a local repository's, half of an object store's), so a big file is
+  pack (4 MiB of a local repository's, the whole pack of an object store's), so a big file is
   written by all processes and a chunk that several files share is read once;
-- an object store's pack halves are shared out by what restoring them costs
-  (:func:`share_packs`), not in turn: a pack of small text files holds twice the files of
-  one of random bytes;
+- an object store's packs are shared out by what restoring them costs (:func:`share_packs`),
+  those of small files by halves: a pack of small text files holds twice the files of one
+  of random bytes, and a few such packs shared whole leave one part much more to do;
 - directories are created by whichever process comes first; part 0, this process, sets their
   metadata, and that of every file of several chunks, after the others have finished
   (a file's metadata marks it complete, see :mod:`safehold.engine.restore.write`).
@@ -72,10 +72,10 @@ _SLOT = struct.Struct("<qq")  # files done, bytes done: one slot per part in sha
 _PR_SET_PDEATHSIG = 1
 
 
-#: The pieces an object store's pack is shared out in: halves. Whole packs left one part of
-#: two with 62,000 of the small files' 100,000 (a snapshot of four data packs); quarters
-#: would balance closer but read a pack in more, shorter requests, which costs a restore
-#: from a distant bucket its time (session 13 in docs/performance.md).
+#: The pieces an object store's pack of small files is shared out in: halves. Whole packs
+#: left one part of two with 62,000 of the small files' 100,000 (a snapshot of four data
+#: packs); quarters would balance closer but read a pack in more, shorter requests, which
+#: costs a restore from a distant bucket its time (session 13 in docs/performance.md).
 PIECES = 2
 #: A pack shorter than two pieces of this is not cut: a read of its second piece would
 #: start within its first bytes, which a read takes with it (the subkey prefix and
@@ -97,10 +97,11 @@ class PackShare:
 
 def share_packs(loads: list[tuple[int, int]], count: int, pieces: int = PIECES) -> list[PackShare]:
     """The part that restores each piece of each pack (by pack number), from what the index
-    holds of each (``Index.pack_loads``: blobs, bytes). A pack is cut into ``pieces`` of
-    equal length (fewer when they would be shorter than :data:`MIN_PIECE`), each costing
-    its share of the pack's blobs times :data:`BLOB_COST` plus its bytes; in the packs'
-    order, each piece goes to the part with the least cost so far.
+    holds of each (``Index.pack_loads``: blobs, bytes). A pack of small files, whose blobs
+    cost more than its bytes, is cut into ``pieces`` of equal length (fewer when they would
+    be shorter than :data:`MIN_PIECE`), each costing its share of the pack's blobs times
+    :data:`BLOB_COST` plus its bytes; in the packs' order, each piece goes to the part
+    with the least cost so far.
     Every part computes the same answer from the index it inherited.
 
     In turn, a part could get twice the files of the other: a backup's packs of small text
@@ -113,7 +114,10 @@ def share_packs(loads: list[tuple[int, int]], count: int, pieces: int = PIECES) 
     costs = [0] * max(1, count)
     shares: list[PackShare] = []
     for blobs, size in loads:
-        cut = max(1, min(pieces, size // MIN_PIECE))
+        # A pack of big chunks costs its bytes, as do the many others a big file fills:
+        # whole, they share out evenly, in half the requests.
+        small_files = blobs * BLOB_COST > size
+        cut = max(1, min(pieces, size // MIN_PIECE)) if small_files else 1
         owners = []
         for _ in range(cut):
             part = costs.index(min(costs))
