@@ -109,3 +109,46 @@ def test_a_number_beyond_its_range_is_refused(field: str, value: int) -> None:
     assert msgspec.json.decode(data)["nodes"][0][field] == value  # read exactly, then checked
     with pytest.raises(CorruptObject, match=f"'{field}' is not an integer in range"):
         decode_tree(data)
+
+
+# ---------------------------------------------------------------- writing trees
+def _json_tree(nodes: list[dict[str, Any]]) -> bytes:
+    """What encode_tree wrote with json alone (and what a tree's id was computed from)."""
+    doc = {"nodes": sorted(nodes, key=lambda n: str(n["name"]))}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+# what nodes hold (format section 9): no floats, no bytes
+_FIELDS = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(_TEXT, _FIELDS, max_size=6).map(lambda d: {**d, "name": str(d)[:30]}),
+        max_size=6,
+    )
+)
+def test_a_tree_is_written_byte_for_byte_as_json_wrote_it(nodes: list[dict[str, Any]]) -> None:
+    """Its id must not change with the encoder: an unchanged directory is stored once
+    across versions. Any names (escaped characters, beyond ASCII, not UTF-8), any keys."""
+    assert encode_tree(nodes) == _json_tree(nodes)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain", 'quote"d', "back\\slash", "tab\there", "del\x7f", "ünïcode", "日本", "caf\udce9"],
+)
+def test_names_json_escapes_are_written_as_json_writes_them(name: str) -> None:
+    nodes = [_node(name, [os.urandom(32).hex()]), _node("other", [])]
+    assert encode_tree(nodes) == _json_tree(nodes)
+    assert decode_tree(encode_tree(nodes))[0]["name"] in {name, "other"}
+
+
+def test_a_tree_of_a_thousand_files_is_written_as_before() -> None:
+    nodes = [_node(f"f{i:04d}", [os.urandom(32).hex()]) for i in range(1000)]
+    assert encode_tree(nodes) == _json_tree(nodes)
