@@ -246,6 +246,29 @@ def _once_split(proc: subprocess.Popen[Any], out: Path) -> None:
         time.sleep(0.01)
 
 
+def test_a_process_ended_by_ctrl_c_interrupts_the_restore_even_before_the_first_sees_it(
+    repo: Repository,
+    snap: Snapshot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forks: list[int],
+) -> None:
+    """Ctrl-C reaches the whole process group, and part 0 may find its child ended by it
+    before its own handler runs: the command is interrupted (exit 130, "interrupted"), not
+    failed with a traceback (seen once in a full suite run of the CLI test below)."""
+    real = restore_module.Restore.drain
+
+    def drain(self: Any) -> None:
+        if self.part == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # a child's SIGINT is the default: it ends
+        real(self)
+
+    monkeypatch.setattr(restore_module.Restore, "drain", drain)
+    with pytest.raises(KeyboardInterrupt):
+        restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    _assert_reaped(forks)
+
+
 def test_when_the_restore_is_killed_its_other_processes_die_with_it(
     repo: Repository, snap: Snapshot, source: Path, tmp_path: Path, same_tree: Callable[..., None]
 ) -> None:

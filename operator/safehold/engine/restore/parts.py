@@ -210,9 +210,15 @@ class Parts:
         return files, done
 
     def wait(self) -> list[PartResult]:
-        """Wait for every child; return their results, or raise :class:`PartFailed`."""
+        """Wait for every child; return their results, or raise :class:`PartFailed`.
+
+        A child that SIGINT ended raises :class:`KeyboardInterrupt`, as part 0's own
+        handler does: Ctrl-C reaches the whole process group, and part 0 may see its
+        child's end before its own signal's handler runs (the command is interrupted,
+        not failed)."""
         results: list[PartResult] = []
         failures: list[str] = []
+        interrupted = False
         for part, (pid, read_end) in enumerate(self._children, start=1):
             with os.fdopen(read_end, "rb") as pipe:
                 data = pipe.read()
@@ -227,12 +233,15 @@ class Parts:
             if "crash" in doc:
                 failures.append(f"part {part}: {doc['crash']}")
             elif os.WIFSIGNALED(status):
+                interrupted = interrupted or os.WTERMSIG(status) == signal.SIGINT
                 name = signal.Signals(os.WTERMSIG(status)).name
                 failures.append(f"part {part} was killed by {name}")
             else:
                 code = os.waitstatus_to_exitcode(status)
                 failures.append(f"part {part} exited with status {code}")
         self._children = []
+        if interrupted:
+            raise KeyboardInterrupt
         if failures:
             raise PartFailed("a restore process failed: " + "; ".join(failures))
         return results
