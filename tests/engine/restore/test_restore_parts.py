@@ -150,6 +150,18 @@ def _assert_reaped(pids: list[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
 
 
+def _in_part_one(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
+    """Have part 1 (a child) do ``action`` once its walk is done, before it drains."""
+    real = restore_module.Restore.drain
+
+    def drain(self: Any) -> None:
+        if self.part == 1:
+            action()
+        real(self)
+
+    monkeypatch.setattr(restore_module.Restore, "drain", drain)
+
+
 def test_a_bug_in_another_process_fails_the_restore_with_its_message(
     repo: Repository,
     snap: Snapshot,
@@ -157,14 +169,10 @@ def test_a_bug_in_another_process_fails_the_restore_with_its_message(
     monkeypatch: pytest.MonkeyPatch,
     forks: list[int],
 ) -> None:
-    real = restore_module.Restore.drain
+    def bug() -> None:
+        raise RuntimeError("bug in part one")
 
-    def drain(self: Any) -> None:
-        if self.part == 1:
-            raise RuntimeError("bug in part one")
-        real(self)
-
-    monkeypatch.setattr(restore_module.Restore, "drain", drain)
+    _in_part_one(monkeypatch, bug)
     with pytest.raises(PartFailed, match="part 1: RuntimeError: bug in part one"):
         restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
     _assert_reaped(forks)
@@ -179,14 +187,7 @@ def test_a_killed_process_fails_the_restore_and_the_next_run_finishes_it(
     forks: list[int],
     same_tree: Callable[..., None],
 ) -> None:
-    real = restore_module.Restore.drain
-
-    def drain(self: Any) -> None:
-        if self.part == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-        real(self)
-
-    monkeypatch.setattr(restore_module.Restore, "drain", drain)
+    _in_part_one(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
     out = tmp_path / "out"
     with pytest.raises(PartFailed, match="part 1 was killed by SIGKILL"):
         restore_snapshot(repo, snap, str(out), RestoreOptions(processes=2))
@@ -256,14 +257,8 @@ def test_a_process_ended_by_ctrl_c_interrupts_the_restore_even_before_the_first_
     """Ctrl-C reaches the whole process group, and part 0 may find its child ended by it
     before its own handler runs: the command is interrupted (exit 130, "interrupted"), not
     failed with a traceback (seen once in a full suite run of the CLI test below)."""
-    real = restore_module.Restore.drain
-
-    def drain(self: Any) -> None:
-        if self.part == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # a child's SIGINT is the default: it ends
-        real(self)
-
-    monkeypatch.setattr(restore_module.Restore, "drain", drain)
+    # a child's SIGINT is the default: it ends
+    _in_part_one(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt):
         restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
     _assert_reaped(forks)
