@@ -225,6 +225,100 @@ def test_mount_an_s3_repository_and_unmount_with_fusermount3(
     _mount_and_check(repo, tmp_path, unmount_after, "fusermount3")
 
 
+def _mounted_file_repo(
+    tmp: Path, mounts: list[tuple[Path, subprocess.Popen[str]]]
+) -> tuple[Path, subprocess.Popen[str]]:
+    """A file repository with one snapshot of ``_tree``, mounted at ``tmp/mnt``."""
+    _tree(tmp / "data")
+    repo = Repo(tmp, ["-r", str(tmp / "repo")])
+    repo.run("repo", "init")
+    repo.backup()
+    mountpoint = tmp / "mnt"
+    mountpoint.mkdir()
+    proc = repo.mount(mountpoint)
+    mounts.append((mountpoint, proc))
+    _wait_mounted(mountpoint, proc)
+    return mountpoint, proc
+
+
+def _assert_ended_cleanly(proc: subprocess.Popen[str], mountpoint: Path) -> None:
+    out, err = _ended(proc, timeout=60)
+    assert proc.returncode == 0, err
+    assert "failed to unmount" not in err  # libfuse's own unmount, after ours, stays quiet
+    summary = json.loads(out.splitlines()[-1])
+    assert (summary["ok"], summary["mountpoint"]) == (True, str(mountpoint))
+    assert not os.path.ismount(mountpoint)
+
+
+def test_an_unmount_ends_the_command_while_another_mount_namespace_holds_a_copy(
+    tmp_path: Path, unmount_after: list[tuple[Path, subprocess.Popen[str]]]
+) -> None:
+    """A process that made its own mount namespace while the file system was mounted (here
+    ``unshare --mount``; a container runtime does the same) holds a copy of the mount, which
+    keeps the kernel's connection open after ``fusermount3 -u``: the command must end anyway,
+    and the copy then answers ENOTCONN instead of serving a repository nobody watches."""
+    mountpoint, proc = _mounted_file_repo(tmp_path, unmount_after)
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "300"])
+    try:
+        copy = Path(f"/proc/{holder.pid}/root") / str(mountpoint).lstrip("/")
+        deadline = time.monotonic() + 30
+        while b"fuse.safehold" not in Path(f"/proc/{holder.pid}/mountinfo").read_bytes():
+            assert time.monotonic() < deadline, "unshare did not make its namespace"
+            time.sleep(0.05)
+        assert sorted(os.listdir(copy)) == ["ids", "snapshots"]  # the copy serves, for now
+
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
+        _assert_ended_cleanly(proc, mountpoint)
+        with pytest.raises(OSError, match="Transport endpoint is not connected") as caught:
+            os.listdir(copy)
+        assert caught.value.errno == errno.ENOTCONN
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_ctrl_c_while_a_file_is_read_lets_the_read_finish(
+    tmp_path: Path, unmount_after: list[tuple[Path, subprocess.Popen[str]]]
+) -> None:
+    """Ctrl-C on a busy mount unmounts it lazily: an open file keeps reading, byte for byte,
+    and the command ends once the file system has gone quiet."""
+    mountpoint, proc = _mounted_file_repo(tmp_path, unmount_after)
+    (snapshot,) = os.listdir(mountpoint / "ids")
+    with open(mountpoint / "ids" / snapshot / "data" / "big.bin", "rb") as f:
+        head = f.read(1024 * 1024)
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while os.path.ismount(mountpoint):
+            assert time.monotonic() < deadline, "Ctrl-C did not unmount the busy mount"
+            time.sleep(0.05)
+        rest = b""
+        while piece := f.read(256 * 1024):  # each read well within the quiet time
+            rest += piece
+            time.sleep(0.05)
+    assert head + rest == BIG
+    _assert_ended_cleanly(proc, mountpoint)
+
+
+@pytest.mark.parametrize(
+    ("line", "mountpoint", "expected"),
+    [
+        (b"67 47 0:40 / /tmp/mnt ro,relatime - fuse.safehold safehold ro", b"/tmp/mnt", True),
+        (b"67 47 0:40 / /tmp/mnt ro,relatime - fuse.safehold safehold ro", b"/tmp/mn", False),
+        (b"67 47 0:40 / /tmp/a\\040b ro - fuse.safehold safehold ro", b"/tmp/a b", True),
+        (b"67 47 0:40 / /tmp/a\\134n ro - fuse.safehold safehold ro", b"/tmp/a\\n", True),
+        (b"67 47 0:40 / /tmp/mnt ro shared:5 - fuse.other other ro", b"/tmp/mnt", False),
+        (b"67 47 0:40 / /tmp/mnt ro shared:5 - fuse.safehold safehold ro", b"/tmp/mnt", True),
+    ],
+)
+def test_the_mount_table_is_read_as_the_kernel_escapes_it(
+    line: bytes, mountpoint: bytes, expected: bool
+) -> None:
+    from safehold.cli.fuseloop import listed
+
+    table = b"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n" + line + b"\n"
+    assert listed(table, mountpoint) is expected
+
+
 def test_without_fusermount3_the_error_names_the_package(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "safehold", "mount", str(tmp_path)],

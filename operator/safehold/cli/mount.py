@@ -3,7 +3,7 @@
 The layout and every answer are :class:`safehold.engine.inspect.mountfs.SnapshotFS`; this
 module checks that FUSE can be used, adapts the file system to the binding and runs it
 in the foreground until it is unmounted (``fusermount3 -u MOUNTPOINT``, or Ctrl-C,
-SIGTERM or SIGHUP, which unmount it the same way).
+SIGTERM or SIGHUP, which unmount it the same way): :mod:`safehold.cli.fuseloop`.
 
 The binding is mfusepy (the ``mount`` extra): ctypes over the libfuse 3 that Debian's
 ``fuse3`` package brings with ``fusermount3``, so nothing is compiled at install time
@@ -17,25 +17,20 @@ import contextlib
 import importlib
 import os
 import shutil
-import signal
-import subprocess
-import threading
 from argparse import Namespace
-from collections.abc import Callable, Iterator
-from types import FrameType, ModuleType
+from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from safehold.cli import exitcodes
 from safehold.cli.context import UsageError, open_repo
+from safehold.cli.fuseloop import Loop, end_after_unmount, keep_handler, unmount_on_signal
 from safehold.cli.output import Output
 
 if TYPE_CHECKING:
     from safehold.engine.inspect.mountfs import Attributes, SnapshotFS
 
 __all__ = ["register", "run_mount"]
-
-#: The signals that unmount the file system and end the command.
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(
@@ -90,17 +85,24 @@ class _Operations:
 
     use_ns = True  # times as integer nanoseconds, as the trees hold them
 
-    def __init__(self, fs: SnapshotFS, on_mounted: Callable[[], None]) -> None:
+    def __init__(self, fs: SnapshotFS, loop: Loop, on_mounted: Callable[[], None]) -> None:
         self.fs = fs
+        self.loop = loop
         self.on_mounted = on_mounted
 
     def init(self, path: str) -> None:
+        self.loop.started()
         self.on_mounted()
 
+    def destroy(self, path: str) -> None:
+        self.loop.destroyed()
+
     def getattr(self, path: str, fh: int | None = None) -> Attributes:
+        self.loop.served()
         return self.fs.getattr(path)
 
     def readdir(self, path: str, fh: int) -> list[Any]:
+        self.loop.served()
         base = path.rstrip("/")
         entries: list[Any] = [".", ".."]
         for name in self.fs.readdir(path):
@@ -111,70 +113,25 @@ class _Operations:
         return entries
 
     def readlink(self, path: str) -> str:
+        self.loop.served()
         return self.fs.readlink(path)
 
     def open(self, path: str, flags: int) -> int:
+        self.loop.served()
         return self.fs.open(path, flags)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        self.loop.served()
         return self.fs.read(fh, size, offset)
 
     def release(self, path: str, fh: int) -> int:
+        self.loop.served()
         self.fs.release(fh)
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
+        self.loop.served()
         return self.fs.statfs()
-
-
-@contextlib.contextmanager
-def _unmount_on_signal(mountpoint: str) -> Iterator[list[int]]:
-    """While the file system runs, SIGINT, SIGTERM and SIGHUP unmount it (``fusermount3
-    -u``, lazily with ``-z`` when it is busy), which ends libfuse's loop as an unmount by
-    hand does. Yields the signals received.
-
-    libfuse's own handlers would end the loop too, but then libfuse reports failure (the
-    signal number as its error), indistinguishable from a real one. A Python handler runs
-    only between Python bytecodes, never while libfuse waits in C, so a thread waits on
-    the signal wake-up pipe instead."""
-    received: list[int] = []
-    reader, writer = os.pipe()
-    os.set_blocking(writer, False)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-
-    def unmounter() -> None:
-        while os.read(reader, 64) and not stopping.is_set():
-            done = subprocess.run(
-                ["fusermount3", "-u", mountpoint], capture_output=True, check=False
-            )
-            if done.returncode != 0:
-                subprocess.run(
-                    ["fusermount3", "-u", "-z", mountpoint], capture_output=True, check=False
-                )
-
-    old = {sig: signal.signal(sig, on_signal) for sig in _SIGNALS}
-    old_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-    thread = threading.Thread(target=unmounter, name="unmount-on-signal", daemon=True)
-    thread.start()
-    try:
-        yield received
-    finally:
-        stopping.set()
-        signal.set_wakeup_fd(old_fd)
-        os.write(writer, b"\0")
-        thread.join(timeout=5)
-        os.close(writer)
-        os.close(reader)
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def _keep_handler(signum: int, handler: object) -> object:
-    """``signal.signal`` that changes nothing: returns the handler in place."""
-    return signal.getsignal(signum)
 
 
 def run_mount(args: Namespace, out: Output) -> int:
@@ -192,6 +149,7 @@ def run_mount(args: Namespace, out: Output) -> int:
         if not args.no_lock:
             stack.enter_context(RepositoryLock(repo, exclusive=False, operation="mount"))
         fs = SnapshotFS(repo)
+        loop = Loop(fuse)
 
         def mounted() -> None:
             if not out.json and not out.quiet:
@@ -202,13 +160,13 @@ def run_mount(args: Namespace, out: Output) -> int:
                 )
                 out.stderr.flush()
 
-        with _unmount_on_signal(mountpoint):
+        with unmount_on_signal(mountpoint), end_after_unmount(mountpoint, loop) as ended:
             # mfusepy sets SIGINT to its default around libfuse's loop, for libfuse's
             # handler to take; keep the handler above instead.
-            setattr(fuse, "signal", _keep_handler)  # noqa: B010 - a module of Any
+            setattr(fuse, "signal", keep_handler)  # noqa: B010 - a module of Any
             try:
                 fuse.FUSE(
-                    _Operations(fs, mounted),
+                    _Operations(fs, loop, mounted),
                     mountpoint,
                     foreground=True,
                     nothreads=True,  # one thread: no request waits on another's lock
@@ -218,7 +176,11 @@ def run_mount(args: Namespace, out: Output) -> int:
                     subtype="safehold",
                 )
             except RuntimeError as exc:  # libfuse's status; it printed why to stderr
-                raise OSError(f"{mountpoint}: FUSE could not mount or serve it ({exc})") from exc
+                # An interrupted wait is libfuse's status 7 when the watcher ended the loop.
+                if not ended.is_set():
+                    raise OSError(
+                        f"{mountpoint}: FUSE could not mount or serve it ({exc})"
+                    ) from exc
         count = len(fs.listing.by_id)
     out.summary({"ok": True, "mountpoint": mountpoint, "snapshots": count})
     return exitcodes.OK
