@@ -45,6 +45,23 @@ print(json.dumps({"code": code, "derived": derived}), file=sys.stderr)
 """
 
 
+#: Runs the entry point on argv, recording the cyclic collector's state while the command
+#: body runs and after it; prints them as the last line of stderr.
+GC_PROBE = """
+import gc, json, sys
+import safehold.cli.main as commands
+real = commands._run
+seen = {}
+def run(func, args, out):
+    seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+    return real(func, args, out)
+commands._run = run
+from safehold.cli.start import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "after": gc.get_freeze_count(), **seen}), file=sys.stderr)
+"""
+
+
 def _env(repo: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
     return {**env, "SAFEHOLD_REPOSITORY": repo.as_uri(), **extra}
@@ -176,3 +193,14 @@ def test_the_early_start_loads_no_command_and_no_storage_for_a_directory(repo: P
     assert {"safehold.repo.kdf", "safehold.repo.early_key"} <= set(loaded)
     heavy = {"safehold.cli.main", "safehold.repo.repository", "safehold.storage", "zstandard"}
     assert sorted(heavy & set(loaded)) == []
+
+
+def test_the_command_runs_with_the_collector_on_and_the_start_frozen(repo: Path) -> None:
+    """The start's objects are frozen so that the collector never walks them again; the
+    command itself runs with the collector on (a mount or the operator runs for days)."""
+    done = _python(repo, "-c", GC_PROBE, "snapshots", "--json", SAFEHOLD_PASSWORD=PASSWORD)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, done.stderr
+    assert report["enabled"] is True
+    assert report["frozen"] > 10_000  # the loaded modules' functions, classes, dicts
+    assert report["after"] > report["frozen"]  # and what the command left, before exit
