@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -429,6 +430,13 @@ def test_writes_with_read_only_credentials_are_denied(backend: Any) -> None:
     message = str(caught.value)
     assert reader.location in message
     assert "check" in message
+    # A pack-sized body from its file, as a backup sends one: the refusal is still the
+    # answer, even when the server answers before the body is sent and closes the link.
+    with tempfile.TemporaryFile() as file:
+        file.write(payload(17 * 1024 * 1024, "denied"))
+        file.flush()
+        with pytest.raises(PermissionDenied):
+            reader.create("data/pack", FileBody(file))
     if backend.store is not None:  # the cloud credentials may still read
         assert reader.get("existing") == b"data"
         assert names(reader) == ["existing"]

@@ -28,6 +28,7 @@ import botocore.exceptions as bce
 import botocore.session
 from botocore import UNSIGNED
 from botocore.config import Config
+from botocore.handlers import add_expect_header
 from botocore.loaders import Loader
 
 from safehold.storage.base import ObjectInfo
@@ -118,10 +119,7 @@ def open(location: Location) -> S3Storage:
             session.set_config_variable("profile", location.options["profile"])
         if key_id and secret:
             session.set_credentials(key_id, secret, location.options.get("session_token") or None)
-        connect = cast(
-            "Callable[[], S3Client]",
-            partial(session.create_client, "s3", endpoint_url=endpoint or None, config=config),
-        )
+        connect = partial(_client, session, endpoint or None, config)
         client = connect()
     except bce.ProfileNotFound as exc:
         raise InvalidLocation(
@@ -140,6 +138,23 @@ def open(location: Location) -> S3Storage:
             location, "multipart_threshold", MULTIPART_THRESHOLD, minimum=_MIN_PART
         ),
     )
+
+
+def _client(session: botocore.session.Session, endpoint: str | None, config: Config) -> S3Client:
+    """An S3 client that sends a PUT's body with its headers, without ``Expect:
+    100-continue``.
+
+    botocore asks for ``100 Continue`` on every PUT with a file body and holds the body back
+    until it comes: a round trip more per pack on a real bucket, up to one second against a
+    server or proxy that answers it late or not at all, and a connection left unusable after
+    an empty body (boto/botocore#3755, #3613). What the wait could save, a pack's bytes sent
+    to a request that fails, is rare: a backup's first writes are small objects (the lock),
+    which meet a wrong credential or region first. urllib3 still reads the server's answer
+    when it stops reading a body early, so a refusal is reported as such
+    (tests/storage/test_conformance.py, a pack-sized body with read-only credentials)."""
+    client = cast("S3Client", session.create_client("s3", endpoint_url=endpoint, config=config))
+    client.meta.events.unregister("before-call.s3", add_expect_header)
+    return client
 
 
 #: The services whose entries the session's endpoints document keeps (:class:`_S3Loader`):
