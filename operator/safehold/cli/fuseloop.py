@@ -62,7 +62,10 @@ class Loop:
         self._over = False
 
     def started(self) -> None:
-        self._fuse = self.binding._libfuse.fuse_get_context().contents.fuse
+        try:
+            self._fuse = self.binding._libfuse.fuse_get_context().contents.fuse
+        except AttributeError:  # a binding without these: the loop ends only by the kernel
+            self._fuse = None
         self.mounted.set()
 
     def served(self) -> None:
