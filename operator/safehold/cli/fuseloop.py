@@ -169,7 +169,11 @@ def end_after_unmount(mountpoint: str, loop: Loop) -> Iterator[threading.Event]:
     target = os.fsencode(mountpoint)
 
     def gone() -> bool:
-        with open("/proc/self/mountinfo", "rb") as table:
+        try:
+            table = open("/proc/self/mountinfo", "rb")  # noqa: SIM115 - closed below
+        except OSError:  # no /proc: the loop ends only by the kernel, as before
+            return False
+        with table:
             poller = select.poll()
             poller.register(table, select.POLLPRI)
             while not stopping.is_set():
