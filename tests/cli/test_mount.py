@@ -250,6 +250,14 @@ def _assert_ended_cleanly(proc: subprocess.Popen[str], mountpoint: Path) -> None
     assert not os.path.ismount(mountpoint)
 
 
+def _in_own_mount_namespace(pid: int, command: str) -> bool:
+    """Whether process ``pid`` runs ``command`` in a mount namespace other than this one's."""
+    proc = Path(f"/proc/{pid}")
+    return (proc / "comm").read_text().strip() == command and os.readlink(
+        proc / "ns" / "mnt"
+    ) != os.readlink("/proc/self/ns/mnt")
+
+
 def test_an_unmount_ends_the_command_while_another_mount_namespace_holds_a_copy(
     tmp_path: Path, unmount_after: list[tuple[Path, subprocess.Popen[str]]]
 ) -> None:
@@ -261,10 +269,13 @@ def test_an_unmount_ends_the_command_while_another_mount_namespace_holds_a_copy(
     holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "300"])
     try:
         copy = Path(f"/proc/{holder.pid}/root") / str(mountpoint).lstrip("/")
+        # Until unshare has made its namespace the holder shares ours, mount included; only once
+        # it runs ``sleep`` are its copies made and private (an unmount no longer reaches them).
         deadline = time.monotonic() + 30
-        while b"fuse.safehold" not in Path(f"/proc/{holder.pid}/mountinfo").read_bytes():
+        while not _in_own_mount_namespace(holder.pid, "sleep"):
             assert time.monotonic() < deadline, "unshare did not make its namespace"
             time.sleep(0.05)
+        assert b"fuse.safehold" in Path(f"/proc/{holder.pid}/mountinfo").read_bytes()
         assert sorted(os.listdir(copy)) == ["ids", "snapshots"]  # the copy serves, for now
 
         subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
