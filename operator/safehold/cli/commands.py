@@ -176,29 +176,20 @@ def backup(args: Namespace, out: Output) -> int:
         meta=read_meta(args),
         host=args.host,
     )
-    # The paths' pre-scan warms the kernel's cache while the key derives (engine.backup.prescan).
-    with engine.Prescan.for_backup(args.paths, options) as prescan:
-        repo = open_repo(args)
-        with (
-            safehold.repo.RepositoryLock(repo, exclusive=False, operation="backup"),
-            out.progress("backup") as bar,
-        ):
-            if args.stdin_name:
-                result = engine.backup_stream(
-                    repo, sys.stdin.buffer, args.stdin_name, options, progress=bar.callback()
-                )
-            else:
-                result = engine.backup_paths(
-                    repo,
-                    args.paths,
-                    options,
-                    progress=bar.callback(),
-                    on_file=out.file_events(),
-                    prescan=prescan,
-                )
-            check = (
-                _check_snapshot(repo, result.snapshot) if getattr(args, "verify", False) else None
+    repo = open_repo(args)
+    with (
+        safehold.repo.RepositoryLock(repo, exclusive=False, operation="backup"),
+        out.progress("backup") as bar,
+    ):
+        if args.stdin_name:
+            result = engine.backup_stream(
+                repo, sys.stdin.buffer, args.stdin_name, options, progress=bar.callback()
             )
+        else:
+            result = engine.backup_paths(
+                repo, args.paths, options, progress=bar.callback(), on_file=out.file_events()
+            )
+        check = _check_snapshot(repo, result.snapshot) if getattr(args, "verify", False) else None
     s = result.snapshot.summary
     out.print(
         f"snapshot {result.snapshot.id[:12]} ({result.snapshot.type}) of {result.snapshot.source}"

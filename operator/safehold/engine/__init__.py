@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         BackupError,
         BackupOptions,
         BackupResult,
-        Prescan,
         backup_paths,
         backup_stream,
     )
@@ -43,7 +42,6 @@ __all__ = [
     "BackupError",
     "BackupOptions",
     "BackupResult",
-    "Prescan",
     "ProgressCallback",
     "ProgressEvent",
     "ProgressTracker",
@@ -67,7 +65,6 @@ __getattr__ = lazy_attributes(
             "BackupError",
             "BackupOptions",
             "BackupResult",
-            "Prescan",
             "backup_paths",
             "backup_stream",
         ),

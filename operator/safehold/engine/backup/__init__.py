@@ -3,8 +3,8 @@
 - :mod:`.options`: what a backup is asked (:class:`BackupOptions`) and returns;
 - :mod:`.run`: the entry points :func:`backup_paths` and :func:`backup_stream`: the parent
   snapshot, the pipeline, then the snapshot object;
-- :mod:`.prescan`: an lstat walk ahead of the backup, started before the repository opens:
-  it warms the kernel's cache while the key derives, and counts the ETA's totals;
+- :mod:`.prescan`: an lstat walk beside the backup that counts the ETA's totals, when
+  there is a progress display and no parent to estimate them from;
 - :mod:`.pipeline`: the parts below wired together (see its docstring);
 - :mod:`.walk`: the one scope-aware walk, of the backup and of the ETA's pre-scan;
 - :mod:`.scope`: what include/exclude patterns keep of a directory;
@@ -21,14 +21,12 @@
 from __future__ import annotations
 
 from safehold.engine.backup.options import BackupError, BackupOptions, BackupResult
-from safehold.engine.backup.prescan import Prescan
 from safehold.engine.backup.run import backup_paths, backup_stream
 
 __all__ = [
     "BackupError",
     "BackupOptions",
     "BackupResult",
-    "Prescan",
     "backup_paths",
     "backup_stream",
 ]

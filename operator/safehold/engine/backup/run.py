@@ -108,12 +108,9 @@ def backup_paths(
     options: BackupOptions | None = None,
     progress: ProgressCallback | None = None,
     on_file: FileCallback | None = None,
-    prescan: Prescan | None = None,
 ) -> BackupResult:
     """Back up files and directory trees into a new snapshot; ``on_file`` hears of each
-    file: ``new``, ``changed`` (read) or ``unchanged`` (the parent's chunks reused).
-    ``prescan``: the pre-scan of the same paths, started before the repository opened
-    (:mod:`.prescan`); it is stopped here, or reports the ETA's totals."""
+    file: ``new``, ``changed`` (read) or ``unchanged`` (the parent's chunks reused)."""
     options = options or BackupOptions()
     if not paths:
         raise BackupError("no paths to back up")
@@ -148,18 +145,14 @@ def backup_paths(
     tune_malloc()
     with rare_gc(), ProgressTracker("backup", progress, on_file=on_file) as tracker:
         estimate = parent.summary if parent is not None else {}
-        counting = False
+        prescan = None
         if estimate.get("total_files") and estimate.get("total_bytes") is not None:
             # An incremental's totals are close to its parent's: that estimate spares a
             # whole pre-scan (an lstat per file, competing with the backup).
             tracker.files_total = int(estimate["total_files"])
             tracker.bytes_total = int(estimate["total_bytes"])
         elif progress is not None:
-            counting = True
-            prescan = prescan or Prescan(abspaths, filt).start()
-            prescan.report_to(tracker)
-        if prescan is not None and not counting:
-            prescan.stop()  # it warmed the cache while the repository opened: enough
+            prescan = Prescan(abspaths, filt, tracker).start()
         dictionary = choose_dictionary(repo, parent, abspaths, filt)
         b = BackupPipeline(repo, options, tracker, dictionary)
         b.filter = filt

@@ -70,9 +70,7 @@ def scan_totals(
 ) -> tuple[int, int] | None:
     """The files and bytes the backup will find, for the ETA (None when ``stop`` was set
     before the walk's end). Only lstat, no reads: through :func:`listing`, the same scope
-    rules as the backup's walk, and in its order (depth first, by name), so that what it
-    brings into the kernel's cache first is what the backup's walk reads first
-    (:mod:`.prescan`)."""
+    rules as the backup's walk, and in its order (depth first, by name)."""
     files = 0
     total = 0
     top = top_scope(filt)
