@@ -8,11 +8,15 @@ is not kept. None of it sends a request."""
 from __future__ import annotations
 
 import gc
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 from botocore.exceptions import BotoCoreError
+from botocore.loaders import JSONFileLoader
 from botocore.regions import EndpointResolver
 
 from safehold.storage import open_storage
@@ -124,3 +128,35 @@ def test_the_whole_document_is_not_kept() -> None:
     for doc in held:
         for part in doc["partitions"]:
             assert part["services"].keys() <= ENDPOINT_SERVICES, part["partition"]
+
+
+def test_the_model_files_decode_to_what_botocore_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file an S3 client loads, decoded by msgspec (``_JSONFiles``), equals what
+    botocore's own JSON loader makes of it: the same keys in the same order, the same values."""
+    loaded: list[tuple[str, Any]] = []
+    real = s3._JSONFiles._load_file
+
+    def recording(self: s3._JSONFiles, full_path: str, open_method: Any) -> Any:
+        data = real(self, full_path, open_method)
+        if data is not None:
+            loaded.append((full_path, open_method))
+        return data
+
+    monkeypatch.setattr(s3._JSONFiles, "_load_file", recording)
+    _endpoint("eu-central-1")
+    names = {path.rsplit("/", 1)[-1] for path, _ in loaded}
+    assert {"endpoints.json", "service-2.json.gz", "endpoint-rule-set-1.json.gz"} <= names
+    stock = JSONFileLoader()
+    for path, open_method in loaded:
+        ours = real(s3._JSONFiles(), path, open_method)
+        theirs = stock._load_file(path, open_method)
+        assert ours == theirs, path
+        assert json.dumps(ours) == json.dumps(theirs), path  # the same order, too
+
+
+def test_a_model_file_msgspec_refuses_is_read_by_json(tmp_path: Path) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text('{"limit": NaN, "name": "\\udcff"}')
+    data = s3._JSONFiles()._load_file(str(path), open)
+    assert math.isnan(data["limit"])
+    assert data["name"] == "\udcff"
