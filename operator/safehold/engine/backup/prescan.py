@@ -9,7 +9,7 @@ It used to run in every backup as well, started before the repository opened, to
 kernel's cache of the tree's inodes while the key derived (session 13). Since the key
 derives while the commands load (session 17), that thread only competed with the imports
 and the storage's client for the GIL: without it, the small files' unchanged re-run to S3
-took 1.85 s instead of 1.99 s with a cold cache and 1.26 s instead of 1.31 s with a warm
+took 1.49 s instead of 1.58 s with a cold cache and 1.05 s instead of 1.16 s with a warm
 one (docs/performance.md, "The pre-scan retired (session 24)").
 """
 

@@ -172,7 +172,8 @@ class _JSONFiles(JSONFileLoader):
     botocore decodes them with :mod:`json` into ``OrderedDict`` objects: 25 ms for the
     three large ones an S3 client loads (the endpoints document, S3's service model and its
     endpoint rules), in every command that opens an S3 repository. Plain dicts keep their
-    order as well, and msgspec makes them in 9.5 ms (docs/performance.md, session 24).
+    order as well, and msgspec makes them in 9.5 ms (docs/performance.md, "botocore's model
+    files decoded by msgspec").
     A file msgspec refuses (JSON it reads otherwise than :mod:`json`: NaN, a lone
     surrogate) is read by :mod:`json`."""
 
