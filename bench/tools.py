@@ -206,6 +206,17 @@ class Borg(Tool):
         return Command(["borg", "extract", "::v2"], self.env(), cwd=target)
 
 
+def _compile_package() -> None:
+    """Write the ``.pyc`` files of the checkout's Safehold, as installing a wheel does: a
+    shell with ``PYTHONDONTWRITEBYTECODE`` writes none, and every timed command would then
+    compile the modules it imports (0.07-0.09 s), or those whose ``.pyc`` is stale."""
+    import compileall
+
+    import safehold
+
+    compileall.compile_dir(str(Path(safehold.__file__).parent), quiet=1)
+
+
 class Safehold(Tool):
     name = "safehold"
     settings = "defaults; --type full, then --type incremental; --json --quiet (summary only)"
@@ -244,6 +255,7 @@ class Safehold(Tool):
         if done.returncode != 0:
             why = _last_line(done.stderr or done.stdout)
             raise ToolUnavailable(f"`safehold backup --help` failed: {why}")
+        _compile_package()
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
