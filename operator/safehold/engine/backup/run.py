@@ -153,10 +153,10 @@ def backup_paths(
             tracker.bytes_total = int(estimate["total_bytes"])
         elif progress is not None:
             prescan = Prescan(abspaths, filt, tracker).start()
-        dictionary = choose_dictionary(repo, parent, abspaths, filt)
-        b = BackupPipeline(repo, options, tracker, dictionary)
-        b.filter = filt
         try:
+            dictionary = choose_dictionary(repo, parent, abspaths, filt)
+            b = BackupPipeline(repo, options, tracker, dictionary)
+            b.filter = filt
             tree = b.run(roots, parent_root)
         finally:
             if prescan is not None:
