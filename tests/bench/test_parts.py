@@ -168,6 +168,42 @@ def test_the_spread_of_the_rounds_is_reported() -> None:
     assert report.spread([step(1.0)]) == ""
 
 
+def test_the_repository_size_is_the_median_of_the_rounds_not_of_the_median_time() -> None:
+    """Each round's repository has a chunker seed of its own, so its size after the same
+    incremental differs; the round of median time would pick one of them at random."""
+
+    def step(seconds: float, size: int) -> report.Step:
+        return report.Step(
+            seconds=seconds,
+            mb_per_s=None,
+            user_seconds=seconds,
+            system_seconds=0,
+            peak_rss_bytes=1,
+            repo_bytes=size,
+            repo_allocated_bytes=0,
+            others_cpu_seconds=0,
+            cache_dropped=True,
+        )
+
+    def run(name: str, rounds: list[report.Step]) -> report.ToolRun:
+        return report.ToolRun(
+            name=name,
+            version="1",
+            settings="",
+            steps={"incremental": report.median_round(rounds)},
+            rounds={"incremental": rounds},
+            restore_verified=True,
+        )
+
+    # Safehold's round of median time (1.0 s) is its largest repository, restic's its smallest
+    ours = run("safehold", [step(1.0, 181), step(0.9, 177), step(1.1, 176)])
+    theirs = run("restic", [step(2.0, 187), step(1.9, 190), step(2.1, 191)])
+    assert report.median_round(ours.rounds["incremental"]).repo_bytes == 181
+    assert report.repository_size(ours) == 177
+    assert report.repository_size(theirs) == 190
+    assert report.ratios(ours, theirs)["repository size"] == 177 / 190
+
+
 def _results(part: str, requests: tuple[int, int] | None) -> report.Results:
     """Safehold twice as fast as restic everywhere, with the given backup requests each."""
 
