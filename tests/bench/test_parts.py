@@ -150,40 +150,30 @@ def test_the_image_has_inodes_for_every_restore_of_many_small_files(tmp_path: Pa
     assert size >= 7 * 1_000 * 4096  # every file takes at least a block
 
 
-def test_the_spread_of_the_rounds_is_reported() -> None:
-    def step(seconds: float) -> report.Step:
-        return report.Step(
-            seconds=seconds,
-            mb_per_s=None,
-            user_seconds=0,
-            system_seconds=0,
-            peak_rss_bytes=0,
-            repo_bytes=0,
-            repo_allocated_bytes=0,
-            others_cpu_seconds=0,
-            cache_dropped=True,
-        )
+def _step(seconds: float, repo_bytes: int = 0, traffic: Traffic | None = None) -> report.Step:
+    """A round of a step that took ``seconds`` (of CPU too) and left ``repo_bytes``."""
+    return report.Step(
+        seconds=seconds,
+        mb_per_s=None,
+        user_seconds=seconds,
+        system_seconds=0,
+        peak_rss_bytes=100,
+        repo_bytes=repo_bytes,
+        repo_allocated_bytes=0,
+        others_cpu_seconds=0,
+        cache_dropped=True,
+        traffic=traffic,
+    )
 
-    assert report.spread([step(2.0), step(1.0), step(1.5)]) == "67%"
-    assert report.spread([step(1.0)]) == ""
+
+def test_the_spread_of_the_rounds_is_reported() -> None:
+    assert report.spread([_step(2.0), _step(1.0), _step(1.5)]) == "67%"
+    assert report.spread([_step(1.0)]) == ""
 
 
 def test_the_repository_size_is_the_median_of_the_rounds_not_of_the_median_time() -> None:
     """Each round's repository has a chunker seed of its own, so its size after the same
     incremental differs; the round of median time would pick one of them at random."""
-
-    def step(seconds: float, size: int) -> report.Step:
-        return report.Step(
-            seconds=seconds,
-            mb_per_s=None,
-            user_seconds=seconds,
-            system_seconds=0,
-            peak_rss_bytes=1,
-            repo_bytes=size,
-            repo_allocated_bytes=0,
-            others_cpu_seconds=0,
-            cache_dropped=True,
-        )
 
     def run(name: str, rounds: list[report.Step]) -> report.ToolRun:
         return report.ToolRun(
@@ -196,8 +186,8 @@ def test_the_repository_size_is_the_median_of_the_rounds_not_of_the_median_time(
         )
 
     # Safehold's round of median time (1.0 s) is its largest repository, restic's its smallest
-    ours = run("safehold", [step(1.0, 181), step(0.9, 177), step(1.1, 176)])
-    theirs = run("restic", [step(2.0, 187), step(1.9, 190), step(2.1, 191)])
+    ours = run("safehold", [_step(1.0, 181), _step(0.9, 177), _step(1.1, 176)])
+    theirs = run("restic", [_step(2.0, 187), _step(1.9, 190), _step(2.1, 191)])
     assert report.median_round(ours.rounds["incremental"]).repo_bytes == 181
     assert report.repository_size(ours) == 177
     assert report.repository_size(theirs) == 190
@@ -213,18 +203,7 @@ def _results(part: str, requests: tuple[int, int] | None) -> report.Results:
             if count is None
             else Traffic(requests={"PUT": count}, server_cpu_seconds=seconds / 4)
         )
-        return report.Step(
-            seconds=seconds,
-            mb_per_s=None,
-            user_seconds=seconds,
-            system_seconds=0,
-            peak_rss_bytes=100,
-            repo_bytes=90 if seconds < 2 else 100,
-            repo_allocated_bytes=0,
-            others_cpu_seconds=0,
-            cache_dropped=True,
-            traffic=traffic,
-        )
+        return _step(seconds, 90 if seconds < 2 else 100, traffic)
 
     def run(name: str, seconds: float, count: int | None) -> report.ToolRun:
         steps = {s: step(seconds, count) for s in ("full", "incremental", "restore")}
