@@ -39,13 +39,14 @@ class _Lenient(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()
-    args = list(sys.argv[1:] if argv is None else argv)
-    _start_deriving(args)
-    from safehold.cli import context
-    from safehold.cli.main import main as run
-
-    gc.freeze()
-    gc.enable()
+    try:
+        args = list(sys.argv[1:] if argv is None else argv)
+        _start_deriving(args)
+        from safehold.cli import context
+        from safehold.cli.main import main as run
+    finally:  # on if the start fails too: an in-process caller keeps its collector
+        gc.freeze()
+        gc.enable()
     try:
         return run(args)
     finally:
