@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from safehold.repo import MasterKeys
 from safehold.repo.index import (
+    MARKS,
     BlobLocation,
     Index,
     IndexBody,
@@ -69,14 +70,14 @@ def test_an_index_object_merges_into_the_index_as_its_file_does() -> None:
     packs = {
         f"{p:064x}": [
             PackBlob(
-                BLOB_DATA if i % 3 else BLOB_TREE,
+                BLOB_DATA if i % 3 or p > 1 else BLOB_TREE,  # packs 0 and 1 hold trees
                 FLAG_ZSTD * (i % 2),
                 i * 100,
                 i + 1,
                 2**32 - 1 - i,
                 os.urandom(32),
             )
-            for i in range(50)
+            for i in range(50 + 30 * p)  # packs of many entries have marks
         ]
         for p in range(4)
     }
@@ -87,8 +88,9 @@ def test_an_index_object_merges_into_the_index_as_its_file_does() -> None:
     body.merge_into(direct)
     through_file.add_file(decode_index(aead, data, "index/x"))
     assert dict(direct.items()) == dict(through_file.items())
-    assert len(direct) == 200
+    assert len(direct) == sum(len(blobs) for blobs in packs.values())
     assert direct.pack_loads() == through_file.pack_loads()
+    assert [bool(load.marks) for load in direct.pack_loads()] == [False, False, True, True]
 
 
 def test_a_packs_load_is_the_blobs_located_in_it_and_where_its_last_blob_ends() -> None:
@@ -102,9 +104,34 @@ def test_a_packs_load_is_the_blobs_located_in_it_and_where_its_last_blob_ends() 
                               PackBlob(BLOB_DATA, 0, 10, 30, 30, ids[2]),
                               PackBlob(BLOB_DATA, 0, 40, 20, 20, ids[3])])  # fmt: skip
     index.add_pack("c" * 64, [PackBlob(BLOB_TREE, 0, 0, 70, 300, ids[4])])
-    assert index.pack_loads() == [(2, 150), (2, 60), (0, 0)]
+    assert [load[:2] for load in index.pack_loads()] == [(2, 150), (2, 60), (0, 0)]
     places = [index.pack_place(i) for i in ids]
     assert places == [(0, 0), (0, 100), (1, 10), (1, 40), (2, 0), None]
     # an index file met later that lists "a" again (after a repair) adds only what is new
     index.add_pack("a" * 64, [PackBlob(BLOB_DATA, 0, 150, 10, 10, ids[5])])
-    assert index.pack_loads()[0] == (3, 160)
+    assert index.pack_loads()[0][:2] == (3, 160)
+
+
+def test_a_packs_marks_say_where_each_sixteenth_of_its_blobs_starts() -> None:
+    """How a parallel restore finds where a pack's files lie (engine/restore/shares.py): a
+    pack whose first 16 KiB hold 900 tiny blobs and whose other 4 MiB hold 100 bigger ones
+    has 14 of its 15 marks in those first 16 KiB. The same marks whether the index is
+    loaded from an index object or told of the pack by the writer."""
+    offsets = [i * 16 for i in range(900)] + [16 * 1024 + i * 40_000 for i in range(100)]
+    blobs = [PackBlob(BLOB_DATA, 0, o, 16, 16, os.urandom(32)) for o in offsets]
+    from_writer = Index()
+    from_writer.add_pack("a" * 64, blobs)
+    (load,) = from_writer.pack_loads()
+    assert load.blobs == 1000
+    assert load.size == offsets[-1] + 16
+    expected = [offsets[1000 * i // MARKS] for i in range(1, MARKS)]
+    assert load.offsets() == expected
+    assert sum(o < 16 * 1024 for o in load.offsets()) == 14
+    keys = MasterKeys.generate()
+    data = encode_index(keys.aead(), IndexFile({"a" * 64: blobs}))
+    loaded = Index()
+    IndexBody(keys.aead(), data, "index/x").merge_into(loaded)
+    assert loaded.pack_loads() == [load]
+    few = Index()
+    few.add_pack("b" * 64, blobs[:10])
+    assert few.pack_loads()[0].marks == b""  # a pack of a few big chunks: its bytes say it

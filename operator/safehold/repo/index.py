@@ -21,7 +21,16 @@ from safehold.repo.crypto import AAD_INDEX, Sealer, SealError, open_sealed, seal
 from safehold.repo.errors import CorruptObject
 from safehold.repo.pack import BLOB_DICT, BLOB_TREE, BLOB_TYPES, FLAGS, PackBlob
 
-__all__ = ["BlobLocation", "Index", "IndexBody", "IndexFile", "decode_index", "encode_index"]
+__all__ = [
+    "MARKS",
+    "BlobLocation",
+    "Index",
+    "IndexBody",
+    "IndexFile",
+    "PackLoad",
+    "decode_index",
+    "encode_index",
+]
 
 _MAGIC = b"SHIX"
 _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
@@ -30,9 +39,37 @@ _TYPES = bytes(BLOB_TYPES)
 _FLAGS = bytes(FLAGS)
 _TREE = bytes((BLOB_TREE,))
 _DICT = bytes((BLOB_DICT,))
+#: A pack's blobs are located by where the blob at each of these fractions of its entries
+#: starts (``PackLoad.marks``): a pack of small files can hold ten times the files in its
+#: first half as in its second (session 25 in docs/performance.md).
+MARKS = 16
+#: A pack of fewer entries keeps no marks: its blobs are big chunks, which cost their bytes.
+_MARKED = 64
 #: The largest index body read (zstd's frame header says the size before it is made):
 #: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
 _MAX_BODY = 1 << 30
+
+
+class PackLoad(NamedTuple):
+    """What restoring one pack's blobs costs, as a parallel restore shares packs out
+    (engine/restore/parts.py): how many blobs the index locates in it, how many bytes it
+    spans (to the end of its last blob, as listed), and where its blobs lie: ``marks``, the
+    offsets at which the blobs at each 1/:data:`MARKS` of its entries start (little-endian
+    u32s, in the listed order: a writer lists a pack's blobs as it wrote them), empty for a
+    pack of few entries."""
+
+    blobs: int
+    size: int
+    marks: bytes = b""
+
+    def offsets(self) -> list[int]:
+        """The marks as offsets, sorted (a listing out of order only blurs them)."""
+        return sorted(offset for (offset,) in _U32.iter_unpack(self.marks))
+
+
+def _marked(count: int) -> list[int]:
+    """Which of a pack's ``count`` entries give its :attr:`PackLoad.marks`."""
+    return [count * i // MARKS for i in range(1, MARKS)] if count >= _MARKED else []
 
 
 class BlobLocation(NamedTuple):
@@ -151,15 +188,20 @@ class IndexBody:
 
     def merge_into(self, index: Index) -> None:
         """Add every entry to ``index`` (a blob it knows keeps its first location)."""
-        view = memoryview(self._body)
+        body = self._body
+        view = memoryview(body)
         for pack, pos, end in self._spans:
             # Plain tuples in PackBlob's field order: no object per entry is kept.
-            types = self._body[pos : end : _ENTRY.size]
+            types = body[pos : end : _ENTRY.size]
             entries = cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end]))
+            at = [pos + 2 + i * _ENTRY.size for i in _marked(len(types))]  # offset: u32 LE
+            marks = b"".join([body[a : a + 4] for a in at])
             if _DICT in types:  # rare: one pack of small files in many
-                index.add_pack(pack, entries)
+                index.add_pack(pack, entries, marks=marks)
             else:
-                index.add_pack(pack, entries, holds_trees=_TREE in types, holds_dict=False)
+                index.add_pack(
+                    pack, entries, holds_trees=_TREE in types, holds_dict=False, marks=marks
+                )
 
 
 #: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,
@@ -199,9 +241,11 @@ class Index:
         self._tree_packs: set[int] = set()
         #: The dictionary of each pack that holds one: (id, offset, stored, raw).
         self._pack_dicts: dict[int, tuple[bytes, int, int, int]] = {}
-        #: Per pack number: the blobs the index locates in it, and where its last blob ends.
+        #: Per pack number: the blobs the index locates in it, where its last blob ends,
+        #: and where its blobs lie (:class:`PackLoad`).
         self._pack_blobs: list[int] = []
         self._pack_ends: list[int] = []
+        self._pack_marks: list[bytes] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -217,14 +261,18 @@ class Index:
         *,
         holds_trees: bool | None = None,
         holds_dict: bool | None = None,
+        marks: bytes | None = None,
     ) -> None:
         """Add the pack's blobs (a blob already known keeps its first location).
-        ``holds_trees``, ``holds_dict``: whether a blob is a tree, a dictionary, when the
-        caller knows it without a look at each entry (loading an index object: a byte
-        scan); else found here."""
+        ``holds_trees``, ``holds_dict``, ``marks``: whether a blob is a tree, a dictionary,
+        and the pack's :attr:`PackLoad.marks`, when the caller knows them without a step per
+        entry (loading an index object: byte scans); else found here. A pack met again
+        (an index object that lists it after a repair) keeps its first marks."""
         dictionary = None
-        if holds_trees is None or holds_dict is None:
+        if holds_trees is None or holds_dict is None or marks is None:
             blobs = list(blobs)
+            if marks is None:
+                marks = b"".join(_U32.pack(blobs[i][2]) for i in _marked(len(blobs)))
             holds_trees = any(blob[0] == BLOB_TREE for blob in blobs)
             dictionary = next((blob for blob in blobs if blob[0] == BLOB_DICT), None)
         with self._lock:
@@ -235,6 +283,7 @@ class Index:
                 self._pack_numbers[pack] = number
                 self._pack_blobs.append(0)
                 self._pack_ends.append(0)
+                self._pack_marks.append(marks)
             table = self._blobs
             known = len(table)
             offset = stored = 0
@@ -298,16 +347,14 @@ class Index:
         """The packs that hold a tree blob (the local cache keeps them)."""
         return {self._packs[number] for number in self._tree_packs}
 
-    def pack_loads(self) -> list[tuple[int, int]]:
-        """Per pack number: how many blobs the index locates in the pack, and how many
-        bytes it spans (to the end of its last blob, as listed in order). What restoring
-        its blobs costs, as a parallel restore shares packs out (engine/restore/parts.py);
-        (0, 0) for a pack of trees, whose restore writes no file."""
+    def pack_loads(self) -> list[PackLoad]:
+        """Per pack number, what restoring its blobs costs (:class:`PackLoad`); nothing
+        (``PackLoad(0, 0)``) for a pack of trees, whose restore writes no file."""
         with self._lock:
             return [
-                (0, 0) if number in self._tree_packs else (blobs, end)
-                for number, (blobs, end) in enumerate(
-                    zip(self._pack_blobs, self._pack_ends, strict=True)
+                PackLoad(0, 0) if number in self._tree_packs else PackLoad(*load)
+                for number, load in enumerate(
+                    zip(self._pack_blobs, self._pack_ends, self._pack_marks, strict=True)
                 )
             ]
 

@@ -16,22 +16,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import safehold.engine.restore.finish as restore_module
 import safehold.engine.restore.run as restore_run
 from safehold.engine import BackupOptions, RestoreOptions, backup_paths, restore_snapshot
 from safehold.engine.progress import ProgressEvent
-from safehold.engine.restore.parts import (
-    BLOB_COST,
-    FILES_PER_OWNER,
-    MIN_PIECE,
-    PIECES,
-    PackShare,
-    PartFailed,
-    share_packs,
-)
+from safehold.engine.restore.parts import FILES_PER_OWNER, PartFailed
 from safehold.engine.tuning import available_cpus
 from safehold.repo import Repository, Snapshot, pack_object_name
 
@@ -356,90 +346,3 @@ def test_the_cli_reports_how_many_processes_restored(
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["processes"] == min(available_cpus(), 4)
     assert summary["files"] == snap.summary["total_files"]
-
-
-# ---------------------------------------------------------------- packs shared out by cost
-MIB = 1024 * 1024
-
-
-def _costs(loads: list[tuple[int, int]], shares: list[PackShare], count: int) -> list[int]:
-    """What each part restores, as share_packs counts it: each piece its share of the pack."""
-    costs = [0] * count
-    for (blobs, size), share in zip(loads, shares, strict=True):
-        for part in share.owners:
-            costs[part] += (blobs * BLOB_COST + size) // len(share.owners)
-    return costs
-
-
-def _files(loads: list[tuple[int, int]], shares: list[PackShare], count: int) -> list[float]:
-    files = [0.0] * count
-    for (blobs, _), share in zip(loads, shares, strict=True):
-        for part in share.owners:
-            files[part] += blobs / len(share.owners)
-    return files
-
-
-def test_pack_halves_go_to_the_part_with_the_least_work_so_far() -> None:
-    """The bench's 100,000 small files on S3 (session 22): four data packs of 16,935,
-    37,327, 15,026 and 30,491 blobs (text and random bytes lie in packs of their own) and
-    one of trees. Taken in turn, one part got 32,000 files and the other 68,000; whole packs
-    by cost gave one part 62,000 and it worked on alone for the last 1.1 s of 4.3 s. By
-    halves, each gets about half."""
-    loads = [(16_935, 16 * MIB), (37_327, 16 * MIB), (0, 0), (15_026, 15 * MIB), (30_491, 13 * MIB)]
-    shares = share_packs(loads, 2)
-    files = _files(loads, shares, 2)
-    assert max(files) / min(files) < 1.05, files
-    whole = share_packs(loads, 2, pieces=1)  # what it replaces
-    files = _files(loads, whole, 2)
-    assert max(files) / min(files) > 1.5, files
-
-
-def test_a_blob_belongs_to_the_piece_it_starts_in() -> None:
-    shares = share_packs([(1_000, 10 * MIB), (10, 10), (20, 10 * MIB)], 2)
-    assert shares[0].length == 5 * MIB
-    assert shares[0].owner(0) == shares[0].owners[0]
-    assert shares[0].owner(5 * MIB - 1) == shares[0].owners[0]
-    assert shares[0].owner(5 * MIB) == shares[0].owners[1] != shares[0].owners[0]
-    assert shares[0].owner(20 * MIB) == shares[0].owners[1]  # past the index's end: the last
-    assert len(shares[1].owners) == 1  # shorter than two pieces of MIN_PIECE: not cut
-    assert len(shares[2].owners) == 1  # big chunks, which cost their bytes: not cut
-    assert MIN_PIECE > 10
-
-
-def test_packs_of_big_chunks_are_shared_by_their_bytes() -> None:
-    """A pack of a few big chunks costs its bytes: a part that took a pack of many small
-    files does not also take the next hundred packs of a big file."""
-    loads = [(10_000, 16 * MIB)] + [(16, 16 * MIB)] * 100
-    shares = share_packs(loads, 2)
-    costs = _costs(loads, shares, 2)
-    biggest = max(b * BLOB_COST + s for b, s in loads) // PIECES
-    assert max(costs) - min(costs) <= biggest
-    assert all(len(share.owners) == 1 for share in shares[1:])  # whole: half the GETs
-    assert sum(share.owners.count(1) for share in shares) >= 50  # most of the big file's
-
-
-@given(
-    loads=st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 64 << 20)), max_size=60),
-    count=st.integers(1, 4),
-)
-def test_after_every_pack_the_parts_differ_by_at_most_one_pieces_cost(
-    loads: list[tuple[int, int]], count: int
-) -> None:
-    """Every part computes the same owners from the same index, and the packs of one backup
-    (consecutive numbers) are shared out evenly as they come."""
-    shares = share_packs(loads, count)
-    assert shares == share_packs(list(loads), count)
-    assert all(0 <= o < count for share in shares for o in share.owners)
-    for (_, size), share in zip(loads, shares, strict=True):
-        assert 1 <= len(share.owners) <= PIECES
-        assert share.length * len(share.owners) >= size  # every offset has an owner
-    biggest = max(
-        (
-            (b * BLOB_COST + s) // len(share.owners)
-            for (b, s), share in zip(loads, shares, strict=True)
-        ),
-        default=0,
-    )
-    for end in range(len(loads) + 1):
-        costs = _costs(loads[:end], shares[:end], count)
-        assert max(costs) - min(costs) <= biggest

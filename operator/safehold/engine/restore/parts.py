@@ -9,14 +9,15 @@ decided without talking to the others:
 - the files, symlinks and special files of a directory belong to one part (runs of
   :data:`FILES_PER_OWNER` entries of a directory alternate between parts), so two processes
   seldom create files in one directory at the same time; from an object store a file of one
-  chunk belongs instead to the part that owns its chunk's stripe of the pack (as below), so
+  chunk belongs instead to the part that owns its chunk's piece of the pack (as below), so
   that each byte of a pack is downloaded by one part, once;
-- the chunks of a file of several chunks are shared out by where they lie, in stripes of their
-  pack (4 MiB of a local repository's, the whole pack of an object store's), so a big file is
-  written by all processes and a chunk that several files share is read once;
-- an object store's packs are shared out by what restoring them costs (:func:`share_packs`),
-  those of small files by halves: a pack of small text files holds twice the files of one
-  of random bytes, and a few such packs shared whole leave one part much more to do;
+- the chunks of a file of several chunks are shared out by where they lie: in stripes of 4 MiB
+  of a local repository's pack, in an object store's pack's pieces (as below), so a big file
+  is written by all processes and a chunk that several files share is read once;
+- an object store's packs are shared out by what restoring them costs
+  (:mod:`safehold.engine.restore.shares`), those of small files in pieces: a pack of small
+  text files holds twice the files of one of random bytes, and a few such packs shared
+  whole leave one part much more to do;
 - directories are created by whichever process comes first; part 0, this process, sets their
   metadata, and that of every file of several chunks, after the others have finished
   (a file's metadata marks it complete, see :mod:`safehold.engine.restore.write`).
@@ -52,79 +53,16 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 __all__ = [
-    "BLOB_COST",
     "FILES_PER_OWNER",
-    "MIN_PIECE",
-    "PIECES",
-    "PackShare",
     "PartFailed",
     "PartResult",
     "Parts",
-    "share_packs",
 ]
 
 #: Consecutive entries of a directory that go to the same part.
 FILES_PER_OWNER = 256
-#: What restoring one blob costs beside its bytes, in bytes: creating a file (open, write,
-#: utime, close of a new entry) takes about as long as decoding and writing 16 KiB.
-BLOB_COST = 16 * 1024
 _SLOT = struct.Struct("<qq")  # files done, bytes done: one slot per part in shared memory
 _PR_SET_PDEATHSIG = 1
-
-
-#: The pieces an object store's pack of small files is shared out in: halves. Whole packs
-#: left one part of two with 62,000 of the small files' 100,000 (a snapshot of four data
-#: packs); quarters would balance closer but read a pack in more, shorter requests, which
-#: costs a restore from a distant bucket its time (session 13 in docs/performance.md).
-PIECES = 2
-#: A pack shorter than two pieces of this is not cut: a read of its second piece would
-#: start within its first bytes, which a read takes with it (the subkey prefix and
-#: dictionary lead a pack), and cost a request for little.
-MIN_PIECE = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PackShare:
-    """Which part restores each piece of one pack: the blob at ``offset`` goes to part
-    ``owners[offset // length]``."""
-
-    length: int
-    owners: tuple[int, ...]
-
-    def owner(self, offset: int) -> int:
-        return self.owners[min(offset // self.length, len(self.owners) - 1)]
-
-
-def share_packs(loads: list[tuple[int, int]], count: int, pieces: int = PIECES) -> list[PackShare]:
-    """The part that restores each piece of each pack (by pack number), from what the index
-    holds of each (``Index.pack_loads``: blobs, bytes). A pack of small files, whose blobs
-    cost more than its bytes, is cut into ``pieces`` of equal length (fewer when they would
-    be shorter than :data:`MIN_PIECE`), each costing its share of the pack's blobs times
-    :data:`BLOB_COST` plus its bytes; in the packs' order, each piece goes to the part
-    with the least cost so far.
-    Every part computes the same answer from the index it inherited.
-
-    In turn, a part could get twice the files of the other: a backup's packs of small text
-    files hold 30,000-37,000 blobs, those of random bytes 15,000-17,000 (session 20 in
-    docs/performance.md). In the packs' order, the packs one backup wrote (consecutive
-    numbers) are shared out evenly as they come: after any piece the parts' costs differ by
-    at most the largest piece's, so over any run of consecutive packs (what one snapshot
-    mostly uses) by at most twice that. Sorting by cost would balance the repository, not
-    the packs one snapshot uses."""
-    costs = [0] * max(1, count)
-    shares: list[PackShare] = []
-    for blobs, size in loads:
-        # A pack of big chunks costs its bytes, as do the many others a big file fills:
-        # whole, they share out evenly, in half the requests.
-        small_files = blobs * BLOB_COST > size
-        cut = max(1, min(pieces, size // MIN_PIECE)) if small_files else 1
-        owners = []
-        for _ in range(cut):
-            part = costs.index(min(costs))
-            owners.append(part)
-            costs[part] += (blobs * BLOB_COST + size) // cut
-        shares.append(PackShare(max(1, -(-size // cut)), tuple(owners)))
-    return shares
 
 
 @dataclass

@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from safehold.engine.ahead import TreesAhead
 from safehold.engine.progress import ProgressTracker
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
-from safehold.engine.restore.parts import Parts, share_packs
+from safehold.engine.restore.parts import Parts
 from safehold.engine.restore.safe_fs import chmod_entry, open_rel, raise_fd_limit
 from safehold.engine.restore.select import Selection
+from safehold.engine.restore.shares import share_packs
 from safehold.engine.tuning import available_cpus
 from safehold.repo import Node, Repository, Snapshot
 
@@ -237,8 +238,8 @@ class RestoreState:
         # buffers together take about what one process's take (measured: no slower, 20 MB
         # less memory with two). From an object store a read takes up to a whole pack (a
         # request is a round trip; a pack ends with the blob that takes it past its size):
-        # a part reads each piece of a pack it owns (parts.share_packs) in one request, and
-        # both halves in one when it owns both.
+        # a part reads each piece of a pack it owns (shares.share_packs) in one request, and
+        # both pieces in one when it owns both.
         pack_read = max(MAX_READ, repo.config.pack_size + repo.config.chunker.max_size)
         self.max_read = max(MAX_READ // self.nparts, _MIN_READ) if local else pack_read
         self.stripe = MAX_READ
@@ -250,7 +251,7 @@ class RestoreState:
         #: owned by runs of a directory's entries, their blobs alternate within a pack and
         #: every part's reads span the other's (twice the bytes downloaded).
         self.own_by_stripe = not local and self.nparts > 1
-        #: Then the part of each piece of each pack, by pack number (parts.share_packs).
+        #: Then the part of each piece of each pack, by pack number (shares.share_packs).
         self.pack_parts = (
             share_packs(repo.index.pack_loads(), self.nparts) if self.own_by_stripe else []
         )

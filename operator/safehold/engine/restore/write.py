@@ -221,9 +221,9 @@ class FileWriter(RestoreState):
         part.
 
         From a local repository, by stripes of ``self.stripe`` bytes of its pack: a pack's
-        stripes alternate between the parts. From an object store by the halves of the
+        stripes alternate between the parts. From an object store by the pieces of the
         packs, which the parts share out by their cost
-        (:func:`~safehold.engine.restore.parts.share_packs`, by their numbers in the index:
+        (:func:`~safehold.engine.restore.shares.share_packs`, by their numbers in the index:
         every part has the index it inherited, so all agree without a word, whatever each
         could read of the trees): by the pack's hash, a restore of 11 packs gave one part 2
         and the other 9, and took twice as long as a balanced one."""
