@@ -254,6 +254,34 @@ def test_a_process_ended_by_ctrl_c_interrupts_the_restore_even_before_the_first_
     _assert_reaped(forks)
 
 
+def test_ctrl_c_at_the_instant_of_the_fork_ends_the_child_not_its_copy_of_the_caller(
+    repo: Repository, snap: Snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT that reaches a child before it has the default handlers is held back until
+    it has them, and then ends it: the caller's handler (here pytest's, the CLI's in a
+    command: it would print a second summary and release the lock) never runs in the child.
+    The CI test of the CLI's Ctrl-C could start the child this way only by chance."""
+    real_fork = os.fork
+    pids: list[int] = []
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+            return pid
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, the moment the child starts
+            time.sleep(0.2)  # what would let the caller's handler run
+        except KeyboardInterrupt:
+            os._exit(3)  # the caller's handler ran in the child
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(KeyboardInterrupt):  # part 1 ended by SIGINT, as Parts.wait says
+        restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    _assert_reaped(pids)
+
+
 def test_when_the_restore_is_killed_its_other_processes_die_with_it(
     repo: Repository, snap: Snapshot, source: Path, tmp_path: Path, same_tree: Callable[..., None]
 ) -> None:

@@ -63,6 +63,7 @@ __all__ = [
 FILES_PER_OWNER = 256
 _SLOT = struct.Struct("<qq")  # files done, bytes done: one slot per part in shared memory
 _PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass
@@ -94,22 +95,33 @@ class Parts:
         """Start parts 1..count-1 as children; return this process's part number.
 
         Call it before the restore starts any thread: a child has only the thread that forked.
+        SIGINT and SIGTERM are held back (blocked) until a child has the default handlers:
+        delivered at once, they would run the caller's handler in the child (the CLI's
+        unwinds, prints a second summary and releases the repository lock), or in part 0
+        between a fork and the note of its child.
         """
         parent = os.getpid()
-        for part in range(1, self.count):
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_end)
-                for _, other in self._children:
-                    os.close(other)
-                self._children = []
-                self.part, self._pipe = part, write_end
-                _die_with_parent(parent)
-                _default_signals()
-                return part
-            os.close(write_end)
-            self._children.append((pid, read_end))
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for part in range(1, self.count):
+                read_end, write_end = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(read_end)
+                    for _, other in self._children:
+                        os.close(other)
+                    self._children = []
+                    self.part, self._pipe = part, write_end
+                    _default_signals()
+                    _die_with_parent(parent)
+                    return part  # let through: a signal held back ends the child now
+                os.close(write_end)
+                self._children.append((pid, read_end))
+        except BaseException:
+            self.abandon()  # a fork that failed: the children so far end
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return 0
 
     # -- in a child
@@ -200,7 +212,7 @@ def _default_signals() -> None:
     """A child ends on SIGINT and SIGTERM at once, as the kernel does by default: the
     caller's handlers (the CLI turns them into an exception that unwinds and releases the
     repository lock) must run in part 0 only, never in a copy of it."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         # ValueError: not the main thread, where no handler of ours can be installed
         with contextlib.suppress(ValueError):
             signal.signal(signum, signal.SIG_DFL)
