@@ -147,6 +147,9 @@ def test_restore_reports_what_a_restore_request_shows(cli: Cli) -> None:
     assert summary.verify is not None
     assert (summary.verify.files, summary.verify.problems_total) == (2, 0)
     assert summary.verify.bytes == summary.bytes_written
+    # the restore's own clock, read back included: a test restore's durationSeconds
+    assert summary.duration_s is not None
+    assert summary.duration_s > 0
 
 
 def test_forget_and_prune_report_what_the_policys_retention_shows(cli: Cli) -> None:

@@ -123,6 +123,7 @@ class RestoreSummary(JobSummary):
     files: int | None = Field(default=None, ge=0)
     bytes_written: int | None = Field(default=None, ge=0)
     files_skipped: int | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, ge=0)
     verify: RestoreCheck | None = None  # only with --verify
 
 

@@ -47,6 +47,8 @@ class RestoreResult:
     unmatched: list[dict[str, Any]] = field(default_factory=list)
     #: with ``RestoreOptions.verify``: what reading the restored files back found
     check: RestoreCheck | None = None
+    #: seconds the restore took, its read-back included
+    duration_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         doc = {
@@ -61,6 +63,7 @@ class RestoreResult:
             "errors": len(self.errors),
             "processes": self.processes,
             "unmatched_includes": self.unmatched,
+            "duration_s": round(self.duration_s, 3),
         }
         if self.check is not None:
             doc["verify"] = self.check.summary()

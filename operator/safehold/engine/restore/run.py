@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import asdict
 from typing import NoReturn
 
@@ -63,6 +64,7 @@ def restore_snapshot(
     pattern raises :class:`~safehold.engine.patterns.PatternError` and a selection of nothing
     :class:`NothingSelected`, before ``target`` is touched. With ``options.verify``, the
     restored tree is then read back and checked against the snapshot (``result.check``)."""
+    started = time.monotonic()
     options = options or RestoreOptions()
     selection = plan_selection(repo, snap.tree, options.includes, options.excludes)
     remote = not repo.storage.location.startswith("file:")
@@ -100,6 +102,7 @@ def restore_snapshot(
                 r.close()
     if options.verify:
         r.result.check = check.verify_restored(repo, snap, target, selection, progress)
+    r.result.duration_s = time.monotonic() - started
     return r.result
 
 
