@@ -25,14 +25,30 @@ def test_peak_rss_is_the_commands_not_the_harnesss(tmp_path: Path) -> None:
 
 
 def test_a_tool_of_several_processes_is_measured_by_their_summed_memory(tmp_path: Path) -> None:
-    """Three processes of 80 MB each: GNU time alone would report 80 MB."""
+    """Three processes of 80 MB each: GNU time alone would report 80 MB. All three hold
+    their 80 MB together for a second, however late a loaded machine runs the children."""
     script = (
         "import os, time\n"
+        "ready_r, ready_w = os.pipe()\n"
+        "go_r, go_w = os.pipe()\n"
+        "kids = []\n"
         "for _ in range(2):\n"
-        "    if os.fork() == 0:\n"
-        "        break\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.close(go_w)\n"
+        "        ballast = os.urandom(80 << 20)\n"
+        "        os.write(ready_w, b'k')\n"
+        "        os.read(go_r, 1)\n"  # until the parent closes go_w
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
         "ballast = os.urandom(80 << 20)\n"
+        "got = b''\n"
+        "while len(got) < 2:\n"
+        "    got += os.read(ready_r, 2)\n"
         "time.sleep(1)\n"
+        "os.close(go_w)\n"
+        "for pid in kids:\n"
+        "    os.waitpid(pid, 0)\n"
     )
     three = run_measured(Command([sys.executable, "-c", script]), tmp_path / "three", timeout=60)
     assert three.peak_rss_bytes > 3 * 80e6

@@ -16,6 +16,18 @@ def _metric(name: str, labels: dict[str, str]) -> float | None:
     return metrics.REGISTRY.get_sample_value(name, labels)
 
 
+def _counted(namespace: Namespace, *expected: tuple[str, dict[str, str], float]) -> None:
+    """Wait until the metrics hold the expected values: the operator counts a run once its
+    status is written (a write that fails is retried, and counts once), so a test that has
+    just read the status may be a moment ahead of the counts."""
+    namespace.cluster.wait_for(
+        lambda: all(_metric(name, labels) == value for name, labels, value in expected) or None,
+        timeout=30,
+        interval=0.1,
+        what="the operator to count what the status says",
+    )
+
+
 def _sources(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in obj["status"]["sources"]}
 
@@ -53,6 +65,11 @@ def test_backup_incremental_and_restore_on_s3(
 
     # the per-source metrics count what the status says
     labels = {"namespace": str(namespace), "policy": "pol", "source": "data"}
+    _counted(
+        namespace,
+        ("safehold_backup_sources_total", {**labels, "result": "Succeeded"}, 1),
+        ("safehold_backup_source_cpu_seconds_total", labels, src["cpuSeconds"]),
+    )
     assert _metric("safehold_backup_sources_total", {**labels, "result": "Succeeded"}) == 1
     assert _metric("safehold_backup_source_files_total", labels) == len(original)
     assert _metric("safehold_backup_source_read_bytes_total", labels) == total
@@ -83,6 +100,7 @@ def test_backup_incremental_and_restore_on_s3(
     assert item["files"] == len(original)
     assert kit.read_tree(kit.claim_dir(namespace, "restored")) == original
     ns_label = {"namespace": str(namespace)}
+    _counted(namespace, ("safehold_restore_duration_seconds_count", ns_label, 1))
     assert _metric("safehold_restores_started_total", ns_label) == 1
     assert _metric("safehold_restores_total", {**ns_label, "result": "Succeeded"}) == 1
     assert _metric("safehold_restore_bytes_total", ns_label) == item["bytes"]

@@ -397,9 +397,18 @@ def test_a_run_started_during_a_replication_backs_up_at_once_and_is_copied_after
     and the new run's own replication follows."""
     operator(poll_interval=1.0)
     data = kit.make_claim(namespace, "data", size="1Gi")
-    kit.write_data(data, seed=71, files=10, size=16 * 1024 * 1024)  # a copy of seconds
+    kit.write_data(data, seed=71, files=10, size=16 * 1024 * 1024)
     kit.store_location(namespace, s3_store, "primary", password=PASSWORD)
-    site = kit.store_location(namespace, gcs_store, "site", password=PASSWORD, role="recovery-site")
+    # 160 MiB at 8 MiB/s: a copy of 20 s, so that run-2 surely starts within it (times
+    # are in whole seconds; an unlimited copy of seconds could end in run-2's second)
+    site = kit.store_location(
+        namespace,
+        gcs_store,
+        "site",
+        password=PASSWORD,
+        role="recovery-site",
+        bandwidth={"uploadKiBps": 8192},
+    )
     kit.policy(
         namespace,
         "pol",

@@ -153,27 +153,48 @@ def test_without_lock_wait_a_held_lock_fails_at_once(repo: Path) -> None:
 
 
 def test_lock_wait_waits_for_a_backup_to_finish(repo: Path) -> None:
-    holder = _hold_shared_lock(repo, 3)
-    done = _run(repo, "forget", "--keep-last", "1", "--prune", "--grace", "0",
-                "--lock-wait", "60", "--json")  # fmt: skip
-    holder.join()
-    doc = _summary(done)
+    """The backup ends only once the forget has said that it waits (a holder of fixed
+    seconds could end before a loaded machine's forget first tried the lock)."""
+    finished = threading.Event()
+    holder = _hold_shared_lock(repo, 60, finished)
+    env = {**os.environ, "SAFEHOLD_REPOSITORY": repo.as_uri(), "SAFEHOLD_PASSWORD": PASSWORD}
+    argv = ["forget", "--keep-last", "1", "--prune", "--grace", "0", "--lock-wait", "60", "--json"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "safehold", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        first = ""
+        for line in proc.stderr:  # until the forget says that it waits
+            first += line
+            if "trying again" in line:
+                break
+        finished.set()
+        holder.join()
+        stdout, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, first + rest
+    assert "trying again for up to 60s" in first
+    doc = _summary(subprocess.CompletedProcess(argv, 0, stdout, first + rest))
     assert doc["ok"] is True
     assert doc["removed"] == 10
-    assert "trying again for up to 60s" in done.stderr
     prune = doc["prune"]
     assert isinstance(prune, dict)
     assert prune["bytes_freed"] > 0
 
 
 def test_lock_wait_is_bounded(repo: Path) -> None:
-    holder = _hold_shared_lock(repo, 8)
+    finished = threading.Event()
+    holder = _hold_shared_lock(repo, 60, finished)
     started = time.monotonic()
     done = _run(repo, "prune", "--lock-wait", "2", "--json", check=False)
     waited = time.monotonic() - started
+    finished.set()
     holder.join()
     assert done.returncode == 11
-    assert 2 <= waited < 8
+    assert 2 <= waited < 30  # the lock was held for 60 s
     error = str(_summary(done)["error"])
     assert "still locked after waiting 2s" in error
     assert PASSWORD not in done.stdout + done.stderr

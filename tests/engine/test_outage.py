@@ -121,7 +121,10 @@ def test_a_two_minute_outage_mid_backup_is_ridden_out_on_every_object_store(
         assert report["finished_after_outage"] > end, name
         assert report["retries"] > 0, name
         assert report["lost"] is None, name
-        assert report["seconds"] < 150, f"{name}: {report['seconds']:.0f} s"
+        # it went on within seconds of the outage's end (pauses of at most 10 s), whatever
+        # a loaded machine took before it
+        after = report["finished_after_outage"] - end
+        assert after < 60, f"{name}: {after:.0f} s after the outage ({report['seconds']:.0f} s)"
         summary = report["snapshot"].summary
         assert summary["files_new"] == SOURCE_MB, name
         assert summary["errors"] == 0, name

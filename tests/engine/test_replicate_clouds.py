@@ -90,7 +90,14 @@ def test_replicate_file_to_s3_to_gcs_to_azure_killed_midway_and_resumed(
         "replicate", *_flags("-o", s3_opts), "--to", gcs_url, *_flags("-O", gcs_opts),
         "--jobs", "1", "--json",
     )  # fmt: skip
-    proc = subprocess.Popen(hop2, env=from_s3, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # at 2 MiB/s the 27 MB take ~13 s: a poll of the site slowed by a loaded machine
+    # cannot see the copy finish before the kill (unlimited, it takes a second or two)
+    proc = subprocess.Popen(
+        [*hop2, "--limit-upload", "2048"],
+        env=from_s3,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while _count(gcs_url, gcs_opts, "data/") < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, "replicate finished before it could be killed"

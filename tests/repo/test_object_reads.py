@@ -80,7 +80,7 @@ def test_index_objects_are_read_while_the_key_is_derived_and_in_parallel(
 
     def recorded_unseal(*args: object, **kwargs: object) -> object:
         events.append("derive starts")
-        time.sleep(0.1)  # a slower machine's derivation: the reads must not wait for it
+        time.sleep(1.0)  # a slower machine's derivation: the reads must not wait for it
         try:
             return unseal(*args, **kwargs)  # type: ignore[arg-type]
         finally:

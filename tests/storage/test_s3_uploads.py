@@ -74,5 +74,6 @@ def test_a_pack_upload_does_not_wait_for_100_continue(server: _Server) -> None:
             storage.put(f"data/pack-{n}", FileBody(file))
     assert [expect for expect, _ in server.puts] == [None, None, None]
     # Without the header, the body follows the headers at once; botocore's wait for an
-    # answer that never comes would hold each body back a whole second.
-    assert max(seconds for _, seconds in server.puts) < 0.5
+    # answer that never comes would hold every body back a whole second (the quickest of
+    # three: one transfer slowed by a loaded machine cannot fail it).
+    assert min(seconds for _, seconds in server.puts) < 1.0

@@ -79,7 +79,7 @@ def test_retry_gives_up_after_the_time_budget(fs: Storage) -> None:
     start = time.monotonic()
     with pytest.raises(TransientError):
         RetryingStorage(faulty, policy).stat("obj")
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 5.0  # 1,000 tries would take 50 s
     assert 3 < faulty.calls["stat"] < 1000
 
 
@@ -200,7 +200,8 @@ def test_retry_rides_out_a_server_restart(
     store = object_store_factory("s3")
     store.make_bucket("outage")
     plain = open_storage(store.url("outage", "repo"), {**store.options, "timeout": "5"})
-    policy = RetryPolicy(attempts=50, base_delay=0.2, max_delay=1.0, budget=60)
+    # as many tries as 60 s allow: a restart on a loaded machine can outlast 50 tries
+    policy = RetryPolicy(attempts=None, base_delay=0.2, max_delay=1.0, budget=60)
     storage = RetryingStorage(plain, policy)
     storage.put("before", b"written before the outage")
 
@@ -228,16 +229,16 @@ def test_retry_rides_out_a_server_restart(
 
 def test_faults_corrupt_and_delay(fs: Storage) -> None:
     fs.put("obj", b"abc")
-    faulty = FaultyStorage(fs).corrupt("get", nth=2).delay(0.2, "stat", nth=1, times=1)
+    faulty = FaultyStorage(fs).corrupt("get", nth=2).delay(1.0, "stat", nth=1, times=1)
     assert faulty.get("obj") == b"abc"
     assert faulty.get("obj") == b"\x9ebc"
     assert faulty.get("obj") == b"abc"
     start = time.monotonic()
     assert faulty.stat("obj").size == 3
-    assert time.monotonic() - start >= 0.2
+    assert time.monotonic() - start >= 1.0
     start = time.monotonic()
     faulty.stat("obj")
-    assert time.monotonic() - start < 0.2
+    assert time.monotonic() - start < 1.0  # not delayed (a second: room for a loaded machine)
 
 
 def test_faults_count_any_operation(fs: Storage) -> None:
