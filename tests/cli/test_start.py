@@ -25,18 +25,29 @@ PASSWORD = "start test password"
 OTHER_PASSWORD = "another start test password"
 
 #: Runs ``safehold.cli.start.main`` on argv, recording every derivation; prints the exit
-#: code and the records as the last line of stderr.
+#: code and the records as the last line of stderr. With PROBE_HOLD set, the commands'
+#: modules load only once a derivation has begun (for at most 10 s), so that whether it
+#: began before them does not hang on how soon a loaded machine runs its thread.
 PROBE = """
-import json, sys, threading
+import json, os, sys, threading
 from safehold.repo import keys
 real = keys._kek
 derived = []
+begun = threading.Event()
+class Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == "safehold.cli.main":
+            begun.wait(10)
+        return None
+if os.environ.get("PROBE_HOLD"):
+    sys.meta_path.insert(0, Hold())
 def kek(password, kdf):
     derived.append({
         "thread": threading.current_thread().name,
         "commands_loaded": "safehold.cli.main" in sys.modules,
         "salt": kdf.salt.hex(),
     })
+    begun.set()
     return real(password, kdf)
 keys._kek = kek
 from safehold.cli.start import main
@@ -107,7 +118,9 @@ def _salt(key_file: Path) -> str:
 
 
 def test_the_key_is_derived_while_the_commands_load_and_the_open_uses_it(repo: Path) -> None:
-    code, derived, err = _run(repo, "snapshots", "--json", SAFEHOLD_PASSWORD=PASSWORD)
+    code, derived, err = _run(
+        repo, "snapshots", "--json", SAFEHOLD_PASSWORD=PASSWORD, PROBE_HOLD="1"
+    )
     assert code == 0, err
     # One derivation, in the early thread, started before the commands' modules loaded;
     # the open took its result instead of deriving again.
@@ -119,7 +132,7 @@ def test_the_key_is_derived_while_the_commands_load_and_the_open_uses_it(repo: P
 def test_a_password_file_after_the_command_name_starts_it_too(repo: Path, tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
-    code, derived, err = _run(repo, "snapshots", "--password-file", str(secret))
+    code, derived, err = _run(repo, "snapshots", "--password-file", str(secret), PROBE_HOLD="1")
     assert code == 0, err
     assert [(d["thread"], d["commands_loaded"]) for d in derived] == [("early-key", False)]
 
