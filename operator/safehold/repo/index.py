@@ -40,8 +40,8 @@ _FLAGS = bytes(FLAGS)
 _TREE = bytes((BLOB_TREE,))
 _DICT = bytes((BLOB_DICT,))
 #: A pack's blobs are located by where the blob at each of these fractions of its entries
-#: starts (``PackLoad.marks``): a pack of small files can hold ten times the files in its
-#: first half as in its second (session 25 in docs/performance.md).
+#: starts (``PackLoad.marks``): a pack's files are not spread evenly over its bytes (a
+#: directory of tiny files, then one of bigger ones; session 25 in docs/performance.md).
 MARKS = 16
 #: A pack of fewer entries keeps no marks: its blobs are big chunks, which cost their bytes.
 _MARKED = 64
@@ -52,7 +52,7 @@ _MAX_BODY = 1 << 30
 
 class PackLoad(NamedTuple):
     """What restoring one pack's blobs costs, as a parallel restore shares packs out
-    (engine/restore/parts.py): how many blobs the index locates in it, how many bytes it
+    (engine/restore/shares.py): how many blobs the index locates in it, how many bytes it
     spans (to the end of its last blob, as listed), and where its blobs lie: ``marks``, the
     offsets at which the blobs at each 1/:data:`MARKS` of its entries start (little-endian
     u32s, in the listed order: a writer lists a pack's blobs as it wrote them), empty for a

@@ -15,7 +15,7 @@ sixteenth of its blobs starts), so a pack whose first half holds most of its fil
 early. A pack of big chunks costs its bytes and goes whole to the least loaded part (half
 the requests). After any pack, the parts differ by at most the largest piece's cost, and
 after a pack of small files that outweighs their lag, by little more than the error of the
-marks' straight lines."""
+marks' straight lines (unless a cut had to move to keep its pieces :data:`MIN_PIECE` long)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,6 @@ class _Curve:
         inner = [(o, load.blobs * i // n * BLOB_COST + o) for i, o in enumerate(marks, 1)]
         end = (load.size, load.blobs * BLOB_COST + load.size)
         self.points = [(0, 0), *(p for p in inner if p[0] < load.size), end]
-        self.total = end[1]
 
     def cost_at(self, offset: int) -> int:
         return _between(self.points, offset, 0)
