@@ -225,7 +225,12 @@ def _queue_depths(namespace: str) -> Iterator[list[float]]:
 
 
 def _value(port: int, expr: str, namespace: Namespace) -> float:
-    [series] = _answers(port, expr, namespace)
+    """The one series of ``expr``, waited for past a stale scrape (see
+    :func:`_every_panel_answers`)."""
+    deadline = time.monotonic() + 30
+    while not (found := _answers(port, expr, namespace)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    [series] = found
     return float(series["value"][1])
 
 
