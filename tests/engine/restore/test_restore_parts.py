@@ -152,6 +152,29 @@ def _in_part_one(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) 
     monkeypatch.setattr(restore_module.Restore, "drain", drain)
 
 
+def test_an_entry_that_fails_in_its_owner_is_reported_once_whichever_part_owns_it(
+    repo: Repository, snap: Snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder refuses a malformed node, so this takes a loader that lets one through:
+    a chunk id that is not hex, in a file of each stripe of ``crowd`` (one per part)."""
+    src = repo.load_tree(_subtree(repo, snap, "src"))
+    crowd = next(str(n["subtree"]) for n in src if n["name"] == "crowd")
+    spoiled = {"f0000", f"f{FILES_PER_OWNER:04}"}
+    real = Repository.load_tree
+
+    def load_tree(self: Repository, tree_id: str) -> list[dict[str, Any]]:
+        nodes = real(self, tree_id)
+        if tree_id == crowd:
+            nodes = [{**n, "content": ["zz" * 32]} if n["name"] in spoiled else n for n in nodes]
+        return nodes
+
+    monkeypatch.setattr(Repository, "load_tree", load_tree)
+    result = restore_snapshot(repo, snap, str(tmp_path / "out"), RestoreOptions(processes=2))
+    assert sorted(e["path"].rsplit("/", 1)[1] for e in result.errors) == sorted(spoiled)
+    assert all("malformed entry in snapshot" in e["error"] for e in result.errors)
+    assert (tmp_path / "out" / "src" / "crowd" / "f0001").exists()  # the rest is restored
+
+
 def test_a_bug_in_another_process_fails_the_restore_with_its_message(
     repo: Repository,
     snap: Snapshot,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from safehold.engine.restore.parts import FILES_PER_OWNER
 from safehold.engine.restore.safe_fs import DIR_FLAGS, bad_name, clear, enter_dir
-from safehold.engine.restore.state import Dir
+from safehold.engine.restore.state import Dir, has_other_links
 from safehold.engine.restore.write import FileWriter
 from safehold.repo import CorruptObject, Node
 
@@ -132,6 +132,7 @@ class TreeWalk(FileWriter):
         selection = None if frame.whole else self.selection
         whole = True
         for position, node in frame.entries:
+            mine: bool | None = None
             try:
                 kind = node["type"]
                 if nparts == 1:
@@ -140,7 +141,12 @@ class TreeWalk(FileWriter):
                     mine = self._file_owner(node["content"][0], dir_no, position) == part
                 else:
                     mine = (dir_no + position // FILES_PER_OWNER) % nparts == part
-                if not (mine or kind == "dir" or part == 0 or len(node.get("content", ())) > 1):
+                if not (
+                    mine
+                    or kind == "dir"
+                    or len(node.get("content", ())) > 1  # shared by stripe
+                    or (part == 0 and kind == "file" and _noted(node))
+                ):
                     continue  # another part's, and nothing part 0 notes: the quickest way out
                 name = node["name"]
                 if type(name) is not str or bad_name(name):
@@ -171,8 +177,10 @@ class TreeWalk(FileWriter):
                 else:
                     self._special(where, name, path, node, fresh)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                # only a crafted tree (the decoder checks every field): this entry only
-                if part == 0:
+                # only a crafted tree (the decoder checks every field): this entry only,
+                # reported by its owner; before the owner was known every part failed
+                # alike, and part 0 reports it
+                if mine or (mine is None and part == 0):
                     what = node.get("name") if isinstance(node, dict) else None
                     self._error(prefix + shown(what), f"malformed entry in snapshot ({exc})")
         return None
@@ -261,6 +269,12 @@ class TreeWalk(FileWriter):
         except (OSError, KeyError) as exc:
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._error(path, f"cannot create {node['type']}: {msg}")
+
+
+def _noted(node: Node) -> bool:
+    """Part 0 notes another part's file: a hard link (made at the end, by part 0) or a
+    file that may be one's first name (see :func:`has_other_links`)."""
+    return "hardlink" in node or has_other_links(node)
 
 
 def shown(name: object) -> str:
