@@ -18,7 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safehold.repo.errors import CorruptObject
-from safehold.repo.tree import _decode_checked, _decode_typed, _loads, decode_tree, encode_tree
+from safehold.repo.tree import (
+    NODE_TYPES,
+    TreeNode,
+    _decode_checked,
+    _decode_typed,
+    _loads,
+    _Typed,
+    decode_tree,
+    encode_tree,
+)
 
 from .test_decoder_fuzz import NODE
 
@@ -232,6 +241,15 @@ def test_every_edge_of_every_field_is_read_as_the_checked_path_reads_it(
     except CorruptObject:
         checked = None  # refused: the typed path must not have read it
     assert typed is None or typed == checked
+
+
+def test_the_typed_path_knows_every_field_and_node_type_of_the_format() -> None:
+    """Its Struct repeats the format's fields: one it lacked would send every tree that
+    holds it to the checked path, one it added would read a field the format lacks."""
+    assert {f.name for f in msgspec.structs.fields(_Typed)} == set(TreeNode.__annotations__)
+    for kind in NODE_TYPES:
+        data = encode_tree([{"name": "n", "type": kind}])
+        assert _decode_typed(data) == [{"name": "n", "type": kind}]
 
 
 def test_the_trees_this_version_writes_take_the_typed_path() -> None:
