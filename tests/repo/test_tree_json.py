@@ -283,7 +283,9 @@ def test_the_trees_this_version_writes_take_the_typed_path() -> None:
         },
     ]
     data = encode_tree(nodes)
-    assert _decode_typed(data) == json.loads(data)["nodes"]
+    typed = _decode_typed(data)
+    assert typed == json.loads(data)["nodes"]
+    assert [list(n) for n in typed or ()] == [list(n) for n in json.loads(data)["nodes"]]
     assert decode_tree(data) == json.loads(data)["nodes"]
 
 

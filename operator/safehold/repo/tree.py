@@ -252,30 +252,31 @@ _Path = Annotated[str, Meta(min_length=1, max_length=MAX_TARGET)]
 _Id = Annotated[str, Meta(min_length=64, max_length=64)]  # hex checked per tree, at once
 
 
-class _Typed(msgspec.Struct, forbid_unknown_fields=True):
+class _Typed(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A node as the typed decoder reads it. A field it does not know, a ``null`` or a
-    value of another type sends the whole tree to the checked path."""
+    value of another type sends the whole tree to the checked path. The fields are in the
+    order a tree stores its keys (sorted), so the dicts made of them keep that order too."""
 
-    name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME)]
-    type: Literal["file", "dir", "symlink", "dev", "chardev", "fifo", "socket"]
-    mode: Annotated[int, Meta(ge=0, le=0o7777)] | UnsetType = UNSET
-    uid: _U32Int | UnsetType = UNSET
-    gid: _U32Int | UnsetType = UNSET
-    user: _Owner | UnsetType = UNSET
-    group: _Owner | UnsetType = UNSET
-    mtime_ns: _Int64 | UnsetType = UNSET
     atime_ns: _Int64 | UnsetType = UNSET
-    ctime_ns: _Int64 | UnsetType = UNSET
-    inode: _U63Int | UnsetType = UNSET
-    dev: _U63Int | UnsetType = UNSET
-    links: _U32Int | UnsetType = UNSET
-    size: Annotated[int, Meta(ge=0, le=_I64 - 1)] | UnsetType = UNSET
     content: list[_Id] | UnsetType = UNSET
-    sparse: bool | UnsetType = UNSET
+    ctime_ns: _Int64 | UnsetType = UNSET
+    dev: _U63Int | UnsetType = UNSET
+    gid: _U32Int | UnsetType = UNSET
+    group: _Owner | UnsetType = UNSET
     hardlink: _Path | UnsetType = UNSET
+    inode: _U63Int | UnsetType = UNSET
+    links: _U32Int | UnsetType = UNSET
+    mode: Annotated[int, Meta(ge=0, le=0o7777)] | UnsetType = UNSET
+    mtime_ns: _Int64 | UnsetType = UNSET
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME)]
+    rdev: _U63Int | UnsetType = UNSET
+    size: Annotated[int, Meta(ge=0, le=_I64 - 1)] | UnsetType = UNSET
+    sparse: bool | UnsetType = UNSET
     subtree: _Id | UnsetType = UNSET
     target: _Path | UnsetType = UNSET
-    rdev: _U63Int | UnsetType = UNSET
+    type: Literal["file", "dir", "symlink", "dev", "chardev", "fifo", "socket"]
+    uid: _U32Int | UnsetType = UNSET
+    user: _Owner | UnsetType = UNSET
 
 
 class _TypedTree(msgspec.Struct):
