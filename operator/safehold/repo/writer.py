@@ -16,8 +16,9 @@ the uploader threads (as many as the storage's ``uploads_in_flight``); while the
 upload, the next fills, and a worker that fills it waits (holding the pack lock) until an
 upload slot is free: that bounds memory to about one pack more than the uploads in flight
 and pushes back on the readers. Index objects are
-written only for packs already stored (packs, then index: format section 10),
-every ``index_every`` packs and at :meth:`flush`.
+written only for packs already stored (packs, then index: format section 10): once
+the packs stored since the last one hold :data:`INDEX_EVERY_BYTES` or
+:data:`INDEX_MAX_BLOBS` blobs, and at :meth:`flush` (format section 8 says why).
 
 In format version 2 each pack has its own subkey (section 5a): the buffer of a new
 pack starts with its subkey prefix, and :meth:`BlobWriter.add` seals each blob under
@@ -58,7 +59,16 @@ from safehold.repo.repository import Repository
 from safehold.repo.staging import staging_file
 from safehold.storage import FileBody
 
-__all__ = ["BlobWriter", "WriterStats"]
+__all__ = ["INDEX_EVERY_BYTES", "INDEX_MAX_BLOBS", "BlobWriter", "WriterStats"]
+
+#: An index object is written once the packs stored since the last one hold this many
+#: bytes: what a killed backup may have to upload again (its packs that no index names
+#: are not reused). Every index object is a request for each later command that reads the
+#: index without a cache (a Job's pod), so they are not written more often than that.
+INDEX_EVERY_BYTES = 1 << 30
+#: ... or this many blobs (4.6 MB of entries before compression: packs of small files), so
+#: that no index object is too large to read whole.
+INDEX_MAX_BLOBS = 100_000
 
 
 class WriterStats:
@@ -108,12 +118,14 @@ class BlobWriter:
         repo: Repository,
         *,
         max_uploads: int | None = None,
-        index_every: int = 8,
+        index_bytes: int = INDEX_EVERY_BYTES,
+        index_blobs: int = INDEX_MAX_BLOBS,
         pack_size: int | None = None,
         dictionary: Dictionary | None = None,
     ) -> None:
         """``dictionary``: the one that blobs flagged ``FLAG_DICT`` were compressed with,
-        unless :meth:`add` names another."""
+        unless :meth:`add` names another. ``index_bytes`` and ``index_blobs``: when an
+        index object is written before the end (tests make them small)."""
         self.repo = repo
         self.dictionary = dictionary
         self._remembered: set[bytes] = set()
@@ -131,7 +143,10 @@ class BlobWriter:
         self._futures: list[Future[None]] = []
         self._index_lock = threading.Lock()
         self._index_file = IndexFile()
-        self._index_every = index_every
+        self._index_bytes = index_bytes
+        self._index_blobs = index_blobs
+        self._unindexed_bytes = 0  # of the packs in _index_file
+        self._unindexed_blobs = 0
         self._error: BaseException | None = None
 
     @property
@@ -240,7 +255,12 @@ class BlobWriter:
                 self.stats.packs += 1
             with self._index_lock:
                 self._index_file.packs[pack] = entries
-                if len(self._index_file.packs) >= self._index_every:
+                self._unindexed_bytes += size
+                self._unindexed_blobs += len(entries)
+                if (
+                    self._unindexed_bytes >= self._index_bytes
+                    or self._unindexed_blobs >= self._index_blobs
+                ):
                     self._write_index()
         except BaseException as exc:
             if self._error is None:
@@ -253,6 +273,7 @@ class BlobWriter:
         if not self._index_file.packs:
             return
         current, self._index_file = self._index_file, IndexFile()
+        self._unindexed_bytes = self._unindexed_blobs = 0
         size = self.repo.write_index(current)[1]
         self.stats.index_objects += 1
         self.stats.stored += size
