@@ -43,7 +43,7 @@ from safehold.repo.blobset import CompactIdSet
 from safehold.repo.crypto import SEAL_OVERHEAD, SealError, object_hash
 from safehold.repo.dictionary import Dictionary
 from safehold.repo.errors import CorruptObject, RepositoryError
-from safehold.repo.index import Index, IndexFile, decode_index
+from safehold.repo.index import Index, IndexFile, decode_index, split_packs
 from safehold.repo.layout import DATA, INDEX, index_name, object_id, pack_object_name
 from safehold.repo.locks import RepositoryLock, list_locks
 from safehold.repo.pack import (
@@ -73,8 +73,6 @@ __all__ = [
 DEFAULT_MAX_UNUSED = 20.0
 #: Packs younger than this are never deleted or repacked (a backup may be writing them).
 DEFAULT_GRACE = timedelta(hours=2)
-#: Packs per index object that prune writes (bounds the size of one index object).
-_PACKS_PER_INDEX = 2000
 
 
 class PruneError(RepositoryError):
@@ -356,10 +354,7 @@ class _Prune:
 
     def write_index(self, plan: _Plan, new_packs: dict[str, list[PackBlob]]) -> None:
         """Index objects for all that stays; the last one supersedes every old one."""
-        packs = sorted({**plan.keep, **new_packs}.items())
-        chunks = [
-            dict(packs[i : i + _PACKS_PER_INDEX]) for i in range(0, len(packs), _PACKS_PER_INDEX)
-        ] or [{}]
+        chunks = split_packs(sorted({**plan.keep, **new_packs}.items()))
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
             supersedes = sorted(self.index_files) if last else []

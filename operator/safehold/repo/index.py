@@ -22,6 +22,7 @@ from safehold.repo.errors import CorruptObject
 from safehold.repo.pack import BLOB_DICT, BLOB_TREE, BLOB_TYPES, FLAGS, PackBlob
 
 __all__ = [
+    "INDEX_MAX_BLOBS",
     "MARKS",
     "BlobLocation",
     "Index",
@@ -30,6 +31,7 @@ __all__ = [
     "PackLoad",
     "decode_index",
     "encode_index",
+    "split_packs",
 ]
 
 _MAGIC = b"SHIX"
@@ -48,6 +50,11 @@ _MARKED = 64
 #: The largest index body read (zstd's frame header says the size before it is made):
 #: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
 _MAX_BODY = 1 << 30
+#: Blobs in one index object at most, whoever writes it (a backup, prune, ``repair
+#: index``): 4.6 MB of entries before compression, read whole by every open. A bound in
+#: packs alone is none: 2,000 packs of small files' blobs (16,000 each) would pass
+#: :data:`_MAX_BODY`, and readers would refuse the object.
+INDEX_MAX_BLOBS = 100_000
 
 
 class PackLoad(NamedTuple):
@@ -89,6 +96,24 @@ class IndexFile:
 
     packs: dict[str, list[PackBlob]] = field(default_factory=dict)
     supersedes: list[str] = field(default_factory=list)
+
+
+def split_packs(
+    packs: Iterable[tuple[str, list[PackBlob]]], max_blobs: int | None = None
+) -> list[dict[str, list[PackBlob]]]:
+    """``packs`` (id, entries), in their order, in as few index objects' worth as hold at
+    most ``max_blobs`` (:data:`INDEX_MAX_BLOBS`) blobs each (a pack of more goes in one
+    alone); one empty for none, so that a rewrite of an empty index still supersedes."""
+    limit = INDEX_MAX_BLOBS if max_blobs is None else max_blobs
+    chunks: list[dict[str, list[PackBlob]]] = [{}]
+    blobs = 0
+    for pack, entries in packs:
+        if chunks[-1] and blobs + len(entries) > limit:
+            chunks.append({})
+            blobs = 0
+        chunks[-1][pack] = entries
+        blobs += len(entries)
+    return chunks
 
 
 def encode_index(aead: AESGCM | Sealer, index: IndexFile) -> bytes:

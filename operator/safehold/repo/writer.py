@@ -18,7 +18,8 @@ upload slot is free: that bounds memory to about one pack more than the uploads 
 and pushes back on the readers. Index objects are
 written only for packs already stored (packs, then index: format section 10): once
 the packs stored since the last one hold :data:`INDEX_EVERY_BYTES` or
-:data:`INDEX_MAX_BLOBS` blobs, and at :meth:`flush` (format section 8 says why).
+:data:`~safehold.repo.index.INDEX_MAX_BLOBS` blobs, and at :meth:`flush` (format section
+8 says why).
 
 In format version 2 each pack has its own subkey (section 5a): the buffer of a new
 pack starts with its subkey prefix, and :meth:`BlobWriter.add` seals each blob under
@@ -44,7 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safehold.repo import layout
 from safehold.repo.crypto import PackKey, blob_aad, seal_parts
 from safehold.repo.dictionary import Dictionary
-from safehold.repo.index import IndexFile
+from safehold.repo.index import INDEX_MAX_BLOBS, IndexFile
 from safehold.repo.locks import check_lock
 from safehold.repo.pack import (
     BLOB_DICT,
@@ -59,16 +60,13 @@ from safehold.repo.repository import Repository
 from safehold.repo.staging import staging_file
 from safehold.storage import FileBody
 
-__all__ = ["INDEX_EVERY_BYTES", "INDEX_MAX_BLOBS", "BlobWriter", "WriterStats"]
+__all__ = ["INDEX_EVERY_BYTES", "BlobWriter", "WriterStats"]
 
 #: An index object is written once the packs stored since the last one hold this many
 #: bytes: what a killed backup may have to upload again (its packs that no index names
 #: are not reused). Every index object is a request for each later command that reads the
 #: index without a cache (a Job's pod), so they are not written more often than that.
 INDEX_EVERY_BYTES = 1 << 30
-#: ... or this many blobs (4.6 MB of entries before compression: packs of small files), so
-#: that no index object is too large to read whole.
-INDEX_MAX_BLOBS = 100_000
 
 
 class WriterStats:
@@ -254,6 +252,8 @@ class BlobWriter:
                 self.stats.stored += size
                 self.stats.packs += 1
             with self._index_lock:
+                if self._unindexed_blobs + len(entries) > self._index_blobs:
+                    self._write_index()  # no index object holds more than index_blobs
                 self._index_file.packs[pack] = entries
                 self._unindexed_bytes += size
                 self._unindexed_blobs += len(entries)

@@ -15,7 +15,7 @@ from safehold.engine.repair.shared import HEX, NEWER_KEY, check_key_version, del
 from safehold.repo.crypto import SealError, object_hash
 from safehold.repo.dictionary import Dictionary
 from safehold.repo.errors import CorruptObject
-from safehold.repo.index import IndexFile, decode_index
+from safehold.repo.index import IndexFile, decode_index, split_packs
 from safehold.repo.layout import DATA, INDEX, index_name, object_id, pack_object_name
 from safehold.repo.locks import RepositoryLock
 from safehold.repo.pack import (
@@ -33,8 +33,6 @@ from safehold.storage import FileBody, NotFound, ObjectInfo
 
 __all__ = ["IndexRepairReport", "repair_index"]
 
-#: Packs per index object the rebuilt index is written in (as prune does).
-_PACKS_PER_INDEX = 2000
 #: Bytes read from the end of a pack to find its header in one request (a 16 MiB pack of
 #: 512 KiB chunks has a header of about 1.3 KiB; a longer one costs a second read).
 _TAIL = 64 * 1024
@@ -336,10 +334,7 @@ class _IndexRepair:
 
     def write_index(self, packs: dict[str, list[PackBlob]]) -> None:
         """Index objects for ``packs``; the last supersedes every index object read."""
-        items = sorted(packs.items())
-        chunks = [
-            dict(items[i : i + _PACKS_PER_INDEX]) for i in range(0, len(items), _PACKS_PER_INDEX)
-        ] or [{}]
+        chunks = split_packs(sorted(packs.items()))
         read = sorted(d for d in self.infos if HEX.match(d))  # damaged ones too
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
