@@ -7,8 +7,8 @@ verified against the data set's manifest):
 - ``engine``: the mixed data set (``dataset.py``, ~1 GiB at scale 1) on local repositories,
   restic, borg and Safehold: full, incremental, restore;
 - ``s3``: the same with restic's and Safehold's repositories on one local S3 server (SeaweedFS),
-  by default at a smaller scale (``--s3-scale``), with the requests and bytes the server counted
-  per command (``traffic.py``);
+  at ``--scale`` unless ``--s3-scale`` says otherwise, with the requests and bytes the server
+  counted per command (``traffic.py``);
 - ``smallfiles``: 100,000 files of 0 to 2 KiB in 100 directories (``smallset.py``): full,
   unchanged re-run and restore, on a local repository and on S3, restic against Safehold.
 
@@ -47,9 +47,6 @@ _WORK_MARK = ".safehold-bench-work"
 #: The parts of the engine benchmark, in the order they run (``--only smallfiles`` runs both
 #: small-files parts).
 PARTS = ("engine", "s3", "smallfiles")
-#: The S3 part's default scale: restic's S3 restore is slow enough that scale 1 would take
-#: most of ``make bench``'s time budget (docs/performance.md).
-S3_SCALE = 0.3
 _PAIR = ("restic", "safehold")  # the small-files parts compare these two
 
 
@@ -84,7 +81,7 @@ def _parts(args: argparse.Namespace) -> list[Part]:
             Part("engine", "Mixed data set, local repositories", data, False, True, chosen)
         )
     if "s3" in wanted:
-        scale = args.s3_scale or min(args.scale, S3_SCALE)
+        scale = args.s3_scale or args.scale
         data = dataset.ensure(scale, args.seed)
         parts.append(Part("s3", "Mixed data set, repositories on S3", data, True, True, chosen))
     if "smallfiles" in wanted:
@@ -229,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=(*PARTS, *SCRIPTS, *ON_REQUEST), help="run one benchmark (part) only"
     )
-    parser.add_argument(
-        "--s3-scale", type=float, help=f"the S3 part's scale (default: --scale, at most {S3_SCALE})"
-    )
+    parser.add_argument("--s3-scale", type=float, help="the S3 part's scale (default: --scale)")
     parser.add_argument(
         "--smallfiles-scale", type=float, help="the small-files parts' scale (default: --scale)"
     )
