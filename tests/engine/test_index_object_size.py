@@ -1,7 +1,8 @@
 """No index object holds more than ``INDEX_MAX_BLOBS`` blobs, whoever writes it: prune and
-``repair index`` rewrite the whole index, and a bound in packs alone let a repository of small
-files' packs (16,000 blobs each) get index objects past what readers accept (format section
-8: 1 GiB of entries), which would leave it unreadable. Checked on real repositories with the
+``repair index`` rewrite the whole index and replication indexes a site's packs, and a bound
+in packs alone let a repository of small files' packs (16,000 blobs each) get index objects
+past what readers accept (format section 8: 1 GiB of entries), which would leave it
+unreadable. Checked on real repositories with the
 bound made small, then the way a user would: verify reads everything, the snapshot restores."""
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from safehold.engine import BackupOptions, backup_paths, restore_snapshot, verif
 from safehold.engine.forget import forget_snapshots
 from safehold.engine.prune import PruneOptions, prune_repository
 from safehold.engine.repair.index import repair_index
+from safehold.engine.replicate import replicate
 from safehold.engine.retention import RetentionPolicy
 from safehold.repo import Repository
 from safehold.repo.index import decode_index, split_packs
 from safehold.repo.pack import PackBlob
+from safehold.storage import open_storage
 
 PASSWORD = "correct horse battery staple"  # conftest's, used by make_repo
 BOUND = 300
@@ -89,6 +92,15 @@ def test_repair_index_writes_index_objects_of_at_most_the_bound(
     assert report.packs_added >= 1
     assert report.index_written >= 5
     _check(repo, kept, snap_id, tmp_path / "out")
+
+
+def test_replication_indexes_a_site_in_index_objects_of_at_most_the_bound(
+    small_files_repo: tuple[Repository, Path, str], tmp_path: Path
+) -> None:
+    repo, kept, snap_id = small_files_repo
+    site = open_storage((tmp_path / "site").as_uri())
+    replicate(repo, site, PASSWORD)
+    _check(Repository.open(site, PASSWORD), kept, snap_id, tmp_path / "out")
 
 
 def _pack(blobs: int) -> list[PackBlob]:

@@ -18,7 +18,7 @@ from safehold.engine.replicate.results import (
 from safehold.engine.replicate.site import open_site
 from safehold.engine.replicate.transfer import Copier
 from safehold.repo import CorruptObject, Repository, Snapshot, layout
-from safehold.repo.index import Index, IndexFile
+from safehold.repo.index import Index, IndexFile, split_packs
 from safehold.repo.pack import PackBlob
 from safehold.repo.snapshot import newest_per_source, source_filter
 from safehold.repo.tree import TreeNode
@@ -227,7 +227,8 @@ def _copy_packs(
 
     def flush() -> None:
         if pending:
-            _write_index(site, {p: entries[p] for p in pending}, result.counts["index"])
+            for chunk in split_packs((p, entries[p]) for p in pending):
+                _write_index(site, chunk, result.counts["index"])
             pending.clear()
 
     for name in arrived:
