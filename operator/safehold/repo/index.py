@@ -51,9 +51,9 @@ _MARKED = 64
 #: 46 bytes per blob, so about 23 million blobs; writers write far smaller objects.
 _MAX_BODY = 1 << 30
 #: Blobs in one index object at most, whoever writes it (a backup, prune, ``repair
-#: index``): 4.6 MB of entries before compression, read whole by every open. A bound in
-#: packs alone is none: 2,000 packs of small files' blobs (16,000 each) would pass
-#: :data:`_MAX_BODY`, and readers would refuse the object.
+#: index``, replication at a site): 4.6 MB of entries before compression, read whole by
+#: every open. A bound in packs alone is none: 2,000 packs of small files' blobs (16,000
+#: each) would pass :data:`_MAX_BODY`, and readers would refuse the object.
 INDEX_MAX_BLOBS = 100_000
 
 
