@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -217,22 +218,30 @@ class RepositoryLock:
         written = time.monotonic()
         self.name = self._write()
         self._written = written
-        conflicts = []
-        for lock in list_locks(self.repo, besides=self.name):
-            if lock.stale():
-                continue
-            if self.exclusive or lock.exclusive:
-                conflicts.append(lock)
-        if conflicts:
-            self._delete_quietly(self.name)
-            self.name = ""
-            held = "; ".join(c.describe() for c in conflicts)
-            raise LockConflict(
-                f"{self.repo.location}: the repository is locked ({held}). Wait for that "
-                "operation to finish; if it crashed, the lock goes stale after "
-                f"{int(STALE_AFTER.total_seconds() // 60)} minutes, or run "
-                "'safehold repo unlock' to remove stale locks"
-            )
+        # The index was loaded before this lock: a prune may have ended in between (format
+        # section 11). Checked beside the listing of the locks, a round trip each.
+        with ThreadPoolExecutor(1, thread_name_prefix="lock-index") as pool:
+            recheck = pool.submit(self.repo.recheck_index)
+            try:
+                conflicts = [
+                    lock
+                    for lock in list_locks(self.repo, besides=self.name)
+                    if not lock.stale() and (self.exclusive or lock.exclusive)
+                ]
+                if conflicts:
+                    held = "; ".join(c.describe() for c in conflicts)
+                    raise LockConflict(
+                        f"{self.repo.location}: the repository is locked ({held}). Wait for "
+                        "that operation to finish; if it crashed, the lock goes stale after "
+                        f"{int(STALE_AFTER.total_seconds() // 60)} minutes, or run "
+                        "'safehold repo unlock' to remove stale locks"
+                    )
+                recheck.result()
+            except BaseException:
+                wait([recheck])
+                self._delete_quietly(self.name)
+                self.name = ""
+                raise
         _HELD.append(self)
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()

@@ -69,6 +69,9 @@ class IndexLoad:
 
     loaded: list[str] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)
+    #: Every index object the load listed (ids), None when the index was not loaded: what
+    #: :meth:`Repository.recheck_index` compares a later listing with.
+    listed: set[str] | None = None
 
 
 class Repository(KeyRing):
@@ -319,11 +322,13 @@ class Repository(KeyRing):
                 return self.load_index(reads)
             finally:
                 reads.close()
-        result = IndexLoad()
+        listed: set[str] = set()
+        result = IndexLoad(listed=listed)
         index = Index()
         superseded: set[str] = set()
         for name, data in reads.objects():
             digest = layout.object_id(name)
+            listed.add(digest)
             body = None if data is None else self._index_body(name, data, digest, result)
             if body is None:
                 continue
@@ -352,6 +357,37 @@ class Repository(KeyRing):
         if self.cache is not None:
             self.cache.keep_packs(index.tree_packs())
         return result
+
+    def recheck_index(self) -> bool:
+        """Bring the loaded index up to what storage holds now, when the index objects
+        listed now are not those it was loaded from; True when it changed anything.
+
+        A command loads the index while it opens the repository, before it takes its lock
+        (the lock is sealed with the key being derived meanwhile), so a prune that ended
+        in between may have deleted packs the loaded index still names: a backup would
+        then reuse blobs that are gone. The lock's holder calls this once it holds the lock
+        (format section 11). New index objects that supersede none (another backup's) are
+        merged; anything else (an object gone, a prune's superseding one) loads it again."""
+        listed = self.index_load.listed
+        if listed is None:
+            return False
+        now = {layout.object_id(i.name) for i in self.storage.list(layout.INDEX)}
+        if now == listed:
+            return False
+        if listed <= now:
+            added = []
+            for digest in sorted(now - listed):
+                body = self._read_index_object(layout.index_name(digest), digest, self.index_load)
+                added.append((digest, body))
+            if not any(body is not None and body.supersedes for _, body in added):
+                for digest, body in added:
+                    listed.add(digest)
+                    if body is not None:
+                        body.merge_into(self.index)
+                        self.index_load.loaded.append(digest)
+                return True
+        self.load_index()
+        return True
 
     def _read_index_object(self, name: str, digest: str, result: IndexLoad) -> IndexBody | None:
         """One index object, checked; None when it is gone, or damaged (noted in ``result``)."""
