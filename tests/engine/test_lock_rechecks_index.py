@@ -53,15 +53,22 @@ def test_a_prune_between_the_open_and_the_lock_is_seen_by_the_backup(
     assert (out / "vol" / "gone").read_bytes() == gone
 
 
-def test_another_backups_index_objects_are_merged_without_loading_the_index_again(
+def _opened_after_a_backup(
     tmp_path: Path, repo_factory: Callable[..., Repository]
-) -> None:
+) -> tuple[Repository, Path, Repository]:
+    """A repository with one backup of ``src``, and a second handle opened after it."""
     repo = repo_factory(tmp_path / "repo")
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(os.urandom(100_000))
     backup_paths(repo, [str(src)], BackupOptions(source="a"))
-    late = Repository.open(repo.storage, PASSWORD)
+    return repo, src, Repository.open(repo.storage, PASSWORD)
+
+
+def test_another_backups_index_objects_are_merged_without_loading_the_index_again(
+    tmp_path: Path, repo_factory: Callable[..., Repository]
+) -> None:
+    repo, src, late = _opened_after_a_backup(tmp_path, repo_factory)
     index_before = late.index
 
     (src / "b").write_bytes(b := os.urandom(3_000))  # one chunk
@@ -75,12 +82,7 @@ def test_another_backups_index_objects_are_merged_without_loading_the_index_agai
 def test_an_index_object_that_supersedes_loads_the_index_again(
     tmp_path: Path, repo_factory: Callable[..., Repository]
 ) -> None:
-    repo = repo_factory(tmp_path / "repo")
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a").write_bytes(os.urandom(100_000))
-    backup_paths(repo, [str(src)], BackupOptions(source="a"))
-    late = Repository.open(repo.storage, PASSWORD)
+    repo, _, late = _opened_after_a_backup(tmp_path, repo_factory)
     old = list(late.index_load.loaded)
     repo.write_index(IndexFile(supersedes=old))  # as a prune's last object, old not yet deleted
 
