@@ -18,7 +18,7 @@ from safehold.repo.index import (
     decode_index,
     encode_index,
 )
-from safehold.repo.pack import BLOB_DATA, BLOB_TREE, FLAG_ZSTD, PackBlob
+from safehold.repo.pack import BLOB_DATA, BLOB_DICT, BLOB_TREE, FLAG_ZSTD, PackBlob
 
 U32 = st.integers(0, 2**32 - 1)
 
@@ -135,3 +135,85 @@ def test_a_packs_marks_say_where_each_sixteenth_of_its_blobs_starts() -> None:
     few = Index()
     few.add_pack("b" * 64, blobs[:10])
     assert few.pack_loads()[0].marks == b""  # a pack of a few big chunks: its bytes say it
+
+
+_POOL = [bytes([i]) * 32 for i in range(40)]  # few ids: objects share some blobs and packs
+_PACKS = [f"{p:064x}" for p in range(6)]
+
+
+@st.composite
+def _index_objects(draw: st.DrawFn) -> list[IndexFile]:
+    """One to three index objects whose packs and blobs may repeat, within an object and
+    across objects, as after a crash or a repair; each pack holds at most one dictionary,
+    and a dictionary's copies in several packs share its id (format section 7)."""
+    objects = []
+    for _ in range(draw(st.integers(1, 3))):
+        packs: dict[str, list[PackBlob]] = {}
+        for pack in draw(st.lists(st.sampled_from(_PACKS), max_size=4, unique=True)):
+            blobs = []
+            offset = 0
+            for blob_id, blob_type in draw(
+                st.lists(
+                    st.tuples(st.sampled_from(_POOL), st.sampled_from([BLOB_DATA, BLOB_TREE])),
+                    max_size=6,
+                )
+            ):
+                stored = draw(st.integers(1, 2**20))
+                blobs.append(PackBlob(blob_type, 0, offset, stored, stored + 1, blob_id))
+                offset += stored
+            if draw(st.booleans()):  # the pack's dictionary, first in it
+                dictionary = draw(st.sampled_from(_POOL[:2]))
+                blobs.insert(0, PackBlob(BLOB_DICT, 0, 0, 36, 32, dictionary))
+            packs[pack] = blobs
+        objects.append(IndexFile(packs))
+    return objects
+
+
+@given(objects=_index_objects())
+def test_loading_index_objects_makes_the_index_their_files_make(
+    objects: list[IndexFile],
+) -> None:
+    """Loading merges each object's entries in bulk when its packs and blobs are new
+    (Index.add_spans), and pack by pack otherwise: either way the index is the one the
+    objects' files make, entry by entry (a blob known keeps its first location; a
+    dictionary's later copies are not counted in their packs' loads)."""
+    aead = MasterKeys.generate().aead()
+    loaded, from_files = Index(), Index()
+    for n, index_file in enumerate(objects):
+        data = encode_index(aead, index_file)
+        IndexBody(aead, data, f"index/{n}").merge_into(loaded)
+        from_files.add_file(decode_index(aead, data, f"index/{n}"))
+    assert dict(loaded.items()) == dict(from_files.items())
+    assert loaded.packs() == from_files.packs()
+    assert loaded.pack_loads() == from_files.pack_loads()
+    assert loaded.tree_packs() == from_files.tree_packs()
+    for pack in _PACKS:
+        assert loaded.dictionary_of(pack) == from_files.dictionary_of(pack)
+    for dictionary in _POOL[:2]:
+        assert loaded.dictionary_copies(dictionary) == from_files.dictionary_copies(dictionary)
+
+
+def test_copies_of_a_dictionary_do_not_stop_the_bulk_load() -> None:
+    """A repository of small files holds one dictionary in many packs, within one index
+    object and across objects: loading them still takes the bulk path, and the
+    dictionary's id keeps the location of its first copy."""
+    aead = MasterKeys.generate().aead()
+    dictionary = os.urandom(32)
+
+    def pack_of(n: int) -> list[PackBlob]:
+        return [PackBlob(BLOB_DICT, 0, 36, 100, 90, dictionary)] + [
+            PackBlob(BLOB_DATA, FLAG_ZSTD, 136 + 10 * i, 10, 20, os.urandom(32)) for i in range(100)
+        ]
+
+    first = IndexFile({f"{p:064x}": pack_of(p) for p in range(3)})
+    second = IndexFile({f"{p:064x}": pack_of(p) for p in range(3, 5)})
+    index = Index()
+    bulk_calls = []
+    index.add_pack = lambda *a, **k: bulk_calls.append(a)  # type: ignore[method-assign]
+    for n, index_file in enumerate((first, second)):
+        IndexBody(aead, encode_index(aead, index_file), f"index/{n}").merge_into(index)
+    assert bulk_calls == []  # never pack by pack
+    assert index.lookup(dictionary) == BlobLocation(f"{0:064x}", BLOB_DICT, 0, 36, 100, 90)
+    assert len(index) == 1 + 5 * 100
+    assert [load.blobs for load in index.pack_loads()] == [101, 100, 100, 100, 100]
+    assert len(index.dictionary_copies(dictionary)) == 5

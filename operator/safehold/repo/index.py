@@ -11,8 +11,9 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import starmap
-from typing import NamedTuple, cast
+from itertools import chain, repeat, starmap
+from operator import itemgetter, or_
+from typing import Literal, NamedTuple, cast
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -36,6 +37,13 @@ __all__ = [
 
 _MAGIC = b"SHIX"
 _ENTRY = struct.Struct("<BBIII32s")  # type, flags, offset, stored, raw, id
+#: An entry's first 14 bytes (type, flags, offset, stored, raw), read as one field: as a
+#: little-endian integer they are the low bits of the in-memory entry (:func:`_entry`).
+_HEAD = struct.Struct("<14s32x")
+_ID = struct.Struct("<14x32s")  # an entry's blob id
+_NUMBER_SHIFT = 112  # where the pack number starts in the in-memory entry
+_first = itemgetter(0)
+_LITTLE: Literal["little"] = "little"
 _U32 = struct.Struct("<I")
 _TYPES = bytes(BLOB_TYPES)
 _FLAGS = bytes(FLAGS)
@@ -215,42 +223,75 @@ class IndexBody:
         """Add every entry to ``index`` (a blob it knows keeps its first location)."""
         body = self._body
         view = memoryview(body)
+        spans: list[PackSpan] = []
         for pack, pos, end in self._spans:
-            # Plain tuples in PackBlob's field order: no object per entry is kept.
             types = body[pos : end : _ENTRY.size]
-            entries = cast("Iterator[PackBlob]", _ENTRY.iter_unpack(view[pos:end]))
             at = [pos + 2 + i * _ENTRY.size for i in _marked(len(types))]  # offset: u32 LE
-            marks = b"".join([body[a : a + 4] for a in at])
+            dictionary = None
             if _DICT in types:  # rare: one pack of small files in many
-                index.add_pack(pack, entries, marks=marks)
-            else:
-                index.add_pack(
-                    pack, entries, holds_trees=_TREE in types, holds_dict=False, marks=marks
+                where = pos + types.index(_DICT) * _ENTRY.size
+                dictionary = PackBlob._make(_ENTRY.unpack_from(body, where))
+            _, _, offset, stored, _, _ = (
+                _ENTRY.unpack_from(body, end - _ENTRY.size) if end > pos else (0,) * 6
+            )
+            spans.append(
+                PackSpan(
+                    pack,
+                    view[pos:end],
+                    len(types),
+                    _TREE in types,
+                    dictionary,
+                    b"".join([body[a : a + 4] for a in at]),
+                    offset + stored,
                 )
+            )
+        index.add_spans(spans)
 
 
-#: An entry of the in-memory index is one int: (pack number, type, flags, offset, stored,
-#: raw) in fields of these widths, low to high. One int object per blob instead of a tuple
-#: and four ints takes 44 bytes instead of 200 (100,000 blobs: 15 MB less), and a lookup
-#: touches one object, so a forked worker or restore part copies fewer pages of it.
+class PackSpan(NamedTuple):
+    """One pack's entries in an index object, still as bytes, and what the index keeps of
+    the pack beside them (found without a step per entry: byte scans)."""
+
+    pack: str
+    entries: memoryview  # the entries, _ENTRY.size bytes each
+    blobs: int
+    holds_trees: bool
+    dictionary: PackBlob | None
+    marks: bytes
+    end: int  # where its last entry's blob ends
 
 
-def _entry(number: int, blob_type: int, flags: int, offset: int, stored: int, raw: int) -> int:
+#: An entry of the in-memory index is one int: (type, flags, offset, stored, raw, pack
+#: number) in fields of 8, 8, 32, 32, 32 bits and the rest, low to high. One int object per
+#: blob instead of a tuple and four ints takes 44 bytes instead of 200 (100,000 blobs: 15 MB
+#: less), and a lookup touches one object, so a forked worker or restore part copies fewer
+#: pages of it. Its low 112 bits are an index object entry's first 14 bytes read as a
+#: little-endian integer, so loading an index makes the entries in C (:meth:`Index.add_spans`);
+#: :meth:`Index.add_pack` makes them field by field.
+
+
+def _entry(number: int, blob: PackBlob) -> int:
+    """The in-memory entry of ``blob`` in pack ``number``."""
     return (
-        (((((number << 8 | blob_type) << 8 | flags) << 32 | offset) << 32) | stored) << 32
-    ) | raw
+        number << _NUMBER_SHIFT
+        | blob.raw << 80
+        | blob.stored << 48
+        | blob.offset << 16
+        | blob.flags << 8
+        | blob.type
+    )
 
 
 def _fields(entry: int) -> tuple[int, int, int, int, int, int]:
-    """(pack number, type, flags, offset, stored, raw) of an :func:`_entry`."""
+    """(pack number, type, flags, offset, stored, raw) of an in-memory entry."""
     m32 = 0xFFFFFFFF
     return (
-        entry >> 112,
-        entry >> 104 & 0xFF,
-        entry >> 96 & 0xFF,
-        entry >> 64 & m32,
-        entry >> 32 & m32,
-        entry & m32,
+        entry >> _NUMBER_SHIFT,
+        entry & 0xFF,
+        entry >> 8 & 0xFF,
+        entry >> 16 & m32,
+        entry >> 48 & m32,
+        entry >> 80 & m32,
     )
 
 
@@ -258,7 +299,7 @@ class Index:
     """The merged, in-memory index of a repository; thread-safe for adds and lookups."""
 
     def __init__(self) -> None:
-        # blob id -> _entry(pack number, type, flags, offset, stored, raw)
+        # blob id -> (type, flags, offset, stored, raw, pack number) in one int (_fields)
         self._blobs: dict[bytes, int] = {}
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
@@ -303,26 +344,105 @@ class Index:
         with self._lock:
             number = self._pack_numbers.get(pack)
             if number is None:
-                number = len(self._packs)
-                self._packs.append(pack)
-                self._pack_numbers[pack] = number
-                self._pack_blobs.append(0)
-                self._pack_ends.append(0)
-                self._pack_marks.append(marks)
+                number = self._new_pack(pack, marks)
             table = self._blobs
             known = len(table)
             offset = stored = 0
+            base = number << _NUMBER_SHIFT
             for blob_type, flags, offset, stored, raw, blob_id in blobs:
-                if blob_id not in table:
-                    table[blob_id] = _entry(number, blob_type, flags, offset, stored, raw)
+                if blob_id not in table:  # the fields, low to high (see _fields)
+                    table[blob_id] = (
+                        base | raw << 80 | stored << 48 | offset << 16 | flags << 8 | blob_type
+                    )
             # counted without a step per blob: the load of an index is a hot loop
             self._pack_blobs[number] += len(table) - known
             self._pack_ends[number] = max(self._pack_ends[number], offset + stored)
-            if holds_trees:
-                self._tree_packs.add(number)
-            if dictionary is not None:
-                _, _, offset, stored, raw, blob_id = dictionary
-                self._pack_dicts[number] = (blob_id, offset, stored, raw)
+            self._note(number, holds_trees, dictionary)
+
+    def _new_pack(self, pack: str, marks: bytes) -> int:
+        """Number a pack the index has not met (the lock held)."""
+        number = len(self._packs)
+        self._packs.append(pack)
+        self._pack_numbers[pack] = number
+        self._pack_blobs.append(0)
+        self._pack_ends.append(0)
+        self._pack_marks.append(marks)
+        return number
+
+    def _note(self, number: int, holds_trees: bool, dictionary: PackBlob | None) -> None:
+        """Whether pack ``number`` holds trees, and its dictionary (the lock held)."""
+        if holds_trees:
+            self._tree_packs.add(number)
+        if dictionary is not None:
+            _, _, offset, stored, raw, blob_id = dictionary
+            self._pack_dicts[number] = (blob_id, offset, stored, raw)
+
+    def add_spans(self, spans: list[PackSpan]) -> None:
+        """Add the packs of one index object, as :meth:`add_pack` would one by one, with
+        no Python step per entry: the object's entries become one dict in C (ids from
+        their bytes, values from their first bytes and the pack's number), merged in one
+        update. A dictionary stored in many packs (format section 7) keeps its first
+        location, as any blob does. When other blobs are not all new (an object that
+        repeats one or meets a known one: after a crash or a repair) or a pack is met
+        again, pack by pack instead, so that a blob known keeps its first location."""
+        if not self._add_new_spans(spans):
+            for span in spans:
+                entries = cast("Iterator[PackBlob]", _ENTRY.iter_unpack(span.entries))
+                if span.dictionary is not None:
+                    self.add_pack(span.pack, entries, marks=span.marks)
+                else:
+                    self.add_pack(
+                        span.pack,
+                        entries,
+                        holds_trees=span.holds_trees,
+                        holds_dict=False,
+                        marks=span.marks,
+                    )
+
+    def _add_new_spans(self, spans: list[PackSpan]) -> bool:
+        """:meth:`add_spans` when every pack and every blob but dictionaries is new; else
+        False, having added nothing."""
+        with self._lock:
+            first = len(self._packs)
+            packs = {span.pack for span in spans}
+            if len(packs) != len(spans) or not packs.isdisjoint(self._pack_numbers):
+                return False
+            ids = chain.from_iterable(_ID.iter_unpack(span.entries) for span in spans)
+            heads = chain.from_iterable(_HEAD.iter_unpack(span.entries) for span in spans)
+            numbers = chain.from_iterable(
+                repeat(n << _NUMBER_SHIFT, span.blobs) for n, span in enumerate(spans, first)
+            )
+            low = map(int.from_bytes, map(_first, heads), repeat(_LITTLE))
+            new = dict(zip(map(_first, ids), map(or_, low, numbers), strict=True))
+            # A dictionary's copies: the dict kept the last; the first is the location.
+            located: dict[bytes, int] = {}  # dictionary id -> its first pack here
+            for number, span in enumerate(spans, first):
+                if span.dictionary is not None and span.dictionary.id not in located:
+                    located[span.dictionary.id] = number
+                    new[span.dictionary.id] = _entry(number, span.dictionary)
+            copies = sum(span.dictionary is not None for span in spans) - len(located)
+            if len(new) != sum(span.blobs for span in spans) - copies:
+                return False  # a blob other than a dictionary is listed twice
+            known = new.keys() & self._blobs.keys()
+            if not known.issubset(located):
+                return False
+            for blob_id in known:  # a dictionary met before: it keeps that location
+                del new[blob_id]
+            if len(new) > len(self._blobs):  # the first object, say: insert the fewer
+                new.update(self._blobs)
+                self._blobs = new
+            else:
+                self._blobs.update(new)
+            for number, span in enumerate(spans, first):
+                self._new_pack(span.pack, span.marks)
+                d = span.dictionary
+                # its blobs that are new to the index (a dictionary's later copy is not)
+                self._pack_blobs[number] = span.blobs - (
+                    d is not None and (d.id in known or located[d.id] != number)
+                )
+                self._pack_ends[number] = span.end
+                self._note(number, span.holds_trees, d)
+            return True
 
     def add_file(self, index: IndexFile) -> None:
         for pack, blobs in index.packs.items():
@@ -341,11 +461,11 @@ class Index:
         backup wrote have consecutive numbers; the place in :meth:`pack_loads`). A look-up
         that makes only a tuple: a parallel restore asks it of every file."""
         entry = self._blobs.get(blob_id)
-        return None if entry is None else (entry >> 112, entry >> 64 & 0xFFFFFFFF)
+        return None if entry is None else (entry >> _NUMBER_SHIFT, entry >> 16 & 0xFFFFFFFF)
 
     def raw_size(self, blob_id: bytes) -> int | None:
         entry = self._blobs.get(blob_id)
-        return None if entry is None else entry & 0xFFFFFFFF
+        return None if entry is None else entry >> 80 & 0xFFFFFFFF
 
     def dictionary_of(self, pack: str) -> PackBlob | None:
         """``pack``'s own dictionary, as its entry in the pack (format section 7); None
