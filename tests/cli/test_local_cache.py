@@ -321,6 +321,41 @@ def test_the_tree_read_ahead_fills_the_cache_not_memory(
     counting.close()
 
 
+def test_the_tree_read_ahead_reads_nothing_when_the_cache_holds_every_pack_of_trees(
+    repo: Repo, source: Path, tmp_path: Path
+) -> None:
+    """The second command on a machine finds every pack of trees in its cache: the
+    read-ahead has nothing to download and decodes nothing (an unchanged re-run of 100,000
+    small files spent 60 ms in it). With one copy gone, it reads that one pack again, and
+    the walk still reads every tree without a request."""
+    from safehold.repo import Repository
+    from safehold.repo.prefetch import prefetch_trees
+
+    repo.run("backup", str(source))  # fills the cache, packs of trees included
+    counting = _Counting(repo.storage())
+    _Counting.gets = Counter()
+    opened = Repository.open(counting, PASSWORD, cache_dir=repo.cache)
+    [snap] = opened.snapshots()
+    _Counting.gets.clear()
+    assert prefetch_trees(opened, snap.tree) == 0
+    assert _Counting.gets["data"] == 0
+
+    [repository] = [p for p in repo.cache.iterdir() if len(p.name) == 64]
+    gone = sorted((repository / "data").iterdir())[0]
+    gone.unlink()
+    reopened = Repository.open(counting, PASSWORD, cache_dir=repo.cache)
+    _Counting.gets.clear()
+    assert prefetch_trees(reopened, snap.tree) > 10  # every directory's tree was read
+    assert _Counting.gets["data"] == 1  # the missing pack only, once
+    assert gone.exists()
+    _Counting.gets.clear()
+    todo = [snap.tree]
+    while todo:
+        todo += [n["subtree"] for n in reopened.load_tree(todo.pop()) if n.get("subtree")]
+    assert _Counting.gets["data"] == 0
+    counting.close()
+
+
 def test_the_caches_of_repositories_unused_for_a_month_are_deleted(
     repo: Repo, source: Path
 ) -> None:

@@ -177,6 +177,17 @@ class LocalCache(ForwardingStorage):
         self._packs = set(packs)
         self._sweep(self.directory / "data", self._packs)
 
+    def holds_packs(self) -> bool:
+        """Whether a copy of every pack kept (:meth:`keep_packs`) is here: then reading
+        trees ahead has nothing to download (the copies are checked at their first read,
+        as always)."""
+        try:
+            with os.scandir(self.directory / "data") as entries:
+                here = {entry.name for entry in entries}
+        except OSError:
+            return False
+        return self._writable and self._packs <= here
+
     def remember(self, name: str, data: bytes) -> None:
         """Keep a pack this process has just written (a pack of trees): the next backup
         compares against its trees without downloading it."""

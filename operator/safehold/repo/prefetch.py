@@ -17,7 +17,10 @@ The cache holds at most ``budget`` bytes of plain trees (about 200 bytes per fil
 the rest is read as before. A repository opened with a local cache (repo/local_cache.py) keeps
 no plain trees in memory: the read-ahead still reads each level's packs in parallel, which puts
 every pack of trees the walk needs into the local cache (whole, once), and the walk reads each
-tree from there (100,000 small files restored from S3: 20 MB less at the peak).
+tree from there (100,000 small files restored from S3: 20 MB less at the peak). When the local
+cache holds every pack of trees of the index already (the command before this one, on this
+machine, read or wrote them), there is nothing to read ahead, and nothing is: decoding the
+trees only to find the next level's took 60 ms of an unchanged re-run of 100,000 small files.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ _Wanted = tuple[bytes, BlobLocation]
 def prefetch_trees(repo: Repository, root: str, budget: int = BUDGET) -> int:
     """Read the trees under ``root`` (itself included) into ``repo.tree_cache``, until it
     holds ``budget`` bytes; return how many trees were read."""
+    if repo.cache is not None and repo.cache.holds_packs():
+        return 0  # every pack of trees is on the disk already: nothing to read ahead
     level, read, held = [root], 0, sum(map(len, repo.tree_cache.values()))
     spans: _Held = {}
     with ThreadPoolExecutor(_THREADS, thread_name_prefix="tree-prefetch") as pool:
