@@ -73,6 +73,40 @@ def test_a_locked_object_cannot_be_deleted_and_a_lock_object_can(
     assert big["Retention"]["Mode"] == "GOVERNANCE"
 
 
+def test_an_upload_without_a_version_spares_the_deletes_asking_for_the_lock(
+    s3_store: RunningStore, lock_bucket: str
+) -> None:
+    """Every backup deletes its lock at the end. An upload's answer without a version id
+    tells that the bucket keeps no versions, so it has no object lock: the delete sends no
+    GetObjectLockConfiguration (a request per backup saved). On a lock-enabled bucket
+    written without a lock of our own (a recovery site's, say) the answer has a version
+    id: the delete still asks, and removes every version, delete markers included."""
+    asked: list[str] = []
+
+    def opened(bucket: str) -> Any:
+        storage = open_storage(s3_store.url(bucket, "p"), s3_store.options)
+        storage._client.meta.events.register(  # type: ignore[attr-defined]
+            "before-call.s3.GetObjectLockConfiguration", lambda **_: asked.append(bucket)
+        )
+        return storage
+
+    plain_bucket = f"plain-{uuid.uuid4().hex[:10]}"
+    s3_store.make_bucket(plain_bucket)
+    plain = opened(plain_bucket)
+    plain.create("locks/l1", b"a lock")
+    plain.delete("locks/l1")
+    assert asked == []
+    assert list(plain.list("")) == []
+
+    locked = opened(lock_bucket)
+    locked.create("locks/l1", b"a lock")
+    locked.delete("locks/l1")
+    assert asked == [lock_bucket]
+    versions = s3_store.s3_client().list_object_versions(Bucket=lock_bucket, Prefix="p/locks/")
+    assert not versions.get("Versions")
+    assert not versions.get("DeleteMarkers")
+
+
 def test_lock_options_are_checked_and_file_urls_refuse_a_lock(tmp_path: Path) -> None:
     with pytest.raises(InvalidLocation, match=r"object_lock_mode .* object_lock_days"):
         open_storage("s3://b/p", {"object_lock_mode": "governance", "endpoint": "http://x"})

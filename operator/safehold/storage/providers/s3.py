@@ -262,7 +262,8 @@ class S3Storage(ObjectStore):
         self.bucket = location.bucket
         self._client = client
         self._connect = connect
-        #: whether the bucket has S3 Object Lock (asked on the first delete without a lock)
+        #: whether the bucket has S3 Object Lock (asked on the first delete without a lock,
+        #: unless an upload's answer told: :meth:`_note_versions`)
         self._bucket_locks: bool | None = None
 
     def _read(self, name: str, offset: int, length: int | None) -> bytes:
@@ -454,9 +455,12 @@ class S3Storage(ObjectStore):
             if body_size(data) <= self.multipart_threshold:
                 # a file body is read by botocore in pieces (its checksums, then the send)
                 body = data.stream() if isinstance(data, FileBody) else data
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition, **lock)
+                stored: Mapping[str, Any] = self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, **condition, **lock
+                )
             else:
-                self._multipart(key, data, condition, lock)
+                stored = self._multipart(key, data, condition, lock)
+            self._note_versions(stored)
         except bce.ClientError as exc:
             if create and _status(exc) == 412:
                 raise AlreadyExists(
@@ -466,9 +470,17 @@ class S3Storage(ObjectStore):
         except bce.BotoCoreError as exc:
             raise self._error(exc, name, op) from exc
 
+    def _note_versions(self, stored: Mapping[str, Any]) -> None:
+        """A bucket that gives what it stores no version id keeps no versions, so it has no
+        S3 Object Lock (which needs versioning on): its deletes need not ask
+        (:meth:`_lock_enabled_bucket`), which spares every backup a request. A version id
+        leaves the question to the first delete, as before."""
+        if self._bucket_locks is None and stored.get("VersionId") in (None, "", "null"):
+            self._bucket_locks = False
+
     def _multipart(
         self, key: str, body: Body, condition: dict[str, Any], lock: dict[str, Any]
-    ) -> None:
+    ) -> Mapping[str, Any]:
         size = body_size(body)
         part_size = max(self.multipart_threshold, -(-size // _MAX_PARTS))
         offsets = range(0, size, part_size)
@@ -488,7 +500,7 @@ class S3Storage(ObjectStore):
         try:
             with ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="s3-part") as pool:
                 parts = list(pool.map(send, range(1, len(offsets) + 1), offsets))
-            self._client.complete_multipart_upload(
+            return self._client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
