@@ -228,7 +228,7 @@ class IndexBody:
             types = body[pos : end : _ENTRY.size]
             at = [pos + 2 + i * _ENTRY.size for i in _marked(len(types))]  # offset: u32 LE
             dictionary = None
-            if _DICT in types:  # rare: one pack of small files in many
+            if _DICT in types:  # a pack of small files, with its dictionary (format section 7)
                 where = pos + types.index(_DICT) * _ENTRY.size
                 dictionary = PackBlob._make(_ENTRY.unpack_from(body, where))
             _, _, offset, stored, _, _ = (
