@@ -4,7 +4,10 @@ Ratios are always "Safehold relative to the other tool". For speeds (and CPU tim
 other tool's time divided by Safehold's (2.0 = Safehold took half the time); for repository size
 and peak memory they are Safehold's value divided by the other's (0.8 = Safehold needs 20 % less).
 CPU time is shown beside the wall-time speeds because it is far less disturbed by other processes
-on a shared machine (it still ignores how well a tool uses both cores).
+on a shared machine (it still ignores how well a tool uses both cores). On S3 parts, "CPU time
+with the server's" adds the CPU the S3 server spent on each tool's step: the server runs on the
+same cores, so a step that keeps them all busy cannot beat that ratio (docs/performance.md,
+session 28).
 The targets come from issue 19 and compare against restic in the same run.
 
 A run has parts (the mixed data set on local repositories and on S3, the many small files on
@@ -147,6 +150,12 @@ def ratios(ours: ToolRun, other: ToolRun) -> dict[str, float]:
     for step in TIMED:  # CPU time is less disturbed than wall time on a shared machine
         if step in ours.steps and step in other.steps:
             out[f"{step} CPU time"] = _cpu(other.steps[step]) / _cpu(ours.steps[step])
+    for step in TIMED:  # with the server's, on the same cores: what a busy step cannot beat
+        mine, theirs = ours.steps.get(step), other.steps.get(step)
+        if mine and theirs and mine.traffic and theirs.traffic:
+            out[f"{step} CPU time with the server's"] = (
+                _cpu(theirs) + theirs.traffic.server_cpu_seconds
+            ) / (_cpu(mine) + mine.traffic.server_cpu_seconds)
     if "incremental" in ours.steps and "incremental" in other.steps:
         out["repository size"] = repository_size(ours) / repository_size(other)
     if other.peak_rss_bytes:

@@ -255,3 +255,24 @@ def test_the_targets_of_issue_19_depend_on_the_part() -> None:
     # The server's CPU time per step, beside its requests (a quarter of each step here).
     assert "| safehold | full | 10 | 0 | 0 | 0 | 10 | 0.0 | 0.0 | 0.47 |" in markdown
     assert "| restic | full | 20 | 0 | 0 | 0 | 20 | 0.0 | 0.0 | 1.10 |" in markdown
+
+
+def test_on_s3_the_cpu_ratio_counts_the_servers_cpu_too() -> None:
+    """The S3 server runs on the tools' cores: each tool's CPU plus the server's for its
+    step is what a step that keeps every core busy cannot beat (docs/performance.md,
+    session 28). Local parts have no server, and no such ratio."""
+    s3 = _results("smallfiles-s3", (30, 20))
+    ours, theirs = s3.tool("safehold"), s3.tool("restic")
+    assert ours is not None
+    assert theirs is not None
+    measured = report.ratios(ours, theirs)
+    # restic 4.4 s of CPU and the server a quarter of the step; Safehold 1.9 s and its quarter
+    assert measured["full CPU time with the server's"] == pytest.approx((4.4 + 1.1) / (1.9 + 0.475))
+    assert measured["restore CPU time"] == pytest.approx(4.4 / 1.9)
+    s3.targets = report.evaluate_targets(s3)
+    assert "| unchanged re-run CPU time with the server's | 2.32x |" in report.markdown(s3)
+    local = _results("engine", None)
+    ours, theirs = local.tool("safehold"), local.tool("restic")
+    assert ours is not None
+    assert theirs is not None
+    assert not [k for k in report.ratios(ours, theirs) if "server" in k]
