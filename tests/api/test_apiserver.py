@@ -25,8 +25,10 @@ from safehold.api import (
     Condition,
     SourceResult,
     validate_object,
+    validate_spec,
 )
 from safehold.api.crd import crd_name
+from safehold.controller.jobs import JobRequest, Mount, build_job
 from testground.kube import Cluster, Namespace
 
 pytestmark = pytest.mark.e2e
@@ -491,3 +493,60 @@ def test_kubectl_refuses_a_misspelt_field(namespace: Namespace) -> None:
     assert "keeplast" in result.stderr
     assert namespace.get("backuppolicy", "typo") is None
     assert [e.path for e in validate_object(manifest)] == ["spec.retention.keeplast"]
+
+
+_PLACEMENTS: list[dict[str, Any]] = [
+    {"tolerations": [{"key": "backup", "operator": "Exists"}]},
+    {"tolerations": [{"operator": "Exists"}]},
+    {
+        "tolerations": [
+            {"key": "a", "value": "b", "effect": "NoSchedule"},
+            {"key": "c", "value": ""},
+        ]
+    },
+    {
+        "tolerations": [
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 600,
+            }
+        ]
+    },
+    {"tolerations": [{"key": "backup", "effect": "NoSchedule", "tolerationSeconds": 60}]},
+    {"tolerations": [{"key": "backup", "tolerationSeconds": 60}]},
+    {"tolerations": [{"value": "yes"}]},
+    {"tolerations": [{"key": "backup", "operator": "Exists", "value": "yes"}]},
+    {"tolerations": [{"key": "back up", "operator": "Exists"}]},
+    {"tolerations": [{"key": "backup", "value": "-yes"}]},
+    {"nodeSelector": {"topology.kubernetes.io/zone": "eu-1a", "disk": ""}},
+    {"nodeSelector": {"disk type": "ssd"}},
+    {"nodeSelector": {"zone": "eu 1"}},
+]
+
+
+@pytest.mark.parametrize("placement", _PLACEMENTS, ids=lambda p: json.dumps(p)[:60])
+def test_a_policy_takes_the_placements_a_job_can_be_created_with(
+    namespace: Namespace, placement: dict[str, Any]
+) -> None:
+    """A policy's tolerations and node selector go into its Jobs' pods as written: the
+    policy is valid exactly when the apiserver takes a Job with them (else every run would
+    fail to start, long after the policy was applied)."""
+    spec = {"sources": {"volumes": [{"claimName": "data"}]}, "location": {"name": "primary"}}
+    ours = validate_spec("BackupPolicy", {**spec, "job": placement})
+    request = JobRequest(
+        name="placed",
+        namespace=str(namespace),
+        component="backup",
+        args=["backup", "/data"],
+        labels={},
+        owner=None,
+        mounts=[Mount("source", "/data", {"emptyDir": {}})],
+    )
+    job = build_job(request)
+    job["spec"]["template"]["spec"].update(placement)  # as the builder writes them
+    theirs = namespace.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False
+    )
+    assert (ours == []) == (theirs.returncode == 0), (ours, theirs.stderr)

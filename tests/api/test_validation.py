@@ -173,6 +173,55 @@ def test_bad_claim_name(valid_spec: dict[str, dict[str, Any]]) -> None:
     assert message.startswith("'Data_Volume' is not a Kubernetes object name: lower-case")
 
 
+@pytest.mark.parametrize(
+    ("toleration", "field", "says"),
+    [
+        (
+            {"key": "backup", "effect": "NoSchedule", "tolerationSeconds": 60},
+            "effect",
+            "tolerationSeconds only applies to NoExecute taints: set effect: NoExecute",
+        ),
+        ({"key": "backup", "tolerationSeconds": 60}, "effect", "effect: NoExecute"),
+        (
+            {"value": "yes"},
+            "operator",
+            "without a key matches every taint only with operator: Exists",
+        ),
+        ({"key": "backup", "operator": "Exists", "value": "yes"}, "value", "remove value"),
+        ({"key": "back up", "operator": "Exists"}, "key", "'back up' is not a taint key"),
+        ({"key": "backup", "value": "-yes"}, "value", "'-yes' is not a label or taint value"),
+    ],
+)
+def test_a_toleration_a_pod_cannot_carry_is_refused_at_its_field(
+    valid_spec: dict[str, dict[str, Any]], toleration: dict[str, Any], field: str, says: str
+) -> None:
+    """The apiserver refuses a Job whose pod carries such a toleration: the policy says so
+    first, naming the field (tests/api/test_apiserver.py compares with the apiserver)."""
+    spec = valid_spec["BackupPolicy"]
+    spec["job"] = {"tolerations": [{"key": "ok", "operator": "Exists"}, toleration]}
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == [f"spec.job.tolerations[1].{field}"]
+    assert says in errors[f"spec.job.tolerations[1].{field}"]
+
+
+def test_a_node_selector_takes_label_keys_and_values(
+    valid_spec: dict[str, dict[str, Any]],
+) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["job"] = {"nodeSelector": {"disk type": "ssd"}}
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == ["spec.job.nodeSelector"]
+    assert errors["spec.job.nodeSelector"].startswith("'disk type' is not a label key")
+    spec["job"] = {"nodeSelector": {"topology.kubernetes.io/zone": "eu 1"}}
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == ["spec.job.nodeSelector.topology.kubernetes.io/zone"]
+    assert errors["spec.job.nodeSelector.topology.kubernetes.io/zone"].startswith(
+        "'eu 1' is not a label or taint value"
+    )
+    spec["job"] = {"nodeSelector": {"topology.kubernetes.io/zone": "eu-1a", "disk": ""}}
+    assert validate_spec("BackupPolicy", spec) == []
+
+
 def test_a_policy_must_back_up_something(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["sources"] = {}

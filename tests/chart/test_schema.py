@@ -31,6 +31,27 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"podSecurityContext": {"runAsNonRoot": False}}, "podSecurityContext.runAsNonRoot", "true"),
     ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext.runAsUser", "1"),
     ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "tolerations.0.operator", "Exists"),
+    ({"tolerations": [{"value": "b"}]}, "tolerations.0", "operator is required"),
+    ({"tolerations": [{"key": "a b", "operator": "Exists"}]}, "tolerations.0.key", "pattern"),
+    (
+        {"jobDefaults": {"tolerations": [{"key": "a", "tolerationSeconds": 60}]}},
+        "jobDefaults.tolerations.0",
+        "effect is required",
+    ),
+    (
+        {
+            "jobDefaults": {
+                "tolerations": [{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 6}]
+            }
+        },
+        "jobDefaults.tolerations.0.effect",
+        "NoExecute",
+    ),
+    (
+        {"jobDefaults": {"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]}},
+        "jobDefaults.tolerations.0.value",
+        "less than or equal to 0",
+    ),
     ({"nodeSelector": {"disk": 1}}, "nodeSelector.disk", "string"),
     ({"jobDefaults": {"backoffLimit": 11}}, "jobDefaults.backoffLimit", "10"),
     ({"jobDefaults": {"activeDeadlineSeconds": 0}}, "jobDefaults.activeDeadlineSeconds", "1"),
@@ -62,7 +83,13 @@ def test_the_defaults_and_a_full_example_are_valid(render: Any) -> None:
             "metrics": {"port": 9090, "service": {"type": "ClusterIP"}},
             "serviceMonitor": {"enabled": True, "interval": "1m30s", "labels": {"r": "p"}},
             "resources": {"requests": {"cpu": "0.1", "memory": "100Mi"}, "limits": {"cpu": 1}},
-            "jobDefaults": {"activeDeadlineSeconds": 3600, "tolerations": [{"key": "k"}]},
+            "jobDefaults": {
+                "activeDeadlineSeconds": 3600,
+                "tolerations": [
+                    {"key": "k"},
+                    {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                ],
+            },
         }
     )
 

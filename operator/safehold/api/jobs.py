@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from safehold.api.base import ApiModel
-from safehold.api.types import Quantity
+from safehold.api.errors import invalid
+from safehold.api.types import Labels, LabelValue, Quantity, TaintKey
 
 __all__ = ["JobSettings", "ResourceRequirements", "Toleration"]
 
@@ -30,16 +31,36 @@ class ResourceRequirements(ApiModel):
 class Toleration(ApiModel):
     """Lets the Job's pod run on nodes with a matching taint."""
 
-    key: str | None = Field(default=None, max_length=317)
+    key: TaintKey | None = None
     """The taint key; empty with operator Exists matches every taint."""
     operator: Literal["Exists", "Equal"] = "Equal"
     """Equal matches the value; Exists matches any value."""
-    value: str | None = Field(default=None, max_length=63)
+    value: LabelValue | None = None
     """The taint value for operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """The taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = Field(default=None, ge=0)
     """For NoExecute: how long the pod stays after the taint appears."""
+
+    @model_validator(mode="after")
+    def _as_pods_take_it(self) -> Toleration:
+        """A toleration is one a pod may carry, or the apiserver refuses the Job made with
+        it: `tolerationSeconds` needs `effect: NoExecute`; an empty `key` needs `operator:
+        Exists`; `operator: Exists` takes no `value`."""
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise invalid(
+                "effect",
+                "tolerationSeconds only applies to NoExecute taints: set effect: NoExecute, "
+                "or remove tolerationSeconds",
+            )
+        if not self.key and self.operator != "Exists":
+            raise invalid(
+                "operator",
+                "a toleration without a key matches every taint only with operator: Exists",
+            )
+        if self.operator == "Exists" and self.value:
+            raise invalid("value", "operator Exists matches any value: remove value")
+        return self
 
 
 class JobSettings(ApiModel):
@@ -51,7 +72,7 @@ class JobSettings(ApiModel):
     """Kill a Job that runs longer than this; the source then fails with reason DeadlineExceeded."""
     backoff_limit: int = Field(default=1, ge=0, le=10)
     """How often a failed pod is retried before the source fails."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: Labels = Field(default_factory=dict)
     """Labels a node must have to run the Job (ignored for a volume in use on a node)."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the Job's pod tolerates."""

@@ -24,12 +24,15 @@ __all__ = [
     "RETENTION_SPAN_PATTERN",
     "CronExpression",
     "Duration",
+    "LabelValue",
+    "Labels",
     "NamespaceName",
     "Quantity",
     "ResourceName",
     "RetentionSpan",
     "SecretKey",
     "SourceName",
+    "TaintKey",
     "TimeZone",
     "parse_duration",
 ]
@@ -54,6 +57,17 @@ QUANTITY_PATTERN = (
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern, not a password
+#: A label's or taint's key: a name of up to 63 letters, digits, '-', '_' and '.' (a letter
+#: or digit at each end), with an optional DNS subdomain and '/' before it.
+_LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+#: A taint key may also be empty (a toleration of every taint).
+_TAINT_KEY = "^$|" + _LABEL_KEY
+#: A label's value: empty, or up to 63 letters, digits, '-', '_' and '.', a letter or digit
+#: at each end.
+_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 _TIME_ZONE = r"^[A-Za-z0-9_+/-]+$"
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -253,6 +267,49 @@ SecretKey = Annotated[
     _string_schema(_SECRET_KEY, 253),
 ]
 """A key inside a Secret's ``data``."""
+
+_KEY_RULE = (
+    "a name of letters, digits, '-', '_' and '.' (at most 63, a letter or digit at each "
+    "end), with an optional DNS prefix and '/', such as topology.kubernetes.io/zone"
+)
+
+TaintKey = Annotated[
+    str,
+    _pattern_check(_TAINT_KEY, 317, "taint_key", "a taint key: " + _KEY_RULE),
+    _string_schema(_TAINT_KEY, 317),
+]
+"""The key of a taint, or empty (with operator Exists, every taint)."""
+
+LabelValue = Annotated[
+    str,
+    _pattern_check(
+        _LABEL_VALUE,
+        63,
+        "label_value",
+        "a label or taint value: empty, or at most 63 letters, digits, '-', '_' and '.', "
+        "a letter or digit at each end",
+    ),
+    _string_schema(_LABEL_VALUE, 63),
+]
+"""The value of a label or a taint (may be empty)."""
+
+_LABEL_KEY_CHECK = re.compile(_LABEL_KEY)
+
+
+def _check_label_keys(labels: dict[str, str]) -> dict[str, str]:
+    """A node selector's keys are label keys (a name of up to 63 letters, digits, '-', '_'
+    and '.', with an optional DNS prefix and '/'): a structural CRD schema cannot say so."""
+    for key in labels:
+        if len(key) > 317 or not _LABEL_KEY_CHECK.fullmatch(key):
+            raise PydanticCustomError(
+                "label_key", "'{value}' is not a label key: " + _KEY_RULE, {"value": key}
+            )
+    return labels
+
+
+Labels = Annotated[dict[str, LabelValue], AfterValidator(_check_label_keys)]
+"""Labels (or a node selector): label keys to label values. The keys are checked here only:
+a structural CRD schema has no place for a pattern of its keys."""
 
 Quantity = Annotated[
     int | str,

@@ -120,6 +120,9 @@ _CUSTOM_TYPES = frozenset(
         "namespace_name",
         "secret_key",
         "source_name",
+        "label_key",
+        "label_value",
+        "taint_key",
     }
 )
 
