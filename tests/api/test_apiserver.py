@@ -523,16 +523,27 @@ _PLACEMENTS: list[dict[str, Any]] = [
     {"nodeSelector": {"topology.kubernetes.io/zone": "eu-1a", "disk": ""}},
     {"nodeSelector": {"disk type": "ssd"}},
     {"nodeSelector": {"zone": "eu 1"}},
+    {"resources": {"requests": {"cpu": "500m", "memory": "1024Mi"}, "limits": {"memory": "1Gi"}}},
+    {
+        "resources": {
+            "requests": {"ephemeral-storage": "1G"},
+            "limits": {"ephemeral-storage": "1e9"},
+        }
+    },
+    {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+    {"resources": {"requests": {"cpu": "1001m"}, "limits": {"cpu": 1}}},
+    {"resources": {"requests": {"CPU": "1"}}},
+    {"resources": {"requests": {"memory": "-1Gi"}}},
 ]
 
 
 @pytest.mark.parametrize("placement", _PLACEMENTS, ids=lambda p: json.dumps(p)[:60])
-def test_a_policy_takes_the_placements_a_job_can_be_created_with(
+def test_a_policy_takes_the_placements_and_resources_a_job_can_be_created_with(
     namespace: Namespace, placement: dict[str, Any]
 ) -> None:
-    """A policy's tolerations and node selector go into its Jobs' pods as written: the
-    policy is valid exactly when the apiserver takes a Job with them (else every run would
-    fail to start, long after the policy was applied)."""
+    """A policy's tolerations, node selector and resources go into its Jobs' pods as
+    written: the policy is valid exactly when the apiserver takes a Job with them (else
+    every run would fail to start, long after the policy was applied)."""
     spec = {"sources": {"volumes": [{"claimName": "data"}]}, "location": {"name": "primary"}}
     ours = validate_spec("BackupPolicy", {**spec, "job": placement})
     request = JobRequest(
@@ -545,7 +556,11 @@ def test_a_policy_takes_the_placements_a_job_can_be_created_with(
         mounts=[Mount("source", "/data", {"emptyDir": {}})],
     )
     job = build_job(request)
-    job["spec"]["template"]["spec"].update(placement)  # as the builder writes them
+    pod = job["spec"]["template"]["spec"]
+    resources = placement.get("resources")
+    pod.update({k: v for k, v in placement.items() if k != "resources"})
+    if resources is not None:
+        pod["containers"][0]["resources"] = resources  # as the builder writes them
     theirs = namespace.kubectl(
         "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False
     )

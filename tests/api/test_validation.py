@@ -291,6 +291,49 @@ def test_bad_quantity(valid_spec: dict[str, dict[str, Any]]) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("resources", "field", "says"),
+    [
+        (
+            {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
+            "requests.cpu",
+            "2 is more than the limit of 1",
+        ),
+        (
+            {"requests": {"memory": "1025Mi"}, "limits": {"memory": "1Gi"}},
+            "requests.memory",
+            "limit of 1Gi",
+        ),
+        ({"requests": {"cpu": "1001m"}, "limits": {"cpu": 1}}, "requests.cpu", "lower the request"),
+        ({"requests": {"CPU": "1"}}, "requests", "'CPU' is not a resource a Job's container asks"),
+        ({"limits": {"nvidia.com/gpu": 1}}, "limits", "write cpu, memory or ephemeral-storage"),
+        ({"requests": {"memory": "-1Gi"}}, "requests.memory", "'-1Gi' is not a quantity"),
+        ({"limits": {"memory": -1}}, "limits.memory", "never negative"),
+    ],
+)
+def test_resources_a_container_cannot_have_are_refused(
+    valid_spec: dict[str, dict[str, Any]], resources: dict[str, Any], field: str, says: str
+) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["job"] = {"resources": resources}
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == [f"spec.job.resources.{field}"]
+    assert says in errors[f"spec.job.resources.{field}"]
+
+
+def test_requests_are_compared_with_limits_by_amount(
+    valid_spec: dict[str, dict[str, Any]],
+) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["job"] = {
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "1024Mi", "ephemeral-storage": "1G"},
+            "limits": {"cpu": "0.5", "memory": "1Gi", "ephemeral-storage": "1e9"},
+        }
+    }
+    assert validate_spec("BackupPolicy", spec) == []
+
+
 def test_empty_schedule(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["schedule"]["slots"] = []

@@ -28,6 +28,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"serviceMonitor": {"interval": "soon"}}, "serviceMonitor.interval", "pattern"),
     ({"resources": {"limits": {"memory": "lots"}}}, "resources.limits.memory", "pattern"),
     ({"resources": {"limit": {"memory": "1Gi"}}}, "limit", "not allowed"),
+    (
+        {"jobDefaults": {"resources": {"requests": {"CPU": 1}}}},
+        "jobDefaults.resources.requests",
+        "ephemeral-storage",
+    ),
     ({"podSecurityContext": {"runAsNonRoot": False}}, "podSecurityContext.runAsNonRoot", "true"),
     ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext.runAsUser", "1"),
     ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "tolerations.0.operator", "Exists"),

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from safehold.api.base import ApiModel
 from safehold.api.errors import invalid
-from safehold.api.types import Labels, LabelValue, Quantity, TaintKey
+from safehold.api.types import Labels, LabelValue, ResourceList, TaintKey, quantity_value
 
 __all__ = ["JobSettings", "ResourceRequirements", "Toleration"]
 
@@ -20,12 +20,26 @@ __all__ = ["JobSettings", "ResourceRequirements", "Toleration"]
 class ResourceRequirements(ApiModel):
     """CPU and memory for a container, as in a Pod spec."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    requests: ResourceList = Field(default_factory=dict)
     """The resources the scheduler reserves, e.g. ``cpu: 500m``, ``memory: 256Mi``."""
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    limits: ResourceList = Field(default_factory=dict)
     """The most the container may use. A backup or restore starts one worker thread per CPU
     it may use (the CPU limit, else the node's CPUs) and needs about 150Mi plus 64Mi per
     worker thread."""
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        """A request is no more than the limit of the same resource, or the apiserver
+        refuses the Job."""
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is not None and quantity_value(request) > quantity_value(limit):
+                raise invalid(
+                    f"requests.{name}",
+                    f"{request} is more than the limit of {limit}: lower the request or "
+                    "raise the limit",
+                )
+        return self
 
 
 class Toleration(ApiModel):

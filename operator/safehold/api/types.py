@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from croniter import CroniterBadDateError, croniter
@@ -18,6 +19,7 @@ from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "COMPUTE_RESOURCES",
     "CRON_PATTERN",
     "DURATION_PATTERN",
     "QUANTITY_PATTERN",
@@ -28,6 +30,7 @@ __all__ = [
     "Labels",
     "NamespaceName",
     "Quantity",
+    "ResourceList",
     "ResourceName",
     "RetentionSpan",
     "SecretKey",
@@ -35,6 +38,7 @@ __all__ = [
     "TaintKey",
     "TimeZone",
     "parse_duration",
+    "quantity_value",
 ]
 
 #: Five cron fields, or one of the macros Kubernetes CronJobs accept.
@@ -49,9 +53,10 @@ DURATION_PATTERN = r"^([0-9]{1,6}(s|m|h|d|w))+$"
 RETENTION_SPAN_PATTERN = (
     r"^([0-9]{1,6}y)?([0-9]{1,6}mo)?([0-9]{1,6}w)?([0-9]{1,6}d)?([0-9]{1,6}h)?([0-9]{1,6}min)?$"
 )
-#: A Kubernetes resource quantity (``500m``, ``2Gi``, ``1.5``), as the apiserver writes it.
+#: A Kubernetes resource quantity (``500m``, ``2Gi``, ``1.5``), as the apiserver writes it;
+#: never negative (no amount of CPU, memory or disk is).
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -179,6 +184,10 @@ def _pattern_check(pattern: str, max_length: int, error: str, what: str) -> Afte
 
 
 def _check_quantity(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise PydanticCustomError(
+            "quantity", "{value} is not a quantity: amounts are never negative", {"value": value}
+        )
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise PydanticCustomError(
             "quantity",
@@ -318,8 +327,44 @@ Quantity = Annotated[
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "minimum": 0,
             "x-kubernetes-int-or-string": True,
         }
     ),
 ]
 """A Kubernetes quantity: ``500m``, ``2Gi``, ``1``."""
+
+#: What a backup or restore Job's container may ask for (``requests``, ``limits``).
+COMPUTE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _check_resource_names(resources: dict[str, Any]) -> dict[str, Any]:
+    """A Job's container asks for cpu, memory or ephemeral-storage only (a name the
+    apiserver does not know, `CPU` say, fails every Job)."""
+    for name in resources:
+        if name not in COMPUTE_RESOURCES:
+            raise PydanticCustomError(
+                "compute_resource",
+                "'{value}' is not a resource a Job's container asks for here: write cpu, "
+                "memory or ephemeral-storage",
+                {"value": name},
+            )
+    return resources
+
+
+ResourceList = Annotated[dict[str, Quantity], AfterValidator(_check_resource_names)]
+"""Amounts of CPU, memory and local disk by name, as a container's requests or limits."""
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """The amount a valid :data:`Quantity` stands for: ``500m`` is 0.5, ``1Ki`` 1024,
+    ``1e3`` 1000."""
+    text = str(quantity)
+    if text[-2:] in _BINARY:
+        return Decimal(text[:-2]) * _BINARY[text[-2:]]
+    if text[-1:] in _DECIMAL:
+        return Decimal(text[:-1]).scaleb(_DECIMAL[text[-1]])
+    return Decimal(text)  # a plain number, or one with an exponent (e3, E-2)

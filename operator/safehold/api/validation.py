@@ -123,6 +123,7 @@ _CUSTOM_TYPES = frozenset(
         "label_key",
         "label_value",
         "taint_key",
+        "compute_resource",
     }
 )
 
