@@ -534,6 +534,8 @@ _PLACEMENTS: list[dict[str, Any]] = [
     {"resources": {"requests": {"cpu": "1001m"}, "limits": {"cpu": 1}}},
     {"resources": {"requests": {"CPU": "1"}}},
     {"resources": {"requests": {"memory": "-1Gi"}}},
+    {"priorityClassName": "system-cluster-critical"},
+    {"priorityClassName": "Backup_Jobs"},
 ]
 
 

@@ -29,6 +29,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"resources": {"limits": {"memory": "lots"}}}, "resources.limits.memory", "pattern"),
     ({"resources": {"limit": {"memory": "1Gi"}}}, "limit", "not allowed"),
     (
+        {"jobDefaults": {"priorityClassName": "Backup_Jobs"}},
+        "jobDefaults.priorityClassName",
+        "pattern",
+    ),
+    (
         {"jobDefaults": {"resources": {"requests": {"CPU": 1}}}},
         "jobDefaults.resources.requests",
         "ephemeral-storage",

@@ -12,7 +12,14 @@ from pydantic import Field, model_validator
 
 from safehold.api.base import ApiModel
 from safehold.api.errors import invalid
-from safehold.api.types import Labels, LabelValue, ResourceList, TaintKey, quantity_value
+from safehold.api.types import (
+    Labels,
+    LabelValue,
+    ResourceList,
+    ResourceName,
+    TaintKey,
+    quantity_value,
+)
 
 __all__ = ["JobSettings", "ResourceRequirements", "Toleration"]
 
@@ -90,5 +97,5 @@ class JobSettings(ApiModel):
     """Labels a node must have to run the Job (ignored for a volume in use on a node)."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the Job's pod tolerates."""
-    priority_class_name: str | None = Field(default=None, max_length=253)
+    priority_class_name: ResourceName | None = None
     """The PriorityClass of the Job's pod."""
