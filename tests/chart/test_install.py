@@ -104,6 +104,7 @@ ALLOWED = [
     ("get", "pods/log"),
     ("create", "persistentvolumeclaims"),
     ("create", "events"),
+    ("list", "events"),
     ("patch", "events.events.k8s.io"),
 ]
 #: What it must never be able to do, anywhere.

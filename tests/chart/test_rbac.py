@@ -39,6 +39,7 @@ CONTRACT: frozenset[tuple[str, str, str]] = frozenset(
             for group in ("", "events.k8s.io")
             for verb in ("create", "patch")
         ),
+        ("", "events", "list"),  # a Job's FailedCreate events (docs/install.md)
         ("", "configmaps:safehold-restore-grant", "get"),
     }
 )

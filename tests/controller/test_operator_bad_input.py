@@ -85,3 +85,30 @@ def test_bad_inputs_name_what_to_fix(
     events = namespace.kubectl("get", "events", "-o", "json").stdout
     for reason in ("PolicyNotFound", "BackupRunNotFound", "ClaimNotFound", "InvalidSpec"):
         assert f'"reason": "{reason}"' in events
+
+
+def test_a_job_whose_pods_the_apiserver_refuses_says_why_at_once(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """A PriorityClass that does not exist (or a ResourceQuota, a LimitRange, a PodSecurity
+    level the pod breaks) lets the Job be created but none of its pods: the run says so
+    with the apiserver's words while it waits, not six hours later as a deadline."""
+    operator()
+    kit.make_claim(namespace, "data")
+    kit.store_location(namespace, s3_store, "good")
+    kit.policy(namespace, "nopriority", "good", ["data"],
+               job={"priorityClassName": "no-such-class"})  # fmt: skip
+    kit.backup_run(namespace, "stuck", "nopriority")
+
+    def refused() -> dict[str, Any] | None:
+        run = kit.get(namespace, "backuprun", "stuck")
+        for source in (run or {}).get("status", {}).get("sources") or []:
+            if (source.get("error") or {}).get("reason") == "PodNotStarting":
+                return dict(source)
+        return None
+
+    source = namespace.cluster.wait_for(refused, timeout=90, what="the refused pods reported")
+    assert source["phase"] == "Pending"
+    assert "no PriorityClass with name no-such-class" in source["error"]["message"]
+    run = kit.get(namespace, "backuprun", "stuck")
+    assert run["status"]["phase"] not in ("Failed", "Succeeded")

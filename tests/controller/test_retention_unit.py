@@ -13,6 +13,7 @@ from safehold.api import BackupLocation, BackupPolicy, ErrorDetail
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
 from safehold.controller import metrics
 from safehold.controller.jobs import job_name
+from safehold.controller.kube import Kube
 from safehold.controller.retention import (
     reconcile_retention,
     retention_args,
@@ -99,6 +100,11 @@ class FakeKube:
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.pods.get(job, [])
+
+    def pods_refused(self, namespace: str, job: str) -> str | None:
+        return None
+
+    outcome_of = Kube.outcome_of  # the real reading of a Job's state, from these fakes
 
     def event(self, obj: Any, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append((reason, message, warning))

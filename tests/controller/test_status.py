@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from safehold.api import SourceResult
+from safehold.api import ErrorDetail, SourceResult
+from safehold.controller.kube import Kube
 from safehold.controller.progress import last_progress_event, to_progress
 from safehold.controller.status import job_outcome, parse_summary, run_phase, source_result
 
@@ -157,3 +158,40 @@ def test_progress_from_the_log_tail() -> None:
     assert p.eta == datetime(2026, 11, 26, 6, 0, 30, tzinfo=UTC)
     unknown = to_progress({"event": "progress", "bytes_done": 5, "bytes_total": None}, now)
     assert unknown.percent is None
+
+
+class _Refusing:
+    """A Kube whose Job has the given pods, and whose pods the apiserver refuses."""
+
+    outcome_of = Kube.outcome_of
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+        self.asked = 0
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return self.pods
+
+    def pods_refused(self, namespace: str, job: str) -> str | None:
+        self.asked += 1
+        return 'pods "j-" is forbidden: exceeded quota: compute'
+
+
+def test_a_job_without_pods_says_why_they_were_refused() -> None:
+    kube = _Refusing([])
+    outcome = kube.outcome_of("ns", {"status": {}}, "j")
+    assert outcome.state == "Pending"
+    assert outcome.waiting == 'FailedCreate: pods "j-" is forbidden: exceeded quota: compute'
+    assert source_result(SourceResult(name="data", kind="volume"), outcome).error == ErrorDetail(
+        reason="PodNotStarting", message=outcome.waiting
+    )
+
+
+def test_the_refusals_are_asked_only_of_a_job_with_no_pod_and_no_end() -> None:
+    running = _Refusing([{"metadata": {"name": "j-1"}, "status": {"phase": "Running"}}])
+    assert running.outcome_of("ns", {"status": {"active": 1}}, "j").waiting is None
+    done = _Refusing([])
+    complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert done.outcome_of("ns", complete, "j").state == "Succeeded"
+    assert done.outcome_of("ns", None, "j").state == "Pending"  # not created yet
+    assert (running.asked, done.asked) == (0, 0)

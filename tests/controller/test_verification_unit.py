@@ -16,6 +16,7 @@ from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.conditions import find_condition
 from safehold.api.summaries import VerifySummary
 from safehold.controller import metrics, verification
+from safehold.controller.kube import Kube
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome, source_result
 from safehold.controller.verification import (
@@ -113,6 +114,11 @@ class FakeKube:
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.pods.get(job, [])
+
+    def pods_refused(self, namespace: str, job: str) -> str | None:
+        return None
+
+    outcome_of = Kube.outcome_of  # the real reading of a Job's state, from these fakes
 
     def event(self, obj: Any, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append((reason, message, warning))

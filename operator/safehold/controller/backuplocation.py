@@ -58,7 +58,7 @@ from safehold.controller.jobs import (
 )
 from safehold.controller.repository import LOCK_MODE, with_repository
 from safehold.controller.runtime import Runtime
-from safehold.controller.status import FINAL_PHASES, job_outcome
+from safehold.controller.status import FINAL_PHASES
 from safehold.units import human_size
 
 __all__ = ["PLURAL", "REFRESH_GAP", "backed_up_since", "check_args", "reconcile"]
@@ -234,7 +234,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             rt.kube.delete_job(ns, old["metadata"]["name"])
     current = now()
     if latest is not None:
-        outcome = job_outcome(latest, rt.kube.job_pods(ns, latest["metadata"]["name"]))
+        outcome = rt.kube.outcome_of(ns, latest, latest["metadata"]["name"])
         if outcome.state in ("Pending", "Running"):
             if outcome.waiting:
                 _set(rt, body, status, "False", "PodNotStarting", outcome.waiting)

@@ -66,7 +66,6 @@ from safehold.controller.sources.volumes import SOURCE_MOUNT, VolumeSources
 from safehold.controller.status import (
     FINAL_PHASES,
     complete_conditions,
-    job_outcome,
     run_phase,
     source_result,
 )
@@ -356,7 +355,7 @@ def _advance(
         else:
             _start_source(ctx, kinds.get(source.kind), source)
         return None
-    outcome = job_outcome(job, rt.kube.job_pods(ns, source.job))
+    outcome = rt.kube.outcome_of(ns, job, source.job)
     status.sources[i] = source_result(source, outcome)
     record_job_hooks(status.sources[i], outcome.summary)
     if outcome.state == "Running":

@@ -21,6 +21,7 @@ from safehold.api import GROUP, VERSION
 from safehold.controller.audit_log import FINAL_PHASES, kind_of, log_action
 from safehold.controller.cache import Cache
 from safehold.controller.jobs import JOB_CONTAINER, LABEL_MANAGED_BY, MANAGED_BY
+from safehold.controller.status import JobOutcome, job_outcome
 
 __all__ = ["REQUEST_TIMEOUT", "ApiException", "Kube", "LogReader", "TimedApi", "load_config"]
 
@@ -217,6 +218,35 @@ class Kube:
         items: list[Json] = self.api.sanitize_for_serialization(pods)["items"]
         return sorted(items, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
+    def outcome_of(self, namespace: str, job: Json | None, name: str) -> JobOutcome:
+        """What the Job ``name`` (``job`` as read, None when not created yet) has come to,
+        from its pods; while none could be created, why (:meth:`pods_refused`)."""
+        pods = self.job_pods(namespace, name) if job is not None else []
+        outcome = job_outcome(job, pods)
+        if job is not None and not pods and outcome.state == "Pending":
+            refused = self.pods_refused(namespace, name)
+            if refused is not None:
+                outcome.waiting = f"FailedCreate: {refused}"
+        return outcome
+
+    def pods_refused(self, namespace: str, job: str) -> str | None:
+        """Why the Job controller could not create the Job's pods, in the apiserver's words
+        (the newest FailedCreate event: a PriorityClass that does not exist, a ResourceQuota
+        or LimitRange the pod exceeds, a PodSecurity level it breaks), or None. The Job is
+        retried meanwhile, and would otherwise wait, podless, until its deadline."""
+        selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+        try:
+            found = self.core.list_namespaced_event(namespace, field_selector=selector)
+        except ApiException as exc:
+            if exc.status == 403:  # an install from before the operator could list events
+                return None
+            raise
+        items: list[Json] = self.api.sanitize_for_serialization(found)["items"]
+        if not items:
+            return None
+        newest = max(items, key=_event_time)
+        return str(newest.get("message") or "the Job's pods cannot be created")
+
     def list_pods(self, namespace: str) -> list[Json]:
         out: list[Json] = self.api.sanitize_for_serialization(
             self.core.list_namespaced_pod(namespace)
@@ -305,3 +335,14 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:
             log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+def _event_time(event: Json) -> str:
+    """When an event last happened, as an ISO time that sorts (the older API's fields, then
+    the newer's)."""
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )

@@ -73,7 +73,7 @@ from safehold.controller.retention import (
 )
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import policy_prefix
-from safehold.controller.status import JobOutcome, job_outcome
+from safehold.controller.status import JobOutcome
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -281,7 +281,7 @@ def _step(
             state.attempts -= 1
             state.job = None
         else:
-            outcome = job_outcome(job, rt.kube.job_pods(ns, state.job))
+            outcome = rt.kube.outcome_of(ns, job, state.job)
             if outcome.state in ("Pending", "Running"):
                 if outcome.waiting:
                     state.message = f"the Job's pod does not start: {outcome.waiting}"[:4096]

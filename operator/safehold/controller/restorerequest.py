@@ -53,7 +53,7 @@ from safehold.controller.runtime import Runtime
 from safehold.controller.sources import restore_job
 from safehold.controller.sources.databases import MissingSource, database_restore_job
 from safehold.controller.sources.resources import resources_restore_job
-from safehold.controller.status import FINAL_PHASES, complete_conditions, job_outcome
+from safehold.controller.status import FINAL_PHASES, complete_conditions
 
 __all__ = ["PLURAL", "RESTORE_ROOT", "reconcile", "volume_pattern"]
 
@@ -203,7 +203,7 @@ def _advance(
         else:
             rt.kube.create_job(build_job(request))
         return None
-    outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
+    outcome = rt.kube.outcome_of(request.namespace, job, request.name)
     doc = outcome.read(RestoreSummary)
     if outcome.state in ("Pending", "Running"):
         item.phase = outcome.state

@@ -50,7 +50,7 @@ from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
 from safehold.controller.sources import policy_prefix, restore_job
 from safehold.controller.sources.resources import KIND as RESOURCES_KIND
 from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
-from safehold.controller.status import FINAL_PHASES, job_outcome
+from safehold.controller.status import FINAL_PHASES
 
 __all__ = [
     "RESOLVE_SOURCE",
@@ -312,7 +312,7 @@ def _resolved(
     if job is None:
         rt.kube.create_job(build_job(request))
         raise Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name})")
-    outcome = job_outcome(job, rt.kube.job_pods(request.namespace, request.name))
+    outcome = rt.kube.outcome_of(request.namespace, job, request.name)
     if outcome.state in ("Pending", "Running"):
         why = f": {outcome.waiting}" if outcome.waiting else ""
         raise Wait(f"resolving the snapshots on BackupLocation {lname} (Job {request.name}){why}")

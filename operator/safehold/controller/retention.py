@@ -55,7 +55,7 @@ from safehold.controller.kube import ApiException
 from safehold.controller.repository import with_repository
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import policy_prefix
-from safehold.controller.status import JobOutcome, job_outcome
+from safehold.controller.status import JobOutcome
 
 __all__ = [
     "active_retention_job",
@@ -271,7 +271,7 @@ def reconcile_retention(
             status.last_retention = _start(rt, body, policy, location, last)
             record_retention(rt, body, status.last_retention)
             return
-        outcome = job_outcome(job, rt.kube.job_pods(ns, last.job))
+        outcome = rt.kube.outcome_of(ns, job, last.job)
         status.last_retention = retention_result(last, outcome)
         record_retention(rt, body, status.last_retention)
         return
@@ -351,7 +351,7 @@ def follow_site_retention(
         last.completion_time = now()
         last.message = f"Job {last.job} is gone; the site's retention runs after the next copy"
     else:
-        state.retention = retention_result(last, job_outcome(job, rt.kube.job_pods(ns, last.job)))
+        state.retention = retention_result(last, rt.kube.outcome_of(ns, job, last.job))
     done = state.retention
     assert done is not None
     if done.result == "Running":

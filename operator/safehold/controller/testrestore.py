@@ -64,7 +64,7 @@ from safehold.controller.kube import ApiException
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import due_check
-from safehold.controller.status import JobOutcome, job_outcome
+from safehold.controller.status import JobOutcome
 from safehold.controller.testrestore_jobs import (
     Candidate,
     newest_backups,
@@ -255,12 +255,11 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: TestRestoreState) -> bo
         if job is None:
             _fail(entry, "JobDeleted", f"the test restore Job {entry.job} is gone")
         else:
-            pods = rt.kube.job_pods(ns, entry.job or "")
-            outcome = job_outcome(job, pods)
+            outcome = rt.kube.outcome_of(ns, job, entry.job or "")
             if outcome.state in ("Pending", "Running"):
                 continue
             if entry.kind == "volume":
-                _finish_volume(entry, outcome, pods)
+                _finish_volume(entry, outcome, rt.kube.job_pods(ns, entry.job or ""))
             else:
                 _finish_database(entry, outcome)
             rt.kube.delete_job(ns, entry.job or "")

@@ -58,7 +58,7 @@ from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import due_check
-from safehold.controller.status import JobOutcome, job_outcome
+from safehold.controller.status import JobOutcome
 
 __all__ = [
     "COMPONENT_VERIFY",
@@ -235,7 +235,7 @@ def _follow(
             check.completion_time = now()
             check.message = f"{check.location}: the verify Job {check.job} is gone"
         else:
-            outcome = job_outcome(job, rt.kube.job_pods(ns, check.job or ""))
+            outcome = rt.kube.outcome_of(ns, job, check.job or "")
             if outcome.state in ("Pending", "Running"):
                 continue
             _finish(check, outcome)
