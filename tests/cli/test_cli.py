@@ -406,3 +406,20 @@ def test_no_color_and_NO_COLOR_print_plain_text(run: Run, src: Path, env: dict[s
         assert plain.returncode == 0, plain.stderr
         assert "\x1b[" not in plain.stdout
         assert str(src) in plain.stdout
+
+
+def test_the_operator_does_not_start_on_job_defaults_it_cannot_use(run: Run) -> None:
+    """Dropping jobDefaults would drop the placement and limits every Job is meant to have:
+    the operator stops at once, naming each field (a rolling update keeps the old pod)."""
+    defaults = {
+        "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
+        "tolerations": [{"key": "backup", "tolerationSeconds": 60}],
+    }
+    done = run("operator", "--all-namespaces", SAFEHOLD_JOB_DEFAULTS=json.dumps(defaults))
+    assert done.returncode == 2, done.stderr
+    assert "SAFEHOLD_JOB_DEFAULTS (the chart's jobDefaults) is not valid" in done.stderr
+    assert "jobDefaults.resources.requests.memory: 2Gi is more than the limit of 1Gi" in done.stderr
+    assert "jobDefaults.tolerations[0].effect" in done.stderr
+    done = run("operator", "--all-namespaces", SAFEHOLD_JOB_DEFAULTS="{not json")
+    assert done.returncode == 2
+    assert "is not JSON" in done.stderr

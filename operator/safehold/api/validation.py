@@ -23,7 +23,7 @@ from safehold.api.errors import FIELD_ERROR, FieldError
 from safehold.api.kinds import KINDS
 from safehold.api.meta import CustomResource
 
-__all__ = ["resource_model", "spec_model", "validate_object", "validate_spec"]
+__all__ = ["resource_model", "spec_model", "validate_model", "validate_object", "validate_spec"]
 
 
 def resource_model(kind: str) -> type[CustomResource]:
@@ -63,6 +63,14 @@ def validate_object(obj: Any) -> list[FieldError]:
         ]
     manifest = {k: v for k, v in obj.items() if k != "status"}
     return _validate(KINDS[str(kind)], manifest, "")
+
+
+def validate_model(model: type[BaseModel], data: Any, prefix: str) -> list[FieldError]:
+    """Every problem in ``data`` read as ``model`` (a part of a resource kept elsewhere: the
+    chart's ``jobDefaults`` is a policy's ``spec.job``), with paths from ``prefix``."""
+    if not isinstance(data, Mapping):
+        return [FieldError(prefix, f"must be a mapping of fields, got {_type_name(data)}")]
+    return _validate(model, data, prefix)
 
 
 def _validate(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> list[FieldError]:

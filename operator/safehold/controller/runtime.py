@@ -12,10 +12,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from safehold.api import Progress
 from safehold.api.jobs import JobSettings
+from safehold.api.validation import validate_model
 from safehold.controller.jobs import DEFAULT_IMAGE
 from safehold.controller.kube import Kube
 from safehold.controller.limits import Limits, limits_from_env
@@ -23,6 +22,7 @@ from safehold.controller.progress import PROGRESS_INTERVAL
 from safehold.controller.queue import WorkQueue
 
 __all__ = [
+    "InvalidSetting",
     "Runtime",
     "exec_hooks_from_env",
     "job_defaults_from_env",
@@ -36,17 +36,27 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (plural, namespace, name)
 
 
+class InvalidSetting(ValueError):
+    """The operator's environment holds a setting it cannot use: it does not start."""
+
+
 def job_defaults_from_env() -> JobSettings | None:
     """``$SAFEHOLD_JOB_DEFAULTS``: JSON in the shape of a BackupPolicy's ``spec.job`` (the
-    Helm chart's ``jobDefaults``), used for every field a policy leaves unset."""
+    Helm chart's ``jobDefaults``), used for every field a policy leaves unset. Not valid:
+    :class:`InvalidSetting`, naming each field (`safehold operator` stops on it: defaults
+    dropped would drop the placement and limits every Job is meant to have)."""
     raw = os.environ.get("SAFEHOLD_JOB_DEFAULTS", "").strip()
     if not raw:
         return None
+    what = "SAFEHOLD_JOB_DEFAULTS (the chart's jobDefaults)"
     try:
-        return JobSettings.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
-        log.warning("ignoring SAFEHOLD_JOB_DEFAULTS, which is not valid: %s", exc)
-        return None
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidSetting(f"{what} is not JSON: {exc}") from None
+    errors = validate_model(JobSettings, data, "jobDefaults")
+    if errors:
+        raise InvalidSetting(f"{what} is not valid: " + "; ".join(map(str, errors)))
+    return JobSettings.model_validate(data)
 
 
 def retention_lock_wait_from_env() -> float:
