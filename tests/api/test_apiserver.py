@@ -23,12 +23,18 @@ from safehold.api import (
     KINDS,
     BackupRunStatus,
     Condition,
+    RestoreRequest,
+    RestoreRequestSpec,
     SourceResult,
     validate_object,
     validate_spec,
 )
 from safehold.api.crd import crd_name
+from safehold.api.meta import ObjectMeta
+from safehold.api.restorerequest import RestoreTarget
 from safehold.controller.jobs import JobRequest, Mount, build_job
+from safehold.controller.restoreplan import claim_manifest
+from safehold.controller.snapshotmeta import ClaimShape
 from testground.kube import Cluster, Namespace
 
 pytestmark = pytest.mark.e2e
@@ -565,5 +571,39 @@ def test_a_policy_takes_the_placements_and_resources_a_job_can_be_created_with(
         pod["containers"][0]["resources"] = resources  # as the builder writes them
     theirs = namespace.kubectl(
         "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False
+    )
+    assert (ours == []) == (theirs.returncode == 0), (ours, theirs.stderr)
+
+
+_TARGETS: list[dict[str, Any]] = [
+    {"claimName": "copy", "storageClassName": "fast-ssd", "size": "10Gi"},
+    {"claimName": "copy", "storageClassName": "", "size": "500m"},
+    {"claimName": "copy", "storageClassName": "Fast_SSD"},
+    {"claimName": "copy", "size": "0Gi"},
+]
+
+
+@pytest.mark.parametrize("target", _TARGETS, ids=lambda t: json.dumps(t)[:60])
+def test_a_restore_takes_the_targets_a_claim_can_be_created_with(
+    namespace: Namespace, target: dict[str, Any]
+) -> None:
+    """A restore's target claim is created as written: the request is valid exactly when
+    the apiserver takes that claim (else the restore would fail on it, after its checks)."""
+    spec = {"backupRunRef": {"name": "nightly"}, "target": target}
+    ours = validate_spec("RestoreRequest", spec)
+    request = RestoreRequest.model_construct(
+        metadata=ObjectMeta(name="r", namespace=str(namespace)),
+        spec=RestoreRequestSpec.model_construct(
+            target=RestoreTarget.model_construct(
+                claim_name="copy", storage_class_name=target.get("storageClassName"),
+                size=target.get("size"), path="",
+            ),
+            storage_class_mapping={},
+        ),
+    )  # fmt: skip
+    claim = claim_manifest(request, "copy", "data", None, ClaimShape(size="1Gi"))
+    claim["metadata"]["namespace"] = str(namespace)
+    theirs = namespace.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(claim), check=False
     )
     assert (ours == []) == (theirs.returncode == 0), (ours, theirs.stderr)

@@ -334,6 +334,25 @@ def test_requests_are_compared_with_limits_by_amount(
     assert validate_spec("BackupPolicy", spec) == []
 
 
+def test_a_restore_target_takes_a_class_and_size_a_claim_can_have(
+    valid_spec: dict[str, dict[str, Any]],
+) -> None:
+    spec = valid_spec["RestoreRequest"]
+    spec["target"] = {"claimName": "copy", "storageClassName": "Fast_SSD"}
+    errors = _errors("RestoreRequest", spec)
+    assert errors["spec.target.storageClassName"].startswith(
+        "'Fast_SSD' is not a StorageClass name"
+    )
+    for size in (0, "0Gi"):
+        spec["target"] = {"claimName": "copy", "size": size}
+        assert _errors("RestoreRequest", spec) == {
+            "spec.target.size": "a claim holds more than nothing: write a size such as 10Gi"
+        }
+    spec["target"] = {"claimName": "copy", "storageClassName": "", "size": "10Gi"}
+    spec["storageClassMapping"] = {"gp2": "GP3"}
+    assert list(_errors("RestoreRequest", spec)) == ["spec.storageClassMapping.gp2"]
+
+
 def test_empty_schedule(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["schedule"]["slots"] = []

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from safehold.api.base import ApiModel
 from safehold.api.errors import invalid
 from safehold.api.references import DatabaseCredentials
-from safehold.api.types import CronExpression, SourceName
+from safehold.api.types import CronExpression, SourceName, StorageClassName
 
 __all__ = [
     "CheckResult",
@@ -85,7 +85,7 @@ class TestRestore(ApiModel):
     sources: list[SourceName] = Field(default_factory=list, max_length=64)
     """The volume and database sources to test, by name; empty tests every volume and
     database source (cluster resources are checked by `verification`)."""
-    storage_class_name: str | None = Field(default=None, max_length=253)
+    storage_class_name: StorageClassName | None = None
     """The StorageClass of the scratch claims; empty uses the cluster's default."""
     check: TestRestoreCheck | None = None
     """Your own check, run on each restored volume after Safehold's."""

@@ -44,7 +44,13 @@ from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
 from safehold.api.references import LocalObjectReference
 from safehold.api.reports import ErrorDetail, Progress
 from safehold.api.selectors import LabelSelector
-from safehold.api.types import NamespaceName, Quantity, ResourceName
+from safehold.api.types import (
+    NamespaceName,
+    Quantity,
+    ResourceName,
+    StorageClassName,
+    quantity_value,
+)
 
 __all__ = [
     "ExistingResourcePolicy",
@@ -91,12 +97,19 @@ class RestoreTarget(ApiModel):
     exist and allow it: its owners list this request's namespace in ConfigMap
     safehold-restore-grant there (data.fromNamespaces); otherwise the request fails with
     CrossNamespaceDenied (docs/security.md)."""
-    storage_class_name: str | None = Field(default=None, max_length=253)
+    storage_class_name: StorageClassName | None = None
     """For a claim that is created: its StorageClass (empty: the cluster's default)."""
     size: Quantity | None = None
     """For a claim that is created: its size (empty: the backed-up claim's size)."""
     path: str = Field(default="", max_length=4096)
     """A directory inside the claim to restore into; empty means its root."""
+
+    @model_validator(mode="after")
+    def _size_above_zero(self) -> RestoreTarget:
+        """A claim to create has a size above zero, or the apiserver refuses it."""
+        if self.size is not None and quantity_value(self.size) <= 0:
+            raise invalid("size", "a claim holds more than nothing: write a size such as 10Gi")
+        return self
 
 
 class RestoreRequestSpec(ApiModel):
@@ -134,7 +147,7 @@ class RestoreRequestSpec(ApiModel):
     the request's namespace must exist and list the request's namespace in its ConfigMap
     safehold-restore-grant (data.fromNamespaces); otherwise the request fails with
     CrossNamespaceDenied before anything is written (docs/security.md)."""
-    storage_class_mapping: dict[str, str] = Field(default_factory=dict)
+    storage_class_mapping: dict[str, StorageClassName] = Field(default_factory=dict)
     """Create claims with other StorageClasses: ``{gp2: gp3}``."""
     target: RestoreTarget | None = None
     """Restore a single volume source into this claim instead."""

@@ -35,6 +35,7 @@ __all__ = [
     "RetentionSpan",
     "SecretKey",
     "SourceName",
+    "StorageClassName",
     "TaintKey",
     "TimeZone",
     "parse_duration",
@@ -276,6 +277,19 @@ SecretKey = Annotated[
     _string_schema(_SECRET_KEY, 253),
 ]
 """A key inside a Secret's ``data``."""
+
+StorageClassName = Annotated[
+    str,
+    _pattern_check(
+        "^$|" + _DNS_SUBDOMAIN,
+        253,
+        "storage_class_name",
+        "a StorageClass name: lower-case letters, digits, '-' and '.', starting and ending "
+        "with a letter or digit, at most 253 characters (or empty)",
+    ),
+    _string_schema("^$|" + _DNS_SUBDOMAIN, 253),
+]
+"""The name of a StorageClass, as a claim names it (empty: none named)."""
 
 _KEY_RULE = (
     "a name of letters, digits, '-', '_' and '.' (at most 63, a letter or digit at each "

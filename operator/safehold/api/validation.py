@@ -132,6 +132,7 @@ _CUSTOM_TYPES = frozenset(
         "label_value",
         "taint_key",
         "compute_resource",
+        "storage_class_name",
     }
 )
 
