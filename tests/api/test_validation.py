@@ -173,37 +173,6 @@ def test_bad_claim_name(valid_spec: dict[str, dict[str, Any]]) -> None:
     assert message.startswith("'Data_Volume' is not a Kubernetes object name: lower-case")
 
 
-@pytest.mark.parametrize(
-    ("toleration", "field", "says"),
-    [
-        (
-            {"key": "backup", "effect": "NoSchedule", "tolerationSeconds": 60},
-            "effect",
-            "tolerationSeconds only applies to NoExecute taints: set effect: NoExecute",
-        ),
-        ({"key": "backup", "tolerationSeconds": 60}, "effect", "effect: NoExecute"),
-        (
-            {"value": "yes"},
-            "operator",
-            "without a key matches every taint only with operator: Exists",
-        ),
-        ({"key": "backup", "operator": "Exists", "value": "yes"}, "value", "remove value"),
-        ({"key": "back up", "operator": "Exists"}, "key", "'back up' is not a taint key"),
-        ({"key": "backup", "value": "-yes"}, "value", "'-yes' is not a label or taint value"),
-    ],
-)
-def test_a_toleration_a_pod_cannot_carry_is_refused_at_its_field(
-    valid_spec: dict[str, dict[str, Any]], toleration: dict[str, Any], field: str, says: str
-) -> None:
-    """The apiserver refuses a Job whose pod carries such a toleration: the policy says so
-    first, naming the field (tests/api/test_apiserver.py compares with the apiserver)."""
-    spec = valid_spec["BackupPolicy"]
-    spec["job"] = {"tolerations": [{"key": "ok", "operator": "Exists"}, toleration]}
-    errors = _errors("BackupPolicy", spec)
-    assert list(errors) == [f"spec.job.tolerations[1].{field}"]
-    assert says in errors[f"spec.job.tolerations[1].{field}"]
-
-
 def test_a_node_selector_takes_label_keys_and_values(
     valid_spec: dict[str, dict[str, Any]],
 ) -> None:
@@ -291,34 +260,62 @@ def test_bad_quantity(valid_spec: dict[str, dict[str, Any]]) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("resources", "field", "says"),
-    [
-        (
-            {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
-            "requests.cpu",
-            "2 is more than the limit of 1",
-        ),
-        (
-            {"requests": {"memory": "1025Mi"}, "limits": {"memory": "1Gi"}},
-            "requests.memory",
-            "limit of 1Gi",
-        ),
-        ({"requests": {"cpu": "1001m"}, "limits": {"cpu": 1}}, "requests.cpu", "lower the request"),
-        ({"requests": {"CPU": "1"}}, "requests", "'CPU' is not a resource a Job's container asks"),
-        ({"limits": {"nvidia.com/gpu": 1}}, "limits", "write cpu, memory or ephemeral-storage"),
-        ({"requests": {"memory": "-1Gi"}}, "requests.memory", "'-1Gi' is not a quantity"),
-        ({"limits": {"memory": -1}}, "limits.memory", "never negative"),
-    ],
-)
-def test_resources_a_container_cannot_have_are_refused(
-    valid_spec: dict[str, dict[str, Any]], resources: dict[str, Any], field: str, says: str
+#: Tolerations a pod cannot carry: (the toleration, its field, what the message says).
+_BAD_TOLERATIONS: list[tuple[dict[str, Any], str, str]] = [
+    (
+        {"key": "backup", "effect": "NoSchedule", "tolerationSeconds": 60},
+        "effect",
+        "tolerationSeconds only applies to NoExecute taints: set effect: NoExecute",
+    ),
+    ({"key": "backup", "tolerationSeconds": 60}, "effect", "effect: NoExecute"),
+    (
+        {"value": "yes"},
+        "operator",
+        "without a key matches every taint only with operator: Exists",
+    ),
+    ({"key": "backup", "operator": "Exists", "value": "yes"}, "value", "remove value"),
+    ({"key": "back up", "operator": "Exists"}, "key", "'back up' is not a taint key"),
+    ({"key": "backup", "value": "-yes"}, "value", "'-yes' is not a label or taint value"),
+]
+#: Resources a container cannot have: (spec.job.resources, the field, what it says).
+_BAD_RESOURCES: list[tuple[dict[str, Any], str, str]] = [
+    (
+        {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
+        "requests.cpu",
+        "2 is more than the limit of 1",
+    ),
+    (
+        {"requests": {"memory": "1025Mi"}, "limits": {"memory": "1Gi"}},
+        "requests.memory",
+        "limit of 1Gi",
+    ),
+    ({"requests": {"cpu": "1001m"}, "limits": {"cpu": 1}}, "requests.cpu", "lower the request"),
+    ({"requests": {"CPU": "1"}}, "requests", "'CPU' is not a resource a Job's container asks"),
+    ({"limits": {"nvidia.com/gpu": 1}}, "limits", "write cpu, memory or ephemeral-storage"),
+    ({"requests": {"memory": "-1Gi"}}, "requests.memory", "'-1Gi' is not a quantity"),
+    ({"limits": {"memory": -1}}, "limits.memory", "never negative"),
+]
+_BAD_JOBS = [
+    *(
+        ({"tolerations": [{"key": "ok", "operator": "Exists"}, t]}, f"tolerations[1].{f}", says)
+        for t, f, says in _BAD_TOLERATIONS
+    ),
+    *(({"resources": r}, f"resources.{f}", says) for r, f, says in _BAD_RESOURCES),
+]
+
+
+@pytest.mark.parametrize(("job", "field", "says"), _BAD_JOBS)
+def test_job_settings_a_pod_cannot_have_are_refused_at_their_field(
+    valid_spec: dict[str, dict[str, Any]], job: dict[str, Any], field: str, says: str
 ) -> None:
+    """The apiserver refuses a Job whose pod has such a toleration or such resources: the
+    policy says so first, naming the field (tests/api/test_apiserver.py compares with the
+    apiserver)."""
     spec = valid_spec["BackupPolicy"]
-    spec["job"] = {"resources": resources}
+    spec["job"] = job
     errors = _errors("BackupPolicy", spec)
-    assert list(errors) == [f"spec.job.resources.{field}"]
-    assert says in errors[f"spec.job.resources.{field}"]
+    assert list(errors) == [f"spec.job.{field}"]
+    assert says in errors[f"spec.job.{field}"]
 
 
 def test_requests_are_compared_with_limits_by_amount(
