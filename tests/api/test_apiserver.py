@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ from safehold.api import (
 from safehold.api.crd import crd_name
 from safehold.api.meta import ObjectMeta
 from safehold.api.restorerequest import RestoreTarget
+from safehold.api.selectors import LabelSelector, LabelSelectorRequirement
 from safehold.controller.jobs import JobRequest, Mount, build_job
 from safehold.controller.restoreplan import claim_manifest
 from safehold.controller.snapshotmeta import ClaimShape
+from safehold.controller.sources.claims import selector_string
 from testground.kube import Cluster, Namespace
 
 pytestmark = pytest.mark.e2e
@@ -607,3 +610,40 @@ def test_a_restore_takes_the_targets_a_claim_can_be_created_with(
         "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(claim), check=False
     )
     assert (ours == []) == (theirs.returncode == 0), (ours, theirs.stderr)
+
+
+_SELECTORS: list[dict[str, Any]] = [
+    {"matchLabels": {"app.kubernetes.io/name": "shop", "tier": ""}},
+    {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]}]},
+    {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]},
+    {"matchLabels": {"app name": "shop"}},
+    {"matchLabels": {"app": "web shop"}},
+    {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["a b"]}]},
+]
+
+
+@pytest.mark.parametrize("selector", _SELECTORS, ids=lambda s: json.dumps(s)[:60])
+def test_a_policy_takes_the_selectors_the_apiserver_can_list_by(
+    namespace: Namespace, selector: dict[str, Any]
+) -> None:
+    """A volume source's selector lists claims as the operator writes it: the policy is
+    valid exactly when the apiserver takes that listing (else every run would fail on it).
+    (`In` with no values is refused too, as a metav1.LabelSelector is, though a listing
+    takes `app in ()` and selects nothing: tests/api/test_validation.py.)"""
+    spec = {"sources": {"volumes": [{"selector": selector}]}, "location": {"name": "primary"}}
+    ours = validate_spec("BackupPolicy", spec)
+    written = selector_string(
+        LabelSelector.model_construct(
+            match_labels=selector.get("matchLabels", {}),
+            match_expressions=[
+                LabelSelectorRequirement.model_construct(**{"values": [], **e})
+                for e in selector.get("matchExpressions", [])
+            ],
+        )
+    )
+    query = urllib.parse.urlencode({"labelSelector": written})
+    theirs = namespace.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims?{query}",
+        check=False,
+    )  # fmt: skip
+    assert (ours == []) == (theirs.returncode == 0), (ours, written, theirs.stderr)

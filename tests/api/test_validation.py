@@ -173,6 +173,40 @@ def test_bad_claim_name(valid_spec: dict[str, dict[str, Any]]) -> None:
     assert message.startswith("'Data_Volume' is not a Kubernetes object name: lower-case")
 
 
+@pytest.mark.parametrize(
+    ("selector", "field", "says"),
+    [
+        ({"matchLabels": {"app name": "shop"}}, "matchLabels", "'app name' is not a label key"),
+        ({"matchLabels": {"app": "web shop"}}, "matchLabels.app", "is not a label or taint"),
+        (
+            {"matchExpressions": [{"key": "app", "operator": "In", "values": []}]},
+            "matchExpressions[0].values",
+            "operator In needs at least one value",
+        ),
+        (
+            {"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["x"]}]},
+            "matchExpressions[0].values",
+            "operator Exists takes no values",
+        ),
+        (
+            {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a,b"]}]},
+            "matchExpressions[0].values[0]",
+            "is not a label or taint value",
+        ),
+    ],
+)
+def test_a_selector_the_apiserver_cannot_take_is_refused_at_its_field(
+    valid_spec: dict[str, dict[str, Any]], selector: dict[str, Any], field: str, says: str
+) -> None:
+    """A value with a comma would have been written into the listing as two values, and
+    Exists with values listed as if they were not there."""
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"] = {"volumes": [{"selector": selector}]}
+    errors = _errors("BackupPolicy", spec)
+    assert list(errors) == [f"spec.sources.volumes[0].selector.{field}"]
+    assert says in errors[f"spec.sources.volumes[0].selector.{field}"]
+
+
 def test_a_node_selector_takes_label_keys_and_values(
     valid_spec: dict[str, dict[str, Any]],
 ) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "RETENTION_SPAN_PATTERN",
     "CronExpression",
     "Duration",
+    "LabelKey",
     "LabelValue",
     "Labels",
     "NamespaceName",
@@ -295,6 +296,13 @@ _KEY_RULE = (
     "a name of letters, digits, '-', '_' and '.' (at most 63, a letter or digit at each "
     "end), with an optional DNS prefix and '/', such as topology.kubernetes.io/zone"
 )
+
+LabelKey = Annotated[
+    str,
+    _pattern_check(_LABEL_KEY, 317, "label_key", "a label key: " + _KEY_RULE),
+    _string_schema(_LABEL_KEY, 317),
+]
+"""The key of a label: ``app``, ``app.kubernetes.io/name``."""
 
 TaintKey = Annotated[
     str,
