@@ -13,6 +13,13 @@ def _errors(kind: str, spec: dict[str, Any]) -> dict[str, str]:
     return {e.path: e.message for e in validate_spec(kind, spec)}
 
 
+def _only_error(kind: str, spec: dict[str, Any], path: str) -> str:
+    """The message of the one problem in ``spec``, which must be at ``path``."""
+    errors = _errors(kind, spec)
+    assert list(errors) == [path], errors
+    return errors[path]
+
+
 def test_the_minimal_specs_are_valid(valid_spec: dict[str, dict[str, Any]]) -> None:
     for kind, spec in valid_spec.items():
         assert validate_spec(kind, spec) == [], kind
@@ -202,9 +209,7 @@ def test_a_selector_the_apiserver_cannot_take_is_refused_at_its_field(
     Exists with values listed as if they were not there."""
     spec = valid_spec["BackupPolicy"]
     spec["sources"] = {"volumes": [{"selector": selector}]}
-    errors = _errors("BackupPolicy", spec)
-    assert list(errors) == [f"spec.sources.volumes[0].selector.{field}"]
-    assert says in errors[f"spec.sources.volumes[0].selector.{field}"]
+    assert says in _only_error("BackupPolicy", spec, f"spec.sources.volumes[0].selector.{field}")
 
 
 def test_a_node_selector_takes_label_keys_and_values(
@@ -212,15 +217,11 @@ def test_a_node_selector_takes_label_keys_and_values(
 ) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["job"] = {"nodeSelector": {"disk type": "ssd"}}
-    errors = _errors("BackupPolicy", spec)
-    assert list(errors) == ["spec.job.nodeSelector"]
-    assert errors["spec.job.nodeSelector"].startswith("'disk type' is not a label key")
+    message = _only_error("BackupPolicy", spec, "spec.job.nodeSelector")
+    assert message.startswith("'disk type' is not a label key")
     spec["job"] = {"nodeSelector": {"topology.kubernetes.io/zone": "eu 1"}}
-    errors = _errors("BackupPolicy", spec)
-    assert list(errors) == ["spec.job.nodeSelector.topology.kubernetes.io/zone"]
-    assert errors["spec.job.nodeSelector.topology.kubernetes.io/zone"].startswith(
-        "'eu 1' is not a label or taint value"
-    )
+    message = _only_error("BackupPolicy", spec, "spec.job.nodeSelector.topology.kubernetes.io/zone")
+    assert message.startswith("'eu 1' is not a label or taint value")
     spec["job"] = {"nodeSelector": {"topology.kubernetes.io/zone": "eu-1a", "disk": ""}}
     assert validate_spec("BackupPolicy", spec) == []
 
@@ -347,9 +348,7 @@ def test_job_settings_a_pod_cannot_have_are_refused_at_their_field(
     apiserver)."""
     spec = valid_spec["BackupPolicy"]
     spec["job"] = job
-    errors = _errors("BackupPolicy", spec)
-    assert list(errors) == [f"spec.job.{field}"]
-    assert says in errors[f"spec.job.{field}"]
+    assert says in _only_error("BackupPolicy", spec, f"spec.job.{field}")
 
 
 def test_requests_are_compared_with_limits_by_amount(
