@@ -8,7 +8,9 @@ import io
 import os
 import secrets
 import sys
+import threading
 import traceback
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,68 @@ from safehold.controller.runtime import Runtime, set_runtime
 from testground import podlogs
 from testground.kube import Cluster, Namespace
 from testground.objectstores import RunningStore
+from testground.processes import free_ports
 
-OperatorFactory = Callable[..., KopfRunner]
+
+class Operator(KopfRunner):
+    """The operator in a thread of the test (kopf's runner), for the test's namespace, with
+    the liveness endpoint that the chart has the kubelet probe (/healthz)."""
+
+    def __init__(self, namespace: str, rt: Runtime) -> None:
+        [port] = free_ports(1)
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        self.runtime = rt
+        args = ["run", "--standalone", "--namespace", namespace, "--liveness", self.liveness]
+        super().__init__([*args, "-m", handlers.__name__], timeout=60)
+
+    def answers(self) -> bool:
+        """Whether the operator runs and answers its liveness probe, as a kubelet sees it."""
+        if not self._thread.is_alive():
+            return False
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=2) as answer:  # noqa: S310
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """End an operator that no longer answers, as the kubelet kills its container: its
+        event loop is stopped wherever its tasks are (kopf waits for every task on its way
+        out, and one that swallowed its cancellation would keep it forever)."""
+        self._stop.set()  # see release()
+        loop = self.runtime.queue._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), f"the operator outlived its loop\n{self.stacks()}"
+
+    def release(self) -> None:
+        """Set the stop flag of an operator that stopped by itself: kopf waits for it in a
+        thread of the loop's executor, which outlives the loop, and the test process could
+        not exit until it is set."""
+        self._stop.set()
+
+    def stacks(self) -> str:
+        """What an operator that does not stop is doing: its thread's stack, the stacks of
+        the other threads and of the tasks left in its event loop (a task that swallows
+        kopf's one cancellation keeps the operator running)."""
+        out = io.StringIO()
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            frame = frames.get(thread.ident or -1)
+            if thread is not threading.main_thread() and frame is not None:
+                mine = " (the operator's)" if thread is self._thread else ""
+                out.write(f"thread {thread.name}{mine}:\n")
+                out.write("".join(traceback.format_stack(frame, limit=16)))
+        loop = self.runtime.queue._loop
+        if loop is not None and not loop.is_closed():
+            for task in asyncio.all_tasks(loop):
+                out.write(f"\ntask {task.get_name()}:\n")
+                task.print_stack(limit=8, file=out)
+        return out.getvalue()
+
+
+OperatorFactory = Callable[..., Operator]
 
 
 def log_reader(cluster: Cluster) -> Any:
@@ -47,48 +109,30 @@ def operator(
     """Start the operator for the test's namespace (``operator()``); stopped at the end."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
     monkeypatch.setenv("SAFEHOLD_IMAGE", os.environ.get("SAFEHOLD_TEST_IMAGE", "safehold:0.1.0"))
-    runners: list[tuple[KopfRunner, Runtime]] = []
+    runners: list[Operator] = []
 
-    def start(**settings: Any) -> KopfRunner:
+    def start(**settings: Any) -> Operator:
         """``settings``: Runtime fields, e.g. ``poll_interval=1.0``."""
         kube = Kube(cluster.api_client(), log_reader=log_reader(cluster))
         rt = Runtime(kube, **settings)
         set_runtime(rt)
-        runner = KopfRunner(
-            ["run", "--standalone", "--namespace", str(namespace), "-m", handlers.__name__],
-            timeout=60,
-        )
+        runner = Operator(str(namespace), rt)
         runner.__enter__()
-        runners.append((runner, rt))
+        runners.append(runner)
         return runner
 
     yield start
-    for runner, rt in runners:
-        if runner._thread.is_alive():  # stopped by the test already otherwise
+    for runner in runners:
+        if not runner._thread.is_alive():  # stopped by the test, or by itself
+            runner.release()
+        else:
             try:
                 runner.__exit__(None, None, None)
             except Exception as exc:
                 if runner._thread.is_alive():
-                    raise AssertionError(f"{exc}\n{still_running(runner, rt)}") from exc
+                    raise AssertionError(f"{exc}\n{runner.stacks()}") from exc
                 raise
     handlers.reset()
-
-
-def still_running(runner: KopfRunner, rt: Runtime) -> str:
-    """What an operator that does not stop is doing: its thread's stack and the stacks of
-    the tasks left in its event loop (a task that swallows kopf's one cancellation keeps
-    the operator running)."""
-    out = io.StringIO()
-    frame = sys._current_frames().get(runner._thread.ident or -1)
-    if frame is not None:
-        out.write("the operator's thread:\n")
-        out.write("".join(traceback.format_stack(frame)))
-    loop = rt.queue._loop
-    if loop is not None:
-        for task in asyncio.all_tasks(loop):
-            out.write(f"\ntask {task.get_name()}:\n")
-            task.print_stack(limit=8, file=out)
-    return out.getvalue()
 
 
 def stop(runner: KopfRunner) -> None:

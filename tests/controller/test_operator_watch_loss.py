@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from testground import controlplane
-from testground.kube import Namespace
+from testground.kube import Namespace, WaitTimeout
 from testground.objectstores import RunningStore
 
 
@@ -48,21 +48,34 @@ def test_a_run_survives_an_apiserver_restart(
     )
     controlplane.restart_apiserver(state)  # every watch breaks, events are lost meanwhile
     # While the restarted apiserver registers the CRDs, a watch of them can get a 404, which
-    # kopf takes as fatal: the operator exits, and in a cluster its pod is restarted. The
-    # test plays the kubelet's part: an operator that has exited is started again.
+    # kopf takes as fatal: the operator stops, and may hang on its way out (a watch that was
+    # re-authenticating waits for credentials that no one will bring). In a cluster the
+    # kubelet restarts a container that has exited or stops answering its liveness probe
+    # (the chart's: 3 failures in a row). The test plays the kubelet's part.
     runners = [runner]
+    unanswered = [0]
 
     def completed() -> bool | None:
-        if not runners[-1]._thread.is_alive():
-            runners.append(operator())
+        current = runners[-1]
+        if current.answers():
+            unanswered[0] = 0
+        else:
+            unanswered[0] += 1
+            if not current._thread.is_alive() or unanswered[0] >= 3:
+                current.kill()
+                runners.append(operator())
+                unanswered[0] = -5  # the new one's endpoint takes a moment to open
         conditions = (kit.get(namespace, "backuprun", "during").get("status") or {}).get(
             "conditions"
         ) or []
         return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions) or None
 
-    namespace.cluster.wait_for(
-        completed, timeout=180, interval=1.0, what="the run's Complete condition"
-    )
+    try:
+        namespace.cluster.wait_for(
+            completed, timeout=180, interval=1.0, what="the run's Complete condition"
+        )
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{runners[-1].stacks()}") from exc
     run = kit.get(namespace, "backuprun", "during")
     assert run["status"]["phase"] == "Succeeded", run["status"]
     assert len(_jobs_of(namespace, "during")) == 1
