@@ -53,18 +53,19 @@ def test_a_run_survives_an_apiserver_restart(
     # kubelet restarts a container that has exited or stops answering its liveness probe
     # (the chart's: 3 failures in a row). The test plays the kubelet's part.
     runners = [runner]
-    unanswered = [0]
+    unanswered = 0  # probes in a row
 
     def completed() -> bool | None:
+        nonlocal unanswered
         current = runners[-1]
         if current.answers():
-            unanswered[0] = 0
+            unanswered = 0
         else:
-            unanswered[0] += 1
-            if not current._thread.is_alive() or unanswered[0] >= 3:
+            unanswered += 1
+            if not current._thread.is_alive() or unanswered >= 3:
                 current.kill()
                 runners.append(operator())
-                unanswered[0] = -5  # the new one's endpoint takes a moment to open
+                unanswered = -5  # the new one's endpoint takes a moment to open
         conditions = (kit.get(namespace, "backuprun", "during").get("status") or {}).get(
             "conditions"
         ) or []
