@@ -30,10 +30,17 @@ def _free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, namespace: Namespace, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        log: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.log = log
         self.env = env or {}
+        self.command = command or [SAFEHOLD]  # what runs `safehold`'s main with the arguments
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
@@ -48,7 +55,7 @@ class OperatorProcess:
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [SAFEHOLD, "operator", "--namespace", str(self.namespace),
+                [*self.command, "operator", "--namespace", str(self.namespace),
                  "--metrics-port", str(self.metrics_port),
                  "--health-port", str(self.health_port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -125,6 +132,61 @@ def test_killed_operator_picks_the_run_up_and_records_it_once(
     assert "safehold_backup_last_success_timestamp_seconds{" in metrics
     assert "safehold_location_bytes_stored{" in metrics
     assert op.get("/healthz", op.health_port)
+
+
+def _answers(op: OperatorProcess) -> bool:
+    try:
+        return bool(op.get("/healthz", op.health_port))
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_operator_cleanly(namespace: Namespace, tmp_path: Path) -> None:
+    op = OperatorProcess(namespace, tmp_path / "operator.log")
+    op.start()
+    assert op.proc is not None
+    try:
+        namespace.cluster.wait_for(lambda: _answers(op), timeout=60, what="/healthz")
+        op.proc.send_signal(signal.SIGTERM)
+        assert op.proc.wait(timeout=60) == 0, op.log.read_text()[-3000:]
+    finally:
+        op.kill()
+
+
+# The operator as `safehold operator` runs it, with one more cleanup handler that never
+# returns: a stop that hangs, as kopf's own can (docs/operator.md, "Restarts lose nothing").
+_HUNG_STOP = """
+import asyncio, sys
+import kopf
+from safehold.cli.main import main
+
+@kopf.on.cleanup()
+async def never_done(**_):
+    print("the cleanup hangs", flush=True)
+    await asyncio.Event().wait()
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_that_hangs_ends_in_sigkill(namespace: Namespace, tmp_path: Path) -> None:
+    """The process kills itself EXIT_DEADLINE seconds after its stop began, before a pod's
+    grace period ends, instead of hanging (kopf's own default: ten minutes)."""
+    from safehold.controller.operator import EXIT_DEADLINE
+
+    hung = [sys.executable, "-c", _HUNG_STOP]
+    op = OperatorProcess(namespace, tmp_path / "operator.log", command=hung)
+    op.start()
+    assert op.proc is not None
+    try:
+        namespace.cluster.wait_for(lambda: _answers(op), timeout=60, what="/healthz")
+        op.proc.send_signal(signal.SIGTERM)
+        code = op.proc.wait(timeout=EXIT_DEADLINE + 60)
+        log = op.log.read_text()
+        assert "the cleanup hangs" in log, log[-3000:]  # the stop did hang...
+        assert code == -signal.SIGKILL, log[-3000:]  # ...and ended in the kill
+    finally:
+        op.kill()
 
 
 # ------------------------------------------------------------------ high availability

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from safehold.controller.leader import Elector
 
-__all__ = ["run"]
+__all__ = ["EXIT_DEADLINE", "run"]
+
+#: Seconds from the start of a stop (SIGTERM, or kopf stopping by itself) to SIGKILL of this
+#: process, if it has not exited by then. kopf's stop can hang: a watch that was logging in
+#: again when the stop began waits for a login nobody will run (docs/operator.md). Shorter
+#: than a pod's termination grace period (30 s), so a hung stop ends in a restart by the
+#: kubelet, not after kopf's default of ten minutes.
+EXIT_DEADLINE = 20.0
 
 
 def run(
@@ -39,8 +46,11 @@ def run(
         port = metrics.serve(metrics_port, bind)
         logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", bind, port)
     elector = _lead(bind, health_port)
+    settings = kopf.OperatorSettings()
+    settings.process.ultimate_exiting_timeout = EXIT_DEADLINE
     try:
         kopf.run(
+            settings=settings,
             standalone=True,
             clusterwide=all_namespaces,
             namespaces=list(namespaces),
