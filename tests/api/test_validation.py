@@ -247,6 +247,24 @@ def test_source_names_are_unique(valid_spec: dict[str, dict[str, Any]]) -> None:
     assert "'data' is already used by volumes[0]" in message
 
 
+def test_no_source_takes_the_cluster_resources_name(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["volumes"] = [{"claimName": "resources"}]
+    spec["sources"]["clusterResources"] = {"serviceAccountName": "exporter"}
+    message = _errors("BackupPolicy", spec)["spec.sources.volumes[0].name"]
+    assert "'resources' is already used by clusterResources" in message
+    spec["sources"]["volumes"] = [{"claimName": "resources", "name": "app-data"}]
+    assert validate_spec("BackupPolicy", spec) == []  # a name of its own settles it
+
+
+def test_a_selector_source_takes_no_name(valid_spec: dict[str, dict[str, Any]]) -> None:
+    """A selector's sources are named after their claims: a name would be ignored."""
+    spec = valid_spec["BackupPolicy"]
+    spec["sources"]["volumes"] = [{"selector": {"matchLabels": {"app": "web"}}, "name": "web"}]
+    message = _errors("BackupPolicy", spec)["spec.sources.volumes[0].name"]
+    assert "named after their claims" in message
+
+
 def test_database_engine_and_port(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["sources"]["databases"] = [

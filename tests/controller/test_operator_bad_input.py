@@ -112,3 +112,55 @@ def test_a_job_whose_pods_the_apiserver_refuses_says_why_at_once(
     assert "no PriorityClass with name no-such-class" in source["error"]["message"]
     run = kit.get(namespace, "backuprun", "stuck")
     assert run["status"]["phase"] not in ("Failed", "Succeeded")
+
+
+def test_a_selector_claim_named_like_another_source_is_refused_not_dropped(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """A claim a selector matches is a source named after the claim. One named
+    ``resources``, beside clusterResources, would share that source's Job and snapshot
+    name, and one of the two would silently not be backed up: the policy says so, and a
+    run of it fails before any Job, naming the selector and the other source."""
+    operator()
+    for claim in ("resources", "web"):
+        namespace.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "labels": {"backup": "yes"}},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "64Mi"}},
+                },
+            }
+        )
+    kit.store_location(namespace, s3_store)
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": "clash"},
+            "spec": {
+                "location": {"name": "loc"},
+                "sources": {
+                    "volumes": [{"selector": {"matchLabels": {"backup": "yes"}}}],
+                    "clusterResources": {"serviceAccountName": "exporter"},
+                },
+            },
+        }
+    )
+    clash = namespace.wait_condition("backuppolicy", "clash", "Ready", status="False")
+    cond = _condition(clash, "Ready")
+    assert cond["reason"] == "SourceNameConflict", cond
+    assert "spec.sources.volumes[0].selector" in cond["message"]
+    assert "'resources'" in cond["message"]
+    assert "spec.sources.clusterResources" in cond["message"]
+
+    namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
+    kit.backup_run(namespace, "run", "clash")
+    kit.kubectl_wait(namespace, "backuprun/run", "Failed", timeout=60)
+    cond = _condition(kit.get(namespace, "backuprun", "run"), "Complete")
+    assert cond["reason"] == "SourceNameConflict", cond
+    assert "spec.sources.volumes[0].selector" in cond["message"]
+    jobs = namespace.kubectl("get", "jobs", "-l", "safehold.io/run=run", "-o", "name").stdout
+    assert jobs.split() == []  # refused whole: no source half backed up

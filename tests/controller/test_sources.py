@@ -48,3 +48,40 @@ def test_claims_that_any_node_can_mount_are_not_pinned() -> None:
     assert claim_node(_claim(["ReadWriteMany"]), pods) is None
     assert claim_node(_claim(["ReadWriteOnce"]), [_pod("Running", None)]) is None
     assert claim_node(_claim(["ReadWriteOnce"]), [_pod("Failed", "node-2")]) is None
+
+
+def _policy(**sources: Any) -> Any:
+    from safehold.api.backuppolicy import BackupPolicy
+
+    return BackupPolicy.model_validate(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"location": {"name": "loc"}, "sources": sources},
+        }
+    )
+
+
+def test_two_sources_of_one_name_are_a_conflict() -> None:
+    from safehold.controller.sources.claims import VolumeClaim, name_conflict
+
+    selected = "spec.sources.volumes[1].selector"
+    named = VolumeClaim("data", "data", "spec.sources.volumes[0].claimName")
+    policy = _policy(
+        volumes=[{"claimName": "data"}, {"selector": {"matchLabels": {"a": "b"}}}],
+        databases=[
+            {"name": "db", "engine": "postgresql", "host": "h", "credentialsSecretRef": {"name": "s"}}
+        ],
+    )
+    # distinct names: no conflict
+    assert name_conflict(policy, [named, VolumeClaim("web", "web", selected)]) is None
+    # the selector matched the claim the first source names
+    message = name_conflict(policy, [named, VolumeClaim("data", "data", selected)])
+    assert message is not None
+    assert message.startswith(f"{selected}: claim 'data'")
+    assert "spec.sources.volumes[0].claimName" in message
+    # a claim named like a database source
+    message = name_conflict(policy, [VolumeClaim("db", "db", selected)])
+    assert message is not None
+    assert "spec.sources.databases[0]" in message

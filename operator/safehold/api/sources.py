@@ -15,6 +15,7 @@ from safehold.api.selectors import LabelSelector
 from safehold.api.types import Duration, NamespaceName, ResourceName, SourceName
 
 __all__ = [
+    "RESOURCES_SOURCE",
     "ClusterResourcesSource",
     "DatabaseSource",
     "JobHooks",
@@ -30,6 +31,8 @@ _ResourceType = Annotated[str, Field(max_length=253, pattern=_RESOURCE)]
 #: A path pattern of a volume source (rules: docs/cli.md, `safehold backup`); the backup Job
 #: checks the rest, an empty pattern is refused here already.
 _PathPattern = Annotated[str, Field(min_length=1, max_length=4096)]
+#: The name of the cluster resources' source (``spec.sources.clusterResources``).
+RESOURCES_SOURCE = "resources"
 
 
 class VolumeSnapshot(ApiModel):
@@ -67,8 +70,9 @@ class VolumeSource(ApiModel):
     )
 
     name: SourceName | None = None
-    """The source's name in results and restores. Defaults to the claim's name; with a
-    selector, each matching claim becomes a source named after the claim."""
+    """The source's name in results and restores (with claimName only). Defaults to the
+    claim's name; with a selector, each matching claim becomes a source named after the
+    claim, so a name is refused there."""
     claim_name: ResourceName | None = None
     """The PersistentVolumeClaim to back up. Set this or selector."""
     selector: LabelSelector | None = None
@@ -89,6 +93,12 @@ class VolumeSource(ApiModel):
             raise invalid(
                 "claimName",
                 "set exactly one of claimName (one claim) and selector (claims by label)",
+            )
+        if self.selector is not None and self.name is not None:
+            raise invalid(
+                "name",
+                "a selector's sources are named after their claims: remove name, or name "
+                "one claim with claimName",
             )
         return self
 
@@ -152,7 +162,8 @@ class Sources(ApiModel):
             raise invalid(
                 "volumes", "the policy backs up nothing: add volumes, databases or clusterResources"
             )
-        seen: dict[str, str] = {}
+        # the cluster resources' source is named RESOURCES_SOURCE: no other source may be
+        seen = {RESOURCES_SOURCE: "clusterResources"} if self.cluster_resources else {}
         names = [(f"volumes[{i}]", v.name or v.claim_name) for i, v in enumerate(self.volumes)]
         names += [(f"databases[{i}]", d.name) for i, d in enumerate(self.databases)]
         for where, name in names:

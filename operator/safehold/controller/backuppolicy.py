@@ -54,6 +54,7 @@ from safehold.controller.schedule import (
     expected_interval,
     slots_between,
 )
+from safehold.controller.sources.claims import name_conflict, resolve_volumes
 from safehold.controller.status import FINAL_PHASES
 from safehold.controller.testrestore import reconcile_test_restore
 from safehold.controller.verification import reconcile_verification
@@ -94,6 +95,10 @@ def _problems(rt: Runtime, policy: BackupPolicy) -> tuple[str, str] | None:
                 f"spec.sources.volumes[{i}].claimName: PersistentVolumeClaim {v.claim_name!r} "
                 f"does not exist in namespace {ns}: create it or fix the name",
             )
+    if any(v.selector is not None for v in policy.spec.sources.volumes):
+        conflict = name_conflict(policy, resolve_volumes(rt.kube, policy))
+        if conflict is not None:
+            return "SourceNameConflict", conflict
     return None
 
 

@@ -59,7 +59,7 @@ from safehold.controller.repository import with_repository
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import BackupJob, RunContext, SourceFailed, SourceKind
-from safehold.controller.sources.claims import resolve_volumes
+from safehold.controller.sources.claims import name_conflict, resolve_volumes
 from safehold.controller.sources.databases import DatabaseSources
 from safehold.controller.sources.resources import ResourcesSource
 from safehold.controller.sources.volumes import SOURCE_MOUNT, VolumeSources
@@ -238,6 +238,11 @@ def _plan(ctx: RunContext, kinds: dict[str, SourceKind]) -> list[SourceResult]:
             f"spec.sources: {', '.join(unknown)} not in BackupPolicy {ctx.policy_name} "
             f"(its sources: {', '.join(sorted(known)) or 'none'}): fix the names",
         )
+    volumes = kinds.get(VolumeSources.kind)
+    if isinstance(volumes, VolumeSources):
+        conflict = name_conflict(ctx.policy, volumes.listed)
+        if conflict is not None:
+            raise Stop("SourceNameConflict", conflict)
     out = [result for kind in kinds.values() for result in kind.plan(ctx, wanted)]
     apply_limits(ctx.rt.limits, ctx.policy, out)
     return out

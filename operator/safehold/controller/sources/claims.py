@@ -8,16 +8,19 @@ be mounted on that pod's node, so the Job is pinned there.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from safehold.api.backuppolicy import BackupPolicy, VolumeSource
 from safehold.api.selectors import LabelSelector
+from safehold.api.sources import RESOURCES_SOURCE
 from safehold.controller.kube import Kube
 
 __all__ = [
     "VolumeClaim",
     "claim_node",
+    "name_conflict",
     "resolve_volumes",
     "selector_string",
     "volume_source",
@@ -74,6 +77,28 @@ def resolve_volumes(kube: Kube, policy: BackupPolicy) -> list[VolumeClaim]:
                 claim = pvc["metadata"]["name"]
                 out.append(VolumeClaim(claim, claim, f"{where}.selector", **patterns))
     return out
+
+
+def name_conflict(policy: BackupPolicy, claims: Sequence[VolumeClaim]) -> str | None:
+    """Why ``claims`` cannot all be sources of a run, or None. A claim that a selector
+    matches is a source named after it; if another source has that name already (another
+    claim, a database, the cluster resources), the two would share one Job and one snapshot
+    name and one of them would not be backed up. The policy's own names are checked when
+    it is admitted; only the selectors' claims can meet them later."""
+    sources = policy.spec.sources
+    seen = {d.name: f"spec.sources.databases[{i}]" for i, d in enumerate(sources.databases)}
+    if sources.cluster_resources is not None:
+        seen[RESOURCES_SOURCE] = "spec.sources.clusterResources"
+    for claim in claims:
+        other = seen.get(claim.source)
+        if other is not None:
+            return (
+                f"{claim.field}: claim {claim.claim!r} makes a source named {claim.source!r}, "
+                f"as {other} does: every source needs a name of its own (narrow the "
+                "selector, or rename the other source)"
+            )
+        seen[claim.source] = claim.field
+    return None
 
 
 def claim_node(claim: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:

@@ -20,6 +20,7 @@ from safehold.api import (
     RestoreRequest,
     SourceResult,
 )
+from safehold.api.sources import RESOURCES_SOURCE
 from safehold.controller import commands
 from safehold.controller.jobs import (
     JobRequest,
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: The source's name in results and restores.
-SOURCE = "resources"
+SOURCE = RESOURCES_SOURCE
 KIND: Final = "clusterResources"
 _EXISTING: dict[str, Literal["skip", "update", "fail"]] = {
     "Skip": "skip",

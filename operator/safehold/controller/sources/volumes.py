@@ -40,6 +40,7 @@ class VolumeSources:
 
     def __init__(self, claims: Sequence[VolumeClaim]) -> None:
         self.claims = {c.source: c for c in claims}
+        self.listed = tuple(claims)  # as resolved, before two of one name could collapse
 
     def names(self, ctx: RunContext) -> set[str]:
         return set(self.claims)
