@@ -135,6 +135,49 @@ def test_filesystem_needs_a_claim_not_a_bucket(valid_spec: dict[str, dict[str, A
     assert validate_spec("BackupLocation", spec) == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("endpoint", "https://minio.example:9000"),
+        ("region", "eu-west-1"),
+        ("addressingStyle", "path"),
+        ("credentialsSecretRef", {"name": "creds"}),
+    ],
+)
+def test_filesystem_refuses_what_it_would_not_use(
+    valid_spec: dict[str, dict[str, Any]], field: str, value: Any
+) -> None:
+    """A field the provider would ignore is refused: the user must not believe it acts."""
+    spec = valid_spec["BackupLocation"]
+    spec["provider"] = "filesystem"
+    spec["claimName"] = "nfs-backups"
+    del spec["bucket"]
+    spec[field] = value
+    assert _errors("BackupLocation", spec) == {
+        f"spec.{field}": "is not used by provider filesystem: remove it"
+    }
+
+
+def test_filesystem_cannot_lock(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec.update(provider="filesystem", claimName="nfs-backups", immutabilityDays=30)
+    del spec["bucket"]
+    message = _errors("BackupLocation", spec)["spec.immutabilityDays"]
+    assert "cannot lock" in message
+
+
+@pytest.mark.parametrize(("provider", "word"), [("gcs", "bucket"), ("azure", "container")])
+def test_region_is_for_s3_only(
+    valid_spec: dict[str, dict[str, Any]], provider: str, word: str
+) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec.update(provider=provider, region="europe-west1")
+    message = _errors("BackupLocation", spec)["spec.region"]
+    assert message.startswith(f"is only used by provider s3: {provider} finds the {word}'s")
+    spec["provider"] = "s3"
+    assert validate_spec("BackupLocation", spec) == []
+
+
 def test_missing_password_secret(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupLocation"]
     del spec["repositoryPasswordSecretRef"]

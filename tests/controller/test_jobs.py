@@ -170,6 +170,21 @@ def test_filesystem_location_mounts_its_claim() -> None:
     assert mount.read_only is False
 
 
+@pytest.mark.parametrize(
+    ("spec", "style"),
+    [
+        ({}, "path"),  # a custom endpoint: an S3-compatible server
+        ({"addressingStyle": "auto"}, "auto"),  # as given, also with an endpoint
+        ({"addressingStyle": "virtual"}, "virtual"),
+        ({"endpoint": None}, None),  # AWS itself: the provider's own default (auto)
+    ],
+)
+def test_addressing_style_as_given(spec: dict[str, object], style: str | None) -> None:
+    args = repository_access(_location(**spec)).args
+    styles = [a.split("=", 1)[1] for a in args if a.startswith("addressing_style=")]
+    assert styles == ([style] if style else [])
+
+
 @pytest.mark.parametrize("parts", [("a" * 80, "b" * 80), ("Nightly_Run", "pvc/x"), ("run", "data")])
 def test_names_are_valid_and_stable(parts: tuple[str, str]) -> None:
     name = job_name(*parts)

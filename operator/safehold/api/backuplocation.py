@@ -67,7 +67,8 @@ class BackupLocationSpec(ApiModel):
     """The service URL for S3-compatible stores, emulators or sovereign clouds
     (e.g. https://minio.example:9000); empty means the provider's public endpoint."""
     region: str | None = Field(default=None, max_length=64)
-    """The region (s3) or location hint; empty uses the provider's default."""
+    """For s3: the bucket's region; empty uses us-east-1 (or the endpoint's own). GCS and
+    Azure find a bucket's location themselves."""
     addressing_style: Literal["auto", "path", "virtual"] | None = None
     """For s3: how buckets are addressed; path suits MinIO, SeaweedFS and Ceph. Empty means
     path with a custom endpoint, otherwise auto."""
@@ -109,7 +110,8 @@ class BackupLocationSpec(ApiModel):
     @model_validator(mode="after")
     def _bucket_or_claim(self) -> BackupLocationSpec:
         """`bucket` is required for s3, gcs and azure; `claimName` for filesystem (and only
-        there); `addressingStyle` is only for s3."""
+        there); `region` and `addressingStyle` are only for s3. A field the provider would
+        not use is refused, not ignored."""
         if self.provider == "filesystem":
             if not self.claim_name:
                 raise invalid(
@@ -117,8 +119,22 @@ class BackupLocationSpec(ApiModel):
                     "is required for provider filesystem: name the PersistentVolumeClaim "
                     "that holds the repositories",
                 )
-            if self.bucket:
-                raise invalid("bucket", "is not used by provider filesystem: remove it")
+            unused = {
+                "bucket": self.bucket,
+                "endpoint": self.endpoint,
+                "region": self.region,
+                "addressingStyle": self.addressing_style,
+                "credentialsSecretRef": self.credentials_secret_ref,
+            }
+            for name, value in unused.items():
+                if value:
+                    raise invalid(name, "is not used by provider filesystem: remove it")
+            if self.immutability_days:
+                raise invalid(
+                    "immutabilityDays",
+                    "provider filesystem cannot lock files against deletion: use a bucket "
+                    "with object lock (s3, gcs, azure), or set 0",
+                )
         elif not self.bucket:
             raise invalid(
                 "bucket",
@@ -127,6 +143,13 @@ class BackupLocationSpec(ApiModel):
             )
         elif self.addressing_style and self.provider != "s3":
             raise invalid("addressingStyle", f"is only used by provider s3, not {self.provider}")
+        elif self.region and self.provider != "s3":
+            raise invalid(
+                "region",
+                f"is only used by provider s3: {self.provider} finds the "
+                f"{'container' if self.provider == 'azure' else 'bucket'}'s location itself; "
+                "remove it",
+            )
         elif self.claim_name:
             raise invalid("claimName", f"is only used by provider filesystem, not {self.provider}")
         return self

@@ -71,11 +71,12 @@ def _options(location: BackupLocation) -> list[str]:
     out = []
     if spec.endpoint:
         out.append(f"endpoint={spec.endpoint}")
-    if spec.region and spec.provider == "s3":
+    if spec.region:  # s3 only (the API refuses it elsewhere)
         out.append(f"region={spec.region}")
     if spec.provider == "s3":
+        # as given; unset, path suits the S3-compatible servers a custom endpoint means
         style = spec.addressing_style or ("path" if spec.endpoint else None)
-        if style and style != "auto":
+        if style:
             out.append(f"addressing_style={style}")
     return out
 
