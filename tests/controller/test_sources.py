@@ -71,7 +71,12 @@ def test_two_sources_of_one_name_are_a_conflict() -> None:
     policy = _policy(
         volumes=[{"claimName": "data"}, {"selector": {"matchLabels": {"a": "b"}}}],
         databases=[
-            {"name": "db", "engine": "postgresql", "host": "h", "credentialsSecretRef": {"name": "s"}}
+            {
+                "name": "db",
+                "engine": "postgresql",
+                "host": "h",
+                "credentialsSecretRef": {"name": "s"},
+            }
         ],
     )
     # distinct names: no conflict
