@@ -35,7 +35,13 @@ from safehold.controller.sources.resources import (
     resources_target_namespaces,
 )
 
-__all__ = ["claim_manifest", "plan_restore", "restore_denial", "volume_namespace"]
+__all__ = [
+    "chosen_sources",
+    "claim_manifest",
+    "plan_restore",
+    "restore_denial",
+    "volume_namespace",
+]
 
 
 _DEFAULT_SIZE = "1Gi"
@@ -53,7 +59,9 @@ def _claim_of(policy: BackupPolicy | None, source: RestoreSource) -> str:
     return source.name
 
 
-def _check_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
+def chosen_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
+    """The sources ``req`` restores from ``origin``; a name it has no snapshot of, and
+    ``spec.target`` or ``spec.paths`` where they would be ignored, stop the request."""
     spec = req.spec
     names = [s.name for s in origin.sources]
     unknown = sorted(set(spec.sources) - set(names))
@@ -66,11 +74,24 @@ def _check_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
     chosen = [s for s in origin.sources if not spec.sources or s.name in spec.sources]
     if not chosen:
         raise Stop("NothingToRestore", f"{origin.described} has no snapshot to restore")
-    if spec.target is not None and len(chosen) != 1:
+    volumes = [s.name for s in chosen if s.kind == "volume"]
+    if spec.target is not None and (len(chosen) != 1 or not volumes):
+        held = [s.name for s in origin.sources if s.kind == "volume"]
         raise Stop(
             "InvalidSpec",
-            "spec.target restores one volume source: set spec.sources to one of "
-            + ", ".join(s.name for s in chosen),
+            "spec.target restores one volume source: "
+            + (
+                f"set spec.sources to one of {', '.join(held)}"
+                if held
+                else f"{origin.described} holds none"
+            ),
+        )
+    if spec.paths and not volumes:
+        raise Stop(
+            "InvalidSpec",
+            f"spec.paths chooses files of volume sources, and the request restores none "
+            f"({', '.join(s.name for s in chosen)}): remove spec.paths, or choose a volume "
+            "source in spec.sources",
         )
     return chosen
 
@@ -178,7 +199,7 @@ def plan_restore(
     policy: BackupPolicy | None,
     status: RestoreRequestStatus,
 ) -> list[RestoredItem]:
-    chosen = _check_sources(req, origin)
+    chosen = chosen_sources(req, origin)
     volume_ns, _ = volume_namespace(req)
     # every target namespace is checked before anything is looked at or created there
     for s in chosen:
