@@ -19,6 +19,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from safehold.controller import handlers
+from safehold.controller.jobs import JOB_CONTAINER
 from safehold.controller.kube import Kube
 from safehold.controller.runtime import Runtime, set_runtime
 from testground import podlogs
@@ -96,7 +97,8 @@ def log_reader(cluster: Cluster) -> Any:
     pods = cluster.local.path / "pods"
 
     def read(namespace: str, pod: str, tail: int) -> str:
-        text = podlogs.container_log(pods, namespace, pod, None)
+        # by name, as the API reader does: a backup Job's pod may also have a hooks container
+        text = podlogs.container_log(pods, namespace, pod, JOB_CONTAINER)
         return "\n".join(text.splitlines()[-tail:])
 
     return read

@@ -286,3 +286,44 @@ def test_no_exec_hook_runs_when_the_installation_did_not_enable_them() -> None:
     assert "execHooks.enabled" in (run.reason or "")
     assert stream.calls == []
     assert core.selectors == []  # not even the pods are listed
+
+
+def test_a_run_stopped_part_way_undoes_what_its_pre_hooks_did() -> None:
+    """undo_pod_hooks: a run stopped or replaced while its sources still run gets its post
+    hooks at once, once; a run whose pre hooks never ran gets none."""
+    from safehold.api import BackupPolicy
+    from safehold.api.backuprun import BackupRunStatus, HookResult, SourceResult
+    from safehold.controller.exec_hooks import undo_pod_hooks
+
+    thaw = {**FREEZE.model_dump(by_alias=True), "name": "thaw", "command": ["fsfreeze", "-u", "/"]}
+    policy = BackupPolicy.model_validate(
+        {
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {
+                "location": {"name": "loc"},
+                "sources": {"volumes": [{"claimName": "data"}]},
+                "hooks": {
+                    "preBackup": [FREEZE.model_dump(by_alias=True)],
+                    "postBackup": [thaw],
+                },
+            },
+        }
+    )
+    pod = _pod("db-0", containers=("db",))
+    pod.metadata.labels = {"app": "shop", "tier": "db"}
+    running = [SourceResult(name="data", kind="volume", phase="Running")]
+
+    untouched = BackupRunStatus(sources=running)
+    stream = FakeStream({"db-0": Session([], 0)})
+    assert undo_pod_hooks(FakeCore([pod]), policy, untouched, stream, enabled=True) is None
+    assert stream.calls == [] and untouched.hooks == []  # no pre hook ran: nothing to undo
+
+    frozen = BackupRunStatus(
+        sources=running,
+        hooks=[HookResult(name="freeze", phase="pre", pod="db-0", exit_code=0, succeeded=True)],
+    )
+    assert undo_pod_hooks(FakeCore([pod]), policy, frozen, stream, enabled=True) is None
+    assert [c["command"] for c in stream.calls] == [["fsfreeze", "-u", "/"]]
+    assert [(h.name, h.phase, h.succeeded) for h in frozen.hooks[1:]] == [("thaw", "post", True)]
+    undo_pod_hooks(FakeCore([pod]), policy, frozen, stream, enabled=True)
+    assert len(stream.calls) == 1  # once

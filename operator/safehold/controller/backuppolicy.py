@@ -30,6 +30,7 @@ from safehold.api import (
     READY,
     BackupPolicy,
     BackupPolicyStatus,
+    BackupRunStatus,
     LocalObjectReference,
     validate_spec,
 )
@@ -44,6 +45,7 @@ from safehold.controller.common import (
     parse_time,
     write_condition,
 )
+from safehold.controller.exec_hooks import undo_pod_hooks
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
 from safehold.controller.replication import reconcile_replication
 from safehold.controller.retention import reconcile_retention
@@ -234,6 +236,7 @@ def _schedule_runs(
         else:
             if action == "replace":
                 for r in active:
+                    _undo_replaced(rt, policy, body, r)
                     rt.kube.delete_cr("backupruns", ns, r["metadata"]["name"])
             run = _create_run(
                 rt,
@@ -248,6 +251,31 @@ def _schedule_runs(
             status.last_schedule_time = decision.slot
     nxt = status.next_schedule_time
     return f"scheduled; next run at {nxt.isoformat() if nxt else 'never'}"
+
+
+def _undo_replaced(
+    rt: Runtime, policy: BackupPolicy, body: dict[str, Any], run: dict[str, Any]
+) -> None:
+    """A run replaced part way (concurrencyPolicy Replace) is deleted with its Jobs; if
+    its preBackup exec hooks ran, the postBackup hooks run first, and an Event on the
+    policy says how they went (the run's own status goes with it)."""
+    status = BackupRunStatus.model_validate(run.get("status") or {})
+    done = len(status.hooks)
+    undo_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
+    ran = status.hooks[done:]
+    if not ran:
+        return
+    failed = [h for h in ran if not h.succeeded]
+    message = (
+        f"BackupRun {run['metadata']['name']} replaced: its postBackup hooks ran, "
+        f"{len(ran) - len(failed)} of {len(ran)} succeeded"
+    )
+    if failed:
+        first = failed[0]
+        why = first.error or ("timed out" if first.timed_out else f"exit code {first.exit_code}")
+        message += f"; {first.name} failed: {why}"
+    reason = "HookFailed" if failed else "HooksUndone"
+    rt.kube.event(body, reason, message, warning=bool(failed))
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ from safehold.controller.common import (
     parse_time,
     write_status,
 )
-from safehold.controller.exec_hooks import finish_pod_hooks, start_pod_hooks
+from safehold.controller.exec_hooks import finish_pod_hooks, start_pod_hooks, undo_pod_hooks
 from safehold.controller.job_hooks import record_job_hooks
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
@@ -146,6 +146,31 @@ def _summary(status: BackupRunStatus) -> str:
     return "; ".join(parts) or "no sources"
 
 
+def _undo_pod_hooks(rt: Runtime, body: dict[str, Any], status: BackupRunStatus) -> str | None:
+    """A run that stops after its preBackup exec hooks ran: its policy's postBackup hooks
+    run now. None when they ran or there is nothing to undo; else what the user must undo
+    by hand (the policy is gone or cannot be read, so its post hooks are unknown)."""
+    if not any(h.phase == "pre" for h in status.hooks):
+        return None
+    if any(h.phase == "post" for h in status.hooks):
+        return None
+    ns = body["metadata"]["namespace"]
+    pname = (body.get("spec") or {}).get("policyRef", {}).get("name", "")
+    pbody = rt.kube.get_cr("backuppolicies", ns, pname)
+    if pbody is not None and not validate_spec("BackupPolicy", pbody.get("spec")):
+        policy = BackupPolicy.model_validate({k: v for k, v in pbody.items() if k != "status"})
+        undo_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
+        return None
+    pods = sorted({h.pod for h in status.hooks if h.phase == "pre" and h.pod})
+    if not pods:
+        return None  # no pre hook reached a pod: nothing to undo
+    return (
+        f"its preBackup exec hooks ran (pods: {', '.join(pods) or 'none'}) and BackupPolicy "
+        f"{pname} can no longer be read, so no postBackup hook ran: undo by hand what the "
+        "pre hooks did (a freeze, a lock)"
+    )
+
+
 def _fail(
     rt: Runtime, body: dict[str, Any], status: BackupRunStatus, reason: str, message: str
 ) -> None:
@@ -158,6 +183,9 @@ def _fail(
             s.error = ErrorDetail(reason=reason, message=message[:4000])
     if not status.sources:
         status.sources = []
+    note = _undo_pod_hooks(rt, body, status)
+    if note is not None:
+        message = f"{message}; {note}"
     status.conditions = complete_conditions(
         status.conditions,
         "Failed",

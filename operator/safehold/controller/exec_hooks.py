@@ -46,6 +46,7 @@ __all__ = [
     "run_hooks",
     "run_pod_hook",
     "start_pod_hooks",
+    "undo_pod_hooks",
 ]
 
 #: The characters of a hook's output kept in the status (the tail: errors come last).
@@ -276,6 +277,23 @@ def run_hooks(
             if phase == "pre":
                 break
     return HookRun(results=results, failed=failed)
+
+
+def undo_pod_hooks(
+    core: Any,
+    policy: BackupPolicy,
+    status: BackupRunStatus,
+    stream: StreamFn | None = None,
+    *,
+    enabled: bool,
+) -> str | None:
+    """Run the policy's postBackup exec hooks now, whatever the sources' state, if the
+    preBackup hooks ran and the post hooks have not: a run stopped or replaced part way
+    must still undo what its pre hooks did (a freeze, a lock). Why an onError Fail post
+    hook failed, else None."""
+    if not any(h.phase == "pre" for h in status.hooks):
+        return None
+    return _run_policy_hooks(core, policy, status, "post", stream, enabled)
 
 
 def _run_policy_hooks(
