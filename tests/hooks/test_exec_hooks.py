@@ -316,7 +316,8 @@ def test_a_run_stopped_part_way_undoes_what_its_pre_hooks_did() -> None:
     untouched = BackupRunStatus(sources=running)
     stream = FakeStream({"db-0": Session([], 0)})
     assert undo_pod_hooks(FakeCore([pod]), policy, untouched, stream, enabled=True) is None
-    assert stream.calls == [] and untouched.hooks == []  # no pre hook ran: nothing to undo
+    assert stream.calls == []  # no pre hook ran: nothing to undo
+    assert untouched.hooks == []
 
     frozen = BackupRunStatus(
         sources=running,
