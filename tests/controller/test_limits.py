@@ -120,3 +120,44 @@ def test_a_run_of_a_policy_dumping_a_host_not_allowed_fails_with_the_reason(
         "get", "jobs", "-l", "app.kubernetes.io/component=backup", "-o", "name"
     )
     assert dumps.stdout.strip() == ""  # no dump Job was made
+
+
+def test_a_test_restores_scratch_server_is_held_to_the_database_hosts() -> None:
+    """testRestore.scratchDatabases[].host is a host the operator's Job writes to: the same
+    policyLimits.databaseHosts hold for it as for the sources."""
+    from types import SimpleNamespace
+
+    from safehold.api import BackupPolicy
+    from safehold.controller.testrestore import _scratch_host_refused
+
+    def policy(scratch_host: str) -> BackupPolicy:
+        server = {
+            "engine": "postgresql",
+            "host": scratch_host,
+            "credentialsSecretRef": {"name": "s"},
+        }
+        return BackupPolicy.model_validate(
+            {
+                "metadata": {"name": "pol", "namespace": "shop"},
+                "spec": {
+                    "location": {"name": "primary"},
+                    "sources": {
+                        "databases": [
+                            {
+                                "name": "orders",
+                                "engine": "postgresql",
+                                "host": "db.shop.svc.cluster.local",
+                                "credentialsSecretRef": {"name": "db"},
+                            }
+                        ]
+                    },
+                    "testRestore": {"cron": "0 3 * * *", "scratchDatabases": [server]},
+                },
+            }
+        )
+
+    rt: Any = SimpleNamespace(limits=Limits(database_hosts=("*.svc.cluster.local",)))
+    assert _scratch_host_refused(rt, policy("scratch.shop.svc.cluster.local"), "orders") is None
+    why = _scratch_host_refused(rt, policy("10.0.0.9"), "orders")
+    assert why is not None
+    assert why.startswith("spec.testRestore.scratchDatabases[0].host: database host 10.0.0.9")

@@ -68,6 +68,7 @@ from safehold.controller.status import JobOutcome
 from safehold.controller.testrestore_jobs import (
     Candidate,
     newest_backups,
+    scratch_server,
     start_database_test,
     start_volume_test,
     test_restore_schedule,
@@ -112,6 +113,10 @@ def _start(
         if location is None:
             _fail(entry, "LocationNotFound", "the BackupLocation does not exist or is not valid")
             continue
+        refused = _scratch_host_refused(rt, policy, c.name) if c.kind == "database" else None
+        if refused is not None:
+            _fail(entry, "DatabaseHostNotAllowed", refused)
+            continue
         try:
             if c.kind == "volume":
                 start_volume_test(rt, body, policy, location, entry, c.result)
@@ -124,6 +129,17 @@ def _start(
         entry = TestRestoreSource(source=name, kind="volume", run="none", message=name)
         _fail(entry, "NoBackup", "no run of this policy has backed this source up successfully")
         state.sources.append(entry)
+
+
+def _scratch_host_refused(rt: Runtime, policy: BackupPolicy, source: str) -> str | None:
+    """Why the scratch server a database source's test restore would write to is outside
+    the hosts the installation lets policies reach (policyLimits.databaseHosts), or None."""
+    server = scratch_server(policy, source)
+    servers = policy.spec.test_restore.scratch_databases if policy.spec.test_restore else []
+    why = rt.limits.database_host(server.host) if server is not None else None
+    if why is None or server is None:
+        return None
+    return f"spec.testRestore.scratchDatabases[{servers.index(server)}].host: {why}"
 
 
 def _container(pods: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:

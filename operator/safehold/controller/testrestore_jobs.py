@@ -44,6 +44,7 @@ __all__ = [
     "SCRATCH_MOUNT",
     "Candidate",
     "newest_backups",
+    "scratch_server",
     "scratch_size",
     "start_database_test",
     "start_volume_test",
@@ -230,7 +231,8 @@ def start_volume_test(
     entry.claim = entry.job
 
 
-def _scratch_server(policy: BackupPolicy, source: str) -> ScratchDatabaseServer | None:
+def scratch_server(policy: BackupPolicy, source: str) -> ScratchDatabaseServer | None:
+    """The policy's scratch server for the engine of database source ``source``, if any."""
     spec = policy.spec.test_restore
     d = next(d for d in policy.spec.sources.databases if d.name == source)
     servers = spec.scratch_databases if spec else []
@@ -250,7 +252,7 @@ def start_database_test(
     d = next(d for d in policy.spec.sources.databases if d.name == entry.source)
     source = source_name(ns, policy.metadata.name or "", d.name)
     mounts: list[Mount] = []
-    server = _scratch_server(policy, entry.source)
+    server = scratch_server(policy, entry.source)
     scratch = None
     if server is not None:
         scratch, mount = server_connection(server)
