@@ -178,6 +178,28 @@ def test_region_is_for_s3_only(
     assert validate_spec("BackupLocation", spec) == []
 
 
+def test_max_concurrent_runs_is_for_a_primary(valid_spec: dict[str, dict[str, Any]]) -> None:
+    spec = valid_spec["BackupLocation"]
+    spec.update(role="recovery-site", maxConcurrentRuns=2)
+    message = _errors("BackupLocation", spec)["spec.maxConcurrentRuns"]
+    assert "no run writes to a recovery site" in message
+    spec["role"] = "primary"
+    assert validate_spec("BackupLocation", spec) == []
+
+
+def test_a_restore_target_path_stays_inside_the_claim(
+    valid_spec: dict[str, dict[str, Any]],
+) -> None:
+    spec = valid_spec["RestoreRequest"]
+    for path in ("app/restored", "/app/restored", ""):
+        spec["target"] = {"claimName": "copy", "path": path}
+        assert validate_spec("RestoreRequest", spec) == [], path
+    for path in ("..", "app/../../etc", "/../x"):
+        spec["target"] = {"claimName": "copy", "path": path}
+        message = _errors("RestoreRequest", spec)["spec.target.path"]
+        assert "must stay inside the claim" in message, path
+
+
 def test_missing_password_secret(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupLocation"]
     del spec["repositoryPasswordSecretRef"]

@@ -73,8 +73,9 @@ class BackupLocationSpec(ApiModel):
     """For s3: how buckets are addressed; path suits MinIO, SeaweedFS and Ceph. Empty means
     path with a custom endpoint, otherwise auto."""
     credentials_secret_ref: SecretReference | None = None
-    """The Secret with the storage credentials, whose keys the Job receives as environment
-    variables: for s3 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN);
+    """The Secret with the storage credentials, mounted read-only into the Job as one file
+    per key (never as environment variables): for s3 AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN);
     for gcs service-account.json (a service-account key file); for azure
     AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or
     AZURE_STORAGE_SAS_TOKEN. Empty uses the Job's workload identity."""
@@ -152,6 +153,12 @@ class BackupLocationSpec(ApiModel):
             )
         elif self.claim_name:
             raise invalid("claimName", f"is only used by provider filesystem, not {self.provider}")
+        if self.max_concurrent_runs is not None and self.role == "recovery-site":
+            raise invalid(
+                "maxConcurrentRuns",
+                "limits the BackupRuns writing to a primary; no run writes to a recovery "
+                "site (replication does): remove it",
+            )
         return self
 
 

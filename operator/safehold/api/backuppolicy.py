@@ -129,7 +129,8 @@ class ScheduleSlot(ApiModel):
     """Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily,
     @weekly, @monthly, @yearly, in the schedule's time zone."""
     type: BackupType = "incremental"
-    """full, incremental or differential."""
+    """full, incremental or differential (the runs' `type`; database sources are dumped
+    whole every time)."""
 
 
 class Schedule(ApiModel):

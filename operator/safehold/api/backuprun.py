@@ -35,8 +35,9 @@ class BackupRunSpec(ApiModel):
     policy_ref: LocalObjectReference
     """The BackupPolicy whose sources, location and settings are used."""
     type: BackupType = "incremental"
-    """full, incremental or differential; a source without a parent snapshot is backed up
-    in full whatever the type."""
+    """full, incremental or differential, for volume and clusterResources sources; a source
+    without a parent snapshot is backed up in full whatever the type. Database sources are
+    dumped whole every time (deduplication stores only what changed)."""
     sources: list[str] = Field(default_factory=list, max_length=64)
     """Only these sources of the policy (by name); empty means all."""
     tags: list[str] = Field(default_factory=list, max_length=16)

@@ -98,17 +98,27 @@ class RestoreTarget(ApiModel):
     safehold-restore-grant there (data.fromNamespaces); otherwise the request fails with
     CrossNamespaceDenied (docs/security.md)."""
     storage_class_name: StorageClassName | None = None
-    """For a claim that is created: its StorageClass (empty: the cluster's default)."""
+    """For a claim that is created: its StorageClass (empty: the original claim's, mapped
+    by storageClassMapping; the cluster's default when the backup recorded none)."""
     size: Quantity | None = None
     """For a claim that is created: its size (empty: the backed-up claim's size)."""
     path: str = Field(default="", max_length=4096)
-    """A directory inside the claim to restore into; empty means its root."""
+    """A directory inside the claim to restore into, from its root (``app/restored`` or
+    ``/app/restored``; no ``..``); empty means its root."""
 
     @model_validator(mode="after")
     def _size_above_zero(self) -> RestoreTarget:
-        """A claim to create has a size above zero, or the apiserver refuses it."""
+        """A claim to create has a size above zero, or the apiserver refuses it; the path
+        stays inside the claim (the Job mounts it as a subPath, which the kubelet refuses
+        outside it)."""
         if self.size is not None and quantity_value(self.size) <= 0:
             raise invalid("size", "a claim holds more than nothing: write a size such as 10Gi")
+        if ".." in self.path.split("/"):
+            raise invalid(
+                "path",
+                f"{self.path!r} must stay inside the claim: a path from its root such as "
+                "app/restored, without ..",
+            )
         return self
 
 
