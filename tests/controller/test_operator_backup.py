@@ -159,3 +159,38 @@ def test_backup_and_restore_on_other_object_stores(
     kit.kubectl_wait(namespace, "restorerequest/elsewhere", "Complete")
     assert kit.get(namespace, "restorerequest", "elsewhere")["status"]["phase"] == "Succeeded"
     assert kit.read_tree(kit.claim_dir(namespace, "copy")) == original
+
+
+def test_fail_refuses_an_existing_claim_before_any_claim_is_made(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """existingResourcePolicy Fail with two sources, the first claim gone and the second
+    still there: the request fails TargetExists and creates neither claim."""
+    operator()
+    for claim in ("a", "b"):
+        kit.write_data(kit.make_claim(namespace, claim), seed=len(claim), files=2)
+    kit.store_location(namespace, s3_store)
+    kit.policy(namespace, "pol", "loc", ["a", "b"])
+    kit.backup_run(namespace, "run", "pol", "full")
+    kit.kubectl_wait(namespace, "backuprun/run", "Complete")
+    assert kit.get(namespace, "backuprun", "run")["status"]["phase"] == "Succeeded"
+    # the backup's pods (done) still name the claim, which its protection finalizer heeds
+    namespace.kubectl("delete", "jobs", "--all", "--cascade=foreground")
+    namespace.kubectl("delete", "pods", "--all")
+    namespace.kubectl("delete", "pvc", "a", "--wait=false")
+    namespace.cluster.wait_for(
+        lambda: namespace.get("pvc", "a") is None or None, timeout=60, what="claim a to go"
+    )
+
+    kit.restore_request(
+        namespace, "back", backupRunRef={"name": "run"}, existingResourcePolicy="Fail"
+    )
+    kit.kubectl_wait(namespace, "restorerequest/back", "Failed")
+    failed = next(
+        c
+        for c in kit.get(namespace, "restorerequest", "back")["status"]["conditions"]
+        if c["type"] == "Failed"
+    )
+    assert failed["reason"] == "TargetExists", failed
+    assert f"{namespace}/b already exists" in failed["message"]
+    assert namespace.get("pvc", "a") is None  # nothing made for the first source either

@@ -23,10 +23,11 @@ request's namespace in ``data.fromNamespaces``. Otherwise the request fails with
 CrossNamespaceDenied (or NamespaceNotFound) before anything is written there; the grant
 is read again before each Job is created (docs/security.md).
 
-Rule for existing data (``existingResourcePolicy``): Skip leaves every object and file
-that already exists untouched and restores the rest; Overwrite replaces them with the
-backup's version (files not in the backup are left alone); Fail stops before writing
-anything when any target exists. The status lists what was restored and skipped.
+Rule for existing data (``existingResourcePolicy``), per target: Skip leaves a claim
+that exists untouched (its source is Skipped, with a warning) and every object or
+database that exists, and restores the rest; Overwrite restores into them (a claim's files
+not in the backup are left alone); Fail stops before writing anything when any target
+exists. The status lists what was restored and skipped.
 """
 
 from __future__ import annotations
@@ -162,7 +163,9 @@ class RestoreRequestSpec(ApiModel):
     target: RestoreTarget | None = None
     """Restore a single volume source into this claim instead."""
     existing_resource_policy: ExistingResourcePolicy = "Skip"
-    """What to do with objects and files that already exist: Skip, Overwrite or Fail."""
+    """What to do with a target that exists (a claim, an object, a database): Skip leaves
+    it untouched (a claim that exists is not restored into at all), Overwrite restores into
+    it, Fail stops the request before anything is written (docs/operator.md)."""
     dry_run: bool = False
     """Only list what would be restored, into status.restored, without writing anything."""
 

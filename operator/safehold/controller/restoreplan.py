@@ -207,14 +207,23 @@ def plan_restore(
         if denial is not None:
             raise Stop(denial.reason, denial.message)
     items: list[RestoredItem] = []
+    claims: list[tuple[RestoredItem, dict[str, Any]]] = []  # to create once all are planned
     for s in chosen:
         if s.kind == RESOURCES_KIND:
             items.append(resources_restore_item(req, {"name": s.name, "snapshotId": s.snapshot_id}))
         elif s.kind == "database":
             items.append(_database_item(req, origin, policy, s))
         else:
-            items.append(_volume_item(rt, req, policy, s, status, volume_ns))
+            item, manifest = _volume_item(rt, req, policy, s, status, volume_ns)
+            items.append(item)
+            if manifest is not None:
+                claims.append((item, manifest))
         _limit(rt, req, policy, items[-1])
+    # after every source is planned: a later source's TargetExists (existingResourcePolicy
+    # Fail) stops the request before any claim is made, and a refused source gets none
+    for item, manifest in claims:
+        if item.phase != "Failed":
+            rt.kube.create_pvc(volume_ns, manifest)
     if req.spec.dry_run:
         status.warnings.append("dry run: nothing was written; status.restored lists the plan")
     return items
@@ -227,7 +236,9 @@ def _volume_item(
     s: RestoreSource,
     status: RestoreRequestStatus,
     tns: str,
-) -> RestoredItem:
+) -> tuple[RestoredItem, dict[str, Any] | None]:
+    """The source's item, and the claim to create for it (None when it exists, or on a
+    dry run). An existing claim is decided by existingResourcePolicy."""
     spec = req.spec
     ns = req.metadata.namespace or ""
     original = _claim_of(policy, s)
@@ -257,10 +268,11 @@ def _volume_item(
             )
     if spec.dry_run:
         item.phase = "Skipped"
-    elif existing is None:
-        old = rt.kube.get_pvc(ns, original)
-        rt.kube.create_pvc(tns, claim_manifest(req, claim, original, old, claim_shape(s.meta)))
-    return item
+        return item, None
+    if existing is not None:
+        return item, None
+    old = rt.kube.get_pvc(ns, original)
+    return item, claim_manifest(req, claim, original, old, claim_shape(s.meta))
 
 
 def _ours(pvc: dict[str, Any], req: RestoreRequest) -> bool:
