@@ -330,6 +330,17 @@ def test_a_selector_source_takes_no_name(valid_spec: dict[str, dict[str, Any]]) 
     assert "named after their claims" in message
 
 
+def test_job_pre_hooks_cannot_prepare_a_snapshot(valid_spec: dict[str, dict[str, Any]]) -> None:
+    """The snapshot is taken before the Job (and its hooks) start."""
+    spec = valid_spec["BackupPolicy"]
+    volume = {"claimName": "data", "snapshot": {}, "hooks": {"preBackup": ["psql -c CHECKPOINT"]}}
+    spec["sources"]["volumes"] = [volume]
+    message = _errors("BackupPolicy", spec)["spec.sources.volumes[0].hooks.preBackup"]
+    assert "spec.hooks.preBackup" in message
+    volume["hooks"] = {"postBackup": ["echo done"]}  # after the backup: still meaningful
+    assert validate_spec("BackupPolicy", spec) == []
+
+
 def test_database_engine_and_port(valid_spec: dict[str, dict[str, Any]]) -> None:
     spec = valid_spec["BackupPolicy"]
     spec["sources"]["databases"] = [

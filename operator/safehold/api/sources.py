@@ -84,7 +84,8 @@ class VolumeSource(ApiModel):
     snapshot: VolumeSnapshot | None = None
     """Read a crash-consistent CSI snapshot instead of the live volume."""
     hooks: JobHooks | None = None
-    """Shell commands run inside this source's backup Job, before and after it reads."""
+    """Shell commands run inside this source's backup Job, before and after it reads. With
+    snapshot, only postBackup: the snapshot is taken before the Job starts."""
 
     @model_validator(mode="after")
     def _claim_or_selector(self) -> VolumeSource:
@@ -93,6 +94,14 @@ class VolumeSource(ApiModel):
             raise invalid(
                 "claimName",
                 "set exactly one of claimName (one claim) and selector (claims by label)",
+            )
+        if self.snapshot is not None and self.hooks is not None and self.hooks.pre_backup:
+            raise invalid(
+                "hooks.preBackup",
+                "run in the backup Job, which reads a VolumeSnapshot taken before it starts, "
+                "so they cannot prepare what the snapshot holds: prepare the application with "
+                "the policy's spec.hooks.preBackup (run in its pods before the snapshot), or "
+                "remove snapshot to read the live volume after the hooks",
             )
         if self.selector is not None and self.name is not None:
             raise invalid(
