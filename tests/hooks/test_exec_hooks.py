@@ -328,3 +328,42 @@ def test_a_run_stopped_part_way_undoes_what_its_pre_hooks_did() -> None:
     assert [(h.name, h.phase, h.succeeded) for h in frozen.hooks[1:]] == [("thaw", "post", True)]
     undo_pod_hooks(FakeCore([pod]), policy, frozen, stream, enabled=True)
     assert len(stream.calls) == 1  # once
+
+
+def test_post_hooks_run_when_the_snapshots_are_cut_and_fail_the_run_when_it_ends() -> None:
+    """finish_pod_hooks: with the running source captured (its snapshot cut), the post
+    hooks run at once; a failed Fail post hook marks the sources only once all are final,
+    so a Job still running cannot overwrite the mark."""
+    from safehold.api import BackupPolicy
+    from safehold.api.backuprun import BackupRunStatus, SourceResult
+    from safehold.controller.exec_hooks import finish_pod_hooks
+
+    thaw = {**FREEZE.model_dump(by_alias=True), "name": "thaw", "command": ["fsfreeze", "-u", "/"]}
+    policy = BackupPolicy.model_validate(
+        {
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {
+                "location": {"name": "loc"},
+                "sources": {"volumes": [{"claimName": "data", "snapshot": {}}]},
+                "hooks": {"postBackup": [thaw]},
+            },
+        }
+    )
+    pod = _pod("db-0", containers=("db",))
+    stream = FakeStream({"db-0": Session([("stderr", "not frozen\n")], 1)})
+    status = BackupRunStatus(sources=[SourceResult(name="data", kind="volume", phase="Running")])
+
+    finish_pod_hooks(FakeCore([pod]), policy, status, stream, enabled=True)
+    assert stream.calls == []  # not captured, not final: the hooks wait
+
+    finish_pod_hooks(FakeCore([pod]), policy, status, stream, enabled=True, captured={"data"})
+    assert len(stream.calls) == 1
+    assert status.sources[0].error is None  # still running: no mark yet
+
+    status.sources[0].phase = "Succeeded"
+    finish_pod_hooks(FakeCore([pod]), policy, status, stream, enabled=True)
+    assert len(stream.calls) == 1  # once
+    error = status.sources[0].error
+    assert error is not None
+    assert error.reason == "HookFailed"
+    assert error.message == "postBackup hook thaw in pod db-0 failed: exit code 1"

@@ -237,3 +237,64 @@ def test_failed_and_timed_out_snapshots_fail_their_source_with_the_reason(
     assert "within 5s" in stuck["error"]["message"]
     assert "readyTimeout" in stuck["error"]["message"]
     _no_snapshots_left(namespace, csi_snapshots)
+
+
+def _exec_hook(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "podSelector": {"matchLabels": {"app": "app"}},
+        "command": ["true"],
+        "onError": "Continue",
+    }
+
+
+def test_post_exec_hooks_run_once_the_snapshot_is_cut_not_after_the_upload(
+    namespace: Namespace,
+    s3_store: RunningStore,
+    csi_snapshots: SnapshotDriver,
+    operator: Any,
+    guide: dict[str, dict[str, Any]],
+) -> None:
+    """An application frozen by the policy's pre hooks is thawed as soon as its snapshot is
+    cut, while the Job still reads the clone, not when the Job ends. (The test ground has
+    no exec: the hooks are recorded with that reason, which shows when they ran.)"""
+    operator(poll_interval=1.0)
+    _location(namespace, s3_store)
+    namespace.apply(guide["PersistentVolumeClaim"])
+    _write(_claim_dir(namespace, "app-data"), seed=9)
+    policy = copy.deepcopy(guide["BackupPolicy"])
+    # the Job's own post hook keeps it running for a while after the backup
+    policy["spec"]["sources"]["volumes"][0]["hooks"] = {
+        "postBackup": ["sleep 20"],
+        "timeoutSeconds": 60,
+    }
+    policy["spec"]["hooks"] = {
+        "preBackup": [_exec_hook("freeze")],
+        "postBackup": [_exec_hook("thaw")],
+    }
+    namespace.apply(policy)
+    namespace.apply(
+        {
+            "apiVersion": "safehold.io/v1alpha1",
+            "kind": "BackupRun",
+            "metadata": {"name": "thawed-early"},
+            "spec": {"policyRef": {"name": "app-snapshots"}},
+        }
+    )
+
+    def thawed() -> dict[str, Any] | None:
+        status = (namespace.get("backuprun", "thawed-early") or {}).get("status") or {}
+        posts = [h for h in status.get("hooks") or [] if h["phase"] == "post"]
+        return status if posts else None
+
+    status = namespace.cluster.wait_for(thawed, timeout=120, what="the post exec hooks")
+    [source] = status["sources"]
+    assert source["phase"] in ("Pending", "Running"), source  # its Job still going
+    namespace.wait_condition("backuprun", "thawed-early", "Complete", timeout=240)
+    run = namespace.get("backuprun", "thawed-early")
+    assert run is not None
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert [(h["name"], h["phase"]) for h in run["status"]["hooks"]] == [
+        ("freeze", "pre"),
+        ("thaw", "post"),
+    ]  # each once

@@ -146,6 +146,19 @@ def _summary(status: BackupRunStatus) -> str:
     return "; ".join(parts) or "no sources"
 
 
+def _captured(ctx: RunContext, kinds: dict[str, SourceKind], status: BackupRunStatus) -> set[str]:
+    """The active sources whose data is fixed already (a cut VolumeSnapshot), while the
+    policy's post exec hooks wait to run; asked only then."""
+    hooks = ctx.policy.spec.hooks
+    if hooks is None or not hooks.post_backup or any(h.phase == "post" for h in status.hooks):
+        return set()
+    volumes = kinds.get(VolumeSources.kind)
+    if not isinstance(volumes, VolumeSources):
+        return set()
+    active = (s for s in status.sources if s.phase in ("Pending", "Running"))
+    return {s.name for s in active if s.kind == "volume" and volumes.captured(ctx, s)}
+
+
 def _undo_pod_hooks(rt: Runtime, body: dict[str, Any], status: BackupRunStatus) -> str | None:
     """A run that stops after its preBackup exec hooks ran: its policy's postBackup hooks
     run now. None when they ran or there is nothing to undo; else what the user must undo
@@ -447,7 +460,13 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         start_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
         advanced = (_advance(ctx, kinds, status, i) for i in range(len(status.sources)))
         progress = [p for p in advanced if p is not None]
-        finish_pod_hooks(rt.kube.core, policy, status, enabled=rt.exec_hooks)
+        finish_pod_hooks(
+            rt.kube.core,
+            policy,
+            status,
+            enabled=rt.exec_hooks,
+            captured=_captured(ctx, kinds, status),
+        )
         _totals(status, progress)
         _transition(rt, body, status, old)
     except Stop as stop:

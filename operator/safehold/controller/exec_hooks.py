@@ -25,7 +25,7 @@ kubelet (docs/development.md: the test ground's pod runner has none).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "ExecHookResult",
     "HookRun",
     "StreamFn",
+    "failure_reason",
     "finish_pod_hooks",
     "opted_in",
     "run_hooks",
@@ -116,14 +117,21 @@ class HookRun:
         f = self.failed
         if f is None:
             return None
-        where = f" in pod {f.pod}" if f.pod else ""
-        if f.error:
-            why = f.error
-        elif f.timed_out:
-            why = "timed out"
-        else:
-            why = f"exit code {f.exit_code}"
-        return f"{f.phase}Backup hook {f.name}{where} failed: {why}"
+        return _why(f.phase, f.name, f.pod, f.error, f.timed_out, f.exit_code)
+
+
+def _why(
+    phase: str,
+    name: str,
+    pod: str | None,
+    error: str | None,
+    timed_out: bool,
+    exit_code: int | None,
+) -> str:
+    """A failed hook, as the sources' error message says it."""
+    where = f" in pod {pod}" if pod else ""
+    why = error or ("timed out" if timed_out else f"exit code {exit_code}")
+    return f"{phase}Backup hook {name}{where} failed: {why}"
 
 
 def _tail(text: str, secrets: Sequence[str]) -> str:
@@ -350,15 +358,36 @@ def finish_pod_hooks(
     stream: StreamFn | None = None,
     *,
     enabled: bool,
+    captured: Collection[str] = (),
 ) -> None:
-    """Run the policy's postBackup exec hooks once, when every source is final (also after
-    failures). A failed Fail hook marks each source without an error with ``HookFailed``
-    (their snapshots are kept), so the run does not report plain success."""
-    if any(s.phase in ("Pending", "Running") for s in status.sources):
+    """Run the policy's postBackup exec hooks once, as soon as every source is final (also
+    after failures) or ``captured`` (a source whose VolumeSnapshot is cut, though its Job
+    still reads the clone): an application frozen for the snapshots is thawed then, not
+    after the upload. Once every source is final, a failed Fail post hook marks each source
+    without an error with ``HookFailed`` (their snapshots are kept), so the run does not
+    report plain success."""
+    active = [s for s in status.sources if s.phase in ("Pending", "Running")]
+    if any(s.name not in captured for s in active):
         return
-    reason = _run_policy_hooks(core, policy, status, "post", stream, enabled)
+    _run_policy_hooks(core, policy, status, "post", stream, enabled)
+    if active:
+        return  # the failure, if any, is recorded once the last source is final
+    reason = failure_reason(status.hooks, "post")
     if reason is None:
         return
     for source in status.sources:
         if source.error is None:
             source.error = ErrorDetail(reason="HookFailed", message=reason)
+
+
+def failure_reason(results: Sequence[HookResult], phase: Phase) -> str | None:
+    """Why the recorded hooks of ``phase`` fail the run (the first onError Fail hook that
+    failed), or None."""
+    failed = next(
+        (h for h in results if h.phase == phase and not h.succeeded and h.on_error == "Fail"),
+        None,
+    )
+    if failed is None:
+        return None
+    return _why(failed.phase, failed.name, failed.pod, failed.error, failed.timed_out,
+                failed.exit_code)  # fmt: skip

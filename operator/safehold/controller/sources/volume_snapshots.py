@@ -47,6 +47,7 @@ __all__ = [
     "SnapshotError",
     "cleanup",
     "prepare_claim",
+    "snapshot_cut",
     "snapshot_settings",
 ]
 
@@ -275,6 +276,18 @@ def prepare_claim(
         pvc = rt.kube.get_pvc(ns, claim.claim) or {}
         _create_clone(rt, body, snapshot, pvc, names.clone)
     return names.clone
+
+
+def snapshot_cut(rt: Runtime, ns: str, source: SourceResult) -> bool:
+    """Whether the source's VolumeSnapshot has been cut (``status.creationTime`` is set):
+    the moment it holds is fixed, even before it is ready to use, so whatever prepared the
+    application for it (a freeze, a lock) may be undone (the CSI snapshotter's rule for
+    resuming an application)."""
+    if any(w.startswith(FALLBACK_REASON) for w in source.warnings):
+        return False  # the live volume is read
+    snapshot = _get_snapshot(rt, ns, _names(source).snapshot)
+    status = (snapshot or {}).get("status") or {}
+    return bool(status.get("creationTime")) and not status.get("error")
 
 
 def cleanup(rt: Runtime, ns: str, source: SourceResult) -> None:

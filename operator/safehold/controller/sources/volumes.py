@@ -22,6 +22,7 @@ from safehold.controller.sources.claims import VolumeClaim, claim_node
 from safehold.controller.sources.volume_snapshots import (
     SnapshotError,
     prepare_claim,
+    snapshot_cut,
     snapshot_settings,
 )
 from safehold.controller.sources.volume_snapshots import cleanup as snapshot_cleanup
@@ -76,6 +77,14 @@ class VolumeSources:
         if mounted is None:  # the snapshot is not ready yet
             return None
         return _backup_job(ctx, source, replace(claim, claim=mounted))
+
+    def captured(self, ctx: RunContext, source: SourceResult) -> bool:
+        """Whether what the source's backup reads is fixed already: its VolumeSnapshot is
+        cut (its Job may still be reading the clone). A source read live is not."""
+        claim = self.claims.get(source.name)
+        if claim is None or snapshot_settings(ctx.policy, claim) is None:
+            return False
+        return snapshot_cut(ctx.rt, ctx.namespace, source)
 
     def finished(self, ctx: RunContext, source: SourceResult) -> None:
         claim = self.claims.get(source.name)
