@@ -172,9 +172,19 @@ def test_jobs_run_the_operators_own_image(render: Any) -> None:
     assert container["image"] == f"registry.example:5000/safehold@{digest}"
     env = env_of(container)
     assert env["SAFEHOLD_IMAGE"] == container["image"]
-    tagged = operator_container(render({"image": {"tag": "0.2.0", "pullPolicy": "Always"}}))
+    assert env["SAFEHOLD_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert "SAFEHOLD_IMAGE_PULL_SECRETS" not in env
+    values = {
+        "image": {"tag": "0.2.0", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "registry"}, {"name": "mirror"}],
+    }
+    tagged = operator_container(render(values))
     assert tagged["image"] == "ghcr.io/safehold/safehold:0.2.0"
     assert tagged["imagePullPolicy"] == "Always"
+    # the Jobs are pulled the same way: the operator reads these (controller/runtime.py)
+    env = env_of(tagged)
+    assert env["SAFEHOLD_IMAGE_PULL_POLICY"] == "Always"
+    assert env["SAFEHOLD_IMAGE_PULL_SECRETS"] == "registry,mirror"
 
 
 def test_placement_values_reach_the_pod(render: Any) -> None:

@@ -51,7 +51,9 @@ def test_with_repository_appends_the_locations_arguments_mounts_and_secrets() ->
 
 
 def test_with_repository_adds_a_filesystem_claim_after_the_requests_mounts() -> None:
-    location = _location(provider="filesystem", claimName="repo-claim", bucket=None)
+    location = _location(
+        provider="filesystem", claimName="repo-claim", bucket=None, credentialsSecretRef=None
+    )
     req = with_repository(_request(), location)
     assert [m.name for m in req.mounts] == ["source", "repository"]
 

@@ -197,3 +197,26 @@ def test_names_are_valid_and_stable(parts: tuple[str, str]) -> None:
     value = label_value("/".join(parts))
     assert len(value) <= 63
     assert not value or (value[0].isalnum() and value[-1].isalnum())
+
+
+def test_jobs_are_pulled_as_the_operator_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's image.pullPolicy and imagePullSecrets reach every Job (through the
+    operator's environment), the hooks container included."""
+    from safehold.controller.runtime import job_image_from_env
+
+    monkeypatch.setenv("SAFEHOLD_IMAGE", "registry.example/safehold:1.2.3")
+    monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_POLICY", "Always")
+    monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_SECRETS", "registry, mirror,")
+    image = job_image_from_env()
+    pod = _pod(_job(image=image, hooks=["--pre-hook", "true"]))
+    containers = pod["containers"]  # type: ignore[index]
+    assert [(c["image"], c["imagePullPolicy"]) for c in containers] == [
+        ("registry.example/safehold:1.2.3", "Always")
+    ] * 2
+    assert pod["imagePullSecrets"] == [{"name": "registry"}, {"name": "mirror"}]
+
+    monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_POLICY", "Sometimes")  # refused: the default
+    monkeypatch.delenv("SAFEHOLD_IMAGE_PULL_SECRETS")
+    image = job_image_from_env()
+    assert (image.pull_policy, image.pull_secrets) == ("IfNotPresent", ())
+    assert "imagePullSecrets" not in _pod(_job(image=image))

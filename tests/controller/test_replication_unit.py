@@ -89,8 +89,20 @@ def test_the_replication_job_opens_both_locations_each_with_its_own_secrets() ->
 
 
 def test_a_filesystem_site_is_mounted_apart_from_a_filesystem_primary() -> None:
-    primary = _location(provider="filesystem", bucket=None, claimName="repos", endpoint=None)
-    site = _site(provider="filesystem", bucket=None, claimName="dr-repos", endpoint=None)
+    primary = _location(
+        provider="filesystem",
+        bucket=None,
+        claimName="repos",
+        endpoint=None,
+        credentialsSecretRef=None,
+    )
+    site = _site(
+        provider="filesystem",
+        bucket=None,
+        claimName="dr-repos",
+        endpoint=None,
+        credentialsSecretRef=None,
+    )
     request = JobRequest(
         name="rep",
         namespace="prod",

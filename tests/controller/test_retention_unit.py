@@ -12,7 +12,7 @@ import pytest
 from safehold.api import BackupLocation, BackupPolicy, ErrorDetail
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
 from safehold.controller import metrics
-from safehold.controller.jobs import job_name
+from safehold.controller.jobs import JobImage, job_name
 from safehold.controller.kube import Kube
 from safehold.controller.retention import (
     reconcile_retention,
@@ -134,7 +134,7 @@ def _pass(
 
 @pytest.fixture
 def rt() -> Runtime:
-    return Runtime(FakeKube(), image="safehold:test", retention_lock_wait=120)  # type: ignore[arg-type]
+    return Runtime(FakeKube(), image=JobImage("safehold:test"), retention_lock_wait=120)  # type: ignore[arg-type]
 
 
 def test_the_retention_job_is_built_like_every_job(rt: Runtime) -> None:

@@ -16,6 +16,7 @@ from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.conditions import find_condition
 from safehold.api.summaries import VerifySummary
 from safehold.controller import metrics, verification
+from safehold.controller.jobs import JobImage
 from safehold.controller.kube import Kube
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome, source_result
@@ -158,7 +159,7 @@ def _restart(status: BackupPolicyStatus) -> BackupPolicyStatus:
 def test_one_job_per_location_and_the_rotation_survives_a_restart(
     kube: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rt = Runtime(kube, image="safehold:test")  # type: ignore[arg-type]
+    rt = Runtime(kube, image=JobImage("safehold:test"))  # type: ignore[arg-type]
     body = _policy(readDataPercent=50)
     policy = BackupPolicy.model_validate(body)
     assert verify_schedule(policy) is not None
@@ -246,7 +247,7 @@ def test_one_job_per_location_and_the_rotation_survives_a_restart(
 def test_a_slot_while_the_check_runs_is_skipped_and_suspend_starts_nothing(
     kube: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rt = Runtime(kube, image="safehold:test")  # type: ignore[arg-type]
+    rt = Runtime(kube, image=JobImage("safehold:test"))  # type: ignore[arg-type]
     body = _policy()
     policy = BackupPolicy.model_validate(body)
     status = BackupPolicyStatus()

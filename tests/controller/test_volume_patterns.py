@@ -9,6 +9,7 @@ from typing import Any
 from safehold.api import BackupLocation, BackupPolicy, BackupRun
 from safehold.cli.main import build_parser
 from safehold.controller import backuprun, commands
+from safehold.controller.jobs import JobImage
 from safehold.controller.limits import Limits
 from safehold.controller.sources import RunContext
 from safehold.controller.sources.claims import VolumeClaim, resolve_volumes
@@ -98,7 +99,7 @@ def test_resolved_claims_carry_their_sources_patterns() -> None:
 def _job_args(claim: VolumeClaim) -> list[str]:
     kube = _Kube()
     rt = SimpleNamespace(
-        kube=kube, image="safehold:test", job_settings=lambda job: None, limits=Limits()
+        kube=kube, image=JobImage("safehold:test"), job_settings=lambda job: None, limits=Limits()
     )
     run = _run()
     body = run.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -143,3 +143,15 @@ namespace a restore targets exists. */}}
 {{- define "safehold.leaseName" -}}
 {{ include "safehold.fullname" . }}-leader
 {{- end }}
+
+{{/*
+The names of imagePullSecrets, comma-separated (for SAFEHOLD_IMAGE_PULL_SECRETS: the Jobs
+name the same Secrets, which must exist in their namespaces).
+*/}}
+{{- define "safehold.pullSecretNames" -}}
+{{- $names := list -}}
+{{- range . -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}

@@ -28,7 +28,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from safehold import __version__
 from safehold.api.jobs import JobSettings
@@ -59,8 +59,10 @@ __all__ = [
     "PASSWORD_FILE",
     "TERMINATION_LOG",
     "CheckContainer",
+    "JobImage",
     "JobRequest",
     "Mount",
+    "PullPolicy",
     "build_job",
     "job_name",
     "label_value",
@@ -142,6 +144,20 @@ class CheckContainer:
     mounts: Mapping[str, str]
 
 
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """The image every Job runs (the operator's own) and how the kubelet gets it: the
+    operator's pull policy, and Secrets of the Job's namespace for a private registry
+    (named, not copied: a Job's namespace must hold them)."""
+
+    name: str = DEFAULT_IMAGE
+    pull_policy: PullPolicy = "IfNotPresent"
+    pull_secrets: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """What differs between Jobs; :func:`build_job` adds everything else."""
@@ -156,7 +172,7 @@ class JobRequest:
     credentials_secret: str | None = None
     password_secret: str | None = None
     password_key: str = "password"  # noqa: S105 - the Secret key name
-    image: str = DEFAULT_IMAGE
+    image: JobImage = JobImage()
     resources: Mapping[str, Any] | None = None
     active_deadline_seconds: int = 6 * 3600
     backoff_limit: int = 1
@@ -245,8 +261,8 @@ def _hooks_container(req: JobRequest) -> dict[str, Any]:
             mounts.append(mount)
     return {
         "name": HOOKS_CONTAINER,
-        "image": req.image,
-        "imagePullPolicy": "IfNotPresent",
+        "image": req.image.name,
+        "imagePullPolicy": req.image.pull_policy,
         "command": ["safehold"],
         "args": commands.run_hooks(HOOKS_HANDOVER_DIR, req.hooks),
         "env": [{"name": "HOME", "value": "/tmp"}],
@@ -343,6 +359,8 @@ def _pod_spec(
         # whose /proc/PID/root and environ would reach its Secret mounts
         pod_spec["shareProcessNamespace"] = False
         volumes.append({"name": "hooks-tmp", "emptyDir": {}})
+    if req.image.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in req.image.pull_secrets]
     if req.service_account_name:
         pod_spec["serviceAccountName"] = req.service_account_name
         pod_spec["automountServiceAccountToken"] = True
@@ -380,8 +398,8 @@ def build_job(req: JobRequest) -> dict[str, Any]:
     args = [*req.args, *options, "--no-cache", "--json", "--termination-log", TERMINATION_LOG]
     container: dict[str, Any] = {
         "name": JOB_CONTAINER,
-        "image": req.image,
-        "imagePullPolicy": "IfNotPresent",
+        "image": req.image.name,
+        "imagePullPolicy": req.image.pull_policy,
         "command": ["safehold"],
         "args": args,
         "env": [

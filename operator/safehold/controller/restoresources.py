@@ -40,6 +40,7 @@ from safehold.api.summaries import SnapshotsSummary
 from safehold.controller import commands
 from safehold.controller.common import Stop, parse_time
 from safehold.controller.jobs import (
+    JobImage,
     JobRequest,
     build_job,
     job_name,
@@ -196,7 +197,7 @@ def resolve_job_name(request: str) -> str:
 
 
 def resolve_job(
-    image: str, body: Mapping[str, Any], req: RestoreRequest, location: BackupLocation
+    image: JobImage, body: Mapping[str, Any], req: RestoreRequest, location: BackupLocation
 ) -> JobRequest:
     """The Job that lists the newest snapshot per source of the request's policy on
     ``location`` (at or before ``pointInTime``); its summary is the result."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from safehold.api import Progress
 from safehold.api.jobs import JobSettings
 from safehold.api.validation import validate_model
-from safehold.controller.jobs import DEFAULT_IMAGE
+from safehold.controller.jobs import DEFAULT_IMAGE, JobImage, PullPolicy
 from safehold.controller.kube import Kube
 from safehold.controller.limits import Limits, limits_from_env
 from safehold.controller.progress import PROGRESS_INTERVAL
@@ -26,6 +26,7 @@ __all__ = [
     "Runtime",
     "exec_hooks_from_env",
     "job_defaults_from_env",
+    "job_image_from_env",
     "max_concurrent_runs_from_env",
     "retention_lock_wait_from_env",
     "runtime",
@@ -73,6 +74,32 @@ def retention_lock_wait_from_env() -> float:
     return value
 
 
+_PULL_POLICIES: dict[str, PullPolicy] = {
+    "Always": "Always",
+    "IfNotPresent": "IfNotPresent",
+    "Never": "Never",
+}
+
+
+def job_image_from_env() -> JobImage:
+    """The Jobs' image: ``$SAFEHOLD_IMAGE``, pulled by ``$SAFEHOLD_IMAGE_PULL_POLICY`` with
+    the Secrets ``$SAFEHOLD_IMAGE_PULL_SECRETS`` names (comma-separated), as the chart sets
+    them from its ``image`` and ``imagePullSecrets``: the operator's own."""
+    raw = os.environ.get("SAFEHOLD_IMAGE_PULL_POLICY", "").strip() or "IfNotPresent"
+    policy = _PULL_POLICIES.get(raw)
+    if policy is None:
+        log.warning(
+            "ignoring SAFEHOLD_IMAGE_PULL_POLICY=%r: give one of %s", raw, ", ".join(_PULL_POLICIES)
+        )
+        policy = "IfNotPresent"
+    secrets = os.environ.get("SAFEHOLD_IMAGE_PULL_SECRETS", "").split(",")
+    return JobImage(
+        name=os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE),
+        pull_policy=policy,
+        pull_secrets=tuple(s.strip() for s in secrets if s.strip()),
+    )
+
+
 def exec_hooks_from_env() -> bool:
     """``$SAFEHOLD_EXEC_HOOKS``: ``true`` when the installation enabled exec hooks (the
     chart's ``execHooks.enabled``, which also grants ``pods/exec``); off otherwise."""
@@ -99,7 +126,7 @@ def max_concurrent_runs_from_env() -> int | None:
 @dataclass
 class Runtime:
     kube: Kube
-    image: str = field(default_factory=lambda: os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE))
+    image: JobImage = field(default_factory=job_image_from_env)
     job_defaults: JobSettings | None = field(default_factory=job_defaults_from_env)
     #: Seconds between two looks at an object with work in flight (a run that has not
     #: ended, a policy or location whose Job runs): safehold.controller.wakeups.

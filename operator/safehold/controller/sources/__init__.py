@@ -31,6 +31,7 @@ from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
     LABEL_SOURCE,
+    JobImage,
     JobRequest,
     Mount,
     job_name,
@@ -157,7 +158,7 @@ class SourceKind(Protocol):
 
 
 def restore_job(
-    image: str,
+    image: JobImage,
     body: Mapping[str, Any],
     req: RestoreRequest,
     location: BackupLocation,
