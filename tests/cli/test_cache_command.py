@@ -131,3 +131,28 @@ def test_max_age_without_cleanup_is_a_usage_error(
 ) -> None:
     assert main(["cache", "--cache-dir", str(tmp_path), "--max-age", "3"]) == 2
     assert "--max-age goes with --cleanup" in capsys.readouterr().err
+
+
+def test_global_options_before_the_command_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cli.md: global options are accepted before or after the command. The commands
+    that repeat some of them (cache, validate) must not reset one given before them."""
+    _fake_cache(tmp_path, "3" * 64, 100, age_days=1)
+    capsys.readouterr()
+    assert main(["--cache-dir", str(tmp_path), "--json", "cache"]) == 0
+    doc = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert doc["cache_dir"] == str(tmp_path)
+    assert len(doc["caches"]) == 1  # type: ignore[arg-type]
+    assert main(["cache", "--cache-dir", str(tmp_path)]) == 0
+    assert "1 cache(s) in" in capsys.readouterr().out
+    assert main(["-q", "cache", "--cache-dir", str(tmp_path)]) == 0
+    assert "1 cache(s) in" not in capsys.readouterr().out  # quiet: the listing, no summary
+
+    manifest = tmp_path / "run.yaml"
+    manifest.write_text(
+        "apiVersion: safehold.io/v1alpha1\nkind: BackupRun\nmetadata: {name: r}\n"
+        "spec: {policyRef: {name: p}}\n"
+    )
+    assert main(["--json", "validate", str(manifest)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["valid"] == 1

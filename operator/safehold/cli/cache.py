@@ -24,8 +24,12 @@ def register(
         "cache",
         help="list the local caches of repositories, or delete the unused ones (--cleanup)",
     )
+    # SUPPRESS: given before the command, the global option must not be overwritten by
+    # this parser's default (argparse sets a subparser's defaults after the main parser's)
+    S = argparse.SUPPRESS
     p.add_argument(
         "--cache-dir",
+        default=S,
         metavar="DIR",
         help="the caches' directory (default: $SAFEHOLD_CACHE_DIR, else "
         "$XDG_CACHE_HOME/safehold/repositories, else ~/.cache/safehold/repositories)",
@@ -42,9 +46,15 @@ def register(
         help="with --cleanup: unused for this many days (default 30, as every command "
         "cleans up by itself; 0 deletes every cache)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON summary line on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
-    p.add_argument("--no-color", action="store_true", help="plain text: no colours or lines")
+    p.add_argument(
+        "--json", action="store_true", default=S, help="print one JSON summary line on stdout"
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=S, help="print only errors and warnings"
+    )
+    p.add_argument(
+        "--no-color", action="store_true", default=S, help="plain text: no colours or lines"
+    )
     p.set_defaults(func=cache)
 
 

@@ -38,7 +38,10 @@ def register(
         help="the directory shared with the backup (its --hooks-handover)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the results as one JSON line at the end"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # also given before the command (a global option)
+        help="print the results as one JSON line at the end",
     )
     parser.set_defaults(func=run_hooks_command)
 

@@ -42,7 +42,12 @@ def register(
         help="a YAML or JSON file (several documents allowed), a directory (its *.yaml, *.yml "
         "and *.json files, recursively) or - for stdin",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON summary line on stdout")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # also given before the command (a global option)
+        help="print one JSON summary line on stdout",
+    )
     p.set_defaults(func=validate)
 
 
