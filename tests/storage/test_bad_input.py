@@ -76,6 +76,16 @@ def test_credentials_in_the_url_are_refused_and_not_repeated() -> None:
     assert SECRET not in whole_story(caught.value)
 
 
+def test_a_directory_refuses_the_cloud_options(tmp_path: Path) -> None:
+    """file:// takes no endpoint, timeout or credentials: given one, it says so rather than
+    ignore it (docs/storage.md)."""
+    for key in ("endpoint", "timeout", "access_key_id"):
+        with pytest.raises(InvalidLocation) as caught:
+            open_storage(tmp_path.as_uri(), {key: "x"})
+        assert f"unknown option(s) {key} for file://" in str(caught.value)
+    open_storage(tmp_path.as_uri(), {"retry_seconds": "5"})  # what a directory does use
+
+
 @pytest.mark.parametrize(
     ("url", "options"),
     [

@@ -17,6 +17,7 @@ from safehold.storage.registry import Location
 
 __all__ = [
     "COMMON_OPTIONS",
+    "LOCAL_OPTIONS",
     "check_options",
     "option",
     "option_bool",
@@ -41,13 +42,19 @@ COMMON_OPTIONS = frozenset(
     }
 )
 
+#: The options a local directory (file://) understands: what the repository layer reads of
+#: every location (its retries, its object lock, which a directory refuses with a message).
+LOCAL_OPTIONS = frozenset({"object_lock_mode", "object_lock_days", "retry_seconds"})
+
 #: The environment variable that sets ``retry_seconds`` when the options do not.
 RETRY_SECONDS_ENV = "SAFEHOLD_RETRY_SECONDS"
 
 
-def check_options(location: Location, allowed: Iterable[str]) -> None:
+def check_options(
+    location: Location, allowed: Iterable[str], common: frozenset[str] = COMMON_OPTIONS
+) -> None:
     """Reject option names the provider does not know, listing the ones it does."""
-    known = set(allowed) | COMMON_OPTIONS
+    known = set(allowed) | common
     unknown = sorted(set(location.options) - known)
     if unknown:
         raise InvalidLocation(

@@ -59,8 +59,8 @@ class Provider:
     scheme: str
     #: The pip extra that brings its SDK; None when built in.
     extra: str | None
-    #: The options it takes besides ``COMMON_OPTIONS`` (an unknown one is refused); None:
-    #: options are not checked, the provider ignores those it does not use.
+    #: The options it takes besides ``COMMON_OPTIONS`` (``LOCAL_OPTIONS`` for a directory);
+    #: an unknown one is refused. None: options are not checked (a test's provider).
     options: frozenset[str] | None
     #: Its URL names a local directory (``file:///path``), not a bucket and prefix.
     directory: bool = False
@@ -83,10 +83,17 @@ class Provider:
                 f"the {location.scheme}:// provider needs an extra that is not installed "
                 f"({exc.name} is missing): pip install 'safehold[{self.extra}]'",
             ) from exc
-        from safehold.storage.options import check_options, option_object_lock  # (import us)
+        from safehold.storage.options import (  # (they import us)
+            COMMON_OPTIONS,
+            LOCAL_OPTIONS,
+            check_options,
+            option_object_lock,
+        )
 
         if self.options is not None:
-            check_options(location, self.options)
+            check_options(
+                location, self.options, LOCAL_OPTIONS if self.directory else COMMON_OPTIONS
+            )
         factory: _Factory = module.open
         storage = factory(location)
         storage.set_object_lock(option_object_lock(location))
@@ -95,7 +102,7 @@ class Provider:
 
 #: Every provider, in the order error messages list them.
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("filesystem", "file", extra=None, options=None, directory=True),
+    Provider("filesystem", "file", extra=None, options=frozenset(), directory=True),
     Provider(
         "s3",
         "s3",
