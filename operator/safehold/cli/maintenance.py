@@ -103,14 +103,14 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
         "--repack-threshold",
         dest="max_unused",
         type=_percent,
-        default=DEFAULT_MAX_UNUSED,
+        default=None,  # DEFAULT_MAX_UNUSED; None tells forget it was not given
         metavar="PERCENT",
         help=f"repack packs with more than PERCENT unused bytes (default {DEFAULT_MAX_UNUSED:g})",
     )
     p.add_argument(
         "--grace",
         type=_minutes,
-        default=DEFAULT_GRACE,
+        default=None,  # DEFAULT_GRACE
         metavar="MINUTES",
         help="never delete or repack packs younger than this, which a backup may still be "
         f"writing (default {int(DEFAULT_GRACE.total_seconds() // 60)})",
@@ -144,7 +144,10 @@ def register(
         "--keep-tag", action="append", default=[], metavar="TAG", help="keep snapshots with TAG"
     )
     f.add_argument(
-        "--time-zone", default="UTC", metavar="ZONE", help="IANA zone of the periods (default UTC)"
+        "--time-zone",
+        metavar="ZONE",
+        help="IANA zone of the --keep-* flags' periods (default UTC; a --policy file names "
+        "its own timeZone)",
     )
     f.add_argument(
         "--policy",
@@ -266,6 +269,11 @@ def _policies(args: Namespace) -> tuple[RetentionPolicy | None, dict[str, Retent
         "keep_tags": frozenset(args.keep_tag),
     }
     given = {k: v for k, v in flags.items() if v}
+    if args.time_zone is not None and not given:
+        raise UsageError(
+            "--time-zone sets the zone of the --keep-* flags' periods: give them, or "
+            "timeZone in the --policy/--policies file"
+        )
     if args.policy:
         if given:
             raise UsageError("give --policy FILE or --keep-* flags, not both")
@@ -273,7 +281,7 @@ def _policies(args: Namespace) -> tuple[RetentionPolicy | None, dict[str, Retent
         default = _policy(body, f"--policy {args.policy}")
     else:
         try:
-            default = RetentionPolicy(**given, time_zone=args.time_zone)
+            default = RetentionPolicy(**given, time_zone=args.time_zone or "UTC")
         except ValidationError as exc:
             raise UsageError(f"forget: {_validation(exc)}") from exc
     per_source: dict[str, RetentionPolicy] = {}
@@ -406,7 +414,11 @@ def _with_lock_wait(args: Namespace, out: Output, what: str, call: Callable[[], 
 
 
 def _run_prune(args: Namespace, out: Output, repo: Any) -> PruneReport:
-    options = PruneOptions(max_unused=args.max_unused, grace=args.grace, dry_run=args.dry_run)
+    options = PruneOptions(
+        max_unused=DEFAULT_MAX_UNUSED if args.max_unused is None else args.max_unused,
+        grace=DEFAULT_GRACE if args.grace is None else args.grace,
+        dry_run=args.dry_run,
+    )
     report = _with_lock_wait(args, out, "prune", lambda: prune_repository(repo, options))
     _print_prune(out, report)
     return report
@@ -418,6 +430,8 @@ def forget(args: Namespace, out: Output) -> int:
     default, per_source = _policies(args)
     if args.prune and args.dry_run:
         raise UsageError("--prune with --dry-run: run 'safehold prune --dry-run' on its own")
+    if not args.prune and (args.max_unused is not None or args.grace is not None):
+        raise UsageError("--max-unused and --grace are prune's: add --prune, or leave them out")
     if any(not p for p in args.source_prefix):
         raise UsageError("--source-prefix '': an empty prefix selects every source")
     repo = open_repo(args, load_index=False)

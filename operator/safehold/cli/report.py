@@ -12,7 +12,7 @@ from argparse import Namespace
 from typing import Any
 
 from safehold.cli import exitcodes
-from safehold.cli.context import open_repo
+from safehold.cli.context import UsageError, open_repo
 from safehold.cli.output import Output, human_size
 
 __all__ = ["register", "report"]
@@ -73,6 +73,8 @@ def report(args: Namespace, out: Output) -> int:
     from safehold.repo.layout import DATA
     from safehold.repo.snapshot import source_filter
 
+    if any(not p for p in args.source_prefix):
+        raise UsageError("--source-prefix '': an empty prefix selects every source")
     retention = load_policy(args.policy, "--policy") if args.policy else None
     repo = open_repo(args, load_index=False)
     errors: dict[str, str] = {}

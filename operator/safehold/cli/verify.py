@@ -13,7 +13,8 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     verify = sub.add_parser("verify", parents=[common], help="check the repository")
-    verify.add_argument(
+    data = verify.add_mutually_exclusive_group()  # how much data to read: one answer
+    data.add_argument(
         "--read-data",
         nargs="?",
         const=100.0,
@@ -22,7 +23,7 @@ def register(
         metavar="PERCENT",
         help="also read back all data, or PERCENT of the packs at random",
     )
-    verify.add_argument(
+    data.add_argument(
         "--read-data-subset",
         type=_subset,
         default=None,

@@ -1,0 +1,56 @@
+"""Options that would do nothing where they are given are refused (exit code 2) with a
+message that says why, not accepted and ignored: a user must not believe they acted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehold.cli import exitcodes
+from safehold.cli.main import main
+
+PASSWORD = "refused combinations test password"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    url = (tmp_path / "repo").as_uri()
+    assert main(["repo", "init", "-r", url, "-q"]) == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    assert main(["backup", str(data), "-r", url, "-q"]) == 0
+    return url
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # a policy file names its own timeZone
+        (["forget", "--policy", "{policy}", "--time-zone", "Europe/Paris"], "--time-zone"),
+        # prune's settings without --prune
+        (["forget", "--keep-last", "1", "--grace", "5"], "add --prune"),
+        (["forget", "--keep-last", "1", "--max-unused", "5"], "add --prune"),
+        # two answers to how much data to read
+        (["verify", "--read-data", "--read-data-subset", "1/2"], "not allowed with"),
+        (["report", "--source-prefix", ""], "an empty prefix"),
+        # a directory takes no cloud option
+        (["snapshots", "-o", "endpoint=http://x"], "unknown option(s) endpoint for file://"),
+    ],
+)
+def test_refused_with_the_reason(
+    repo: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+) -> None:
+    policy = tmp_path / "retention.yaml"
+    policy.write_text("keepDaily: 5\n")
+    argv = [a.replace("{policy}", str(policy)) for a in args]
+    capsys.readouterr()
+    assert main([*argv, "-r", repo]) == exitcodes.USAGE
+    assert says in capsys.readouterr().err
+    assert main(["snapshots", "-r", repo, "-q"]) == 0  # nothing was forgotten or changed
