@@ -36,6 +36,10 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         # two answers to how much data to read
         (["verify", "--read-data", "--read-data-subset", "1/2"], "not allowed with"),
         (["report", "--source-prefix", ""], "an empty prefix"),
+        (["report", "--markdown", "--json"], "one output at a time"),
+        # a hook killed at once, or never
+        (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "-5"], "above 0"),
+        (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "nan"], "above 0"),
         # a directory takes no cloud option
         (["snapshots", "-o", "endpoint=http://x"], "unknown option(s) endpoint for file://"),
     ],

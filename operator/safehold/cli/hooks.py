@@ -46,7 +46,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from argparse import ArgumentParser, Namespace
+from argparse import ArgumentParser, ArgumentTypeError, Namespace
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,7 +205,7 @@ def add_hook_options(parser: ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hook-timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="S",
         help="seconds each hook may take before it is killed (default 60)",
@@ -277,3 +277,14 @@ def read_handover(directory: Path, name: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _seconds(value: str) -> float:
+    """``--hook-timeout``: a number of seconds above 0 (a hook is killed after it)."""
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from exc
+    if not 0 < number < float("inf"):  # also refuses nan
+        raise ArgumentTypeError(f"{value!r}: give seconds above 0, e.g. 60")
+    return number

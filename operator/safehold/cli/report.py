@@ -73,6 +73,8 @@ def report(args: Namespace, out: Output) -> int:
     from safehold.repo.layout import DATA
     from safehold.repo.snapshot import source_filter
 
+    if args.markdown and out.json:
+        raise UsageError("--markdown or --json: one output at a time")
     if any(not p for p in args.source_prefix):
         raise UsageError("--source-prefix '': an empty prefix selects every source")
     retention = load_policy(args.policy, "--policy") if args.policy else None
