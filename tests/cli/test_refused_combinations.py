@@ -37,6 +37,8 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         (["verify", "--read-data", "--read-data-subset", "1/2"], "not allowed with"),
         (["report", "--source-prefix", ""], "an empty prefix"),
         (["report", "--markdown", "--json"], "one output at a time"),
+        # checked also when the repository exists (--if-absent)
+        (["repo", "init", "--if-absent", "--pack-size", "1000"], "between 1 and 512"),
         # a hook killed at once, or never
         (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "-5"], "above 0"),
         (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "nan"], "above 0"),
@@ -58,3 +60,18 @@ def test_refused_with_the_reason(
     assert main([*argv, "-r", repo]) == exitcodes.USAGE
     assert says in capsys.readouterr().err
     assert main(["snapshots", "-r", repo, "-q"]) == 0  # nothing was forgotten or changed
+
+
+def test_init_if_absent_says_which_settings_the_repository_keeps(
+    repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pack size and compression level are set when a repository is created: asked of an
+    existing one, they are a warning, not silently dropped."""
+    capsys.readouterr()
+    argv = ["repo", "init", "--if-absent", "--pack-size", "8", "--compression-level", "3"]
+    assert main([*argv, "-r", repo]) == 0
+    err = capsys.readouterr().err
+    assert "pack size of 16 MiB; --pack-size 8 applies only when a repository is created" in err
+    assert "compresses at level 1; --compression-level 3 applies only" in err
+    assert main(["repo", "init", "--if-absent", "-r", repo]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -58,7 +58,30 @@ def _check_lock_matches(config: Config, asked: dict[str, Any], location: str) ->
     )
 
 
+def _say_what_differs(out: Output, config: Config, pack_mib: int | None, level: int | None) -> None:
+    """``repo init --if-absent`` found a repository: a --pack-size or --compression-level
+    given that differs from its config is a warning (they are set when a repository is
+    created), not silently dropped."""
+    has_mib = config.pack_size / (1024 * 1024)
+    if pack_mib is not None and pack_mib != has_mib:
+        out.warn(
+            f"the repository has a pack size of {has_mib:g} MiB; --pack-size {pack_mib} "
+            "applies only when a repository is created"
+        )
+    if level is not None and level != config.compression_level:
+        out.warn(
+            f"the repository compresses at level {config.compression_level}; "
+            f"--compression-level {level} applies only when a repository is created"
+        )
+
+
 def repo_init(args: Namespace, out: Output) -> int:
+    pack_mib = 16 if args.pack_size is None else args.pack_size
+    level = DEFAULT_COMPRESSION_LEVEL if args.compression_level is None else args.compression_level
+    if not 1 <= pack_mib <= 512:
+        raise UsageError("--pack-size is in MiB, between 1 and 512")
+    if not 1 <= level <= 19:
+        raise UsageError("--compression-level is a zstd level between 1 and 19")
     storage = open_repo_storage(args)
     lock = init_lock_settings(args)
     if getattr(args, "if_absent", False):
@@ -68,17 +91,14 @@ def repo_init(args: Namespace, out: Output) -> int:
             pass
         else:
             _check_lock_matches(config, lock, storage.location)
+            _say_what_differs(out, config, args.pack_size, args.compression_level)
             return repo_info(args, out, initialized=False)
     password = read_password(args, confirm=True)
     check_new_password(args, password)
-    if not 1 <= args.pack_size <= 512:
-        raise UsageError("--pack-size is in MiB, between 1 and 512")
-    if not 1 <= args.compression_level <= 19:
-        raise UsageError("--compression-level is a zstd level between 1 and 19")
     config = Config.new(
         chunker=ChunkerParams(),
-        compression_level=args.compression_level,
-        pack_size=args.pack_size * 1024 * 1024,
+        compression_level=level,
+        pack_size=pack_mib * 1024 * 1024,
         **lock,
     )
     repo = safehold.repo.Repository.init(storage, password, config, early=early_key(args, None))
@@ -259,14 +279,14 @@ def register(
     init.add_argument(
         "--pack-size",
         type=int,
-        default=16,
+        default=None,  # 16; None: not given (--if-absent on a repository says it differs)
         metavar="MiB",
         help="target pack size in MiB (default 16)",
     )
     init.add_argument(
         "--compression-level",
         type=int,
-        default=DEFAULT_COMPRESSION_LEVEL,
+        default=None,  # DEFAULT_COMPRESSION_LEVEL
         metavar="N",
         help=f"zstd level for new data (default {DEFAULT_COMPRESSION_LEVEL})",
     )
