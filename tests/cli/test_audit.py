@@ -65,6 +65,7 @@ def test_a_sequence_of_operations_yields_its_records(run: Run, tmp_path: Path) -
     _json(run("restore", second, str(tmp_path / "out"), "--json"))
     key = _json(run("repo", "key", "add", "--json", SAFEHOLD_NEW_PASSWORD="a second password"))
     _json(run("repo", "key", "remove", key["key"][:12], "--json"))
+    _json(run("repo", "key", "rotate", "--json"))
     failed = run("restore", "f" * 12, str(tmp_path / "out2"), "--json")
     assert failed.returncode != 0
 
@@ -77,6 +78,7 @@ def test_a_sequence_of_operations_yields_its_records(run: Run, tmp_path: Path) -
         ("restore", "ok"),
         ("key add", "ok"),
         ("key remove", "ok"),
+        ("key rotate", "ok"),
         ("restore", "failed"),
     ]
     assert got[0]["snapshots"] == [first]
@@ -97,7 +99,13 @@ def test_a_sequence_of_operations_yields_its_records(run: Run, tmp_path: Path) -
     assert "key remove" in table.stdout
 
     since = records(run, "--since", got[4]["ended"])
-    assert [r["operation"] for r in since] == ["restore", "key add", "key remove", "restore"]
+    assert [r["operation"] for r in since] == [
+        "restore",
+        "key add",
+        "key remove",
+        "key rotate",
+        "restore",
+    ]
     assert run("verify").returncode == 0
 
 

@@ -122,3 +122,28 @@ def test_an_unknown_algorithm_asks_for_an_upgrade(algorithm: object) -> None:
 def test_the_salt_is_stored_in_base64() -> None:
     kdf = Argon2id(salt=SALT)
     assert base64.b64decode(kdf.to_json()["salt"]) == SALT
+
+
+def test_derivations_at_once_in_two_threads_both_finish_with_the_right_key() -> None:
+    """The early key's thread and a command's own open can derive at the same time. Two
+    Argon2id derivations with 4 lanes at once hung, or failed with MemoryError, in
+    cryptography 50 with OpenSSL 4.0; derive() runs them one after the other."""
+    import threading
+
+    kdf = Argon2id(memory_kib=65536, iterations=3, lanes=4, salt=SALT)
+    results: list[bytes | BaseException] = []
+
+    def derive() -> None:
+        try:
+            results.append(kdf.derive(PASSWORD))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=derive, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a derivation hung"
+    expected = "d3822f37fb6b0c8e7bdcc9a226482d0cbea4f330d3b72693e59d30f72870d5ec"
+    assert [r.hex() if isinstance(r, bytes) else r for r in results] == [expected] * 3

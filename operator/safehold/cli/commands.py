@@ -20,6 +20,7 @@ import safehold.repo
 from safehold import engine
 from safehold.cli import exitcodes
 from safehold.cli.context import (
+    OPENED,
     UsageError,
     open_repo,
     open_repo_storage,
@@ -108,6 +109,7 @@ def key_rotate(args: Namespace, out: Output) -> int:
     safehold.repo.Repository.read_config(storage)  # no repository: said before a password
     password = read_password(args)  # once: it opens the repository and wraps the new key
     repo = safehold.repo.Repository.open(storage, password, load_index=False)
+    OPENED.get([]).append(repo)  # for its audit record, as open_repo does
     old = object_id(repo.key_name)
     with safehold.repo.RepositoryLock(repo, exclusive=True, operation="key rotate"):
         key_id, version = repo.rotate_key(password)

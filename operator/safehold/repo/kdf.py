@@ -20,11 +20,15 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from safehold.repo.errors import CorruptObject, UnsupportedRepository
+
+#: Serializes Argon2id derivations (see :meth:`Argon2id.derive`).
+_ONE_AT_A_TIME = threading.Lock()
 
 __all__ = [
     "CHEAP_KDF_ENV",
@@ -116,7 +120,11 @@ class Argon2id:
             lanes=self.lanes,
             memory_cost=self.memory_kib,
         )
-        return kdf.derive(password.encode())
+        # One at a time in a process: two Argon2id derivations with lanes > 1 at once (the
+        # early key's thread and a command's own) hang or fail with MemoryError in
+        # cryptography 50 with OpenSSL 4.0 (tests/repo/test_kdf.py).
+        with _ONE_AT_A_TIME:
+            return kdf.derive(password.encode())
 
     def to_json(self) -> dict[str, Any]:
         return {
