@@ -135,6 +135,9 @@ def test_usage_errors_name_what_is_missing(run: Run) -> None:
         (["--snapshot", "abc", "--source", "t"], "--snapshot goes with --check or --scratch"),
         (["--check", "--snapshot", "abc", "--source", "t"], "leave out --source"),
         (["--check", "--source", "t", "--rename-to", "x"], "go with a restore, not a test"),
+        (["--check", "--snapshot", "abc", "--host", "h"], "leave out --source, --database"),
+        # a server named for --check alone would be ignored: it connects to none
+        (["--check", "--source", "t", "--db-host", "db"], "--db-host: --check reads the dumps"),
     ]:
         done = run("restore-db", *args, "--json")
         assert done.returncode == 2, (args, done.stdout, done.stderr)

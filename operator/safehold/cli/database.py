@@ -278,8 +278,24 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
 
     if args.existing != "fail" or args.rename_to or args.no_globals:
         raise UsageError("--existing, --rename-to and --no-globals go with a restore, not a test")
-    if args.snapshot and (args.source or args.database or args.tag):
-        raise UsageError("--snapshot picks the dump: leave out --source, --database and --tag")
+    if args.snapshot and (args.source or args.database or args.tag or args.host):
+        raise UsageError(
+            "--snapshot picks the dump: leave out --source, --database, --tag and --host"
+        )
+    if not args.scratch:
+        server = {
+            "--db-host": args.db_host,
+            "--db-port": args.db_port,
+            "--db-user": args.db_user,
+            "--db-user-file": args.db_user_file,
+            "--db-password-file": args.db_password_file,
+        }
+        given = [name for name, value in server.items() if value]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: --check reads the dumps only and connects to no server; "
+                "add --scratch to restore them into a scratch database there"
+            )
     if not args.snapshot and not args.source:
         raise UsageError("restore-db --check/--scratch needs --source PREFIX or --snapshot ID")
     if args.scratch:
