@@ -42,6 +42,8 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         # a hook killed at once, or never
         (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "-5"], "above 0"),
         (["backup", "{policy}", "--pre-hook", "true", "--hook-timeout", "nan"], "above 0"),
+        # a handover with nothing to hand over: run-hooks would wait for it in vain
+        (["backup", "{policy}", "--hooks-handover", "{policy}"], "--hooks-handover goes with"),
         # a directory takes no cloud option
         (["snapshots", "-o", "endpoint=http://x"], "unknown option(s) endpoint for file://"),
     ],

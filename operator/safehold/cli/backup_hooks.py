@@ -276,6 +276,9 @@ def backup_with_hooks(args: Namespace, out: Output) -> int:
     """``safehold backup`` with its pre and post hooks around it: run here, or (with
     ``--hooks-handover``) by the hooks container of the Job."""
     if not args.pre_hook and not args.post_hook:
+        if getattr(args, "hooks_handover", None):
+            # the other side (run-hooks) would wait for a backup that never says it is done
+            raise UsageError("--hooks-handover goes with --pre-hook/--post-hook: there is none")
         return commands.backup(args, out)
     if getattr(args, "hooks_handover", None):
         handover = _Handover(Path(args.hooks_handover), args)
