@@ -76,6 +76,27 @@ def test_credentials_in_the_url_are_refused_and_not_repeated() -> None:
     assert SECRET not in whole_story(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "options", "says"),
+    [
+        ("s3://b/p", {"session_token": SECRET}, "option session_token belongs to"),
+        (
+            "gs://b/p",
+            {"anonymous": "true", "credentials_file": "/k.json"},
+            "anonymous and credentials_file go against each other",
+        ),
+    ],
+    ids=["s3-token-alone", "gcs-anonymous-with-key"],
+)
+def test_credentials_that_would_be_dropped_are_refused(
+    url: str, options: dict[str, str], says: str
+) -> None:
+    with pytest.raises(InvalidLocation) as caught:
+        open_storage(url, options)
+    assert says in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
 def test_a_directory_refuses_the_cloud_options(tmp_path: Path) -> None:
     """file:// takes no endpoint, timeout or credentials: given one, it says so rather than
     ignore it (docs/storage.md)."""

@@ -39,6 +39,7 @@ from safehold.storage.base import ObjectInfo
 from safehold.storage.body import Body, body_bytes
 from safehold.storage.errors import (
     AlreadyExists,
+    InvalidLocation,
     NotFound,
     ObjectLocked,
     ObjectLockUnsupported,
@@ -97,6 +98,10 @@ def open(location: Location) -> GCSStorage:
     project = option(location, "project", "GOOGLE_CLOUD_PROJECT")
     credentials: Any
     if option_bool(location, "anonymous"):
+        if location.options.get("credentials_file"):
+            raise InvalidLocation(
+                location.url, "options anonymous and credentials_file go against each other"
+            )
         credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
     else:
         path = option(location, "credentials_file", "GOOGLE_APPLICATION_CREDENTIALS")

@@ -114,6 +114,13 @@ def open(location: Location) -> S3Storage:
         raise InvalidLocation(
             location.url, "options access_key_id and secret_access_key go together: set both"
         )
+    if location.options.get("session_token") and not key_id:
+        raise InvalidLocation(
+            location.url,
+            "option session_token belongs to temporary access keys: set the options "
+            "access_key_id and secret_access_key with it (keys from the environment take "
+            "AWS_SESSION_TOKEN)",
+        )
     try:
         session = botocore.session.Session()
         loader = session.get_component("data_loader")
