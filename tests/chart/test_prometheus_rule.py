@@ -34,3 +34,19 @@ def test_rendered_where_the_crd_exists_with_the_same_rules(helm: str) -> None:
 def test_not_rendered_without_the_crd_or_when_turned_off(helm: str) -> None:
     assert _rules(helm) == []
     assert _rules(helm, "--api-versions", CRD, "--set", "prometheusRule.enabled=false") == []
+
+
+def _operator_down(rule: dict[str, Any]) -> str:
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    return str(next(r for r in alerts if r.get("alert") == "SafeholdOperatorDown")["expr"])
+
+
+def test_operator_down_follows_a_full_name_without_safehold(helm: str) -> None:
+    """The metrics Service is <fullname>-metrics, which names the scrape job: with
+    fullnameOverride the alert must still find it, or absent() fires for ever."""
+    (rule,) = _rules(helm, "--api-versions", CRD, "--set", "fullnameOverride=backup-op")
+    assert _operator_down(rule) == (
+        'up{job=~".*backup-op.*"} == 0 or absent(up{job=~".*backup-op.*"})'
+    )
+    (default,) = _rules(helm, "--api-versions", CRD)
+    assert 'job=~".*safehold.*"' in _operator_down(default)
