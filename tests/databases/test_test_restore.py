@@ -162,6 +162,12 @@ def test_check_passes_on_real_dump_and_fails_on_truncated(
     assert check["tables"] == 3  # customers, blobs, events
     assert check["objects"] >= 10
     assert check["bytes"] > 100_000
+    # the dumps' own engine, or none: another is refused, not ignored
+    assert run("restore-db", engine, "--check", "--source", "t").returncode == 0
+    other = "mysql" if engine == "postgresql" else "postgresql"
+    wrong = run("restore-db", other, "--check", "--source", "t", "--json")
+    assert wrong.returncode == 2, wrong.stderr
+    assert f"the dumps chosen are {engine}, not {other}" in _summary(wrong)["error"]
     human = run("restore-db", "--check", "--snapshot", snapshot[:12])
     assert human.returncode == 0, human.stderr
     assert f"checked {db} (snapshot {snapshot[:12]}, {engine}): {check['bytes']} bytes" in (

@@ -269,6 +269,22 @@ def _test_items(repo: Repository, args: Namespace) -> list[DatabaseSnapshot]:
     return find_database_snapshots(repo, args.source.strip("/"), args.tag, args.database, args.host)
 
 
+def _same_engine(args: Namespace, items: list[DatabaseSnapshot]) -> None:
+    """An ENGINE given must be the dumps' own (their metadata's ``database.engine``; older
+    dumps without it are taken as they are): a mysql check of PostgreSQL dumps is refused."""
+    if not args.engine:
+        return
+    wanted = _ENGINES[args.engine]
+    other = sorted(
+        {e for i in items if (e := i.snapshot.meta.get("database.engine")) and e != wanted}
+    )
+    if other:
+        raise UsageError(
+            f"the dumps chosen are {', '.join(other)}, not {wanted}: give their engine, or "
+            "leave ENGINE out (--check reads it from the dumps)"
+        )
+
+
 def _run_test_restore(args: Namespace, out: Output) -> int:
     """``restore-db --check`` and/or ``--scratch``: test restores that leave nothing behind."""
     from safehold.engine.databases.check import check_dumps, checks_summary
@@ -307,6 +323,7 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
     try:
         with RepositoryLock(repo, exclusive=False, operation="restore"):
             items = _test_items(repo, args)
+            _same_engine(args, items)
             if args.check:
                 checks = check_dumps(repo, items)
                 for c in checks:
