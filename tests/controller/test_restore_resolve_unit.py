@@ -17,7 +17,7 @@ from safehold.api.jobs import JobSettings
 from safehold.api.restorerequest import ResolvedSnapshot
 from safehold.api.summaries import SnapshotsSummary
 from safehold.controller.commands import meta_options
-from safehold.controller.jobs import build_job, with_settings
+from safehold.controller.jobs import JobImage, build_job, with_settings
 from safehold.controller.restoreplan import claim_manifest
 from safehold.controller.restoresources import (
     RestoreSource,
@@ -276,7 +276,8 @@ def test_the_resolve_job_lists_the_policys_newest_snapshots() -> None:
     settings = JobSettings.model_validate(
         {"activeDeadlineSeconds": 77, "tolerations": [{"key": "dr", "operator": "Exists"}]}
     )
-    job = build_job(with_settings(resolve_job("safehold:t", body, req, location), settings))
+    request = resolve_job(JobImage("safehold:t"), body, req, location)
+    job = build_job(with_settings(request, settings))
     assert job["metadata"]["name"] == resolve_job_name("dr")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:6] == [
