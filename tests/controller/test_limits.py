@@ -12,11 +12,12 @@ from safehold.controller.limits import Limits, apply_limits, limits_from_env
 from testground.kube import Namespace
 
 
-def _policy() -> BackupPolicy:
+def _policy(**spec: Any) -> BackupPolicy:
     return BackupPolicy.model_validate(
         {
             "metadata": {"name": "shop", "namespace": "team-a"},
             "spec": {
+                **spec,
                 "location": {"name": "primary"},
                 "sources": {
                     "databases": [
@@ -127,7 +128,6 @@ def test_a_test_restores_scratch_server_is_held_to_the_database_hosts() -> None:
     policyLimits.databaseHosts hold for it as for the sources."""
     from types import SimpleNamespace
 
-    from safehold.api import BackupPolicy
     from safehold.controller.testrestore import _scratch_host_refused
 
     def policy(scratch_host: str) -> BackupPolicy:
@@ -136,25 +136,7 @@ def test_a_test_restores_scratch_server_is_held_to_the_database_hosts() -> None:
             "host": scratch_host,
             "credentialsSecretRef": {"name": "s"},
         }
-        return BackupPolicy.model_validate(
-            {
-                "metadata": {"name": "pol", "namespace": "shop"},
-                "spec": {
-                    "location": {"name": "primary"},
-                    "sources": {
-                        "databases": [
-                            {
-                                "name": "orders",
-                                "engine": "postgresql",
-                                "host": "db.shop.svc.cluster.local",
-                                "credentialsSecretRef": {"name": "db"},
-                            }
-                        ]
-                    },
-                    "testRestore": {"cron": "0 3 * * *", "scratchDatabases": [server]},
-                },
-            }
-        )
+        return _policy(testRestore={"cron": "0 3 * * *", "scratchDatabases": [server]})
 
     rt: Any = SimpleNamespace(limits=Limits(database_hosts=("*.svc.cluster.local",)))
     assert _scratch_host_refused(rt, policy("scratch.shop.svc.cluster.local"), "orders") is None

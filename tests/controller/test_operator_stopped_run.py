@@ -22,32 +22,32 @@ def _hook(name: str) -> dict[str, Any]:
     }
 
 
-def test_a_stopped_run_runs_its_post_hooks(
-    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
-) -> None:
-    operator()
-    kit.write_data(kit.make_claim(namespace, "data"), seed=4, files=4)
-    kit.store_location(namespace, s3_store)
+def _policy(namespace: Namespace, busy_seconds: int, **spec: Any) -> None:
+    """Policy ``pol``: claim ``data``, whose Job-side pre hook keeps its Job running for
+    ``busy_seconds``, and the exec hooks freeze and thaw."""
+    hooks = {"preBackup": [f"sleep {busy_seconds}"], "timeoutSeconds": 2 * busy_seconds}
     namespace.apply(
         {
             "apiVersion": "safehold.io/v1alpha1",
             "kind": "BackupPolicy",
             "metadata": {"name": "pol"},
             "spec": {
+                **spec,
                 "location": {"name": "loc"},
-                # the Job-side pre hook keeps the source's Job running for a while
-                "sources": {
-                    "volumes": [
-                        {
-                            "claimName": "data",
-                            "hooks": {"preBackup": ["sleep 30"], "timeoutSeconds": 120},
-                        }
-                    ]
-                },
+                "sources": {"volumes": [{"claimName": "data", "hooks": hooks}]},
                 "hooks": {"preBackup": [_hook("freeze")], "postBackup": [_hook("thaw")]},
             },
         }
     )
+
+
+def test_a_stopped_run_runs_its_post_hooks(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    operator()
+    kit.write_data(kit.make_claim(namespace, "data"), seed=4, files=4)
+    kit.store_location(namespace, s3_store)
+    _policy(namespace, busy_seconds=30)
     namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
     kit.backup_run(namespace, "run", "pol")
 
@@ -84,26 +84,11 @@ def test_a_replaced_run_runs_its_post_hooks_before_it_goes(
     kit.write_data(kit.make_claim(namespace, "data"), seed=5, files=4)
     kit.store_location(namespace, s3_store)
     namespace.wait_condition("backuplocation", "loc", "Available", timeout=120)
-    namespace.apply(
-        {
-            "apiVersion": "safehold.io/v1alpha1",
-            "kind": "BackupPolicy",
-            "metadata": {"name": "pol"},
-            "spec": {
-                "location": {"name": "loc"},
-                "schedule": {"slots": [{"cron": "* * * * *"}]},
-                "concurrencyPolicy": "Replace",
-                "sources": {
-                    "volumes": [
-                        {
-                            "claimName": "data",
-                            "hooks": {"preBackup": ["sleep 300"], "timeoutSeconds": 600},
-                        }
-                    ]
-                },
-                "hooks": {"preBackup": [_hook("freeze")], "postBackup": [_hook("thaw")]},
-            },
-        }
+    _policy(
+        namespace,
+        busy_seconds=300,
+        schedule={"slots": [{"cron": "* * * * *"}]},
+        concurrencyPolicy="Replace",
     )
 
     def running_runs() -> list[str]:
