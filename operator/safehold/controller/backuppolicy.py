@@ -45,7 +45,7 @@ from safehold.controller.common import (
     parse_time,
     write_condition,
 )
-from safehold.controller.exec_hooks import undo_pod_hooks
+from safehold.controller.exec_hooks import hook_failure, undo_pod_hooks
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
 from safehold.controller.replication import reconcile_replication
 from safehold.controller.retention import reconcile_retention
@@ -271,9 +271,7 @@ def _undo_replaced(
         f"{len(ran) - len(failed)} of {len(ran)} succeeded"
     )
     if failed:
-        first = failed[0]
-        why = first.error or ("timed out" if first.timed_out else f"exit code {first.exit_code}")
-        message += f"; {first.name} failed: {why}"
+        message += f"; {hook_failure(failed[0])}"
     reason = "HookFailed" if failed else "HooksUndone"
     rt.kube.event(body, reason, message, warning=bool(failed))
 

@@ -163,9 +163,9 @@ def _undo_pod_hooks(rt: Runtime, body: dict[str, Any], status: BackupRunStatus) 
     """A run that stops after its preBackup exec hooks ran: its policy's postBackup hooks
     run now. None when they ran or there is nothing to undo; else what the user must undo
     by hand (the policy is gone or cannot be read, so its post hooks are unknown)."""
-    if not any(h.phase == "pre" for h in status.hooks):
-        return None
-    if any(h.phase == "post" for h in status.hooks):
+    if not any(h.phase == "pre" for h in status.hooks) or any(
+        h.phase == "post" for h in status.hooks
+    ):
         return None
     ns = body["metadata"]["namespace"]
     pname = (body.get("spec") or {}).get("policyRef", {}).get("name", "")
@@ -178,7 +178,7 @@ def _undo_pod_hooks(rt: Runtime, body: dict[str, Any], status: BackupRunStatus) 
     if not pods:
         return None  # no pre hook reached a pod: nothing to undo
     return (
-        f"its preBackup exec hooks ran (pods: {', '.join(pods) or 'none'}) and BackupPolicy "
+        f"its preBackup exec hooks ran (pods: {', '.join(pods)}) and BackupPolicy "
         f"{pname} can no longer be read, so no postBackup hook ran: undo by hand what the "
         "pre hooks did (a freeze, a lock)"
     )

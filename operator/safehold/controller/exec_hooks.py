@@ -43,6 +43,7 @@ __all__ = [
     "StreamFn",
     "failure_reason",
     "finish_pod_hooks",
+    "hook_failure",
     "opted_in",
     "run_hooks",
     "run_pod_hook",
@@ -387,7 +388,9 @@ def failure_reason(results: Sequence[HookResult], phase: Phase) -> str | None:
         (h for h in results if h.phase == phase and not h.succeeded and h.on_error == "Fail"),
         None,
     )
-    if failed is None:
-        return None
-    return _why(failed.phase, failed.name, failed.pod, failed.error, failed.timed_out,
-                failed.exit_code)  # fmt: skip
+    return None if failed is None else hook_failure(failed)
+
+
+def hook_failure(h: HookResult) -> str:
+    """A recorded hook that failed, as messages say it."""
+    return _why(h.phase, h.name, h.pod, h.error, h.timed_out, h.exit_code)
