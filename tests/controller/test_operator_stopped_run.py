@@ -117,6 +117,6 @@ def test_a_replaced_run_runs_its_post_hooks_before_it_goes(
     assert event["reason"] == "HookFailed", event
     assert event["type"] == "Warning"
     assert (
-        "its postBackup hooks ran, 0 of 1 succeeded; thaw failed: exec hooks are"
-        in (event["message"])
+        "its postBackup hooks ran, 0 of 1 succeeded; postBackup hook thaw failed: exec hooks"
+        in event["message"]
     )
