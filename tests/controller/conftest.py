@@ -156,12 +156,14 @@ def claim_dir(namespace: Namespace, claim: str) -> Path:
     return Path(pv["spec"]["hostPath"]["path"])
 
 
-def make_claim(namespace: Namespace, name: str, size: str = "64Mi") -> Path:
+def make_claim(
+    namespace: Namespace, name: str, size: str = "64Mi", labels: dict[str, str] | None = None
+) -> Path:
     namespace.apply(
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name},
+            "metadata": {"name": name, **({"labels": labels} if labels else {})},
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": size}},

@@ -123,17 +123,7 @@ def test_a_selector_claim_named_like_another_source_is_refused_not_dropped(
     run of it fails before any Job, naming the selector and the other source."""
     operator()
     for claim in ("resources", "web"):
-        namespace.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "labels": {"backup": "yes"}},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "64Mi"}},
-                },
-            }
-        )
+        kit.make_claim(namespace, claim, labels={"backup": "yes"})
     kit.store_location(namespace, s3_store)
     namespace.apply(
         {
