@@ -237,3 +237,42 @@ def test_testground_sandbox_volume_over_the_environment_keeps_it_visible(tmp_pat
     assert proc.wait(timeout=30) == 0, launch.log.read_text()
     # The tool runs; the volume shows only the re-bound checkout path; the binding is read-only.
     assert launch.log.read_text().splitlines() == ["tool ran", "entries=1", "read-only"]
+
+
+@pytest.mark.parametrize(
+    ("context", "reads"),
+    [
+        ({}, True),  # no security context: the runner's own rights
+        ({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": False}, False),
+        ({"capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}}, True),
+    ],
+)
+def test_testground_sandbox_keeps_only_the_capabilities_a_container_adds(
+    tmp_path: Path, context: dict[str, Any], reads: bool
+) -> None:
+    """A container that drops ALL capabilities cannot read another user's private file, as
+    on a real node; one that adds DAC_OVERRIDE back can."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "f").write_text("secret")
+    os.chmod(private / "f", 0o600)
+    os.chown(private / "f", 999, 999)
+    os.chown(private, 999, 999)
+    tmp_path.chmod(0o755)
+    capabilities, no_new_privileges = sandbox.container_privileges({"securityContext": context})
+    launch = sandbox.Launch(
+        argv=["sh", "-c", f"cat {private}/f || echo refused; grep NoNewPrivs /proc/self/status"],
+        env={"PATH": os.environ["PATH"]},
+        working_dir="",
+        mounts=[],
+        log=tmp_path / "logs" / "c-0.log",
+        capabilities=capabilities,
+        no_new_privileges=no_new_privileges,
+    )
+    proc = sandbox.start(launch)
+    assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    out = launch.log.read_text()
+    assert ("secret" in out) is reads, out
+    assert ("refused" in out) is not reads, out
+    flag = "1" if context.get("allowPrivilegeEscalation") is False else "0"
+    assert out.split()[-1] == flag, out

@@ -280,6 +280,7 @@ class PodWorker(threading.Thread):
         mounts.append(Mount(source=c.term_file, target=term_path, read_only=False))
         with self.ctx.lock:
             self.ctx.mount_roots |= sandbox.missing_roots([m.target for m in mounts])
+        capabilities, no_new_privileges = sandbox.container_privileges(spec)
         launch = sandbox.Launch(
             argv=command + args,
             env=env,
@@ -287,6 +288,8 @@ class PodWorker(threading.Thread):
             mounts=mounts,
             log=c.log_file,
             keep_visible=self.ctx.keep_visible,
+            capabilities=capabilities,
+            no_new_privileges=no_new_privileges,
         )
         c.proc = sandbox.start(launch)
         c.started_at = status.now()

@@ -8,6 +8,11 @@ so the command's exit code is the container's exit code.
 
 Mount points that do not exist are created on the shared filesystem (a mount namespace is not a
 filesystem namespace) and left there: ``missing_roots`` reports them for the runner's log.
+
+The process keeps the runner's user (root: the test's files are its own), but a container whose
+security context drops ``ALL`` capabilities gets only those it adds, through ``setpriv``'s
+bounding set, and ``allowPrivilegeEscalation: false`` sets no-new-privileges. So a Job that
+should not read another user's file cannot, and one given CHOWN can chown and no more.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from testground.podrunner.volumes import Mount
 _UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 _MOUNT = shutil.which("mount") or "/usr/bin/mount"
 _MKDIR = shutil.which("mkdir") or "/usr/bin/mkdir"
+_SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
-__all__ = ["Launch", "kill_group", "missing_roots", "script", "start"]
+__all__ = ["Launch", "container_privileges", "kill_group", "missing_roots", "script", "start"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class Launch:
     #: bound again over any volume that would cover them, e.g. an emptyDir at /tmp when the
     #: checkout lives under /tmp.
     keep_visible: tuple[Path, ...] = ()
+    #: The capabilities the command keeps (``capabilities.add`` of a container that drops
+    #: ``ALL``, e.g. ``("CHOWN",)``); None: all of the runner's.
+    capabilities: tuple[str, ...] | None = None
+    #: ``allowPrivilegeEscalation: false``.
+    no_new_privileges: bool = False
 
 
 def _depth(mount: Mount) -> int:
@@ -91,8 +102,31 @@ def script(launch: Launch) -> str:
     wd = launch.working_dir or "/"
     lines.append(f"{_MKDIR} -p {q(wd)}")
     lines.append(f"cd {q(wd)}")
-    lines.append('exec "$@"')
+    lines.append(f'exec {_privileges(launch)}"$@"')
     return "\n".join(lines) + "\n"
+
+
+def _privileges(launch: Launch) -> str:
+    """The ``setpriv`` prefix of the command that limits it as ``launch`` says, or ""."""
+    options = ["--no-new-privs"] if launch.no_new_privileges else []
+    if launch.capabilities is not None:
+        keep = "".join(f",+{c.lower()}" for c in launch.capabilities)
+        options += ["--inh-caps=-all", f"--bounding-set=-all{keep}"]
+    if not options:
+        return ""
+    return " ".join([shlex.quote(_SETPRIV), *options, "--", ""])
+
+
+def container_privileges(spec: dict[str, object]) -> tuple[tuple[str, ...] | None, bool]:
+    """A container's ``securityContext`` as ``Launch.capabilities`` and
+    ``Launch.no_new_privileges``."""
+    context = spec.get("securityContext") or {}
+    assert isinstance(context, dict)
+    caps = context.get("capabilities") or {}
+    kept: tuple[str, ...] | None = None
+    if "ALL" in (caps.get("drop") or []):
+        kept = tuple(c.removeprefix("CAP_") for c in caps.get("add") or [])
+    return kept, context.get("allowPrivilegeEscalation") is False
 
 
 def missing_roots(targets: list[str]) -> set[Path]:
