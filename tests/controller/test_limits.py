@@ -51,7 +51,7 @@ def _planned() -> list[SourceResult]:
 
 def test_without_limits_everything_is_allowed() -> None:
     planned = _planned()
-    apply_limits(Limits(), _policy(), planned)
+    apply_limits(Limits(), _policy(), planned, None)
     assert [r.phase for r in planned] == ["Pending"] * 3
 
 
@@ -60,7 +60,7 @@ def test_sources_naming_what_the_administrator_did_not_allow_fail_before_any_job
         service_accounts=("*/safehold-resources",), database_hosts=("*.svc", "*.svc.cluster.local")
     )
     planned = _planned()
-    apply_limits(limits, _policy(), planned)
+    apply_limits(limits, _policy(), planned, None)
     orders, crm, resources = planned
     assert orders.phase == "Pending"
     assert crm.phase == "Failed"

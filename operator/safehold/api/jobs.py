@@ -1,7 +1,8 @@
-"""How the Jobs that do the work are run: resources, deadline, placement.
+"""How the Jobs that do the work are run: resources, deadline, placement, and whether the
+Jobs that read or write a volume's files run as root.
 
-Everything else about a Job (security context, labels, owner) is fixed by the
-controller's job builder and is deliberately not configurable here.
+Everything else about a Job (the rest of its security context, labels, owner) is fixed by
+the controller's job builder and is deliberately not configurable here.
 """
 
 from __future__ import annotations
@@ -99,3 +100,12 @@ class JobSettings(ApiModel):
     """Taints the Job's pod tolerates."""
     priority_class_name: ResourceName | None = None
     """The PriorityClass of the Job's pod."""
+    run_as_root: bool | None = None
+    """Run the Jobs that read or write a volume's files as user 0, with only the capabilities
+    their work needs: a backup reads every file whatever its owner and mode (DAC_OVERRIDE,
+    on a read-only mount), a restore sets each file's owner, group, mode and times
+    (CHOWN, DAC_OVERRIDE, FOWNER, FSETID). Without it they run as the image's non-root user:
+    files that user cannot read are reported (FilesUnreadable) and restored files belong to
+    it. Refused unless the installation allows it (the chart value
+    policyLimits.runAsRoot); the namespace's Pod Security level must be baseline or
+    privileged, not restricted. Database and resource Jobs never run as root."""

@@ -285,7 +285,7 @@ def _plan(ctx: RunContext, kinds: dict[str, SourceKind]) -> list[SourceResult]:
         if conflict is not None:
             raise Stop("SourceNameConflict", conflict)
     out = [result for kind in kinds.values() for result in kind.plan(ctx, wanted)]
-    apply_limits(ctx.rt.limits, ctx.policy, out)
+    apply_limits(ctx.rt.limits, ctx.policy, out, ctx.rt.job_settings(ctx.policy.spec.job))
     return out
 
 
@@ -309,6 +309,7 @@ def _create_backup_job(ctx: RunContext, source: SourceResult, job: BackupJob) ->
         hooks=job.hooks,
         hook_mounts=job.hook_mounts,
         service_account_name=job.service_account_name,
+        file_access=job.file_access,
     )
     if job.active_deadline_seconds is not None:
         request = replace(request, active_deadline_seconds=job.active_deadline_seconds)

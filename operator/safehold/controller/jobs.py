@@ -57,8 +57,10 @@ __all__ = [
     "MANAGED_BY",
     "OPTIONS_DIR",
     "PASSWORD_FILE",
+    "ROOT_CAPABILITIES",
     "TERMINATION_LOG",
     "CheckContainer",
+    "FileAccess",
     "JobImage",
     "JobRequest",
     "Mount",
@@ -102,6 +104,18 @@ HOOKS_HANDOVER_DIR = "/run/safehold/hooks"
 #: A test restore's own check, run after the Job's command (then an init container).
 CHECK_CONTAINER = "check"
 _UID = 65532  # the "nonroot" user of distroless images; any non-zero id works
+
+#: What a volume Job's command does to files other users own: reads them (a backup) or
+#: writes them with their owners, modes and times (a restore).
+FileAccess = Literal["read", "write"]
+#: The capabilities each access takes when the Job runs as root (``spec.job.runAsRoot``),
+#: all of them within the baseline Pod Security level. A backup's volume is mounted
+#: read-only and the rest of its pod is its own, so DAC_OVERRIDE grants it no more than
+#: DAC_READ_SEARCH would, which baseline refuses.
+ROOT_CAPABILITIES: Mapping[FileAccess, tuple[str, ...]] = {
+    "read": ("DAC_OVERRIDE",),
+    "write": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"),
+}
 
 
 def label_value(text: str) -> str:
@@ -191,10 +205,15 @@ class JobRequest:
     hook_mounts: Sequence[str] = ()
     #: Run after the command (which becomes an init container): a test restore's check.
     check: CheckContainer | None = None
+    #: What the command does to a volume's files (None: it touches none). With
+    #: ``run_as_root`` (the policy's ``spec.job.runAsRoot``) the command's container runs as
+    #: user 0 with that access's ``ROOT_CAPABILITIES``; otherwise as the image's user.
+    file_access: FileAccess | None = None
+    run_as_root: bool = False
 
 
 def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
-    """``req`` with a policy's ``spec.job`` (resources, deadline, retries, placement);
+    """``req`` with a policy's ``spec.job`` (resources, deadline, retries, placement, root);
     unchanged without one. A volume's ``node_name`` still wins over the node selector."""
     if settings is None:
         return req
@@ -207,6 +226,7 @@ def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
         node_selector=settings.node_selector,
         tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations],
         priority_class_name=settings.priority_class_name,
+        run_as_root=bool(settings.run_as_root),
     )
 
 
@@ -235,8 +255,10 @@ def _affinity(node_name: str) -> dict[str, Any]:
     }
 
 
-def _container_security() -> dict[str, Any]:
-    return {
+def _container_security(root: Sequence[str] = ()) -> dict[str, Any]:
+    """A container's security context: non-root with no capabilities; or, given ``root``
+    capabilities, user and group 0 with those alone."""
+    context: dict[str, Any] = {
         "runAsNonRoot": True,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
@@ -244,6 +266,10 @@ def _container_security() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if root:
+        context |= {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
+        context["capabilities"]["add"] = list(root)
+    return context
 
 
 def _hooks_container(req: JobRequest) -> dict[str, Any]:
@@ -409,7 +435,9 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": _container_security(),
+        "securityContext": _container_security(
+            ROOT_CAPABILITIES[req.file_access] if req.run_as_root and req.file_access else ()
+        ),
     }
     if req.owner is not None:  # the audit record names the resource that caused the Job
         container["env"].append({"name": "SAFEHOLD_AUDIT_CAUSE", "value": _cause(req.owner)})

@@ -21,6 +21,7 @@ from safehold.api import (
 from safehold.controller.common import Stop
 from safehold.controller.grants import Denial, check_grant
 from safehold.controller.jobs import LABEL_RESTORE
+from safehold.controller.limits import root_field
 from safehold.controller.restoresources import Origin, RestoreSource
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import ClaimShape, claim_shape
@@ -176,10 +177,15 @@ def _limit(
     rt: Runtime, req: RestoreRequest, policy: BackupPolicy | None, item: RestoredItem
 ) -> None:
     """Fail ``item`` when it names what the chart's policyLimits do not allow: the
-    ServiceAccount a clusterResources restore runs as, a database server's host."""
+    ServiceAccount a clusterResources restore runs as, a database server's host, a volume
+    restore as root."""
     ns = req.metadata.namespace or ""
     why: str | None = None
-    if item.kind == RESOURCES_KIND and req.spec.resources is not None:
+    if item.kind == "volume":
+        why = rt.limits.root(rt.job_settings(policy.spec.job if policy else None))
+        owner = f"BackupPolicy {policy.metadata.name} " if policy else ""
+        reason, field = "RunAsRootNotAllowed", owner + root_field(policy)
+    elif item.kind == RESOURCES_KIND and req.spec.resources is not None:
         sa = req.spec.resources.service_account_name
         why = rt.limits.service_account(ns, sa) if sa else None
         reason, field = "ServiceAccountNotAllowed", "spec.resources.serviceAccountName"

@@ -155,7 +155,15 @@ def _job_request(
         ),
     ]
     return restore_job(
-        rt.image, body, req, location, item.source, args, namespace=tns, mounts=mounts
+        rt.image,
+        body,
+        req,
+        location,
+        item.source,
+        args,
+        namespace=tns,
+        mounts=mounts,
+        file_access="write",
     )
 
 

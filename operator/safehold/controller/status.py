@@ -246,7 +246,8 @@ def _record_backup(result: SourceResult, base: SourceResult, doc: BackupSummary)
         result.error = ErrorDetail(
             reason="FilesUnreadable",
             message=f"{doc.errors} file(s) could not be read and are not in the "
-            "snapshot (see warnings): fix their permissions or the Job's user",
+            "snapshot (see warnings): make them readable to the Job's non-root user, or "
+            "let the policy's volume Jobs run as root (spec.job.runAsRoot)",
         )
     if doc.verify is not None:  # backup --verify (verification.afterBackup)
         result.verified = doc.verify.ok

@@ -61,6 +61,7 @@ from safehold.controller.jobs import (
     label_value,
 )
 from safehold.controller.kube import ApiException
+from safehold.controller.limits import root_field
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import due_check
@@ -116,6 +117,10 @@ def _start(
         refused = _scratch_host_refused(rt, policy, c.name) if c.kind == "database" else None
         if refused is not None:
             _fail(entry, "DatabaseHostNotAllowed", refused)
+            continue
+        root = rt.limits.root(rt.job_settings(policy.spec.job)) if c.kind == "volume" else None
+        if root is not None:
+            _fail(entry, "RunAsRootNotAllowed", f"{root_field(policy)}: {root}")
             continue
         try:
             if c.kind == "volume":

@@ -222,7 +222,8 @@ def start_volume_test(
     if spec.check is not None:
         check = CheckContainer(spec.check.image, spec.check.command, {"scratch": SCRATCH_MOUNT})
     args = commands.restore(entry.snapshot, RESTORE_ROOT, verify=True)
-    rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, mounts, check)))
+    request = _request(rt, body, policy, location, entry, args, mounts, check)
+    rt.kube.create_job(build_job(replace(request, file_access="write")))
     job = rt.kube.get_job(ns, entry.job)
     if job is None:
         raise LookupError(f"the Job {entry.job} vanished right after it was created")

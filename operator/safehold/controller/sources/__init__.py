@@ -31,6 +31,7 @@ from safehold.controller.jobs import (
     COMPONENT_RESTORE,
     LABEL_RESTORE,
     LABEL_SOURCE,
+    FileAccess,
     JobImage,
     JobRequest,
     Mount,
@@ -128,6 +129,8 @@ class BackupJob:
     service_account_name: str | None = None
     active_deadline_seconds: int | None = None
     backoff_limit: int | None = None
+    #: What it does to a volume's files (jobs.JobRequest.file_access).
+    file_access: FileAccess | None = None
 
 
 class SourceKind(Protocol):
@@ -170,6 +173,7 @@ def restore_job(
     service_account_name: str | None = None,
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
+    file_access: FileAccess | None = None,
 ) -> JobRequest:
     """Every Job of a RestoreRequest (a source's, or the resolve Job): named after the
     request and ``source`` and labelled with both, reading ``location``'s repository, in
@@ -187,6 +191,7 @@ def restore_job(
         mounts=mounts,
         image=image,
         service_account_name=service_account_name,
+        file_access=file_access,
     )
     if active_deadline_seconds is not None:
         request = replace(request, active_deadline_seconds=active_deadline_seconds)

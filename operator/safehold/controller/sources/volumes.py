@@ -124,4 +124,11 @@ def _backup_job(ctx: RunContext, source: SourceResult, claim: VolumeClaim) -> Ba
         volume={"persistentVolumeClaim": {"claimName": claim.claim, "readOnly": True}},
         read_only=True,
     )
-    return BackupJob(args=args, mounts=[mount], node_name=node, hooks=hooks, hook_mounts=["source"])
+    return BackupJob(
+        args=args,
+        mounts=[mount],
+        node_name=node,
+        hooks=hooks,
+        hook_mounts=["source"],
+        file_access="read",
+    )

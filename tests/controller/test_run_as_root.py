@@ -1,0 +1,313 @@
+"""Volume Jobs as root (``spec.job.runAsRoot``): refused unless the installation allows it;
+when allowed, the Job's command runs as user 0 with only the capabilities its work needs,
+reads files no other user may, and restores their owners. Pure logic first, then the Pod
+Security admission of a real apiserver, then whole runs on the test ground, whose pod
+runner keeps only the capabilities a container adds (testground.podrunner.sandbox)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.api import BackupPolicy, SourceResult
+from safehold.api.jobs import JobSettings
+from safehold.controller.jobs import (
+    HOOKS_CONTAINER,
+    JOB_CONTAINER,
+    ROOT_CAPABILITIES,
+    JobRequest,
+    Mount,
+    build_job,
+    with_settings,
+)
+from safehold.controller.limits import Limits, apply_limits, limits_from_env
+from testground.kube import Namespace
+
+ROOT = JobSettings(run_as_root=True)
+
+
+def _request(**fields: Any) -> JobRequest:
+    mount = Mount("source", "/data/volume", {"persistentVolumeClaim": {"claimName": "data"}})
+    return JobRequest(
+        name="j",
+        namespace="prod",
+        component="backup",
+        args=["backup", "/data/volume"],
+        labels={},
+        owner=None,
+        mounts=[mount],
+        **fields,
+    )
+
+
+def _containers(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in job["spec"]["template"]["spec"]["containers"]}
+
+
+def test_a_root_job_runs_as_user_0_with_only_its_accesss_capabilities() -> None:
+    for access, caps in (
+        ("read", ["DAC_OVERRIDE"]),
+        ("write", ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]),
+    ):
+        job = build_job(
+            with_settings(_request(file_access=access, hooks=["--pre-hook", "x"]), ROOT)
+        )
+        containers = _containers(job)
+        context = containers[JOB_CONTAINER]["securityContext"]
+        assert context["runAsUser"] == 0
+        assert context["runAsGroup"] == 0
+        assert context["runAsNonRoot"] is False
+        assert context["capabilities"] == {"drop": ["ALL"], "add": caps}
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        # the hooks container (the user's commands) stays non-root with no capabilities
+        hooks = containers[HOOKS_CONTAINER]["securityContext"]
+        assert hooks["runAsNonRoot"] is True
+        assert "runAsUser" not in hooks
+        assert hooks["capabilities"] == {"drop": ["ALL"]}
+        assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_only_volume_jobs_asked_to_run_as_root_do() -> None:
+    asked_not = build_job(with_settings(_request(file_access="read"), JobSettings()))
+    no_files = build_job(with_settings(_request(), ROOT))  # a dump, an export: never root
+    for job in (asked_not, no_files):
+        context = _containers(job)[JOB_CONTAINER]["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert "runAsUser" not in context
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def _policy(job: dict[str, Any] | None = None) -> BackupPolicy:
+    spec: dict[str, Any] = {
+        "location": {"name": "primary"},
+        "sources": {
+            "volumes": [{"claimName": "data"}],
+            "databases": [
+                {
+                    "name": "orders",
+                    "engine": "postgresql",
+                    "host": "db",
+                    "credentialsSecretRef": {"name": "db"},
+                }
+            ],
+        },
+    }
+    if job is not None:
+        spec["job"] = job
+    return BackupPolicy.model_validate(
+        {"metadata": {"name": "shop", "namespace": "team-a"}, "spec": spec}
+    )
+
+
+def _planned() -> list[SourceResult]:
+    return [
+        SourceResult(name="data", kind="volume", job="j1"),
+        SourceResult(name="orders", kind="database", job="j2"),
+    ]
+
+
+def test_volume_sources_asking_for_root_fail_unless_the_installation_allows_it() -> None:
+    policy = _policy({"runAsRoot": True})
+    planned = _planned()
+    apply_limits(Limits(), policy, planned, policy.spec.job)
+    volume, database = planned
+    assert volume.phase == "Failed"
+    assert volume.job is None
+    assert volume.error is not None
+    assert volume.error.reason == "RunAsRootNotAllowed"
+    assert volume.error.message.startswith("BackupPolicy shop spec.job.runAsRoot: ")
+    assert "policyLimits.runAsRoot" in volume.error.message
+    assert database.phase == "Pending"  # a dump Job never runs as root
+
+    allowed = _planned()
+    apply_limits(Limits(run_as_root=True), policy, allowed, policy.spec.job)
+    assert [r.phase for r in allowed] == ["Pending", "Pending"]
+
+
+def test_root_asked_by_the_charts_job_defaults_is_named_as_theirs() -> None:
+    policy = _policy()
+    planned = _planned()
+    apply_limits(Limits(), policy, planned, ROOT)  # the policy's own spec.job is unset
+    assert planned[0].error is not None
+    assert "jobDefaults.runAsRoot (the chart's)" in planned[0].error.message
+
+
+def test_root_is_allowed_only_when_the_chart_says_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEHOLD_ALLOW_RUN_AS_ROOT", raising=False)
+    assert limits_from_env().run_as_root is False
+    monkeypatch.setenv("SAFEHOLD_ALLOW_RUN_AS_ROOT", "true")
+    assert limits_from_env().run_as_root is True
+    monkeypatch.setenv("SAFEHOLD_ALLOW_RUN_AS_ROOT", "false")
+    assert limits_from_env().run_as_root is False
+
+
+#: The capabilities the baseline Pod Security Standard lets a container add
+#: (kubernetes.io/docs/concepts/security/pod-security-standards, "Capabilities"). The test
+#: ground's apiserver (1.20) predates Pod Security admission, so the rules are checked here.
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+}  # fmt: skip
+
+
+def _restricted(pod: dict[str, Any]) -> list[str]:
+    """What the restricted Pod Security Standard refuses in ``pod``'s containers."""
+    refused = []
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
+        context = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser") == 0:
+            refused.append(f"{c['name']}: runs as root")
+        if context.get("allowPrivilegeEscalation") is not False:
+            refused.append(f"{c['name']}: may escalate")
+        caps = context.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            refused.append(f"{c['name']}: capabilities {caps}")
+        if context.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            refused.append(f"{c['name']}: seccomp")
+    return refused
+
+
+def test_root_jobs_meet_the_baseline_pod_security_level_and_others_the_restricted() -> None:
+    plain = build_job(_request(file_access="write", hooks=["--pre-hook", "x"]))
+    assert _restricted(plain["spec"]["template"]["spec"]) == []
+    for access, caps in ROOT_CAPABILITIES.items():
+        assert set(caps) <= BASELINE_CAPABILITIES, access
+        job = build_job(
+            with_settings(_request(file_access=access, hooks=["--pre-hook", "x"]), ROOT)
+        )
+        pod = job["spec"]["template"]["spec"]
+        assert _restricted(pod) == [
+            f"{JOB_CONTAINER}: runs as root",
+            f"{JOB_CONTAINER}: capabilities {{'drop': ['ALL'], 'add': {list(caps)}}}",
+        ]
+        assert not any(c["securityContext"]["privileged"] for c in pod["containers"])
+
+
+def _private_data(root: Path) -> None:
+    """A file only its owner (uid 999) may read, in a directory only it may enter, beside
+    a public one."""
+    (root / "public.txt").write_text("anyone may read this\n")
+    private = root / "private"
+    private.mkdir(mode=0o700)
+    (private / "key.pem").write_text("only the owner reads this\n")
+    os.chmod(private / "key.pem", 0o600)
+    os.chown(private / "key.pem", 999, 998)
+    os.chown(private, 999, 998)
+    os.utime(private / "key.pem", (1_600_000_000, 1_600_000_000))
+
+
+def _job_context(namespace: Namespace, selector: str) -> dict[str, Any]:
+    done = namespace.kubectl("get", "jobs", "-l", selector, "-o", "json")
+    [job] = json.loads(done.stdout)["items"]
+    return _containers(job)[JOB_CONTAINER]["securityContext"]  # type: ignore[no-any-return]
+
+
+def test_a_policy_asking_for_root_fails_its_runs_unless_the_installation_allows_it(
+    namespace: Namespace, s3_store: Any, operator: Any, kit: Any
+) -> None:
+    operator()  # policyLimits.runAsRoot left false, as the chart installs it
+    kit.store_location(namespace, s3_store, "primary")
+    kit.make_claim(namespace, "data")
+    kit.policy(namespace, "pol", "primary", ["data"], job={"runAsRoot": True})
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=120)
+    run = kit.get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "Failed"
+    [source] = run["status"]["sources"]
+    assert source["error"]["reason"] == "RunAsRootNotAllowed"
+    assert "BackupPolicy pol spec.job.runAsRoot" in source["error"]["message"]
+    assert "policyLimits.runAsRoot" in source["error"]["message"]
+    jobs = namespace.kubectl(
+        "get", "jobs", "-l", "app.kubernetes.io/component=backup", "-o", "name"
+    )
+    assert jobs.stdout.strip() == ""  # no backup Job was made
+
+
+def test_a_root_backup_reads_every_file_and_its_restore_brings_back_the_owners(
+    namespace: Namespace, s3_store: Any, operator: Any, kit: Any
+) -> None:
+    operator(limits=Limits(run_as_root=True))
+    kit.store_location(namespace, s3_store, "primary")
+    _private_data(kit.make_claim(namespace, "data"))
+
+    # As the image's user, with no capabilities, the private file is reported, not read.
+    kit.policy(namespace, "plain", "primary", ["data"])
+    kit.backup_run(namespace, "run-plain", "plain")
+    kit.kubectl_wait(namespace, "backuprun/run-plain", "Complete", timeout=180)
+    plain = kit.get(namespace, "backuprun", "run-plain")
+    assert plain["status"]["phase"] == "PartiallyFailed", plain["status"]
+    [source] = plain["status"]["sources"]
+    assert source["error"]["reason"] == "FilesUnreadable", source
+    assert "spec.job.runAsRoot" in source["error"]["message"]
+
+    kit.policy(namespace, "pol", "primary", ["data"], job={"runAsRoot": True})
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    backup = _job_context(namespace, "safehold.io/run=run-1")
+    assert (backup["runAsUser"], backup["capabilities"]["add"]) == (0, ["DAC_OVERRIDE"])
+
+    kit.restore_request(
+        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "copy"}
+    )
+    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+    restore = kit.get(namespace, "restorerequest", "back")
+    assert restore["status"]["phase"] == "Succeeded", restore["status"]
+    context = _job_context(namespace, "safehold.io/restore=back")
+    assert context["runAsUser"] == 0
+    assert context["capabilities"]["add"] == list(ROOT_CAPABILITIES["write"])
+    copy = kit.claim_dir(namespace, "copy")
+    key = copy / "private" / "key.pem"
+    assert key.read_text() == "only the owner reads this\n"
+    info = key.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (999, 998, 0o600)
+    assert info.st_mtime == 1_600_000_000
+    folder = (copy / "private").stat()
+    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (999, 998, 0o700)
+    assert (copy / "public.txt").read_text() == "anyone may read this\n"
+
+
+def test_a_volume_restore_following_a_policy_that_asks_for_root_fails_when_not_allowed() -> None:
+    from types import SimpleNamespace
+
+    from safehold.api import RestoreRequest
+    from safehold.api.restorerequest import RestoredItem
+    from safehold.controller.restoreplan import _limit
+
+    request = RestoreRequest.model_validate(
+        {"metadata": {"name": "r", "namespace": "team-a"}, "spec": {"policyRef": {"name": "shop"}}}
+    )
+    policy = _policy({"runAsRoot": True})
+    for allowed, phase in ((False, "Failed"), (True, "Pending")):
+        rt: Any = SimpleNamespace(limits=Limits(run_as_root=allowed), job_settings=lambda j: j)
+        item = RestoredItem(source="data", kind="volume", target="pvc/team-a/data")
+        _limit(rt, request, policy, item)
+        assert item.phase == phase
+    assert item.error is None
+    rt = SimpleNamespace(limits=Limits(), job_settings=lambda j: j)
+    item = RestoredItem(source="data", kind="volume", target="pvc/team-a/data")
+    _limit(rt, request, policy, item)
+    assert item.error is not None
+    assert item.error.reason == "RunAsRootNotAllowed"
+    assert item.error.message.startswith("BackupPolicy shop spec.job.runAsRoot: this installation")
+
+
+def test_the_operator_pages_example_is_a_valid_policy() -> None:
+    import re
+
+    import yaml
+
+    from safehold.api import validate_object
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
+    section = page.split("### Volume Jobs as root", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    manifest = yaml.safe_load(block)
+    assert validate_object(manifest) == []
+    assert BackupPolicy.model_validate(manifest).spec.job == ROOT
