@@ -26,7 +26,7 @@ class RestoreOptions:
     #: Most processes to use; 0: one per available CPU. More than one only for a restore
     #: into a new (or empty) directory without a download limit.
     processes: int = 0
-    owners: bool | None = None  # None: restore owners when running as root
+    owners: bool | None = None  # None: restore owners when the process may (safe_fs.may_chown)
     #: Then read every restored file back and check it against the snapshot
     #: (:mod:`safehold.engine.restore.check`): ``RestoreResult.check``.
     verify: bool = False

@@ -24,9 +24,12 @@ __all__ = [
     "chmod_entry",
     "clear",
     "enter_dir",
+    "may_chown",
     "open_rel",
     "raise_fd_limit",
 ]
+
+_CAP_CHOWN = 0  # linux/capability.h
 
 #: Opens a directory, never a symlink to one (ELOOP) nor anything else (ENOTDIR).
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -123,6 +126,20 @@ def open_rel(root_fd: int, rel: str, cache: dict[str, int]) -> int:
         fd = os.open(name, DIR_FLAGS, dir_fd=fd)
         cache[path] = fd
     return fd
+
+
+def may_chown(status: str = "/proc/self/status") -> bool:
+    """Whether this process may give a file to another owner: CAP_CHOWN in its effective
+    set, which root has unless a container dropped it (then a restore keeps the files as
+    a non-root user's, instead of failing every chown). Without ``/proc``: being root."""
+    try:
+        with open(status, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_CHOWN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
 
 
 def raise_fd_limit() -> int:

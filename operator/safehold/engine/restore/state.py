@@ -19,7 +19,7 @@ from safehold.engine.ahead import TreesAhead
 from safehold.engine.progress import ProgressTracker
 from safehold.engine.restore.options import RestoreOptions, RestoreResult
 from safehold.engine.restore.parts import Parts
-from safehold.engine.restore.safe_fs import chmod_entry, open_rel, raise_fd_limit
+from safehold.engine.restore.safe_fs import chmod_entry, may_chown, open_rel, raise_fd_limit
 from safehold.engine.restore.select import Selection
 from safehold.engine.restore.shares import share_packs
 from safehold.engine.tuning import available_cpus
@@ -209,7 +209,7 @@ class RestoreState:
         self.target = target
         self.options = options
         self.progress = progress
-        self.owners = os.geteuid() == 0 if options.owners is None else options.owners
+        self.owners = may_chown() if options.owners is None else options.owners
         self.result = RestoreResult(snap)
         self.plan: dict[bytes, Uses] = {}
         self.plan_uses = 0
