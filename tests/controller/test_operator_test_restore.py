@@ -8,6 +8,7 @@ started, and a test Job left behind (with its claim) is removed."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -218,3 +219,33 @@ def test_a_restarted_operator_finishes_its_test_and_removes_a_left_over_one(
     assert last["files"] == len(files)
     _nothing_left(namespace)
     assert namespace.get("pvc", "pol-test-left-over") is None
+
+
+def test_a_test_restore_as_root_gives_the_scratch_files_their_owners(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """With spec.job.runAsRoot the test's restore runs with CHOWN and its companions: the
+    scratch claim's private directory has its owner and mode back, which the check (non-root,
+    no capabilities, as always) can see without entering it."""
+    from safehold.controller.limits import Limits
+
+    operator(poll_interval=1.0, limits=Limits(run_as_root=True))
+    data = kit.make_claim(namespace, "data")
+    (data / "private").mkdir(mode=0o700)
+    (data / "private" / "key.pem").write_text("only the owner reads this\n")
+    os.chown(data / "private" / "key.pem", 999, 998)
+    os.chown(data / "private", 999, 998)
+    kit.store_location(namespace, s3_store, password=PASSWORD)
+    owners = 'test "$(stat -c %u:%g:%a /scratch/private)" = 999:998:700 && echo owners kept'
+    check = {"image": "busybox:1.36", "command": ["sh", "-c", owners]}
+    test = {"cron": "* * * * *", "check": check}
+    kit.policy(namespace, "pol", "loc", ["data"], job={"runAsRoot": True}, testRestore=test)
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    assert kit.get(namespace, "backuprun", "run-1")["status"]["phase"] == "Succeeded"
+    backed_up = datetime.now(UTC)
+
+    last = _tested_after(namespace, kit, "pol", backed_up)["lastTestRestore"]
+    assert last["result"] == "Succeeded", last
+    assert last["files"] == 1
+    assert "your check passed" in last["sources"][0]["message"], last
