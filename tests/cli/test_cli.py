@@ -250,6 +250,25 @@ def test_unreadable_files_give_exit_3_and_name_them(run: Run, src: Path) -> None
     assert "/proc/self/mem" in done.stderr
 
 
+def test_in_a_job_a_partial_backup_ends_its_pod_well_and_reports_exit_3(
+    run: Run, src: Path, tmp_path: Path
+) -> None:
+    """With --termination-log (a Job) the snapshot is made, so the process exits 0 and the
+    Job is not retried into a second snapshot; the message still says exit_code 3."""
+    run("repo", "init")
+    message = tmp_path / "termination-log"
+    done = run("backup", str(src), "/proc/self/mem", "--termination-log", str(message))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(message.read_text())
+    assert (doc["exit_code"], doc["errors"], doc["ok"]) == (3, 1, False)
+    assert doc["error_list"][0]["path"] == "/proc/self/mem"
+    assert "/proc/self/mem" in done.stderr
+    # a failure that made no snapshot still fails the pod
+    done = run("backup", str(tmp_path / "absent"), "--termination-log", str(message))
+    assert done.returncode != 0
+    assert json.loads(message.read_text())["exit_code"] == done.returncode
+
+
 def test_verify_reports_damage_with_exit_4(run: Run, src: Path, tmp_path: Path) -> None:
     run("repo", "init")
     run("backup", str(src))

@@ -244,6 +244,9 @@ def test_a_root_backup_reads_every_file_and_its_restore_brings_back_the_owners(
     [source] = plain["status"]["sources"]
     assert source["error"]["reason"] == "FilesUnreadable", source
     assert "spec.job.runAsRoot" in source["error"]["message"]
+    # the pod ended well: no retry read the same files again into a second snapshot
+    pods = namespace.kubectl("get", "pods", "-l", f"job-name={source['job']}", "-o", "name")
+    assert len(pods.stdout.split()) == 1, pods.stdout
 
     kit.policy(namespace, "pol", "primary", ["data"], job={"runAsRoot": True})
     kit.backup_run(namespace, "run-1", "pol")

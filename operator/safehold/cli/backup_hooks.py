@@ -274,7 +274,19 @@ class _Handover:
 
 def backup_with_hooks(args: Namespace, out: Output) -> int:
     """``safehold backup`` with its pre and post hooks around it: run here, or (with
-    ``--hooks-handover``) by the hooks container of the Job."""
+    ``--hooks-handover``) by the hooks container of the Job.
+
+    In a Job (``--termination-log``) a backup that made its snapshot but could not read
+    some files exits 0, its summary still saying ``exit_code`` 3 and which files: the pod
+    succeeds, for a retry of the Job would read the same files again into a second
+    snapshot."""
+    code = _hooked(args, out)
+    if code == exitcodes.PARTIAL and out.termination_log:
+        return exitcodes.OK
+    return code
+
+
+def _hooked(args: Namespace, out: Output) -> int:
     if not args.pre_hook and not args.post_hook:
         if getattr(args, "hooks_handover", None):
             # the other side (run-hooks) would wait for a backup that never says it is done
