@@ -207,7 +207,8 @@ class JobRequest:
     check: CheckContainer | None = None
     #: What the command does to a volume's files (None: it touches none). With
     #: ``run_as_root`` (the policy's ``spec.job.runAsRoot``) the command's container runs as
-    #: user 0 with that access's ``ROOT_CAPABILITIES``; otherwise as the image's user.
+    #: user 0 with that access's ``ROOT_CAPABILITIES``; otherwise as the image's user. The
+    #: caller has checked that the installation allows it (``limits.Limits.root``).
     file_access: FileAccess | None = None
     run_as_root: bool = False
 
