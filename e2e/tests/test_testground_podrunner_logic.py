@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -245,34 +247,43 @@ def test_testground_sandbox_volume_over_the_environment_keeps_it_visible(tmp_pat
         ({}, True),  # no security context: the runner's own rights
         ({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": False}, False),
         ({"capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}}, True),
+        ({"runAsUser": 999, "runAsGroup": 998, "capabilities": {"drop": ["ALL"]}}, True),
+        ({"runAsUser": 1000, "runAsGroup": 1000, "capabilities": {"drop": ["ALL"]}}, False),
     ],
 )
-def test_testground_sandbox_keeps_only_the_capabilities_a_container_adds(
+def test_testground_sandbox_follows_the_containers_user_and_capabilities(
     tmp_path: Path, context: dict[str, Any], reads: bool
 ) -> None:
     """A container that drops ALL capabilities cannot read another user's private file, as
-    on a real node; one that adds DAC_OVERRIDE back can."""
-    private = tmp_path / "private"
+    on a real node; one that adds DAC_OVERRIDE back can, and so can one run as its owner."""
+    # in a directory any user may enter (the test's own is root's alone)
+    base = Path(tempfile.mkdtemp(prefix="testground-sandbox-"))
+    base.chmod(0o755)
+    private = base / "private"
     private.mkdir(mode=0o700)
     (private / "f").write_text("secret")
     os.chmod(private / "f", 0o600)
-    os.chown(private / "f", 999, 999)
-    os.chown(private, 999, 999)
-    tmp_path.chmod(0o755)
-    capabilities, no_new_privileges = sandbox.container_privileges({"securityContext": context})
+    os.chown(private / "f", 999, 998)
+    os.chown(private, 999, 998)
     launch = sandbox.Launch(
-        argv=["sh", "-c", f"cat {private}/f || echo refused; grep NoNewPrivs /proc/self/status"],
+        argv=[
+            "sh",
+            "-c",
+            f"cat {private}/f || echo refused; grep NoNewPrivs /proc/self/status; id -u",
+        ],
         env={"PATH": os.environ["PATH"]},
         working_dir="",
         mounts=[],
         log=tmp_path / "logs" / "c-0.log",
-        capabilities=capabilities,
-        no_new_privileges=no_new_privileges,
     )
-    proc = sandbox.start(launch)
-    assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    launch = sandbox.limited(launch, {"securityContext": context})
+    try:
+        proc = sandbox.start(launch)
+        assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    finally:
+        shutil.rmtree(base)
     out = launch.log.read_text()
     assert ("secret" in out) is reads, out
     assert ("refused" in out) is not reads, out
     flag = "1" if context.get("allowPrivilegeEscalation") is False else "0"
-    assert out.split()[-1] == flag, out
+    assert out.split()[-2:] == [flag, str(context.get("runAsUser", 0))], out

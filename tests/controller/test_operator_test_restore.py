@@ -225,8 +225,8 @@ def test_a_test_restore_as_root_gives_the_scratch_files_their_owners(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
 ) -> None:
     """With spec.job.runAsRoot the test's restore runs with CHOWN and its companions: the
-    scratch claim's private directory has its owner and mode back, which the check (non-root,
-    no capabilities, as always) can see without entering it."""
+    scratch claim's private directory has its owner and mode back, and a check run as that
+    owner (check.runAsUser; non-root, no capabilities) reads the file in it."""
     from safehold.controller.limits import Limits
 
     operator(poll_interval=1.0, limits=Limits(run_as_root=True))
@@ -236,8 +236,16 @@ def test_a_test_restore_as_root_gives_the_scratch_files_their_owners(
     os.chown(data / "private" / "key.pem", 999, 998)
     os.chown(data / "private", 999, 998)
     kit.store_location(namespace, s3_store, password=PASSWORD)
-    owners = 'test "$(stat -c %u:%g:%a /scratch/private)" = 999:998:700 && echo owners kept'
-    check = {"image": "busybox:1.36", "command": ["sh", "-c", owners]}
+    owners = (
+        'test "$(stat -c %u:%g:%a /scratch/private)" = 999:998:700 '
+        "&& grep -q 'only the owner' /scratch/private/key.pem && echo owners kept"
+    )
+    check = {
+        "image": "busybox:1.36",
+        "command": ["sh", "-c", owners],
+        "runAsUser": 999,
+        "runAsGroup": 998,
+    }
     test = {"cron": "* * * * *", "check": check}
     kit.policy(namespace, "pol", "loc", ["data"], job={"runAsRoot": True}, testRestore=test)
     kit.backup_run(namespace, "run-1", "pol")

@@ -314,3 +314,24 @@ def test_the_operator_pages_example_is_a_valid_policy() -> None:
     manifest = yaml.safe_load(block)
     assert validate_object(manifest) == []
     assert BackupPolicy.model_validate(manifest).spec.job == ROOT
+
+
+def test_a_checks_user_may_not_be_root() -> None:
+    from safehold.api import validate_object
+
+    manifest = {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": "BackupPolicy",
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {
+            "location": {"name": "primary"},
+            "sources": {"volumes": [{"claimName": "data"}]},
+            "testRestore": {
+                "cron": "0 5 * * 0",
+                "check": {"image": "postgres:16", "command": ["true"], "runAsUser": 0},
+            },
+        },
+    }
+    [error] = validate_object(manifest)
+    assert "spec.testRestore.check.runAsUser" in str(error)
+    assert "greater than or equal to 1" in str(error)

@@ -280,7 +280,6 @@ class PodWorker(threading.Thread):
         mounts.append(Mount(source=c.term_file, target=term_path, read_only=False))
         with self.ctx.lock:
             self.ctx.mount_roots |= sandbox.missing_roots([m.target for m in mounts])
-        capabilities, no_new_privileges = sandbox.container_privileges(spec)
         launch = sandbox.Launch(
             argv=command + args,
             env=env,
@@ -288,9 +287,8 @@ class PodWorker(threading.Thread):
             mounts=mounts,
             log=c.log_file,
             keep_visible=self.ctx.keep_visible,
-            capabilities=capabilities,
-            no_new_privileges=no_new_privileges,
         )
+        launch = sandbox.limited(launch, spec)
         c.proc = sandbox.start(launch)
         c.started_at = status.now()
         c.state = status.running(c.started_at)

@@ -9,10 +9,12 @@ so the command's exit code is the container's exit code.
 Mount points that do not exist are created on the shared filesystem (a mount namespace is not a
 filesystem namespace) and left there: ``missing_roots`` reports them for the runner's log.
 
-The process keeps the runner's user (root: the test's files are its own), but a container whose
-security context drops ``ALL`` capabilities gets only those it adds, through ``setpriv``'s
-bounding set, and ``allowPrivilegeEscalation: false`` sets no-new-privileges. So a Job that
-should not read another user's file cannot, and one given CHOWN can chown and no more.
+The process keeps the runner's user (root: the test's files are its own) unless the container's
+own security context names ``runAsUser`` (the pod's is not followed: every Job pod names one, and
+the tests' directories are root's). A container that drops ``ALL`` capabilities gets only those
+it adds, through ``setpriv``'s bounding set, and ``allowPrivilegeEscalation: false`` sets
+no-new-privileges. So a Job that should not read another user's file cannot, one given CHOWN
+can chown and no more, and a check run as uid 999 reads what uid 999 may.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import shlex
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from testground.podrunner.volumes import Mount
 
@@ -34,7 +38,7 @@ _MOUNT = shutil.which("mount") or "/usr/bin/mount"
 _MKDIR = shutil.which("mkdir") or "/usr/bin/mkdir"
 _SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
-__all__ = ["Launch", "container_privileges", "kill_group", "missing_roots", "script", "start"]
+__all__ = ["Launch", "kill_group", "limited", "missing_roots", "script", "start"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Launch:
     capabilities: tuple[str, ...] | None = None
     #: ``allowPrivilegeEscalation: false``.
     no_new_privileges: bool = False
+    #: The container's own ``runAsUser`` and ``runAsGroup``; None: the runner's.
+    user: int | None = None
+    group: int | None = None
 
 
 def _depth(mount: Mount) -> int:
@@ -109,6 +116,8 @@ def script(launch: Launch) -> str:
 def _privileges(launch: Launch) -> str:
     """The ``setpriv`` prefix of the command that limits it as ``launch`` says, or ""."""
     options = ["--no-new-privs"] if launch.no_new_privileges else []
+    if launch.user is not None:
+        options += [f"--reuid={launch.user}", f"--regid={launch.group or 0}", "--clear-groups"]
     if launch.capabilities is not None:
         keep = "".join(f",+{c.lower()}" for c in launch.capabilities)
         options += ["--inh-caps=-all", f"--bounding-set=-all{keep}"]
@@ -117,16 +126,20 @@ def _privileges(launch: Launch) -> str:
     return " ".join([shlex.quote(_SETPRIV), *options, "--", ""])
 
 
-def container_privileges(spec: dict[str, object]) -> tuple[tuple[str, ...] | None, bool]:
-    """A container's ``securityContext`` as ``Launch.capabilities`` and
-    ``Launch.no_new_privileges``."""
-    context = spec.get("securityContext") or {}
-    assert isinstance(context, dict)
+def limited(launch: Launch, container: Mapping[str, Any]) -> Launch:
+    """``launch`` limited as the container's own ``securityContext`` says."""
+    context = container.get("securityContext") or {}
     caps = context.get("capabilities") or {}
     kept: tuple[str, ...] | None = None
     if "ALL" in (caps.get("drop") or []):
         kept = tuple(c.removeprefix("CAP_") for c in caps.get("add") or [])
-    return kept, context.get("allowPrivilegeEscalation") is False
+    return replace(
+        launch,
+        capabilities=kept,
+        no_new_privileges=context.get("allowPrivilegeEscalation") is False,
+        user=context.get("runAsUser"),
+        group=context.get("runAsGroup"),
+    )
 
 
 def missing_roots(targets: list[str]) -> set[Path]:

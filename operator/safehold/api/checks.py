@@ -52,12 +52,19 @@ class TestRestoreCheck(ApiModel):
     """Your own check of a restored volume, e.g. an application's integrity check: a
     container that runs after the restore was verified, with the scratch claim mounted
     read-write at ``/scratch``; the test passes when it exits 0. It gets no Secret, no
-    service-account token and the Jobs' restricted security context."""
+    service-account token and the Jobs' restricted security context, as uid 65532 unless
+    ``runAsUser`` says otherwise."""
 
     image: str = Field(min_length=1, max_length=1024)
     """The container image."""
     command: list[str] = Field(min_length=1, max_length=64)
     """The command and its arguments, run without a shell (add ``sh -c`` for one)."""
+    run_as_user: int | None = Field(default=None, ge=1, le=2147483647)
+    """The user the check runs as (never root), e.g. the application's own, so that it may
+    read files a restore as root gave back to their owner (spec.job.runAsRoot); default
+    65532, the Jobs' user."""
+    run_as_group: int | None = Field(default=None, ge=1, le=2147483647)
+    """The check's group (never root); default 65532."""
 
 
 class ScratchDatabaseServer(ApiModel):

@@ -156,6 +156,9 @@ class CheckContainer:
     image: str
     command: Sequence[str]
     mounts: Mapping[str, str]
+    #: Its own user and group (never 0); None: the pod's.
+    run_as_user: int | None = None
+    run_as_group: int | None = None
 
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -308,6 +311,11 @@ def _check_container(req: JobRequest, check: CheckContainer) -> dict[str, Any]:
         if by_name[name].sub_path:
             mount["subPath"] = by_name[name].sub_path
         mounts.append(mount)
+    security = _container_security()
+    if check.run_as_user is not None:
+        security["runAsUser"] = check.run_as_user
+    if check.run_as_group is not None:
+        security["runAsGroup"] = check.run_as_group
     return {
         "name": CHECK_CONTAINER,
         "image": check.image,
@@ -315,7 +323,7 @@ def _check_container(req: JobRequest, check: CheckContainer) -> dict[str, Any]:
         "env": [{"name": "HOME", "value": "/tmp"}],
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": _container_security(),
+        "securityContext": security,
     }
 
 

@@ -220,7 +220,13 @@ def start_volume_test(
     ]
     check = None
     if spec.check is not None:
-        check = CheckContainer(spec.check.image, spec.check.command, {"scratch": SCRATCH_MOUNT})
+        check = CheckContainer(
+            spec.check.image,
+            spec.check.command,
+            {"scratch": SCRATCH_MOUNT},
+            run_as_user=spec.check.run_as_user,
+            run_as_group=spec.check.run_as_group,
+        )
     args = commands.restore(entry.snapshot, RESTORE_ROOT, verify=True)
     request = _request(rt, body, policy, location, entry, args, mounts, check)
     rt.kube.create_job(build_job(replace(request, file_access="write")))
