@@ -335,3 +335,45 @@ def test_a_checks_user_may_not_be_root() -> None:
     [error] = validate_object(manifest)
     assert "spec.testRestore.check.runAsUser" in str(error)
     assert "greater than or equal to 1" in str(error)
+
+
+def test_a_restore_its_user_may_not_write_names_the_paths_and_what_to_do(
+    namespace: Namespace, s3_store: Any, operator: Any, kit: Any
+) -> None:
+    """Overwrite into a claim whose directory belongs to another user: the non-root
+    restore cannot write there, and says so in the claim's paths with the way out; the
+    same restore as root succeeds and gives the file its owner."""
+    operator(limits=Limits(run_as_root=True))
+    kit.store_location(namespace, s3_store, "primary")
+    data = kit.make_claim(namespace, "data")
+    locked = data / "locked"
+    locked.mkdir()
+    (locked / "a.txt").write_text("kept by uid 999\n")
+    os.chown(locked / "a.txt", 999, 998)
+    os.chown(locked, 999, 998)
+    kit.policy(namespace, "pol", "primary", ["data"])
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    assert kit.get(namespace, "backuprun", "run-1")["status"]["phase"] == "Succeeded"
+    (locked / "a.txt").unlink()
+
+    spec = {"backupRunRef": {"name": "run-1"}, "existingResourcePolicy": "Overwrite"}
+    kit.restore_request(namespace, "back", **spec)
+    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+    [item] = kit.get(namespace, "restorerequest", "back")["status"]["restored"]
+    assert item["phase"] == "Failed", item
+    assert item["error"]["reason"] == "FilesNotRestored", item
+    message = item["error"]["message"]
+    assert "locked/a.txt: " in message and "Permission denied" in message, message
+    assert "/restore/" not in message  # the claim's own paths
+    assert "spec.job.runAsRoot" in message
+    assert not (locked / "a.txt").exists()
+
+    kit.policy(namespace, "pol", "primary", ["data"], job={"runAsRoot": True})
+    kit.restore_request(namespace, "again", **spec)
+    kit.kubectl_wait(namespace, "restorerequest/again", "Complete", timeout=180)
+    restore = kit.get(namespace, "restorerequest", "again")
+    assert restore["status"]["phase"] == "Succeeded", restore["status"]
+    info = (locked / "a.txt").stat()
+    assert (info.st_uid, info.st_gid) == (999, 998)
+    assert (locked / "a.txt").read_text() == "kept by uid 999\n"

@@ -124,6 +124,9 @@ class RestoreSummary(JobSummary):
     bytes_written: int | None = Field(default=None, ge=0)
     files_skipped: int | None = Field(default=None, ge=0)
     duration_s: float | None = Field(default=None, ge=0)
+    #: The paths that could not be written or given their owner, mode or times.
+    errors: int | None = Field(default=None, ge=0)
+    error_list: list[PathError] = Field(default_factory=list)
     verify: RestoreCheck | None = None  # only with --verify
 
 

@@ -226,10 +226,38 @@ def _advance(
         item.error = None
     else:
         item.phase = "Failed"
-        item.error = outcome.error or ErrorDetail(
-            reason="Error", message=doc.error or "the restore failed"
+        item.error = (
+            _not_restored(doc, root=request.run_as_root and request.file_access is not None)
+            or outcome.error
+            or ErrorDetail(reason="Error", message=doc.error or "the restore failed")
         )
     return None
+
+
+#: How a file system refuses a user what only its owner or root may do.
+_DENIED = ("Permission denied", "Operation not permitted")
+
+
+def _not_restored(doc: RestoreSummary, *, root: bool) -> ErrorDetail | None:
+    """The error of a restore that ended but could not write some paths (exit code 3), in
+    the claim's own paths, and what to do; None for any other failure."""
+    if not doc.error_list:
+        return None
+    prefix = f"{RESTORE_ROOT}/volume/"
+    shown = "; ".join(f"{e.path.removeprefix(prefix)}: {e.error}" for e in doc.error_list[:3])
+    more = ", ..." if len(doc.error_list) > 3 else ""
+    if not root and any(d in e.error for e in doc.error_list for d in _DENIED):
+        hint = (
+            "the Jobs' non-root user may not write these paths or give them their owners: "
+            "let the policy's volume Jobs run as root (spec.job.runAsRoot, docs/operator.md)"
+        )
+    else:
+        hint = "create the request again to complete them (complete files are skipped)"
+    return ErrorDetail(
+        reason="FilesNotRestored",
+        message=f"{doc.errors or len(doc.error_list)} path(s) could not be restored "
+        f"({shown}{more}): {hint}",
+    )
 
 
 def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
