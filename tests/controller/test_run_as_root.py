@@ -364,7 +364,8 @@ def test_a_restore_its_user_may_not_write_names_the_paths_and_what_to_do(
     assert item["phase"] == "Failed", item
     assert item["error"]["reason"] == "FilesNotRestored", item
     message = item["error"]["message"]
-    assert "locked/a.txt: " in message and "Permission denied" in message, message
+    assert "locked/a.txt: " in message, message
+    assert "Permission denied" in message, message
     assert "/restore/" not in message  # the claim's own paths
     assert "spec.job.runAsRoot" in message
     assert not (locked / "a.txt").exists()
