@@ -288,12 +288,12 @@ def test_a_volume_restore_following_a_policy_that_asks_for_root_fails_when_not_a
     )
     policy = _policy({"runAsRoot": True})
     for allowed, phase in ((False, "Failed"), (True, "Pending")):
-        rt: Any = SimpleNamespace(limits=Limits(run_as_root=allowed), job_settings=lambda j: j)
+        rt: Any = SimpleNamespace(limits=Limits(run_as_root=allowed), job_settings=lambda j, r: j)
         item = RestoredItem(source="data", kind="volume", target="pvc/team-a/data")
         _limit(rt, request, policy, item)
         assert item.phase == phase
     assert item.error is None
-    rt = SimpleNamespace(limits=Limits(), job_settings=lambda j: j)
+    rt = SimpleNamespace(limits=Limits(), job_settings=lambda j, r: j)
     item = RestoredItem(source="data", kind="volume", target="pvc/team-a/data")
     _limit(rt, request, policy, item)
     assert item.error is not None
@@ -342,7 +342,8 @@ def test_a_restore_its_user_may_not_write_names_the_paths_and_what_to_do(
 ) -> None:
     """Overwrite into a claim whose directory belongs to another user: the non-root
     restore cannot write there, and says so in the claim's paths with the way out; the
-    same restore as root succeeds and gives the file its owner."""
+    same restore as root (the request's own spec.job) succeeds and gives the file its
+    owner."""
     operator(limits=Limits(run_as_root=True))
     kit.store_location(namespace, s3_store, "primary")
     data = kit.make_claim(namespace, "data")
@@ -370,11 +371,67 @@ def test_a_restore_its_user_may_not_write_names_the_paths_and_what_to_do(
     assert "spec.job.runAsRoot" in message
     assert not (locked / "a.txt").exists()
 
-    kit.policy(namespace, "pol", "primary", ["data"], job={"runAsRoot": True})
-    kit.restore_request(namespace, "again", **spec)
+    # the request's own spec.job, over its policy's
+    kit.restore_request(namespace, "again", **spec, job={"runAsRoot": True})
     kit.kubectl_wait(namespace, "restorerequest/again", "Complete", timeout=180)
     restore = kit.get(namespace, "restorerequest", "again")
     assert restore["status"]["phase"] == "Succeeded", restore["status"]
     info = (locked / "a.txt").stat()
     assert (info.st_uid, info.st_gid) == (999, 998)
     assert (locked / "a.txt").read_text() == "kept by uid 999\n"
+
+
+def test_a_restores_own_job_settings_lie_over_its_policys_and_the_defaults() -> None:
+    from safehold.controller.runtime import Runtime
+
+    defaults = JobSettings.model_validate({"backoffLimit": 3, "priorityClassName": "low"})
+    kube: Any = None  # merging settings reads no cluster
+    rt = Runtime(kube, job_defaults=defaults)
+    policy = JobSettings.model_validate({"backoffLimit": 2, "activeDeadlineSeconds": 60})
+    request = JobSettings.model_validate({"activeDeadlineSeconds": 7200, "runAsRoot": True})
+    merged = rt.job_settings(policy, request)
+    assert merged is not None
+    assert merged.backoff_limit == 2  # the policy's, over the defaults
+    assert merged.priority_class_name == "low"  # the defaults', set by no one else
+    assert merged.active_deadline_seconds == 7200  # the request's, over the policy's
+    assert merged.run_as_root is True
+    assert rt.job_settings(None, None) == rt.job_defaults
+
+
+def test_a_restore_asking_for_root_itself_is_named_as_asking() -> None:
+    from types import SimpleNamespace
+
+    from safehold.api import RestoreRequest
+    from safehold.api.restorerequest import RestoredItem
+    from safehold.controller.restoreplan import _limit
+
+    request = RestoreRequest.model_validate(
+        {
+            "metadata": {"name": "r", "namespace": "team-a"},
+            "spec": {"policyRef": {"name": "shop"}, "job": {"runAsRoot": True}},
+        }
+    )
+    rt: Any = SimpleNamespace(
+        limits=Limits(), job_settings=lambda *layers: JobSettings(run_as_root=True)
+    )
+    item = RestoredItem(source="data", kind="volume", target="pvc/team-a/data")
+    _limit(rt, request, _policy(), item)
+    assert item.error is not None
+    assert item.error.message.startswith("spec.job.runAsRoot: this installation")
+
+
+def test_the_operator_pages_restore_example_is_a_valid_request() -> None:
+    import re
+
+    import yaml
+
+    from safehold.api import RestoreRequest, validate_object
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
+    section = page.split("**Job settings**", 1)[1].split("**The existing-data rule**", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    manifest = yaml.safe_load(block)
+    assert validate_object(manifest) == []
+    job = RestoreRequest.model_validate(manifest).spec.job
+    assert job is not None
+    assert (job.active_deadline_seconds, job.run_as_root) == (43200, True)

@@ -12,8 +12,8 @@ the policy fails with reason NoBackupFound. A re-created claim gets the size, ac
 modes, volume mode, labels and StorageClass (through ``storageClassMapping``) recorded in
 its snapshot when the original claim is gone; a database source needs its BackupPolicy
 (the server and the credentials Secret), e.g. applied from Git. Every Job of a restore
-follows the policy's ``spec.job`` (when the policy exists) and the chart's
-``jobDefaults``.
+follows the request's own ``spec.job``, over the policy's (when the policy exists), over
+the chart's ``jobDefaults``.
 
 Tenancy: a request writes into its own namespace unless ``target.namespace`` or
 ``namespaceMapping`` (for clusterResources also ``resources.includeNamespaces``, for a
@@ -41,6 +41,7 @@ from safehold.api.base import ApiModel
 from safehold.api.conditions import Conditions
 from safehold.api.enums import RunPhase, SourceKind
 from safehold.api.errors import invalid
+from safehold.api.jobs import JobSettings
 from safehold.api.meta import CrdInfo, CustomResource, PrinterColumn
 from safehold.api.references import LocalObjectReference
 from safehold.api.reports import ErrorDetail, Progress
@@ -168,6 +169,10 @@ class RestoreRequestSpec(ApiModel):
     it, Fail stops the request before anything is written (docs/operator.md)."""
     dry_run: bool = False
     """Only list what would be restored, into status.restored, without writing anything."""
+    job: JobSettings | None = None
+    """Settings for this request's Jobs, over the policy's spec.job and the chart's
+    jobDefaults, field by field: more memory or a longer deadline for a large restore, or
+    runAsRoot to give restored files their owners when the policy does not say so."""
 
     @model_validator(mode="after")
     def _one_origin(self) -> RestoreRequestSpec:

@@ -182,9 +182,12 @@ def _limit(
     ns = req.metadata.namespace or ""
     why: str | None = None
     if item.kind == "volume":
-        why = rt.limits.root(rt.job_settings(policy.spec.job if policy else None))
+        own = req.spec.job
+        why = rt.limits.root(rt.job_settings(policy.spec.job if policy else None, own))
         owner = f"BackupPolicy {policy.metadata.name} " if policy else ""
         reason, field = "RunAsRootNotAllowed", owner + root_field(policy)
+        if own is not None and own.run_as_root is not None:
+            field = "spec.job.runAsRoot"
     elif item.kind == RESOURCES_KIND and req.spec.resources is not None:
         sa = req.spec.resources.service_account_name
         why = rt.limits.service_account(ns, sa) if sa else None

@@ -249,7 +249,8 @@ def _not_restored(doc: RestoreSummary, *, root: bool) -> ErrorDetail | None:
     if not root and any(d in e.error for e in doc.error_list for d in _DENIED):
         hint = (
             "the Jobs' non-root user may not write these paths or give them their owners: "
-            "let the policy's volume Jobs run as root (spec.job.runAsRoot, docs/operator.md)"
+            "run the restore as root (spec.job.runAsRoot, of this request or its policy; "
+            "docs/operator.md)"
         )
     else:
         hint = "create the request again to complete them (complete files are skipped)"
@@ -274,7 +275,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         pname = policy_name(rt, req, status)
         policy = _policy(rt, ns, pname)
         # the policy's spec.job over the chart's jobDefaults, for every Job of the restore
-        settings = rt.job_settings(policy.spec.job if policy else None)
+        settings = rt.job_settings(policy.spec.job if policy else None, req.spec.job)
 
         def record() -> None:
             write_status(rt.kube, PLURAL, body, status)

@@ -150,13 +150,15 @@ class Runtime:
     #: How many BackupRuns may run at once in the whole cluster; None: no limit.
     max_concurrent_runs: int | None = field(default_factory=max_concurrent_runs_from_env)
 
-    def job_settings(self, policy_job: JobSettings | None) -> JobSettings | None:
-        """The policy's ``spec.job`` over the operator's defaults, field by field."""
-        if self.job_defaults is None:
-            return policy_job
-        merged = self.job_defaults.model_dump(by_alias=True, exclude_unset=True)
-        if policy_job is not None:
-            merged.update(policy_job.model_dump(by_alias=True, exclude_unset=True))
+    def job_settings(self, *layers: JobSettings | None) -> JobSettings | None:
+        """``layers`` (a policy's ``spec.job``, then a restore's) over the operator's
+        defaults, each over the one before, field by field."""
+        given = [s for s in (self.job_defaults, *layers) if s is not None]
+        if len(given) <= 1:
+            return given[0] if given else None
+        merged: dict[str, object] = {}
+        for settings in given:
+            merged.update(settings.model_dump(by_alias=True, exclude_unset=True))
         return JobSettings.model_validate(merged)
 
 
