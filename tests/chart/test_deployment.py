@@ -266,3 +266,33 @@ def test_the_chart_passes_the_limits_to_the_operator(render: Any, of_kind: Any) 
     )
     assert limited["SAFEHOLD_ALLOWED_SERVICE_ACCOUNTS"] == "*/sa,ops/x"
     assert limited["SAFEHOLD_ALLOWED_DATABASE_HOSTS"] == "*.svc"
+
+
+@pytest.mark.parametrize(
+    ("security", "user", "group"),
+    [
+        ({}, "65532", "65532"),
+        (VARIANTS["openshift"]["podSecurityContext"], "", ""),
+        ({"runAsUser": 1000680000, "runAsGroup": 1000680000}, "1000680000", "1000680000"),
+    ],
+)
+def test_the_jobs_run_as_the_operator_does(
+    render: Any, security: dict[str, Any], user: str, group: str
+) -> None:
+    """The Jobs' user follows podSecurityContext: on OpenShift (null) none is named, so the
+    platform assigns one; a large id stays a whole number (Helm's numbers are floats)."""
+    from safehold.controller.jobs import JobRequest, build_job
+    from safehold.controller.runtime import job_image_from_env
+
+    values = {"podSecurityContext": security} if security else {}
+    env = env_of(operator_container(render(values)))
+    assert (env["SAFEHOLD_JOB_USER"], env["SAFEHOLD_JOB_GROUP"]) == (user, group)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAFEHOLD_JOB_USER", user)
+        patch.setenv("SAFEHOLD_JOB_GROUP", group)
+        image = job_image_from_env()
+    job = build_job(JobRequest("j", "ns", "backup", ["backup"], {}, None, image=image))
+    pod = job["spec"]["template"]["spec"]["securityContext"]
+    assert pod.get("runAsUser") == (int(user) if user else None)
+    assert pod.get("runAsGroup") == (int(group) if group else None)
+    assert pod["runAsNonRoot"] is True

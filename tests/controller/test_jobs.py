@@ -220,3 +220,25 @@ def test_jobs_are_pulled_as_the_operator_is(monkeypatch: pytest.MonkeyPatch) -> 
     image = job_image_from_env()
     assert (image.pull_policy, image.pull_secrets) == ("IfNotPresent", ())
     assert "imagePullSecrets" not in _pod(_job(image=image))
+
+
+def test_the_jobs_user_is_the_images_unless_the_installation_says(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from safehold.controller.runtime import job_image_from_env
+
+    monkeypatch.delenv("SAFEHOLD_JOB_USER", raising=False)  # a hand-run operator
+    monkeypatch.delenv("SAFEHOLD_JOB_GROUP", raising=False)
+    image = job_image_from_env()
+    assert (image.user, image.group) == (65532, 65532)
+    monkeypatch.setenv("SAFEHOLD_JOB_USER", "")  # the chart with null: the platform's
+    monkeypatch.setenv("SAFEHOLD_JOB_GROUP", "1000680000")
+    image = job_image_from_env()
+    assert (image.user, image.group) == (None, 1000680000)
+    security = _pod(_job(image=image))["securityContext"]  # type: ignore[index]
+    assert "runAsUser" not in security
+    assert security["runAsGroup"] == 1000680000
+    for refused in ("0", "root", "-5"):
+        monkeypatch.setenv("SAFEHOLD_JOB_USER", refused)
+        assert job_image_from_env().user == 65532
+        assert f"ignoring SAFEHOLD_JOB_USER={refused!r}" in caplog.text

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_IMAGE",
     "HOOKS_CONTAINER",
     "HOOKS_HANDOVER_DIR",
+    "IMAGE_USER",
     "JOB_CONTAINER",
     "LABEL_COMPONENT",
     "LABEL_LOCATION",
@@ -103,7 +104,8 @@ HOOKS_CONTAINER = "hooks"
 HOOKS_HANDOVER_DIR = "/run/safehold/hooks"
 #: A test restore's own check, run after the Job's command (then an init container).
 CHECK_CONTAINER = "check"
-_UID = 65532  # the "nonroot" user of distroless images; any non-zero id works
+#: The image's user and group (the Dockerfile's, the "nonroot" user of distroless images).
+IMAGE_USER = 65532
 
 #: What a volume Job's command does to files other users own: reads them (a backup) or
 #: writes them with their owners, modes and times (a restore).
@@ -168,11 +170,15 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 class JobImage:
     """The image every Job runs (the operator's own) and how the kubelet gets it: the
     operator's pull policy, and Secrets of the Job's namespace for a private registry
-    (named, not copied: a Job's namespace must hold them)."""
+    (named, not copied: a Job's namespace must hold them); and the user and group its pods
+    run as, the image's own (None: the platform's choice, as OpenShift assigns one from the
+    namespace's range and refuses any other)."""
 
     name: str = DEFAULT_IMAGE
     pull_policy: PullPolicy = "IfNotPresent"
     pull_secrets: tuple[str, ...] = ()
+    user: int | None = IMAGE_USER
+    group: int | None = IMAGE_USER
 
 
 @dataclass(frozen=True)
@@ -382,8 +388,8 @@ def _pod_spec(
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": _UID,
-            "runAsGroup": _UID,
+            **({"runAsUser": req.image.user} if req.image.user is not None else {}),
+            **({"runAsGroup": req.image.group} if req.image.group is not None else {}),
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": containers,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from safehold.api import Progress
 from safehold.api.jobs import JobSettings
 from safehold.api.validation import validate_model
-from safehold.controller.jobs import DEFAULT_IMAGE, JobImage, PullPolicy
+from safehold.controller.jobs import DEFAULT_IMAGE, IMAGE_USER, JobImage, PullPolicy
 from safehold.controller.kube import Kube
 from safehold.controller.limits import Limits, limits_from_env
 from safehold.controller.progress import PROGRESS_INTERVAL
@@ -97,7 +97,29 @@ def job_image_from_env() -> JobImage:
         name=os.environ.get("SAFEHOLD_IMAGE", DEFAULT_IMAGE),
         pull_policy=policy,
         pull_secrets=tuple(s.strip() for s in secrets if s.strip()),
+        user=_job_id("SAFEHOLD_JOB_USER"),
+        group=_job_id("SAFEHOLD_JOB_GROUP"),
     )
+
+
+def _job_id(variable: str) -> int | None:
+    """The user or group id the Jobs' pods run as: ``$variable`` (the chart's
+    ``podSecurityContext.runAsUser`` or ``runAsGroup``, so that the Jobs run as the operator
+    does); empty: none, the platform assigns one (OpenShift); unset: the image's."""
+    raw = os.environ.get(variable)
+    if raw is None:
+        return IMAGE_USER
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        log.warning("ignoring %s=%r: give a user id above 0, or nothing", variable, raw)
+        return IMAGE_USER
+    return value
 
 
 def exec_hooks_from_env() -> bool:
