@@ -296,3 +296,12 @@ def test_the_jobs_run_as_the_operator_does(
     assert pod.get("runAsUser") == (int(user) if user else None)
     assert pod.get("runAsGroup") == (int(group) if group else None)
     assert pod["runAsNonRoot"] is True
+
+
+def test_root_jobs_by_default_need_the_installation_to_allow_them(render: Any) -> None:
+    message = render.fails({"jobDefaults": {"runAsRoot": True}})
+    assert "policyLimits.runAsRoot" in message
+    allowed = {"jobDefaults": {"runAsRoot": True}, "policyLimits": {"runAsRoot": True}}
+    env = env_of(operator_container(render(allowed)))
+    assert env["SAFEHOLD_ALLOW_RUN_AS_ROOT"] == "true"
+    assert json.loads(env["SAFEHOLD_JOB_DEFAULTS"])["runAsRoot"] is True
