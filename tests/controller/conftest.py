@@ -189,6 +189,19 @@ def write_data(root: Path, seed: int, files: int = 20, size: int = 64 * 1024) ->
     return out
 
 
+def private_data(root: Path) -> None:
+    """A file only its owner (uid 999, gid 998) may read, ``private/key.pem`` (mode 0600,
+    mtime 1,600,000,000), in a directory only it may enter, beside a public one."""
+    (root / "public.txt").write_text("anyone may read this\n")
+    private = root / "private"
+    private.mkdir(mode=0o700)
+    (private / "key.pem").write_text("only the owner reads this\n")
+    os.chmod(private / "key.pem", 0o600)
+    os.chown(private / "key.pem", 999, 998)
+    os.chown(private, 999, 998)
+    os.utime(private / "key.pem", (1_600_000_000, 1_600_000_000))
+
+
 def read_tree(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
@@ -308,6 +321,7 @@ class Kit:
     make_claim = staticmethod(make_claim)
     write_data = staticmethod(write_data)
     read_tree = staticmethod(read_tree)
+    private_data = staticmethod(private_data)
     store_location = staticmethod(store_location)
     policy = staticmethod(policy)
     backup_run = staticmethod(backup_run)

@@ -8,7 +8,6 @@ started, and a test Job left behind (with its claim) is removed."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -230,11 +229,7 @@ def test_a_test_restore_as_root_gives_the_scratch_files_their_owners(
     from safehold.controller.limits import Limits
 
     operator(poll_interval=1.0, limits=Limits(run_as_root=True))
-    data = kit.make_claim(namespace, "data")
-    (data / "private").mkdir(mode=0o700)
-    (data / "private" / "key.pem").write_text("only the owner reads this\n")
-    os.chown(data / "private" / "key.pem", 999, 998)
-    os.chown(data / "private", 999, 998)
+    kit.private_data(kit.make_claim(namespace, "data"))
     kit.store_location(namespace, s3_store, password=PASSWORD)
     owners = (
         'test "$(stat -c %u:%g:%a /scratch/private)" = 999:998:700 '
@@ -255,5 +250,5 @@ def test_a_test_restore_as_root_gives_the_scratch_files_their_owners(
 
     last = _tested_after(namespace, kit, "pol", backed_up)["lastTestRestore"]
     assert last["result"] == "Succeeded", last
-    assert last["files"] == 1
+    assert last["files"] == 2
     assert "your check passed" in last["sources"][0]["message"], last

@@ -188,19 +188,6 @@ def test_root_jobs_meet_the_baseline_pod_security_level_and_others_the_restricte
         assert not any(c["securityContext"]["privileged"] for c in pod["containers"])
 
 
-def _private_data(root: Path) -> None:
-    """A file only its owner (uid 999) may read, in a directory only it may enter, beside
-    a public one."""
-    (root / "public.txt").write_text("anyone may read this\n")
-    private = root / "private"
-    private.mkdir(mode=0o700)
-    (private / "key.pem").write_text("only the owner reads this\n")
-    os.chmod(private / "key.pem", 0o600)
-    os.chown(private / "key.pem", 999, 998)
-    os.chown(private, 999, 998)
-    os.utime(private / "key.pem", (1_600_000_000, 1_600_000_000))
-
-
 def _job_context(namespace: Namespace, selector: str) -> dict[str, Any]:
     done = namespace.kubectl("get", "jobs", "-l", selector, "-o", "json")
     [job] = json.loads(done.stdout)["items"]
@@ -233,7 +220,7 @@ def test_a_root_backup_reads_every_file_and_its_restore_brings_back_the_owners(
 ) -> None:
     operator(limits=Limits(run_as_root=True))
     kit.store_location(namespace, s3_store, "primary")
-    _private_data(kit.make_claim(namespace, "data"))
+    kit.private_data(kit.make_claim(namespace, "data"))
 
     # As the image's user, with no capabilities, the private file is reported, not read.
     kit.policy(namespace, "plain", "primary", ["data"])
