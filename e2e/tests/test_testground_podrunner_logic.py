@@ -287,3 +287,26 @@ def test_testground_sandbox_follows_the_containers_user_and_capabilities(
     assert ("refused" in out) is not reads, out
     flag = "1" if context.get("allowPrivilegeEscalation") is False else "0"
     assert out.split()[-2:] == [flag, str(context.get("runAsUser", 0))], out
+
+
+def test_testground_node_follows_node_selectors_and_required_affinity() -> None:
+    from testground.podrunner.node import UNMATCHED, unschedulable
+
+    node = {"metadata": {"name": "testground", "labels": {"disk": "ssd", "zone": "a"}}}
+
+    def pod(**spec: Any) -> dict[str, Any]:
+        return {"spec": spec}
+
+    def affinity(*terms: dict[str, Any]) -> dict[str, Any]:
+        required = {"nodeSelectorTerms": list(terms)}
+        return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+    name_in = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}
+    assert unschedulable(pod(), node) is None
+    assert unschedulable(pod(nodeSelector={"disk": "ssd"}), node) is None
+    assert unschedulable(pod(nodeSelector={"disk": "hdd"}), node) == UNMATCHED
+    assert unschedulable(pod(affinity=affinity(name_in)), node) == UNMATCHED
+    zone = {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+    assert unschedulable(pod(affinity=affinity(name_in, zone)), node) is None  # any term
+    gpu = {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}
+    assert unschedulable(pod(affinity=affinity(gpu)), node) == UNMATCHED

@@ -127,6 +127,24 @@ def test_a_pod_that_cannot_start_is_reported_while_pending() -> None:
     assert 'secret "loc-storage" not found' in outcome.waiting
 
 
+def test_a_pod_no_node_can_take_is_reported_as_one_that_may_pass() -> None:
+    why = "0/3 nodes are available: 3 Insufficient memory."
+    pod = {
+        "metadata": {"name": "j-1"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False",
+                            "reason": "Unschedulable", "message": why}],
+        },
+    }  # fmt: skip
+    outcome = job_outcome(_job(None), [pod])
+    assert outcome.waiting == f"Unschedulable: {why}"
+    assert outcome.waiting_may_pass is True
+    shown = source_result(SourceResult(name="data", kind="volume"), outcome)
+    assert shown.phase in ("Pending", "Running")
+    assert shown.error == ErrorDetail(reason="PodNotStarting", message=outcome.waiting)
+
+
 def test_run_phase_from_sources() -> None:
     ok = SourceResult(name="a", kind="volume", phase="Succeeded")
     bad = SourceResult(name="b", kind="volume", phase="Failed")

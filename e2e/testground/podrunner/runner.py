@@ -19,7 +19,7 @@ from typing import Any
 
 from testground.podrunner.env import ConfigError
 from testground.podrunner.logserver import LogServer
-from testground.podrunner.node import NODE_NAME, bind, register_node
+from testground.podrunner.node import NODE_NAME, bind, register_node, unschedulable
 from testground.podrunner.pods import Context, PodWorker
 from testground.podrunner.provisioner import Provisioner
 from testground.podrunner.status import now
@@ -89,6 +89,35 @@ class Runner:
             entrypoint=self._entrypoint,
             keep_visible=_environment_dirs(venv_bin),
         )
+
+    def _unschedulable(self, pod: Json) -> bool:
+        """Whether this Node cannot take ``pod``; if so, say why in its status once, as
+        kube-scheduler does (PodScheduled False, Unschedulable)."""
+        spec = pod.get("spec") or {}
+        if not spec.get("nodeSelector") and not spec.get("affinity"):
+            return False
+        why = unschedulable(pod, self.api.get(f"/api/v1/nodes/{self.node_name}"))
+        if why is None:
+            return False
+        said = [
+            c
+            for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("message") == why
+        ]
+        if not said:
+            meta = pod["metadata"]
+            condition = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": why,
+                "lastProbeTime": None,
+                "lastTransitionTime": now(),
+            }
+            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+            with contextlib.suppress(ApiError):  # deleted meanwhile: nothing to say
+                self.api.merge_patch(path, {"status": {"conditions": [condition]}})
+        return True
 
     # ------------------------------------------------------------------ lookups
     def _fetch(self, kind: str, namespace: str, name: str) -> Json | None:
@@ -188,6 +217,8 @@ class Runner:
             phase = pod.get("status", {}).get("phase", "Pending")
             if phase == "Pending":
                 if not node:
+                    if self._unschedulable(pod):
+                        continue
                     if not bind(self.api, pod, self.node_name):
                         continue
                     pod["spec"]["nodeName"] = self.node_name

@@ -236,10 +236,15 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     if latest is not None:
         outcome = rt.kube.outcome_of(ns, latest, latest["metadata"]["name"])
         if outcome.state in ("Pending", "Running"):
-            if outcome.waiting:
+            # a check that waits for a node says so, but does not make the location
+            # unavailable: that would stop the runs writing to it
+            if outcome.waiting and not outcome.waiting_may_pass:
                 _set(rt, body, status, "False", "PodNotStarting", outcome.waiting)
             elif find_condition(status.conditions, AVAILABLE) is None:
-                _set(rt, body, status, "Unknown", "Validating", "the location is being checked")
+                why = f": {outcome.waiting}" if outcome.waiting else ""
+                _set(
+                    rt, body, status, "Unknown", "Validating", f"the location is being checked{why}"
+                )
             return
         finished = parse_time(outcome.completion_time) or current
         if status.last_validation_time is None or finished > status.last_validation_time:

@@ -101,6 +101,8 @@ class JobOutcome:
     start_time: str | None = None
     completion_time: str | None = None
     waiting: str | None = None  # why the pod does not start (a missing Secret, ...)
+    #: ``waiting`` may pass without a fix: no node can take the pod yet (one may be added).
+    waiting_may_pass: bool = False
     running_pod: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -136,12 +138,21 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _waiting(pods: Sequence[Mapping[str, Any]]) -> str | None:
+def _waiting(pods: Sequence[Mapping[str, Any]]) -> tuple[str, bool] | None:
+    """Why the newest pod that cannot start cannot, and whether that may pass without a
+    fix: a container the kubelet will not start without one (no), or no node the scheduler
+    may put the pod on (a node selector nothing matches, requests no node has room for:
+    yes, a node may be added)."""
     for pod in reversed(pods):
-        for status in pod.get("status", {}).get("containerStatuses") or []:
+        pstatus = pod.get("status", {})
+        for status in pstatus.get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in _STUCK:
-                return f"{waiting['reason']}: {waiting.get('message') or 'see the pod events'}"
+                why = waiting.get("message") or "see the pod events"
+                return f"{waiting['reason']}: {why}", False
+        for c in pstatus.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable":
+                return f"Unschedulable: {c.get('message') or 'no node can take the pod'}", True
     return None
 
 
@@ -196,7 +207,9 @@ def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
         out.running_pod = running[-1]["metadata"]["name"]
     elif jstatus.get("active"):
         out.state = "Running" if out.start_time else "Pending"
-    out.waiting = _waiting(pods)
+    waiting = _waiting(pods)
+    if waiting is not None:
+        out.waiting, out.waiting_may_pass = waiting
     return out
 
 
