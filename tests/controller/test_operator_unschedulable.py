@@ -43,3 +43,40 @@ def test_a_run_whose_job_no_node_can_take_says_why_and_goes_on_when_one_can(
     [source] = run["status"]["sources"]
     assert source.get("error") is None
     assert source["files"] == len(files)
+
+
+def test_a_locations_check_waiting_for_a_node_says_so_without_failing_it(
+    namespace: Namespace, s3_store: Any, operator: Any, kit: Any
+) -> None:
+    """The chart's jobDefaults place every Job, the location's check too: while no node
+    matches, the first check says why in Validating's message (Unknown, not False, which
+    would stop the location's runs), and it validates once a node does."""
+    from safehold.api.jobs import JobSettings
+
+    label = f"safehold-test-{namespace}"[:63].rstrip("-")
+    operator(job_defaults=JobSettings(node_selector={label: "yes"}))
+    kit.store_location(namespace, s3_store, "primary")
+
+    def available() -> dict[str, Any] | None:
+        status = kit.get(namespace, "backuplocation", "primary").get("status") or {}
+        found = [c for c in status.get("conditions") or [] if c["type"] == "Available"]
+        return found[0] if found else None
+
+    def says_why() -> dict[str, Any] | None:
+        condition = available()
+        return condition if condition and "Unschedulable" in condition["message"] else None
+
+    condition = namespace.cluster.wait_for(says_why, timeout=90, what="the check to say why")
+    assert (condition["status"], condition["reason"]) == ("Unknown", "Validating"), condition
+    assert "didn't match node selector" in condition["message"]
+
+    node = namespace.cluster.kubectl("get", "nodes", "-o", "name").stdout.split()[0]
+    namespace.cluster.kubectl("label", node, f"{label}=yes")
+    try:
+        namespace.cluster.wait_for(
+            lambda: (available() or {}).get("status") == "True",
+            timeout=120,
+            what="the location to validate",
+        )
+    finally:
+        namespace.cluster.kubectl("label", node, f"{label}-")

@@ -238,9 +238,10 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         if outcome.state in ("Pending", "Running"):
             # a check that waits for a node says so, but does not make the location
             # unavailable: that would stop the runs writing to it
+            checked = find_condition(status.conditions, AVAILABLE)
             if outcome.waiting and not outcome.waiting_may_pass:
                 _set(rt, body, status, "False", "PodNotStarting", outcome.waiting)
-            elif find_condition(status.conditions, AVAILABLE) is None:
+            elif checked is None or checked.status == "Unknown":
                 why = f": {outcome.waiting}" if outcome.waiting else ""
                 _set(
                     rt, body, status, "Unknown", "Validating", f"the location is being checked{why}"
