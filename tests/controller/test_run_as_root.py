@@ -289,7 +289,9 @@ def test_a_volume_restore_following_a_policy_that_asks_for_root_fails_when_not_a
     assert item.error.message.startswith("BackupPolicy shop spec.job.runAsRoot: this installation")
 
 
-def test_the_operator_pages_example_is_a_valid_policy() -> None:
+def _operator_page_example(start: str, end: str) -> dict[str, Any]:
+    """The one YAML example of docs/operator.md between ``start`` and ``end``, checked to be
+    a valid resource."""
     import re
 
     import yaml
@@ -297,10 +299,15 @@ def test_the_operator_pages_example_is_a_valid_policy() -> None:
     from safehold.api import validate_object
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
-    section = page.split("### Volume Jobs as root", 1)[1].split("\n## ", 1)[0]
+    section = page.split(start, 1)[1].split(end, 1)[0]
     [block] = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
-    manifest = yaml.safe_load(block)
+    manifest: dict[str, Any] = yaml.safe_load(block)
     assert validate_object(manifest) == []
+    return manifest
+
+
+def test_the_operator_pages_example_is_a_valid_policy() -> None:
+    manifest = _operator_page_example("### Volume Jobs as root", "\n## ")
     assert BackupPolicy.model_validate(manifest).spec.job == ROOT
 
 
@@ -409,17 +416,9 @@ def test_a_restore_asking_for_root_itself_is_named_as_asking() -> None:
 
 
 def test_the_operator_pages_restore_example_is_a_valid_request() -> None:
-    import re
+    from safehold.api import RestoreRequest
 
-    import yaml
-
-    from safehold.api import RestoreRequest, validate_object
-
-    page = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
-    section = page.split("**Job settings**", 1)[1].split("**The existing-data rule**", 1)[0]
-    [block] = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
-    manifest = yaml.safe_load(block)
-    assert validate_object(manifest) == []
+    manifest = _operator_page_example("**Job settings**", "**The existing-data rule**")
     job = RestoreRequest.model_validate(manifest).spec.job
     assert job is not None
     assert (job.active_deadline_seconds, job.run_as_root) == (43200, True)
