@@ -143,7 +143,7 @@ def _wait_ready(server: DatabaseServer, probe: Callable[[], bool], timeout: floa
     raise RuntimeError(f"{server.engine} did not start in {timeout} s:\n{log_tail(server.log, 30)}")
 
 
-def _private_dir(prefix: str, owner: str | None) -> Path:
+def private_dir(prefix: str, owner: str | None) -> Path:
     # pytest's tmp_path lives under a root-only directory the postgres user cannot enter.
     path = Path(tempfile.mkdtemp(prefix=prefix))
     if owner:
@@ -155,7 +155,7 @@ def _private_dir(prefix: str, owner: str | None) -> Path:
 def start_postgres() -> DatabaseServer:
     """initdb + postgres on a free port, with a password-authenticated admin user."""
     owner = "postgres" if os.geteuid() == 0 else None
-    root = _private_dir("safehold-pg-", owner)
+    root = private_dir("safehold-pg-", owner)
     data = root / "data"
     pwfile = root / "pwfile"
     pwfile.write_text(ADMIN_PASSWORD + "\n")
@@ -181,6 +181,13 @@ def start_postgres() -> DatabaseServer:
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
     pwfile.unlink()
+    return run_postgres(root, data)
+
+
+def run_postgres(root: Path, data: Path) -> DatabaseServer:
+    """postgres on a free port, on the data directory ``data`` (inside ``root``, where its
+    log and socket go; owned by the ``postgres`` user when the tests run as root)."""
+    owner = "postgres" if os.geteuid() == 0 else None
     (port,) = free_ports(1)
     log = root / "postgres.log"
     argv = _run_as(
@@ -226,7 +233,7 @@ def start_postgres() -> DatabaseServer:
 def start_mariadb() -> DatabaseServer:
     """mariadb-install-db + mariadbd on a free port, with a password-authenticated admin."""
     owner = "mysql" if os.geteuid() == 0 else None
-    root = _private_dir("safehold-maria-", owner)
+    root = private_dir("safehold-maria-", owner)
     data = root / "data"
     (port,) = free_ports(1)
     user_args = [f"--user={owner}"] if owner else []

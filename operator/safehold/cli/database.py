@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from safehold.engine.databases.restore import DatabaseSnapshot
     from safehold.repo import Repository
 
-__all__ = ["register", "run_dump", "run_restore_db"]
+__all__ = ["add_server_options", "connection", "failed", "register", "run_dump", "run_restore_db"]
 
 _ENGINES: dict[str, Engine] = {
     "postgresql": "postgresql",
@@ -50,20 +50,7 @@ def _connection_options(p: argparse.ArgumentParser, *, required: bool = True) ->
         nargs=None if required else "?",
         help="the server type (mariadb means mysql)",
     )
-    p.add_argument(
-        "--db-host",
-        required=required,
-        metavar="HOST",
-        help="the database server's host name (--host is the snapshots' host)",
-    )
-    p.add_argument("--db-port", type=int, metavar="PORT", help="its port (default 5432 / 3306)")
-    p.add_argument("--db-user", metavar="NAME", help="the user to connect as")
-    p.add_argument("--db-user-file", metavar="PATH", help="read the user name from this file")
-    p.add_argument(
-        "--db-password-file",
-        metavar="PATH",
-        help="read the database password from this file (default: $SAFEHOLD_DB_PASSWORD_FILE)",
-    )
+    add_server_options(p, required=required)
     p.add_argument(
         "--database",
         action="append",
@@ -78,6 +65,24 @@ def _connection_options(p: argparse.ArgumentParser, *, required: bool = True) ->
         help="the snapshots' source prefix: PREFIX/db/NAME per database, PREFIX/globals",
     )
     p.add_argument("--tag", action="append", default=[], metavar="TAG")
+
+
+def add_server_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Where the server is and who connects: the password only from a file."""
+    p.add_argument(
+        "--db-host",
+        required=required,
+        metavar="HOST",
+        help="the database server's host name (--host is the snapshots' host)",
+    )
+    p.add_argument("--db-port", type=int, metavar="PORT", help="its port (default 5432 / 3306)")
+    p.add_argument("--db-user", metavar="NAME", help="the user to connect as")
+    p.add_argument("--db-user-file", metavar="PATH", help="read the user name from this file")
+    p.add_argument(
+        "--db-password-file",
+        metavar="PATH",
+        help="read the database password from this file (default: $SAFEHOLD_DB_PASSWORD_FILE)",
+    )
 
 
 def register(
@@ -148,7 +153,8 @@ def _read_secret_file(path: str, what: str) -> str:
     return value
 
 
-def _connection(args: Namespace) -> Connection:
+def connection(args: Namespace, engine: Engine | None = None) -> Connection:
+    """The server of ``--db-*`` (``engine``, else the ENGINE argument's)."""
     from safehold.engine.databases.client import Connection
 
     if args.db_user and args.db_user_file:
@@ -167,10 +173,10 @@ def _connection(args: Namespace) -> Connection:
     password = _read_secret_file(path, "database password")
     if args.db_port is not None and not 1 <= args.db_port <= 65535:
         raise UsageError(f"--db-port {args.db_port} is not a TCP port (1 to 65535)")
-    return Connection(_ENGINES[args.engine], args.db_host, user, password, args.db_port)
+    return Connection(engine or _ENGINES[args.engine], args.db_host, user, password, args.db_port)
 
 
-def _failed(out: Output, message: str) -> int:
+def failed(out: Output, message: str) -> int:
     out.error(message)
     out.summary({"ok": False, "error": message, "exit_code": exitcodes.ERROR})
     return exitcodes.ERROR
@@ -181,7 +187,7 @@ def run_dump(args: Namespace, out: Output) -> int:
     from safehold.engine.databases.dump import DumpOptions, dump_databases, dump_meta
     from safehold.repo import RepositoryLock
 
-    conn = _connection(args)
+    conn = connection(args)
     source = args.source.strip("/")
     if not source:
         raise UsageError("--source must name the snapshots' source prefix, e.g. prod/orders-db")
@@ -203,7 +209,7 @@ def run_dump(args: Namespace, out: Output) -> int:
         ):
             result = dump_databases(repo, conn, options, progress=bar.callback())
     except DumpError as exc:
-        return _failed(out, str(exc))
+        return failed(out, str(exc))
     for name, r in result.results:
         s = r.snapshot.summary
         out.print(
@@ -232,7 +238,7 @@ def run_restore_db(args: Namespace, out: Output) -> int:
     if args.snapshot:
         raise UsageError("--snapshot goes with --check or --scratch")
     _required(args, "", "--db-host", "--source")
-    conn = _connection(args)
+    conn = connection(args)
     source = args.source.strip("/")
     repo = open_repo(args)
     try:
@@ -247,7 +253,7 @@ def run_restore_db(args: Namespace, out: Output) -> int:
                 globals_too=not args.no_globals,
             )
     except DumpError as exc:
-        return _failed(out, str(exc))
+        return failed(out, str(exc))
     for entry in result.restored:
         out.print(
             f"restored {entry['database']} from snapshot {entry['snapshot'][:12]}"
@@ -316,7 +322,7 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
         raise UsageError("restore-db --check/--scratch needs --source PREFIX or --snapshot ID")
     if args.scratch:
         _required(args, "", "--db-host")
-    conn = _connection(args) if args.scratch else None
+    conn = connection(args) if args.scratch else None
     repo = open_repo(args)
     summary: dict[str, Any] = {}
     code = exitcodes.OK
@@ -352,10 +358,10 @@ def _run_test_restore(args: Namespace, out: Output) -> int:
                 if not result.ok:
                     code = exitcodes.ERROR
     except DumpError as exc:
-        return _failed(out, str(exc))
-    failed = [s["error"] for s in summary.values() if not s["ok"]]
-    if failed:
-        out.error(failed[0])
-    out.summary({"ok": not failed, "error": failed[0] if failed else None, **summary,
+        return failed(out, str(exc))
+    errors = [s["error"] for s in summary.values() if not s["ok"]]
+    if errors:
+        out.error(errors[0])
+    out.summary({"ok": not errors, "error": errors[0] if errors else None, **summary,
                  "exit_code": code})  # fmt: skip
     return code

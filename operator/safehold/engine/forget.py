@@ -4,8 +4,10 @@ The decision is :mod:`safehold.engine.retention` (pure, property-tested); this m
 reads the snapshots, asks for the decisions and, unless it is a dry run, deletes the
 snapshot objects of the snapshots that go, and nothing else: the data they used stays
 until ``prune`` (format section 10: snapshots are never referenced by anything, so
-removing one never breaks another). It runs under an exclusive lock so that a running
-backup's parent snapshot does not vanish under it.
+removing one never breaks another). One exception to the rules: the drains of a
+PostgreSQL WAL archive follow the base backups that stay (``databases.walretention``).
+It runs under an exclusive lock so that a running backup's parent snapshot does not
+vanish under it.
 
 Under an object lock (docs/immutability.md) a snapshot object cannot be deleted before
 its lock expires: forget leaves it, and reports it as locked with the expiry time.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from safehold.engine.databases.walretention import follow_bases, is_wal
 from safehold.engine.retention import RetentionPolicy, SnapshotFacts, apply_policies
 from safehold.repo.layout import SNAPSHOTS, object_id, snapshot_name
 from safehold.repo.locks import RepositoryLock
@@ -100,6 +103,21 @@ def _decide(
     return [ForgetItem(by_id[d.snapshot.id], d.keep, d.reasons) for d in decisions]
 
 
+def _follow_bases(items: list[ForgetItem], every: list[Snapshot]) -> list[ForgetItem]:
+    """A WAL archive's drains kept or forgotten by the base backups that stay
+    (:mod:`safehold.engine.databases.walretention`), whatever the rules said of them."""
+    drains = [i.snapshot for i in items if is_wal(i.snapshot)]
+    if not drains:
+        return items
+    going = {i.snapshot.id for i in items if not i.keep}
+    decisions = follow_bases(drains, [s for s in every if s.id not in going])
+    for item in items:
+        decision = decisions.get(item.snapshot.id)
+        if decision is not None:
+            item.keep, item.reasons = decision.keep, (decision.reason,)
+    return items
+
+
 def forget_snapshots(
     repo: Repository,
     policy: RetentionPolicy | None,
@@ -122,9 +140,12 @@ def forget_snapshots(
     selected = source_filter(sources, source_prefixes)
     report = ForgetReport(dry_run=dry_run)
 
+    wanted = set(tags)
+
     def run() -> None:
-        snaps = [s for s in repo.snapshots(tags=tags) if selected(s.source)]
-        report.items = _decide(snaps, policies or {}, policy)
+        every = repo.snapshots()
+        snaps = [s for s in every if selected(s.source) and wanted <= set(s.tags)]
+        report.items = _follow_bases(_decide(snaps, policies or {}, policy), every)
         if dry_run:
             return
         lock = repo.object_lock_days

@@ -35,6 +35,8 @@ Engine = Literal["postgresql", "mysql"]
 DEFAULT_PORTS: dict[str, int] = {"postgresql": 5432, "mysql": 3306}
 #: Databases that are the server's own, never dumped when "all databases" are asked for.
 _MYSQL_SYSTEM = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
+#: Between psql's columns: a character no name or value here holds (ASCII unit separator).
+_FIELD_SEPARATOR = "\x1f"
 _PACKAGES = {
     "postgresql": "the PostgreSQL client tools (Debian: postgresql-client)",
     "mysql": "the MySQL/MariaDB client tools (Debian: mariadb-client)",
@@ -190,9 +192,15 @@ class DatabaseClient:
 
     def query(self, sql: str, database: str | None = None) -> list[str]:
         """Run one SQL statement through psql or mysql; the first column of each row."""
+        return [row[0] for row in self.rows(sql, database)]
+
+    def rows(self, sql: str, database: str | None = None) -> list[list[str]]:
+        """Run one SQL statement through psql or mysql; every row's columns. For psql,
+        ``database`` may be a connection string (``dbname=postgres replication=true``)."""
         if self.conn.engine == "postgresql":
             tool = "psql"
-            args = ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", database or "postgres"]
+            args = ["-X", "-q", "-At", "-F", _FIELD_SEPARATOR, "-v", "ON_ERROR_STOP=1"]
+            args += ["-d", database or "postgres"]
         else:
             tool = "mysql"
             args = ["-N", "-B", *([database] if database else [])]
@@ -213,7 +221,8 @@ class DatabaseClient:
                 f"cannot query the {self.conn.where}: {tool} exited with {code}"
                 f" ({tail.text() or 'no message'})"
             )
-        return [line.split("\t", 1)[0] for line in out.decode().splitlines() if line]
+        sep = _FIELD_SEPARATOR if self.conn.engine == "postgresql" else "\t"
+        return [line.split(sep) for line in out.decode().splitlines() if line]
 
     def list_databases(self) -> list[str]:
         """The server's user databases (no templates, no MySQL system schemas)."""

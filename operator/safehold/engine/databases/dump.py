@@ -118,7 +118,7 @@ class DumpResult:
         }
 
 
-class _CheckedPipe(io.RawIOBase):
+class CheckedPipe(io.RawIOBase):
     """A tool's stdout whose end of file raises :class:`DumpError` unless the tool exited 0."""
 
     def __init__(self, proc: subprocess.Popen[bytes], what: str, tail: StderrTail) -> None:
@@ -162,7 +162,7 @@ def _stream_tool(
     proc = client.popen(tool, args, stdout=subprocess.PIPE)
     assert proc.stderr is not None
     tail = StderrTail(proc.stderr, client.conn.password)
-    pipe = _CheckedPipe(proc, what, tail)
+    pipe = CheckedPipe(proc, what, tail)
     try:
         return backup_stream(repo, pipe, name, options, progress=progress)  # type: ignore[arg-type]
     finally:

@@ -1,0 +1,57 @@
+"""The vocabulary of PostgreSQL's physical backups, shared by the archive, the base backup,
+the restore and retention: the snapshots' sources and kinds, WAL positions (LSNs) and the
+names of WAL segments. Pure functions; nothing here touches a server or a repository.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BASE_KIND",
+    "WAL_KIND",
+    "base_source",
+    "format_lsn",
+    "parse_lsn",
+    "segment_name",
+    "segment_number",
+    "wal_source",
+]
+
+#: ``source.kind`` of a base backup's snapshot, and of a WAL archive drain's.
+BASE_KIND = "postgresql-base"
+WAL_KIND = "postgresql-wal"
+
+
+def wal_source(prefix: str) -> str:
+    """The snapshot source of a server's WAL archive."""
+    return f"{prefix}/pg/wal"
+
+
+def base_source(prefix: str) -> str:
+    """The snapshot source of a server's base backups."""
+    return f"{prefix}/pg/base"
+
+
+def parse_lsn(text: str) -> int:
+    """``'0/3016598'`` as a number; a ValueError for anything else."""
+    high, sep, low = text.strip().partition("/")
+    if not sep or not high or not low:
+        raise ValueError(f"{text!r} is not a PostgreSQL LSN (like 0/3016598)")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(lsn: int) -> str:
+    """An LSN as PostgreSQL writes it."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def segment_name(timeline: int, lsn: int, segment_size: int) -> str:
+    """The name of the WAL segment that holds ``lsn`` (PostgreSQL's ``XLogFileName``)."""
+    per_id = 0x100000000 // segment_size
+    number = lsn // segment_size
+    return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+
+
+def segment_number(name: str, segment_size: int) -> int:
+    """The position of segment ``name`` (without ``.partial``) in its timeline."""
+    per_id = 0x100000000 // segment_size
+    return int(name[8:16], 16) * per_id + int(name[16:24], 16)

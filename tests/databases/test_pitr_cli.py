@@ -1,0 +1,289 @@
+"""PostgreSQL point-in-time recovery through the CLI, against real PostgreSQL 15 servers.
+
+The archive and the base backup run as a user with only ``LOGIN REPLICATION`` (what the
+docs ask for). A restore writes a data directory; the test starts a real server on it,
+waits until it has recovered and promoted itself, and compares the rows with what the
+source held at the time restored to: rows committed after it must be absent, rows
+before it present. The failure cases (a time the archive does not reach, a storage
+failure in the middle of a drain, WAL lost on the server) must say so and lose nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testground.databases import DatabaseServer, private_dir, run_postgres
+
+REPO_PASSWORD = "repo password for pitr tests"
+ARCHIVER = "archiver"
+ARCHIVER_PASSWORD = "arch:ive\\r's pass"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def source(database_server_factory: Callable[[str], DatabaseServer]) -> DatabaseServer:
+    server = database_server_factory("postgresql")
+    quoted = ARCHIVER_PASSWORD.replace("'", "''")
+    server.sql(f"CREATE ROLE {ARCHIVER} LOGIN REPLICATION PASSWORD '{quoted}'")
+    server.sql("CREATE DATABASE shop")
+    server.sql("CREATE TABLE orders (id int PRIMARY KEY, note text)", "shop")
+    server.sql(
+        "INSERT INTO orders SELECT g, 'before the base backup' FROM generate_series(1, 1000) g",
+        "shop",
+    )
+    return server
+
+
+@pytest.fixture
+def run(tmp_path: Path, source: DatabaseServer) -> Run:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SAFEHOLD_", "PG"))},
+        "SAFEHOLD_REPOSITORY": (tmp_path / "repo").as_uri(),
+        "SAFEHOLD_PASSWORD": REPO_PASSWORD,
+    }
+    password = tmp_path / "db-password"
+    password.write_text(ARCHIVER_PASSWORD + "\n")
+    server = ["--db-host", source.host, "--db-port", str(source.port), "--db-user", ARCHIVER,
+              "--db-password-file", str(password), "--source", "prod/shop-db"]  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        extra = server if args[0] in ("pg-archive-wal", "pg-basebackup") else []
+        done = subprocess.run(
+            [sys.executable, "-m", "safehold", *args, *extra, "--json"],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert ARCHIVER_PASSWORD not in done.stdout + done.stderr
+        return done
+
+    assert run("repo", "init").returncode == 0
+    return run
+
+
+def _summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.stdout, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return _summary(done)
+
+
+def _value(server: DatabaseServer, statement: str) -> str:
+    return server.sql(statement).strip()
+
+
+def _now(server: DatabaseServer) -> str:
+    return _value(
+        server,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+
+
+def _orders(server: DatabaseServer) -> list[str]:
+    return server.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
+
+
+@pytest.fixture
+def restored(run: Run) -> Iterator[Callable[..., DatabaseServer]]:
+    """Restore with ``pg-restore-pitr`` into a new directory and start a server on it,
+    waiting until it has finished recovery."""
+    servers: list[DatabaseServer] = []
+
+    def restore(*args: str) -> DatabaseServer:
+        root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
+        data = root / "data"
+        try:
+            _ok(run("pg-restore-pitr", "--source", "prod/shop-db", *args, str(data)))
+            server = run_postgres(root, data)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        servers.append(server)
+        deadline = time.monotonic() + 60
+        while _value(server, "SELECT pg_is_in_recovery()") != "f":
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert not (data / "safehold-wal").exists()  # recovery_end_command removed it
+        assert not (data / "recovery.signal").exists()
+        return server
+
+    yield restore
+    for server in servers:
+        server.stop()
+
+
+def test_restore_to_a_second_and_to_the_end_of_the_archive(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    first = _ok(run("pg-archive-wal"))
+    assert first["slot_created"] is True
+    base = _ok(run("pg-basebackup"))
+    assert base["start_lsn"]
+    assert base["end_lsn"]
+    assert base["timeline"] == 1
+
+    source.sql("INSERT INTO orders VALUES (1001, 'after the base backup')", "shop")
+    time.sleep(0.3)
+    moment = _now(source)
+    time.sleep(0.3)
+    source.sql("UPDATE orders SET note = 'changed after the moment' WHERE id = 1", "shop")
+    source.sql("DELETE FROM orders WHERE id = 2", "shop")
+    second = _ok(run("pg-archive-wal"))
+    assert second["slot_created"] is False
+    source.sql("SELECT pg_switch_wal()")  # a complete segment, then a partial one
+    source.sql("INSERT INTO orders VALUES (1002, 'archived last')", "shop")
+    expected_end = _orders(source)
+    last = _ok(run("pg-archive-wal"))
+    assert any(not name.endswith(".partial") for name in last["segments"])
+    source.sql("INSERT INTO orders VALUES (1003, 'never archived')", "shop")
+
+    # the slot keeps the server's WAL from the end of the last stored drain on
+    slot = _value(
+        source, "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'safehold'"
+    )
+    assert slot == last["end_lsn"]
+
+    at_moment = _orders(restored("--to", moment))
+    assert at_moment[0] == "1:before the base backup"  # the update came after the moment
+    assert "2:before the base backup" in at_moment  # so did the delete
+    assert at_moment[-1] == "1001:after the base backup"
+    assert len(at_moment) == 1001
+
+    at_end = _orders(restored())
+    assert at_end == expected_end
+    assert at_end[-1] == "1002:archived last"
+
+
+def test_times_outside_the_archive_are_refused_with_the_times_it_reaches(
+    source: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    assert (
+        "no PostgreSQL base backup"
+        in _summary(run("pg-restore-pitr", "--source", "prod/shop-db", str(tmp_path / "none")))[
+            "error"
+        ]
+    )
+    _ok(run("pg-archive-wal"))
+    base = _ok(run("pg-basebackup"))
+    last = _ok(run("pg-archive-wal"))
+
+    late = run("pg-restore-pitr", "--source", "prod/shop-db", "--to", "2999-01-01T00:00:00Z",
+               str(tmp_path / "late"))  # fmt: skip
+    assert late.returncode == 1
+    assert f"reaches up to {last['archived_until']}" in _summary(late)["error"]
+    early = run("pg-restore-pitr", "--source", "prod/shop-db", "--to", "2000-01-01T00:00:00Z",
+                str(tmp_path / "early"))  # fmt: skip
+    assert early.returncode == 1
+    assert f"the oldest ended at {base['end_time']}" in _summary(early)["error"]
+    assert not (tmp_path / "late").exists()
+    assert not (tmp_path / "early").exists()
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep").write_text("mine")
+    busy = run("pg-restore-pitr", "--source", "prod/shop-db", str(full))
+    assert busy.returncode == 1
+    assert "not an empty directory" in _summary(busy)["error"]
+    assert (full / "keep").read_text() == "mine"
+
+
+def test_a_drain_that_fails_to_store_keeps_the_wal_on_the_server(
+    source: DatabaseServer,
+    run: Run,
+    tmp_path: Path,
+    restored: Callable[..., DatabaseServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The slot moves only after the snapshot is written: a drain that dies before loses
+    nothing, and the next one stores what it had streamed."""
+    from safehold.engine.databases import wal
+    from safehold.engine.databases.client import Connection
+    from safehold.repo import Repository
+    from safehold.storage import open_storage
+
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'streamed by the failed drain')", "shop")
+    slot_before = _value(source, "SELECT restart_lsn FROM pg_replication_slots")
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise OSError("injected: the repository's storage went away")
+
+    monkeypatch.setattr(wal, "backup_paths", broken)
+    repo = Repository.open(open_storage((tmp_path / "repo").as_uri()), REPO_PASSWORD)
+    conn = Connection("postgresql", source.host, ARCHIVER, ARCHIVER_PASSWORD, source.port)
+    with pytest.raises(OSError, match="injected"):
+        wal.archive_wal(repo, conn, wal.ArchiveOptions(prefix="prod/shop-db"))
+    assert _value(source, "SELECT restart_lsn FROM pg_replication_slots") == slot_before
+    source.sql("CHECKPOINT")  # would recycle the segment if the slot had moved
+    monkeypatch.undo()
+
+    _ok(run("pg-archive-wal"))
+    assert _orders(restored())[-1] == "1001:streamed by the failed drain"
+
+
+def test_wal_lost_on_the_server_is_reported_and_a_new_base_backup_restores(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'before the slot was dropped')", "shop")
+    _ok(run("pg-archive-wal"))
+    source.sql("SELECT pg_drop_replication_slot('safehold')")
+    for _ in range(4):  # the server recycles the segments nobody holds any more
+        source.sql("INSERT INTO orders VALUES ((SELECT max(id) + 1 FROM orders), 'lost')", "shop")
+        source.sql("SELECT pg_switch_wal()")
+        source.sql("CHECKPOINT")
+
+    gap = run("pg-archive-wal")
+    assert gap.returncode == 3, gap.stdout + gap.stderr
+    assert "no longer has the WAL after segment" in _summary(gap)["gap"]
+    assert "take a base backup now" in gap.stderr
+
+    # the chain from the first base backup stops at the gap
+    assert _orders(restored())[-1] == "1001:before the slot was dropped"
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (2000, 'after the new base backup')", "shop")
+    _ok(run("pg-archive-wal"))
+    assert _orders(restored())[-1] == "2000:after the new base backup"
+
+
+def test_retention_keeps_the_wal_the_kept_base_backups_need(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """``forget --keep-last 1`` keeps one base backup, and of the drains exactly those
+    from its start on: not one drain (the rule's count), and not the older ones."""
+    _ok(run("pg-archive-wal"))
+    old_base = _ok(run("pg-basebackup"))
+    early = _ok(run("pg-archive-wal"))
+    source.sql("SELECT pg_switch_wal()")
+    source.sql("INSERT INTO orders VALUES (1001, 'before the second base backup')", "shop")
+    _ok(run("pg-archive-wal"))
+    new_base = _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1002, 'after the second base backup')", "shop")
+    late = [_ok(run("pg-archive-wal")) for _ in range(2)]
+
+    report = _ok(run("forget", "--keep-last", "1", "--prune"))
+    gone = {i["id"] for i in report["items"] if not i["keep"]}
+    assert old_base["snapshot"] in gone
+    assert early["snapshot"] in gone
+    assert new_base["snapshot"] not in gone
+    assert {d["snapshot"] for d in late}.isdisjoint(gone)
+    reasons = {i["id"]: i["reasons"] for i in report["items"]}
+    assert any("oldest kept base backup" in r for r in reasons[early["snapshot"]])
+
+    _ok(run("verify", "--read-data"))
+    assert _orders(restored())[-1] == "1002:after the second base backup"
