@@ -52,15 +52,15 @@ def follow_bases(
             oldest[key] = base
     decisions: dict[str, WalDecision] = {}
     for drain in drains:
-        base = oldest.get((_prefix(drain), drain.meta.get("pg.system", "")))
-        if base is None:
+        first = oldest.get((_prefix(drain), drain.meta.get("pg.system", "")))
+        if first is None:
             decisions[drain.id] = WalDecision(True, "WAL of a server with no base backup left")
-        elif parse_lsn(drain.meta["pg.end_lsn"]) > parse_lsn(base.meta["pg.start_lsn"]):
+        elif parse_lsn(drain.meta["pg.end_lsn"]) > parse_lsn(first.meta["pg.start_lsn"]):
             decisions[drain.id] = WalDecision(
-                True, f"WAL after the start of base backup {base.id[:12]}, the oldest kept"
+                True, f"WAL after the start of base backup {first.id[:12]}, the oldest kept"
             )
         else:
             decisions[drain.id] = WalDecision(
-                False, f"WAL older than the oldest kept base backup {base.id[:12]}"
+                False, f"WAL older than the oldest kept base backup {first.id[:12]}"
             )
     return decisions
