@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from testground.console_docs import run_session, session_env, sessions
 from testground.databases import DatabaseServer, private_dir, run_postgres
 
 REPO_PASSWORD = "repo password for pitr tests"
@@ -29,6 +30,7 @@ ARCHIVER = "archiver"
 ARCHIVER_PASSWORD = "arch:ive\\r's pass"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+SESSIONS = sessions("databases.md", "## Point-in-time recovery (PostgreSQL)")
 
 
 @pytest.fixture
@@ -96,28 +98,39 @@ def _orders(server: DatabaseServer) -> list[str]:
     return server.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
 
 
+def _started(data: Path) -> DatabaseServer:
+    """A server on the restored ``data``, once it has recovered and promoted itself."""
+    root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
+    os.rename(data, root / "data")  # under a directory the postgres user may enter
+    try:
+        server = run_postgres(root, root / "data")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    deadline = time.monotonic() + 60
+    while _value(server, "SELECT pg_is_in_recovery()") != "f":
+        if time.monotonic() > deadline:
+            log = server.log.read_text()[-3000:]
+            server.stop()
+            pytest.fail(f"the restored server did not finish its recovery:\n{log}")
+        time.sleep(0.2)
+    return server
+
+
 @pytest.fixture
-def restored(run: Run) -> Iterator[Callable[..., DatabaseServer]]:
+def restored(run: Run, tmp_path: Path) -> Iterator[Callable[..., DatabaseServer]]:
     """Restore with ``pg-restore-pitr`` into a new directory and start a server on it,
-    waiting until it has finished recovery."""
+    once it has recovered; the directory of ``safehold-wal/`` and ``recovery.signal``
+    must be gone then (PostgreSQL's ``recovery_end_command`` and promotion)."""
     servers: list[DatabaseServer] = []
 
     def restore(*args: str) -> DatabaseServer:
-        root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
-        data = root / "data"
-        try:
-            _ok(run("pg-restore-pitr", "--source", "prod/shop-db", *args, str(data)))
-            server = run_postgres(root, data)
-        except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
-            raise
+        data = tmp_path / f"restored-{len(servers)}"
+        _ok(run("pg-restore-pitr", "--source", "prod/shop-db", *args, str(data)))
+        server = _started(data)
         servers.append(server)
-        deadline = time.monotonic() + 60
-        while _value(server, "SELECT pg_is_in_recovery()") != "f":
-            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
-            time.sleep(0.2)
-        assert not (data / "safehold-wal").exists()  # recovery_end_command removed it
-        assert not (data / "recovery.signal").exists()
+        assert not (server.directory / "data" / "safehold-wal").exists()
+        assert not (server.directory / "data" / "recovery.signal").exists()
         return server
 
     yield restore
@@ -287,3 +300,22 @@ def test_retention_keeps_the_wal_the_kept_base_backups_need(
 
     _ok(run("verify", "--read-data"))
     assert _orders(restored())[-1] == "1002:after the second base backup"
+
+
+def test_the_docs_session_runs_as_written(source: DatabaseServer, tmp_path: Path) -> None:
+    assert len(SESSIONS) == 1
+    password = tmp_path / "db-password"
+    password.write_text(ARCHIVER_PASSWORD + "\n")
+    env = {
+        **session_env(tmp_path),
+        "DB_HOST": source.host,
+        "DB_PORT": str(source.port),
+        "DB_PASSWORD_FILE": str(password),
+    }
+    run_session(SESSIONS[0].values[0], tmp_path, env)
+    assert not (tmp_path / "elsewhere").exists()
+    server = _started(tmp_path / "data")
+    try:
+        assert _orders(server) == _orders(source)
+    finally:
+        server.stop()
