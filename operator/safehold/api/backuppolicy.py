@@ -84,6 +84,7 @@ __all__ = [
     "VerificationState",
     "VolumeSnapshot",
     "VolumeSource",
+    "WalArchiveState",
 ]
 
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
@@ -362,6 +363,31 @@ class SiteReplication(ApiModel):
     """The site's retention after the last successful replication."""
 
 
+class WalArchiveState(ApiModel):
+    """The WAL archive of one database source with ``pointInTime``."""
+
+    source: SourceName
+    """The database source."""
+    job: str | None = Field(default=None, max_length=63)
+    """The archive Job running now, or the last one."""
+    result: Literal["Running", "Succeeded", "Failed"] | None = None
+    """The last archive's outcome (Running while its Job runs)."""
+    start_time: datetime | None = None
+    """When the running or last archive Job was created."""
+    archived_until: datetime | None = None
+    """Every transaction the server committed by this time is in the repository: the latest
+    time a point-in-time restore can reach (with a base backup that ended before it)."""
+    last_success_time: datetime | None = None
+    """When an archive last succeeded."""
+    next_archive_time: datetime | None = None
+    """When the next archive starts (every ``pointInTime.archiveInterval``)."""
+    reason: str | None = Field(default=None, max_length=128)
+    """Why the last archive failed, or WalGap when the server had lost WAL since the one
+    before (no restore crosses it from older base backups: take a BackupRun)."""
+    message: str | None = Field(default=None, max_length=4096)
+    """What the last archive stored, or what went wrong (never a secret)."""
+
+
 class BackupPolicyStatus(ApiModel):
     """The schedule's state, written by the controller."""
 
@@ -391,6 +417,8 @@ class BackupPolicyStatus(ApiModel):
     """The scheduled test restore's state: its slot and running Jobs."""
     last_retention: RetentionResult | None = None
     """The last retention (forget and prune) after a successful run."""
+    wal_archive: list[WalArchiveState] = Field(default_factory=list, max_length=32)
+    """The WAL archive of each database source with pointInTime."""
     replication: list[SiteReplication] = Field(default_factory=list, max_length=8)
     """One entry per `replicateTo` site."""
 

@@ -4,6 +4,7 @@ source, unique names)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -12,13 +13,14 @@ from safehold.api.base import ApiModel
 from safehold.api.errors import invalid
 from safehold.api.references import DatabaseCredentials
 from safehold.api.selectors import LabelSelector
-from safehold.api.types import Duration, NamespaceName, ResourceName, SourceName
+from safehold.api.types import Duration, NamespaceName, ResourceName, SourceName, parse_duration
 
 __all__ = [
     "RESOURCES_SOURCE",
     "ClusterResourcesSource",
     "DatabaseSource",
     "JobHooks",
+    "PointInTime",
     "Sources",
     "VolumeSnapshot",
     "VolumeSource",
@@ -112,8 +114,38 @@ class VolumeSource(ApiModel):
         return self
 
 
+#: Of a replication slot: what PostgreSQL accepts in a slot's name.
+SLOT_PATTERN = r"^[a-z0-9_]{1,63}$"
+
+
+class PointInTime(ApiModel):
+    """PostgreSQL point-in-time recovery: the runs take base backups of the whole server
+    (pg_basebackup) instead of dumps, and the write-ahead log (WAL) is archived between
+    them, so that a restore can bring the server back to any second the archive reaches
+    (docs/databases.md)."""
+
+    archive_interval: Duration = "5m"
+    """How often the WAL is archived into the repository: a lost server loses at most about
+    this much of its latest work. At least 1m."""
+    slot: str | None = Field(default=None, pattern=SLOT_PATTERN)
+    """The physical replication slot that keeps the server's WAL until it is archived
+    (created by the first archive); empty: safehold_NAMESPACE_POLICY_SOURCE, cut to 63
+    characters. Each policy archiving the same server needs its own."""
+
+    @model_validator(mode="after")
+    def _at_least_a_minute(self) -> PointInTime:
+        if parse_duration(self.archive_interval) < timedelta(minutes=1):
+            raise invalid(
+                "archiveInterval",
+                "at least 1m: each archive is a Job, and the WAL of a shorter interval is "
+                "more Jobs than recovery point",
+            )
+        return self
+
+
 class DatabaseSource(ApiModel):
-    """A database server whose databases are dumped (pg_dump, mysqldump) into the repository."""
+    """A database server whose databases are dumped (pg_dump, mysqldump) into the repository,
+    or, with ``pointInTime``, a PostgreSQL server backed up whole with its WAL archived."""
 
     name: SourceName
     """The source's name in results and restores."""
@@ -127,6 +159,29 @@ class DatabaseSource(ApiModel):
     """The databases to dump; empty dumps all of them (with roles, for postgresql)."""
     credentials_secret_ref: DatabaseCredentials
     """Where the user name and password come from."""
+    point_in_time: PointInTime | None = None
+    """PostgreSQL only: take base backups instead of dumps and archive the WAL between
+    them, for restores to any second. The user needs the REPLICATION attribute, and
+    pg_hba.conf must let it in for replication."""
+
+    @model_validator(mode="after")
+    def _point_in_time(self) -> DatabaseSource:
+        if self.point_in_time is None:
+            return self
+        if self.engine != "postgresql":
+            raise invalid(
+                "pointInTime",
+                "point-in-time recovery archives PostgreSQL's write-ahead log; for mysql, "
+                "remove pointInTime (the runs then dump the databases)",
+            )
+        if self.databases:
+            raise invalid(
+                "databases",
+                "with pointInTime a run backs up the whole server (a base backup), not "
+                "single databases: remove databases, or make a second source without "
+                "pointInTime for the dumps",
+            )
+        return self
 
 
 class ClusterResourcesSource(ApiModel):

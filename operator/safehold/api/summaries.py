@@ -25,6 +25,7 @@ __all__ = [
     "JobSummary",
     "ObjectLock",
     "PathError",
+    "PitrCheckSummary",
     "PruneSummary",
     "ReplicateSummary",
     "RepositoryInfoSummary",
@@ -39,6 +40,7 @@ __all__ = [
     "SourceNewest",
     "TransferCounts",
     "VerifySummary",
+    "WalArchiveSummary",
 ]
 
 
@@ -281,3 +283,24 @@ class DatabaseTestSummary(JobSummary):
 
     check: DumpCheckSummary | None = None
     scratch: ScratchRestoreSummary | None = None
+
+
+class WalArchiveSummary(JobSummary):
+    """``safehold pg-archive-wal``: one drain of a PostgreSQL server's WAL."""
+
+    snapshot: str | None = None
+    end_lsn: str | None = None
+    archived_until: str | None = None
+    slot_created: bool = False
+    gap: str | None = None
+    bytes_new: int | None = Field(default=None, ge=0)
+
+
+class PitrCheckSummary(JobSummary):
+    """``safehold pg-restore-pitr --check``: the newest base backup and its WAL, read."""
+
+    base_snapshot: str | None = None
+    reachable_until: str | None = None
+    wal_segments: int | None = Field(default=None, ge=0)
+    files: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)

@@ -82,7 +82,16 @@ def register(
         "default: as far as the WAL archive goes",
     )
     restore.add_argument(
-        "target", metavar="DIRECTORY", help="an empty or new directory: the data directory"
+        "--check",
+        action="store_true",
+        help="test restore without a server or disk: read the newest base backup to its end "
+        "and every WAL segment after it (exit 4 when one is damaged or missing)",
+    )
+    restore.add_argument(
+        "target",
+        metavar="DIRECTORY",
+        nargs="?",
+        help="an empty or new directory: the data directory (not with --check)",
     )
     restore.set_defaults(func=run_restore_pitr)
 
@@ -160,6 +169,10 @@ def run_restore_pitr(args: Namespace, out: Output) -> int:
     from safehold.engine.restore.safe_fs import may_chown
     from safehold.repo import RepositoryLock
 
+    if args.check:
+        return _run_check(args, out)
+    if not args.target:
+        raise UsageError("pg-restore-pitr needs the DIRECTORY to write the data directory into")
     target = parse_time_option(args.to, "--to")
     repo = open_repo(args)
     try:
@@ -173,6 +186,35 @@ def run_restore_pitr(args: Namespace, out: Output) -> int:
         f"{s['wal_segments']} WAL segment(s): PostgreSQL started on it recovers to "
         + (s["target_time"] or f"the end of the archive ({s['reachable_until']})")
         + " and promotes itself"
+    )
+    out.summary({"ok": True, **s, "exit_code": exitcodes.OK})
+    return exitcodes.OK
+
+
+def _run_check(args: Namespace, out: Output) -> int:
+    """``pg-restore-pitr --check``: the newest base backup and its WAL read, nothing written."""
+    from safehold.engine.databases.client import DumpError
+    from safehold.engine.databases.pitr import check_recovery
+    from safehold.repo import RepositoryLock
+    from safehold.repo.errors import RepositoryError
+
+    if args.target or args.to:
+        raise UsageError("--check reads the newest base backup and all its WAL: leave out "
+                         "DIRECTORY and --to")  # fmt: skip
+    repo = open_repo(args)
+    try:
+        with RepositoryLock(repo, exclusive=False, operation="restore"):
+            result = check_recovery(repo, _prefix(args))
+    except (DumpError, RepositoryError) as exc:
+        message = f"DAMAGED: {exc}"
+        out.error(message)
+        out.summary({"ok": False, "error": message, "exit_code": exitcodes.DAMAGED})
+        return exitcodes.DAMAGED
+    s = result.summary()
+    out.print(
+        f"checked base backup {s['base_snapshot'][:12]} and {s['wal_segments']} WAL "
+        f"segment(s): {s['files']} files, {s['bytes']} bytes, whole; restores can reach "
+        f"{s['reachable_until']}"
     )
     out.summary({"ok": True, **s, "exit_code": exitcodes.OK})
     return exitcodes.OK

@@ -17,7 +17,9 @@ reported in ``status.replication`` and the ``Replicated`` condition. With
 ``Verified`` condition. With ``testRestore.cron``, the newest backup of each volume and
 database source is restored into scratch claims (and databases) and checked on that schedule
 (safehold.controller.testrestore), reported in ``status.lastTestRestore`` and the
-``RestoreTested`` condition. Backups go only to a
+``RestoreTested`` condition. Database sources with ``pointInTime`` have their WAL
+archived every ``archiveInterval`` between the runs' base backups
+(safehold.controller.walarchive), reported in ``status.walArchive``. Backups go only to a
 location of role primary: a policy whose ``location`` is a recovery site is not Ready.
 """
 
@@ -60,6 +62,7 @@ from safehold.controller.sources.claims import name_conflict, resolve_volumes
 from safehold.controller.status import FINAL_PHASES
 from safehold.controller.testrestore import reconcile_test_restore
 from safehold.controller.verification import reconcile_verification
+from safehold.controller.walarchive import reconcile_wal_archive
 
 __all__ = ["PLURAL", "reconcile"]
 
@@ -298,6 +301,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         for note in (
             reconcile_verification(rt, body, policy, status),
             reconcile_test_restore(rt, body, policy, status, runs),
+            reconcile_wal_archive(rt, body, policy, status),
         )
         if note
     ]

@@ -140,7 +140,12 @@ class DatabaseConnection:
     password_file: str
 
     def options(self) -> list[str]:
-        args: list[str] = [self.engine, "--db-host", self.host]
+        """The ENGINE argument and :meth:`server_options` (``dump``, ``restore-db``)."""
+        return [self.engine, *self.server_options()]
+
+    def server_options(self) -> list[str]:
+        """Where and as whom to connect (the PostgreSQL-only ``pg-*`` commands)."""
+        args: list[str] = ["--db-host", self.host]
         if self.port:
             args += ["--db-port", str(self.port)]
         return [*args, "--db-user-file", self.user_file, "--db-password-file", self.password_file]
@@ -163,6 +168,33 @@ def dump(
     return args + tag_options(run, tags) + meta_options(meta or {})
 
 
+def pg_basebackup(
+    connection: DatabaseConnection,
+    *,
+    source: str,
+    host: str,
+    run: str,
+    tags: Sequence[str] = (),
+    meta: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``safehold pg-basebackup``: a PostgreSQL base backup into ``SOURCE/pg/base``."""
+    args = ["pg-basebackup", *connection.server_options(), "--source", source, "--host", host]
+    return args + tag_options(run, tags) + meta_options(meta or {})
+
+
+def pg_archive_wal(
+    connection: DatabaseConnection,
+    *,
+    source: str,
+    host: str,
+    slot: str,
+    meta: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``safehold pg-archive-wal``: the server's WAL up to now into ``SOURCE/pg/wal``."""
+    args = ["pg-archive-wal", *connection.server_options(), "--source", source, "--host", host]
+    return [*args, "--slot", slot, *meta_options(meta or {})]
+
+
 def restore_db(
     connection: DatabaseConnection,
     *,
@@ -173,6 +205,11 @@ def restore_db(
     """``safehold restore-db``: the dumps tagged ``run=RUN``, else the newest."""
     args = ["restore-db", *connection.options(), "--source", source, *tag_options(run)]
     return [*args, "--existing", existing]
+
+
+def pg_restore_pitr_check(source: str) -> list[str]:
+    """``safehold pg-restore-pitr --check``: the newest base backup and all its WAL read."""
+    return ["pg-restore-pitr", "--check", "--source", source]
 
 
 def restore_db_check(

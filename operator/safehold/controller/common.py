@@ -73,12 +73,11 @@ def _same(stored: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
             return {k: norm(v) for k, v in value.items() if v is not None}
         if isinstance(value, list):
             return [norm(v) for v in value]
-        if isinstance(value, str) and value.endswith("Z"):
-            parsed = parse_time(value)
-            return parsed.isoformat() if parsed else value
         if isinstance(value, str) and len(value) > 18 and value[10:11] == "T":
+            # a time, as the apiserver or the model writes it; any other text (a message
+            # that ends in a time's "Z", say) is compared as it is
             try:
-                return datetime.fromisoformat(value).isoformat()
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat()
             except ValueError:
                 return value
         return value

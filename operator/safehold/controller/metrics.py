@@ -53,6 +53,8 @@ __all__ = [
     "TEST_RESTORE_LAST_SUCCESS",
     "VERIFICATION_FAILURES",
     "VERIFICATION_LAST_SUCCESS",
+    "WAL_ARCHIVED_UNTIL",
+    "WAL_ARCHIVE_FAILURES",
     "record_sources",
     "serve",
 ]
@@ -273,6 +275,19 @@ VERIFICATION_FAILURES = Counter(
     registry=REGISTRY,
 )
 _TESTED = ("namespace", "policy", "source")
+WAL_ARCHIVED_UNTIL = Gauge(
+    "safehold_wal_archived_until_timestamp_seconds",
+    "Every transaction a pointInTime database source's server committed by this time is "
+    "archived: the latest time a point-in-time restore reaches (Unix time)",
+    _TESTED,
+    registry=REGISTRY,
+)
+WAL_ARCHIVE_FAILURES = Counter(
+    "safehold_wal_archive_failures",
+    "WAL archives of a pointInTime database source that failed or could not start",
+    _TESTED,
+    registry=REGISTRY,
+)
 TEST_RESTORE_LAST_SUCCESS = Gauge(
     "safehold_test_restore_last_success_timestamp_seconds",
     "When the last scheduled test restore of the source restored and checked out (Unix time)",

@@ -48,7 +48,12 @@ from safehold.api.checks import (
     TestRestoreState,
 )
 from safehold.api.conditions import set_condition
-from safehold.api.summaries import DatabaseTestSummary, RestoreCheck, RestoreSummary
+from safehold.api.summaries import (
+    DatabaseTestSummary,
+    PitrCheckSummary,
+    RestoreCheck,
+    RestoreSummary,
+)
 from safehold.controller import metrics
 from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import (
@@ -114,7 +119,11 @@ def _start(
         if location is None:
             _fail(entry, "LocationNotFound", "the BackupLocation does not exist or is not valid")
             continue
-        refused = _scratch_host_refused(rt, policy, c.name) if c.kind == "database" else None
+        refused = (
+            _scratch_host_refused(rt, policy, c.name)
+            if c.kind == "database" and not _point_in_time(policy, c.name)
+            else None
+        )
         if refused is not None:
             _fail(entry, "DatabaseHostNotAllowed", refused)
             continue
@@ -134,6 +143,17 @@ def _start(
         entry = TestRestoreSource(source=name, kind="volume", run="none", message=name)
         _fail(entry, "NoBackup", "no run of this policy has backed this source up successfully")
         state.sources.append(entry)
+
+
+def _point_in_time_sources(body: Mapping[str, Any]) -> set[str]:
+    """The names of the policy's database sources with ``pointInTime``."""
+    databases = ((body.get("spec") or {}).get("sources") or {}).get("databases") or []
+    return {str(d.get("name")) for d in databases if d.get("pointInTime")}
+
+
+def _point_in_time(policy: BackupPolicy, source: str) -> bool:
+    """Whether database source ``source`` takes base backups (it needs no scratch server)."""
+    return any(d.name == source and d.point_in_time for d in policy.spec.sources.databases)
 
 
 def _scratch_host_refused(rt: Runtime, policy: BackupPolicy, source: str) -> str | None:
@@ -219,6 +239,27 @@ def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence
         _fail(entry, error.reason if error else "Failed", why)
 
 
+def _finish_point_in_time(entry: TestRestoreSource, outcome: JobOutcome) -> None:
+    """A ``pointInTime`` source's check, from the Job's ``PitrCheckSummary``."""
+    doc = outcome.read(PitrCheckSummary)
+    entry.files, entry.bytes = doc.files, doc.bytes
+    if outcome.state == "Succeeded" and doc.ok:
+        entry.result = "Succeeded"
+        entry.reason = None
+        entry.message = (
+            f"{entry.source}: base backup {(doc.base_snapshot or '')[:12]} and "
+            f"{doc.wal_segments} WAL segment(s) are whole ({_mib(doc.bytes or 0)}): restores "
+            f"can reach {doc.reachable_until}"
+        )
+        entry.completion_time = parse_time(outcome.completion_time) or now()
+    elif doc.error and doc.error.startswith("DAMAGED"):  # exit code 4: what is broken
+        _fail(entry, "BackupDamaged", doc.error)
+    else:
+        error = outcome.error
+        why = error.message if error else "the test restore Job failed"
+        _fail(entry, error.reason if error else "Failed", why)
+
+
 def _finish_database(entry: TestRestoreSource, outcome: JobOutcome) -> None:
     """The dumps' check (and scratch restore) from the Job's ``DatabaseTestSummary``."""
     doc = outcome.read(DatabaseTestSummary)
@@ -281,6 +322,8 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: TestRestoreState) -> bo
                 continue
             if entry.kind == "volume":
                 _finish_volume(entry, outcome, rt.kube.job_pods(ns, entry.job or ""))
+            elif entry.source in _point_in_time_sources(body):
+                _finish_point_in_time(entry, outcome)
             else:
                 _finish_database(entry, outcome)
             rt.kube.delete_job(ns, entry.job or "")

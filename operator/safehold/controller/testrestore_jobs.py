@@ -254,10 +254,16 @@ def start_database_test(
     entry: TestRestoreSource,
 ) -> None:
     """One Job checks the run's dumps, and restores them into a scratch database when the
-    policy names a scratch server for the engine."""
+    policy names a scratch server for the engine; of a ``pointInTime`` source it reads the
+    newest base backup and the WAL a recovery would replay (no scratch server)."""
     ns = policy.metadata.namespace or ""
     d = next(d for d in policy.spec.sources.databases if d.name == entry.source)
     source = source_name(ns, policy.metadata.name or "", d.name)
+    if d.point_in_time is not None:
+        # the newest base backup and all the WAL after it, read end to end
+        args = commands.pg_restore_pitr_check(source)
+        rt.kube.create_job(build_job(_request(rt, body, policy, location, entry, args, [])))
+        return
     mounts: list[Mount] = []
     server = scratch_server(policy, entry.source)
     scratch = None

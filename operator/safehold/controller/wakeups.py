@@ -11,8 +11,8 @@ object needs another look without any event:
 - a BackupLocation otherwise: at its next ``validationInterval``, or sooner when a backup
   to it ended since its last check (``backuplocation.REFRESH_GAP`` after that check);
 - a BackupPolicy otherwise: at the earliest of its next schedule slot, next verification,
-  next test restore and next replication attempt; every :data:`NOT_READY_RETRY` seconds
-  while it is not Ready (a claim it names may be created);
+  next test restore, next replication attempt and next WAL archive; every
+  :data:`NOT_READY_RETRY` seconds while it is not Ready (a claim it names may be created);
 - in any case at least every :data:`RESYNC` seconds, a safety net that costs no API call
   (the reconcile reads the watch cache).
 
@@ -89,6 +89,8 @@ def _policy_times(status: Mapping[str, Any]) -> list[datetime | None]:
         times.append(parse_time((status.get(part) or {}).get("nextScheduleTime")))
     for site in status.get("replication") or []:
         times.append(parse_time(site.get("nextAttemptTime")))
+    for archive in status.get("walArchive") or []:
+        times.append(parse_time(archive.get("nextArchiveTime")))
     return times
 
 

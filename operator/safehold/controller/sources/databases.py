@@ -113,6 +113,18 @@ class DatabaseSources:
         if d is None:
             raise ctx.gone(source.name)
         conn, mount = server_connection(d)
+        if d.point_in_time is not None:
+            # the whole server, for point-in-time restores with the WAL archive
+            # (safehold.controller.walarchive) that runs between the runs
+            args = commands.pg_basebackup(
+                conn,
+                source=ctx.source_name(d.name),
+                host=ctx.snapshot_host,
+                run=ctx.run_name,
+                tags=ctx.run.spec.tags,
+                meta=source_meta(ctx.policy_name, d.name),
+            )
+            return BackupJob(args=args, mounts=[mount])
         args = commands.dump(
             conn,
             source=ctx.source_name(d.name),
@@ -200,6 +212,17 @@ def database_restore_item(
         item.target = "unknown server"
         return item
     item.target = _target(d)
+    if d.point_in_time is not None:
+        item.phase = "Failed"
+        item.error = ErrorDetail(
+            reason="PointInTimeSource",
+            message=f"database source {source!r} is backed up for point-in-time recovery (a "
+            "base backup of the whole server and its WAL), which a RestoreRequest does not "
+            "restore yet: write the data directory with 'safehold pg-restore-pitr --source "
+            f"{source_name(ns, policy_name, source)} [--to TIME] DIR' and start the server on "
+            "it (docs/databases.md, point-in-time recovery)",
+        )
+        return item
     if req.spec.dry_run:
         item.phase = "Skipped"
     return item

@@ -59,6 +59,8 @@ class BaseBackupResult:
         return {
             "snapshot": s.id,
             "source": s.source,
+            "type": "full",
+            "total_files": 1,
             "start_lsn": s.meta.get("pg.start_lsn"),
             "end_lsn": s.meta.get("pg.end_lsn"),
             "end_time": s.meta.get("pg.end_time"),

@@ -44,7 +44,15 @@ from safehold.engine.databases.restore import dump_file, read_chunks
 from safehold.engine.databases.wal import Segment, read_archive
 from safehold.repo import Repository, Snapshot
 
-__all__ = ["WAL_DIR", "RecoveryPlan", "RecoveryResult", "plan_recovery", "restore_pitr"]
+__all__ = [
+    "WAL_DIR",
+    "RecoveryCheck",
+    "RecoveryPlan",
+    "RecoveryResult",
+    "check_recovery",
+    "plan_recovery",
+    "restore_pitr",
+]
 
 WAL_DIR = "safehold-wal"
 _SETTINGS_MARK = "# Added by safehold restore-pitr"
@@ -188,16 +196,20 @@ class _ChunkStream(io.RawIOBase):
         return n
 
 
+def _base_tar(repo: Repository, base: Snapshot) -> io.BufferedReader:
+    """The base backup's ``base.tar`` as a stream, each chunk checked as it is read."""
+    name, ids = dump_file(repo, base)
+    if name != BASE_FILE:
+        raise DumpError(f"snapshot {base.id[:12]} holds {name!r}, not a base backup's {BASE_FILE}")
+    return io.BufferedReader(_ChunkStream(read_chunks(repo, ids)), 1 << 20)
+
+
 def _extract(
     repo: Repository, base: Snapshot, directory: str, keep_owners: bool
 ) -> tuple[int, int]:
     """The base backup's tar into ``directory``; files and bytes written."""
-    name, ids = dump_file(repo, base)
-    if name != BASE_FILE:
-        raise DumpError(f"snapshot {base.id[:12]} holds {name!r}, not a base backup's {BASE_FILE}")
     files = size = 0
-    stream = io.BufferedReader(_ChunkStream(read_chunks(repo, ids)), 1 << 20)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    with tarfile.open(fileobj=_base_tar(repo, base), mode="r|") as tar:
         for member in tar:
             # the data filter's checks (no path out of the directory, no device), but the
             # directories' own modes: PostgreSQL's are 0700, and new files follow them
@@ -271,4 +283,59 @@ def restore_pitr(
     os.close(os.open(os.path.join(directory, "recovery.signal"), os.O_WRONLY | os.O_CREAT, 0o600))
     if keep_owners:
         _give_to_server(directory)
+    return result
+
+
+@dataclass
+class RecoveryCheck:
+    """What :func:`check_recovery` read: the newest base backup whole, and its WAL."""
+
+    plan: RecoveryPlan
+    files: int = 0
+    bytes: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "base_snapshot": p.base.id,
+            "base_end_time": p.base.meta.get("pg.end_time"),
+            "reachable_until": _iso(p.reachable_until),
+            "wal_segments": len(p.segments),
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+
+
+def check_recovery(repo: Repository, prefix: str) -> RecoveryCheck:
+    """A test restore without a server or disk: the plan to the end of the archive, the
+    newest base backup's tar read to its end (every member, every chunk checked against its
+    id), and every WAL segment the recovery would replay. A DumpError (or the repository's
+    own error for a damaged object) says what is missing or broken."""
+    plan = plan_recovery(repo, prefix, None)
+    result = RecoveryCheck(plan)
+    names: set[str] = set()
+    try:
+        with tarfile.open(fileobj=_base_tar(repo, plan.base), mode="r|") as tar:
+            for member in tar:
+                names.add(member.name.removeprefix("./"))
+                data = tar.extractfile(member)
+                if data is not None:
+                    while chunk := data.read(1 << 20):
+                        result.bytes += len(chunk)
+                result.files += 1
+    except tarfile.TarError as exc:
+        raise DumpError(
+            f"the base backup {plan.base.id[:12]} is not a whole tar after {result.files} "
+            f"members: {exc}"
+        ) from exc
+    missing = sorted({"PG_VERSION", "backup_label", "global/pg_control"} - names)
+    if missing:
+        raise DumpError(
+            f"the base backup {plan.base.id[:12]} lacks {', '.join(missing)}: it is not a "
+            "whole PostgreSQL data directory"
+        )
+    for segment in [*plan.histories, *plan.segments]:
+        for chunk in segment.read(repo):
+            result.bytes += len(chunk)
+        result.files += 1
     return result
