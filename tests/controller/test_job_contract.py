@@ -16,32 +16,41 @@ import subprocess
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from safehold.api import BackupLocation, SourceResult
+from safehold.api import BackupLocation, SourceResult, checks
 from safehold.api.backuplocation import BackupLocationStatus
-from safehold.api.backuppolicy import RetentionResult, SiteReplication, VerificationCheck
+from safehold.api.backuppolicy import (
+    RetentionResult,
+    SiteReplication,
+    VerificationCheck,
+    WalArchiveState,
+)
 from safehold.api.summaries import (
     BackupHooksSummary,
     BackupSummary,
     ForgetSummary,
     JobSummary,
+    PitrCheckSummary,
     ReplicateSummary,
     RepositoryInfoSummary,
     RestoreSummary,
     SnapshotsSummary,
     VerifySummary,
+    WalArchiveSummary,
 )
-from safehold.controller import replication, verification
+from safehold.controller import replication, testrestore, verification, walarchive
 from safehold.controller.backuplocation import _record_summary
 from safehold.controller.job_hooks import record_job_hooks
 from safehold.controller.restoresources import parse_resolved
 from safehold.controller.retention import retention_result
 from safehold.controller.status import JobOutcome, parse_summary, source_result
+from testground.databases import DatabaseServer
 
 PASSWORD = "job contract password"
 #: Reported on failure only (``_failed`` in cli/main.py adds both).
@@ -232,3 +241,52 @@ def test_a_failed_command_reports_its_error_and_exit_code(cli: Cli) -> None:
     assert (failed.ok, failed.exit_code) == (False, 12)
     assert failed.error
     assert PASSWORD not in json.dumps(doc)
+
+
+def test_point_in_time_commands_report_what_the_status_shows(
+    cli: Cli, database_server_factory: Callable[[str], DatabaseServer]
+) -> None:
+    server = database_server_factory("postgresql")
+    password = cli.tmp / "db-password"
+    password.write_text(server.password + "\n")
+    conn = ["--db-host", server.host, "--db-port", str(server.port), "--db-user", server.user,
+            "--db-password-file", str(password), "--source", "prod/app/pg",
+            "--host", "prod"]  # fmt: skip
+    first = cli("pg-archive-wal", *conn)
+    emits_every_field(WalArchiveSummary, first)
+    base = cli("pg-basebackup", *conn)
+    shown = source_result(
+        SourceResult(name="pg", kind="database"), JobOutcome("Succeeded", summary=base)
+    )
+    assert shown.snapshot_id == base["snapshot"]
+    assert shown.type == "full"
+    assert shown.files == 1
+    assert shown.bytes_read == base["bytes_read"] > 10_000_000
+    doc = cli("pg-archive-wal", *conn)
+    state = WalArchiveState(source="pg", result="Running", job="j")
+    walarchive.finish(state, JobOutcome("Succeeded", summary=doc))
+    assert state.result == "Succeeded"
+    assert state.archived_until is not None
+    assert state.archived_until.isoformat().replace("+00:00", "Z") == doc["archived_until"]
+    assert doc["snapshot"][:12] in (state.message or "")
+
+    pitr = cli("pg-restore-pitr", "--check", "--source", "prod/app/pg")
+    emits_every_field(PitrCheckSummary, pitr)
+    entry = checks.TestRestoreSource(source="pg", kind="database", run="r", message="pg")
+    testrestore.finish_point_in_time(entry, JobOutcome("Succeeded", summary=pitr))
+    assert entry.result == "Succeeded", entry
+    assert entry.bytes == pitr["bytes"] > 10_000_000
+    assert doc["archived_until"] in (entry.message or "")
+
+    # a damaged pack: the check names it, the test restore fails with BackupDamaged
+    pack = max((p for p in (cli.tmp / "repo" / "data").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)  # fmt: skip
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    damaged = cli("pg-restore-pitr", "--check", "--source", "prod/app/pg", code=4)
+    entry = checks.TestRestoreSource(source="pg", kind="database", run="r", message="pg")
+    testrestore.finish_point_in_time(entry, JobOutcome("Failed", summary=damaged))
+    assert entry.result == "Failed"
+    assert entry.reason == "BackupDamaged"
+    assert pack.name[:12] in (entry.message or "")

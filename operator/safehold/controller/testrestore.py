@@ -239,7 +239,7 @@ def _finish_volume(entry: TestRestoreSource, outcome: JobOutcome, pods: Sequence
         _fail(entry, error.reason if error else "Failed", why)
 
 
-def _finish_point_in_time(entry: TestRestoreSource, outcome: JobOutcome) -> None:
+def finish_point_in_time(entry: TestRestoreSource, outcome: JobOutcome) -> None:
     """A ``pointInTime`` source's check, from the Job's ``PitrCheckSummary``."""
     doc = outcome.read(PitrCheckSummary)
     entry.files, entry.bytes = doc.files, doc.bytes
@@ -323,7 +323,7 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: TestRestoreState) -> bo
             if entry.kind == "volume":
                 _finish_volume(entry, outcome, rt.kube.job_pods(ns, entry.job or ""))
             elif entry.source in _point_in_time_sources(body):
-                _finish_point_in_time(entry, outcome)
+                finish_point_in_time(entry, outcome)
             else:
                 _finish_database(entry, outcome)
             rt.kube.delete_job(ns, entry.job or "")

@@ -49,8 +49,9 @@ from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import source_meta
 from safehold.controller.sources import source_name
 from safehold.controller.sources.databases import server_connection
+from safehold.controller.status import JobOutcome
 
-__all__ = ["COMPONENT_WAL", "reconcile_wal_archive", "slot_name"]
+__all__ = ["COMPONENT_WAL", "finish", "reconcile_wal_archive", "slot_name"]
 
 COMPONENT_WAL = "wal-archive"
 #: How soon an archive that waits (for a retention Job) looks again.
@@ -107,6 +108,13 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: WalArchiveState) -> boo
         if outcome.waiting:
             state.message = f"the archive Job waits: {outcome.waiting}"[:4096]
         return True
+    finish(state, outcome)
+    _record(rt, body, state)
+    return False
+
+
+def finish(state: WalArchiveState, outcome: JobOutcome) -> None:
+    """An ended archive Job's outcome into ``state``, from its ``WalArchiveSummary``."""
     doc = outcome.read(WalArchiveSummary)
     if doc.ok and doc.snapshot:
         state.result = "Succeeded"
@@ -125,8 +133,6 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: WalArchiveState) -> boo
             error.reason if error else "Error",
             (error.message if error else None) or doc.error or "the archive Job failed",
         )
-    _record(rt, body, state)
-    return False
 
 
 def _blocked(rt: Runtime, ns: str, location: BackupLocation | None) -> tuple[str, str | None]:
