@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from safehold.controller import metrics
 from safehold.controller.walarchive import slot_name
 from testground.databases import DatabaseServer, private_dir, run_postgres
@@ -26,6 +29,17 @@ from testground.kube import Namespace
 from testground.objectstores import RunningStore
 
 ARCHIVER_PASSWORD = "arch:iver's-pass"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "databases.md"
+
+
+def _doc_objects() -> list[dict[str, Any]]:
+    """The Secret and the BackupPolicy of docs/databases.md's point-in-time section."""
+    text = DOC.read_text().split("### In a BackupPolicy: `pointInTime`")[1]
+    block = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    objects = [d for d in yaml.safe_load_all(block.group(1)) if d]
+    assert [o["kind"] for o in objects] == ["Secret", "BackupPolicy"]
+    return objects
 
 
 def _archive(namespace: Namespace, kit: Any) -> dict[str, Any]:
@@ -70,36 +84,15 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
 
     repo_password = secrets.token_hex(12)
     bucket = kit.store_location(namespace, s3_store, "loc", password=repo_password)
-    namespace.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "pg-archiver"},
-            "stringData": {"username": "archiver", "password": ARCHIVER_PASSWORD},
-        }
-    )
-    namespace.apply(
-        {
-            "apiVersion": "safehold.io/v1alpha1",
-            "kind": "BackupPolicy",
-            "metadata": {"name": "pg"},
-            "spec": {
-                "location": {"name": "loc"},
-                "sources": {
-                    "databases": [
-                        {
-                            "name": "orders",
-                            "engine": "postgresql",
-                            "host": server.host,
-                            "port": server.port,
-                            "credentialsSecretRef": {"name": "pg-archiver"},
-                            "pointInTime": {"archiveInterval": "1m"},
-                        }
-                    ]
-                },
-            },
-        }
-    )
+    secret, policy = _doc_objects()
+    secret["stringData"] = {"username": "archiver", "password": ARCHIVER_PASSWORD}
+    policy["metadata"]["name"] = "pg"
+    policy["spec"]["location"]["name"] = "loc"
+    policy["spec"].pop("schedule")
+    (source,) = policy["spec"]["sources"]["databases"]
+    source.update(host=server.host, port=server.port)
+    source["pointInTime"]["archiveInterval"] = "1m"  # the shortest the API allows
+    namespace.apply([secret, policy])
     operator(poll_interval=1.0)
     kit.kubectl_wait(namespace, "backuplocation/loc", "Available", timeout=180)
 
@@ -115,10 +108,10 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     kit.kubectl_wait(namespace, "backuprun/base", "Complete", timeout=240)
     run = kit.get(namespace, "backuprun", "base")
     assert run["status"]["phase"] == "Succeeded", run["status"]
-    (source,) = run["status"]["sources"]
-    assert source["phase"] == "Succeeded", source
-    assert len(source["snapshotId"]) == 64
-    assert source["bytesRead"] > 10_000_000  # a whole data directory, not a dump
+    (result,) = run["status"]["sources"]
+    assert result["phase"] == "Succeeded", result
+    assert len(result["snapshotId"]) == 64
+    assert result["bytesRead"] > 10_000_000  # a whole data directory, not a dump
 
     server.sql("INSERT INTO orders VALUES (2, 'after the base backup')", "shop")
     committed = _time(

@@ -54,6 +54,7 @@ __all__ = [
     "VERIFICATION_FAILURES",
     "VERIFICATION_LAST_SUCCESS",
     "WAL_ARCHIVED_UNTIL",
+    "WAL_ARCHIVE_INTERVAL",
     "WAL_ARCHIVE_FAILURES",
     "record_sources",
     "serve",
@@ -279,6 +280,13 @@ WAL_ARCHIVED_UNTIL = Gauge(
     "safehold_wal_archived_until_timestamp_seconds",
     "Every transaction a pointInTime database source's server committed by this time is "
     "archived: the latest time a point-in-time restore reaches (Unix time)",
+    _TESTED,
+    registry=REGISTRY,
+)
+WAL_ARCHIVE_INTERVAL = Gauge(
+    "safehold_wal_archive_interval_seconds",
+    "The archiveInterval of a pointInTime database source: how far behind its archive may "
+    "fall in normal operation",
     _TESTED,
     registry=REGISTRY,
 )

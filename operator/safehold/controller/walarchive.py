@@ -242,6 +242,11 @@ def reconcile_wal_archive(
         assert d.point_in_time is not None
         state = old.get(d.name) or WalArchiveState(source=d.name)
         states.append(state)
+        labels = (ns, policy.metadata.name or "", d.name)
+        interval = parse_duration(d.point_in_time.archive_interval)
+        metrics.WAL_ARCHIVE_INTERVAL.labels(*labels).set(interval.total_seconds())
+        if state.archived_until is not None:  # also after a restart of the operator
+            metrics.WAL_ARCHIVED_UNTIL.labels(*labels).set(state.archived_until.timestamp())
         if _follow(rt, body, state):
             continue
         if policy.spec.suspend:
@@ -255,7 +260,7 @@ def reconcile_wal_archive(
             notes.append(f"the WAL archive of {d.name} {wait}")
             state.next_archive_time = current + _WAIT
             continue
-        state.next_archive_time = current + parse_duration(d.point_in_time.archive_interval)
+        state.next_archive_time = current + interval
         if location is None or failure:
             _fail(
                 state,
