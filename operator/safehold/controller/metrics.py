@@ -54,8 +54,8 @@ __all__ = [
     "VERIFICATION_FAILURES",
     "VERIFICATION_LAST_SUCCESS",
     "WAL_ARCHIVED_UNTIL",
-    "WAL_ARCHIVE_INTERVAL",
     "WAL_ARCHIVE_FAILURES",
+    "WAL_ARCHIVE_INTERVAL",
     "record_sources",
     "serve",
 ]
