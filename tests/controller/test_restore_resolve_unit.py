@@ -29,6 +29,8 @@ from safehold.controller.restoresources import (
     sources_from_snapshots,
 )
 from safehold.controller.snapshotmeta import (
+    BASE_KIND,
+    WAL_KIND,
     ClaimShape,
     claim_shape,
     original_claim,
@@ -161,6 +163,22 @@ def test_snapshots_map_to_one_source_per_volume_database_and_resources() -> None
     assert origin.run is None
     assert "BackupLocation site" in origin.described
     assert PREFIX in origin.described
+
+
+def test_a_point_in_time_source_is_one_database_source_by_its_base_backups() -> None:
+    """Its base backup stands for it (a restore then says what it cannot do with it); its
+    many WAL drains are no source of their own."""
+    from safehold.engine.databases import physical
+
+    assert (BASE_KIND, WAL_KIND) == (physical.BASE_KIND, physical.WAL_KIND)
+    snaps = [
+        _snap("prod/app/orders/pg/base", "b1", 1, ["run=r1"], source_kind=BASE_KIND,
+              source_name="orders"),
+        _snap("prod/app/orders/pg/wal", "w1", 2, [], source_kind=WAL_KIND, source_name="orders"),
+        _snap("prod/app/orders/pg/wal", "w2", 3, [], source_kind=WAL_KIND, source_name="orders"),
+    ]  # fmt: skip
+    (source,) = sources_from_snapshots(PREFIX, snaps)
+    assert (source.name, source.kind, source.snapshot_id) == ("orders", "database", "b1")
 
 
 def test_snapshots_without_meta_are_mapped_by_their_source_names() -> None:

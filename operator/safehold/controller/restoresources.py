@@ -47,7 +47,7 @@ from safehold.controller.jobs import (
     with_settings,
 )
 from safehold.controller.runtime import Runtime
-from safehold.controller.snapshotmeta import SOURCE_KIND, SOURCE_NAME
+from safehold.controller.snapshotmeta import BASE_KIND, SOURCE_KIND, SOURCE_NAME, WAL_KIND
 from safehold.controller.sources import policy_prefix, restore_job
 from safehold.controller.sources.resources import KIND as RESOURCES_KIND
 from safehold.controller.sources.resources import SOURCE as RESOURCES_SOURCE
@@ -139,6 +139,10 @@ def _classify(rest: str, meta: Mapping[str, str]) -> tuple[str, SourceKind] | No
     """The source name and kind of a snapshot whose source is PREFIX + ``rest``."""
     parts = rest.split("/")
     kind = meta.get(SOURCE_KIND)
+    if kind == BASE_KIND:  # a pointInTime source, as its base backups
+        return meta.get(SOURCE_NAME) or parts[0], "database"
+    if kind == WAL_KIND:  # its WAL, which a restore of the source reads with its base backup
+        return None
     dump = (len(parts) >= 3 and parts[1] == "db") or parts[1:] == ["globals"]
     if kind == "database" or (kind is None and dump):
         return (meta.get(SOURCE_NAME) or parts[0], "database") if len(parts) >= 2 else None

@@ -20,6 +20,7 @@ from safehold.api.backuppolicy import BackupPolicy
 from safehold.controller.sources.claims import VolumeClaim, volume_source
 
 __all__ = [
+    "BASE_KIND",
     "CLAIM_ACCESS_MODES",
     "CLAIM_LABELS",
     "CLAIM_NAME",
@@ -29,6 +30,7 @@ __all__ = [
     "POLICY_NAME",
     "SOURCE_KIND",
     "SOURCE_NAME",
+    "WAL_KIND",
     "ClaimShape",
     "claim_shape",
     "original_claim",
@@ -37,6 +39,11 @@ __all__ = [
 ]
 
 SOURCE_KIND: Final = "source.kind"
+#: ``source.kind`` of a pointInTime source's base backups and WAL drains, as the CLI's
+#: ``pg-basebackup`` and ``pg-archive-wal`` write it (engine/databases/physical.py; the
+#: controller does not import the engine, and the format document lists both).
+BASE_KIND: Final = "postgresql-base"
+WAL_KIND: Final = "postgresql-wal"
 SOURCE_NAME: Final = "source.name"
 POLICY_NAME: Final = "policy.name"
 CLAIM_NAME: Final = "claim.name"
