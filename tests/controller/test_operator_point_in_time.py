@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from safehold.controller import metrics
+from safehold.controller.limits import Limits
 from safehold.controller.walarchive import slot_name
 from testground.databases import DatabaseServer, private_dir, run_postgres
 from testground.kube import Namespace
@@ -63,6 +64,21 @@ def _wait_archive(
         time.sleep(1)
 
 
+def _recovered(data: Path) -> list[str]:
+    """The orders of a real PostgreSQL started on the restored ``data``, once recovered."""
+    root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
+    os.rename(data, root / "data")  # under a directory the postgres user may enter
+    restored = run_postgres(root, root / "data")
+    try:
+        deadline = time.monotonic() + 60
+        while restored.sql("SELECT pg_is_in_recovery()").strip() != "f":
+            assert time.monotonic() < deadline, restored.log.read_text()[-3000:]
+            time.sleep(0.2)
+        return restored.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
+    finally:
+        restored.stop()
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -93,7 +109,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     source.update(host=server.host, port=server.port)
     source["pointInTime"]["archiveInterval"] = "1m"  # the shortest the API allows
     namespace.apply([secret, policy])
-    operator(poll_interval=1.0)
+    operator(poll_interval=1.0, limits=Limits(run_as_root=True))
     kit.kubectl_wait(namespace, "backuplocation/loc", "Available", timeout=180)
 
     # the first archive starts at once: it creates the slot the later ones keep WAL with
@@ -113,6 +129,10 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     assert len(result["snapshotId"]) == 64
     assert result["bytesRead"] > 10_000_000  # a whole data directory, not a dump
 
+    moment = server.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    ).strip()
+    time.sleep(0.5)
     server.sql("INSERT INTO orders VALUES (2, 'after the base backup')", "shop")
     committed = _time(
         server.sql(
@@ -143,18 +163,27 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
-    os.rename(data, root / "data")
-    restored = run_postgres(root, root / "data")
-    try:
-        deadline = time.monotonic() + 60
-        while restored.sql("SELECT pg_is_in_recovery()").strip() != "f":
-            assert time.monotonic() < deadline, restored.log.read_text()[-3000:]
-            time.sleep(0.2)
-        rows = restored.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
-        assert rows == ["1:before the base backup", "2:after the base backup"]
-    finally:
-        restored.stop()
+    assert _recovered(data) == ["1:before the base backup", "2:after the base backup"]
+
+    # through a RestoreRequest: the data directory at a second between the two rows, into
+    # a new claim, as root (so that the files keep the server's owner)
+    restore_request = dict(
+        policyRef={"name": "pg"},
+        pointInTime=moment,
+        sources=["orders"],
+        target={"claimName": "orders-restored", "size": "1Gi", "path": "pgdata"},
+        job={"runAsRoot": True},
+    )
+    kit.restore_request(namespace, "back", **restore_request)
+    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=240)
+    rr = kit.get(namespace, "restorerequest", "back")
+    assert rr["status"]["phase"] == "Succeeded", rr["status"]
+    (item,) = rr["status"]["restored"]
+    assert item["kind"] == "database"
+    assert item["target"] == f"persistentvolumeclaim/{namespace}/orders-restored"
+    assert item["files"] > 900
+    copy = kit.claim_dir(namespace, "orders-restored") / "pgdata"
+    assert _recovered(copy) == ["1:before the base backup"]
 
     # the password is nowhere the cluster shows
     shown = namespace.kubectl("get", "jobs", "-o", "json").stdout

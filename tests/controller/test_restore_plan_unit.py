@@ -47,7 +47,10 @@ def test_target_takes_one_volume_source() -> None:
     # all three, or one that is not a volume: refused, naming the volume sources
     for sources in ([], ["db"], ["resources"]):
         message = _refused(target={"claimName": "copy"}, sources=sources)
-        assert message == "spec.target restores one volume source: set spec.sources to one of data"
+        assert message == (
+            "spec.target restores one volume (or point-in-time database) source: set "
+            "spec.sources to one of data"
+        )
 
 
 def test_paths_need_a_volume_source() -> None:

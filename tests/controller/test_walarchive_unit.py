@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from safehold.api import BackupPolicy, RestoreRequest, validate_spec
-from safehold.controller.common import _same
-from safehold.controller.sources.databases import database_restore_item
+from safehold.controller.common import Stop, _same
+from safehold.controller.restoreplan import chosen_sources, point_in_time_sources
+from safehold.controller.restoresources import Origin, RestoreSource
 from safehold.controller.walarchive import slot_name
 
 
@@ -76,21 +77,28 @@ def test_slot_names_are_what_postgresql_accepts_and_stay_apart() -> None:
         assert all(c.isdigit() or c.islower() or c == "_" for c in name)
 
 
-def test_a_restore_request_refuses_a_point_in_time_source_with_the_command_to_use() -> None:
+def test_a_point_in_time_source_restores_into_a_target_claim() -> None:
     policy = BackupPolicy.model_validate(
         {"metadata": {"name": "shop-db", "namespace": "shop"}, "spec": _spec()}
     )
+    origin = Origin(
+        policy="shop-db",
+        run="r1",
+        described="BackupRun r1",
+        sources=[RestoreSource(name="orders", kind="database", snapshot_id="b" * 64)],
+    )
+    pitr = point_in_time_sources(policy, origin)
+    assert pitr == {"orders"}
+    assert point_in_time_sources(None, origin) == set()  # nor meta, nor policy: a dump
     req = RestoreRequest.model_validate(
         {
             "metadata": {"name": "back", "namespace": "shop"},
-            "spec": {"policyRef": {"name": "shop-db"}},
+            "spec": {"policyRef": {"name": "shop-db"}, "target": {"claimName": "pgdata"}},
         }
     )
-    item = database_restore_item(req, policy, "shop-db", "orders", "a" * 64)
-    assert item.phase == "Failed"
-    assert item.error is not None
-    assert item.error.reason == "PointInTimeSource"
-    assert "safehold pg-restore-pitr --source shop/shop-db/orders" in item.error.message
+    assert [s.name for s in chosen_sources(req, origin, pitr)] == ["orders"]
+    with pytest.raises(Stop, match="one volume \\(or point-in-time database\\) source"):
+        chosen_sources(req, origin)  # a dumped database has no claim to write into
 
 
 def test_a_message_that_ends_like_a_time_is_compared_as_text() -> None:

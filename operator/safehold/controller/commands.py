@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 __all__ = [
@@ -205,6 +206,13 @@ def restore_db(
     """``safehold restore-db``: the dumps tagged ``run=RUN``, else the newest."""
     args = ["restore-db", *connection.options(), "--source", source, *tag_options(run)]
     return [*args, "--existing", existing]
+
+
+def pg_restore_pitr(source: str, to: datetime | None, directory: str) -> list[str]:
+    """``safehold pg-restore-pitr``: a data directory that recovers to ``to`` (None: as far
+    as the WAL archive goes)."""
+    when = ["--to", to.astimezone(UTC).isoformat().replace("+00:00", "Z")] if to else []
+    return ["pg-restore-pitr", "--source", source, *when, directory]
 
 
 def pg_restore_pitr_check(source: str) -> list[str]:

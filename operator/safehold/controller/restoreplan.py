@@ -24,7 +24,7 @@ from safehold.controller.jobs import LABEL_RESTORE
 from safehold.controller.limits import root_field
 from safehold.controller.restoresources import Origin, RestoreSource
 from safehold.controller.runtime import Runtime
-from safehold.controller.snapshotmeta import ClaimShape, claim_shape
+from safehold.controller.snapshotmeta import BASE_KIND, SOURCE_KIND, ClaimShape, claim_shape
 from safehold.controller.sources.databases import (
     database_restore_host,
     database_restore_item,
@@ -37,15 +37,19 @@ from safehold.controller.sources.resources import (
 )
 
 __all__ = [
+    "CLAIM_TARGET",
     "chosen_sources",
     "claim_manifest",
     "plan_restore",
+    "point_in_time_sources",
     "restore_denial",
     "volume_namespace",
 ]
 
 
 _DEFAULT_SIZE = "1Gi"
+#: How a restore item names a claim it writes into (``persistentvolumeclaim/NS/NAME``).
+CLAIM_TARGET = "persistentvolumeclaim/"
 
 
 def _claim_of(policy: BackupPolicy | None, source: RestoreSource) -> str:
@@ -60,9 +64,22 @@ def _claim_of(policy: BackupPolicy | None, source: RestoreSource) -> str:
     return source.name
 
 
-def chosen_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
+def point_in_time_sources(policy: BackupPolicy | None, origin: Origin) -> frozenset[str]:
+    """The origin's database sources backed up for point-in-time recovery: by their base
+    backups' metadata (resolved from the repository), else by the policy's pointInTime."""
+    pitr = {s.name for s in origin.sources if s.meta.get(SOURCE_KIND) == BASE_KIND}
+    for d in policy.spec.sources.databases if policy else []:
+        if d.point_in_time is not None:
+            pitr.add(d.name)
+    return frozenset(s.name for s in origin.sources if s.kind == "database" and s.name in pitr)
+
+
+def chosen_sources(
+    req: RestoreRequest, origin: Origin, pitr: frozenset[str] = frozenset()
+) -> list[RestoreSource]:
     """The sources ``req`` restores from ``origin``; a name it has no snapshot of, and
-    ``spec.target`` or ``spec.paths`` where they would be ignored, stop the request."""
+    ``spec.target`` or ``spec.paths`` where they would be ignored, stop the request.
+    ``pitr``: the point-in-time sources, which restore into ``spec.target`` too."""
     spec = req.spec
     names = [s.name for s in origin.sources]
     unknown = sorted(set(spec.sources) - set(names))
@@ -76,11 +93,12 @@ def chosen_sources(req: RestoreRequest, origin: Origin) -> list[RestoreSource]:
     if not chosen:
         raise Stop("NothingToRestore", f"{origin.described} has no snapshot to restore")
     volumes = [s.name for s in chosen if s.kind == "volume"]
-    if spec.target is not None and (len(chosen) != 1 or not volumes):
-        held = [s.name for s in origin.sources if s.kind == "volume"]
+    into_claims = volumes + [s.name for s in chosen if s.name in pitr]
+    if spec.target is not None and (len(chosen) != 1 or not into_claims):
+        held = [s.name for s in origin.sources if s.kind == "volume" or s.name in pitr]
         raise Stop(
             "InvalidSpec",
-            "spec.target restores one volume source: "
+            "spec.target restores one volume (or point-in-time database) source: "
             + (
                 f"set spec.sources to one of {', '.join(held)}"
                 if held
@@ -174,14 +192,19 @@ def restore_denial(
 
 
 def _limit(
-    rt: Runtime, req: RestoreRequest, policy: BackupPolicy | None, item: RestoredItem
+    rt: Runtime,
+    req: RestoreRequest,
+    policy: BackupPolicy | None,
+    item: RestoredItem,
+    *,
+    writes_files: bool,
 ) -> None:
     """Fail ``item`` when it names what the chart's policyLimits do not allow: the
-    ServiceAccount a clusterResources restore runs as, a database server's host, a volume
-    restore as root."""
+    ServiceAccount a clusterResources restore runs as, a database server's host, a
+    restore of files (a volume, a data directory) as root."""
     ns = req.metadata.namespace or ""
     why: str | None = None
-    if item.kind == "volume":
+    if writes_files:
         own = req.spec.job
         why = rt.limits.root(rt.job_settings(policy.spec.job if policy else None, own))
         owner = f"BackupPolicy {policy.metadata.name} " if policy else ""
@@ -208,11 +231,13 @@ def plan_restore(
     policy: BackupPolicy | None,
     status: RestoreRequestStatus,
 ) -> list[RestoredItem]:
-    chosen = chosen_sources(req, origin)
+    pitr = point_in_time_sources(policy, origin)
+    chosen = chosen_sources(req, origin, pitr)
     volume_ns, _ = volume_namespace(req)
     # every target namespace is checked before anything is looked at or created there
     for s in chosen:
-        denial = restore_denial(rt, req, policy, s.kind, s.name, volume_ns)
+        kind = "volume" if s.name in pitr else s.kind  # a data directory into a claim
+        denial = restore_denial(rt, req, policy, kind, s.name, volume_ns)
         if denial is not None:
             raise Stop(denial.reason, denial.message)
     items: list[RestoredItem] = []
@@ -220,14 +245,26 @@ def plan_restore(
     for s in chosen:
         if s.kind == RESOURCES_KIND:
             items.append(resources_restore_item(req, {"name": s.name, "snapshotId": s.snapshot_id}))
-        elif s.kind == "database":
+        elif s.kind == "database" and s.name not in pitr:
             items.append(_database_item(req, origin, policy, s))
         else:
             item, manifest = _volume_item(rt, req, policy, s, status, volume_ns)
+            if s.name in pitr:
+                item.kind = "database"  # a PostgreSQL data directory, written into the claim
+                if req.spec.target is None:
+                    item.phase = "Failed"
+                    item.error = ErrorDetail(
+                        reason="TargetRequired",
+                        message=f"database source {s.name!r} is backed up for point-in-time "
+                        "recovery: a restore writes the server's data directory into a claim; "
+                        "set spec.sources to it, spec.target.claimName (the data volume of a "
+                        "stopped server, or a new one) and spec.target.path (the data "
+                        "directory inside it, e.g. pgdata)",
+                    )
             items.append(item)
             if manifest is not None:
                 claims.append((item, manifest))
-        _limit(rt, req, policy, items[-1])
+        _limit(rt, req, policy, items[-1], writes_files=s.kind == "volume" or s.name in pitr)
     # after every source is planned: a later source's TargetExists (existingResourcePolicy
     # Fail) stops the request before any claim is made, and a refused source gets none
     for item, manifest in claims:
@@ -257,7 +294,7 @@ def _volume_item(
         source=s.name,
         kind="volume",
         snapshot_id=s.snapshot_id,
-        target=f"persistentvolumeclaim/{tns}/{claim}",
+        target=f"{CLAIM_TARGET}{tns}/{claim}",
     )
     existing = rt.kube.get_pvc(tns, claim)
     if existing is not None and not _ours(existing, req):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from safehold.api import (
@@ -38,7 +39,7 @@ from safehold.api import (
 from safehold.api.enums import RunPhase
 from safehold.api.summaries import RestoreSummary
 from safehold.controller import commands, metrics
-from safehold.controller.common import Stop, field_errors_message, now, write_status
+from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
 from safehold.controller.grants import Denial
 from safehold.controller.jobs import (
     JobRequest,
@@ -47,10 +48,10 @@ from safehold.controller.jobs import (
     with_settings,
 )
 from safehold.controller.progress import combine_progress, read_progress
-from safehold.controller.restoreplan import plan_restore, restore_denial
+from safehold.controller.restoreplan import CLAIM_TARGET, plan_restore, restore_denial
 from safehold.controller.restoresources import Origin, Wait, find_origin, policy_name
 from safehold.controller.runtime import Runtime
-from safehold.controller.sources import restore_job
+from safehold.controller.sources import restore_job, source_name
 from safehold.controller.sources.databases import MissingSource, database_restore_job
 from safehold.controller.sources.resources import resources_restore_job
 from safehold.controller.status import FINAL_PHASES, complete_conditions
@@ -167,6 +168,49 @@ def _job_request(
     )
 
 
+def _recovery_time(rt: Runtime, req: RestoreRequest, origin: Origin) -> datetime | None:
+    """The time a point-in-time source recovers to: ``spec.pointInTime``; with a BackupRun,
+    when it completed (its base backup had ended by then); else as far as the archive goes."""
+    if req.spec.point_in_time is not None:
+        return req.spec.point_in_time
+    if origin.run is None:
+        return None
+    run = rt.kube.get_cr("backupruns", req.metadata.namespace or "", origin.run) or {}
+    return parse_time((run.get("status") or {}).get("completionTime"))
+
+
+def _data_directory_job(
+    rt: Runtime,
+    body: dict[str, Any],
+    req: RestoreRequest,
+    location: BackupLocation,
+    item: RestoredItem,
+    origin: Origin,
+) -> JobRequest:
+    """The Job that writes a point-in-time source's PostgreSQL data directory into the
+    target claim (``pg-restore-pitr``): at ``spec.target.path`` inside it, owned by the
+    server's user when the Job runs as root."""
+    _, tns, claim = item.target.split("/", 2)
+    path = (req.spec.target.path.strip("/") if req.spec.target else "") or ""
+    directory = f"{RESTORE_ROOT}/volume" + (f"/{path}" if path else "")
+    ns = req.metadata.namespace or ""
+    args = commands.pg_restore_pitr(
+        source_name(ns, origin.policy, item.source), _recovery_time(rt, req, origin), directory
+    )
+    mounts = [
+        Mount(
+            name="target",
+            path=f"{RESTORE_ROOT}/volume",
+            volume={"persistentVolumeClaim": {"claimName": claim}},
+            read_only=False,
+        )
+    ]
+    return restore_job(
+        rt.image, body, req, location, item.source, args,
+        namespace=tns, mounts=mounts, file_access="write",
+    )  # fmt: skip
+
+
 def _phase(items: list[RestoredItem]) -> RunPhase:
     phases = [i.phase for i in items]
     if any(p in ("Pending", "Running") for p in phases):
@@ -186,6 +230,8 @@ def _restore_job(
     origin: Origin,
     policy: BackupPolicy | None,
 ) -> JobRequest:
+    if item.kind == "database" and item.target.startswith(CLAIM_TARGET):
+        return _data_directory_job(rt, body, req, location, item, origin)
     if item.kind == "database":
         source = next((s for s in origin.sources if s.name == item.source), None)
         run_tag = source.run_tag if source else None

@@ -212,17 +212,6 @@ def database_restore_item(
         item.target = "unknown server"
         return item
     item.target = _target(d)
-    if d.point_in_time is not None:
-        item.phase = "Failed"
-        item.error = ErrorDetail(
-            reason="PointInTimeSource",
-            message=f"database source {source!r} is backed up for point-in-time recovery (a "
-            "base backup of the whole server and its WAL), which a RestoreRequest does not "
-            "restore yet: write the data directory with 'safehold pg-restore-pitr --source "
-            f"{source_name(ns, policy_name, source)} [--to TIME] DIR' and start the server on "
-            "it (docs/databases.md, point-in-time recovery)",
-        )
-        return item
     if req.spec.dry_run:
         item.phase = "Skipped"
     return item
