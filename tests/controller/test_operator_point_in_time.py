@@ -34,12 +34,12 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "databases.md"
 
 
 def _doc_objects() -> list[dict[str, Any]]:
-    """The Secret and the BackupPolicy of docs/databases.md's point-in-time section."""
-    text = DOC.read_text().split("### In a BackupPolicy: `pointInTime`")[1]
-    block = re.search(r"```yaml\n(.*?)```", text, re.S)
-    assert block is not None
-    objects = [d for d in yaml.safe_load_all(block.group(1)) if d]
-    assert [o["kind"] for o in objects] == ["Secret", "BackupPolicy"]
+    """The Secret, BackupPolicy and RestoreRequest of docs/databases.md's point-in-time
+    section."""
+    text = DOC.read_text().split("### In a BackupPolicy: `pointInTime`")[1].split("\n## ")[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    objects = [d for block in blocks for d in yaml.safe_load_all(block) if d]
+    assert [o["kind"] for o in objects] == ["Secret", "BackupPolicy", "RestoreRequest"]
     return objects
 
 
@@ -100,7 +100,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
 
     repo_password = secrets.token_hex(12)
     bucket = kit.store_location(namespace, s3_store, "loc", password=repo_password)
-    secret, policy = _doc_objects()
+    secret, policy, request = _doc_objects()
     secret["stringData"] = {"username": "archiver", "password": ARCHIVER_PASSWORD}
     policy["metadata"]["name"] = "pg"
     policy["spec"]["location"]["name"] = "loc"
@@ -167,14 +167,11 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
 
     # through a RestoreRequest: the data directory at a second between the two rows, into
     # a new claim, as root (so that the files keep the server's owner)
-    restore_request = dict(
-        policyRef={"name": "pg"},
-        pointInTime=moment,
-        sources=["orders"],
-        target={"claimName": "orders-restored", "size": "1Gi", "path": "pgdata"},
-        job={"runAsRoot": True},
-    )
-    kit.restore_request(namespace, "back", **restore_request)
+    request["metadata"]["name"] = "back"
+    request["spec"]["policyRef"]["name"] = "pg"
+    request["spec"]["pointInTime"] = moment
+    request["spec"]["target"]["size"] = "1Gi"
+    namespace.apply(request)
     kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=240)
     rr = kit.get(namespace, "restorerequest", "back")
     assert rr["status"]["phase"] == "Succeeded", rr["status"]

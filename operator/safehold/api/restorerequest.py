@@ -90,7 +90,9 @@ class RestoreResourceFilter(ApiModel):
 
 
 class RestoreTarget(ApiModel):
-    """Where a volume source's data goes, when not back into a claim of its own name."""
+    """Where a volume source's data goes, when not back into a claim of its own name; for a
+    database source with pointInTime, the claim its PostgreSQL data directory is written
+    into."""
 
     claim_name: ResourceName
     """The PersistentVolumeClaim to restore into; created if missing."""
@@ -137,7 +139,8 @@ class RestoreRequestSpec(ApiModel):
     """Restore the newest snapshot of this BackupPolicy (at or before pointInTime)."""
     point_in_time: datetime | None = None
     """With policyRef: the newest snapshot at or before this time (RFC 3339, e.g.
-    2026-01-31T23:00:00Z) is restored; empty means the newest."""
+    2026-01-31T23:00:00Z) is restored; empty means the newest. A database source with
+    pointInTime recovers to this very second (empty: as far as its WAL archive goes)."""
     location_ref: LocalObjectReference | None = None
     """The BackupLocation to read from, e.g. a recovery site; empty means the BackupRun's
     location, else the policy's. Required with policyRef when neither a BackupRun nor the
@@ -162,7 +165,8 @@ class RestoreRequestSpec(ApiModel):
     storage_class_mapping: dict[str, StorageClassName] = Field(default_factory=dict)
     """Create claims with other StorageClasses: ``{gp2: gp3}``."""
     target: RestoreTarget | None = None
-    """Restore a single volume source into this claim instead."""
+    """Restore a single volume source into this claim instead, or the data directory of a
+    database source with pointInTime (required for one)."""
     existing_resource_policy: ExistingResourcePolicy = "Skip"
     """What to do with a target that exists (a claim, an object, a database): Skip leaves
     it untouched (a claim that exists is not restored into at all), Overwrite restores into
