@@ -32,9 +32,8 @@ from safehold.controller.jobs import (
     build_job,
     label_value,
     owner_reference,
-    with_settings,
 )
-from safehold.controller.repository import with_repository
+from safehold.controller.policy_jobs import policy_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import source_name
 from safehold.controller.sources.databases import server_connection
@@ -178,21 +177,11 @@ def _request(
     mounts: list[Mount],
     check: CheckContainer | None = None,
 ) -> JobRequest:
-    request = JobRequest(
-        name=entry.job or "",
-        namespace=policy.metadata.namespace or "",
-        component=COMPONENT_TEST_RESTORE,
-        args=args,
-        labels={LABEL_POLICY: policy.metadata.name or "", LABEL_SOURCE: entry.source},
-        owner=body,
-        mounts=mounts,
-        image=rt.image,
-        check=check,
-    )
-    request = with_repository(request, location)
-    request = with_settings(request, rt.job_settings(policy.spec.job))
-    # A failed test is reported and tried again at the next slot, not by the Job.
-    return replace(request, backoff_limit=0)
+    labels = {LABEL_POLICY: policy.metadata.name or "", LABEL_SOURCE: entry.source}
+    return policy_job(
+        rt, body, policy, location, name=entry.job or "", component=COMPONENT_TEST_RESTORE,
+        args=args, labels=labels, mounts=mounts, check=check,
+    )  # fmt: skip
 
 
 def start_volume_test(

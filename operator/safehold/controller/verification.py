@@ -28,7 +28,6 @@ operator never repairs anything itself (docs/verify.md, docs/repair.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -51,10 +50,9 @@ from safehold.controller.jobs import (
     JobRequest,
     build_job,
     job_name,
-    with_settings,
 )
 from safehold.controller.kube import ApiException
-from safehold.controller.repository import with_repository
+from safehold.controller.policy_jobs import policy_job
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.schedule import due_check
@@ -150,21 +148,14 @@ def _request(
     name: str,
     args: list[str],
 ) -> JobRequest:
-    ns = policy.metadata.namespace or ""
-    pname = policy.metadata.name or ""
-    request = JobRequest(
-        name=name,
-        namespace=ns,
-        component=COMPONENT_VERIFY,
-        args=args,
-        labels={LABEL_POLICY: pname, LABEL_LOCATION: location.metadata.name or ""},
-        owner=body,
-        image=rt.image,
-    )
-    request = with_repository(request, location)
-    request = with_settings(request, rt.job_settings(policy.spec.job))
-    # A failed check is reported and tried again at the next slot, not by the Job.
-    return replace(request, backoff_limit=0)
+    labels = {
+        LABEL_POLICY: policy.metadata.name or "",
+        LABEL_LOCATION: location.metadata.name or "",
+    }
+    return policy_job(
+        rt, body, policy, location, name=name, component=COMPONENT_VERIFY, args=args,
+        labels=labels,
+    )  # fmt: skip
 
 
 def _locations(policy: BackupPolicy) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,10 +39,9 @@ from safehold.controller.jobs import (
     JobRequest,
     build_job,
     job_name,
-    with_settings,
 )
 from safehold.controller.kube import ApiException
-from safehold.controller.repository import with_repository
+from safehold.controller.policy_jobs import policy_job
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.snapshotmeta import source_meta
@@ -174,20 +172,12 @@ def _request(
         slot=d.point_in_time.slot or slot_name(ns, pname, d.name),
         meta=source_meta(pname, d.name),
     )
-    request = JobRequest(
-        name=name,
-        namespace=ns,
-        component=COMPONENT_WAL,
-        args=args,
-        labels={LABEL_POLICY: pname, LABEL_LOCATION: location.metadata.name or ""},
-        owner=body,
-        mounts=[mount],
-        image=rt.image,
-    )
-    request = with_repository(request, location)
-    request = with_settings(request, rt.job_settings(policy.spec.job))
-    # a failed archive is tried at the next interval, not by the Job: the slot keeps the WAL
-    return replace(request, backoff_limit=0)
+    labels = {LABEL_POLICY: pname, LABEL_LOCATION: location.metadata.name or ""}
+    # a failed archive is tried at the next interval: the slot keeps the WAL meanwhile
+    return policy_job(
+        rt, body, policy, location, name=name, component=COMPONENT_WAL, args=args,
+        labels=labels, mounts=[mount],
+    )  # fmt: skip
 
 
 def _start(
