@@ -146,6 +146,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
         150,
     )
     assert later["job"] != first["job"]
+    assert namespace.get("job", first["job"]) is None  # a succeeded archive's Job is deleted
     labels = (str(namespace), "pg", "orders")
     archived = metrics.WAL_ARCHIVED_UNTIL.labels(*labels)._value.get()
     assert archived >= _time(later["archivedUntil"]).timestamp() - 1

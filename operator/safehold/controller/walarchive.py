@@ -10,7 +10,9 @@ repository. The metric ``safehold_wal_archived_until_timestamp_seconds`` follows
 the alert SafeholdWalArchiveLagging fires when it falls behind.
 
 One archive Job per source at a time: an interval that comes while the previous archive
-still runs starts when it ends. The archive does not start while the policy is suspended
+still runs starts when it ends. A Job that succeeded is deleted once its outcome is in the
+status (an archive every few minutes would leave hundreds a day); a failed one stays for
+its logs until the Jobs' time to live. The archive does not start while the policy is suspended
 (the server then keeps its WAL for the slot: docs/databases.md says what that costs), nor
 while a retention Job holds the location's exclusive lock (it waits, as a run does); a
 host the installation does not allow (``policyLimits.databaseHosts``) fails the archive
@@ -106,13 +108,18 @@ def _follow(rt: Runtime, body: Mapping[str, Any], state: WalArchiveState) -> boo
         if outcome.waiting:
             state.message = f"the archive Job waits: {outcome.waiting}"[:4096]
         return True
-    finish(state, outcome)
+    stored = finish(state, outcome)
     _record(rt, body, state)
+    if stored:
+        # one archive every few minutes would leave hundreds of ended Jobs a day; a failed
+        # one stays for its logs until the Jobs' TTL
+        rt.kube.delete_job(ns, state.job)
     return False
 
 
-def finish(state: WalArchiveState, outcome: JobOutcome) -> None:
-    """An ended archive Job's outcome into ``state``, from its ``WalArchiveSummary``."""
+def finish(state: WalArchiveState, outcome: JobOutcome) -> bool:
+    """An ended archive Job's outcome into ``state``, from its ``WalArchiveSummary``;
+    whether the archive stored the WAL."""
     doc = outcome.read(WalArchiveSummary)
     if doc.ok and doc.snapshot:
         state.result = "Succeeded"
@@ -124,13 +131,14 @@ def finish(state: WalArchiveState, outcome: JobOutcome) -> None:
             or f"archived up to {doc.end_lsn} (snapshot {doc.snapshot[:12]}): restores can "
             f"reach {doc.archived_until}"
         )[:4096]
-    else:
-        error = outcome.error
-        _fail(
-            state,
-            error.reason if error else "Error",
-            (error.message if error else None) or doc.error or "the archive Job failed",
-        )
+        return True
+    error = outcome.error
+    _fail(
+        state,
+        error.reason if error else "Error",
+        (error.message if error else None) or doc.error or "the archive Job failed",
+    )
+    return False
 
 
 def _blocked(rt: Runtime, ns: str, location: BackupLocation | None) -> tuple[str, str | None]:
