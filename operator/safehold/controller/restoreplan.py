@@ -192,19 +192,14 @@ def restore_denial(
 
 
 def _limit(
-    rt: Runtime,
-    req: RestoreRequest,
-    policy: BackupPolicy | None,
-    item: RestoredItem,
-    *,
-    writes_files: bool,
+    rt: Runtime, req: RestoreRequest, policy: BackupPolicy | None, item: RestoredItem
 ) -> None:
     """Fail ``item`` when it names what the chart's policyLimits do not allow: the
     ServiceAccount a clusterResources restore runs as, a database server's host, a
-    restore of files (a volume, a data directory) as root."""
+    restore of files into a claim (a volume's, a point-in-time data directory) as root."""
     ns = req.metadata.namespace or ""
     why: str | None = None
-    if writes_files:
+    if item.kind == "volume" or item.target.startswith(CLAIM_TARGET):
         own = req.spec.job
         why = rt.limits.root(rt.job_settings(policy.spec.job if policy else None, own))
         owner = f"BackupPolicy {policy.metadata.name} " if policy else ""
@@ -264,7 +259,7 @@ def plan_restore(
             items.append(item)
             if manifest is not None:
                 claims.append((item, manifest))
-        _limit(rt, req, policy, items[-1], writes_files=s.kind == "volume" or s.name in pitr)
+        _limit(rt, req, policy, items[-1])
     # after every source is planned: a later source's TargetExists (existingResourcePolicy
     # Fail) stops the request before any claim is made, and a refused source gets none
     for item, manifest in claims:
