@@ -222,6 +222,7 @@ def test_a_drain_that_fails_to_store_keeps_the_wal_on_the_server(
 ) -> None:
     """The slot moves only after the snapshot is written: a drain that dies before loses
     nothing, and the next one stores what it had streamed."""
+    from safehold.engine import backup
     from safehold.engine.databases import wal
     from safehold.engine.databases.client import Connection
     from safehold.repo import Repository
@@ -235,7 +236,7 @@ def test_a_drain_that_fails_to_store_keeps_the_wal_on_the_server(
     def broken(*args: object, **kwargs: object) -> object:
         raise OSError("injected: the repository's storage went away")
 
-    monkeypatch.setattr(wal, "backup_paths", broken)
+    monkeypatch.setattr(backup, "backup_paths", broken)  # the drain's store of the WAL
     repo = Repository.open(open_storage((tmp_path / "repo").as_uri()), REPO_PASSWORD)
     conn = Connection("postgresql", source.host, ARCHIVER, ARCHIVER_PASSWORD, source.port)
     with pytest.raises(OSError, match="injected"):

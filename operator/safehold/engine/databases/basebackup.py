@@ -28,14 +28,19 @@ from typing import Any
 from safehold.engine.backup import BackupOptions, BackupResult, backup_stream
 from safehold.engine.databases.client import Connection, DatabaseClient, DumpError, StderrTail
 from safehold.engine.databases.dump import CheckedPipe
-from safehold.engine.databases.physical import BASE_KIND, base_source, format_lsn, parse_lsn
+from safehold.engine.databases.physical import (
+    BASE_FILE,
+    BASE_KIND,
+    base_source,
+    format_lsn,
+    parse_lsn,
+)
 from safehold.engine.databases.wal import server_identity
 from safehold.engine.progress import ProgressCallback
 from safehold.repo import Repository
 
-__all__ = ["BASE_FILE", "BaseBackupOptions", "BaseBackupResult", "base_backup"]
+__all__ = ["BaseBackupOptions", "BaseBackupResult", "base_backup"]
 
-BASE_FILE = "base.tar"
 _START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
 _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 

@@ -6,6 +6,7 @@ names of WAL segments. Pure functions; nothing here touches a server or a reposi
 from __future__ import annotations
 
 __all__ = [
+    "BASE_FILE",
     "BASE_KIND",
     "WAL_KIND",
     "base_source",
@@ -16,6 +17,8 @@ __all__ = [
     "wal_source",
 ]
 
+#: The one file of a base backup's snapshot: pg_basebackup's tar.
+BASE_FILE = "base.tar"
 #: ``source.kind`` of a base backup's snapshot, and of a WAL archive drain's.
 BASE_KIND = "postgresql-base"
 WAL_KIND = "postgresql-wal"

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from safehold.engine.databases.basebackup import BASE_FILE
 from safehold.engine.databases.client import DumpError
 from safehold.engine.databases.physical import (
+    BASE_FILE,
     base_source,
     parse_lsn,
     segment_name,

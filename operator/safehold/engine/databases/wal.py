@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from safehold.engine.backup import BackupOptions, backup_paths
 from safehold.engine.databases.client import Connection, DatabaseClient, DumpError, StderrTail
 from safehold.engine.databases.physical import (
     WAL_KIND,
@@ -261,6 +260,10 @@ def _mark_end(client: DatabaseClient) -> tuple[int, str]:
 
 def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> ArchiveResult:
     """One drain of the server's WAL into a snapshot (see the module's rules)."""
+    # here, not at the top: a restore reads the archive through this module and needs no
+    # backup engine
+    from safehold.engine.backup import BackupOptions, backup_paths
+
     if not _SLOT.fullmatch(options.slot):
         raise DumpError(
             f"slot name {options.slot!r}: 1 to 63 lower-case letters, digits and underscores"
