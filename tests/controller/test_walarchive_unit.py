@@ -4,15 +4,18 @@ pointInTime source, and the status comparison that a message ending in "Z" once 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from safehold.api import BackupPolicy, RestoreRequest, validate_spec
+from safehold.api.backuppolicy import BackupPolicyStatus, WalArchiveState
+from safehold.controller import metrics
 from safehold.controller.common import Stop, _same
 from safehold.controller.restoreplan import chosen_sources, point_in_time_sources
 from safehold.controller.restoresources import Origin, RestoreSource
-from safehold.controller.walarchive import slot_name
+from safehold.controller.walarchive import reconcile_wal_archive, slot_name
 
 
 def _spec(**database: Any) -> dict[str, Any]:
@@ -112,3 +115,25 @@ def test_a_message_that_ends_like_a_time_is_compared_as_text() -> None:
     }
     assert _same(stored, same)
     assert not _same(stored, {**same, "message": "other"})
+
+
+def test_a_source_no_longer_archived_leaves_no_gauge_to_alert_on() -> None:
+    """Without its gauges, SafeholdWalArchiveLagging cannot fire for a source whose
+    pointInTime was removed (the archive's age would only grow)."""
+    spec = _spec()
+    del spec["sources"]["databases"][0]["pointInTime"]
+    policy = BackupPolicy.model_validate(
+        {"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}
+    )
+    labels = ("ns", "p", "orders")
+    metrics.WAL_ARCHIVED_UNTIL.labels(*labels).set(1.0)
+    metrics.WAL_ARCHIVE_INTERVAL.labels(*labels).set(300.0)
+    status = BackupPolicyStatus(
+        wal_archive=[WalArchiveState(source="orders", result="Succeeded", job="j")]
+    )
+    rt: Any = SimpleNamespace()  # nothing to follow or start: no API call
+    assert reconcile_wal_archive(rt, {"metadata": {}}, policy, status) is None
+    assert status.wal_archive == []
+    exported = {tuple(s.labels.values()) for m in metrics.REGISTRY.collect() for s in m.samples
+                if s.name.startswith("safehold_wal_archive")}  # fmt: skip
+    assert labels not in exported

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -270,9 +271,16 @@ def reconcile_wal_archive(
             _record(rt, body, state)
             continue
         _start(rt, body, policy, location, d, state, current)
-    # a running archive of a source removed from the policy is followed to its end
+    # a source removed from the policy (or its pointInTime): a running archive is followed
+    # to its end, then its gauges go, or SafeholdWalArchiveLagging would fire for it
     for name, state in old.items():
-        if name not in {d.name for d in sources} and _follow(rt, body, state):
+        if name in {d.name for d in sources}:
+            continue
+        if _follow(rt, body, state):
             states.append(state)
+            continue
+        for gauge in (metrics.WAL_ARCHIVED_UNTIL, metrics.WAL_ARCHIVE_INTERVAL):
+            with suppress(KeyError):
+                gauge.remove(ns, policy.metadata.name or "", name)
     status.wal_archive = states
     return "; ".join(notes) or None
