@@ -209,6 +209,8 @@ def test_replicate() -> None:
     # the site (--to ...) is added by safehold.controller.repository.with_site
     got = parse([*commands.replicate("ns/pol/"), "--to", "file:///site"])
     assert (got.command, got.source_prefix, got.only_newer) == ("replicate", ["ns/pol/"], True)
+    got = parse([*commands.replicate_source("ns/pol/db/pg/wal"), "--to", "file:///site"])
+    assert (got.source, got.source_prefix, got.only_newer) == (["ns/pol/db/pg/wal"], [], True)
 
 
 @pytest.mark.parametrize("subset", [None, (4, 10)])

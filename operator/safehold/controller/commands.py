@@ -35,6 +35,7 @@ __all__ = [
     "meta_options",
     "prune_options",
     "replicate",
+    "replicate_source",
     "repo_check",
     "restore",
     "restore_db",
@@ -352,6 +353,12 @@ def replicate(prefix: str) -> list[str]:
     """``safehold replicate`` of the sources under ``prefix`` (before ``--to``);
     ``--only-newer`` keeps what the site's own retention forgot from coming back."""
     return ["replicate", "--source-prefix", prefix, "--only-newer"]
+
+
+def replicate_source(source: str) -> list[str]:
+    """``safehold replicate`` of the one source ``source`` (a WAL archive's, after each
+    archive), with ``--only-newer`` as :func:`replicate`."""
+    return ["replicate", "--source", source, "--only-newer"]
 
 
 def verify(subset: tuple[int, int] | None = None) -> list[str]:

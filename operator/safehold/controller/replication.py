@@ -79,7 +79,9 @@ __all__ = [
     "MAX_ATTEMPTS",
     "backoff",
     "reconcile_replication",
+    "site_hint",
     "site_problem",
+    "site_request",
 ]
 
 #: Attempts per run and site; the next successful run's replication catches up after.
@@ -139,6 +141,41 @@ def _available(location: BackupLocation) -> tuple[ConditionStatus, str]:
     return cond.status, f"{cond.reason}: {cond.message}"
 
 
+def site_request(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    policy: BackupPolicy,
+    primary: BackupLocation,
+    site: BackupLocation,
+    *,
+    name: str,
+    component: str,
+    args: list[str],
+    labels: Mapping[str, str],
+) -> JobRequest:
+    """The Job ``name`` of ``policy`` running ``safehold ARGS`` (a ``replicate``) from
+    ``primary`` to ``site``, with both locations' Secrets as files: the runs' replication
+    and the WAL archive's copies (walsites.py)."""
+    request = JobRequest(
+        name=name,
+        namespace=policy.metadata.namespace or "",
+        component=component,
+        args=args,
+        labels={
+            **labels,
+            LABEL_POLICY: policy.metadata.name or "",
+            LABEL_LOCATION: primary.metadata.name or "",
+            LABEL_SITE: site.metadata.name or "",
+        },
+        owner=body,
+        image=rt.image,
+    )
+    request = with_site(with_repository(request, primary), site)
+    request = with_settings(request, rt.job_settings(policy.spec.job))
+    # Retried by the controller, not by the Job controller at once.
+    return replace(request, backoff_limit=0)
+
+
 def _request(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -149,24 +186,10 @@ def _request(
 ) -> JobRequest:
     ns = policy.metadata.namespace or ""
     pname = policy.metadata.name or ""
-    request = JobRequest(
-        name=state.job or "",
-        namespace=ns,
-        component=COMPONENT_REPLICATE,
-        args=commands.replicate(policy_prefix(ns, pname)),
-        labels={
-            LABEL_POLICY: pname,
-            LABEL_RUN: state.run,
-            LABEL_LOCATION: primary.metadata.name or "",
-            LABEL_SITE: site.metadata.name or "",
-        },
-        owner=body,
-        image=rt.image,
-    )
-    request = with_site(with_repository(request, primary), site)
-    request = with_settings(request, rt.job_settings(policy.spec.job))
-    # Retried by the controller with back-off, not by the Job controller at once.
-    return replace(request, backoff_limit=0)
+    return site_request(
+        rt, body, policy, primary, site, name=state.job or "", component=COMPONENT_REPLICATE,
+        args=commands.replicate(policy_prefix(ns, pname)), labels={LABEL_RUN: state.run},
+    )  # fmt: skip
 
 
 def _site_newest(doc: ReplicateSummary) -> datetime | None:
@@ -174,7 +197,9 @@ def _site_newest(doc: ReplicateSummary) -> datetime | None:
     return max(times) if times else None
 
 
-def _hint(reason: str, site: str) -> str:
+def site_hint(reason: str, site: str) -> str:
+    """What to do about a copy to ``site`` that failed with ``reason`` ("" when nothing
+    more than the message helps)."""
     if reason == "WrongPassword":
         return (
             f" (the repository password Secret of BackupLocation {site} does not open the "
@@ -219,7 +244,8 @@ def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
         then += state.next_attempt_time.isoformat()
     else:
         then = f"gave up after {MAX_ATTEMPTS} attempts; the next successful run catches up"
-    state.message = f"replication to {site} failed: {cause}{_hint(reason, site)} ({then})"[:4096]
+    hint = site_hint(reason, site)
+    state.message = f"replication to {site} failed: {cause}{hint} ({then})"[:4096]
     return state.phase
 
 
