@@ -2,8 +2,9 @@
 ground: the runs take base backups, the WAL is archived every ``archiveInterval`` into S3
 (SeaweedFS) by Jobs the pod runner runs, ``status.walArchive`` says how far restores reach,
 and a restore written from that repository by ``safehold pg-restore-pitr`` brings back, on a
-real PostgreSQL 15, a row committed after the base backup. The user is a replication-only
-role, and its password shows in no Job, event or status.
+real PostgreSQL 15, a row committed after the base backup. With a recovery site (on GCS),
+each archive is copied there too, and the site alone brings the row back. The user is a
+replication-only role, and its password shows in no Job, event or status.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _time(text: str) -> datetime:
 def test_base_backups_and_the_wal_archive_through_the_operator(
     namespace: Namespace,
     s3_store: RunningStore,
+    gcs_store: RunningStore,
     database_server_factory: Callable[[str], DatabaseServer],
     operator: Callable[..., Any],
     kit: Any,
@@ -100,10 +102,14 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
 
     repo_password = secrets.token_hex(12)
     bucket = kit.store_location(namespace, s3_store, "loc", password=repo_password)
+    site_bucket = kit.store_location(
+        namespace, gcs_store, "site", password=repo_password, role="recovery-site"
+    )
     secret, policy, request = _doc_objects()
     secret["stringData"] = {"username": "archiver", "password": ARCHIVER_PASSWORD}
     policy["metadata"]["name"] = "pg"
     policy["spec"]["location"]["name"] = "loc"
+    policy["spec"]["replicateTo"] = [{"name": "site"}]
     policy["spec"].pop("schedule")
     (source,) = policy["spec"]["sources"]["databases"]
     source.update(host=server.host, port=server.port)
@@ -119,6 +125,10 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     slot = server.sql("SELECT slot_name FROM pg_replication_slots").strip()
     assert slot == slot_name(str(namespace), "pg", "orders")
     assert slot.startswith("safehold_test_")
+    # no WAL goes to the site before a run's replication has made it a repository
+    (waiting,) = first["sites"]
+    assert (waiting["location"], waiting["reason"]) == ("site", "AwaitingReplication"), waiting
+    assert "replicatedUntil" not in waiting
 
     kit.backup_run(namespace, "base", "pg", "full")
     kit.kubectl_wait(namespace, "backuprun/base", "Complete", timeout=240)
@@ -128,6 +138,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     assert result["phase"] == "Succeeded", result
     assert len(result["snapshotId"]) == 64
     assert result["bytesRead"] > 10_000_000  # a whole data directory, not a dump
+    kit.kubectl_wait(namespace, "backuprun/base", "Replicated", timeout=240)
 
     moment = server.sql(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
@@ -145,6 +156,16 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
         lambda s: s.get("result") == "Succeeded" and _time(s["archivedUntil"]) > committed,
         150,
     )
+
+    def reached_site(state: dict[str, Any]) -> bool:
+        until = state["sites"][0].get("replicatedUntil")
+        return until is not None and _time(until) > committed
+
+    copied = _wait_archive(namespace, kit, reached_site, 150)["sites"][0]
+    assert copied["result"] == "Succeeded", copied
+    assert namespace.get("job", copied["job"]) is None  # a succeeded copy's Job is deleted
+    site_until = metrics.WAL_REPLICATED_UNTIL.labels(str(namespace), "pg", "orders", "site")
+    assert site_until._value.get() == _time(copied["replicatedUntil"]).timestamp()
     assert later["job"] != first["job"]
     assert namespace.get("job", first["job"]) is None  # a succeeded archive's Job is deleted
     labels = (str(namespace), "pg", "orders")
@@ -165,6 +186,18 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert _recovered(data) == ["1:before the base backup", "2:after the base backup"]
+
+    # and so does the recovery site alone, as after losing the primary
+    site_options = [f"-o{k}={v}" for k, v in gcs_store.options.items()]
+    from_site = tmp_path / "from-site"
+    done = subprocess.run(
+        [sys.executable, "-m", "safehold", "--repo", gcs_store.url(site_bucket, "repo"),
+         *site_options, "pg-restore-pitr", "--source", f"{namespace}/pg/orders",
+         str(from_site)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _recovered(from_site) == ["1:before the base backup", "2:after the base backup"]
 
     # through a RestoreRequest: the data directory at a second between the two rows, into
     # a new claim, as root (so that the files keep the server's owner)

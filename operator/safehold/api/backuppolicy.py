@@ -85,6 +85,7 @@ __all__ = [
     "VolumeSnapshot",
     "VolumeSource",
     "WalArchiveState",
+    "WalSiteCopy",
 ]
 
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
@@ -363,6 +364,28 @@ class SiteReplication(ApiModel):
     """The site's retention after the last successful replication."""
 
 
+class WalSiteCopy(ApiModel):
+    """The WAL archive of one source copied to one recovery site (``replicateTo``)."""
+
+    location: str = Field(max_length=253)
+    """The recovery site's BackupLocation."""
+    job: str | None = Field(default=None, max_length=63)
+    """The copy Job running now, or the last one."""
+    result: Literal["Running", "Succeeded", "Failed"] | None = None
+    """The last copy's outcome (Running while its Job runs)."""
+    copying_until: datetime | None = None
+    """While a copy runs: the primary's ``archivedUntil`` it carries to the site."""
+    replicated_until: datetime | None = None
+    """Every transaction committed by this time is archived at the site: the latest time a
+    point-in-time restore from the site alone reaches."""
+    last_success_time: datetime | None = None
+    """When a copy to this site last succeeded."""
+    reason: str | None = Field(default=None, max_length=128)
+    """Why the last copy failed, or could not start yet."""
+    message: str | None = Field(default=None, max_length=4096)
+    """What the last copy did, or what went wrong (never a secret)."""
+
+
 class WalArchiveState(ApiModel):
     """The WAL archive of one database source with ``pointInTime``."""
 
@@ -386,6 +409,9 @@ class WalArchiveState(ApiModel):
     before (no restore crosses it from older base backups: take a BackupRun)."""
     message: str | None = Field(default=None, max_length=4096)
     """What the last archive stored, or what went wrong (never a secret)."""
+    sites: list[WalSiteCopy] = Field(default_factory=list, max_length=8)
+    """The archive's copies to the policy's recovery sites, one per ``replicateTo`` entry:
+    after each archive, its WAL is copied to every site a run's replication has reached."""
 
 
 class BackupPolicyStatus(ApiModel):

@@ -56,6 +56,8 @@ __all__ = [
     "WAL_ARCHIVED_UNTIL",
     "WAL_ARCHIVE_FAILURES",
     "WAL_ARCHIVE_INTERVAL",
+    "WAL_REPLICATED_UNTIL",
+    "WAL_REPLICATION_FAILURES",
     "record_sources",
     "serve",
 ]
@@ -294,6 +296,20 @@ WAL_ARCHIVE_FAILURES = Counter(
     "safehold_wal_archive_failures",
     "WAL archives of a pointInTime database source that failed or could not start",
     _TESTED,
+    registry=REGISTRY,
+)
+WAL_REPLICATED_UNTIL = Gauge(
+    "safehold_wal_replicated_until_timestamp_seconds",
+    "Every transaction a pointInTime database source's server committed by this time is "
+    "archived at the recovery site: the latest time a point-in-time restore from the site "
+    "reaches (Unix time; 0 until a copy succeeds)",
+    (*_TESTED, "location"),
+    registry=REGISTRY,
+)
+WAL_REPLICATION_FAILURES = Counter(
+    "safehold_wal_replication_failures",
+    "Copies of a pointInTime database source's WAL archive to a recovery site that failed",
+    (*_TESTED, "location"),
     registry=REGISTRY,
 )
 TEST_RESTORE_LAST_SUCCESS = Gauge(

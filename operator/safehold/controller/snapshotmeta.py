@@ -31,6 +31,7 @@ __all__ = [
     "SOURCE_KIND",
     "SOURCE_NAME",
     "WAL_KIND",
+    "WAL_SUFFIX",
     "ClaimShape",
     "claim_shape",
     "original_claim",
@@ -44,6 +45,8 @@ SOURCE_KIND: Final = "source.kind"
 #: controller does not import the engine, and the format document lists both).
 BASE_KIND: Final = "postgresql-base"
 WAL_KIND: Final = "postgresql-wal"
+#: The source name of those WAL drains under the source's name (``physical.wal_source``).
+WAL_SUFFIX: Final = "/pg/wal"
 SOURCE_NAME: Final = "source.name"
 POLICY_NAME: Final = "policy.name"
 CLAIM_NAME: Final = "claim.name"

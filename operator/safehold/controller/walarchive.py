@@ -7,7 +7,8 @@ with its credentials Secret, into the policy's location, as snapshots of
 (``SOURCE/pg/base``). ``status.walArchive`` keeps, per source, the running or last Job, its
 outcome and ``archivedUntil``: every transaction the server committed by then is in the
 repository. The metric ``safehold_wal_archived_until_timestamp_seconds`` follows it and
-the alert SafeholdWalArchiveLagging fires when it falls behind.
+the alert SafeholdWalArchiveLagging fires when it falls behind. After each archive the WAL is
+copied to the policy's recovery sites (walsites.py, ``status.walArchive[].sites``).
 
 One archive Job per source at a time: an interval that comes while the previous archive
 still runs starts when it ends. A Job that succeeded is deleted once its outcome is in the
@@ -47,10 +48,11 @@ from safehold.controller.kube import ApiException
 from safehold.controller.policy_jobs import policy_job
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
-from safehold.controller.snapshotmeta import source_meta
+from safehold.controller.snapshotmeta import WAL_SUFFIX, source_meta
 from safehold.controller.sources import source_name
 from safehold.controller.sources.databases import server_connection
 from safehold.controller.status import JobOutcome
+from safehold.controller.walsites import forget_gauges, reconcile_sites
 
 __all__ = ["COMPONENT_WAL", "finish", "reconcile_wal_archive", "slot_name"]
 
@@ -246,7 +248,10 @@ def reconcile_wal_archive(
         metrics.WAL_ARCHIVE_INTERVAL.labels(*labels).set(interval.total_seconds())
         if state.archived_until is not None:  # also after a restart of the operator
             metrics.WAL_ARCHIVED_UNTIL.labels(*labels).set(state.archived_until.timestamp())
-        if _follow(rt, body, state):
+        running = _follow(rt, body, state)
+        wal = source_name(ns, policy.metadata.name or "", d.name) + WAL_SUFFIX
+        reconcile_sites(rt, body, policy, status, location, state, wal)
+        if running:
             continue
         if policy.spec.suspend:
             state.next_archive_time = None
@@ -282,5 +287,6 @@ def reconcile_wal_archive(
         for gauge in (metrics.WAL_ARCHIVED_UNTIL, metrics.WAL_ARCHIVE_INTERVAL):
             with suppress(KeyError):
                 gauge.remove(ns, policy.metadata.name or "", name)
+        forget_gauges(body, name, [c.location for c in state.sites])
     status.wal_archive = states
     return "; ".join(notes) or None
