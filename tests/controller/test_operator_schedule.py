@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from safehold.controller import metrics
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
 
@@ -77,3 +78,43 @@ def test_schedule_starts_runs_and_prunes_its_history(
     names = namespace.cluster.wait_for(pruned, timeout=60, what="old runs to be pruned")
     assert "by-hand" in names
     assert name in names or any(n.startswith("pol-") for n in names)
+
+
+def _series(namespace: str, **labels: str) -> list[str]:
+    """The operator's exported series of ``namespace`` with ``labels``."""
+    wanted = {"namespace": namespace, **labels}
+    return [
+        sample.name
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+        if all(sample.labels.get(k) == v for k, v in wanted.items())
+    ]
+
+
+def test_a_deleted_policy_and_location_leave_no_series_to_alert_on(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """SafeholdBackupMissing compares a policy's last success with its expected interval,
+    and SafeholdLocationUnavailable a location's check: series left behind by a deleted
+    policy or location would fire them for objects that no longer exist."""
+    operator()
+    kit.make_claim(namespace, "data")
+    kit.store_location(namespace, s3_store)
+    kit.policy(namespace, "pol", "loc", ["data"], schedule={"slots": [{"cron": "0 3 * * *"}]})
+    namespace.wait_condition("backuppolicy", "pol", "Ready")
+    kit.kubectl_wait(namespace, "backuplocation/loc", "Available", timeout=180)
+    ns = str(namespace)
+    assert "safehold_backup_policy_expected_interval_seconds" in _series(ns, policy="pol")
+    assert "safehold_location_available" in _series(ns, location="loc")
+
+    namespace.kubectl("delete", "backuppolicy", "pol", "--wait=true")
+    namespace.cluster.wait_for(
+        lambda: not _series(ns, policy="pol") or None,
+        timeout=30, what="the deleted policy's series to go",
+    )  # fmt: skip
+    assert _series(ns, location="loc")  # the location is still there
+    namespace.kubectl("delete", "backuplocation", "loc", "--wait=true")
+    namespace.cluster.wait_for(
+        lambda: not _series(ns, location="loc") or None,
+        timeout=30, what="the deleted location's series to go",
+    )  # fmt: skip

@@ -29,6 +29,7 @@ from safehold.controller import (
     backuplocation,
     backuppolicy,
     backuprun,
+    metrics,
     restorerequest,
 )
 from safehold.controller.cache import Cache
@@ -49,9 +50,19 @@ _RECONCILERS: dict[str, Callable[[Runtime, dict[str, Any]], None]] = {
     restorerequest.PLURAL: restorerequest.reconcile,
 }
 _FINISHED_KINDS = (backuprun.PLURAL, restorerequest.PLURAL)
+#: The label that names an object of the kind in the metrics.
+_METRIC_LABEL = {backuppolicy.PLURAL: "policy", backuplocation.PLURAL: "location"}
 #: How many reconciles run at once (each in a thread: the Kubernetes client blocks).
 WORKERS = 8
 _FIRST_RETRY, _MAX_RETRY = 1.0, 300.0
+
+
+def _forget_metrics(key: Key) -> None:
+    """A deleted policy's or location's series leave the metrics."""
+    plural, ns, name = key
+    label = _METRIC_LABEL.get(plural)
+    if label is not None:
+        metrics.forget(ns, **{label: name})
 
 
 def reconcile_key(rt: Runtime, key: Key) -> float | None:
@@ -60,6 +71,7 @@ def reconcile_key(rt: Runtime, key: Key) -> float | None:
     plural, ns, name = key
     body = rt.kube.get_cr(plural, ns, name)
     if body is None:
+        _forget_metrics(key)  # also after a reconcile that ran on while it was deleted
         return None
     if plural in _FINISHED_KINDS and (body.get("status") or {}).get("phase") in FINAL_PHASES:
         return None  # final: nothing more to do, no API call
@@ -97,6 +109,7 @@ def _watched(plural: str, event: kopf.RawEvent) -> None:
         return
     if event.get("type") == "DELETED":
         cache.drop(*key)
+        _forget_metrics(key)
         rt.queue.forget(key)
         rt.failures.pop(key, None)
     else:

@@ -8,6 +8,7 @@ transition is only made when the stored status does not show it yet.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -58,6 +59,7 @@ __all__ = [
     "WAL_ARCHIVE_INTERVAL",
     "WAL_REPLICATED_UNTIL",
     "WAL_REPLICATION_FAILURES",
+    "forget",
     "record_sources",
     "serve",
 ]
@@ -366,3 +368,28 @@ def serve(port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped f
     """Serve ``/metrics`` on ``port`` (0: a free one); returns the port."""
     server, _thread = start_http_server(port, addr=address, registry=REGISTRY)
     return int(server.server_port)
+
+
+def forget(namespace: str, **labels: str) -> None:
+    """Remove every series whose labels are ``namespace`` and ``labels`` (e.g.
+    ``policy="nightly"``) from every metric that has those labels: a deleted object keeps
+    no gauge that an alert would fire on (SafeholdBackupMissing for a policy that is gone)."""
+    wanted = {"namespace": namespace, **labels}
+    for metric in _LABELLED:
+        names: tuple[str, ...] = tuple(metric._labelnames)  # given at the metric's creation
+        if not set(wanted) <= set(names):
+            continue
+        series = {
+            tuple(sample.labels[n] for n in names)
+            for family in metric.collect()
+            for sample in family.samples
+            if all(sample.labels.get(k) == v for k, v in wanted.items())
+        }
+        for values in series:
+            with suppress(KeyError):
+                metric.remove(*values)
+
+
+_LABELLED: list[Counter | Gauge | Histogram] = [
+    m for m in list(globals().values()) if isinstance(m, (Counter, Gauge, Histogram))
+]
