@@ -59,8 +59,11 @@ def run(tmp_path: Path, source: DatabaseServer) -> Run:
     server = ["--db-host", source.host, "--db-port", str(source.port), "--db-user", ARCHIVER,
               "--db-password-file", str(password), "--source", "prod/shop-db"]  # fmt: skip
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, at: DatabaseServer | None = None) -> subprocess.CompletedProcess[str]:
+        """``safehold ARGS``; the server commands against ``at`` (default: ``source``)."""
         extra = server if args[0] in ("pg-archive-wal", "pg-basebackup") else []
+        if at is not None:
+            extra = [*extra, "--db-host", at.host, "--db-port", str(at.port)]
         done = subprocess.run(
             [sys.executable, "-m", "safehold", *args, *extra, "--json"],
             env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -273,6 +276,42 @@ def test_wal_lost_on_the_server_is_reported_and_a_new_base_backup_restores(
     source.sql("INSERT INTO orders VALUES (2000, 'after the new base backup')", "shop")
     _ok(run("pg-archive-wal"))
     assert _orders(restored())[-1] == "2000:after the new base backup"
+
+
+def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """After a restore to a point in time, the server starts timeline 2 where the old
+    history had gone on (the rows committed after that point). Archived into the same
+    source, its WAL must be stored on its own timeline, and restores must reach both
+    histories: the old one from the old base backup, the new one from the new server's."""
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
+    time.sleep(0.3)
+    moment = _now(source)
+    time.sleep(0.3)
+    source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    source.sql("SELECT pg_switch_wal()")  # the old history goes on past the moment
+    source.sql("INSERT INTO orders VALUES (1003, 'after the mistake')", "shop")
+    _ok(run("pg-archive-wal"))
+
+    new = restored("--to", moment)
+    assert _value(new, "SELECT timeline_id FROM pg_control_checkpoint()") == "2"
+    assert _orders(new)[-1] == "1001:kept"
+    first = _ok(run("pg-archive-wal", at=new))
+    assert first["slot_created"] is True
+    assert "00000002.history" in first["segments"]
+    base = _ok(run("pg-basebackup", at=new))
+    assert base["timeline"] == 2
+    new.sql("INSERT INTO orders VALUES (3000, 'on the new timeline')", "shop")
+    _ok(run("pg-archive-wal", at=new))
+
+    latest = _orders(restored())  # not stopped by the settings of the restore of ``new``
+    assert latest[-2:] == ["1001:kept", "3000:on the new timeline"]
+    assert "1002:the mistake" not in latest
+    old = _orders(restored("--to", moment))  # the old history, from the old base backup
+    assert old[-1] == "1001:kept"
 
 
 def test_retention_keeps_the_wal_the_kept_base_backups_need(

@@ -17,7 +17,8 @@ on it, brings to the chosen time by itself.
    its full name: PostgreSQL reads what it holds and stops at its end).
 4. **The recovery settings**, appended to ``postgresql.auto.conf``, and ``recovery.signal``:
    ``restore_command`` copies from ``safehold-wal/`` (relative: PostgreSQL runs it in the
-   data directory, wherever a pod mounts it), ``recovery_target_time`` (none: replay all),
+   data directory, wherever a pod mounts it), ``recovery_target_time`` (empty: replay all;
+   every other target emptied, against settings an earlier restore left in the file),
    ``recovery_target_action = 'promote'`` and ``recovery_end_command`` removing
    ``safehold-wal/`` once recovery is over.
 """
@@ -248,18 +249,27 @@ def _write_segment(repo: Repository, segment: Segment, path: str) -> int:
 
 
 def _settings(plan: RecoveryPlan) -> str:
+    """The recovery settings, every target among them: the last setting of a name in the
+    file wins, and a base backup of a server that was itself restored carries that
+    restore's settings (its ``recovery_target_time`` would stop this recovery there)."""
+    when = ""
+    if plan.target is not None:
+        # PostgreSQL's own timestamp form: its check of this setting refuses ISO 8601's "T...Z"
+        when = plan.target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
     lines = [
-        f"{_SETTINGS_MARK} from base backup {plan.base.id[:12]}: remove these lines once "
-        "the server has recovered",
+        f"{_SETTINGS_MARK} from base backup {plan.base.id[:12]}: they act only while "
+        "recovery.signal exists",
         f"restore_command = 'cp {WAL_DIR}/%f \"%p\" 2>/dev/null'",
         f"recovery_end_command = 'rm -rf {WAL_DIR}'",
         "recovery_target_action = 'promote'",
         "recovery_target_timeline = 'current'",
+        "recovery_target = ''",
+        "recovery_target_name = ''",
+        "recovery_target_lsn = ''",
+        "recovery_target_xid = ''",
+        "recovery_target_inclusive = on",
+        f"recovery_target_time = '{when}'",
     ]
-    if plan.target is not None:
-        # PostgreSQL's own timestamp form: its check of this setting refuses ISO 8601's "T...Z"
-        when = plan.target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        lines.append(f"recovery_target_time = '{when}'")
     return "\n".join(lines) + "\n"
 
 

@@ -199,12 +199,19 @@ def _ensure_slot(client: DatabaseClient, slot: str) -> bool:
     return True
 
 
-def _seed(repo: Repository, archive: WalArchive, directory: str) -> str | None:
-    """Put the archive's last segment back into ``directory`` for pg_receivewal to resume
-    from; its stored name, or None when the archive is empty."""
-    if not archive.segments:
+def _seed(repo: Repository, archive: WalArchive, directory: str, timeline: int) -> str | None:
+    """Put the archive's last segment of ``timeline`` back into ``directory`` for
+    pg_receivewal to resume from; its stored name, or None when there is none.
+
+    Only the server's own timeline: a server restored to a point in time runs on a new
+    timeline that forked from the old one, and the old timeline's last segment can hold
+    WAL past the fork that this server never had. Seeded, pg_receivewal would resume from
+    there and, its end position already behind it, store nothing of the new timeline.
+    """
+    own = [s for s in archive.segments.values() if int(s.name[:8], 16) == timeline]
+    if not own:
         return None
-    last = max(archive.segments.values(), key=lambda s: s.name)
+    last = max(own, key=lambda s: s.name)
     name = last.name + (".partial" if last.partial else "")
     path = os.path.join(directory, name)
     with open(path, "wb") as f:
@@ -277,7 +284,7 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
         end, until = _mark_end(client)
         directory = os.path.join(tmp, "wal")
         os.mkdir(directory)
-        seeded = _seed(repo, archive, directory)
+        seeded = _seed(repo, archive, directory, ident.timeline)
         code, err = _receive(client, directory, end)
         gap = None
         if code != 0 and seeded is not None and "has already been removed" in err:
