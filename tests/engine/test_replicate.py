@@ -318,3 +318,43 @@ def test_only_newer_compares_within_one_host(repo: Repository, tmp_path: Path) -
     assert result.snapshots_older == [a_old]
     replica = Repository.open(_site(tmp_path / "site"), PASSWORD)
     assert sorted(s.id for s in replica.snapshots(source="db")) == sorted([a_new, b_old])
+
+
+def test_a_failed_copy_leaves_no_hole_that_only_newer_would_skip(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series reaches the site oldest first: when one snapshot cannot be copied, none newer
+    of its series is, so the next ``--only-newer`` run still sees it as missing. (With a hole,
+    it would count as older than the site's newest and stay away for good: a WAL archive's
+    drain, say, without which a point-in-time restore from the site stops there.)"""
+    from safehold.engine.replicate import transfer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def snap(source: str, minutes: int) -> str:
+        (src / "f").write_bytes(os.urandom(20_000))
+        options = BackupOptions(source=source, time=start + timedelta(minutes=minutes))
+        return backup_paths(repo, [str(src)], options).snapshot.id
+
+    drains = [snap("db/pg/wal", m) for m in (0, 5, 10)]
+    other = snap("web", 1)
+    once = transfer.Copier._once
+
+    def failing(self: transfer.Copier, name: str) -> transfer.Arrived:
+        if name == f"snapshots/{drains[0]}":
+            raise OSError("injected: the site refused this object")
+        return once(self, name)
+
+    monkeypatch.setattr(transfer.Copier, "_once", failing)
+    options = ReplicateOptions(only_newer=True)
+    with pytest.raises(ReplicationError, match="2 newer one\\(s\\) were not tried"):
+        replicate(repo, _site(tmp_path / "site"), PASSWORD, options)
+    assert _names(_site(tmp_path / "site"), "snapshots/") == {f"snapshots/{other}"}
+
+    monkeypatch.undo()
+    again = replicate(repo, _site(tmp_path / "site"), PASSWORD, options)
+    assert sorted(again.snapshots_copied) == sorted(drains)
+    replica = Repository.open(_site(tmp_path / "site"), PASSWORD)
+    assert sorted(s.id for s in replica.snapshots(source="db/pg/wal")) == sorted(drains)

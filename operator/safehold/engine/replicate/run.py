@@ -255,27 +255,47 @@ def _copy_packs(
         )
 
 
+def _waves(copyable: list[Snapshot]) -> list[list[Snapshot]]:
+    """The snapshots in rounds: round k holds the k-th oldest of every series (a source on
+    one host, format section 9)."""
+    series: dict[tuple[str, str | None], list[Snapshot]] = {}
+    for snap in sorted(copyable, key=lambda s: s.datetime):
+        series.setdefault((snap.source, snap.host), []).append(snap)
+    depth = max((len(snaps) for snaps in series.values()), default=0)
+    return [[snaps[k] for snaps in series.values() if k < len(snaps)] for k in range(depth)]
+
+
 def _copy_snapshots(
     target: Storage, result: ReplicateResult, copier: Copier, copyable: list[Snapshot]
 ) -> None:
-    """Snapshots last, oldest first: each one only once everything it reaches is indexed."""
+    """Snapshots last, each one only once everything it reaches is indexed, and within a
+    series oldest first: the rounds of :func:`_waves` one after another, the series of a
+    round in parallel, and no round after one that failed. So a failed or killed copy
+    leaves each series at the site whole up to some snapshot, never with a hole that
+    ``--only-newer`` would then skip for good (a WAL archive's drain, without which a
+    point-in-time restore from the site stops there)."""
     failures: dict[str, str] = {}
     counts = result.counts["snapshots"]
-    names = [layout.snapshot_name(snap.id) for snap in copyable]
-    for name, outcome in copier.run(names):
-        if isinstance(outcome, str):
-            failures[name] = outcome
-            continue
-        counts.copied += 1
-        counts.copied_bytes += outcome.size
-        counts.server_side += int(outcome.server_side)
-    arrived_ids = {layout.object_id(n) for n in names if n not in failures}
+    arrived_ids: set[str] = set()
+    for wave in _waves(copyable):
+        for name, outcome in copier.run([layout.snapshot_name(snap.id) for snap in wave]):
+            if isinstance(outcome, str):
+                failures[name] = outcome
+                continue
+            arrived_ids.add(layout.object_id(name))
+            counts.copied += 1
+            counts.copied_bytes += outcome.size
+            counts.server_side += int(outcome.server_side)
+        if failures:
+            break
     result.snapshots_copied = [s.id for s in copyable if s.id in arrived_ids]
     if failures:
         first = next(iter(failures.items()))
+        left = len(copyable) - len(arrived_ids) - len(failures)
         raise ReplicationError(
             f"{len(failures)} snapshot object(s) could not be copied to {target.location} "
-            f"(first: {first[0]}: {first[1]}); run replicate again"
+            f"(first: {first[0]}: {first[1]}); {left} newer one(s) were not tried, so that "
+            "each series stays whole; run replicate again"
         )
 
 
