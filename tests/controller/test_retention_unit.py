@@ -13,7 +13,6 @@ from safehold.api import BackupLocation, BackupPolicy, ErrorDetail
 from safehold.api.backuppolicy import BackupPolicyStatus, Retention, RetentionResult
 from safehold.controller import metrics
 from safehold.controller.jobs import JobImage, job_name
-from safehold.controller.kube import Kube
 from safehold.controller.retention import (
     reconcile_retention,
     retention_args,
@@ -22,6 +21,7 @@ from safehold.controller.retention import (
 from safehold.controller.runtime import Runtime
 from safehold.controller.sources import policy_prefix
 from safehold.controller.status import JobOutcome
+from testground.fakekube import FakeKube
 
 NS = "prod"
 
@@ -72,58 +72,6 @@ def _run(name: str, phase: str = "Succeeded", minute: int = 0) -> dict[str, Any]
     return {"metadata": {"name": name}, "status": status}
 
 
-class FakeKube:
-    """The calls retention makes, recorded."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, list[dict[str, Any]]] = {}
-        self.events: list[tuple[str, str, bool]] = []
-        self.created: list[dict[str, Any]] = []
-
-    def get_cr(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return _location() if plural == "backuplocations" and name == "loc" else None
-
-    def create_job(self, manifest: dict[str, Any]) -> bool:
-        name = manifest["metadata"]["name"]
-        if name in self.jobs:
-            return False
-        self.created.append(manifest)
-        self.jobs[name] = {**manifest, "status": {"active": 1}}
-        return True
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.jobs.get(name)
-
-    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return list(self.jobs.values())
-
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return self.pods.get(job, [])
-
-    def pods_refused(self, namespace: str, job: str) -> str | None:
-        return None
-
-    outcome_of = Kube.outcome_of  # the real reading of a Job's state, from these fakes
-
-    def event(self, obj: Any, reason: str, message: str, *, warning: bool = False) -> None:
-        self.events.append((reason, message, warning))
-
-    def finish(self, name: str, ok: bool, message: str, exit_code: int = 0) -> None:
-        cond = "Complete" if ok else "Failed"
-        self.jobs[name]["status"] = {
-            "conditions": [
-                {"type": cond, "status": "True", "lastTransitionTime": "2026-11-26T11:00:00Z"}
-            ],
-            "completionTime": "2026-11-26T11:00:00Z" if ok else None,
-        }
-        term = {"exitCode": exit_code, "message": message}
-        self.pods[name] = [{"metadata": {"name": f"{name}-x"}, "status": {
-            "phase": "Succeeded" if ok else "Failed",
-            "containerStatuses": [{"state": {"terminated": term}}],
-        }}]  # fmt: skip
-
-
 def _pass(
     rt: Runtime, body: dict[str, Any], status: BackupPolicyStatus, runs: list[dict[str, Any]]
 ) -> None:
@@ -134,7 +82,8 @@ def _pass(
 
 @pytest.fixture
 def rt() -> Runtime:
-    return Runtime(FakeKube(), image=JobImage("safehold:test"), retention_lock_wait=120)  # type: ignore[arg-type]
+    kube = FakeKube({("backuplocations", "loc"): _location()})
+    return Runtime(kube, image=JobImage("safehold:test"), retention_lock_wait=120)  # type: ignore[arg-type]
 
 
 def test_the_retention_job_is_built_like_every_job(rt: Runtime) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+import testground.fakekube
 from safehold.api import BackupLocation, BackupPolicy, SourceResult, validate_spec
 from safehold.api.backuppolicy import BackupPolicyStatus
 from safehold.api.conditions import find_condition
 from safehold.api.summaries import VerifySummary
 from safehold.controller import metrics, verification
 from safehold.controller.jobs import JobImage
-from safehold.controller.kube import Kube
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome, source_result
 from safehold.controller.verification import (
@@ -91,58 +91,19 @@ def _location(name: str) -> dict[str, Any]:
     ).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class FakeKube:
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, list[dict[str, Any]]] = {}
-        self.events: list[tuple[str, str, bool]] = []
+class FakeKube(testground.fakekube.FakeKube):
+    """Verification's Jobs end with a summary; its exit code says whether they failed."""
 
-    def get_cr(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return _location(name) if name in ("loc", "site") else None
-
-    def create_job(self, manifest: dict[str, Any]) -> bool:
-        name = manifest["metadata"]["name"]
-        if name in self.jobs:
-            return False
-        self.jobs[name] = {**manifest, "status": {"active": 1}}
-        return True
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.jobs.get(name)
-
-    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []  # no retention Job runs
-
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return self.pods.get(job, [])
-
-    def pods_refused(self, namespace: str, job: str) -> str | None:
-        return None
-
-    outcome_of = Kube.outcome_of  # the real reading of a Job's state, from these fakes
-
-    def event(self, obj: Any, reason: str, message: str, *, warning: bool = False) -> None:
-        self.events.append((reason, message, warning))
-
-    def finish(self, name: str, summary: dict[str, Any], exit_code: int = 0) -> None:
-        ok = exit_code == 0
-        cond = "Complete" if ok else "Failed"
-        self.jobs[name]["status"] = {
-            "conditions": [
-                {"type": cond, "status": "True", "lastTransitionTime": "2026-11-26T11:00:00Z"}
-            ],
-            "completionTime": "2026-11-26T11:00:00Z" if ok else None,
-        }
-        term = {"exitCode": exit_code, "message": json.dumps({**summary, "exit_code": exit_code})}
-        self.pods[name] = [{"metadata": {"name": f"{name}-x"}, "status": {
-            "phase": "Succeeded" if ok else "Failed",
-            "containerStatuses": [{"state": {"terminated": term}}],
-        }}]  # fmt: skip
+    def finish(  # type: ignore[override]
+        self, name: str, summary: dict[str, Any], exit_code: int = 0
+    ) -> None:
+        message = json.dumps({**summary, "exit_code": exit_code})
+        super().finish(name, exit_code == 0, message, exit_code)
 
 
 @pytest.fixture
 def kube() -> FakeKube:
-    return FakeKube()
+    return FakeKube({("backuplocations", n): _location(n) for n in ("loc", "site")})
 
 
 def _at(monkeypatch: pytest.MonkeyPatch, when: str) -> None:

@@ -19,9 +19,9 @@ from safehold.api.backuppolicy import (
 )
 from safehold.controller import metrics
 from safehold.controller.jobs import JobImage
-from safehold.controller.kube import Kube
 from safehold.controller.runtime import Runtime
 from safehold.controller.walsites import reconcile_sites
+from testground.fakekube import FakeKube
 
 NS, POLICY, SOURCE = "shop", "orders-pitr", "orders"
 WAL = f"{NS}/{POLICY}/{SOURCE}/pg/wal"
@@ -42,72 +42,15 @@ def _location(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-class FakeKube:
-    """The calls the copies make, recorded; Jobs filtered by their labels."""
-
-    def __init__(self) -> None:
-        self.locations = {
-            "loc": _location("loc"),
-            "site": _location("site", role="recovery-site"),
-        }
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, list[dict[str, Any]]] = {}
-        self.events: list[tuple[str, str, bool]] = []
-        self.created: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
-
-    def get_cr(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.locations.get(name) if plural == "backuplocations" else None
-
-    def create_job(self, manifest: dict[str, Any]) -> bool:
-        name = manifest["metadata"]["name"]
-        self.created.append(manifest)
-        self.jobs[name] = {**manifest, "status": {"active": 1}}
-        return True
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.jobs.get(name)
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        self.deleted.append(name)
-        self.jobs.pop(name, None)
-
-    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        wanted = dict(pair.split("=", 1) for pair in selector.split(","))
-        return [
-            job for job in self.jobs.values()
-            if all(job["metadata"]["labels"].get(k) == v for k, v in wanted.items())
-        ]  # fmt: skip
-
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return self.pods.get(job, [])
-
-    def pods_refused(self, namespace: str, job: str) -> str | None:
-        return None
-
-    outcome_of = Kube.outcome_of  # the real reading of a Job's state, from these fakes
-
-    def event(self, obj: Any, reason: str, message: str, *, warning: bool = False) -> None:
-        self.events.append((reason, message, warning))
-
-    def finish(self, name: str, ok: bool, message: str, exit_code: int = 0) -> None:
-        cond = "Complete" if ok else "Failed"
-        self.jobs[name]["status"] = {
-            "conditions": [
-                {"type": cond, "status": "True", "lastTransitionTime": "2026-12-07T12:01:00Z"}
-            ],
-            "completionTime": "2026-12-07T12:01:00Z" if ok else None,
-        }
-        term = {"exitCode": exit_code, "message": message}
-        self.pods[name] = [{"metadata": {"name": f"{name}-x"}, "status": {
-            "phase": "Succeeded" if ok else "Failed",
-            "containerStatuses": [{"state": {"terminated": term}}],
-        }}]  # fmt: skip
-
-
 @pytest.fixture
 def rt() -> Runtime:
-    return Runtime(FakeKube(), image=JobImage("safehold:test"))  # type: ignore[arg-type]
+    kube = FakeKube(
+        {
+            ("backuplocations", "loc"): _location("loc"),
+            ("backuplocations", "site"): _location("site", role="recovery-site"),
+        }
+    )
+    return Runtime(kube, image=JobImage("safehold:test"))  # type: ignore[arg-type]
 
 
 def _body(sites: list[str]) -> dict[str, Any]:
@@ -252,7 +195,7 @@ def test_no_copy_while_a_retention_job_holds_the_site(rt: Runtime) -> None:
 
 def test_a_site_that_is_not_a_recovery_site_is_named(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    kube.locations["site"] = _location("site")  # role primary
+    kube.objects[("backuplocations", "site")] = _location("site")  # role primary
     status = BackupPolicyStatus()
     _reached(status)
     state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)

@@ -176,22 +176,6 @@ def site_request(
     return replace(request, backoff_limit=0)
 
 
-def _request(
-    rt: Runtime,
-    body: Mapping[str, Any],
-    policy: BackupPolicy,
-    primary: BackupLocation,
-    site: BackupLocation,
-    state: SiteReplication,
-) -> JobRequest:
-    ns = policy.metadata.namespace or ""
-    pname = policy.metadata.name or ""
-    return site_request(
-        rt, body, policy, primary, site, name=state.job or "", component=COMPONENT_REPLICATE,
-        args=commands.replicate(policy_prefix(ns, pname)), labels={LABEL_RUN: state.run},
-    )  # fmt: skip
-
-
 def _site_newest(doc: ReplicateSummary) -> datetime | None:
     times = [t for t in (parse_time(v) for v in doc.site_newest.values()) if t]
     return max(times) if times else None
@@ -266,8 +250,13 @@ def _start(
     state.next_attempt_time = None
     state.reason = None
     state.message = f"copying the policy's snapshots to {state.location}"
+    request = site_request(
+        rt, body, policy, primary, site, name=state.job, component=COMPONENT_REPLICATE,
+        args=commands.replicate(policy_prefix(policy.metadata.namespace or "", pname)),
+        labels={LABEL_RUN: state.run},
+    )  # fmt: skip
     try:
-        rt.kube.create_job(build_job(_request(rt, body, policy, primary, site, state)))
+        rt.kube.create_job(build_job(request))
     except ApiException as exc:
         state.phase = "Failed"
         state.reason = "JobNotCreated"

@@ -167,9 +167,10 @@ def _start(
     ns = policy.metadata.namespace or ""
     site = load_location(rt.kube, ns, copy.location)
     assert site is not None  # _blocked checked it
-    current = now()
+    # one name per archive position and site: after a restart that lost the status, the
+    # Job is found again (409), and the copy after the next archive gets a name of its own
     name = job_name(policy.metadata.name or "", "walcopy", source, copy.location,
-                    str(int(current.timestamp())))  # fmt: skip
+                    str(int(until.timestamp() * 1000)))  # fmt: skip
     request = site_request(
         rt, body, policy, primary, site, name=name, component=COMPONENT_WAL_COPY,
         args=commands.replicate_source(wal_source), labels={},
