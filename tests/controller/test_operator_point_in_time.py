@@ -168,6 +168,9 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     assert site_until._value.get() == _time(copied["replicatedUntil"]).timestamp()
     assert later["job"] != first["job"]
     assert namespace.get("job", first["job"]) is None  # a succeeded archive's Job is deleted
+    wide = namespace.kubectl("get", "backuppolicy", "pg", "-o", "wide").stdout.splitlines()
+    column = wide[0].index("WAL ARCHIVED")
+    assert re.fullmatch(r"\d+[sm]", wide[1][column:].split()[0]), wide  # an age, e.g. "7s"
     labels = (str(namespace), "pg", "orders")
     archived = metrics.WAL_ARCHIVED_UNTIL.labels(*labels)._value.get()
     assert archived >= _time(later["archivedUntil"]).timestamp() - 1

@@ -475,6 +475,13 @@ class BackupPolicy(CustomResource):
             PrinterColumn(
                 "Next", "string", ".status.nextScheduleTime", "The next slot", priority=1
             ),
+            PrinterColumn(
+                "WAL Archived",
+                "date",
+                ".status.walArchive[0].archivedUntil",
+                "How far point-in-time restores of the first pointInTime source reach",
+                priority=1,
+            ),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Age"),
         ),
     )
