@@ -219,6 +219,25 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     copy = kit.claim_dir(namespace, "orders-restored") / "pgdata"
     assert _recovered(copy) == ["1:before the base backup"]
 
+    # from the recovery site, as after losing the primary: to the end of what reached it
+    # (no time, no run), and the run's base backup to its own end (backupRunRef)
+    request["spec"].pop("pointInTime")
+    request["spec"]["locationRef"] = {"name": "site"}
+    policy_ref = {"policyRef": request["spec"].pop("policyRef")}
+    requests = {"from-site": policy_ref, "run-at-site": {"backupRunRef": {"name": "base"}}}
+    for name, ref in requests.items():
+        spec = {**request["spec"], **ref, "target": {**request["spec"]["target"]}}
+        spec["target"]["claimName"] = f"orders-{name}"
+        namespace.apply({**request, "metadata": {"name": name}, "spec": spec})
+    for name in requests:
+        kit.kubectl_wait(namespace, f"restorerequest/{name}", "Complete", timeout=240)
+        rr = kit.get(namespace, "restorerequest", name)
+        assert rr["status"]["phase"] == "Succeeded", json.dumps(rr["status"], indent=1)
+    everything = ["1:before the base backup", "2:after the base backup"]
+    assert _recovered(kit.claim_dir(namespace, "orders-from-site") / "pgdata") == everything
+    at_run = kit.claim_dir(namespace, "orders-run-at-site") / "pgdata"
+    assert _recovered(at_run) == ["1:before the base backup"]
+
     # the password is nowhere the cluster shows
     shown = namespace.kubectl("get", "jobs", "-o", "json").stdout
     shown += namespace.kubectl("get", "events", "-o", "json").stdout

@@ -182,6 +182,10 @@ def test_restore_to_a_second_and_to_the_end_of_the_archive(
     assert at_end == expected_end
     assert at_end[-1] == "1002:archived last"
 
+    # one base backup to its own end: what it held, nothing of the archive after it
+    at_base = _orders(restored("--snapshot", base["snapshot"][:12]))
+    assert at_base == [f"{n}:before the base backup" for n in range(1, 1001)]
+
 
 def test_times_outside_the_archive_are_refused_with_the_times_it_reaches(
     source: DatabaseServer, run: Run, tmp_path: Path

@@ -82,6 +82,12 @@ def register(
         "default: as far as the WAL archive goes",
     )
     restore.add_argument(
+        "--snapshot",
+        metavar="ID",
+        help="instead of a time: this base backup (its id or the id's beginning), recovered to "
+        "its own end; needs no WAL archive",
+    )
+    restore.add_argument(
         "--check",
         action="store_true",
         help="test restore without a server or disk: read the newest base backup to its end "
@@ -173,18 +179,25 @@ def run_restore_pitr(args: Namespace, out: Output) -> int:
         return _run_check(args, out)
     if not args.target:
         raise UsageError("pg-restore-pitr needs the DIRECTORY to write the data directory into")
+    if args.to and args.snapshot:
+        raise UsageError("--to and --snapshot both say where to recover to: give one")
     target = parse_time_option(args.to, "--to")
     repo = open_repo(args)
     try:
         with RepositoryLock(repo, exclusive=False, operation="restore"):
-            result = restore_pitr(repo, _prefix(args), target, args.target, keep_owners=may_chown())
+            result = restore_pitr(repo, _prefix(args), target, args.target,
+                                  keep_owners=may_chown(), snapshot=args.snapshot)  # fmt: skip
     except DumpError as exc:
         return failed(out, str(exc))
     s = result.summary()
     out.print(
         f"wrote {args.target} from base backup {s['base_snapshot'][:12]} and "
         f"{s['wal_segments']} WAL segment(s): PostgreSQL started on it recovers to "
-        + (s["target_time"] or f"the end of the archive ({s['reachable_until']})")
+        + (
+            s["target_time"]
+            or (s["immediate"] and f"the end of the base backup ({s['base_end_time']})")
+            or f"the end of the archive ({s['reachable_until']})"
+        )
         + " and promotes itself"
     )
     out.summary({"ok": True, **s, "exit_code": exitcodes.OK})
@@ -198,9 +211,9 @@ def _run_check(args: Namespace, out: Output) -> int:
     from safehold.repo import RepositoryLock
     from safehold.repo.errors import RepositoryError
 
-    if args.target or args.to:
+    if args.target or args.to or args.snapshot:
         raise UsageError("--check reads the newest base backup and all its WAL: leave out "
-                         "DIRECTORY and --to")  # fmt: skip
+                         "DIRECTORY, --to and --snapshot")  # fmt: skip
     repo = open_repo(args)
     try:
         with RepositoryLock(repo, exclusive=False, operation="restore"):

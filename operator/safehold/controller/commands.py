@@ -209,11 +209,15 @@ def restore_db(
     return [*args, "--existing", existing]
 
 
-def pg_restore_pitr(source: str, to: datetime | None, directory: str) -> list[str]:
-    """``safehold pg-restore-pitr``: a data directory that recovers to ``to`` (None: as far
-    as the WAL archive goes)."""
-    when = ["--to", to.astimezone(UTC).isoformat().replace("+00:00", "Z")] if to else []
-    return ["pg-restore-pitr", "--source", source, *when, directory]
+def pg_restore_pitr(
+    source: str, directory: str, *, to: datetime | None = None, snapshot: str | None = None
+) -> list[str]:
+    """``safehold pg-restore-pitr``: a data directory that recovers to ``to``, or to the end
+    of base backup ``snapshot``, or (neither) as far as the WAL archive goes."""
+    where = ["--snapshot", snapshot] if snapshot else []
+    if to is not None:
+        where = ["--to", to.astimezone(UTC).isoformat().replace("+00:00", "Z")]
+    return ["pg-restore-pitr", "--source", source, *where, directory]
 
 
 def pg_restore_pitr_check(source: str) -> list[str]:

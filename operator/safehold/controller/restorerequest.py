@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from safehold.api import (
@@ -39,7 +38,7 @@ from safehold.api import (
 from safehold.api.enums import RunPhase
 from safehold.api.summaries import RestoreSummary
 from safehold.controller import commands, metrics
-from safehold.controller.common import Stop, field_errors_message, now, parse_time, write_status
+from safehold.controller.common import Stop, field_errors_message, now, write_status
 from safehold.controller.grants import Denial
 from safehold.controller.jobs import (
     JobRequest,
@@ -168,17 +167,6 @@ def _job_request(
     )
 
 
-def _recovery_time(rt: Runtime, req: RestoreRequest, origin: Origin) -> datetime | None:
-    """The time a point-in-time source recovers to: ``spec.pointInTime``; with a BackupRun,
-    when it completed (its base backup had ended by then); else as far as the archive goes."""
-    if req.spec.point_in_time is not None:
-        return req.spec.point_in_time
-    if origin.run is None:
-        return None
-    run = rt.kube.get_cr("backupruns", req.metadata.namespace or "", origin.run) or {}
-    return parse_time((run.get("status") or {}).get("completionTime"))
-
-
 def _data_directory_job(
     rt: Runtime,
     body: dict[str, Any],
@@ -194,9 +182,13 @@ def _data_directory_job(
     path = (req.spec.target.path.strip("/") if req.spec.target else "") or ""
     directory = f"{RESTORE_ROOT}/volume" + (f"/{path}" if path else "")
     ns = req.metadata.namespace or ""
+    # spec.pointInTime: that second; a backupRunRef: that run's base backup, to its end;
+    # neither: as far as the archive goes
+    snapshot = item.snapshot_id if req.spec.backup_run_ref is not None else None
     args = commands.pg_restore_pitr(
-        source_name(ns, origin.policy, item.source), _recovery_time(rt, req, origin), directory
-    )
+        source_name(ns, origin.policy, item.source), directory,
+        to=req.spec.point_in_time, snapshot=snapshot,
+    )  # fmt: skip
     mounts = [
         Mount(
             name="target",

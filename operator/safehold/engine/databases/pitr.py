@@ -8,7 +8,8 @@ on it, brings to the chosen time by itself.
    timeline. From the backup's end on, the archive's segments must follow one another
    without a hole up to a drain whose ``pg.archived_until`` is at or after the target; the
    latest such time is as far as any restore can go. A target outside what the archive
-   covers is refused with the times it could reach, before anything is written.
+   covers is refused with the times it could reach, before anything is written. A restore
+   of one base backup (``snapshot``) needs no archive: it recovers to the backup's own end.
 2. **The data directory**: the base backup's tar extracted into an empty directory (owners
    kept when the process may give files away, i.e. has ``CAP_CHOWN``), mode 0700 as
    PostgreSQL demands.
@@ -72,8 +73,11 @@ class RecoveryPlan:
     base: Snapshot
     segments: list[Segment]  # in order, from the base backup's start
     histories: list[Segment]
-    target: datetime | None  # None: replay all the archive holds
+    target: datetime | None  # None: replay all the archive holds (or, immediate, none)
     reachable_until: datetime  # the latest time this base backup and archive reach
+    #: Recover to the base backup's own end (``recovery_target = 'immediate'``): the WAL
+    #: its tar holds is all the recovery replays.
+    immediate: bool = False
 
 
 @dataclass
@@ -90,6 +94,7 @@ class RecoveryResult:
             "base_snapshot": p.base.id,
             "base_end_time": p.base.meta.get("pg.end_time"),
             "target_time": _iso(p.target) if p.target else None,
+            "immediate": p.immediate,
             "reachable_until": _iso(p.reachable_until),
             "wal_segments": len(p.segments),
             "directory": self.directory,
@@ -148,10 +153,31 @@ def _chain(
     return chain, sorted(archive.histories.values(), key=lambda s: s.name), reach
 
 
-def plan_recovery(repo: Repository, prefix: str, target: datetime | None) -> RecoveryPlan:
+def _chosen_base(bases: list[Snapshot], prefix: str, snapshot: str) -> Snapshot:
+    found = [b for b in bases if b.id.startswith(snapshot.lower())]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise DumpError(
+            f"{what} base backup of source {prefix!r} has an id beginning {snapshot!r}: "
+            "'safehold snapshots --source PREFIX/pg/base' lists them"
+        )
+    return found[0]
+
+
+def plan_recovery(
+    repo: Repository, prefix: str, target: datetime | None, *, snapshot: str | None = None
+) -> RecoveryPlan:
     """The base backup and WAL that bring the server to ``target`` (None: as far as the
-    archive goes), or a DumpError naming the times that can be reached."""
+    archive goes), or a DumpError naming the times that can be reached. With ``snapshot``
+    (a base backup's id or its beginning), that base backup to its own end, no archive
+    needed."""
     bases = _bases(repo, prefix)
+    if snapshot is not None:
+        base = _chosen_base(bases, prefix, snapshot)
+        histories = sorted(read_archive(repo, prefix, base.meta["pg.system"]).histories.values(),
+                           key=lambda s: s.name)  # fmt: skip
+        end = _time(base.meta["pg.end_time"])
+        return RecoveryPlan(base, [], histories, None, end, immediate=True)
     if target is None:
         base = bases[-1]
     else:
@@ -251,11 +277,25 @@ def _write_segment(repo: Repository, segment: Segment, path: str) -> int:
 def _settings(plan: RecoveryPlan) -> str:
     """The recovery settings, every target among them: the last setting of a name in the
     file wins, and a base backup of a server that was itself restored carries that
-    restore's settings (its ``recovery_target_time`` would stop this recovery there)."""
-    when = ""
-    if plan.target is not None:
+    restore's settings (its ``recovery_target_time`` would stop this recovery there).
+
+    The targets not used are set empty *before* the one used: PostgreSQL applies the
+    settings in the file's order and refuses any target, even an empty one, that comes
+    after another target was set ("multiple recovery targets specified")."""
+    targets = dict.fromkeys(
+        ("recovery_target", "recovery_target_name", "recovery_target_lsn",
+         "recovery_target_xid", "recovery_target_time"), "",
+    )  # fmt: skip
+    chosen = None
+    if plan.immediate:
+        chosen, value = "recovery_target", "immediate"
+    elif plan.target is not None:
         # PostgreSQL's own timestamp form: its check of this setting refuses ISO 8601's "T...Z"
-        when = plan.target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        chosen = "recovery_target_time"
+        value = plan.target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    if chosen is not None:
+        del targets[chosen]
+        targets[chosen] = value
     lines = [
         f"{_SETTINGS_MARK} from base backup {plan.base.id[:12]}: they act only while "
         "recovery.signal exists",
@@ -263,21 +303,24 @@ def _settings(plan: RecoveryPlan) -> str:
         f"recovery_end_command = 'rm -rf {WAL_DIR}'",
         "recovery_target_action = 'promote'",
         "recovery_target_timeline = 'current'",
-        "recovery_target = ''",
-        "recovery_target_name = ''",
-        "recovery_target_lsn = ''",
-        "recovery_target_xid = ''",
         "recovery_target_inclusive = on",
-        f"recovery_target_time = '{when}'",
+        *(f"{name} = '{value}'" for name, value in targets.items()),
     ]
     return "\n".join(lines) + "\n"
 
 
 def restore_pitr(
-    repo: Repository, prefix: str, target: datetime | None, directory: str, *, keep_owners: bool
+    repo: Repository,
+    prefix: str,
+    target: datetime | None,
+    directory: str,
+    *,
+    keep_owners: bool,
+    snapshot: str | None = None,
 ) -> RecoveryResult:
-    """Write a data directory that recovers to ``target`` (see the module's steps)."""
-    plan = plan_recovery(repo, prefix, target)
+    """Write a data directory that recovers to ``target``, or to the end of base backup
+    ``snapshot`` (see the module's steps)."""
+    plan = plan_recovery(repo, prefix, target, snapshot=snapshot)
     if os.path.lexists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
         raise DumpError(f"{directory} is not an empty directory: a data directory is written whole")
     os.makedirs(directory, mode=0o700, exist_ok=True)
