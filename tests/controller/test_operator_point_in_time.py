@@ -238,6 +238,19 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     at_run = kit.claim_dir(namespace, "orders-run-at-site") / "pgdata"
     assert _recovered(at_run) == ["1:before the base backup"]
 
+    # a fresh cluster: the policy comes back from Git, its BackupRuns do not; the request
+    # is resolved from the site's repository (a base backup's meta says what it is)
+    namespace.kubectl("delete", "backuprun", "base", "--wait=true")
+    fresh = {**request, "metadata": {"name": "fresh"}}
+    fresh["spec"] = {**request["spec"], **policy_ref, "target": {"claimName": "orders-fresh"}}
+    namespace.apply(fresh)
+    kit.kubectl_wait(namespace, "restorerequest/fresh", "Complete", timeout=240)
+    rr = kit.get(namespace, "restorerequest", "fresh")
+    assert rr["status"]["phase"] == "Succeeded", json.dumps(rr["status"], indent=1)
+    assert "backupRun" not in rr["status"]
+    fresh_copy = kit.claim_dir(namespace, "orders-fresh")
+    assert _recovered(fresh_copy) == everything
+
     # the password is nowhere the cluster shows
     shown = namespace.kubectl("get", "jobs", "-o", "json").stdout
     shown += namespace.kubectl("get", "events", "-o", "json").stdout
