@@ -28,7 +28,14 @@ WAL = f"{NS}/{POLICY}/{SOURCE}/pg/wal"
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
-def _location(name: str, **spec: Any) -> dict[str, Any]:
+def _location(name: str, available: str = "True", **spec: Any) -> dict[str, Any]:
+    condition = {
+        "type": "Available",
+        "status": available,
+        "reason": "Ready" if available == "True" else "StorageError",
+        "message": "checked" if available == "True" else "the bucket does not answer",
+        "lastTransitionTime": "2026-12-07T11:00:00Z",
+    }
     return {
         "metadata": {"name": name, "namespace": NS},
         "spec": {
@@ -39,6 +46,7 @@ def _location(name: str, **spec: Any) -> dict[str, Any]:
             "repositoryPasswordSecretRef": {"name": f"{name}-pw"},
             **spec,
         },
+        "status": {"conditions": [condition]},
     }
 
 
@@ -191,6 +199,20 @@ def test_no_copy_while_a_retention_job_holds_the_site(rt: Runtime) -> None:
     assert copy.reason == "RetentionRunning"
     assert "orders-pitr-retention-site-r1" in (copy.message or "")
     assert len(kube.created) == 1  # only the retention Job
+
+
+def test_no_copy_while_the_sites_check_says_it_is_unavailable(rt: Runtime) -> None:
+    kube: FakeKube = rt.kube  # type: ignore[assignment]
+    unavailable = _location("site", available="False", role="recovery-site")
+    kube.objects[("backuplocations", "site")] = unavailable
+    status = BackupPolicyStatus()
+    _reached(status)
+    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    _pass(rt, status, state)
+    (copy,) = state.sites
+    assert copy.reason == "SiteUnavailable"
+    assert "the bucket does not answer" in (copy.message or "")
+    assert kube.created == []  # no failing Job (and Warning Event) every archive
 
 
 def test_a_site_that_is_not_a_recovery_site_is_named(rt: Runtime) -> None:

@@ -79,6 +79,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "backoff",
     "reconcile_replication",
+    "site_available",
     "site_hint",
     "site_problem",
     "site_request",
@@ -134,7 +135,8 @@ def site_problem(
     return None
 
 
-def _available(location: BackupLocation) -> tuple[ConditionStatus, str]:
+def site_available(location: BackupLocation) -> tuple[ConditionStatus, str]:
+    """The site's ``Available`` condition: its status, and why, for a message."""
     cond = find_condition(location.status.conditions if location.status else [], AVAILABLE)
     if cond is None:
         return "Unknown", "it has not been checked yet"
@@ -327,7 +329,7 @@ def _step(
         state.next_attempt_time = None
         return state
     assert site is not None
-    availability, why = _available(site)
+    availability, why = site_available(site)
     if availability != "True":
         state.phase = "Pending" if availability == "Unknown" else "Failed"
         state.reason = None if availability == "Unknown" else "SiteUnavailable"

@@ -13,9 +13,9 @@ A copy starts when the archive has reached further than the last copy carried, o
 at a time; a failed one is tried again after the next archive (the site then gets both
 archives' WAL at once). No copy starts before a run's replication has reached the site (it
 creates the site's repository with the primary's keys, and brings the base backups without
-which WAL restores nothing), nor while a retention Job holds the site's or the primary's
-exclusive lock. A Job that succeeded is deleted once its outcome is in the status, as the
-archive's are.
+which WAL restores nothing), nor while the site's check says it is unavailable, nor while
+a retention Job holds the site's or the primary's exclusive lock. A Job that succeeded is
+deleted once its outcome is in the status, as the archive's are.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from safehold.controller import commands, metrics
 from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import build_job, job_name
 from safehold.controller.kube import ApiException
-from safehold.controller.replication import site_hint, site_problem, site_request
+from safehold.controller.replication import (
+    site_available,
+    site_hint,
+    site_problem,
+    site_request,
+)
 from safehold.controller.retention import active_retention_job
 from safehold.controller.runtime import Runtime
 from safehold.controller.status import JobOutcome
@@ -136,6 +141,11 @@ def _blocked(
     problem = site_problem(f"replicateTo {copy.location}", copy.location, site, primary)
     if problem is not None:
         copy.result, copy.reason, copy.message = "Failed", problem[0], problem[1]
+        return True
+    assert site is not None  # site_problem names a missing one
+    availability, why = site_available(site)
+    if availability != "True":
+        _wait(copy, "SiteUnavailable", f"waits for BackupLocation {copy.location}: {why}")
         return True
     reached = next((r for r in status.replication if r.location == copy.location), None)
     if reached is None or reached.last_success_time is None:
