@@ -240,3 +240,21 @@ def test_a_site_removed_from_replicate_to_loses_its_entry_and_gauge(rt: Runtime)
     _pass(rt, status, state, sites=())
     assert state.sites == []
     assert _gauge() is None  # SafeholdWalReplicationLagging cannot fire for it
+
+
+def test_a_copy_that_the_primary_cannot_give_says_to_verify_it(rt: Runtime) -> None:
+    kube: FakeKube = rt.kube  # type: ignore[assignment]
+    status = BackupPolicyStatus()
+    _reached(status)
+    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    _pass(rt, status, state)
+    (copy,) = state.sites
+    summary = (
+        '{"ok": false, "exit_code": 4, "error": "1 snapshot(s) could not be copied", '
+        '"snapshots_failed": {"' + "ab" * 32 + '": "pack 0f3c is missing at the primary"}}'
+    )
+    kube.finish(copy.job or "", False, summary, 4)
+    _pass(rt, status, state)
+    assert (copy.result, copy.reason) == ("Failed", "PrimaryDamaged")
+    assert "abababababab: pack 0f3c is missing at the primary" in (copy.message or "")
+    assert "run safehold verify on the primary" in (copy.message or "")

@@ -78,6 +78,7 @@ from safehold.controller.status import JobOutcome
 __all__ = [
     "MAX_ATTEMPTS",
     "backoff",
+    "copy_failure",
     "reconcile_replication",
     "site_available",
     "site_hint",
@@ -183,6 +184,19 @@ def _site_newest(doc: ReplicateSummary) -> datetime | None:
     return max(times) if times else None
 
 
+def copy_failure(outcome: JobOutcome, doc: ReplicateSummary) -> tuple[str, str]:
+    """Why a ``safehold replicate`` Job failed, as (reason, cause): PrimaryDamaged with the
+    snapshots the primary could not give, else the command's error."""
+    damaged = doc.snapshots_failed
+    if damaged:
+        cause = "; ".join(f"{str(k)[:12]}: {v}" for k, v in list(damaged.items())[:5])
+        return "PrimaryDamaged", cause
+    error = outcome.error
+    if error is None:
+        return "Error", doc.error or "the replication Job failed"
+    return error.reason, error.message or doc.error or "the replication Job failed"
+
+
 def site_hint(reason: str, site: str) -> str:
     """What to do about a copy to ``site`` that failed with ``reason`` ("" when nothing
     more than the message helps)."""
@@ -215,14 +229,7 @@ def _finish(state: SiteReplication, outcome: JobOutcome, site: str) -> str:
         )
         return state.phase
     state.phase = "Failed"
-    error = outcome.error
-    damaged = doc.snapshots_failed
-    if damaged:
-        reason = "PrimaryDamaged"
-        cause = "; ".join(f"{str(k)[:12]}: {v}" for k, v in list(damaged.items())[:5])
-    else:
-        reason = error.reason if error else "Error"
-        cause = error.message if error else "the replication Job failed"
+    reason, cause = copy_failure(outcome, doc)
     state.reason = reason[:128]
     if state.attempts < MAX_ATTEMPTS:
         state.next_attempt_time = state.completion_time + backoff(state.attempts)

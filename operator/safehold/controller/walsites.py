@@ -33,6 +33,7 @@ from safehold.controller.common import load_location, now, parse_time
 from safehold.controller.jobs import build_job, job_name
 from safehold.controller.kube import ApiException
 from safehold.controller.replication import (
+    copy_failure,
     site_available,
     site_hint,
     site_problem,
@@ -83,9 +84,7 @@ def finish(copy: WalSiteCopy, outcome: JobOutcome) -> bool:
             f"bytes: restores from {copy.location} reach {until}"
         )
         return True
-    error = outcome.error
-    reason = error.reason if error else "Error"
-    cause = (error.message if error else None) or doc.error or "the copy Job failed"
+    reason, cause = copy_failure(outcome, doc)
     copy.result = "Failed"
     copy.reason = reason[:128]
     copy.message = (
