@@ -127,25 +127,25 @@ def _wait(copy: WalSiteCopy, reason: str, message: str) -> None:
     copy.message = message[:4096]
 
 
-def _blocked(
+def _free_site(
     rt: Runtime,
     policy: BackupPolicy,
     status: BackupPolicyStatus,
     primary: BackupLocation,
     copy: WalSiteCopy,
-) -> bool:
-    """Whether ``copy`` may not start now; if so, says why in ``copy``."""
+) -> BackupLocation | None:
+    """The site ``copy`` may start on now, or None with why not in ``copy``."""
     ns = policy.metadata.namespace or ""
     site = load_location(rt.kube, ns, copy.location)
     problem = site_problem(f"replicateTo {copy.location}", copy.location, site, primary)
     if problem is not None:
         copy.result, copy.reason, copy.message = "Failed", problem[0], problem[1]
-        return True
+        return None
     assert site is not None  # site_problem names a missing one
     availability, why = site_available(site)
     if availability != "True":
         _wait(copy, "SiteUnavailable", f"waits for BackupLocation {copy.location}: {why}")
-        return True
+        return None
     reached = next((r for r in status.replication if r.location == copy.location), None)
     if reached is None or reached.last_success_time is None:
         _wait(
@@ -154,13 +154,13 @@ def _blocked(
             f"waits for a run's replication to reach {copy.location}: it creates the site "
             "and brings the base backups the WAL is replayed onto",
         )
-        return True
+        return None
     for name in (copy.location, primary.metadata.name or ""):
         job = active_retention_job(rt, ns, name)
         if job is not None:
             _wait(copy, "RetentionRunning", f"waits for retention Job {job} on {name}")
-            return True
-    return False
+            return None
+    return site
 
 
 def _start(
@@ -168,14 +168,12 @@ def _start(
     body: Mapping[str, Any],
     policy: BackupPolicy,
     primary: BackupLocation,
+    site: BackupLocation,
     source: str,
     wal_source: str,
     copy: WalSiteCopy,
     until: datetime,
 ) -> None:
-    ns = policy.metadata.namespace or ""
-    site = load_location(rt.kube, ns, copy.location)
-    assert site is not None  # _blocked checked it
     # one name per archive position and site: after a restart that lost the status, the
     # Job is found again (409), and the copy after the next archive gets a name of its own
     name = job_name(policy.metadata.name or "", "walcopy", source, copy.location,
@@ -221,6 +219,7 @@ def reconcile_sites(
         carried = copy.copying_until or copy.replicated_until
         if until is None or (carried is not None and carried >= until):
             continue  # nothing archived yet, or the site has (or was last sent) all of it
-        if _blocked(rt, policy, status, primary, copy):
+        site = _free_site(rt, policy, status, primary, copy)
+        if site is None:
             continue
-        _start(rt, body, policy, primary, state.source, wal_source, copy, until)
+        _start(rt, body, policy, primary, site, state.source, wal_source, copy, until)
