@@ -89,6 +89,14 @@ def _reached(status: BackupPolicyStatus) -> None:
     status.replication = [SiteReplication(location="site", run="r1", last_success_time=T0)]
 
 
+def _archived(*, reached: bool = True) -> tuple[BackupPolicyStatus, WalArchiveState]:
+    """A policy whose archive reached T0, with (``reached``) a run's replication at the site."""
+    status = BackupPolicyStatus()
+    if reached:
+        _reached(status)
+    return status, WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+
+
 def _pass(
     rt: Runtime,
     status: BackupPolicyStatus,
@@ -113,8 +121,7 @@ def _gauge(site: str = "site") -> float | None:
 
 def test_no_copy_before_a_runs_replication_has_reached_the_site(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    status = BackupPolicyStatus()
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived(reached=False)
     _pass(rt, status, state)
     (copy,) = state.sites
     assert copy.reason == "AwaitingReplication"
@@ -125,9 +132,7 @@ def test_no_copy_before_a_runs_replication_has_reached_the_site(rt: Runtime) -> 
 
 def test_a_copy_runs_replicate_of_the_wal_source_into_the_site(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (job,) = kube.created
     labels = job["metadata"]["labels"]
@@ -156,9 +161,7 @@ def test_a_copy_runs_replicate_of_the_wal_source_into_the_site(rt: Runtime) -> N
 
 def test_a_failed_copy_waits_for_the_next_archive(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (copy,) = state.sites
     error = '{"ok": false, "error": "no repository at s3://site", "exit_code": 10}'
@@ -191,9 +194,7 @@ def test_no_copy_while_a_retention_job_holds_the_site(rt: Runtime) -> None:
             }
         }
     )
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (copy,) = state.sites
     assert copy.reason == "RetentionRunning"
@@ -205,9 +206,7 @@ def test_no_copy_while_the_sites_check_says_it_is_unavailable(rt: Runtime) -> No
     kube: FakeKube = rt.kube  # type: ignore[assignment]
     unavailable = _location("site", available="False", role="recovery-site")
     kube.objects[("backuplocations", "site")] = unavailable
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (copy,) = state.sites
     assert copy.reason == "SiteUnavailable"
@@ -218,9 +217,7 @@ def test_no_copy_while_the_sites_check_says_it_is_unavailable(rt: Runtime) -> No
 def test_a_site_that_is_not_a_recovery_site_is_named(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
     kube.objects[("backuplocations", "site")] = _location("site")  # role primary
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (copy,) = state.sites
     assert (copy.result, copy.reason) == ("Failed", "SiteNotRecoverySite")
@@ -230,9 +227,7 @@ def test_a_site_that_is_not_a_recovery_site_is_named(rt: Runtime) -> None:
 
 def test_a_site_removed_from_replicate_to_loses_its_entry_and_gauge(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     kube.finish(state.sites[0].job or "", True, '{"ok": true}')
     _pass(rt, status, state)
@@ -244,9 +239,7 @@ def test_a_site_removed_from_replicate_to_loses_its_entry_and_gauge(rt: Runtime)
 
 def test_a_copy_that_the_primary_cannot_give_says_to_verify_it(rt: Runtime) -> None:
     kube: FakeKube = rt.kube  # type: ignore[assignment]
-    status = BackupPolicyStatus()
-    _reached(status)
-    state = WalArchiveState(source=SOURCE, result="Succeeded", archived_until=T0)
+    status, state = _archived()
     _pass(rt, status, state)
     (copy,) = state.sites
     summary = (
