@@ -318,6 +318,95 @@ def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
     assert old[-1] == "1001:kept"
 
 
+def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_timeline(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """Between a restore and the restored server's first base backup, the only base backups
+    are the old server's. A restore to the end must still bring back the *new* history
+    (replaying the old timeline up to the fork, then the new one), not the old history with
+    the mistake the first restore undid; a time before the old server's last drain still
+    names the old history. The new server writes past its first segment before its first
+    drain, so the archive must store the new timeline from the fork's segment on."""
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
+    time.sleep(0.3)
+    moment = _now(source)
+    time.sleep(0.3)
+    source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    source.sql("SELECT pg_switch_wal()")
+    source.sql("INSERT INTO orders VALUES (1003, 'after the mistake')", "shop")
+    old_end = _ok(run("pg-archive-wal"))
+
+    new = restored("--to", moment)
+    new.sql("INSERT INTO orders VALUES (2000, 'before the first drain')", "shop")
+    new.sql("SELECT pg_switch_wal()")  # the fork's segment is no longer the current one
+    first = _ok(run("pg-archive-wal", at=new))
+    assert "00000002.history" in first["segments"]
+    new.sql("INSERT INTO orders VALUES (3000, 'on the new timeline')", "shop")
+    _ok(run("pg-archive-wal", at=new))
+
+    newest = restored()
+    at_end = _orders(newest)
+    assert at_end[-3:] == ["1001:kept", "2000:before the first drain", "3000:on the new timeline"]
+    assert "1002:the mistake" not in at_end
+    after_old = _orders(restored("--to", first["archived_until"]))
+    assert after_old[-2:] == ["1001:kept", "2000:before the first drain"]
+    old = _orders(restored("--to", old_end["archived_until"]))  # the old history's own time
+    assert old[-2:] == ["1002:the mistake", "1003:after the mistake"]
+
+    # a restore of the restored server, archived too: timeline 3, two forks from the base
+    assert _value(newest, "SELECT timeline_id FROM pg_control_checkpoint()") == "3"
+    newest.sql("INSERT INTO orders VALUES (4000, 'on the third timeline')", "shop")
+    newest.sql("SELECT pg_switch_wal()")
+    assert "00000003.history" in _ok(run("pg-archive-wal", at=newest))["segments"]
+    third = _orders(restored())
+    assert third[-4:] == [
+        "1001:kept", "2000:before the first drain", "3000:on the new timeline",
+        "4000:on the third timeline",
+    ]  # fmt: skip
+
+
+def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports_the_gap(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer], tmp_path: Path
+) -> None:
+    """The restored server had no slot until its first drain: if it recycled the segment
+    it forked in before then, the archive cannot hold its history from the fork. The drain
+    says so (exit code 3); a restore to the end stops before the fork, never going on along
+    the old history, and warns; the restored server's own base backup restores its new
+    rows."""
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
+    time.sleep(0.3)
+    moment = _now(source)
+    time.sleep(0.3)
+    source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    _ok(run("pg-archive-wal"))
+
+    new = restored("--to", moment)
+    for n in range(4):  # no slot holds the fork's segment yet: the server recycles it
+        new.sql(f"INSERT INTO orders VALUES ({2000 + n}, 'before the first drain')", "shop")
+        new.sql("SELECT pg_switch_wal()")
+        new.sql("CHECKPOINT")
+    gap = run("pg-archive-wal", at=new)
+    assert gap.returncode == 3, gap.stdout + gap.stderr
+    assert "take a base backup now" in _summary(gap)["gap"]
+
+    short = run("pg-restore-pitr", "--source", "prod/shop-db", str(tmp_path / "short"))
+    assert "a hole stops a restore" in _ok(short)["warnings"][0]
+    assert "take a base backup of that server" in short.stderr
+    server = _started(tmp_path / "short")
+    try:  # no further than the old base backup: the fork's segment is what is missing
+        assert _orders(server)[-1] == "1000:before the base backup"
+    finally:
+        server.stop()
+    _ok(run("pg-basebackup", at=new))
+    new.sql("INSERT INTO orders VALUES (3000, 'after its base backup')", "shop")
+    _ok(run("pg-archive-wal", at=new))
+    assert _orders(restored())[-2:] == ["2003:before the first drain", "3000:after its base backup"]
+
+
 def test_retention_keeps_the_wal_the_kept_base_backups_need(
     source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
 ) -> None:

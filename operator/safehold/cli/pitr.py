@@ -190,6 +190,8 @@ def run_restore_pitr(args: Namespace, out: Output) -> int:
     except DumpError as exc:
         return failed(out, str(exc))
     s = result.summary()
+    for warning in s["warnings"]:
+        out.warn(warning)
     out.print(
         f"wrote {args.target} from base backup {s['base_snapshot'][:12]} and "
         f"{s['wal_segments']} WAL segment(s): PostgreSQL started on it recovers to "

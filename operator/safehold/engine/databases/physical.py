@@ -11,6 +11,7 @@ __all__ = [
     "WAL_KIND",
     "base_source",
     "format_lsn",
+    "parse_history",
     "parse_lsn",
     "segment_name",
     "segment_number",
@@ -58,3 +59,16 @@ def segment_number(name: str, segment_size: int) -> int:
     """The position of segment ``name`` (without ``.partial``) in its timeline."""
     per_id = 0x100000000 // segment_size
     return int(name[8:16], 16) * per_id + int(name[16:24], 16)
+
+
+def parse_history(text: str) -> list[tuple[int, int]]:
+    """A timeline history file (``00000003.history``) as the timelines before it, oldest
+    first, each with the position where the next one forked from it: the file's lines
+    ``1	0/3000158	before 2026-...`` (comments and blank lines skipped). The last pair
+    says where the file's own timeline began."""
+    steps = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            steps.append((int(fields[0]), parse_lsn(fields[1])))
+    return steps

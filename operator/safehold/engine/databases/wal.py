@@ -44,7 +44,9 @@ from safehold.engine.databases.client import Connection, DatabaseClient, DumpErr
 from safehold.engine.databases.physical import (
     WAL_KIND,
     format_lsn,
+    parse_history,
     parse_lsn,
+    segment_name,
     wal_source,
 )
 from safehold.engine.databases.restore import read_chunks
@@ -199,18 +201,48 @@ def _ensure_slot(client: DatabaseClient, slot: str) -> bool:
     return True
 
 
-def _seed(repo: Repository, archive: WalArchive, directory: str, timeline: int) -> str | None:
-    """Put the archive's last segment of ``timeline`` back into ``directory`` for
-    pg_receivewal to resume from; its stored name, or None when there is none.
+def _fork(client: DatabaseClient, ident: ServerIdentity) -> int:
+    """Where the server's timeline began: the fork position on the last line of its
+    history file, which ``TIMELINE_HISTORY`` sends as its second column."""
+    rows = client.rows(f"TIMELINE_HISTORY {ident.timeline}", "dbname=postgres replication=true")
+    if not rows or len(rows[0]) < 2:
+        raise DumpError(f"the {client.conn.where} sent no history of timeline {ident.timeline}")
+    # psql prints the file's lines as they are: the second and later come as rows of their own
+    steps = parse_history("\n".join([rows[0][1], *(" ".join(row) for row in rows[1:])]))
+    if not steps:
+        raise DumpError(f"the {client.conn.where}'s history of timeline {ident.timeline} is empty")
+    return steps[-1][1]
+
+
+def _seed(
+    repo: Repository,
+    archive: WalArchive,
+    directory: str,
+    client: DatabaseClient,
+    ident: ServerIdentity,
+) -> str | None:
+    """Put the archive's last segment of the server's timeline back into ``directory`` for
+    pg_receivewal to resume from; its stored name, or None when the archive holds none
+    and pg_receivewal starts at the server's current segment.
 
     Only the server's own timeline: a server restored to a point in time runs on a new
     timeline that forked from the old one, and the old timeline's last segment can hold
     WAL past the fork that this server never had. Seeded, pg_receivewal would resume from
     there and, its end position already behind it, store nothing of the new timeline.
+
+    A new timeline's first drain starts at the segment it forked in instead (an empty
+    ``.partial`` of it: pg_receivewal begins a partial segment at its start), so that the
+    archive holds the new timeline without a hole from the fork on, whatever the server
+    wrote before its first drain: a restore from the old server's base backups replays
+    the old timeline up to the fork, then this one.
     """
-    own = [s for s in archive.segments.values() if int(s.name[:8], 16) == timeline]
+    own = [s for s in archive.segments.values() if int(s.name[:8], 16) == ident.timeline]
     if not own:
-        return None
+        if ident.timeline == 1 or not archive.snapshots:
+            return None  # a server archived for the first time: from now on
+        name = segment_name(ident.timeline, _fork(client, ident), ident.segment_size) + ".partial"
+        open(os.path.join(directory, name), "wb").close()
+        return name
     last = max(own, key=lambda s: s.name)
     name = last.name + (".partial" if last.partial else "")
     path = os.path.join(directory, name)
@@ -284,7 +316,7 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
         end, until = _mark_end(client)
         directory = os.path.join(tmp, "wal")
         os.mkdir(directory)
-        seeded = _seed(repo, archive, directory, ident.timeline)
+        seeded = _seed(repo, archive, directory, client, ident)
         code, err = _receive(client, directory, end)
         gap = None
         if code != 0 and seeded is not None and "has already been removed" in err:
