@@ -343,6 +343,10 @@ def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_tim
     new.sql("SELECT pg_switch_wal()")  # the fork's segment is no longer the current one
     first = _ok(run("pg-archive-wal", at=new))
     assert "00000002.history" in first["segments"]
+    mixed = run("pg-archive-wal")  # the original, still running: one server per source
+    assert mixed.returncode == 1
+    assert "holds timeline 2" in _summary(mixed)["error"]
+    assert "a source of its own" in _summary(mixed)["error"]
     new.sql("INSERT INTO orders VALUES (3000, 'on the new timeline')", "shop")
     _ok(run("pg-archive-wal", at=new))
 
@@ -385,8 +389,8 @@ def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports
     _ok(run("pg-archive-wal"))
 
     new = restored("--to", moment)
-    for n in range(4):  # no slot holds the fork's segment yet: the server recycles it
-        new.sql(f"INSERT INTO orders VALUES ({2000 + n}, 'before the first drain')", "shop")
+    for _ in range(4):  # no slot holds the fork's segment yet: the server recycles it
+        new.sql("INSERT INTO orders VALUES ((SELECT max(id) + 1 FROM orders), 'new')", "shop")
         new.sql("SELECT pg_switch_wal()")
         new.sql("CHECKPOINT")
     gap = run("pg-archive-wal", at=new)
@@ -404,7 +408,7 @@ def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports
     _ok(run("pg-basebackup", at=new))
     new.sql("INSERT INTO orders VALUES (3000, 'after its base backup')", "shop")
     _ok(run("pg-archive-wal", at=new))
-    assert _orders(restored())[-2:] == ["2003:before the first drain", "3000:after its base backup"]
+    assert _orders(restored())[-2:] == ["1005:new", "3000:after its base backup"]
 
 
 def test_retention_keeps_the_wal_the_kept_base_backups_need(

@@ -201,6 +201,24 @@ def _ensure_slot(client: DatabaseClient, slot: str) -> bool:
     return True
 
 
+def _refuse_older_timeline(
+    archive: WalArchive, ident: ServerIdentity, prefix: str, where: str
+) -> None:
+    """One server per source: a server whose timeline is older than one the archive
+    holds is the history a restore left (the original, still running next to its restored
+    copy). Archived into the same source, its WAL would mix with the restored server's,
+    and restores to the end follow the newest timeline."""
+    newest = max((int(s.meta.get("pg.timeline", "0")) for s in archive.snapshots), default=0)
+    if newest > ident.timeline:
+        raise DumpError(
+            f"the archive under source {prefix!r} holds timeline {newest} of this server's "
+            f"history (a server restored from it), and the {where} runs on timeline "
+            f"{ident.timeline}, the history that restore left: archive one server per "
+            "source, and this one into a source of its own (then take its base backup "
+            "there); nothing was stored, and the slot keeps its WAL"
+        )
+
+
 def _fork(client: DatabaseClient, ident: ServerIdentity) -> int:
     """Where the server's timeline began: the fork position on the last line of its
     history file, which ``TIMELINE_HISTORY`` sends as its second column."""
@@ -311,8 +329,9 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
     base = os.environ.get("SAFEHOLD_TMPDIR") or None
     with DatabaseClient(conn) as client, tempfile.TemporaryDirectory(dir=base) as tmp:
         ident = server_identity(client)
-        created = _ensure_slot(client, options.slot)
         archive = read_archive(repo, options.prefix, ident.system)
+        _refuse_older_timeline(archive, ident, options.prefix, client.conn.where)
+        created = _ensure_slot(client, options.slot)
         end, until = _mark_end(client)
         directory = os.path.join(tmp, "wal")
         os.mkdir(directory)
