@@ -179,3 +179,51 @@ def test_a_short_summary_is_not_cut(run: Run, tmp_path: Path) -> None:
     )
     assert json.loads(log.read_text()) == _summary(done)
     assert "snapshots_truncated" not in _summary(done)
+
+
+def test_the_wal_archives_drains_fold_into_one_line_a_source(tmp_path: Path) -> None:
+    """A point-in-time source drains its WAL every few minutes: the table lists the base
+    backups and other snapshots, and one line per archive saying how many drains, from
+    when to when; ``--source`` of the archive and the JSON summary list every drain."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "000000010000000000000001").write_bytes(b"wal" * 1000)
+    url = (tmp_path / "repo").as_uri()
+    repo = Repository.init(open_storage(url), PASSWORD)
+    made = [("prod/db/pg/base", "postgresql-base", "2026-11-01T06:00:00Z")]
+    made += [
+        ("prod/db/pg/wal", "postgresql-wal", f"2026-11-01T06:{m:02d}:00Z") for m in range(5, 30, 5)
+    ]
+    made += [("prod/files/vol", "volume", "2026-11-01T07:00:00Z")]
+    for source, kind, when in made:
+        options = BackupOptions(
+            source=source,
+            time=datetime.fromisoformat(when.replace("Z", "+00:00")),
+            meta={"source.kind": kind},
+        )
+        backup_paths(repo, [str(data)], options)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")},
+        "SAFEHOLD_REPOSITORY": url,
+        "SAFEHOLD_PASSWORD": PASSWORD,
+        "TZ": "UTC",
+    }
+
+    def run(*args: str) -> str:
+        command = [sys.executable, "-m", "safehold", "snapshots", *args]
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+        return done.stdout
+
+    table = run()
+    assert "prod/db/pg/base" in table
+    assert "prod/files/vol" in table
+    assert table.count("prod/db/pg/wal") == 2  # not a row: the line, and its --source hint
+    assert (
+        "and 5 WAL drain(s) of prod/db/pg/wal, 2026-11-01 06:05:00 UTC to 2026-11-01 06:25:00 UTC"
+        in " ".join(table.split())
+    )
+    assert "(each one: --source prod/db/pg/wal)" in " ".join(table.split())
+    assert run("--source", "prod/db/pg/wal").count("prod/db/pg/wal") == 5
+    assert json.loads(run("--json").splitlines()[-1])["count"] == 7

@@ -63,6 +63,25 @@ def snapshot_item(s: Any) -> dict[str, Any]:
     }
 
 
+def _local(s: Any) -> str:
+    return str(s.datetime.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))  # local, zone named
+
+
+def _fold_drains(snaps: list[Any]) -> tuple[list[Any], dict[str, list[Any]]]:
+    """The snapshots without the WAL archive's drains, and the drains by source, oldest
+    first (the table's order)."""
+    from safehold.engine.databases.physical import WAL_KIND
+
+    listed: list[Any] = []
+    drains: dict[str, list[Any]] = {}
+    for s in snaps:
+        if s.meta.get("source.kind") == WAL_KIND:
+            drains.setdefault(s.source, []).append(s)
+        else:
+            listed.append(s)
+    return listed, drains
+
+
 def snapshots(args: Namespace, out: Output) -> int:
     from safehold.repo.snapshot import newest_per_source, source_filter
 
@@ -79,11 +98,14 @@ def snapshots(args: Namespace, out: Output) -> int:
     ]
     if args.latest:  # one per source, by source name
         snaps = list(newest_per_source(snaps).values())
+    # a point-in-time source's archive drains every few minutes: hundreds a day, each one
+    # a row would bury the snapshots a person restores from; --source lists them one by one
+    listed, drains = (snaps, {}) if args.source or args.latest else _fold_drains(snaps)
     table = out.new_table("id", "time", "source", "host", "type", "tags", "files", "size", "added")
-    for s in snaps:
+    for s in listed:
         table.add_row(
             s.id[:12],
-            s.datetime.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),  # local, zone named
+            _local(s),
             s.source,
             s.host or "-",  # written before hosts existed: of every host
             s.type,
@@ -93,6 +115,13 @@ def snapshots(args: Namespace, out: Output) -> int:
             human_size(int(s.summary.get("bytes_new", 0))),
         )
     out.table(table)
+    for source, group in drains.items():
+        out.print(
+            f"and {len(group)} WAL drain(s) of {source}, {_local(group[0])} to "
+            f"{_local(group[-1])}, "
+            f"{human_size(sum(int(d.summary.get('bytes_new', 0)) for d in group))} added "
+            f"(each one: --source {source})"
+        )
     for name, message in errors.items():
         out.warn(f"unreadable snapshot {name}: {message}")
     out.summary(
