@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DASHBOARD", "PANELS", "Panel", "build", "main"]
+__all__ = ["DASHBOARD", "PANELS", "POINT_IN_TIME", "Panel", "build", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "charts" / "safehold" / "dashboards" / "safehold.json"
@@ -41,6 +41,9 @@ class Panel:
 
 
 _BY_POLICY = "{{namespace}}/{{policy}}"
+_BY_SOURCE = "{{namespace}}/{{policy}}/{{source}}"
+#: The row of the pointInTime database sources' WAL archive
+POINT_IN_TIME = "Point-in-time recovery"
 _BY_LOCATION = "{{namespace}}/{{location}}"
 
 PANELS: tuple[Panel, ...] = (
@@ -94,6 +97,15 @@ PANELS: tuple[Panel, ...] = (
     Panel("Recovery", "Measured recovery time (test restores)", "table", "s", (
         ("safehold_test_restore_duration_seconds", "{{namespace}}/{{policy}}/{{source}}"),
     )),
+    Panel(POINT_IN_TIME, "Time since the WAL archived", "stat", "s", (
+        ("time() - safehold_wal_archived_until_timestamp_seconds", _BY_SOURCE),
+    ), "Per pointInTime database source: the transactions a point-in-time restore could not "
+       "bring back now; compare with its archiveInterval"),
+    Panel(POINT_IN_TIME, "Time since the WAL at each recovery site", "stat", "s", (
+        ("time() - safehold_wal_replicated_until_timestamp_seconds",
+         _BY_SOURCE + " at {{location}}"),
+    ), "What a point-in-time restore from the site alone could not bring back now (decades "
+       "until a first copy succeeds)"),
 )  # fmt: skip
 
 

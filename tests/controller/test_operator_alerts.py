@@ -14,9 +14,6 @@ charts/safehold/files/alerts.yaml (with every ``for:`` at 0s) every second.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +26,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from safehold.controller import metrics
@@ -38,77 +34,22 @@ from safehold.repo.crypto import AAD_LOCK, seal
 from safehold.storage import open_storage
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
+from testground.prometheus import (
+    answers,
+    binary,
+    free_port,
+    panels_answer,
+    prometheus,
+    server,
+    value,
+)
 
-ALERTS = Path(__file__).resolve().parents[2] / "charts" / "safehold" / "files" / "alerts.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charts"))
+from render_dashboard import PANELS, POINT_IN_TIME
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _binary(name: str, package: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is missing: run e2e/install-deps (Debian package {package})")
-    return found
-
-
-@contextmanager
-def _server(args: list[str], log: Path, port: int) -> Iterator[None]:
-    """A server process, logging to ``log``, once its ``/-/ready`` on ``port`` answers;
-    stopped after."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{args[0]} did not start: {log.read_text()}") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@contextmanager
-def _prometheus(
-    tmp_path: Path, metrics_port: int, alertmanager: int | None = None
-) -> Iterator[int]:
-    """Prometheus scraping the operator every second and evaluating the alerts every second
-    (every ``for:`` at 0s), sending them to ``alertmanager`` (a port) if given."""
-    binary = _binary("prometheus", "prometheus")
-    rules = yaml.safe_load(ALERTS.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            rule["for"] = "0s"  # the test-only rendering: fire on the first evaluation
-    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(rules))
-    config: dict[str, Any] = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp_path / "alerts.yaml")],
-        "scrape_configs": [
-            {
-                "job_name": "safehold",
-                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-            }
-        ],
-    }
-    if alertmanager is not None:
-        targets = [f"127.0.0.1:{alertmanager}"]
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    args = [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    with _server(args, tmp_path / "prometheus.log", port):
-        yield port
+#: The dashboard's rows this test makes data for: all but the point-in-time row, which
+#: test_operator_point_in_time.py shows (it has a PostgreSQL server to archive)
+ROWS = {p.row for p in PANELS} - {POINT_IN_TIME}
 
 
 class _Webhook(ThreadingHTTPServer):
@@ -151,18 +92,18 @@ class _Webhook(ThreadingHTTPServer):
 def _alertmanager(tmp_path: Path, webhook: _Webhook) -> Iterator[int]:
     """Alertmanager (the Debian package's binary, no cluster peers) routing every alert at
     once to ``webhook``, as docs/monitoring.md's example route does to a real receiver."""
-    binary = _binary("prometheus-alertmanager", "prometheus-alertmanager")
+    command = binary("prometheus-alertmanager", "prometheus-alertmanager")
     config = {
         "route": {"receiver": "webhook", "group_by": ["alertname", "namespace"],
                   "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
         "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook.url}]}],
     }  # fmt: skip
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    args = [binary, f"--config.file={tmp_path / 'alertmanager.yml'}",
+    port = free_port()
+    args = [command, f"--config.file={tmp_path / 'alertmanager.yml'}",
             f"--storage.path={tmp_path / 'alertmanager'}",
             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]  # fmt: skip
-    with _server(args, tmp_path / "alertmanager.log", port):
+    with server(args, tmp_path / "alertmanager.log", port):
         yield port
 
 
@@ -183,21 +124,6 @@ def _wait_firing(port: int, labels: dict[str, str], timeout: float = 120) -> dic
                 return alert
         time.sleep(1)
     raise AssertionError(f"no firing alert {labels}; firing: {_firing(port)}")
-
-
-def _query(port: int, expr: str) -> list[Any]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as r:
-        answer = json.load(r)
-    assert answer["status"] == "success", (expr, answer)
-    result: list[Any] = answer["data"]["result"]
-    return result
-
-
-def _answers(port: int, expr: str, namespace: Namespace) -> list[dict[str, Any]]:
-    """The series of ``expr`` that belong to this test's namespace (the operator's registry
-    is the process's: other tests' series may be there too)."""
-    return [r for r in _query(port, expr) if r["metric"].get("namespace") == str(namespace)]
 
 
 @contextmanager
@@ -224,33 +150,6 @@ def _queue_depths(namespace: str) -> Iterator[list[float]]:
         sampler.join()
 
 
-def _value(port: int, expr: str, namespace: Namespace) -> float:
-    """The one series of ``expr``, waited for past a stale scrape (see
-    :func:`_every_panel_answers`)."""
-    deadline = time.monotonic() + 30
-    while not (found := _answers(port, expr, namespace)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    [series] = found
-    return float(series["value"][1])
-
-
-def _every_panel_answers(port: int, namespace: Namespace) -> None:
-    """Every query of the Grafana dashboard (charts/render_dashboard.py, as the committed
-    JSON holds it) returns data of this namespace from this Prometheus."""
-    sys.path.insert(0, str(ALERTS.parents[2]))
-    import render_dashboard
-
-    panels = json.loads(render_dashboard.DASHBOARD.read_text())["panels"]
-    queried = [(p["title"], t["expr"]) for p in panels for t in p.get("targets") or []]
-    assert len(queried) == sum(len(p.queries) for p in render_dashboard.PANELS)
-    # Polled: a scrape that overruns its 1 s (the metrics are served from a thread of this
-    # process) marks every series stale until the next one.
-    deadline = time.monotonic() + 30
-    while empty := [(t, expr) for t, expr in queried if not _answers(port, expr, namespace)]:
-        assert time.monotonic() < deadline, f"panels without data: {empty}"
-        time.sleep(0.5)
-
-
 def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
     namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any, tmp_path: Path
 ) -> None:
@@ -260,7 +159,7 @@ def test_a_wrong_key_and_a_failed_run_fire_their_alerts(
     webhook = _Webhook()
     with (
         _alertmanager(tmp_path, webhook) as alertmanager,
-        _prometheus(tmp_path, metrics_port, alertmanager) as port,
+        prometheus(tmp_path, metrics_port, alertmanager) as port,
     ):
         operator()
         kit.make_claim(namespace, "data")
@@ -342,7 +241,7 @@ def test_every_dashboard_panel_shows_data_and_a_stale_lock_fires(
     answers, the figures are the ones in status, and SafeholdRepositoryLockedLong fires on
     the location check's exact lock age."""
     metrics_port = metrics.serve(0, "127.0.0.1")
-    with _prometheus(tmp_path, metrics_port) as port:
+    with prometheus(tmp_path, metrics_port) as port:
         operator(poll_interval=1.0, max_concurrent_runs=1)
         data = kit.make_claim(namespace, "data")
         kit.write_data(data, seed=61, files=4)
@@ -383,7 +282,7 @@ def test_every_dashboard_panel_shows_data_and_a_stale_lock_fires(
         )
         assert locked["labels"]["namespace"] == str(namespace)
         time.sleep(3)  # the last figures scraped
-        _every_panel_answers(port, namespace)
+        panels_answer(port, str(namespace), ROWS)
 
         _recovery_figures(
             port, namespace, kit, scheduled, lock_age=location["oldestLockAgeSeconds"]
@@ -396,16 +295,16 @@ def _recovery_figures(
     """The figures Prometheus holds are the ones status shows."""
 
     def one(metric: str, selector: str = "") -> float:
-        return _value(port, f'{metric}{{namespace="{namespace}"{selector}}}', namespace)
+        return value(port, f'{metric}{{namespace="{namespace}"{selector}}}', str(namespace))
 
     def none(expr: str) -> bool:
-        return not _answers(port, expr, namespace)
+        return not answers(port, expr, str(namespace))
 
     status = kit.get(namespace, "backuppolicy", "pol")["status"]
     assert one("safehold_location_oldest_lock_age_seconds", ', location="primary"') == lock_age
     assert one("safehold_location_oldest_lock_age_seconds", ', location="site"') == 0
     queued = f'safehold_backup_runs_queued{{namespace="{namespace}"}}'
-    assert _value(port, queued, namespace) == 0  # the queue emptied (run-2 waited: above)
+    assert value(port, queued, str(namespace)) == 0  # the queue emptied (run-2 waited: above)
     # replication: every copy succeeded, the site holds the newest run (no lag)
     site = ', policy="pol", location="site"'
     assert one("safehold_replications_total", site + ', result="Succeeded"') >= 1

@@ -29,6 +29,10 @@ from safehold.controller.walarchive import slot_name
 from testground.databases import DatabaseServer, private_dir, run_postgres
 from testground.kube import Namespace
 from testground.objectstores import RunningStore
+from testground.prometheus import panels_answer, prometheus, value
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charts"))
+from render_dashboard import POINT_IN_TIME
 
 ARCHIVER_PASSWORD = "arch:iver's-pass"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "databases.md"
@@ -174,6 +178,14 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     labels = (str(namespace), "pg", "orders")
     archived = metrics.WAL_ARCHIVED_UNTIL.labels(*labels)._value.get()
     assert archived >= _time(later["archivedUntil"]).timestamp() - 1
+    # the dashboard's point-in-time row shows both, from a real Prometheus scraping them
+    (tmp_path / "prometheus").mkdir()
+    with prometheus(tmp_path / "prometheus", metrics.serve(0, "127.0.0.1")) as port:
+        panels_answer(port, str(namespace), {POINT_IN_TIME})
+        site_age = (
+            f'time() - safehold_wal_replicated_until_timestamp_seconds{{namespace="{namespace}"}}'
+        )
+        assert 0 <= value(port, site_age, str(namespace)) < 600
 
     # the repository alone brings the row back: the CLI writes the data directory
     env = {
