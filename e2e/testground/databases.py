@@ -34,6 +34,7 @@ __all__ = [
     "postgres_server",
     "start_mariadb",
     "start_postgres",
+    "start_standby",
     "table_contents",
 ]
 
@@ -228,6 +229,25 @@ def run_postgres(root: Path, data: Path) -> DatabaseServer:
         server.stop()
         raise
     return server
+
+
+def start_standby(primary: DatabaseServer) -> DatabaseServer:
+    """A streaming standby of PostgreSQL ``primary`` (pg_basebackup -R as its admin), started
+    and replaying: what a failover promotes (``SELECT pg_promote()``)."""
+    owner = "postgres" if os.geteuid() == 0 else None
+    root = private_dir("safehold-standby-", owner)
+    argv = [_pg_bin("pg_basebackup"), "-D", str(root / "data"), "-R", "-X", "stream",
+            "-h", primary.host, "-p", str(primary.port), "-U", primary.user]  # fmt: skip
+    env = {**os.environ, "PGPASSWORD": primary.password}
+    done = subprocess.run(_run_as(owner, argv), env=env, capture_output=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"pg_basebackup failed: {done.stderr.decode(errors='replace')}")
+    try:
+        return run_postgres(root, root / "data")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def start_mariadb() -> DatabaseServer:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from testground.console_docs import run_session, session_env, sessions
-from testground.databases import DatabaseServer, private_dir, run_postgres
+from testground.databases import DatabaseServer, private_dir, run_postgres, start_standby
 
 REPO_PASSWORD = "repo password for pitr tests"
 ARCHIVER = "archiver"
@@ -369,6 +369,37 @@ def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_tim
         "1001:kept", "2000:before the first drain", "3000:on the new timeline",
         "4000:on the third timeline",
     ]  # fmt: skip
+
+
+def test_a_failover_to_a_promoted_standby_keeps_the_archive_whole(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """The primary fails and its streaming standby is promoted (timeline 2, the same
+    system identifier), and the archive follows the new primary: its first drain stores
+    the new timeline from the fork on, and a restore to the end, from the old primary's
+    base backup, brings back what both servers committed."""
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    standby = start_standby(source)
+    try:
+        source.sql("INSERT INTO orders VALUES (1001, 'before the failover')", "shop")
+        deadline = time.monotonic() + 30
+        while standby.sql("SELECT count(*) FROM orders WHERE id = 1001", "shop").strip() != "1":
+            assert time.monotonic() < deadline, "the standby did not replay the row"
+            time.sleep(0.2)
+        _ok(run("pg-archive-wal"))
+        source.stop()  # the primary is lost
+        assert _value(standby, "SELECT pg_promote()") == "t"
+        standby.sql("CHECKPOINT")  # the control file's timeline moves at a checkpoint
+        assert _value(standby, "SELECT timeline_id FROM pg_control_checkpoint()") == "2"
+        standby.sql("INSERT INTO orders VALUES (2000, 'after the failover')", "shop")
+        standby.sql("SELECT pg_switch_wal()")
+        first = _ok(run("pg-archive-wal", at=standby))
+        assert first["slot_created"] is True  # slots stay on the primary they were made on
+        assert "00000002.history" in first["segments"]
+        assert _orders(restored())[-2:] == ["1001:before the failover", "2000:after the failover"]
+    finally:
+        standby.stop()
 
 
 def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports_the_gap(
