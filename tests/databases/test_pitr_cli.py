@@ -347,6 +347,9 @@ def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_tim
     assert mixed.returncode == 1
     assert "holds timeline 2" in _summary(mixed)["error"]
     assert "a source of its own" in _summary(mixed)["error"]
+    stale = run("pg-basebackup")  # nor its base backups
+    assert stale.returncode == 1
+    assert "holds timeline 2" in _summary(stale)["error"]
     new.sql("INSERT INTO orders VALUES (3000, 'on the new timeline')", "shop")
     _ok(run("pg-archive-wal", at=new))
 

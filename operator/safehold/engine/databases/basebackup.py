@@ -35,7 +35,7 @@ from safehold.engine.databases.physical import (
     format_lsn,
     parse_lsn,
 )
-from safehold.engine.databases.wal import server_identity
+from safehold.engine.databases.wal import refuse_older_timeline, server_identity
 from safehold.engine.progress import ProgressCallback
 from safehold.repo import Repository
 
@@ -127,6 +127,7 @@ def base_backup(
     started = time.monotonic()
     with DatabaseClient(conn) as client:
         ident = server_identity(client)
+        refuse_older_timeline(repo, options.prefix, ident, conn.where)
         meta = {
             **options.meta,
             "source.kind": BASE_KIND,

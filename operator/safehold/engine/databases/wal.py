@@ -60,6 +60,7 @@ __all__ = [
     "WalArchive",
     "archive_wal",
     "read_archive",
+    "refuse_older_timeline",
     "server_identity",
 ]
 
@@ -201,21 +202,32 @@ def _ensure_slot(client: DatabaseClient, slot: str) -> bool:
     return True
 
 
-def _refuse_older_timeline(
-    archive: WalArchive, ident: ServerIdentity, prefix: str, where: str
+def refuse_older_timeline(
+    repo: Repository,
+    prefix: str,
+    ident: ServerIdentity,
+    where: str,
+    drains: list[Snapshot] | None = None,
 ) -> None:
-    """One server per source: a server whose timeline is older than one the archive
-    holds is the history a restore left (the original, still running next to its restored
-    copy). Archived into the same source, its WAL would mix with the restored server's,
-    and restores to the end follow the newest timeline."""
-    newest = max((int(s.meta.get("pg.timeline", "0")) for s in archive.snapshots), default=0)
+    """One server per source: a server whose timeline is older than one the archive's
+    drains (``drains``, read when None) hold is the history a restore or a failover left
+    (the original, still running next to its restored copy). Archived or backed up into
+    the same source, it would mix with the newer server's history, which restores to the
+    end follow."""
+    if drains is None:
+        drains = [
+            s
+            for s in repo.snapshots(source=wal_source(prefix))
+            if s.meta.get("pg.system") == ident.system
+        ]
+    newest = max((int(s.meta.get("pg.timeline", "0")) for s in drains), default=0)
     if newest > ident.timeline:
         raise DumpError(
             f"the archive under source {prefix!r} holds timeline {newest} of this server's "
-            f"history (a server restored from it), and the {where} runs on timeline "
-            f"{ident.timeline}, the history that restore left: archive one server per "
-            "source, and this one into a source of its own (then take its base backup "
-            "there); nothing was stored, and the slot keeps its WAL"
+            f"history (a server restored from it, or promoted), and the {where} runs on "
+            f"timeline {ident.timeline}, the history that left behind: archive one server "
+            "per source, and this one into a source of its own (then take its base backup "
+            "there); nothing was stored"
         )
 
 
@@ -330,7 +342,7 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
     with DatabaseClient(conn) as client, tempfile.TemporaryDirectory(dir=base) as tmp:
         ident = server_identity(client)
         archive = read_archive(repo, options.prefix, ident.system)
-        _refuse_older_timeline(archive, ident, options.prefix, client.conn.where)
+        refuse_older_timeline(repo, options.prefix, ident, client.conn.where, archive.snapshots)
         created = _ensure_slot(client, options.slot)
         end, until = _mark_end(client)
         directory = os.path.join(tmp, "wal")
