@@ -282,13 +282,9 @@ def test_wal_lost_on_the_server_is_reported_and_a_new_base_backup_restores(
     assert _orders(restored())[-1] == "2000:after the new base backup"
 
 
-def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
-    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
-) -> None:
-    """After a restore to a point in time, the server starts timeline 2 where the old
-    history had gone on (the rows committed after that point). Archived into the same
-    source, its WAL must be stored on its own timeline, and restores must reach both
-    histories: the old one from the old base backup, the new one from the new server's."""
+def _a_mistake_after_a_base_backup(source: DatabaseServer, run: Run) -> str:
+    """An archive and a base backup, then row 1001 'kept', the moment a restore would go
+    back to, and row 1002 'the mistake' after it; the moment."""
     _ok(run("pg-archive-wal"))
     _ok(run("pg-basebackup"))
     source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
@@ -296,6 +292,17 @@ def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
     moment = _now(source)
     time.sleep(0.3)
     source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    return moment
+
+
+def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """After a restore to a point in time, the server starts timeline 2 where the old
+    history had gone on (the rows committed after that point). Archived into the same
+    source, its WAL must be stored on its own timeline, and restores must reach both
+    histories: the old one from the old base backup, the new one from the new server's."""
+    moment = _a_mistake_after_a_base_backup(source, run)
     source.sql("SELECT pg_switch_wal()")  # the old history goes on past the moment
     source.sql("INSERT INTO orders VALUES (1003, 'after the mistake')", "shop")
     _ok(run("pg-archive-wal"))
@@ -327,13 +334,7 @@ def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_tim
     the mistake the first restore undid; a time before the old server's last drain still
     names the old history. The new server writes past its first segment before its first
     drain, so the archive must store the new timeline from the fork's segment on."""
-    _ok(run("pg-archive-wal"))
-    _ok(run("pg-basebackup"))
-    source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
-    time.sleep(0.3)
-    moment = _now(source)
-    time.sleep(0.3)
-    source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    moment = _a_mistake_after_a_base_backup(source, run)
     source.sql("SELECT pg_switch_wal()")
     source.sql("INSERT INTO orders VALUES (1003, 'after the mistake')", "shop")
     old_end = _ok(run("pg-archive-wal"))
@@ -413,13 +414,7 @@ def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports
     says so (exit code 3); a restore to the end stops before the fork, never going on along
     the old history, and warns; the restored server's own base backup restores its new
     rows."""
-    _ok(run("pg-archive-wal"))
-    _ok(run("pg-basebackup"))
-    source.sql("INSERT INTO orders VALUES (1001, 'kept')", "shop")
-    time.sleep(0.3)
-    moment = _now(source)
-    time.sleep(0.3)
-    source.sql("INSERT INTO orders VALUES (1002, 'the mistake')", "shop")
+    moment = _a_mistake_after_a_base_backup(source, run)
     _ok(run("pg-archive-wal"))
 
     new = restored("--to", moment)
