@@ -18,6 +18,10 @@ segment from that backup's start to the moment restored to. This module keeps th
   any point loses nothing: the next one starts where the last snapshot ends. That snapshot's
   last segment, often a ``.partial`` one, is put back into the directory first, and
   pg_receivewal resumes from it.
+- **A new timeline** (a server restored from this archive, or a standby promoted after a
+  failover: the same system, a higher timeline) starts its archive at the segment it
+  forked in, so that restores can follow it from the old server's base backups; a server
+  on an older timeline than the archive holds is refused (one server per source).
 - **A gap anyway** (the slot dropped or invalidated by ``max_slot_wal_keep_size``): the
   server no longer has the segment the archive would resume from. The drain then starts at
   the server's current segment and says so (:class:`ArchiveResult.gap`); restores cannot
