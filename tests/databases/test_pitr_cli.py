@@ -429,6 +429,8 @@ def test_a_restored_server_that_recycled_its_fork_before_its_first_drain_reports
     short = run("pg-restore-pitr", "--source", "prod/shop-db", str(tmp_path / "short"))
     assert "a hole stops a restore" in _ok(short)["warnings"][0]
     assert "take a base backup of that server" in short.stderr
+    checked = _ok(run("pg-restore-pitr", "--source", "prod/shop-db", "--check"))
+    assert "a hole stops a restore" in checked["warnings"][0]  # a test restore says so too
     server = _started(tmp_path / "short")
     try:  # no further than the old base backup: the fork's segment is what is missing
         assert _orders(server)[-1] == "1000:before the base backup"

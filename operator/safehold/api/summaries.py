@@ -304,3 +304,5 @@ class PitrCheckSummary(JobSummary):
     wal_segments: int | None = Field(default=None, ge=0)
     files: int | None = Field(default=None, ge=0)
     bytes: int | None = Field(default=None, ge=0)
+    #: A hole that stops restores short of the archive's newest WAL (the plan's warnings)
+    warnings: list[str] = Field(default_factory=list)

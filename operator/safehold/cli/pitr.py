@@ -226,6 +226,8 @@ def _run_check(args: Namespace, out: Output) -> int:
         out.summary({"ok": False, "error": message, "exit_code": exitcodes.DAMAGED})
         return exitcodes.DAMAGED
     s = result.summary()
+    for warning in s["warnings"]:
+        out.warn(warning)
     out.print(
         f"checked base backup {s['base_snapshot'][:12]} and {s['wal_segments']} WAL "
         f"segment(s): {s['files']} files, {s['bytes']} bytes, whole; restores can reach "

@@ -249,7 +249,7 @@ def finish_point_in_time(entry: TestRestoreSource, outcome: JobOutcome) -> None:
         entry.message = (
             f"{entry.source}: base backup {(doc.base_snapshot or '')[:12]} and "
             f"{doc.wal_segments} WAL segment(s) are whole ({_mib(doc.bytes or 0)}): restores "
-            f"can reach {doc.reachable_until}"
+            f"can reach {doc.reachable_until}" + "".join(f"; but {w}" for w in doc.warnings)
         )
         entry.completion_time = parse_time(outcome.completion_time) or now()
     elif doc.error and doc.error.startswith("DAMAGED"):  # exit code 4: what is broken

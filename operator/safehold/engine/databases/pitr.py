@@ -526,6 +526,7 @@ class RecoveryCheck:
             "wal_segments": len(p.segments),
             "files": self.files,
             "bytes": self.bytes,
+            "warnings": p.warnings,
         }
 
 
