@@ -69,17 +69,30 @@ def _wait_archive(
         time.sleep(1)
 
 
-def _recovered(data: Path) -> list[str]:
-    """The orders of a real PostgreSQL started on the restored ``data``, once recovered."""
+def _started(data: Path) -> DatabaseServer:
+    """A real PostgreSQL started on the restored ``data``, once recovered and promoted."""
     root = private_dir("safehold-pitr-", "postgres" if os.geteuid() == 0 else None)
     os.rename(data, root / "data")  # under a directory the postgres user may enter
     restored = run_postgres(root, root / "data")
+    deadline = time.monotonic() + 60
+    while restored.sql("SELECT pg_is_in_recovery()").strip() != "f":
+        if time.monotonic() > deadline:
+            log = restored.log.read_text()[-3000:]
+            restored.stop()
+            raise AssertionError(log)
+        time.sleep(0.2)
+    return restored
+
+
+def _orders(server: DatabaseServer) -> list[str]:
+    return server.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
+
+
+def _recovered(data: Path) -> list[str]:
+    """The orders of a real PostgreSQL started on the restored ``data``, once recovered."""
+    restored = _started(data)
     try:
-        deadline = time.monotonic() + 60
-        while restored.sql("SELECT pg_is_in_recovery()").strip() != "f":
-            assert time.monotonic() < deadline, restored.log.read_text()[-3000:]
-            time.sleep(0.2)
-        return restored.sql("SELECT id || ':' || note FROM orders ORDER BY id", "shop").splitlines()
+        return _orders(restored)
     finally:
         restored.stop()
 
@@ -262,6 +275,41 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     assert "backupRun" not in rr["status"]
     fresh_copy = kit.claim_dir(namespace, "orders-fresh")
     assert _recovered(fresh_copy) == everything
+
+    # after a restore, the source points at the restored server (timeline 2): its archive
+    # goes on into the same source, and a restore to the end follows the new history from
+    # the old server's base backup (the restored server has none yet), never the old one
+    again = {**request, "metadata": {"name": "again"}}
+    primary = {"locationRef": {"name": "loc"}}
+    again["spec"] = {**request["spec"], **policy_ref, **primary, "pointInTime": moment,
+                     "target": {"claimName": "orders-again"}}  # fmt: skip
+    namespace.apply(again)
+    kit.kubectl_wait(namespace, "restorerequest/again", "Complete", timeout=240)
+    new = _started(kit.claim_dir(namespace, "orders-again"))
+    try:
+        new.sql("INSERT INTO orders VALUES (3, 'on the restored server')", "shop")
+        written = _time(new.sql(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ).strip())  # fmt: skip
+        namespace.kubectl("patch", "backuppolicy", "pg", "--type=json", "-p", json.dumps([
+            {"op": "replace", "path": "/spec/sources/databases/0/host", "value": new.host},
+            {"op": "replace", "path": "/spec/sources/databases/0/port", "value": new.port},
+        ]))  # fmt: skip
+        _wait_archive(
+            namespace,
+            kit,
+            lambda s: s.get("result") == "Succeeded" and _time(s["archivedUntil"]) > written,
+            180,
+        )
+        after = {**request, "metadata": {"name": "after"}}
+        after["spec"] = {**request["spec"], **policy_ref, **primary,
+                         "target": {"claimName": "orders-after"}}  # fmt: skip
+        namespace.apply(after)
+        kit.kubectl_wait(namespace, "restorerequest/after", "Complete", timeout=240)
+        at_end = _recovered(kit.claim_dir(namespace, "orders-after"))
+        assert at_end == ["1:before the base backup", "3:on the restored server"]
+    finally:
+        new.stop()
 
     # the password is nowhere the cluster shows
     shown = namespace.kubectl("get", "jobs", "-o", "json").stdout
