@@ -355,6 +355,8 @@ def test_before_the_restored_servers_first_base_backup_restores_cross_to_its_tim
     _ok(run("pg-archive-wal", at=new))
 
     newest = restored()
+    settings = (newest.directory / "data" / "postgresql.auto.conf").read_text()
+    assert "recovery_target_timeline = '2'" in settings  # from timeline 1's base backup
     at_end = _orders(newest)
     assert at_end[-3:] == ["1001:kept", "2000:before the first drain", "3000:on the new timeline"]
     assert "1002:the mistake" not in at_end

@@ -200,6 +200,11 @@ def run_restore_pitr(args: Namespace, out: Output) -> int:
             or (s["immediate"] and f"the end of the base backup ({s['base_end_time']})")
             or f"the end of the archive ({s['reachable_until']})"
         )
+        + (
+            f" along timeline {s['timeline']} (forked from the base backup's)"
+            if s["timeline"] != s["base_timeline"]
+            else ""
+        )
         + " and promotes itself"
     )
     out.summary({"ok": True, **s, "exit_code": exitcodes.OK})

@@ -113,6 +113,8 @@ class RecoveryResult:
             "base_end_time": p.base.meta.get("pg.end_time"),
             "target_time": _iso(p.target) if p.target else None,
             "immediate": p.immediate,
+            "timeline": p.timeline,
+            "base_timeline": int(p.base.meta["pg.timeline"]),
             "reachable_until": _iso(p.reachable_until),
             "wal_segments": len(p.segments),
             "directory": self.directory,
