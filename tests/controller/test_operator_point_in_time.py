@@ -139,6 +139,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     first = _wait_archive(namespace, kit, lambda s: s.get("result") == "Succeeded", 180)
     assert first["archivedUntil"]
     assert first["nextArchiveTime"]
+    assert first["timeline"] == 1
     slot = server.sql("SELECT slot_name FROM pg_replication_slots").strip()
     assert slot == slot_name(str(namespace), "pg", "orders")
     assert slot.startswith("safehold_test_")
@@ -295,12 +296,13 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
             {"op": "replace", "path": "/spec/sources/databases/0/host", "value": new.host},
             {"op": "replace", "path": "/spec/sources/databases/0/port", "value": new.port},
         ]))  # fmt: skip
-        _wait_archive(
+        moved = _wait_archive(
             namespace,
             kit,
             lambda s: s.get("result") == "Succeeded" and _time(s["archivedUntil"]) > written,
             180,
         )
+        assert moved["timeline"] == 2  # status says the archive follows the restored server
         after = {**request, "metadata": {"name": "after"}}
         after["spec"] = {**request["spec"], **policy_ref, **primary,
                          "target": {"claimName": "orders-after"}}  # fmt: skip

@@ -402,6 +402,7 @@ def test_a_failover_to_a_promoted_standby_keeps_the_archive_whole(
         standby.sql("SELECT pg_switch_wal()")
         first = _ok(run("pg-archive-wal", at=standby))
         assert first["slot_created"] is True  # slots stay on the primary they were made on
+        assert first["timeline"] == 2
         assert "00000002.history" in first["segments"]
         assert _orders(restored())[-2:] == ["1001:before the failover", "2000:after the failover"]
     finally:

@@ -400,6 +400,10 @@ class WalArchiveState(ApiModel):
     archived_until: datetime | None = None
     """Every transaction the server committed by this time is in the repository: the latest
     time a point-in-time restore can reach (with a base backup that ended before it)."""
+    timeline: int | None = Field(default=None, ge=1)
+    """The server's timeline at the last archive: 1 until a restore or a failover; a higher
+    one says the archive follows the restored or promoted server (and restores to the end
+    follow it too)."""
     last_success_time: datetime | None = None
     """When an archive last succeeded."""
     next_archive_time: datetime | None = None

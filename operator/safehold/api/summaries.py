@@ -291,6 +291,7 @@ class WalArchiveSummary(JobSummary):
     snapshot: str | None = None
     end_lsn: str | None = None
     archived_until: str | None = None
+    timeline: int | None = Field(default=None, ge=1)
     slot_created: bool = False
     gap: str | None = None
     bytes_new: int | None = Field(default=None, ge=0)

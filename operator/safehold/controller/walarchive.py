@@ -127,6 +127,7 @@ def finish(state: WalArchiveState, outcome: JobOutcome) -> bool:
     if doc.ok and doc.snapshot:
         state.result = "Succeeded"
         state.archived_until = parse_time(doc.archived_until) or state.archived_until
+        state.timeline = doc.timeline or state.timeline
         state.last_success_time = parse_time(outcome.completion_time) or now()
         state.reason = "WalGap" if doc.gap else None
         state.message = (

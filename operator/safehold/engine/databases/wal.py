@@ -167,6 +167,7 @@ class ArchiveResult:
     segments: list[str]  # the files stored, as named in the snapshot
     end_lsn: str
     archived_until: str
+    timeline: int  # the server's: 1 until a restore or a failover
     slot_created: bool = False
     #: Set when the server no longer had the WAL the archive would resume from: the
     #: segment after which WAL is missing, and why.
@@ -181,6 +182,7 @@ class ArchiveResult:
             "segments": self.segments,
             "end_lsn": self.end_lsn,
             "archived_until": self.archived_until,
+            "timeline": self.timeline,
             "slot_created": self.slot_created,
             "gap": self.gap,
             "bytes_read": int(s.summary.get("bytes_read", 0)),
@@ -400,6 +402,7 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
         segments=files,
         end_lsn=format_lsn(end),
         archived_until=until,
+        timeline=ident.timeline,
         slot_created=created,
         gap=gap,
         duration_s=time.monotonic() - started,
