@@ -1,9 +1,12 @@
 """The storage test tier: one ``backend`` fixture, parametrised over the four providers.
 
 A test that takes ``backend`` runs once per provider, with the provider's name in its id
-(``test_roundtrip[s3]``). Servers start lazily, so ``-k filesystem`` starts none. One more
-backend, ``s3-throttled``, is S3 inside the bandwidth throttle (``ThrottledStorage``) with
-a limit set: a wrapper keeps every guarantee of what it wraps.
+(``test_roundtrip[s3]``). Servers start lazily, so ``-k filesystem`` starts none. Two more
+backends: ``s3-throttled`` is S3 inside the bandwidth throttle (``ThrottledStorage``) with
+a limit set: a wrapper keeps every guarantee of what it wraps; ``azure-entra`` is Azurite
+on HTTPS reached with Microsoft Entra ID tokens instead of a key (Azure Workload
+Identity's environment, testground/entra.py): the provider keeps every guarantee with
+either credential.
 
 Server gaps: ``GAPS`` maps (test function, backend) to the documented reason a server fails
 that case; the case is then ``xfail(strict=True)`` for that backend only, so it still runs,
@@ -25,7 +28,7 @@ from safehold.storage import Storage, open_storage
 from safehold.storage.wrappers import Bandwidth, ThrottledStorage, TokenBucket
 from testground.objectstores import RunningStore
 
-BACKENDS = ("filesystem", "s3", "gcs", "azure", "s3-throttled")
+BACKENDS = ("filesystem", "s3", "gcs", "azure", "s3-throttled", "azure-entra")
 BUCKET = "conformance"
 #: The throttled backend's limit per direction: low enough that its calls wait, high
 #: enough that the suite's few hundred MiB take seconds.
@@ -42,6 +45,11 @@ GAPS: dict[tuple[str, str], str] = {
     ),
     ("test_writes_with_read_only_credentials_are_denied", "gcs"): (
         "fake-gcs-server checks no credentials or permissions; real GCS answers 403"
+    ),
+    ("test_writes_with_read_only_credentials_are_denied", "azure-entra"): (
+        "Azurite's OAuth mode checks a token's issuer, audience and lifetime, not the "
+        "identity's roles; real Azure answers 403 (AuthorizationPermissionMismatch) to an "
+        "identity with only Storage Blob Data Reader"
     ),
 }
 
@@ -103,6 +111,33 @@ def _prepared(request: pytest.FixtureRequest) -> dict[str, RunningStore]:
     return {}
 
 
+@dataclass
+class EntraStore:
+    """Azurite on HTTPS taking Entra ID tokens, and the environment that gets them."""
+
+    store: RunningStore
+    environment: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def _azure_entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EntraStore]:
+    from testground.entra import start_azurite_oauth, start_entra
+    from testground.pki import make_pki
+
+    root = tmp_path_factory.mktemp("azure-entra")
+    pki = make_pki(root / "pki")
+    entra = start_entra(root / "entra", pki)
+    store = start_azurite_oauth(root / "azurite", pki)
+    client_id = entra.trust("safehold", "backups")
+    try:
+        yield EntraStore(
+            store, entra.environment(client_id, entra.token_file("safehold", "backups"))
+        )
+    finally:
+        store.stop()
+        entra.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, _filesystem_root: Path, _prepared: dict[str, RunningStore]
@@ -110,13 +145,19 @@ def backend(
     name: str = request.param
     provider = name.removesuffix("-throttled")
     store: RunningStore | None = None
-    if provider != "filesystem":
+    if provider == "azure-entra":
+        entra: EntraStore = request.getfixturevalue("_azure_entra")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for key, value in entra.environment.items():
+            monkeypatch.setenv(key, value)
+        store = entra.store
+    elif provider != "filesystem":
         store = request.getfixturevalue(f"{provider}_store")
-        if provider not in _prepared:
-            store.make_bucket(BUCKET)
-            _prepared[provider] = store
+    if store is not None and provider not in _prepared:
+        store.make_bucket(BUCKET)
+        _prepared[provider] = store
     target = Target(name, store, _filesystem_root)
-    if provider != name:
+    if name.endswith("-throttled"):
         rate = THROTTLE_BYTES_PER_SECOND
         target.bandwidth = Bandwidth(upload=TokenBucket(rate), download=TokenBucket(rate))
     yield target

@@ -274,10 +274,25 @@ def test_malformed_azure_connection_string() -> None:
 
 
 def test_no_credentials_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+    """An account without a key or SAS token means Microsoft Entra ID; where no identity
+    is found, the first request says so (and what to set), before reaching the service."""
+    for name in (
+        "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_CLIENT_SECRET", "IDENTITY_ENDPOINT", "MSI_ENDPOINT",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(InvalidLocation, match="no Azure credentials"):
-        open_storage("azure://c/p", {"account_name": "acct"})
+    monkeypatch.setenv("PATH", "/nonexistent")  # no Azure CLI, PowerShell or azd to ask
+    storage = open_storage(
+        "azure://c/p",
+        {"account_name": "acct", "endpoint": f"https://127.0.0.1:{closed_port()}/acct"},
+    )
+    with pytest.raises(PermissionDenied) as caught:
+        storage.get("config")
+    message = str(caught.value)
+    assert "Microsoft Entra ID gave no token (no workload identity" in message
+    assert "account_key or sas_token" in message
+    assert "aka.ms" not in message
 
 
 # ---------------------------------------------------------------- secrets never leak

@@ -8,11 +8,15 @@ appears, so puts are atomic. ``create`` sends ``If-None-Match: *``; the loser ge
 The SDK's own retries are off (``retry_total=0``): retrying is the job of
 :mod:`safehold.storage.wrappers.retry`. Credentials: ``connection_string``, or
 ``account_name`` with ``account_key`` or ``sas_token``, each falling back to the
-``AZURE_STORAGE_*`` environment. See docs/storage.md.
+``AZURE_STORAGE_*`` environment; an account with neither uses Microsoft Entra ID
+(azure-identity's default chain: workload identity, managed identity, the Azure CLI).
+See docs/storage.md.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -122,12 +126,7 @@ def open(location: Location) -> AzureStorage:
             elif sas:
                 credential = sas.lstrip("?")
             else:
-                raise InvalidLocation(
-                    location.url,
-                    "no Azure credentials: set option connection_string, account_key or "
-                    "sas_token (or AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, "
-                    "AZURE_STORAGE_SAS_TOKEN)",
-                )
+                credential = _entra_credential(location)
             service = BlobServiceClient(url, credential=credential, **settings)
     except ValueError as exc:  # a malformed connection string, URL or key; never echo it
         raise InvalidLocation(
@@ -141,6 +140,40 @@ def open(location: Location) -> AzureStorage:
         endpoint=redact_endpoint(service.url),
         multipart_threshold=threshold,
     )
+
+
+def _entra_reason(text: str) -> str:
+    """The part of azure-identity's failure that says why: Entra ID's own error, else the
+    first credential of the chain that was configured and failed (a TLS or network
+    error), else that none was configured; without the troubleshooting links."""
+    found = re.search(r"Microsoft Entra ID error '([^']{1,400})'", text)
+    if found:
+        return found.group(1)
+    for name, why in re.findall(r"(\w+Credential): ([^\n]*)", text):
+        if "unavailable" not in why and name.startswith(("Workload", "Managed")):
+            return f"{name}: {why[:300]}"
+    return (
+        "no workload identity (AZURE_FEDERATED_TOKEN_FILE), managed identity or Azure CLI "
+        "login was found"
+    )
+
+
+def _entra_credential(location: Location) -> Any:
+    """Microsoft Entra ID, for an account given without a key or SAS: azure-identity's
+    ``DefaultAzureCredential`` (Azure Workload Identity's token file, a managed identity,
+    the Azure CLI's login, ...), which asks for a token at the first request."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise InvalidLocation(
+            location.url,
+            "no Azure key or SAS token, and azure-identity (for Microsoft Entra ID) is not "
+            "installed: set option account_key or sas_token, or install safehold[azure]",
+        ) from exc
+    # azure-identity logs each failed attempt as a warning (to stderr, with links); the
+    # storage error that follows says why, once (``AzureStorage._error``)
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+    return DefaultAzureCredential()
 
 
 class AzureStorage(ObjectStore):
@@ -164,6 +197,8 @@ class AzureStorage(ObjectStore):
         super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.container_name = location.bucket
         self._container = container
+        #: A Microsoft Entra ID token credential (no key, no SAS).
+        self._entra = hasattr(container.credential, "get_token")
 
     def _read(self, name: str, offset: int, length: int | None) -> bytes:
         blob = self._key(name)
@@ -217,8 +252,9 @@ class AzureStorage(ObjectStore):
 
     def _copy_within(self, origin: ObjectStore, name: str) -> bool:
         """Copy Blob from ``origin``'s container in the same account: the request's Shared
-        Key authorises the source as well; another account (or SAS credentials) would need
-        a SAS on the source URL, so those stream instead."""
+        Key or Entra ID token authorises the source as well; another account (or SAS
+        credentials) would need a SAS on the source URL, so those stream instead, as does
+        a copy the service refuses (403)."""
         assert isinstance(origin, AzureStorage)
         same_account = (
             origin._container.url.rsplit("/", 1)[0] == self._container.url.rsplit("/", 1)[0]
@@ -227,7 +263,7 @@ class AzureStorage(ObjectStore):
             "StorageSharedKeyCredential",
             "SharedKeyCredentialPolicy",
         )
-        if not (same_account and shared_key):
+        if not (same_account and (shared_key or self._entra)):
             return False
         target = self._container.get_blob_client(self._key(name))
         source = origin._container.get_blob_client(origin._key(name)).url
@@ -311,6 +347,25 @@ class AzureStorage(ObjectStore):
             )
         if isinstance(exc, ResourceNotFoundError) or status == 404:
             return NotFound(self.location, "no such object", name=name)
+        if isinstance(exc, ClientAuthenticationError) and not status:
+            # no response from the storage service: the credential got no token
+            return PermissionDenied(
+                self.location,
+                f"{op} denied {where}: Microsoft Entra ID gave no token "
+                f"({_entra_reason(str(exc))}): check the pod's workload identity (the "
+                "ServiceAccount's azure.workload.identity/client-id and the identity's "
+                "federated credential) or managed identity, or give an account_key or "
+                "sas_token",
+                name=name,
+            )
+        if self._entra and (code in _DENIED_CODES or status == 403):
+            return PermissionDenied(
+                self.location,
+                f"{op} denied ({code or status}) {where}: the Microsoft Entra identity "
+                f"may not {op} blobs in container {self.container_name!r}: give it the role "
+                "Storage Blob Data Contributor on the container or account",
+                name=name,
+            )
         if isinstance(exc, ClientAuthenticationError) or code in _DENIED_CODES or status == 403:
             return PermissionDenied(
                 self.location,
