@@ -142,6 +142,7 @@ def test_filesystem_needs_a_claim_not_a_bucket(valid_spec: dict[str, dict[str, A
         ("region", "eu-west-1"),
         ("addressingStyle", "path"),
         ("credentialsSecretRef", {"name": "creds"}),
+        ("serviceAccountName", "backup-identity"),
     ],
 )
 def test_filesystem_refuses_what_it_would_not_use(

@@ -35,6 +35,19 @@ DEFAULT_ENTRYPOINTS = {"*safehold*": ["safehold"]}
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
+def _ca_bundle(work_dir: Path, ca: Path) -> Path:
+    """The public CAs (certifi's, as an image holds them) and the test ground's CA, which
+    signs the servers that stand in for public HTTPS services (testground/entra.py): what
+    pods' HTTP clients trust (``REQUESTS_CA_BUNDLE``)."""
+    import certifi
+
+    directory = work_dir / "node-ca"  # kept visible in every pod, like the venv
+    directory.mkdir(exist_ok=True)
+    bundle = directory / "ca-bundle.crt"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + ca.read_text())
+    return bundle
+
+
 class Runner:
     """Plays the kubelet for every pod of one cluster."""
 
@@ -79,6 +92,11 @@ class Runner:
             "KUBERNETES_PORT_443_TCP_PORT": port,
             "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
         }
+        visible = _environment_dirs(venv_bin)
+        if tls:
+            bundle = _ca_bundle(work_dir, tls[2])
+            base_env["REQUESTS_CA_BUNDLE"] = str(bundle)
+            visible = (*visible, bundle.parent)
         self.ctx = Context(
             api=api,
             pods_dir=work_dir,
@@ -87,7 +105,7 @@ class Runner:
             claims=self._claim,
             tokens=self._token,
             entrypoint=self._entrypoint,
-            keep_visible=_environment_dirs(venv_bin),
+            keep_visible=visible,
         )
 
     def _unschedulable(self, pod: Json) -> bool:

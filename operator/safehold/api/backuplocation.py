@@ -78,7 +78,16 @@ class BackupLocationSpec(ApiModel):
     AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN);
     for gcs service-account.json (a service-account key file); for azure
     AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or
-    AZURE_STORAGE_SAS_TOKEN. Empty uses the Job's workload identity."""
+    AZURE_STORAGE_SAS_TOKEN (the account alone: Microsoft Entra ID). Empty: the Jobs find
+    credentials themselves, from the workload identity of `serviceAccountName` or the
+    node's."""
+    service_account_name: ResourceName | None = None
+    """The ServiceAccount (in the Job's namespace) that every Job reaching this location
+    runs as, so that the cloud's workload identity grants it the bucket without keys in a
+    Secret: IRSA or EKS Pod Identity (s3), GKE Workload Identity (gcs), Azure Workload
+    Identity (azure; its pods get the label azure.workload.identity/use). Its Kubernetes
+    API token is not mounted: the Jobs still have no API rights. Not used by provider
+    filesystem. The chart's policyLimits.serviceAccounts applies (docs/storage.md)."""
     repository_password_secret_ref: SecretKeyReference
     """The Secret key holding the repository password, which encrypts every backup.
     Losing it means losing the backups: keep a copy outside the cluster."""
@@ -126,6 +135,7 @@ class BackupLocationSpec(ApiModel):
                 "region": self.region,
                 "addressingStyle": self.addressing_style,
                 "credentialsSecretRef": self.credentials_secret_ref,
+                "serviceAccountName": self.service_account_name,
             }
             for name, value in unused.items():
                 if value:

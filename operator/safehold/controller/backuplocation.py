@@ -46,6 +46,7 @@ from safehold.api.conditions import ConditionStatus
 from safehold.api.summaries import RepositoryInfoSummary, RepositoryInitSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import field_errors_message, now, parse_time, write_condition
+from safehold.controller.identity import account_problem
 from safehold.controller.jobs import (
     COMPONENT_VALIDATE,
     LABEL_COMPONENT,
@@ -220,6 +221,10 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
         _set(rt, body, status, "False", "InvalidSpec", field_errors_message(errors))
         return
     location = BackupLocation.model_validate(body)
+    refused = account_problem(rt.limits, ns, [location])
+    if refused:
+        _set(rt, body, status, "False", *refused)
+        return
     if status.bytes_stored is not None:  # also after a restart, before the next check
         metrics.BYTES_STORED.labels(ns, name).set(status.bytes_stored)
     if status.oldest_lock_age_seconds is not None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from safehold.api import (
     READY,
+    BackupLocation,
     BackupPolicy,
     BackupPolicyStatus,
     BackupRunStatus,
@@ -48,6 +49,7 @@ from safehold.controller.common import (
     write_condition,
 )
 from safehold.controller.exec_hooks import hook_failure, undo_pod_hooks
+from safehold.controller.identity import account_problem
 from safehold.controller.jobs import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY, label_value
 from safehold.controller.replication import reconcile_replication
 from safehold.controller.retention import reconcile_retention
@@ -93,6 +95,11 @@ def _problems(rt: Runtime, policy: BackupPolicy) -> tuple[str, str] | None:
     role = (location.get("spec") or {}).get("role") or "primary"
     if role != "primary":
         return "LocationNotPrimary", not_primary_message(lname, role)
+    # every Job of the policy reaches the location (an invalid one says why in its status)
+    if not validate_spec("BackupLocation", location.get("spec")):
+        refused = account_problem(rt.limits, ns, [BackupLocation.model_validate(location)])
+        if refused:
+            return refused
     for i, v in enumerate(policy.spec.sources.volumes):
         if v.claim_name and rt.kube.get_pvc(ns, v.claim_name) is None:
             return (

@@ -42,6 +42,7 @@ from safehold.controller.common import (
     write_status,
 )
 from safehold.controller.exec_hooks import finish_pod_hooks, start_pod_hooks, undo_pod_hooks
+from safehold.controller.identity import account_problem, resources_account
 from safehold.controller.job_hooks import record_job_hooks
 from safehold.controller.jobs import (
     COMPONENT_BACKUP,
@@ -254,6 +255,9 @@ def _load(rt: Runtime, body: dict[str, Any]) -> tuple[BackupRun, BackupPolicy, B
             "LocationNotPrimary",
             f"BackupPolicy {pname} {not_primary_message(lname, location.spec.role)}",
         )
+    refused = account_problem(rt.limits, ns, [location])
+    if refused:
+        raise Stop(*refused)
     return run, policy, location
 
 
@@ -286,6 +290,12 @@ def _plan(ctx: RunContext, kinds: dict[str, SourceKind]) -> list[SourceResult]:
             raise Stop("SourceNameConflict", conflict)
     out = [result for kind in kinds.values() for result in kind.plan(ctx, wanted)]
     apply_limits(ctx.rt.limits, ctx.policy, out, ctx.rt.job_settings(ctx.policy.spec.job))
+    own = resources_account(ctx.policy)
+    refused = own and account_problem(ctx.rt.limits, ctx.namespace, [ctx.location], own)
+    for result in out:
+        if refused and result.kind == "clusterResources" and result.phase == "Pending":
+            result.phase, result.job = "Failed", None
+            result.error = ErrorDetail(reason=refused[0], message=refused[1])
     return out
 
 

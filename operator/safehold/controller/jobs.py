@@ -207,6 +207,10 @@ class JobRequest:
     #: A ServiceAccount the pod runs as, with its token mounted: only for Jobs that read or
     #: write cluster objects (resource export and apply), under an account the user grants.
     service_account_name: str | None = None
+    #: The ServiceAccount the Job's locations name for their cloud workload identity
+    #: (``spec.serviceAccountName``): the pod runs as it with no API token. A Job with a
+    #: ``service_account_name`` as well needs it to be the same one (``identity``).
+    identity_account: str | None = None
     #: ``safehold run-hooks`` options (``--pre-hook``, ...): run in a container of their own,
     #: without the Secrets; the Job's command gets ``--hooks-handover`` (a backup's hooks).
     hooks: Sequence[str] = ()
@@ -381,7 +385,8 @@ def _container_files(
 def _pod_spec(
     req: JobRequest, containers: list[dict[str, Any]], volumes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The pod: no API token (unless a ServiceAccount is named), non-root, placed."""
+    """The pod: no API token (unless a ServiceAccount for the API is named), non-root,
+    placed."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -402,7 +407,15 @@ def _pod_spec(
         volumes.append({"name": "hooks-tmp", "emptyDir": {}})
     if req.image.pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in req.image.pull_secrets]
+    if req.identity_account:
+        pod_spec["serviceAccountName"] = req.identity_account
     if req.service_account_name:
+        if req.identity_account not in (None, req.service_account_name):
+            # the controllers refuse this first (identity.account_problem)
+            raise ValueError(
+                f"a Job runs as one ServiceAccount, not {req.service_account_name} "
+                f"and {req.identity_account}"
+            )
         pod_spec["serviceAccountName"] = req.service_account_name
         pod_spec["automountServiceAccountToken"] = True
     if req.node_name:

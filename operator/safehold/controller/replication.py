@@ -53,6 +53,7 @@ from safehold.api.conditions import ConditionStatus
 from safehold.api.summaries import ReplicateSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import load_location, now, parse_time, write_status
+from safehold.controller.identity import account_problem
 from safehold.controller.jobs import (
     COMPONENT_REPLICATE,
     LABEL_LOCATION,
@@ -259,6 +260,13 @@ def _start(
     state.next_attempt_time = None
     state.reason = None
     state.message = f"copying the policy's snapshots to {state.location}"
+    refused = account_problem(rt.limits, policy.metadata.namespace or "", [primary, site])
+    if refused:  # tried again on the same schedule, in case the locations are fixed
+        state.phase, state.reason = "Failed", refused[0]
+        state.completion_time = now()
+        state.next_attempt_time = state.completion_time + backoff(state.attempts)
+        state.message = f"replication to {state.location} cannot start: {refused[1]}"[:4096]
+        return
     request = site_request(
         rt, body, policy, primary, site, name=state.job, component=COMPONENT_REPLICATE,
         args=commands.replicate(policy_prefix(policy.metadata.namespace or "", pname)),

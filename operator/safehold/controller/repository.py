@@ -9,7 +9,8 @@ A Job opens one location as its repository (:func:`with_repository`: ``--repo``,
 ``--limit-upload``, ``--limit-download``) and, for replication, a second one as the
 recovery site (:func:`with_site`: ``--to``, ``--to-option``, ``--to-options-dir``,
 ``--to-password-file``, and the site's upload limit in place of the primary's), each with
-its own Secrets and mounts.
+its own Secrets and mounts. A location's ``serviceAccountName`` becomes the Job's
+(``JobRequest.identity_account``), with the pod labels its cloud's webhook looks for.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _SITE_PASSWORD_DIR = "/etc/safehold/site/password"  # noqa: S105 - a path
 _SCHEMES = {"s3": "s3", "gcs": "gs", "azure": "azure"}
 #: The lock mode of a location's ``immutabilityDays`` (docs/immutability.md).
 LOCK_MODE = "governance"
+#: The pod label that asks Azure Workload Identity's webhook for a token.
+AZURE_IDENTITY_LABEL = "azure.workload.identity/use"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class RepositoryAccess:
     password_secret: str
     password_key: str
     mounts: list[Mount] = field(default_factory=list)
+    #: The ServiceAccount the location names for its workload identity.
+    account: str | None = None
+    #: Labels the pod needs for it (Azure Workload Identity's webhook mutates only pods
+    #: labelled ``azure.workload.identity/use``).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def location_url(location: BackupLocation, mount: str = REPOSITORY_MOUNT) -> str:
@@ -113,13 +121,34 @@ def repository_access(location: BackupLocation, *, site_locks: bool = False) -> 
     if limits is not None:
         args += commands.limit_options(limits.upload_ki_bps, limits.download_ki_bps)
     creds = location.spec.credentials_secret_ref
+    account = location.spec.service_account_name
     return RepositoryAccess(
         args=args,
         credentials_secret=creds.name if creds else None,
         password_secret=location.spec.repository_password_secret_ref.name,
         password_key=location.spec.repository_password_secret_ref.key,
         mounts=_claim(location, "repository", REPOSITORY_MOUNT),
+        account=account,
+        labels=_identity_labels(location),
     )
+
+
+def _identity_labels(location: BackupLocation) -> dict[str, str]:
+    """The pod labels ``location``'s workload identity needs."""
+    spec = location.spec
+    if spec.service_account_name and spec.provider == "azure":
+        return {AZURE_IDENTITY_LABEL: "true"}
+    return {}
+
+
+def _account(req: JobRequest, account: str | None) -> str | None:
+    """The ServiceAccount of ``req`` once it reaches a location naming ``account`` as well
+    (the controllers have refused two different ones: ``identity.account_problem``)."""
+    if account and req.identity_account not in (None, account):
+        raise ValueError(
+            f"a Job runs as one ServiceAccount, not {req.identity_account} and {account}"
+        )
+    return account or req.identity_account
 
 
 def with_repository(
@@ -135,6 +164,8 @@ def with_repository(
         credentials_secret=access.credentials_secret,
         password_secret=access.password_secret,
         password_key=access.password_key,
+        identity_account=_account(req, access.account),
+        labels={**req.labels, **access.labels},
     )
 
 
@@ -174,7 +205,11 @@ def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
     )
     args += ["--to-password-file", f"{_SITE_PASSWORD_DIR}/password"]
     return replace(
-        req, args=[*_without_upload_limit(req.args), *args], mounts=[*req.mounts, *mounts]
+        req,
+        args=[*_without_upload_limit(req.args), *args],
+        mounts=[*req.mounts, *mounts],
+        identity_account=_account(req, spec.service_account_name),
+        labels={**req.labels, **_identity_labels(site)},
     )
 
 

@@ -40,6 +40,7 @@ from safehold.api.summaries import RestoreSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import Stop, field_errors_message, now, write_status
 from safehold.controller.grants import Denial
+from safehold.controller.identity import account_problem
 from safehold.controller.jobs import (
     JobRequest,
     Mount,
@@ -332,6 +333,15 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
             except MissingSource as missing:
                 item.phase = "Failed"
                 item.error = missing.detail
+                continue
+            own = request.service_account_name
+            refused = account_problem(
+                rt.limits, request.namespace, [location],
+                ("spec.resources.serviceAccountName", own) if own else None,
+            )  # fmt: skip
+            if refused and item.phase == "Pending":
+                item.phase = "Failed"
+                item.error = ErrorDetail(reason=refused[0], message=refused[1])
                 continue
             # the grant is checked again right before the Job: one removed since the
             # plan stops what has not started

@@ -30,6 +30,7 @@ from safehold.api.backuppolicy import BackupPolicyStatus, WalArchiveState, WalSi
 from safehold.api.summaries import ReplicateSummary
 from safehold.controller import commands, metrics
 from safehold.controller.common import load_location, now, parse_time
+from safehold.controller.identity import account_problem
 from safehold.controller.jobs import build_job, job_name
 from safehold.controller.kube import ApiException
 from safehold.controller.replication import (
@@ -178,6 +179,11 @@ def _start(
     # Job is found again (409), and the copy after the next archive gets a name of its own
     name = job_name(policy.metadata.name or "", "walcopy", source, copy.location,
                     str(int(until.timestamp() * 1000)))  # fmt: skip
+    refused = account_problem(rt.limits, policy.metadata.namespace or "", [primary, site])
+    if refused:
+        copy.result, copy.reason = "Failed", refused[0]
+        copy.message = f"the WAL cannot be copied to {copy.location}: {refused[1]}"[:4096]
+        return
     request = site_request(
         rt, body, policy, primary, site, name=name, component=COMPONENT_WAL_COPY,
         args=commands.replicate_source(wal_source), labels={},
