@@ -295,3 +295,72 @@ def test_a_service_account_the_administrator_did_not_allow_is_refused_before_any
     assert ready["reason"] == NOT_ALLOWED
     jobs = namespace.kubectl("get", "jobs", "-o", "name").stdout.strip()
     assert jobs == ""
+
+
+def test_jobs_that_would_need_two_accounts_are_refused_and_the_rest_goes_on(
+    namespace: Namespace, operator: Any, kit: Any, s3_store: RunningStore
+) -> None:
+    """A primary and a recovery site naming different accounts: the run backs up, its copy
+    to the site does not start. A resource export under an account of its own fails alone,
+    beside a volume of the same run."""
+    for account in ("backup-a", "backup-b"):
+        namespace.apply(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}
+        )
+    operator(poll_interval=1.0)
+    kit.store_location(namespace, s3_store, "primary", serviceAccountName="backup-a")
+    kit.store_location(
+        namespace, s3_store, "site", role="recovery-site", serviceAccountName="backup-b"
+    )
+    data = kit.make_claim(namespace, "data")
+    original = kit.write_data(data, seed=5, files=4)
+    kit.policy(namespace, "pol", "primary", ["data"], replicateTo=[{"name": "site"}])
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    assert kit.get(namespace, "backuprun", "run-1")["status"]["phase"] == "Succeeded"
+
+    def copy() -> dict[str, Any] | None:
+        entries = kit.get(namespace, "backuprun", "run-1")["status"].get("replication") or []
+        return next((e for e in entries if e.get("phase") == "Failed"), None)
+
+    state = namespace.cluster.wait_for(copy, timeout=60, what="the copy to the site to fail")
+    assert state["location"] == "site"
+    assert state["error"]["reason"] == CONFLICT
+    assert (
+        "BackupLocation primary spec.serviceAccountName is backup-a but BackupLocation site "
+        "names backup-b" in state["error"]["message"]
+    )
+
+    kit.policy(
+        namespace, "export", "primary", ["data"],
+        sources={
+            "volumes": [{"claimName": "data"}],
+            "clusterResources": {
+                "includeNamespaces": [str(namespace)], "serviceAccountName": "exporter",
+            },
+        },
+    )  # fmt: skip
+    kit.backup_run(namespace, "run-2", "export")
+    kit.kubectl_wait(namespace, "backuprun/run-2", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "run-2")
+    assert run["status"]["phase"] == "PartiallyFailed", run["status"]
+    sources = {s["name"]: s for s in run["status"]["sources"]}
+    assert sources["data"]["phase"] == "Succeeded"
+    resources = sources["resources"]
+    assert resources["phase"] == "Failed"
+    assert resources["error"]["reason"] == CONFLICT
+    assert resources["error"]["message"].startswith(
+        "BackupPolicy export spec.sources.clusterResources.serviceAccountName is exporter but "
+        "BackupLocation primary spec.serviceAccountName is backup-a"
+    )
+
+    # no Job was made for the refused work; the backups ran as the primary's account
+    jobs = json.loads(namespace.kubectl("get", "jobs", "-o", "json").stdout)["items"]
+    by_component: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        component = job["metadata"]["labels"]["app.kubernetes.io/component"]
+        by_component.setdefault(component, []).append(job["spec"]["template"]["spec"])
+    assert "replicate" not in by_component
+    assert len(by_component["backup"]) == 2  # the two volumes, no export
+    assert {pod["serviceAccountName"] for pod in by_component["backup"]} == {"backup-a"}
+    assert kit.read_tree(data) == original
