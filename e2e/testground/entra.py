@@ -43,12 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from testground.objectstores import (
-    AZURITE_ACCOUNT,
-    RunningStore,
-    _azurite_binary,
-    _free_port,
-)
+from testground.objectstores import RunningStore, _start_azurite
 from testground.pki import Pki
 
 __all__ = ["EXCHANGE_AUDIENCE", "RunningEntra", "start_azurite_oauth", "start_entra"]
@@ -276,39 +271,7 @@ def start_entra(workdir: Path, pki: Pki) -> RunningEntra:
 def start_azurite_oauth(workdir: Path, pki: Pki) -> RunningStore:
     """Azurite's blob service on HTTPS (``pki``'s serving certificate) that takes Entra
     ID bearer tokens (``--oauth basic``) as well as the development account's key;
-    ``options`` name the account and no credentials."""
-    port = _free_port()
-    (workdir / "data").mkdir(parents=True)
-    argv = [
-        str(_azurite_binary()),
-        "--blobHost", "127.0.0.1", "--blobPort", str(port),
-        "--location", str(workdir / "data"),
-        "--oauth", "basic",
-        "--cert", str(pki.serving_cert), "--key", str(pki.serving_key),
-        "--disableTelemetry", "--skipApiVersionCheck", "--silent",
-    ]  # fmt: skip
-    account_url = f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    context = ssl.create_default_context(cafile=str(pki.ca_cert))
-
-    def ready() -> bool:
-        import urllib.error
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(f"{account_url}?comp=list", timeout=2, context=context)  # noqa: S310
-        except urllib.error.HTTPError:
-            return True  # it answers (without credentials: 403)
-        except OSError:
-            return False
-        return True
-
-    store = RunningStore(
-        provider="azure",
-        endpoint=f"https://127.0.0.1:{port}",
-        options={"endpoint": account_url, "account_name": AZURITE_ACCOUNT},
-        workdir=workdir,
-        _argv=argv,
-        _ready=ready,
-    )
+    ``options`` name the account, its CA and no credentials."""
+    store = _start_azurite(workdir, pki, oauth=True)
     store.start()
     return store

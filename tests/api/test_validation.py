@@ -143,6 +143,7 @@ def test_filesystem_needs_a_claim_not_a_bucket(valid_spec: dict[str, dict[str, A
         ("addressingStyle", "path"),
         ("credentialsSecretRef", {"name": "creds"}),
         ("serviceAccountName", "backup-identity"),
+        ("caCert", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
     ],
 )
 def test_filesystem_refuses_what_it_would_not_use(

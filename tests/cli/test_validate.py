@@ -13,7 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 #: Values for the placeholders the walkthrough marks (its tests fill them in the same way).
-PLACEHOLDERS = {"S3_ENDPOINT": "http://127.0.0.1:8333", "BUCKET": "backups", "RUN": "nightly-1"}
+PLACEHOLDERS = {
+    "S3_ENDPOINT": "http://127.0.0.1:8333",
+    "BUCKET": "backups",
+    "RUN": "nightly-1",
+    "CLIENT_ID": "00000000-0000-0000-0000-000000000000",
+    "ACCOUNT": "backupsaccount",
+}
 
 
 def _validate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

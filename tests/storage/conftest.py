@@ -46,11 +46,6 @@ GAPS: dict[tuple[str, str], str] = {
     ("test_writes_with_read_only_credentials_are_denied", "gcs"): (
         "fake-gcs-server checks no credentials or permissions; real GCS answers 403"
     ),
-    ("test_writes_with_read_only_credentials_are_denied", "azure-entra"): (
-        "Azurite's OAuth mode checks a token's issuer, audience and lifetime, not the "
-        "identity's roles; real Azure answers 403 (AuthorizationPermissionMismatch) to an "
-        "identity with only Storage Blob Data Reader"
-    ),
 }
 
 

@@ -7,6 +7,7 @@ in the ``Available`` condition; it re-checks every ``validationInterval``.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -66,6 +67,11 @@ class BackupLocationSpec(ApiModel):
     endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
     """The service URL for S3-compatible stores, emulators or sovereign clouds
     (e.g. https://minio.example:9000); empty means the provider's public endpoint."""
+    ca_cert: str | None = Field(default=None, max_length=65536)
+    """PEM certificates of the CA (or CAs) that signed the endpoint's TLS certificate, for
+    a server behind a private CA (MinIO, Ceph, a proxy): every Job that reaches the
+    location trusts them instead of the system's CAs. Not secret, so it stays in the spec,
+    where a new cluster's copy of the location finds it. Not used by provider filesystem."""
     region: str | None = Field(default=None, max_length=64)
     """For s3: the bucket's region; empty uses us-east-1 (or the endpoint's own). GCS and
     Azure find a bucket's location themselves."""
@@ -132,6 +138,7 @@ class BackupLocationSpec(ApiModel):
             unused = {
                 "bucket": self.bucket,
                 "endpoint": self.endpoint,
+                "caCert": self.ca_cert,
                 "region": self.region,
                 "addressingStyle": self.addressing_style,
                 "credentialsSecretRef": self.credentials_secret_ref,
@@ -163,6 +170,8 @@ class BackupLocationSpec(ApiModel):
             )
         elif self.claim_name:
             raise invalid("claimName", f"is only used by provider filesystem, not {self.provider}")
+        if self.ca_cert is not None:
+            _check_ca_cert(self.ca_cert)
         if self.max_concurrent_runs is not None and self.role == "recovery-site":
             raise invalid(
                 "maxConcurrentRuns",
@@ -170,6 +179,26 @@ class BackupLocationSpec(ApiModel):
                 "site (replication does): remove it",
             )
         return self
+
+
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s*[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
+
+
+def _check_ca_cert(text: str) -> None:
+    """``caCert`` holds PEM certificates, and nothing secret."""
+    if "PRIVATE KEY-----" in text:
+        raise invalid(
+            "caCert",
+            "holds a private key: give only the CA's certificates (the spec is not secret)",
+        )
+    if not _PEM_CERTIFICATE.search(text):
+        raise invalid(
+            "caCert",
+            "holds no PEM certificate: give the CA's certificates as -----BEGIN "
+            "CERTIFICATE----- ... -----END CERTIFICATE----- blocks",
+        )
 
 
 class SourceSnapshots(ApiModel):

@@ -191,6 +191,9 @@ class JobRequest:
     args: Sequence[str]
     labels: Mapping[str, str]
     owner: Mapping[str, Any] | None  # the owning object (apiVersion, kind, metadata)
+    #: The pod's annotations: what a downward-API mount gives the command as a file (a
+    #: location's ``caCert``).
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
     mounts: Sequence[Mount] = ()
     credentials_secret: str | None = None
     password_secret: str | None = None
@@ -493,6 +496,12 @@ def build_job(req: JobRequest) -> dict[str, Any]:
             "backoffLimit": req.backoff_limit,
             "activeDeadlineSeconds": req.active_deadline_seconds,
             "ttlSecondsAfterFinished": req.ttl_seconds_after_finished,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    **({"annotations": dict(req.pod_annotations)} if req.pod_annotations else {}),
+                },
+                "spec": pod_spec,
+            },
         },
     }

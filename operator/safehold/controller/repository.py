@@ -40,6 +40,11 @@ REPOSITORY_MOUNT = "/repository"
 SITE_MOUNT = "/site-repository"
 #: Where a recovery site's credentials and password appear in a replication Job.
 _SITE_OPTIONS_DIR = "/etc/safehold/site/storage"
+#: Where a location's ``caCert`` appears (``--option ca_file``), from a pod annotation.
+CA_DIR = "/etc/safehold/ca"
+_SITE_CA_DIR = "/etc/safehold/site/ca"
+CA_ANNOTATION = "safehold.io/ca-cert"
+_SITE_CA_ANNOTATION = "safehold.io/site-ca-cert"
 _SITE_PASSWORD_DIR = "/etc/safehold/site/password"  # noqa: S105 - a path
 _SCHEMES = {"s3": "s3", "gcs": "gs", "azure": "azure"}
 #: The lock mode of a location's ``immutabilityDays`` (docs/immutability.md).
@@ -62,6 +67,8 @@ class RepositoryAccess:
     #: Labels the pod needs for it (Azure Workload Identity's webhook mutates only pods
     #: labelled ``azure.workload.identity/use``).
     labels: dict[str, str] = field(default_factory=dict)
+    #: The pod annotations the mounts project as files (the location's ``caCert``).
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def location_url(location: BackupLocation, mount: str = REPOSITORY_MOUNT) -> str:
@@ -87,6 +94,27 @@ def _options(location: BackupLocation) -> list[str]:
         if style:
             out.append(f"addressing_style={style}")
     return out
+
+
+def _ca(location: BackupLocation, *, site: bool = False) -> tuple[str, Mount, dict[str, str]]:
+    """``location``'s ``caCert`` in a Job: the ``ca_file`` option, the downward-API mount
+    that makes the pod annotation holding it a file, and that annotation."""
+    directory, annotation = (_SITE_CA_DIR, _SITE_CA_ANNOTATION) if site else (CA_DIR, CA_ANNOTATION)
+    mount = Mount(
+        name="site-ca" if site else "ca",
+        path=directory,
+        volume={
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": "ca.crt",
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"},
+                    }
+                ]
+            }
+        },
+    )
+    return f"ca_file={directory}/ca.crt", mount, {annotation: location.spec.ca_cert or ""}
 
 
 def lock_options(location: BackupLocation) -> list[str]:
@@ -115,6 +143,12 @@ def repository_access(location: BackupLocation, *, site_locks: bool = False) -> 
     options of a recovery site's ``immutabilityDays`` (for Jobs that write to a site)."""
     args = ["--repo", location_url(location)]
     options = _options(location) + (lock_options(location) if site_locks else [])
+    mounts = _claim(location, "repository", REPOSITORY_MOUNT)
+    annotations: dict[str, str] = {}
+    if location.spec.ca_cert:
+        option, mount, annotations = _ca(location)
+        options.append(option)
+        mounts.append(mount)
     for option in options:
         args += ["--option", option]
     limits = location.spec.bandwidth
@@ -127,9 +161,10 @@ def repository_access(location: BackupLocation, *, site_locks: bool = False) -> 
         credentials_secret=creds.name if creds else None,
         password_secret=location.spec.repository_password_secret_ref.name,
         password_key=location.spec.repository_password_secret_ref.key,
-        mounts=_claim(location, "repository", REPOSITORY_MOUNT),
+        mounts=mounts,
         account=account,
         labels=_identity_labels(location),
+        annotations=annotations,
     )
 
 
@@ -166,6 +201,7 @@ def with_repository(
         password_key=access.password_key,
         identity_account=_account(req, access.account),
         labels={**req.labels, **access.labels},
+        pod_annotations={**req.pod_annotations, **access.annotations},
     )
 
 
@@ -178,9 +214,15 @@ def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
     spec = site.spec
     upload = spec.bandwidth.upload_ki_bps if spec.bandwidth else None
     args = ["--to", location_url(site, SITE_MOUNT), *commands.limit_options(upload, None)]
-    for option in _options(site) + lock_options(site):
-        args += ["--to-option", option]
+    options = _options(site) + lock_options(site)
     mounts = _claim(site, "site-repository", SITE_MOUNT)
+    annotations: dict[str, str] = {}
+    if spec.ca_cert:
+        option, mount, annotations = _ca(site, site=True)
+        options.append(option)
+        mounts.append(mount)
+    for option in options:
+        args += ["--to-option", option]
     if spec.credentials_secret_ref:
         mounts.append(
             Mount(
@@ -210,6 +252,7 @@ def with_site(req: JobRequest, site: BackupLocation) -> JobRequest:
         mounts=[*req.mounts, *mounts],
         identity_account=_account(req, spec.service_account_name),
         labels={**req.labels, **_identity_labels(site)},
+        pod_annotations={**req.pod_annotations, **annotations},
     )
 
 

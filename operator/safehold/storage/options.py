@@ -33,6 +33,7 @@ __all__ = [
 COMMON_OPTIONS = frozenset(
     {
         "endpoint",
+        "ca_file",
         "multipart_threshold",
         "page_size",
         "timeout",

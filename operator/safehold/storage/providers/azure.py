@@ -56,6 +56,7 @@ from safehold.storage.options import (
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.tls import ca_file, untrusted_certificate
 
 # azure-storage-blob imports azure-core's aiohttp transport whenever aiohttp is installed
 # (kopf brings it into the image) for an isinstance check that only its async clients reach.
@@ -99,6 +100,7 @@ def open(location: Location) -> AzureStorage:
         "read_timeout": read_timeout,
         "max_single_put_size": threshold,
         "max_block_size": threshold,
+        "connection_verify": ca_file(location) or True,
     }
     endpoint = location.options.get("endpoint") or None
     connection_string = option(location, "connection_string", "AZURE_STORAGE_CONNECTION_STRING")
@@ -336,6 +338,9 @@ class AzureStorage(ObjectStore):
     # -- errors
     def _error(self, exc: AzureError, name: str | None, op: str) -> StorageError:
         where = f"at {self.endpoint}"
+        untrusted = untrusted_certificate(self.location, exc, self.endpoint, name)
+        if untrusted is not None:
+            return untrusted
         code = getattr(exc, "error_code", None) or ""
         status = int(getattr(exc, "status_code", None) or 0)
         if code == "ContainerNotFound":

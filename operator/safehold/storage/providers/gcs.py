@@ -57,6 +57,7 @@ from safehold.storage.options import (
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.tls import ca_file, untrusted_certificate
 
 __all__ = ["GCSStorage", "open"]
 
@@ -93,9 +94,24 @@ _RESEND = _DroppedConnectionRetry(
 )
 
 
+class _Session(AuthorizedSession):
+    """Requests to the endpoint verified with option ``ca_file``. requests lets
+    ``REQUESTS_CA_BUNDLE`` win over a session's own ``verify``, but not over a request's;
+    the credentials' token requests (to Google) keep the system's CAs."""
+
+    def __init__(self, credentials: Any, ca: str) -> None:
+        super().__init__(credentials)  # type: ignore[no-untyped-call]
+        self._ca = ca
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("verify", self._ca)
+        return super().request(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
 def open(location: Location) -> GCSStorage:
     endpoint = location.options.get("endpoint") or None
     project = option(location, "project", "GOOGLE_CLOUD_PROJECT")
+    ca = ca_file(location)
     credentials: Any
     if option_bool(location, "anonymous"):
         if location.options.get("credentials_file"):
@@ -126,7 +142,7 @@ def open(location: Location) -> GCSStorage:
     )
     # requests' default pool (10) is smaller than the thread pools above us use; a full pool
     # drops connections and logs a warning per request.
-    session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    session = _Session(credentials, ca) if ca else AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
     for scheme in ("https://", "http://"):
         session.mount(
             scheme, HTTPAdapter(pool_connections=4, pool_maxsize=_POOL, max_retries=_RESEND)
@@ -323,6 +339,9 @@ class GCSStorage(ObjectStore):
     def _error(self, exc: Exception, name: str | None, op: str) -> StorageError:
         where = f"at {self.endpoint}"
         kind = type(exc).__name__
+        untrusted = untrusted_certificate(self.location, exc, self.endpoint, name)
+        if untrusted is not None:
+            return untrusted
         if isinstance(exc, gx.NotFound):
             return NotFound(self.location, "no such object (or no such bucket)", name=name)
         if isinstance(exc, gx.Forbidden | gx.Unauthorized | gauth.RefreshError):

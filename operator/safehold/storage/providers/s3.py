@@ -56,6 +56,7 @@ from safehold.storage.options import (
     redact_endpoint,
 )
 from safehold.storage.registry import Location
+from safehold.storage.tls import ca_file, untrusted_certificate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,7 +130,7 @@ def open(location: Location) -> S3Storage:
             session.set_config_variable("profile", location.options["profile"])
         if key_id and secret:
             session.set_credentials(key_id, secret, location.options.get("session_token") or None)
-        connect = partial(_client, session, endpoint or None, config)
+        connect = partial(_client, session, endpoint or None, config, ca_file(location))
         client = connect()
     except bce.ProfileNotFound as exc:
         raise InvalidLocation(
@@ -150,7 +151,9 @@ def open(location: Location) -> S3Storage:
     )
 
 
-def _client(session: botocore.session.Session, endpoint: str | None, config: Config) -> S3Client:
+def _client(
+    session: botocore.session.Session, endpoint: str | None, config: Config, ca: str | None
+) -> S3Client:
     """An S3 client that sends a PUT's body with its headers, without ``Expect:
     100-continue``.
 
@@ -162,7 +165,9 @@ def _client(session: botocore.session.Session, endpoint: str | None, config: Con
     which meet a wrong credential or region first. urllib3 still reads the server's answer
     when it stops reading a body early, so a refusal is reported as such
     (tests/storage/test_conformance.py, a pack-sized body with read-only credentials)."""
-    client = cast("S3Client", session.create_client("s3", endpoint_url=endpoint, config=config))
+    client = cast(
+        "S3Client", session.create_client("s3", endpoint_url=endpoint, config=config, verify=ca)
+    )
     client.meta.events.unregister("before-call.s3", add_expect_header)
     return client
 
@@ -523,6 +528,9 @@ class S3Storage(ObjectStore):
     # -- errors
     def _error(self, exc: Exception, name: str | None, op: str) -> StorageError:
         where = f"at {self.endpoint}"
+        untrusted = untrusted_certificate(self.location, exc, self.endpoint, name)
+        if untrusted is not None:
+            return untrusted
         if isinstance(exc, bce.ClientError):
             code, status = _code(exc), _status(exc)
             if code == "NoSuchBucket":
