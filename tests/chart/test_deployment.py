@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -305,3 +306,40 @@ def test_root_jobs_by_default_need_the_installation_to_allow_them(render: Any) -
     env = env_of(operator_container(render(allowed)))
     assert env["SAFEHOLD_ALLOW_RUN_AS_ROOT"] == "true"
     assert json.loads(env["SAFEHOLD_JOB_DEFAULTS"])["runAsRoot"] is True
+
+
+def test_the_job_proxy_reaches_every_container_of_every_job(render: Any) -> None:
+    """jobProxy -> the operator's environment -> each container of a Job (the command's,
+    a backup's hooks), upper and lower case; the operator's own environment has no proxy."""
+    from safehold.controller.jobs import JobRequest, build_job
+    from safehold.controller.runtime import job_image_from_env
+
+    assert "SAFEHOLD_JOB_HTTPS_PROXY" not in env_of(operator_container(render()))
+    values = {
+        "jobProxy": {
+            "httpsProxy": "http://proxy.corp:3128",
+            "httpProxy": "http://proxy.corp:3128",
+            "noProxy": ".svc,.cluster.local,10.0.0.0/8",
+        }
+    }
+    env = env_of(operator_container(render(values)))
+    assert "HTTPS_PROXY" not in env
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+            patch.setenv(f"SAFEHOLD_JOB_{name}", env[f"SAFEHOLD_JOB_{name}"])
+        image = job_image_from_env()
+    request = JobRequest("j", "ns", "backup", ["backup"], {}, None, image=image)
+    job = build_job(replace(request, hooks=["--pre-hook", "true"]))
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 2
+    for container in containers:
+        got = env_of(container)
+        assert got["HTTPS_PROXY"] == got["https_proxy"] == "http://proxy.corp:3128"
+        assert got["HTTP_PROXY"] == got["http_proxy"] == "http://proxy.corp:3128"
+        assert got["NO_PROXY"] == got["no_proxy"] == ".svc,.cluster.local,10.0.0.0/8"
+
+
+def test_a_job_proxy_with_a_password_is_refused_by_the_chart(render: Any) -> None:
+    message = render.fails({"jobProxy": {"httpsProxy": "http://user:secret@proxy.corp:3128"}})
+    assert "jobProxy" in message
+    assert "httpsProxy" in message

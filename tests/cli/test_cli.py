@@ -442,3 +442,19 @@ def test_the_operator_does_not_start_on_job_defaults_it_cannot_use(run: Run) -> 
     done = run("operator", "--all-namespaces", SAFEHOLD_JOB_DEFAULTS="{not json")
     assert done.returncode == 2
     assert "is not JSON" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("http://user:secret@proxy.corp:3128", "holds a user or password"),
+        ("proxy.corp:3128", "is not a proxy URL"),
+    ],
+)
+def test_the_operator_does_not_start_on_a_job_proxy_it_cannot_use(
+    run: Run, value: str, why: str
+) -> None:
+    done = run("operator", "--all-namespaces", SAFEHOLD_JOB_HTTPS_PROXY=value)
+    assert done.returncode == 2, done.stderr
+    assert f"SAFEHOLD_JOB_HTTPS_PROXY (the chart's jobProxy) {why}" in done.stderr
+    assert "secret" not in done.stderr

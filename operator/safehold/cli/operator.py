@@ -39,7 +39,11 @@ def run_operator(args: Namespace, out: Output) -> int:
     """Run the kopf operator until it is stopped (SIGTERM, SIGINT)."""
     try:
         from safehold.controller import run
-        from safehold.controller.runtime import InvalidSetting, job_defaults_from_env
+        from safehold.controller.runtime import (
+            InvalidSetting,
+            job_defaults_from_env,
+            job_proxy_from_env,
+        )
     except ImportError as exc:  # kopf/kubernetes are the `operator` extra
         raise UsageError(
             f"the operator needs the operator extra: pip install 'safehold[operator]' ({exc})"
@@ -50,6 +54,7 @@ def run_operator(args: Namespace, out: Output) -> int:
         raise UsageError("say what to watch: --namespace NS (repeatable) or --all-namespaces")
     try:
         job_defaults_from_env()  # checked before the start: never half-applied
+        job_proxy_from_env()
     except InvalidSetting as exc:
         raise UsageError(str(exc)) from None
     run(

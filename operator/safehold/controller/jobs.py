@@ -179,6 +179,9 @@ class JobImage:
     pull_secrets: tuple[str, ...] = ()
     user: int | None = IMAGE_USER
     group: int | None = IMAGE_USER
+    #: The installation's egress proxy, as every container's environment (``HTTPS_PROXY``,
+    #: ``HTTP_PROXY``, ``NO_PROXY`` and their lower-case twins): the chart's ``jobProxy``.
+    proxy: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -482,6 +485,8 @@ def build_job(req: JobRequest) -> dict[str, Any]:
     if req.resources:
         for c in [*inits, *containers]:
             c["resources"] = dict(req.resources)
+    for c in [*inits, *containers]:  # hooks and checks may reach out too
+        c.setdefault("env", []).extend({"name": k, "value": v} for k, v in req.image.proxy)
     pod_spec = _pod_spec(req, containers, volumes)
     if inits:
         pod_spec["initContainers"] = inits

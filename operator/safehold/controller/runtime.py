@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from safehold.api import Progress
 from safehold.api.jobs import JobSettings
@@ -27,6 +28,7 @@ __all__ = [
     "exec_hooks_from_env",
     "job_defaults_from_env",
     "job_image_from_env",
+    "job_proxy_from_env",
     "max_concurrent_runs_from_env",
     "retention_lock_wait_from_env",
     "runtime",
@@ -99,7 +101,44 @@ def job_image_from_env() -> JobImage:
         pull_secrets=tuple(s.strip() for s in secrets if s.strip()),
         user=_job_id("SAFEHOLD_JOB_USER"),
         group=_job_id("SAFEHOLD_JOB_GROUP"),
+        proxy=job_proxy_from_env(),
     )
+
+
+#: The chart's ``jobProxy``: the variable that sets each of the Jobs' proxy variables.
+_PROXY_SETTINGS = {
+    "HTTPS_PROXY": "SAFEHOLD_JOB_HTTPS_PROXY",
+    "HTTP_PROXY": "SAFEHOLD_JOB_HTTP_PROXY",
+    "NO_PROXY": "SAFEHOLD_JOB_NO_PROXY",
+}
+
+
+def job_proxy_from_env() -> tuple[tuple[str, str], ...]:
+    """The Jobs' egress proxy: ``$SAFEHOLD_JOB_HTTPS_PROXY``, ``$SAFEHOLD_JOB_HTTP_PROXY``
+    and ``$SAFEHOLD_JOB_NO_PROXY`` (the chart's ``jobProxy``), as each variable and its
+    lower-case twin (which curl and some tools read alone). A proxy URL that is not
+    ``http(s)://host[:port]`` is :class:`InvalidSetting`, and so is one with a user or
+    password: it would be readable in every Job's pod spec."""
+    out: list[tuple[str, str]] = []
+    for name, variable in _PROXY_SETTINGS.items():
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            continue
+        if name != "NO_PROXY":
+            url = urlsplit(value)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise InvalidSetting(
+                    f"{variable} (the chart's jobProxy) is not a proxy URL: give "
+                    "http://HOST:PORT (or https://)"
+                )
+            if url.username or url.password:
+                raise InvalidSetting(
+                    f"{variable} (the chart's jobProxy) holds a user or password, which every "
+                    "Job's pod spec would show: use a proxy that admits the cluster's "
+                    "addresses without credentials"
+                )
+        out += [(name, value), (name.lower(), value)]
+    return tuple(out)
 
 
 def _job_id(variable: str) -> int | None:
