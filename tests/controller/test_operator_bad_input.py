@@ -154,3 +154,39 @@ def test_a_selector_claim_named_like_another_source_is_refused_not_dropped(
     assert "spec.sources.volumes[0].selector" in cond["message"]
     jobs = namespace.kubectl("get", "jobs", "-l", "safehold.io/run=run", "-o", "name").stdout
     assert jobs.split() == []  # refused whole: no source half backed up
+
+
+def test_a_raw_block_claim_is_refused_by_name_and_the_other_volumes_back_up(
+    namespace: Namespace, s3_store: RunningStore, operator: Any, kit: Any
+) -> None:
+    """A claim with volumeMode Block can only reach a pod as a device: its source fails
+    before any Job (which could never mount it), with the claim and what to do instead."""
+    operator()
+    kit.make_claim(namespace, "files")
+    namespace.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "vm-disk", "labels": {"backup": "yes"}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "volumeMode": "Block",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+    kit.store_location(namespace, s3_store, "loc")
+    selected = {"selector": {"matchLabels": {"backup": "yes"}}}
+    kit.policy(namespace, "pol", "loc", [], sources={"volumes": [{"claimName": "files"}, selected]})
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "PartiallyFailed", run["status"]
+    sources = {s["name"]: s for s in run["status"]["sources"]}
+    assert sources["files"]["phase"] == "Succeeded"
+    block = sources["vm-disk"]
+    assert block["phase"] == "Failed"
+    assert block["error"]["reason"] == "BlockVolumeUnsupported"
+    assert "PersistentVolumeClaim 'vm-disk' is a raw block volume" in block["error"]["message"]
+    assert "spec.sources.volumes[1]" in block["error"]["message"]
+    assert "job" not in block

@@ -54,15 +54,26 @@ class VolumeSources:
             result = SourceResult(
                 name=c.source, kind="volume", job=job_name(ctx.run_name, c.source)
             )
-            if ctx.rt.kube.get_pvc(ctx.namespace, c.claim) is None:
-                result.phase = "Failed"
-                result.job = None
+            pvc = ctx.rt.kube.get_pvc(ctx.namespace, c.claim)
+            where = f"BackupPolicy {ctx.policy_name} {c.field}: PersistentVolumeClaim {c.claim!r}"
+            if pvc is None:
                 result.error = ErrorDetail(
                     reason="ClaimNotFound",
-                    message=f"BackupPolicy {ctx.policy_name} {c.field}: PersistentVolumeClaim "
-                    f"{c.claim!r} does not exist in namespace {ctx.namespace}: create it or "
-                    "fix the name",
+                    message=f"{where} does not exist in namespace {ctx.namespace}: create it "
+                    "or fix the name",
                 )
+            elif (pvc.get("spec") or {}).get("volumeMode") == "Block":
+                # a pod can only see it as a device, and the engine reads file systems:
+                # refused here, before a Job that could never mount it
+                result.error = ErrorDetail(
+                    reason="BlockVolumeUnsupported",
+                    message=f"{where} is a raw block volume (volumeMode: Block), which a "
+                    "backup cannot read as files: back up what runs on it instead (a "
+                    "database source), or leave it out of the policy's volumes",
+                )
+            if result.error is not None:
+                result.phase = "Failed"
+                result.job = None
             out.append(result)
         return out
 
