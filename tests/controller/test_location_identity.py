@@ -364,3 +364,21 @@ def test_jobs_that_would_need_two_accounts_are_refused_and_the_rest_goes_on(
     assert len(by_component["backup"]) == 2  # the two volumes, no export
     assert {pod["serviceAccountName"] for pod in by_component["backup"]} == {"backup-a"}
     assert kit.read_tree(data) == original
+
+
+def test_a_service_account_that_does_not_exist_keeps_the_check_from_starting_and_says_so(
+    namespace: Namespace, operator: Any, kit: Any, s3_store: RunningStore
+) -> None:
+    operator(poll_interval=1.0)
+    kit.store_location(namespace, s3_store, "primary", serviceAccountName="not-created")
+    namespace.cluster.wait_for(
+        lambda: (
+            _condition(kit.get(namespace, "backuplocation", "primary"), "Available").get("reason")
+            == "PodNotStarting"
+        ),
+        timeout=120,
+        what="the check to report its pod",
+    )
+    message = _condition(kit.get(namespace, "backuplocation", "primary"), "Available")["message"]
+    assert "not-created" in message
+    assert "serviceaccount" in message.lower()
