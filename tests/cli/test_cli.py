@@ -458,3 +458,23 @@ def test_the_operator_does_not_start_on_a_job_proxy_it_cannot_use(
     assert done.returncode == 2, done.stderr
     assert f"SAFEHOLD_JOB_HTTPS_PROXY (the chart's jobProxy) {why}" in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_a_storage_error_says_its_kind_which_exit_code_1_does_not(run: Run, s3_store: Any) -> None:
+    """A denied credential and a missing bucket both exit 1; the summary's reason tells
+    them apart (the operator makes it the status error's reason)."""
+    url = s3_store.url("no-such-bucket", "repo")
+    options = [f"-o{k}={v}" for k, v in s3_store.options.items()]
+    missing = run("--repo", url, *options, "repo", "init", "--json")
+    assert missing.returncode == 1
+    assert (_summary(missing)["reason"], _summary(missing)["ok"]) == ("NotFound", False)
+    s3_store.make_bucket("cli-reason")
+    wrong = [o for o in options if not o.startswith("-osecret_access_key=")]
+    denied = run(
+        "--repo", s3_store.url("cli-reason", "repo"), *wrong, "-osecret_access_key=wrong",
+        "snapshots", "--json",
+    )  # fmt: skip
+    assert denied.returncode == 1
+    assert _summary(denied)["reason"] == "PermissionDenied"
+    # not a storage error: no reason, the exit code says it
+    assert "reason" not in _summary(run("snapshots", "--json"))

@@ -271,7 +271,7 @@ def test_an_identity_entra_does_not_trust_leaves_the_location_unavailable_with_t
     _identity_location(namespace, azure_identity, "backup-identity", client_id)
     kit.kubectl_wait(namespace, "backuplocation/primary", "Available=False", timeout=120)
     available = _condition(kit.get(namespace, "backuplocation", "primary"), "Available")
-    assert available["status"] == "False", available
+    assert (available["status"], available["reason"]) == ("False", "PermissionDenied"), available
     message = available["message"]
     assert "Microsoft Entra ID gave no token" in message
     assert "AADSTS700213" in message

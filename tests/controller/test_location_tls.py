@@ -106,6 +106,7 @@ def test_a_location_behind_a_private_ca_is_reached_with_its_ca_cert(
             c for c in kit.get(namespace, "backuplocation", "untrusted")["status"]["conditions"]
             if c["type"] == "Available"
         )  # fmt: skip
+        assert available["reason"] == "CertificateNotTrusted"
         assert f"the TLS certificate of {store.endpoint} is not trusted" in available["message"]
         assert "spec.caCert" in available["message"]
 

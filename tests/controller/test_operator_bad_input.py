@@ -35,12 +35,14 @@ def test_bad_inputs_name_what_to_fix(
 
     nobucket = namespace.wait_condition("backuplocation", "nobucket", "Available", status="False",
                                         timeout=120)  # fmt: skip
+    assert _condition(nobucket, "Available")["reason"] == "NotFound"
     message = _condition(nobucket, "Available")["message"]
     assert "no-such-bucket" in message
     assert "bucket" in message.lower()
     wrongkey = namespace.wait_condition("backuplocation", "wrongkey", "Available", status="False",
                                         timeout=120)  # fmt: skip
     cond = _condition(wrongkey, "Available")
+    assert cond["reason"] == "PermissionDenied", cond
     assert "credentials" in cond["message"].lower() or "denied" in cond["message"].lower()
     assert "not-the-key" not in cond["message"]
     assert wrongkey["status"]["phase"] == "Unavailable"

@@ -11,6 +11,7 @@ import pytest
 
 from safehold.storage import (
     AlreadyExists,
+    CertificateNotTrusted,
     InvalidLocation,
     PermanentError,
     StorageError,
@@ -70,7 +71,8 @@ def test_without_its_ca_the_certificate_is_refused_at_once_with_what_to_set(
             storage.get("config")
     finally:
         storage.close()
-    assert type(caught.value) is PermanentError
+    assert type(caught.value) is CertificateNotTrusted
+    assert isinstance(caught.value, PermanentError)  # never retried
     message = str(caught.value)
     assert f"the TLS certificate of {tls_store.endpoint}" in message
     assert "unable to get local issuer certificate" in message

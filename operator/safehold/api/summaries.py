@@ -57,6 +57,10 @@ class JobSummary(_Summary):
     ok: bool = False
     exit_code: int | None = None
     error: str | None = None
+    #: What kind of failure ``error`` is, where the exit code does not say (1 is every
+    #: other error): a storage error's kind (``PermissionDenied``, ``NotFound``,
+    #: ``TransientError`` after the retries, ``CertificateNotTrusted``...).
+    reason: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z][A-Za-z]*$")
     cpu_seconds: float | None = Field(default=None, ge=0)
     peak_memory_bytes: int | None = Field(default=None, ge=0)
 

@@ -189,7 +189,10 @@ def _failed(out: Output, exc: Exception) -> int:
     if isinstance(exc, NotFound):
         message += " (does the bucket or directory exist?)"
     out.error(message)
-    out.summary({"ok": False, "error": message, "exit_code": code})
+    summary: dict[str, object] = {"ok": False, "error": message, "exit_code": code}
+    if isinstance(exc, StorageError):  # the kind of failure, which exit code 1 does not say
+        summary["reason"] = type(exc).__name__
+    out.summary(summary)
     return code
 
 

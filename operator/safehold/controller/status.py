@@ -186,7 +186,8 @@ def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
         job_reason = conds["Failed"].get("reason") or "Failed"
         reported = out.read(JobSummary)
         if reported.error:
-            out.error = ErrorDetail(reason=error_reason(reported.exit_code), message=reported.error)
+            reason = reported.reason or error_reason(reported.exit_code)
+            out.error = ErrorDetail(reason=reason, message=reported.error)
         elif job_reason == "DeadlineExceeded":
             out.error = ErrorDetail(
                 reason="DeadlineExceeded",

@@ -9,6 +9,7 @@ from safehold.storage.base import ObjectInfo, Storage, close_stream
 from safehold.storage.body import Body, FileBody, body_bytes
 from safehold.storage.errors import (
     AlreadyExists,
+    CertificateNotTrusted,
     InvalidLocation,
     MissingExtra,
     NotFound,
@@ -26,6 +27,7 @@ __all__ = [
     "LOCK_MODES",
     "AlreadyExists",
     "Body",
+    "CertificateNotTrusted",
     "FileBody",
     "InvalidLocation",
     "Location",

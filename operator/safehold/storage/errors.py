@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "CertificateNotTrusted",
     "InvalidLocation",
     "MissingExtra",
     "NotFound",
@@ -55,6 +56,11 @@ class TransientError(StorageError):
 
 class PermanentError(StorageError):
     """A failure that retrying will not fix (bad request, misconfiguration)."""
+
+
+class CertificateNotTrusted(PermanentError):
+    """The server's TLS certificate did not verify: no trusted CA signs it (option
+    ``ca_file`` names the CA of a private one), or it names another host."""
 
 
 class InvalidLocation(StorageError):

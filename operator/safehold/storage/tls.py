@@ -6,15 +6,16 @@ certificates to trust for the location's endpoint instead (a BackupLocation's
 ``spec.caCert`` becomes that file in its Jobs); every provider hands it to its HTTP client.
 
 A certificate that does not verify is no outage: retrying cannot help, so
-:func:`untrusted_certificate` turns it into a :class:`PermanentError` that says what to
-set, instead of the transient "cannot reach" of a refused connection.
+:func:`untrusted_certificate` turns it into :class:`CertificateNotTrusted` (a
+:class:`PermanentError`, never retried) that says what to set, instead of the transient
+"cannot reach" of a refused connection.
 """
 
 from __future__ import annotations
 
 import ssl
 
-from safehold.storage.errors import InvalidLocation, PermanentError
+from safehold.storage.errors import CertificateNotTrusted, InvalidLocation
 from safehold.storage.registry import Location
 
 __all__ = ["ca_file", "untrusted_certificate"]
@@ -61,13 +62,13 @@ def _verify_message(exc: BaseException) -> str | None:
 
 def untrusted_certificate(
     location: str, exc: BaseException, endpoint: str, name: str | None = None
-) -> PermanentError | None:
+) -> CertificateNotTrusted | None:
     """The error to report when ``exc`` is a server certificate that did not verify
     (``location``: the URL errors start with)."""
     why = _verify_message(exc)
     if why is None:
         return None
-    return PermanentError(
+    return CertificateNotTrusted(
         location,
         f"the TLS certificate of {endpoint} is not trusted ({why}): set option ca_file to "
         "the certificates of the CA that signed it (a BackupLocation's spec.caCert), or "
