@@ -42,9 +42,11 @@ def changed_first(repo, snap, target, *rest, **kw):
         elif how == "truncate":
             os.truncate(path, 10)
         else:
-            with open(path, "r+b") as f:
+            with open(path, "r+b") as f:  # a byte that surely differs (the data is random)
                 f.seek(how)
-                f.write(b"X")
+                old = f.read(1)[0]
+                f.seek(how)
+                f.write(bytes([old ^ 0xFF]))
     return real(repo, snap, target, *rest, **kw)
 
 check.verify_restored = changed_first
