@@ -314,6 +314,27 @@ def get(namespace: Namespace, kind: str, name: str) -> dict[str, Any]:
     return obj
 
 
+def round_trip(namespace: Namespace, location: str, seed: int) -> None:
+    """What a user checks first on a new location: a claim backed up by a BackupRun of a
+    policy writing to ``location``, restored by a RestoreRequest into a new claim, with the
+    same bytes. Waits for the location's check first."""
+    kubectl_wait(namespace, f"backuplocation/{location}", "Available", timeout=120)
+    data = make_claim(namespace, "data")
+    original = write_data(data, seed=seed, files=6)
+    policy(namespace, "pol", location, ["data"])
+    backup_run(namespace, "run-1", "pol")
+    kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    run = get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    restore_request(
+        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "restored"}
+    )
+    kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+    back = get(namespace, "restorerequest", "back")
+    assert back["status"]["phase"] == "Succeeded", back["status"]
+    assert read_tree(claim_dir(namespace, "restored")) == original
+
+
 class Kit:
     """The helpers above, as one fixture (test modules cannot import conftest)."""
 
@@ -327,6 +348,7 @@ class Kit:
     backup_run = staticmethod(backup_run)
     restore_request = staticmethod(restore_request)
     kubectl_wait = staticmethod(kubectl_wait)
+    round_trip = staticmethod(round_trip)
     stop = staticmethod(stop)
     get = staticmethod(get)
 

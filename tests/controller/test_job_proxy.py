@@ -28,18 +28,7 @@ def test_jobs_reach_the_object_store_through_the_installation_s_proxy(
         monkeypatch.setenv("SAFEHOLD_JOB_NO_PROXY", "kubernetes.default.svc")
         operator(poll_interval=1.0)
         kit.store_location(namespace, s3_store, "primary")
-        kit.kubectl_wait(namespace, "backuplocation/primary", "Available", timeout=120)
-        data = kit.make_claim(namespace, "data")
-        original = kit.write_data(data, seed=9, files=5)
-        kit.policy(namespace, "pol", "primary", ["data"])
-        kit.backup_run(namespace, "run-1", "pol")
-        kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
-        assert kit.get(namespace, "backuprun", "run-1")["status"]["phase"] == "Succeeded"
-        kit.restore_request(
-            namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "restored"}
-        )
-        kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
-        assert kit.read_tree(kit.claim_dir(namespace, "restored")) == original
+        kit.round_trip(namespace, "primary", seed=9)
 
         # the check, the backup and the restore all went through the proxy: reads, the
         # packs' uploads, the lock's create and delete

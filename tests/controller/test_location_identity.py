@@ -231,22 +231,7 @@ def test_a_location_without_keys_backs_up_and_restores_through_azure_workload_id
     client_id = entra.trust(str(namespace), "backup-identity")
     operator(poll_interval=1.0)
     _identity_location(namespace, azure_identity, "backup-identity", client_id)
-    kit.kubectl_wait(namespace, "backuplocation/primary", "Available", timeout=120)
-
-    data = kit.make_claim(namespace, "data")
-    original = kit.write_data(data, seed=11, files=12)
-    kit.policy(namespace, "pol", "primary", ["data"])
-    kit.backup_run(namespace, "run-1", "pol")
-    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
-    run = kit.get(namespace, "backuprun", "run-1")
-    assert run["status"]["phase"] == "Succeeded", run["status"]
-
-    kit.restore_request(
-        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "restored"}
-    )
-    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
-    assert kit.get(namespace, "restorerequest", "back")["status"]["phase"] == "Succeeded"
-    assert kit.read_tree(kit.claim_dir(namespace, "restored")) == original
+    kit.round_trip(namespace, "primary", seed=11)
 
     # every Job ran as the location's account, without an API token, and got its
     # identity from the webhook: each token it asked Entra ID for was trusted

@@ -113,19 +113,7 @@ def test_a_location_behind_a_private_ca_is_reached_with_its_ca_cert(
         kit.store_location(
             namespace, store, "primary", credentials=credentials, caCert=pki.ca_cert.read_text()
         )
-        kit.kubectl_wait(namespace, "backuplocation/primary", "Available", timeout=120)
-        data = kit.make_claim(namespace, "data")
-        original = kit.write_data(data, seed=3, files=6)
-        kit.policy(namespace, "pol", "primary", ["data"])
-        kit.backup_run(namespace, "run-1", "pol")
-        kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
-        assert kit.get(namespace, "backuprun", "run-1")["status"]["phase"] == "Succeeded"
-        kit.restore_request(
-            namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "restored"}
-        )
-        kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
-        assert kit.get(namespace, "restorerequest", "back")["status"]["phase"] == "Succeeded"
-        assert kit.read_tree(kit.claim_dir(namespace, "restored")) == original
+        kit.round_trip(namespace, "primary", seed=3)
     finally:
         store.stop()
 
