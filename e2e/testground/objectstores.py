@@ -234,7 +234,13 @@ def _start_seaweedfs(workdir: Path, tls: Pki | None = None) -> RunningStore:
                 "credentials": [{"accessKey": ro_id, "secretKey": ro_secret}],
                 "actions": ["Read", "List"],
             },
-        ]
+        ],
+        # SSE-KMS: SeaweedFS's local KMS makes a key on its first use by id (it has no
+        # default key): tests/storage/test_s3_sse.py
+        "kms": {
+            "default_provider": "local",
+            "providers": {"local": {"type": "local", "enableOnDemandCreate": True}},
+        },
     }
     (workdir / "s3.json").write_text(json.dumps(config))
     (workdir / "data").mkdir()

@@ -27,6 +27,7 @@ __all__ = [
     "BandwidthLimits",
     "LocationProvider",
     "LocationRole",
+    "ServerSideEncryption",
     "SourceSnapshots",
 ]
 
@@ -45,6 +46,24 @@ class BandwidthLimits(ApiModel):
     download_ki_bps: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """Reading from the location (a restore, a test restore, `verify`'s data reads, a
     replication from this primary), at most this many KiB/s; empty: unlimited."""
+
+
+class ServerSideEncryption(ApiModel):
+    """S3 server-side encryption of every object the Jobs write, on top of the
+    repository's own encryption (which is always on): for buckets whose policy demands
+    the x-amz-server-side-encryption header, or keys an auditor wants in KMS."""
+
+    mode: Literal["s3", "kms"]
+    """s3: S3's own keys (SSE-S3, AES256); kms: a KMS key (SSE-KMS, aws:kms)."""
+    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    """For mode kms: the key's id, alias (alias/NAME) or ARN; empty: the account's
+    aws/s3 key."""
+
+    @model_validator(mode="after")
+    def _key_for_kms(self) -> ServerSideEncryption:
+        if self.kms_key_id and self.mode != "kms":
+            raise invalid("kmsKeyId", "names a KMS key, which only mode kms uses")
+        return self
 
 
 class BackupLocationSpec(ApiModel):
@@ -75,6 +94,9 @@ class BackupLocationSpec(ApiModel):
     region: str | None = Field(default=None, max_length=64)
     """For s3: the bucket's region; empty uses us-east-1 (or the endpoint's own). GCS and
     Azure find a bucket's location themselves."""
+    server_side_encryption: ServerSideEncryption | None = None
+    """For s3: the server-side encryption every upload and copy asks for
+    (docs/storage.md); empty: the bucket's default."""
     addressing_style: Literal["auto", "path", "virtual"] | None = None
     """For s3: how buckets are addressed; path suits MinIO, SeaweedFS and Ceph. Empty means
     path with a custom endpoint, otherwise auto."""
@@ -141,6 +163,7 @@ class BackupLocationSpec(ApiModel):
                 "caCert": self.ca_cert,
                 "region": self.region,
                 "addressingStyle": self.addressing_style,
+                "serverSideEncryption": self.server_side_encryption,
                 "credentialsSecretRef": self.credentials_secret_ref,
                 "serviceAccountName": self.service_account_name,
             }
@@ -161,6 +184,12 @@ class BackupLocationSpec(ApiModel):
             )
         elif self.addressing_style and self.provider != "s3":
             raise invalid("addressingStyle", f"is only used by provider s3, not {self.provider}")
+        elif self.server_side_encryption and self.provider != "s3":
+            raise invalid(
+                "serverSideEncryption",
+                f"is only used by provider s3, not {self.provider} (which encrypts at rest "
+                "with its own keys)",
+            )
         elif self.region and self.provider != "s3":
             raise invalid(
                 "region",

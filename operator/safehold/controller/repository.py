@@ -93,6 +93,11 @@ def _options(location: BackupLocation) -> list[str]:
         style = spec.addressing_style or ("path" if spec.endpoint else None)
         if style:
             out.append(f"addressing_style={style}")
+    sse = spec.server_side_encryption
+    if sse is not None:  # s3 only (the API refuses it elsewhere)
+        out.append(f"sse={sse.mode}")
+        if sse.kms_key_id:
+            out.append(f"sse_kms_key_id={sse.kms_key_id}")
     return out
 
 

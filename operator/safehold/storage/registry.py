@@ -116,6 +116,8 @@ PROVIDERS: tuple[Provider, ...] = (
                 "profile",
                 "anonymous",
                 "addressing_style",
+                "sse",
+                "sse_kms_key_id",
             }
         ),
     ),

@@ -143,12 +143,36 @@ def open(location: Location) -> S3Storage:
     return S3Storage(
         location,
         client,
+        sse=_sse(location),
         connect=connect,
         endpoint=redact_endpoint(endpoint) if endpoint else f"AWS S3 ({region})",
         multipart_threshold=option_int(
             location, "multipart_threshold", MULTIPART_THRESHOLD, minimum=_MIN_PART
         ),
     )
+
+
+#: Option ``sse`` -> the ``x-amz-server-side-encryption`` it sends.
+_SSE = {"s3": "AES256", "kms": "aws:kms"}
+
+
+def _sse(location: Location) -> dict[str, str]:
+    """Options ``sse`` and ``sse_kms_key_id`` as the arguments of every upload and copy:
+    server-side encryption with S3's keys (``s3``) or a KMS key (``kms``: the key named, or
+    the account's ``aws/s3`` key without one). On top of the repository's own encryption,
+    for buckets whose policy demands the header."""
+    mode = location.options.get("sse") or None
+    key = location.options.get("sse_kms_key_id") or None
+    if mode is not None and mode not in _SSE:
+        raise InvalidLocation(location.url, "option sse must be s3 (SSE-S3) or kms (SSE-KMS)")
+    if key and mode != "kms":
+        raise InvalidLocation(location.url, "option sse_kms_key_id needs sse=kms")
+    if mode is None:
+        return {}
+    args = {"ServerSideEncryption": _SSE[mode]}
+    if key:
+        args["SSEKMSKeyId"] = key
+    return args
 
 
 def _client(
@@ -268,11 +292,14 @@ class S3Storage(ObjectStore):
         *,
         endpoint: str,
         multipart_threshold: int,
+        sse: Mapping[str, str] | None = None,
         connect: Callable[[], S3Client] | None = None,
     ) -> None:
         super().__init__(location, endpoint=endpoint, multipart_threshold=multipart_threshold)
         self.bucket = location.bucket
         self._client = client
+        #: Server-side encryption arguments of every upload and copy (options sse, ...).
+        self._sse: dict[str, Any] = dict(sse or {})
         self._connect = connect
         #: whether the bucket has S3 Object Lock (asked on the first delete without a lock,
         #: unless an upload's answer told: :meth:`_note_versions`)
@@ -360,6 +387,7 @@ class S3Storage(ObjectStore):
                 Bucket=self.bucket,
                 Key=self._key(name),
                 CopySource={"Bucket": origin.bucket, "Key": origin._key(name)},
+                **self._sse,
             )
         except bce.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -468,7 +496,7 @@ class S3Storage(ObjectStore):
                 # a file body is read by botocore in pieces (its checksums, then the send)
                 body = data.stream() if isinstance(data, FileBody) else data
                 stored: Mapping[str, Any] = self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=body, **condition, **lock
+                    Bucket=self.bucket, Key=key, Body=body, **condition, **lock, **self._sse
                 )
             else:
                 stored = self._multipart(key, data, condition, lock)
@@ -496,7 +524,9 @@ class S3Storage(ObjectStore):
         size = body_size(body)
         part_size = max(self.multipart_threshold, -(-size // _MAX_PARTS))
         offsets = range(0, size, part_size)
-        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **lock)
+        upload = self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, **lock, **self._sse
+        )
         upload_id = upload["UploadId"]
 
         def send(number: int, start: int) -> dict[str, Any]:
