@@ -476,5 +476,9 @@ def test_a_storage_error_says_its_kind_which_exit_code_1_does_not(run: Run, s3_s
     )  # fmt: skip
     assert denied.returncode == 1
     assert _summary(denied)["reason"] == "PermissionDenied"
+    # what the operator reads of it (api.summaries), and makes the status error's reason
+    from safehold.api.summaries import JobSummary
+
+    assert JobSummary.model_validate(_summary(denied)).reason == "PermissionDenied"
     # not a storage error: no reason, the exit code says it
     assert "reason" not in _summary(run("snapshots", "--json"))

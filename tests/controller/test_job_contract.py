@@ -53,8 +53,9 @@ from safehold.controller.status import JobOutcome, parse_summary, source_result
 from testground.databases import DatabaseServer
 
 PASSWORD = "job contract password"
-#: Reported on failure only (``_failed`` in cli/main.py adds both).
-ON_FAILURE = {"error", "exit_code"}
+#: Reported on failure only (``_failed`` in cli/main.py adds them; ``reason`` only for a
+#: storage error, its kind).
+ON_FAILURE = {"error", "exit_code", "reason"}
 #: Keys the termination message's trimming adds (``LIST_truncated``) when it cut a list.
 WHEN_CUT = {"snapshots_truncated"}
 
