@@ -296,10 +296,14 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
             {"op": "replace", "path": "/spec/sources/databases/0/host", "value": new.host},
             {"op": "replace", "path": "/spec/sources/databases/0/port", "value": new.port},
         ]))  # fmt: skip
+        # an archive Job of the old server may finish after the patch, rightly reporting its
+        # own archivedUntil past `written`: wait for the status to follow the restored one
         moved = _wait_archive(
             namespace,
             kit,
-            lambda s: s.get("result") == "Succeeded" and _time(s["archivedUntil"]) > written,
+            lambda s: s.get("result") == "Succeeded"
+            and s.get("timeline") == 2
+            and _time(s["archivedUntil"]) > written,
             180,
         )
         assert moved["timeline"] == 2  # status says the archive follows the restored server
