@@ -301,9 +301,11 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
         moved = _wait_archive(
             namespace,
             kit,
-            lambda s: s.get("result") == "Succeeded"
-            and s.get("timeline") == 2
-            and _time(s["archivedUntil"]) > written,
+            lambda s: (
+                s.get("result") == "Succeeded"
+                and s.get("timeline") == 2
+                and _time(s["archivedUntil"]) > written
+            ),
             180,
         )
         assert moved["timeline"] == 2  # status says the archive follows the restored server
