@@ -6,8 +6,8 @@ minutes on 2 cores), so its output is cached outside the checkout under
 ``$SAFEHOLD_CACHE/kubernetes-<debian source version>/``, next to a ``build.log``; later runs only
 check that the two binaries are there.
 
-The machine's own apt sources are left untouched: ``deb-src`` lines live in a private apt
-configuration under the cache directory.
+The source comes through a private apt configuration (``testground.debsrc``); the machine's own
+apt sources are left untouched.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from testground.debsrc import BuildError, SourceList, cache_root, run_logged
 
 __all__ = [
     "BINARIES",
@@ -37,14 +38,11 @@ BINARIES = ("kube-apiserver", "kube-controller-manager")
 REFLECT2_DEBIAN = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 # What `kubectl version` and the discovery endpoint report.
 KUBE_GIT_VERSION = "v1.20.2"
-DEB_SRC_LINES = (
+BOOKWORM = SourceList(
+    "apt-src",
     "deb-src http://deb.debian.org/debian bookworm main\n"
-    "deb-src http://deb.debian.org/debian-security bookworm-security main\n"
+    "deb-src http://deb.debian.org/debian-security bookworm-security main\n",
 )
-
-
-class BuildError(RuntimeError):
-    """A build step failed; the message names the step and the log to read."""
 
 
 @dataclass(frozen=True)
@@ -66,56 +64,6 @@ class Binaries:
         return self.directory / "build.log"
 
 
-def cache_root() -> Path:
-    """``$SAFEHOLD_CACHE``, or ``~/.cache/safehold``, as the Makefile exports it."""
-    return Path(os.environ.get("SAFEHOLD_CACHE") or Path.home() / ".cache" / "safehold")
-
-
-def _apt_dir() -> Path:
-    return cache_root() / "apt-src"
-
-
-def _apt_options() -> list[str]:
-    """apt options that read only our private deb-src list and keep their own state."""
-    base = _apt_dir()
-    return [
-        "-o",
-        f"Dir::Etc::SourceList={base / 'sources.list'}",
-        "-o",
-        "Dir::Etc::SourceParts=/nonexistent",
-        "-o",
-        f"Dir::State::Lists={base / 'lists'}",
-        "-o",
-        f"Dir::Cache={base / 'cache'}",
-        "-o",
-        "APT::Get::List-Cleanup=false",
-    ]
-
-
-def _prepare_apt() -> None:
-    base = _apt_dir()
-    (base / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    (base / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    sources = base / "sources.list"
-    if not sources.exists() or sources.read_text() != DEB_SRC_LINES:
-        sources.write_text(DEB_SRC_LINES)
-
-
-def _showsrc_version() -> str | None:
-    result = subprocess.run(
-        ["apt-cache", *_apt_options(), "showsrc", "kubernetes"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    versions = [
-        line.split(":", 1)[1].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith("Version:")
-    ]
-    return versions[0] if versions else None
-
-
 def source_version(*, refresh: bool = False) -> str:
     """The Debian source version of ``kubernetes`` (e.g. ``1.20.5+really1.20.2-1``).
 
@@ -126,26 +74,7 @@ def source_version(*, refresh: bool = False) -> str:
         built = sorted(cache_root().glob("kubernetes-*/kube-controller-manager"))
         if built:
             return built[-1].parent.name.removeprefix("kubernetes-")
-    # apt's own lock fails a second updater at once (two test workers collecting on a fresh
-    # machine): ours makes it wait for the first, whose lists it then reads
-    _apt_dir().mkdir(parents=True, exist_ok=True)
-    with (_apt_dir() / "update.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _prepare_apt()
-        version = None if refresh else _showsrc_version()
-        if version is None:
-            _run_logged(
-                ["apt-get", *_apt_options(), "update", "-qq"],
-                step="apt-get update (private deb-src list)",
-                log=_apt_dir() / "update.log",
-            )
-            version = _showsrc_version()
-    if version is None:
-        raise BuildError(
-            "apt-cache showsrc kubernetes found nothing: is deb.debian.org reachable? "
-            f"(private apt config in {_apt_dir()})"
-        )
-    return version
+    return BOOKWORM.version("kubernetes", refresh=refresh)
 
 
 def cached_binaries(version: str | None = None) -> Binaries | None:
@@ -155,27 +84,6 @@ def cached_binaries(version: str | None = None) -> Binaries | None:
     if all((bins.directory / name).is_file() for name in BINARIES):
         return bins
     return None
-
-
-def _run_logged(
-    cmd: list[str],
-    *,
-    step: str,
-    log: Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> None:
-    """Run one step with its output appended to ``log``; fail with the step's name and tail."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
-        out.write(f"\n### {step}\n$ {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-        ).returncode
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise BuildError(f"{step} failed with exit code {code}; full log: {log}\n{tail}")
 
 
 def build(*, force: bool = False, echo: bool = True) -> Binaries:
@@ -232,19 +140,10 @@ def _build_locked(version: str, *, echo: bool) -> Binaries:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    _prepare_apt()
-    _run_logged(
-        ["apt-get", *_apt_options(), "source", "--download-only", f"kubernetes={version}"],
-        step="download the source package",
-        log=log,
-        cwd=work,
-    )
-    dscs = sorted(work.glob("*.dsc"))
-    if not dscs:
-        raise BuildError(f"no .dsc downloaded into {work}; full log: {log}")
+    dsc = BOOKWORM.download("kubernetes", version, work, log)
     tree = work / "tree"
-    _run_logged(
-        ["dpkg-source", "--no-check", "-x", dscs[0].name, str(tree)],
+    run_logged(
+        ["dpkg-source", "--no-check", "-x", dsc.name, str(tree)],
         step="unpack the source package",
         log=log,
         cwd=work,
@@ -271,7 +170,7 @@ def _build_locked(version: str, *, echo: bool) -> Binaries:
             "KUBE_VERBOSE": "1",
         }
     )
-    _run_logged(
+    run_logged(
         ["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager"],
         step="make WHAT='cmd/kube-apiserver cmd/kube-controller-manager'",
         log=log,

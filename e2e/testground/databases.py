@@ -1,11 +1,15 @@
-"""Real PostgreSQL 15 and MariaDB servers on loopback, for the database-source tests.
+"""Real PostgreSQL (15 and 18) and MariaDB servers on loopback, for the database-source tests.
 
-Each server runs from Debian's packages (``e2e/install-deps``) in a private temporary data
-directory on a free port, bound to 127.0.0.1 only, with password authentication over TCP
-(so a wrong password really fails). PostgreSQL refuses to run as root: when the tests run
-as root, the server runs as the ``postgres`` user through ``runuser`` and its directory is
-given to that user. Fixtures: ``postgres_server`` and ``mariadb_server`` (one per session),
-and ``database_server_factory`` for a test that stops its own server.
+Each server runs from Debian's packages (``e2e/install-deps``; PostgreSQL 18 built from
+Debian's source, ``testground.pgbuild``) in a private temporary data directory on a free port,
+bound to 127.0.0.1 only, with password authentication over TCP (so a wrong password really
+fails). PostgreSQL refuses to run as root: when the tests run as root, the server runs as the
+``postgres`` user through ``runuser`` and its directory is given to that user. Fixtures:
+``postgres_server`` (bookworm's 15), ``postgres18_server`` and ``mariadb_server`` (one per
+session), and ``database_server_factory`` for a test that stops its own server.
+
+Both versions' client tools are installed under ``/usr/lib/postgresql``, as in Safehold's image,
+which runs each server's own (``safehold.engine.databases.client``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from testground import pgbuild
 from testground.processes import free_ports, log_tail
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "drop_database",
     "load_sample_data",
     "mariadb_server",
+    "postgres18_server",
     "postgres_server",
     "start_mariadb",
     "start_postgres",
@@ -42,15 +48,15 @@ ADMIN_USER = "safehold"
 ADMIN_PASSWORD = "s3cret-Passw0rd:with\\odd'chars"  # exercises the password files' quoting
 
 
-def _pg_bin(tool: str) -> str:
-    for version in ("15", "16", "17"):
-        path = Path(f"/usr/lib/postgresql/{version}/bin/{tool}")
-        if path.exists():
-            return str(path)
-    found = shutil.which(tool)
-    if found is None:
-        raise RuntimeError(f"{tool} not found: run e2e/install-deps (Debian package postgresql)")
-    return found
+# Debian bookworm's server (package postgresql); the newer one is pgbuild.MAJOR
+POSTGRES_DEFAULT = "15"
+
+
+def _pg_bin(tool: str, version: str = POSTGRES_DEFAULT) -> str:
+    path = pgbuild.server_bin(version) / tool
+    if not path.exists():
+        raise RuntimeError(f"{path} not found: run e2e/install-deps (PostgreSQL {version})")
+    return str(path)
 
 
 @dataclass
@@ -66,6 +72,7 @@ class DatabaseServer:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    version: str = ""  # PostgreSQL's major version ("15", "18"); "" for MariaDB
 
     def sql(self, statement: str, database: str | None = None) -> str:
         """Run SQL as the admin user through the command-line client; its stdout."""
@@ -153,8 +160,8 @@ def private_dir(prefix: str, owner: str | None) -> Path:
     return path
 
 
-def start_postgres() -> DatabaseServer:
-    """initdb + postgres on a free port, with a password-authenticated admin user."""
+def start_postgres(version: str = POSTGRES_DEFAULT) -> DatabaseServer:
+    """initdb + postgres ``version`` on a free port, with a password-authenticated admin."""
     owner = "postgres" if os.geteuid() == 0 else None
     root = private_dir("safehold-pg-", owner)
     data = root / "data"
@@ -166,7 +173,7 @@ def start_postgres() -> DatabaseServer:
     init = _run_as(
         owner,
         [
-            _pg_bin("initdb"),
+            _pg_bin("initdb", version),
             "-D",
             str(data),
             "-U",
@@ -187,14 +194,16 @@ def start_postgres() -> DatabaseServer:
 
 def run_postgres(root: Path, data: Path) -> DatabaseServer:
     """postgres on a free port, on the data directory ``data`` (inside ``root``, where its
-    log and socket go; owned by the ``postgres`` user when the tests run as root)."""
+    log and socket go; owned by the ``postgres`` user when the tests run as root), run by the
+    version that wrote it."""
     owner = "postgres" if os.geteuid() == 0 else None
+    version = (data / "PG_VERSION").read_text().strip()
     (port,) = free_ports(1)
     log = root / "postgres.log"
     argv = _run_as(
         owner,
         [
-            _pg_bin("postgres"),
+            _pg_bin("postgres", version),
             "-D",
             str(data),
             "-h",
@@ -212,7 +221,15 @@ def run_postgres(root: Path, data: Path) -> DatabaseServer:
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     server = DatabaseServer(
-        "postgresql", "127.0.0.1", port, ADMIN_USER, ADMIN_PASSWORD, root, log, proc
+        "postgresql",
+        "127.0.0.1",
+        port,
+        ADMIN_USER,
+        ADMIN_PASSWORD,
+        root,
+        log,
+        proc,
+        version=version,
     )
 
     def ready() -> bool:
@@ -236,8 +253,9 @@ def start_standby(primary: DatabaseServer) -> DatabaseServer:
     and replaying: what a failover promotes (``SELECT pg_promote()``)."""
     owner = "postgres" if os.geteuid() == 0 else None
     root = private_dir("safehold-standby-", owner)
-    argv = [_pg_bin("pg_basebackup"), "-D", str(root / "data"), "-R", "-X", "stream",
-            "-h", primary.host, "-p", str(primary.port), "-U", primary.user]  # fmt: skip
+    argv = [_pg_bin("pg_basebackup", primary.version), "-D", str(root / "data"), "-R",
+            "-X", "stream", "-h", primary.host, "-p", str(primary.port),
+            "-U", primary.user]  # fmt: skip
     env = {**os.environ, "PGPASSWORD": primary.password}
     done = subprocess.run(_run_as(owner, argv), env=env, capture_output=True, check=False)
     if done.returncode != 0:
@@ -326,6 +344,16 @@ def postgres_server() -> Iterator[DatabaseServer]:
 
 
 @pytest.fixture(scope="session")
+def postgres18_server() -> Iterator[DatabaseServer]:
+    """PostgreSQL 18 (the image's client version) on 127.0.0.1, admin ``safehold``."""
+    server = start_postgres(pgbuild.MAJOR)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[DatabaseServer]:
     """MariaDB on 127.0.0.1, admin ``safehold`` (password over TCP)."""
     server = start_mariadb()
@@ -336,12 +364,13 @@ def mariadb_server() -> Iterator[DatabaseServer]:
 
 
 @pytest.fixture
-def database_server_factory() -> Iterator[Callable[[str], DatabaseServer]]:
-    """Private servers (``factory("postgresql")``) this test may stop; stopped at its end."""
+def database_server_factory() -> Iterator[Callable[..., DatabaseServer]]:
+    """Private servers (``factory("postgresql")``, ``factory("postgresql", "18")``) this test
+    may stop; stopped at its end."""
     started: list[DatabaseServer] = []
 
-    def start(engine: str) -> DatabaseServer:
-        server = start_postgres() if engine == "postgresql" else start_mariadb()
+    def start(engine: str, version: str = POSTGRES_DEFAULT) -> DatabaseServer:
+        server = start_postgres(version) if engine == "postgresql" else start_mariadb()
         started.append(server)
         return server
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from testground import build
+from testground import debsrc
 from testground.podrunner import sandbox, status
 from testground.podrunner.env import ConfigError, container_env, expand
 from testground.podrunner.volumes import Mount, container_mounts, prepare_volumes
@@ -177,8 +177,8 @@ def test_testground_sandbox_mounts_privately_and_read_only(tmp_path: Path) -> No
 
 def test_testground_build_step_failure_names_the_step_and_log(tmp_path: Path) -> None:
     log = tmp_path / "build.log"
-    with pytest.raises(build.BuildError) as err:
-        build._run_logged(
+    with pytest.raises(debsrc.BuildError) as err:
+        debsrc.run_logged(
             ["sh", "-c", "echo compiling; echo 'undefined: reflect2.Type' >&2; exit 2"],
             step="make WHAT='cmd/kube-apiserver'",
             log=log,
