@@ -24,11 +24,21 @@ RUN /opt/safehold/bin/pip install --no-cache-dir --no-deps --no-index --no-build
  && /opt/safehold/bin/pip check
 
 FROM ${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST}
-# Client tools for database sources: pg_dump, pg_dumpall, pg_restore, psql (bookworm's 15: a
-# client must be at least as new as the server it dumps) and mysqldump, mysql (MariaDB's).
+# Client tools for database sources. A PostgreSQL client must be at least as new as the server
+# it dumps or archives, and a newer pg_restore writes settings an older server refuses, so the
+# image carries the tools (pg_dump, pg_dumpall, pg_restore, psql, pg_basebackup,
+# pg_receivewal) of every supported major version, from the PostgreSQL project's apt repository
+# (apt.postgresql.org; Debian's postgresql-common sets it up with the signing key it ships),
+# under /usr/lib/postgresql/<major>/bin; safehold runs each server's own. mysqldump and mysql
+# are MariaDB's, from Debian. docs/databases.md ("Server versions") says which servers they serve.
+ARG POSTGRES_CLIENTS="14 15 16 17 18"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends postgresql-client mariadb-client \
+ && apt-get install -y --no-install-recommends ca-certificates postgresql-common mariadb-client \
+ && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
+ && apt-get install -y --no-install-recommends \
+      $(for v in ${POSTGRES_CLIENTS}; do echo postgresql-client-$v; done) \
  && rm -rf /var/lib/apt/lists/* \
+ && for v in ${POSTGRES_CLIENTS}; do /usr/lib/postgresql/$v/bin/pg_dump --version; done \
  && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin safehold
 # The same path as in the build stage, so the virtual environment's scripts work unchanged.
 COPY --from=build /opt/safehold /opt/safehold

@@ -1,10 +1,10 @@
-"""``safehold dump`` and ``safehold restore-db`` against real PostgreSQL 15 and MariaDB.
+"""``safehold dump`` and ``safehold restore-db`` against real PostgreSQL 15 and 18 and MariaDB.
 
 Each round trip loads generated data (a large table, unicode, binary columns, a view, a
 function; triggers for MariaDB), dumps it through the CLI as a Job would run it, drops
 the database, restores it, and compares every table row for row. The failure cases
 (wrong password, server down, tool missing) must name the cause, leave no snapshot, and
-never show the password.
+never show the password. Each PostgreSQL server gets its own version's tools, as in the image.
 """
 
 from __future__ import annotations
@@ -88,16 +88,22 @@ def _snapshots(run: Run) -> list[dict[str, Any]]:
     return snaps
 
 
-@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+@pytest.mark.parametrize(
+    ("engine", "fixture"),
+    [
+        ("postgresql", "postgres_server"),
+        ("postgresql", "postgres18_server"),
+        ("mysql", "mariadb_server"),
+    ],
+)
 def test_dump_drop_restore_round_trip(
     engine: str,
+    fixture: str,
     request: pytest.FixtureRequest,
     run: Run,
     tmp_path: Path,
 ) -> None:
-    server: DatabaseServer = request.getfixturevalue(
-        "postgres_server" if engine == "postgresql" else "mariadb_server"
-    )
+    server: DatabaseServer = request.getfixturevalue(fixture)
     db = f"shop_{tmp_path.name[-8:].replace('-', '_')}"
     load_sample_data(server, db, rows=60_000)
     before = table_contents(server, db)
@@ -113,6 +119,9 @@ def test_dump_drop_restore_round_trip(
     assert doc["ok"] is True
     assert [s["database"] for s in doc["snapshots"]] == [db]
     assert doc["snapshots"][0]["source"] == f"ns/p/db/db/{db}"
+    if engine == "postgresql":  # dumped by the server's own version's pg_dump
+        (snap,) = _snapshots(run)
+        assert snap["meta"]["database.tools"] == f"postgresql {server.version}"
     assert doc["bytes_read"] > 5_000_000  # the large table went through the pipe
     assert server.password not in done.stdout + done.stderr
 
@@ -145,11 +154,12 @@ def test_dump_drop_restore_round_trip(
     drop_database(server, db)
 
 
+@pytest.mark.parametrize("fixture", ["postgres_server", "postgres18_server"])
 def test_postgres_all_databases_with_roles(
-    postgres_server: DatabaseServer, run: Run, tmp_path: Path
+    fixture: str, request: pytest.FixtureRequest, run: Run, tmp_path: Path
 ) -> None:
     """No --database: every database plus the roles (pg_dumpall --globals-only)."""
-    server = postgres_server
+    server: DatabaseServer = request.getfixturevalue(fixture)
     server.sql("CREATE ROLE app_reader LOGIN PASSWORD 'reader-pw'")
     load_sample_data(server, "alldb_one", rows=1000)
     load_sample_data(server, "alldb_two", rows=1000)
@@ -243,13 +253,38 @@ def test_tool_missing_fails_without_snapshot(
     conn = _conn_args(server, _password_file(tmp_path, server.password))
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    done = run("dump", engine, *conn, "--database", "x", "--source", "x", "--json", PATH=str(empty))
+    done = run("dump", engine, *conn, "--database", "x", "--source", "x", "--json",
+               PATH=str(empty), SAFEHOLD_POSTGRES_TOOLS=str(empty))  # fmt: skip
     assert done.returncode == 1
     tool = "pg_dump" if engine == "postgresql" else "mysqldump"
     error = _summary(done)["error"]
     assert f"{tool} is not installed" in error
     assert "client" in error  # names the package to install
     assert _snapshots(run) == []
+
+
+def test_a_client_older_than_the_server_is_named_in_the_error(
+    postgres18_server: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    """An image whose pg_dump is older than the server (PostgreSQL 15's tools, an 18 server):
+    the error gives both versions, and nothing is stored."""
+    server = postgres18_server
+    load_sample_data(server, "newer", rows=10)
+    conn = _conn_args(server, _password_file(tmp_path, server.password))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "15").symlink_to("/usr/lib/postgresql/15")  # an image with 15's tools alone
+    done = run("dump", "postgresql", *conn, "--database", "newer", "--source", "old/client",
+               "--json", SAFEHOLD_POSTGRES_TOOLS=str(tools))  # fmt: skip
+    assert done.returncode == 1
+    error = _summary(done)["error"]
+    assert "pg_dump of database 'newer'" in error
+    assert "server version mismatch" in error
+    assert "server version: 18." in error
+    assert "pg_dump version: 15." in error
+    assert server.password not in done.stdout + done.stderr
+    assert _snapshots(run) == []
+    drop_database(server, "newer")
 
 
 def test_dump_failing_after_output_leaves_no_snapshot(
@@ -274,6 +309,7 @@ def test_dump_failing_after_output_leaves_no_snapshot(
         "x",
         "--json",
         PATH=f"{fake}:{os.environ['PATH']}",
+        SAFEHOLD_POSTGRES_TOOLS="/nonexistent",  # the tools from PATH
     )
     assert done.returncode == 1
     error = _summary(done)["error"]
@@ -322,7 +358,7 @@ def test_restore_failures_say_why(
     empty.mkdir()
     done = run(
         "restore-db", engine, *conn, "--source", "s", "--existing", "overwrite", "--json",
-        PATH=str(empty),
+        PATH=str(empty), SAFEHOLD_POSTGRES_TOOLS=str(empty),
     )  # fmt: skip
     assert done.returncode == 1
     tool = "psql" if engine == "postgresql" else "mysql"

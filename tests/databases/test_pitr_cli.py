@@ -1,4 +1,6 @@
-"""PostgreSQL point-in-time recovery through the CLI, against real PostgreSQL 15 servers.
+"""PostgreSQL point-in-time recovery through the CLI, against real PostgreSQL 15 servers
+(the restore to a moment and the new timeline also against PostgreSQL 18), with PostgreSQL
+18's client tools as in the image.
 
 The archive and the base backup run as a user with only ``LOGIN REPLICATION`` (what the
 docs ask for). A restore writes a data directory; the test starts a real server on it,
@@ -34,8 +36,11 @@ SESSIONS = sessions("databases.md", "## Point-in-time recovery (PostgreSQL)")
 
 
 @pytest.fixture
-def source(database_server_factory: Callable[[str], DatabaseServer]) -> DatabaseServer:
-    server = database_server_factory("postgresql")
+def source(
+    request: pytest.FixtureRequest, database_server_factory: Callable[..., DatabaseServer]
+) -> DatabaseServer:
+    """The server archived: PostgreSQL 15, or the version a test parametrizes it with."""
+    server = database_server_factory("postgresql", getattr(request, "param", "15"))
     quoted = ARCHIVER_PASSWORD.replace("'", "''")
     server.sql(f"CREATE ROLE {ARCHIVER} LOGIN REPLICATION PASSWORD '{quoted}'")
     server.sql("CREATE DATABASE shop")
@@ -141,6 +146,7 @@ def restored(run: Run, tmp_path: Path) -> Iterator[Callable[..., DatabaseServer]
         server.stop()
 
 
+@pytest.mark.parametrize("source", ["15", "18"], indirect=True)
 def test_restore_to_a_second_and_to_the_end_of_the_archive(
     source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
 ) -> None:
@@ -295,6 +301,7 @@ def _a_mistake_after_a_base_backup(source: DatabaseServer, run: Run) -> str:
     return moment
 
 
+@pytest.mark.parametrize("source", ["15", "18"], indirect=True)
 def test_a_restored_server_is_archived_on_its_new_timeline_into_the_same_source(
     source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
 ) -> None:

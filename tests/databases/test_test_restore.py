@@ -301,7 +301,7 @@ def test_scratch_database_dropped_after_sigterm(
     proc = subprocess.Popen(
         [sys.executable, "-m", "safehold", "restore-db", engine, *_conn(server, tmp_path),
          "--scratch", "--source", "t", "--json"],
-        env={**env, "PATH": f"{fake}:{os.environ['PATH']}"},
+        env={**env, "PATH": f"{fake}:{os.environ['PATH']}", "SAFEHOLD_POSTGRES_TOOLS": "/none"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -27,7 +27,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from safehold.engine.databases.client import DumpError, Engine, StderrTail, tool_missing
+from safehold.engine.databases.client import (
+    DumpError,
+    Engine,
+    StderrTail,
+    postgres_program,
+    tool_missing,
+)
 from safehold.engine.databases.restore import DatabaseSnapshot, dump_file, read_chunks
 from safehold.repo import Repository
 from safehold.repo.errors import CorruptObject
@@ -126,12 +132,13 @@ def _counted(chunks: Iterator[bytes], check: DumpCheck) -> Iterator[bytes]:
 
 
 def _pg_restore(args: list[str], stdout: int) -> subprocess.Popen[bytes]:
-    # No server is involved: no connection settings are passed on.
+    # No server is involved: no connection settings are passed on, and the newest pg_restore
+    # reads every archive format.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     try:
         return subprocess.Popen(
-            ["pg_restore", *args], stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
-            env=env,
+            [postgres_program("pg_restore", None)[0], *args],
+            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise tool_missing("pg_restore", "postgresql") from exc

@@ -1,5 +1,12 @@
 """The database client tools (pg_dump, pg_restore, psql, mysqldump, mysql) as subprocesses.
 
+Each PostgreSQL tool but ``psql`` runs at the server's own major version when the image has
+it (``/usr/lib/postgresql/<major>/bin``, Debian's and the PostgreSQL project's layout), else at
+the oldest newer one: a client must be at least as new as the server, and a newer ``pg_restore``
+writes settings an older server refuses (PostgreSQL 18's ``SET transaction_timeout``). ``psql``
+runs at the newest, as Debian's ``pg_wrapper`` runs it. Without such a directory, the tools
+come from ``PATH``.
+
 The password reaches the tools only through a file in a private temporary directory
 (mode 0700, the file 0600): ``PGPASSFILE`` for PostgreSQL, ``--defaults-extra-file`` for
 MySQL/MariaDB. It is never an argument (``ps`` shows arguments to every user), never an
@@ -16,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Literal
@@ -28,6 +35,9 @@ __all__ = [
     "DumpError",
     "Engine",
     "StderrTail",
+    "pick_postgres_tools",
+    "postgres_program",
+    "postgres_tool_dirs",
     "tool_missing",
 ]
 
@@ -37,6 +47,9 @@ DEFAULT_PORTS: dict[str, int] = {"postgresql": 5432, "mysql": 3306}
 _MYSQL_SYSTEM = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
 #: Between psql's columns: a character no name or value here holds (ASCII unit separator).
 _FIELD_SEPARATOR = "\x1f"
+#: Where each PostgreSQL major version's tools are, one ``<major>/bin`` each; the environment
+#: variable ``SAFEHOLD_POSTGRES_TOOLS`` names another such directory.
+POSTGRES_TOOLS = "/usr/lib/postgresql"
 _PACKAGES = {
     "postgresql": "the PostgreSQL client tools (Debian: postgresql-client)",
     "mysql": "the MySQL/MariaDB client tools (Debian: mariadb-client)",
@@ -48,11 +61,51 @@ class DumpError(Exception):
 
 
 def tool_missing(tool: str, engine: Engine) -> DumpError:
-    """The error of a client tool that is not on PATH: names the package to install."""
+    """The error of a client tool that is not installed: names the package to install."""
+    where = "not on PATH"
+    if engine == "postgresql":
+        where = f"not in {_tools_root()}/<version>/bin nor on PATH"
     return DumpError(
-        f"{tool} is not installed (not on PATH): install {_PACKAGES[engine]} "
+        f"{tool} is not installed ({where}): install {_PACKAGES[engine]} "
         "in the image that runs safehold"
     )
+
+
+def _tools_root() -> str:
+    return os.environ.get("SAFEHOLD_POSTGRES_TOOLS") or POSTGRES_TOOLS
+
+
+def postgres_tool_dirs(root: str) -> dict[int, str]:
+    """The PostgreSQL major versions installed under ``root``: ``{18: "ROOT/18/bin"}``."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return {}
+    found = {int(n): os.path.join(root, n, "bin") for n in names if n.isdigit()}
+    return {major: path for major, path in found.items() if os.path.isdir(path)}
+
+
+def pick_postgres_tools(server: int | None, installed: Mapping[int, str]) -> int | None:
+    """Which installed major version's tools serve a server of major version ``server``: its
+    own, else the oldest newer one, else the newest (which refuses a newer server in its own
+    words, naming both versions); with ``server`` unknown, the newest. None: nothing
+    installed (the tools come from PATH)."""
+    if not installed:
+        return None
+    if server is not None:
+        newer = [v for v in installed if v >= server]
+        if newer:
+            return min(newer)
+    return max(installed)
+
+
+def postgres_program(tool: str, server: int | None) -> tuple[str, int | None]:
+    """The path of ``tool`` for a server of major version ``server``, and that version."""
+    installed = postgres_tool_dirs(_tools_root())
+    major = pick_postgres_tools(server, installed)
+    if major is None:
+        return tool, None
+    return os.path.join(installed[major], tool), major
 
 
 @dataclass(frozen=True)
@@ -118,6 +171,8 @@ class DatabaseClient:
         self._dir: str | None = None
         self._env: dict[str, str] = {}
         self._defaults: str | None = None
+        self._server: int | None = None
+        self._server_asked = False
 
     def __enter__(self) -> DatabaseClient:
         base = os.environ.get("SAFEHOLD_TMPDIR") or None
@@ -175,13 +230,31 @@ class DatabaseClient:
             return [tool, f"--defaults-extra-file={self._defaults}", *args]
         return [tool, "--no-password", *args]
 
+    def server_major(self) -> int | None:
+        """The PostgreSQL server's major version, asked once; None when it cannot be asked
+        (then the tool run next says why it cannot connect)."""
+        if not self._server_asked:
+            self._server_asked = True
+            try:
+                self._server = int(self.query("SHOW server_version_num")[0]) // 10000
+            except (DumpError, ValueError, IndexError):
+                self._server = None
+        return self._server
+
+    def program(self, tool: str) -> tuple[str, int | None]:
+        """What runs for ``tool``: its path, and for PostgreSQL the major version of the tools
+        (None when they come from PATH)."""
+        if self.conn.engine != "postgresql":
+            return tool, None
+        return postgres_program(tool, None if tool == "psql" else self.server_major())
+
     def popen(
         self, tool: str, args: Sequence[str], *, stdin: int | None = None, stdout: int | None = None
     ) -> subprocess.Popen[bytes]:
         """Start ``tool``; a missing tool is a :class:`DumpError` naming the package."""
         try:
             return subprocess.Popen(
-                self.argv(tool, *args),
+                self.argv(self.program(tool)[0], *args),
                 stdin=stdin if stdin is not None else subprocess.DEVNULL,
                 stdout=stdout if stdout is not None else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -189,6 +189,9 @@ def dump_databases(
         if not databases:
             raise DumpError(f"the {conn.where} has no database to dump")
         tags = [*options.tags, f"engine={conn.engine}"]
+        # which PostgreSQL version's tools made the dumps: a pg_restore at least as new reads them
+        major = client.program("pg_dump")[1]
+        made_by = {"database.tools": f"postgresql {major}"} if major is not None else {}
         if conn.engine == "postgresql" and everything:
             result = _stream_tool(
                 repo,
@@ -201,7 +204,7 @@ def dump_databases(
                     source=globals_source(options.prefix),
                     tags=[*tags, "database=" + GLOBALS],
                     time=options.time,
-                    meta=dump_meta(options, conn.engine, GLOBALS),
+                    meta={**dump_meta(options, conn.engine, GLOBALS), **made_by},
                     host=options.host,
                 ),
                 progress=progress,
@@ -233,7 +236,7 @@ def dump_databases(
                     source=dump_source(options.prefix, db),
                     tags=[*tags, f"database={db}"],
                     time=options.time,
-                    meta=dump_meta(options, conn.engine, db),
+                    meta={**dump_meta(options, conn.engine, db), **made_by},
                     host=options.host,
                 ),
                 progress=progress,
