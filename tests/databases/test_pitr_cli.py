@@ -193,6 +193,25 @@ def test_restore_to_a_second_and_to_the_end_of_the_archive(
     assert at_base == [f"{n}:before the base backup" for n in range(1, 1001)]
 
 
+def test_a_restore_to_a_drains_own_time_while_the_wal_writer_is_late(
+    source: DatabaseServer, run: Run, restored: Callable[..., DatabaseServer]
+) -> None:
+    """A drain's ``archived_until`` is reachable even when the server flushes its WAL late.
+    The drain's own marker commit is asynchronous; with the WAL writer waking every 2 s,
+    a drain that ended at the flush position read at once left the marker out, and the
+    restore to its time failed ("recovery ended before configured recovery target was
+    reached")."""
+    source.sql("ALTER SYSTEM SET wal_writer_delay = '2s'")
+    source.sql("SELECT pg_reload_conf()")
+    _ok(run("pg-archive-wal"))
+    _ok(run("pg-basebackup"))
+    source.sql("INSERT INTO orders VALUES (1001, 'in the last drain')", "shop")
+    drained = _ok(run("pg-archive-wal"))
+    at_until = _orders(restored("--to", drained["archived_until"]))
+    assert at_until[-1] == "1001:in the last drain"
+    assert len(at_until) == 1001
+
+
 def test_times_outside_the_archive_are_refused_with_the_times_it_reaches(
     source: DatabaseServer, run: Run, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "format_lsn",
     "parse_history",
     "parse_lsn",
+    "record_end",
     "segment_name",
     "segment_number",
     "wal_source",
@@ -46,6 +47,26 @@ def parse_lsn(text: str) -> int:
 def format_lsn(lsn: int) -> str:
     """An LSN as PostgreSQL writes it."""
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+#: The sizes of a WAL page's header: the first page of a segment has the long one
+#: (PostgreSQL's SizeOfXLogLongPHD and SizeOfXLogShortPHD).
+LONG_PAGE_HEADER = 40
+SHORT_PAGE_HEADER = 24
+
+
+def record_end(insert: int, block_size: int, segment_size: int) -> int:
+    """The end of the last WAL record, from the insert position (``pg_current_wal_insert_lsn``).
+
+    Where the last record ended at a page's start, the insert position points past the page's
+    header, where the next record will begin: bytes no record has written yet. A receiver
+    told to wait for them would wait for the server's next record.
+    """
+    if insert % segment_size == LONG_PAGE_HEADER:
+        return insert - LONG_PAGE_HEADER
+    if insert % block_size == SHORT_PAGE_HEADER:
+        return insert - SHORT_PAGE_HEADER
+    return insert
 
 
 def segment_name(timeline: int, lsn: int, segment_size: int) -> str:

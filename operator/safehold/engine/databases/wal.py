@@ -50,6 +50,7 @@ from safehold.engine.databases.physical import (
     format_lsn,
     parse_history,
     parse_lsn,
+    record_end,
     segment_name,
     wal_source,
 )
@@ -315,22 +316,30 @@ def _receive(client: DatabaseClient, directory: str, end: int) -> tuple[int, str
     return code, tail.text()
 
 
-def _mark_end(client: DatabaseClient) -> tuple[int, str]:
+def _mark_end(client: DatabaseClient, segment_size: int) -> tuple[int, str]:
     """Where this drain ends: the WAL position, and the server's time before it.
 
     A restore to a time stops at the first transaction that committed after it; WAL that
     ends with no such commit makes PostgreSQL fail the recovery ("recovery ended before
     configured recovery target was reached"). So the drain commits a transaction of its own
     (``txid_current()`` gives it an id, and so a commit record) after reading the time, and
-    the position read after that commit covers it: every time up to ``until`` is then
-    reachable with this drain's WAL.
+    the drain's end covers that commit: every time up to ``until`` is then reachable with
+    this drain's WAL.
+
+    A transaction that wrote nothing else commits asynchronously: its commit record reaches
+    the flush position only when the WAL writer flushes it (within three
+    ``wal_writer_delay``), so the flush position read at once may not hold it yet (restores
+    to ``until`` then failed whenever the WAL writer was late). The end is the insert
+    position after the commit instead, and the receiver waits until the server sends it.
     """
     until = client.query(
         "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
     )[0]
     client.query("SELECT txid_current()")
-    end = parse_lsn(client.query("SELECT pg_current_wal_flush_lsn()")[0])
-    return end, until
+    insert, block = client.rows(
+        "SELECT pg_current_wal_insert_lsn(), current_setting('wal_block_size')"
+    )[0]
+    return record_end(parse_lsn(insert), int(block), segment_size), until
 
 
 def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> ArchiveResult:
@@ -350,7 +359,7 @@ def archive_wal(repo: Repository, conn: Connection, options: ArchiveOptions) -> 
         archive = read_archive(repo, options.prefix, ident.system)
         refuse_older_timeline(repo, options.prefix, ident, client.conn.where, archive.snapshots)
         created = _ensure_slot(client, options.slot)
-        end, until = _mark_end(client)
+        end, until = _mark_end(client, ident.segment_size)
         directory = os.path.join(tmp, "wal")
         os.mkdir(directory)
         seeded = _seed(repo, archive, directory, client, ident)
