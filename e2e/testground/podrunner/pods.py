@@ -276,6 +276,7 @@ class PodWorker(threading.Thread):
         c.term_file = self.work / "termination" / f"{c.name}-{n}"
         c.term_file.parent.mkdir(parents=True, exist_ok=True)
         c.term_file.write_bytes(b"")
+        c.term_file.chmod(0o666)  # the kubelet's mode: any container user writes its message
         term_path = spec.get("terminationMessagePath") or "/dev/termination-log"
         mounts.append(Mount(source=c.term_file, target=term_path, read_only=False))
         with self.ctx.lock:

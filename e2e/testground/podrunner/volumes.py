@@ -1,10 +1,12 @@
 """A pod's volumes as host directories, and each container's bind mounts.
 
 Secret, ConfigMap, downward-API and projected volumes are written as files under the pod's work
-directory (mode from ``defaultMode``/``mode``); emptyDir is a fresh directory; a PVC resolves to
-the directory of its bound PersistentVolume; hostPath is used as is. The service account token
-arrives like any other Secret volume (the apiserver's ServiceAccount admission adds it), or as a
-projected ``serviceAccountToken`` source on clusters that use bound tokens.
+directory (mode from ``defaultMode``/``mode``); emptyDir is a fresh directory anyone may write;
+a PVC resolves to the directory of its bound PersistentVolume, given the pod's ``fsGroup`` as the
+kubelet gives it to a block volume's file system (``volume_ownership``); hostPath is used as is.
+The service account token arrives like any other Secret volume (the apiserver's ServiceAccount
+admission adds it), or as a projected ``serviceAccountToken`` source on clusters that use bound
+tokens.
 
 Anything not ready yet (an unbound claim, a missing Secret) raises ``ConfigError`` and the pod
 waits, as it would on a node.
@@ -13,7 +15,9 @@ waits, as it would on a node.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,7 +25,14 @@ from typing import Any
 
 from testground.podrunner.env import ConfigError, Fetch, expand, field_value
 
-__all__ = ["ClaimResolver", "Mount", "TokenRequest", "container_mounts", "prepare_volumes"]
+__all__ = [
+    "ClaimResolver",
+    "Mount",
+    "TokenRequest",
+    "container_mounts",
+    "prepare_volumes",
+    "volume_ownership",
+]
 
 Json = dict[str, Any]
 ClaimResolver = Callable[[str, str], Path]
@@ -105,9 +116,15 @@ def _volume_dir(
     name = volume["name"]
     if "emptyDir" in volume:
         base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o777)  # as the kubelet makes it: writable by whichever user a container is
         return base
     if "persistentVolumeClaim" in volume:
-        return claims(namespace, volume["persistentVolumeClaim"]["claimName"])
+        path = claims(namespace, volume["persistentVolumeClaim"]["claimName"])
+        context = pod["spec"].get("securityContext") or {}
+        if context.get("fsGroup") is not None:
+            policy = context.get("fsGroupChangePolicy", "Always")
+            volume_ownership(path, int(context["fsGroup"]), policy)
+        return path
     if "hostPath" in volume:
         host = Path(volume["hostPath"]["path"])
         kind = volume["hostPath"].get("type", "")
@@ -151,6 +168,29 @@ def _volume_dir(
         return base
     kinds = sorted(set(volume) - {"name"})
     raise ConfigError(f"volume {name}: type {kinds} is not supported by the pod runner")
+
+
+def volume_ownership(root: Path, group: int, policy: str = "Always") -> None:
+    """What the kubelet does to a volume for a pod's ``fsGroup`` (its SetVolumeOwnership):
+    every file and directory gets the group and read and write for its owner and group,
+    directories also search and set-group-ID (new files inherit the group); symlinks are
+    left alone.
+    ``OnRootMismatch`` skips the walk when the root already has the group and those bits.
+    The test ground's claims stand in for block volumes (a new file system whose root
+    belongs to root), where the kubelet does this; local-path volumes get no such change."""
+    file_bits = 0o660
+    dir_bits = stat.S_ISGID | 0o770
+    info = root.stat()
+    if policy == "OnRootMismatch" and info.st_gid == group and info.st_mode & dir_bits == dir_bits:
+        return
+    for top, _dirs, files in os.walk(root):  # each directory is a top once
+        for path in [top, *(os.path.join(top, f) for f in files)]:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            os.lchown(path, -1, group)
+            bits = dir_bits if stat.S_ISDIR(mode) else file_bits
+            os.chmod(path, stat.S_IMODE(mode) | bits)
 
 
 def prepare_volumes(
