@@ -46,6 +46,21 @@ def _pod(
     }
 
 
+def test_a_job_that_completed_without_its_report_failed_with_reason_no_report() -> None:
+    """An exit 0 with an empty termination message (a file the CLI could not write, a pod
+    gone) is no proof of a backup: never a Succeeded source without a snapshot."""
+    for pods in ([_pod("")], []):
+        outcome = job_outcome(_job("Complete"), pods)
+        assert outcome.state == "Failed"
+        assert not outcome.succeeded
+        result = source_result(SourceResult(name="data", kind="volume", job="j"), outcome)
+        assert result.phase == "Failed"
+        assert result.snapshot_id is None
+        assert result.error is not None
+        assert result.error.reason == "NoReport"
+        assert "kubectl logs job/j" in result.error.message
+
+
 def test_summary_is_the_last_json_line() -> None:
     assert parse_summary('noise\n{"ok": true, "x": 1}\n') == {"ok": True, "x": 1}
     assert parse_summary("Traceback\nMemoryError") is None
@@ -210,6 +225,6 @@ def test_the_refusals_are_asked_only_of_a_job_with_no_pod_and_no_end() -> None:
     assert running.outcome_of("ns", {"status": {"active": 1}}, "j").waiting is None
     done = _Refusing([])
     complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
-    assert done.outcome_of("ns", complete, "j").state == "Succeeded"
+    assert done.outcome_of("ns", complete, "j").waiting is None
     assert done.outcome_of("ns", None, "j").state == "Pending"  # not created yet
     assert (running.asked, done.asked) == (0, 0)

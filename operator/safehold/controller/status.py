@@ -156,6 +156,10 @@ def _waiting(pods: Sequence[Mapping[str, Any]]) -> tuple[str, bool] | None:
     return None
 
 
+def _name(job: Mapping[str, Any]) -> str:
+    return str((job.get("metadata") or {}).get("name", ""))
+
+
 def _text_tail(message: str) -> str:
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
     return lines[-1][:1000] if lines else ""
@@ -179,6 +183,13 @@ def job_outcome(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
     if "Complete" in conds:
         out.state = "Succeeded"
         out.completion_time = out.completion_time or conds["Complete"].get("lastTransitionTime")
+        if summary is None:  # what it did is unknown: never a success that made nothing
+            out.state = "Failed"
+            out.error = ErrorDetail(
+                reason="NoReport",
+                message="the Job completed without its report (its pod's termination message "
+                f"is empty or gone): what it did is unknown; see kubectl logs job/{_name(job)}",
+            )
         return out
     if "Failed" in conds:
         out.state = "Failed"
