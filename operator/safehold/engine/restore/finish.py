@@ -46,7 +46,11 @@ class Restore(TreeWalk):
             # its subdirectories came after it in the walk, so they are done: so is it
             del self.rel_fds[rel]
             try:
-                self._meta_fd(fd, path, FileMeta(node))
+                if self.owners or os.fstat(fd).st_uid == self.euid:
+                    self._meta_fd(fd, path, FileMeta(node))
+                # else a directory that was there before, another user's (a claim's mount
+                # point, root's, restored into by the application's user): only its owner
+                # may set its mode and times, and no later run could; what is in it is done
             finally:
                 os.close(fd)
         self._close_rel_fds()
