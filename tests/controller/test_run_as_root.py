@@ -1,6 +1,8 @@
-"""Volume Jobs as root (``spec.job.runAsRoot``): refused unless the installation allows it;
-when allowed, the Job's command runs as user 0 with only the capabilities its work needs,
-reads files no other user may, and restores their owners. Pure logic first (with the Pod
+"""Whom volume Jobs run as. As root (``spec.job.runAsRoot``): refused unless the installation
+allows it; when allowed, the Job's command runs as user 0 with only the capabilities its work
+needs, reads files no other user may, and restores their owners. As the application's user
+(``spec.job.runAsUser``): no root, no capabilities, the restricted level; that user's files
+are read and a restore gives it every file. Pure logic first (with the Pod
 Security Standards' rules, which the test ground's 1.20 apiserver does not enforce), then
 whole runs on the test ground, whose pod runner keeps only the capabilities a container
 adds (testground.podrunner.sandbox)."""
@@ -307,8 +309,12 @@ def _operator_page_example(start: str, end: str) -> dict[str, Any]:
 
 
 def test_the_operator_pages_example_is_a_valid_policy() -> None:
-    manifest = _operator_page_example("### Volume Jobs as root", "\n## ")
+    manifest = _operator_page_example("### Volume Jobs as root", "### Volume Jobs as the app")
     assert BackupPolicy.model_validate(manifest).spec.job == ROOT
+    manifest = _operator_page_example("### Volume Jobs as the application's user", "- A **")
+    job = BackupPolicy.model_validate(manifest).spec.job
+    assert job is not None
+    assert (job.run_as_user, job.run_as_group, job.run_as_root) == (999, 999, None)
 
 
 def test_a_checks_user_may_not_be_root() -> None:
@@ -422,3 +428,100 @@ def test_the_operator_pages_restore_example_is_a_valid_request() -> None:
     job = RestoreRequest.model_validate(manifest).spec.job
     assert job is not None
     assert (job.active_deadline_seconds, job.run_as_root) == (43200, True)
+
+
+APP = JobSettings(run_as_user=999, run_as_group=998)
+
+
+def test_volume_jobs_run_as_the_application_user_without_root_or_capabilities() -> None:
+    for access in ("read", "write"):
+        job = build_job(with_settings(_request(file_access=access, hooks=["--pre-hook", "x"]), APP))
+        pod = job["spec"]["template"]["spec"]
+        context = _containers(job)[JOB_CONTAINER]["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == (999, 998)
+        assert context["runAsNonRoot"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert "runAsUser" not in _containers(job)[HOOKS_CONTAINER]["securityContext"]
+        assert _restricted(pod) == []
+        # a restore may write into a new claim whose root belongs to root: fsGroup
+        group = pod["securityContext"].get("fsGroup")
+        assert group == (998 if access == "write" else None)  # never chown a backup's source
+    plain = build_job(with_settings(_request(), APP))  # a dump, an export: the image's user
+    assert "runAsUser" not in _containers(plain)[JOB_CONTAINER]["securityContext"]
+    alone = with_settings(_request(file_access="read"), JobSettings(run_as_user=999))
+    assert alone.run_as == (999, 999)  # the group defaults to the user
+
+
+def test_run_as_user_and_root_are_refused_together_with_the_field_and_why() -> None:
+    from safehold.api import validate_object
+
+    for job, field, words in (
+        ({"runAsRoot": True, "runAsUser": 999}, "runAsUser", "not both"),
+        ({"runAsGroup": 998}, "runAsGroup", "set runAsUser too"),
+        ({"runAsUser": 0}, "runAsUser", "greater than or equal to 1"),
+    ):
+        doc = _policy(None).model_dump(by_alias=True, exclude_none=True, mode="json")
+        doc |= {"apiVersion": "safehold.io/v1alpha1", "kind": "BackupPolicy"}
+        doc["spec"]["job"] = job
+        errors = validate_object(doc)
+        assert any(e.path == f"spec.job.{field}" and words in e.message for e in errors), errors
+
+
+def test_who_the_jobs_run_as_comes_whole_from_the_last_layer_that_says() -> None:
+    from types import SimpleNamespace
+
+    from safehold.controller.runtime import Runtime
+
+    def merged(*layers: JobSettings | None) -> JobSettings | None:
+        fake: Any = SimpleNamespace(job_defaults=layers[0])
+        return Runtime.job_settings(fake, *layers[1:])
+
+    as_app = merged(ROOT, APP)  # the chart's default root, a policy's own user
+    assert as_app is not None
+    assert (as_app.run_as_root, as_app.run_as_user, as_app.run_as_group) == (None, 999, 998)
+    as_root = merged(None, APP, JobSettings(run_as_root=True, backoff_limit=3))
+    assert as_root is not None
+    assert (as_root.run_as_root, as_root.run_as_user, as_root.backoff_limit) == (True, None, 3)
+    kept = merged(None, APP, JobSettings(backoff_limit=3))  # a restore asking for retries
+    assert kept is not None
+    assert (kept.run_as_user, kept.run_as_group) == (999, 998)
+
+
+def test_a_backup_as_the_application_user_reads_its_files_and_restores_them_to_it(
+    namespace: Namespace, s3_store: Any, operator: Any, kit: Any
+) -> None:
+    """Where root is not allowed (the chart's default), a policy names the application's
+    user: the backup reads the private files and the restore gives every file to that user,
+    with the modes and times of the snapshot."""
+    operator()  # policyLimits.runAsRoot left false
+    kit.store_location(namespace, s3_store, "primary")
+    kit.private_data(kit.make_claim(namespace, "data"))
+    kit.policy(namespace, "pol", "primary", ["data"], job={"runAsUser": 999, "runAsGroup": 998})
+    kit.backup_run(namespace, "run-1", "pol")
+    kit.kubectl_wait(namespace, "backuprun/run-1", "Complete", timeout=180)
+    run = kit.get(namespace, "backuprun", "run-1")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert "snapshotId" in run["status"]["sources"][0], json.dumps(run["status"])
+    backup = _job_context(namespace, "safehold.io/run=run-1")
+    assert (backup["runAsUser"], backup["runAsGroup"]) == (999, 998)
+    assert backup["capabilities"] == {"drop": ["ALL"]}
+
+    kit.restore_request(
+        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "copy"}
+    )
+    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+    restore = kit.get(namespace, "restorerequest", "back")
+    assert restore["status"]["phase"] == "Succeeded", restore["status"]
+    context = _job_context(namespace, "safehold.io/restore=back")
+    assert (context["runAsUser"], context["runAsGroup"]) == (999, 998)
+    copy = kit.claim_dir(namespace, "copy")
+    key = copy / "private" / "key.pem"
+    assert key.read_text() == "only the owner reads this\n"
+    info = key.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (999, 998, 0o600)
+    assert info.st_mtime == 1_600_000_000
+    folder = (copy / "private").stat()
+    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (999, 998, 0o700)
+    public = copy / "public.txt"
+    assert public.read_text() == "anyone may read this\n"
+    assert (public.stat().st_uid, public.stat().st_gid) == (999, 998)  # the user's, not root's

@@ -1,5 +1,5 @@
-"""How the Jobs that do the work are run: resources, deadline, placement, and whether the
-Jobs that read or write a volume's files run as root.
+"""How the Jobs that do the work are run: resources, deadline, placement, and the user the
+Jobs that read or write a volume's files run as (root, or the application's own user).
 
 Everything else about a Job (the rest of its security context, labels, owner) is fixed by
 the controller's job builder and is deliberately not configurable here.
@@ -109,3 +109,28 @@ class JobSettings(ApiModel):
     it. Refused unless the installation allows it (the chart value
     policyLimits.runAsRoot); the namespace's Pod Security level must be baseline or
     privileged, not restricted. Database and resource Jobs never run as root."""
+    run_as_user: int | None = Field(default=None, ge=1, le=2147483647)
+    """Run the Jobs that read or write a volume's files as this user (never root), e.g. the
+    application's own (999 for the postgres image): a backup then reads the files only that
+    user may read (a data directory of mode 0700) and a restore gives every file it writes
+    to that user, without root, also where the namespace enforces the restricted Pod Security
+    level. A restore's pod also gets fsGroup runAsGroup, so that the user may write into a
+    new claim whose root directory belongs to root. Files of other owners are reported
+    (FilesUnreadable) rather than backed up; to keep several owners, use runAsRoot.
+    runAsRoot, runAsUser and runAsGroup are taken together from the last of jobDefaults,
+    spec.job and a RestoreRequest's spec.job that sets any of them."""
+    run_as_group: int | None = Field(default=None, ge=1, le=2147483647)
+    """The group of those Jobs with runAsUser (never root); default: runAsUser."""
+
+    @model_validator(mode="after")
+    def _one_user(self) -> JobSettings:
+        """The volume Jobs run as root or as runAsUser, not both; runAsGroup goes with
+        runAsUser."""
+        if self.run_as_root and self.run_as_user is not None:
+            raise invalid(
+                "runAsUser",
+                "the Jobs run as root with runAsRoot: true: set runAsUser or runAsRoot, not both",
+            )
+        if self.run_as_group is not None and self.run_as_user is None:
+            raise invalid("runAsGroup", "runAsGroup goes with runAsUser: set runAsUser too")
+        return self

@@ -230,6 +230,10 @@ class JobRequest:
     #: caller has checked that the installation allows it (``limits.Limits.root``).
     file_access: FileAccess | None = None
     run_as_root: bool = False
+    #: Otherwise, with ``file_access``, the command's container runs as this user and group
+    #: (the policy's ``spec.job.runAsUser`` and ``runAsGroup``), and a restore's pod gets
+    #: that group as its ``fsGroup``.
+    run_as: tuple[int, int] | None = None
 
 
 def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
@@ -247,6 +251,11 @@ def with_settings(req: JobRequest, settings: JobSettings | None) -> JobRequest:
         tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in settings.tolerations],
         priority_class_name=settings.priority_class_name,
         run_as_root=bool(settings.run_as_root),
+        run_as=(
+            (settings.run_as_user, settings.run_as_group or settings.run_as_user)
+            if settings.run_as_user is not None
+            else None
+        ),
     )
 
 
@@ -275,9 +284,11 @@ def _affinity(node_name: str) -> dict[str, Any]:
     }
 
 
-def _container_security(root: Sequence[str] = ()) -> dict[str, Any]:
-    """A container's security context: non-root with no capabilities; or, given ``root``
-    capabilities, user and group 0 with those alone."""
+def _container_security(
+    root: Sequence[str] = (), user: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """A container's security context: non-root with no capabilities (as ``user`` and its
+    group when given); or, given ``root`` capabilities, user and group 0 with those alone."""
     context: dict[str, Any] = {
         "runAsNonRoot": True,
         "readOnlyRootFilesystem": True,
@@ -289,6 +300,8 @@ def _container_security(root: Sequence[str] = ()) -> dict[str, Any]:
     if root:
         context |= {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
         context["capabilities"]["add"] = list(root)
+    elif user is not None:
+        context |= {"runAsUser": user[0], "runAsGroup": user[1]}
     return context
 
 
@@ -432,6 +445,13 @@ def _pod_spec(
         pod_spec["tolerations"] = [dict(t) for t in req.tolerations]
     if req.priority_class_name:
         pod_spec["priorityClassName"] = req.priority_class_name
+    if req.run_as and req.file_access == "write" and not req.run_as_root:
+        # the user may write into a new claim whose root belongs to root; OnRootMismatch:
+        # the kubelet walks the volume only when its root's group is not this one yet
+        pod_spec["securityContext"] |= {
+            "fsGroup": req.run_as[1],
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
     return pod_spec
 
 
@@ -470,7 +490,8 @@ def build_job(req: JobRequest) -> dict[str, Any]:
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _container_security(
-            ROOT_CAPABILITIES[req.file_access] if req.run_as_root and req.file_access else ()
+            ROOT_CAPABILITIES[req.file_access] if req.run_as_root and req.file_access else (),
+            req.run_as if req.file_access and not req.run_as_root else None,
         ),
     }
     if req.owner is not None:  # the audit record names the resource that caused the Job

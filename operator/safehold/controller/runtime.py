@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: The fields that say whom the volume Jobs run as: a layer of settings names them together.
+_RUN_AS = ("runAsRoot", "runAsUser", "runAsGroup")
 Key = tuple[str, str, str]  # (plural, namespace, name)
 
 
@@ -213,13 +215,19 @@ class Runtime:
 
     def job_settings(self, *layers: JobSettings | None) -> JobSettings | None:
         """``layers`` (a policy's ``spec.job``, then a restore's) over the operator's
-        defaults, each over the one before, field by field."""
+        defaults, each over the one before, field by field; but the user the volume Jobs run
+        as (``runAsRoot``, ``runAsUser``, ``runAsGroup``) whole, from the last layer that
+        names it."""
         given = [s for s in (self.job_defaults, *layers) if s is not None]
         if len(given) <= 1:
             return given[0] if given else None
         merged: dict[str, object] = {}
         for settings in given:
-            merged.update(settings.model_dump(by_alias=True, exclude_unset=True))
+            layer = settings.model_dump(by_alias=True, exclude_unset=True)
+            if any(key in layer for key in _RUN_AS):  # who the Jobs run as, taken whole
+                for key in _RUN_AS:
+                    merged.pop(key, None)
+            merged.update(layer)
         return JobSettings.model_validate(merged)
 
 
