@@ -34,7 +34,13 @@ PACKAGE = f"postgresql-{MAJOR}"
 INSTALL = Path("/usr/lib/postgresql") / MAJOR
 # written next to a tree this module installed, with the Debian source version it came from
 MARKER = ".safehold-build"
-SID = SourceList("apt-src-sid", "deb-src http://deb.debian.org/debian sid main\n")
+# unstable and testing: apt takes the newer; once both have moved on to a newer PostgreSQL,
+# a machine without this build cached cannot make it, and MAJOR moves on with them
+SID = SourceList(
+    "apt-src-sid",
+    "deb-src http://deb.debian.org/debian sid main\n"
+    "deb-src http://deb.debian.org/debian forky main\n",
+)
 CONFIGURE = ["--without-icu", "--without-readline", "--without-llvm", "--with-openssl"]
 TOOLS = ("bison", "flex", "make", "gcc", "tar")
 
