@@ -158,12 +158,14 @@ def test_dump_gives_every_snapshot_its_database_meta(
         "source.kind": "database",  # the command's own wins over --meta
         "database.engine": "postgresql",
         "database.name": db,
+        "database.tools": "postgresql 15",  # whose pg_dump made it: the server's own
     }
     assert meta["shop/nightly/orders/globals"] == {
         "team": "shop",
         "source.kind": "database",
         "database.engine": "postgresql",
         "database.name": "globals",
+        "database.tools": "postgresql 15",
     }
     bad = run("dump", "postgresql", *conn, "--source", "x", "--meta", "nokv", "--json")
     assert bad.returncode == 2
