@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,25 @@ def test_testground_sandbox_follows_the_containers_user_and_capabilities(
     assert ("refused" in out) is not reads, out
     flag = "1" if context.get("allowPrivilegeEscalation") is False else "0"
     assert out.split()[-2:] == [flag, str(context.get("runAsUser", 0))], out
+
+
+def test_testground_sandbox_runs_the_runners_python_for_any_user(tmp_path: Path) -> None:
+    """A container of another user runs the Python the runner runs, as an image's user runs
+    the image's: here pyenv's, under /root (mode 0700), which uid 999 could not otherwise
+    reach (it ran the system's older Python instead, without tarfile's extraction filters)."""
+    probe = "import sys, tarfile; print(sys.version.split()[0], hasattr(tarfile, 'data_filter'))"
+    launch = sandbox.Launch(
+        argv=[sys.executable, "-c", probe],
+        env={"PATH": os.environ["PATH"]},
+        working_dir="",
+        mounts=[],
+        log=tmp_path / "logs" / "c-0.log",
+        keep_visible=(Path(sys.prefix),),
+    )
+    launch = sandbox.limited(launch, {"securityContext": {"runAsUser": 999, "runAsGroup": 998}})
+    proc = sandbox.start(launch)
+    assert proc.wait(timeout=30) == 0, launch.log.read_text()
+    assert launch.log.read_text().split() == [sys.version.split()[0], "True"]
 
 
 def test_testground_node_follows_node_selectors_and_required_affinity() -> None:

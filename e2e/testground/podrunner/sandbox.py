@@ -15,6 +15,12 @@ the tests' directories are root's). A container that drops ``ALL`` capabilities 
 it adds, through ``setpriv``'s bounding set, and ``allowPrivilegeEscalation: false`` sets
 no-new-privileges. So a Job that should not read another user's file cannot, one given CHOWN
 can chown and no more, and a check run as uid 999 reads what uid 999 may.
+
+A container of another user must still reach the Python the runner runs (the venv's base
+interpreter) and the ``keep_visible`` directories, which may live under a directory other users
+cannot search (pyenv's under ``/root``, mode 0700): inside the namespace that directory is
+covered by an empty tmpfs, and those paths alone are bound back into it (``_reachable``), as an
+image holds its interpreter where every user may run it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -78,6 +86,24 @@ def _kept(launch: Launch) -> list[Mount]:
     ]
 
 
+def _hidden_ancestor(path: Path) -> Path | None:
+    """The highest ancestor of ``path`` that other users may not search, or None."""
+    for parent in reversed(path.parents):
+        if parent != parent.parent and not os.stat(parent).st_mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
+def _reachable(launch: Launch) -> list[tuple[Path, Path]]:
+    """For a container of a user other than root: (covered directory, path to bind back) for
+    the interpreter and the ``keep_visible`` directories under a directory that user may not
+    search."""
+    if not launch.user:
+        return []
+    needed = [Path(sys.base_prefix).resolve(), *(p.resolve() for p in launch.keep_visible)]
+    return [(hidden, p) for p in needed if (hidden := _hidden_ancestor(p)) is not None]
+
+
 def script(launch: Launch) -> str:
     """The shell script run inside the namespace; its positional arguments are the command.
 
@@ -95,6 +121,10 @@ def script(launch: Launch) -> str:
         staged = q(str(stage / str(i)))
         lines.append(f"{_MKDIR} -p {staged}" if m.source.is_dir() else f": > {staged}")
         lines.append(f"{_MOUNT} --bind {q(str(m.source))} {staged}")
+    reachable = _reachable(launch)
+    for j, (_, path) in enumerate(reachable):
+        lines.append(f"{_MKDIR} -p {q(str(stage / f'r{j}'))}")
+        lines.append(f"{_MOUNT} --bind {q(str(path))} {q(str(stage / f'r{j}'))}")
     lines.append(f"cd {q(str(stage))}")
     for i, m in enumerate(mounts):
         target = q(m.target)
@@ -106,6 +136,12 @@ def script(launch: Launch) -> str:
         lines.append(f"{_MOUNT} --no-canonicalize --bind ./{i} {target}")
         if m.read_only:
             lines.append(f"{_MOUNT} -o remount,bind,ro {target}")
+    for hidden in sorted({h for h, _ in reachable}):
+        lines.append(f"{_MOUNT} -t tmpfs -o mode=0755 tmpfs {q(str(hidden))}")
+    for j, (_, path) in enumerate(reachable):
+        lines.append(f"{_MKDIR} -p {q(str(path))}")
+        lines.append(f"{_MOUNT} --no-canonicalize --bind ./r{j} {q(str(path))}")
+        lines.append(f"{_MOUNT} -o remount,bind,ro {q(str(path))}")
     wd = launch.working_dir or "/"
     lines.append(f"{_MKDIR} -p {q(wd)}")
     lines.append(f"cd {q(wd)}")
