@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import secrets
 import subprocess
@@ -24,7 +25,6 @@ from typing import Any
 import yaml
 
 from safehold.controller import metrics
-from safehold.controller.limits import Limits
 from safehold.controller.walarchive import slot_name
 from testground.databases import DatabaseServer, private_dir, run_postgres
 from testground.kube import Namespace
@@ -132,7 +132,7 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     source.update(host=server.host, port=server.port)
     source["pointInTime"]["archiveInterval"] = "1m"  # the shortest the API allows
     namespace.apply([secret, policy])
-    operator(poll_interval=1.0, limits=Limits(run_as_root=True))
+    operator(poll_interval=1.0)  # no root: the chart's default
     kit.kubectl_wait(namespace, "backuplocation/loc", "Available", timeout=180)
 
     # the first archive starts at once: it creates the slot the later ones keep WAL with
@@ -229,7 +229,11 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     assert _recovered(from_site) == ["1:before the base backup", "2:after the base backup"]
 
     # through a RestoreRequest: the data directory at a second between the two rows, into
-    # a new claim, as root (so that the files keep the server's owner)
+    # a new claim, as the server's user, without root (the docs name the postgres image's
+    # 999; this machine's postgres user runs the servers started on the restored data)
+    assert request["spec"]["job"] == {"runAsUser": 999, "runAsGroup": 999}
+    server_user = pwd.getpwnam("postgres")
+    request["spec"]["job"] = {"runAsUser": server_user.pw_uid, "runAsGroup": server_user.pw_gid}
     request["metadata"]["name"] = "back"
     request["spec"]["policyRef"]["name"] = "pg"
     request["spec"]["pointInTime"] = moment
@@ -268,13 +272,14 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     # is resolved from the site's repository (a base backup's meta says what it is)
     namespace.kubectl("delete", "backuprun", "base", "--wait=true")
     fresh = {**request, "metadata": {"name": "fresh"}}
-    fresh["spec"] = {**request["spec"], **policy_ref, "target": {"claimName": "orders-fresh"}}
+    fresh["spec"] = {**request["spec"], **policy_ref,
+                     "target": {"claimName": "orders-fresh", "path": "pgdata"}}  # fmt: skip
     namespace.apply(fresh)
     kit.kubectl_wait(namespace, "restorerequest/fresh", "Complete", timeout=240)
     rr = kit.get(namespace, "restorerequest", "fresh")
     assert rr["status"]["phase"] == "Succeeded", json.dumps(rr["status"], indent=1)
     assert "backupRun" not in rr["status"]
-    fresh_copy = kit.claim_dir(namespace, "orders-fresh")
+    fresh_copy = kit.claim_dir(namespace, "orders-fresh") / "pgdata"
     assert _recovered(fresh_copy) == everything
 
     # after a restore, the source points at the restored server (timeline 2): its archive
@@ -283,10 +288,10 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
     again = {**request, "metadata": {"name": "again"}}
     primary = {"locationRef": {"name": "loc"}}
     again["spec"] = {**request["spec"], **policy_ref, **primary, "pointInTime": moment,
-                     "target": {"claimName": "orders-again"}}  # fmt: skip
+                     "target": {"claimName": "orders-again", "path": "pgdata"}}  # fmt: skip
     namespace.apply(again)
     kit.kubectl_wait(namespace, "restorerequest/again", "Complete", timeout=240)
-    new = _started(kit.claim_dir(namespace, "orders-again"))
+    new = _started(kit.claim_dir(namespace, "orders-again") / "pgdata")
     try:
         new.sql("INSERT INTO orders VALUES (3, 'on the restored server')", "shop")
         written = _time(new.sql(
@@ -311,10 +316,10 @@ def test_base_backups_and_the_wal_archive_through_the_operator(
         assert moved["timeline"] == 2  # status says the archive follows the restored server
         after = {**request, "metadata": {"name": "after"}}
         after["spec"] = {**request["spec"], **policy_ref, **primary,
-                         "target": {"claimName": "orders-after"}}  # fmt: skip
+                         "target": {"claimName": "orders-after", "path": "pgdata"}}  # fmt: skip
         namespace.apply(after)
         kit.kubectl_wait(namespace, "restorerequest/after", "Complete", timeout=240)
-        at_end = _recovered(kit.claim_dir(namespace, "orders-after"))
+        at_end = _recovered(kit.claim_dir(namespace, "orders-after") / "pgdata")
         assert at_end == ["1:before the base backup", "3:on the restored server"]
     finally:
         new.stop()

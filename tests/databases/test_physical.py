@@ -1,6 +1,9 @@
-"""WAL positions: the end of the last record from PostgreSQL's insert position."""
+"""WAL positions, and where a restore may write a data directory."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +27,23 @@ SEGMENT = 16 * 1024 * 1024
 )
 def test_record_end_steps_back_over_a_page_header_nothing_follows(insert: str, end: str) -> None:
     assert format_lsn(record_end(parse_lsn(insert), BLOCK, SEGMENT)) == end
+
+
+def test_a_data_directory_is_refused_where_the_server_could_not_own_it(tmp_path: Path) -> None:
+    """Before anything is written: a directory holding files, and, for a restore that cannot
+    give files away (not root), one that belongs to another user (a claim's root): the
+    message says what to do instead."""
+    from safehold.engine.databases.client import DumpError
+    from safehold.engine.databases.pitr import check_target
+
+    theirs = tmp_path / "claim"
+    theirs.mkdir()
+    os.chown(theirs, os.geteuid() + 1, -1)  # another user's (the tests run as root)
+    with pytest.raises(DumpError, match=r"belongs to uid \d+.*target\.path, e\.g\. pgdata"):
+        check_target(str(theirs), keep_owners=False)
+    check_target(str(theirs), keep_owners=True)  # root gives the files to the server later
+    check_target(str(theirs / "pgdata"), keep_owners=False)  # a new directory inside: ours
+    (theirs / "old").write_text("x")
+    with pytest.raises(DumpError, match="not an empty directory"):
+        check_target(str(theirs), keep_owners=True)
+    assert (theirs / "old").read_text() == "x"

@@ -65,6 +65,7 @@ __all__ = [
     "RecoveryPlan",
     "RecoveryResult",
     "check_recovery",
+    "check_target",
     "plan_recovery",
     "restore_pitr",
 ]
@@ -481,6 +482,22 @@ def _settings(plan: RecoveryPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_target(directory: str, *, keep_owners: bool) -> None:
+    """Refuse, before writing anything, a ``directory`` that cannot become a data directory:
+    one that holds anything (a data directory is written whole), or, without the right to
+    give files away (``keep_owners``), one that belongs to another user: PostgreSQL starts
+    only on a data directory of its own user, mode 0700, and a claim's root is root's."""
+    if os.path.lexists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
+        raise DumpError(f"{directory} is not an empty directory: a data directory is written whole")
+    owner = os.stat(directory).st_uid if os.path.isdir(directory) else os.geteuid()
+    if owner != os.geteuid() and not keep_owners:
+        raise DumpError(
+            f"{directory} belongs to uid {owner}, and a data directory must be the server's "
+            "own (mode 0700): write it into a new directory inside (a RestoreRequest's "
+            "target.path, e.g. pgdata), or restore as root"
+        )
+
+
 def restore_pitr(
     repo: Repository,
     prefix: str,
@@ -493,8 +510,7 @@ def restore_pitr(
     """Write a data directory that recovers to ``target``, or to the end of base backup
     ``snapshot`` (see the module's steps)."""
     plan = plan_recovery(repo, prefix, target, snapshot=snapshot)
-    if os.path.lexists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
-        raise DumpError(f"{directory} is not an empty directory: a data directory is written whole")
+    check_target(directory, keep_owners=keep_owners)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     result = RecoveryResult(plan, directory)
     result.files, result.bytes_written = _extract(repo, plan.base, directory, keep_owners)
