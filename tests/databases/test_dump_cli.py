@@ -263,6 +263,27 @@ def test_tool_missing_fails_without_snapshot(
     assert _snapshots(run) == []
 
 
+def test_a_dump_of_a_15_server_restores_into_an_18_server(
+    postgres_server: DatabaseServer, postgres18_server: DatabaseServer, run: Run, tmp_path: Path
+) -> None:
+    """A major upgrade through a dump: 15's pg_dump made it, 18's pg_restore (the target
+    server's own) reads it into the new server, every row equal."""
+    db = f"upgrade_{tmp_path.name[-8:].replace('-', '_')}"
+    load_sample_data(postgres_server, db, rows=5_000)
+    before = table_contents(postgres_server, db)
+    old = _conn_args(postgres_server, _password_file(tmp_path, postgres_server.password))
+    done = run("dump", "postgresql", *old, "--database", db, "--source", "upgrade/db")
+    assert done.returncode == 0, done.stderr
+    (snap,) = _snapshots(run)
+    assert snap["meta"]["database.tools"] == "postgresql 15"
+    new = _conn_args(postgres18_server, _password_file(tmp_path, postgres18_server.password))
+    done = run("restore-db", "postgresql", *new, "--source", "upgrade/db")
+    assert done.returncode == 0, done.stderr
+    assert table_contents(postgres18_server, db) == before
+    drop_database(postgres18_server, db)
+    drop_database(postgres_server, db)
+
+
 def test_a_client_older_than_the_server_is_named_in_the_error(
     postgres18_server: DatabaseServer, run: Run, tmp_path: Path
 ) -> None:
