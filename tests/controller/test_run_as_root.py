@@ -218,6 +218,29 @@ def test_a_policy_asking_for_root_fails_its_runs_unless_the_installation_allows_
     assert jobs.stdout.strip() == ""  # no backup Job was made
 
 
+def _restore_run_1(namespace: Namespace, kit: Any) -> dict[str, Any]:
+    """Restore run-1's volume into a new claim ``copy``; the restore Job's security context."""
+    kit.restore_request(
+        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "copy"}
+    )
+    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
+    restore = kit.get(namespace, "restorerequest", "back")
+    assert restore["status"]["phase"] == "Succeeded", restore["status"]
+    return _job_context(namespace, "safehold.io/restore=back")
+
+
+def _assert_private_data_restored(copy: Path) -> None:
+    """``kit.private_data`` as restored: the private key uid 999's, modes and times kept."""
+    key = copy / "private" / "key.pem"
+    assert key.read_text() == "only the owner reads this\n"
+    info = key.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (999, 998, 0o600)
+    assert info.st_mtime == 1_600_000_000
+    folder = (copy / "private").stat()
+    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (999, 998, 0o700)
+    assert (copy / "public.txt").read_text() == "anyone may read this\n"
+
+
 def test_a_root_backup_reads_every_file_and_its_restore_brings_back_the_owners(
     namespace: Namespace, s3_store: Any, operator: Any, kit: Any
 ) -> None:
@@ -246,24 +269,10 @@ def test_a_root_backup_reads_every_file_and_its_restore_brings_back_the_owners(
     backup = _job_context(namespace, "safehold.io/run=run-1")
     assert (backup["runAsUser"], backup["capabilities"]["add"]) == (0, ["DAC_OVERRIDE"])
 
-    kit.restore_request(
-        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "copy"}
-    )
-    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
-    restore = kit.get(namespace, "restorerequest", "back")
-    assert restore["status"]["phase"] == "Succeeded", restore["status"]
-    context = _job_context(namespace, "safehold.io/restore=back")
+    context = _restore_run_1(namespace, kit)
     assert context["runAsUser"] == 0
     assert context["capabilities"]["add"] == list(ROOT_CAPABILITIES["write"])
-    copy = kit.claim_dir(namespace, "copy")
-    key = copy / "private" / "key.pem"
-    assert key.read_text() == "only the owner reads this\n"
-    info = key.stat()
-    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (999, 998, 0o600)
-    assert info.st_mtime == 1_600_000_000
-    folder = (copy / "private").stat()
-    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (999, 998, 0o700)
-    assert (copy / "public.txt").read_text() == "anyone may read this\n"
+    _assert_private_data_restored(kit.claim_dir(namespace, "copy"))
 
 
 def test_a_volume_restore_following_a_policy_that_asks_for_root_fails_when_not_allowed() -> None:
@@ -506,22 +515,9 @@ def test_a_backup_as_the_application_user_reads_its_files_and_restores_them_to_i
     assert (backup["runAsUser"], backup["runAsGroup"]) == (999, 998)
     assert backup["capabilities"] == {"drop": ["ALL"]}
 
-    kit.restore_request(
-        namespace, "back", backupRunRef={"name": "run-1"}, target={"claimName": "copy"}
-    )
-    kit.kubectl_wait(namespace, "restorerequest/back", "Complete", timeout=180)
-    restore = kit.get(namespace, "restorerequest", "back")
-    assert restore["status"]["phase"] == "Succeeded", restore["status"]
-    context = _job_context(namespace, "safehold.io/restore=back")
+    context = _restore_run_1(namespace, kit)
     assert (context["runAsUser"], context["runAsGroup"]) == (999, 998)
     copy = kit.claim_dir(namespace, "copy")
-    key = copy / "private" / "key.pem"
-    assert key.read_text() == "only the owner reads this\n"
-    info = key.stat()
-    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (999, 998, 0o600)
-    assert info.st_mtime == 1_600_000_000
-    folder = (copy / "private").stat()
-    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (999, 998, 0o700)
-    public = copy / "public.txt"
-    assert public.read_text() == "anyone may read this\n"
-    assert (public.stat().st_uid, public.stat().st_gid) == (999, 998)  # the user's, not root's
+    _assert_private_data_restored(copy)
+    public = (copy / "public.txt").stat()
+    assert (public.st_uid, public.st_gid) == (999, 998)  # the user's, not root's
